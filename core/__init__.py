@@ -1,0 +1,20 @@
+"""AdapterLab core: from PDFs to a proven, exportable embedding adapter, without Streamlit.
+
+Modules, one concept each (see their docstrings):
+
+* ``workspace``   where everything lives: SQLite catalog + files, atomic writes
+* ``documents``   PDF -> pages -> chunks with stable ids
+* ``datasets``    the LlamaIndex-compatible question/context dataset type
+* ``questions``   question generators (LLM, offline), parsing, dedup, splits, dataset registry
+* ``llm``         one OpenAI-compatible chat client with retries and bounded concurrency
+* ``embedders``   the Embedder protocol, sentence-transformers, OpenAI-compatible API, the cache
+* ``adapters``    linear / two-layer / custom adapters, LlamaIndex folder format
+* ``training``    training on cached embeddings, validation, best-state selection, checkpoints
+* ``evaluation``  hit@k, MRR@k, nDCG@10, recall@k, comparisons with significance
+* ``runs``        training runs kept in the workspace
+* ``jobs``/``tasks``  background jobs the dashboard launches
+* ``reports``     saved comparisons, charts, HTML/CSV export
+* ``cli``         ``python -m core``
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,345 @@
+"""Retrieval metrics, per-query results, and comparisons with significance.
+
+Definitions (the LlamaIndex guide's): for each query rank every chunk of the evaluation
+corpus by cosine similarity. ``hit@k`` is 1 when a relevant chunk is in the top k;
+``mrr@k`` is 1/rank of the first relevant chunk when it is in the top k, else 0. Also
+``ndcg@10`` (binary relevance) and ``recall@k`` (share of the relevant chunks in the top k).
+Evaluation is a matrix product and a top-k over cached embeddings: no vector store.
+
+:func:`compare` evaluates several systems on one dataset and reports, for each metric and
+each system, the delta against the baseline with a paired bootstrap 95% confidence interval
+(``scipy.stats.bootstrap`` on per-query differences) and a paired test: exact McNemar
+(``scipy.stats.binomtest`` on discordant queries) for hit@k, Wilcoxon signed-rank
+(``scipy.stats.wilcoxon``) for the graded metrics.
+
+Example::
+
+    res = evaluate(dataset, embedder, top_k=5)
+    res.metrics            # {"hit@5": 0.79, "mrr@5": 0.64, "ndcg@10": 0.69, "recall@5": 0.79}
+    cmp = compare(dataset, {"base": base, "linear": adapted}, baseline="base")
+    cmp.table()            # pandas DataFrame, one row per system
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .datasets import QADataset
+
+Progress = Callable[[int, int, str], None]
+NDCG_K = 10
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, 1e-12)
+
+
+def metric_names(top_k: int) -> list[str]:
+    return [f"hit@{top_k}", f"mrr@{top_k}", f"ndcg@{NDCG_K}", f"recall@{top_k}"]
+
+
+@dataclass
+class RankResult:
+    """Per-query retrieval outcome for one system on one dataset."""
+
+    query_ids: list[str]
+    first_rank: np.ndarray  # 1-based rank of the first relevant chunk in the whole corpus
+    per_query: dict[str, np.ndarray]  # metric -> per-query values
+    top_ids: list[list[str]]  # top max(k, 10) node ids per query
+    top_scores: np.ndarray
+    top_k: int
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return {k: float(v.mean()) if len(v) else float("nan") for k, v in self.per_query.items()}
+
+
+def rank_embeddings(
+    query_vecs: np.ndarray,
+    corpus_vecs: np.ndarray,
+    relevant: Sequence[Sequence[int]],
+    top_k: int = 5,
+    keep: int | None = None,
+    block: int = 1024,
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Metrics from vectors. ``relevant[i]`` holds the corpus indices relevant to query ``i``.
+
+    Returns (first relevant rank per query, per-query metric arrays, top indices, top scores).
+    Ranks are 1 + the number of chunks scoring strictly higher, so ties never flatter a system.
+    """
+    if top_k < 1:
+        raise ValueError("top_k must be >= 1")
+    q = _normalize(query_vecs)
+    c = _normalize(corpus_vecs)
+    if q.shape[1] != c.shape[1]:
+        raise ValueError(f"query vectors are {q.shape[1]}-d but corpus vectors are {c.shape[1]}-d")
+    n, m = q.shape[0], c.shape[0]
+    keep = min(max(keep or 0, top_k, NDCG_K), m)
+    first = np.full(n, np.inf)
+    hit = np.zeros(n)
+    mrr = np.zeros(n)
+    ndcg = np.zeros(n)
+    recall = np.zeros(n)
+    top_idx = np.zeros((n, keep), dtype=np.int64)
+    top_sc = np.zeros((n, keep), dtype=np.float32)
+    for start in range(0, n, block):
+        s = q[start : start + block] @ c.T
+        part = np.argpartition(-s, keep - 1, axis=1)[:, :keep]
+        ps = np.take_along_axis(s, part, axis=1)
+        order = np.argsort(-ps, axis=1, kind="stable")
+        top_idx[start : start + len(s)] = np.take_along_axis(part, order, axis=1)
+        top_sc[start : start + len(s)] = np.take_along_axis(ps, order, axis=1)
+        for r in range(len(s)):
+            i = start + r
+            rel = np.asarray(relevant[i], dtype=np.int64)
+            if rel.size == 0:
+                continue
+            rel_scores = s[r, rel]
+            ranks = 1 + (s[r][None, :] > rel_scores[:, None]).sum(axis=1)
+            best = int(ranks.min())
+            first[i] = best
+            if best <= top_k:
+                hit[i] = 1.0
+                mrr[i] = 1.0 / best
+            recall[i] = float((ranks <= top_k).sum()) / rel.size
+            dcg = float(sum(1.0 / math.log2(rk + 1) for rk in ranks if rk <= NDCG_K))
+            idcg = float(sum(1.0 / math.log2(j + 2) for j in range(min(rel.size, NDCG_K))))
+            ndcg[i] = dcg / idcg if idcg else 0.0
+    per_query = {f"hit@{top_k}": hit, f"mrr@{top_k}": mrr, f"ndcg@{NDCG_K}": ndcg, f"recall@{top_k}": recall}
+    return first, per_query, top_idx, top_sc
+
+
+@dataclass
+class EmbeddedDataset:
+    """A dataset's query and corpus vectors from one base embedder (compute once, reuse)."""
+
+    dataset: QADataset
+    query_ids: list[str]
+    node_ids: list[str]
+    query_vecs: np.ndarray
+    corpus_vecs: np.ndarray
+    relevant: list[list[int]]
+
+
+def embed_dataset(dataset: QADataset, embedder, progress: Progress | None = None) -> EmbeddedDataset:
+    """Embed a dataset's queries and corpus with ``embedder`` (cached embedders make this free)."""
+    qids = list(dataset.queries)
+    nids = list(dataset.corpus)
+    pos = {n: i for i, n in enumerate(nids)}
+
+    def sub(offset: int, total: int):
+        if progress is None:
+            return None
+        return lambda d, t, msg: progress(offset + d, total, msg)
+
+    total = len(nids) + len(qids)
+    cvecs = embedder.embed_texts([dataset.corpus[n] for n in nids], progress=sub(0, total))
+    qvecs = embedder.embed_queries([dataset.queries[q] for q in qids], progress=sub(len(nids), total))
+    relevant = [[pos[d] for d in dataset.relevant_docs.get(q, []) if d in pos] for q in qids]
+    return EmbeddedDataset(dataset, qids, nids, qvecs, cvecs, relevant)
+
+
+def evaluate_embedded(emb: EmbeddedDataset, query_vecs: np.ndarray | None = None, top_k: int = 5) -> RankResult:
+    """Evaluate vectors already computed; ``query_vecs`` replaces the base query vectors (an adapter's)."""
+    qv = emb.query_vecs if query_vecs is None else query_vecs
+    first, per_query, top_idx, top_sc = rank_embeddings(qv, emb.corpus_vecs, emb.relevant, top_k=top_k)
+    top_ids = [[emb.node_ids[j] for j in row] for row in top_idx]
+    return RankResult(emb.query_ids, first, per_query, top_ids, top_sc, top_k)
+
+
+def evaluate(dataset: QADataset, embedder, top_k: int = 5, progress: Progress | None = None) -> RankResult:
+    """hit@k, MRR@k, nDCG@10 and recall@k of ``embedder`` on ``dataset``, with per-query ranks."""
+    return evaluate_embedded(embed_dataset(dataset, embedder, progress), top_k=top_k)
+
+
+# ------------------------------------------------------------------------------------------------
+# significance
+# ------------------------------------------------------------------------------------------------
+def paired_difference(
+    metric: str, a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> dict[str, float]:
+    """Delta (b - a), its paired bootstrap CI and a paired test's p-value, on per-query values."""
+    from scipy import stats
+
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    diff = b - a
+    delta = float(diff.mean()) if diff.size else float("nan")
+    if diff.size < 2 or np.allclose(diff, 0):
+        return {"delta": delta, "ci_low": delta, "ci_high": delta, "p_value": 1.0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ci = stats.bootstrap(
+            (diff,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
+            method="percentile", rng=np.random.default_rng(seed),
+        ).confidence_interval
+        if metric.startswith("hit@"):
+            worse = int(((a == 1) & (b == 0)).sum())
+            better = int(((a == 0) & (b == 1)).sum())
+            p = stats.binomtest(better, better + worse, 0.5).pvalue if better + worse else 1.0
+        else:
+            p = stats.wilcoxon(b, a, zero_method="wilcox").pvalue if np.any(diff != 0) else 1.0
+    return {"delta": delta, "ci_low": float(ci.low), "ci_high": float(ci.high), "p_value": float(p)}
+
+
+@dataclass
+class Comparison:
+    """Several systems evaluated on one dataset, against a baseline."""
+
+    dataset_name: str
+    top_k: int
+    baseline: str
+    results: dict[str, RankResult]
+    significance: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    alpha: float = 0.05
+
+    @property
+    def metric_names(self) -> list[str]:
+        return metric_names(self.top_k)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat dict per system: metrics, and for non-baseline systems delta/CI/p per metric."""
+        out = []
+        for name, res in self.results.items():
+            row: dict[str, Any] = {"system": name, "queries": len(res.query_ids)}
+            row.update(res.metrics)
+            for metric in self.metric_names:
+                sig = self.significance.get(name, {}).get(metric)
+                if sig is None:
+                    continue
+                row[f"Δ {metric}"] = sig["delta"]
+                row[f"{metric} CI"] = (sig["ci_low"], sig["ci_high"])
+                row[f"{metric} p"] = sig["p_value"]
+                row[f"{metric} significant"] = sig["p_value"] < self.alpha
+            out.append(row)
+        return out
+
+    def table(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows())
+
+    def per_query_frame(self, system: str):
+        """Baseline vs ``system`` per query: ranks, change (better / worse / same)."""
+        import pandas as pd
+
+        base = self.results[self.baseline]
+        other = self.results[system]
+        ds_rank = {q: r for q, r in zip(base.query_ids, base.first_rank)}
+        rows = []
+        mrr_key = f"mrr@{self.top_k}"
+        for i, q in enumerate(other.query_ids):
+            b_rank = ds_rank.get(q, np.inf)
+            o_rank = other.first_rank[i]
+            b_rr = base.per_query[mrr_key][i]
+            o_rr = other.per_query[mrr_key][i]
+            change = "better" if o_rank < b_rank else "worse" if o_rank > b_rank else "same"
+            rows.append(
+                {
+                    "query_id": q,
+                    "base_rank": None if np.isinf(b_rank) else int(b_rank),
+                    "rank": None if np.isinf(o_rank) else int(o_rank),
+                    "base_rr": b_rr,
+                    "rr": o_rr,
+                    "change": change,
+                    "top_ids": other.top_ids[i][: self.top_k],
+                    "base_top_ids": base.top_ids[i][: self.top_k],
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset_name,
+            "top_k": self.top_k,
+            "baseline": self.baseline,
+            "alpha": self.alpha,
+            "results": {
+                name: {
+                    "query_ids": r.query_ids,
+                    "first_rank": [None if np.isinf(x) else int(x) for x in r.first_rank],
+                    "per_query": {k: v.tolist() for k, v in r.per_query.items()},
+                    "top_ids": r.top_ids,
+                    "top_scores": r.top_scores.tolist(),
+                }
+                for name, r in self.results.items()
+            },
+            "significance": self.significance,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Comparison":
+        results = {}
+        for name, r in d["results"].items():
+            results[name] = RankResult(
+                list(r["query_ids"]),
+                np.array([np.inf if x is None else x for x in r["first_rank"]], dtype=float),
+                {k: np.asarray(v, dtype=float) for k, v in r["per_query"].items()},
+                [list(x) for x in r["top_ids"]],
+                np.asarray(r["top_scores"], dtype=np.float32),
+                int(d["top_k"]),
+            )
+        return cls(d["dataset"], int(d["top_k"]), d["baseline"], results, d.get("significance", {}), d.get("alpha", 0.05))
+
+
+def compare(
+    dataset: QADataset,
+    systems: dict[str, Any],
+    baseline: str | None = None,
+    top_k: int = 5,
+    dataset_name: str = "dataset",
+    n_resamples: int = 2000,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> Comparison:
+    """Evaluate every system (name -> embedder) on ``dataset`` and test each against ``baseline``.
+
+    Systems that share a base embedder (an adapter and its base) reuse one set of corpus and
+    query vectors: only the adapter's matrix product is new.
+    """
+    if not systems:
+        raise ValueError("compare() needs at least one system")
+    baseline = baseline or next(iter(systems))
+    if baseline not in systems:
+        raise ValueError(f"baseline {baseline!r} is not among the systems {list(systems)}")
+    embedded: dict[str, EmbeddedDataset] = {}
+    results: dict[str, RankResult] = {}
+    names = list(systems)
+    for i, name in enumerate(names):
+        system = systems[name]
+        base = getattr(system, "base", None)
+        adapter_tf = getattr(system, "transform", None)
+        root = base if adapter_tf is not None and base is not None else system
+        key = root.identity
+        if progress:
+            progress(i, len(names), f"evaluating {name}")
+        if key not in embedded:
+            embedded[key] = embed_dataset(dataset, root)
+        emb = embedded[key]
+        if adapter_tf is not None:
+            in_dim = emb.query_vecs.shape[1]
+            from .adapters import check_adapter_fits
+
+            check_adapter_fits(system.adapter, in_dim, where=name)
+            results[name] = evaluate_embedded(emb, adapter_tf(emb.query_vecs), top_k=top_k)
+        else:
+            results[name] = evaluate_embedded(emb, top_k=top_k)
+    sig: dict[str, dict[str, dict[str, float]]] = {}
+    base_res = results[baseline]
+    for name, res in results.items():
+        if name == baseline:
+            continue
+        sig[name] = {
+            m: paired_difference(m, base_res.per_query[m], res.per_query[m], n_resamples=n_resamples, seed=seed)
+            for m in metric_names(top_k)
+        }
+    if progress:
+        progress(len(names), len(names), "done")
+    return Comparison(dataset_name, top_k, baseline, results, sig)

@@ -1,0 +1,517 @@
+"""One OpenAI-compatible chat client: timeouts, retries with backoff, bounded concurrency, estimates.
+
+The same client talks to OpenAI itself and to any server that speaks its chat API (vLLM,
+Ollama, LM Studio, a local test server): set ``base_url``. Model, base URL and key come from
+:class:`LLMSettings`, falling back to ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``.
+
+The API key is held in memory only. It is hidden from ``repr``, never put in a log message,
+an exception message, a file or the workspace catalog; error text coming back from a server
+is scrubbed of it before it is shown.
+
+Example::
+
+    client = ChatClient(LLMSettings(model="gpt-4o-mini"))
+    text = client.complete([{"role": "user", "content": "Ask me one question about tides."}])
+
+    # many prompts, at most ``concurrency`` in flight, each result delivered as it finishes
+    client.map_complete(list_of_messages, on_result=lambda i, r: print(i, r))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+log = logging.getLogger(__name__)
+
+ENV_KEY = "OPENAI_API_KEY"
+ENV_BASE_URL = "OPENAI_BASE_URL"
+
+# The error kinds an LLMError can have.
+ERROR_KINDS = ("auth", "rate_limit", "server", "timeout", "connection", "bad_response", "bad_request", "cancelled")
+RETRYABLE_KINDS = frozenset({"rate_limit", "server", "timeout", "connection"})
+
+
+class CancelToken(Protocol):
+    def is_set(self) -> bool: ...
+
+
+# ------------------------------------------------------------------------------------------------
+# settings
+# ------------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class LLMSettings:
+    """Where and how to call the chat model.
+
+    Args:
+        model: the chat model name, e.g. ``"gpt-4o-mini"`` or a local server's model.
+        base_url: an OpenAI-compatible endpoint (``http://localhost:8000/v1``); ``None`` means
+            ``OPENAI_BASE_URL`` or, failing that, OpenAI itself.
+        api_key: kept in memory only and hidden from ``repr``; ``None`` means ``OPENAI_API_KEY``.
+            A local server that needs no key works without one when ``base_url`` is set.
+        timeout: seconds to wait for one answer before retrying.
+        max_retries: retries after the first attempt on 429, 5xx, timeouts and connection errors.
+        concurrency: requests in flight at once in :meth:`ChatClient.map_complete`.
+        temperature: sampling temperature.
+        backoff: base delay in seconds of the exponential backoff (``backoff * 2**attempt``,
+            with jitter); ``max_backoff`` caps one wait, ``Retry-After`` included.
+    """
+
+    model: str = "gpt-4o-mini"
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = 60.0
+    max_retries: int = 5
+    concurrency: int = 4
+    temperature: float = 0.2
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.model or not str(self.model).strip():
+            raise ValueError("LLMSettings.model must name a chat model, e.g. 'gpt-4o-mini'.")
+        if self.timeout <= 0:
+            raise ValueError(f"LLMSettings.timeout must be > 0 seconds, got {self.timeout}.")
+        if self.max_retries < 0:
+            raise ValueError(f"LLMSettings.max_retries must be >= 0, got {self.max_retries}.")
+        if self.concurrency < 1:
+            raise ValueError(f"LLMSettings.concurrency must be >= 1, got {self.concurrency}.")
+        if self.backoff < 0 or self.max_backoff < 0:
+            raise ValueError("LLMSettings.backoff and max_backoff must be >= 0.")
+
+    def resolved(self) -> "LLMSettings":
+        """A copy with ``api_key`` / ``base_url`` filled from the environment where unset."""
+        return dataclasses.replace(
+            self,
+            api_key=self.api_key or os.environ.get(ENV_KEY) or None,
+            base_url=self.base_url or os.environ.get(ENV_BASE_URL) or None,
+        )
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings without the key (safe to show, log or save)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d.pop("api_key")
+        return d
+
+
+def key_status(settings: LLMSettings | None) -> str:
+    """Where the key comes from, in words; never shows any character of the key."""
+    env_key = os.environ.get(ENV_KEY) or None
+    own = settings.api_key if settings is not None else None
+    if own:
+        return f"key set (from {ENV_KEY})" if env_key and own == env_key else "key set (entered in this session)"
+    if env_key:
+        return f"key set (from {ENV_KEY})"
+    return "no key"
+
+
+# ------------------------------------------------------------------------------------------------
+# errors
+# ------------------------------------------------------------------------------------------------
+class LLMError(Exception):
+    """A chat call that failed; ``kind`` is one of :data:`ERROR_KINDS` and the message says what to do."""
+
+    def __init__(self, message: str, kind: str = "server", status: int | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE_KINDS
+
+
+_KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{4,}|Bearer\s+\S+)")
+
+
+def _scrub(text: str, key: str | None) -> str:
+    """``text`` with the key (and anything that looks like one) removed, shortened for display."""
+    text = str(text)
+    if key:
+        text = text.replace(key, "***")
+    text = _KEYLIKE.sub("***", text)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """Seconds the server asked us to wait (``retry-after-ms`` or ``Retry-After``), if any."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if not headers:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) * scale)
+        except ValueError:
+            try:  # an HTTP date
+                from email.utils import parsedate_to_datetime
+
+                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+            except (TypeError, ValueError, IndexError):
+                return None
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# bounded concurrency
+# ------------------------------------------------------------------------------------------------
+def run_bounded(
+    fn: Callable[[Any], Any],
+    items: Sequence[Any],
+    concurrency: int = 4,
+    on_result: Callable[[int, Any], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> list[Any]:
+    """Call ``fn(item)`` for every item with at most ``concurrency`` calls in flight.
+
+    ``on_result(index, result_or_exception)`` is called **in the calling thread**, one result at
+    a time, as each call finishes (so it may write to SQLite without locking). An exception
+    raised by ``fn`` is delivered, not raised. Once ``cancel.is_set()``, no new call starts;
+    calls already in flight finish and are still delivered. Returns the results in input
+    order, ``None`` for items never started.
+    """
+    results: list[Any] = [None] * len(items)
+    if not items:
+        return results
+    concurrency = max(1, int(concurrency))
+    if concurrency == 1:  # no threads needed: simpler tracebacks, same contract
+        for i, item in enumerate(items):
+            if cancel is not None and cancel.is_set():
+                break
+            try:
+                results[i] = fn(item)
+            except Exception as exc:  # delivered, not raised
+                results[i] = exc
+            if on_result is not None:
+                on_result(i, results[i])
+        return results
+    next_i = 0
+    pending: dict[Future, int] = {}
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="llm") as pool:
+        while True:
+            while next_i < len(items) and len(pending) < concurrency and not (cancel is not None and cancel.is_set()):
+                pending[pool.submit(fn, items[next_i])] = next_i
+                next_i += 1
+            if not pending:
+                break
+            done, _ = wait(list(pending), timeout=0.25, return_when=FIRST_COMPLETED)
+            for fut in done:
+                i = pending.pop(fut)
+                exc = fut.exception()
+                results[i] = exc if exc is not None else fut.result()
+                if on_result is not None:
+                    on_result(i, results[i])
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+# the chat client
+# ------------------------------------------------------------------------------------------------
+class ChatClient:
+    """An OpenAI-compatible chat client with our own retry loop (the ``openai`` client's is off).
+
+    Retries (``settings.max_retries`` times) on 429, 5xx, timeouts and connection errors, with
+    exponential backoff and jitter, honouring ``Retry-After``. Never retries 401/403 (a wrong
+    key) or 400/404/422 (a wrong model or request). Thread-safe: one client may serve many
+    threads.
+
+    Args:
+        settings: :class:`LLMSettings`; missing key/base URL are taken from the environment.
+        sleep: injectable ``sleep(seconds)`` for tests (default: waits on the cancel event
+            when one is given, else ``time.sleep``).
+    """
+
+    def __init__(self, settings: LLMSettings | None = None, *, sleep: Callable[[float], None] | None = None):
+        self.settings = (settings or LLMSettings()).resolved()
+        self._sleep = sleep
+        self._client = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ChatClient(model={self.settings.model!r}, base_url={self.settings.base_url!r})"
+
+    @property
+    def host(self) -> str:
+        return (self.settings.base_url or "https://api.openai.com/v1").rstrip("/")
+
+    @property
+    def client(self):
+        with self._lock:
+            if self._client is None:
+                key = self.settings.api_key
+                if not key:
+                    if not self.settings.base_url:
+                        raise LLMError(
+                            f"No API key: set {ENV_KEY} or enter a key in the settings (it is kept in memory "
+                            "only). For a local OpenAI-compatible server, set its base URL instead.",
+                            kind="auth",
+                        )
+                    key = "no-key-required"  # local servers usually accept any key
+                import openai
+
+                self._client = openai.OpenAI(
+                    api_key=key, base_url=self.settings.base_url, timeout=self.settings.timeout, max_retries=0
+                )
+            return self._client
+
+    # -- one call -----------------------------------------------------------------------------
+    def _classify(self, exc: BaseException) -> LLMError:
+        """Turn an ``openai`` exception into an :class:`LLMError` with advice."""
+        import openai
+
+        s = self.settings
+        key = s.api_key
+        where = f"{s.model!r} at {self.host}"
+        detail = _scrub(getattr(exc, "message", None) or str(exc), key)
+        if isinstance(exc, openai.APITimeoutError):
+            return LLMError(
+                f"No answer from {where} within {s.timeout:g} s. The server may be overloaded: "
+                "try again later, raise the timeout or lower the concurrency.",
+                kind="timeout",
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            return LLMError(
+                f"Could not connect to {self.host}. Check the base URL and that the server is running "
+                "(and reachable from this machine).",
+                kind="connection",
+            )
+        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+            # The server's own text may echo part of the key: never show it.
+            return LLMError(
+                f"{self.host} rejected the API key ({exc.status_code}). Check {ENV_KEY} or the key entered "
+                "in the settings, and that it may use this model.",
+                kind="auth",
+                status=exc.status_code,
+            )
+        if isinstance(exc, openai.RateLimitError):
+            return LLMError(
+                f"{where} is rate limiting us (429): {detail} Lower the concurrency, wait, or check "
+                "your account's quota.",
+                kind="rate_limit",
+                status=429,
+            )
+        if isinstance(exc, openai.APIStatusError):
+            code = exc.status_code
+            if code >= 500:
+                return LLMError(
+                    f"{where} had a server error ({code}): {detail} Try again later.", kind="server", status=code
+                )
+            if code == 404:
+                return LLMError(
+                    f"{where} answered 404: {detail} Check the model name and the base URL (it usually ends in /v1).",
+                    kind="bad_request",
+                    status=code,
+                )
+            return LLMError(
+                f"{where} refused the request ({code}): {detail} Check the model name and settings.",
+                kind="bad_request",
+                status=code,
+            )
+        if isinstance(exc, (openai.APIResponseValidationError, ValueError)):
+            return LLMError(
+                f"{where} sent an answer that is not a valid chat completion: {detail} Is the base URL "
+                "an OpenAI-compatible /v1 endpoint?",
+                kind="bad_response",
+            )
+        return LLMError(f"Calling {where} failed: {type(exc).__name__}: {detail}", kind="server")
+
+    def _wait(self, seconds: float, cancel: CancelToken | None) -> None:
+        if self._sleep is not None:
+            self._sleep(seconds)
+        elif cancel is not None and hasattr(cancel, "wait"):
+            cancel.wait(seconds)
+        else:
+            time.sleep(seconds)
+
+    def backoff_delay(self, attempt: int, exc: BaseException | None = None) -> float:
+        """Seconds to wait before retry number ``attempt + 1``: exponential with jitter, or Retry-After."""
+        s = self.settings
+        delay = min(s.max_backoff, s.backoff * (2**attempt)) * (0.5 + random.random())
+        asked = _retry_after(exc) if exc is not None else None
+        if asked is not None:
+            delay = max(delay, asked)
+        return min(delay, s.max_backoff)
+
+    def _create(self, messages: list[dict], temperature: float | None, max_tokens: int | None) -> str:
+        kwargs: dict[str, Any] = {
+            "model": self.settings.model,
+            "messages": messages,
+            "temperature": self.settings.temperature if temperature is None else temperature,
+        }
+        if max_tokens is not None:
+            kwargs["max_tokens"] = max_tokens
+        resp = self.client.chat.completions.create(**kwargs)
+        choices = getattr(resp, "choices", None)
+        if not choices:
+            raise LLMError(
+                f"{self.settings.model!r} at {self.host} returned no choices. Is this an OpenAI-compatible chat endpoint?",
+                kind="bad_response",
+            )
+        content = getattr(choices[0].message, "content", None)
+        if not isinstance(content, str):
+            raise LLMError(
+                f"{self.settings.model!r} at {self.host} returned an empty message "
+                f"(finish_reason={getattr(choices[0], 'finish_reason', None)!r}).",
+                kind="bad_response",
+            )
+        return content
+
+    def complete(
+        self,
+        messages: list[dict],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        cancel: CancelToken | None = None,
+    ) -> str:
+        """The assistant's text for ``messages``; raises :class:`LLMError` after the retries."""
+        import openai
+
+        s = self.settings
+        last: LLMError | None = None
+        for attempt in range(s.max_retries + 1):
+            if cancel is not None and cancel.is_set():
+                raise LLMError("Cancelled.", kind="cancelled")
+            try:
+                return self._create(messages, temperature, max_tokens)
+            except LLMError:
+                raise
+            except (openai.OpenAIError, ValueError) as exc:
+                err = self._classify(exc)
+                if not err.retryable:
+                    raise err from None
+                last = err
+                if attempt >= s.max_retries:
+                    break
+                delay = self.backoff_delay(attempt, exc)
+                log.warning(
+                    "chat %s: %s (%s); retry %d/%d in %.2fs",
+                    s.model, err.kind, err.status or "-", attempt + 1, s.max_retries, delay,
+                )
+                self._wait(delay, cancel)
+        assert last is not None
+        raise LLMError(
+            f"{last} (gave up after {s.max_retries + 1} attempts)", kind=last.kind, status=last.status
+        ) from None
+
+    # -- many calls ---------------------------------------------------------------------------
+    def map_complete(
+        self,
+        list_of_messages: Sequence[list[dict]],
+        on_result: Callable[[int, str | Exception], None] | None = None,
+        cancel: CancelToken | None = None,
+        concurrency: int | None = None,
+    ) -> list[str | Exception | None]:
+        """:meth:`complete` for each message list, ``settings.concurrency`` at a time.
+
+        ``on_result(index, text_or_exception)`` runs in the calling thread as each finishes.
+        After ``cancel`` is set no new request starts. Returns results in input order
+        (``None`` where never started). See :func:`run_bounded`.
+        """
+        return run_bounded(
+            lambda msgs: self.complete(msgs, cancel=cancel),
+            list(list_of_messages),
+            concurrency or self.settings.concurrency,
+            on_result,
+            cancel,
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# estimates
+# ------------------------------------------------------------------------------------------------
+# USD per 1M tokens (input, output), OpenAI list prices as published in 2025. Check the
+# provider's page for current prices; any model not listed gets ``cost_usd = None``.
+PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-3.5-turbo": (0.50, 1.50),
+}
+TOKENS_PER_QUESTION = 25  # a generated question plus its numbering, on average
+ANSWER_OVERHEAD_TOKENS = 10  # a preamble such as "Here are 2 questions:"
+MESSAGE_OVERHEAD_TOKENS = 8  # role markers and framing per chat request
+
+_ENCODING = None
+_ENCODING_TRIED = False
+
+
+def estimate_tokens(text: str) -> int:
+    """Approximate token count of ``text``.
+
+    Uses ``tiktoken``'s ``cl100k_base`` when that package is installed and its encoding is
+    available offline; otherwise ``ceil(len(text) / 4)`` (about 4 characters per token for
+    English, within ~20% for typical prose). An estimate for planning, not for billing.
+    """
+    global _ENCODING, _ENCODING_TRIED
+    if not text:
+        return 0
+    if not _ENCODING_TRIED:
+        _ENCODING_TRIED = True
+        try:  # optional; never a dependency
+            import tiktoken  # type: ignore
+
+            _ENCODING = tiktoken.get_encoding("cl100k_base")
+        except Exception:
+            _ENCODING = None
+    if _ENCODING is not None:
+        try:
+            return len(_ENCODING.encode(text, disallowed_special=()))
+        except Exception:
+            pass
+    return max(1, math.ceil(len(text) / 4))
+
+
+def fill_prompt(template: str, context: str, n: int) -> str:
+    """``template`` with ``{context_str}`` and ``{num_questions_per_chunk}`` replaced.
+
+    Plain replacement, not ``str.format``: other braces in a user's template stay as written.
+    """
+    return template.replace("{context_str}", context).replace("{num_questions_per_chunk}", str(n))
+
+
+def estimate_generation(
+    chunk_texts: Iterable[str], questions_per_chunk: int, prompt_template: str, model: str
+) -> dict[str, Any]:
+    """What generating ``questions_per_chunk`` questions for each chunk will take.
+
+    Returns ``{"calls", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd",
+    "model", "price_per_mtok"}``. Prompt tokens are the filled template per chunk plus
+    :data:`MESSAGE_OVERHEAD_TOKENS`; completion tokens assume :data:`TOKENS_PER_QUESTION` per
+    question plus :data:`ANSWER_OVERHEAD_TOKENS`. ``cost_usd`` is ``None`` when ``model`` is not
+    in :data:`PRICES_PER_MTOK` (e.g. a local model). Retries are not counted.
+    """
+    if questions_per_chunk < 1:
+        raise ValueError(f"questions_per_chunk must be >= 1, got {questions_per_chunk}.")
+    calls = 0
+    prompt_tokens = 0
+    for text in chunk_texts:
+        calls += 1
+        prompt_tokens += estimate_tokens(fill_prompt(prompt_template, text, questions_per_chunk)) + MESSAGE_OVERHEAD_TOKENS
+    completion_tokens = calls * (questions_per_chunk * TOKENS_PER_QUESTION + ANSWER_OVERHEAD_TOKENS)
+    price = PRICES_PER_MTOK.get(model)
+    cost = None
+    if price is not None:
+        cost = (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000
+    return {
+        "calls": calls,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "cost_usd": cost,
+        "model": model,
+        "price_per_mtok": price,
+    }

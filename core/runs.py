@@ -1,0 +1,231 @@
+"""Training runs kept in the workspace: settings, live history, checkpoints, the final adapter.
+
+A run lives in ``runs/<run_id>/``::
+
+    run.json          the request: config, dataset, embedder spec (never an API key)
+    history.jsonl     one JSON event per line, appended as training goes (the live plot reads it)
+    adapter/          the final (best) adapter, LlamaIndex folder format
+    adapter/checkpoints/step_N/
+
+and as a row in the catalog's ``runs`` table (status queued | running | done | failed |
+cancelled | interrupted, result summary). :func:`execute_run` is what the CLI and the
+dashboard's background job both call.
+
+Example::
+
+    run_id = create_run(ws, TrainConfig(adapter="linear"), dataset_id="...", embedder="default")
+    result = execute_run(ws, run_id)
+    read_history(ws, run_id)[-1]
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+from .datasets import QADataset
+from .embedders import resolve_embedder
+from .training import TrainConfig, TrainResult, list_checkpoints, train
+from .workspace import Workspace, atomic_write_json, new_id
+
+ACTIVE = ("queued", "running")
+HEARTBEAT_S = 2.0
+STALE_AFTER_S = 20.0
+
+
+def create_run(
+    ws: Workspace,
+    config: TrainConfig,
+    *,
+    dataset_id: str | None = None,
+    dataset_path: str | None = None,
+    val_dataset_id: str | None = None,
+    val_dataset_path: str | None = None,
+    embedder: str = "default",
+    embedder_options: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> str:
+    """Register a run (status ``queued``) and return its id. Exactly one dataset source is needed."""
+    config.validate()
+    if not (dataset_id or dataset_path):
+        raise ValueError("a training run needs a dataset: dataset_id (workspace) or dataset_path (file)")
+    run_id = new_id("run-")
+    opts = {k: v for k, v in (embedder_options or {}).items() if k not in ("api_key",)}
+    request = {
+        "config": config.to_dict(),
+        "dataset_id": dataset_id,
+        "dataset_path": dataset_path,
+        "val_dataset_id": val_dataset_id,
+        "val_dataset_path": val_dataset_path,
+        "embedder": embedder,
+        "embedder_options": opts,
+    }
+    d = ws.run_dir(run_id)
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(d / "run.json", request)
+    now = time.time()
+    label = name or f"{config.adapter} · {config.loss} · lr {config.lr:g} · {config.epochs} ep"
+    with ws.db() as con:
+        con.execute(
+            "INSERT INTO runs(id, name, status, config, created_at, updated_at) VALUES (?, ?, 'queued', ?, ?, ?)",
+            (run_id, label, json.dumps(request), now, now),
+        )
+    return run_id
+
+
+def _set_status(ws: Workspace, run_id: str, status: str, result: dict | None = None, error: str | None = None) -> None:
+    with ws.db() as con:
+        con.execute(
+            "UPDATE runs SET status=?, result=COALESCE(?, result), error=?, updated_at=? WHERE id=?",
+            (status, json.dumps(result) if result is not None else None, error, time.time(), run_id),
+        )
+
+
+def _load_ds(ws: Workspace, dataset_id: str | None, path: str | None) -> QADataset | None:
+    if dataset_id:
+        from .questions import load_dataset
+
+        return load_dataset(ws, dataset_id)
+    if path:
+        return QADataset.load(path)
+    return None
+
+
+def execute_run(
+    ws: Workspace,
+    run_id: str,
+    *,
+    cancel: threading.Event | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    api_key: str | None = None,
+    out_dir: str | Path | None = None,
+) -> TrainResult:
+    """Train run ``run_id``; history streams to ``history.jsonl``; status and result to the catalog.
+
+    ``out_dir`` (CLI ``--out``) gets a copy of the final adapter besides the run's own folder.
+    """
+    d = ws.run_dir(run_id)
+    request = json.loads((d / "run.json").read_text())
+    config = TrainConfig.from_dict(request["config"])
+    hist_path = d / "history.jsonl"
+    hist_path.write_text("")
+    _set_status(ws, run_id, "running")
+    fh = open(hist_path, "a", buffering=1, encoding="utf-8")
+    beating = threading.Event()
+
+    def heartbeat() -> None:  # lets other processes tell a live run from one whose process died
+        while not beating.wait(HEARTBEAT_S):
+            with ws.db() as con:
+                con.execute("UPDATE runs SET updated_at=? WHERE id=? AND status='running'", (time.time(), run_id))
+
+    threading.Thread(target=heartbeat, daemon=True).start()
+
+    def on_event(event: dict[str, Any]) -> None:
+        fh.write(json.dumps(event) + "\n")
+        if callback:
+            callback(event)
+
+    try:
+        train_ds = _load_ds(ws, request.get("dataset_id"), request.get("dataset_path"))
+        val_ds = _load_ds(ws, request.get("val_dataset_id"), request.get("val_dataset_path"))
+        opts = dict(request.get("embedder_options") or {})
+        embedder = resolve_embedder(request.get("embedder") or "default", workspace=ws, api_key=api_key, **opts)
+        result = train(
+            train_ds, embedder, config, out_dir=d / "adapter", val_dataset=val_ds,
+            callback=on_event, cancel=cancel, progress=progress,
+        )
+    except BaseException as exc:
+        _set_status(ws, run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        beating.set()
+        fh.close()
+    summary = result.summary()
+    if out_dir is not None:
+        from .adapters import save_adapter
+
+        save_adapter(result.adapter, out_dir, embedder=embedder.identity, config=config.to_dict(),
+                     best_epoch=result.best_epoch, best_val=result.best_metrics, base_val=result.base_metrics, run_id=run_id)
+        summary["exported_to"] = str(out_dir)
+    _set_status(ws, run_id, "cancelled" if result.cancelled else "done", result=summary)
+    return result
+
+
+def list_runs(ws: Workspace) -> list[dict[str, Any]]:
+    rows = ws.query("SELECT * FROM runs ORDER BY created_at DESC")
+    for r in rows:
+        r["config"] = json.loads(r["config"]) if r["config"] else {}
+        r["result"] = json.loads(r["result"]) if r["result"] else None
+    return rows
+
+
+def get_run(ws: Workspace, run_id: str) -> dict[str, Any] | None:
+    rows = ws.query("SELECT * FROM runs WHERE id=?", (run_id,))
+    if not rows:
+        return None
+    r = rows[0]
+    r["config"] = json.loads(r["config"]) if r["config"] else {}
+    r["result"] = json.loads(r["result"]) if r["result"] else None
+    return r
+
+
+def read_history(ws: Workspace, run_id: str) -> list[dict[str, Any]]:
+    """Events so far (a partly written last line is skipped: the run may still be writing)."""
+    path = ws.run_dir(run_id) / "history.jsonl"
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+def adapter_dir(ws: Workspace, run_id: str) -> Path:
+    return ws.run_dir(run_id) / "adapter"
+
+
+def run_checkpoints(ws: Workspace, run_id: str) -> list[Path]:
+    return list_checkpoints(adapter_dir(ws, run_id))
+
+
+def mark_interrupted(ws: Workspace, run_ids_alive: set[str] | None = None) -> int:
+    """Runs left ``running``/``queued`` by a process that died become ``interrupted`` (checkpoints kept)."""
+    alive = run_ids_alive or set()
+    n = 0
+    cutoff = time.time() - STALE_AFTER_S
+    for r in ws.query("SELECT id, updated_at FROM runs WHERE status IN ('queued','running')"):
+        if r["id"] not in alive and r["updated_at"] < cutoff:
+            ckpts = run_checkpoints(ws, r["id"])
+            _set_status(ws, r["id"], "interrupted", result={"last_checkpoint": str(ckpts[-1]) if ckpts else None},
+                        error="the server stopped while this run was in progress")
+            n += 1
+    return n
+
+
+def delete_run(ws: Workspace, run_id: str) -> None:
+    import shutil
+
+    with ws.db() as con:
+        con.execute("DELETE FROM runs WHERE id=?", (run_id,))
+    shutil.rmtree(ws.run_dir(run_id), ignore_errors=True)
+
+
+def zip_folder(path: str | Path, arc_root: str | None = None) -> bytes:
+    """A folder as zip bytes (for downloading an adapter)."""
+    path = Path(path)
+    root = arc_root or path.name
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(path.rglob("*")):
+            if p.is_file() and not p.name.startswith("."):
+                zf.write(p, f"{root}/{p.relative_to(path).as_posix()}")
+    return buf.getvalue()

