@@ -314,6 +314,12 @@ class OpenAIEmbedder:
                 if attempt < self.max_retries:
                     log.warning("embeddings %s: %s; retry %d in %.1fs", self.model_name, type(exc).__name__, attempt + 1, wait)
                     time.sleep(min(wait, 60.0))
+            except (ValueError, openai.APIResponseValidationError) as exc:
+                # a 200 whose body is not JSON or holds no vectors (the client raises ValueError):
+                # a server glitch, retried like a 5xx, never a raw traceback for the caller
+                last = exc
+                if attempt < self.max_retries:
+                    time.sleep(self.backoff * (2**attempt))
             except openai.APIStatusError as exc:
                 if exc.status_code >= 500:
                     last = exc
@@ -321,7 +327,7 @@ class OpenAIEmbedder:
                         time.sleep(self.backoff * (2**attempt))
                     continue
                 raise EmbedderError(f"The embeddings endpoint answered {exc.status_code} for {self.model_name!r}: {exc}") from exc
-        kind = type(last).__name__ if last else "error"
+        kind = f"{type(last).__name__}: {str(last)[:200]}" if last else "error"
         raise EmbedderError(
             f"The embeddings endpoint for {self.model_name!r} kept failing ({kind}) after "
             f"{self.max_retries + 1} attempts. Check the service and try again; texts already "

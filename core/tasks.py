@@ -78,8 +78,9 @@ def start_generation(jm: JobManager, ws: Workspace, generator: str = "offline", 
         from .llm import LLMSettings
 
         settings = (llm_settings or LLMSettings()).resolved()
-        if not settings.api_key:
-            raise ValueError("no API key: set OPENAI_API_KEY before starting the app, or enter a key in the form")
+        if not settings.api_key and not settings.base_url:
+            raise ValueError("no API key: set OPENAI_API_KEY before starting the app, or enter a key in the form "
+                             "(a local OpenAI-compatible server given by its base URL needs none)")
         gen = q.LLMGenerator(settings, prompt_template=prompt_template or q.DEFAULT_PROMPT_TEMPLATE)
         label = f"LLM {settings.model}"
     elif generator == "offline":
@@ -120,7 +121,8 @@ def build_systems(ws: Workspace, systems: list[SystemSpec], embedder: str = "def
     from .embedders import AdapterEmbedder
     from .runs import adapter_dir, get_run
 
-    base = _embedder(ws, embedder)
+    # the key/URL also serve a base that is itself an API embedder (adapters trained on API vectors)
+    base = _embedder(ws, embedder, api_key=api_key, base_url=api_base_url)
     out: dict[str, Any] = {f"base ({getattr(base, 'label', embedder)})": base}
     for s in systems:
         kind = s.get("kind")
