@@ -31,11 +31,17 @@ Nothing here imports Streamlit.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
+import marshal
 import math
 import os
 import re
+import select
+import signal
+import struct
+import sys
 import threading
 import time
 import uuid
@@ -173,7 +179,11 @@ def _check_header(data: bytes, name: str) -> None:
 
 
 def _extract_pdfium(data: bytes, name: str) -> list[str]:
-    """Raw page texts with pypdfium2; raises PDFError('encrypted') or pdfium's own error."""
+    """Raw page texts with pypdfium2; raises PDFError('encrypted') or pdfium's own error.
+
+    A document of :data:`PARALLEL_MIN_PAGES` pages or more is read by two processes (see
+    :func:`_extract_forked`); the texts are the same either way.
+    """
     import pypdfium2 as pdfium
 
     with _PDFIUM_LOCK:
@@ -185,20 +195,168 @@ def _extract_pdfium(data: bytes, name: str) -> list[str]:
                 raise _err("encrypted", name) from exc
             raise
         try:
-            texts: list[str] = []
-            for i in range(len(doc)):
-                page = doc[i]
-                try:
-                    textpage = page.get_textpage()
-                    try:
-                        texts.append(textpage.get_text_range())
-                    finally:
-                        textpage.close()
-                finally:
-                    page.close()
-            return texts
+            n = len(doc)
+            if n >= PARALLEL_MIN_PAGES and _can_fork():
+                return _extract_forked(pdfium, doc, data, n)
+            return _page_texts(doc, range(n))
         finally:
             doc.close()
+
+
+def _page_texts(doc, indices: Iterable[int]) -> list[str]:
+    """The raw text of the pages ``indices`` (0-based) of an open ``pdfium.PdfDocument``."""
+    texts: list[str] = []
+    for i in indices:
+        page = doc[i]
+        try:
+            textpage = page.get_textpage()
+            try:
+                texts.append(textpage.get_text_range())
+            finally:
+                textpage.close()
+        finally:
+            page.close()
+    return texts
+
+
+# -- parallel extraction ----------------------------------------------------------------------
+#: Documents with at least this many pages are extracted by two processes (Linux, 2+ CPUs):
+#: pdfium is not thread-safe, so a forked child reads every other page while this process
+#: reads the rest. Tests lower it to force the parallel path on small PDFs.
+PARALLEL_MIN_PAGES = 48
+#: How long to wait for the child after this process has read its own pages: at least this
+#: many seconds, or 4x the time this process took. After that the child is killed and its
+#: pages are read here.
+_CHILD_TIMEOUT_MIN_S = 10.0
+_HEADER = struct.Struct("<Q")
+
+
+def _can_fork() -> bool:
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return False  # macOS: fork is unsafe with system frameworks; Windows: no fork
+    try:
+        return len(os.sched_getaffinity(0)) >= 2
+    except (AttributeError, OSError):
+        return (os.cpu_count() or 1) >= 2
+
+
+def _extract_forked(pdfium, doc, data: bytes, n: int) -> list[str]:
+    """Page texts of ``doc`` (``n`` pages), the odd ones read by a forked child process.
+
+    Pages are interleaved rather than split in halves: neighbouring pages cost about the same,
+    while the front of a 10-K (dense risk factors) costs far more than the back (tables).
+
+    Called with :data:`_PDFIUM_LOCK` held, so no other thread of this process is inside
+    pdfium when it forks and the child's copy of pdfium is consistent. The child only opens
+    its own document from ``data``, reads its pages, sends the texts down a pipe and exits
+    with ``os._exit``: it takes no lock (not even its copy of ``_PDFIUM_LOCK``, which is held
+    there forever), logs nothing and never returns into the caller's code. Any failure of the
+    child (fork refused, crash, garbage, timeout) is silent: its pages are read here instead.
+    """
+    mine, theirs = range(0, n, 2), range(1, n, 2)
+    try:
+        rfd, wfd = os.pipe()
+    except OSError:
+        return _page_texts(doc, range(n))
+    try:
+        pid = os.fork()
+    except OSError:  # e.g. not enough memory to fork a large process
+        os.close(rfd)
+        os.close(wfd)
+        return _page_texts(doc, range(n))
+    if pid == 0:  # the child: pdfium and strings only, then exit whatever happens
+        code = 1
+        try:
+            os.close(rfd)
+            gc.disable()  # no finalizers of the parent's objects run here
+            child_doc = pdfium.PdfDocument(data)
+            raw = _page_texts(child_doc, theirs)
+            normalized = [_normalize_chars(t) for t in raw]  # clean-up's first steps, here
+            payload = marshal.dumps((raw, normalized, _word_chains(normalized)))
+            view = memoryview(_HEADER.pack(len(payload)) + payload)
+            while view:
+                view = view[os.write(wfd, view):]
+            code = 0
+        except BaseException:
+            pass
+        finally:
+            os._exit(code)
+
+    # the parent
+    os.close(wfd)
+    child: tuple | None = None
+    try:
+        t0 = time.monotonic()
+        texts = _page_texts(doc, mine)
+        deadline = time.monotonic() + max(_CHILD_TIMEOUT_MIN_S, 4 * (time.monotonic() - t0))
+        child = _read_child(rfd, deadline, len(theirs))
+    finally:
+        os.close(rfd)
+        if child is None:  # failed, hung, or this process raised: stop the child
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            os.waitpid(pid, 0)  # it exits right after sending; never leave a zombie
+        except ChildProcessError:  # already reaped elsewhere (e.g. SIGCHLD ignored)
+            pass
+    out = _RawPages([""] * n)
+    out[0::2] = texts
+    if child is None:
+        log.debug("parallel PDF extraction failed; reading its pages here")
+        out[1::2] = _page_texts(doc, theirs)
+    else:
+        out[1::2] = child[0]
+        normalized = [""] * n
+        normalized[1::2] = child[1]
+        out.prepared = (normalized, child[2])
+    return out
+
+
+class _RawPages(list):
+    """Raw page texts (a plain list to every reader), which may carry ``prepared``:
+    ``(normalized, chains)`` where the odd pages of ``normalized`` are already through
+    :func:`_normalize_chars` and ``chains`` are their :func:`_word_chains` (work the
+    extraction's child process did). :func:`clean_pages` uses it; nothing else needs to."""
+
+    prepared: tuple[list[str], set[str]] | None = None
+
+
+def _read_child(fd: int, deadline: float, n: int) -> tuple | None:
+    """The child's ``(raw texts, normalized texts, word chains)`` for ``n`` pages from the pipe,
+    or ``None`` on EOF, garbage or timeout."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    buf = bytearray()
+    need = _HEADER.size
+    size = None
+    while True:
+        while len(buf) < need:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                return None
+            chunk = os.read(fd, max(need - len(buf), 1 << 16))
+            if not chunk:
+                return None  # the child died
+            buf += chunk
+        if size is not None:
+            break
+        (size,) = _HEADER.unpack_from(buf)
+        need = _HEADER.size + size
+    try:
+        got = marshal.loads(memoryview(buf)[_HEADER.size : need])
+    except (EOFError, ValueError, TypeError):
+        return None
+    if not (
+        type(got) is tuple
+        and len(got) == 3
+        and all(type(x) is list and len(x) == n and all(type(t) is str for t in x) for x in got[:2])
+        and type(got[2]) is set
+        and all(type(c) is str for c in got[2])
+    ):
+        return None
+    return got
 
 
 def _extract_pypdf(data: bytes, name: str) -> list[str]:
@@ -286,7 +444,7 @@ def _load_bytes(data: bytes, name: str) -> LoadedPDF:
         pdfium_error = exc
         log.info("%s: pypdfium2 failed (%s); trying pypdf", name, exc)
 
-    if raw is None or _text_chars(raw) < MIN_TEXT_CHARS:
+    if raw is None or _text_chars(raw, MIN_TEXT_CHARS) < MIN_TEXT_CHARS:
         try:
             fallback = _extract_pypdf(data, name)
         except PDFError:
@@ -300,7 +458,7 @@ def _load_bytes(data: bytes, name: str) -> LoadedPDF:
     if not raw:
         detail = f" ({pdfium_error})" if pdfium_error else ""
         raise _err("corrupt", name, f": it contains no pages{detail}")
-    if _text_chars(raw) < MIN_TEXT_CHARS:
+    if _text_chars(raw, MIN_TEXT_CHARS) < MIN_TEXT_CHARS:
         raise _err("no_text", name, f" in its {len(raw)} page{'s' if len(raw) != 1 else ''}")
 
     cleaned = clean_pages(raw)
@@ -308,25 +466,36 @@ def _load_bytes(data: bytes, name: str) -> LoadedPDF:
     return LoadedPDF(doc_id=doc_id, filename=name, size_bytes=len(data), pages=pages, extractor=extractor)
 
 
-def _text_chars(texts: Sequence[str]) -> int:
-    return sum(len("".join(t.split())) for t in texts)
+def _text_chars(texts: Sequence[str], enough: int | None = None) -> int:
+    """Non-space characters over all pages; stops counting once ``enough`` are found."""
+    n = 0
+    for t in texts:
+        n += len("".join(t.split()))
+        if enough is not None and n >= enough:
+            break
+    return n
 
 
 # =============================================================================================
 # Text clean-up
 # =============================================================================================
-# Characters that mean "space" / "nothing" in extracted PDF text.
-_SPACE_CHARS = dict.fromkeys(map(ord, "\t\x0b\x0c\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"), " ")
-_DROP_CHARS = dict.fromkeys(map(ord, "\x00\u200b\u200c\u200d\u2060\ufeff"), None)
-_CONTROL = re.compile(r"[\x01\x03-\x08\x0e-\x1f\x7f]")
+# Characters that mean "space" / "nothing" in extracted PDF text (one regex pass each is much
+# faster than str.translate, which has a fast path for ASCII text only).
+_SPACE_CHARS = re.compile("[\t\x0b\x0c\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+# NUL, zero-width characters and controls (\x02 is kept: pdfium's hyphen mark, see below).
+_DROP_CHARS = re.compile("[\x00\x01\x03-\x08\x0e-\x1f\x7f\u200b-\u200d\u2060\ufeff]")
 # pdfium marks a hyphen at a line end (lines already merged) with U+FFFE or \x02; U+00AD is the
-# soft hyphen. A literal "-" at a line end is the pypdf form of the same thing.
-_HYPHEN_BREAK = re.compile(r"(\w+)(?:[\ufffe\x02\u00ad] *\n? *|- *\n *)(?=(\w+))")
+# soft hyphen. A literal "-" at a line end is the pypdf form of the same thing. ``(?<!\w)`` and
+# the possessive ``\w++`` only make the scan linear: a match always starts at a word start and
+# takes the whole word, as ``(\w+)`` would after backtracking.
+_HYPHEN_BREAK = re.compile(r"(?<!\w)(\w++)(?:[\ufffe\x02\u00ad] *\n? *|- *\n *)(?=(\w+))")
 _STRAY_SOFT = re.compile(r"[\ufffe\x02\u00ad]")
-_WORD = re.compile(r"\w+")
-_COMPOUND = re.compile(r"\w+-\w+")
-# A bullet glyph in the middle of a line starts a list item: give it its own line.
-_INLINE_BULLET = re.compile(r"(?<=\S) +([\u2022\u25cf\u25aa\u25e6]) +")
+_WORD_CHAIN = re.compile(r"\w++(?:-\w++)*+")
+# A bullet glyph in the middle of a line starts a list item: give it its own line. (The match
+# starts at the first space after a non-space: " (?<=\S )" is "(?<=\S) " with a literal first
+# character, which the regex engine can search for quickly.)
+_INLINE_BULLET = re.compile(r" (?<=\S )\ *([\u2022\u25cf\u25aa\u25e6]) +")
+_INLINE_BULLET_GLYPHS = ("\u2022", "\u25cf", "\u25aa", "\u25e6")
 # A page's last line holding only a number (optionally "Page n" / "n of m" / "- n -").
 _PAGE_NUMBER = re.compile(r"(?im)^[ \-\u2013]*(?:page +)?(\d{1,4})(?: +of +\d{1,4})?[ \-\u2013]*\s*\Z")
 # A line starting with a bullet glyph starts a paragraph. (Numbers and dashes are left alone:
@@ -352,34 +521,73 @@ def clean_pages(raw_pages: Sequence[str]) -> list[str]:
         clean_pages(["Our remarkable year.\\r\\nIt was re-\\r\\nmarkable indeed.\\x00"])
         # -> ['Our remarkable year. It was remarkable indeed.']
     """
-    pages = []
-    for t in raw_pages:
-        t = t.replace("\r\n", "\n").replace("\r", "\n")
-        t = t.translate(_DROP_CHARS).translate(_SPACE_CHARS)
-        t = _CONTROL.sub("", t)
-        pages.append(t)
-
-    # Words, and hyphenated compounds written on one line, anywhere in the document.
-    words: set[str] = set()
-    compounds: set[str] = set()
-    for t in pages:
-        words.update(w.lower() for w in _WORD.findall(_STRAY_SOFT.sub(" ", t)))
-        compounds.update(w.lower() for w in _COMPOUND.findall(t))
+    pre = raw_pages.prepared if isinstance(raw_pages, _RawPages) else None
+    if pre is not None:  # the odd pages were normalized by the extraction's child process
+        normalized, odd_chains = list(pre[0]), pre[1]
+        for i in range(0, len(normalized), 2):
+            normalized[i] = _normalize_chars(raw_pages[i])
+    else:
+        normalized = [_normalize_chars(t) for t in raw_pages]
+    vocab: list[set[str]] = []  # [words, compounds] of the whole document, built on first use
 
     def fix_hyphen(m: re.Match) -> str:
+        if not vocab:
+            if pre is None:
+                vocab.extend(_vocabulary(_word_chains(normalized)))
+            else:
+                vocab.extend(_vocabulary(odd_chains | _word_chains(normalized[0::2])))
+        words, compounds = vocab
         left, right = m.group(1), m.group(2)
         if (left + right).lower() in words and f"{left}-{right}".lower() not in compounds:
             return left
         return left + "-"
 
-    pages = _drop_page_numbers(pages)
     out = []
-    for t in pages:
-        t = _HYPHEN_BREAK.sub(fix_hyphen, t)
-        t = _STRAY_SOFT.sub("-", t)
-        t = _INLINE_BULLET.sub(r"\n\1 ", t)
+    for t in _drop_page_numbers(normalized):
+        # only pages that may hold a hyphen break or a stray soft hyphen (a cheap superset test)
+        if "\ufffe" in t or "\x02" in t or "\u00ad" in t or "-\n" in t or "- " in t:
+            t = _HYPHEN_BREAK.sub(fix_hyphen, t)
+            t = _STRAY_SOFT.sub("-", t)
+        if any(g in t for g in _INLINE_BULLET_GLYPHS):
+            t = _INLINE_BULLET.sub(r"\n\1 ", t)
         out.append(_join_paragraphs(t))
     return out
+
+
+def _normalize_chars(t: str) -> str:
+    """Line endings, dropped characters and odd spaces of one page."""
+    if "\r" in t:
+        t = t.replace("\r\n", "\n").replace("\r", "\n")
+    return _SPACE_CHARS.sub(" ", _DROP_CHARS.sub("", t))
+
+
+def _word_chains(pages: Iterable[str]) -> set[str]:
+    """The distinct chains of words joined by single hyphens ("a-b-c", "word") in ``pages``."""
+    chains: set[str] = set()
+    for t in pages:
+        chains.update(_WORD_CHAIN.findall(t))
+    return chains
+
+
+def _vocabulary(chains: Iterable[str]) -> tuple[set[str], set[str]]:
+    r"""Lower-cased words (``\w+``), and hyphenated compounds written on one line (what
+    ``re.findall(r"\w+-\w+")`` finds), of the pages whose :func:`_word_chains` these are.
+
+    A chain's words are its parts and its compounds are the pairs a non-overlapping scan finds
+    ("a-b", not "b-c", in "a-b-c"). U+FFFE, \x02 and U+00AD are not word characters, so they
+    separate words as they are.
+    """
+    words: set[str] = set()
+    compounds: set[str] = set()
+    for chain in chains:
+        if "-" in chain:
+            parts = chain.split("-")
+            words.update(parts)
+            for i in range(0, len(parts) - 1, 2):
+                compounds.add(f"{parts[i]}-{parts[i + 1]}")
+        else:
+            words.add(chain)
+    return {w.lower() for w in words}, {c.lower() for c in compounds}
 
 
 def _drop_page_numbers(pages: list[str]) -> list[str]:

@@ -96,6 +96,59 @@ def test_blank_page_is_kept_with_its_number():
     assert [(p.page, bool(p.text)) for p in doc.pages] == [(1, True), (2, False), (3, True)]
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="parallel extraction forks (Linux)")
+def test_parallel_extraction_gives_the_same_pages(monkeypatch):
+    pages = [f"Page {i} says: the quick brown fox jumps over the lazy dog {i} times." for i in range(1, 8)]
+    pages[3] = ""  # a blank page keeps its place
+    data = make_text_pdf(pages, page_numbers=True)
+    monkeypatch.setattr(D, "PARALLEL_MIN_PAGES", 10**9)
+    serial = load_pdf(data, "seven.pdf")
+
+    forked = []
+    real_fork = os.fork
+
+    def spy_fork():
+        pid = real_fork()
+        if pid:
+            forked.append(pid)
+        return pid
+
+    monkeypatch.setattr(D, "PARALLEL_MIN_PAGES", 2)
+    monkeypatch.setattr(D, "_can_fork", lambda: True)  # also on a 1-CPU runner
+    monkeypatch.setattr(D.os, "fork", spy_fork)
+    parallel = load_pdf(data, "seven.pdf")
+    assert forked, "the parallel path was not taken"
+    assert parallel == serial
+    assert [p.page for p in parallel.pages] == list(range(1, 8)) and "fox" not in parallel.pages[3].text
+    assert all(f"fox jumps over the lazy dog {i} times" in parallel.pages[i - 1].text for i in (1, 2, 3, 5, 6, 7))
+    with pytest.raises(ChildProcessError):  # the child was reaped
+        os.waitpid(forked[0], os.WNOHANG)
+
+    # a child that crashes or sends garbage: its pages are read here, silently
+    parent = os.getpid()
+    real_page_texts = D._page_texts
+
+    def crash_in_child(doc, indices):
+        if os.getpid() != parent:
+            raise RuntimeError("child crashed")
+        return real_page_texts(doc, indices)
+
+    def garbage_in_child(doc, indices):
+        texts = real_page_texts(doc, indices)
+        return texts[:-1] if os.getpid() != parent else texts
+
+    for broken in (crash_in_child, garbage_in_child):
+        monkeypatch.setattr(D, "_page_texts", broken)
+        assert load_pdf(data, "seven.pdf") == serial
+    monkeypatch.setattr(D, "_page_texts", real_page_texts)
+
+    def no_fork():
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(D.os, "fork", no_fork)
+    assert load_pdf(data, "seven.pdf") == serial
+
+
 @pytest.mark.parametrize(
     "data_fn, kind, hint",
     [
