@@ -174,7 +174,8 @@ def cmd_generate(args) -> int:
     bar = _Bar(not args.json, "generate")
     report = qmod.generate_questions(ws, generator, questions_per_chunk=args.questions_per_chunk, doc_ids=doc_ids, progress=bar)
     bar.close()
-    ds = qmod.build_dataset(ws, doc_ids=doc_ids)
+    # the questions this generator made (the workspace may also hold other generators' questions)
+    ds = qmod.build_dataset(ws, doc_ids=doc_ids, sources=[args.generator])
     out: dict[str, Any] = {"report": report}
     if args.val_out:
         train_ds, val_ds = qmod.split_dataset(ds, by=args.split_by, val_fraction=args.val_fraction, seed=args.seed,
@@ -213,6 +214,9 @@ def _train_config(args):
         if value is not None:
             setattr(cfg, name, value)
     cfg.validate()
+    from .adapters import resolve_adapter_class
+
+    resolve_adapter_class(cfg.adapter)  # an unknown adapter fails before a run is created
     return cfg
 
 
@@ -325,7 +329,8 @@ def cmd_documents(args) -> int:
     from .documents import list_documents
 
     ws = _workspace(args)
-    rows = [{k: d.get(k) for k in ("id", "filename", "status", "pages", "chars", "chunks", "truncated", "error")}
+    rows = [{"id": d["id"], "filename": d["filename"], "status": d["status"], "pages": d["pages"], "chars": d["chars"],
+             "chunks": d.get("n_chunks"), "truncated": d.get("n_truncated"), "error": d.get("error")}
             for d in list_documents(ws)]
     for r in rows:
         r["id"] = r["id"][:12]
@@ -335,8 +340,6 @@ def cmd_documents(args) -> int:
 
 # ------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from .adapters import registered_adapters
-
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--workspace", default=None, help="workspace directory (default: $ADAPTERLAB_WORKSPACE or ./workspace)")
     common.add_argument("--json", action="store_true", help="machine-readable JSON output")
@@ -375,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True, help="training dataset (LlamaIndex JSON)")
     s.add_argument("--val-dataset", help="validation dataset for model selection (default: a split of the training chunks)")
     s.add_argument("--adapter", default="linear",
-                   help=f"{', '.join(registered_adapters())}, or an import path pkg.mod:Class")
+                   help="linear, two-layer, low-rank, or an import path pkg.mod:Class")
     s.add_argument("--adapter-kwargs", help='JSON constructor overrides, e.g. \'{"rank": 16}\'')
     s.add_argument("--hidden-features", type=int, help="hidden size of two-layer (default 1024)")
     s.add_argument("--bias", action="store_true", help="linear adapter with a bias")

@@ -72,7 +72,8 @@ def rank_embeddings(
     """Metrics from vectors. ``relevant[i]`` holds the corpus indices relevant to query ``i``.
 
     Returns (first relevant rank per query, per-query metric arrays, top indices, top scores).
-    Ranks are 1 + the number of chunks scoring strictly higher, so ties never flatter a system.
+    Ranks are pessimistic, so ties never flatter a system: a non-relevant chunk scoring the same
+    as a relevant one counts as ranked above it, and relevant chunks take distinct ranks.
     """
     if top_k < 1:
         raise ValueError("top_k must be >= 1")
@@ -101,8 +102,13 @@ def rank_embeddings(
             rel = np.asarray(relevant[i], dtype=np.int64)
             if rel.size == 0:
                 continue
-            rel_scores = s[r, rel]
-            ranks = 1 + (s[r][None, :] > rel_scores[:, None]).sum(axis=1)
+            # Pessimistic ranks: a non-relevant chunk scoring the same as a relevant one is put
+            # ahead of it, and relevant chunks take distinct ranks (so nDCG never exceeds 1).
+            rel = np.unique(rel)
+            rel_scores = np.sort(s[r, rel])[::-1]
+            at_least = (s[r][None, :] >= rel_scores[:, None]).sum(axis=1)
+            rel_at_least = (rel_scores[None, :] >= rel_scores[:, None]).sum(axis=1)
+            ranks = (at_least - rel_at_least) + np.arange(1, rel.size + 1)  # non-relevant >= it, + its place
             best = int(ranks.min())
             first[i] = best
             if best <= top_k:

@@ -130,14 +130,16 @@ class JobManager:
                     [("interrupted: the process running it stopped (server restart or crash). "
                       "Start it again: finished work is kept.", time.time(), j) for j in stale],
                 )
-            from .runs import mark_interrupted
+        # Runs too (a CLI run has no job row): a run whose heartbeat stopped is interrupted,
+        # unless a live job (queued or running) still owns it.
+        from .runs import mark_interrupted
 
-            alive = {
-                (r["params"] or {}).get("run_id")
-                for r in self.list(status=("queued", "running"))
-                if isinstance(r.get("params"), dict)
-            }
-            mark_interrupted(self.ws, {a for a in alive if a})
+        alive = {
+            (r["params"] or {}).get("run_id")
+            for r in self.list(status=("queued", "running"), limit=10_000)
+            if isinstance(r.get("params"), dict)
+        }
+        mark_interrupted(self.ws, {a for a in alive if a})
         return len(stale)
 
     # -- API ------------------------------------------------------------------------------------

@@ -835,13 +835,14 @@ def dedupe_workspace_questions(ws: Workspace, threshold: float = 0.85, within_ch
 # ------------------------------------------------------------------------------------------------
 # datasets
 # ------------------------------------------------------------------------------------------------
-def build_dataset(ws: Workspace, doc_ids: Sequence[str] | None = None) -> QADataset:
+def build_dataset(ws: Workspace, doc_ids: Sequence[str] | None = None, sources: Sequence[str] | None = None) -> QADataset:
     """The workspace's questions as a :class:`QADataset`.
 
     Corpus: every chunk of the chosen documents (all documents by default), whether or not
     it has questions, so retrieval is measured against the whole document. Queries: the
     questions about those chunks, each relevant to its own chunk. ``node_meta`` holds
-    ``{doc_id, filename, page_start, page_end}`` per chunk.
+    ``{doc_id, filename, page_start, page_end}`` per chunk. ``sources`` keeps only questions
+    from those generators (``llm``, ``offline``, ``import``, ``manual``).
     """
     sql = (
         "SELECT c.id, c.doc_id, c.text, c.page_start, c.page_end, d.filename "
@@ -863,7 +864,10 @@ def build_dataset(ws: Workspace, doc_ids: Sequence[str] | None = None) -> QAData
     }
     queries: dict[str, str] = {}
     relevant: dict[str, list[str]] = {}
-    for q in ws.query("SELECT id, chunk_id, text FROM questions ORDER BY created_at, id"):
+    keep_sources = set(sources) if sources else None
+    for q in ws.query("SELECT id, chunk_id, text, source FROM questions ORDER BY created_at, id"):
+        if keep_sources is not None and q["source"] not in keep_sources:
+            continue
         if q["chunk_id"] in corpus and q["text"].strip():
             queries[q["id"]] = q["text"]
             relevant[q["id"]] = [q["chunk_id"]]

@@ -183,11 +183,26 @@ class TrainResult:
 
 
 def split_by_chunk(ds: QADataset, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Query ids for (train, val), grouping queries by their first relevant chunk so no chunk's
-    questions land on both sides."""
+    """Query ids for (train, val), grouping queries by their relevant chunks so no chunk's
+    questions land on both sides (queries sharing any relevant chunk stay together)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for q in ds.queries:
+        rel = ds.relevant_docs[q]
+        for other in rel[1:]:
+            a, b = find(rel[0]), find(other)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
     groups: dict[str, list[str]] = {}
     for q in ds.queries:
-        groups.setdefault(ds.relevant_docs[q][0], []).append(q)
+        groups.setdefault(find(ds.relevant_docs[q][0]), []).append(q)
     keys = sorted(groups)
     rng = random.Random(seed)
     rng.shuffle(keys)
@@ -197,8 +212,8 @@ def split_by_chunk(ds: QADataset, val_fraction: float, seed: int) -> tuple[list[
     if n_val >= len(keys):
         n_val = len(keys) - 1
     val_keys = set(keys[:n_val])
-    train = [q for q in ds.queries if ds.relevant_docs[q][0] not in val_keys]
-    val = [q for q in ds.queries if ds.relevant_docs[q][0] in val_keys]
+    train = [q for q in ds.queries if find(ds.relevant_docs[q][0]) not in val_keys]
+    val = [q for q in ds.queries if find(ds.relevant_docs[q][0]) in val_keys]
     return train, val
 
 
@@ -322,7 +337,9 @@ def train(
     corpus = F.normalize(torch.from_numpy(emb.corpus_vecs).to(device), dim=-1)
     # other relevant chunks of a query are not negatives
     extra_pos = [
-        [npos[d] for d in train_dataset.relevant_docs[q][1:] if d in npos] for q in train_q
+        # (never the target itself, should a dataset list it twice: its logit would become -inf)
+        [npos[d] for d in train_dataset.relevant_docs[q][1:] if d in npos and npos[d] != npos[train_dataset.relevant_docs[q][0]]]
+        for q in train_q
     ]
 
     # ---- model ------------------------------------------------------------------------------
@@ -339,7 +356,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0
     )
-    ckpt_every = config.checkpoint_every or steps_per_epoch
+    ckpt_every = config.checkpoint_every  # 0: at each epoch end (epochs vary in steps when siblings spill)
     out_dir = Path(out_dir) if out_dir else None
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else (out_dir / "checkpoints" if out_dir else None)
     checkpoints: list[str] = []
@@ -395,12 +412,14 @@ def train(
             lv = float(loss.detach())
             losses.append(lv)
             record({"type": "step", "step": step, "epoch": epoch, "loss": lv, "lr": scheduler.get_last_lr()[0]})
-            if step % ckpt_every == 0:
+            if ckpt_every and step % ckpt_every == 0:
                 save_ckpt(step)
             if progress:
                 progress(step, total_steps, f"epoch {epoch}/{config.epochs}")
         if cancelled:
             break
+        if not ckpt_every:
+            save_ckpt(step)
         train_loss = float(np.mean(losses)) if losses else None
         event = {"type": "epoch", "epoch": epoch, "step": step, "train_loss": train_loss, "val": None, "best": False}
         if val_emb is not None and n_val:

@@ -1,0 +1,270 @@
+"""``python -m core`` as a user runs it: real subprocesses, a generated PDF, the bundled model.
+
+The pipeline (ingest -> generate -> train -> evaluate) runs once per module in one workspace;
+each test checks one aspect of it. Error paths must exit 2 with one line naming the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.adapters import build_adapter, save_adapter
+from core.datasets import QADataset
+from tests.pdfs import corrupt_pdf_bytes, make_text_pdf, sample_report_pages
+
+ROOT = Path(__file__).resolve().parent.parent
+LYFT = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "lyft_2021_train_dataset.json"
+COMMANDS = ["ingest", "generate", "train", "evaluate", "runs", "documents"]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ADAPTERLAB_"))}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return env
+
+
+def cli(*args: str, workspace: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "core", *args]
+    if workspace is not None:
+        cmd += ["--workspace", str(workspace)]
+    return subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def cli_many(*commands: list[str]) -> list[subprocess.CompletedProcess]:
+    """Run several independent commands at once (they are mostly interpreter start-up)."""
+    procs = [subprocess.Popen([sys.executable, "-m", "core", *c], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for c in commands]
+    out = []
+    for c, p in zip(commands, procs):
+        stdout, stderr = p.communicate(timeout=300)
+        out.append(subprocess.CompletedProcess(c, p.returncode, stdout, stderr))
+    return out
+
+
+def cli_inproc(capsys, *args: str) -> tuple[int, str, str]:
+    """``core.cli.main`` in this process: the same code path for cheap checks (no interpreter
+    start-up; the bundled model, when needed, is loaded once per test session)."""
+    from core.cli import main
+
+    try:
+        rc = main(list(args))
+    except SystemExit as exc:  # argparse: --help, usage errors
+        rc = exc.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Ingest a good and a corrupt PDF, generate offline questions, train, in one workspace."""
+    d = tmp_path_factory.mktemp("cli")
+    ws = d / "ws"
+    good = d / "northwind_report.pdf"
+    good.write_bytes(make_text_pdf(sample_report_pages(), page_numbers=True))
+    bad = d / "broken.pdf"
+    bad.write_bytes(corrupt_pdf_bytes())
+    out = {"dir": d, "ws": ws}
+    out["ingest"] = cli("ingest", str(good), str(bad), workspace=ws)
+    out["generate"] = cli("generate", "--generator", "offline", "--out", str(d / "train.json"), "--json", workspace=ws)
+    out["train"] = cli("train", "--dataset", str(d / "train.json"), "--epochs", "2", "--checkpoint-every", "1",
+                       "--out", str(d / "adapter"), "--json", workspace=ws)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+def test_help_for_every_command(capsys):
+    top = _ok(cli("--help")).stdout
+    assert top.startswith("usage: python -m core") and all(c in top for c in COMMANDS)
+    helps = {}
+    for c in COMMANDS:
+        rc, out, _ = cli_inproc(capsys, c, "--help")
+        assert rc == 0 and out.startswith(f"usage: python -m core {c}")
+        helps[c] = out
+    assert "--workspace" in helps["ingest"] and "--json" in helps["ingest"] and "--chunk-size" in helps["ingest"]
+    assert "--generator" in helps["generate"] and "--out" in helps["generate"]
+    for flag in ("--dataset", "--adapter", "--epochs", "--lr", "--loss", "--llamaindex-defaults", "--checkpoint-every"):
+        assert flag in helps["train"]
+    assert "linear" in helps["train"] and "two-layer" in helps["train"]
+    for flag in ("--dataset", "--adapter", "--adapter-class", "--checkpoints", "--top-k"):
+        assert flag in helps["evaluate"]
+    rc, _, err = cli_inproc(capsys, "train")
+    assert rc == 2 and "--dataset" in err  # argparse's own usage error
+
+
+def test_ingest_reports_the_good_and_the_broken_file(pipeline):
+    p = _ok(pipeline["ingest"])
+    lines = p.stdout.splitlines()
+    header = lines[0].split()
+    assert header[:3] == ["file", "status", "pages"] and "error" in header
+    good = next(line for line in lines if line.startswith("northwind_report.pdf"))
+    bad = next(line for line in lines if line.startswith("broken.pdf"))
+    assert good.split()[1] == "ok" and good.split()[2] == "4"
+    assert bad.split()[1] == "error" and len(bad.split()) > 8  # the reason is printed
+
+
+def test_documents_lists_both_files(pipeline, capsys):
+    rc, out, _ = cli_inproc(capsys, "documents", "--json", "--workspace", str(pipeline["ws"]))
+    assert rc == 0
+    docs = json.loads(out)
+    by_name = {d["filename"]: d for d in docs}
+    assert by_name["northwind_report.pdf"]["status"] == "ok" and by_name["northwind_report.pdf"]["pages"] == 4
+    assert by_name["northwind_report.pdf"]["chunks"] == len(QADataset.load(pipeline["dir"] / "train.json").corpus)
+    assert by_name["broken.pdf"]["status"] == "error" and by_name["broken.pdf"]["error"]
+
+
+def test_ingest_of_only_broken_files_fails(tmp_path, capsys):
+    bad = tmp_path / "broken.pdf"
+    bad.write_bytes(corrupt_pdf_bytes())
+    rc, out, _ = cli_inproc(capsys, "ingest", str(bad), "--json", "--workspace", str(tmp_path / "ws"))
+    assert rc == 1
+    (row,) = json.loads(out)
+    assert row["file"] == "broken.pdf" and row["status"] == "error" and row["error"]
+    rc, out, err = cli_inproc(capsys, "ingest", str(tmp_path / "nowhere.pdf"), "--workspace", str(tmp_path / "ws"))
+    assert rc == 2 and out == "" and err.strip() == f"error: {tmp_path / 'nowhere.pdf'}: no such file"
+
+
+def test_generate_writes_llamaindex_json(pipeline):
+    report = json.loads(_ok(pipeline["generate"]).stdout)
+    path = pipeline["dir"] / "train.json"
+    raw = json.loads(path.read_text())
+    assert set(raw) == {"queries", "corpus", "relevant_docs", "mode"} and raw["mode"] == "text"
+    ds = QADataset.load(path)
+    assert report["dataset"] == str(path) and report["n_queries"] == len(ds.queries) >= 10
+    assert all(ds.relevant_docs[q][0] in ds.corpus for q in ds.queries)
+    assert report["report"]["questions_added"] == len(ds.queries)
+
+
+def test_train_writes_the_adapter_folder(pipeline):
+    summary = json.loads(_ok(pipeline["train"]).stdout)
+    out = pipeline["dir"] / "adapter"
+    assert (out / "config.json").is_file() and (out / "pytorch_model.bin").is_file()
+    ckpts = sorted((out / "checkpoints").iterdir())
+    assert ckpts and all((c / "config.json").is_file() and (c / "pytorch_model.bin").is_file() for c in ckpts)
+    assert json.loads((out / "config.json").read_text()) == {"in_features": 384, "out_features": 384, "bias": False}
+    assert summary["run_id"].startswith("run-") and summary["best_epoch"] in (0, 1, 2)
+    assert [h["epoch"] for h in summary["history"]] == [0, 1, 2]
+
+
+def test_runs_lists_the_training_run(pipeline, capsys):
+    summary = json.loads(_ok(pipeline["train"]).stdout)
+    rc, out, _ = cli_inproc(capsys, "runs", "--json", "--workspace", str(pipeline["ws"]))
+    assert rc == 0
+    runs = json.loads(out)
+    mine = [r for r in runs if r["run"] == summary["run_id"]]
+    assert len(mine) == 1 and mine[0]["status"] == "done" and mine[0]["best_epoch"] == summary["best_epoch"]
+
+
+def test_evaluate_prints_base_and_adapter_rows(pipeline):
+    ds = str(pipeline["dir"] / "train.json")
+    adapter = str(pipeline["dir"] / "adapter")
+    table, as_json = cli_many(
+        ["evaluate", "--dataset", ds, "--adapter", adapter, "--workspace", str(pipeline["ws"])],
+        ["evaluate", "--dataset", ds, "--adapter", adapter, "--checkpoints", "--save", "--json", "--workspace", str(pipeline["ws"])],
+    )
+    lines = _ok(table).stdout.splitlines()
+    assert lines[0].split()[:4] == ["system", "queries", "hit@5", "mrr@5"]
+    assert lines[2].split()[0] == "base" and lines[3].split()[0] == "adapter"
+    n = len(QADataset.load(ds).queries)
+    assert lines[2].split()[1] == lines[3].split()[1] == str(n)
+
+    rows = json.loads(_ok(as_json).stdout)
+    systems = [r["system"] for r in rows]
+    assert systems[:2] == ["base", "adapter"] and any(s.startswith("adapter/step_") for s in systems)
+    assert "Δ mrr@5" not in rows[0] and "Δ mrr@5" in rows[1]
+    assert 0 <= rows[0]["hit@5"] <= 1 and rows[0]["queries"] == n
+
+
+def test_malformed_dataset_exits_2_with_one_line(pipeline, tmp_path, capsys):
+    broken = tmp_path / "broken_dataset.json"
+    broken.write_text('{"queries": {"q1": "what?"}, "corpus": ')
+    p = cli("train", "--dataset", str(broken), workspace=pipeline["ws"])
+    assert p.returncode == 2, p
+    assert p.stdout == "" and "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "broken_dataset.json" in lines[0]
+    assert "not valid JSON" in lines[0]
+
+    wrong = tmp_path / "wrong_shape.json"
+    wrong.write_text(json.dumps({"queries": {"q1": "what?"}, "corpus": {"n1": "text"}, "relevant_docs": {"q1": ["n9"]}}))
+    cases = [
+        (["evaluate", "--dataset", str(broken)], "broken_dataset.json", "not valid JSON"),
+        (["train", "--dataset", str(wrong)], "wrong_shape.json", "not in the corpus"),
+        (["evaluate", "--dataset", str(wrong)], "wrong_shape.json", "not in the corpus"),
+        (["train", "--dataset", str(tmp_path / "absent.json")], "absent.json", "no such"),
+    ]
+    for args, name, why in cases:
+        rc, out, err = cli_inproc(capsys, *args, "--workspace", str(pipeline["ws"]))
+        lines = err.strip().splitlines()
+        assert rc == 2 and out == "" and len(lines) == 1, (args, err)
+        assert lines[0].startswith("error: ") and name in lines[0] and why in lines[0]
+
+
+def test_adapter_dimension_mismatch_exits_2(pipeline, tmp_path):
+    small = save_adapter(build_adapter("linear", 64), tmp_path / "adapter64")
+    p = cli("evaluate", "--dataset", str(pipeline["dir"] / "train.json"), "--adapter", str(small), workspace=pipeline["ws"])
+    assert p.returncode == 2, p
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "expects 64-dimensional embeddings" in lines[0] and "384" in lines[0]
+
+
+def test_bad_training_settings_exit_2(pipeline, capsys):
+    ds = str(pipeline["dir"] / "train.json")
+    rc, _, err = cli_inproc(capsys, "train", "--dataset", ds, "--lr", "0", "--workspace", str(pipeline["ws"]))
+    assert rc == 2 and err.strip() == "error: lr must be > 0"
+    rc, _, err = cli_inproc(capsys, "train", "--dataset", ds, "--adapter", "nosuch", "--epochs", "1",
+                            "--workspace", str(pipeline["ws"]))
+    assert rc == 2 and "unknown adapter 'nosuch'" in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# the real LlamaIndex dataset from the guide
+# ------------------------------------------------------------------------------------------------
+needs_lyft = pytest.mark.skipif(not LYFT.is_file(), reason="../shared/data/qa/lyft_2021_train_dataset.json is absent")
+
+
+@needs_lyft
+def test_real_llamaindex_file_loads_and_round_trips(tmp_path):
+    ds = QADataset.load(LYFT)
+    assert (len(ds.queries), len(ds.corpus)) == (668, 334)
+    back = QADataset.load(ds.save(tmp_path / "copy.json"))
+    original = json.loads(LYFT.read_text())
+    assert "mode" not in original  # older LlamaIndex files lack it: "text" is implied
+    assert back.to_dict() == {**original, "mode": "text"}
+
+
+@needs_lyft
+def test_train_and_evaluate_on_the_real_file(tmp_path):
+    """CLI train/evaluate on the real file. Embedding all 1,002 texts takes about a minute on
+    2 CPUs, so by default a slice of it is used (its first 40 chunks and their questions);
+    set ADAPTERLAB_FULL_DATA=1 to use the whole file."""
+    data = json.loads(LYFT.read_text())
+    if os.environ.get("ADAPTERLAB_FULL_DATA") == "1":
+        path = LYFT
+    else:
+        keep = list(data["corpus"])[:40]
+        qids = [q for q, d in data["relevant_docs"].items() if d[0] in keep]
+        sliced = {"queries": {q: data["queries"][q] for q in qids}, "corpus": {n: data["corpus"][n] for n in keep},
+                  "relevant_docs": {q: data["relevant_docs"][q] for q in qids}, "mode": "text"}
+        path = tmp_path / "lyft_slice.json"
+        path.write_text(json.dumps(sliced))
+    ws = tmp_path / "ws"
+    train = json.loads(_ok(cli("train", "--dataset", str(path), "--epochs", "1", "--out", str(tmp_path / "lyft_linear"),
+                               "--json", workspace=ws)).stdout)
+    n = len(QADataset.load(path).queries)
+    assert train["n_train_queries"] + train["n_val_queries"] == n and train["n_val_queries"] > 0
+    assert train["best_metrics"]["mrr@5"] >= train["base_metrics"]["mrr@5"]
+    rows = json.loads(_ok(cli("evaluate", "--dataset", str(path), "--adapter", str(tmp_path / "lyft_linear"),
+                              "--json", workspace=ws)).stdout)
+    assert [r["system"] for r in rows] == ["base", "lyft_linear"]
+    assert rows[0]["queries"] == n and rows[0]["hit@5"] > 0.5  # the bundled model finds most chunks

@@ -1,0 +1,265 @@
+"""Metrics checked by hand on tiny known vectors, comparisons, significance, serialisation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from core.adapters import AdapterError, build_adapter
+from core.datasets import QADataset
+from core.embedders import AdapterEmbedder
+from core.evaluation import (
+    Comparison,
+    compare,
+    evaluate,
+    metric_names,
+    paired_difference,
+    rank_embeddings,
+)
+
+# Corpus = the 5 standard basis vectors, so a query's cosine score for doc j is its j-th
+# (normalised) component: the ranking can be read off the query vector.
+CORPUS = np.eye(5, dtype=np.float32)
+QUERIES = np.array(
+    [
+        [5, 4, 3, 2, 1],  # q0: relevant d2 -> rank 3
+        [1, 2, 3, 4, 5],  # q1: relevant d0, d3 -> ranks 5 and 2
+        [3, 3, 2, 1, 0],  # q2: relevant d1, tied with d0 -> pessimistic rank 2 (not 1)
+    ],
+    dtype=np.float32,
+)
+RELEVANT = [[2], [0, 3], [1]]
+
+
+def _ndcg(ranks, n_rel, k=10):
+    dcg = sum(1 / math.log2(r + 1) for r in ranks if r <= k)
+    idcg = sum(1 / math.log2(j + 2) for j in range(min(n_rel, k)))
+    return dcg / idcg
+
+
+def test_hand_computed_metrics_top5():
+    first, pq, top_idx, top_sc = rank_embeddings(QUERIES, CORPUS, RELEVANT, top_k=5)
+    assert first.tolist() == [3, 2, 2]
+    assert pq["hit@5"].tolist() == [1, 1, 1]
+    assert np.allclose(pq["mrr@5"], [1 / 3, 1 / 2, 1 / 2])
+    assert np.allclose(pq["recall@5"], [1, 1, 1])
+    assert np.allclose(pq["ndcg@10"], [_ndcg([3], 1), _ndcg([2, 5], 2), _ndcg([2], 1)])
+    assert top_idx[0].tolist() == [0, 1, 2, 3, 4] and top_idx[1].tolist() == [4, 3, 2, 1, 0]
+    assert np.allclose(top_sc[0], QUERIES[0] / np.linalg.norm(QUERIES[0]))
+
+
+@pytest.mark.parametrize(
+    "k, hit, mrr, recall",
+    [
+        (1, [0, 0, 0], [0, 0, 0], [0, 0, 0]),
+        (2, [0, 1, 1], [0, 1 / 2, 1 / 2], [0, 1 / 2, 1]),
+        (3, [1, 1, 1], [1 / 3, 1 / 2, 1 / 2], [1, 1 / 2, 1]),
+    ],
+)
+def test_hand_computed_metrics_small_k(k, hit, mrr, recall):
+    _, pq, _, _ = rank_embeddings(QUERIES, CORPUS, RELEVANT, top_k=k)
+    assert pq[f"hit@{k}"].tolist() == hit
+    assert np.allclose(pq[f"mrr@{k}"], mrr)
+    assert np.allclose(pq[f"recall@{k}"], recall)
+    assert set(pq) == set(metric_names(k))
+
+
+def test_ties_do_not_flatter():
+    # every chunk scores the same: the relevant one counts as last
+    first, pq, _, _ = rank_embeddings(np.ones((1, 5), np.float32), CORPUS, [[4]], top_k=3)
+    assert first[0] == 5 and pq["hit@3"][0] == 0 and pq["mrr@3"][0] == 0
+    # a duplicate of the relevant chunk that is not itself relevant ranks ahead of it
+    corpus = np.array([[1, 0], [1, 0], [0, 1]], np.float32)
+    first, pq, _, _ = rank_embeddings(np.array([[1, 0.1]], np.float32), corpus, [[1]], top_k=1)
+    assert first[0] == 2 and pq["hit@1"][0] == 0
+
+
+def test_tied_relevant_chunks_take_distinct_ranks():
+    # two relevant chunks with identical vectors, both at the top: ranks 1 and 2, nDCG exactly 1
+    corpus = np.array([[1, 0], [1, 0], [0, 1]], np.float32)
+    first, pq, _, _ = rank_embeddings(np.array([[1, 0]], np.float32), corpus, [[0, 1]], top_k=1)
+    assert first[0] == 1
+    assert pq["ndcg@10"][0] == pytest.approx(1.0)
+    assert pq["recall@1"][0] == pytest.approx(0.5)
+
+
+def test_metrics_ignore_vector_norms_and_validate_inputs():
+    _, a, _, _ = rank_embeddings(QUERIES, CORPUS, RELEVANT)
+    _, b, _, _ = rank_embeddings(QUERIES * 7.5, CORPUS * 0.1, RELEVANT)
+    assert all(np.allclose(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="top_k"):
+        rank_embeddings(QUERIES, CORPUS, RELEVANT, top_k=0)
+    with pytest.raises(ValueError, match="5-d but corpus vectors are 4-d"):
+        rank_embeddings(QUERIES, CORPUS[:, :4], RELEVANT)
+
+
+def test_a_query_with_nothing_relevant_in_the_corpus_scores_zero():
+    first, pq, _, _ = rank_embeddings(QUERIES[:1], CORPUS, [[]])
+    assert math.isinf(first[0]) and pq["hit@5"][0] == 0 and pq["ndcg@10"][0] == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# datasets and embedders
+# ------------------------------------------------------------------------------------------------
+class LookupEmbedder:
+    """Vectors from a table: queries and chunks by their text."""
+
+    def __init__(self, vectors: dict[str, np.ndarray], identity: str = "lookup"):
+        self.vectors = vectors
+        self.identity = identity
+        self.dimension = len(next(iter(vectors.values())))
+        self.calls = 0
+
+    def _get(self, texts):
+        self.calls += 1
+        return np.array([self.vectors[t] for t in texts], dtype=np.float32)
+
+    embed_queries = lambda self, texts, progress=None: self._get(texts)  # noqa: E731
+    embed_texts = lambda self, texts, progress=None: self._get(texts)  # noqa: E731
+
+
+def tiny_dataset() -> tuple[QADataset, dict[str, np.ndarray]]:
+    corpus = {f"d{j}": f"doc {j}" for j in range(5)}
+    queries = {f"q{i}": f"query {i}" for i in range(3)}
+    rel = {f"q{i}": [f"d{j}" for j in r] for i, r in enumerate(RELEVANT)}
+    vectors = {f"doc {j}": CORPUS[j] for j in range(5)}
+    vectors.update({f"query {i}": QUERIES[i] for i in range(3)})
+    return QADataset(queries, corpus, rel), vectors
+
+
+def test_evaluate_on_a_dataset():
+    ds, vectors = tiny_dataset()
+    res = evaluate(ds, LookupEmbedder(vectors), top_k=5)
+    assert res.query_ids == ["q0", "q1", "q2"]
+    assert res.metrics["hit@5"] == 1.0
+    assert res.metrics["mrr@5"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 2) / 3)
+    assert res.top_ids[1][:2] == ["d4", "d3"]
+
+
+def _adapter_swapping(dim: int, perm: list[int]):
+    a = build_adapter("linear", dim)
+    with torch.no_grad():
+        a.linear.weight.copy_(torch.eye(dim)[perm])
+    return a
+
+
+def test_compare_gives_the_base_row_and_deltas():
+    ds, vectors = tiny_dataset()
+    base = LookupEmbedder(vectors)
+    # an adapter that moves each query's mass onto its relevant chunk: reverse q1, swap dims 0/2 of q0
+    better = _adapter_swapping(5, [2, 1, 0, 3, 4])
+    systems = {"base": base, "swap": AdapterEmbedder(base, better)}
+    cmp = compare(ds, systems, top_k=5, dataset_name="tiny", n_resamples=200)
+    assert base.calls == 2  # corpus once + queries once, shared by the adapter system
+    rows = {r["system"]: r for r in cmp.rows()}
+    assert list(rows) == ["base", "swap"]
+    assert "Δ mrr@5" not in rows["base"]
+    swap = cmp.results["swap"]
+    for m in cmp.metric_names:
+        assert rows["swap"][f"Δ {m}"] == pytest.approx(swap.metrics[m] - cmp.results["base"].metrics[m])
+        lo, hi = rows["swap"][f"{m} CI"]
+        assert lo <= rows["swap"][f"Δ {m}"] <= hi
+        assert 0 <= rows["swap"][f"{m} p"] <= 1
+        assert isinstance(rows["swap"][f"{m} significant"], bool)
+    # q0: d2 moves to the top; rank 3 -> 1
+    assert swap.first_rank[0] == 1
+    table = cmp.table()
+    assert list(table["system"]) == ["base", "swap"]
+
+
+def test_compare_refuses_a_misfit_adapter_and_bad_baselines():
+    ds, vectors = tiny_dataset()
+    base = LookupEmbedder(vectors)
+    with pytest.raises(AdapterError, match="expects 4-dimensional"):
+        compare(ds, {"base": base, "bad": AdapterEmbedder(base, build_adapter("linear", 4))})
+    with pytest.raises(ValueError, match="baseline"):
+        compare(ds, {"base": base}, baseline="nope")
+    with pytest.raises(ValueError, match="at least one"):
+        compare(ds, {})
+
+
+# ------------------------------------------------------------------------------------------------
+# significance
+# ------------------------------------------------------------------------------------------------
+def test_identical_systems_have_no_difference():
+    a = np.random.default_rng(0).random(40)
+    for metric in ("hit@5", "mrr@5"):
+        d = paired_difference(metric, a, a.copy())
+        assert d == {"delta": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_value": 1.0}
+
+
+def test_a_clearly_better_system_is_significant():
+    rng = np.random.default_rng(1)
+    base_hit = (rng.random(60) < 0.4).astype(float)
+    better_hit = np.maximum(base_hit, (rng.random(60) < 0.8).astype(float))
+    d = paired_difference("hit@5", base_hit, better_hit)
+    assert d["delta"] > 0 and d["p_value"] < 0.05 and d["ci_low"] > 0
+
+    base_rr = rng.random(60) * 0.5
+    better_rr = np.minimum(1.0, base_rr + 0.2 + rng.random(60) * 0.1)
+    d = paired_difference("mrr@5", base_rr, better_rr)
+    assert d["delta"] == pytest.approx(float(np.mean(better_rr - base_rr)))
+    assert d["p_value"] < 0.05 and d["ci_low"] > 0 and d["ci_high"] >= d["delta"]
+    # and the other way round it is significantly worse
+    d = paired_difference("mrr@5", better_rr, base_rr)
+    assert d["ci_high"] < 0 and d["p_value"] < 0.05
+
+
+def test_a_noisy_difference_is_not_significant():
+    rng = np.random.default_rng(2)
+    a = (rng.random(30) < 0.5).astype(float)
+    b = a.copy()
+    b[:2] = 1 - b[:2]  # one query better, one worse (or two flips): no evidence either way
+    d = paired_difference("hit@5", a, b)
+    assert d["p_value"] > 0.05 and d["ci_low"] <= 0 <= d["ci_high"]
+
+
+# ------------------------------------------------------------------------------------------------
+# serialisation and drill-down
+# ------------------------------------------------------------------------------------------------
+def _comparison() -> Comparison:
+    ds, vectors = tiny_dataset()
+    base = LookupEmbedder(vectors)
+    worse = _adapter_swapping(5, [1, 0, 2, 3, 4])  # q2: d1 gets d0's score and vice versa
+    return compare(
+        ds,
+        {"base": base, "swap": AdapterEmbedder(base, _adapter_swapping(5, [2, 1, 0, 3, 4])),
+         "other": AdapterEmbedder(base, worse)},
+        dataset_name="tiny", n_resamples=100,
+    )
+
+
+def test_comparison_round_trip():
+    cmp = _comparison()
+    cmp.results["base"].first_rank[2] = np.inf  # a query whose chunk is missing survives JSON
+    back = Comparison.from_dict(json.loads(json.dumps(cmp.to_dict())))
+    assert (back.dataset_name, back.top_k, back.baseline, back.alpha) == ("tiny", 5, "base", 0.05)
+    assert list(back.results) == list(cmp.results)
+    for name, r in cmp.results.items():
+        b = back.results[name]
+        assert b.query_ids == r.query_ids and b.top_ids == r.top_ids
+        assert np.array_equal(b.first_rank, r.first_rank)
+        assert b.metrics == pytest.approx(r.metrics)
+        assert np.allclose(b.top_scores, r.top_scores)
+    assert back.significance == cmp.significance
+    assert back.table().equals(cmp.table())
+
+
+def test_per_query_frame():
+    cmp = _comparison()
+    frame = cmp.per_query_frame("swap").set_index("query_id")
+    base_ranks = cmp.results["base"].first_rank
+    swap_ranks = cmp.results["swap"].first_rank
+    for i, q in enumerate(["q0", "q1", "q2"]):
+        expected = "better" if swap_ranks[i] < base_ranks[i] else "worse" if swap_ranks[i] > base_ranks[i] else "same"
+        assert frame.loc[q, "change"] == expected
+        assert frame.loc[q, "base_rank"] == base_ranks[i] and frame.loc[q, "rank"] == swap_ranks[i]
+    assert frame.loc["q0", "change"] == "better"  # rank 3 -> 1
+    assert len(frame.loc["q0", "top_ids"]) == 5
+    other = cmp.per_query_frame("other").set_index("query_id")
+    assert other.loc["q2", "change"] == "same"  # d0 and d1 swap places but stay tied
+    assert set(cmp.per_query_frame("base")["change"]) == {"same"}

@@ -1,0 +1,114 @@
+"""Saved comparisons, the self-contained HTML report, CSV and charts."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.evaluation import Comparison, RankResult, paired_difference
+from core.reports import (
+    comparison_csv,
+    comparison_figures,
+    html_report,
+    list_comparisons,
+    load_comparison,
+    save_comparison,
+    summary_rows,
+)
+
+N = 40
+
+
+def _result(hits: np.ndarray, rr: np.ndarray, first: np.ndarray) -> RankResult:
+    qids = [f"q{i}" for i in range(N)]
+    per_query = {"hit@5": hits, "mrr@5": rr, "ndcg@10": rr, "recall@5": hits}
+    top_ids = [[f"n{(i + j) % 9}" for j in range(10)] for i in range(N)]
+    return RankResult(qids, first, per_query, top_ids, np.linspace(1, 0, 10 * N, dtype=np.float32).reshape(N, 10), 5)
+
+
+@pytest.fixture
+def cmp() -> Comparison:
+    rng = np.random.default_rng(0)
+    base_first = rng.integers(1, 12, N).astype(float)
+    base_first[0] = np.inf
+    better_first = np.maximum(1, base_first - 3)
+    better_first[0] = 1
+    results = {}
+    for name, first in (("base", base_first), ("linear adapter", better_first)):
+        hits = (first <= 5).astype(float)
+        rr = np.where(first <= 5, 1 / first, 0.0)
+        results[name] = _result(hits, rr, first)
+    sig = {"linear adapter": {m: paired_difference(m, results["base"].per_query[m], results["linear adapter"].per_query[m], n_resamples=300)
+                              for m in ("hit@5", "mrr@5", "ndcg@10", "recall@5")}}
+    return Comparison("lyft <eval> set", 5, "base", results, sig)
+
+
+def test_save_and_load_round_trip(ws, cmp):
+    eval_id = save_comparison(ws, cmp, name="nightly", extra={"dataset_id": "ds-1", "systems": [{"kind": "base"}]})
+    assert (ws.root / "evaluations" / f"{eval_id}.json").is_file()
+    assert [(c["id"], c["name"]) for c in list_comparisons(ws)] == [(eval_id, "nightly")]
+    back, extra = load_comparison(ws, eval_id)
+    assert extra == {"dataset_id": "ds-1", "systems": [{"kind": "base"}]}
+    assert back.table().equals(cmp.table())
+    assert np.isinf(back.results["base"].first_rank[0])
+    assert back.per_query_frame("linear adapter").equals(cmp.per_query_frame("linear adapter"))
+    with pytest.raises(KeyError, match="no saved comparison"):
+        load_comparison(ws, "eval-nope")
+
+
+def test_summary_rows(cmp):
+    rows = summary_rows(cmp)
+    assert [r["system"] for r in rows] == ["base", "linear adapter"]
+    assert "Δ mrr@5" not in rows[0]
+    sig = cmp.significance["linear adapter"]["mrr@5"]
+    assert rows[1]["Δ mrr@5"] == round(sig["delta"], 4)
+    assert rows[1]["Δ mrr@5 95% CI"] == f"[{sig['ci_low']:+.3f}, {sig['ci_high']:+.3f}]"
+    assert rows[1]["mrr@5 significant"] == ("yes" if sig["p_value"] < 0.05 else "no") == "yes"
+
+
+def test_html_report_is_self_contained(cmp):
+    hist = {"linear adapter": [{"type": "epoch", "epoch": e, "val": {"mrr@5": 0.5 + e / 100}} for e in range(4)]}
+    page = html_report(cmp, histories=hist, title="Q3 <retrieval> report", notes={"base model": "all-MiniLM-L6-v2"})
+    assert page.lstrip().lower().startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    assert "<title>Q3 &lt;retrieval&gt; report</title>" in page
+    assert "lyft &lt;eval&gt; set" in page and "<eval>" not in page  # escaped
+    for row in summary_rows(cmp):
+        for m in ("hit@5", "mrr@5", "ndcg@10", "recall@5"):
+            assert f"<td>{row[m]}</td>" in page
+    assert "significant" in page and 'class="sig"' in page
+    assert "Best system: <b>linear adapter</b>" in page
+    assert "all-MiniLM-L6-v2" in page
+    # plotly.js is inlined: no script is fetched from anywhere
+    assert not re.search(r"<script[^>]+src=", page, flags=re.I)
+    assert "Plotly.newPlot" in page and len(page) > 1_000_000
+    assert page.count("plotly.js v") >= 1
+
+
+def test_html_report_with_only_the_baseline(cmp):
+    only = Comparison(cmp.dataset_name, 5, "base", {"base": cmp.results["base"]})
+    page = html_report(only)
+    assert "Best system" not in page and "<td>base</td>" in page
+    assert set(comparison_figures(only)) == {"metrics"}
+
+
+def test_comparison_csv_parses(cmp):
+    frame = pd.read_csv(io.StringIO(comparison_csv(cmp)))
+    assert list(frame["system"]) == ["base", "linear adapter"]
+    assert frame.loc[0, "queries"] == N
+    assert frame.loc[1, "mrr@5"] == pytest.approx(cmp.results["linear adapter"].metrics["mrr@5"], abs=1e-4)
+    assert frame.loc[1, "mrr@5 significant"] == "yes"
+    assert np.isnan(frame.loc[0, "Δ mrr@5"])
+
+
+def test_figures(cmp):
+    figs = comparison_figures(cmp, {"linear adapter": [{"type": "epoch", "epoch": 0, "val": {"mrr@5": 0.4}},
+                                                        {"type": "step", "step": 1}]})
+    assert set(figs) == {"metrics", "deltas", "curves"}
+    assert len(figs["metrics"].data) == 4  # one bar series per metric
+    assert list(figs["metrics"].data[0].x) == ["base", "linear adapter"]
+    assert list(figs["deltas"].data[0].x) == ["linear adapter"]
+    assert list(figs["curves"].data[0].y) == [0.4]
