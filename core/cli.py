@@ -91,6 +91,12 @@ def _emit(args, payload: Any, table: str) -> None:
         print(table)
 
 
+def _prefixes(args) -> dict[str, str]:
+    """Query/passage prefixes for sentence-transformers models that need them (E5, BGE)."""
+    return {k: v for k, v in (("query_prefix", getattr(args, "query_prefix", "")),
+                              ("passage_prefix", getattr(args, "passage_prefix", ""))) if v}
+
+
 def _workspace(args):
     from .workspace import Workspace
 
@@ -105,7 +111,7 @@ def cmd_ingest(args) -> int:
     from .embedders import resolve_embedder
 
     ws = _workspace(args)
-    emb = resolve_embedder(args.embedder, workspace=ws)
+    emb = resolve_embedder(args.embedder, workspace=ws, **_prefixes(args))
     settings = ChunkSettings(chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
     files = []
     for f in args.files:
@@ -234,7 +240,7 @@ def cmd_train(args) -> int:
     run_id = create_run(
         ws, cfg, dataset_path=str(Path(args.dataset).resolve()),
         val_dataset_path=str(Path(args.val_dataset).resolve()) if args.val_dataset else None,
-        embedder=args.embedder, name=args.name,
+        embedder=args.embedder, embedder_options=_prefixes(args), name=args.name,
     )
     bar = _Bar(not args.json, "train")
     cancel = threading.Event()
@@ -274,7 +280,7 @@ def cmd_evaluate(args) -> int:
 
     ws = _workspace(args)
     ds = QADataset.load(args.dataset)
-    base = resolve_embedder(args.embedder, workspace=ws)
+    base = resolve_embedder(args.embedder, workspace=ws, **_prefixes(args))
     systems: dict[str, Any] = {"base": base}
     for spec in args.api_embedder or []:
         systems[spec] = resolve_embedder(spec, workspace=ws)
@@ -346,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     emb = argparse.ArgumentParser(add_help=False)
     emb.add_argument("--embedder", default="default",
                      help="'default' (bundled all-MiniLM-L6-v2), a sentence-transformers name or path, or openai:MODEL")
+    emb.add_argument("--query-prefix", default="", help="text put before every query (E5: 'query: ', BGE: an instruction)")
+    emb.add_argument("--passage-prefix", default="", help="text put before every chunk (E5: 'passage: ')")
 
     p = argparse.ArgumentParser(prog="python -m core", description="AdapterLab: fine-tune embedding adapters on your PDFs.")
     sub = p.add_subparsers(dest="command", required=True)
