@@ -73,6 +73,27 @@ class JobContext:
             )
 
 
+def _owner_dead(owner: str) -> bool:
+    """True when the process named by a job's owner token (``pid:token``) no longer exists.
+
+    Jobs of this very process are never judged here (another JobManager of this process may
+    run them: its heartbeat decides); a live pid of another process is judged by heartbeat too.
+    """
+    try:
+        pid = int(str(owner).split(":", 1)[0])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def _row(r: dict) -> dict:
     for key in ("params", "result"):
         if r.get(key):
@@ -121,7 +142,7 @@ class JobManager:
             r["id"] for r in self.ws.query(
                 "SELECT id, owner, updated_at FROM jobs WHERE status IN ('queued','running')"
             )
-            if r["id"] not in mine and (r["owner"] == _PROCESS_TOKEN or r["updated_at"] < cutoff)
+            if r["id"] not in mine and (r["updated_at"] < cutoff or _owner_dead(r["owner"]))
         ]
         if stale:
             with self.ws.db() as con:
@@ -154,16 +175,17 @@ class JobManager:
         """Queue ``fn`` in ``lane`` (default: ``kind``) and return the job id at once."""
         job_id = new_id(f"{kind}-")
         now = time.time()
+        ctx = JobContext(job_id, self.ws)
+        with self._lock:  # registered before its row exists, so no reap() can take it for dead
+            self._cancels[job_id] = ctx.cancel_event
+            self._done[job_id] = threading.Event()
         with self.ws.db() as con:
             con.execute(
                 "INSERT INTO jobs(id, kind, title, status, params, owner, created_at, updated_at) "
                 "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
                 (job_id, kind, title, json.dumps(params or {}), _PROCESS_TOKEN, now, now),
             )
-        ctx = JobContext(job_id, self.ws)
         with self._lock:
-            self._cancels[job_id] = ctx.cancel_event
-            self._done[job_id] = threading.Event()
             lane = lane or kind
             if lane not in self._lanes:
                 q: queue.Queue = queue.Queue()

@@ -223,7 +223,7 @@ class Workspace:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
             con.execute("PRAGMA busy_timeout=30000")
-            con.execute("BEGIN")
+            con.execute("BEGIN IMMEDIATE")  # take the write lock up front: read-then-write never fails mid-way
             try:
                 yield con
             except BaseException:

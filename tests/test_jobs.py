@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 import threading
 import time
@@ -179,7 +180,7 @@ def test_reap_marks_jobs_and_runs_of_a_dead_process_interrupted(ws):
     _insert_run(ws, "run-dead")
     ckpt = ws.run_dir("run-dead") / "adapter" / "checkpoints" / "step_40"
     ckpt.mkdir(parents=True)
-    _insert_job(ws, "train-fresh", owner="999:otherproc", age=1.0)  # another live process's job
+    _insert_job(ws, "train-fresh", owner=f"{os.getppid()}:otherproc", age=1.0)  # another live process's job
     jm = JobManager(ws)  # reaps on start
     try:
         dead = jm.get("train-dead")
@@ -208,7 +209,7 @@ def test_reap_marks_a_cli_run_whose_process_died(ws):
 
 def test_reap_keeps_runs_owned_by_live_jobs(ws):
     # a queued run whose job (in another live process) is still waiting in its lane
-    _insert_job(ws, "train-waiting", status="queued", owner="999:otherproc", age=1.0, params={"run_id": "run-waiting"})
+    _insert_job(ws, "train-waiting", status="queued", owner=f"{os.getppid()}:otherproc", age=1.0, params={"run_id": "run-waiting"})
     _insert_run(ws, "run-waiting", status="queued")
     jm = JobManager(ws)
     try:
@@ -244,5 +245,20 @@ def test_heartbeat_refreshes_running_jobs(ws, monkeypatch):
         assert jm.get(job_id)["updated_at"] > first
         release.set()
         jm.wait(job_id, WAIT)
+    finally:
+        jm.shutdown()
+
+
+def test_reap_marks_a_fresh_job_of_an_exited_process_interrupted_at_once(ws):
+    """After a server restart the old process is gone: its jobs need no heartbeat timeout."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    _insert_job(ws, "train-orphan", owner=f"{proc.pid}:gone", age=1.0)
+    jm = JobManager(ws)
+    try:
+        assert jm.get("train-orphan")["status"] == "interrupted"
     finally:
         jm.shutdown()

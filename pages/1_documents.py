@@ -1,0 +1,151 @@
+"""Step 1 · Documents: upload PDFs (ingested in the background), chunk settings, chunk browser."""
+
+import streamlit as st
+
+from core.documents import ChunkSettings, DEFAULT_MAX_BYTES, delete_document, list_chunks, list_documents, saved_chunk_settings
+from core.tasks import start_ingest, start_rechunk
+from ui import state, widgets
+from ui.helpers import chunk_label, chunk_rows, document_rows, ingest_rows, workspace_counts
+
+state.ensure_router()  # a deep link on a fresh server must still go through app.py
+ws = state.workspace()
+jm = state.job_manager()
+
+st.title("Documents")
+st.caption("Step 1 of 4 · Upload the PDFs your users search. Each is split into chunks that fit the base "
+           "embedder; the chunks are what questions are asked about and what retrieval ranks.")
+
+counts = workspace_counts(ws)
+docs = list_documents(ws)
+m = st.columns(4)
+m[0].metric("Documents", counts["documents"])
+m[1].metric("Chunks", counts["chunks"])
+m[2].metric("Truncated chunks", sum(d["n_truncated"] for d in docs),
+            help="Chunks longer than the embedder's input limit (it would cut them). Lower the chunk size if many.")
+m[3].metric("Files with errors", counts["bad_documents"])
+
+
+# ------------------------------------------------------------------------------------------------
+# upload
+# ------------------------------------------------------------------------------------------------
+def show_ingest_result(job: dict) -> None:
+    result = job.get("result") or {}
+    reports = result.get("reports")
+    if reports is None:  # a re-chunk job
+        st.success(f"{job['title']}: done, {result.get('chunks', 0)} chunks now stored.")
+        return
+    ok = [r for r in reports if r["status"] == "ok"]
+    bad = [r for r in reports if r["status"] == "error"]
+    msg = f"Last upload: {len(ok)} of {len(reports)} file(s) ingested"
+    (st.warning if bad else st.success)(msg + (f", {len(bad)} with errors (below)." if bad else "."))
+    st.dataframe(ingest_rows(reports), hide_index=True, width="stretch", key="ingest_report")
+    for r in bad:
+        st.error(f"**{r['filename']}**: {r['error']}")
+
+
+st.subheader("Upload PDFs")
+uploader_key = f"doc_upload_{st.session_state.get('upload_generation', 0)}"
+busy = widgets.any_active("ingest")
+settings = saved_chunk_settings(ws)
+with st.container(border=True):
+    files = st.file_uploader(
+        "PDF files", type=["pdf"], accept_multiple_files=True, key=uploader_key,
+        help=f"Up to {DEFAULT_MAX_BYTES // (1024 * 1024)} MB per file. Scanned (image-only), encrypted or "
+             "damaged files are reported in words; the other files of the same upload still go in.",
+    )
+
+    with st.expander("Chunking settings", icon=":material/tune:"):
+        saved = ws.get_setting("chunk_settings") or {}
+        st.caption("Sizes are in tokens of the base embedder. **Auto** fits each chunk to the embedder's input "
+                   "limit (its max sequence length minus room for special tokens) with about 12% overlap.")
+        if saved.get("resolved_chunk_size"):
+            st.caption(f"Last used: {saved['resolved_chunk_size']} tokens per chunk, "
+                       f"{saved['resolved_chunk_overlap']} overlap (embedder limit: "
+                       f"{saved.get('max_seq_length') or 'unknown'} tokens).")
+        auto = st.toggle("Auto (fit the embedder)", value=settings.chunk_size == 0, key="chunk_auto")
+        c1, c2 = st.columns(2)
+        size = c1.number_input("Chunk size (tokens)", min_value=16, max_value=8192, step=16,
+                               value=settings.chunk_size or int(saved.get("resolved_chunk_size") or 240),
+                               disabled=auto, key="chunk_size")
+        overlap = c2.number_input("Overlap (tokens)", min_value=0, max_value=4096, step=4,
+                                  value=max(settings.chunk_overlap, 0) if settings.chunk_size else
+                                  int(saved.get("resolved_chunk_overlap") or 29),
+                                  disabled=auto, key="chunk_overlap")
+        try:
+            new_settings = ChunkSettings() if auto else ChunkSettings(int(size), int(overlap))
+        except ValueError as exc:
+            st.error(str(exc))
+            new_settings = None
+        widgets.embedder_picker("doc_embedder")
+        st.caption("These settings apply to the next upload. **Re-chunk** rebuilds the chunks of every document "
+                   "from its stored pages (no PDF is parsed again). Questions about chunks whose text changes no "
+                   "longer match a chunk: generate questions again afterwards.")
+        if st.button("Re-chunk all documents", key="rechunk_start", icon=":material/refresh:",
+                     disabled=new_settings is None or busy or not docs):
+            try:
+                start_rechunk(jm, ws, new_settings, embedder=state.base_embedder())
+            except ValueError as exc:
+                st.error(str(exc))
+            else:
+                st.rerun()
+
+    if st.button(f"Ingest {len(files or [])} file(s)", key="ingest_start", type="primary",
+                 disabled=not files or busy or new_settings is None, icon=":material/upload_file:"):
+        try:
+            start_ingest(jm, ws, [(f.name, f.getvalue()) for f in files], embedder=state.base_embedder(),
+                         settings=new_settings)
+        except ValueError as exc:
+            st.error(str(exc))
+        else:
+            st.session_state["upload_generation"] = st.session_state.get("upload_generation", 0) + 1
+            st.rerun()
+    if busy:
+        st.caption("A document job is running: new uploads can start when it ends.")
+    widgets.job_panel("ingest", key="ingest", result_view=show_ingest_result)
+
+
+# ------------------------------------------------------------------------------------------------
+# documents and chunks
+# ------------------------------------------------------------------------------------------------
+if not docs:
+    widgets.empty_state("Upload PDFs first: drop one or more files above and press **Ingest**. "
+                        "Try a 10-K report, a manual or any text PDF.")
+    st.stop()
+
+st.subheader("Documents in the workspace")
+st.dataframe(document_rows(docs), hide_index=True, width="stretch", key="doc_table")
+with st.popover("Remove a document", icon=":material/delete:"):
+    by_name = {d["id"]: f"{d['filename']} ({d['status']})" for d in docs}
+    gone = st.selectbox("Document", list(by_name), format_func=by_name.get, key="doc_delete_pick")
+    st.caption("Its chunks go too; questions about them stay until you delete them on the Questions page.")
+    if st.button("Remove", key="doc_delete", type="primary"):
+        n = delete_document(ws, gone)
+        st.toast(f"Removed {by_name[gone]} and {n} chunks.")
+        st.rerun()
+
+ok_docs = [d for d in docs if d["status"] == "ok"]
+if ok_docs:
+    st.subheader("Chunk browser")
+    f1, f2 = st.columns([2, 1])
+    search = f1.text_input("Search chunk text", key="chunk_search", placeholder="e.g. revenue")
+    names = {None: "All documents", **{d["id"]: d["filename"] for d in ok_docs}}
+    doc_id = f2.selectbox("Source file", list(names), format_func=names.get, key="chunk_doc")
+    LIMIT = 500
+    chunks = list_chunks(ws, doc_id=doc_id, search=search or None, limit=LIMIT + 1)
+    if not chunks:
+        st.info("No chunk matches this search.")
+    else:
+        if len(chunks) > LIMIT:
+            st.caption(f"Showing the first {LIMIT} matching chunks: refine the search to see others.")
+            chunks = chunks[:LIMIT]
+        else:
+            st.caption(f"{len(chunks)} matching chunk(s). Select a row to read it in full.")
+        event = st.dataframe(chunk_rows(chunks), hide_index=True, width="stretch", on_select="rerun",
+                             selection_mode="single-row", key="chunk_table")
+        rows = (event.selection.rows if event is not None and hasattr(event, "selection") else []) or [0]
+        chunk = chunks[min(rows[0], len(chunks) - 1)]
+        with st.container(border=True):
+            st.markdown(f"**{chunk_label(chunk)}** · {chunk['n_tokens']} tokens"
+                        + (" · :material/warning: longer than the embedder's limit (truncated)" if chunk["truncated"] else ""))
+            st.text(chunk["text"])
+    widgets.next_step("Generate questions about these chunks: they become the training pairs.", "questions")

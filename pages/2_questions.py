@@ -1,0 +1,309 @@
+"""Step 2 · Questions: generate question/chunk pairs (LLM or offline), review and edit them,
+split into train / validation datasets, import and export LlamaIndex dataset JSON."""
+
+import os
+
+import streamlit as st
+
+from core.datasets import DatasetError
+from core.documents import list_chunks, list_documents
+from core.llm import ENV_BASE_URL, LLMSettings, estimate_generation, key_status
+from core.questions import (
+    DEFAULT_PROMPT_TEMPLATE, OFFLINE_LIMITS, build_dataset, dedupe_workspace_questions, delete_dataset,
+    delete_questions, import_dataset, list_datasets, list_questions, load_dataset, save_dataset, split_dataset,
+    update_question, validate_prompt_template,
+)
+from core.tasks import start_generation
+from core.workspace import safe_display_name
+from ui import state, widgets
+from ui.helpers import dataset_label, dataset_rows, editor_changes, question_frame, question_sources, workspace_counts
+
+state.ensure_router()  # a deep link on a fresh server must still go through app.py
+ws = state.workspace()
+jm = state.job_manager()
+
+st.title("Questions")
+st.caption("Step 2 of 4 · Each chunk gets a few questions it answers. These (question, chunk) pairs teach the "
+           "adapter what your users' questions look like, and held-out pairs measure retrieval.")
+widgets.show_flash()
+
+counts = workspace_counts(ws)
+no_chunks = counts["chunks"] == 0
+if no_chunks:
+    widgets.empty_state("Upload PDFs first: questions are generated from the chunks of your documents. "
+                        "(You can still import a LlamaIndex dataset below.)", "documents", "Go to Documents to upload PDFs")
+
+m = st.columns(4)
+m[0].metric("Questions", counts["questions"])
+m[1].metric("Chunks with questions", f"{counts['chunks_with_questions']} / {counts['chunks']}")
+m[2].metric("Documents", counts["documents"])
+m[3].metric("Saved datasets", counts["datasets"])
+
+docs = [d for d in list_documents(ws) if d["status"] == "ok" and d["n_chunks"]]
+doc_names = {d["id"]: d["filename"] for d in docs}
+
+tab_gen, tab_review, tab_split, tab_io = st.tabs(
+    ["Generate", "Review & edit", "Split into train / validation", "Import / export"]
+)
+
+# ------------------------------------------------------------------------------------------------
+# generate
+# ------------------------------------------------------------------------------------------------
+GENERATORS = {"llm": "LLM (OpenAI or any OpenAI-compatible endpoint)", "offline": "Offline (no key, no network)"}
+
+
+def remember_key() -> None:
+    typed = (st.session_state.get("llm_key_input") or "").strip()
+    if typed:
+        st.session_state[state.API_KEY_STATE] = typed
+    st.session_state["llm_key_input"] = ""  # never leave the key in a widget
+
+
+def reset_template() -> None:
+    st.session_state["prompt_template"] = DEFAULT_PROMPT_TEMPLATE
+
+
+def forget_key() -> None:
+    st.session_state.pop(state.API_KEY_STATE, None)
+
+
+def show_generation_result(job: dict) -> None:
+    r = job.get("result") or {}
+    if "questions_added" not in r:
+        return
+    st.success(f"Last generation ({job['title']}): {r['questions_added']} question(s) added for "
+               f"{r['chunks_done_now']} chunk(s); {r['chunks_done_before']} of {r['chunks_total']} chunk(s) "
+               "were already done with these settings and were skipped.")
+    if r.get("failures"):
+        st.warning(f"{len(r['failures'])} chunk(s) failed and were not marked done: run again to retry them. "
+                   f"First error: {r['failures'][0]['error']}")
+
+
+def generate_tab() -> None:
+    gen = st.radio("Question generator", list(GENERATORS), format_func=GENERATORS.get, horizontal=True,
+                   index=0 if state.api_configured() else 1, key="gen_kind")
+    c1, c2 = st.columns([2, 1])
+    picked = c1.multiselect("Documents", list(doc_names), default=list(doc_names), format_func=doc_names.get,
+                            key="gen_docs", help="Generate for the chunks of these documents.")
+    n = c2.number_input("Questions per chunk", min_value=1, max_value=20, value=2, key="gen_n",
+                        help="The LlamaIndex guide uses 2. More questions give more training pairs per chunk.")
+    settings = None
+    template = None
+    if gen == "llm":
+        with st.container(border=True):
+            a, b = st.columns(2)
+            model = a.text_input("Model", value="gpt-4o-mini", key="llm_model")
+            base_url = b.text_input("Base URL", value=os.environ.get(ENV_BASE_URL, ""), key="llm_base_url",
+                                    placeholder="empty = OpenAI · e.g. http://localhost:8000/v1",
+                                    help="Any OpenAI-compatible chat completions endpoint.")
+            conc = st.slider("Requests in flight", 1, 32, 4, key="llm_concurrency",
+                             help="Parallel requests; failed ones are retried with backoff (429, 5xx, timeouts).")
+            settings = LLMSettings(model=(model or "").strip() or "gpt-4o-mini", base_url=(base_url or "").strip() or None,
+                                   api_key=state.session_api_key(), concurrency=int(conc))
+            k1, k2 = st.columns([3, 1], vertical_alignment="bottom")
+            k1.text_input("API key (kept in this browser session only, never saved)", type="password",
+                          key="llm_key_input", on_change=remember_key, placeholder="sk-…")
+            if state.session_api_key():
+                k2.button("Forget key", key="llm_key_forget", on_click=forget_key)
+            status = key_status(settings.resolved())
+            (st.caption if status != "no key" else st.warning)(
+                f"Key status: **{status}**." + ("" if status != "no key" else
+                " Type a key above, or set OPENAI_API_KEY before starting the app.")
+            )
+            template = st.text_area("Prompt template", value=DEFAULT_PROMPT_TEMPLATE, height=230, key="prompt_template",
+                                    help="{context_str} is replaced by the chunk's text, {num_questions_per_chunk} "
+                                         "by the number of questions.")
+            st.button("Reset the template", key="prompt_reset", on_click=reset_template, type="tertiary")
+            try:
+                validate_prompt_template(template)
+            except ValueError as exc:
+                st.error(str(exc))
+                template = None
+            if template and picked:
+                texts = [c["text"] for d in picked for c in list_chunks(ws, doc_id=d)]
+                est = estimate_generation(texts, int(n), template, settings.model)
+                e = st.columns(4)
+                e[0].metric("LLM calls", f"{est['calls']:,}")
+                e[1].metric("Prompt tokens", f"{est['prompt_tokens']:,}")
+                e[2].metric("Completion tokens", f"~{est['completion_tokens']:,}")
+                e[3].metric("Estimated cost", "unknown model" if est["cost_usd"] is None else f"${est['cost_usd']:.2f}")
+                st.caption("An estimate before starting (retries not counted). Chunks already done with the same "
+                           "model, template and count are skipped, so a resumed run costs less.")
+    else:
+        st.warning(OFFLINE_LIMITS, icon=":material/info:")
+
+    busy = widgets.any_active("generate")
+    can_start = bool(picked) and not busy and (gen == "offline" or template is not None)
+    if st.button("Generate questions", key="gen_start", type="primary", disabled=not can_start,
+                 icon=":material/auto_awesome:"):
+        try:
+            start_generation(jm, ws, generator=gen, questions_per_chunk=int(n),
+                             doc_ids=None if set(picked) == set(doc_names) else picked,
+                             llm_settings=settings, prompt_template=template)
+        except ValueError as exc:
+            st.error(str(exc))
+        else:
+            st.rerun()
+    st.caption("Runs in the background: you can leave this page. **Stop** keeps every finished chunk; pressing "
+               "Generate again with the same settings resumes where it stopped.")
+
+    def live_count() -> None:
+        st.metric("Questions so far", workspace_counts(ws)["questions"])
+
+    widgets.job_panel("generate", key="gen", result_view=show_generation_result, live_extra=live_count,
+                      retry_hint="Press **Generate questions** again with the same settings to resume: "
+                                 "chunks that were finished are kept and not asked again.")
+
+
+with tab_gen:
+    if no_chunks:
+        widgets.empty_state("Upload PDFs first: there is no chunk to ask questions about.", "documents")
+    else:
+        generate_tab()
+
+# ------------------------------------------------------------------------------------------------
+# review & edit
+# ------------------------------------------------------------------------------------------------
+with tab_review:
+    if counts["questions"] == 0 or no_chunks:
+        widgets.empty_state("Generate questions first (Generate tab), or import a dataset (Import / export tab).")
+    else:
+        f1, f2 = st.columns([2, 1])
+        search = f1.text_input("Search questions", key="q_search", placeholder="e.g. revenue")
+        filt = {None: "All documents", **doc_names}
+        doc_id = f2.selectbox("Source file", list(filt), format_func=filt.get, key="q_doc")
+        LIMIT = 2000
+        rows = list_questions(ws, search=search or None, doc_id=doc_id, limit=LIMIT + 1)
+        if len(rows) > LIMIT:
+            st.caption(f"Showing the first {LIMIT} questions: search or filter to see others.")
+            rows = rows[:LIMIT]
+        frame = question_frame(rows)
+        st.caption(f"{len(frame)} question(s). Edit a question in place or tick **delete**, then save.")
+        editor_key = f"q_editor_{st.session_state.get('q_editor_gen', 0)}_{hash(tuple(frame['id']))}"
+        edited = st.data_editor(
+            frame, key=editor_key, hide_index=True, width="stretch", height=420,
+            disabled=["chunk preview", "file", "pages", "source", "id"],
+            column_config={
+                "delete": st.column_config.CheckboxColumn("delete", width="small"),
+                "question": st.column_config.TextColumn("question", width="large"),
+                "chunk preview": st.column_config.TextColumn("chunk preview", width="medium",
+                                                              help="The start of the chunk this question is about."),
+                "file": st.column_config.TextColumn("file", width="small"),
+                "pages": st.column_config.TextColumn("pages", width="small"),
+                "id": None,
+            },
+        )
+        updates, deletes = editor_changes(frame, edited)
+        b1, b2 = st.columns([1, 2])
+        if b1.button(f"Save changes ({len(updates)} edited, {len(deletes)} to delete)", key="q_save",
+                     disabled=not (updates or deletes), type="primary"):
+            for qid, text in updates.items():
+                update_question(ws, qid, text)
+            removed = delete_questions(ws, deletes)
+            st.session_state["q_editor_gen"] = st.session_state.get("q_editor_gen", 0) + 1
+            widgets.flash(f"Saved: {len(updates)} question(s) edited, {removed} deleted.")
+            st.rerun()
+        with b2.popover("Remove near-duplicates", icon=":material/content_copy:"):
+            thr = st.slider("Similarity threshold", 0.5, 1.0, 0.85, 0.01, key="dedupe_threshold",
+                            help="Questions at least this similar to an older one are removed (across the "
+                                 "workspace: one question pointing at two chunks is a contradictory pair).")
+            if st.button("Remove duplicates", key="dedupe_start"):
+                removed = dedupe_workspace_questions(ws, float(thr))
+                widgets.flash(f"Removed {removed} near-duplicate question(s).")
+                st.rerun()
+
+# ------------------------------------------------------------------------------------------------
+# split
+# ------------------------------------------------------------------------------------------------
+with tab_split:
+    sources = question_sources(ws)
+    keep = None
+    if len(sources) > 1:
+        keep = st.multiselect("Question sources", list(sources), default=list(sources), key="split_sources",
+                              format_func=lambda src: f"{src} ({sources[src]} questions)",
+                              help="E.g. keep only the LLM's questions and leave the offline pseudo-queries out.") or None
+    try:
+        full = build_dataset(ws, sources=keep)
+    except DatasetError as exc:
+        widgets.empty_state(f"Generate questions first: {exc}")
+        full = None
+    if full is not None:
+        st.markdown("Hold out questions the adapter never trains on. **By document** is the honest test "
+                    "(e.g. train on Lyft, validate/evaluate on Uber); **by chunk** works with one document.")
+        by = st.radio("Split", ["document", "chunk"], horizontal=True, key="split_by",
+                      index=0 if len(docs) > 1 else 1,
+                      format_func={"document": "By document", "chunk": "By chunk"}.get)
+        val_docs = None
+        frac = 0.2
+        if by == "document":
+            val_docs = st.multiselect("Validation / evaluation documents", list(doc_names), format_func=doc_names.get,
+                                      key="split_val_docs",
+                                      help="These documents' questions form the held-out side; the rest train. "
+                                           "None picked: a seeded pick of about 20% of the documents.") or None
+        else:
+            frac = st.slider("Share of questions held out", 0.05, 0.5, 0.2, 0.05, key="split_fraction",
+                             help="Whole chunks go to one side, so no chunk's questions are on both.")
+        try:
+            train, val = split_dataset(full, by=by, val_fraction=frac, seed=0, val_docs=val_docs)
+        except (ValueError, DatasetError) as exc:
+            st.warning(str(exc))
+        else:
+            s = st.columns(4)
+            s[0].metric("Train questions", len(train.queries))
+            s[1].metric("Train corpus chunks", len(train.corpus))
+            s[2].metric("Validation questions", len(val.queries))
+            s[3].metric("Validation corpus chunks", len(val.corpus))
+            n1, n2 = st.columns(2)
+            train_name = n1.text_input("Training dataset name", value=f"train (by {by})", key="split_train_name")
+            val_name = n2.text_input("Validation dataset name", value=f"validation (by {by})", key="split_val_name")
+            if st.button("Save train and validation datasets", key="split_save", type="primary",
+                         icon=":material/save:"):
+                save_dataset(ws, train, train_name, role="train")
+                save_dataset(ws, val, val_name, role="val")
+                widgets.flash(f"Saved **{train_name}** ({len(train.queries)} questions) and **{val_name}** "
+                              f"({len(val.queries)} questions). Next: train an adapter.")
+                st.rerun()
+        if any(d["role"] == "train" for d in list_datasets(ws)):
+            widgets.next_step("Train an adapter on the saved training set.", "train")
+
+# ------------------------------------------------------------------------------------------------
+# import / export
+# ------------------------------------------------------------------------------------------------
+with tab_io:
+    datasets = list_datasets(ws)
+    st.markdown("Datasets are **LlamaIndex `EmbeddingQAFinetuneDataset` JSON** files: export one to use it in "
+                "LlamaIndex, or import one LlamaIndex wrote (e.g. questions over another document to evaluate on).")
+    if datasets:
+        st.dataframe(dataset_rows(datasets), hide_index=True, width="stretch", key="dataset_table",
+                     column_config={"id": None})
+        labels = {d["id"]: dataset_label(d) for d in datasets}
+        e1, e2 = st.columns([3, 1], vertical_alignment="bottom")
+        pick = e1.selectbox("Dataset to export", list(labels), format_func=labels.get, key="export_pick")
+        chosen = next(d for d in datasets if d["id"] == pick)
+        e2.download_button("Download JSON", data=lambda pick=pick: load_dataset(ws, pick).dumps(),
+                           file_name=f"{safe_display_name(chosen['name'])}.json", mime="application/json",
+                           key="export_download", on_click="ignore", icon=":material/download:")
+        with st.popover("Delete a dataset", icon=":material/delete:"):
+            gone = st.selectbox("Dataset", list(labels), format_func=labels.get, key="dataset_delete_pick")
+            if st.button("Delete", key="dataset_delete"):
+                delete_dataset(ws, gone)
+                widgets.flash(f"Deleted {labels[gone]}.")
+                st.rerun()
+    else:
+        st.caption("No saved dataset yet: split and save one (previous tab) or import one below.")
+
+    with st.container(border=True):
+        st.markdown("**Import a dataset**")
+        up = st.file_uploader("LlamaIndex dataset JSON", type=["json"], key="import_file")
+        i1, i2 = st.columns(2)
+        name = i1.text_input("Name", key="import_name", placeholder="e.g. uber questions (eval)")
+        roles = {"eval": "evaluation set", "train": "training set", "val": "validation set", "import": "other"}
+        role = i2.selectbox("Use as", list(roles), format_func=roles.get, key="import_role")
+        if st.button("Import", key="import_start", disabled=up is None, icon=":material/upload:"):
+            try:
+                import_dataset(ws, up.getvalue(), name.strip() or up.name, role=role)
+            except (DatasetError, ValueError) as exc:
+                st.error(f"Could not import {up.name}: {exc}")
+            else:
+                widgets.flash(f"Imported {name.strip() or up.name}.")
+                st.rerun()

@@ -1,0 +1,519 @@
+"""Dashboard pages with ``streamlit.testing.v1.AppTest``: empty states, the happy path over a
+workspace prepared through ``core`` (real PDFs, offline questions, a tiny real training run, a
+saved comparison), background jobs started from the pages, and errors shown in words.
+
+Each test gets its own copy of the prepared workspace (``$ADAPTERLAB_WORKSPACE``), so the
+``st.cache_resource`` singletons, keyed by workspace root, never leak between tests.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.documents import ingest_files
+from core.embedders import resolve_embedder
+from core.evaluation import compare
+from core.questions import OFFLINE_LIMITS, OfflineGenerator, build_dataset, generate_questions, save_dataset, split_dataset
+from core.reports import save_comparison
+from core.runs import create_run, execute_run
+from core.tasks import build_systems
+from core.training import TrainConfig
+from core.workspace import Workspace
+from tests.pdfs import corrupt_pdf_bytes, make_text_pdf, sample_report_pages
+
+pytestmark = pytest.mark.integration  # the real bundled embedding model runs here
+
+ROOT = Path(__file__).resolve().parents[1]
+ACTIVE = ("queued", "running")
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / "pages" / name), default_timeout=60)
+
+
+def app() -> AppTest:
+    return AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+
+
+def no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def frame(at: AppTest, *columns: str):
+    """The first table (st.dataframe) that has all these columns, as a pandas DataFrame."""
+    for df in at.dataframe:
+        value = df.value
+        if all(c in value.columns for c in columns):
+            return value
+    raise AssertionError(f"no table with columns {columns}: {[list(d.value.columns) for d in at.dataframe]}")
+
+
+def wait_jobs(root: Path, kind: str, timeout: float = 60.0) -> list[dict]:
+    """Wait until no job of ``kind`` is queued or running; returns the jobs (newest first)."""
+    ws = Workspace(root)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        jobs = ws.query("SELECT * FROM jobs WHERE kind=? ORDER BY created_at DESC", (kind,))
+        if jobs and all(j["status"] not in ACTIVE for j in jobs):
+            return jobs
+        time.sleep(0.1)
+    raise AssertionError(f"{kind} job still running after {timeout}s")
+
+
+def rerun_until_settled(at: AppTest, root: Path, kind: str) -> list[dict]:
+    jobs = wait_jobs(root, kind)
+    at.run()
+    no_exceptions(at)
+    return jobs
+
+
+# ------------------------------------------------------------------------------------------------
+# fixtures
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """Two ingested PDFs, offline questions, a by-document split, a 2-epoch run, a comparison."""
+    root = tmp_path_factory.mktemp("prepared") / "ws"
+    ws = Workspace(root)
+    emb = resolve_embedder("default", workspace=ws)
+    pages = sample_report_pages()
+    reports = ingest_files(
+        ws,
+        [("northwind.pdf", make_text_pdf(pages[:2])), ("harbor.pdf", make_text_pdf(pages[2:]))],
+        token_counter=emb.token_counter(), max_seq_length=emb.max_seq_length,
+    )
+    assert [r.status for r in reports] == ["ok", "ok"]
+    generate_questions(ws, OfflineGenerator(), questions_per_chunk=3)
+    full = build_dataset(ws)
+    train, val = split_dataset(full, by="document", val_docs=["harbor.pdf"])
+    train_id = save_dataset(ws, train, "northwind train", role="train")
+    val_id = save_dataset(ws, val, "harbor validation", role="val")
+    run_id = create_run(ws, TrainConfig(epochs=2, batch_size=8), dataset_id=train_id, val_dataset_id=val_id,
+                        name="tiny linear")
+    execute_run(ws, run_id)
+    systems = [{"kind": "run", "run_id": run_id}]
+    cmp = compare(val, build_systems(ws, systems), top_k=5, dataset_name="harbor validation")
+    eval_id = save_comparison(ws, cmp, "harbor validation",
+                              extra={"dataset_id": val_id, "systems": systems, "run_ids": [run_id], "embedder": "default"})
+    n_questions = ws.query("SELECT COUNT(*) AS n FROM questions")[0]["n"]
+    n_chunks = ws.query("SELECT COUNT(*) AS n FROM chunks")[0]["n"]
+    return SimpleNamespace(root=root, run_id=run_id, eval_id=eval_id, train_id=train_id, val_id=val_id,
+                           n_questions=n_questions, n_chunks=n_chunks, n_val=len(val.queries), val=val)
+
+
+@pytest.fixture
+def prepared_ws(prepared, tmp_path, monkeypatch) -> Path:
+    """A private copy of the prepared workspace, selected through $ADAPTERLAB_WORKSPACE."""
+    dst = tmp_path / "ws"
+    shutil.copytree(prepared.root, dst)
+    monkeypatch.setenv("ADAPTERLAB_WORKSPACE", str(dst))
+    return dst
+
+
+@pytest.fixture
+def empty_ws(tmp_path, monkeypatch) -> Path:
+    dst = tmp_path / "empty-ws"
+    monkeypatch.setenv("ADAPTERLAB_WORKSPACE", str(dst))
+    return dst
+
+
+# ------------------------------------------------------------------------------------------------
+# app.py: router and sidebar
+# ------------------------------------------------------------------------------------------------
+def test_app_routes_and_sidebar_counts(prepared_ws, prepared):
+    at = app()
+    at.run()
+    no_exceptions(at)
+    assert [t.value for t in at.title] == ["Documents"]  # the default page
+    side = {m.label: m.value for m in at.sidebar.metric}
+    assert side == {"Documents": "2", "Chunks": str(prepared.n_chunks), "Questions": str(prepared.n_questions), "Runs": "1"}
+    assert str(prepared_ws) in texts(at.sidebar.code)
+    assert "No job running." in texts(at.sidebar.caption)
+    for script, title in [("pages/2_questions.py", "Questions"), ("pages/3_train.py", "Train"),
+                          ("pages/4_compare.py", "Compare")]:
+        at.switch_page(script)
+        at.run()
+        no_exceptions(at)
+        assert at.title[0].value == title
+
+
+def test_training_settings_survive_a_page_change(prepared_ws):
+    at = app()
+    at.run()
+    at.switch_page("pages/3_train.py")
+    at.run()
+    at.number_input(key="hp_epochs").set_value(7).run()
+    at.switch_page("pages/1_documents.py")
+    at.run()
+    at.switch_page("pages/3_train.py")
+    at.run()
+    no_exceptions(at)
+    assert at.number_input(key="hp_epochs").value == 7
+
+
+def test_app_on_an_empty_workspace(empty_ws):
+    at = app()
+    at.run()
+    no_exceptions(at)
+    assert {m.label: m.value for m in at.sidebar.metric} == {"Documents": "0", "Chunks": "0", "Questions": "0", "Runs": "0"}
+    assert (empty_ws / "catalog.sqlite").exists()
+    assert "Upload PDFs first" in texts(at.info)
+
+
+# ------------------------------------------------------------------------------------------------
+# Documents
+# ------------------------------------------------------------------------------------------------
+def test_documents_empty_state(empty_ws):
+    at = page("1_documents.py")
+    at.run()
+    no_exceptions(at)
+    assert "Upload PDFs first" in texts(at.info)
+    assert at.button(key="ingest_start").disabled
+    assert at.file_uploader(key="doc_upload_0").accept_multiple_files
+
+
+def test_documents_lists_documents_and_chunks(prepared_ws, prepared):
+    at = page("1_documents.py")
+    at.run()
+    no_exceptions(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Documents"] == "2" and metrics["Chunks"] == str(prepared.n_chunks)
+    docs = frame(at, "file", "size (MB)")
+    assert set(docs["file"]) == {"northwind.pdf", "harbor.pdf"}
+    assert set(docs["pages"]) == {2}
+    chunks = frame(at, "file", "tokens", "text")
+    assert len(chunks) == prepared.n_chunks
+    assert "northwind.pdf" in texts(at.markdown)  # the selected chunk's source and pages
+    assert any("Northwind Mobility" in t.value for t in at.text)  # its full text
+
+    at.text_input(key="chunk_search").input("Proposition 22").run()
+    no_exceptions(at)
+    found = frame(at, "file", "tokens", "text")
+    assert 1 <= len(found) < prepared.n_chunks
+    assert set(found["file"]) == {"harbor.pdf"}
+    assert any("Proposition 22" in t.value for t in at.text)
+
+
+def test_documents_upload_ingests_good_files_and_explains_bad_ones(empty_ws):
+    at = page("1_documents.py")
+    at.run()
+    good = make_text_pdf(sample_report_pages())
+    at.file_uploader(key="doc_upload_0").set_value(
+        [("report.pdf", good, "application/pdf"), ("broken.pdf", corrupt_pdf_bytes(), "application/pdf")]
+    )
+    at.run()
+    assert at.button(key="ingest_start").label == "Ingest 2 file(s)"
+    at.button(key="ingest_start").click().run()
+    no_exceptions(at)
+    jobs = rerun_until_settled(at, empty_ws, "ingest")
+    assert jobs[0]["status"] == "done"
+    report = frame(at, "file", "truncated chunks", "error")
+    assert list(report["file"]) == ["report.pdf", "broken.pdf"]
+    ok = report[report["file"] == "report.pdf"].iloc[0]
+    assert ok["pages"] == 4 and ok["chunks"] > 0 and ok["characters"] > 1000
+    errors = texts(at.error)
+    assert "broken.pdf" in errors
+    assert report[report["file"] == "broken.pdf"].iloc[0]["error"] in errors  # the reason, in words
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Documents"] == "1" and metrics["Files with errors"] == "1"
+    assert at.file_uploader(key="doc_upload_1") is not None  # the uploader was reset for the next batch
+
+
+def test_documents_failed_ingest_job_shows_its_error(empty_ws):
+    Workspace(empty_ws).set_setting("ui.base_embedder", str(empty_ws / "no-such-model"))
+    at = page("1_documents.py")
+    at.run()
+    at.file_uploader(key="doc_upload_0").set_value([("report.pdf", make_text_pdf(["Some text. " * 40]), "application/pdf")])
+    at.run()
+    at.button(key="ingest_start").click().run()
+    jobs = rerun_until_settled(at, empty_ws, "ingest")
+    assert jobs[0]["status"] == "failed"
+    assert "failed" in texts(at.error)
+    assert jobs[0]["error"] in texts(at.error)
+
+
+# ------------------------------------------------------------------------------------------------
+# Questions
+# ------------------------------------------------------------------------------------------------
+def test_questions_empty_state(empty_ws):
+    at = page("2_questions.py")
+    at.run()
+    no_exceptions(at)
+    assert "Upload PDFs first" in texts(at.info)
+    assert at.button(key="import_start").disabled  # importing stays possible, once a file is chosen
+
+
+def test_questions_happy_path(prepared_ws, prepared):
+    at = page("2_questions.py")
+    at.run()
+    no_exceptions(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Questions"] == str(prepared.n_questions)
+    assert metrics["Chunks with questions"] == f"{prepared.n_chunks} / {prepared.n_chunks}"
+    assert OFFLINE_LIMITS in texts(at.warning)  # offline by default (no key) and its limits stated
+    editor = at.data_editor[0].value
+    assert len(editor) == prepared.n_questions
+    assert set(editor["file"]) == {"northwind.pdf", "harbor.pdf"}
+    assert editor["chunk preview"].str.len().gt(0).all()
+    # split preview (by document, two documents) and the saved datasets
+    assert metrics["Train questions"].isdigit() and metrics["Validation questions"].isdigit()
+    datasets = frame(at, "name", "role", "corpus chunks")
+    assert set(datasets["role"]) == {"train", "val"}
+    assert at.download_button(key="export_download") is not None
+
+    at.text_input(key="q_search").input("zzz-no-such-question").run()
+    assert len(at.data_editor[0].value) == 0
+
+
+def test_questions_offline_generation_runs_in_background(prepared_ws, prepared):
+    at = page("2_questions.py")
+    at.run()
+    at.number_input(key="gen_n").set_value(1)
+    at.button(key="gen_start").click().run()
+    no_exceptions(at)
+    jobs = rerun_until_settled(at, prepared_ws, "generate")
+    assert jobs[0]["status"] == "done"
+    assert "question(s) added" in texts(at.success)
+
+
+def test_questions_llm_without_key_shows_estimate_and_refuses(prepared_ws, prepared):
+    at = page("2_questions.py")
+    at.run()
+    at.radio(key="gen_kind").set_value("llm").run()
+    no_exceptions(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["LLM calls"] == str(prepared.n_chunks)
+    assert int(metrics["Prompt tokens"].replace(",", "")) > 0
+    assert "no key" in texts(at.warning)
+    assert at.text_input(key="llm_key_input").value == ""
+    at.button(key="gen_start").click().run()
+    assert "no API key" in texts(at.error)
+    # a key typed in the form is kept in this session only, never shown
+    at.text_input(key="llm_key_input").input("sk-test-1234567890").run()
+    no_exceptions(at)
+    assert "key set (entered in this session)" in texts(at.caption)
+    assert "sk-test" not in texts(at.caption) + texts(at.markdown) + texts(at.warning)
+    assert at.text_input(key="llm_key_input").value == ""
+    assert "sk-test" not in json.dumps([r for r in Workspace(prepared_ws).query("SELECT * FROM settings")])
+
+
+def test_questions_llm_generation_against_a_local_server(prepared_ws, prepared, fake_openai):
+    fake_openai.require_key = "sk-local-test"
+    at = page("2_questions.py")
+    at.run()
+    at.radio(key="gen_kind").set_value("llm").run()
+    at.text_input(key="llm_base_url").input(fake_openai.base_url)
+    at.text_input(key="llm_model").input("fake-model")
+    at.text_input(key="llm_key_input").input("sk-local-test").run()
+    assert "key set (entered in this session)" in texts(at.caption)
+    at.button(key="gen_start").click().run()
+    no_exceptions(at)
+    jobs = rerun_until_settled(at, prepared_ws, "generate")
+    assert jobs[0]["status"] == "done", jobs[0]["error"]
+    assert "question(s) added" in texts(at.success)
+    chat = [r for r in fake_openai.requests if r["path"].endswith("/chat/completions")]
+    assert len(chat) == prepared.n_chunks
+    assert chat[0]["body"]["model"] == "fake-model"
+    for f in prepared_ws.rglob("*"):  # the key is never written (catalog, WAL, caches, datasets)
+        assert not f.is_file() or b"sk-local-test" not in f.read_bytes(), f
+
+
+def test_questions_import_malformed_json_shows_error(prepared_ws):
+    at = page("2_questions.py")
+    at.run()
+    at.file_uploader(key="import_file").set_value(("bad.json", b'{"queries": {', "application/json"))
+    at.run()
+    at.button(key="import_start").click().run()
+    no_exceptions(at)
+    assert "Could not import bad.json" in texts(at.error)
+
+
+def test_questions_import_and_save_split(prepared_ws, prepared):
+    at = page("2_questions.py")
+    at.run()
+    data = prepared.val.dumps().encode()
+    at.file_uploader(key="import_file").set_value(("uber_eval.json", data, "application/json"))
+    at.run()
+    at.text_input(key="import_name").input("uber eval")
+    at.button(key="import_start").click().run()
+    no_exceptions(at)
+    assert "Imported uber eval." in texts(at.success)
+    names = list(frame(at, "name", "role", "corpus chunks")["name"])
+    assert "uber eval" in names
+
+    at.radio(key="split_by").set_value("chunk").run()
+    at.button(key="split_save").click().run()
+    no_exceptions(at)
+    assert "Saved" in texts(at.success)
+    assert len(frame(at, "name", "role", "corpus chunks")) == 5
+
+
+# ------------------------------------------------------------------------------------------------
+# Train
+# ------------------------------------------------------------------------------------------------
+def test_train_empty_state(empty_ws):
+    at = page("3_train.py")
+    at.run()
+    no_exceptions(at)
+    assert "Generate questions first" in texts(at.info)
+    assert all(b.key != "train_start" for b in at.button)  # no run form without a dataset
+
+
+def test_train_shows_run_history_curves_and_downloads(prepared_ws, prepared):
+    at = page("3_train.py")
+    at.run()
+    no_exceptions(at)
+    runs = frame(at, "run", "status", "best epoch")
+    assert list(runs["run"]) == ["tiny linear"] and list(runs["status"]) == ["done"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Epochs done"] == "2 / 2"
+    assert any(label.startswith("Val mrr@5 (best epoch") for label in metrics)
+    assert len(at.get("plotly_chart")) == 1
+    ckpts = frame(at, "checkpoint", "step")
+    assert list(ckpts["checkpoint"])[-1].startswith("step_")
+    assert at.download_button(key=f"train_download_{prepared.run_id}") is not None
+    assert at.number_input(key="hp_epochs").value == TrainConfig().epochs  # defaults from TrainConfig
+    assert at.number_input(key="hp_lr").value == pytest.approx(TrainConfig().lr)
+
+
+def test_train_launch_runs_in_background(prepared_ws, prepared):
+    at = page("3_train.py")
+    at.run()
+    at.number_input(key="hp_epochs").set_value(1)
+    at.text_input(key="train_name").input("ui run")
+    at.button(key="train_start").click().run()
+    no_exceptions(at)
+    rerun_until_settled(at, prepared_ws, "train")
+    runs = frame(at, "run", "status", "best epoch")
+    assert list(runs["run"]) == ["ui run", "tiny linear"]
+    assert list(runs["status"]) == ["done", "done"]
+    assert at.selectbox(key="train_view").value != prepared.run_id  # the new run is shown
+
+
+def test_train_cancel_from_the_page(prepared_ws, prepared):
+    at = page("3_train.py")
+    at.run()
+    at.number_input(key="hp_epochs").set_value(500)
+    at.number_input(key="hp_batch_size").set_value(1)
+    at.number_input(key="hp_checkpoint_every").set_value(1_000_000)
+    at.button(key="train_start").click().run()
+    no_exceptions(at)
+    run_id = at.selectbox(key="train_view").value
+    assert run_id != prepared.run_id
+    at.button(key=f"train_cancel_{run_id}").click().run()
+    rerun_until_settled(at, prepared_ws, "train")
+    assert Workspace(prepared_ws).query("SELECT status FROM runs WHERE id=?", (run_id,))[0]["status"] == "cancelled"
+    assert "cancelled" in texts(at.warning)
+    assert at.download_button(key=f"train_download_{run_id}") is not None  # the best state so far is kept
+
+
+def test_train_bad_settings_show_error(prepared_ws):
+    at = page("3_train.py")
+    at.run()
+    at.text_input(key="train_adapter_kwargs").input("{not json")
+    at.button(key="train_start").click().run()
+    no_exceptions(at)
+    assert "Cannot start this run" in texts(at.error)
+    at.radio(key="train_preset").set_value("llamaindex").run()
+    assert at.number_input(key="hp_lr").value == pytest.approx(2e-5)
+    assert at.selectbox(key="hp_loss").value == "in_batch"
+
+
+# ------------------------------------------------------------------------------------------------
+# Compare
+# ------------------------------------------------------------------------------------------------
+def test_compare_empty_state(empty_ws):
+    at = page("4_compare.py")
+    at.run()
+    no_exceptions(at)
+    assert "Generate questions first" in texts(at.info)
+
+
+def test_compare_shows_table_charts_drilldown_and_exports(prepared_ws, prepared):
+    at = page("4_compare.py")
+    at.run()
+    no_exceptions(at)
+    table = frame(at, "system", "queries")
+    assert len(table) == 2
+    assert table.iloc[0]["system"].startswith("base")
+    assert table.iloc[1]["system"] == "tiny linear"
+    for col in ("hit@5", "mrr@5", "ndcg@10", "Δ mrr@5", "Δ mrr@5 95% CI", "mrr@5 significant"):
+        assert col in table.columns
+    assert table.iloc[1]["mrr@5 significant"] in ("yes", "no")
+    assert len(at.get("plotly_chart")) >= 2
+    metrics = {m.label: m.value for m in at.metric}
+    better, worse, same = (int(metrics[k]) for k in ("Better (relevant chunk ranked higher)", "Worse", "Unchanged"))
+    assert better + worse + same == prepared.n_val
+    assert "Relevant chunk" in texts(at.markdown)
+    assert at.download_button(key="eval_download_html") is not None
+    assert at.download_button(key="eval_download_csv") is not None
+    assert "OPENAI_API_KEY" in texts(at.caption)  # how to configure the API embedder
+
+
+def test_compare_launch_runs_in_background(prepared_ws, prepared):
+    at = page("4_compare.py")
+    at.run()
+    at.number_input(key="eval_k").set_value(3)
+    at.button(key="eval_start").click().run()
+    no_exceptions(at)
+    jobs = rerun_until_settled(at, prepared_ws, "evaluate")
+    assert jobs[0]["status"] == "done"
+    assert at.selectbox(key="eval_view").value == json.loads(jobs[0]["result"])["eval_id"]
+    table = frame(at, "system", "queries")
+    assert "hit@3" in table.columns  # the new comparison is the one shown
+    assert len(at.selectbox(key="eval_view").options) == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# pure helpers behind the pages
+# ------------------------------------------------------------------------------------------------
+def test_editor_changes_and_config_help():
+    from ui.helpers import config_help, editor_changes, question_frame
+
+    original = question_frame([
+        {"id": "a", "text": "What was revenue?", "chunk_preview": "Revenue...", "filename": "f.pdf", "page_start": 1, "page_end": 1, "source": "llm"},
+        {"id": "b", "text": "Who insures drivers?", "chunk_preview": "Insurance...", "filename": "f.pdf", "page_start": 2, "page_end": 3, "source": "llm"},
+        {"id": "c", "text": "Where is Harbor Risk?", "chunk_preview": "Harbor...", "filename": "f.pdf", "page_start": 3, "page_end": 3, "source": "llm"},
+    ])
+    edited = original.copy()
+    edited.loc[0, "question"] = "What was revenue in 2021?"
+    edited.loc[1, "delete"] = True
+    edited.loc[2, "question"] = "  "
+    updates, deletes = editor_changes(original, edited)
+    assert updates == {"a": "What was revenue in 2021?"}
+    assert deletes == ["b", "c"]
+    assert list(original["pages"]) == ["p. 1", "pp. 2–3", "p. 3"]
+
+    help_ = config_help(TrainConfig)
+    assert set(help_) >= {"epochs", "lr", "loss", "temperature", "patience"}
+    assert all(help_.values())
+
+
+def test_training_figure_marks_best_epoch():
+    from ui.charts import has_curves, training_figure
+
+    hist = [
+        {"type": "epoch", "epoch": 0, "step": 0, "train_loss": None, "val": {"hit@5": 0.5, "mrr@5": 0.3}, "best": True},
+        {"type": "step", "step": 1, "epoch": 1, "loss": 1.2, "lr": 1e-4},
+        {"type": "step", "step": 2, "epoch": 1, "loss": 1.0, "lr": 1e-4},
+        {"type": "epoch", "epoch": 1, "step": 2, "train_loss": 1.1, "val": {"hit@5": 0.6, "mrr@5": 0.4}, "best": True},
+        {"type": "step", "step": 3, "epoch": 2, "loss": 0.9, "lr": 1e-4},
+        {"type": "epoch", "epoch": 2, "step": 3, "train_loss": 0.9, "val": {"hit@5": 0.55, "mrr@5": 0.35}, "best": False},
+    ]
+    assert not has_curves(hist[:0]) and has_curves(hist)
+    fig = training_figure(hist, 5)
+    names = [t.name for t in fig.data]
+    assert "loss per step" in names and "val mrr@5" in names and "val hit@5" in names
+    best = next(t for t in fig.data if t.name.startswith("best epoch"))
+    assert best.name == "best epoch (1)" and list(best.x) == [2]

@@ -1,0 +1,393 @@
+"""Pure helpers that shape core data for display (no Streamlit import, unit-testable).
+
+Everything here is formatting or a read-only summary: no training, generation, chunking or
+evaluation logic lives here (that is ``core``'s job).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import fields
+from typing import Any, Iterable
+
+ACTIVE = ("queued", "running")
+
+
+# ------------------------------------------------------------------------------------------------
+# general formatting
+# ------------------------------------------------------------------------------------------------
+def ago(ts: float | None, now: float | None = None) -> str:
+    """'just now', '5 min ago', '3 h ago', or a date."""
+    if not ts:
+        return ""
+    delta = (now or time.time()) - float(ts)
+    if delta < 45:
+        return "just now"
+    if delta < 3600:
+        return f"{int(delta // 60) or 1} min ago"
+    if delta < 86400:
+        return f"{int(delta // 3600)} h ago"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def pages_label(start: Any, end: Any) -> str:
+    if start is None:
+        return ""
+    return f"p. {start}" if start == end or end is None else f"pp. {start}–{end}"
+
+
+def fmt_num(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def preview(text: str | None, n: int = 160) -> str:
+    text = re.sub(r"\s+", " ", text or "").strip()
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+# ------------------------------------------------------------------------------------------------
+# workspace summary (read-only counts for the sidebar and page headers)
+# ------------------------------------------------------------------------------------------------
+def workspace_counts(ws) -> dict[str, int]:
+    """Counts of documents (ok / error), chunks, questions (and chunks that have some), datasets, runs, comparisons."""
+    row = ws.query(
+        "SELECT "
+        "(SELECT COUNT(*) FROM documents WHERE status='ok') AS documents, "
+        "(SELECT COUNT(*) FROM documents WHERE status!='ok') AS bad_documents, "
+        "(SELECT COUNT(*) FROM chunks) AS chunks, "
+        "(SELECT COUNT(*) FROM questions) AS questions, "
+        "(SELECT COUNT(DISTINCT q.chunk_id) FROM questions q JOIN chunks c ON c.id = q.chunk_id) AS chunks_with_questions, "
+        "(SELECT COUNT(*) FROM datasets) AS datasets, "
+        "(SELECT COUNT(*) FROM runs) AS runs, "
+        "(SELECT COUNT(*) FROM evaluations) AS evaluations"
+    )[0]
+    return {k: int(v or 0) for k, v in row.items()}
+
+
+def question_sources(ws) -> dict[str, int]:
+    """How many questions each generator made: ``{"llm": 120, "offline": 40, ...}``."""
+    rows = ws.query("SELECT source, COUNT(*) AS n FROM questions GROUP BY source ORDER BY source")
+    return {r["source"]: int(r["n"]) for r in rows}
+
+
+# ------------------------------------------------------------------------------------------------
+# documents
+# ------------------------------------------------------------------------------------------------
+STATUS_LABEL = {"ok": "ingested", "duplicate": "already in the workspace", "error": "error"}
+
+
+def ingest_rows(reports: Iterable[dict]) -> list[dict]:
+    """One display row per file of an ingest job's ``result["reports"]``."""
+    rows = []
+    for r in reports:
+        rows.append(
+            {
+                "file": r.get("filename"),
+                "status": STATUS_LABEL.get(r.get("status"), r.get("status")),
+                "pages": r.get("pages") or 0,
+                "characters": r.get("chars") or 0,
+                "chunks": r.get("chunks") or 0,
+                "truncated chunks": r.get("truncated") or 0,
+                "error": r.get("error") or "",
+            }
+        )
+    return rows
+
+
+def document_rows(docs: Iterable[dict]) -> list[dict]:
+    return [
+        {
+            "file": d["filename"],
+            "status": "ok" if d["status"] == "ok" else "error",
+            "pages": d["pages"],
+            "characters": d["chars"],
+            "chunks": d["n_chunks"],
+            "truncated chunks": d["n_truncated"],
+            "size (MB)": round((d.get("size_bytes") or 0) / 1e6, 2),
+            "added": ago(d.get("added_at")),
+            "error": d.get("error") or "",
+        }
+        for d in docs
+    ]
+
+
+def chunk_label(c: dict) -> str:
+    return f"{c.get('filename')} · {pages_label(c.get('page_start'), c.get('page_end'))} · chunk {c.get('idx')}"
+
+
+def chunk_rows(chunks: Iterable[dict]) -> list[dict]:
+    return [
+        {
+            "file": c["filename"],
+            "pages": pages_label(c["page_start"], c["page_end"]),
+            "chunk": c["idx"],
+            "tokens": c["n_tokens"],
+            "truncated": bool(c["truncated"]),
+            "text": preview(c["text"], 200),
+        }
+        for c in chunks
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# questions
+# ------------------------------------------------------------------------------------------------
+QUESTION_COLUMNS = ["delete", "question", "file", "pages", "chunk preview", "source", "id"]
+
+
+def question_frame(questions: Iterable[dict]):
+    """The editable questions table (pandas): a delete tick box, the text, where it comes from."""
+    import pandas as pd
+
+    rows = [
+        {
+            "delete": False,
+            "question": q["text"],
+            "chunk preview": preview(q.get("chunk_preview"), 160) if q.get("chunk_preview") else "(chunk no longer exists)",
+            "file": q.get("filename") or "",
+            "pages": pages_label(q.get("page_start"), q.get("page_end")),
+            "source": q.get("source") or "",
+            "id": q["id"],
+        }
+        for q in questions
+    ]
+    return pd.DataFrame(rows, columns=QUESTION_COLUMNS)
+
+
+def editor_changes(original, edited) -> tuple[dict[str, str], list[str]]:
+    """What the user changed in the questions editor: ``({id: new text}, [ids to delete])``.
+
+    Rows ticked for deletion are deleted (their text edits ignored); a text emptied to blank
+    counts as a deletion too.
+    """
+    before = dict(zip(original["id"], original["question"]))
+    updates: dict[str, str] = {}
+    deletes: list[str] = []
+    for _, row in edited.iterrows():
+        qid = row["id"]
+        if qid not in before:
+            continue
+        text = "" if row["question"] is None or (isinstance(row["question"], float) and math.isnan(row["question"])) else str(row["question"])
+        if bool(row.get("delete")) or not text.strip():
+            deletes.append(qid)
+        elif text.strip() != str(before[qid]).strip():
+            updates[qid] = text.strip()
+    return updates, deletes
+
+
+def dataset_rows(datasets: Iterable[dict]) -> list[dict]:
+    return [
+        {
+            "name": d["name"],
+            "role": d.get("role") or "",
+            "questions": d["n_queries"],
+            "corpus chunks": d["n_corpus"],
+            "documents": ", ".join((d.get("meta") or {}).get("documents") or []) or "(imported: unknown)",
+            "created": ago(d.get("created_at")),
+            "id": d["id"],
+        }
+        for d in datasets
+    ]
+
+
+def dataset_label(d: dict) -> str:
+    role = f" [{d['role']}]" if d.get("role") else ""
+    return f"{d['name']}{role} · {d['n_queries']} questions · {d['n_corpus']} chunks"
+
+
+def pick_default(datasets: list[dict], roles: tuple[str, ...]) -> int:
+    """Index of the newest dataset whose role is the first of ``roles`` found (datasets come newest first)."""
+    for role in roles:
+        for i, d in enumerate(datasets):
+            if d.get("role") == role:
+                return i
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# training
+# ------------------------------------------------------------------------------------------------
+_FALLBACK_HELP = {
+    "adapter": "Which adapter to train on top of the frozen embedder.",
+    "adapter_kwargs": "Constructor overrides, e.g. hidden_features or bias.",
+    "loss": "corpus_softmax: softmax over the whole training corpus (AdapterLab); in_batch: LlamaIndex's loss.",
+    "epochs": "Passes over the training questions; validation runs after each one.",
+    "batch_size": "Questions per optimizer step (siblings of one chunk never share a batch).",
+    "lr": "Learning rate (default 1e-4 linear, 5e-4 two-layer).",
+    "optimizer": "adamw, adam or sgd.",
+    "weight_decay": "L2 penalty on the adapter weights (AdamW style).",
+    "warmup_ratio": "Share of steps with a linear learning-rate warm-up.",
+    "temperature": "Softmax temperature on cosine similarities (LlamaIndex's scale 20 = 0.05).",
+    "seed": "Makes the split, the shuffling and the initialisation repeatable.",
+    "device": "auto (cuda, mps, cpu) or a torch device string.",
+    "val_fraction": "Share of training chunks held out for model selection when no validation set is chosen.",
+    "select_metric": "Validation metric that picks the best epoch.",
+    "top_k": "k of the validation metrics (hit@k, MRR@k).",
+    "checkpoint_every": "Save a checkpoint every N optimizer steps (0 = at each epoch end).",
+    "keep_best": "Keep the best validated state (the untrained identity included), never worse than base.",
+    "patience": "Stop after this many epochs without validation gain (0 = never).",
+}
+
+
+def config_help(config_cls) -> dict[str, str]:
+    """One line of help per ``TrainConfig`` field, read from its docstring's ``Attributes:``
+    section (``name: text``), with a short fallback for fields documented in a group."""
+    doc = config_cls.__doc__ or ""
+    found: dict[str, str] = {}
+    current: str | None = None
+    in_attrs = False
+    for line in doc.splitlines():
+        if line.strip() == "Attributes:":
+            in_attrs = True
+            continue
+        if not in_attrs:
+            continue
+        m = re.match(r"^\s{8}([a-z_]+): (.*)$", line)
+        if m:
+            current = m.group(1)
+            found[current] = m.group(2).strip()
+        elif current and re.match(r"^\s{10,}\S", line):
+            found[current] += " " + line.strip()
+        elif line.strip() and not line.startswith(" " * 8):
+            break
+        else:
+            current = None
+    names = [f.name for f in fields(config_cls)]
+    out = {}
+    for name in names:
+        text = found.get(name) or _FALLBACK_HELP.get(name, "")
+        text = re.sub(r":\w+:`([^`]*)`", r"\1", text).replace("``", "`")
+        out[name] = text[:1].upper() + text[1:]
+    return out
+
+
+def run_rows(runs: Iterable[dict]) -> list[dict]:
+    """The run history table: settings and results side by side."""
+    rows = []
+    for r in runs:
+        cfg = (r.get("config") or {}).get("config") or {}
+        res = r.get("result") or {}
+        k = cfg.get("top_k", 5)
+        base = res.get("base_metrics") or {}
+        best = res.get("best_metrics") or {}
+        b, a = base.get(f"mrr@{k}"), best.get(f"mrr@{k}")
+        rows.append(
+            {
+                "run": r["name"],
+                "status": r["status"],
+                "adapter": cfg.get("adapter"),
+                "loss": cfg.get("loss"),
+                "lr": cfg.get("lr"),
+                "epochs": cfg.get("epochs"),
+                "batch": cfg.get("batch_size"),
+                "embedder": (r.get("config") or {}).get("embedder"),
+                "best epoch": res.get("best_epoch"),
+                f"val MRR@{k} base": None if b is None else round(b, 4),
+                f"val MRR@{k} best": None if a is None else round(a, 4),
+                "Δ MRR": None if (a is None or b is None) else round(a - b, 4),
+                "seconds": res.get("seconds"),
+                "created": ago(r.get("created_at")),
+                "error": r.get("error") or "",
+                "id": r["id"],
+            }
+        )
+    return rows
+
+
+def run_label(r: dict) -> str:
+    return f"{r['name']} · started {ago(r.get('created_at'))} · {r['id']}"
+
+
+def has_adapter(ws, run_id: str) -> bool:
+    """True when the run saved its final adapter folder (``config.json`` + weights)."""
+    from core.runs import adapter_dir
+
+    return (adapter_dir(ws, run_id) / "config.json").is_file()
+
+
+def history_summary(history: list[dict]) -> dict[str, Any]:
+    """Latest step/epoch, best epoch and its validation metrics from a run's history events."""
+    steps = [h for h in history if h.get("type") == "step"]
+    epochs = [h for h in history if h.get("type") == "epoch"]
+    best = None
+    for e in epochs:
+        if e.get("best"):
+            best = e
+    phases = [h["message"] for h in history if h.get("type") == "phase"]
+    return {
+        "steps": len(steps),
+        "last_loss": steps[-1]["loss"] if steps else None,
+        "epochs_done": max((e["epoch"] for e in epochs), default=0),
+        "best_epoch": best["epoch"] if best else None,
+        "best_val": (best or {}).get("val") or {},
+        "base_val": next((e.get("val") or {} for e in epochs if e.get("epoch") == 0), {}),
+        "phase": phases[-1] if phases else "",
+        "checkpoints": [h for h in history if h.get("type") == "checkpoint"],
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# compare
+# ------------------------------------------------------------------------------------------------
+def comparison_label(e: dict) -> str:
+    return f"{e['name']} · {ago(e.get('created_at'))} · {e['id']}"
+
+
+def drilldown_rows(cmp, system: str, dataset=None) -> list[dict]:
+    """Per-query baseline vs ``system``: question text (when the dataset is at hand), ranks, change."""
+    frame = cmp.per_query_frame(system)
+    rows = []
+    for rec in frame.to_dict("records"):
+        qid = rec["query_id"]
+        rows.append(
+            {
+                "question": (dataset.queries.get(qid) if dataset is not None else None) or qid,
+                "base rank": rec["base_rank"],
+                "rank": rec["rank"],
+                "change": rec["change"],
+                "base RR": round(float(rec["base_rr"]), 3),
+                "RR": round(float(rec["rr"]), 3),
+                "query_id": qid,
+            }
+        )
+    return rows
+
+
+def ranked_above(cmp, system: str, query_id: str, dataset=None) -> dict[str, Any]:
+    """For one query: its relevant chunk(s) and the chunks ``system`` ranked above the first one.
+
+    Ranks are core's (ties count against the relevant chunk), so "above" is the first
+    ``rank - 1`` non-relevant ids of the stored top list (the top ``max(k, 10)``); when the
+    relevant chunk is below the stored list, ``beyond_stored`` is True.
+    """
+    res = cmp.results[system]
+    i = res.query_ids.index(query_id)
+    rank = float(res.first_rank[i])
+    top = list(res.top_ids[i])
+    relevant = list((dataset.relevant_docs.get(query_id) if dataset is not None else None) or [])
+    others = [n for n in top if n not in relevant]
+    n_above = int(rank) - 1 if math.isfinite(rank) else len(top)
+    above = others[:n_above]
+    beyond = n_above > len(others)
+
+    def text(nid: str) -> str:
+        return (dataset.corpus.get(nid) if dataset is not None else None) or "(text not available: the dataset was deleted)"
+
+    def where(nid: str) -> str:
+        meta = (getattr(dataset, "node_meta", None) or {}).get(nid) if dataset is not None else None
+        if not meta:
+            return nid
+        return f"{meta.get('filename')} · {pages_label(meta.get('page_start'), meta.get('page_end'))}"
+
+    return {
+        "rank": None if not math.isfinite(rank) else int(rank),
+        "relevant": [{"id": n, "where": where(n), "text": text(n)} for n in relevant],
+        "above": [{"rank": j + 1, "id": n, "where": where(n), "text": text(n)} for j, n in enumerate(above)],
+        "beyond_stored": beyond,
+    }

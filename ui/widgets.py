@@ -1,0 +1,239 @@
+"""Reusable Streamlit pieces: page links with a fallback, empty states, the background-job
+panel (a polling fragment), the base-embedder picker and the sidebar status."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+from core.embedders import DEFAULT_MODEL_LABEL
+from core.llm import ENV_BASE_URL, ENV_KEY
+
+from . import state
+from .helpers import ago, workspace_counts
+
+POLL_S = 1.0
+SIDEBAR_POLL_S = 2.0
+
+# page key -> (script path relative to app.py, title, icon)
+PAGES = {
+    "documents": ("pages/1_documents.py", "Documents", ":material/description:"),
+    "questions": ("pages/2_questions.py", "Questions", ":material/quiz:"),
+    "train": ("pages/3_train.py", "Train", ":material/model_training:"),
+    "compare": ("pages/4_compare.py", "Compare", ":material/leaderboard:"),
+}
+
+API_HELP = (
+    f"To use an API model, set `{ENV_KEY}` (and `{ENV_BASE_URL}` for an OpenAI-compatible server) in the "
+    "environment before `streamlit run app.py`, or type a key on the **Questions** page (kept in this "
+    "browser session only, never written to disk)."
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# links and empty states
+# ------------------------------------------------------------------------------------------------
+def link(page: str, label: str | None = None, icon: str | None = None) -> None:
+    """``st.page_link`` to a page of the app; plain text when the page runs on its own (tests)."""
+    path, title, page_icon = PAGES[page]
+    label = label or f"Go to {title}"
+    try:
+        st.page_link(path, label=label, icon=icon or page_icon)
+    except StreamlitAPIException:
+        st.markdown(f"➡️ **{label}** (open **{title}** in the sidebar)")
+
+
+def empty_state(message: str, page: str | None = None, label: str | None = None) -> None:
+    """What to do next when there is nothing to show yet."""
+    st.info(message, icon=":material/arrow_forward:")
+    if page:
+        link(page, label)
+
+
+def next_step(message: str, page: str, label: str | None = None) -> None:
+    with st.container(border=True):
+        st.markdown(f"**Next step.** {message}")
+        link(page, label)
+
+
+def flash(message: str, kind: str = "success") -> None:
+    """A message shown at the next run (use before ``st.rerun()``)."""
+    st.session_state.setdefault("_adapterlab_flash", []).append((kind, message))
+
+
+def show_flash() -> None:
+    for kind, message in st.session_state.pop("_adapterlab_flash", []):
+        getattr(st, kind)(message)
+
+
+# ------------------------------------------------------------------------------------------------
+# background jobs
+# ------------------------------------------------------------------------------------------------
+def _draw_active(job: dict, key: str) -> None:
+    jm = state.job_manager()
+    with st.container(border=True):
+        head, btn = st.columns([5, 1], vertical_alignment="center")
+        status = "waiting for the job before it" if job["status"] == "queued" else "running"
+        head.markdown(f"**{job['title']}** · {status} · started {ago(job['created_at'])}")
+        if jm.is_local(job["id"]):
+            if btn.button("Stop", key=f"{key}_stop_{job['id']}", icon=":material/stop_circle:",
+                          help="Stops after the current item; work finished so far is kept."):
+                jm.cancel(job["id"])
+                st.toast("Stopping… work finished so far is kept.")
+        else:
+            btn.caption("started by another process: stop it there")
+        pct = float(job.get("progress") or 0.0)
+        st.progress(min(max(pct, 0.0), 1.0), text=f"{pct:.0%} · {job.get('message') or 'starting…'}")
+
+
+def _draw_finished(job: dict, result_view: Callable[[dict], None] | None, retry_hint: str | None = None) -> None:
+    status = job["status"]
+    when = ago(job.get("updated_at"))
+    if status == "done":
+        if result_view is not None:
+            result_view(job)
+        else:
+            st.success(f"{job['title']}: done ({when}).")
+    elif status == "failed":
+        st.error(f"**{job['title']}** failed ({when}): {job.get('error') or 'unknown error'}")
+        if retry_hint:
+            st.caption(retry_hint)
+    elif status == "cancelled":
+        st.warning(f"**{job['title']}** was stopped ({when}): work finished before the stop is kept. "
+                   "Start it again to go on.")
+        if result_view is not None and isinstance(job.get("result"), dict) and job["result"]:
+            result_view(job)
+    elif status == "interrupted":
+        st.warning(f"**{job['title']}** was interrupted ({when}): {job.get('error') or ''}")
+        if retry_hint:
+            st.caption(retry_hint)
+
+
+def job_panel(
+    kind: str,
+    key: str,
+    result_view: Callable[[dict], None] | None = None,
+    live_extra: Callable[[], None] | None = None,
+    show_last: bool = True,
+    retry_hint: str | None = None,
+) -> dict | None:
+    """Show the jobs of ``kind``: live progress while any runs, else the latest one's outcome.
+
+    While a job is queued or running, a fragment re-draws every second (polling only then).
+    When one of those jobs ends, the fragment reruns the whole page once, so the page shows
+    the result and stops polling. Everything is read from the workspace, so a reload, a
+    second tab or a restarted server finds the same jobs. Returns the newest job (or None).
+    """
+    jm = state.job_manager()
+    jm.reap()  # jobs of a process that died become 'interrupted' instead of 'running' forever
+    active = jm.active(kind)
+    if active:
+        watched = {j["id"] for j in active}
+
+        @st.fragment(run_every=POLL_S)
+        def _poll() -> None:
+            jm.reap()  # a job whose process died (server restart, CLI killed) ends as 'interrupted'
+            now_active = jm.active(kind)
+            if not watched <= {j["id"] for j in now_active}:
+                st.rerun(scope="app")  # one of ours finished: redraw the page with its result
+            for j in reversed(now_active):  # oldest first
+                _draw_active(j, key)
+            if live_extra is not None:
+                live_extra()
+
+        _poll()
+        return active[0]
+    latest = jm.list(kind=kind, limit=1)
+    if latest and show_last:
+        _draw_finished(latest[0], result_view, retry_hint)
+    return latest[0] if latest else None
+
+
+def any_active(kind: str) -> bool:
+    return bool(state.job_manager().active(kind))
+
+
+# ------------------------------------------------------------------------------------------------
+# base embedder
+# ------------------------------------------------------------------------------------------------
+_EMB_KINDS = {
+    "default": f"Bundled: {DEFAULT_MODEL_LABEL}",
+    "st": "A sentence-transformers model (name or local path)",
+    "api": "An API model (OpenAI-compatible)",
+}
+
+
+def embedder_picker(key: str, label: str = "Base embedder") -> str:
+    """Choose the frozen base embedder; the choice is the workspace's default on every page.
+
+    Returns a spec for :func:`core.embedders.resolve_embedder`: ``default``, a
+    sentence-transformers name/path, or ``openai:MODEL``.
+    """
+    current = state.base_embedder()
+    kind0 = "default" if current == "default" else "api" if current.startswith("openai:") else "st"
+    kind = st.radio(label, list(_EMB_KINDS), index=list(_EMB_KINDS).index(kind0), format_func=_EMB_KINDS.get,
+                    key=f"{key}_kind", help="The frozen model the adapter is trained on top of. Chunk sizes, "
+                    "training and comparisons all use this model; embeddings are cached in the workspace.")
+    if kind == "default":
+        spec = "default"
+    elif kind == "st":
+        name = st.text_input("Model name or path", value=current if kind0 == "st" else "", key=f"{key}_st",
+                             placeholder="e.g. BAAI/bge-small-en-v1.5 or /models/my-model",
+                             help="Any sentence-transformers model whose weights are on this machine "
+                                  "(there is no network here).")
+        spec = name.strip() or "default"
+        if not name.strip():
+            st.caption("Type a model name or path; until then the bundled model is used.")
+    else:
+        model = st.text_input("API embedding model", value=current[7:] if kind0 == "api" else "text-embedding-3-small",
+                              key=f"{key}_api")
+        spec = f"openai:{model.strip() or 'text-embedding-3-small'}"
+        if not state.api_configured():
+            st.warning("No API key is configured. " + API_HELP)
+        else:
+            base = os.environ.get(ENV_BASE_URL)
+            st.caption(f"Endpoint: {base or 'OpenAI'} · key: set")
+    state.set_base_embedder(spec)
+    return spec
+
+
+# ------------------------------------------------------------------------------------------------
+# sidebar
+# ------------------------------------------------------------------------------------------------
+def _sidebar_jobs(active: list[dict]) -> None:
+    jm = state.job_manager()
+    watched = {j["id"] for j in active}
+
+    @st.fragment(run_every=SIDEBAR_POLL_S)
+    def _poll() -> None:
+        now = jm.active()
+        if not watched <= {j["id"] for j in now}:
+            st.rerun(scope="app")
+        for j in now:
+            pct = float(j.get("progress") or 0.0)
+            st.progress(min(max(pct, 0.0), 1.0), text=f"{j['title']} · {pct:.0%}")
+
+    _poll()
+
+
+def sidebar_status() -> None:
+    """Workspace path, what it holds, and the jobs running now."""
+    ws = state.workspace()
+    counts = workspace_counts(ws)
+    with st.sidebar:
+        st.caption("Workspace")
+        st.code(str(ws.root), language=None, wrap_lines=True)
+        a, b = st.columns(2)
+        a.metric("Documents", counts["documents"])
+        b.metric("Chunks", counts["chunks"])
+        a.metric("Questions", counts["questions"])
+        b.metric("Runs", counts["runs"])
+        st.caption("Jobs")
+        active = state.job_manager().active()
+        if active:
+            _sidebar_jobs(active)
+        else:
+            st.caption("No job running.")
