@@ -1086,3 +1086,9 @@ def import_dataset(ws: Workspace, data: bytes | str, name: str, role: str | None
     label = re.sub(r"\s+", " ", str(name or "")).strip()[:200] or "imported dataset"
     ds = QADataset.loads(data, source=repr(label))
     return save_dataset(ws, ds, label, role=role)
+
+
+def question_source_counts(ws: Workspace) -> dict[str, int]:
+    """How many questions each generator made: ``{"llm": 120, "offline": 40, ...}``."""
+    rows = ws.query("SELECT source, COUNT(*) AS n FROM questions GROUP BY source ORDER BY source")
+    return {r["source"]: int(r["n"]) for r in rows}

@@ -193,6 +193,11 @@ def adapter_dir(ws: Workspace, run_id: str) -> Path:
     return ws.run_dir(run_id) / "adapter"
 
 
+def has_adapter(ws: Workspace, run_id: str) -> bool:
+    """True when the run saved its final adapter folder (an interrupted run may have only checkpoints)."""
+    return (adapter_dir(ws, run_id) / "config.json").is_file()
+
+
 def run_checkpoints(ws: Workspace, run_id: str) -> list[Path]:
     return list_checkpoints(adapter_dir(ws, run_id))
 

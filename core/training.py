@@ -59,6 +59,29 @@ class TrainingCancelled(Exception):
     pass
 
 
+#: One line of help per :class:`TrainConfig` field (the dashboard shows these next to each input).
+FIELD_HELP: dict[str, str] = {
+    "adapter": "Which adapter to train on top of the frozen embedder.",
+    "adapter_kwargs": "Constructor overrides, e.g. hidden_features or bias.",
+    "loss": "corpus_softmax: softmax over the whole training corpus (AdapterLab); in_batch: LlamaIndex's loss.",
+    "epochs": "Passes over the training questions; validation runs after each one.",
+    "batch_size": "Questions per optimizer step (siblings of one chunk never share a batch).",
+    "lr": "Learning rate (default 1e-4 linear, 5e-4 two-layer).",
+    "optimizer": "adamw, adam or sgd.",
+    "weight_decay": "L2 penalty on the adapter weights (AdamW style).",
+    "warmup_ratio": "Share of steps with a linear learning-rate warm-up.",
+    "temperature": "Softmax temperature on cosine similarities (LlamaIndex's scale 20 = 0.05).",
+    "seed": "Makes the split, the shuffling and the initialisation repeatable.",
+    "device": "auto (cuda, mps, cpu) or a torch device string.",
+    "val_fraction": "Share of training chunks held out for model selection when no validation set is chosen.",
+    "select_metric": "Validation metric that picks the best epoch.",
+    "top_k": "k of the validation metrics (hit@k, MRR@k).",
+    "checkpoint_every": "Save a checkpoint every N optimizer steps (0 = at each epoch end).",
+    "keep_best": "Keep the best validated state (the untrained identity included), never worse than base.",
+    "patience": "Stop after this many epochs without validation gain (0 = never).",
+}
+
+
 @dataclass(slots=True)
 class TrainConfig:
     """Everything that defines a training run. Defaults are AdapterLab's recipe.

@@ -251,5 +251,21 @@ class Workspace:
                 (key, json.dumps(value)),
             )
 
+    def counts(self) -> dict[str, int]:
+        """Counts of documents (ok / error), chunks, questions (and chunks that have some),
+        datasets, runs and saved comparisons: the dashboard's status numbers, in one query."""
+        row = self.query(
+            "SELECT "
+            "(SELECT COUNT(*) FROM documents WHERE status='ok') AS documents, "
+            "(SELECT COUNT(*) FROM documents WHERE status!='ok') AS bad_documents, "
+            "(SELECT COUNT(*) FROM chunks) AS chunks, "
+            "(SELECT COUNT(*) FROM questions) AS questions, "
+            "(SELECT COUNT(DISTINCT q.chunk_id) FROM questions q JOIN chunks c ON c.id = q.chunk_id) AS chunks_with_questions, "
+            "(SELECT COUNT(*) FROM datasets) AS datasets, "
+            "(SELECT COUNT(*) FROM runs) AS runs, "
+            "(SELECT COUNT(*) FROM evaluations) AS evaluations"
+        )[0]
+        return {k: int(v or 0) for k, v in row.items()}
+
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"

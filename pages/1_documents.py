@@ -5,7 +5,7 @@ import streamlit as st
 from core.documents import ChunkSettings, DEFAULT_MAX_BYTES, delete_document, list_chunks, list_documents, saved_chunk_settings
 from core.tasks import start_ingest, start_rechunk
 from ui import state, widgets
-from ui.helpers import chunk_label, chunk_rows, document_rows, ingest_rows, workspace_counts
+from ui.helpers import chunk_label, chunk_rows, document_rows, ingest_rows
 
 state.ensure_router()  # a deep link on a fresh server must still go through app.py
 ws = state.workspace()
@@ -15,7 +15,7 @@ st.title("Documents")
 st.caption("Step 1 of 4 · Upload the PDFs your users search. Each is split into chunks that fit the base "
            "embedder; the chunks are what questions are asked about and what retrieval ranks.")
 
-counts = workspace_counts(ws)
+counts = ws.counts()
 docs = list_documents(ws)
 m = st.columns(4)
 m[0].metric("Documents", counts["documents"])

@@ -10,13 +10,14 @@ from core.documents import list_chunks, list_documents
 from core.llm import ENV_BASE_URL, LLMSettings, estimate_generation, key_status
 from core.questions import (
     DEFAULT_PROMPT_TEMPLATE, OFFLINE_LIMITS, build_dataset, dedupe_workspace_questions, delete_dataset,
-    delete_questions, import_dataset, list_datasets, list_questions, load_dataset, save_dataset, split_dataset,
+    delete_questions, import_dataset, list_datasets, list_questions, load_dataset, question_source_counts,
+    save_dataset, split_dataset,
     update_question, validate_prompt_template,
 )
 from core.tasks import start_generation
 from core.workspace import safe_display_name
 from ui import state, widgets
-from ui.helpers import dataset_label, dataset_rows, editor_changes, question_frame, question_sources, workspace_counts
+from ui.helpers import dataset_label, dataset_rows, editor_changes, question_frame
 
 state.ensure_router()  # a deep link on a fresh server must still go through app.py
 ws = state.workspace()
@@ -27,7 +28,7 @@ st.caption("Step 2 of 4 · Each chunk gets a few questions it answers. These (qu
            "adapter what your users' questions look like, and held-out pairs measure retrieval.")
 widgets.show_flash()
 
-counts = workspace_counts(ws)
+counts = ws.counts()
 no_chunks = counts["chunks"] == 0
 if no_chunks:
     widgets.empty_state("Upload PDFs first: questions are generated from the chunks of your documents. "
@@ -148,7 +149,7 @@ def generate_tab() -> None:
                "Generate again with the same settings resumes where it stopped.")
 
     def live_count() -> None:
-        st.metric("Questions so far", workspace_counts(ws)["questions"])
+        st.metric("Questions so far", ws.counts()["questions"])
 
     widgets.job_panel("generate", key="gen", result_view=show_generation_result, live_extra=live_count,
                       retry_hint="Press **Generate questions** again with the same settings to resume: "
@@ -216,7 +217,7 @@ with tab_review:
 # split
 # ------------------------------------------------------------------------------------------------
 with tab_split:
-    sources = question_sources(ws)
+    sources = question_source_counts(ws)
     keep = None
     if len(sources) > 1:
         keep = st.multiselect("Question sources", list(sources), default=list(sources), key="split_sources",

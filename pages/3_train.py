@@ -7,12 +7,12 @@ import streamlit as st
 
 from core.adapters import registered_adapters
 from core.questions import list_datasets
-from core.runs import adapter_dir, delete_run, get_run, list_runs, read_history, run_checkpoints, zip_folder
+from core.runs import adapter_dir, delete_run, has_adapter, get_run, list_runs, read_history, run_checkpoints, zip_folder
 from core.tasks import job_for_run, start_training
-from core.training import LOSSES, OPTIMIZERS, TrainConfig
+from core.reports import has_curves, training_figure
+from core.training import FIELD_HELP, LOSSES, OPTIMIZERS, TrainConfig
 from ui import state, widgets
-from ui.charts import has_curves, training_figure
-from ui.helpers import ACTIVE, config_help, dataset_label, has_adapter, history_summary, pick_default, run_label, run_rows
+from ui.helpers import ACTIVE, dataset_label, history_summary, pick_default, run_label, run_rows
 
 state.ensure_router()  # a deep link on a fresh server must still go through app.py
 ws = state.workspace()
@@ -27,7 +27,7 @@ widgets.show_flash()
 jm.reap()  # jobs and runs left 'running' by a process that stopped become 'interrupted' (checkpoints kept)
 
 datasets = list_datasets(ws)
-HELP = config_help(TrainConfig)
+HELP = FIELD_HELP
 ADAPTER_LABELS = {"linear": "Linear (LlamaIndex LinearLayer)", "two-layer": "Two-layer residual MLP (LlamaIndex TwoLayerNN)",
                   "low-rank": "Low-rank residual (custom example)"}
 CUSTOM = "__custom__"

@@ -7,11 +7,11 @@ import streamlit as st
 from core.evaluation import NDCG_K
 from core.questions import list_datasets, load_dataset
 from core.reports import comparison_csv, comparison_figures, html_report, list_comparisons, load_comparison, summary_rows
-from core.runs import get_run, list_runs, read_history, run_checkpoints
+from core.runs import get_run, has_adapter, list_runs, read_history, run_checkpoints
 from core.tasks import start_evaluation
 from core.workspace import safe_display_name
 from ui import state, widgets
-from ui.helpers import comparison_label, has_adapter, dataset_label, drilldown_rows, pick_default, preview, ranked_above
+from ui.helpers import comparison_label, dataset_label, drilldown_rows, pick_default, preview, ranked_above
 
 state.ensure_router()  # a deep link on a fresh server must still go through app.py
 ws = state.workspace()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import fields
 from typing import Any, Iterable
 
 ACTIVE = ("queued", "running")
@@ -54,26 +53,8 @@ def preview(text: str | None, n: int = 160) -> str:
 # ------------------------------------------------------------------------------------------------
 # workspace summary (read-only counts for the sidebar and page headers)
 # ------------------------------------------------------------------------------------------------
-def workspace_counts(ws) -> dict[str, int]:
-    """Counts of documents (ok / error), chunks, questions (and chunks that have some), datasets, runs, comparisons."""
-    row = ws.query(
-        "SELECT "
-        "(SELECT COUNT(*) FROM documents WHERE status='ok') AS documents, "
-        "(SELECT COUNT(*) FROM documents WHERE status!='ok') AS bad_documents, "
-        "(SELECT COUNT(*) FROM chunks) AS chunks, "
-        "(SELECT COUNT(*) FROM questions) AS questions, "
-        "(SELECT COUNT(DISTINCT q.chunk_id) FROM questions q JOIN chunks c ON c.id = q.chunk_id) AS chunks_with_questions, "
-        "(SELECT COUNT(*) FROM datasets) AS datasets, "
-        "(SELECT COUNT(*) FROM runs) AS runs, "
-        "(SELECT COUNT(*) FROM evaluations) AS evaluations"
-    )[0]
-    return {k: int(v or 0) for k, v in row.items()}
 
 
-def question_sources(ws) -> dict[str, int]:
-    """How many questions each generator made: ``{"llm": 120, "offline": 40, ...}``."""
-    rows = ws.query("SELECT source, COUNT(*) AS n FROM questions GROUP BY source ORDER BY source")
-    return {r["source"]: int(r["n"]) for r in rows}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -213,58 +194,6 @@ def pick_default(datasets: list[dict], roles: tuple[str, ...]) -> int:
 # ------------------------------------------------------------------------------------------------
 # training
 # ------------------------------------------------------------------------------------------------
-_FALLBACK_HELP = {
-    "adapter": "Which adapter to train on top of the frozen embedder.",
-    "adapter_kwargs": "Constructor overrides, e.g. hidden_features or bias.",
-    "loss": "corpus_softmax: softmax over the whole training corpus (AdapterLab); in_batch: LlamaIndex's loss.",
-    "epochs": "Passes over the training questions; validation runs after each one.",
-    "batch_size": "Questions per optimizer step (siblings of one chunk never share a batch).",
-    "lr": "Learning rate (default 1e-4 linear, 5e-4 two-layer).",
-    "optimizer": "adamw, adam or sgd.",
-    "weight_decay": "L2 penalty on the adapter weights (AdamW style).",
-    "warmup_ratio": "Share of steps with a linear learning-rate warm-up.",
-    "temperature": "Softmax temperature on cosine similarities (LlamaIndex's scale 20 = 0.05).",
-    "seed": "Makes the split, the shuffling and the initialisation repeatable.",
-    "device": "auto (cuda, mps, cpu) or a torch device string.",
-    "val_fraction": "Share of training chunks held out for model selection when no validation set is chosen.",
-    "select_metric": "Validation metric that picks the best epoch.",
-    "top_k": "k of the validation metrics (hit@k, MRR@k).",
-    "checkpoint_every": "Save a checkpoint every N optimizer steps (0 = at each epoch end).",
-    "keep_best": "Keep the best validated state (the untrained identity included), never worse than base.",
-    "patience": "Stop after this many epochs without validation gain (0 = never).",
-}
-
-
-def config_help(config_cls) -> dict[str, str]:
-    """One line of help per ``TrainConfig`` field, read from its docstring's ``Attributes:``
-    section (``name: text``), with a short fallback for fields documented in a group."""
-    doc = config_cls.__doc__ or ""
-    found: dict[str, str] = {}
-    current: str | None = None
-    in_attrs = False
-    for line in doc.splitlines():
-        if line.strip() == "Attributes:":
-            in_attrs = True
-            continue
-        if not in_attrs:
-            continue
-        m = re.match(r"^\s{8}([a-z_]+): (.*)$", line)
-        if m:
-            current = m.group(1)
-            found[current] = m.group(2).strip()
-        elif current and re.match(r"^\s{10,}\S", line):
-            found[current] += " " + line.strip()
-        elif line.strip() and not line.startswith(" " * 8):
-            break
-        else:
-            current = None
-    names = [f.name for f in fields(config_cls)]
-    out = {}
-    for name in names:
-        text = found.get(name) or _FALLBACK_HELP.get(name, "")
-        text = re.sub(r":\w+:`([^`]*)`", r"\1", text).replace("``", "`")
-        out[name] = text[:1].upper() + text[1:]
-    return out
 
 
 def run_rows(runs: Iterable[dict]) -> list[dict]:
@@ -304,11 +233,6 @@ def run_label(r: dict) -> str:
     return f"{r['name']} · started {ago(r.get('created_at'))} · {r['id']}"
 
 
-def has_adapter(ws, run_id: str) -> bool:
-    """True when the run saved its final adapter folder (``config.json`` + weights)."""
-    from core.runs import adapter_dir
-
-    return (adapter_dir(ws, run_id) / "config.json").is_file()
 
 
 def history_summary(history: list[dict]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from core.embedders import DEFAULT_MODEL_LABEL
 from core.llm import ENV_BASE_URL, ENV_KEY
 
 from . import state
-from .helpers import ago, workspace_counts
+from .helpers import ago
 
 POLL_S = 1.0
 SIDEBAR_POLL_S = 2.0
@@ -222,7 +222,7 @@ def _sidebar_jobs(active: list[dict]) -> None:
 def sidebar_status() -> None:
     """Workspace path, what it holds, and the jobs running now."""
     ws = state.workspace()
-    counts = workspace_counts(ws)
+    counts = ws.counts()
     with st.sidebar:
         st.caption("Workspace")
         st.code(str(ws.root), language=None, wrap_lines=True)
