@@ -168,13 +168,15 @@ def cmd_generate(args) -> int:
         template = Path(args.prompt_file).read_text(encoding="utf-8")
     if args.generator == "llm":
         settings = LLMSettings(model=args.model, base_url=args.base_url, concurrency=args.concurrency).resolved()
-        est = estimate_generation([c["text"] for c in chunks], args.questions_per_chunk, template, settings.model)
+        generator = qmod.LLMGenerator(settings, prompt_template=template)
+        todo = qmod.pending_chunks(ws, generator, args.questions_per_chunk, doc_ids=doc_ids)
+        est = estimate_generation([c["text"] for c in todo], args.questions_per_chunk, template, settings.model)
         print(
-            f"estimate: {est['calls']} calls, ~{est['prompt_tokens']:,} prompt + ~{est['completion_tokens']:,} "
+            f"estimate for {len(todo)} of {len(chunks)} chunks still to do: {est['calls']} calls, "
+            f"~{est['prompt_tokens']:,} prompt + ~{est['completion_tokens']:,} "
             f"completion tokens" + (f", ~${est['cost_usd']:.2f}" if est.get("cost_usd") is not None else ""),
             file=sys.stderr,
         )
-        generator = qmod.LLMGenerator(settings, prompt_template=template)
     else:
         generator = qmod.OfflineGenerator(seed=args.seed)
     bar = _Bar(not args.json, "generate")

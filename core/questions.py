@@ -625,6 +625,15 @@ def _save_chunk_questions(
     return len(new)
 
 
+def pending_chunks(ws: Workspace, generator: Any, questions_per_chunk: int, doc_ids: Sequence[str] | None = None,
+                   chunk_ids: Sequence[str] | None = None) -> list[dict]:
+    """The chunks a :func:`generate_questions` run with these settings would still call the
+    generator for (the rest are done under the same generation key): what an estimate counts."""
+    key = generation_key(generator, questions_per_chunk)
+    done_ids = {r["chunk_id"] for r in ws.query("SELECT chunk_id FROM generation_done WHERE gen_key=?", (key,))}
+    return [c for c in _select_chunks(ws, doc_ids, chunk_ids) if c["id"] not in done_ids]
+
+
 def generate_questions(
     ws: Workspace,
     generator: Any,

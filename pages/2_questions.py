@@ -6,12 +6,12 @@ import os
 import streamlit as st
 
 from core.datasets import DatasetError
-from core.documents import list_chunks, list_documents
+from core.documents import list_documents
 from core.llm import ENV_BASE_URL, LLMSettings, estimate_generation, key_status
 from core.questions import (
     DEFAULT_PROMPT_TEMPLATE, OFFLINE_LIMITS, build_dataset, dedupe_workspace_questions, delete_dataset,
     delete_questions, import_dataset, list_datasets, list_questions, load_dataset, question_source_counts,
-    save_dataset, split_dataset,
+    LLMGenerator, pending_chunks, save_dataset, split_dataset,
     update_question, validate_prompt_template,
 )
 from core.tasks import start_generation
@@ -121,15 +121,15 @@ def generate_tab() -> None:
                 st.error(str(exc))
                 template = None
             if template and picked:
-                texts = [c["text"] for d in picked for c in list_chunks(ws, doc_id=d)]
-                est = estimate_generation(texts, int(n), template, settings.model)
+                todo = pending_chunks(ws, LLMGenerator(settings, prompt_template=template), int(n), doc_ids=picked)
+                est = estimate_generation([c["text"] for c in todo], int(n), template, settings.model)
                 e = st.columns(4)
                 e[0].metric("LLM calls", f"{est['calls']:,}")
                 e[1].metric("Prompt tokens", f"{est['prompt_tokens']:,}")
                 e[2].metric("Completion tokens", f"~{est['completion_tokens']:,}")
                 e[3].metric("Estimated cost", "unknown model" if est["cost_usd"] is None else f"${est['cost_usd']:.2f}")
-                st.caption("An estimate before starting (retries not counted). Chunks already done with the same "
-                           "model, template and count are skipped, so a resumed run costs less.")
+                st.caption(f"An estimate before starting (retries not counted), for the {len(todo):,} chunks still to "
+                           "do: chunks already done with the same model, template and count are skipped.")
     else:
         st.warning(OFFLINE_LIMITS, icon=":material/info:")
 

@@ -549,3 +549,14 @@ def test_real_lyft_dataset_imports_and_splits(ws):
     train, val = split_dataset(ds, by="chunk", val_fraction=0.2)
     _assert_no_leak(train, val)
     assert abs(len(val) / len(ds) - 0.2) < 0.05
+
+
+def test_pending_chunks_counts_only_what_a_resumed_run_would_call(two_docs):
+    from core.questions import pending_chunks
+
+    ws, ids = two_docs
+    pending = pending_chunks(ws, OfflineGenerator(), 2)
+    assert len(pending) == 14 - 10  # 10 chunks were done with these settings
+    assert {c["id"] for c in pending} == set(ids["doc000000000"][6:] + ids["doc100000000"][4:])
+    assert len(pending_chunks(ws, OfflineGenerator(), 3)) == 14  # another count is another generation
+    assert len(pending_chunks(ws, OfflineGenerator(), 2, doc_ids=["doc100000000"])) == 2
