@@ -11,7 +11,7 @@ from core.runs import get_run, has_adapter, list_runs, read_history, run_checkpo
 from core.tasks import start_evaluation
 from core.workspace import safe_display_name
 from ui import state, widgets
-from ui.helpers import comparison_label, dataset_label, drilldown_rows, pick_default, preview, ranked_above
+from ui.helpers import comparison_label, dataset_label, drilldown_rows, fmt_delta_cell, pick_default, preview, ranked_above
 
 state.ensure_router()  # a deep link on a fresh server must still go through app.py
 ws = state.workspace()
@@ -136,7 +136,7 @@ for i, r in enumerate(rows[:8]):
 main_cols = ["system", "queries", f"hit@{kk}", f"mrr@{kk}", f"ndcg@{NDCG_K}", f"recall@{kk}"]
 delta_cols = [c for m in (f"hit@{kk}", f"mrr@{kk}", f"ndcg@{NDCG_K}")
               for c in (f"Δ {m}", f"Δ {m} 95% CI", f"{m} p", f"{m} significant")]
-table = [{c: r.get(c) for c in main_cols + delta_cols} for r in rows]
+table = [{**{c: r.get(c) for c in main_cols}, **{c: fmt_delta_cell(c, r.get(c)) for c in delta_cols}} for r in rows]
 st.dataframe(table, hide_index=True, width="stretch", key="eval_table",
              column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in main_cols[2:]})
 st.caption("Δ is against the baseline. Significant = p < 0.05 (exact McNemar test for hit@k, Wilcoxon signed-rank "

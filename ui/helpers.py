@@ -315,3 +315,13 @@ def ranked_above(cmp, system: str, query_id: str, dataset=None) -> dict[str, Any
         "above": [{"rank": j + 1, "id": n, "where": where(n), "text": text(n)} for j, n in enumerate(above)],
         "beyond_stored": beyond,
     }
+
+def fmt_delta_cell(column: str, value) -> str:
+    """A comparison-table cell as text: signed deltas, p-values, '—' on the baseline row (no delta)."""
+    if value is None:
+        return "—"
+    if column.startswith("Δ ") and isinstance(value, (int, float)):
+        return f"{value:+.3f}"
+    if column.endswith(" p") and isinstance(value, (int, float)):
+        return "< 0.001" if value < 0.001 else f"{value:.3f}"
+    return str(value)

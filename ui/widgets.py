@@ -237,3 +237,4 @@ def sidebar_status() -> None:
             _sidebar_jobs(active)
         else:
             st.caption("No job running.")
+
