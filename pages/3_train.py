@@ -66,8 +66,9 @@ else:
         train_ds = d1.selectbox("Training dataset", ids, index=pick_default(datasets, ("train",)),
                                 format_func=labels.get, key="train_ds")
         vals = [None] + ids
-        vdefault = next((i + 1 for i, d in enumerate(datasets) if d.get("role") == "val"), 0)
-        val_ds = d2.selectbox("Validation dataset (model selection)", vals, index=vdefault, key="train_val_ds",
+        # Default: hold out part of the training chunks. The saved validation split is what Compare
+        # evaluates on; selecting the best epoch on it too would flatter the adapter.
+        val_ds = d2.selectbox("Validation dataset (model selection)", vals, index=0, key="train_val_ds",
                               format_func=lambda v, labels=labels: "Hold out part of the training chunks" if v is None else labels[v],
                               help="Picks the best epoch. Never use your final evaluation set here.")
         if val_ds is not None and val_ds == train_ds:
