@@ -54,6 +54,10 @@ class StreamlitServer:
         env = dict(os.environ, ADAPTERLAB_WORKSPACE=str(self.workspace), HF_HUB_OFFLINE="1",
                    TRANSFORMERS_OFFLINE="1", NO_PROXY="127.0.0.1,localhost")
         env.pop("OPENAI_API_KEY", None)
+        # One torch/OpenMP thread: on a small shared box (2 cores, other processes busy) torch's
+        # spinning intra-op threads made the tiny adapter training 10-25x slower and its duration
+        # unpredictable; with one thread it is steady (about 1 ms per optimizer step).
+        env.setdefault("OMP_NUM_THREADS", "1")
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),

@@ -1,0 +1,303 @@
+"""The dashboard end to end in a real browser: ``streamlit run app.py`` driven by Playwright and
+Debian's Chromium (fixtures in ``tests/e2e/conftest.py``).
+
+One browser session walks the four steps like a user would: upload a generated 12-page PDF and
+a corrupt one, generate offline questions, split and save datasets, train a linear adapter long
+enough to watch the live chart grow, **reload the page mid-training** and find the run again,
+compare the base embedder with the trained adapter, download the HTML report, and finally
+restart the server and find the run in the history. Screenshots of each step go to
+``test-artifacts/0N-*.png`` (look at them: they are the quickest review of the pages).
+
+Waits are on visible elements (never fixed sleeps). Streamlit adds the CSS class
+``st-key-<key>`` to keyed widgets, which is how widgets are found; ``st.dataframe`` grids are
+read from the accessible ``<table role="grid">`` that glide-data-grid renders next to its canvas.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+from tests.pdfs import corrupt_pdf_bytes, make_text_pdf, sample_report_pages
+
+pytestmark = pytest.mark.e2e
+
+RUN_NAME = "e2e linear adapter"
+EPOCHS = 500          # the form's maximum: with batch 3, ~9.5k optimizer steps. While the Train page
+BATCH = 3             # watches it, the server trains 80-350 steps/s on the 2-core box (load-dependent): 25-120 s
+CHECKPOINT_EVERY = 5000
+QUESTIONS_PER_CHUNK = 4
+JOB_TIMEOUT = 150_000  # ms: a loaded 2-core machine can be slow
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------
+def report_pages() -> list[str]:
+    """12 pages: the 4-page sample report three times, for three different (fictional) companies
+    and years, so chunks (and the offline questions about them) differ."""
+    variants = [("Northwind Mobility", "Northwind", "2021", "2020"), ("Bluefin Transit", "Bluefin", "2019", "2018"),
+                ("Cedar Rides", "Cedar", "2023", "2022")]
+    pages = []
+    for company, short, year, prev in variants:
+        for text in sample_report_pages():
+            pages.append(text.replace("Northwind Mobility", company).replace("Northwind", short)
+                         .replace("2021", year).replace("2020", prev))
+    return pages
+
+
+def key(page: Page, widget_key: str) -> Locator:
+    """The element of the widget with this ``key=`` (Streamlit's ``st-key-<key>`` class)."""
+    return page.locator(f".st-key-{widget_key}")
+
+
+def nav(page: Page, title: str) -> None:
+    """Go to a page through the sidebar navigation (same browser session) and wait for its title."""
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click()
+    expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
+
+
+def expect_selected(page: Page, widget_key: str, text: str) -> None:
+    """A selectbox shows ``text`` in its current value."""
+    expect(key(page, widget_key).get_by_role("combobox")).to_have_value(re.compile(re.escape(text)))
+
+
+def set_number(page: Page, widget_key: str, value: int) -> None:
+    box = key(page, widget_key).locator("input")
+    box.fill(str(value))
+    box.press("Enter")
+    expect(box).to_have_value(str(value))
+
+
+def grids(page: Page) -> list[dict]:
+    """Every ``st.dataframe`` / ``st.data_editor`` on the page as ``{"columns": [...], "rows": [[...]]}``
+    (visible rows only: the grid is virtualised, which is fine for the small tables checked here)."""
+    return page.evaluate(
+        """() => Array.from(document.querySelectorAll('[data-testid="stDataFrame"] table[role="grid"]')).map(t => ({
+            columns: Array.from(t.querySelectorAll('thead th')).map(th => th.textContent.trim()),
+            rows: Array.from(t.querySelectorAll('tbody tr')).map(tr =>
+                Array.from(tr.querySelectorAll('td')).map(td => td.textContent.trim())),
+        }))"""
+    )
+
+
+def grid_records(page: Page, *columns: str) -> list[list[dict]]:
+    """Tables that have all these columns, each as a list of row dicts."""
+    out = []
+    for g in grids(page):
+        if all(c in g["columns"] for c in columns):
+            out.append([dict(zip(g["columns"], r)) for r in g["rows"]])
+    return out
+
+
+def wait_for_grid(page: Page, predicate, *columns: str, timeout: float = 30_000) -> list[dict]:
+    """Wait until some table with these columns satisfies ``predicate(rows)``; return its rows."""
+    deadline = page.evaluate("Date.now()") + timeout
+    last = None
+    while page.evaluate("Date.now()") < deadline:
+        for rows in grid_records(page, *columns):
+            last = rows
+            if predicate(rows):
+                return rows
+        page.wait_for_timeout(250)  # polling interval of this wait, not a sleep for correctness
+    raise AssertionError(f"no table with columns {columns} matched in time; last seen: {last}")
+
+
+def snap(page: Page, path: Path) -> None:
+    """Screenshot of the whole main area (Streamlit scrolls inside its own container, so a
+    full-page screenshot would stop at the viewport): grow the viewport to the content, shoot,
+    restore."""
+    size = page.viewport_size
+    height = page.evaluate(
+        """() => { const m = document.querySelector('[data-testid="stMain"]') || document.body;
+                   const inner = m.querySelector('[data-testid="stMainBlockContainer"]') || m;
+                   return Math.ceil(inner.scrollHeight + 120); }"""
+    )
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(int(height), 4000))})
+    page.wait_for_timeout(300)  # let the layout (plotly resizes) settle before the picture
+    page.screenshot(path=str(path))
+    page.set_viewport_size(size)
+
+
+PLOT_POINTS_JS = """() => { const p = document.querySelector('.js-plotly-plot');
+    return p && p.data ? p.data.reduce((n, t) => n + ((t.x || []).length), 0) : 0; }"""
+
+
+def plot_points(page: Page) -> int:
+    """Points drawn by the live training chart, all traces together (loss per step, epoch means,
+    validation metrics): it grows with every recorded step or epoch."""
+    return page.evaluate(PLOT_POINTS_JS)
+
+
+def epoch_counter(page: Page) -> int:
+    """The epoch of the live progress bar text ('37% · epoch 185/500'); 0 before training steps."""
+    bar = page.get_by_test_id("stProgress").filter(has_text=f"/{EPOCHS}")
+    if bar.count() == 0:
+        return 0
+    m = re.search(rf"epoch (\d+)/{EPOCHS}", bar.first.inner_text())
+    return int(m.group(1)) if m else 0
+
+
+def run_header(page: Page) -> Locator:
+    """The run card's first line: '**name** · `status` · linear on `default`'."""
+    return page.get_by_test_id("stMarkdownContainer").filter(has_text=RUN_NAME).filter(has_text=" on ")
+
+
+class Timeline:
+    """Seconds since the test started at each step, written to ``test-artifacts/e2e-timings.txt``
+    (shows where the time goes, and how much margin the mid-training reload had)."""
+
+    def __init__(self, path: Path):
+        self.path, self.t0, self.marks = path, time.monotonic(), []
+
+    def __call__(self, label: str) -> None:
+        self.marks.append((time.monotonic() - self.t0, label))
+        self.path.write_text("".join(f"{t:7.1f} s  {what}\n" for t, what in self.marks))
+
+
+# ------------------------------------------------------------------------------------------------
+# the test
+# ------------------------------------------------------------------------------------------------
+def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifacts: Path, tmp_path: Path):
+    page.set_default_timeout(30_000)
+    mark = Timeline(artifacts / "e2e-timings.txt")
+    good = tmp_path / "northwind-report.pdf"
+    good.write_bytes(make_text_pdf(report_pages(), page_numbers=True))
+    bad = tmp_path / "broken-scan.pdf"
+    bad.write_bytes(corrupt_pdf_bytes())
+
+    # ---- 1. Documents: upload a good and a corrupt PDF, ingest, per-file report --------------------
+    page.goto(server.url)
+    expect(page.get_by_role("heading", name="Documents", level=1)).to_be_visible()
+    page.locator("[class*='st-key-doc_upload_'] input[type=file]").set_input_files([str(good), str(bad)])
+    ingest = key(page, "ingest_start").locator("button")
+    expect(ingest).to_contain_text("Ingest 2 file(s)")
+    expect(ingest).to_be_enabled()
+    ingest.click()
+    expect(page.get_by_text("Last upload: 1 of 2 file(s) ingested")).to_be_visible(timeout=JOB_TIMEOUT)
+    report = wait_for_grid(page, lambda rows: len(rows) == 2, "file", "status", "chunks", "error")
+    by_file = {r["file"]: r for r in report}
+    assert by_file[good.name]["status"] == "ingested", by_file
+    assert by_file[good.name]["pages"] == "12", by_file
+    n_chunks = int(by_file[good.name]["chunks"])
+    assert n_chunks >= 10, by_file
+    assert by_file[bad.name]["status"] == "error", by_file
+    assert "damaged" in by_file[bad.name]["error"], by_file
+    # the error in words, as an alert too
+    expect(page.get_by_test_id("stAlert").filter(has_text=bad.name).filter(has_text="damaged")).to_be_visible()
+    expect(page.get_by_test_id("stMetric").filter(has_text="Chunks").first).to_contain_text(str(n_chunks))
+    snap(page, artifacts / "01-documents.png")
+    mark(f"documents: ingested ({n_chunks} chunks), bad file reported")
+
+    # ---- 2. Questions: offline generator, generate, split by chunk, save ---------------------------
+    nav(page, "Questions")
+    key(page, "gen_kind").get_by_text("Offline (no key, no network)").click()
+    expect(page.get_by_text("pseudo-queries", exact=False).first).to_be_visible()
+    set_number(page, "gen_n", QUESTIONS_PER_CHUNK)
+    gen = key(page, "gen_start").locator("button")
+    expect(gen).to_be_enabled()
+    gen.click()
+    added = page.get_by_test_id("stAlert").filter(has_text=re.compile(r"\d+ question\(s\) added"))
+    expect(added).to_be_visible(timeout=JOB_TIMEOUT)
+    n_questions = int(re.search(r"(\d+) question\(s\) added", added.inner_text()).group(1))
+    assert n_questions >= n_chunks * 2, added.inner_text()
+    expect(page.get_by_test_id("stMetric").filter(has_text="Questions").first).to_contain_text(str(n_questions))
+
+    page.get_by_role("tab", name="Split into train / validation").click()
+    key(page, "split_by").get_by_text("By chunk").click()
+    expect(page.get_by_test_id("stMetric").filter(has_text="Validation questions")).to_be_visible()
+    save = key(page, "split_save").locator("button")
+    save.click()
+    saved = page.get_by_test_id("stAlert").filter(has_text="Saved train (by chunk)")
+    expect(saved).to_be_visible(timeout=JOB_TIMEOUT)
+    m = re.search(r"train \(by chunk\) \((\d+) questions\) and validation \(by chunk\) \((\d+) questions\)",
+                  saved.inner_text())
+    assert m and int(m.group(1)) > 0 and int(m.group(2)) > 0, saved.inner_text()
+    assert int(m.group(1)) + int(m.group(2)) == n_questions
+    page.get_by_role("tab", name="Split into train / validation").click()
+    snap(page, artifacts / "02-questions.png")
+    mark(f"questions: {n_questions} generated, datasets saved")
+
+    # ---- 3. Train: linear adapter, live chart, reload mid-training, done ---------------------------
+    nav(page, "Train")
+    expect_selected(page, "train_ds", "train (by chunk)")
+    expect_selected(page, "train_val_ds", "Hold out part of the training chunks")  # never the evaluation set
+    expect_selected(page, "train_adapter", "Linear")
+    set_number(page, "hp_epochs", EPOCHS)
+    set_number(page, "hp_batch_size", BATCH)
+    set_number(page, "hp_checkpoint_every", CHECKPOINT_EVERY)
+    key(page, "train_name").locator("input").fill(RUN_NAME)
+    key(page, "train_name").locator("input").press("Enter")
+    key(page, "train_start").locator("button").click()
+    mark("train: started")
+
+    chart = page.locator(".js-plotly-plot").first
+    expect(chart).to_be_visible(timeout=JOB_TIMEOUT)
+    expect(run_header(page)).to_contain_text("running")
+    page.wait_for_function(f"() => ({PLOT_POINTS_JS})() > 0")
+    points0, epoch0 = plot_points(page), epoch_counter(page)
+
+    # Reload as soon as the run shows (so the reload surely lands mid-training, however fast the
+    # machine): a reload is a new Streamlit session, the run must be found again from the workspace.
+    assert "running" in run_header(page).inner_text(), "training ended before the reload: make it longer"
+    page.reload()
+    expect(page.get_by_role("heading", name="Train", level=1)).to_be_visible()
+    expect_selected(page, "train_view", RUN_NAME)
+    expect(run_header(page)).to_contain_text("running")
+    expect(page.get_by_test_id("stProgress").filter(has_text=re.compile(rf"epoch \d+/{EPOCHS}"))).to_be_visible()
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()
+    mark(f"train: reloaded at {points0} chart points (epoch {epoch0}); run found running")
+
+    # the reattached chart shows the recorded history and keeps growing (the fragment redraws every
+    # second): more points than before the reload, then more again; the epoch counter moves on
+    page.wait_for_function(f"n => ({PLOT_POINTS_JS})() > n", arg=points0, timeout=30_000)
+    points1, epoch1 = plot_points(page), epoch_counter(page)
+    page.wait_for_function(f"n => ({PLOT_POINTS_JS})() > n", arg=points1, timeout=30_000)
+    expect(page.get_by_test_id("stProgress").filter(has_text=f"/{EPOCHS}")).not_to_have_text(
+        re.compile(rf"epoch {epoch1}/{EPOCHS}"), timeout=30_000)
+    points2, epoch2 = plot_points(page), epoch_counter(page)
+    assert points0 < points1 < points2 and epoch0 <= epoch1 < epoch2, (points0, points1, points2, epoch0, epoch1, epoch2)
+    assert "running" in run_header(page).inner_text()
+    snap(page, artifacts / "03-train-live.png")
+    mark(f"train: live chart grew {points0} -> {points1} -> {points2} points, epoch {epoch0} -> {epoch1} -> {epoch2}")
+
+    expect(run_header(page)).to_contain_text("done", timeout=JOB_TIMEOUT)
+    expect(page.locator("[class*='st-key-train_download_']").first).to_be_visible()
+    # .last: while the page swaps the live fragment for the finished view, both can be in the DOM
+    expect(page.get_by_test_id("stMetric").filter(has_text="Epochs done").last).to_contain_text(f"{EPOCHS} / {EPOCHS}")
+    history = wait_for_grid(page, lambda rows: any(r["run"] == RUN_NAME and r["status"] == "done" for r in rows), "run", "status", timeout=60_000)
+    assert [r["status"] for r in history if r["run"] == RUN_NAME] == ["done"], history
+    snap(page, artifacts / "04-train-done.png")
+    mark("train: done")
+
+    # ---- 4. Compare: validation set, base vs the run, results table, HTML report ------------------
+    nav(page, "Compare")
+    expect_selected(page, "eval_ds", "validation (by chunk)")
+    expect(key(page, "eval_runs")).to_contain_text(RUN_NAME)
+    key(page, "eval_start").locator("button").click()
+    results = wait_for_grid(page, lambda rows: len(rows) >= 2, "system", "hit@5", "mrr@5", timeout=JOB_TIMEOUT)
+    systems = [r["system"] for r in results]
+    assert systems[0].startswith("base"), systems
+    assert RUN_NAME in systems, systems
+    expect(page.get_by_role("heading", name="Per-query drill-down")).to_be_visible()
+    snap(page, artifacts / "05-compare.png")
+
+    with page.expect_download() as dl:
+        key(page, "eval_download_html").locator("button").click()
+    html = Path(dl.value.path()).read_text(encoding="utf-8")
+    assert "<html" in html.lower()
+    assert RUN_NAME in html
+    (artifacts / "05-compare-report.html").write_text(html, encoding="utf-8")
+    mark(f"compare: {systems}, HTML report downloaded ({len(html) // 1024} KB)")
+
+    # ---- 5. A server restart keeps the finished run ------------------------------------------------
+    server.restart()
+    page.goto(f"{server.url}/train")
+    expect(page.get_by_role("heading", name="Train", level=1)).to_be_visible()
+    history = wait_for_grid(page, lambda rows: any(r["run"] == RUN_NAME and r["status"] == "done" for r in rows), "run", "status", timeout=60_000)
+    assert [r["status"] for r in history if r["run"] == RUN_NAME] == ["done"], history
+    mark("restart: run still listed as done")
