@@ -151,5 +151,29 @@ class QADataset:
             {c: self.node_meta[c] for c in cids if c in self.node_meta},
         )
 
+    def query_groups(self, query_ids: list[str] | None = None) -> dict[str, list[str]]:
+        """Queries grouped so that queries sharing any relevant chunk are in one group (keyed by the
+        smallest chunk id of the group): the unit a leak-free split moves to one side."""
+        qids = list(self.queries) if query_ids is None else list(query_ids)
+        parent: dict[str, str] = {}
+
+        def find(x: str) -> str:
+            parent.setdefault(x, x)
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for q in qids:
+            rel = self.relevant_docs[q]
+            for other in rel[1:]:
+                a, b = find(rel[0]), find(other)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+        groups: dict[str, list[str]] = {}
+        for q in qids:
+            groups.setdefault(find(self.relevant_docs[q][0]), []).append(q)
+        return groups
+
     def __len__(self) -> int:
         return len(self.queries)

@@ -961,24 +961,7 @@ def split_dataset(
         return ds.subset(train_q, train_nodes), ds.subset(val_q, val_nodes)
 
     # by chunk: connected groups of queries sharing a relevant chunk
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for q in qids:
-        rel = ds.relevant_docs[q]
-        for other in rel[1:]:
-            ra, rb = find(rel[0]), find(other)
-            if ra != rb:
-                parent[rb] = ra
-    groups: dict[str, list[str]] = defaultdict(list)
-    for q in qids:
-        groups[find(ds.relevant_docs[q][0])].append(q)
+    groups = ds.query_groups(qids)
     if len(groups) < 2:
         raise ValueError(
             "Splitting by chunk needs questions about at least two different chunks; this dataset's "
@@ -995,9 +978,9 @@ def split_dataset(
             break
         val_roots.append(r)
         count += len(groups[r])
-    val_root_set = set(val_roots)
-    val_q = [q for q in qids if find(ds.relevant_docs[q][0]) in val_root_set]
-    train_q = [q for q in qids if find(ds.relevant_docs[q][0]) not in val_root_set]
+    val_ids = {q for r in val_roots for q in groups[r]}
+    val_q = [q for q in qids if q in val_ids]
+    train_q = [q for q in qids if q not in val_ids]
     val_rel = {nid for q in val_q for nid in ds.relevant_docs[q]}
     train_nodes = [nid for nid in ds.corpus if nid not in val_rel]
     return ds.subset(train_q, train_nodes), ds.subset(val_q, list(ds.corpus))

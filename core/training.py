@@ -208,24 +208,7 @@ class TrainResult:
 def split_by_chunk(ds: QADataset, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """Query ids for (train, val), grouping queries by their relevant chunks so no chunk's
     questions land on both sides (queries sharing any relevant chunk stay together)."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for q in ds.queries:
-        rel = ds.relevant_docs[q]
-        for other in rel[1:]:
-            a, b = find(rel[0]), find(other)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    groups: dict[str, list[str]] = {}
-    for q in ds.queries:
-        groups.setdefault(find(ds.relevant_docs[q][0]), []).append(q)
+    groups = ds.query_groups()
     keys = sorted(groups)
     rng = random.Random(seed)
     rng.shuffle(keys)
@@ -234,9 +217,9 @@ def split_by_chunk(ds: QADataset, val_fraction: float, seed: int) -> tuple[list[
         n_val = max(1, n_val)
     if n_val >= len(keys):
         n_val = len(keys) - 1
-    val_keys = set(keys[:n_val])
-    train = [q for q in ds.queries if find(ds.relevant_docs[q][0]) not in val_keys]
-    val = [q for q in ds.queries if find(ds.relevant_docs[q][0]) in val_keys]
+    val_ids = {q for k in keys[:n_val] for q in groups[k]}
+    train = [q for q in ds.queries if q not in val_ids]
+    val = [q for q in ds.queries if q in val_ids]
     return train, val
 
 

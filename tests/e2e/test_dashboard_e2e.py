@@ -142,9 +142,14 @@ def epoch_counter(page: Page) -> int:
     return int(m.group(1)) if m else 0
 
 
-def run_header(page: Page) -> Locator:
-    """The run card's first line: '**name** · `status` · linear on `default`'."""
-    return page.get_by_test_id("stMarkdownContainer").filter(has_text=RUN_NAME).filter(has_text=" on ")
+def run_header(page: Page, status: str) -> Locator:
+    """The run card's first line, '**name** · `status` · linear on `default`', showing ``status``.
+
+    ``.first``: while the page swaps the live fragment for the finished view (or a rerun replaces
+    stale elements) two such lines can briefly coexist; a strict locator would then fail.
+    """
+    return (page.get_by_test_id("stMarkdownContainer").filter(has_text=RUN_NAME).filter(has_text=" on ")
+            .filter(has=page.locator("code", has_text=re.compile(rf"^{status}$"))).first)
 
 
 class Timeline:
@@ -188,7 +193,7 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     assert by_file[bad.name]["status"] == "error", by_file
     assert "damaged" in by_file[bad.name]["error"], by_file
     # the error in words, as an alert too
-    expect(page.get_by_test_id("stAlert").filter(has_text=bad.name).filter(has_text="damaged")).to_be_visible()
+    expect(page.get_by_test_id("stAlert").filter(has_text=bad.name).filter(has_text="damaged").first).to_be_visible()
     expect(page.get_by_test_id("stMetric").filter(has_text="Chunks").first).to_contain_text(str(n_chunks))
     snap(page, artifacts / "01-documents.png")
     mark(f"documents: ingested ({n_chunks} chunks), bad file reported")
@@ -201,7 +206,7 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     gen = key(page, "gen_start").locator("button")
     expect(gen).to_be_enabled()
     gen.click()
-    added = page.get_by_test_id("stAlert").filter(has_text=re.compile(r"\d+ question\(s\) added"))
+    added = page.get_by_test_id("stAlert").filter(has_text=re.compile(r"\d+ question\(s\) added")).first
     expect(added).to_be_visible(timeout=JOB_TIMEOUT)
     n_questions = int(re.search(r"(\d+) question\(s\) added", added.inner_text()).group(1))
     assert n_questions >= n_chunks * 2, added.inner_text()
@@ -209,10 +214,10 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
 
     page.get_by_role("tab", name="Split into train / validation").click()
     key(page, "split_by").get_by_text("By chunk").click()
-    expect(page.get_by_test_id("stMetric").filter(has_text="Validation questions")).to_be_visible()
+    expect(page.get_by_test_id("stMetric").filter(has_text="Validation questions").first).to_be_visible()
     save = key(page, "split_save").locator("button")
     save.click()
-    saved = page.get_by_test_id("stAlert").filter(has_text="Saved train (by chunk)")
+    saved = page.get_by_test_id("stAlert").filter(has_text="Saved train (by chunk)").first
     expect(saved).to_be_visible(timeout=JOB_TIMEOUT)
     m = re.search(r"train \(by chunk\) \((\d+) questions\) and validation \(by chunk\) \((\d+) questions\)",
                   saved.inner_text())
@@ -237,18 +242,18 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
 
     chart = page.locator(".js-plotly-plot").first
     expect(chart).to_be_visible(timeout=JOB_TIMEOUT)
-    expect(run_header(page)).to_contain_text("running")
+    expect(run_header(page, "running")).to_be_visible()
     page.wait_for_function(f"() => ({PLOT_POINTS_JS})() > 0")
     points0, epoch0 = plot_points(page), epoch_counter(page)
 
     # Reload as soon as the run shows (so the reload surely lands mid-training, however fast the
     # machine): a reload is a new Streamlit session, the run must be found again from the workspace.
-    assert "running" in run_header(page).inner_text(), "training ended before the reload: make it longer"
+    assert run_header(page, "running").count(), "training ended before the reload: make it longer"
     page.reload()
     expect(page.get_by_role("heading", name="Train", level=1)).to_be_visible()
     expect_selected(page, "train_view", RUN_NAME)
-    expect(run_header(page)).to_contain_text("running")
-    expect(page.get_by_test_id("stProgress").filter(has_text=re.compile(rf"epoch \d+/{EPOCHS}"))).to_be_visible()
+    expect(run_header(page, "running")).to_be_visible()
+    expect(page.get_by_test_id("stProgress").filter(has_text=re.compile(rf"epoch \d+/{EPOCHS}")).first).to_be_visible()
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
     mark(f"train: reloaded at {points0} chart points (epoch {epoch0}); run found running")
 
@@ -257,15 +262,15 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     page.wait_for_function(f"n => ({PLOT_POINTS_JS})() > n", arg=points0, timeout=30_000)
     points1, epoch1 = plot_points(page), epoch_counter(page)
     page.wait_for_function(f"n => ({PLOT_POINTS_JS})() > n", arg=points1, timeout=30_000)
-    expect(page.get_by_test_id("stProgress").filter(has_text=f"/{EPOCHS}")).not_to_have_text(
+    expect(page.get_by_test_id("stProgress").filter(has_text=f"/{EPOCHS}").first).not_to_have_text(
         re.compile(rf"epoch {epoch1}/{EPOCHS}"), timeout=30_000)
     points2, epoch2 = plot_points(page), epoch_counter(page)
     assert points0 < points1 < points2 and epoch0 <= epoch1 < epoch2, (points0, points1, points2, epoch0, epoch1, epoch2)
-    assert "running" in run_header(page).inner_text()
+    assert run_header(page, "running").count()
     snap(page, artifacts / "03-train-live.png")
     mark(f"train: live chart grew {points0} -> {points1} -> {points2} points, epoch {epoch0} -> {epoch1} -> {epoch2}")
 
-    expect(run_header(page)).to_contain_text("done", timeout=JOB_TIMEOUT)
+    expect(run_header(page, "done")).to_be_visible(timeout=JOB_TIMEOUT)
     expect(page.locator("[class*='st-key-train_download_']").first).to_be_visible()
     # .last: while the page swaps the live fragment for the finished view, both can be in the DOM
     expect(page.get_by_test_id("stMetric").filter(has_text="Epochs done").last).to_contain_text(f"{EPOCHS} / {EPOCHS}")
