@@ -179,6 +179,9 @@ interval over queries; p-values: exact McNemar test for hit@k, Wilcoxon signed-r
 {f'<h2>Settings</h2><ul>{meta}</ul>' if meta else ''}
 </body></html>"""
 
+MAX_STEP_POINTS = 1500
+
+
 def has_curves(history: list[dict[str, Any]]) -> bool:
     """True once the history holds a training step or a validated epoch (something to plot)."""
     return any(h.get("type") == "step" or (h.get("type") == "epoch" and h.get("val")) for h in history)
@@ -194,6 +197,9 @@ def training_figure(history: list[dict[str, Any]], top_k: int = 5, title: str | 
     from plotly.subplots import make_subplots
 
     steps = [h for h in history if h.get("type") == "step" and h.get("loss") is not None]
+    if len(steps) > MAX_STEP_POINTS:  # a long run: plot every n-th step (the epoch means stay exact)
+        stride = -(-len(steps) // MAX_STEP_POINTS)
+        steps = steps[::stride] + ([steps[-1]] if (len(steps) - 1) % stride else [])
     epochs = [h for h in history if h.get("type") == "epoch" and h.get("val")]
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.5, 0.5],
                         subplot_titles=("Training loss", f"Validation (hit@{top_k}, MRR@{top_k})"))

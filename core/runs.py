@@ -175,18 +175,41 @@ def get_run(ws: Workspace, run_id: str) -> dict[str, Any] | None:
     return r
 
 
+_HISTORY_CACHE: dict[str, tuple[int, int, list[dict[str, Any]]]] = {}
+_HISTORY_LOCK = threading.Lock()
+
+
 def read_history(ws: Workspace, run_id: str) -> list[dict[str, Any]]:
-    """Events so far (a partly written last line is skipped: the run may still be writing)."""
+    """Events so far (a partly written last line is skipped: the run may still be writing).
+
+    The live chart polls this every second while a run writes thousands of events, so only the
+    bytes appended since the last call are parsed (per file, keyed by inode; a rewritten file
+    is read again from the start). Returns a new list each time.
+    """
     path = ws.run_dir(run_id) / "history.jsonl"
-    if not path.exists():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
         return []
-    events = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return events
+    key = str(path)
+    with _HISTORY_LOCK:
+        ino, offset, events = _HISTORY_CACHE.get(key, (st.st_ino, 0, []))
+        if ino != st.st_ino or st.st_size < offset:
+            offset, events = 0, []
+        if st.st_size > offset:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                chunk = fh.read(st.st_size - offset)
+            complete = chunk.rfind(b"\n") + 1  # parse whole lines only; a partial last line waits
+            events = list(events)
+            for line in chunk[:complete].splitlines():
+                try:
+                    events.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+            offset += complete
+            _HISTORY_CACHE[key] = (st.st_ino, offset, events)
+        return list(events)
 
 
 def adapter_dir(ws: Workspace, run_id: str) -> Path:

@@ -213,3 +213,29 @@ def test_train_then_compare_in_the_background(ws, fake_openai):
                           api_base_url=fake_openai.base_url)
     finally:
         jm.shutdown()
+
+
+def test_read_history_parses_only_appended_lines_and_restarts_on_rewrite(tmp_path):
+    from core.runs import read_history
+    from core.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    d = ws.run_dir("run-x")
+    d.mkdir(parents=True)
+    path = d / "history.jsonl"
+    path.write_text('{"type": "step", "step": 1}\n{"type": "step", "st')
+    assert [e["step"] for e in read_history(ws, "run-x")] == [1]  # partial last line waits
+    with open(path, "a") as fh:
+        fh.write('ep": 2}\n{"type": "step", "step": 3}\n')
+    assert [e["step"] for e in read_history(ws, "run-x")] == [1, 2, 3]
+    path.write_text('{"type": "step", "step": 9}\n')  # a re-run rewrites the file
+    assert [e["step"] for e in read_history(ws, "run-x")] == [9]
+
+
+def test_training_figure_thins_long_runs_but_keeps_the_last_step():
+    from core.reports import MAX_STEP_POINTS, training_figure
+
+    hist = [{"type": "step", "step": i, "epoch": 1, "loss": 1.0 / i} for i in range(1, 10_001)]
+    fig = training_figure(hist, 5)
+    xs = list(fig.data[0].x)
+    assert len(xs) <= MAX_STEP_POINTS + 1 and xs[-1] == 10_000 and xs[0] == 1

@@ -124,13 +124,22 @@ def snap(page: Page, path: Path) -> None:
 
 
 PLOT_POINTS_JS = """() => { const p = document.querySelector('.js-plotly-plot');
-    return p && p.data ? p.data.reduce((n, t) => n + ((t.x || []).length), 0) : 0; }"""
+    return p && p.data ? p.data.reduce((n, t) => Math.max(n, (t.x && t.x.length) ? t.x[t.x.length - 1] : 0), 0) : 0; }"""
 
 
 def plot_points(page: Page) -> int:
-    """Points drawn by the live training chart, all traces together (loss per step, epoch means,
-    validation metrics): it grows with every recorded step or epoch."""
+    """The latest optimizer step the live training chart has drawn (over all its traces): it grows
+    as training goes, also once long runs are drawn with every n-th step only."""
     return page.evaluate(PLOT_POINTS_JS)
+
+
+def plot_points_above(page: Page, n: int, timeout: float = 30_000) -> int:
+    """Wait until the live training chart has drawn past step ``n`` and return its latest step,
+    read in the same evaluation (the chart is redrawn every second, so a separate read can land
+    between two draws)."""
+    handle = page.wait_for_function(f"n => {{ const c = ({PLOT_POINTS_JS})(); return c > n ? c : false; }}",
+                                    arg=n, timeout=timeout)
+    return int(handle.json_value())
 
 
 def epoch_counter(page: Page) -> int:
@@ -243,8 +252,7 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     chart = page.locator(".js-plotly-plot").first
     expect(chart).to_be_visible(timeout=JOB_TIMEOUT)
     expect(run_header(page, "running")).to_be_visible()
-    page.wait_for_function(f"() => ({PLOT_POINTS_JS})() > 0")
-    points0, epoch0 = plot_points(page), epoch_counter(page)
+    points0, epoch0 = plot_points_above(page, 0), epoch_counter(page)
 
     # Reload as soon as the run shows (so the reload surely lands mid-training, however fast the
     # machine): a reload is a new Streamlit session, the run must be found again from the workspace.
@@ -255,20 +263,20 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     expect(run_header(page, "running")).to_be_visible()
     expect(page.get_by_test_id("stProgress").filter(has_text=re.compile(rf"epoch \d+/{EPOCHS}")).first).to_be_visible()
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
-    mark(f"train: reloaded at {points0} chart points (epoch {epoch0}); run found running")
+    mark(f"train: reloaded with the chart at step {points0} (epoch {epoch0}); run found running")
 
     # the reattached chart shows the recorded history and keeps growing (the fragment redraws every
-    # second): more points than before the reload, then more again; the epoch counter moves on
-    page.wait_for_function(f"n => ({PLOT_POINTS_JS})() > n", arg=points0, timeout=30_000)
-    points1, epoch1 = plot_points(page), epoch_counter(page)
-    page.wait_for_function(f"n => ({PLOT_POINTS_JS})() > n", arg=points1, timeout=30_000)
+    # second): further than before the reload, then further again; the epoch counter moves on
+    points1 = plot_points_above(page, points0)
+    epoch1 = epoch_counter(page)
+    points2 = plot_points_above(page, points1)
     expect(page.get_by_test_id("stProgress").filter(has_text=f"/{EPOCHS}").first).not_to_have_text(
         re.compile(rf"epoch {epoch1}/{EPOCHS}"), timeout=30_000)
-    points2, epoch2 = plot_points(page), epoch_counter(page)
+    epoch2 = epoch_counter(page)
     assert points0 < points1 < points2 and epoch0 <= epoch1 < epoch2, (points0, points1, points2, epoch0, epoch1, epoch2)
     assert run_header(page, "running").count()
     snap(page, artifacts / "03-train-live.png")
-    mark(f"train: live chart grew {points0} -> {points1} -> {points2} points, epoch {epoch0} -> {epoch1} -> {epoch2}")
+    mark(f"train: live chart grew to step {points0} -> {points1} -> {points2}, epoch {epoch0} -> {epoch1} -> {epoch2}")
 
     expect(run_header(page, "done")).to_be_visible(timeout=JOB_TIMEOUT)
     expect(page.locator("[class*='st-key-train_download_']").first).to_be_visible()
