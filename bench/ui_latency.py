@@ -1,0 +1,346 @@
+"""UI latency of the dashboard in a real browser: page first loads, and click responses while a
+training job runs in the server.
+
+Prepares a workspace through ``core`` (a generated 12-page PDF ingested, offline questions, a
+train / validation split saved, one finished run, two saved comparisons), starts
+``streamlit run app.py`` on a free local port over it (the e2e fixture's server, so the same
+environment: offline, one OpenMP thread) and drives Debian's Chromium with Playwright:
+
+* **first load**: a fresh browser context (a new Streamlit session) opens the page URL; timed
+  until the page's title and a known element (a table, a chart, the tabs) are shown, the script
+  has finished (``data-test-script-state="notRunning"``) and no skeleton, spinner or stale
+  element is left. Median of ``--loads`` (default 3). The server's very first page view (cold
+  imports) is reported on its own, for information.
+* **reload**: the same, as a reload in a browser that has the front-end code cached (a user's
+  second visit); this separates the server's and Streamlit's work from fetching and parsing
+  the JavaScript bundles (plotly's is several MB), which a fresh context pays every time.
+* **click response**: the time from a click to the UI showing its effect, median of
+  ``--clicks`` (default 5), measured twice: with the server idle, and while a long training job
+  runs in the server (started by pressing **Start training** on the Train page, so it runs in
+  the server process like a user's) and a second tab watches its live chart. The clicks:
+  a tab on Questions (client side only), the comparison selectbox on Compare (a server rerun
+  that redraws tables and charts), a chunk search on Documents (a server rerun).
+
+Targets: first load < 3 s, click response < 1 s. Prints a Markdown table with PASS / MISS.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/ui_latency.py [--loads 3] [--clicks 5] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+
+from core.documents import list_chunks  # noqa: E402
+from core.jobs import JobManager  # noqa: E402
+from core.questions import build_dataset, save_dataset, split_dataset  # noqa: E402
+from core.runs import create_run, execute_run  # noqa: E402
+from core.tasks import start_evaluation, start_generation, start_ingest  # noqa: E402
+from core.training import TrainConfig  # noqa: E402
+from core.workspace import Workspace  # noqa: E402
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, StreamlitServer  # noqa: E402
+from tests.pdfs import make_text_pdf, sample_report_pages  # noqa: E402
+
+LOAD_TARGET_S = 3.0
+CLICK_TARGET_S = 1.0
+SEARCH = "insurance"
+
+# page -> (title, CSS selector of an element that only shows once the page's content is there)
+PAGES = {
+    "documents": ("Documents", '[data-testid="stDataFrame"] table[role="grid"]'),
+    "questions": ("Questions", '[role="tab"]'),
+    "train": ("Train", ".js-plotly-plot"),
+    "compare": ("Compare", '.js-plotly-plot'),
+}
+# The default page (Documents) lives at "/": Streamlit ignores url_path for the default page, and
+# "/documents" shows a "Page not found" dialog before running the main page.
+URL_PATHS = {"documents": "", "questions": "questions", "train": "train", "compare": "compare"}
+
+READY_JS = """([title, sel]) => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    if (!app || app.dataset.testScriptState !== 'notRunning' || app.dataset.testConnectionState !== 'CONNECTED') return false;
+    const h = document.querySelector('h1');
+    if (!h || !h.innerText.includes(title)) return false;
+    if (!document.querySelector(sel)) return false;
+    return !document.querySelector('[data-testid="stSkeleton"], [data-testid="stSpinner"], [data-stale="true"]');
+}"""
+
+
+# ------------------------------------------------------------------------------------------------
+# workspace
+# ------------------------------------------------------------------------------------------------
+def report_pages() -> list[str]:
+    """The 4-page sample report for three fictional companies and years: 12 distinct pages."""
+    out = []
+    for company, short, year, prev in [("Northwind Mobility", "Northwind", "2021", "2020"),
+                                       ("Bluefin Transit", "Bluefin", "2019", "2018"),
+                                       ("Cedar Rides", "Cedar", "2023", "2022")]:
+        out += [p.replace("Northwind Mobility", company).replace("Northwind", short).replace("2021", year)
+                .replace("2020", prev) for p in sample_report_pages()]
+    return out
+
+
+def prepare_workspace(root: Path) -> dict:
+    """Everything a user would have after one pass through the four pages, made through core."""
+    ws = Workspace(root)
+    jm = JobManager(ws)
+    try:
+        job = start_ingest(jm, ws, [("northwind-report.pdf", make_text_pdf(report_pages(), page_numbers=True))])
+        jm.wait(job)
+        assert jm.get(job)["status"] == "done", jm.get(job)
+        job = start_generation(jm, ws, generator="offline", questions_per_chunk=4)
+        jm.wait(job)
+        train, val = split_dataset(build_dataset(ws), by="chunk", val_fraction=0.2, seed=0)
+        train_id = save_dataset(ws, train, "train (by chunk)", role="train")
+        val_id = save_dataset(ws, val, "validation (by chunk)", role="val")
+        run_id = create_run(ws, TrainConfig(adapter="linear", epochs=12), dataset_id=train_id, val_dataset_id=val_id,
+                            name="linear (prepared)")
+        execute_run(ws, run_id)
+        for k in (5, 3):
+            job = start_evaluation(jm, ws, val_id, [{"kind": "run", "run_id": run_id}], top_k=k, name=f"validation k={k}")
+            jm.wait(job)
+            assert jm.get(job)["status"] == "done", jm.get(job)
+        return {
+            "chunks": len(list_chunks(ws)),
+            "search_hits": len(list_chunks(ws, search=SEARCH)),
+            "train_questions": len(train.queries),
+        }
+    finally:
+        jm.shutdown()
+
+
+# ------------------------------------------------------------------------------------------------
+# measurements
+# ------------------------------------------------------------------------------------------------
+def first_load(browser, url: str, name: str) -> tuple[float, float]:
+    """(seconds until the page title shows, seconds until the page is complete and idle)."""
+    title, sel = PAGES[name]
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    try:
+        t = time.perf_counter()
+        page.goto(f"{url}/{URL_PATHS[name]}")
+        page.wait_for_function("t => { const h = document.querySelector('h1'); return h && h.innerText.includes(t); }",
+                               arg=title, timeout=60_000, polling=25)
+        t_title = time.perf_counter() - t
+        page.wait_for_function(READY_JS, arg=[title, sel], timeout=60_000, polling=25)
+        return t_title, time.perf_counter() - t
+    finally:
+        ctx.close()
+
+
+def reloads(browser, url: str, name: str, n: int) -> list[float]:
+    """Reloads of a page in one browser context: a new Streamlit session each time, but the
+    browser's cache already holds the front-end code (plotly's bundle included)."""
+    title, sel = PAGES[name]
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    try:
+        page.goto(f"{url}/{URL_PATHS[name]}")
+        page.wait_for_function(READY_JS, arg=[title, sel], timeout=60_000)
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            page.reload()
+            page.wait_for_function(READY_JS, arg=[title, sel], timeout=60_000, polling=25)
+            out.append(time.perf_counter() - t)
+        return out
+    finally:
+        ctx.close()
+
+
+def key(page: Page, k: str):
+    return page.locator(f".st-key-{k}")
+
+
+def go(page: Page, url: str, name: str) -> None:
+    title, sel = PAGES[name]
+    page.goto(f"{url}/{URL_PATHS[name]}")
+    page.wait_for_function(READY_JS, arg=[title, sel], timeout=60_000)
+
+
+def timed(action, done_js: str, page: Page, arg=None) -> float:
+    t = time.perf_counter()
+    action()
+    page.wait_for_function(done_js, arg=arg, timeout=30_000, polling=25)
+    return time.perf_counter() - t
+
+
+def clicks_questions_tab(page: Page, url: str, n: int) -> list[float]:
+    go(page, url, "questions")
+    out = []
+    review = page.get_by_role("tab", name="Review & edit")
+    gen = page.get_by_role("tab", name="Generate")
+    shown = """() => { const t = document.querySelector('[role="tab"][aria-selected="true"]');
+                       const box = document.querySelector('.st-key-q_search input');
+                       return t && t.innerText.includes('Review') && box && box.offsetParent !== null; }"""
+    for _ in range(n):
+        gen.click()
+        expect(key(page, "gen_start")).to_be_visible()
+        out.append(timed(review.click, shown, page))
+    return out
+
+
+def clicks_compare_select(page: Page, url: str, n: int) -> list[float]:
+    go(page, url, "compare")
+    out = []
+    caption_has = """k => { const app = document.querySelector('[data-testid="stApp"]');
+        const caps = Array.from(document.querySelectorAll('[data-testid="stCaptionContainer"]'));
+        return caps.some(c => c.innerText.includes('Evaluation set:') && c.innerText.includes('k = ' + k))
+            && !document.querySelector('[data-testid="stSkeleton"], [data-stale="true"]'); }"""
+    current = 3 if "k = 3" in page.locator('[data-testid="stCaptionContainer"]').filter(has_text="Evaluation set:").inner_text() else 5
+    for _ in range(n):
+        target = 5 if current == 3 else 3
+        key(page, "eval_view").get_by_role("combobox").click()
+        option = page.get_by_role("option", name=re.compile(rf"validation k={target}"))
+        out.append(timed(option.click, caption_has, page, arg=target))
+        current = target
+    return out
+
+
+def clicks_documents_search(page: Page, url: str, n: int, n_all: int, n_hits: int) -> list[float]:
+    go(page, url, "documents")
+    box = key(page, "chunk_search").locator("input")
+    out = []
+    shows = """n => Array.from(document.querySelectorAll('[data-testid="stCaptionContainer"]'))
+                     .some(c => c.innerText.startsWith(n + ' matching chunk'))"""
+    term = ""
+    for _ in range(n):
+        term, expected = ("", n_all) if term == SEARCH else (SEARCH, n_hits)
+        box.fill(term)
+        out.append(timed(lambda: box.press("Enter"), shows, page, arg=expected))
+    return out
+
+
+def start_long_training(page: Page, url: str) -> None:
+    """Press Start training with enough work to outlast the measurements (runs in the server)."""
+    go(page, url, "train")
+    if key(page, "hp_epochs").count() == 0 or not key(page, "hp_epochs").is_visible():
+        page.get_by_text("New training run").click()
+    for k, v in (("hp_epochs", 500), ("hp_batch_size", 1), ("hp_checkpoint_every", 1_000_000)):
+        box = key(page, k).locator("input")
+        box.fill(str(v))
+        box.press("Enter")
+        expect(box).to_have_value(str(v))
+    key(page, "train_name").locator("input").fill("bench: long run")
+    key(page, "train_start").locator("button").click()
+    expect(page.get_by_test_id("stProgress").filter(has_text=re.compile(r"epoch \d+/500"))).to_be_visible(timeout=120_000)
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()
+
+
+def history_steps(ws: Path) -> int:
+    newest = max((ws / "runs").glob("*/history.jsonl"), key=lambda p: p.stat().st_mtime)
+    return sum(1 for line in newest.read_text().splitlines() if '"type": "step"' in line)
+
+
+# ------------------------------------------------------------------------------------------------
+def fmt_row(what: str, where: str, values: list[float], target: float | None, titles: list[float] | None = None) -> str:
+    med = statistics.median(values)
+    runs = ", ".join(f"{v:.2f}" for v in values)
+    if titles:
+        runs += f" (title shown at {statistics.median(titles):.2f})"
+    verdict = "info" if target is None else ("PASS" if med < target else "MISS")
+    tgt = "–" if target is None else f"< {target:g} s"
+    return f"| {what} | {where} | {runs} | {med:.2f} | {tgt} | {verdict} |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--loads", type=int, default=3, help="first loads per page (median)")
+    ap.add_argument("--clicks", type=int, default=5, help="clicks per interaction and condition (median)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary workspace and server log")
+    args = ap.parse_args(argv)
+    if not Path(CHROMIUM).exists():
+        print(f"Chromium not found at {CHROMIUM}: apt-get install chromium", file=sys.stderr)
+        return 2
+
+    tmp = Path(tempfile.mkdtemp(prefix="adapterlab-ui-bench-"))
+    ws = tmp / "ws"
+    t = time.perf_counter()
+    facts = prepare_workspace(ws)
+    print(f"workspace prepared through core in {time.perf_counter() - t:.1f} s: {facts['chunks']} chunks, "
+          f"{facts['train_questions']} training questions, 1 finished run, 2 comparisons ({ws})", file=sys.stderr)
+    server = StreamlitServer(ws, tmp / "streamlit.log")
+    rows: list[str] = []
+    notes: list[str] = []
+    try:
+        t = time.perf_counter()
+        server.start()
+        boot = time.perf_counter() - t
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            cold_title, cold = first_load(browser, server.url, "documents")
+            rows.append(fmt_row("server start (health check)", "`streamlit run app.py`", [boot], None))
+            rows.append(fmt_row("first view after server start (cold imports)", "Documents", [cold], None, [cold_title]))
+            for name, (title, _) in PAGES.items():
+                loads = [first_load(browser, server.url, name) for _ in range(args.loads)]
+                rows.append(fmt_row("first load", title, [b for _, b in loads], LOAD_TARGET_S, [a for a, _ in loads]))
+            for name, (title, _) in PAGES.items():
+                rows.append(fmt_row("reload (front-end code cached)", title,
+                                    reloads(browser, server.url, name, args.loads), LOAD_TARGET_S))
+
+            ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = ctx.new_page()
+            page.set_default_timeout(30_000)
+            interactions = [
+                ("Questions: switch tab", lambda: clicks_questions_tab(page, server.url, args.clicks)),
+                ("Compare: change the comparison selectbox",
+                 lambda: clicks_compare_select(page, server.url, args.clicks)),
+                (f"Documents: chunk search '{SEARCH}' / cleared",
+                 lambda: clicks_documents_search(page, server.url, args.clicks, facts["chunks"], facts["search_hits"])),
+            ]
+            for label, run in interactions:
+                rows.append(fmt_row("click response, server idle", label, run(), CLICK_TARGET_S))
+
+            watcher_ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+            watcher = watcher_ctx.new_page()
+            watcher.set_default_timeout(30_000)
+            start_long_training(watcher, server.url)  # this tab keeps watching the live chart
+            s0, t0 = history_steps(ws), time.perf_counter()
+            for label, run in interactions:
+                rows.append(fmt_row("click response, training running", label, run(), CLICK_TARGET_S))
+            s1, t1 = history_steps(ws), time.perf_counter()
+            running = watcher.get_by_test_id("stMarkdownContainer").filter(has_text="bench: long run").filter(has_text="running")
+            still = running.count() > 0
+            notes.append(f"training throughput in the server during the clicks (Train tab open on its live chart): "
+                         f"{(s1 - s0) / (t1 - t0):.0f} optimizer steps/s; the run was "
+                         f"{'still running' if still else 'NOT running any more'} at the end of the measurements")
+            watcher_ctx.close()
+            ctx.close()
+            # the same training with no browser session open (no live chart, no sidebar polling)
+            time.sleep(3)  # let the closed sessions' last reruns finish (measurement, not a correctness wait)
+            s2, t2 = history_steps(ws), time.perf_counter()
+            time.sleep(8)
+            s3, t3 = history_steps(ws), time.perf_counter()
+            notes.append(f"the same training with no browser session open: {(s3 - s2) / (t3 - t2):.0f} optimizer steps/s")
+            browser.close()
+    finally:
+        server.stop()
+        if args.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"UI latency: Chromium headless, 1400x1000, {args.loads} first loads per page (fresh session each), "
+          f"{args.clicks} clicks per interaction; times in seconds.\n")
+    print("| measure | page / action | runs (s) | median (s) | target | result |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    for n in notes:
+        print(f"\n{n}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
