@@ -171,7 +171,8 @@ def draw_run(run: dict) -> None:
     m[2].metric(f"Val {mk} (base)", "–" if mk not in base else f"{base[mk]:.3f}")
     m[3].metric(f"Val {mk} (best epoch {s['best_epoch'] if s['best_epoch'] is not None else '–'})",
                 "–" if mk not in best else f"{best[mk]:.3f}",
-                delta=None if (mk not in best or mk not in base) else f"{best[mk] - base[mk]:+.3f}")
+                delta=None if (mk not in best or mk not in base) else f"{best[mk] - base[mk]:+.3f}",
+                delta_color="normal" if mk in best and mk in base and abs(best[mk] - base[mk]) >= 5e-4 else "off")
     if has_curves(hist):
         st.plotly_chart(training_figure(hist, k), key=f"train_chart_{run_id}", width="stretch")
     elif active:

@@ -131,6 +131,7 @@ for i, r in enumerate(rows[:8]):
     sig = r.get(f"mrr@{kk} significant")
     col.metric(f"{r['system']}: MRR@{kk}", f"{r[f'mrr@{kk}']:.3f}",
                delta=None if delta is None else f"{delta:+.3f}" + (" (significant)" if sig == "yes" else " (n.s.)"),
+               delta_color="normal" if delta is not None and abs(delta) >= 5e-4 else "off",  # no green arrow for ±0
                help=f"hit@{kk} {r[f'hit@{kk}']:.3f} · nDCG@{NDCG_K} {r[f'ndcg@{NDCG_K}']:.3f}")
 
 main_cols = ["system", "queries", f"hit@{kk}", f"mrr@{kk}", f"ndcg@{NDCG_K}", f"recall@{kk}"]
