@@ -105,7 +105,8 @@ def _load_st_model(name_or_path: str, device: str):
     with _MODEL_LOCK:
         if key in _MODELS:
             return _MODELS[key]
-        os.environ.setdefault("HF_HUB_OFFLINE", "1") if os.path.isdir(name_or_path) else None
+        if os.path.isdir(name_or_path):  # a local folder needs no hub: never let a load try to reach one
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
 

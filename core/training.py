@@ -25,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import threading
@@ -477,13 +476,3 @@ def list_checkpoints(path: str | Path) -> list[Path]:
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()]
     return sorted(found, key=lambda p: int(p.name[5:]))
-
-
-def write_history(path: str | Path, history: list[dict[str, Any]]) -> None:
-    atomic_write_text_lines(path, [json.dumps(h) for h in history])
-
-
-def atomic_write_text_lines(path: str | Path, lines: list[str]) -> None:
-    from .workspace import atomic_write_text
-
-    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))

@@ -7,13 +7,11 @@ from core.tasks import start_ingest, start_rechunk
 from ui import state, widgets
 from ui.helpers import chunk_label, chunk_rows, document_rows, ingest_rows
 
-state.ensure_router()  # a deep link on a fresh server must still go through app.py
-ws = state.workspace()
-jm = state.job_manager()
-
-st.title("Documents")
-st.caption("Step 1 of 4 · Upload the PDFs your users search. Each is split into chunks that fit the base "
-           "embedder; the chunks are what questions are asked about and what retrieval ranks.")
+ws, jm = widgets.page_header(
+    "Documents",
+    "Step 1 of 4 · Upload the PDFs your users search. Each is split into chunks that fit the base "
+    "embedder; the chunks are what questions are asked about and what retrieval ranks.",
+)
 
 counts = ws.counts()
 docs = list_documents(ws)

@@ -19,13 +19,11 @@ from core.workspace import safe_display_name
 from ui import state, widgets
 from ui.helpers import dataset_label, dataset_rows, editor_changes, question_frame
 
-state.ensure_router()  # a deep link on a fresh server must still go through app.py
-ws = state.workspace()
-jm = state.job_manager()
-
-st.title("Questions")
-st.caption("Step 2 of 4 · Each chunk gets a few questions it answers. These (question, chunk) pairs teach the "
-           "adapter what your users' questions look like, and held-out pairs measure retrieval.")
+ws, jm = widgets.page_header(
+    "Questions",
+    "Step 2 of 4 · Each chunk gets a few questions it answers. These (question, chunk) pairs teach the "
+    "adapter what your users' questions look like, and held-out pairs measure retrieval.",
+)
 widgets.show_flash()
 
 counts = ws.counts()

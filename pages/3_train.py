@@ -14,14 +14,12 @@ from core.training import FIELD_HELP, LOSSES, OPTIMIZERS, TrainConfig
 from ui import state, widgets
 from ui.helpers import ACTIVE, dataset_label, history_summary, pick_default, run_label, run_rows
 
-state.ensure_router()  # a deep link on a fresh server must still go through app.py
-ws = state.workspace()
-jm = state.job_manager()
-
-st.title("Train")
-st.caption("Step 3 of 4 · Train a small adapter on top of the frozen embedder. Embeddings are computed once and "
-           "cached, so epochs take milliseconds; validation after every epoch keeps the best state (the untrained "
-           "identity included, so the result is never worse than the base model on validation).")
+ws, jm = widgets.page_header(
+    "Train",
+    "Step 3 of 4 · Train a small adapter on top of the frozen embedder. Embeddings are computed once and "
+    "cached, so epochs take milliseconds; validation after every epoch keeps the best state (the untrained "
+    "identity included, so the result is never worse than the base model on validation).",
+)
 widgets.show_flash()
 
 jm.reap()  # jobs and runs left 'running' by a process that stopped become 'interrupted' (checkpoints kept)

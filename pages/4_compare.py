@@ -13,14 +13,12 @@ from core.workspace import safe_display_name
 from ui import state, widgets
 from ui.helpers import comparison_label, dataset_label, drilldown_rows, fmt_delta_cell, pick_default, preview, ranked_above
 
-state.ensure_router()  # a deep link on a fresh server must still go through app.py
-ws = state.workspace()
-jm = state.job_manager()
-
-st.title("Compare")
-st.caption("Step 4 of 4 · Rank every chunk of an evaluation set for each held-out question, with the base "
-           "embedder, an API embedder and your adapters. hit@k: the right chunk is in the top k; MRR@k: 1 / its "
-           f"rank (0 beyond k); nDCG@{NDCG_K}. Deltas come with a paired bootstrap 95% CI and a significance test.")
+ws, jm = widgets.page_header(
+    "Compare",
+    "Step 4 of 4 · Rank every chunk of an evaluation set for each held-out question, with the base "
+    "embedder, an API embedder and your adapters. hit@k: the right chunk is in the top k; MRR@k: 1 / its "
+    f"rank (0 beyond k); nDCG@{NDCG_K}. Deltas come with a paired bootstrap 95% CI and a significance test.",
+)
 widgets.show_flash()
 
 datasets = list_datasets(ws)

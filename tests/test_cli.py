@@ -268,3 +268,13 @@ def test_train_and_evaluate_on_the_real_file(tmp_path):
                               "--json", workspace=ws)).stdout)
     assert [r["system"] for r in rows] == ["base", "lyft_linear"]
     assert rows[0]["queries"] == n and rows[0]["hit@5"] > 0.5  # the bundled model finds most chunks
+
+
+def test_query_and_passage_prefixes_reach_the_embedder_options():
+    """--query-prefix/--passage-prefix (E5, BGE) become resolve_embedder kwargs, recorded with a run."""
+    from core.cli import _prefixes, build_parser
+
+    args = build_parser().parse_args(
+        ["train", "--dataset", "d.json", "--query-prefix", "query: ", "--passage-prefix", "passage: "])
+    assert _prefixes(args) == {"query_prefix": "query: ", "passage_prefix": "passage: "}
+    assert _prefixes(build_parser().parse_args(["evaluate", "--dataset", "d.json"])) == {}

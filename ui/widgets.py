@@ -238,3 +238,13 @@ def sidebar_status() -> None:
         else:
             st.caption("No job running.")
 
+
+def page_header(title: str, caption: str):
+    """The common top of every page: route through app.py, the singletons, title and caption.
+
+    Returns ``(workspace, job_manager)``.
+    """
+    state.ensure_router()  # a deep link on a fresh server must still go through app.py
+    st.title(title)
+    st.caption(caption)
+    return state.workspace(), state.job_manager()
