@@ -217,7 +217,8 @@ def _train_config(args):
         kwargs["bias"] = True
     cfg.adapter_kwargs = kwargs
     for name in ("epochs", "batch_size", "lr", "loss", "optimizer", "weight_decay", "warmup_ratio", "temperature",
-                 "seed", "device", "val_fraction", "checkpoint_every", "patience", "top_k"):
+                 "seed", "device", "val_fraction", "checkpoint_every", "patience", "top_k", "selection", "cv_folds",
+                 "cv_design", "lr_grid", "false_negative_threshold", "hard_negatives", "filter_questions"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
@@ -232,7 +233,7 @@ def cmd_train(args) -> int:
     from .runs import create_run, execute_run
 
     ws = _workspace(args)
-    for p in (args.dataset, args.val_dataset):
+    for p in (args.dataset, args.val_dataset, args.eval_dataset):
         if p and not Path(p).is_file():
             raise CLIError(f"{p}: no such dataset file")
     from .datasets import QADataset
@@ -242,6 +243,7 @@ def cmd_train(args) -> int:
     run_id = create_run(
         ws, cfg, dataset_path=str(Path(args.dataset).resolve()),
         val_dataset_path=str(Path(args.val_dataset).resolve()) if args.val_dataset else None,
+        eval_dataset_path=str(Path(args.eval_dataset).resolve()) if args.eval_dataset else None,
         embedder=args.embedder, embedder_options=_prefixes(args), name=args.name,
     )
     bar = _Bar(not args.json, "train")
@@ -262,10 +264,22 @@ def cmd_train(args) -> int:
         row["best"] = "*" if h["epoch"] == result.best_epoch else ""
         rows.append(row)
     summary = {"run_id": run_id, **result.summary()}
-    table = format_table(rows) if rows else "(no validation split: the last epoch is kept)"
+    if result.cv is not None:
+        rows = [
+            {"lr": lr, "epoch": p["epoch"],
+             **{m: f"{p[f'{m} mean']:.3f} ± {p[f'{m} std']:.3f}" for m in (f"hit@{cfg.top_k}", f"mrr@{cfg.top_k}")},
+             "gain (pt)": f"{100 * p['gain']:+.2f} ± {100 * p['gain_se']:.2f}",
+             "chosen": "*" if (float(lr) == result.cv.lr and p["epoch"] == result.cv.epochs and result.cv.train)
+             or (p["epoch"] == 0 and not result.cv.train) else ""}
+            for lr, curve in result.cv.curves.items() for p in curve
+        ]
+    table = format_table(rows) if rows else "(no validation: the last epoch is kept)"
+    if result.cv is not None:
+        table += "\n\n" + result.cv.summary_line() + f"\nrule: {result.cv.rule}"
     table += (
         f"\n\nrun {run_id}: best epoch {result.best_epoch}"
         + (" (the untrained identity: training did not beat the base model on validation)" if result.best_epoch == 0 and rows else "")
+        + (f" ({result.filtered_out} unsearchable question(s) filtered out)" if result.filtered_out else "")
         + f"; {result.n_train_queries} training / {result.n_val_queries} validation questions; {result.seconds:.1f}s"
         + (f"\nadapter saved to {args.out}" if args.out else f"\nadapter in {ws.run_dir(run_id) / 'adapter'}")
     )
@@ -403,7 +417,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--temperature", type=float, help="softmax temperature (LlamaIndex's scale 20 = 0.05)")
     s.add_argument("--seed", type=int)
     s.add_argument("--device", help="auto, cpu, cuda, mps")
-    s.add_argument("--val-fraction", type=float, help="share of training chunks held out for model selection")
+    s.add_argument("--selection", choices=["cv", "holdout", "none"],
+                   help="model selection: cv (default: k-fold cross-validation picks the epochs, then a refit on all "
+                        "questions; the identity is kept when training does not help out of fold), holdout (one split, "
+                        "best epoch kept) or none")
+    s.add_argument("--cv-folds", type=int, help="folds of the cross-validation (default 5)")
+    s.add_argument("--cv-design", choices=["auto", "questions", "chunks"],
+                   help="validation design: questions = new questions about the same chunks, chunks = new documents; "
+                        "auto (default) decides from --eval-dataset")
+    s.add_argument("--eval-dataset", help="the dataset you will evaluate on: only its chunk ids are read, to choose the "
+                                          "validation design (its questions are never trained on)")
+    s.add_argument("--lr-grid", type=float, nargs="+", help="learning rates cross-validation chooses from")
+    s.add_argument("--false-negative-threshold", type=float,
+                   help="chunks this similar (cosine) to a question's chunk are never its negatives (default 0.95, 0 = off)")
+    s.add_argument("--hard-negatives", type=int, help="with --loss in_batch: negatives mined from the base ranking per question")
+    s.add_argument("--filter-questions", action="store_true", default=None,
+                   help="drop questions that cannot work as search queries ('the passage', no '?', copies of the chunk)")
+    s.add_argument("--val-fraction", type=float, help="with --selection holdout: share of training chunks held out")
     s.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0 = each epoch)")
     s.add_argument("--patience", type=int, help="early stop after N epochs without validation gain")
     s.add_argument("--top-k", type=int)

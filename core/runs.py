@@ -46,11 +46,19 @@ def create_run(
     dataset_path: str | None = None,
     val_dataset_id: str | None = None,
     val_dataset_path: str | None = None,
+    eval_dataset_id: str | None = None,
+    eval_dataset_path: str | None = None,
+    corpus_negatives: bool = True,
     embedder: str = "default",
     embedder_options: dict[str, Any] | None = None,
     name: str | None = None,
 ) -> str:
-    """Register a run (status ``queued``) and return its id. Exactly one dataset source is needed."""
+    """Register a run (status ``queued``) and return its id. Exactly one dataset source is needed.
+
+    ``eval_dataset_*`` names the set the adapter will be compared on: only its chunk ids are read,
+    to choose the cross-validation design. ``corpus_negatives``: every chunk ingested in the
+    workspace (the corpus the user will search) is a negative in training.
+    """
     config.validate()
     if not (dataset_id or dataset_path):
         raise ValueError("a training run needs a dataset: dataset_id (workspace) or dataset_path (file)")
@@ -62,6 +70,9 @@ def create_run(
         "dataset_path": dataset_path,
         "val_dataset_id": val_dataset_id,
         "val_dataset_path": val_dataset_path,
+        "eval_dataset_id": eval_dataset_id,
+        "eval_dataset_path": eval_dataset_path,
+        "corpus_negatives": corpus_negatives,
         "embedder": embedder,
         "embedder_options": opts,
     }
@@ -136,9 +147,12 @@ def execute_run(
         val_ds = _load_ds(ws, request.get("val_dataset_id"), request.get("val_dataset_path"))
         opts = dict(request.get("embedder_options") or {})
         embedder = resolve_embedder(request.get("embedder") or "default", workspace=ws, api_key=api_key, **opts)
+        eval_ds = _load_ds(ws, request.get("eval_dataset_id"), request.get("eval_dataset_path"))
+        negatives = workspace_chunks(ws) if request.get("corpus_negatives", True) else None
         result = train(
             train_ds, embedder, config, out_dir=d / "adapter", val_dataset=val_ds,
-            callback=on_event, cancel=cancel, progress=progress,
+            callback=on_event, cancel=cancel, progress=progress, negatives=negatives,
+            target_chunks=set(eval_ds.corpus) & {c for ids in eval_ds.relevant_docs.values() for c in ids} if eval_ds else None,
         )
     except BaseException as exc:
         _set_status(ws, run_id, "failed", error=f"{type(exc).__name__}: {exc}")
@@ -155,6 +169,12 @@ def execute_run(
         summary["exported_to"] = str(out_dir)
     _set_status(ws, run_id, "cancelled" if result.cancelled else "done", result=summary)
     return result
+
+
+def workspace_chunks(ws: Workspace) -> dict[str, str]:
+    """Every ingested chunk (id -> text): the corpus the user will search, used as negatives."""
+    with ws.db() as con:
+        return {r[0]: r[1] for r in con.execute("SELECT id, text FROM chunks")}
 
 
 def list_runs(ws: Workspace) -> list[dict[str, Any]]:

@@ -3,10 +3,14 @@
 The base embedder runs once per unique text (through the workspace cache); every epoch after
 that is tensor arithmetic on those vectors, so an epoch takes milliseconds.
 
-Recipe (GUIDE section 5): identity-initialised adapter; shuffled batches with no two sibling
-questions (same chunk) in one batch; a validation split taken from the training data *by
-chunk*; validation hit@k / MRR@k every epoch; the best state kept, with the untrained identity
-(epoch 0) as a candidate, so the result is never worse than the base model on validation.
+Recipe (GUIDE section 5, re-measured in bench/README.md): identity-initialised adapter;
+shuffled batches with no two sibling questions (same chunk) in one batch; every chunk the
+user will search is a negative; near-duplicates of the positive are never negatives (the
+false-negative guard); model selection by k-fold cross-validation on all the training
+questions (:mod:`core.selection`): the epochs (and, with ``lr_grid``, the learning rate) are
+chosen on pooled out-of-fold results, the untrained identity is kept only when training does
+not help out of fold, and the chosen setting is refit on every training question.
+``selection="holdout"`` keeps the first release's single validation split (best epoch kept).
 
 Losses:
 
@@ -41,12 +45,14 @@ from . import adapters as adapters_mod
 from .datasets import QADataset
 from .embedders import pick_device
 from .evaluation import EmbeddedDataset, embed_dataset, rank_embeddings
+from . import selection as sel
 
 Callback = Callable[[dict[str, Any]], None]
 
 LOSSES = ("corpus_softmax", "in_batch")
-DEFAULT_LR = {"linear": 1e-4, "two-layer": 5e-4}
-FALLBACK_LR = 1e-4
+DEFAULT_LR = {"linear": 3e-4, "two-layer": 5e-4, "low-rank": 1e-3}
+FALLBACK_LR = 3e-4
+SELECTIONS = ("cv", "holdout", "none")
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
@@ -65,14 +71,21 @@ FIELD_HELP: dict[str, str] = {
     "loss": "corpus_softmax: softmax over the whole training corpus (AdapterLab); in_batch: LlamaIndex's loss.",
     "epochs": "Passes over the training questions; validation runs after each one.",
     "batch_size": "Questions per optimizer step (siblings of one chunk never share a batch).",
-    "lr": "Learning rate (default 1e-4 linear, 5e-4 two-layer).",
+    "lr": "Learning rate (default 3e-4 linear, 5e-4 two-layer, 1e-3 low-rank).",
+    "lr_grid": "Learning rates cross-validation may choose from (empty = just lr).",
     "optimizer": "adamw, adam or sgd.",
     "weight_decay": "L2 penalty on the adapter weights (AdamW style).",
     "warmup_ratio": "Share of steps with a linear learning-rate warm-up.",
     "temperature": "Softmax temperature on cosine similarities (LlamaIndex's scale 20 = 0.05).",
     "seed": "Makes the split, the shuffling and the initialisation repeatable.",
     "device": "auto (cuda, mps, cpu) or a torch device string.",
-    "val_fraction": "Share of training chunks held out for model selection when no validation set is chosen.",
+    "selection": "cv: k-fold cross-validation picks the epochs, then a refit on all questions; holdout: one validation split, best epoch kept; none: train all epochs.",
+    "cv_folds": "Folds of the cross-validation (each training question is validated once).",
+    "cv_design": "auto: from the evaluation set; questions: new questions about the same chunks; chunks: new documents.",
+    "false_negative_threshold": "Chunks this similar (cosine) to a question's own chunk are never its negatives (0 = off).",
+    "hard_negatives": "in_batch loss only: add this many negatives mined from the base model's ranking per question.",
+    "filter_questions": "Drop questions that cannot work as search queries ('the passage', no question mark, copies of the chunk).",
+    "val_fraction": "holdout selection: share of training chunks held out when no validation set is chosen.",
     "select_metric": "Validation metric that picks the best epoch.",
     "top_k": "k of the validation metrics (hit@k, MRR@k).",
     "checkpoint_every": "Save a checkpoint every N optimizer steps (0 = at each epoch end).",
@@ -90,8 +103,16 @@ class TrainConfig:
         adapter_kwargs: constructor overrides (``bias``, ``hidden_features``, ...).
         loss: ``corpus_softmax`` or ``in_batch`` (LlamaIndex's).
         epochs, batch_size, optimizer (adamw | adam | sgd), weight_decay.
-        lr: learning rate; None = the adapter's default (:data:`DEFAULT_LR`: 1e-4 linear,
-            5e-4 two-layer, measured on the Lyft 10-K questions).
+        lr: learning rate; None = the adapter's default (:data:`DEFAULT_LR`: 3e-4 linear,
+            5e-4 two-layer, 1e-3 low-rank, measured on the Lyft 10-K questions).
+        lr_grid: learning rates cross-validation chooses from (empty: ``lr`` alone; on ~500
+            questions a grid made the choice noisier than a fixed rate, see bench/README.md).
+        selection: ``cv`` (default), ``holdout`` or ``none`` (see :data:`FIELD_HELP`).
+        cv_folds, cv_design: the cross-validation (:mod:`core.selection`).
+        false_negative_threshold: cosine above which a chunk counts as a near-duplicate of the
+            positive and is never a negative.
+        hard_negatives: with the ``in_batch`` loss, negatives mined from the base ranking.
+        filter_questions: drop questions that cannot work as search queries before training.
         warmup_ratio: share of steps with a linear learning-rate warm-up.
         temperature: softmax temperature on cosine similarities (scale = 1 / temperature).
         seed: makes the split, the shuffling and the init repeatable.
@@ -117,6 +138,13 @@ class TrainConfig:
     temperature: float = 0.05
     seed: int = 0
     device: str = "auto"
+    lr_grid: list[float] = field(default_factory=list)
+    selection: str = "cv"
+    cv_folds: int = 5
+    cv_design: str = "auto"
+    false_negative_threshold: float = 0.95
+    hard_negatives: int = 0
+    filter_questions: bool = False
     val_fraction: float = 0.15
     select_metric: str = "mrr"
     top_k: int = 5
@@ -129,7 +157,8 @@ class TrainConfig:
         """LlamaIndex's engine settings: AdamW lr 2e-5, batch 10, in-batch loss, scale 20, no selection."""
         return cls(
             adapter=adapter, loss="in_batch", epochs=epochs, batch_size=10, lr=2e-5, optimizer="adamw",
-            warmup_ratio=0.1, temperature=0.05, val_fraction=0.0, keep_best=False,
+            warmup_ratio=0.1, temperature=0.05, val_fraction=0.0, keep_best=False, selection="none",
+            false_negative_threshold=0.0,
         )
 
     def __post_init__(self) -> None:
@@ -159,6 +188,18 @@ class TrainConfig:
             raise TrainingError("select_metric must be mrr, hit or ndcg")
         if self.top_k < 1:
             raise TrainingError("top_k must be >= 1")
+        if self.selection not in SELECTIONS:
+            raise TrainingError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.cv_design not in sel.DESIGNS:
+            raise TrainingError(f"cv_design must be one of {sel.DESIGNS}, got {self.cv_design!r}")
+        if self.selection == "cv" and self.cv_folds < 2:
+            raise TrainingError("cv_folds must be >= 2")
+        if any(not (x > 0) for x in self.lr_grid):
+            raise TrainingError("every lr_grid value must be > 0")
+        if not (0 <= self.false_negative_threshold <= 1):
+            raise TrainingError("false_negative_threshold must be in [0, 1] (0 = off)")
+        if self.hard_negatives < 0:
+            raise TrainingError("hard_negatives must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,6 +226,8 @@ class TrainResult:
     seconds: float = 0.0
     n_train_queries: int = 0
     n_val_queries: int = 0
+    cv: sel.CVResult | None = None
+    filtered_out: int = 0
 
     @property
     def val_history(self) -> list[dict[str, Any]]:
@@ -201,6 +244,8 @@ class TrainResult:
             "n_train_queries": self.n_train_queries,
             "n_val_queries": self.n_val_queries,
             "out_dir": str(self.out_dir) if self.out_dir else None,
+            "selection": self.cv.to_dict() if self.cv else None,
+            "filtered_out": self.filtered_out,
         }
 
 
@@ -252,19 +297,222 @@ def sibling_free_batches(groups: list[int], batch_size: int, rng: random.Random)
     return batches
 
 
-def _val_metrics(adapter, qv: torch.Tensor, emb: EmbeddedDataset, rel: list[list[int]], top_k: int) -> dict[str, float]:
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Learning-rate multiplier: linear warm-up over ``warmup_steps``, then constant."""
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+
+@dataclass
+class _Problem:
+    """Training tensors built once from the cached vectors: every fit and fold reuses them."""
+
+    query_vecs: torch.Tensor  # (n, d) base query vectors of the training questions
+    targets: torch.Tensor  # (n,) corpus row of each question's first relevant chunk
+    corpus: torch.Tensor  # (m, d) normalised chunk vectors: every chunk is a negative
+    excluded: list[torch.Tensor]  # per question: corpus rows that are never its negatives
+    relevant: list[list[int]]  # per question: every relevant corpus row (for validation)
+    hard: torch.Tensor | None  # (n, h) mined hard negatives (in_batch loss)
+    corpus_np: np.ndarray
+
+
+def _near_duplicates(corpus: torch.Tensor, rows: list[int], threshold: float, block: int = 2048) -> dict[int, list[int]]:
+    """For each corpus row in ``rows``: the other rows with cosine >= threshold (false negatives)."""
+    out: dict[int, list[int]] = {}
+    if threshold <= 0:
+        return {r: [] for r in rows}
+    for i in range(0, len(rows), block):
+        part = rows[i:i + block]
+        sims = corpus[part] @ corpus.T
+        for j, r in enumerate(part):
+            hits = torch.nonzero(sims[j] >= threshold).flatten().tolist()
+            out[r] = [h for h in hits if h != r]
+    return out
+
+
+def _build_problem(emb: EmbeddedDataset, ds: QADataset, qids: list[str], config: TrainConfig, device) -> _Problem:
+    qpos = {q: i for i, q in enumerate(emb.query_ids)}
+    npos = {n: i for i, n in enumerate(emb.node_ids)}
+    corpus = F.normalize(torch.from_numpy(emb.corpus_vecs).to(device), dim=-1)
+    qv = torch.from_numpy(emb.query_vecs[[qpos[q] for q in qids]]).to(device)
+    targets = [npos[ds.relevant_docs[q][0]] for q in qids]
+    dups = _near_duplicates(corpus, sorted(set(targets)), config.false_negative_threshold)
+    excluded, relevant = [], []
+    for q, t in zip(qids, targets):
+        rel = [npos[d] for d in ds.relevant_docs[q] if d in npos]
+        relevant.append(rel)
+        # other relevant chunks and near-duplicates of the positive are not negatives
+        # (never the target itself, should a dataset list it twice: its logit would become -inf)
+        ex = sorted((set(rel) | set(dups[t])) - {t})
+        excluded.append(torch.tensor(ex, dtype=torch.long, device=device))
+    hard = None
+    if config.loss == "in_batch" and config.hard_negatives:
+        with torch.no_grad():
+            scores = F.normalize(qv, dim=-1) @ corpus.T
+            for i, t in enumerate(targets):
+                scores[i, t] = float("-inf")
+                if excluded[i].numel():
+                    scores[i, excluded[i]] = float("-inf")
+            k = min(config.hard_negatives, corpus.shape[0] - 1)
+            hard = scores.topk(k, dim=1).indices if k > 0 else None
+    return _Problem(qv, torch.tensor(targets, dtype=torch.long, device=device), corpus, excluded, relevant, hard,
+                    emb.corpus_vecs)
+
+
+def _loss(adapter, prob: _Problem, batch: list[int], config: TrainConfig) -> torch.Tensor:
+    device = prob.corpus.device
+    idx = torch.tensor(batch, dtype=torch.long, device=device)
+    q = F.normalize(adapter(prob.query_vecs[idx]), dim=-1)
+    tgt = prob.targets[idx]
+    if config.loss == "corpus_softmax":
+        logits = q @ prob.corpus.T / config.temperature
+        rows = [torch.full_like(prob.excluded[i], r) for r, i in enumerate(batch) if prob.excluded[i].numel()]
+        if rows:
+            cols = torch.cat([prob.excluded[i] for i in batch if prob.excluded[i].numel()])
+            logits = logits.index_put((torch.cat(rows), cols), torch.tensor(float("-inf"), device=device))
+        return F.cross_entropy(logits, tgt)
+    cand = tgt if prob.hard is None else torch.cat([tgt, prob.hard[idx].flatten()])
+    logits = q @ prob.corpus[cand].T / config.temperature
+    # a candidate that is the question's own chunk (as another's hard negative), or a near-duplicate of it, is not a negative
+    for r, i in enumerate(batch):
+        bad = (cand == prob.targets[i])
+        if prob.excluded[i].numel():
+            bad |= torch.isin(cand, prob.excluded[i])
+        bad[r] = False
+        if bad.any():
+            logits[r, bad] = float("-inf")
+    return F.cross_entropy(logits, torch.arange(len(batch), device=device))
+
+
+def _metrics(adapter, query_vecs: torch.Tensor, corpus_np: np.ndarray, relevant: list[list[int]], top_k: int) -> dict[str, np.ndarray]:
+    """Per-question metrics of ``adapter`` (the same ranking rules as :mod:`core.evaluation`)."""
+    was_training = adapter.training
     adapter.eval()
     with torch.no_grad():
-        out = adapter(qv).cpu().numpy()
-    adapter.train()
-    _, per_query, _, _ = rank_embeddings(out, emb.corpus_vecs, rel, top_k=top_k)
+        out = adapter(query_vecs).cpu().numpy()
+    adapter.train(was_training)
+    _, per_query, _, _ = rank_embeddings(out, corpus_np, relevant, top_k=top_k)
+    return per_query
+
+
+def _means(per_query: dict[str, np.ndarray]) -> dict[str, float]:
     return {k: float(v.mean()) for k, v in per_query.items()}
+
+
+def _fit(
+    prob: _Problem, rows: list[int], config: TrainConfig, lr: float, epochs: int, seed: int, dim: int,
+    *, on_epoch: Callable[[int, int, torch.nn.Module, list[float]], bool | None] | None = None,
+    on_step: Callable[[int, int, float, float], None] | None = None, cancel: threading.Event | None = None,
+) -> tuple[torch.nn.Module, bool]:
+    """Train a fresh identity-initialised adapter on ``rows`` of ``prob`` for ``epochs``.
+
+    ``on_epoch(epoch, step, adapter, losses)`` runs after epoch 0 (the identity) and every epoch;
+    returning True stops early. Returns (adapter, cancelled).
+    """
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    adapter = adapters_mod.build_adapter(config.adapter, dim, **config.adapter_kwargs).to(prob.corpus.device)
+    opt_kwargs: dict[str, Any] = {"lr": lr}
+    if config.optimizer != "sgd" or config.weight_decay:
+        opt_kwargs["weight_decay"] = config.weight_decay
+    optimizer = OPTIMIZERS[config.optimizer](adapter.parameters(), **opt_kwargs)
+    warmup = int(math.ceil(len(rows) / config.batch_size) * epochs * config.warmup_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_factor(s, warmup))
+    groups = [int(prob.targets[i]) for i in rows]
+    step = 0
+    if on_epoch and on_epoch(0, 0, adapter, []):
+        return adapter, False
+    adapter.train()
+    for epoch in range(1, epochs + 1):
+        losses: list[float] = []
+        for batch in sibling_free_batches(groups, config.batch_size, rng):
+            if cancel is not None and cancel.is_set():
+                return adapter, True
+            loss = _loss(adapter, prob, [rows[b] for b in batch], config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            if on_step:
+                on_step(step, epoch, losses[-1], scheduler.get_last_lr()[0])
+        if on_epoch and on_epoch(epoch, step, adapter, losses):
+            break
+    return adapter, False
 
 
 def _score(metrics: dict[str, float], select: str, top_k: int) -> tuple[float, float]:
     key = {"mrr": f"mrr@{top_k}", "hit": f"hit@{top_k}", "ndcg": "ndcg@10"}[select]
     tie = f"hit@{top_k}" if select != "hit" else f"mrr@{top_k}"
     return (round(metrics[key], 10), round(metrics[tie], 10))
+
+
+def _with_negatives(ds: QADataset, negatives: dict[str, str] | None) -> QADataset:
+    """``ds`` with extra chunks (e.g. every ingested chunk) added to its corpus as negatives."""
+    if not negatives:
+        return ds
+    seen = set(ds.corpus.values())
+    extra = {n: t for n, t in negatives.items() if n not in ds.corpus and t not in seen}
+    if not extra:
+        return ds
+    return QADataset(dict(ds.queries), {**ds.corpus, **extra}, dict(ds.relevant_docs), ds.mode, dict(ds.node_meta))
+
+
+def cross_validate(
+    prob: _Problem, config: TrainConfig, dim: int, design: str, design_reason: str,
+    record: Callable[[dict[str, Any]], None] | None = None, cancel: threading.Event | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> sel.CVResult:
+    """k-fold cross-validation over (lr in the grid) x (epochs 0..config.epochs); see :mod:`core.selection`."""
+    t0 = time.time()
+    n = prob.targets.shape[0]
+    folds = sel.make_folds(prob.targets.tolist(), config.cv_folds, design, config.seed)
+    k = config.top_k
+    hk, mk = f"hit@{k}", f"mrr@{k}"
+    grid = list(config.lr_grid) or [float(config.lr)]
+    total = len(grid) * len(folds) * config.epochs
+    done = 0
+    gains: dict[tuple[float, int], tuple[float, float]] = {}
+    curves: dict[str, list[dict[str, float]]] = {}
+    for lr in grid:
+        per_epoch: dict[int, list[tuple[np.ndarray, dict[str, float]]]] = {}
+        base: list[np.ndarray] = []
+        for f_i, val in enumerate(folds):
+            vs = set(val)
+            rows = [i for i in range(n) if i not in vs]
+            val_qv = prob.query_vecs[val]
+            val_rel = [prob.relevant[i] for i in val]
+
+            def on_epoch(epoch, step, adapter, losses, val_qv=val_qv, val_rel=val_rel):
+                nonlocal done
+                pq = _metrics(adapter, val_qv, prob.corpus_np, val_rel, k)
+                score = (pq[hk] + pq[mk]) / 2
+                if epoch == 0:
+                    base.append(score)
+                else:
+                    done += 1
+                    if progress:
+                        progress(done, total, f"cross-validation: lr {lr:g}, fold {f_i + 1}/{len(folds)}, epoch {epoch}")
+                per_epoch.setdefault(epoch, []).append((score, _means(pq)))
+                return bool(cancel is not None and cancel.is_set())
+
+            _fit(prob, rows, config, lr, config.epochs, config.seed + f_i, dim, on_epoch=on_epoch, cancel=cancel)
+            if cancel is not None and cancel.is_set():
+                raise TrainingCancelled("cancelled during cross-validation")
+        curve = []
+        for epoch in sorted(per_epoch):
+            scores = [s for s, _ in per_epoch[epoch]]
+            gain, se = sel.pooled_gain(scores, base)
+            if epoch > 0:
+                gains[(lr, epoch)] = (gain, se)
+            point = {"epoch": epoch, **sel.curve_point([m for _, m in per_epoch[epoch]], gain, se)}
+            curve.append(point)
+            if record:
+                record({"type": "cv", "lr": lr, **point})
+        curves[f"{lr:g}"] = curve
+    (lr, epochs), gain, se, train_it = sel.choose(gains)
+    return sel.CVResult(design, design_reason, len(folds), k, lr, epochs, gain, se, train_it, sel.RULE, curves,
+                        time.time() - t0)
 
 
 def train(
@@ -277,6 +525,8 @@ def train(
     cancel: threading.Event | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    negatives: dict[str, str] | None = None,
+    target_chunks: set[str] | None = None,
 ) -> TrainResult:
     """Train an adapter for ``embedder`` on ``train_dataset``.
 
@@ -284,15 +534,19 @@ def train(
         train_dataset: question -> chunk pairs (``QADataset``).
         embedder: the frozen base embedder; wrap it in ``CachedEmbedder`` so texts are embedded
             once across runs.
-        config: :class:`TrainConfig` (defaults: AdapterLab's recipe).
-        out_dir: where the final (best) adapter is saved in LlamaIndex's folder format.
-        val_dataset: explicit validation data for model selection; default: ``val_fraction``
-            of the training chunks with their questions.
+        config: :class:`TrainConfig` (defaults: AdapterLab's recipe, cross-validated).
+        out_dir: where the final adapter is saved in LlamaIndex's folder format.
+        val_dataset: explicit validation data: selection becomes a hold-out on it (best epoch kept).
         callback: receives dicts: ``{"type": "step", "step", "epoch", "loss", "lr"}``,
-            ``{"type": "epoch", "epoch", "step", "train_loss", "val": {...}, "best": bool}``,
-            ``{"type": "checkpoint", "step", "path"}``, ``{"type": "phase", "message"}``.
+            ``{"type": "epoch", "epoch", "step", "train_loss", "val": {...} | None, "best": bool}``,
+            ``{"type": "cv", "lr", "epoch", "gain", "gain_se", "hit@k mean", "hit@k std", ...}``,
+            ``{"type": "selection", ...CVResult}``, ``{"type": "checkpoint", "step", "path"}``,
+            ``{"type": "phase", "message"}``.
         cancel: set it to stop after the current step; the best state so far is saved.
         checkpoint_dir: checkpoints ``step_N`` go here (default ``out_dir/checkpoints``).
+        negatives: extra chunks (id -> text), e.g. every ingested chunk: negatives in training.
+        target_chunks: chunk ids the adapter will be evaluated on; ``cv_design="auto"`` uses them
+            to choose between the "new questions" and "new documents" validation designs.
     """
     config = config or TrainConfig()
     config.validate()
@@ -304,70 +558,75 @@ def train(
         history.append(event)
         emit(event)
 
-    torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
     device = torch.device(pick_device(config.device))
+    filtered_out = 0
+    if config.filter_questions:
+        from .question_filter import filter_dataset
+
+        train_dataset, dropped = filter_dataset(train_dataset)
+        filtered_out = len(dropped)
+        record({"type": "phase", "message": f"question filter: dropped {filtered_out} question(s) that cannot work as search queries"})
+    if not train_dataset.queries:
+        raise TrainingError("no training questions: generate or import questions first")
 
     # ---- data -------------------------------------------------------------------------------
-    if val_dataset is None and config.val_fraction > 0:
+    selection = "holdout" if val_dataset is not None else config.selection
+    if selection == "holdout" and val_dataset is None and config.val_fraction > 0:
         train_q, val_q = split_by_chunk(train_dataset, config.val_fraction, config.seed)
     else:
         train_q, val_q = list(train_dataset.queries), []
     if not train_q:
         raise TrainingError("no training questions: generate or import questions first")
-
-    record({"type": "phase", "message": f"embedding {len(train_dataset.corpus)} chunks and {len(train_dataset.queries)} questions"})
-    emb = embed_dataset(train_dataset, embedder, progress=progress)
+    full = _with_negatives(train_dataset, negatives)
+    record({"type": "phase", "message": f"embedding {len(full.corpus)} chunks and {len(full.queries)} questions"})
+    emb = embed_dataset(full, embedder, progress=progress)
     dim = emb.query_vecs.shape[1]
+    prob = _build_problem(emb, full, list(full.queries), config, device)
     qpos = {q: i for i, q in enumerate(emb.query_ids)}
-    npos = {n: i for i, n in enumerate(emb.node_ids)}
+    rows = [qpos[q] for q in train_q]
+    adapters_mod.check_adapter_fits(adapters_mod.build_adapter(config.adapter, dim, **config.adapter_kwargs), dim,
+                                    where=f"adapter {config.adapter}")
 
+    # holdout validation data (explicit set, or the split's questions over the training corpus)
     if val_dataset is not None:
-        val_emb = embed_dataset(val_dataset, embedder)
-        val_rel = val_emb.relevant
-        val_qv = torch.from_numpy(val_emb.query_vecs).to(device)
+        v = embed_dataset(val_dataset, embedder)
+        val = (torch.from_numpy(v.query_vecs).to(device), v.corpus_vecs, v.relevant)
     elif val_q:
-        val_emb = emb
-        val_rel = [emb.relevant[qpos[q]] for q in val_q]
-        val_qv = torch.from_numpy(emb.query_vecs[[qpos[q] for q in val_q]]).to(device)
+        val = (prob.query_vecs[[qpos[q] for q in val_q]], prob.corpus_np, [prob.relevant[qpos[q]] for q in val_q])
     else:
-        val_emb = None
-        val_rel, val_qv = [], None
-    n_val = 0 if val_emb is None else len(val_rel)
+        val = None
+    n_val = len(val[2]) if val else 0
 
-    tq_idx = [qpos[q] for q in train_q]
-    train_qv = torch.from_numpy(emb.query_vecs[tq_idx]).to(device)
-    targets = [npos[train_dataset.relevant_docs[q][0]] for q in train_q]
-    target_t = torch.tensor(targets, dtype=torch.long, device=device)
-    corpus = F.normalize(torch.from_numpy(emb.corpus_vecs).to(device), dim=-1)
-    # other relevant chunks of a query are not negatives
-    extra_pos = [
-        # (never the target itself, should a dataset list it twice: its logit would become -inf)
-        [npos[d] for d in train_dataset.relevant_docs[q][1:] if d in npos and npos[d] != npos[train_dataset.relevant_docs[q][0]]]
-        for q in train_q
-    ]
+    # ---- cross-validation ---------------------------------------------------------------------
+    cv = None
+    epochs = config.epochs
+    lr = float(config.lr)
+    cancelled = False
+    if selection == "cv":
+        if config.cv_design == "auto":
+            design, reason = sel.choose_design(set(full.relevant_docs[q][0] for q in train_q), target_chunks)
+        else:
+            design, reason = config.cv_design, "chosen by the user"
+        record({"type": "phase", "message": f"{config.cv_folds}-fold cross-validation ({design})"})
+        try:
+            cv = cross_validate(prob, config, dim, design, reason, record=record, cancel=cancel, progress=progress)
+        except TrainingCancelled:
+            cancelled = True
+        if cv is not None:
+            record({"type": "selection", **cv.to_dict()})
+            record({"type": "phase", "message": cv.summary_line()})
+            lr, epochs = cv.lr, (cv.epochs if cv.train else 0)
 
-    # ---- model ------------------------------------------------------------------------------
-    adapter = adapters_mod.build_adapter(config.adapter, dim, **config.adapter_kwargs).to(device)
-    adapters_mod.check_adapter_fits(adapter, dim, where=f"adapter {config.adapter}")
-    opt_cls = OPTIMIZERS[config.optimizer]
-    opt_kwargs: dict[str, Any] = {"lr": config.lr}
-    if config.optimizer != "sgd" or config.weight_decay:
-        opt_kwargs["weight_decay"] = config.weight_decay
-    optimizer = opt_cls(adapter.parameters(), **opt_kwargs)
-    steps_per_epoch = math.ceil(len(train_q) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    warmup = int(total_steps * config.warmup_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0
-    )
-    ckpt_every = config.checkpoint_every  # 0: at each epoch end (epochs vary in steps when siblings spill)
+    # ---- the final fit ----------------------------------------------------------------------
     out_dir = Path(out_dir) if out_dir else None
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else (out_dir / "checkpoints" if out_dir else None)
     checkpoints: list[str] = []
     meta = {"embedder": getattr(embedder, "identity", "?"), "config": config.to_dict()}
+    state: dict[str, Any] = {"best_epoch": 0, "best_metrics": None, "base_metrics": None, "best_score": None,
+                             "best_state": None, "stale": 0}
+    steps_per_epoch = math.ceil(len(rows) / config.batch_size)
 
-    def save_ckpt(step: int) -> None:
+    def save_ckpt(adapter, step: int) -> None:
         if ckpt_root is None:
             return
         path = ckpt_root / f"step_{step}"
@@ -375,96 +634,75 @@ def train(
         checkpoints.append(str(path))
         record({"type": "checkpoint", "step": step, "path": str(path)})
 
-    # ---- epoch 0: the identity is a candidate --------------------------------------------------
-    best_state = {k: v.detach().clone() for k, v in adapter.state_dict().items()}
-    best_epoch = 0
-    base_metrics = best_metrics = None
-    if val_emb is not None and n_val:
-        base_metrics = best_metrics = _val_metrics(adapter, val_qv, val_emb, val_rel, config.top_k)
-        record({"type": "epoch", "epoch": 0, "step": 0, "train_loss": None, "val": base_metrics, "best": True})
-    best_score = _score(best_metrics, config.select_metric, config.top_k) if best_metrics else None
+    def on_step(step, epoch, loss, cur_lr):
+        record({"type": "step", "step": step, "epoch": epoch, "loss": loss, "lr": cur_lr})
+        if config.checkpoint_every and step % config.checkpoint_every == 0:
+            save_ckpt(adapter_ref[0], step)
+        if progress:
+            progress(step, steps_per_epoch * max(epochs, 1), f"epoch {epoch}/{epochs}")
 
-    groups = targets
-    step = 0
-    cancelled = False
-    stale = 0
-    adapter.train()
-    for epoch in range(1, config.epochs + 1):
-        batches = sibling_free_batches(groups, config.batch_size, rng)
-        losses = []
-        for batch in batches:
-            if cancel is not None and cancel.is_set():
-                cancelled = True
-                break
-            idx = torch.tensor(batch, dtype=torch.long, device=device)
-            q = F.normalize(adapter(train_qv[idx]), dim=-1)
-            tgt = target_t[idx]
-            if config.loss == "corpus_softmax":
-                logits = q @ corpus.T / config.temperature
-                for r, i in enumerate(batch):
-                    if extra_pos[i]:
-                        logits[r, extra_pos[i]] = float("-inf")
-                loss = F.cross_entropy(logits, tgt)
-            else:
-                ctx = corpus[tgt]
-                logits = q @ ctx.T / config.temperature
-                loss = F.cross_entropy(logits, torch.arange(len(batch), device=device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            lv = float(loss.detach())
-            losses.append(lv)
-            record({"type": "step", "step": step, "epoch": epoch, "loss": lv, "lr": scheduler.get_last_lr()[0]})
-            if ckpt_every and step % ckpt_every == 0:
-                save_ckpt(step)
-            if progress:
-                progress(step, total_steps, f"epoch {epoch}/{config.epochs}")
-        if cancelled:
-            break
-        if not ckpt_every:
-            save_ckpt(step)
-        train_loss = float(np.mean(losses)) if losses else None
-        event = {"type": "epoch", "epoch": epoch, "step": step, "train_loss": train_loss, "val": None, "best": False}
-        if val_emb is not None and n_val:
-            metrics = _val_metrics(adapter, val_qv, val_emb, val_rel, config.top_k)
+    adapter_ref: list[torch.nn.Module] = []
+
+    def on_epoch(epoch, step, adapter, losses):
+        if not adapter_ref:
+            adapter_ref.append(adapter)
+        snapshot = {k2: v2.detach().clone() for k2, v2 in adapter.state_dict().items()}
+        event = {"type": "epoch", "epoch": epoch, "step": step,
+                 "train_loss": float(np.mean(losses)) if losses else None, "val": None, "best": False}
+        if epoch and not config.checkpoint_every:
+            save_ckpt(adapter, step)
+        if val is not None and n_val:
+            metrics = _means(_metrics(adapter, val[0], val[1], val[2], config.top_k))
             event["val"] = metrics
             score = _score(metrics, config.select_metric, config.top_k)
-            if score > best_score:
-                best_score, best_metrics, best_epoch = score, metrics, epoch
-                best_state = {k: v.detach().clone() for k, v in adapter.state_dict().items()}
+            if epoch == 0:
+                state["base_metrics"] = metrics
+            if state["best_score"] is None or score > state["best_score"]:
+                state.update(best_score=score, best_metrics=metrics, best_epoch=epoch, best_state=snapshot, stale=0)
                 event["best"] = True
-                stale = 0
             else:
-                stale += 1
-        else:
-            best_state = {k: v.detach().clone() for k, v in adapter.state_dict().items()}
-            best_epoch = epoch
-        record(event)
-        if config.patience and stale >= config.patience:
-            record({"type": "phase", "message": f"early stop: no validation gain for {stale} epochs"})
-            break
+                state["stale"] += 1
+        elif epoch or state["best_state"] is None:  # the identity stands until an epoch completes
+            state.update(best_epoch=epoch, best_state=snapshot)
+            event["best"] = epoch == epochs
+        if epoch or val is not None:
+            record(event)
+        if config.patience and state["stale"] >= config.patience:
+            record({"type": "phase", "message": f"early stop: no validation gain for {state['stale']} epochs"})
+            return True
+        return False
 
-    if config.keep_best or cancelled:
-        adapter.load_state_dict(best_state)
+    if not cancelled:
+        if cv is not None:
+            record({"type": "phase", "message": (f"refit on all {len(rows)} questions: {epochs} epoch(s) at lr {lr:g}"
+                                                 if epochs else "keeping the untrained identity")})
+        adapter, cancelled = _fit(prob, rows, config, lr, epochs, config.seed, dim, on_epoch=on_epoch,
+                                  on_step=on_step, cancel=cancel)
+    else:
+        adapter = adapters_mod.build_adapter(config.adapter, dim, **config.adapter_kwargs).to(device)
+    if state["best_state"] is not None and (config.keep_best or cancelled or selection != "holdout"):
+        adapter.load_state_dict(state["best_state"])
     adapter.eval()
+    best_epoch = state["best_epoch"]
     if out_dir is not None:
         adapters_mod.save_adapter(
-            adapter, out_dir, best_epoch=best_epoch, best_val=best_metrics, base_val=base_metrics, **meta
+            adapter, out_dir, best_epoch=best_epoch, best_val=state["best_metrics"], base_val=state["base_metrics"],
+            selection=cv.to_dict() if cv else None, **meta,
         )
     return TrainResult(
         adapter=adapter.cpu(),
         out_dir=out_dir,
         best_epoch=best_epoch,
-        best_metrics=best_metrics,
-        base_metrics=base_metrics,
+        best_metrics=state["best_metrics"],
+        base_metrics=state["base_metrics"],
         history=history,
         checkpoints=checkpoints,
         cancelled=cancelled,
         seconds=time.time() - t0,
-        n_train_queries=len(train_q),
+        n_train_queries=len(rows),
         n_val_queries=n_val,
+        cv=cv,
+        filtered_out=filtered_out,
     )
 
 

@@ -77,7 +77,7 @@ def pipeline(tmp_path_factory):
     out = {"dir": d, "ws": ws}
     out["ingest"] = cli("ingest", str(good), str(bad), workspace=ws)
     out["generate"] = cli("generate", "--generator", "offline", "--out", str(d / "train.json"), "--json", workspace=ws)
-    out["train"] = cli("train", "--dataset", str(d / "train.json"), "--epochs", "2", "--checkpoint-every", "1",
+    out["train"] = cli("train", "--dataset", str(d / "train.json"), "--epochs", "2", "--checkpoint-every", "1", "--selection", "holdout",
                        "--out", str(d / "adapter"), "--json", workspace=ws)
     return out
 
@@ -259,7 +259,7 @@ def test_train_and_evaluate_on_the_real_file(tmp_path):
         path = tmp_path / "lyft_slice.json"
         path.write_text(json.dumps(sliced))
     ws = tmp_path / "ws"
-    train = json.loads(_ok(cli("train", "--dataset", str(path), "--epochs", "1", "--out", str(tmp_path / "lyft_linear"),
+    train = json.loads(_ok(cli("train", "--dataset", str(path), "--epochs", "1", "--selection", "holdout", "--out", str(tmp_path / "lyft_linear"),
                                "--json", workspace=ws)).stdout)
     n = len(QADataset.load(path).queries)
     assert train["n_train_queries"] + train["n_val_queries"] == n and train["n_val_queries"] > 0

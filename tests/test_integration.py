@@ -54,9 +54,9 @@ def test_pdf_to_compared_adapters_with_the_bundled_model(tmp_path, bundled_model
     assert not train_rel & {d for q in eval_ds.queries for d in eval_ds.relevant_docs[q]}
 
     configs = {
-        "linear": TrainConfig(adapter="linear", epochs=4, lr=1e-3, batch_size=16, device="cpu", val_fraction=0.2),
+        "linear": TrainConfig(adapter="linear", epochs=4, lr=1e-3, batch_size=16, device="cpu", val_fraction=0.2, selection="holdout"),
         "two-layer": TrainConfig(adapter="two-layer", adapter_kwargs={"hidden_features": 128}, epochs=4, lr=1e-3,
-                                 batch_size=16, device="cpu", val_fraction=0.2),
+                                 batch_size=16, device="cpu", val_fraction=0.2, selection="holdout"),
     }
     results = {}
     for name, cfg in configs.items():
@@ -112,7 +112,7 @@ def test_adapter_on_api_embeddings_end_to_end(tmp_path, fake_openai, report_pdf)
     train_ds, eval_ds = split_dataset(ds, by="chunk", val_fraction=0.25, seed=1)
     emb = api()
     assert isinstance(emb, CachedEmbedder)
-    cfg = TrainConfig(adapter="linear", epochs=3, lr=1e-3, batch_size=16, device="cpu", val_fraction=0.2)
+    cfg = TrainConfig(adapter="linear", epochs=3, lr=1e-3, batch_size=16, device="cpu", val_fraction=0.2, selection="holdout")
     first = train(train_ds, emb, cfg, out_dir=tmp_path / "api-linear")
     assert fake_openai.embedding_requests, "the first run embeds through the API"
     assert first.adapter.get_config_dict()["in_features"] == 64

@@ -49,7 +49,7 @@ def small_dataset() -> QADataset:
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(adapter="linear", epochs=2, batch_size=6, lr=1e-3, device="cpu", val_fraction=0.25, checkpoint_every=2)
+    base = dict(adapter="linear", epochs=2, batch_size=6, lr=1e-3, device="cpu", val_fraction=0.25, checkpoint_every=2, selection="holdout")
     base.update(kw)
     return TrainConfig(**base)
 

@@ -67,7 +67,7 @@ def synthetic(n_chunks: int = 60, per_chunk: int = 2, rotate: bool = True, noise
 
 
 def _fast(**kw) -> TrainConfig:
-    base = dict(adapter="linear", epochs=6, batch_size=16, lr=0.05, warmup_ratio=0.0, device="cpu", val_fraction=0.2)
+    base = dict(adapter="linear", epochs=6, batch_size=16, lr=0.05, warmup_ratio=0.0, device="cpu", val_fraction=0.2, selection="holdout")
     base.update(kw)
     return TrainConfig(**base)
 
@@ -328,8 +328,8 @@ def test_config_validation(kw, message):
 
 
 def test_config_defaults_and_round_trip():
-    assert TrainConfig().lr == 1e-4 and TrainConfig(adapter="two-layer").lr == 5e-4
-    assert TrainConfig(adapter="tests.custom_adapter_example:MyAdapter").lr == 1e-4
+    assert TrainConfig().lr == 3e-4 and TrainConfig(adapter="two-layer").lr == 5e-4
+    assert TrainConfig(adapter="tests.custom_adapter_example:MyAdapter").lr == 3e-4
     assert TrainConfig(lr=3e-3).lr == 3e-3
     cfg = TrainConfig(adapter="two-layer", adapter_kwargs={"hidden_features": 64}, epochs=3)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg

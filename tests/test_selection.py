@@ -1,0 +1,174 @@
+"""Cross-validated model selection (core.selection + train(selection="cv")), the false-negative
+guard, and hard negatives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core import selection as sel
+from core.datasets import QADataset
+from core.training import TrainConfig, _build_problem, _loss, train
+from core.evaluation import embed_dataset
+from tests.test_training import DIM, TableEmbedder, synthetic
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(adapter="linear", epochs=5, batch_size=16, lr=0.05, warmup_ratio=0.0, device="cpu", cv_folds=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def no_signal(n_chunks: int = 40, per_chunk: int = 2, seed: int = 0):
+    """Questions whose vectors are unrelated to their chunk's: nothing to learn that generalises."""
+    rng = np.random.default_rng(seed)
+    ds, emb = synthetic(n_chunks, per_chunk, rotate=False, seed=seed)
+    for text in list(emb.vectors):
+        if text.startswith("question"):
+            v = rng.normal(size=DIM)
+            emb.vectors[text] = v / np.linalg.norm(v)
+    return ds, emb
+
+
+# ------------------------------------------------------------------------------------------------
+# folds
+# ------------------------------------------------------------------------------------------------
+def test_question_folds_keep_each_chunks_other_questions_in_training():
+    groups = [c for c in range(30) for _ in range(3)]
+    folds = sel.make_folds(groups, 3, "questions", seed=1)
+    assert sorted(i for f in folds for i in f) == list(range(90))
+    for f in folds:  # no two questions of one chunk in the same held-out fold
+        chunks = [groups[i] for i in f]
+        assert len(chunks) == len(set(chunks))
+
+
+def test_chunk_folds_hold_out_whole_chunks():
+    groups = [c for c in range(30) for _ in range(2)]
+    folds = sel.make_folds(groups, 5, "chunks", seed=0)
+    assert sorted(i for f in folds for i in f) == list(range(60))
+    owner = {}
+    for fi, f in enumerate(folds):
+        for i in f:
+            assert owner.setdefault(groups[i], fi) == fi  # every question of a chunk in one fold
+
+
+def test_design_follows_the_evaluation_set():
+    train = {"a", "b", "c", "d"}
+    assert sel.choose_design(train, {"a", "b", "x"})[0] == "questions"
+    assert sel.choose_design(train, {"x", "y", "a"})[0] == "chunks"
+    assert sel.choose_design(train, None)[0] == "chunks"
+
+
+def test_choose_rule_trains_only_on_positive_gain_and_prefers_fewer_epochs_on_ties():
+    (lr, ep), gain, _, go = sel.choose({(1e-4, 1): (-0.01, 0.01), (1e-4, 2): (-0.002, 0.01)})
+    assert not go and ep == 2
+    (lr, ep), gain, _, go = sel.choose({(1e-4, 1): (0.02, 0.01), (1e-4, 3): (0.02, 0.01), (1e-3, 2): (0.01, 0.01)})
+    assert go and (lr, ep) == (1e-4, 1) and gain == 0.02
+
+
+# ------------------------------------------------------------------------------------------------
+# the rule end to end
+# ------------------------------------------------------------------------------------------------
+def test_cv_keeps_the_identity_when_there_is_no_signal(tmp_path):
+    ds, emb = no_signal()
+    result = train(ds, emb, _cfg(), out_dir=tmp_path / "out")
+    assert result.cv is not None and not result.cv.train and result.cv.gain <= 0
+    assert result.best_epoch == 0
+    eye = torch.eye(DIM)
+    assert torch.allclose(result.adapter.linear.weight, eye)  # the saved adapter changes nothing
+    assert "identity" in result.cv.summary_line()
+
+
+def test_cv_trains_and_refits_on_everything_when_there_is_signal():
+    ds, emb = synthetic()
+    events = []
+    result = train(ds, emb, _cfg(), callback=events.append)
+    cv = result.cv
+    assert cv.train and cv.gain > 0.05 and cv.epochs >= 1
+    assert result.n_train_queries == len(ds.queries)  # the refit uses every question
+    assert result.best_epoch == cv.epochs
+    curve = cv.curves[f"{cv.lr:g}"]
+    assert [p["epoch"] for p in curve] == list(range(0, 6))
+    assert curve[0]["gain"] == 0 and all(f"hit@5 std" in p for p in curve)  # mean and spread per epoch
+    assert any(e["type"] == "selection" for e in events) and sum(e["type"] == "cv" for e in events) == 6
+
+
+def test_cv_chooses_the_learning_rate_from_the_grid():
+    ds, emb = synthetic()
+    result = train(ds, emb, _cfg(lr_grid=[1e-6, 0.05]))
+    assert result.cv.lr == 0.05 and set(result.cv.curves) == {"1e-06", "0.05"}
+
+
+def test_auto_design_uses_the_target_chunks():
+    ds, emb = synthetic(n_chunks=30)
+    r1 = train(ds, emb, _cfg(epochs=1), target_chunks=set(list(ds.corpus)[:10]))
+    r2 = train(ds, emb, _cfg(epochs=1), target_chunks={"elsewhere"})
+    assert r1.cv.design == "questions" and r2.cv.design == "chunks"
+
+
+def test_cv_costs_at_most_ten_plain_runs_of_work():
+    """Cost in optimizer steps (not time): folds x epochs on (k-1)/k of the data, plus the refit."""
+    ds, emb = synthetic()
+    steps = []
+    train(ds, emb, _cfg(), callback=lambda e: steps.append(e) if e["type"] == "step" else None)
+    refit = len(steps)
+    plain = []
+    train(ds, emb, _cfg(selection="none"), callback=lambda e: plain.append(e) if e["type"] == "step" else None)
+    # the refit's steps are recorded; the folds' are not, but they are bounded by construction
+    assert refit <= len(plain)
+
+
+# ------------------------------------------------------------------------------------------------
+# negatives
+# ------------------------------------------------------------------------------------------------
+def _dup_dataset():
+    """Chunk n1 is a near-copy of n0: for a question about n0, n1 is a false negative."""
+    v0 = np.eye(DIM)[0]
+    v1 = v0 + 0.01 * np.eye(DIM)[1]
+    v2 = np.eye(DIM)[2]
+    vectors = {"c0": v0, "c1": v1 / np.linalg.norm(v1), "c2": v2, "q0": v0 + 0.2 * np.eye(DIM)[3], "q2": v2}
+    ds = QADataset({"a": "q0", "b": "q2"}, {"n0": "c0", "n1": "c1", "n2": "c2"}, {"a": ["n0"], "b": ["n2"]})
+    return ds, TableEmbedder(vectors)
+
+
+def test_false_negative_guard_masks_near_duplicates_of_the_positive():
+    ds, emb = _dup_dataset()
+    e = embed_dataset(ds, emb)
+    guarded = _build_problem(e, ds, list(ds.queries), TrainConfig(device="cpu"), torch.device("cpu"))
+    assert guarded.excluded[0].tolist() == [1] and guarded.excluded[1].tolist() == []
+    open_ = _build_problem(e, ds, list(ds.queries), TrainConfig(device="cpu", false_negative_threshold=0), torch.device("cpu"))
+    assert open_.excluded[0].tolist() == []
+    ident = torch.nn.Identity()
+    cfg = TrainConfig(device="cpu")
+    # with the near-copy masked, the loss no longer pushes the question away from it
+    assert float(_loss(ident, guarded, [0], cfg)) < float(_loss(ident, open_, [0], cfg)) - 0.1
+
+
+def test_hard_negatives_are_mined_from_the_base_ranking_without_false_negatives():
+    ds, emb = _dup_dataset()
+    e = embed_dataset(ds, emb)
+    prob = _build_problem(e, ds, list(ds.queries), TrainConfig(device="cpu", loss="in_batch", hard_negatives=1),
+                          torch.device("cpu"))
+    # question a: n0 is the positive and n1 its near-copy, so the mined negative is n2
+    assert prob.hard[0].tolist() == [2]
+    assert float(_loss(torch.nn.Identity(), prob, [0, 1], TrainConfig(device="cpu", loss="in_batch"))) >= 0
+
+
+def test_every_ingested_chunk_becomes_a_negative():
+    ds, emb = synthetic(n_chunks=20)
+    emb.vectors["extra text"] = np.eye(DIM)[0]
+    seen = []
+    orig = emb.embed_texts
+    emb.embed_texts = lambda texts, progress=None: (seen.extend(texts), orig(texts))[1]
+    train(ds, emb, _cfg(selection="none", epochs=1), negatives={"x1": "extra text", "n0": "chunk 0"})
+    assert "extra text" in seen and seen.count("chunk 0") == 1
+
+
+@pytest.mark.parametrize("bad", [dict(selection="bogus"), dict(cv_folds=1), dict(cv_design="x"), dict(lr_grid=[0.0]),
+                                 dict(false_negative_threshold=2.0), dict(hard_negatives=-1)])
+def test_invalid_selection_settings_are_refused(bad):
+    from core.training import TrainingError
+
+    with pytest.raises(TrainingError):
+        _cfg(**bad).validate()
