@@ -1,17 +1,28 @@
-"""Quality benchmark: base vs LlamaIndex-default adapter vs AdapterLab-default adapter.
+"""Quality benchmark: does the default adapter lift retrieval on questions it never saw?
 
-Split the real Lyft questions (../shared/data/qa/lyft_2021_train_dataset.json) by chunk into
-train / test (seeded; no chunk's questions on both sides), train both adapters on the train
-side only (AdapterLab takes its own validation split from the train side), and report hit@5,
-MRR@5, nDCG@10 on the test side with paired bootstrap 95% CIs and p-values against the base.
+Protocols on the real Lyft questions (../shared/data/qa/lyft_2021_train_dataset.json), three
+seeds each, test side only, Δ against the base with a paired bootstrap 95% CI:
 
-    python bench/quality.py [--dataset PATH] [--seeds 0 1 2] [--adapter linear]
+* (a) cross-section: the first 60% of the chunks in file order train, the rest test (a stand-in
+  for a new document: later sections of a filing differ from earlier ones); evaluated over the
+  test chunks only, as a new document would be; every chunk is in the training corpus as an
+  unlabelled negative (the user has ingested it).
+* (b) in-corpus: the first question of each chunk trains, the second tests (new questions about
+  chunks the adapter trained on), over the whole corpus.
+* (c) chunk split: 70% of the chunks (seeded) train, 30% test, over the whole corpus.
+
+Rows: base, LlamaIndex's defaults (linear, 4 epochs), the AdapterLab default (linear,
+cross-validated), two-layer (cross-validated) and, with --finetune, a full fine-tune of the
+base model (sentence-transformers' trainer) as the expensive upper bound.
+
+    python bench/quality.py [--protocols a b c] [--seeds 0 1 2] [--finetune]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -28,52 +39,96 @@ from core.workspace import Workspace  # noqa: E402
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "lyft_2021_train_dataset.json"
 
 
+def protocol(ds: QADataset, name: str, seed: int) -> tuple[QADataset, QADataset, set[str]]:
+    """(train dataset, test dataset, test chunk ids) for a protocol."""
+    nodes = list(ds.corpus)
+    if name == "a":
+        cut = int(0.6 * len(nodes))
+        train_c, test_c = set(nodes[:cut]), nodes[cut:]
+        tr = [q for q in ds.queries if ds.relevant_docs[q][0] in train_c]
+        te = [q for q in ds.queries if ds.relevant_docs[q][0] not in train_c]
+        return ds.subset(tr), ds.subset(te, test_c), set(test_c)
+    if name == "b":
+        seen: set[str] = set()
+        tr, te = [], []
+        for q in ds.queries:
+            c = ds.relevant_docs[q][0]
+            (te if c in seen else tr).append(q)
+            seen.add(c)
+        return ds.subset(tr), ds.subset(te), {ds.relevant_docs[q][0] for q in te}
+    if name == "c":
+        tr, te = split_by_chunk(ds, 0.3, seed)
+        test_c = {ds.relevant_docs[q][0] for q in te}
+        return ds.subset(tr, [c for c in ds.corpus if c not in test_c]), ds.subset(te), test_c
+    raise ValueError(name)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default=str(SHARED))
+    ap.add_argument("--protocols", nargs="+", default=["a", "b", "c"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--adapter", default="linear")
-    ap.add_argument("--test-fraction", type=float, default=0.3)
+    ap.add_argument("--finetune", action="store_true", help="add the full fine-tune reference row (slow on CPU)")
     ap.add_argument("--workspace", default=os.environ.get("ADAPTERLAB_WORKSPACE", str(Path(tempfile.gettempdir()) / "adapterlab-bench")))
     args = ap.parse_args()
 
     ds = QADataset.load(args.dataset)
     ws = Workspace(args.workspace)
     emb = resolve_embedder("default", workspace=ws)
-    print(f"dataset: {args.dataset} ({len(ds.queries)} questions, {len(ds.corpus)} chunks); adapter: {args.adapter}\n")
-    print("| seed | system | hit@5 | MRR@5 | nDCG@10 | Δ MRR@5 [95% CI] | p (MRR) | Δ hit@5 [95% CI] | p (hit) | train s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for seed in args.seeds:
-        train_q, test_q = split_by_chunk(ds, args.test_fraction, seed)
-        test_chunks = {ds.relevant_docs[q][0] for q in test_q}
-        train_ds = ds.subset(train_q, [c for c in ds.corpus if c not in test_chunks])
-        test_ds = ds.subset(test_q)
-        t = time.time()
-        li = train(train_ds, emb, TrainConfig.llamaindex_defaults(args.adapter, epochs=4))
-        t_li = time.time() - t
-        t = time.time()
-        al = train(train_ds, emb, TrainConfig(adapter=args.adapter, seed=seed))
-        t_al = time.time() - t
-        cmp = compare(
-            test_ds,
-            {"base": emb, "LlamaIndex defaults": AdapterEmbedder(emb, li.adapter), "AdapterLab default": AdapterEmbedder(emb, al.adapter)},
-            baseline="base",
-        )
-        secs = {"base": "", "LlamaIndex defaults": f"{t_li:.1f}", "AdapterLab default": f"{t_al:.1f}"}
-        for row in cmp.rows():
-            name = row["system"]
-            if name == "base":
-                d1 = p1 = d2 = p2 = ""
-            else:
-                lo, hi = row["mrr@5 CI"]
-                d1 = f"{row['Δ mrr@5']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-                p1 = f"{row['mrr@5 p']:.3f}"
-                lo, hi = row["hit@5 CI"]
-                d2 = f"{row['Δ hit@5']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-                p2 = f"{row['hit@5 p']:.3f}"
-            print(f"| {seed} | {name} | {row['hit@5']:.3f} | {row['mrr@5']:.3f} | {row['ndcg@10']:.3f} | {d1} | {p1} | {d2} | {p2} | {secs[name]} |")
-        if al.best_epoch == 0:
-            print(f"| {seed} | (AdapterLab kept the identity: no validation gain) | | | | | | | | |")
+    print(f"dataset: {args.dataset} ({len(ds.queries)} questions, {len(ds.corpus)} chunks)\n")
+    summary: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for pn in args.protocols:
+        print(f"\n### Protocol ({pn})\n")
+        print("| seed | system | hit@5 | MRR@5 | Δ hit@5 [95% CI] | Δ MRR@5 [95% CI] | p (hit / MRR) | selection | train s |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for seed in args.seeds:
+            train_ds, test_ds, test_chunks = protocol(ds, pn, seed)
+            # every chunk of the file is ingested, so every chunk is a negative (unlabelled)
+            negatives = ds.corpus
+            systems = {"base": emb}
+            notes = {"base": ("", "")}
+            runs = [
+                ("LlamaIndex defaults", TrainConfig.llamaindex_defaults("linear", epochs=4)),
+                ("AdapterLab default", TrainConfig(adapter="linear", seed=seed)),
+                ("two-layer", TrainConfig(adapter="two-layer", seed=seed)),
+            ]
+            for name, cfg in runs:
+                t = time.time()
+                res = train(train_ds, emb, cfg, negatives=negatives, target_chunks=test_chunks)
+                secs = time.time() - t
+                systems[name] = AdapterEmbedder(emb, res.adapter)
+                how = (f"cv {res.cv.design}: {'ep ' + str(res.cv.epochs) if res.cv.train else 'identity'}"
+                       if res.cv else f"{cfg.epochs} ep")
+                notes[name] = (how, f"{secs:.1f}")
+            if args.finetune:
+                from core.finetune import finetune
+
+                t = time.time()
+                out = Path(tempfile.mkdtemp(prefix="ft-"))
+                ft = finetune(train_ds, "default", out, seed=seed)
+                systems["full fine-tune"] = resolve_embedder(str(ft.out_dir), workspace=ws)
+                notes["full fine-tune"] = (f"re-embeds {len(test_ds.corpus)} chunks", f"{time.time() - t:.0f}")
+            cmp = compare(test_ds, systems, baseline="base")
+            for row in cmp.rows():
+                name = row["system"]
+                if name == "base":
+                    d1 = d2 = p = ""
+                else:
+                    lo, hi = row["hit@5 CI"]
+                    d1 = f"{100 * row['Δ hit@5']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+                    lo, hi = row["mrr@5 CI"]
+                    d2 = f"{100 * row['Δ mrr@5']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+                    p = f"{row['hit@5 p']:.3f} / {row['mrr@5 p']:.3f}"
+                    summary.setdefault((pn, name), []).append((100 * row["Δ hit@5"], 100 * row["Δ mrr@5"]))
+                print(f"| {seed} | {name} | {row['hit@5']:.3f} | {row['mrr@5']:.3f} | {d1} | {d2} | {p} | {notes[name][0]} | {notes[name][1]} |",
+                      flush=True)
+    print("\n### Median over seeds (Δ in points; min in brackets)\n")
+    print("| protocol | system | Δ hit@5 median [min] | Δ MRR@5 median [min] |")
+    print("|---|---|---|---|")
+    for (pn, name), vals in summary.items():
+        h = [v[0] for v in vals]
+        m = [v[1] for v in vals]
+        print(f"| {pn} | {name} | {statistics.median(h):+.1f} [{min(h):+.1f}] | {statistics.median(m):+.1f} [{min(m):+.1f}] |")
 
 
 if __name__ == "__main__":

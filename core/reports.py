@@ -245,3 +245,41 @@ def training_figure(history: list[dict[str, Any]], top_k: int = 5, title: str | 
         uirevision="training",  # keep the user's zoom while the chart refreshes
     )
     return fig
+
+
+def cv_figure(history: list[dict[str, Any]], top_k: int = 5, title: str | None = None):
+    """Cross-validation estimate per epoch: the mean across folds of validation hit@k and MRR@k
+    with a ±1 standard-deviation band (epoch 0 = the untrained identity), one pair per learning
+    rate, and the chosen epoch starred. One noisy curve becomes an estimate with its spread."""
+    import plotly.graph_objects as go
+
+    points = [h for h in history if h.get("type") == "cv"]
+    chosen = next((h for h in reversed(history) if h.get("type") == "selection"), None)
+    fig = go.Figure()
+    colors = {f"hit@{top_k}": ("#16a34a", "rgba(22,163,74,0.15)"), f"mrr@{top_k}": ("#2563eb", "rgba(37,99,235,0.15)")}
+    lrs = list(dict.fromkeys(h["lr"] for h in points))
+    for lr in lrs:
+        pts = sorted((h for h in points if h["lr"] == lr), key=lambda h: h["epoch"])
+        x = [h["epoch"] for h in pts]
+        suffix = f" (lr {lr:g})" if len(lrs) > 1 else ""
+        for metric, (line, band) in colors.items():
+            if f"{metric} mean" not in pts[0]:
+                continue
+            mean = [h[f"{metric} mean"] for h in pts]
+            std = [h[f"{metric} std"] for h in pts]
+            fig.add_scatter(x=x + x[::-1], y=[m + s for m, s in zip(mean, std)] + [m - s for m, s in zip(mean, std)][::-1],
+                            fill="toself", fillcolor=band, line=dict(width=0), hoverinfo="skip", showlegend=False)
+            fig.add_scatter(x=x, y=mean, mode="lines+markers", name=f"{metric}, mean of folds{suffix}",
+                            line=dict(color=line, width=2), customdata=std,
+                            hovertemplate="epoch %{x}<br>" + metric + " %{y:.4f} ± %{customdata:.4f}<extra></extra>")
+    if chosen:
+        ep = chosen["epochs"] if chosen["train"] else 0
+        pt = next((h for h in points if h["lr"] == chosen["lr"] and h["epoch"] == ep), None)
+        if pt and f"mrr@{top_k} mean" in pt:
+            fig.add_scatter(x=[ep], y=[pt[f"mrr@{top_k} mean"]], mode="markers",
+                            name="chosen" + (f" (epoch {ep})" if chosen["train"] else " (identity)"),
+                            marker=dict(symbol="star", size=16, color="#f59e0b", line=dict(color="#92400e", width=1)))
+    fig.update_layout(title=title or "Cross-validated estimate (mean across folds, band = ±1 std)", height=340,
+                      xaxis_title="epoch (0 = untrained identity)", yaxis_title="validation score",
+                      legend=dict(orientation="h", y=-0.25), margin=dict(t=50, b=10, l=10, r=10))
+    return fig

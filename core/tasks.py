@@ -98,12 +98,13 @@ def start_generation(jm: JobManager, ws: Workspace, generator: str = "offline", 
 
 
 def start_training(jm: JobManager, ws: Workspace, config, dataset_id: str, val_dataset_id: str | None = None,
-                   embedder: str = "default", name: str | None = None, api_key: str | None = None,
+                   eval_dataset_id: str | None = None, embedder: str = "default", name: str | None = None, api_key: str | None = None,
                    embedder_options: dict[str, Any] | None = None) -> tuple[str, str]:
     """Create a run and train it in the background (runs queue one after another). Returns (job id, run id)."""
     from .runs import create_run, execute_run
 
-    run_id = create_run(ws, config, dataset_id=dataset_id, val_dataset_id=val_dataset_id, embedder=embedder,
+    run_id = create_run(ws, config, dataset_id=dataset_id, val_dataset_id=val_dataset_id,
+                        eval_dataset_id=eval_dataset_id, embedder=embedder,
                         embedder_options=embedder_options, name=name)
 
     def job(ctx: JobContext) -> dict:

@@ -9,7 +9,7 @@ from core.adapters import registered_adapters
 from core.questions import list_datasets
 from core.runs import adapter_dir, delete_run, has_adapter, get_run, list_runs, read_history, run_checkpoints, zip_folder
 from core.tasks import job_for_run, start_training
-from core.reports import has_curves, training_figure
+from core.reports import cv_figure, has_curves, training_figure
 from core.training import FIELD_HELP, LOSSES, OPTIMIZERS, TrainConfig
 from ui import state, widgets
 from ui.helpers import ACTIVE, dataset_label, history_summary, pick_default, run_label, run_rows
@@ -30,7 +30,7 @@ ADAPTER_LABELS = {"linear": "Linear (LlamaIndex LinearLayer)", "two-layer": "Two
                   "low-rank": "Low-rank residual (custom example)"}
 CUSTOM = "__custom__"
 HP_FIELDS = ["epochs", "batch_size", "lr", "loss", "optimizer", "weight_decay", "warmup_ratio", "temperature",
-             "val_fraction", "select_metric", "top_k", "checkpoint_every", "patience", "seed", "keep_best", "device"]
+             "selection", "cv_folds", "cv_design", "val_fraction", "select_metric", "top_k", "checkpoint_every", "patience", "seed", "keep_best", "device"]
 
 
 def adapter_choice() -> str:
@@ -67,8 +67,14 @@ else:
         # Default: hold out part of the training chunks. The saved validation split is what Compare
         # evaluates on; selecting the best epoch on it too would flatter the adapter.
         val_ds = d2.selectbox("Validation dataset (model selection)", vals, index=0, key="train_val_ds",
-                              format_func=lambda v, labels=labels: "Hold out part of the training chunks" if v is None else labels[v],
-                              help="Picks the best epoch. Never use your final evaluation set here.")
+                              format_func=lambda v, labels=labels: "Cross-validate on the training questions" if v is None else labels[v],
+                              help="Default: k-fold cross-validation on every training question chooses the epochs, then "
+                                   "the adapter is refit on all of them. A dataset chosen here replaces that with a single "
+                                   "hold-out (best epoch kept). Never use your final evaluation set here.")
+        eval_ds = d2.selectbox("You will evaluate on (optional)", vals, index=0, key="train_eval_ds",
+                               format_func=lambda v, labels=labels: "Not decided: assume new documents" if v is None else labels[v],
+                               help="Only its chunk ids are read, to pick the validation design: new questions about the "
+                                    "training chunks, or new documents. Its questions are never trained on.")
         if val_ds is not None and val_ds == train_ds:
             st.warning("The validation set is the training set: the best epoch will look better than it is.")
 
@@ -105,7 +111,14 @@ else:
         h[2].number_input("Warm-up ratio", 0.0, 0.99, step=0.05, key="hp_warmup_ratio", help=HELP["warmup_ratio"])
         h[3].number_input("Temperature", 0.001, 10.0, step=0.01, format="%.3f", key="hp_temperature",
                           help=HELP["temperature"])
-        h[0].number_input("Validation fraction", 0.0, 0.89, step=0.05, key="hp_val_fraction",
+        h[0].selectbox("Model selection", ["cv", "holdout", "none"], key="hp_selection", help=HELP["selection"],
+                       format_func={"cv": "Cross-validation (recommended)", "holdout": "One hold-out split",
+                                    "none": "None: train all epochs"}.get)
+        h[1].number_input("Folds", 2, 20, key="hp_cv_folds", help=HELP["cv_folds"])
+        h[2].selectbox("Validation design", ["auto", "questions", "chunks"], key="hp_cv_design", help=HELP["cv_design"],
+                       format_func={"auto": "Auto (from the evaluation set)", "questions": "New questions, same chunks",
+                                    "chunks": "New documents"}.get)
+        h[3].number_input("Hold-out fraction", 0.0, 0.89, step=0.05, key="hp_val_fraction",
                           help=HELP["val_fraction"] + " (Ignored when a validation dataset is chosen.)")
         h[1].selectbox("Select best epoch by", ["mrr", "hit", "ndcg"], key="hp_select_metric", help=HELP["select_metric"])
         h[2].number_input("Validation k", 1, 100, key="hp_top_k", help=HELP["top_k"])
@@ -124,7 +137,7 @@ else:
                     raise ValueError("adapter options must be a JSON object, e.g. {\"hidden_features\": 512}")
                 values = {f: st.session_state[f"hp_{f}"] for f in HP_FIELDS}
                 config = TrainConfig(adapter=adapter_choice(), adapter_kwargs=kwargs, **values)
-                _, run_id = start_training(jm, ws, config, dataset_id=train_ds, val_dataset_id=val_ds,
+                _, run_id = start_training(jm, ws, config, dataset_id=train_ds, val_dataset_id=val_ds, eval_dataset_id=eval_ds,
                                            embedder=embedder, name=(name or "").strip() or None,
                                            api_key=state.session_api_key())
             except (ValueError, TypeError) as exc:  # TrainingError and bad JSON are ValueErrors
@@ -171,6 +184,16 @@ def draw_run(run: dict) -> None:
                 "–" if mk not in best else f"{best[mk]:.3f}",
                 delta=None if (mk not in best or mk not in base) else f"{best[mk] - base[mk]:+.3f}",
                 delta_color="normal" if mk in best and mk in base and abs(best[mk] - base[mk]) >= 5e-4 else "off")
+    cv = next((h for h in reversed(hist) if h.get("type") == "selection"), None)
+    if cv:
+        (st.success if cv["train"] else st.info)(
+            f"**Cross-validation ({cv['folds']} folds, {'new questions, same chunks' if cv['design'] == 'questions' else 'new documents'})**: "
+            f"estimated gain {100 * cv['gain']:+.2f} ± {100 * cv['gain_se']:.2f} points of (hit@{k} + MRR@{k})/2 → "
+            + (f"refit on every question for {cv['epochs']} epoch(s) at lr {cv['lr']:g}." if cv["train"] else
+               "training did not help out of fold, so the saved adapter is the untrained identity (same as the base model).")
+            + f" Rule: {cv['rule']}. Design: {cv['design_reason']}.")
+    if any(h.get("type") == "cv" for h in hist):
+        st.plotly_chart(cv_figure(hist, k), key=f"cv_chart_{run_id}", width="stretch")
     if has_curves(hist):
         st.plotly_chart(training_figure(hist, k), key=f"train_chart_{run_id}", width="stretch")
     elif active:
