@@ -10,6 +10,9 @@ seeds each, test side only, Δ against the base with a paired bootstrap 95% CI:
 * (b) in-corpus: the first question of each chunk trains, the second tests (new questions about
   chunks the adapter trained on), over the whole corpus.
 * (c) chunk split: 70% of the chunks (seeded) train, 30% test, over the whole corpus.
+* (d) the no-key path: offline (keyword) questions generated over the Lyft PDF train the
+  adapter; the test is every real LLM question of the shared file, over its own chunks (the
+  adapter is query-only, so the two chunkings need not match).
 
 Rows: base, LlamaIndex's defaults (linear, 4 epochs), the AdapterLab default (linear,
 cross-validated), two-layer (cross-validated) and, with --finetune, a full fine-tune of the
@@ -63,6 +66,20 @@ def protocol(ds: QADataset, name: str, seed: int) -> tuple[QADataset, QADataset,
     raise ValueError(name)
 
 
+def offline_protocol(ws_dir: str, pdf: Path, per_chunk: int = 2) -> QADataset:
+    """Offline questions over ``pdf`` in their own workspace (ingested once, reused)."""
+    from core.documents import ingest_files
+    from core.questions import OfflineGenerator, build_dataset, generate_questions
+
+    ws = Workspace(Path(ws_dir) / "offline")
+    ds = build_dataset(ws)
+    if not ds.queries:
+        ingest_files(ws, [(pdf.name, pdf)])
+        generate_questions(ws, OfflineGenerator(seed=0), questions_per_chunk=per_chunk)
+        ds = build_dataset(ws)
+    return ds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default=str(SHARED))
@@ -82,9 +99,13 @@ def main() -> None:
         print("| seed | system | hit@5 | MRR@5 | Δ hit@5 [95% CI] | Δ MRR@5 [95% CI] | p (hit / MRR) | selection | train s |")
         print("|---|---|---|---|---|---|---|---|---|")
         for seed in args.seeds:
-            train_ds, test_ds, test_chunks = protocol(ds, pn, seed)
+            if pn == "d":
+                pdf = Path(args.dataset).parents[1] / "10k" / "lyft_2021.pdf"
+                train_ds, test_ds, test_chunks = offline_protocol(args.workspace, pdf), ds, set(ds.corpus)
+            else:
+                train_ds, test_ds, test_chunks = protocol(ds, pn, seed)
             # every chunk of the file is ingested, so every chunk is a negative (unlabelled)
-            negatives = ds.corpus
+            negatives = ds.corpus if pn != "d" else None
             systems = {"base": emb}
             notes = {"base": ("", "")}
             runs = [
