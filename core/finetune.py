@@ -239,8 +239,11 @@ def finetune(
     if len(set(positives)) < 2:
         raise FinetuneError("a fine-tune needs questions about at least two different chunks (in-batch negatives)")
 
-    t0 = time.time()
     out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and read_marker(out_dir) is None)):
+        raise FinetuneError(f"{out_dir} exists and is not a fine-tuned model folder: choose an empty or new folder "
+                            "(a previous fine-tune's folder is replaced)")
+    t0 = time.time()
     n_chunks = int(corpus_size if corpus_size is not None else len(train_dataset.corpus))
     settings = {"base_model": base_model, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                 "loss": loss, "warmup_ratio": warmup_ratio, "query_prefix": query_prefix,
@@ -412,14 +415,18 @@ def describe_cost(cost: dict[str, Any] | None) -> str:
         return "A full fine-tune re-embeds the whole corpus with the new model before it can be used."
     n = cost.get("chunks_to_reembed")
     est = cost.get("reembed_seconds_estimate")
-    text = f"Training took {_duration(cost.get('train_seconds'))}. Using the model means re-embedding all {n:,} chunks"
-    text += f" (about {_duration(est)} on this machine)" if est is not None else ""
+    text = f"Training took {duration_text(cost.get('train_seconds'))}. Using the model means re-embedding "
+    text += f"all {n:,} chunks" if n else "the whole corpus"
+    text += f" (about {duration_text(est)} on this machine)" if est is not None else ""
     return text + " and rebuilding the vector index; an adapter needs neither."
 
 
-def _duration(s: float | None) -> str:
+def duration_text(s: float | None) -> str:
+    """Seconds in words a stakeholder reads at a glance: '40 s', '7.5 min', '2.1 h'."""
     if s is None or not math.isfinite(s):
         return "?"
+    if s < 1:
+        return "under 1 s"
     if s < 90:
         return f"{s:.0f} s"
     if s < 5400:

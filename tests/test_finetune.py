@@ -164,3 +164,68 @@ def test_a_finetune_runs_as_a_background_job_and_cancels(ws, dataset_path):
         assert 1 <= run["result"]["steps"] < 3 and has_model(ws, run_id)  # what it trained is kept
     finally:
         jm.shutdown()
+
+
+# ------------------------------------------------------------------------------------------------
+# the dashboard: Train offers it with its price, runs it in the background; Compare lists it
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def page_ws(tmp_path, monkeypatch, dataset_path):
+    from core.datasets import QADataset
+    from core.workspace import Workspace
+
+    root = tmp_path / "ws"
+    ws = Workspace(root)
+    save_dataset(ws, QADataset.load(dataset_path), "tiny train", role="train")
+    save_dataset(ws, QADataset.load(dataset_path), "tiny eval", role="val")
+    monkeypatch.setenv("ADAPTERLAB_WORKSPACE", str(root))
+    return root
+
+
+def test_train_page_offers_runs_and_prices_a_full_fine_tune_and_compare_lists_it(page_ws):
+    from core.workspace import Workspace
+    from tests.test_pages import frame, no_exceptions, page, rerun_until_settled, texts
+
+    at = page("3_train.py")
+    at.run()
+    no_exceptions(at)
+    assert "re-embedding the whole corpus" in texts(at.markdown)
+    assert "re-embeds the whole corpus" in at.button(key="ft_start").label  # no ingested chunks: no count
+    at.number_input(key="ft_batch_size").set_value(8)
+    at.text_input(key="ft_name").input("ui fine-tune")
+    at.button(key="ft_start").click().run()
+    no_exceptions(at)
+    jobs = rerun_until_settled(at, page_ws, "train")
+    assert jobs[0]["status"] == "done", jobs[0]
+    runs = frame(at, "run", "status", "adapter")
+    assert list(runs["run"]) == ["ui fine-tune"] and list(runs["adapter"]) == ["full fine-tune"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Chunks to re-embed to use it"] == "12" and metrics["Epochs done"] == "1 / 1"
+    assert "re-embedding all 12 chunks" in texts(at.info)
+    run_id = at.selectbox(key="train_view").value
+    assert at.download_button(key=f"ft_download_{run_id}") is not None
+    assert len(at.get("plotly_chart")) == 1  # the live loss chart
+
+    at = page("4_compare.py")
+    at.run()
+    no_exceptions(at)
+    picker = at.multiselect(key="eval_runs")
+    assert picker.options == ["ui fine-tune (done) · full fine-tune (re-embeds 12 chunks)"]
+
+    # an API base: the page says why it cannot fine-tune, and offers no button
+    from ui.state import EMBEDDER_SETTING
+
+    Workspace(page_ws).set_setting(EMBEDDER_SETTING, "openai:text-embedding-3-small")
+    at = page("3_train.py")
+    at.run()
+    assert "its weights are not here" in texts(at.warning)
+    assert all(b.key != "ft_start" for b in at.button)
+
+
+def test_an_unrelated_folder_is_never_replaced(tmp_path):
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("precious")
+    with pytest.raises(FinetuneError, match="not a fine-tuned model folder"):
+        finetune(small_dataset(), "default", keep)
+    assert (keep / "notes.txt").read_text() == "precious"
