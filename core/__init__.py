@@ -10,8 +10,9 @@ Modules, one concept each (see their docstrings):
 * ``embedders``   the Embedder protocol, sentence-transformers, OpenAI-compatible API, the cache
 * ``adapters``    linear / two-layer / custom adapters, LlamaIndex folder format
 * ``training``    training on cached embeddings, validation, best-state selection, checkpoints
+* ``finetune``    the full fine-tune reference (sentence-transformers' trainer; re-embeds the corpus)
 * ``evaluation``  hit@k, MRR@k, nDCG@10, recall@k, comparisons with significance
-* ``runs``        training runs kept in the workspace
+* ``runs``        training runs kept in the workspace (kind adapter or finetune)
 * ``jobs``/``tasks``  background jobs the dashboard launches
 * ``reports``     saved comparisons, charts, HTML/CSV export
 * ``cli``         ``python -m core``

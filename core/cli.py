@@ -3,7 +3,8 @@
     python -m core ingest data/lyft_2021.pdf data/uber_2021.pdf
     python -m core generate --generator offline --documents lyft_2021.pdf --out train.json
     python -m core train --dataset train.json --adapter linear --out adapters/linear
-    python -m core evaluate --dataset eval.json --adapter adapters/linear
+    python -m core finetune --dataset train.json --out models/ft      # the full fine-tune reference
+    python -m core evaluate --dataset eval.json --adapter adapters/linear --run RUN_ID
 
 Every command takes ``--workspace DIR`` (default ``$ADAPTERLAB_WORKSPACE`` or ``./workspace``)
 and ``--json`` for machine-readable output; tables are the default. Errors are one line on
@@ -287,6 +288,40 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    from .datasets import QADataset
+    from .finetune import FinetuneConfig, describe_cost
+    from .runs import create_finetune_run, execute_run, get_run
+
+    ws = _workspace(args)
+    if not Path(args.dataset).is_file():
+        raise CLIError(f"{args.dataset}: no such dataset file")
+    QADataset.load(args.dataset)  # validate before creating the run
+    cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, loss=args.loss,
+                         warmup_ratio=args.warmup_ratio, device=args.device)
+    run_id = create_finetune_run(ws, cfg, dataset_path=str(Path(args.dataset).resolve()), embedder=args.embedder,
+                                 embedder_options=_prefixes(args), name=args.name)
+    bar = _Bar(not args.json, "fine-tune")
+    try:
+        result = execute_run(ws, run_id, progress=bar, cancel=threading.Event(), out_dir=args.out)
+    except KeyboardInterrupt:
+        raise CLIError(f"interrupted; run {run_id} saved no model")
+    finally:
+        bar.close()
+    summary = {"run_id": run_id, **((get_run(ws, run_id) or {}).get("result") or result.summary())}
+    epochs = [h for h in result.history if h.get("type") == "epoch"]
+    rows = [{"epoch": h["epoch"], "steps": h["step"], "train_loss": h["train_loss"]} for h in epochs]
+    table = format_table(rows) if rows else "(no training step)"
+    where = args.out or (str(result.out_dir) if result.out_dir else None)
+    table += (f"\n\nrun {run_id}: full fine-tune of {args.embedder}, {result.steps} steps on "
+              f"{result.n_train_queries} questions" + (" (cancelled)" if result.cancelled else "")
+              + f"\n{describe_cost(result.cost())}"
+              + (f"\nmodel saved to {where} (a sentence-transformers folder); compare it with "
+                 f"`python -m core evaluate --dataset EVAL.json --run {run_id}`" if where else "\nno model was saved"))
+    _emit(args, summary, table)
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .adapters import load_adapter
     from .datasets import QADataset
@@ -310,8 +345,15 @@ def cmd_evaluate(args) -> int:
             for ck in list_checkpoints(p):
                 systems[f"{p.name}/{ck.name}"] = AdapterEmbedder(base, load_adapter(ck, adapter_cls=args.adapter_class))
     for run_id in args.run or []:
-        if get_run(ws, run_id) is None:
+        run = get_run(ws, run_id)
+        if run is None:
             raise CLIError(f"run {run_id!r} is not in the workspace (python -m core runs lists them)")
+        if run["kind"] == "finetune":  # its own model: the evaluation corpus is embedded with it
+            from .tasks import finetune_system
+
+            label, emb = finetune_system(ws, run, name=run_id)
+            systems[label] = emb
+            continue
         systems[run_id] = AdapterEmbedder(base, load_adapter(adapter_dir(ws, run_id)), name=run_id)
         if args.checkpoints:
             for ck in run_checkpoints(ws, run_id):
@@ -338,7 +380,7 @@ def cmd_runs(args) -> int:
 
     ws = _workspace(args)
     rows = [
-        {"run": r["id"], "name": r["name"], "status": r["status"],
+        {"run": r["id"], "kind": r["kind"], "name": r["name"], "status": r["status"],
          "best_epoch": (r["result"] or {}).get("best_epoch"),
          "val_mrr": ((r["result"] or {}).get("best_metrics") or {}).get("mrr@5")}
         for r in list_runs(ws)
@@ -441,11 +483,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="folder for the final adapter (LlamaIndex format) and its checkpoints/")
     s.set_defaults(fn=cmd_train)
 
+    s = sub.add_parser("finetune", parents=[common, emb],
+                       help="fully fine-tune a sentence-transformers base model (the expensive reference: "
+                            "it re-embeds the corpus)")
+    s.add_argument("--dataset", required=True, help="training dataset (LlamaIndex JSON)")
+    s.add_argument("--epochs", type=int, default=1)
+    s.add_argument("--batch-size", type=int, default=32, help="questions per step; the other chunks are the negatives")
+    s.add_argument("--lr", type=float, default=2e-5)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--loss", choices=["mnrl", "cached_mnrl"], default="mnrl",
+                   help="MultipleNegativesRankingLoss, or its cached variant (large batches, little memory)")
+    s.add_argument("--warmup-ratio", type=float, default=0.1)
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    s.add_argument("--name", help="a label for the run")
+    s.add_argument("--out", help="also copy the fine-tuned model (a sentence-transformers folder) here")
+    s.set_defaults(fn=cmd_finetune)
+
     s = sub.add_parser("evaluate", parents=[common, emb], help="hit-rate / MRR of base and adapters side by side")
     s.add_argument("--dataset", required=True, help="evaluation dataset (LlamaIndex JSON)")
     s.add_argument("--adapter", nargs="*", help="adapter folders (AdapterLab or LlamaIndex)")
     s.add_argument("--adapter-class", help="class for adapter folders without adapterlab.json (e.g. two-layer)")
-    s.add_argument("--run", nargs="*", help="workspace run ids")
+    s.add_argument("--run", nargs="*", help="workspace run ids (adapter runs, and full fine-tune runs)")
     s.add_argument("--checkpoints", action="store_true", help="also evaluate every step_N checkpoint")
     s.add_argument("--api-embedder", nargs="*", help="extra embedders to compare, e.g. openai:text-embedding-3-small")
     s.add_argument("--top-k", type=int, default=5)
@@ -465,9 +523,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .adapters import AdapterError
     from .datasets import DatasetError
     from .embedders import EmbedderError
+    from .finetune import FinetuneError
     from .training import TrainingError
 
-    known: tuple[type[BaseException], ...] = (CLIError, DatasetError, AdapterError, EmbedderError, TrainingError, ValueError)
+    known: tuple[type[BaseException], ...] = (CLIError, DatasetError, AdapterError, EmbedderError, TrainingError,
+                                              FinetuneError, ValueError)
     try:
         from .llm import LLMError
 

@@ -73,7 +73,7 @@ def _as_f32(rows) -> np.ndarray:
 # sentence-transformers
 # ------------------------------------------------------------------------------------------------
 _MODEL_LOCK = threading.Lock()
-_MODELS: dict[tuple[str, str], object] = {}
+_MODELS: dict[tuple[str, str, str], object] = {}
 
 
 def bundled_model_path() -> str:
@@ -100,8 +100,10 @@ def pick_device(device: str = "auto") -> str:
     return "cpu"
 
 
-def _load_st_model(name_or_path: str, device: str):
-    key = (name_or_path, device)
+def _load_st_model(name_or_path: str, device: str, version: str = ""):
+    """One shared model per (path, device, version); ``version`` tells apart successive models
+    written to one folder (a fine-tune's weights fingerprint)."""
+    key = (name_or_path, device, version)
     with _MODEL_LOCK:
         if key in _MODELS:
             return _MODELS[key]
@@ -160,13 +162,23 @@ class SentenceTransformerEmbedder:
         # The identity must change whenever the vectors would: model and prefixes. The device
         # does not change the vectors beyond float noise, so it is not part of it.
         self.identity = f"st:{base}"
+        # A folder AdapterLab fine-tuned (core.finetune) names its weights by fingerprint: two
+        # fine-tunes saved under the same folder name never share cached vectors.
+        self.version = ""
+        if os.path.isdir(self.path):
+            from .finetune import read_marker
+
+            fp = (read_marker(self.path) or {}).get("fingerprint")
+            if fp:
+                self.version = str(fp)[:16]
+                self.identity += f"@ft-{self.version}"
         if query_prefix or passage_prefix:
             self.identity += f"|q={query_prefix}|p={passage_prefix}"
 
     @property
     def model(self):
         if self._model is None:
-            self._model = _load_st_model(self.path, self.device)
+            self._model = _load_st_model(self.path, self.device, self.version)
         return self._model
 
     @property

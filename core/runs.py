@@ -6,10 +6,15 @@ A run lives in ``runs/<run_id>/``::
     history.jsonl     one JSON event per line, appended as training goes (the live plot reads it)
     adapter/          the final (best) adapter, LlamaIndex folder format
     adapter/checkpoints/step_N/
+    model/            a full fine-tune's sentence-transformers folder (kind "finetune")
 
 and as a row in the catalog's ``runs`` table (status queued | running | done | failed |
 cancelled | interrupted, result summary). :func:`execute_run` is what the CLI and the
 dashboard's background job both call.
+
+A run has a *kind* (``run.json``'s ``"kind"``; :func:`run_kind`): ``adapter`` (the default,
+:func:`create_run`) or ``finetune`` (:func:`create_finetune_run`: every weight of a
+sentence-transformers base model trained, see :mod:`core.finetune`; it must re-embed the corpus).
 
 Example::
 
@@ -34,6 +39,7 @@ from .training import TrainConfig, TrainResult, list_checkpoints, train
 from .workspace import Workspace, atomic_write_json, new_id
 
 ACTIVE = ("queued", "running")
+RUN_KINDS = ("adapter", "finetune")
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 20.0
 
@@ -89,6 +95,65 @@ def create_run(
     return run_id
 
 
+def create_finetune_run(
+    ws: Workspace,
+    config=None,
+    *,
+    dataset_id: str | None = None,
+    dataset_path: str | None = None,
+    embedder: str = "default",
+    embedder_options: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> str:
+    """Register a full fine-tune run (kind ``finetune``, status ``queued``) and return its id.
+
+    ``config`` is a :class:`core.finetune.FinetuneConfig`; ``embedder`` must be a
+    sentence-transformers model (an ``openai:`` embedder is refused here, before anything runs).
+    """
+    from .finetune import FinetuneConfig, resolve_base_path
+
+    config = config or FinetuneConfig()
+    config.validate()
+    resolve_base_path(embedder)
+    if not (dataset_id or dataset_path):
+        raise ValueError("a fine-tune run needs a dataset: dataset_id (workspace) or dataset_path (file)")
+    opts = {k: v for k, v in (embedder_options or {}).items() if k in ("query_prefix", "passage_prefix") and v}
+    return _register(ws, {"kind": "finetune", "config": config.to_dict(), "dataset_id": dataset_id,
+                          "dataset_path": dataset_path, "embedder": embedder, "embedder_options": opts},
+                     name or f"full fine-tune · lr {config.lr:g} · {config.epochs} ep")
+
+
+def _register(ws: Workspace, request: dict[str, Any], label: str) -> str:
+    run_id = new_id("run-")
+    d = ws.run_dir(run_id)
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(d / "run.json", request)
+    now = time.time()
+    with ws.db() as con:
+        con.execute(
+            "INSERT INTO runs(id, name, status, config, created_at, updated_at) VALUES (?, ?, 'queued', ?, ?, ?)",
+            (run_id, label, json.dumps(request), now, now),
+        )
+    return run_id
+
+
+def run_kind(run_or_request: dict[str, Any] | None) -> str:
+    """``adapter`` or ``finetune``, from a run row (``get_run``) or its request (``run.json``)."""
+    r = run_or_request or {}
+    if r.get("kind") in RUN_KINDS:
+        return r["kind"]
+    request = r.get("config")
+    if isinstance(request, dict) and request.get("kind") in RUN_KINDS:
+        return request["kind"]
+    return "adapter"
+
+
+def workspace_chunk_count(ws: Workspace) -> int:
+    """Chunks of the workspace's ingested documents: what a fine-tuned model must re-embed."""
+    rows = ws.query("SELECT COUNT(*) AS n FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.status='ok'")
+    return int(rows[0]["n"]) if rows else 0
+
+
 def _set_status(ws: Workspace, run_id: str, status: str, result: dict | None = None, error: str | None = None) -> None:
     with ws.db() as con:
         con.execute(
@@ -120,9 +185,13 @@ def execute_run(
     """Train run ``run_id``; history streams to ``history.jsonl``; status and result to the catalog.
 
     ``out_dir`` (CLI ``--out``) gets a copy of the final adapter besides the run's own folder.
+    A ``finetune`` run returns a :class:`core.finetune.FinetuneResult` (``out_dir``: a copy of its model).
     """
     d = ws.run_dir(run_id)
     request = json.loads((d / "run.json").read_text())
+    if run_kind(request) == "finetune":
+        return _execute_finetune(ws, run_id, request, cancel=cancel, progress=progress, callback=callback,
+                                 out_dir=out_dir)
     config = TrainConfig.from_dict(request["config"])
     hist_path = d / "history.jsonl"
     hist_path.write_text("")
@@ -177,11 +246,62 @@ def workspace_chunks(ws: Workspace) -> dict[str, str]:
         return {r[0]: r[1] for r in con.execute("SELECT id, text FROM chunks")}
 
 
+def _execute_finetune(ws: Workspace, run_id: str, request: dict[str, Any], *, cancel, progress, callback, out_dir):
+    """A ``finetune`` run: :func:`core.finetune.finetune` into ``model/``, history as adapter runs write it."""
+    from .finetune import FinetuneConfig, finetune
+
+    d = ws.run_dir(run_id)
+    config = FinetuneConfig.from_dict(request["config"])
+    hist_path = d / "history.jsonl"
+    hist_path.write_text("")
+    _set_status(ws, run_id, "running")
+    fh = open(hist_path, "a", buffering=1, encoding="utf-8")
+    beating = threading.Event()
+
+    def heartbeat() -> None:
+        while not beating.wait(HEARTBEAT_S):
+            with ws.db() as con:
+                con.execute("UPDATE runs SET updated_at=? WHERE id=? AND status='running'", (time.time(), run_id))
+
+    threading.Thread(target=heartbeat, daemon=True).start()
+
+    def on_event(event: dict[str, Any]) -> None:
+        fh.write(json.dumps(event) + "\n")
+        if callback:
+            callback(event)
+
+    try:
+        train_ds = _load_ds(ws, request.get("dataset_id"), request.get("dataset_path"))
+        opts = request.get("embedder_options") or {}
+        result = finetune(
+            train_ds, request.get("embedder") or "default", model_dir(ws, run_id),
+            epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed, loss=config.loss,
+            warmup_ratio=config.warmup_ratio, device=config.device, query_prefix=opts.get("query_prefix", ""),
+            passage_prefix=opts.get("passage_prefix", ""), corpus_size=workspace_chunk_count(ws) or None,
+            progress=progress, cancel=cancel, callback=on_event,
+        )
+    except BaseException as exc:
+        _set_status(ws, run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        beating.set()
+        fh.close()
+    summary = result.summary()
+    if out_dir is not None and result.out_dir is not None:
+        import shutil
+
+        shutil.copytree(result.out_dir, out_dir, dirs_exist_ok=True)
+        summary["exported_to"] = str(out_dir)
+    _set_status(ws, run_id, "cancelled" if result.cancelled else "done", result=summary)
+    return result
+
+
 def list_runs(ws: Workspace) -> list[dict[str, Any]]:
     rows = ws.query("SELECT * FROM runs ORDER BY created_at DESC")
     for r in rows:
         r["config"] = json.loads(r["config"]) if r["config"] else {}
         r["result"] = json.loads(r["result"]) if r["result"] else None
+        r["kind"] = run_kind(r["config"])
     return rows
 
 
@@ -192,6 +312,7 @@ def get_run(ws: Workspace, run_id: str) -> dict[str, Any] | None:
     r = rows[0]
     r["config"] = json.loads(r["config"]) if r["config"] else {}
     r["result"] = json.loads(r["result"]) if r["result"] else None
+    r["kind"] = run_kind(r["config"])
     return r
 
 
@@ -239,6 +360,18 @@ def adapter_dir(ws: Workspace, run_id: str) -> Path:
 def has_adapter(ws: Workspace, run_id: str) -> bool:
     """True when the run saved its final adapter folder (an interrupted run may have only checkpoints)."""
     return (adapter_dir(ws, run_id) / "config.json").is_file()
+
+
+def model_dir(ws: Workspace, run_id: str) -> Path:
+    """A ``finetune`` run's sentence-transformers folder."""
+    return ws.run_dir(run_id) / "model"
+
+
+def has_model(ws: Workspace, run_id: str) -> bool:
+    """True when a ``finetune`` run saved its fine-tuned model."""
+    from .finetune import MARKER
+
+    return (model_dir(ws, run_id) / MARKER).is_file()
 
 
 def run_checkpoints(ws: Workspace, run_id: str) -> list[Path]:

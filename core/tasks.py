@@ -9,7 +9,8 @@ Systems to compare are plain dicts (``SystemSpec``)::
 
     {"kind": "base"}                                   # the base embedder
     {"kind": "api", "spec": "openai:text-embedding-3-small"}
-    {"kind": "run", "run_id": "run-..."}               # a run's final (best) adapter
+    {"kind": "run", "run_id": "run-..."}               # a run's final (best) adapter, or its
+                                                       # fine-tuned model (a "finetune" run)
     {"kind": "checkpoint", "run_id": "run-...", "step": 120}
     {"kind": "adapter_dir", "path": "/path/to/adapter", "name": "mine"}
 """
@@ -115,6 +116,40 @@ def start_training(jm: JobManager, ws: Workspace, config, dataset_id: str, val_d
     return job_id, run_id
 
 
+def start_finetune(jm: JobManager, ws: Workspace, dataset_id: str, config=None, embedder: str = "default",
+                   name: str | None = None, embedder_options: dict[str, Any] | None = None) -> tuple[str, str]:
+    """Create a full fine-tune run (:mod:`core.finetune`) and train it in the background, in the same
+    queue as adapter runs. Returns (job id, run id). An API embedder is refused at once."""
+    from .runs import create_finetune_run, execute_run
+
+    run_id = create_finetune_run(ws, config, dataset_id=dataset_id, embedder=embedder,
+                                 embedder_options=embedder_options, name=name)
+
+    def job(ctx: JobContext) -> dict:
+        result = execute_run(ws, run_id, cancel=ctx.cancel_event, progress=ctx.progress)
+        return {"run_id": run_id, **result.summary()}
+
+    job_id = jm.submit("train", f"Full fine-tune of {embedder}", job, {"run_id": run_id})
+    return job_id, run_id
+
+
+def finetune_system(ws: Workspace, run: dict, name: str | None = None) -> tuple[str, Any]:
+    """(label, embedder) of a ``finetune`` run: its own model, its own cache identity, and its cost in
+    the label (``"<name, default the run's> · full fine-tune (re-embeds N chunks)"``)."""
+    from .embedders import resolve_embedder
+    from .finetune import cost_label
+    from .runs import has_model, model_dir
+
+    if not has_model(ws, run["id"]):
+        raise ValueError(f"run {run['name']!r} saved no fine-tuned model (status {run['status']})")
+    request = run.get("config") or {}
+    opts = request.get("embedder_options") or {}
+    emb = resolve_embedder(str(model_dir(ws, run["id"])), workspace=ws, query_prefix=opts.get("query_prefix", ""),
+                           passage_prefix=opts.get("passage_prefix", ""))
+    n = ((run.get("result") or {}).get("cost") or {}).get("chunks_to_reembed")
+    return f"{name or run['name']} · {cost_label(n)}", emb
+
+
 def build_systems(ws: Workspace, systems: list[SystemSpec], embedder: str = "default", api_key: str | None = None,
                   api_base_url: str | None = None) -> dict[str, Any]:
     """Name -> embedder for :func:`core.evaluation.compare`; the base embedder is always first."""
@@ -135,6 +170,10 @@ def build_systems(ws: Workspace, systems: list[SystemSpec], embedder: str = "def
             run = get_run(ws, s["run_id"])
             if run is None:
                 raise ValueError(f"run {s['run_id']} no longer exists")
+            if run["kind"] == "finetune":
+                label, emb = finetune_system(ws, run)
+                out[s.get("name") or label] = emb
+                continue
             out[s.get("name") or run["name"]] = AdapterEmbedder(base, load_adapter(adapter_dir(ws, s["run_id"])))
         elif kind == "checkpoint":
             run = get_run(ws, s["run_id"])

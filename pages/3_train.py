@@ -7,8 +7,11 @@ import streamlit as st
 
 from core.adapters import registered_adapters
 from core.questions import list_datasets
-from core.runs import adapter_dir, delete_run, has_adapter, get_run, list_runs, read_history, run_checkpoints, zip_folder
-from core.tasks import job_for_run, start_training
+from core.finetune import LOSSES as FT_LOSSES
+from core.finetune import FinetuneConfig, cost_label, describe_cost, duration_text
+from core.runs import (adapter_dir, delete_run, get_run, has_adapter, has_model, list_runs, model_dir, read_history,
+                       run_checkpoints, workspace_chunk_count, zip_folder)
+from core.tasks import job_for_run, start_finetune, start_training
 from core.reports import cv_figure, has_curves, training_figure
 from core.training import FIELD_HELP, LOSSES, OPTIMIZERS, TrainConfig
 from ui import state, widgets
@@ -147,6 +150,55 @@ else:
                 st.rerun()
 
 
+if datasets:
+    with st.expander("Full fine-tune (the expensive reference)", icon=":material/model_training:"):
+        n_chunks = workspace_chunk_count(ws)
+        st.markdown(
+            "Trains **every weight** of the base model with sentence-transformers' own trainer "
+            "(MultipleNegativesRankingLoss, no two questions of one chunk in a batch). It shows how close the cheap "
+            "adapter gets to the upper bound, and it is not cheap:")
+        st.markdown(
+            "- training runs the whole model on every batch: **minutes** on a CPU, not the adapter's seconds;\n"
+            f"- the fine-tuned model changes chunk vectors too, so using it means **re-embedding the whole corpus** "
+            + (f"({n_chunks:,} chunks in this workspace) " if n_chunks else "")
+            + "and rebuilding any vector index. An adapter changes queries only: the index stays as it is.")
+        ft_base = state.base_embedder()
+        if ft_base.startswith("openai:"):
+            st.warning(f"The base embedder is `{ft_base}`, an API: its weights are not here to fine-tune. Choose a "
+                       "sentence-transformers base in **New training run** above (adapters work on API embedders).")
+        else:
+            st.caption(f"Base model: `{ft_base}` (the base embedder chosen above).")
+            ids = [d["id"] for d in datasets]
+            labels = {d["id"]: dataset_label(d) for d in datasets}
+            ft_ds = st.selectbox("Training dataset", ids, index=pick_default(datasets, ("train",)),
+                                 format_func=labels.get, key="ft_ds")
+            f = st.columns(5)
+            f[0].number_input("Epochs", 1, 100, value=1, key="ft_epochs")
+            f[1].number_input("Batch size", 2, 4096, value=32, key="ft_batch_size",
+                              help="Questions per step; the batch's other chunks are the negatives.")
+            f[2].number_input("Learning rate", min_value=1e-7, max_value=1e-2, value=2e-5, format="%.1e", step=1e-5,
+                              key="ft_lr")
+            f[3].selectbox("Loss", list(FT_LOSSES), key="ft_loss",
+                           format_func={"mnrl": "MultipleNegativesRanking", "cached_mnrl": "Cached MNRL (big batches)"}.get)
+            f[4].number_input("Seed", 0, 2**31 - 1, value=0, key="ft_seed")
+            ft_name = st.text_input("Run name (optional)", key="ft_name", placeholder="e.g. full fine-tune, 1 epoch")
+            reembed = f"{n_chunks:,} chunks" if n_chunks else "the whole corpus"
+            if st.button(f"Start full fine-tune (using it re-embeds {reembed})", key="ft_start",
+                         icon=":material/play_arrow:"):
+                try:
+                    cfg = FinetuneConfig(epochs=int(st.session_state["ft_epochs"]),
+                                         batch_size=int(st.session_state["ft_batch_size"]),
+                                         lr=float(st.session_state["ft_lr"]), loss=st.session_state["ft_loss"],
+                                         seed=int(st.session_state["ft_seed"]))
+                    _, run_id = start_finetune(jm, ws, ft_ds, cfg, embedder=ft_base,
+                                               name=(ft_name or "").strip() or None)
+                except (ValueError, TypeError) as exc:  # FinetuneError is a ValueError
+                    st.error(f"Cannot start this fine-tune: {exc}")
+                else:
+                    st.session_state["train_view"] = run_id
+                    st.rerun()
+
+
 # ------------------------------------------------------------------------------------------------
 # one run: live while it trains
 # ------------------------------------------------------------------------------------------------
@@ -159,8 +211,9 @@ def draw_run(run: dict) -> None:
     job = job_for_run(jm, run_id)
     active = run["status"] in ACTIVE
 
+    finetune = run.get("kind") == "finetune"
     top, btn = st.columns([5, 1], vertical_alignment="center")
-    top.markdown(f"**{run['name']}** · `{run['status']}` · {cfg.get('adapter')} on "
+    top.markdown(f"**{run['name']}** · `{run['status']}` · {'full fine-tune of' if finetune else cfg.get('adapter') + ' on'} "
                  f"`{(run.get('config') or {}).get('embedder')}`")
     if active:
         if job and jm.is_local(job["id"]):
@@ -179,11 +232,18 @@ def draw_run(run: dict) -> None:
     m = st.columns(4)
     m[0].metric("Epochs done", f"{s['epochs_done']} / {cfg.get('epochs', '?')}")
     m[1].metric("Last step loss", "–" if s["last_loss"] is None else f"{s['last_loss']:.4f}")
-    m[2].metric(f"Val {mk} (base)", "–" if mk not in base else f"{base[mk]:.3f}")
-    m[3].metric(f"Val {mk} (best epoch {s['best_epoch'] if s['best_epoch'] is not None else '–'})",
-                "–" if mk not in best else f"{best[mk]:.3f}",
-                delta=None if (mk not in best or mk not in base) else f"{best[mk] - base[mk]:+.3f}",
-                delta_color="normal" if mk in best and mk in base and abs(best[mk] - base[mk]) >= 5e-4 else "off")
+    if finetune:  # no validation curve: its price instead
+        cost = (run.get("result") or {}).get("cost") or next((h for h in hist if h.get("type") == "cost"), {})
+        n = cost.get("chunks_to_reembed", workspace_chunk_count(ws))
+        m[2].metric("Chunks to re-embed to use it", f"{n:,}" if n else "all", help="A fine-tuned model changes chunk "
+                    "vectors too: the whole corpus is embedded again, and any vector index rebuilt.")
+        m[3].metric("Training time", "–" if cost.get("train_seconds") is None else duration_text(cost["train_seconds"]))
+    else:
+        m[2].metric(f"Val {mk} (base)", "–" if mk not in base else f"{base[mk]:.3f}")
+        m[3].metric(f"Val {mk} (best epoch {s['best_epoch'] if s['best_epoch'] is not None else '–'})",
+                    "–" if mk not in best else f"{best[mk]:.3f}",
+                    delta=None if (mk not in best or mk not in base) else f"{best[mk] - base[mk]:+.3f}",
+                    delta_color="normal" if mk in best and mk in base and abs(best[mk] - base[mk]) >= 5e-4 else "off")
     cv = next((h for h in reversed(hist) if h.get("type") == "selection"), None)
     if cv:
         (st.success if cv["train"] else st.info)(
@@ -202,6 +262,21 @@ def draw_run(run: dict) -> None:
         st.caption("This run recorded no training step.")
 
 
+def draw_finetune_files(run: dict) -> None:
+    """A full fine-tune's price and its model folder (no adapter, no checkpoints)."""
+    run_id = run["id"]
+    cost = (run.get("result") or {}).get("cost")
+    st.info(describe_cost(cost) + " Compare it with the adapters on the Compare page, where it is labelled "
+            f"“{cost_label((cost or {}).get('chunks_to_reembed'))}”.")
+    if has_model(ws, run_id):
+        st.download_button("Fine-tuned model (sentence-transformers folder, zip)", on_click="ignore",
+                           data=lambda: zip_folder(model_dir(ws, run_id), "model"), file_name=f"{run_id}-model.zip",
+                           mime="application/zip", key=f"ft_download_{run_id}", icon=":material/download:")
+        st.caption(f"Loads with `SentenceTransformer(path)`; on this machine: `{model_dir(ws, run_id)}`.")
+    else:
+        st.caption("No fine-tuned model was saved for this run.")
+
+
 def draw_finished(run: dict) -> None:
     run_id = run["id"]
     if run["status"] == "failed":
@@ -213,6 +288,9 @@ def draw_finished(run: dict) -> None:
     elif run["status"] == "cancelled":
         st.warning("This run was cancelled: the best state reached before the stop was saved.")
     res = run.get("result") or {}
+    if run.get("kind") == "finetune":
+        draw_finetune_files(run)
+        return
     if res.get("best_epoch") == 0 and run["status"] == "done":
         st.info("Validation never beat the untrained identity: the saved adapter is the identity (same results "
                 "as the base model). Try a higher learning rate, more questions, or fewer epochs.")

@@ -5,9 +5,10 @@ HTML report and CSV export."""
 import streamlit as st
 
 from core.evaluation import NDCG_K
+from core.finetune import cost_label
 from core.questions import list_datasets, load_dataset
 from core.reports import comparison_csv, comparison_figures, html_report, list_comparisons, load_comparison, summary_rows
-from core.runs import get_run, has_adapter, list_runs, read_history, run_checkpoints
+from core.runs import get_run, has_adapter, has_model, list_runs, read_history, run_checkpoints
 from core.tasks import start_evaluation
 from core.workspace import safe_display_name
 from ui import state, widgets
@@ -69,6 +70,9 @@ if datasets:
             usable = [r for r in runs if (r.get("config") or {}).get("embedder", "default") == embedder]
             other = len(runs) - len(usable)
             run_labels = {r["id"]: f"{r['name']} ({r['status']})" for r in usable if has_adapter(ws, r["id"])}
+            run_labels.update({  # full fine-tunes: their own model, and their price in the label
+                r["id"]: f"{r['name']} ({r['status']}) · {cost_label(((r.get('result') or {}).get('cost') or {}).get('chunks_to_reembed'))}"
+                for r in usable if r.get("kind") == "finetune" and has_model(ws, r["id"])})
             picked = st.multiselect("Trained adapters (best state of each run)", list(run_labels),
                                     default=list(run_labels)[:3], format_func=run_labels.get, key="eval_runs")
             systems += [{"kind": "run", "run_id": rid} for rid in picked]

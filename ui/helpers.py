@@ -210,7 +210,7 @@ def run_rows(runs: Iterable[dict]) -> list[dict]:
             {
                 "run": r["name"],
                 "status": r["status"],
-                "adapter": cfg.get("adapter"),
+                "adapter": "full fine-tune" if r.get("kind") == "finetune" else cfg.get("adapter"),
                 "loss": cfg.get("loss"),
                 "lr": cfg.get("lr"),
                 "epochs": cfg.get("epochs"),

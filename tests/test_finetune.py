@@ -1,0 +1,231 @@
+"""The full fine-tune reference (core.finetune): a tiny real fine-tune of the bundled model, the
+``finetune`` run kind through the CLI and as a background job, and its place in a comparison."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from core.embedders import SentenceTransformerEmbedder, resolve_embedder
+from core.finetune import MARKER, FinetuneConfig, FinetuneError, finetune, read_marker, weights_fingerprint
+from core.jobs import JobManager
+from core.questions import save_dataset
+from core.reports import has_curves, training_figure
+from core.runs import create_finetune_run, get_run, has_model, list_runs, model_dir, read_history, run_kind
+from core.tasks import build_systems, start_finetune
+from tests.test_cli import cli_inproc
+from tests.test_runs import small_dataset
+
+PROBE = ["What about revenue growth?", "The report discusses airport pickup fee in detail with numbers and dates."]
+
+
+@pytest.fixture(scope="module")
+def dataset_path(tmp_path_factory):
+    return str(small_dataset().save(tmp_path_factory.mktemp("ft") / "train.json"))
+
+
+def test_a_tiny_fine_tune_saves_a_loadable_model_that_differs_from_the_base(ws, tmp_path):
+    events, ticks = [], []
+    out = tmp_path / "ft"
+    result = finetune(small_dataset(), "default", out, epochs=1, batch_size=8, lr=1e-4, device="cpu",
+                      callback=events.append, progress=lambda d, t, m: ticks.append((d, t)))
+
+    assert result.out_dir == out and not result.cancelled and result.steps == 3  # 24 questions, batch 8
+    assert result.seconds > 0 and result.n_train_queries == 24
+    assert result.cost()["chunks_to_reembed"] == 12 and result.cost()["reembed_seconds_estimate"] is not None
+    # the history speaks the adapter runs' dialect (the live chart draws it)
+    steps = [e for e in events if e["type"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2, 3] and all(set(e) == {"type", "step", "epoch", "loss", "lr"} for e in steps)
+    assert [e for e in events if e["type"] == "epoch"][0]["train_loss"] == pytest.approx(np.mean([e["loss"] for e in steps]))
+    assert events[-1]["type"] == "cost" and has_curves(events)
+    training_figure(events)
+    assert ticks[-1] == (3, 3)
+
+    marker = read_marker(out)
+    assert marker["fingerprint"] == weights_fingerprint(out) and marker["cost"]["chunks_to_reembed"] == 12
+
+    from sentence_transformers import SentenceTransformer
+
+    assert SentenceTransformer(str(out), device="cpu").encode(PROBE).shape == (2, 384)  # a plain ST folder
+    base = resolve_embedder("default", workspace=ws)
+    tuned = resolve_embedder(str(out), workspace=ws)
+    assert tuned.identity != base.identity and "@ft-" in tuned.identity
+    diff = np.abs(tuned.embed_queries(PROBE) - base.embed_queries(PROBE)).max()
+    assert diff > 1e-3, diff
+
+    # a second fine-tune into the same folder (stopped after one step) is a new model: a new
+    # cache identity, and no stale copy served from the loaded-models cache
+    stop = threading.Event()
+    again = finetune(small_dataset(), "default", out, epochs=1, batch_size=8, lr=1e-3, seed=1, device="cpu",
+                     cancel=stop, progress=lambda d, t, m: stop.set())
+    assert again.cancelled and again.steps == 1 and again.out_dir == out
+    tuned2 = resolve_embedder(str(out), workspace=ws)
+    assert tuned2.identity != tuned.identity
+    assert np.abs(tuned2.embed_queries(PROBE) - tuned.embed_queries(PROBE)).max() > 1e-4
+
+
+def test_bad_requests_are_refused_before_any_work(ws, tmp_path, dataset_path):
+    ds = small_dataset()
+    with pytest.raises(FinetuneError, match="embeddings API"):
+        finetune(ds, "openai:text-embedding-3-small", tmp_path / "x")
+    with pytest.raises(FinetuneError, match="batch_size"):
+        finetune(ds, "default", tmp_path / "x", batch_size=1)
+    with pytest.raises(FinetuneError, match="embeddings API"):
+        create_finetune_run(ws, FinetuneConfig(), dataset_path=dataset_path, embedder="openai:m")
+    assert list_runs(ws) == []
+    stop = threading.Event()
+    stop.set()  # cancelled before it started: nothing loaded, nothing saved
+    r = finetune(ds, "default", tmp_path / "y", cancel=stop)
+    assert r.cancelled and r.out_dir is None and r.steps == 0 and not (tmp_path / "y").exists()
+
+
+def test_cli_refuses_an_api_base(capsys, tmp_path, dataset_path):
+    rc, out, err = cli_inproc(capsys, "finetune", "--dataset", dataset_path, "--embedder", "openai:m",
+                              "--workspace", str(tmp_path / "ws"))
+    assert rc == 2 and "error:" in err and "sentence-transformers" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, dataset_path):
+    """``python -m core finetune`` once (in this process: the same code as the command line)."""
+    d = tmp_path_factory.mktemp("ftcli")
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from core.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        rc = main(["finetune", "--dataset", dataset_path, "--batch-size", "8", "--device", "cpu",
+                   "--out", str(d / "export"), "--json", "--workspace", str(d / "ws")])
+    assert rc == 0, err.getvalue()
+    return {"dir": d, "ws": d / "ws", "summary": json.loads(out.getvalue())}  # stdout is pure JSON
+
+
+def test_the_finetune_run_kind_through_the_cli(cli_run, capsys, dataset_path):
+    from core.workspace import Workspace
+
+    s = cli_run["summary"]
+    ws = Workspace(cli_run["ws"])
+    run = get_run(ws, s["run_id"])
+    assert run["kind"] == "finetune" == run_kind(run) and run["status"] == "done"
+    assert run["result"]["cost"]["chunks_to_reembed"] == 12  # no ingested chunks: the dataset's corpus
+    assert has_model(ws, run["id"]) and (cli_run["dir"] / "export" / MARKER).is_file()
+    assert s["exported_to"] == str(cli_run["dir"] / "export")
+    hist = read_history(ws, run["id"])
+    assert [h["step"] for h in hist if h["type"] == "step"] == [1, 2, 3]
+
+    rc, out, _ = cli_inproc(capsys, "runs", "--json", "--workspace", str(cli_run["ws"]))
+    assert rc == 0 and json.loads(out)[0]["kind"] == "finetune"
+
+    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", dataset_path, "--run", run["id"], "--json",
+                              "--workspace", str(cli_run["ws"]))
+    assert rc == 0, err
+    rows = {r["system"]: r for r in json.loads(out)}
+    assert list(rows) == ["base", f"{run['id']} · full fine-tune (re-embeds 12 chunks)"]
+    assert all(r["queries"] == 24 for r in rows.values())
+
+
+def test_build_systems_gives_a_finetune_run_its_own_embedder(cli_run):
+    from core.workspace import Workspace
+
+    ws = Workspace(cli_run["ws"])
+    rid = cli_run["summary"]["run_id"]
+    named = build_systems(ws, [{"kind": "base"}, {"kind": "run", "run_id": rid}])
+    (base_name, base), (label, tuned) = named.items()
+    assert label.endswith("· full fine-tune (re-embeds 12 chunks)")
+    assert isinstance(tuned.base, SentenceTransformerEmbedder) and tuned.base.path == str(model_dir(ws, rid))
+    assert tuned.identity != base.identity and tuned.identity.startswith("st:model@ft-")
+    # the chunks are embedded with the fine-tuned model (passages change too, unlike an adapter)
+    assert np.abs(tuned.embed_texts(PROBE[1:]) - base.embed_texts(PROBE[1:])).max() > 1e-5
+
+
+def test_a_finetune_runs_as_a_background_job_and_cancels(ws, dataset_path):
+    from core.datasets import QADataset
+
+    ds_id = save_dataset(ws, QADataset.load(dataset_path), name="train", role="train")
+    jm = JobManager(ws)
+    try:
+        with pytest.raises(ValueError, match="embeddings API"):
+            start_finetune(jm, ws, ds_id, embedder="openai:text-embedding-3-small")
+        job_id, run_id = start_finetune(jm, ws, ds_id, FinetuneConfig(batch_size=8, device="cpu"))
+        deadline = time.time() + 240
+        while not any(h["type"] == "step" for h in read_history(ws, run_id)) and time.time() < deadline:
+            time.sleep(0.05)
+        jm.cancel(job_id)
+        assert jm.wait(job_id, timeout=240)
+        job, run = jm.get(job_id), get_run(ws, run_id)
+        assert job["status"] == "cancelled" and run["status"] == "cancelled" and run["kind"] == "finetune"
+        assert job["kind"] == "train" and job["params"] == {"run_id": run_id}
+        assert 1 <= run["result"]["steps"] < 3 and has_model(ws, run_id)  # what it trained is kept
+    finally:
+        jm.shutdown()
+
+
+# ------------------------------------------------------------------------------------------------
+# the dashboard: Train offers it with its price, runs it in the background; Compare lists it
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def page_ws(tmp_path, monkeypatch, dataset_path):
+    from core.datasets import QADataset
+    from core.workspace import Workspace
+
+    root = tmp_path / "ws"
+    ws = Workspace(root)
+    save_dataset(ws, QADataset.load(dataset_path), "tiny train", role="train")
+    save_dataset(ws, QADataset.load(dataset_path), "tiny eval", role="val")
+    monkeypatch.setenv("ADAPTERLAB_WORKSPACE", str(root))
+    return root
+
+
+def test_train_page_offers_runs_and_prices_a_full_fine_tune_and_compare_lists_it(page_ws):
+    from core.workspace import Workspace
+    from tests.test_pages import frame, no_exceptions, page, rerun_until_settled, texts
+
+    at = page("3_train.py")
+    at.run()
+    no_exceptions(at)
+    assert "re-embedding the whole corpus" in texts(at.markdown)
+    assert "re-embeds the whole corpus" in at.button(key="ft_start").label  # no ingested chunks: no count
+    at.number_input(key="ft_batch_size").set_value(8)
+    at.text_input(key="ft_name").input("ui fine-tune")
+    at.button(key="ft_start").click().run()
+    no_exceptions(at)
+    jobs = rerun_until_settled(at, page_ws, "train")
+    assert jobs[0]["status"] == "done", jobs[0]
+    runs = frame(at, "run", "status", "adapter")
+    assert list(runs["run"]) == ["ui fine-tune"] and list(runs["adapter"]) == ["full fine-tune"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Chunks to re-embed to use it"] == "12" and metrics["Epochs done"] == "1 / 1"
+    assert "re-embedding all 12 chunks" in texts(at.info)
+    run_id = at.selectbox(key="train_view").value
+    assert at.download_button(key=f"ft_download_{run_id}") is not None
+    assert len(at.get("plotly_chart")) == 1  # the live loss chart
+
+    at = page("4_compare.py")
+    at.run()
+    no_exceptions(at)
+    picker = at.multiselect(key="eval_runs")
+    assert picker.options == ["ui fine-tune (done) · full fine-tune (re-embeds 12 chunks)"]
+
+    # an API base: the page says why it cannot fine-tune, and offers no button
+    from ui.state import EMBEDDER_SETTING
+
+    Workspace(page_ws).set_setting(EMBEDDER_SETTING, "openai:text-embedding-3-small")
+    at = page("3_train.py")
+    at.run()
+    assert "its weights are not here" in texts(at.warning)
+    assert all(b.key != "ft_start" for b in at.button)
+
+
+def test_an_unrelated_folder_is_never_replaced(tmp_path):
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("precious")
+    with pytest.raises(FinetuneError, match="not a fine-tuned model folder"):
+        finetune(small_dataset(), "default", keep)
+    assert (keep / "notes.txt").read_text() == "precious"
