@@ -92,6 +92,10 @@ else:
             if st.session_state.get("train_adapter") == CUSTOM:
                 st.text_input("Import path of an nn.Module with forward(embed) and get_config_dict()",
                               key="train_adapter_path", placeholder="mypkg.adapters:MyAdapter", on_change=apply_defaults)
+            if st.session_state.get("train_adapter", "linear") != "linear":
+                st.info("Linear is recommended: on the measured protocols (bench/README.md: new documents, new "
+                        "questions, chunk split) the two-layer adapter was no better than linear and worse on new "
+                        "documents, where its extra capacity memorises the training chunks.", icon=":material/recommend:")
             st.text_input("Adapter options (JSON)", value="{}", key="train_adapter_kwargs",
                           help="Constructor overrides, e.g. {\"hidden_features\": 512} (two-layer), {\"bias\": true} "
                                "(linear), {\"rank\": 16} (low-rank).")
