@@ -4,6 +4,7 @@
     python -m core generate --generator offline --documents lyft_2021.pdf --out train.json
     python -m core train --dataset train.json --adapter linear --out adapters/linear
     python -m core evaluate --dataset eval.json --adapter adapters/linear --report report.html
+    python -m core import-queries real_queries.csv --out eval.json
 
 Every command takes ``--workspace DIR`` (default ``$ADAPTERLAB_WORKSPACE`` or ``./workspace``)
 and ``--json`` for machine-readable output; tables are the default. Errors are one line on
@@ -347,6 +348,37 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_import_queries(args) -> int:
+    from .embedders import resolve_embedder
+    from .real_queries import import_real_queries, save_real_queries
+
+    ws = _workspace(args)
+    p = Path(args.file)
+    if not p.is_file():
+        raise CLIError(f"{args.file}: no such file")
+    emb = None if args.no_embedding else resolve_embedder(args.embedder, workspace=ws, **_prefixes(args))
+    ds, report = import_real_queries(ws, p.read_bytes(), embedder=emb, doc_ids=_select_docs(ws, args.documents),
+                                     min_overlap=args.min_overlap, min_cosine=args.min_cosine, source=str(p))
+    out: dict[str, Any] = {"summary": report.summary(), "queries": len(ds.queries), "corpus": len(ds.corpus),
+                           "unmatched": report.unmatched}
+    if args.out:
+        ds.save(args.out)
+        out["out"] = args.out
+    if args.save:
+        out["dataset_id"] = save_real_queries(ws, ds, args.save, report)
+    table = report.summary()
+    if report.unmatched:
+        table += "\n\nnot matched:\n" + format_table(report.unmatched, ["row", "query", "reason"])
+    if args.out:
+        table += f"\n\nevaluation set written to {args.out} ({len(ds.queries)} queries over {len(ds.corpus)} chunks)"
+    if args.save:
+        table += f"\nsaved in the workspace as {args.save!r} ({out['dataset_id']})"
+    if not (args.out or args.save):
+        table += "\n\n(nothing written: pass --out FILE.json and/or --save NAME to keep the evaluation set)"
+    _emit(args, out, table)
+    return 0
+
+
 def cmd_runs(args) -> int:
     from .runs import list_runs
 
@@ -455,6 +487,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "the default) or 'chunks' (also every question about a trained chunk)")
     s.add_argument("--report", help="also write the stakeholder HTML report to this file")
     s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("import-queries", parents=[common, emb],
+                       help="turn a CSV of real queries (query + relevant_text or page) into an evaluation set")
+    s.add_argument("file", help="CSV with a header: query, and relevant_text or page (+ document)")
+    s.add_argument("--out", help="LlamaIndex dataset JSON to write")
+    s.add_argument("--save", metavar="NAME", help="also register it in the workspace as an evaluation set")
+    s.add_argument("--documents", nargs="*", help="only these ingested documents form the corpus (file name or id prefix)")
+    s.add_argument("--min-overlap", type=float, default=0.85, help="share of a passage's words one chunk must hold")
+    s.add_argument("--min-cosine", type=float, default=0.75, help="embedding similarity for a passage no chunk holds")
+    s.add_argument("--no-embedding", action="store_true", help="match text without the embedding model")
+    s.set_defaults(fn=cmd_import_queries)
 
     s = sub.add_parser("runs", parents=[common], help="list training runs")
     s.set_defaults(fn=cmd_runs)

@@ -20,7 +20,7 @@ from tests.pdfs import corrupt_pdf_bytes, make_text_pdf, sample_report_pages
 
 ROOT = Path(__file__).resolve().parent.parent
 LYFT = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "lyft_2021_train_dataset.json"
-COMMANDS = ["ingest", "generate", "train", "evaluate", "runs", "documents"]
+COMMANDS = ["ingest", "generate", "train", "evaluate", "import-queries", "runs", "documents"]
 
 
 def _env() -> dict[str, str]:
@@ -201,6 +201,34 @@ def test_evaluate_on_the_training_set_warns_and_reports(pipeline, tmp_path, caps
     # every question leaked: excluding them leaves nothing, said in one line
     rc, _, err = cli_inproc(capsys, "evaluate", "--dataset", ds, "--run", run_id, "--exclude-leaked", "--workspace", ws)
     assert rc == 2 and "no question to evaluate on" in err
+
+
+def test_import_real_queries_then_evaluate_without_leaked_ones(pipeline, tmp_path, capsys):
+    ws = str(pipeline["ws"])
+    train = QADataset.load(pipeline["dir"] / "train.json")
+    qids = list(train.queries)
+    rows = ["query,relevant_text"]
+    for q in qids[:2]:  # two questions copied from the training set
+        rows.append(f'"{train.queries[q]}","{train.corpus[train.relevant_docs[q][0]][:60]}"')
+    for i, text in enumerate(list(train.corpus.values())[:4]):
+        rows.append(f'"What does section {i} of the report say?","{text[20:90]}"')
+    rows.append('"Where is the moon?","a sentence that is in no document at all"')
+    csv_path = tmp_path / "real.csv"
+    csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out_json = tmp_path / "real_eval.json"
+    rc, out, err = cli_inproc(capsys, "import-queries", str(csv_path), "--out", str(out_json), "--save", "real queries",
+                              "--no-embedding", "--json", "--workspace", ws)
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["queries"] == 6 and res["summary"].startswith("6 of 7 rows matched")
+    assert [u["row"] for u in res["unmatched"]] == [8] and res["dataset_id"].startswith("ds-")
+    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", str(out_json), "--adapter", str(pipeline["dir"] / "adapter"),
+                              "--exclude-leaked", "--report", str(tmp_path / "r.html"), "--json", "--workspace", ws)
+    assert rc == 0, err
+    rows = json.loads(out)
+    assert rows[0]["queries"] == 4  # the two copied questions are left out
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "2 leaked question(s) of 6" in page and "6 imported real queries" in page
 
 
 def test_malformed_dataset_exits_2_with_one_line(pipeline, tmp_path, capsys):
