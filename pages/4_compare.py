@@ -144,6 +144,7 @@ with st.container(border=True):
 for c in caveats(cmp, context):
     LEVELS.get(c["level"], st.info)(md_text(c["text"]))
 n_dup, n_all = len(leaked_ids(context, "questions")), len(leaked_ids(context, "chunks"))
+n_dup, n_all = (n if n < cmp.n_queries else 0 for n in (n_dup, n_all))  # all leaked: nothing left to re-run on
 if (n_dup or n_all) and not context.get("excluded"):
     x1, x2 = st.columns(2)
     modes = []
