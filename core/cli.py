@@ -4,7 +4,8 @@
     python -m core generate --generator offline --documents lyft_2021.pdf --out train.json
     python -m core train --dataset train.json --adapter linear --out adapters/linear
     python -m core finetune --dataset train.json --out models/ft      # the full fine-tune reference
-    python -m core evaluate --dataset eval.json --adapter adapters/linear --run RUN_ID
+    python -m core evaluate --dataset eval.json --adapter adapters/linear --report report.html
+    python -m core import-queries real_queries.csv --out eval.json
 
 Every command takes ``--workspace DIR`` (default ``$ADAPTERLAB_WORKSPACE`` or ``./workspace``)
 and ``--json`` for machine-readable output; tables are the default. Errors are one line on
@@ -180,6 +181,9 @@ def cmd_generate(args) -> int:
         )
     else:
         generator = qmod.OfflineGenerator(seed=args.seed)
+    from .provenance import record_generator
+
+    record_generator(ws, generator, args.questions_per_chunk)  # so evaluation sets can name the LLM
     bar = _Bar(not args.json, "generate")
     report = qmod.generate_questions(ws, generator, questions_per_chunk=args.questions_per_chunk, doc_ids=doc_ids, progress=bar)
     bar.close()
@@ -323,55 +327,105 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .adapters import load_adapter
     from .datasets import QADataset
-    from .embedders import AdapterEmbedder, resolve_embedder
-    from .evaluation import compare
-    from .runs import adapter_dir, get_run, run_checkpoints
+    from .runs import get_run, run_checkpoints
+    from .tasks import evaluate_with_context
 
     ws = _workspace(args)
     ds = QADataset.load(args.dataset)
-    base = resolve_embedder(args.embedder, workspace=ws, **_prefixes(args))
-    systems: dict[str, Any] = {"base": base}
-    for spec in args.api_embedder or []:
-        systems[spec] = resolve_embedder(spec, workspace=ws)
+    specs: list[dict[str, Any]] = [{"kind": "api", "spec": spec} for spec in args.api_embedder or []]
+    train_ds = str(Path(args.train_dataset).resolve()) if args.train_dataset else None
     for path in args.adapter or []:
         p = Path(path)
-        name = p.name if p.name not in systems else str(p)
-        systems[name] = AdapterEmbedder(base, load_adapter(p, adapter_cls=args.adapter_class), name=name)
+        specs.append({"kind": "adapter_dir", "path": str(p), "adapter_cls": args.adapter_class, "train_dataset": train_ds})
         if args.checkpoints:
             from .training import list_checkpoints
 
             for ck in list_checkpoints(p):
-                systems[f"{p.name}/{ck.name}"] = AdapterEmbedder(base, load_adapter(ck, adapter_cls=args.adapter_class))
+                step = int(ck.name.split("_")[-1]) if ck.name.split("_")[-1].isdigit() else None
+                specs.append({"kind": "adapter_dir", "path": str(ck), "name": f"{p.name} @ {ck.name.replace('_', ' ')}",
+                              "adapter_cls": args.adapter_class, "train_dataset": train_ds, "step": step})
     for run_id in args.run or []:
         run = get_run(ws, run_id)
         if run is None:
             raise CLIError(f"run {run_id!r} is not in the workspace (python -m core runs lists them)")
-        if run["kind"] == "finetune":  # its own model: the evaluation corpus is embedded with it
-            from .tasks import finetune_system
-
-            label, emb = finetune_system(ws, run, name=run_id)
-            systems[label] = emb
-            continue
-        systems[run_id] = AdapterEmbedder(base, load_adapter(adapter_dir(ws, run_id)), name=run_id)
+        specs.append({"kind": "run", "run_id": run_id})
         if args.checkpoints:
             for ck in run_checkpoints(ws, run_id):
-                systems[f"{run_id}/{ck.name}"] = AdapterEmbedder(base, load_adapter(ck))
+                specs.append({"kind": "checkpoint", "run_id": run_id, "step": int(ck.name.split("_")[-1])})
     bar = _Bar(not args.json, "evaluate")
-    cmp = compare(ds, systems, baseline="base", top_k=args.top_k, dataset_name=Path(args.dataset).name, progress=bar)
+    name = args.name or Path(args.dataset).name
+    cmp, context = evaluate_with_context(
+        ws, ds, name, specs, top_k=args.top_k, embedder=args.embedder, embedder_options=_prefixes(args),
+        dataset_path=str(Path(args.dataset).resolve()), exclude_leaked=args.exclude_leaked, progress=bar,
+    )
     bar.close()
     rows = cmp.rows()
     if args.save:
         from .reports import save_comparison
 
-        save_comparison(ws, cmp, name=Path(args.dataset).name)
+        run_ids = [s["run_id"] for s in specs if s.get("kind") in ("run", "checkpoint")]
+        save_comparison(ws, cmp, name=name, extra={"dataset_path": str(Path(args.dataset).resolve()), "systems": specs,
+                                                   "run_ids": run_ids, "embedder": args.embedder, "context": context})
+    if args.report:
+        from .reports import html_report
+        from .runs import read_history
+        from .workspace import atomic_write_text
+
+        histories = {}
+        for s in specs:
+            if s.get("kind") == "run":
+                run = get_run(ws, s["run_id"])
+                histories[run["name"]] = read_history(ws, s["run_id"])
+        atomic_write_text(args.report, html_report(cmp, histories, title=f"AdapterLab retrieval report: {name}",
+                                                   context=context))
     k = args.top_k
-    cols = ["system", "queries", f"hit@{k}", f"mrr@{k}", "ndcg@10", f"recall@{k}", f"Δ hit@{k}", f"hit@{k} p",
-            f"Δ mrr@{k}", f"mrr@{k} CI", f"mrr@{k} p"]
+    cols = ["system", "queries", f"hit@{k}", f"mrr@{k}", "ndcg@10", f"recall@{k}", f"Δ hit@{k}", f"hit@{k} p (Holm)",
+            f"Δ mrr@{k}", f"mrr@{k} CI", f"mrr@{k} p (Holm)"]
     table = format_table(rows, cols)
-    table += "\n\nΔ = system - base; CI = paired bootstrap 95% interval; p = McNemar (hit) / Wilcoxon (mrr)."
+    table += ("\n\nΔ = system - base; CI = paired bootstrap 95% interval; p = McNemar (hit) / Wilcoxon (mrr), "
+              "Holm-adjusted over the systems compared.")
+    from .summary import caveats, summary_sentences
+
+    notes = summary_sentences(cmp, context) + [f"{c['level'].upper()}: {c['text']}" for c in caveats(cmp, context)]
+    table += "\n\n" + "\n".join(notes)
+    if args.report:
+        table += f"\nreport written to {args.report}"
+    if args.json:
+        for r in rows:
+            r["id"] = str(((context.get("systems") or {}).get(r["system"]) or {}).get("id", ""))
     _emit(args, rows, table)
+    return 0
+
+
+def cmd_import_queries(args) -> int:
+    from .embedders import resolve_embedder
+    from .real_queries import import_real_queries, save_real_queries
+
+    ws = _workspace(args)
+    p = Path(args.file)
+    if not p.is_file():
+        raise CLIError(f"{args.file}: no such file")
+    emb = None if args.no_embedding else resolve_embedder(args.embedder, workspace=ws, **_prefixes(args))
+    ds, report = import_real_queries(ws, p.read_bytes(), embedder=emb, doc_ids=_select_docs(ws, args.documents),
+                                     min_overlap=args.min_overlap, min_cosine=args.min_cosine, source=str(p))
+    out: dict[str, Any] = {"summary": report.summary(), "queries": len(ds.queries), "corpus": len(ds.corpus),
+                           "unmatched": report.unmatched}
+    if args.out:
+        ds.save(args.out)
+        out["out"] = args.out
+    if args.save:
+        out["dataset_id"] = save_real_queries(ws, ds, args.save, report)
+    table = report.summary()
+    if report.unmatched:
+        table += "\n\nnot matched:\n" + format_table(report.unmatched, ["row", "query", "reason"])
+    if args.out:
+        table += f"\n\nevaluation set written to {args.out} ({len(ds.queries)} queries over {len(ds.corpus)} chunks)"
+    if args.save:
+        table += f"\nsaved in the workspace as {args.save!r} ({out['dataset_id']})"
+    if not (args.out or args.save):
+        table += "\n\n(nothing written: pass --out FILE.json and/or --save NAME to keep the evaluation set)"
+    _emit(args, out, table)
     return 0
 
 
@@ -508,7 +562,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--api-embedder", nargs="*", help="extra embedders to compare, e.g. openai:text-embedding-3-small")
     s.add_argument("--top-k", type=int, default=5)
     s.add_argument("--save", action="store_true", help="keep the comparison in the workspace (dashboard Compare page)")
+    s.add_argument("--name", help="a name for the evaluation set in the output (default: the file name)")
+    s.add_argument("--train-dataset", help="the --adapter folders' training set, for the leakage check (runs know theirs)")
+    s.add_argument("--exclude-leaked", nargs="?", const="questions", choices=["questions", "chunks"],
+                   help="drop evaluation questions leaked from training: 'questions' (identical or near-identical, "
+                        "the default) or 'chunks' (also every question about a trained chunk)")
+    s.add_argument("--report", help="also write the stakeholder HTML report to this file")
     s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("import-queries", parents=[common, emb],
+                       help="turn a CSV of real queries (query + relevant_text or page) into an evaluation set")
+    s.add_argument("file", help="CSV with a header: query, and relevant_text or page (+ document)")
+    s.add_argument("--out", help="LlamaIndex dataset JSON to write")
+    s.add_argument("--save", metavar="NAME", help="also register it in the workspace as an evaluation set")
+    s.add_argument("--documents", nargs="*", help="only these ingested documents form the corpus (file name or id prefix)")
+    s.add_argument("--min-overlap", type=float, default=0.85, help="share of a passage's words one chunk must hold")
+    s.add_argument("--min-cosine", type=float, default=0.75, help="embedding similarity for a passage no chunk holds")
+    s.add_argument("--no-embedding", action="store_true", help="match text without the embedding model")
+    s.set_defaults(fn=cmd_import_queries)
 
     s = sub.add_parser("runs", parents=[common], help="list training runs")
     s.set_defaults(fn=cmd_runs)

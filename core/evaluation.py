@@ -10,7 +10,10 @@ Evaluation is a matrix product and a top-k over cached embeddings: no vector sto
 each system, the delta against the baseline with a paired bootstrap 95% confidence interval
 (``scipy.stats.bootstrap`` on per-query differences) and a paired test: exact McNemar
 (``scipy.stats.binomtest`` on discordant queries) for hit@k, Wilcoxon signed-rank
-(``scipy.stats.wilcoxon``) for the graded metrics.
+(``scipy.stats.wilcoxon``) for the graded metrics. When several systems are tested against the
+baseline, their p-values for each metric are adjusted with Holm's step-down method
+(:func:`holm_adjust`), and "significant" is judged on the adjusted value: with 15 checkpoints,
+one of them beating the base at p < 0.05 by luck is likely, not rare.
 
 Example::
 
@@ -195,6 +198,57 @@ def paired_difference(
     return {"delta": delta, "ci_low": float(ci.low), "ci_high": float(ci.high), "p_value": float(p)}
 
 
+def test_name(metric: str) -> str:
+    """The paired test behind a metric's p-value (see :func:`paired_difference`)."""
+    return "exact McNemar" if metric.startswith("hit@") else "Wilcoxon signed-rank"
+
+
+def holm_adjust(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (controls the family-wise error).
+
+    Sort the m p-values ascending, multiply the i-th smallest (0-based) by ``m - i``, take the
+    running maximum so the order is kept, clip to 1. ``holm_adjust([0.01, 0.04, 0.03])`` is
+    ``[0.03, 0.06, 0.06]``. One p-value is returned unchanged.
+    """
+    p = np.asarray(list(pvalues), dtype=float)
+    m = p.size
+    out = np.empty(m)
+    running = 0.0
+    for i, idx in enumerate(np.argsort(p, kind="stable")):
+        running = max(running, (m - i) * p[idx])
+        out[idx] = min(1.0, running)
+    return out.tolist()
+
+
+def add_holm(significance: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """A copy of ``significance`` (system -> metric -> stats) with ``p_adjusted`` per entry: Holm
+    over every system tested against the baseline, one family per metric."""
+    out = {name: {m: dict(v) for m, v in per.items()} for name, per in significance.items()}
+    metrics = list(dict.fromkeys(m for per in out.values() for m in per))
+    for metric in metrics:
+        names = [n for n in out if metric in out[n]]
+        adjusted = holm_adjust([out[n][metric]["p_value"] for n in names])
+        for n, p in zip(names, adjusted):
+            out[n][metric]["p_adjusted"] = float(p)
+    return out
+
+
+def significance_against(
+    results: dict[str, RankResult], baseline: str, top_k: int, n_resamples: int = 2000, seed: int = 0
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Every non-baseline system against ``baseline``: delta, CI, p and Holm-adjusted p per metric."""
+    base_res = results[baseline]
+    sig: dict[str, dict[str, dict[str, float]]] = {}
+    for name, res in results.items():
+        if name == baseline:
+            continue
+        sig[name] = {
+            m: paired_difference(m, base_res.per_query[m], res.per_query[m], n_resamples=n_resamples, seed=seed)
+            for m in metric_names(top_k)
+        }
+    return add_holm(sig)
+
+
 @dataclass
 class Comparison:
     """Several systems evaluated on one dataset, against a baseline."""
@@ -206,12 +260,48 @@ class Comparison:
     significance: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     alpha: float = 0.05
 
+    def __post_init__(self) -> None:
+        # Holm's adjustment is a function of the p-values: (re)computed here, so comparisons
+        # saved before it existed gain it on load.
+        self.significance = add_holm(self.significance)
+
     @property
     def metric_names(self) -> list[str]:
         return metric_names(self.top_k)
 
+    @property
+    def n_queries(self) -> int:
+        return len(self.results[self.baseline].query_ids)
+
+    def significant(self, system: str, metric: str) -> bool | None:
+        """True when ``system``'s change in ``metric`` is significant on the Holm-adjusted p; None for the baseline."""
+        sig = self.significance.get(system, {}).get(metric)
+        if sig is None:
+            return None
+        return sig.get("p_adjusted", sig["p_value"]) < self.alpha
+
+    def excluding(self, query_ids, n_resamples: int = 2000, seed: int = 0) -> "Comparison":
+        """The same comparison without ``query_ids`` (e.g. questions leaked from training).
+
+        Per-query results are kept from the full run (ranks are over the same corpus), so
+        nothing is re-embedded; means, confidence intervals and tests are recomputed.
+        """
+        drop = set(query_ids)
+        results: dict[str, RankResult] = {}
+        for name, r in self.results.items():
+            idx = np.array([i for i, q in enumerate(r.query_ids) if q not in drop], dtype=np.int64)
+            if idx.size == 0:
+                raise ValueError("excluding these questions would leave no question to evaluate on")
+            results[name] = RankResult(
+                [r.query_ids[i] for i in idx], r.first_rank[idx], {k: v[idx] for k, v in r.per_query.items()},
+                [r.top_ids[i] for i in idx], r.top_scores[idx], r.top_k,
+            )
+        sig = significance_against(results, self.baseline, self.top_k, n_resamples=n_resamples, seed=seed)
+        return Comparison(self.dataset_name, self.top_k, self.baseline, results, sig, self.alpha)
+
     def rows(self) -> list[dict[str, Any]]:
-        """One flat dict per system: metrics, and for non-baseline systems delta/CI/p per metric."""
+        """One flat dict per system: metrics, and for non-baseline systems delta/CI/p per metric
+        (raw and Holm-adjusted; ``significant`` is judged on the adjusted p)."""
         out = []
         for name, res in self.results.items():
             row: dict[str, Any] = {"system": name, "queries": len(res.query_ids)}
@@ -223,7 +313,8 @@ class Comparison:
                 row[f"Δ {metric}"] = sig["delta"]
                 row[f"{metric} CI"] = (sig["ci_low"], sig["ci_high"])
                 row[f"{metric} p"] = sig["p_value"]
-                row[f"{metric} significant"] = sig["p_value"] < self.alpha
+                row[f"{metric} p (Holm)"] = sig.get("p_adjusted", sig["p_value"])
+                row[f"{metric} significant"] = row[f"{metric} p (Holm)"] < self.alpha
             out.append(row)
         return out
 
@@ -337,15 +428,7 @@ def compare(
             results[name] = evaluate_embedded(emb, adapter_tf(emb.query_vecs), top_k=top_k)
         else:
             results[name] = evaluate_embedded(emb, top_k=top_k)
-    sig: dict[str, dict[str, dict[str, float]]] = {}
-    base_res = results[baseline]
-    for name, res in results.items():
-        if name == baseline:
-            continue
-        sig[name] = {
-            m: paired_difference(m, base_res.per_query[m], res.per_query[m], n_resamples=n_resamples, seed=seed)
-            for m in metric_names(top_k)
-        }
+    sig = significance_against(results, baseline, top_k, n_resamples=n_resamples, seed=seed)
     if progress:
         progress(len(names), len(names), "done")
     return Comparison(dataset_name, top_k, baseline, results, sig)

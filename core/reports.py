@@ -2,9 +2,12 @@
 
 :func:`save_comparison` keeps a :class:`~core.evaluation.Comparison` in the workspace
 (``evaluations/<id>.json`` plus a catalog row); :func:`comparison_figures` builds the plotly
-charts the dashboard shows; :func:`html_report` renders one HTML file with the tables and
-charts inlined (plotly.js embedded, so it opens offline and can be mailed as is);
-:func:`comparison_csv` is the table as CSV.
+charts the dashboard shows; :func:`summary_figure` is the one chart of the summary (change
+against the base model with 95% error bars); :func:`html_report` renders one HTML file with the
+tables and charts inlined (plotly.js embedded, so it opens offline and can be mailed as is):
+provenance and caveats first, then one sentence per system (:mod:`core.summary`), a compact
+table, one chart, and the detail in collapsible appendix sections; :func:`comparison_csv` is
+the table as CSV, systems by name with their ids in a column.
 """
 
 from __future__ import annotations
@@ -32,6 +35,17 @@ def save_comparison(ws: Workspace, cmp: Comparison, name: str | None = None, ext
     return eval_id
 
 
+def update_comparison_extra(ws: Workspace, eval_id: str, extra: dict[str, Any]) -> None:
+    """Replace a saved comparison's ``extra`` (e.g. to keep a context rebuilt for an old comparison)."""
+    rows = ws.query("SELECT path FROM evaluations WHERE id=?", (eval_id,))
+    if not rows:
+        raise KeyError(f"no saved comparison {eval_id!r}")
+    path = ws.path(rows[0]["path"])
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["extra"] = extra
+    atomic_write_json(path, data, indent=None)
+
+
 def list_comparisons(ws: Workspace) -> list[dict[str, Any]]:
     return ws.query("SELECT * FROM evaluations ORDER BY created_at DESC")
 
@@ -45,7 +59,8 @@ def load_comparison(ws: Workspace, eval_id: str) -> tuple[Comparison, dict[str, 
 
 
 def summary_rows(cmp: Comparison) -> list[dict[str, Any]]:
-    """Rows for display: metrics, then per metric 'Δ (95% CI), p, significant?' against the baseline."""
+    """Rows for display: metrics, then per metric 'Δ (95% CI), p, Holm-adjusted p, significant?'
+    against the baseline (significant on the adjusted p)."""
     out = []
     for row in cmp.rows():
         r: dict[str, Any] = {"system": row["system"], "queries": row["queries"]}
@@ -57,15 +72,43 @@ def summary_rows(cmp: Comparison) -> list[dict[str, Any]]:
                 r[f"Δ {m}"] = round(row[f"Δ {m}"], 4)
                 r[f"Δ {m} 95% CI"] = f"[{lo:+.3f}, {hi:+.3f}]"
                 r[f"{m} p"] = round(row[f"{m} p"], 4)
+                r[f"{m} p (Holm)"] = round(row[f"{m} p (Holm)"], 4)
                 r[f"{m} significant"] = "yes" if row[f"{m} significant"] else "no"
         out.append(r)
     return out
 
 
-def comparison_csv(cmp: Comparison) -> str:
+def metric_detail_rows(cmp: Comparison, context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Long form for the appendix: one row per (system, metric) with value, Δ, CI, test, p and Holm p."""
+    from .evaluation import test_name
+
+    rows = []
+    ids = {r["system"]: r["id"] for r in with_ids([{"system": n} for n in cmp.results], context)}
+    for r in summary_rows(cmp):
+        for m in cmp.metric_names:
+            row: dict[str, Any] = {"system": r["system"], "metric": m, "value": r[m]}
+            if f"Δ {m}" in r:
+                row.update({"Δ": r[f"Δ {m}"], "95% CI": r[f"Δ {m} 95% CI"], "test": test_name(m), "p": r[f"{m} p"],
+                            "p (Holm)": r[f"{m} p (Holm)"], "significant": r[f"{m} significant"]})
+            row["id"] = ids.get(r["system"], "")
+            rows.append(row)
+    return rows
+
+
+def with_ids(rows: list[dict[str, Any]], context: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """``rows`` with an ``id`` column after ``system`` (run id, checkpoint, model spec) from the context."""
+    systems = (context or {}).get("systems") or {}
+    out = []
+    for r in rows:
+        info = systems.get(r["system"]) or {}
+        out.append({"system": r["system"], "id": str(info.get("id", "")), **{k: v for k, v in r.items() if k != "system"}})
+    return out
+
+
+def comparison_csv(cmp: Comparison, context: dict[str, Any] | None = None) -> str:
     import pandas as pd
 
-    return pd.DataFrame(summary_rows(cmp)).to_csv(index=False)
+    return pd.DataFrame(with_ids(summary_rows(cmp), context)).to_csv(index=False)
 
 
 def comparison_figures(cmp: Comparison, histories: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
@@ -109,7 +152,7 @@ def comparison_figures(cmp: Comparison, histories: dict[str, list[dict[str, Any]
     return figs
 
 
-def _table_html(rows: list[dict[str, Any]]) -> str:
+def _table_html(rows: list[dict[str, Any]], css: str | None = None) -> str:
     if not rows:
         return "<p>(no rows)</p>"
     cols = list(rows[0])
@@ -123,10 +166,93 @@ def _table_html(rows: list[dict[str, Any]]) -> str:
         cells = []
         for c in cols:
             v = r.get(c, "")
-            cls = ' class="sig"' if c.endswith("significant") and v == "yes" else ""
+            cls = ""
+            if c.endswith("significant") and str(v).startswith(("yes", "hit@", "MRR@")):
+                cls = ' class="sigbad"' if "worse" in str(v) else ' class="sig"'
             cells.append(f"<td{cls}>{html.escape(str(v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    cls = f' class="{css}"' if css else ""
+    return f"<div class='scroll'><table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+
+
+def _short(name: str, n: int = 42) -> str:
+    return name if len(name) <= n else name[: n - 1] + "\u2026"
+
+
+def summary_figure(cmp: Comparison, context: dict[str, Any] | None = None):
+    """The summary's one chart: change in hit@k and MRR@k against the baseline, in points, with
+    95% CI error bars, one row per system (checkpoints left to the appendix). None when there is
+    nothing to compare with."""
+    import plotly.graph_objects as go
+
+    from .summary import main_systems
+
+    names = main_systems(cmp, context)
+    if not names:
+        return None
+    k = cmp.top_k
+    fig = go.Figure()
+    for metric, label, color in ((f"hit@{k}", f"hit@{k} (points)", "#16a34a"), (f"mrr@{k}", f"MRR@{k} (\u00d7100)", "#2563eb")):
+        sig = [cmp.significance[n][metric] for n in names]
+        d = [100 * x["delta"] for x in sig]
+        fig.add_bar(
+            name=label, orientation="h", y=[_short(n) for n in names], x=d, marker_color=color,
+            error_x=dict(type="data", symmetric=False, array=[100 * x["ci_high"] - v for x, v in zip(sig, d)],
+                         arrayminus=[v - 100 * x["ci_low"] for x, v in zip(sig, d)], color="#111827", thickness=1.5),
+            text=[f"{v:+.1f}" for v in d], textposition="outside", cliponaxis=False,
+            customdata=[[n, 100 * x["ci_low"], 100 * x["ci_high"]] for n, x in zip(names, sig)],
+            hovertemplate="%{customdata[0]}<br>" + label + ": %{x:+.1f} (95% CI %{customdata[1]:+.1f} to %{customdata[2]:+.1f})<extra></extra>",
+        )
+    fig.add_vline(x=0, line_color="#111827", line_width=1)
+    fig.update_layout(
+        barmode="group", title=f"Change against the {cmp.baseline}, with 95% confidence intervals",
+        xaxis_title="change in points (0 = same as the base model)", yaxis=dict(autorange="reversed"),
+        height=170 + 70 * len(names), legend=dict(orientation="h", y=-0.25), margin=dict(l=10, r=30, t=50, b=10),
+    )
+    return fig
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _caveats_html(items: list[dict[str, str]]) -> str:
+    return "".join(f"<div class='caveat {_esc(c['level'])}'>{_esc(c['text'])}</div>" for c in items)
+
+
+def _dl_html(items: list[tuple[str, str]]) -> str:
+    return "<dl class='prov'>" + "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in items) + "</dl>"
+
+
+def _details(summary: str, body: str, open_: bool = False) -> str:
+    return f"<details{' open' if open_ else ''}><summary>{_esc(summary)}</summary><div class='inner'>{body}</div></details>"
+
+
+def _leakage_html(context: dict[str, Any] | None) -> str:
+    from .summary import leakage_entries, overlap_text
+
+    parts = []
+    for entry, rep in leakage_entries(context):
+        who = ", ".join(entry.get("systems") or [])
+        train = (entry.get("train_set") or {}).get("name", "")
+        if rep is None:
+            parts.append(f"<p><b>{_esc(who)}</b>: {_esc(entry.get('error') or 'not checked')}</p>")
+            continue
+        parts.append(f"<p><b>{_esc(who)}</b>, trained on <b>{_esc(train)}</b> ({rep.n_train} questions): "
+                     f"{_esc(overlap_text(rep))}.</p>")
+        if rep.examples:
+            parts.append(_table_html([{"evaluation question": e["eval"], "training question": e["train"],
+                                       "cosine": e["cosine"]} for e in rep.examples], css="text"))
+    return "".join(parts)
+
+
+def _settings_html(context: dict[str, Any] | None) -> str:
+    rows = []
+    for name, info in ((context or {}).get("systems") or {}).items():
+        settings = info.get("settings") or {}
+        rows.append({"system": name, "kind": info.get("kind", ""), "id": info.get("id", ""),
+                     "settings": ", ".join(f"{k}={v}" for k, v in settings.items()) or "\u2014"})
+    return _table_html(rows, css="text") if rows else ""
 
 
 def html_report(
@@ -134,50 +260,100 @@ def html_report(
     histories: dict[str, list[dict[str, Any]]] | None = None,
     title: str = "AdapterLab retrieval report",
     notes: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
 ) -> str:
-    """One self-contained HTML page: summary, table, charts (plotly.js inlined), method notes."""
-    figs = comparison_figures(cmp, histories)
-    parts = []
-    first = True
-    for fig in figs.values():
-        parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if first else False))
-        first = False
-    rows = summary_rows(cmp)
-    best = max((r for r in rows if r["system"] != cmp.baseline), key=lambda r: r[f"mrr@{cmp.top_k}"], default=None)
-    headline = ""
-    if best is not None:
-        sig = best.get(f"mrr@{cmp.top_k} significant") == "yes"
-        headline = (
-            f"<p class='headline'>Best system: <b>{html.escape(best['system'])}</b>, MRR@{cmp.top_k} "
-            f"{best[f'mrr@{cmp.top_k}']:.3f} vs {cmp.baseline} "
-            f"{next(r for r in rows if r['system'] == cmp.baseline)[f'mrr@{cmp.top_k}']:.3f} "
-            f"(Δ {best[f'Δ mrr@{cmp.top_k}']:+.3f}, 95% CI {best[f'Δ mrr@{cmp.top_k} 95% CI']}, "
-            f"{'significant' if sig else 'not significant'} at p &lt; {cmp.alpha}).</p>"
-        )
-    meta = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in (notes or {}).items())
+    """One self-contained HTML page a stakeholder reads in a minute (plotly.js inlined).
+
+    First screen: what was measured (evaluation set, question sources, documents, base model,
+    date), the caveats that apply (leakage in red, selection on the evaluation set, pseudo-queries),
+    one sentence per system, a compact table, and one chart with error bars. Then an appendix in
+    ``<details>`` sections: every metric with p-values and tests, the checkpoints, training curves,
+    the leakage check, run settings and ``notes``.
+    """
+    from .summary import caveats, checkpoint_rows, compact_rows, provenance_items, summary_sentences, system_provenance
+
+    js_done = False
+
+    def fig_html(fig) -> str:
+        nonlocal js_done
+        out = fig.to_html(full_html=False, include_plotlyjs=False if js_done else "inline", config={"displaylogo": False})
+        js_done = True
+        return out
+
+    k = cmp.top_k
+    sentences = "".join(f"<li>{_esc(s)}</li>" for s in summary_sentences(cmp, context))
+    chart = summary_figure(cmp, context)
+    chart_html = fig_html(chart) if chart is not None else ""  # first: it carries plotly.js for the rest
+    provenance = system_provenance(cmp, context)
+    main_prov = [p for p in provenance if not (((context or {}).get("systems") or {}).get(p["system"]) or {}).get("checkpoint")]
+    appendix = []
+    m = len([n for n in cmp.results if n != cmp.baseline])
+    appendix.append(_details(
+        "Every metric, p-values and tests",
+        _table_html(metric_detail_rows(cmp, context))
+        + f"<p class='small'>hit@k: a relevant chunk is in the top k. MRR@k: 1/rank of the first relevant chunk within the "
+          f"top k, else 0. nDCG@10 and recall@k as usual. \u0394 is against <b>{_esc(cmp.baseline)}</b>, with a paired "
+          "bootstrap 95% confidence interval over questions. Tests: exact McNemar for hit@k, Wilcoxon signed-rank for the "
+          f"graded metrics. p (Holm): Holm's step-down adjustment over the {m} system(s) compared with the baseline, one "
+          f"family per metric; \u201csignificant\u201d means p (Holm) &lt; {cmp.alpha}.</p>"))
+    ck_rows = checkpoint_rows(cmp, context)
+    if ck_rows:
+        appendix.append(_details(f"Checkpoints ({len(ck_rows)}): compared on the evaluation set", _table_html(ck_rows)
+                                 + "<p class='small'>Picking the best checkpoint on the set it is measured on overstates "
+                                   "its gain: confirm the choice on questions it was not picked on.</p>"))
+    figs = comparison_figures(cmp, histories) if histories else {}
+    if "curves" in figs:
+        appendix.append(_details("Training curves", fig_html(figs["curves"])
+                                 + "<p class='small'>Epoch 0 is the untrained identity (the base model): a curve that "
+                                   "peaks and falls shows over-training.</p>"))
+    leak = _leakage_html(context)
+    if leak:
+        appendix.append(_details("Leakage check: training sets against the evaluation set", leak))
+    ck_prov = [p for p in provenance if p not in main_prov]
+    settings = _settings_html(context) + (_table_html(ck_prov, css="text") if ck_prov else "")
+    meta = "".join(f"<li><b>{_esc(kk)}</b>: {_esc(v)}</li>" for kk, v in (notes or {}).items())
+    if meta:
+        settings += f"<ul>{meta}</ul>"
+    if settings:
+        appendix.append(_details("Run settings and ids", settings))
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>
 <style>
-body {{ font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2rem auto; max-width: 1100px; color: #1f2937; }}
-table {{ border-collapse: collapse; font-size: 0.85rem; margin: 1rem 0; }}
+body {{ font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 1.5rem auto; max-width: 1100px; color: #1f2937; padding: 0 1rem; }}
+h1 {{ font-size: 1.6rem; margin: 0 0 .5rem; }} h2 {{ font-size: 1.2rem; margin: 1.4rem 0 .5rem; }}
+table {{ border-collapse: collapse; font-size: 0.85rem; margin: .6rem 0; }}
 th, td {{ border: 1px solid #d1d5db; padding: 4px 8px; text-align: right; }}
 th {{ background: #f3f4f6; }} td:first-child, th:first-child {{ text-align: left; }}
-td.sig {{ background: #dcfce7; font-weight: 600; }}
-.headline {{ font-size: 1.1rem; background: #eff6ff; padding: .75rem 1rem; border-radius: 6px; }}
+table.compact {{ font-size: 0.95rem; }} table.text td, table.text th {{ text-align: left; }}
+td.sig {{ background: #dcfce7; font-weight: 600; }} td.sigbad {{ background: #fee2e2; font-weight: 600; }}
+.summary {{ font-size: 1.05rem; background: #eff6ff; padding: .6rem 1rem .6rem 2rem; border-radius: 6px; margin: .6rem 0; }}
+.summary li {{ margin: .25rem 0; }}
+.caveat {{ padding: .5rem .8rem; border-radius: 4px; margin: .4rem 0; font-size: .92rem; border-left: 5px solid; }}
+.caveat.error {{ background: #fef2f2; border-color: #dc2626; color: #7f1d1d; font-weight: 600; }}
+.caveat.warning {{ background: #fffbeb; border-color: #d97706; color: #78350f; }}
+.caveat.info {{ background: #f0f9ff; border-color: #0284c7; color: #0c4a6e; }}
+dl.prov {{ display: grid; grid-template-columns: max-content 1fr; gap: .15rem 1rem; font-size: .9rem; margin: .4rem 0; }}
+dl.prov dt {{ font-weight: 600; color: #374151; }} dl.prov dd {{ margin: 0; }}
+div.scroll {{ overflow-x: auto; }}
+details {{ border: 1px solid #e5e7eb; border-radius: 6px; margin: .5rem 0; padding: .4rem .8rem; }}
+details summary {{ cursor: pointer; font-weight: 600; }}
 .small {{ color: #6b7280; font-size: .85rem; }}
 </style></head><body>
-<h1>{html.escape(title)}</h1>
-<p class="small">Evaluation set: {html.escape(cmp.dataset_name)} · {len(cmp.results[cmp.baseline].query_ids)} queries · k = {cmp.top_k} · generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>
-{headline}
-<h2>Results</h2>
-{_table_html(rows)}
-<p class="small">hit@k: a relevant chunk is in the top k. MRR@k: 1/rank of the first relevant chunk within the top k, else 0.
-nDCG@10 and recall@k as usual. Δ is against <b>{html.escape(cmp.baseline)}</b>, with a paired bootstrap 95% confidence
-interval over queries; p-values: exact McNemar test for hit@k, Wilcoxon signed-rank for the graded metrics.</p>
-<h2>Charts</h2>
-{''.join(parts)}
-{f'<h2>Settings</h2><ul>{meta}</ul>' if meta else ''}
+<h1>{_esc(title)}</h1>
+{_dl_html(provenance_items(cmp, context))}
+{_caveats_html(caveats(cmp, context))}
+<h2>Summary</h2>
+<ul class="summary">{sentences}</ul>
+{_table_html(compact_rows(cmp, context), css="compact")}
+<p class="small">hit@{k}: the right passage is among the first {k} results. \u0394: change against the {_esc(cmp.baseline)}
+in percentage points (hit) or MRR units, with its 95% confidence interval. Significant: p &lt; {cmp.alpha} after Holm's adjustment
+for the {m} comparison(s).</p>
+{chart_html}
+{('<h2>Where each adapter comes from</h2>' + _table_html(main_prov, css="text")) if main_prov else ''}
+<h2>Appendix</h2>
+{''.join(appendix)}
 </body></html>"""
+
 
 MAX_STEP_POINTS = 1500
 

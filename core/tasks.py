@@ -9,10 +9,12 @@ Systems to compare are plain dicts (``SystemSpec``)::
 
     {"kind": "base"}                                   # the base embedder
     {"kind": "api", "spec": "openai:text-embedding-3-small"}
-    {"kind": "run", "run_id": "run-..."}               # a run's final (best) adapter, or its
-                                                       # fine-tuned model (a "finetune" run)
+    {"kind": "run", "run_id": "run-..."}               # a run's final (best) adapter
     {"kind": "checkpoint", "run_id": "run-...", "step": 120}
     {"kind": "adapter_dir", "path": "/path/to/adapter", "name": "mine"}
+
+Optional keys: ``name`` (a display name), ``adapter_cls`` and ``train_dataset`` (a training set
+file, for the leakage check) on ``adapter_dir``, ``step`` on an ``adapter_dir`` checkpoint.
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ def start_generation(jm: JobManager, ws: Workspace, generator: str = "offline", 
         raise ValueError(f"unknown generator {generator!r}: use 'offline' or 'llm'")
 
     def job(ctx: JobContext) -> dict:
+        from .provenance import record_generator
+
+        record_generator(ws, gen, questions_per_chunk)  # so evaluation sets can name the LLM
         return q.generate_questions(ws, gen, questions_per_chunk=questions_per_chunk, doc_ids=doc_ids,
                                     progress=ctx.progress, cancel=ctx.cancel_event)
 
@@ -99,13 +104,12 @@ def start_generation(jm: JobManager, ws: Workspace, generator: str = "offline", 
 
 
 def start_training(jm: JobManager, ws: Workspace, config, dataset_id: str, val_dataset_id: str | None = None,
-                   eval_dataset_id: str | None = None, embedder: str = "default", name: str | None = None, api_key: str | None = None,
+                   embedder: str = "default", name: str | None = None, api_key: str | None = None,
                    embedder_options: dict[str, Any] | None = None) -> tuple[str, str]:
     """Create a run and train it in the background (runs queue one after another). Returns (job id, run id)."""
     from .runs import create_run, execute_run
 
-    run_id = create_run(ws, config, dataset_id=dataset_id, val_dataset_id=val_dataset_id,
-                        eval_dataset_id=eval_dataset_id, embedder=embedder,
+    run_id = create_run(ws, config, dataset_id=dataset_id, val_dataset_id=val_dataset_id, embedder=embedder,
                         embedder_options=embedder_options, name=name)
 
     def job(ctx: JobContext) -> dict:
@@ -150,48 +154,113 @@ def finetune_system(ws: Workspace, run: dict, name: str | None = None) -> tuple[
     return f"{name or run['name']} · {cost_label(n)}", emb
 
 
-def build_systems(ws: Workspace, systems: list[SystemSpec], embedder: str = "default", api_key: str | None = None,
-                  api_base_url: str | None = None) -> dict[str, Any]:
-    """Name -> embedder for :func:`core.evaluation.compare`; the base embedder is always first."""
-    from .adapters import load_adapter
-    from .embedders import AdapterEmbedder
-    from .runs import adapter_dir, get_run
+def embedder_name(spec: str | None) -> str:
+    """A short name a person reads for an embedder spec: 'all-MiniLM-L6-v2', 'text-embedding-3-small (API)'."""
+    spec = (spec or "default").strip()
+    if spec.startswith("st:"):
+        spec = spec[3:]
+    if spec in ("", "default"):
+        return "all-MiniLM-L6-v2"
+    if spec.startswith("openai:"):
+        return f"{spec.split(':', 1)[1].strip()} (API)"
+    return Path(spec.rstrip("/\\")).name or spec
 
-    # the key/URL also serve a base that is itself an API embedder (adapters trained on API vectors)
-    base = _embedder(ws, embedder, api_key=api_key, base_url=api_base_url)
-    out: dict[str, Any] = {f"base ({getattr(base, 'label', embedder)})": base}
+
+def named_specs(ws: Workspace, systems: list[SystemSpec], embedder: str = "default") -> list[tuple[str, SystemSpec]]:
+    """(display name, spec) for the base embedder and each system, in order: names a person reads
+    (the run's name, 'name @ step N' for a checkpoint), made unique; ids stay in the specs."""
+    from .runs import get_run
+
+    out: list[tuple[str, SystemSpec]] = [(f"base ({embedder_name(embedder)})", {"kind": "base", "spec": embedder})]
+    used = {out[0][0]}
     for s in systems:
         kind = s.get("kind")
         if kind == "base":
             continue
         if kind == "api":
-            out[s["spec"]] = _embedder(ws, s["spec"], api_key=api_key, base_url=api_base_url)
-        elif kind == "run":
+            name = s.get("name") or embedder_name(s["spec"])
+        elif kind in ("run", "checkpoint"):
             run = get_run(ws, s["run_id"])
-            if run is None:
+            if run is None and kind == "run":
                 raise ValueError(f"run {s['run_id']} no longer exists")
-            if run["kind"] == "finetune":
-                label, emb = finetune_system(ws, run)
-                out[s.get("name") or label] = emb
-                continue
-            out[s.get("name") or run["name"]] = AdapterEmbedder(base, load_adapter(adapter_dir(ws, s["run_id"])))
-        elif kind == "checkpoint":
-            run = get_run(ws, s["run_id"])
-            path = adapter_dir(ws, s["run_id"]) / "checkpoints" / f"step_{int(s['step'])}"
-            label = s.get("name") or f"{run['name'] if run else s['run_id']} @ step {s['step']}"
-            out[label] = AdapterEmbedder(base, load_adapter(path))
+            run_name = run["name"] if run else s["run_id"]
+            name = s.get("name") or (run_name if kind == "run" else f"{run_name} @ step {int(s['step'])}")
+            if kind == "run" and run.get("kind") == "finetune" and not s.get("name"):
+                from .finetune import cost_label
+
+                name = f"{run_name} · {cost_label(((run.get('result') or {}).get('cost') or {}).get('chunks_to_reembed'))}"
         elif kind == "adapter_dir":
-            out[s.get("name") or Path(s["path"]).name] = AdapterEmbedder(base, load_adapter(s["path"]))
+            name = s.get("name") or Path(s["path"]).name
         else:
             raise ValueError(f"unknown system kind {kind!r}")
+        if name in used:  # two runs with one name: tell them apart by id
+            suffix = (s.get("run_id") or "")[-6:] or str(len(used) + 1)
+            name = f"{name} ({suffix})"
+            while name in used:
+                name += "'"
+        used.add(name)
+        out.append((name, s))
     return out
+
+
+def build_systems(ws: Workspace, systems: list[SystemSpec], embedder: str = "default", api_key: str | None = None,
+                  api_base_url: str | None = None, embedder_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Name -> embedder for :func:`core.evaluation.compare`; the base embedder is always first.
+    Names are :func:`named_specs`'s."""
+    from .adapters import load_adapter
+    from .embedders import AdapterEmbedder
+    from .runs import adapter_dir, get_run
+
+    # the key/URL also serve a base that is itself an API embedder (adapters trained on API vectors)
+    base = _embedder(ws, embedder, api_key=api_key, base_url=api_base_url, **(embedder_options or {}))
+    out: dict[str, Any] = {}
+    for name, s in named_specs(ws, systems, embedder=embedder):
+        kind = s.get("kind")
+        if kind == "base":
+            out[name] = base
+        elif kind == "api":
+            out[name] = _embedder(ws, s["spec"], api_key=api_key, base_url=api_base_url)
+        elif kind == "run":
+            run = get_run(ws, s["run_id"])
+            if run.get("kind") == "finetune":  # its own model: the evaluation corpus is embedded with it
+                out[name] = finetune_system(ws, run, name=name)[1]
+                continue
+            out[name] = AdapterEmbedder(base, load_adapter(adapter_dir(ws, s["run_id"])), name=name)
+        elif kind == "checkpoint":
+            path = adapter_dir(ws, s["run_id"]) / "checkpoints" / f"step_{int(s['step'])}"
+            out[name] = AdapterEmbedder(base, load_adapter(path), name=name)
+        elif kind == "adapter_dir":
+            out[name] = AdapterEmbedder(base, load_adapter(s["path"], adapter_cls=s.get("adapter_cls")), name=name)
+    return out
+
+
+def evaluate_with_context(ws: Workspace, ds, dataset_name: str, systems: list[SystemSpec], top_k: int = 5,
+                          embedder: str = "default", api_key: str | None = None, api_base_url: str | None = None,
+                          embedder_options: dict[str, Any] | None = None, dataset_id: str | None = None,
+                          dataset_path: str | None = None, exclude_leaked: str | None = None, progress=None):
+    """Compare the systems on ``ds`` and describe what was measured (:mod:`core.provenance`).
+
+    ``exclude_leaked`` (``questions`` or ``chunks``) drops the evaluation questions leaked from
+    any adapter's training set before the statistics. Returns ``(comparison, context)``.
+    """
+    from .evaluation import compare
+    from .provenance import build_context, exclude_leaked as drop_leaked
+
+    named = named_specs(ws, systems, embedder=embedder)
+    built = build_systems(ws, systems, embedder=embedder, api_key=api_key, api_base_url=api_base_url,
+                          embedder_options=embedder_options)
+    cmp = compare(ds, built, baseline=next(iter(built)), top_k=top_k, dataset_name=dataset_name, progress=progress)
+    context = build_context(ws, ds, dataset_name, named, next(iter(built.values())), dataset_id=dataset_id,
+                            path=dataset_path, top_k=top_k)
+    if exclude_leaked:
+        cmp, context = drop_leaked(cmp, context, exclude_leaked)
+    return cmp, context
 
 
 def start_evaluation(jm: JobManager, ws: Workspace, dataset_id: str, systems: list[SystemSpec], top_k: int = 5,
                      embedder: str = "default", api_key: str | None = None, api_base_url: str | None = None,
-                     name: str | None = None) -> str:
+                     name: str | None = None, exclude_leaked: str | None = None) -> str:
     """Compare systems on a workspace dataset in the background. Result: ``{"eval_id": ...}``."""
-    from .evaluation import compare
     from .questions import list_datasets, load_dataset
     from .reports import save_comparison
 
@@ -201,12 +270,14 @@ def start_evaluation(jm: JobManager, ws: Workspace, dataset_id: str, systems: li
 
     def job(ctx: JobContext) -> dict:
         ds = load_dataset(ws, dataset_id)
-        named = build_systems(ws, systems, embedder=embedder, api_key=api_key, api_base_url=api_base_url)
         ctx.progress(0, 1, "embedding the evaluation set (cached texts are free)")
-        cmp = compare(ds, named, baseline=next(iter(named)), top_k=top_k, dataset_name=meta["name"], progress=ctx.progress)
+        cmp, context = evaluate_with_context(ws, ds, meta["name"], systems, top_k=top_k, embedder=embedder,
+                                             api_key=api_key, api_base_url=api_base_url, dataset_id=dataset_id,
+                                             exclude_leaked=exclude_leaked, progress=ctx.progress)
         run_ids = [s["run_id"] for s in systems if s.get("kind") in ("run", "checkpoint")]
         eval_id = save_comparison(ws, cmp, name=name or meta["name"],
-                                  extra={"dataset_id": dataset_id, "systems": systems, "run_ids": run_ids, "embedder": embedder})
+                                  extra={"dataset_id": dataset_id, "systems": systems, "run_ids": run_ids,
+                                         "embedder": embedder, "context": context})
         return {"eval_id": eval_id}
 
     return jm.submit("evaluate", f"Compare {len(systems)} system(s) on {meta['name']}", job,

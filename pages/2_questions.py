@@ -8,6 +8,7 @@ import streamlit as st
 from core.datasets import DatasetError
 from core.documents import list_documents
 from core.llm import ENV_BASE_URL, LLMSettings, estimate_generation, key_status
+from core.real_queries import import_real_queries, save_real_queries
 from core.questions import (
     DEFAULT_PROMPT_TEMPLATE, OFFLINE_LIMITS, build_dataset, dedupe_workspace_questions, delete_dataset,
     delete_questions, import_dataset, list_datasets, list_questions, load_dataset, question_source_counts,
@@ -306,3 +307,29 @@ with tab_io:
             else:
                 widgets.flash(f"Imported {name.strip() or up.name}.")
                 st.rerun()
+
+    with st.container(border=True):
+        st.markdown("**Import your real queries (CSV): the best evaluation set**")
+        st.caption("Columns: `query`, and either `relevant_text` (a passage of the document: matched to its chunks "
+                   "by exact text, word overlap or meaning) or `page` with `document` (the file name: every chunk "
+                   "of that page counts). Rows that cannot be matched are listed, never guessed. The queries become "
+                   "an evaluation set only: they are never used for training.")
+        rq = st.file_uploader("Queries CSV", type=["csv", "txt"], key="real_queries_file")
+        rq_name = st.text_input("Name", key="real_queries_name", placeholder="e.g. support questions (real)")
+        if st.button("Import queries", key="real_queries_start", disabled=rq is None or no_chunks,
+                     icon=":material/upload:"):
+            label = rq_name.strip() or f"{rq.name} (real queries)"
+            try:
+                with st.spinner("Matching the queries to chunks…"):
+                    ds, report = import_real_queries(ws, rq.getvalue(), embedder="default", source=rq.name)
+                save_real_queries(ws, ds, label, report)
+            except (DatasetError, ValueError) as exc:
+                st.error(f"Could not import {rq.name}: {exc}")
+            else:
+                st.session_state["real_queries_report"] = {"summary": report.summary(), "unmatched": report.unmatched}
+                widgets.flash(f"Imported **{label}** as an evaluation set: {report.summary()}.")
+                st.rerun()
+        last = st.session_state.get("real_queries_report")
+        if last and last["unmatched"]:
+            st.warning(f"Last import: {last['summary']}. These rows could not be matched:")
+            st.dataframe(last["unmatched"], hide_index=True, width="stretch", key="real_queries_unmatched")

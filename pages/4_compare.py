@@ -1,18 +1,29 @@
 """Step 4 · Compare: base embedder vs API embedder vs adapters and checkpoints on an evaluation
-set; metrics with deltas, confidence intervals and significance; charts; per-query drill-down;
-HTML report and CSV export."""
+set. The results read like the report: what was measured and its caveats, one sentence per
+system, a compact table and one chart; then the details (every metric with p-values, checkpoints,
+training curves, the leakage check), the per-query drill-down, HTML report and CSV export."""
 
 import streamlit as st
 
 from core.evaluation import NDCG_K
 from core.finetune import cost_label
+from core.provenance import comparison_context, exclude_leaked, leaked_ids
 from core.questions import list_datasets, load_dataset
-from core.reports import comparison_csv, comparison_figures, html_report, list_comparisons, load_comparison, summary_rows
+from core.reports import (
+    comparison_csv, comparison_figures, html_report, list_comparisons, load_comparison, save_comparison, summary_figure,
+    summary_rows, update_comparison_extra,
+)
+from core.summary import (
+    caveats, checkpoint_rows, compact_rows, leakage_entries, overlap_text, provenance_items, summary_sentences,
+    system_provenance,
+)
 from core.runs import get_run, has_adapter, has_model, list_runs, read_history, run_checkpoints
 from core.tasks import start_evaluation
 from core.workspace import safe_display_name
 from ui import state, widgets
-from ui.helpers import comparison_label, dataset_label, drilldown_rows, fmt_delta_cell, pick_default, preview, ranked_above
+from ui.helpers import (
+    comparison_label, dataset_label, drilldown_rows, fmt_delta_cell, md_text, pick_default, preview, ranked_above,
+)
 
 ws, jm = widgets.page_header(
     "Compare",
@@ -87,11 +98,15 @@ if datasets:
             if not usable and not runs:
                 st.caption("No trained adapter yet: you can still measure the base embedder.")
         name = st.text_input("Comparison name (optional)", key="eval_name", placeholder=labels[ds_id].split(" · ")[0])
+        leave_out = st.checkbox("Leave out evaluation questions that repeat an adapter's training questions",
+                                key="eval_exclude", help="Identical or near-identical (cosine ≥ 0.95 on the base "
+                                "model's vectors) to a question of any compared adapter's training set.")
         busy = widgets.any_active("evaluate")
         if st.button("Run comparison", key="eval_start", type="primary", disabled=busy, icon=":material/play_arrow:"):
             try:
                 start_evaluation(jm, ws, ds_id, systems, top_k=int(k), embedder=embedder,
-                                 api_key=state.session_api_key(), name=(name or "").strip() or None)
+                                 api_key=state.session_api_key(), name=(name or "").strip() or None,
+                                 exclude_leaked="questions" if leave_out else None)
             except ValueError as exc:
                 st.error(str(exc))
             else:
@@ -110,6 +125,8 @@ if not comparisons:
 
 st.subheader("Results")
 views = {c["id"]: comparison_label(c) for c in comparisons}
+if st.session_state.get("eval_view_next") in views:  # a comparison made on this page below: show it
+    st.session_state["eval_view"] = st.session_state.pop("eval_view_next")
 if st.session_state.get("eval_view") not in views:
     st.session_state["eval_view"] = comparisons[0]["id"]
 view = st.selectbox("Comparison", list(views), format_func=views.get, key="eval_view")
@@ -118,53 +135,103 @@ try:
 except (KeyError, OSError, ValueError) as exc:
     st.error(f"This comparison cannot be read: {exc}")
     st.stop()
+context = comparison_context(ws, cmp, extra)
+if not extra.get("context") and context.get("systems"):  # saved before contexts existed: keep the rebuilt one
+    update_comparison_extra(ws, view, {**extra, "context": context})
 
 kk = cmp.top_k
+LEVELS = {"error": st.error, "warning": st.warning, "info": st.info}
+
+# what was measured, and what could make it mislead
+with st.container(border=True):
+    st.markdown("  \n".join(f"**{label}:** {md_text(text)}" for label, text in provenance_items(cmp, context)))
+for c in caveats(cmp, context):
+    LEVELS.get(c["level"], st.info)(md_text(c["text"]))
+n_dup, n_all = len(leaked_ids(context, "questions")), len(leaked_ids(context, "chunks"))
+n_dup, n_all = (n if n < cmp.n_queries else 0 for n in (n_dup, n_all))  # all leaked: nothing left to re-run on
+if (n_dup or n_all) and not context.get("excluded"):
+    x1, x2 = st.columns(2)
+    modes = []
+    if n_dup:
+        modes.append(("questions", x1.button(f"Re-run without the {n_dup} repeated question(s)", key="eval_exclude_q",
+                                             icon=":material/filter_alt:",
+                                             help="Identical or near-identical to a training question of a compared adapter.")))
+    if n_all > n_dup:
+        modes.append(("chunks", x2.button(f"Re-run without the {n_all} question(s) about trained passages",
+                                          key="eval_exclude_c", icon=":material/filter_alt:",
+                                          help="Also every question whose passage an adapter trained on: "
+                                               "what is left measures new passages only.")))
+    for mode, clicked in modes:
+        if clicked:
+            try:
+                new_cmp, new_ctx = exclude_leaked(cmp, context, mode)
+            except ValueError as exc:
+                st.error(str(exc))
+            else:
+                name = next((c["name"] for c in comparisons if c["id"] == view), cmp.dataset_name)
+                st.session_state["eval_view_next"] = save_comparison(
+                    ws, new_cmp, name=f"{name} (without leaked questions)", extra={**extra, "context": new_ctx})
+                st.rerun()
+
+# the one-minute summary: one sentence per system, a compact table, one chart
+st.markdown("\n".join(f"- {md_text(line)}" for line in summary_sentences(cmp, context)))
+st.dataframe(compact_rows(cmp, context), hide_index=True, width="stretch", key="eval_summary")
+st.caption(f"Δ: change against the baseline in percentage points (hit@{kk}) or MRR units, with its 95% confidence "
+           f"interval. Significant: p < {cmp.alpha} after Holm's adjustment for the systems compared.")
+fig = summary_figure(cmp, context)
+if fig is not None:
+    st.plotly_chart(fig, key="eval_fig_summary", width="stretch")
+prov = [p for p in system_provenance(cmp, context)
+        if not ((context.get("systems") or {}).get(p["system"]) or {}).get("checkpoint")]
+if prov:
+    st.markdown("**Where each adapter comes from**")
+    st.dataframe(prov, hide_index=True, width="stretch", key="eval_provenance")
+
+# details
+st.subheader("Details")
 rows = summary_rows(cmp)
-base_row = next(r for r in rows if r["system"] == cmp.baseline)
-st.caption(f"Evaluation set: **{cmp.dataset_name}** · {base_row['queries']} questions · k = {kk} · "
-           f"baseline: **{cmp.baseline}**")
-
-# headline cards: one per system
-cards = st.columns(min(len(rows), 4))
-for i, r in enumerate(rows[:8]):
-    col = cards[i % len(cards)]
-    delta = r.get(f"Δ mrr@{kk}")
-    sig = r.get(f"mrr@{kk} significant")
-    col.metric(f"{r['system']}: MRR@{kk}", f"{r[f'mrr@{kk}']:.3f}",
-               delta=None if delta is None else f"{delta:+.3f}" + (" (significant)" if sig == "yes" else " (n.s.)"),
-               delta_color="normal" if delta is not None and abs(delta) >= 5e-4 else "off",  # no green arrow for ±0
-               help=f"hit@{kk} {r[f'hit@{kk}']:.3f} · nDCG@{NDCG_K} {r[f'ndcg@{NDCG_K}']:.3f}")
-
-main_cols = ["system", "queries", f"hit@{kk}", f"mrr@{kk}", f"ndcg@{NDCG_K}", f"recall@{kk}"]
-delta_cols = [c for m in (f"hit@{kk}", f"mrr@{kk}", f"ndcg@{NDCG_K}")
-              for c in (f"Δ {m}", f"Δ {m} 95% CI", f"{m} p", f"{m} significant")]
-table = [{**{c: r.get(c) for c in main_cols}, **{c: fmt_delta_cell(c, r.get(c)) for c in delta_cols}} for r in rows]
-st.dataframe(table, hide_index=True, width="stretch", key="eval_table",
-             column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in main_cols[2:]})
-st.caption("Δ is against the baseline. Significant = p < 0.05 (exact McNemar test for hit@k, Wilcoxon signed-rank "
-           "for MRR and nDCG). A CI that contains 0 means the difference may be noise: generate more questions.")
+with st.expander("Every metric, p-values and tests", icon=":material/table:"):
+    main_cols = ["system", "queries", f"hit@{kk}", f"mrr@{kk}", f"ndcg@{NDCG_K}", f"recall@{kk}"]
+    delta_cols = [c for m in (f"hit@{kk}", f"mrr@{kk}", f"ndcg@{NDCG_K}")
+                  for c in (f"Δ {m}", f"Δ {m} 95% CI", f"{m} p", f"{m} p (Holm)", f"{m} significant")]
+    ids = {n: str(((context.get("systems") or {}).get(n) or {}).get("id", "")) for n in cmp.results}
+    table = [{**{c: r.get(c) for c in main_cols}, **{c: fmt_delta_cell(c, r.get(c)) for c in delta_cols},
+              "id": ids.get(r["system"], "")} for r in rows]
+    st.dataframe(table, hide_index=True, width="stretch", key="eval_table",
+                 column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in main_cols[2:]})
+    st.caption(f"Δ is against the baseline, with a paired bootstrap 95% CI. p: exact McNemar test for hit@k, Wilcoxon "
+               f"signed-rank for MRR and nDCG; p (Holm): adjusted for the {max(len(rows) - 1, 1)} system(s) compared; "
+               f"significant = p (Holm) < {cmp.alpha}. A CI that contains 0 means the difference may be noise.")
+cks = checkpoint_rows(cmp, context)
+if cks:
+    with st.expander(f"Checkpoints ({len(cks)}): compared on this evaluation set", icon=":material/flag:"):
+        st.dataframe(cks, hide_index=True, width="stretch", key="eval_ckpt_table")
+        st.caption("Picking the best checkpoint on the set it is measured on overstates its gain: confirm the choice "
+                   "on questions it was not picked on.")
 
 histories = {}
 for rid in dict.fromkeys(extra.get("run_ids") or []):
     r = get_run(ws, rid)
     if r is not None:
         histories[r["name"]] = read_history(ws, rid)
-figs = comparison_figures(cmp, histories)
-t1, t2, t3 = st.tabs(["Metrics", "Change vs baseline", "Training curves"])
-with t1:
-    st.plotly_chart(figs["metrics"], key="eval_fig_metrics", width="stretch")
-with t2:
-    if "deltas" in figs:
-        st.plotly_chart(figs["deltas"], key="eval_fig_deltas", width="stretch")
-    else:
-        st.caption("Only the baseline was evaluated: nothing to compare it with.")
-with t3:
+with st.expander("Training curves", icon=":material/show_chart:"):
+    figs = comparison_figures(cmp, histories)
     if "curves" in figs and histories:
         st.plotly_chart(figs["curves"], key="eval_fig_curves", width="stretch")
         st.caption("Epoch 0 is the untrained identity (the base model): a curve that peaks and falls shows over-training.")
     else:
         st.caption("No training run in this comparison.")
+leaks = leakage_entries(context)
+if leaks:
+    with st.expander("Leakage check: training sets against the evaluation set", icon=":material/water_drop:"):
+        for entry, rep in leaks:
+            who = ", ".join(entry.get("systems") or [])
+            train = (entry.get("train_set") or {}).get("name", "")
+            st.markdown(f"**{md_text(who)}**, trained on **{md_text(train)}**: "
+                        f"{md_text(entry.get('error') or overlap_text(rep))}.")
+            if rep is not None and rep.examples:
+                st.dataframe([{"evaluation question": e["eval"], "training question": e["train"], "cosine": e["cosine"]}
+                              for e in rep.examples], hide_index=True, width="stretch")
 
 # ------------------------------------------------------------------------------------------------
 # drill-down
@@ -220,14 +287,12 @@ else:
 # export
 # ------------------------------------------------------------------------------------------------
 st.subheader("Export")
-notes = {"evaluation set": cmp.dataset_name, "base embedder": extra.get("embedder", "default"), "k": kk,
-         "systems": ", ".join(cmp.results)}
 e1, e2, _ = st.columns([1, 1, 2])
 stem = safe_display_name(f"adapterlab-{cmp.dataset_name}")
 e1.download_button("HTML report (self-contained)", key="eval_download_html", type="primary", on_click="ignore",
                    data=lambda: html_report(cmp, histories, title=f"AdapterLab retrieval report: {cmp.dataset_name}",
-                                            notes=notes),
+                                            context=context),
                    file_name=f"{stem}.html", mime="text/html", icon=":material/description:")
-e2.download_button("Table (CSV)", key="eval_download_csv", data=lambda: comparison_csv(cmp), on_click="ignore",
+e2.download_button("Table (CSV)", key="eval_download_csv", data=lambda: comparison_csv(cmp, context), on_click="ignore",
                    file_name=f"{stem}.csv", mime="text/csv", icon=":material/table:")
 st.caption("The HTML report opens offline (charts included) and can be mailed as is.")

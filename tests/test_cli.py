@@ -20,7 +20,7 @@ from tests.pdfs import corrupt_pdf_bytes, make_text_pdf, sample_report_pages
 
 ROOT = Path(__file__).resolve().parent.parent
 LYFT = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "lyft_2021_train_dataset.json"
-COMMANDS = ["ingest", "generate", "train", "finetune", "evaluate", "runs", "documents"]
+COMMANDS = ["ingest", "generate", "train", "finetune", "evaluate", "import-queries", "runs", "documents"]
 
 
 def _env() -> dict[str, str]:
@@ -174,15 +174,61 @@ def test_evaluate_prints_base_and_adapter_rows(pipeline):
     )
     lines = _ok(table).stdout.splitlines()
     assert lines[0].split()[:4] == ["system", "queries", "hit@5", "mrr@5"]
-    assert lines[2].split()[0] == "base" and lines[3].split()[0] == "adapter"
+    assert lines[2].split()[:2] == ["base", "(all-MiniLM-L6-v2)"] and lines[3].split()[0] == "adapter"
     n = len(QADataset.load(ds).queries)
-    assert lines[2].split()[1] == lines[3].split()[1] == str(n)
+    assert lines[2].split()[2] == lines[3].split()[1] == str(n)
 
     rows = json.loads(_ok(as_json).stdout)
     systems = [r["system"] for r in rows]
-    assert systems[:2] == ["base", "adapter"] and any(s.startswith("adapter/step_") for s in systems)
+    assert systems[:2] == ["base (all-MiniLM-L6-v2)", "adapter"] and any(s.startswith("adapter @ step ") for s in systems)
+    assert rows[1]["id"] == str(pipeline["dir"] / "adapter")  # names for people, ids beside them
     assert "Δ mrr@5" not in rows[0] and "Δ mrr@5" in rows[1]
     assert 0 <= rows[0]["hit@5"] <= 1 and rows[0]["queries"] == n
+
+
+def test_evaluate_on_the_training_set_warns_and_reports(pipeline, tmp_path, capsys):
+    ws, ds = str(pipeline["ws"]), str(pipeline["dir"] / "train.json")
+    run_id = json.loads(_ok(pipeline["train"]).stdout)["run_id"]
+    report = tmp_path / "report.html"
+    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", ds, "--run", run_id, "--report", str(report),
+                              "--workspace", ws)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[3].split()[0] != run_id and "ERROR:" in out and "do not measure generalisation" in out
+    page = report.read_text(encoding="utf-8")
+    assert "caveat error" in page and run_id in page.split("<h2>Appendix</h2>")[0]  # the id: in the provenance table
+    assert "offline pseudo-queries" in page and "carry over to real queries" in page
+    # every question leaked: excluding them leaves nothing, said in one line
+    rc, _, err = cli_inproc(capsys, "evaluate", "--dataset", ds, "--run", run_id, "--exclude-leaked", "--workspace", ws)
+    assert rc == 2 and "no question to evaluate on" in err
+
+
+def test_import_real_queries_then_evaluate_without_leaked_ones(pipeline, tmp_path, capsys):
+    ws = str(pipeline["ws"])
+    train = QADataset.load(pipeline["dir"] / "train.json")
+    qids = list(train.queries)
+    rows = ["query,relevant_text"]
+    for q in qids[:2]:  # two questions copied from the training set
+        rows.append(f'"{train.queries[q]}","{train.corpus[train.relevant_docs[q][0]][:60]}"')
+    for i, text in enumerate(list(train.corpus.values())[:4]):
+        rows.append(f'"What does section {i} of the report say?","{text[20:90]}"')
+    rows.append('"Where is the moon?","a sentence that is in no document at all"')
+    csv_path = tmp_path / "real.csv"
+    csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out_json = tmp_path / "real_eval.json"
+    rc, out, err = cli_inproc(capsys, "import-queries", str(csv_path), "--out", str(out_json), "--save", "real queries",
+                              "--no-embedding", "--json", "--workspace", ws)
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["queries"] == 6 and res["summary"].startswith("6 of 7 rows matched")
+    assert [u["row"] for u in res["unmatched"]] == [8] and res["dataset_id"].startswith("ds-")
+    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", str(out_json), "--adapter", str(pipeline["dir"] / "adapter"),
+                              "--exclude-leaked", "--report", str(tmp_path / "r.html"), "--json", "--workspace", ws)
+    assert rc == 0, err
+    rows = json.loads(out)
+    assert rows[0]["queries"] == 4  # the two copied questions are left out
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "2 leaked question(s) of 6" in page and "6 imported real queries" in page
 
 
 def test_malformed_dataset_exits_2_with_one_line(pipeline, tmp_path, capsys):
@@ -266,7 +312,7 @@ def test_train_and_evaluate_on_the_real_file(tmp_path):
     assert train["best_metrics"]["mrr@5"] >= train["base_metrics"]["mrr@5"]
     rows = json.loads(_ok(cli("evaluate", "--dataset", str(path), "--adapter", str(tmp_path / "lyft_linear"),
                               "--json", workspace=ws)).stdout)
-    assert [r["system"] for r in rows] == ["base", "lyft_linear"]
+    assert [r["system"] for r in rows] == ["base (all-MiniLM-L6-v2)", "lyft_linear"]
     assert rows[0]["queries"] == n and rows[0]["hit@5"] > 0.5  # the bundled model finds most chunks
 
 

@@ -14,8 +14,11 @@ from core.datasets import QADataset
 from core.embedders import AdapterEmbedder
 from core.evaluation import (
     Comparison,
+    RankResult,
+    add_holm,
     compare,
     evaluate,
+    holm_adjust,
     metric_names,
     paired_difference,
     rank_embeddings,
@@ -216,6 +219,62 @@ def test_a_noisy_difference_is_not_significant():
     b[:2] = 1 - b[:2]  # one query better, one worse (or two flips): no evidence either way
     d = paired_difference("hit@5", a, b)
     assert d["p_value"] > 0.05 and d["ci_low"] <= 0 <= d["ci_high"]
+
+
+def test_holm_step_down_by_hand():
+    # sorted 0.01, 0.03, 0.04 -> x3, x2, x1 = 0.03, 0.06, 0.04 -> running max 0.03, 0.06, 0.06
+    assert holm_adjust([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm_adjust([0.2]) == [0.2]
+    assert holm_adjust([0.5, 0.6]) == [1.0, 1.0]  # clipped to 1
+    assert holm_adjust([]) == []
+    sig = add_holm({"a": {"hit@5": {"p_value": 0.01}, "mrr@5": {"p_value": 0.02}},
+                    "b": {"hit@5": {"p_value": 0.04}, "mrr@5": {"p_value": 0.02}}})
+    # one family per metric, over the systems
+    assert (sig["a"]["hit@5"]["p_adjusted"], sig["b"]["hit@5"]["p_adjusted"]) == pytest.approx((0.02, 0.04))
+    assert (sig["a"]["mrr@5"]["p_adjusted"], sig["b"]["mrr@5"]["p_adjusted"]) == pytest.approx((0.04, 0.04))
+
+
+def _fake_comparison(n_systems: int, p_lucky: float = 0.02) -> Comparison:
+    """Systems whose raw p-values are given: one 'lucky' at p_lucky, the others at 0.5."""
+    n = 10
+    hits = np.ones(n)
+    res = RankResult([f"q{i}" for i in range(n)], np.ones(n), {m: hits for m in metric_names(5)},
+                     [["d"] * 10] * n, np.zeros((n, 10), dtype=np.float32), 5)
+    results = {"base": res, **{f"ck{i}": res for i in range(n_systems)}}
+    sig = {f"ck{i}": {m: {"delta": 0.05, "ci_low": 0.01, "ci_high": 0.09, "p_value": p_lucky if i == 0 else 0.5}
+                      for m in metric_names(5)} for i in range(n_systems)}
+    return Comparison("set", 5, "base", results, sig)
+
+
+def test_significance_is_judged_on_the_holm_adjusted_p():
+    one = _fake_comparison(1)
+    assert one.significant("ck0", "hit@5") is True and one.significant("base", "hit@5") is None
+    many = _fake_comparison(15)  # 0.02 * 15 = 0.3: luck among 15 checkpoints is not evidence
+    row = next(r for r in many.rows() if r["system"] == "ck0")
+    assert row["hit@5 p"] == 0.02 and row["hit@5 p (Holm)"] == pytest.approx(0.3)
+    assert row["hit@5 significant"] is False and many.significant("ck0", "hit@5") is False
+    # a comparison saved before the adjustment existed gains it on load
+    d = many.to_dict()
+    for per in d["significance"].values():
+        for v in per.values():
+            v.pop("p_adjusted")
+    assert Comparison.from_dict(d).significance["ck0"]["hit@5"]["p_adjusted"] == pytest.approx(0.3)
+
+
+def test_excluding_queries_recomputes_the_statistics():
+    ds, vectors = tiny_dataset()
+    base = LookupEmbedder(vectors)
+    cmp = compare(ds, {"base": base, "swap": AdapterEmbedder(base, _adapter_swapping(5, [2, 1, 0, 3, 4]))},
+                  n_resamples=100)
+    sub = cmp.excluding(["q0"], n_resamples=100)
+    assert sub.n_queries == 2 and sub.results["swap"].query_ids == ["q1", "q2"]
+    for name in ("base", "swap"):
+        assert sub.results[name].metrics["mrr@5"] == pytest.approx(cmp.results[name].per_query["mrr@5"][1:].mean())
+    assert sub.significance["swap"]["mrr@5"]["delta"] == pytest.approx(
+        sub.results["swap"].metrics["mrr@5"] - sub.results["base"].metrics["mrr@5"])
+    assert cmp.n_queries == 3  # the original is untouched
+    with pytest.raises(ValueError, match="no question"):
+        cmp.excluding(["q0", "q1", "q2"])
 
 
 # ------------------------------------------------------------------------------------------------

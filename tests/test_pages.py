@@ -339,6 +339,28 @@ def test_questions_import_malformed_json_shows_error(prepared_ws):
     assert "Could not import bad.json" in texts(at.error)
 
 
+def test_questions_import_real_queries_csv(prepared_ws, prepared):
+    at = page("2_questions.py")
+    at.run()
+    val = prepared.val
+    qid = next(iter(val.queries))
+    chunk = val.relevant_docs[qid][0]
+    rows = ["query,relevant_text,page,document",
+            f'"How did harbor do?","{val.corpus[chunk][10:80]}",,',
+            '"What is on the first page?",,1,harbor.pdf',
+            '"Unrelated?","words that appear in no document whatsoever here",,']
+    at.file_uploader(key="real_queries_file").set_value(("real.csv", "\n".join(rows).encode(), "text/csv"))
+    at.run()
+    at.text_input(key="real_queries_name").input("harbor real queries")
+    at.button(key="real_queries_start").click().run()
+    no_exceptions(at)
+    assert "Imported **harbor real queries** as an evaluation set: 2 of 3 rows matched" in texts(at.success)
+    unmatched = frame(at, "row", "query", "reason")
+    assert list(unmatched["row"]) == [4] and "no chunk contains this text" in unmatched.iloc[0]["reason"]
+    table = frame(at, "name", "role", "corpus chunks")
+    assert table[table["name"] == "harbor real queries"]["role"].tolist() == ["eval"]
+
+
 def test_questions_import_and_save_split(prepared_ws, prepared):
     at = page("2_questions.py")
     at.run()
@@ -446,11 +468,21 @@ def test_compare_shows_table_charts_drilldown_and_exports(prepared_ws, prepared)
     no_exceptions(at)
     table = frame(at, "system", "queries")
     assert len(table) == 2
-    assert table.iloc[0]["system"].startswith("base")
-    assert table.iloc[1]["system"] == "tiny linear"
-    for col in ("hit@5", "mrr@5", "ndcg@10", "Δ mrr@5", "Δ mrr@5 95% CI", "mrr@5 significant"):
+    assert table.iloc[0]["system"] == "base (all-MiniLM-L6-v2)"
+    assert table.iloc[1]["system"] == "tiny linear" and table.iloc[1]["id"] == prepared.run_id  # name, id beside
+    for col in ("hit@5", "mrr@5", "ndcg@10", "Δ mrr@5", "Δ mrr@5 95% CI", "mrr@5 p (Holm)", "mrr@5 significant"):
         assert col in table.columns
     assert table.iloc[1]["mrr@5 significant"] in ("yes", "no")
+    # the summary first: provenance, caveats, one sentence per system, a compact table, one chart
+    md = texts(at.markdown)
+    assert "**Evaluation set:** harbor validation" in md and "offline pseudo-queries" in md
+    assert "With tiny linear, the right passage is in the top 5 for" in md
+    warnings = texts(at.warning)
+    assert "chose its best epoch on this same evaluation set" in warnings  # the run validated on this set
+    assert "have not been shown to carry over to real queries" in warnings  # offline questions
+    compact = frame(at, "system", "Δ hit@5 (95% CI)", "significant")
+    assert list(compact["system"]) == ["base (all-MiniLM-L6-v2)", "tiny linear"]
+    assert frame(at, "system", "trained on", "overlap with the evaluation set").iloc[0]["trained on"].startswith("northwind train")
     assert len(at.get("plotly_chart")) >= 2
     metrics = {m.label: m.value for m in at.metric}
     better, worse, same = (int(metrics[k]) for k in ("Better (relevant chunk ranked higher)", "Worse", "Unchanged"))
@@ -459,6 +491,31 @@ def test_compare_shows_table_charts_drilldown_and_exports(prepared_ws, prepared)
     assert at.download_button(key="eval_download_html") is not None
     assert at.download_button(key="eval_download_csv") is not None
     assert "OPENAI_API_KEY" in texts(at.caption)  # how to configure the API embedder
+
+
+def test_compare_reruns_without_leaked_questions(prepared_ws, prepared):
+    from core.datasets import QADataset
+    from core.questions import load_dataset
+    from core.tasks import evaluate_with_context
+
+    ws = Workspace(prepared_ws)
+    train, val = load_dataset(ws, prepared.train_id), load_dataset(ws, prepared.val_id)
+    copied = list(train.queries)[:3]  # three training questions slipped into the evaluation set
+    mixed = QADataset({**val.queries, **{q: train.queries[q] for q in copied}}, {**val.corpus, **train.corpus},
+                      {**val.relevant_docs, **{q: train.relevant_docs[q] for q in copied}})
+    cmp, ctx = evaluate_with_context(ws, mixed, "mixed set", [{"kind": "run", "run_id": prepared.run_id}])
+    eval_id = save_comparison(ws, cmp, "mixed set", extra={"systems": [], "run_ids": [prepared.run_id], "context": ctx})
+    at = page("4_compare.py")
+    at.run()
+    at.selectbox(key="eval_view").set_value(eval_id).run()
+    no_exceptions(at)
+    assert f"3 of {len(mixed.queries)} evaluation questions (25%) are identical or near-identical" in texts(at.error)
+    at.button(key="eval_exclude_q").click().run()
+    no_exceptions(at)
+    assert at.selectbox(key="eval_view").value != eval_id
+    assert "3 leaked question(s) (duplicated questions) were excluded" in texts(at.info)
+    assert frame(at, "system", "queries").iloc[0]["queries"] == len(mixed.queries) - 3
+    assert not [b for b in at.button if b.key == "eval_exclude_q"]  # nothing left to exclude
 
 
 def test_compare_launch_runs_in_background(prepared_ws, prepared):
@@ -519,3 +576,10 @@ def test_training_figure_marks_best_epoch():
     assert "loss per step" in names and "val mrr@5" in names and "val hit@5" in names
     best = next(t for t in fig.data if t.name.startswith("best epoch"))
     assert best.name == "best epoch (1)" and list(best.x) == [2]
+
+
+def test_md_text_keeps_user_text_literal():
+    from ui.helpers import md_text
+
+    assert md_text("[click](http://x) **bold** `code` <b> $x$") == r"\[click\](http://x) \*\*bold\*\* \`code\` \<b\> \$x\$"
+    assert md_text("all-MiniLM-L6-v2 (bundled)") == "all-MiniLM-L6-v2 (bundled)"

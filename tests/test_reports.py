@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 from core.evaluation import Comparison, RankResult, paired_difference
+from core.carryover import PSEUDO_QUERY_CARRYOVER
+from core.leakage import LeakageReport
 from core.reports import (
     comparison_csv,
     comparison_figures,
@@ -17,7 +19,9 @@ from core.reports import (
     list_comparisons,
     load_comparison,
     save_comparison,
+    summary_figure,
     summary_rows,
+    update_comparison_extra,
 )
 
 N = 40
@@ -80,7 +84,8 @@ def test_html_report_is_self_contained(cmp):
         for m in ("hit@5", "mrr@5", "ndcg@10", "recall@5"):
             assert f"<td>{row[m]}</td>" in page
     assert "significant" in page and 'class="sig"' in page
-    assert "Best system: <b>linear adapter</b>" in page
+    assert "With linear adapter, the right passage is in the top 5 for" in page  # the one-minute summary
+    assert page.count("<details") >= 2 and "Every metric, p-values and tests" in page and "Training curves" in page
     assert "all-MiniLM-L6-v2" in page
     # plotly.js is inlined: no script is fetched from anywhere
     assert not re.search(r"<script[^>]+src=", page, flags=re.I)
@@ -91,13 +96,15 @@ def test_html_report_is_self_contained(cmp):
 def test_html_report_with_only_the_baseline(cmp):
     only = Comparison(cmp.dataset_name, 5, "base", {"base": cmp.results["base"]})
     page = html_report(only)
-    assert "Best system" not in page and "<td>base</td>" in page
+    assert "With base, the right passage is in the top 5" in page and "<td>base</td>" in page
+    assert summary_figure(only) is None
     assert set(comparison_figures(only)) == {"metrics"}
 
 
 def test_comparison_csv_parses(cmp):
-    frame = pd.read_csv(io.StringIO(comparison_csv(cmp)))
+    frame = pd.read_csv(io.StringIO(comparison_csv(cmp, {"systems": {"linear adapter": {"id": "run-42"}}})))
     assert list(frame["system"]) == ["base", "linear adapter"]
+    assert list(frame.columns[:2]) == ["system", "id"] and frame.loc[1, "id"] == "run-42"  # names first, ids beside
     assert frame.loc[0, "queries"] == N
     assert frame.loc[1, "mrr@5"] == pytest.approx(cmp.results["linear adapter"].metrics["mrr@5"], abs=1e-4)
     assert frame.loc[1, "mrr@5 significant"] == "yes"
@@ -112,3 +119,75 @@ def test_figures(cmp):
     assert list(figs["metrics"].data[0].x) == ["base", "linear adapter"]
     assert list(figs["deltas"].data[0].x) == ["linear adapter"]
     assert list(figs["curves"].data[0].y) == [0.4]
+
+
+def _context(leak: LeakageReport | None = None, sources: dict | None = None, checkpoints: int = 0) -> dict:
+    systems = {"linear adapter": {"kind": "run", "id": "run-20261124-031400-7a52cb", "run_name": "linear adapter",
+                                  "train_set": {"name": "lyft train", "n_queries": 40},
+                                  "settings": {"adapter": "linear", "loss": "corpus_softmax", "lr": 1e-4, "epochs": 12}}}
+    for i in range(checkpoints):
+        systems[f"linear adapter @ step {i + 1}"] = {"kind": "checkpoint", "checkpoint": True, "step": i + 1,
+                                                     "id": f"run-20261124-031400-7a52cb/step_{i + 1}"}
+    return {
+        "created_at": 1_790_000_000.0, "base_model": "all-MiniLM-L6-v2", "top_k": 5,
+        "eval_set": {"name": "lyft <eval> set", "n_queries": N, "n_corpus": 9, "sources": sources or {"llm": N},
+                     "llm_models": ["gpt-4o-mini"], "documents": ["lyft_2021.pdf"]},
+        "systems": systems,
+        "leakage": [{"train_set": {"name": "lyft train", "n_queries": 40}, "systems": list(systems),
+                     "report": (leak or LeakageReport(N, 40, 0.95)).to_dict()}],
+    }
+
+
+def _with_checkpoints(cmp: Comparison, n: int) -> Comparison:
+    results = dict(cmp.results)
+    sig = dict(cmp.significance)
+    for i in range(n):
+        results[f"linear adapter @ step {i + 1}"] = cmp.results["linear adapter"]
+        sig[f"linear adapter @ step {i + 1}"] = cmp.significance["linear adapter"]
+    return Comparison(cmp.dataset_name, 5, "base", results, sig)
+
+
+def test_report_names_systems_and_keeps_ids_to_the_appendix(cmp):
+    big = _with_checkpoints(cmp, 3)
+    page = html_report(big, context=_context(checkpoints=3))
+    first, appendix = page.split("<h2>Appendix</h2>")
+    assert "linear adapter" in first and "run-20261124-031400-7a52cb/step" not in first
+    assert "@ step" not in first.split("<h2>Summary</h2>")[1].split("Where each adapter")[0]  # no checkpoint rows up top
+    assert "Checkpoints (3): compared on the evaluation set" in appendix
+    assert "best here: picked on the evaluation set" in appendix and "run-20261124-031400-7a52cb/step_1" in appendix
+    assert "3 checkpoint(s) were compared on this evaluation set" in first  # and the caveat is on the first screen
+    assert "Holm-adjusted for the 4 comparisons" in first
+    # provenance on the first screen: set, size, question source and model, documents, base model, training set
+    for text in ("lyft &lt;eval&gt; set: 40 questions", "40 written by an LLM (gpt-4o-mini)", "lyft_2021.pdf",
+                 "all-MiniLM-L6-v2", "lyft train (40 questions)", "linear adapter · corpus_softmax loss · lr 0.0001"):
+        assert text in first, text
+
+
+def test_large_overlap_gets_a_red_warning(cmp):
+    qids = cmp.results["base"].query_ids
+    leak = LeakageReport(N, 40, 0.95, identical=qids[:30], near_duplicate=qids[30:32], shared_chunks=["n1"],
+                         on_shared_chunks=qids[:32])
+    page = html_report(cmp, context=_context(leak))
+    first = page.split("<h2>Summary</h2>")[0]
+    red = re.search(r"<div class='caveat error'>(.*?)</div>", first)
+    assert red and "32 of 40 evaluation questions (80%)" in red.group(1)
+    assert "do not measure generalisation" in red.group(1)
+    assert "repeat its training questions, so this does not show that it generalises" in page
+    small = LeakageReport(N, 40, 0.95, identical=qids[:1])
+    calm = html_report(cmp, context=_context(small))
+    assert "caveat error" not in calm and "1 evaluation question(s) are identical or near-identical" in calm
+
+
+def test_pseudo_query_caveat_quotes_the_measured_carry_over(cmp):
+    page = html_report(cmp, context=_context(sources={"offline": N}))
+    first = page.split("<h2>Summary</h2>")[0]
+    assert "have not been shown to carry over to real queries" in first
+    gain = f"{PSEUDO_QUERY_CARRYOVER['real_eval_gain_mrr@5'] * 100:+.1f}".replace("-", "\u2212")
+    assert f"{gain} pt MRR@5" in first
+    assert "carry over" not in html_report(cmp, context=_context(sources={"llm": N}))
+
+
+def test_update_comparison_extra(ws, cmp):
+    eval_id = save_comparison(ws, cmp, extra={"dataset_id": "x"})
+    update_comparison_extra(ws, eval_id, {"dataset_id": "x", "context": {"base_model": "m"}})
+    assert load_comparison(ws, eval_id)[1]["context"] == {"base_model": "m"}

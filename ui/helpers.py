@@ -45,6 +45,14 @@ def fmt_num(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|$~])")  # links, emphasis, code, HTML, tables, LaTeX
+
+
+def md_text(text: str) -> str:
+    """Plain text made safe to embed in Streamlit markdown (names and questions are user text)."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
 def preview(text: str | None, n: int = 160) -> str:
     text = re.sub(r"\s+", " ", text or "").strip()
     return text if len(text) <= n else text[: n - 1] + "…"

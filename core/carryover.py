@@ -1,0 +1,51 @@
+"""How far a gain measured on offline pseudo-queries carries over to real queries: the one
+measured number the Compare page and the report quote whenever an evaluation set holds offline
+(pseudo) questions.
+
+Offline questions are keyword pseudo-queries made without an LLM. An adapter trained on them
+looks much better when it is also *evaluated* on them than it is on real questions, so a gain
+measured on pseudo-queries is not a gain users will see. The values below are the latest
+measurement; update them here (and only here) after re-measuring with ``bench/quality.py``.
+
+Example::
+
+    from core.carryover import PSEUDO_QUERY_CARRYOVER, pseudo_query_caveat
+    pseudo_query_caveat(n_offline=790, n_total=790)   # one plain paragraph
+"""
+
+from __future__ import annotations
+
+#: Gains in points of a share (0.049 = +4.9 points), adapter minus base model.
+#: ``pseudo_eval_gain_hit@5``: the gain measured on offline (pseudo) evaluation questions;
+#: ``real_eval_gain_hit@5`` / ``real_eval_gain_mrr@5``: the same kind of adapter, trained on
+#: offline questions over a 10-K, evaluated on real LLM-written questions over that 10-K.
+PSEUDO_QUERY_CARRYOVER: dict[str, object] = {
+    "pseudo_eval_gain_hit@5": 0.049,
+    "pseudo_eval_significant": True,
+    "real_eval_gain_hit@5": 0.001,
+    "real_eval_gain_mrr@5": -0.008,
+    "source": (
+        "first release, all-MiniLM-L6-v2 on the Lyft/Uber 10-Ks: linear adapter trained on offline "
+        "questions; offline evaluation questions +4.9 pt hit@5 (significant, bench/README.md, dashboard "
+        "walk-through); real LLM questions over the same 10-K +0.1 pt hit@5, -0.8 pt MRR@5 (issue 6)"
+    ),
+}
+
+
+def _pt(x: float) -> str:
+    return f"{x * 100:+.1f} pt".replace("-", "\u2212")
+
+
+def pseudo_query_caveat(n_offline: int, n_total: int, carryover: dict | None = None) -> str:
+    """The plain-words caveat for an evaluation set holding ``n_offline`` offline questions of ``n_total``."""
+    c = carryover or PSEUDO_QUERY_CARRYOVER
+    share = "all" if n_offline >= n_total else f"{n_offline} of {n_total}"
+    return (
+        f"{share.capitalize()} of the evaluation questions are offline pseudo-queries (keyword questions made "
+        "without an LLM). Gains measured on pseudo-queries have not been shown to carry over to real queries. "
+        f"Measured so far: an adapter that gained {_pt(float(c['pseudo_eval_gain_hit@5']))} hit@5 on offline "
+        f"questions{' (significant)' if c.get('pseudo_eval_significant') else ''} moved real questions about "
+        f"the same documents by {_pt(float(c['real_eval_gain_hit@5']))} hit@5 and "
+        f"{_pt(float(c['real_eval_gain_mrr@5']))} MRR@5. Evaluate on LLM-written or imported real questions "
+        "before relying on these numbers."
+    )

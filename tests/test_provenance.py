@@ -1,0 +1,122 @@
+"""What a comparison measured: question sources, system names and origins, leakage per training set."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from core.datasets import QADataset
+from core.evaluation import compare
+from core.provenance import (
+    build_context,
+    describe_sources,
+    exclude_leaked,
+    leaked_ids,
+    question_sources,
+    record_generator,
+)
+from core.questions import generation_key, save_dataset
+from core.runs import create_run
+from core.tasks import embedder_name, named_specs
+from core.training import TrainConfig
+
+
+class FakeLLM:
+    kind = "llm"
+    model = "gpt-4o-mini"
+    prompt_template = "{context_str} {num_questions_per_chunk}"
+
+
+class Vectors:
+    """A deterministic fake base embedder: a text's vector from its hash (same text, same vector)."""
+
+    identity = "fake"
+    dimension = 8
+
+    def _vec(self, t: str) -> np.ndarray:
+        return np.random.default_rng(abs(hash(t)) % 2**32).standard_normal(8).astype(np.float32)
+
+    def embed_queries(self, texts, progress=None):
+        return np.stack([self._vec(t) for t in texts])
+
+    embed_texts = embed_queries
+
+
+def _ds(prefix: str, n: int = 6) -> QADataset:
+    corpus = {f"c{i}": f"chunk text {i}" for i in range(n)}
+    queries = {f"{prefix}{i}": f"{prefix} question {i}?" for i in range(n)}
+    return QADataset(queries, corpus, {f"{prefix}{i}": [f"c{i}"] for i in range(n)})
+
+
+def test_question_sources_and_the_llm_model(ws):
+    now = time.time()
+    with ws.db() as con:
+        con.executemany("INSERT INTO questions(id, chunk_id, text, source, created_at) VALUES (?, ?, ?, ?, ?)",
+                        [("q1", "c1", "a?", "llm", now), ("q2", "c2", "b?", "offline", now), ("q3", "c1", "c?", "llm", now)])
+        con.execute("INSERT INTO generation_done(gen_key, chunk_id, n_questions, done_at) VALUES (?, 'c1', 2, ?)",
+                    (generation_key(FakeLLM(), 2), now))
+    record_generator(ws, FakeLLM(), 2)
+    ds = QADataset({"q1": "a?", "q2": "b?", "q3": "c?", "x": "from a file?"}, {"c1": "t", "c2": "u"},
+                   {"q1": ["c1"], "q2": ["c2"], "q3": ["c1"], "x": ["c2"]})
+    info = question_sources(ws, ds)
+    assert info == {"sources": {"llm": 2, "offline": 1, "unknown": 1}, "llm_models": ["gpt-4o-mini"]}
+    assert describe_sources(info) == ("2 written by an LLM (gpt-4o-mini), 1 offline pseudo-queries (no LLM), "
+                                      "1 of unknown origin (a dataset file)")
+
+
+def test_names_are_what_people_called_things(ws):
+    train_id = save_dataset(ws, _ds("t"), "train set", role="train")
+    r1 = create_run(ws, TrainConfig(epochs=1), dataset_id=train_id, name="linear (recipe)")
+    r2 = create_run(ws, TrainConfig(epochs=1), dataset_id=train_id, name="linear (recipe)")
+    named = named_specs(ws, [{"kind": "run", "run_id": r1}, {"kind": "run", "run_id": r2},
+                             {"kind": "checkpoint", "run_id": r1, "step": 12},
+                             {"kind": "api", "spec": "openai:text-embedding-3-small"},
+                             {"kind": "adapter_dir", "path": "/x/adapters/my-linear/"}])
+    assert [n for n, _ in named] == ["base (all-MiniLM-L6-v2)", "linear (recipe)", f"linear (recipe) ({r2[-6:]})",
+                                     "linear (recipe) @ step 12", "text-embedding-3-small (API)", "my-linear"]
+    assert embedder_name("sentence-transformers/all-mpnet-base-v2") == "all-mpnet-base-v2"
+    with pytest.raises(ValueError, match="no longer exists"):
+        named_specs(ws, [{"kind": "run", "run_id": "run-gone"}])
+
+
+def test_context_flags_leakage_and_selection_on_the_evaluation_set(ws):
+    train = _ds("t")
+    train_id = save_dataset(ws, train, "train set", role="train")
+    val_id = save_dataset(ws, _ds("v"), "validation set", role="val")
+    run_id = create_run(ws, TrainConfig(epochs=1), dataset_id=train_id, val_dataset_id=val_id, name="linear (recipe)")
+    specs = [{"kind": "run", "run_id": run_id}]
+    named = named_specs(ws, specs)
+    emb = Vectors()
+
+    # evaluated on its own training set: every question leaks
+    ctx = build_context(ws, train, "train set", named, emb, dataset_id=train_id)
+    info = ctx["systems"]["linear (recipe)"]
+    assert info["id"] == run_id and info["train_set"]["name"] == "train set" and not info["picked_on_eval"]
+    assert info["settings"]["epochs"] == 1 and info["validation"] == "validation set"
+    (entry,) = ctx["leakage"]
+    assert entry["systems"] == ["linear (recipe)"] and entry["report"]["identical"] == list(train.queries)
+    assert leaked_ids(ctx) == set(train.queries)
+    assert ctx["eval_set"]["n_queries"] == 6 and ctx["base_model"] == "all-MiniLM-L6-v2"
+
+    # evaluated on the set that chose its best epoch: optimistic
+    ctx = build_context(ws, _ds("v"), "validation set", named, emb, dataset_id=val_id)
+    assert ctx["systems"]["linear (recipe)"]["picked_on_eval"] is True
+    assert leaked_ids(ctx) == set() and leaked_ids(ctx, "chunks") == {f"v{i}" for i in range(6)}  # same chunks
+
+
+def test_exclude_leaked_re_runs_the_statistics_without_them(ws):
+    train = _ds("t", 10)
+    ev = QADataset({**{f"t{i}": f"t question {i}?" for i in range(3)}, **{f"e{i}": f"new question {i}?" for i in range(7)}},
+                   train.corpus, {**{f"t{i}": [f"c{i}"] for i in range(3)}, **{f"e{i}": [f"c{i + 3}"] for i in range(7)}})
+    train_id = save_dataset(ws, train, "train set", role="train")
+    run_id = create_run(ws, TrainConfig(epochs=1), dataset_id=train_id, name="lin")
+    named = named_specs(ws, [{"kind": "run", "run_id": run_id}])
+    emb = Vectors()
+    ctx = build_context(ws, ev, "eval", named, emb)
+    assert leaked_ids(ctx) == {"t0", "t1", "t2"}
+    cmp = compare(ev, {n: emb for n, _ in named}, n_resamples=50)
+    clean, ctx2 = exclude_leaked(cmp, ctx, "questions")
+    assert clean.n_queries == 7 and "t0" not in clean.results["lin"].query_ids
+    assert ctx2["excluded"] == {"mode": "questions", "n": 3, "of": 10} and "excluded" not in ctx
