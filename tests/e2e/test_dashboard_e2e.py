@@ -66,6 +66,13 @@ def expect_selected(page: Page, widget_key: str, text: str) -> None:
     expect(key(page, widget_key).get_by_role("combobox")).to_have_value(re.compile(re.escape(text)))
 
 
+def choose(page: Page, widget_key: str, text: str) -> None:
+    """Pick the option ``text`` of a selectbox."""
+    key(page, widget_key).get_by_role("combobox").click()
+    page.get_by_role("option", name=text).click()
+    expect_selected(page, widget_key, text)
+
+
 def set_number(page: Page, widget_key: str, value: int) -> None:
     box = key(page, widget_key).locator("input")
     box.fill(str(value))
@@ -239,8 +246,11 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     # ---- 3. Train: linear adapter, live chart, reload mid-training, done ---------------------------
     nav(page, "Train")
     expect_selected(page, "train_ds", "train (by chunk)")
-    expect_selected(page, "train_val_ds", "Hold out part of the training chunks")  # never the evaluation set
+    expect_selected(page, "train_val_ds", "Cross-validate on the training questions")  # never the evaluation set
     expect_selected(page, "train_adapter", "Linear")
+    expect_selected(page, "hp_selection", "Cross-validation")
+    # this test watches a long live run: one hold-out split instead of cross-validating 500 epochs per fold
+    choose(page, "hp_selection", "One hold-out split")
     set_number(page, "hp_epochs", EPOCHS)
     set_number(page, "hp_batch_size", BATCH)
     set_number(page, "hp_checkpoint_every", CHECKPOINT_EVERY)
