@@ -126,7 +126,7 @@ def test_the_finetune_run_kind_through_the_cli(cli_run, capsys, dataset_path):
                               "--workspace", str(cli_run["ws"]))
     assert rc == 0, err
     rows = {r["system"]: r for r in json.loads(out)}
-    assert list(rows) == ["base", f"{run['id']} · full fine-tune (re-embeds 12 chunks)"]
+    assert list(rows) == ["base (all-MiniLM-L6-v2)", f"{run['name']} · full fine-tune (re-embeds 12 chunks)"]  # names, not ids (issue 12)
     assert all(r["queries"] == 24 for r in rows.values())
 
 
