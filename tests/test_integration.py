@@ -120,7 +120,7 @@ def test_adapter_on_api_embeddings_end_to_end(tmp_path, fake_openai, report_pdf)
 
     n = len(fake_openai.embedding_requests)
     second = train(train_ds, api(), TrainConfig(adapter="two-layer", adapter_kwargs={"hidden_features": 32}, epochs=2,
-                                                device="cpu"), out_dir=tmp_path / "api-2layer")
+                                                device="cpu", selection="holdout"), out_dir=tmp_path / "api-2layer")
     assert len(fake_openai.embedding_requests) == n, "the second run must come from the cache"
     assert second.best_metrics["mrr@5"] >= second.base_metrics["mrr@5"]
 
