@@ -413,6 +413,7 @@ def test_train_launch_runs_in_background(prepared_ws, prepared):
     at = page("3_train.py")
     at.run()
     at.number_input(key="hp_epochs").set_value(1)
+    at.selectbox(key="hp_selection").set_value("none")  # one plain epoch: this test is about the background job
     at.text_input(key="train_name").input("ui run")
     at.button(key="train_start").click().run()
     no_exceptions(at)
