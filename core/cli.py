@@ -447,5 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.fn(args) or 0)
     except known as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from .keys import scrub
+
+        print(f"error: {scrub(exc)}", file=sys.stderr)
         return 2

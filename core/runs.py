@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from .datasets import QADataset
 from .embedders import resolve_embedder
+from .keys import scrub
 from .training import TrainConfig, TrainResult, list_checkpoints, train
 from .workspace import Workspace, atomic_write_json, new_id
 
@@ -82,7 +83,8 @@ def _set_status(ws: Workspace, run_id: str, status: str, result: dict | None = N
     with ws.db() as con:
         con.execute(
             "UPDATE runs SET status=?, result=COALESCE(?, result), error=?, updated_at=? WHERE id=?",
-            (status, json.dumps(result) if result is not None else None, error, time.time(), run_id),
+            (status, json.dumps(result) if result is not None else None, None if error is None else scrub(error),
+             time.time(), run_id),
         )
 
 
