@@ -224,7 +224,8 @@ def _train_config(args):
     cfg.validate()
     from .adapters import resolve_adapter_class
 
-    resolve_adapter_class(cfg.adapter)  # an unknown adapter fails before a run is created
+    # an unknown adapter fails before a run is created; an import path typed here is the user's opt-in
+    resolve_adapter_class(cfg.adapter, allow_import=True)
     return cfg
 
 
@@ -247,7 +248,7 @@ def cmd_train(args) -> int:
     bar = _Bar(not args.json, "train")
     cancel = threading.Event()
     try:
-        result = execute_run(ws, run_id, progress=bar, cancel=cancel, out_dir=args.out)
+        result = execute_run(ws, run_id, progress=bar, cancel=cancel, out_dir=args.out, allow_custom_code=True)
     except KeyboardInterrupt:
         raise CLIError(f"interrupted; run {run_id} keeps its checkpoints under {ws.run_dir(run_id)}")
     finally:
@@ -278,10 +279,13 @@ def cmd_evaluate(args) -> int:
     from .datasets import QADataset
     from .embedders import AdapterEmbedder, resolve_embedder
     from .evaluation import compare
-    from .runs import adapter_dir, get_run, run_checkpoints
+    from .runs import adapter_dir, get_run, has_adapter, run_checkpoints
 
     ws = _workspace(args)
     ds = QADataset.load(args.dataset)
+    # Importing a class runs its module: only when the user asks (the flag, or a class path they typed).
+    allow = bool(args.allow_custom_code)
+    explicit = dict(adapter_cls=args.adapter_class, allow_custom_code=allow or bool(args.adapter_class))
     base = resolve_embedder(args.embedder, workspace=ws, **_prefixes(args))
     systems: dict[str, Any] = {"base": base}
     for spec in args.api_embedder or []:
@@ -289,19 +293,30 @@ def cmd_evaluate(args) -> int:
     for path in args.adapter or []:
         p = Path(path)
         name = p.name if p.name not in systems else str(p)
-        systems[name] = AdapterEmbedder(base, load_adapter(p, adapter_cls=args.adapter_class), name=name)
+        systems[name] = AdapterEmbedder(base, load_adapter(p, **explicit), name=name)
         if args.checkpoints:
             from .training import list_checkpoints
 
             for ck in list_checkpoints(p):
-                systems[f"{p.name}/{ck.name}"] = AdapterEmbedder(base, load_adapter(ck, adapter_cls=args.adapter_class))
+                systems[f"{p.name}/{ck.name}"] = AdapterEmbedder(base, load_adapter(ck, **explicit))
     for run_id in args.run or []:
         if get_run(ws, run_id) is None:
             raise CLIError(f"run {run_id!r} is not in the workspace (python -m core runs lists them)")
-        systems[run_id] = AdapterEmbedder(base, load_adapter(adapter_dir(ws, run_id)), name=run_id)
-        if args.checkpoints:
-            for ck in run_checkpoints(ws, run_id):
-                systems[f"{run_id}/{ck.name}"] = AdapterEmbedder(base, load_adapter(ck))
+        ckpts = run_checkpoints(ws, run_id) if args.checkpoints else []
+        if has_adapter(ws, run_id):
+            systems[run_id] = AdapterEmbedder(base, load_adapter(adapter_dir(ws, run_id), allow_custom_code=allow),
+                                              name=run_id)
+        elif not ckpts:  # e.g. interrupted before the end: only checkpoints were saved
+            n = len(run_checkpoints(ws, run_id))
+            raise CLIError(
+                f"run {run_id} saved no final adapter (it did not finish)"
+                + (f"; evaluate its {n} checkpoint(s) with --checkpoints" if n else " and no checkpoint")
+            )
+        else:
+            print(f"run {run_id} saved no final adapter (it did not finish): evaluating its checkpoints",
+                  file=sys.stderr)
+        for ck in ckpts:
+            systems[f"{run_id}/{ck.name}"] = AdapterEmbedder(base, load_adapter(ck, allow_custom_code=allow))
     bar = _Bar(not args.json, "evaluate")
     cmp = compare(ds, systems, baseline="base", top_k=args.top_k, dataset_name=Path(args.dataset).name, progress=bar)
     bar.close()
@@ -388,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True, help="training dataset (LlamaIndex JSON)")
     s.add_argument("--val-dataset", help="validation dataset for model selection (default: a split of the training chunks)")
     s.add_argument("--adapter", default="linear",
-                   help="linear, two-layer, low-rank, or an import path pkg.mod:Class")
+                   help="linear, two-layer, low-rank, or an import path pkg.mod:Class (imported: typing it is "
+                        "your consent to run that module)")
     s.add_argument("--adapter-kwargs", help='JSON constructor overrides, e.g. \'{"rank": 16}\'')
     s.add_argument("--hidden-features", type=int, help="hidden size of two-layer (default 1024)")
     s.add_argument("--bias", action="store_true", help="linear adapter with a bias")
@@ -414,7 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", parents=[common, emb], help="hit-rate / MRR of base and adapters side by side")
     s.add_argument("--dataset", required=True, help="evaluation dataset (LlamaIndex JSON)")
     s.add_argument("--adapter", nargs="*", help="adapter folders (AdapterLab or LlamaIndex)")
-    s.add_argument("--adapter-class", help="class for adapter folders without adapterlab.json (e.g. two-layer)")
+    s.add_argument("--adapter-class",
+                   help="class of the --adapter folders: linear, two-layer, low-rank, or an import path pkg.mod:Class "
+                        "(imported because you typed it; use for folders without adapterlab.json)")
+    s.add_argument("--allow-custom-code", action="store_true",
+                   help="let adapter folders and runs whose adapterlab.json names an import path import it "
+                        "(runs that module's code: only for folders you trust)")
     s.add_argument("--run", nargs="*", help="workspace run ids")
     s.add_argument("--checkpoints", action="store_true", help="also evaluate every step_N checkpoint")
     s.add_argument("--api-embedder", nargs="*", help="extra embedders to compare, e.g. openai:text-embedding-3-small")

@@ -107,10 +107,13 @@ def execute_run(
     callback: Callable[[dict[str, Any]], None] | None = None,
     api_key: str | None = None,
     out_dir: str | Path | None = None,
+    allow_custom_code: bool = False,
 ) -> TrainResult:
     """Train run ``run_id``; history streams to ``history.jsonl``; status and result to the catalog.
 
     ``out_dir`` (CLI ``--out``) gets a copy of the final adapter besides the run's own folder.
+    ``allow_custom_code`` is the caller's opt-in to import an adapter given as ``pkg.mod:Class``;
+    ``run.json`` alone never allows it.
     """
     d = ws.run_dir(run_id)
     request = json.loads((d / "run.json").read_text())
@@ -140,7 +143,7 @@ def execute_run(
         embedder = resolve_embedder(request.get("embedder") or "default", workspace=ws, api_key=api_key, **opts)
         result = train(
             train_ds, embedder, config, out_dir=d / "adapter", val_dataset=val_ds,
-            callback=on_event, cancel=cancel, progress=progress,
+            callback=on_event, cancel=cancel, progress=progress, allow_custom_code=allow_custom_code,
         )
     except BaseException as exc:
         _set_status(ws, run_id, "failed", error=f"{type(exc).__name__}: {exc}")

@@ -12,6 +12,10 @@ Systems to compare are plain dicts (``SystemSpec``)::
     {"kind": "run", "run_id": "run-..."}               # a run's final (best) adapter
     {"kind": "checkpoint", "run_id": "run-...", "step": 120}
     {"kind": "adapter_dir", "path": "/path/to/adapter", "name": "mine"}
+
+Custom adapter code (an adapter given as ``pkg.mod:Class``) is imported only when the caller
+passes ``allow_custom_code=True``: the user's explicit opt-in (the dashboard's tick box),
+never a value read from a file or the catalog.
 """
 
 from __future__ import annotations
@@ -53,7 +57,9 @@ def start_ingest(jm: JobManager, ws: Workspace, files: list[tuple[str, bytes]], 
                                progress=ctx.progress, cancel=ctx.cancel_event, **_chunking_args(emb))
         return {"reports": [asdict(r) for r in reports]}
 
-    names = ", ".join(n for n, _ in files[:3]) + (" …" if len(files) > 3 else "")
+    from .workspace import safe_display_name
+
+    names = ", ".join(safe_display_name(n) for n, _ in files[:3]) + (" …" if len(files) > 3 else "")
     return jm.submit("ingest", f"Ingest {len(files)} file(s): {names}", job, {"files": [n for n, _ in files]})
 
 
@@ -99,24 +105,56 @@ def start_generation(jm: JobManager, ws: Workspace, generator: str = "offline", 
 
 def start_training(jm: JobManager, ws: Workspace, config, dataset_id: str, val_dataset_id: str | None = None,
                    embedder: str = "default", name: str | None = None, api_key: str | None = None,
-                   embedder_options: dict[str, Any] | None = None) -> tuple[str, str]:
-    """Create a run and train it in the background (runs queue one after another). Returns (job id, run id)."""
+                   embedder_options: dict[str, Any] | None = None, allow_custom_code: bool = False) -> tuple[str, str]:
+    """Create a run and train it in the background (runs queue one after another). Returns (job id, run id).
+
+    An adapter given as an import path is refused here, before anything is imported or queued,
+    unless ``allow_custom_code``; with it, the class is imported and checked at once.
+    """
+    from .adapters import resolve_adapter_class
     from .runs import create_run, execute_run
+
+    resolve_adapter_class(config.adapter, allow_import=allow_custom_code)  # AdapterError is a ValueError
 
     run_id = create_run(ws, config, dataset_id=dataset_id, val_dataset_id=val_dataset_id, embedder=embedder,
                         embedder_options=embedder_options, name=name)
 
     def job(ctx: JobContext) -> dict:
-        result = execute_run(ws, run_id, cancel=ctx.cancel_event, progress=ctx.progress, api_key=api_key)
+        result = execute_run(ws, run_id, cancel=ctx.cancel_event, progress=ctx.progress, api_key=api_key,
+                             allow_custom_code=allow_custom_code)
         return {"run_id": run_id, **result.summary()}
 
     job_id = jm.submit("train", f"Train {config.adapter} adapter", job, {"run_id": run_id})
     return job_id, run_id
 
 
+def custom_code_systems(ws: Workspace, systems: list[SystemSpec]) -> dict[str, str]:
+    """Label -> import path for the systems whose adapter folder names custom code (imports nothing)."""
+    from .adapters import folder_import_path
+    from .runs import adapter_dir
+
+    out: dict[str, str] = {}
+    for s in systems:
+        kind = s.get("kind")
+        if kind == "run":
+            path = adapter_dir(ws, s["run_id"])
+        elif kind == "checkpoint":
+            path = adapter_dir(ws, s["run_id"]) / "checkpoints" / f"step_{int(s['step'])}"
+        elif kind == "adapter_dir":
+            path = Path(s["path"])
+        else:
+            continue
+        named = folder_import_path(path)
+        if named:
+            out[s.get("name") or s.get("run_id") or str(path)] = named
+    return out
+
+
 def build_systems(ws: Workspace, systems: list[SystemSpec], embedder: str = "default", api_key: str | None = None,
-                  api_base_url: str | None = None) -> dict[str, Any]:
-    """Name -> embedder for :func:`core.evaluation.compare`; the base embedder is always first."""
+                  api_base_url: str | None = None, allow_custom_code: bool = False) -> dict[str, Any]:
+    """Name -> embedder for :func:`core.evaluation.compare`; the base embedder is always first.
+
+    Adapters whose folder names an import path load only with ``allow_custom_code``."""
     from .adapters import load_adapter
     from .embedders import AdapterEmbedder
     from .runs import adapter_dir, get_run
@@ -134,14 +172,16 @@ def build_systems(ws: Workspace, systems: list[SystemSpec], embedder: str = "def
             run = get_run(ws, s["run_id"])
             if run is None:
                 raise ValueError(f"run {s['run_id']} no longer exists")
-            out[s.get("name") or run["name"]] = AdapterEmbedder(base, load_adapter(adapter_dir(ws, s["run_id"])))
+            out[s.get("name") or run["name"]] = AdapterEmbedder(
+                base, load_adapter(adapter_dir(ws, s["run_id"]), allow_custom_code=allow_custom_code))
         elif kind == "checkpoint":
             run = get_run(ws, s["run_id"])
             path = adapter_dir(ws, s["run_id"]) / "checkpoints" / f"step_{int(s['step'])}"
             label = s.get("name") or f"{run['name'] if run else s['run_id']} @ step {s['step']}"
-            out[label] = AdapterEmbedder(base, load_adapter(path))
+            out[label] = AdapterEmbedder(base, load_adapter(path, allow_custom_code=allow_custom_code))
         elif kind == "adapter_dir":
-            out[s.get("name") or Path(s["path"]).name] = AdapterEmbedder(base, load_adapter(s["path"]))
+            out[s.get("name") or Path(s["path"]).name] = AdapterEmbedder(
+                base, load_adapter(s["path"], allow_custom_code=allow_custom_code))
         else:
             raise ValueError(f"unknown system kind {kind!r}")
     return out
@@ -149,7 +189,7 @@ def build_systems(ws: Workspace, systems: list[SystemSpec], embedder: str = "def
 
 def start_evaluation(jm: JobManager, ws: Workspace, dataset_id: str, systems: list[SystemSpec], top_k: int = 5,
                      embedder: str = "default", api_key: str | None = None, api_base_url: str | None = None,
-                     name: str | None = None) -> str:
+                     name: str | None = None, allow_custom_code: bool = False) -> str:
     """Compare systems on a workspace dataset in the background. Result: ``{"eval_id": ...}``."""
     from .evaluation import compare
     from .questions import list_datasets, load_dataset
@@ -158,10 +198,15 @@ def start_evaluation(jm: JobManager, ws: Workspace, dataset_id: str, systems: li
     meta = next((d for d in list_datasets(ws) if d["id"] == dataset_id), None)
     if meta is None:
         raise ValueError("that evaluation dataset no longer exists: pick another")
+    custom = custom_code_systems(ws, systems)
+    if custom and not allow_custom_code:
+        raise ValueError(f"{len(custom)} adapter(s) name custom code to import ({', '.join(sorted(set(custom.values())))}): "
+                         "tick 'Allow custom code' if you trust that code, or leave them out.")
 
     def job(ctx: JobContext) -> dict:
         ds = load_dataset(ws, dataset_id)
-        named = build_systems(ws, systems, embedder=embedder, api_key=api_key, api_base_url=api_base_url)
+        named = build_systems(ws, systems, embedder=embedder, api_key=api_key, api_base_url=api_base_url,
+                              allow_custom_code=allow_custom_code)
         ctx.progress(0, 1, "embedding the evaluation set (cached texts are free)")
         cmp = compare(ds, named, baseline=next(iter(named)), top_k=top_k, dataset_name=meta["name"], progress=ctx.progress)
         run_ids = [s["run_id"] for s in systems if s.get("kind") in ("run", "checkpoint")]

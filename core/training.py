@@ -159,6 +159,9 @@ class TrainConfig:
             raise TrainingError("select_metric must be mrr, hit or ndcg")
         if self.top_k < 1:
             raise TrainingError("top_k must be >= 1")
+        if not isinstance(self.adapter_kwargs, dict) or "allow_custom_code" in self.adapter_kwargs:
+            raise TrainingError("adapter_kwargs must be a JSON object of constructor arguments "
+                                "(allow_custom_code is not one: it is the user's own choice)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -277,6 +280,7 @@ def train(
     cancel: threading.Event | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    allow_custom_code: bool = False,
 ) -> TrainResult:
     """Train an adapter for ``embedder`` on ``train_dataset``.
 
@@ -293,6 +297,8 @@ def train(
             ``{"type": "checkpoint", "step", "path"}``, ``{"type": "phase", "message"}``.
         cancel: set it to stop after the current step; the best state so far is saved.
         checkpoint_dir: checkpoints ``step_N`` go here (default ``out_dir/checkpoints``).
+        allow_custom_code: the user's opt-in to import ``config.adapter`` when it is an import
+            path (``pkg.mod:Class``); see :func:`core.adapters.resolve_adapter_class`.
     """
     config = config or TrainConfig()
     config.validate()
@@ -348,7 +354,8 @@ def train(
     ]
 
     # ---- model ------------------------------------------------------------------------------
-    adapter = adapters_mod.build_adapter(config.adapter, dim, **config.adapter_kwargs).to(device)
+    adapter = adapters_mod.build_adapter(config.adapter, dim, allow_custom_code=allow_custom_code,
+                                         **config.adapter_kwargs).to(device)
     adapters_mod.check_adapter_fits(adapter, dim, where=f"adapter {config.adapter}")
     opt_cls = OPTIMIZERS[config.optimizer]
     opt_kwargs: dict[str, Any] = {"lr": config.lr}
