@@ -5,6 +5,12 @@
 charts the dashboard shows; :func:`html_report` renders one HTML file with the tables and
 charts inlined (plotly.js embedded, so it opens offline and can be mailed as is);
 :func:`comparison_csv` is the table as CSV.
+
+Names in them (systems, runs, datasets) are user text: charts get them through
+:func:`chart_text` (plotly renders a subset of HTML in titles, labels and legends, so a run
+named ``<a href=...>`` would be a live link), the HTML report through ``html.escape``, and
+CSV cells through :func:`csv_cell` (a text cell starting with ``=``, ``+``, ``-``, ``@``, tab
+or carriage return would be a formula in a spreadsheet).
 """
 
 from __future__ import annotations
@@ -62,10 +68,33 @@ def summary_rows(cmp: Comparison) -> list[dict[str, Any]]:
     return out
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value safe to put in a CSV cell: text that a spreadsheet would run as a formula (it
+    starts with ``=``, ``+``, ``-``, ``@``, tab or carriage return) gets a leading ``'``, as
+    OWASP advises; numbers (and every other non-text value) stay as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def comparison_csv(cmp: Comparison) -> str:
+    """The summary table as CSV, every text cell (and header) through :func:`csv_cell`; text is
+    quoted (so a name holding a line break stays one cell), numbers are not."""
+    import csv
+
     import pandas as pd
 
-    return pd.DataFrame(summary_rows(cmp)).to_csv(index=False)
+    rows = [{csv_cell(k): csv_cell(v) for k, v in r.items()} for r in summary_rows(cmp)]
+    return pd.DataFrame(rows).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
+
+
+def chart_text(value: Any) -> str:
+    """User text made literal for a plotly title, axis label, legend or hover text (plotly
+    renders ``<a href>``, ``<b>``, ``<br>`` and entities there; escaped, they show as typed)."""
+    return html.escape(str(value), quote=False)
 
 
 def comparison_figures(cmp: Comparison, histories: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
@@ -74,11 +103,11 @@ def comparison_figures(cmp: Comparison, histories: dict[str, list[dict[str, Any]
 
     figs: dict[str, Any] = {}
     rows = cmp.rows()
-    systems = [r["system"] for r in rows]
+    systems = [chart_text(r["system"]) for r in rows]
     bar = go.Figure()
     for m in cmp.metric_names:
         bar.add_bar(name=m, x=systems, y=[r[m] for r in rows], text=[f"{r[m]:.3f}" for r in rows], textposition="outside")
-    bar.update_layout(barmode="group", title=f"Retrieval quality on {cmp.dataset_name} ({len(rows[0:1] and cmp.results[cmp.baseline].query_ids)} queries)",
+    bar.update_layout(barmode="group", title=f"Retrieval quality on {chart_text(cmp.dataset_name)} ({len(rows[0:1] and cmp.results[cmp.baseline].query_ids)} queries)",
                       yaxis_title="score", yaxis_range=[0, 1.08], legend_title="metric", height=420)
     figs["metrics"] = bar
 
@@ -89,10 +118,10 @@ def comparison_figures(cmp: Comparison, histories: dict[str, list[dict[str, Any]
             ys = [r[f"Δ {m}"] for r in others]
             lo = [r[f"Δ {m}"] - r[f"{m} CI"][0] for r in others]
             hi = [r[f"{m} CI"][1] - r[f"Δ {m}"] for r in others]
-            delta.add_bar(name=m, x=[r["system"] for r in others], y=ys,
+            delta.add_bar(name=m, x=[chart_text(r["system"]) for r in others], y=ys,
                           error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo))
         delta.add_hline(y=0, line_color="black", line_width=1)
-        delta.update_layout(barmode="group", title=f"Change against {cmp.baseline} (95% paired bootstrap CI)",
+        delta.update_layout(barmode="group", title=f"Change against {chart_text(cmp.baseline)} (95% paired bootstrap CI)",
                             yaxis_title="Δ score", height=380)
         figs["deltas"] = delta
 
@@ -102,7 +131,7 @@ def comparison_figures(cmp: Comparison, histories: dict[str, list[dict[str, Any]
             epochs = [h for h in hist if h.get("type") == "epoch" and h.get("val")]
             if epochs:
                 curves.add_scatter(x=[h["epoch"] for h in epochs], y=[h["val"].get(f"mrr@{cmp.top_k}", h["val"].get("mrr@5")) for h in epochs],
-                                   mode="lines+markers", name=f"{name} val MRR")
+                                   mode="lines+markers", name=f"{chart_text(name)} val MRR")
         curves.update_layout(title="Validation MRR by epoch (epoch 0 = untrained identity)", xaxis_title="epoch",
                              yaxis_title="MRR", height=360)
         figs["curves"] = curves
@@ -149,7 +178,7 @@ def html_report(
         sig = best.get(f"mrr@{cmp.top_k} significant") == "yes"
         headline = (
             f"<p class='headline'>Best system: <b>{html.escape(best['system'])}</b>, MRR@{cmp.top_k} "
-            f"{best[f'mrr@{cmp.top_k}']:.3f} vs {cmp.baseline} "
+            f"{best[f'mrr@{cmp.top_k}']:.3f} vs {html.escape(cmp.baseline)} "
             f"{next(r for r in rows if r['system'] == cmp.baseline)[f'mrr@{cmp.top_k}']:.3f} "
             f"(Δ {best[f'Δ mrr@{cmp.top_k}']:+.3f}, 95% CI {best[f'Δ mrr@{cmp.top_k} 95% CI']}, "
             f"{'significant' if sig else 'not significant'} at p &lt; {cmp.alpha}).</p>"
@@ -240,7 +269,7 @@ def training_figure(history: list[dict[str, Any]], top_k: int = 5, title: str | 
     fig.update_yaxes(title_text="score", row=2, col=1)
     fig.update_xaxes(title_text="optimizer step", rangemode="tozero", row=2, col=1)
     fig.update_layout(
-        title=title, height=520, legend=dict(orientation="h", y=-0.15),
+        title=None if title is None else chart_text(title), height=520, legend=dict(orientation="h", y=-0.15),
         margin=dict(t=60 if title else 30, b=10, l=10, r=10),
         uirevision="training",  # keep the user's zoom while the chart refreshes
     )
