@@ -8,10 +8,11 @@ from core.evaluation import NDCG_K
 from core.questions import list_datasets, load_dataset
 from core.reports import comparison_csv, comparison_figures, html_report, list_comparisons, load_comparison, summary_rows
 from core.runs import get_run, has_adapter, list_runs, read_history, run_checkpoints
-from core.tasks import start_evaluation
+from core.tasks import custom_code_systems, start_evaluation
 from core.workspace import safe_display_name
 from ui import state, widgets
-from ui.helpers import comparison_label, dataset_label, drilldown_rows, fmt_delta_cell, pick_default, preview, ranked_above
+from ui.helpers import (comparison_label, dataset_label, drilldown_rows, fmt_delta_cell, md_escape, pick_default, preview,
+                        ranked_above)
 
 ws, jm = widgets.page_header(
     "Compare",
@@ -39,7 +40,7 @@ def show_done(job: dict) -> None:
     if eval_id and st.session_state.get("eval_last_job") != job["id"]:
         st.session_state["eval_last_job"] = job["id"]
         st.session_state["eval_view"] = eval_id  # show the new comparison below
-        st.success(f"{job['title']}: done. The results are below.")
+        st.success(f"{md_escape(job['title'])}: done. The results are below.")
 
 
 if datasets:
@@ -56,7 +57,7 @@ if datasets:
                                 help="The guide uses k = 5. nDCG is always @10.")
         with c2:
             st.markdown("**Systems to compare**")
-            st.checkbox(f"Base embedder (`{embedder}`): always included, the baseline", value=True, disabled=True,
+            st.checkbox(f"Base embedder ({md_escape(embedder)}): always included, the baseline", value=True, disabled=True,
                         key="eval_base")
             systems: list[dict] = []
             if state.api_configured():
@@ -82,14 +83,20 @@ if datasets:
                            "embedder to compare them.")
             if not usable and not runs:
                 st.caption("No trained adapter yet: you can still measure the base embedder.")
+            allow_custom = False
+            if custom_code_systems(ws, systems):
+                st.warning("Some of these adapters are custom classes: comparing them imports their Python module. "
+                           + widgets.CUSTOM_CODE_WARNING, icon=":material/warning:")
+                allow_custom = st.checkbox("Allow custom code for these adapters", key="eval_allow_custom")
         name = st.text_input("Comparison name (optional)", key="eval_name", placeholder=labels[ds_id].split(" · ")[0])
         busy = widgets.any_active("evaluate")
         if st.button("Run comparison", key="eval_start", type="primary", disabled=busy, icon=":material/play_arrow:"):
             try:
                 start_evaluation(jm, ws, ds_id, systems, top_k=int(k), embedder=embedder,
-                                 api_key=state.session_api_key(), name=(name or "").strip() or None)
+                                 api_key=state.session_api_key(), name=(name or "").strip() or None,
+                                 allow_custom_code=allow_custom)
             except ValueError as exc:
-                st.error(str(exc))
+                st.error(md_escape(exc))
             else:
                 st.rerun()
 
@@ -112,14 +119,14 @@ view = st.selectbox("Comparison", list(views), format_func=views.get, key="eval_
 try:
     cmp, extra = load_comparison(ws, view)
 except (KeyError, OSError, ValueError) as exc:
-    st.error(f"This comparison cannot be read: {exc}")
+    st.error(f"This comparison cannot be read: {md_escape(exc)}")
     st.stop()
 
 kk = cmp.top_k
 rows = summary_rows(cmp)
 base_row = next(r for r in rows if r["system"] == cmp.baseline)
-st.caption(f"Evaluation set: **{cmp.dataset_name}** · {base_row['queries']} questions · k = {kk} · "
-           f"baseline: **{cmp.baseline}**")
+st.caption(f"Evaluation set: **{md_escape(cmp.dataset_name)}** · {base_row['queries']} questions · k = {kk} · "
+           f"baseline: **{md_escape(cmp.baseline)}**")
 
 # headline cards: one per system
 cards = st.columns(min(len(rows), 4))
@@ -127,7 +134,7 @@ for i, r in enumerate(rows[:8]):
     col = cards[i % len(cards)]
     delta = r.get(f"Δ mrr@{kk}")
     sig = r.get(f"mrr@{kk} significant")
-    col.metric(f"{r['system']}: MRR@{kk}", f"{r[f'mrr@{kk}']:.3f}",
+    col.metric(f"{md_escape(r['system'])}: MRR@{kk}", f"{r[f'mrr@{kk}']:.3f}",
                delta=None if delta is None else f"{delta:+.3f}" + (" (significant)" if sig == "yes" else " (n.s.)"),
                delta_color="normal" if delta is not None and abs(delta) >= 5e-4 else "off",  # no green arrow for ±0
                help=f"hit@{kk} {r[f'hit@{kk}']:.3f} · nDCG@{NDCG_K} {r[f'ndcg@{NDCG_K}']:.3f}")
@@ -195,17 +202,17 @@ else:
         qid = st.selectbox("Question", list(qlabels), format_func=qlabels.get, key="dd_query")
         detail = ranked_above(cmp, system, qid, dataset)
         with st.container(border=True):
-            st.markdown(f"**Question:** {(dataset.queries.get(qid) if dataset else qid)}")
+            st.markdown(f"**Question:** {md_escape(dataset.queries.get(qid) if dataset else qid)}")
             rank = detail["rank"]
-            st.markdown(f"Rank of the relevant chunk with **{system}**: **{rank if rank else 'not found'}** "
+            st.markdown(f"Rank of the relevant chunk with **{md_escape(system)}**: **{rank if rank else 'not found'}** "
                         f"(baseline: {next(r['base rank'] for r in dd if r['query_id'] == qid)})")
             for rel in detail["relevant"]:
-                st.markdown(f"**Relevant chunk** · {rel['where']}")
+                st.markdown(f"**Relevant chunk** · {md_escape(rel['where'])}")
                 st.text(rel["text"])
             if detail["above"]:
-                st.markdown(f"**Ranked above it by {system}:**")
+                st.markdown(f"**Ranked above it by {md_escape(system)}:**")
                 for a in detail["above"]:
-                    with st.expander(f"#{a['rank']} · {a['where']} · {preview(a['text'], 80)}"):
+                    with st.expander(f"#{a['rank']} · {md_escape(a['where'])} · {md_escape(preview(a['text'], 80))}"):
                         st.text(a["text"])
                 if detail["beyond_stored"]:
                     st.caption("…and more chunks beyond the stored top list.")
