@@ -53,6 +53,29 @@ def md_text(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", str(text))
 
 
+# Every ASCII punctuation character that Streamlit's Markdown (GFM, directives, emoji, math) gives
+# a meaning to; CommonMark lets a backslash make any of them literal.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:@&=^%/])")
+
+
+def md_escape(text: Any) -> str:
+    r"""User or document text made literal for anything Streamlit renders as Markdown.
+
+    ``st.markdown``/``st.caption``, alerts, toasts, ``st.progress`` text, metric and expander
+    labels all render Markdown: a PDF whose text holds ``![x](http://host/beacon.png)`` would
+    make the browser fetch that URL, and ``[x](http://...)`` or a bare URL would be a live link.
+    Backslash-escaping every special character (and the ``:``/``.``/``@`` of autolinks) shows
+    the text exactly as written. Use it on every file name, run or dataset name, job title,
+    question, chunk text and error message put inside Markdown; long bodies can go to
+    ``st.text`` instead, which never parses.
+
+    >>> md_escape("![x](http://h/b.png) **hi**")
+    '\\!\\[x\\]\\(http\\:\\/\\/h\\/b\\.png\\) \\*\\*hi\\*\\*'
+    """
+    s = "" if text is None else str(text)
+    return _MD_SPECIAL.sub(r"\\\1", s).replace("\r", "")
+
+
 def preview(text: str | None, n: int = 160) -> str:
     text = re.sub(r"\s+", " ", text or "").strip()
     return text if len(text) <= n else text[: n - 1] + "…"
