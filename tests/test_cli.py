@@ -288,7 +288,9 @@ def test_evaluate_a_run_that_saved_only_checkpoints(pipeline, tmp_path, capsys):
                               "--workspace", str(ws))
     assert rc == 0, err
     systems = [r["system"] for r in json.loads(out)]
-    assert systems[0] == "base" and run_id not in systems and any(s.startswith(f"{run_id}/step_") for s in systems)
+    # systems are named (main's naming): base, then only the run's checkpoints ("<run name> @ step N")
+    assert systems[0] == "base (all-MiniLM-L6-v2)" and len(systems) > 1
+    assert all(" @ step " in s for s in systems[1:])
     assert "saved no final adapter" in err
     rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", ds, "--run", run_id, "--workspace", str(ws))
     assert rc == 2 and "saved no final adapter" in err and "--checkpoints" in err
