@@ -110,8 +110,12 @@ def start_generation(jm: JobManager, ws: Workspace, generator: str = "offline", 
 
 def start_training(jm: JobManager, ws: Workspace, config, dataset_id: str, val_dataset_id: str | None = None,
                    embedder: str = "default", name: str | None = None, api_key: str | None = None,
-                   embedder_options: dict[str, Any] | None = None, allow_custom_code: bool = False) -> tuple[str, str]:
+                   embedder_options: dict[str, Any] | None = None, allow_custom_code: bool = False,
+                   eval_dataset_id: str | None = None) -> tuple[str, str]:
     """Create a run and train it in the background (runs queue one after another). Returns (job id, run id).
+
+    ``eval_dataset_id``: the set the adapter will be evaluated on (optional); cross-validation's
+    ``cv_design="auto"`` uses its chunks to choose the validation design.
 
     An adapter given as an import path is refused here, before anything is imported or queued,
     unless ``allow_custom_code``; with it, the class is imported and checked at once.
@@ -122,7 +126,7 @@ def start_training(jm: JobManager, ws: Workspace, config, dataset_id: str, val_d
     resolve_adapter_class(config.adapter, allow_import=allow_custom_code)  # AdapterError is a ValueError
 
     run_id = create_run(ws, config, dataset_id=dataset_id, val_dataset_id=val_dataset_id, embedder=embedder,
-                        embedder_options=embedder_options, name=name)
+                        embedder_options=embedder_options, name=name, eval_dataset_id=eval_dataset_id)
 
     def job(ctx: JobContext) -> dict:
         result = execute_run(ws, run_id, cancel=ctx.cancel_event, progress=ctx.progress, api_key=api_key,

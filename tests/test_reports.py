@@ -248,4 +248,4 @@ def test_charts_and_report_show_names_as_text(cmp):
     assert "&lt;i&gt;eval&lt;/i&gt;" in figs["metrics"].layout.title.text
     page = html_report(evil, title="report")
     assert 'href="http://evil.example' not in page.replace('\\"', '"').replace("\\u003c", "<")
-    assert "vs &lt;b&gt;base&lt;/b&gt;" in page
+    assert "against the &lt;b&gt;base&lt;/b&gt;" in page  # main's report names the baseline in its notes

@@ -45,12 +45,12 @@ def fmt_num(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|$~])")  # links, emphasis, code, HTML, tables, LaTeX
+_MD_TEXT_SPECIAL = re.compile(r"([\\`*_\[\]<>#|$~])")  # links, emphasis, code, HTML, tables, LaTeX
 
 
 def md_text(text: str) -> str:
     """Plain text made safe to embed in Streamlit markdown (names and questions are user text)."""
-    return _MD_SPECIAL.sub(r"\\\1", str(text))
+    return _MD_TEXT_SPECIAL.sub(r"\\\1", str(text))
 
 
 # Every ASCII punctuation character that Streamlit's Markdown (GFM, directives, emoji, math) gives
