@@ -12,8 +12,13 @@ Built in:
 * ``low-rank`` -> :class:`LowRankResidual`, an example of a *custom* adapter registered the
   same way a user's would be: ``x + B(A x)`` with ``B`` initialised to zero.
 
-Custom adapters: any importable class, by ``"package.module:Class"`` (or dotted path), or
-registered under a short name with :func:`register_adapter`.
+Custom adapters: registered under a short name with :func:`register_adapter`, or any importable
+class by ``"package.module:Class"`` (or dotted path). Importing a module runs its code, so an
+import path is only ever imported on an explicit opt-in by the person running AdapterLab
+(``allow_custom_code=True``: the CLI's ``--allow-custom-code`` or an import path they typed,
+the dashboard's "Allow custom code" tick box), never because a file names it: a class named
+in a folder's ``adapterlab.json`` is looked up in the registry only, and a folder that names an
+import path is refused with an :class:`AdapterError` unless the caller opted in.
 
 Folder format (LlamaIndex ``BaseAdapter.save``): ``config.json`` (constructor kwargs) and
 ``pytorch_model.bin`` (``torch.save(state_dict)``). AdapterLab adds ``adapterlab.json`` naming
@@ -25,6 +30,7 @@ Example::
     a = build_adapter("linear", dim=384)
     save_adapter(a, "out/linear", embedder_identity="st:all-MiniLM-L6-v2")
     b = load_adapter("out/linear")             # class found from adapterlab.json or config keys
+    c = load_adapter("theirs", allow_custom_code=True)   # may import the class adapterlab.json names
 """
 
 from __future__ import annotations
@@ -190,13 +196,32 @@ def _check_adapter_class(cls: Any, name: str) -> None:
         raise AdapterError(f"{name} has no get_config_dict(): an adapter must return its constructor kwargs")
 
 
-def resolve_adapter_class(name: str) -> type[nn.Module]:
-    """A registered name (``linear``, ``two-layer``, ...) or an import path ``pkg.mod:Class``."""
+_ALIASES = {"twolayer": "two-layer", "two_layer": "two-layer", "2layer": "two-layer", "mlp": "two-layer"}
+
+
+def is_import_path(name: str) -> bool:
+    """True when ``name`` is not a registered adapter (or alias) but a ``pkg.mod:Class`` path."""
+    name = str(name or "").strip()
+    return name not in _REGISTRY and name.lower() not in _ALIASES and (":" in name or "." in name)
+
+
+def resolve_adapter_class(name: str, allow_import: bool = False) -> type[nn.Module]:
+    """A registered name (``linear``, ``two-layer``, ...) or, with ``allow_import``, an import path.
+
+    ``allow_import`` must come from the person running AdapterLab (a flag, a tick box, a path
+    they typed), never from a file: importing ``pkg.mod`` runs ``pkg/mod.py``.
+    """
+    name = str(name or "").strip()
     if name in _REGISTRY:
         return _REGISTRY[name]
-    aliases = {"twolayer": "two-layer", "two_layer": "two-layer", "2layer": "two-layer", "mlp": "two-layer"}
-    if name.lower() in aliases:
-        return _REGISTRY[aliases[name.lower()]]
+    if name.lower() in _ALIASES:
+        return _REGISTRY[_ALIASES[name.lower()]]
+    if is_import_path(name) and not allow_import:
+        raise AdapterError(
+            f"{name!r} is an import path, not a registered adapter ({', '.join(sorted(_REGISTRY))}): importing "
+            "it would run that module's code. Allow custom code explicitly (CLI: --allow-custom-code; dashboard: "
+            "the 'Allow custom code' tick box) only for code you trust."
+        )
     if ":" in name:
         mod_name, _, attr = name.partition(":")
     elif "." in name:
@@ -222,14 +247,15 @@ def adapter_name(adapter: nn.Module) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def build_adapter(kind: str, dim: int, **kwargs: Any) -> nn.Module:
+def build_adapter(kind: str, dim: int, *, allow_custom_code: bool = False, **kwargs: Any) -> nn.Module:
     """A fresh adapter of ``kind`` for embeddings of dimension ``dim``.
 
     ``kwargs`` override the defaults: linear ``bias``; two-layer ``hidden_features`` (1024),
     ``activation_fn_str``, ``add_residual`` (True); a custom class gets ``in_features`` /
-    ``out_features`` / ``hidden_features`` when its constructor takes them.
+    ``out_features`` / ``hidden_features`` when its constructor takes them. An import path as
+    ``kind`` needs ``allow_custom_code`` (see :func:`resolve_adapter_class`).
     """
-    cls = resolve_adapter_class(kind)
+    cls = resolve_adapter_class(kind, allow_import=allow_custom_code)
     defaults: dict[str, Any] = {}
     if cls is LinearLayer:
         defaults = {"in_features": dim, "out_features": dim, "bias": False}
@@ -265,10 +291,18 @@ def read_adapter_meta(path: str | os.PathLike) -> dict[str, Any]:
     meta_path = Path(path) / META_FILE
     if meta_path.exists():
         try:
-            return json.loads(meta_path.read_text())
-        except json.JSONDecodeError:
+            meta = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return {}
+        return meta if isinstance(meta, dict) else {}
     return {}
+
+
+def folder_import_path(path: str | os.PathLike) -> str | None:
+    """The import path a folder's ``adapterlab.json`` names (``None`` for a registered class or none):
+    what loading it with ``allow_custom_code=True`` would import. Reads JSON only, imports nothing."""
+    named = read_adapter_meta(path).get("adapter_cls")
+    return str(named) if named and is_import_path(str(named)) else None
 
 
 def _guess_class(config: dict[str, Any]) -> type[nn.Module]:
@@ -285,23 +319,48 @@ def _guess_class(config: dict[str, Any]) -> type[nn.Module]:
     )
 
 
-def load_adapter(path: str | os.PathLike, adapter_cls: str | type[nn.Module] | None = None, device: str = "cpu") -> nn.Module:
-    """Load an adapter folder written by AdapterLab or LlamaIndex (tensors only, ``weights_only``)."""
+def load_adapter(
+    path: str | os.PathLike,
+    adapter_cls: str | type[nn.Module] | None = None,
+    device: str = "cpu",
+    *,
+    allow_custom_code: bool = False,
+) -> nn.Module:
+    """Load an adapter folder written by AdapterLab or LlamaIndex (tensors only, ``weights_only``).
+
+    The class is ``adapter_cls`` when given, else the one ``adapterlab.json`` names, else guessed
+    from ``config.json``'s keys (LlamaIndex's linear and two-layer). A class name from the folder
+    is looked up in the registry only; an import path there (or as ``adapter_cls``) is imported
+    only with ``allow_custom_code=True``, which must come from the user, and is otherwise refused
+    with an :class:`AdapterError`: a shared folder must not be able to run code.
+    """
     path = Path(path)
     cfg_path, w_path = path / CONFIG_FILE, path / WEIGHTS_FILE
     if not cfg_path.exists() or not w_path.exists():
         raise AdapterError(f"{path} is not an adapter folder: it needs {CONFIG_FILE} and {WEIGHTS_FILE}.")
     try:
         config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise AdapterError(f"{cfg_path}: not valid JSON ({exc.msg}).") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise AdapterError(f"{cfg_path}: not valid JSON ({getattr(exc, 'msg', 'nested too deeply')}).") from None
+    if not isinstance(config, dict):
+        raise AdapterError(f"{cfg_path}: expected a JSON object of constructor arguments.")
     if isinstance(adapter_cls, str):
-        cls = resolve_adapter_class(adapter_cls)
+        cls = resolve_adapter_class(adapter_cls, allow_import=allow_custom_code)
     elif adapter_cls is not None:
         cls = adapter_cls
     else:
-        meta = read_adapter_meta(path)
-        cls = resolve_adapter_class(meta["adapter_cls"]) if meta.get("adapter_cls") else _guess_class(config)
+        named = read_adapter_meta(path).get("adapter_cls")
+        if not named:
+            cls = _guess_class(config)
+        elif is_import_path(str(named)) and not allow_custom_code:
+            raise AdapterError(
+                f"{path}: its {META_FILE} names the class {str(named)[:200]!r}, an import path. AdapterLab does not "
+                "import code because a file names it: loading this folder would run that module. If you trust "
+                "the code, pass --allow-custom-code (Python: allow_custom_code=True) or give the class yourself "
+                "(--adapter-class); a folder of a built-in adapter loads with --adapter-class linear or two-layer."
+            )
+        else:
+            cls = resolve_adapter_class(str(named), allow_import=allow_custom_code)
     try:
         adapter = cls(**config)
     except TypeError as exc:

@@ -230,7 +230,8 @@ def _train_config(args):
     cfg.validate()
     from .adapters import resolve_adapter_class
 
-    resolve_adapter_class(cfg.adapter)  # an unknown adapter fails before a run is created
+    # an unknown adapter fails before a run is created; an import path typed here is the user's opt-in
+    resolve_adapter_class(cfg.adapter, allow_import=True)
     return cfg
 
 
@@ -254,7 +255,7 @@ def cmd_train(args) -> int:
     bar = _Bar(not args.json, "train")
     cancel = threading.Event()
     try:
-        result = execute_run(ws, run_id, progress=bar, cancel=cancel, out_dir=args.out)
+        result = execute_run(ws, run_id, progress=bar, cancel=cancel, out_dir=args.out, allow_custom_code=True)
     except KeyboardInterrupt:
         raise CLIError(f"interrupted; run {run_id} keeps its checkpoints under {ws.run_dir(run_id)}")
     finally:
@@ -328,11 +329,14 @@ def cmd_finetune(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .datasets import QADataset
-    from .runs import get_run, run_checkpoints
+    from .runs import get_run, has_adapter, run_checkpoints
     from .tasks import evaluate_with_context
 
     ws = _workspace(args)
     ds = QADataset.load(args.dataset)
+    # Importing a class runs its module: only when the user asks (the flag, or a class path they typed).
+    allow = bool(args.allow_custom_code)
+    typed = [args.adapter_class] if args.adapter_class else []
     specs: list[dict[str, Any]] = [{"kind": "api", "spec": spec} for spec in args.api_embedder or []]
     train_ds = str(Path(args.train_dataset).resolve()) if args.train_dataset else None
     for path in args.adapter or []:
@@ -349,15 +353,26 @@ def cmd_evaluate(args) -> int:
         run = get_run(ws, run_id)
         if run is None:
             raise CLIError(f"run {run_id!r} is not in the workspace (python -m core runs lists them)")
-        specs.append({"kind": "run", "run_id": run_id})
-        if args.checkpoints:
-            for ck in run_checkpoints(ws, run_id):
-                specs.append({"kind": "checkpoint", "run_id": run_id, "step": int(ck.name.split("_")[-1])})
+        ckpts = run_checkpoints(ws, run_id) if args.checkpoints else []
+        if run.get("kind") == "finetune" or has_adapter(ws, run_id):
+            specs.append({"kind": "run", "run_id": run_id})
+        elif not ckpts:  # e.g. interrupted before the end: only checkpoints were saved
+            n = len(run_checkpoints(ws, run_id))
+            raise CLIError(
+                f"run {run_id} saved no final adapter (it did not finish)"
+                + (f"; evaluate its {n} checkpoint(s) with --checkpoints" if n else " and no checkpoint")
+            )
+        else:
+            print(f"run {run_id} saved no final adapter (it did not finish): evaluating its checkpoints",
+                  file=sys.stderr)
+        for ck in ckpts:
+            specs.append({"kind": "checkpoint", "run_id": run_id, "step": int(ck.name.split("_")[-1])})
     bar = _Bar(not args.json, "evaluate")
     name = args.name or Path(args.dataset).name
     cmp, context = evaluate_with_context(
         ws, ds, name, specs, top_k=args.top_k, embedder=args.embedder, embedder_options=_prefixes(args),
         dataset_path=str(Path(args.dataset).resolve()), exclude_leaked=args.exclude_leaked, progress=bar,
+        allow_custom_code=allow, allow_classes=typed,
     )
     bar.close()
     rows = cmp.rows()
@@ -498,7 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True, help="training dataset (LlamaIndex JSON)")
     s.add_argument("--val-dataset", help="validation dataset for model selection (default: a split of the training chunks)")
     s.add_argument("--adapter", default="linear",
-                   help="linear, two-layer, low-rank, or an import path pkg.mod:Class")
+                   help="linear, two-layer, low-rank, or an import path pkg.mod:Class (imported: typing it is "
+                        "your consent to run that module)")
     s.add_argument("--adapter-kwargs", help='JSON constructor overrides, e.g. \'{"rank": 16}\'')
     s.add_argument("--hidden-features", type=int, help="hidden size of two-layer (default 1024)")
     s.add_argument("--bias", action="store_true", help="linear adapter with a bias")
@@ -556,7 +572,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", parents=[common, emb], help="hit-rate / MRR of base and adapters side by side")
     s.add_argument("--dataset", required=True, help="evaluation dataset (LlamaIndex JSON)")
     s.add_argument("--adapter", nargs="*", help="adapter folders (AdapterLab or LlamaIndex)")
-    s.add_argument("--adapter-class", help="class for adapter folders without adapterlab.json (e.g. two-layer)")
+    s.add_argument("--adapter-class",
+                   help="class of the --adapter folders: linear, two-layer, low-rank, or an import path pkg.mod:Class "
+                        "(imported because you typed it; use for folders without adapterlab.json)")
+    s.add_argument("--allow-custom-code", action="store_true",
+                   help="let adapter folders and runs whose adapterlab.json names an import path import it "
+                        "(runs that module's code: only for folders you trust)")
     s.add_argument("--run", nargs="*", help="workspace run ids (adapter runs, and full fine-tune runs)")
     s.add_argument("--checkpoints", action="store_true", help="also evaluate every step_N checkpoint")
     s.add_argument("--api-embedder", nargs="*", help="extra embedders to compare, e.g. openai:text-embedding-3-small")
@@ -608,5 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.fn(args) or 0)
     except known as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from .keys import scrub
+
+        print(f"error: {scrub(exc)}", file=sys.stderr)
         return 2

@@ -26,6 +26,11 @@ class DatasetError(ValueError):
     """A dataset file that cannot be used, with a message naming the file and the problem."""
 
 
+# json.loads recurses once per nesting level: a file of 100,000 '[' ends in RecursionError.
+_TOO_DEEP = ("its JSON is nested too deeply to be a dataset. A LlamaIndex dataset is an object holding "
+             "'queries', 'corpus' and 'relevant_docs'.")
+
+
 @dataclass(slots=True)
 class QADataset:
     queries: dict[str, str]
@@ -101,6 +106,8 @@ class QADataset:
             raise DatasetError(f"{path}: not a UTF-8 text file ({exc.reason}). Expected LlamaIndex dataset JSON.") from exc
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from exc
+        except RecursionError:
+            raise DatasetError(f"{path}: {_TOO_DEEP}") from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod
@@ -109,6 +116,8 @@ class QADataset:
             data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DatasetError(f"{source}: not valid JSON ({exc}).") from exc
+        except RecursionError:
+            raise DatasetError(f"{source}: {_TOO_DEEP}") from None
         return cls.from_dict(data, source=source)
 
     # -- output ---------------------------------------------------------------------------

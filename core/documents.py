@@ -6,6 +6,10 @@ The flow is three plain functions, each usable alone:
   clean-up (whitespace, hyphenation at line ends, NULs, line endings, paragraphs). It uses
   ``pypdfium2`` (fast, keeps word spacing) and falls back to ``pypdf``. Every problem is a
   :class:`PDFError` whose ``kind`` says what happened and whose message says what to do.
+  On Linux the parsing runs in a child process with a memory and a time limit
+  (:data:`PDF_MEMORY_LIMIT_MB`, :data:`PDF_TIME_LIMIT_S`), so a decompression bomb or a file
+  that sends the parser into a loop fails alone (``kind="over_limit"``) instead of taking the
+  app down.
 * :func:`chunk_pages` splits pages into :class:`Chunk` objects of at most
   ``chunk_size`` tokens, on sentence boundaries (paragraph boundaries preferred), with
   sentence-level overlap; chunk ids are deterministic, so re-chunking with the same settings
@@ -68,6 +72,22 @@ _CHUNK_NS = uuid.UUID("6f1c8a52-1c1e-4d7e-9a0b-5d0c2f3e8a11")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+def _env_number(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+#: Memory one PDF may take to parse, in MB on top of what the process already maps
+#: (``$ADAPTERLAB_PDF_MEMORY_MB``). Text extraction of real documents needs far less; a page
+#: stream that inflates past it (a decompression bomb) stops the parse of that file only.
+PDF_MEMORY_LIMIT_MB = _env_number("ADAPTERLAB_PDF_MEMORY_MB", 1024)
+#: Seconds one PDF may take to parse (``$ADAPTERLAB_PDF_TIMEOUT_S``).
+PDF_TIME_LIMIT_S = _env_number("ADAPTERLAB_PDF_TIMEOUT_S", 300)
+
+
 # =============================================================================================
 # Errors and loaded documents
 # =============================================================================================
@@ -76,11 +96,11 @@ class PDFError(Exception):
 
     Attributes:
         kind: one of ``"empty"``, ``"not_pdf"``, ``"encrypted"``, ``"corrupt"``, ``"no_text"``,
-            ``"too_large"``.
+            ``"too_large"``, ``"over_limit"`` (parsing needed more memory or time than allowed).
         filename: the display name of the file (never a path).
     """
 
-    KINDS = ("empty", "not_pdf", "encrypted", "corrupt", "no_text", "too_large")
+    KINDS = ("empty", "not_pdf", "encrypted", "corrupt", "no_text", "too_large", "over_limit")
 
     def __init__(self, kind: str, filename: str, message: str):
         if kind not in self.KINDS:
@@ -142,6 +162,11 @@ def _err(kind: str, name: str, detail: str = "") -> PDFError:
         "too_large": (
             f"{name} is too large ({detail}): split it into smaller PDFs or raise the size limit."
         ),
+        "over_limit": (
+            f"{name} was not ingested: reading it {detail}. Its compressed content expands far beyond its "
+            "file size (a damaged file or a decompression bomb). If it is a genuine document, split it, or "
+            "raise ADAPTERLAB_PDF_MEMORY_MB / ADAPTERLAB_PDF_TIMEOUT_S."
+        ),
     }
     return PDFError(kind, name, messages[kind])
 
@@ -178,29 +203,33 @@ def _check_header(data: bytes, name: str) -> None:
         raise _err("not_pdf", name, hint)
 
 
-def _extract_pdfium(data: bytes, name: str) -> list[str]:
+def _extract_pdfium(data: bytes, name: str, locked: bool = True) -> list[str]:
     """Raw page texts with pypdfium2; raises PDFError('encrypted') or pdfium's own error.
 
     A document of :data:`PARALLEL_MIN_PAGES` pages or more is read by two processes (see
-    :func:`_extract_forked`); the texts are the same either way.
+    :func:`_extract_forked`); the texts are the same either way. ``locked=False`` is for the
+    sandbox child (:func:`_extract_sandboxed`), the only thread of its process, where the
+    copy of :data:`_PDFIUM_LOCK` may be held forever.
     """
     import pypdfium2 as pdfium
 
-    with _PDFIUM_LOCK:
-        try:
-            doc = pdfium.PdfDocument(data)
-        except pdfium.PdfiumError as exc:
-            # FPDF_ERR_PASSWORD == 4 ("Incorrect password error").
-            if getattr(exc, "err_code", None) == 4 or "password" in str(exc).lower():
-                raise _err("encrypted", name) from exc
-            raise
-        try:
-            n = len(doc)
-            if n >= PARALLEL_MIN_PAGES and _can_fork():
-                return _extract_forked(pdfium, doc, data, n)
-            return _page_texts(doc, range(n))
-        finally:
-            doc.close()
+    if locked:
+        with _PDFIUM_LOCK:
+            return _extract_pdfium(data, name, locked=False)
+    try:
+        doc = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        # FPDF_ERR_PASSWORD == 4 ("Incorrect password error").
+        if getattr(exc, "err_code", None) == 4 or "password" in str(exc).lower():
+            raise _err("encrypted", name) from exc
+        raise
+    try:
+        n = len(doc)
+        if n >= PARALLEL_MIN_PAGES and _can_fork():
+            return _extract_forked(pdfium, doc, data, n)
+        return _page_texts(doc, range(n))
+    finally:
+        doc.close()
 
 
 def _page_texts(doc, indices: Iterable[int]) -> list[str]:
@@ -382,8 +411,10 @@ def _extract_pypdf(data: bytes, name: str) -> list[str]:
                 log.warning("%s: pypdf could not read a page: %s", name, exc)
                 texts.append("")
         return texts
-    except PDFError:
+    except (PDFError, MemoryError):
         raise
+    except getattr(getattr(pypdf, "errors", None), "LimitReachedError", ()) as exc:  # pypdf's own bomb guard
+        raise _err("over_limit", name, f"hit pypdf's limit on inflated data ({exc})"[:300]) from exc
     except Exception as exc:  # pypdf raises many types (PdfReadError, ValueError, ...) on broken files
         raise _err("corrupt", name, f" ({type(exc).__name__}: {exc})"[:200]) from exc
 
@@ -392,6 +423,8 @@ def load_pdf(
     source: bytes | str | os.PathLike,
     filename: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    memory_limit_mb: float | None = None,
+    time_limit_s: float | None = None,
 ) -> LoadedPDF:
     """Read one PDF into cleaned text per page.
 
@@ -401,6 +434,8 @@ def load_pdf(
             never used as a path). Defaults to the path's base name, or ``"document.pdf"``.
         max_bytes: refuse files larger than this, checked before the file is parsed (or, for a
             path, read).
+        memory_limit_mb, time_limit_s: limits of the parse (default :data:`PDF_MEMORY_LIMIT_MB`,
+            :data:`PDF_TIME_LIMIT_S`), enforced on Linux by parsing in a child process.
 
     Returns:
         a :class:`LoadedPDF` whose ``doc_id`` is the sha256 of the bytes. Pages without text
@@ -408,8 +443,8 @@ def load_pdf(
 
     Raises:
         PDFError: ``kind`` is ``"too_large"``, ``"empty"``, ``"not_pdf"``, ``"encrypted"``,
-            ``"corrupt"`` or ``"no_text"`` (fewer than :data:`MIN_TEXT_CHARS` non-space
-            characters over all pages: a scanned PDF that needs OCR).
+            ``"corrupt"``, ``"no_text"`` (fewer than :data:`MIN_TEXT_CHARS` non-space
+            characters over all pages: a scanned PDF that needs OCR) or ``"over_limit"``.
         FileNotFoundError: ``source`` is a path that does not exist.
 
     Text comes from ``pypdfium2``; if it cannot open or read the file (other than for a
@@ -426,19 +461,32 @@ def load_pdf(
         filename = os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "document.pdf"
     name = safe_display_name(filename)
     data = _read_source(source, name, max_bytes)
-    return _load_bytes(data, name)
+    return _load_bytes(data, name, memory_limit_mb, time_limit_s)
 
 
-def _load_bytes(data: bytes, name: str) -> LoadedPDF:
+def _load_bytes(
+    data: bytes, name: str, memory_limit_mb: float | None = None, time_limit_s: float | None = None
+) -> LoadedPDF:
     _check_header(data, name)
     doc_id = hashlib.sha256(data).hexdigest()
+    if _can_sandbox():
+        extractor, cleaned = _extract_sandboxed(
+            data, name, memory_limit_mb or PDF_MEMORY_LIMIT_MB, time_limit_s or PDF_TIME_LIMIT_S
+        )
+    else:  # no fork (Windows, macOS): parse here, without the limits
+        extractor, cleaned = _extract_and_clean(data, name)
+    pages = [PageText(page=i + 1, text=t) for i, t in enumerate(cleaned)]
+    return LoadedPDF(doc_id=doc_id, filename=name, size_bytes=len(data), pages=pages, extractor=extractor)
 
+
+def _extract_and_clean(data: bytes, name: str, locked: bool = True) -> tuple[str, list[str]]:
+    """``(extractor, cleaned page texts)``: pdfium, pypdf when pdfium fails or finds no text."""
     raw: list[str] | None = None
     extractor = "pypdfium2"
     pdfium_error: Exception | None = None
     try:
-        raw = _extract_pdfium(data, name)
-    except PDFError:
+        raw = _extract_pdfium(data, name, locked=locked)
+    except (PDFError, MemoryError):
         raise
     except Exception as exc:  # PdfiumError (format/file error) or a failure on a page
         pdfium_error = exc
@@ -461,9 +509,148 @@ def _load_bytes(data: bytes, name: str) -> LoadedPDF:
     if _text_chars(raw, MIN_TEXT_CHARS) < MIN_TEXT_CHARS:
         raise _err("no_text", name, f" in its {len(raw)} page{'s' if len(raw) != 1 else ''}")
 
-    cleaned = clean_pages(raw)
-    pages = [PageText(page=i + 1, text=t) for i, t in enumerate(cleaned)]
-    return LoadedPDF(doc_id=doc_id, filename=name, size_bytes=len(data), pages=pages, extractor=extractor)
+    return extractor, clean_pages(raw)
+
+
+# -- the sandbox: one PDF is parsed in a child process with memory and time limits ------------
+def _can_sandbox() -> bool:
+    return sys.platform.startswith("linux") and hasattr(os, "fork")
+
+
+def _address_space_bytes() -> int:
+    """This process's mapped virtual memory (what ``RLIMIT_AS`` counts)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _sandbox_child(data: bytes, name: str, memory_limit_mb: float, time_limit_s: float, wfd: int) -> None:
+    """In the forked child: limit memory and CPU, parse, send the outcome down ``wfd``, exit.
+
+    Never returns. It runs only pdfium, pypdf and string code, takes no lock of the parent's
+    (see :func:`_extract_pdfium`), logs nothing and leaves with ``os._exit``.
+    """
+    code = 1
+    try:
+        gc.disable()  # no finalizers of the parent's objects run here
+        import faulthandler
+
+        faulthandler.disable()  # running out of its memory is expected here: no crash dump on stderr
+        os.setpgid(0, 0)  # its own process group: the parent can stop it with its helper
+        import resource
+
+        limit = _address_space_bytes() + int(memory_limit_mb * 1024 * 1024)
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+        cpu = int(time_limit_s) + 5  # a backstop: the parent kills it at the wall-clock limit
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu if hard == resource.RLIM_INFINITY else min(cpu, hard), hard))
+        try:
+            extractor, cleaned = _extract_and_clean(data, name, locked=False)
+            message = ("ok", extractor, cleaned)
+        except PDFError as exc:
+            message = ("pdf_error", exc.kind, str(exc))
+        except MemoryError:
+            message = ("memory",)
+        except Exception as exc:
+            message = ("error", type(exc).__name__, str(exc)[:300])
+        payload = marshal.dumps(message)
+        view = memoryview(_HEADER.pack(len(payload)) + payload)
+        while view:
+            view = view[os.write(wfd, view):]
+        code = 0
+    except BaseException:
+        pass
+    finally:
+        os._exit(code)
+
+
+def _read_frame(fd: int, deadline: float) -> bytes | None:
+    """One length-prefixed message from ``fd``; ``None`` on EOF (the child died) or timeout
+    (then ``time.monotonic() >= deadline``)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    buf = bytearray()
+    need, size = _HEADER.size, None
+    while True:
+        while len(buf) < need:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(max(left, 0.001) * 1000):
+                return None
+            chunk = os.read(fd, max(need - len(buf), 1 << 16))
+            if not chunk:
+                return None
+            buf += chunk
+        if size is not None:
+            return bytes(buf[_HEADER.size : need])
+        (size,) = _HEADER.unpack_from(buf)
+        need = _HEADER.size + size
+
+
+def _extract_sandboxed(data: bytes, name: str, memory_limit_mb: float, time_limit_s: float) -> tuple[str, list[str]]:
+    """:func:`_extract_and_clean` in a forked child limited to ``memory_limit_mb`` more memory
+    (``RLIMIT_AS``) and ``time_limit_s`` seconds; over a limit, ``PDFError("over_limit")``."""
+    import pypdfium2  # noqa: F401 - loaded once here, so every child shares it instead of loading it
+
+    rfd, wfd = os.pipe()
+    try:
+        with _PDFIUM_LOCK:  # no thread of this process is inside pdfium while it forks
+            pid = os.fork()
+            if pid == 0:
+                os.close(rfd)
+                _sandbox_child(data, name, memory_limit_mb, time_limit_s, wfd)
+    except OSError as exc:
+        os.close(rfd)
+        os.close(wfd)
+        raise _err("over_limit", name, f"could not start the reader process ({exc.strerror})") from None
+    os.close(wfd)
+    frame = None
+    deadline = time.monotonic() + time_limit_s
+    try:
+        try:
+            os.setpgid(pid, pid)  # also here, so killpg works even before the child ran
+        except OSError:
+            pass
+        frame = _read_frame(rfd, deadline)
+    finally:
+        os.close(rfd)
+        timed_out = frame is None and time.monotonic() >= deadline
+        if frame is None:
+            for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+                try:
+                    kill()
+                    break
+                except OSError:
+                    continue
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            status = 0
+    message = None
+    if frame is not None:
+        try:
+            message = marshal.loads(frame)
+        except (EOFError, ValueError, TypeError):
+            message = None
+    mem = f"{memory_limit_mb:g} MB"
+    if not isinstance(message, tuple) or not message:
+        if timed_out or (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU):
+            raise _err("over_limit", name, f"took longer than {time_limit_s:g} s")
+        how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit status {os.WEXITSTATUS(status)}"
+        raise _err("over_limit", name, f"stopped the PDF reader ({how}): the file needs more than {mem} of "
+                                       "memory to read, or crashed the reader")
+    kind = message[0]
+    if kind == "ok" and len(message) == 3 and isinstance(message[2], list):
+        return str(message[1]), [str(t) for t in message[2]]
+    if kind == "pdf_error" and len(message) == 3 and message[1] in PDFError.KINDS:
+        raise PDFError(message[1], name, str(message[2]))
+    if kind == "memory":
+        raise _err("over_limit", name, f"needed more than {mem} of memory")
+    if kind == "error" and len(message) == 3:
+        raise _err("corrupt", name, f" ({message[1]}: {message[2]})"[:300])
+    raise _err("corrupt", name, " (the PDF reader sent an unreadable answer)")
 
 
 def _text_chars(texts: Sequence[str], enough: int | None = None) -> int:
@@ -1070,6 +1257,8 @@ def ingest_files(
     max_bytes: int = DEFAULT_MAX_BYTES,
     progress: Callable[[int, int, str], None] | None = None,
     cancel: threading.Event | None = None,
+    memory_limit_mb: float | None = None,
+    time_limit_s: float | None = None,
 ) -> list[IngestReport]:
     """Parse, chunk and store a batch of PDFs; each file succeeds or fails on its own.
 
@@ -1085,6 +1274,8 @@ def ingest_files(
         progress: called as ``progress(done, total, message)`` before and after each file.
         cancel: when set, files not yet started are skipped (no report for them); the file
             in progress is finished first.
+        memory_limit_mb, time_limit_s: limits of parsing one file (see :func:`load_pdf`); a
+            file over them fails alone with ``error_kind="over_limit"``.
 
     Returns:
         one :class:`IngestReport` per processed file, in order. A file whose bytes are already
@@ -1114,7 +1305,8 @@ def ingest_files(
         name = safe_display_name(upload_name)
         if progress:
             progress(i, total, f"Reading {name}")
-        report = _ingest_one(ws, name, source, settings, token_counter, max_seq_length, max_bytes, cache, seen)
+        report = _ingest_one(ws, name, source, settings, token_counter, max_seq_length, max_bytes, cache, seen,
+                             (memory_limit_mb, time_limit_s))
         reports.append(report)
         if progress:
             what = {
@@ -1136,6 +1328,7 @@ def _ingest_one(
     max_bytes: int,
     cache: dict[str, int],
     seen: set[str],
+    limits: tuple[float | None, float | None] = (None, None),
 ) -> IngestReport:
     doc_id: str | None = None
     size = 0
@@ -1160,7 +1353,7 @@ def _ingest_one(
             row = existing[0] if existing else {"pages": 0, "chars": 0}
             return IngestReport(name, doc_id, "duplicate", row["pages"], row["chars"], counts["n"], counts["t"])
 
-        doc = _load_bytes(data, name)
+        doc = _load_bytes(data, name, *limits)
         chunks = _chunk(doc.pages, doc.doc_id, settings, token_counter, max_seq_length, cache)
         atomic_write_bytes(ws.path("documents", f"{doc.doc_id}.pdf"), data)
         with ws.db() as con:

@@ -40,6 +40,8 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from .keys import ENV_KEY, environment_base_url, key_for, scrub
+
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
@@ -237,8 +239,10 @@ class OpenAIEmbedder:
 
     Args:
         model: e.g. ``"text-embedding-3-small"``.
-        base_url / api_key: default to ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``. The key is
-            kept in memory only: never in the identity, the cache, a log or a file.
+        base_url / api_key: default to ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``; the
+            environment's key is sent only to the environment's endpoint, so another
+            ``base_url`` needs its own ``api_key`` (:func:`core.keys.key_for`). The key is kept
+            in memory only: never in the identity, the cache, a log, an error or a file.
         batch_size: inputs per request. max_retries / timeout / backoff: retry policy on
             429, 5xx, timeouts and connection errors (exponential backoff with jitter,
             honouring ``Retry-After``).
@@ -257,7 +261,7 @@ class OpenAIEmbedder:
     ):
         self.model_name = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
+        self._api_key = key_for(base_url, api_key)
         self.batch_size = batch_size
         self.max_retries = max_retries
         self.timeout = timeout
@@ -276,6 +280,12 @@ class OpenAIEmbedder:
     def client(self):
         if self._client is None:
             if not self._api_key:
+                if os.environ.get(ENV_KEY):
+                    raise EmbedderError(
+                        f"No API key for the embeddings model {self.model_name!r} at {self.base_url}: "
+                        f"{ENV_KEY} is only sent to {environment_base_url()}. Enter a key for this endpoint "
+                        "(it is kept in memory only)."
+                    )
                 raise EmbedderError(
                     f"No API key for the embeddings model {self.model_name!r}: set OPENAI_API_KEY "
                     "(or enter a key in the dashboard; it is kept in memory only)."
@@ -312,9 +322,11 @@ class OpenAIEmbedder:
             except openai.AuthenticationError as exc:
                 raise EmbedderError(
                     f"The embeddings endpoint rejected the API key (401) for {self.model_name!r}: check OPENAI_API_KEY."
-                ) from exc
+                ) from None  # the server's text may echo the key: never chain it
             except (openai.BadRequestError, openai.NotFoundError) as exc:
-                raise EmbedderError(f"The embeddings endpoint refused the request for {self.model_name!r}: {exc}") from exc
+                raise EmbedderError(
+                    f"The embeddings endpoint refused the request for {self.model_name!r}: {scrub(exc, self._api_key, limit=300)}"
+                ) from None
             except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError) as exc:
                 last = exc
                 wait = self.backoff * (2**attempt) * (0.5 + random.random())
@@ -339,13 +351,16 @@ class OpenAIEmbedder:
                     if attempt < self.max_retries:
                         time.sleep(self.backoff * (2**attempt))
                     continue
-                raise EmbedderError(f"The embeddings endpoint answered {exc.status_code} for {self.model_name!r}: {exc}") from exc
-        kind = f"{type(last).__name__}: {str(last)[:200]}" if last else "error"
+                raise EmbedderError(
+                    f"The embeddings endpoint answered {exc.status_code} for {self.model_name!r}: "
+                    f"{scrub(exc, self._api_key, limit=300)}"
+                ) from None
+        kind = f"{type(last).__name__}: {scrub(last, self._api_key, limit=200)}" if last else "error"
         raise EmbedderError(
             f"The embeddings endpoint for {self.model_name!r} kept failing ({kind}) after "
             f"{self.max_retries + 1} attempts. Check the service and try again; texts already "
             "embedded are cached and will not be sent again."
-        ) from last
+        ) from None
 
     def _embed(self, texts: Sequence[str], progress: Progress | None) -> np.ndarray:
         if not texts:

@@ -30,6 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .keys import scrub
 from .workspace import Workspace, new_id
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class JobContext:
         with self.ws.db() as con:
             con.execute(
                 "UPDATE jobs SET progress=?, message=?, updated_at=? WHERE id=?",
-                (frac, str(message)[:500], now, self.job_id),
+                (frac, scrub(message, limit=500), now, self.job_id),
             )
 
 
@@ -200,6 +201,10 @@ class JobManager:
             self._run(ctx, fn)
 
     def _set(self, job_id: str, **cols: Any) -> None:
+        """Update a job's row; every text column goes through :func:`core.keys.scrub` first."""
+        for name in ("error", "message", "result"):
+            if isinstance(cols.get(name), str):
+                cols[name] = scrub(cols[name])
         cols["updated_at"] = time.time()
         sets = ", ".join(f"{k}=?" for k in cols)
         with self.ws.db() as con:

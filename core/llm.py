@@ -6,7 +6,9 @@ Ollama, LM Studio, a local test server): set ``base_url``. Model, base URL and k
 
 The API key is held in memory only. It is hidden from ``repr``, never put in a log message,
 an exception message, a file or the workspace catalog; error text coming back from a server
-is scrubbed of it before it is shown.
+goes through :func:`core.keys.scrub` before it is shown. ``OPENAI_API_KEY`` is sent only to
+the environment's endpoint (``OPENAI_BASE_URL`` or OpenAI): a base URL given in the settings
+needs its own key (:func:`core.keys.key_for`).
 
 Example::
 
@@ -24,17 +26,15 @@ import logging
 import math
 import os
 import random
-import re
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
-log = logging.getLogger(__name__)
+from .keys import ENV_BASE_URL, ENV_KEY, environment_base_url, key_for, scrub
 
-ENV_KEY = "OPENAI_API_KEY"
-ENV_BASE_URL = "OPENAI_BASE_URL"
+log = logging.getLogger(__name__)
 
 # The error kinds an LLMError can have.
 ERROR_KINDS = ("auth", "rate_limit", "server", "timeout", "connection", "bad_response", "bad_request", "cancelled")
@@ -56,8 +56,10 @@ class LLMSettings:
         model: the chat model name, e.g. ``"gpt-4o-mini"`` or a local server's model.
         base_url: an OpenAI-compatible endpoint (``http://localhost:8000/v1``); ``None`` means
             ``OPENAI_BASE_URL`` or, failing that, OpenAI itself.
-        api_key: kept in memory only and hidden from ``repr``; ``None`` means ``OPENAI_API_KEY``.
-            A local server that needs no key works without one when ``base_url`` is set.
+        api_key: kept in memory only and hidden from ``repr``; ``None`` means ``OPENAI_API_KEY``,
+            but only when ``base_url`` is ``None`` or the environment's own endpoint: a key
+            from the environment is never sent to another URL. A local server that needs no
+            key works without one when ``base_url`` is set.
         timeout: seconds to wait for one answer before retrying.
         max_retries: retries after the first attempt on 429, 5xx, timeouts and connection errors.
         concurrency: requests in flight at once in :meth:`ChatClient.map_complete`.
@@ -89,10 +91,11 @@ class LLMSettings:
             raise ValueError("LLMSettings.backoff and max_backoff must be >= 0.")
 
     def resolved(self) -> "LLMSettings":
-        """A copy with ``api_key`` / ``base_url`` filled from the environment where unset."""
+        """A copy with ``base_url`` filled from the environment where unset, and ``api_key`` from
+        the environment only for the environment's endpoint (see :func:`core.keys.key_for`)."""
         return dataclasses.replace(
             self,
-            api_key=self.api_key or os.environ.get(ENV_KEY) or None,
+            api_key=key_for(self.base_url, self.api_key),
             base_url=self.base_url or os.environ.get(ENV_BASE_URL) or None,
         )
 
@@ -110,6 +113,9 @@ def key_status(settings: LLMSettings | None) -> str:
     if own:
         return f"key set (from {ENV_KEY})" if env_key and own == env_key else "key set (entered in this session)"
     if env_key:
+        if key_for(settings.base_url if settings is not None else None) is None:
+            return (f"no key for this base URL ({ENV_KEY} is only sent to {environment_base_url()}; "
+                    "type a key for this one, or none for a local server that needs none)")
         return f"key set (from {ENV_KEY})"
     return "no key"
 
@@ -130,16 +136,9 @@ class LLMError(Exception):
         return self.kind in RETRYABLE_KINDS
 
 
-_KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{4,}|Bearer\s+\S+)")
-
-
 def _scrub(text: str, key: str | None) -> str:
-    """``text`` with the key (and anything that looks like one) removed, shortened for display."""
-    text = str(text)
-    if key:
-        text = text.replace(key, "***")
-    text = _KEYLIKE.sub("***", text)
-    return text if len(text) <= 300 else text[:297] + "..."
+    """``text`` through the shared scrubber (:func:`core.keys.scrub`), shortened for display."""
+    return scrub(text, key, limit=300)
 
 
 def _retry_after(exc: BaseException) -> float | None:
@@ -288,9 +287,13 @@ class ChatClient:
             )
         if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
             # The server's own text may echo part of the key: never show it.
+            hint = ""
+            if not s.api_key and os.environ.get(ENV_KEY):
+                hint = (f" No key was sent: {ENV_KEY} goes only to {environment_base_url()}, so a base URL "
+                        "entered here needs its own key.")
             return LLMError(
                 f"{self.host} rejected the API key ({exc.status_code}). Check {ENV_KEY} or the key entered "
-                "in the settings, and that it may use this model.",
+                f"in the settings, and that it may use this model.{hint}",
                 kind="auth",
                 status=exc.status_code,
             )

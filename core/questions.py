@@ -33,6 +33,7 @@ from collections import Counter, defaultdict
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from .datasets import DatasetError, QADataset
+from .keys import scrub
 from .llm import ChatClient, LLMError, LLMSettings, fill_prompt, run_bounded
 from .workspace import Workspace, atomic_write_json, new_id
 
@@ -708,7 +709,7 @@ def generate_questions(
         if isinstance(res, BaseException):
             if isinstance(res, LLMError) and res.kind == "cancelled":
                 return
-            report["failures"].append({"chunk_id": chunk["id"], "error": str(res)})
+            report["failures"].append({"chunk_id": chunk["id"], "error": scrub(res)})
             state["consecutive"] += 1
             state["last"] = res
             if isinstance(res, LLMError) and res.kind in ("auth", "bad_request"):
@@ -718,7 +719,7 @@ def generate_questions(
                 state["fatal"] = res
                 stop.set()
             log.warning("questions: chunk %s failed: %s", chunk["id"], res)
-            msg = f"chunk {chunk['idx']} of {chunk['doc_id'][:12]} failed: {res}"
+            msg = f"chunk {chunk['idx']} of {chunk['doc_id'][:12]} failed: {scrub(res)}"
         else:
             added = _save_chunk_questions(ws, chunk["id"], list(res or []), key, n, source, dedupe_threshold)
             report["chunks_done_now"] += 1
@@ -740,7 +741,7 @@ def generate_questions(
         )
         msg = (
             f"Stopped generating questions: {why}. {report['chunks_done_now']} chunk(s) were saved in this run; "
-            f"fix the problem and run again to resume (finished chunks are not repeated). Last error: {fatal}"
+            f"fix the problem and run again to resume (finished chunks are not repeated). Last error: {scrub(fatal)}"
         )
         err: Exception
         if isinstance(fatal, LLMError):

@@ -8,6 +8,12 @@ tables and charts inlined (plotly.js embedded, so it opens offline and can be ma
 provenance and caveats first, then one sentence per system (:mod:`core.summary`), a compact
 table, one chart, and the detail in collapsible appendix sections; :func:`comparison_csv` is
 the table as CSV, systems by name with their ids in a column.
+
+Names in them (systems, runs, datasets) are user text: charts get them through
+:func:`chart_text` (plotly renders a subset of HTML in titles, labels and legends, so a run
+named ``<a href=...>`` would be a live link), the HTML report through ``html.escape``, and
+CSV cells through :func:`csv_cell` (a text cell starting with ``=``, ``+``, ``-``, ``@``, tab
+or carriage return would be a formula in a spreadsheet).
 """
 
 from __future__ import annotations
@@ -105,10 +111,34 @@ def with_ids(rows: list[dict[str, Any]], context: dict[str, Any] | None) -> list
     return out
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value safe to put in a CSV cell: text that a spreadsheet would run as a formula (it
+    starts with ``=``, ``+``, ``-``, ``@``, tab or carriage return) gets a leading ``'``, as
+    OWASP advises; numbers (and every other non-text value) stay as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def comparison_csv(cmp: Comparison, context: dict[str, Any] | None = None) -> str:
+    """The summary table as CSV, systems by name with their ids in a column; every text cell (and
+    header) through :func:`csv_cell`; text is quoted (so a name holding a line break stays one
+    cell), numbers are not."""
+    import csv
+
     import pandas as pd
 
-    return pd.DataFrame(with_ids(summary_rows(cmp), context)).to_csv(index=False)
+    rows = [{csv_cell(k): csv_cell(v) for k, v in r.items()} for r in with_ids(summary_rows(cmp), context)]
+    return pd.DataFrame(rows).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
+
+
+def chart_text(value: Any) -> str:
+    """User text made literal for a plotly title, axis label, legend or hover text (plotly
+    renders ``<a href>``, ``<b>``, ``<br>`` and entities there; escaped, they show as typed)."""
+    return html.escape(str(value), quote=False)
 
 
 def comparison_figures(cmp: Comparison, histories: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
@@ -117,11 +147,11 @@ def comparison_figures(cmp: Comparison, histories: dict[str, list[dict[str, Any]
 
     figs: dict[str, Any] = {}
     rows = cmp.rows()
-    systems = [r["system"] for r in rows]
+    systems = [chart_text(r["system"]) for r in rows]
     bar = go.Figure()
     for m in cmp.metric_names:
         bar.add_bar(name=m, x=systems, y=[r[m] for r in rows], text=[f"{r[m]:.3f}" for r in rows], textposition="outside")
-    bar.update_layout(barmode="group", title=f"Retrieval quality on {cmp.dataset_name} ({len(rows[0:1] and cmp.results[cmp.baseline].query_ids)} queries)",
+    bar.update_layout(barmode="group", title=f"Retrieval quality on {chart_text(cmp.dataset_name)} ({len(rows[0:1] and cmp.results[cmp.baseline].query_ids)} queries)",
                       yaxis_title="score", yaxis_range=[0, 1.08], legend_title="metric", height=420)
     figs["metrics"] = bar
 
@@ -132,10 +162,10 @@ def comparison_figures(cmp: Comparison, histories: dict[str, list[dict[str, Any]
             ys = [r[f"Δ {m}"] for r in others]
             lo = [r[f"Δ {m}"] - r[f"{m} CI"][0] for r in others]
             hi = [r[f"{m} CI"][1] - r[f"Δ {m}"] for r in others]
-            delta.add_bar(name=m, x=[r["system"] for r in others], y=ys,
+            delta.add_bar(name=m, x=[chart_text(r["system"]) for r in others], y=ys,
                           error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo))
         delta.add_hline(y=0, line_color="black", line_width=1)
-        delta.update_layout(barmode="group", title=f"Change against {cmp.baseline} (95% paired bootstrap CI)",
+        delta.update_layout(barmode="group", title=f"Change against {chart_text(cmp.baseline)} (95% paired bootstrap CI)",
                             yaxis_title="Δ score", height=380)
         figs["deltas"] = delta
 
@@ -145,7 +175,7 @@ def comparison_figures(cmp: Comparison, histories: dict[str, list[dict[str, Any]
             epochs = [h for h in hist if h.get("type") == "epoch" and h.get("val")]
             if epochs:
                 curves.add_scatter(x=[h["epoch"] for h in epochs], y=[h["val"].get(f"mrr@{cmp.top_k}", h["val"].get("mrr@5")) for h in epochs],
-                                   mode="lines+markers", name=f"{name} val MRR")
+                                   mode="lines+markers", name=f"{chart_text(name)} val MRR")
         curves.update_layout(title="Validation MRR by epoch (epoch 0 = untrained identity)", xaxis_title="epoch",
                              yaxis_title="MRR", height=360)
         figs["curves"] = curves
@@ -196,16 +226,16 @@ def summary_figure(cmp: Comparison, context: dict[str, Any] | None = None):
         sig = [cmp.significance[n][metric] for n in names]
         d = [100 * x["delta"] for x in sig]
         fig.add_bar(
-            name=label, orientation="h", y=[_short(n) for n in names], x=d, marker_color=color,
+            name=label, orientation="h", y=[chart_text(_short(n)) for n in names], x=d, marker_color=color,
             error_x=dict(type="data", symmetric=False, array=[100 * x["ci_high"] - v for x, v in zip(sig, d)],
                          arrayminus=[v - 100 * x["ci_low"] for x, v in zip(sig, d)], color="#111827", thickness=1.5),
             text=[f"{v:+.1f}" for v in d], textposition="outside", cliponaxis=False,
-            customdata=[[n, 100 * x["ci_low"], 100 * x["ci_high"]] for n, x in zip(names, sig)],
+            customdata=[[chart_text(n), 100 * x["ci_low"], 100 * x["ci_high"]] for n, x in zip(names, sig)],
             hovertemplate="%{customdata[0]}<br>" + label + ": %{x:+.1f} (95% CI %{customdata[1]:+.1f} to %{customdata[2]:+.1f})<extra></extra>",
         )
     fig.add_vline(x=0, line_color="#111827", line_width=1)
     fig.update_layout(
-        barmode="group", title=f"Change against the {cmp.baseline}, with 95% confidence intervals",
+        barmode="group", title=f"Change against the {chart_text(cmp.baseline)}, with 95% confidence intervals",
         xaxis_title="change in points (0 = same as the base model)", yaxis=dict(autorange="reversed"),
         height=170 + 70 * len(names), legend=dict(orientation="h", y=-0.25), margin=dict(l=10, r=30, t=50, b=10),
     )
@@ -416,7 +446,7 @@ def training_figure(history: list[dict[str, Any]], top_k: int = 5, title: str | 
     fig.update_yaxes(title_text="score", row=2, col=1)
     fig.update_xaxes(title_text="optimizer step", rangemode="tozero", row=2, col=1)
     fig.update_layout(
-        title=title, height=520, legend=dict(orientation="h", y=-0.15),
+        title=None if title is None else chart_text(title), height=520, legend=dict(orientation="h", y=-0.15),
         margin=dict(t=60 if title else 30, b=10, l=10, r=10),
         uirevision="training",  # keep the user's zoom while the chart refreshes
     )
@@ -455,7 +485,7 @@ def cv_figure(history: list[dict[str, Any]], top_k: int = 5, title: str | None =
             fig.add_scatter(x=[ep], y=[pt[f"mrr@{top_k} mean"]], mode="markers",
                             name="chosen" + (f" (epoch {ep})" if chosen["train"] else " (identity)"),
                             marker=dict(symbol="star", size=16, color="#f59e0b", line=dict(color="#92400e", width=1)))
-    fig.update_layout(title=title or "Cross-validated estimate (mean across folds, band = ±1 std)", height=340,
+    fig.update_layout(title=chart_text(title) if title else "Cross-validated estimate (mean across folds, band = ±1 std)", height=340,
                       xaxis_title="epoch (0 = untrained identity)", yaxis_title="validation score",
                       legend=dict(orientation="h", y=-0.25), margin=dict(t=50, b=10, l=10, r=10))
     return fig

@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 from .datasets import QADataset
 from .embedders import resolve_embedder
+from .keys import scrub
 from .training import TrainConfig, TrainResult, list_checkpoints, train
 from .workspace import Workspace, atomic_write_json, new_id
 
@@ -158,7 +159,8 @@ def _set_status(ws: Workspace, run_id: str, status: str, result: dict | None = N
     with ws.db() as con:
         con.execute(
             "UPDATE runs SET status=?, result=COALESCE(?, result), error=?, updated_at=? WHERE id=?",
-            (status, json.dumps(result) if result is not None else None, error, time.time(), run_id),
+            (status, json.dumps(result) if result is not None else None, None if error is None else scrub(error),
+             time.time(), run_id),
         )
 
 
@@ -181,11 +183,14 @@ def execute_run(
     callback: Callable[[dict[str, Any]], None] | None = None,
     api_key: str | None = None,
     out_dir: str | Path | None = None,
+    allow_custom_code: bool = False,
 ) -> TrainResult:
     """Train run ``run_id``; history streams to ``history.jsonl``; status and result to the catalog.
 
     ``out_dir`` (CLI ``--out``) gets a copy of the final adapter besides the run's own folder.
     A ``finetune`` run returns a :class:`core.finetune.FinetuneResult` (``out_dir``: a copy of its model).
+    ``allow_custom_code`` is the caller's opt-in to import an adapter given as ``pkg.mod:Class``;
+    ``run.json`` alone never allows it.
     """
     d = ws.run_dir(run_id)
     request = json.loads((d / "run.json").read_text())
@@ -221,6 +226,7 @@ def execute_run(
         result = train(
             train_ds, embedder, config, out_dir=d / "adapter", val_dataset=val_ds,
             callback=on_event, cancel=cancel, progress=progress, negatives=negatives,
+            allow_custom_code=allow_custom_code,
             target_chunks=set(eval_ds.corpus) & {c for ids in eval_ds.relevant_docs.values() for c in ids} if eval_ds else None,
         )
     except BaseException as exc:

@@ -15,6 +15,9 @@ Systems to compare are plain dicts (``SystemSpec``)::
 
 Optional keys: ``name`` (a display name), ``adapter_cls`` and ``train_dataset`` (a training set
 file, for the leakage check) on ``adapter_dir``, ``step`` on an ``adapter_dir`` checkpoint.
+Custom adapter code (an adapter given as ``pkg.mod:Class``) is imported only when the caller
+passes ``allow_custom_code=True``: the user's explicit opt-in (the dashboard's tick box),
+never a value read from a file or the catalog.
 """
 
 from __future__ import annotations
@@ -56,7 +59,9 @@ def start_ingest(jm: JobManager, ws: Workspace, files: list[tuple[str, bytes]], 
                                progress=ctx.progress, cancel=ctx.cancel_event, **_chunking_args(emb))
         return {"reports": [asdict(r) for r in reports]}
 
-    names = ", ".join(n for n, _ in files[:3]) + (" …" if len(files) > 3 else "")
+    from .workspace import safe_display_name
+
+    names = ", ".join(safe_display_name(n) for n, _ in files[:3]) + (" …" if len(files) > 3 else "")
     return jm.submit("ingest", f"Ingest {len(files)} file(s): {names}", job, {"files": [n for n, _ in files]})
 
 
@@ -105,19 +110,53 @@ def start_generation(jm: JobManager, ws: Workspace, generator: str = "offline", 
 
 def start_training(jm: JobManager, ws: Workspace, config, dataset_id: str, val_dataset_id: str | None = None,
                    embedder: str = "default", name: str | None = None, api_key: str | None = None,
-                   embedder_options: dict[str, Any] | None = None) -> tuple[str, str]:
-    """Create a run and train it in the background (runs queue one after another). Returns (job id, run id)."""
+                   embedder_options: dict[str, Any] | None = None, allow_custom_code: bool = False,
+                   eval_dataset_id: str | None = None) -> tuple[str, str]:
+    """Create a run and train it in the background (runs queue one after another). Returns (job id, run id).
+
+    ``eval_dataset_id``: the set the adapter will be evaluated on (optional); cross-validation's
+    ``cv_design="auto"`` uses its chunks to choose the validation design.
+
+    An adapter given as an import path is refused here, before anything is imported or queued,
+    unless ``allow_custom_code``; with it, the class is imported and checked at once.
+    """
+    from .adapters import resolve_adapter_class
     from .runs import create_run, execute_run
 
+    resolve_adapter_class(config.adapter, allow_import=allow_custom_code)  # AdapterError is a ValueError
+
     run_id = create_run(ws, config, dataset_id=dataset_id, val_dataset_id=val_dataset_id, embedder=embedder,
-                        embedder_options=embedder_options, name=name)
+                        embedder_options=embedder_options, name=name, eval_dataset_id=eval_dataset_id)
 
     def job(ctx: JobContext) -> dict:
-        result = execute_run(ws, run_id, cancel=ctx.cancel_event, progress=ctx.progress, api_key=api_key)
+        result = execute_run(ws, run_id, cancel=ctx.cancel_event, progress=ctx.progress, api_key=api_key,
+                             allow_custom_code=allow_custom_code)
         return {"run_id": run_id, **result.summary()}
 
     job_id = jm.submit("train", f"Train {config.adapter} adapter", job, {"run_id": run_id})
     return job_id, run_id
+
+
+def custom_code_systems(ws: Workspace, systems: list[SystemSpec]) -> dict[str, str]:
+    """Label -> import path for the systems whose adapter folder names custom code (imports nothing)."""
+    from .adapters import folder_import_path
+    from .runs import adapter_dir
+
+    out: dict[str, str] = {}
+    for s in systems:
+        kind = s.get("kind")
+        if kind == "run":
+            path = adapter_dir(ws, s["run_id"])
+        elif kind == "checkpoint":
+            path = adapter_dir(ws, s["run_id"]) / "checkpoints" / f"step_{int(s['step'])}"
+        elif kind == "adapter_dir":
+            path = Path(s["path"])
+        else:
+            continue
+        named = folder_import_path(path)
+        if named:
+            out[s.get("name") or s.get("run_id") or str(path)] = named
+    return out
 
 
 def start_finetune(jm: JobManager, ws: Workspace, dataset_id: str, config=None, embedder: str = "default",
@@ -204,9 +243,12 @@ def named_specs(ws: Workspace, systems: list[SystemSpec], embedder: str = "defau
 
 
 def build_systems(ws: Workspace, systems: list[SystemSpec], embedder: str = "default", api_key: str | None = None,
-                  api_base_url: str | None = None, embedder_options: dict[str, Any] | None = None) -> dict[str, Any]:
+                  api_base_url: str | None = None, embedder_options: dict[str, Any] | None = None,
+                  allow_custom_code: bool = False, allow_classes=()) -> dict[str, Any]:
     """Name -> embedder for :func:`core.evaluation.compare`; the base embedder is always first.
-    Names are :func:`named_specs`'s."""
+    Names are :func:`named_specs`'s. Adapters whose folder names an import path load only with
+    ``allow_custom_code``; an ``adapter_dir``'s ``adapter_cls`` that is an import path loads only
+    with it or when it is in ``allow_classes`` (class paths the user typed)."""
     from .adapters import load_adapter
     from .embedders import AdapterEmbedder
     from .runs import adapter_dir, get_run
@@ -225,19 +267,24 @@ def build_systems(ws: Workspace, systems: list[SystemSpec], embedder: str = "def
             if run.get("kind") == "finetune":  # its own model: the evaluation corpus is embedded with it
                 out[name] = finetune_system(ws, run, name=name)[1]
                 continue
-            out[name] = AdapterEmbedder(base, load_adapter(adapter_dir(ws, s["run_id"])), name=name)
+            out[name] = AdapterEmbedder(base, load_adapter(adapter_dir(ws, s["run_id"]), allow_custom_code=allow_custom_code),
+                                        name=name)
         elif kind == "checkpoint":
             path = adapter_dir(ws, s["run_id"]) / "checkpoints" / f"step_{int(s['step'])}"
-            out[name] = AdapterEmbedder(base, load_adapter(path), name=name)
+            out[name] = AdapterEmbedder(base, load_adapter(path, allow_custom_code=allow_custom_code), name=name)
         elif kind == "adapter_dir":
-            out[name] = AdapterEmbedder(base, load_adapter(s["path"], adapter_cls=s.get("adapter_cls")), name=name)
+            out[name] = AdapterEmbedder(base, load_adapter(
+                s["path"], adapter_cls=s.get("adapter_cls"),
+                allow_custom_code=allow_custom_code or (bool(s.get("adapter_cls")) and s.get("adapter_cls") in allow_classes),
+            ), name=name)
     return out
 
 
 def evaluate_with_context(ws: Workspace, ds, dataset_name: str, systems: list[SystemSpec], top_k: int = 5,
                           embedder: str = "default", api_key: str | None = None, api_base_url: str | None = None,
                           embedder_options: dict[str, Any] | None = None, dataset_id: str | None = None,
-                          dataset_path: str | None = None, exclude_leaked: str | None = None, progress=None):
+                          dataset_path: str | None = None, exclude_leaked: str | None = None, progress=None,
+                          allow_custom_code: bool = False, allow_classes=()):
     """Compare the systems on ``ds`` and describe what was measured (:mod:`core.provenance`).
 
     ``exclude_leaked`` (``questions`` or ``chunks``) drops the evaluation questions leaked from
@@ -248,7 +295,8 @@ def evaluate_with_context(ws: Workspace, ds, dataset_name: str, systems: list[Sy
 
     named = named_specs(ws, systems, embedder=embedder)
     built = build_systems(ws, systems, embedder=embedder, api_key=api_key, api_base_url=api_base_url,
-                          embedder_options=embedder_options)
+                          embedder_options=embedder_options, allow_custom_code=allow_custom_code,
+                          allow_classes=allow_classes)
     cmp = compare(ds, built, baseline=next(iter(built)), top_k=top_k, dataset_name=dataset_name, progress=progress)
     context = build_context(ws, ds, dataset_name, named, next(iter(built.values())), dataset_id=dataset_id,
                             path=dataset_path, top_k=top_k)
@@ -259,7 +307,8 @@ def evaluate_with_context(ws: Workspace, ds, dataset_name: str, systems: list[Sy
 
 def start_evaluation(jm: JobManager, ws: Workspace, dataset_id: str, systems: list[SystemSpec], top_k: int = 5,
                      embedder: str = "default", api_key: str | None = None, api_base_url: str | None = None,
-                     name: str | None = None, exclude_leaked: str | None = None) -> str:
+                     name: str | None = None, exclude_leaked: str | None = None,
+                     allow_custom_code: bool = False) -> str:
     """Compare systems on a workspace dataset in the background. Result: ``{"eval_id": ...}``."""
     from .questions import list_datasets, load_dataset
     from .reports import save_comparison
@@ -267,13 +316,18 @@ def start_evaluation(jm: JobManager, ws: Workspace, dataset_id: str, systems: li
     meta = next((d for d in list_datasets(ws) if d["id"] == dataset_id), None)
     if meta is None:
         raise ValueError("that evaluation dataset no longer exists: pick another")
+    custom = custom_code_systems(ws, systems)
+    if custom and not allow_custom_code:
+        raise ValueError(f"{len(custom)} adapter(s) name custom code to import ({', '.join(sorted(set(custom.values())))}): "
+                         "tick 'Allow custom code' if you trust that code, or leave them out.")
 
     def job(ctx: JobContext) -> dict:
         ds = load_dataset(ws, dataset_id)
         ctx.progress(0, 1, "embedding the evaluation set (cached texts are free)")
         cmp, context = evaluate_with_context(ws, ds, meta["name"], systems, top_k=top_k, embedder=embedder,
                                              api_key=api_key, api_base_url=api_base_url, dataset_id=dataset_id,
-                                             exclude_leaked=exclude_leaked, progress=ctx.progress)
+                                             exclude_leaked=exclude_leaked, progress=ctx.progress,
+                                             allow_custom_code=allow_custom_code)
         run_ids = [s["run_id"] for s in systems if s.get("kind") in ("run", "checkpoint")]
         eval_id = save_comparison(ws, cmp, name=name or meta["name"],
                                   extra={"dataset_id": dataset_id, "systems": systems, "run_ids": run_ids,

@@ -200,6 +200,9 @@ class TrainConfig:
             raise TrainingError("false_negative_threshold must be in [0, 1] (0 = off)")
         if self.hard_negatives < 0:
             raise TrainingError("hard_negatives must be >= 0")
+        if not isinstance(self.adapter_kwargs, dict) or "allow_custom_code" in self.adapter_kwargs:
+            raise TrainingError("adapter_kwargs must be a JSON object of constructor arguments "
+                                "(allow_custom_code is not one: it is the user's own choice)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -402,6 +405,7 @@ def _fit(
     prob: _Problem, rows: list[int], config: TrainConfig, lr: float, epochs: int, seed: int, dim: int,
     *, on_epoch: Callable[[int, int, torch.nn.Module, list[float]], bool | None] | None = None,
     on_step: Callable[[int, int, float, float], None] | None = None, cancel: threading.Event | None = None,
+    allow_custom_code: bool = False,
 ) -> tuple[torch.nn.Module, bool]:
     """Train a fresh identity-initialised adapter on ``rows`` of ``prob`` for ``epochs``.
 
@@ -410,7 +414,8 @@ def _fit(
     """
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    adapter = adapters_mod.build_adapter(config.adapter, dim, **config.adapter_kwargs).to(prob.corpus.device)
+    adapter = adapters_mod.build_adapter(config.adapter, dim, allow_custom_code=allow_custom_code,
+                                         **config.adapter_kwargs).to(prob.corpus.device)
     opt_kwargs: dict[str, Any] = {"lr": lr}
     if config.optimizer != "sgd" or config.weight_decay:
         opt_kwargs["weight_decay"] = config.weight_decay
@@ -461,7 +466,7 @@ def _with_negatives(ds: QADataset, negatives: dict[str, str] | None) -> QADatase
 def cross_validate(
     prob: _Problem, config: TrainConfig, dim: int, design: str, design_reason: str,
     record: Callable[[dict[str, Any]], None] | None = None, cancel: threading.Event | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None, allow_custom_code: bool = False,
 ) -> sel.CVResult:
     """k-fold cross-validation over (lr in the grid) x (epochs 0..config.epochs); see :mod:`core.selection`."""
     t0 = time.time()
@@ -496,7 +501,8 @@ def cross_validate(
                 per_epoch.setdefault(epoch, []).append((score, _means(pq)))
                 return bool(cancel is not None and cancel.is_set())
 
-            _fit(prob, rows, config, lr, config.epochs, config.seed + f_i, dim, on_epoch=on_epoch, cancel=cancel)
+            _fit(prob, rows, config, lr, config.epochs, config.seed + f_i, dim, on_epoch=on_epoch, cancel=cancel,
+                 allow_custom_code=allow_custom_code)
             if cancel is not None and cancel.is_set():
                 raise TrainingCancelled("cancelled during cross-validation")
         curve = []
@@ -527,6 +533,7 @@ def train(
     progress: Callable[[int, int, str], None] | None = None,
     negatives: dict[str, str] | None = None,
     target_chunks: set[str] | None = None,
+    allow_custom_code: bool = False,
 ) -> TrainResult:
     """Train an adapter for ``embedder`` on ``train_dataset``.
 
@@ -547,6 +554,8 @@ def train(
         negatives: extra chunks (id -> text), e.g. every ingested chunk: negatives in training.
         target_chunks: chunk ids the adapter will be evaluated on; ``cv_design="auto"`` uses them
             to choose between the "new questions" and "new documents" validation designs.
+        allow_custom_code: the user's opt-in to import ``config.adapter`` when it is an import
+            path (``pkg.mod:Class``); see :func:`core.adapters.resolve_adapter_class`.
     """
     config = config or TrainConfig()
     config.validate()
@@ -584,7 +593,8 @@ def train(
     prob = _build_problem(emb, full, list(full.queries), config, device)
     qpos = {q: i for i, q in enumerate(emb.query_ids)}
     rows = [qpos[q] for q in train_q]
-    adapters_mod.check_adapter_fits(adapters_mod.build_adapter(config.adapter, dim, **config.adapter_kwargs), dim,
+    adapters_mod.check_adapter_fits(adapters_mod.build_adapter(config.adapter, dim, allow_custom_code=allow_custom_code,
+                                                              **config.adapter_kwargs), dim,
                                     where=f"adapter {config.adapter}")
 
     # holdout validation data (explicit set, or the split's questions over the training corpus)
@@ -609,7 +619,8 @@ def train(
             design, reason = config.cv_design, "chosen by the user"
         record({"type": "phase", "message": f"{config.cv_folds}-fold cross-validation ({design})"})
         try:
-            cv = cross_validate(prob, config, dim, design, reason, record=record, cancel=cancel, progress=progress)
+            cv = cross_validate(prob, config, dim, design, reason, record=record, cancel=cancel, progress=progress,
+                                allow_custom_code=allow_custom_code)
         except TrainingCancelled:
             cancelled = True
         if cv is not None:
@@ -677,9 +688,10 @@ def train(
             record({"type": "phase", "message": (f"refit on all {len(rows)} questions: {epochs} epoch(s) at lr {lr:g}"
                                                  if epochs else "keeping the untrained identity")})
         adapter, cancelled = _fit(prob, rows, config, lr, epochs, config.seed, dim, on_epoch=on_epoch,
-                                  on_step=on_step, cancel=cancel)
+                                  on_step=on_step, cancel=cancel, allow_custom_code=allow_custom_code)
     else:
-        adapter = adapters_mod.build_adapter(config.adapter, dim, **config.adapter_kwargs).to(device)
+        adapter = adapters_mod.build_adapter(config.adapter, dim, allow_custom_code=allow_custom_code,
+                                             **config.adapter_kwargs).to(device)
     if state["best_state"] is not None and (config.keep_best or cancelled or selection != "holdout"):
         adapter.load_state_dict(state["best_state"])
     adapter.eval()

@@ -24,6 +24,7 @@ import re
 import sqlite3
 import tempfile
 import time
+import unicodedata
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -160,12 +161,16 @@ def new_id(prefix: str = "") -> str:
     return f"{prefix}{stamp}-{uuid.uuid4().hex[:6]}"
 
 
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SAFE = re.compile(r"[^\w.-]+")  # \w: letters and digits of every script, and "_"
 
 
 def safe_display_name(name: str, max_len: int = 120) -> str:
-    """A file name reduced to a harmless display label (never used as a path)."""
-    base = os.path.basename(str(name).replace("\\", "/")) or "unnamed"
+    """A file name reduced to a harmless display label (never used as a path).
+
+    Letters and digits of any script stay (``résumé_文件.pdf`` is kept as is, NFC-normalized);
+    directories, spaces, controls, bidi overrides and other symbols become ``_``.
+    """
+    base = os.path.basename(unicodedata.normalize("NFC", str(name)).replace("\\", "/")) or "unnamed"
     return _SAFE.sub("_", base)[:max_len]
 
 

@@ -5,7 +5,7 @@ import streamlit as st
 from core.documents import ChunkSettings, DEFAULT_MAX_BYTES, delete_document, list_chunks, list_documents, saved_chunk_settings
 from core.tasks import start_ingest, start_rechunk
 from ui import state, widgets
-from ui.helpers import chunk_label, chunk_rows, document_rows, ingest_rows
+from ui.helpers import chunk_label, chunk_rows, document_rows, ingest_rows, md_escape
 
 ws, jm = widgets.page_header(
     "Documents",
@@ -30,7 +30,7 @@ def show_ingest_result(job: dict) -> None:
     result = job.get("result") or {}
     reports = result.get("reports")
     if reports is None:  # a re-chunk job
-        st.success(f"{job['title']}: done, {result.get('chunks', 0)} chunks now stored.")
+        st.success(f"{md_escape(job['title'])}: done, {result.get('chunks', 0)} chunks now stored.")
         return
     ok = [r for r in reports if r["status"] == "ok"]
     bad = [r for r in reports if r["status"] == "error"]
@@ -38,7 +38,7 @@ def show_ingest_result(job: dict) -> None:
     (st.warning if bad else st.success)(msg + (f", {len(bad)} with errors (below)." if bad else "."))
     st.dataframe(ingest_rows(reports), hide_index=True, width="stretch", key="ingest_report")
     for r in bad:
-        st.error(f"**{r['filename']}**: {r['error']}")
+        st.error(f"**{md_escape(r['filename'])}**: {md_escape(r['error'])}")
 
 
 st.subheader("Upload PDFs")
@@ -72,7 +72,7 @@ with st.container(border=True):
         try:
             new_settings = ChunkSettings() if auto else ChunkSettings(int(size), int(overlap))
         except ValueError as exc:
-            st.error(str(exc))
+            st.error(md_escape(exc))
             new_settings = None
         widgets.embedder_picker("doc_embedder")
         st.caption("These settings apply to the next upload. **Re-chunk** rebuilds the chunks of every document "
@@ -83,7 +83,7 @@ with st.container(border=True):
             try:
                 start_rechunk(jm, ws, new_settings, embedder=state.base_embedder())
             except ValueError as exc:
-                st.error(str(exc))
+                st.error(md_escape(exc))
             else:
                 st.rerun()
 
@@ -93,7 +93,7 @@ with st.container(border=True):
             start_ingest(jm, ws, [(f.name, f.getvalue()) for f in files], embedder=state.base_embedder(),
                          settings=new_settings)
         except ValueError as exc:
-            st.error(str(exc))
+            st.error(md_escape(exc))
         else:
             st.session_state["upload_generation"] = st.session_state.get("upload_generation", 0) + 1
             st.rerun()
@@ -118,7 +118,7 @@ with st.popover("Remove a document", icon=":material/delete:"):
     st.caption("Its chunks go too; questions about them stay until you delete them on the Questions page.")
     if st.button("Remove", key="doc_delete", type="primary"):
         n = delete_document(ws, gone)
-        st.toast(f"Removed {by_name[gone]} and {n} chunks.")
+        st.toast(f"Removed {md_escape(by_name[gone])} and {n} chunks.")
         st.rerun()
 
 ok_docs = [d for d in docs if d["status"] == "ok"]
@@ -143,7 +143,7 @@ if ok_docs:
         rows = (event.selection.rows if event is not None and hasattr(event, "selection") else []) or [0]
         chunk = chunks[min(rows[0], len(chunks) - 1)]
         with st.container(border=True):
-            st.markdown(f"**{chunk_label(chunk)}** · {chunk['n_tokens']} tokens"
+            st.markdown(f"**{md_escape(chunk_label(chunk))}** · {chunk['n_tokens']} tokens"
                         + (" · :material/warning: longer than the embedder's limit (truncated)" if chunk["truncated"] else ""))
             st.text(chunk["text"])
     widgets.next_step("Generate questions about these chunks: they become the training pairs.", "questions")

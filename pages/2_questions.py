@@ -18,7 +18,7 @@ from core.questions import (
 from core.tasks import start_generation
 from core.workspace import safe_display_name
 from ui import state, widgets
-from ui.helpers import dataset_label, dataset_rows, editor_changes, question_frame
+from ui.helpers import dataset_label, dataset_rows, editor_changes, md_escape, question_frame
 
 ws, jm = widgets.page_header(
     "Questions",
@@ -71,12 +71,12 @@ def show_generation_result(job: dict) -> None:
     r = job.get("result") or {}
     if "questions_added" not in r:
         return
-    st.success(f"Last generation ({job['title']}): {r['questions_added']} question(s) added for "
+    st.success(f"Last generation ({md_escape(job['title'])}): {r['questions_added']} question(s) added for "
                f"{r['chunks_done_now']} chunk(s); {r['chunks_done_before']} of {r['chunks_total']} chunk(s) "
                "were already done with these settings and were skipped.")
     if r.get("failures"):
         st.warning(f"{len(r['failures'])} chunk(s) failed and were not marked done: run again to retry them. "
-                   f"First error: {r['failures'][0]['error']}")
+                   f"First error: {md_escape(r['failures'][0]['error'])}")
 
 
 def generate_tab() -> None:
@@ -107,7 +107,7 @@ def generate_tab() -> None:
                 k2.button("Forget key", key="llm_key_forget", on_click=forget_key)
             status = key_status(settings.resolved())
             (st.caption if status != "no key" else st.warning)(
-                f"Key status: **{status}**." + ("" if status != "no key" else
+                f"Key status: **{md_escape(status)}**." + ("" if status != "no key" else
                 " Type a key above, or set OPENAI_API_KEY before starting the app.")
             )
             template = st.text_area("Prompt template", value=DEFAULT_PROMPT_TEMPLATE, height=230, key="prompt_template",
@@ -117,7 +117,7 @@ def generate_tab() -> None:
             try:
                 validate_prompt_template(template)
             except ValueError as exc:
-                st.error(str(exc))
+                st.error(md_escape(exc))
                 template = None
             if template and picked:
                 todo = pending_chunks(ws, LLMGenerator(settings, prompt_template=template), int(n), doc_ids=picked)
@@ -141,7 +141,7 @@ def generate_tab() -> None:
                              doc_ids=None if set(picked) == set(doc_names) else picked,
                              llm_settings=settings, prompt_template=template)
         except ValueError as exc:
-            st.error(str(exc))
+            st.error(md_escape(exc))
         else:
             st.rerun()
     st.caption("Runs in the background: you can leave this page. **Stop** keeps every finished chunk; pressing "
@@ -225,7 +225,7 @@ with tab_split:
     try:
         full = build_dataset(ws, sources=keep)
     except DatasetError as exc:
-        widgets.empty_state(f"Generate questions first: {exc}")
+        widgets.empty_state(f"Generate questions first: {md_escape(exc)}")
         full = None
     if full is not None:
         st.markdown("Hold out questions the adapter never trains on. **By document** is the honest test "
@@ -246,7 +246,7 @@ with tab_split:
         try:
             train, val = split_dataset(full, by=by, val_fraction=frac, seed=0, val_docs=val_docs)
         except (ValueError, DatasetError) as exc:
-            st.warning(str(exc))
+            st.warning(md_escape(exc))
         else:
             s = st.columns(4)
             s[0].metric("Train questions", len(train.queries))
@@ -260,7 +260,7 @@ with tab_split:
                          icon=":material/save:"):
                 save_dataset(ws, train, train_name, role="train")
                 save_dataset(ws, val, val_name, role="val")
-                widgets.flash(f"Saved **{train_name}** ({len(train.queries)} questions) and **{val_name}** "
+                widgets.flash(f"Saved **{md_escape(train_name)}** ({len(train.queries)} questions) and **{md_escape(val_name)}** "
                               f"({len(val.queries)} questions). Next: train an adapter.")
                 st.rerun()
         if any(d["role"] == "train" for d in list_datasets(ws)):
@@ -287,7 +287,7 @@ with tab_io:
             gone = st.selectbox("Dataset", list(labels), format_func=labels.get, key="dataset_delete_pick")
             if st.button("Delete", key="dataset_delete"):
                 delete_dataset(ws, gone)
-                widgets.flash(f"Deleted {labels[gone]}.")
+                widgets.flash(f"Deleted {md_escape(labels[gone])}.")
                 st.rerun()
     else:
         st.caption("No saved dataset yet: split and save one (previous tab) or import one below.")
@@ -303,9 +303,9 @@ with tab_io:
             try:
                 import_dataset(ws, up.getvalue(), name.strip() or up.name, role=role)
             except (DatasetError, ValueError) as exc:
-                st.error(f"Could not import {up.name}: {exc}")
+                st.error(f"Could not import {md_escape(up.name)}: {md_escape(exc)}")
             else:
-                widgets.flash(f"Imported {name.strip() or up.name}.")
+                widgets.flash(f"Imported {md_escape(name.strip() or up.name)}.")
                 st.rerun()
 
     with st.container(border=True):

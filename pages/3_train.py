@@ -15,7 +15,7 @@ from core.tasks import job_for_run, start_finetune, start_training
 from core.reports import cv_figure, has_curves, training_figure
 from core.training import FIELD_HELP, LOSSES, OPTIMIZERS, TrainConfig
 from ui import state, widgets
-from ui.helpers import ACTIVE, dataset_label, history_summary, pick_default, run_label, run_rows
+from ui.helpers import ACTIVE, dataset_label, history_summary, md_escape, pick_default, run_label, run_rows
 
 ws, jm = widgets.page_header(
     "Train",
@@ -89,9 +89,13 @@ else:
             st.selectbox("Adapter", names, key="train_adapter", on_change=apply_defaults,
                          format_func=lambda a: ADAPTER_LABELS.get(a, "Your own class (import path)" if a == CUSTOM else f"{a} (registered)"),
                          help="Linear and two-layer save in LlamaIndex's format and load in AdapterEmbeddingModel.")
+            allow_custom = False
             if st.session_state.get("train_adapter") == CUSTOM:
                 st.text_input("Import path of an nn.Module with forward(embed) and get_config_dict()",
                               key="train_adapter_path", placeholder="mypkg.adapters:MyAdapter", on_change=apply_defaults)
+                st.warning(widgets.CUSTOM_CODE_WARNING, icon=":material/warning:")
+                allow_custom = st.checkbox("Allow custom code: import this module when the run starts",
+                                           key="train_allow_custom")
             if st.session_state.get("train_adapter", "linear") != "linear":
                 st.info("Linear is recommended: on the measured protocols (bench/README.md: new documents, new "
                         "questions, chunk split) the two-layer adapter was no better than linear and worse on new "
@@ -146,9 +150,9 @@ else:
                 config = TrainConfig(adapter=adapter_choice(), adapter_kwargs=kwargs, **values)
                 _, run_id = start_training(jm, ws, config, dataset_id=train_ds, val_dataset_id=val_ds, eval_dataset_id=eval_ds,
                                            embedder=embedder, name=(name or "").strip() or None,
-                                           api_key=state.session_api_key())
+                                           api_key=state.session_api_key(), allow_custom_code=allow_custom)
             except (ValueError, TypeError) as exc:  # TrainingError and bad JSON are ValueErrors
-                st.error(f"Cannot start this run: {exc}")
+                st.error(f"Cannot start this run: {md_escape(exc)}")
             else:
                 st.session_state["train_view"] = run_id
                 st.rerun()
@@ -217,8 +221,9 @@ def draw_run(run: dict) -> None:
 
     finetune = run.get("kind") == "finetune"
     top, btn = st.columns([5, 1], vertical_alignment="center")
-    top.markdown(f"**{run['name']}** · `{run['status']}` · {'full fine-tune of' if finetune else cfg.get('adapter') + ' on'} "
-                 f"`{(run.get('config') or {}).get('embedder')}`")
+    top.markdown(f"**{md_escape(run['name'])}** · `{run['status']}` · "
+                 f"{'full fine-tune of' if finetune else md_escape(cfg.get('adapter')) + ' on'} "
+                 f"{md_escape((run.get('config') or {}).get('embedder'))}")
     if active:
         if job and jm.is_local(job["id"]):
             if btn.button("Cancel", key=f"train_cancel_{run_id}", icon=":material/stop_circle:",
@@ -229,7 +234,7 @@ def draw_run(run: dict) -> None:
             btn.caption("running in another process")
         pct = float((job or {}).get("progress") or 0.0)
         msg = (job or {}).get("message") or s["phase"] or ("waiting for the run before it" if run["status"] == "queued" else "starting…")
-        st.progress(min(max(pct, 0.0), 1.0), text=f"{pct:.0%} · {msg}")
+        st.progress(min(max(pct, 0.0), 1.0), text=f"{pct:.0%} · {md_escape(msg)}")
 
     base, best = s["base_val"], s["best_val"]
     mk = f"mrr@{k}"
@@ -284,11 +289,11 @@ def draw_finetune_files(run: dict) -> None:
 def draw_finished(run: dict) -> None:
     run_id = run["id"]
     if run["status"] == "failed":
-        st.error(f"This run failed: {run.get('error') or 'unknown error'}")
+        st.error(f"This run failed: {md_escape(run.get('error') or 'unknown error')}")
     elif run["status"] == "interrupted":
         last = (run.get("result") or {}).get("last_checkpoint")
-        st.warning(f"This run was interrupted ({run.get('error') or 'the server stopped'}). "
-                   + (f"Last checkpoint: `{last}`." if last else "No checkpoint was saved."))
+        st.warning(f"This run was interrupted ({md_escape(run.get('error') or 'the server stopped')}). "
+                   + (f"Last checkpoint: {md_escape(last)}." if last else "No checkpoint was saved."))
     elif run["status"] == "cancelled":
         st.warning("This run was cancelled: the best state reached before the stop was saved.")
     res = run.get("result") or {}
@@ -364,7 +369,7 @@ with h1.popover("Delete a run", icon=":material/delete:"):
     disabled = next(r for r in runs if r["id"] == gone)["status"] in ACTIVE
     if st.button("Delete", key="run_delete", disabled=disabled, help="Running runs cannot be deleted: cancel first."):
         delete_run(ws, gone)
-        widgets.flash(f"Deleted {run_labels[gone]}.")
+        widgets.flash(f"Deleted {md_escape(run_labels[gone])}.")
         st.rerun()
 if any(r["status"] in ("done", "cancelled", "interrupted") for r in runs):
     widgets.next_step("Compare the base embedder with your adapters and checkpoints on held-out questions.", "compare")

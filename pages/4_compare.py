@@ -18,11 +18,11 @@ from core.summary import (
     system_provenance,
 )
 from core.runs import get_run, has_adapter, has_model, list_runs, read_history, run_checkpoints
-from core.tasks import start_evaluation
+from core.tasks import custom_code_systems, start_evaluation
 from core.workspace import safe_display_name
 from ui import state, widgets
 from ui.helpers import (
-    comparison_label, dataset_label, drilldown_rows, fmt_delta_cell, md_text, pick_default, preview, ranked_above,
+    comparison_label, dataset_label, drilldown_rows, fmt_delta_cell, md_escape, pick_default, preview, ranked_above,
 )
 
 ws, jm = widgets.page_header(
@@ -51,7 +51,7 @@ def show_done(job: dict) -> None:
     if eval_id and st.session_state.get("eval_last_job") != job["id"]:
         st.session_state["eval_last_job"] = job["id"]
         st.session_state["eval_view"] = eval_id  # show the new comparison below
-        st.success(f"{job['title']}: done. The results are below.")
+        st.success(f"{md_escape(job['title'])}: done. The results are below.")
 
 
 if datasets:
@@ -68,7 +68,7 @@ if datasets:
                                 help="The guide uses k = 5. nDCG is always @10.")
         with c2:
             st.markdown("**Systems to compare**")
-            st.checkbox(f"Base embedder (`{embedder}`): always included, the baseline", value=True, disabled=True,
+            st.checkbox(f"Base embedder ({md_escape(embedder)}): always included, the baseline", value=True, disabled=True,
                         key="eval_base")
             systems: list[dict] = []
             if state.api_configured():
@@ -97,6 +97,11 @@ if datasets:
                            "embedder to compare them.")
             if not usable and not runs:
                 st.caption("No trained adapter yet: you can still measure the base embedder.")
+            allow_custom = False
+            if custom_code_systems(ws, systems):
+                st.warning("Some of these adapters are custom classes: comparing them imports their Python module. "
+                           + widgets.CUSTOM_CODE_WARNING, icon=":material/warning:")
+                allow_custom = st.checkbox("Allow custom code for these adapters", key="eval_allow_custom")
         name = st.text_input("Comparison name (optional)", key="eval_name", placeholder=labels[ds_id].split(" · ")[0])
         leave_out = st.checkbox("Leave out evaluation questions that repeat an adapter's training questions",
                                 key="eval_exclude", help="Identical or near-identical (cosine ≥ 0.95 on the base "
@@ -106,9 +111,9 @@ if datasets:
             try:
                 start_evaluation(jm, ws, ds_id, systems, top_k=int(k), embedder=embedder,
                                  api_key=state.session_api_key(), name=(name or "").strip() or None,
-                                 exclude_leaked="questions" if leave_out else None)
+                                 exclude_leaked="questions" if leave_out else None, allow_custom_code=allow_custom)
             except ValueError as exc:
-                st.error(str(exc))
+                st.error(md_escape(exc))
             else:
                 st.rerun()
 
@@ -133,7 +138,7 @@ view = st.selectbox("Comparison", list(views), format_func=views.get, key="eval_
 try:
     cmp, extra = load_comparison(ws, view)
 except (KeyError, OSError, ValueError) as exc:
-    st.error(f"This comparison cannot be read: {exc}")
+    st.error(f"This comparison cannot be read: {md_escape(exc)}")
     st.stop()
 context = comparison_context(ws, cmp, extra)
 if not extra.get("context") and context.get("systems"):  # saved before contexts existed: keep the rebuilt one
@@ -144,9 +149,9 @@ LEVELS = {"error": st.error, "warning": st.warning, "info": st.info}
 
 # what was measured, and what could make it mislead
 with st.container(border=True):
-    st.markdown("  \n".join(f"**{label}:** {md_text(text)}" for label, text in provenance_items(cmp, context)))
+    st.markdown("  \n".join(f"**{label}:** {md_escape(text)}" for label, text in provenance_items(cmp, context)))
 for c in caveats(cmp, context):
-    LEVELS.get(c["level"], st.info)(md_text(c["text"]))
+    LEVELS.get(c["level"], st.info)(md_escape(c["text"]))
 n_dup, n_all = len(leaked_ids(context, "questions")), len(leaked_ids(context, "chunks"))
 n_dup, n_all = (n if n < cmp.n_queries else 0 for n in (n_dup, n_all))  # all leaked: nothing left to re-run on
 if (n_dup or n_all) and not context.get("excluded"):
@@ -166,7 +171,7 @@ if (n_dup or n_all) and not context.get("excluded"):
             try:
                 new_cmp, new_ctx = exclude_leaked(cmp, context, mode)
             except ValueError as exc:
-                st.error(str(exc))
+                st.error(md_escape(exc))
             else:
                 name = next((c["name"] for c in comparisons if c["id"] == view), cmp.dataset_name)
                 st.session_state["eval_view_next"] = save_comparison(
@@ -174,7 +179,7 @@ if (n_dup or n_all) and not context.get("excluded"):
                 st.rerun()
 
 # the one-minute summary: one sentence per system, a compact table, one chart
-st.markdown("\n".join(f"- {md_text(line)}" for line in summary_sentences(cmp, context)))
+st.markdown("\n".join(f"- {md_escape(line)}" for line in summary_sentences(cmp, context)))
 st.dataframe(compact_rows(cmp, context), hide_index=True, width="stretch", key="eval_summary")
 st.caption(f"Δ: change against the baseline in percentage points (hit@{kk}) or MRR units, with its 95% confidence "
            f"interval. Significant: p < {cmp.alpha} after Holm's adjustment for the systems compared.")
@@ -227,8 +232,8 @@ if leaks:
         for entry, rep in leaks:
             who = ", ".join(entry.get("systems") or [])
             train = (entry.get("train_set") or {}).get("name", "")
-            st.markdown(f"**{md_text(who)}**, trained on **{md_text(train)}**: "
-                        f"{md_text(entry.get('error') or overlap_text(rep))}.")
+            st.markdown(f"**{md_escape(who)}**, trained on **{md_escape(train)}**: "
+                        f"{md_escape(entry.get('error') or overlap_text(rep))}.")
             if rep is not None and rep.examples:
                 st.dataframe([{"evaluation question": e["eval"], "training question": e["train"], "cosine": e["cosine"]}
                               for e in rep.examples], hide_index=True, width="stretch")
@@ -266,17 +271,17 @@ else:
         qid = st.selectbox("Question", list(qlabels), format_func=qlabels.get, key="dd_query")
         detail = ranked_above(cmp, system, qid, dataset)
         with st.container(border=True):
-            st.markdown(f"**Question:** {(dataset.queries.get(qid) if dataset else qid)}")
+            st.markdown(f"**Question:** {md_escape(dataset.queries.get(qid) if dataset else qid)}")
             rank = detail["rank"]
-            st.markdown(f"Rank of the relevant chunk with **{system}**: **{rank if rank else 'not found'}** "
+            st.markdown(f"Rank of the relevant chunk with **{md_escape(system)}**: **{rank if rank else 'not found'}** "
                         f"(baseline: {next(r['base rank'] for r in dd if r['query_id'] == qid)})")
             for rel in detail["relevant"]:
-                st.markdown(f"**Relevant chunk** · {rel['where']}")
+                st.markdown(f"**Relevant chunk** · {md_escape(rel['where'])}")
                 st.text(rel["text"])
             if detail["above"]:
-                st.markdown(f"**Ranked above it by {system}:**")
+                st.markdown(f"**Ranked above it by {md_escape(system)}:**")
                 for a in detail["above"]:
-                    with st.expander(f"#{a['rank']} · {a['where']} · {preview(a['text'], 80)}"):
+                    with st.expander(f"#{a['rank']} · {md_escape(a['where'])} · {md_escape(preview(a['text'], 80))}"):
                         st.text(a["text"])
                 if detail["beyond_stored"]:
                     st.caption("…and more chunks beyond the stored top list.")

@@ -23,6 +23,8 @@ Fault injection: ``server.faults`` is a deque; each request consumes its first e
 ``"timeout"``  sleeps ``server.timeout_sleep`` seconds before answering
 ``"garbage"``  200 whose text holds no question (chat) / no vectors (embeddings)
 ``"malformed"``  200 with a body that is not JSON
+``"echo:400"``   400 (or any code) whose error message echoes the request's Authorization header
+``"echo-partial:500"``  the same with only the middle of the key (first and last 4 characters cut)
 =============  ==================================================================
 
 ``server.responder = fn(body) -> str | dict`` replaces the chat answer (a ``str`` is the
@@ -258,6 +260,12 @@ class FakeOpenAI:
                     h, 429, self._error("Rate limit reached. Please slow down.", "requests", "rate_limit_exceeded"),
                     {"Retry-After": retry_after},
                 )
+            if fault.startswith("echo"):  # a careless server that quotes the credentials back
+                how, _, code = fault.partition(":")
+                auth = h.headers.get("Authorization") or ""
+                key = auth.split(" ", 1)[1] if " " in auth else auth
+                said = f"Authorization: {auth}" if how == "echo" else f"key fragment {key[4:-4]} is not valid"
+                return self._send(h, int(code or 400), self._error(f"Bad credentials ({said}).", "invalid_request_error"))
             if fault == "401":
                 return self._send(h, 401, self._error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"))
             if fault.isdigit():

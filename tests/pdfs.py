@@ -127,3 +127,36 @@ Cities also regulate ride-sharing directly. New York City limits the number of n
 We are also subject to data privacy laws, including the California Consumer Privacy Act, which gives riders the right to see and delete the personal information we hold about them. A data breach could lead to fines, lawsuits and a loss of trust in our brand."""
 
     return [revenue, riders, insurance, regulation]
+
+
+def make_bomb_pdf(inflated_mb: int = 256, text: str = "Quarterly revenue grew in every region.") -> bytes:
+    """A decompression bomb: a one-page PDF of a few hundred KB whose content stream (a line
+    of real text, then ``inflated_mb`` MB of spaces) is FlateDecode-compressed. A reader that
+    inflates it needs that much memory. Built in 1 MB blocks, so making it stays cheap."""
+    import zlib
+
+    comp = zlib.compressobj(9)
+    parts = [comp.compress(f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET\n".encode("latin-1"))]
+    block = b" " * (1 << 20)
+    for _ in range(inflated_mb):
+        parts.append(comp.compress(block))
+    parts.append(comp.flush())
+    stream = b"".join(parts)
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for i, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)

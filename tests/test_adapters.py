@@ -172,7 +172,9 @@ def test_unknown_config_keys_need_adapter_cls(tmp_path):
     os.remove(tmp_path / "mine" / "adapterlab.json")  # as if LlamaIndex had written it
     with pytest.raises(AdapterError, match="adapter_cls"):
         load_adapter(tmp_path / "mine")
-    a = load_adapter(tmp_path / "mine", adapter_cls="tests.custom_adapter_example:MyAdapter")
+    with pytest.raises(AdapterError, match="import path"):  # a path is imported only on the user's opt-in
+        load_adapter(tmp_path / "mine", adapter_cls="tests.custom_adapter_example:MyAdapter")
+    a = load_adapter(tmp_path / "mine", adapter_cls="tests.custom_adapter_example:MyAdapter", allow_custom_code=True)
     assert isinstance(a, MyAdapter)
 
 
@@ -226,10 +228,66 @@ def test_check_adapter_fits():
 
 
 # ------------------------------------------------------------------------------------------------
+# a shared folder cannot run code
+# ------------------------------------------------------------------------------------------------
+def malicious_folder(root, dim: int = DIM):
+    """The audit's attack: ``downloaded_adapter/`` holding a valid linear adapter, a ``payload.py``
+    and an ``adapterlab.json`` that names ``downloaded_adapter.payload:Evil``. Returns (folder,
+    marker): the payload writes ``marker`` when it runs."""
+    folder = save_adapter(build_adapter("linear", dim), root / "downloaded_adapter")
+    marker = root / "PAYLOAD_RAN"
+    (folder / "payload.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "from core.adapters import LinearLayer as Evil\n"
+    )
+    meta = json.loads((folder / "adapterlab.json").read_text())
+    (folder / "adapterlab.json").write_text(json.dumps({**meta, "adapter_cls": "downloaded_adapter.payload:Evil"}))
+    return folder, marker
+
+
+def test_a_shared_folder_cannot_make_adapterlab_import_its_code(tmp_path, monkeypatch):
+    folder, marker = malicious_folder(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as `python -m core` run from the folder's parent
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AdapterError, match="does not import code because a file names it.*--allow-custom-code"):
+        load_adapter(folder)
+    with pytest.raises(AdapterError, match="an import path"):
+        load_adapter(folder, adapter_cls="downloaded_adapter.payload:Evil")  # no opt-in: still refused
+    assert A.folder_import_path(folder) == "downloaded_adapter.payload:Evil"
+    assert not marker.exists(), "the payload ran"
+    # the weights themselves are fine: the user can load them as the built-in class
+    assert isinstance(load_adapter(folder, adapter_cls="linear"), LinearLayer)
+    assert not marker.exists()
+    # sanity: the payload is real, and the explicit opt-in is what runs it
+    monkeypatch.delitem(__import__("sys").modules, "downloaded_adapter.payload", raising=False)
+    load_adapter(folder, allow_custom_code=True)
+    assert marker.exists()
+    monkeypatch.delitem(__import__("sys").modules, "downloaded_adapter.payload", raising=False)
+    monkeypatch.delitem(__import__("sys").modules, "downloaded_adapter", raising=False)
+
+
+def test_registered_names_in_a_folder_need_no_opt_in(tmp_path):
+    folder = save_adapter(build_adapter("low-rank", DIM, rank=2), tmp_path / "lr")
+    assert A.folder_import_path(folder) is None
+    assert type(load_adapter(folder)).__name__ == "LowRankResidual"
+    assert A.is_import_path("pkg.mod:Cls") and A.is_import_path("pkg.mod.Cls")
+    assert not A.is_import_path("linear") and not A.is_import_path("MLP")
+
+
+def test_a_deeply_nested_config_is_an_adapter_error(tmp_path):
+    folder = save_adapter(build_adapter("linear", DIM), tmp_path / "a")
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(AdapterError, match="config.json"):
+        load_adapter(folder)
+    (folder / "adapterlab.json").write_text("{\"a\":" * 100_000 + "1" + "}" * 100_000)
+    assert A.read_adapter_meta(folder) == {}
+
+
+# ------------------------------------------------------------------------------------------------
 # registry and custom adapters
 # ------------------------------------------------------------------------------------------------
 def test_custom_adapter_by_import_path(tmp_path):
-    a = build_adapter("tests.custom_adapter_example:MyAdapter", DIM, init_scale=1.0)
+    a = build_adapter("tests.custom_adapter_example:MyAdapter", DIM, init_scale=1.0, allow_custom_code=True)
     assert isinstance(a, MyAdapter)
     x = _x()
     assert torch.equal(a(x), x)
@@ -237,10 +295,12 @@ def test_custom_adapter_by_import_path(tmp_path):
     save_adapter(a, tmp_path / "mine")
     meta = json.loads((tmp_path / "mine" / "adapterlab.json").read_text())
     assert meta["adapter_cls"] == "tests.custom_adapter_example:MyAdapter"
-    b = load_adapter(tmp_path / "mine")  # class found from adapterlab.json
+    with pytest.raises(AdapterError, match="names the class 'tests.custom_adapter_example:MyAdapter', an import path"):
+        load_adapter(tmp_path / "mine")  # the file alone never makes AdapterLab import code
+    b = load_adapter(tmp_path / "mine", allow_custom_code=True)  # class found from adapterlab.json
     assert isinstance(b, MyAdapter) and torch.allclose(a(x), b(x))
     # dotted form works too
-    assert resolve_adapter_class("tests.custom_adapter_example.MyAdapter") is MyAdapter
+    assert resolve_adapter_class("tests.custom_adapter_example.MyAdapter", allow_import=True) is MyAdapter
 
 
 def test_register_adapter(monkeypatch):
@@ -259,11 +319,13 @@ def test_aliases_and_unknown_names():
     assert resolve_adapter_class("MLP") is TwoLayerNN
     with pytest.raises(AdapterError, match=r"unknown adapter 'quadratic'.*linear.*two-layer"):
         resolve_adapter_class("quadratic")
-    with pytest.raises(AdapterError, match="cannot import"):
+    with pytest.raises(AdapterError, match="import path.*--allow-custom-code"):
         resolve_adapter_class("no_such_package.mod:Thing")
     with pytest.raises(AdapterError, match="cannot import"):
-        resolve_adapter_class("tests.custom_adapter_example:Missing")
+        resolve_adapter_class("no_such_package.mod:Thing", allow_import=True)
+    with pytest.raises(AdapterError, match="cannot import"):
+        resolve_adapter_class("tests.custom_adapter_example:Missing", allow_import=True)
     with pytest.raises(AdapterError, match="not an nn.Module"):
-        resolve_adapter_class("tests.custom_adapter_example:NotAnAdapter")
+        resolve_adapter_class("tests.custom_adapter_example:NotAnAdapter", allow_import=True)
     with pytest.raises(AdapterError, match="cannot build"):
         build_adapter("linear", DIM, no_such_kwarg=3)

@@ -96,7 +96,7 @@ def test_help_for_every_command(capsys):
     for flag in ("--dataset", "--adapter", "--epochs", "--lr", "--loss", "--llamaindex-defaults", "--checkpoint-every"):
         assert flag in helps["train"]
     assert "linear" in helps["train"] and "two-layer" in helps["train"]
-    for flag in ("--dataset", "--adapter", "--adapter-class", "--checkpoints", "--top-k"):
+    for flag in ("--dataset", "--adapter", "--adapter-class", "--allow-custom-code", "--checkpoints", "--top-k"):
         assert flag in helps["evaluate"]
     rc, _, err = cli_inproc(capsys, "train")
     assert rc == 2 and "--dataset" in err  # argparse's own usage error
@@ -271,6 +271,47 @@ def test_bad_training_settings_exit_2(pipeline, capsys):
     rc, _, err = cli_inproc(capsys, "train", "--dataset", ds, "--adapter", "nosuch", "--epochs", "1",
                             "--workspace", str(pipeline["ws"]))
     assert rc == 2 and "unknown adapter 'nosuch'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_a_run_that_saved_only_checkpoints(pipeline, tmp_path, capsys):
+    """An interrupted run has checkpoints but no final adapter: --checkpoints evaluates them."""
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(pipeline["ws"], ws)
+    run_id = json.loads(_ok(pipeline["train"]).stdout)["run_id"]
+    final = ws / "runs" / run_id / "adapter"
+    for name in ("config.json", "pytorch_model.bin", "adapterlab.json"):
+        (final / name).unlink()
+    ds = str(pipeline["dir"] / "train.json")
+    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", ds, "--run", run_id, "--checkpoints", "--json",
+                              "--workspace", str(ws))
+    assert rc == 0, err
+    systems = [r["system"] for r in json.loads(out)]
+    # systems are named (main's naming): base, then only the run's checkpoints ("<run name> @ step N")
+    assert systems[0] == "base (all-MiniLM-L6-v2)" and len(systems) > 1
+    assert all(" @ step " in s for s in systems[1:])
+    assert "saved no final adapter" in err
+    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", ds, "--run", run_id, "--workspace", str(ws))
+    assert rc == 2 and "saved no final adapter" in err and "--checkpoints" in err
+
+
+def test_a_shared_adapter_folder_cannot_run_code(tmp_path):
+    """The audit's attack, as a user would meet it: `python -m core evaluate --adapter downloaded_adapter`
+    run next to a folder whose adapterlab.json names its own payload.py."""
+    from tests.test_adapters import malicious_folder
+
+    folder, marker = malicious_folder(tmp_path, dim=384)
+    ds = QADataset({"q": "What grew?"}, {"n": "Revenue grew."}, {"q": ["n"]})
+    ds.save(tmp_path / "eval.json")
+    env = {**_env(), "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "core", "evaluate", "--dataset", "eval.json", "--adapter", folder.name,
+                        "--workspace", str(tmp_path / "ws")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert not marker.exists(), "the folder's payload.py ran"
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    (line,) = p.stderr.strip().splitlines()
+    assert "downloaded_adapter" in line and "import path" in line and "--allow-custom-code" in line
 
 
 # ------------------------------------------------------------------------------------------------

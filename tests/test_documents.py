@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 
 import pytest
 
@@ -28,6 +29,7 @@ from core.documents import (
 from core.workspace import Workspace
 from tests.pdfs import (
     corrupt_pdf_bytes,
+    make_bomb_pdf,
     make_encrypted_pdf,
     make_image_only_pdf,
     make_text_pdf,
@@ -102,6 +104,7 @@ def test_parallel_extraction_gives_the_same_pages(monkeypatch):
     pages[3] = ""  # a blank page keeps its place
     data = make_text_pdf(pages, page_numbers=True)
     monkeypatch.setattr(D, "PARALLEL_MIN_PAGES", 10**9)
+    monkeypatch.setattr(D, "_can_sandbox", lambda: False)  # this test is about the parallel helper alone
     serial = load_pdf(data, "seven.pdf")
 
     forked = []
@@ -184,7 +187,7 @@ def test_size_limit_is_checked_before_parsing(tmp_path, monkeypatch, report_pdf)
 
 
 def test_pypdf_fallback_when_pdfium_fails(monkeypatch, report_pdf):
-    def broken(data, name):
+    def broken(data, name, locked=True):
         raise RuntimeError("pdfium exploded")
 
     monkeypatch.setattr(D, "_extract_pdfium", broken)
@@ -194,6 +197,54 @@ def test_pypdf_fallback_when_pdfium_fails(monkeypatch, report_pdf):
     with pytest.raises(PDFError) as info:
         load_pdf(make_encrypted_pdf(), "locked.pdf")
     assert info.value.kind == "encrypted"
+
+
+# -- hostile files: limits on parsing -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bomb_pdf() -> bytes:
+    """128 MB of page content in a ~130 KB file (built in about a second)."""
+    return make_bomb_pdf(128)
+
+
+def test_a_decompression_bomb_fails_alone_and_names_the_file(ws, bomb_pdf, report_pdf):
+    assert len(bomb_pdf) < 1_000_000
+    memo = make_text_pdf(["A memo that is read although the bomb before it was refused."])
+    # a low limit keeps the test light: the parse of the bomb stops after 48 MB
+    reports = ingest_files(ws, [("bomb.pdf", bomb_pdf), ("report.pdf", report_pdf), ("memo.pdf", memo)],
+                           memory_limit_mb=48, time_limit_s=60)
+    bomb, good, other = reports
+    assert (bomb.status, bomb.error_kind) == ("error", "over_limit")
+    assert bomb.error.startswith("bomb.pdf was not ingested") and "48 MB" in bomb.error
+    assert "ocr" not in bomb.error.lower()
+    assert good.status == other.status == "ok" and good.pages == 4 and good.chunks > 0
+    status = {d["filename"]: d["status"] for d in list_documents(ws)}
+    assert status == {"bomb.pdf": "error", "report.pdf": "ok", "memo.pdf": "ok"}
+    # with room to breathe the same file is read (its one line of text), so the limit was the cause
+    assert "Quarterly revenue" in load_pdf(bomb_pdf, "bomb.pdf", memory_limit_mb=1024).pages[0].text
+
+
+def test_a_parse_that_runs_too_long_is_stopped(monkeypatch, report_pdf):
+    def stuck(data, name, locked=True):
+        time.sleep(60)
+
+    monkeypatch.setattr(D, "_extract_and_clean", stuck)
+    t0 = time.monotonic()
+    with pytest.raises(PDFError) as info:
+        load_pdf(report_pdf, "slow.pdf", time_limit_s=1)
+    assert time.monotonic() - t0 < 10
+    assert info.value.kind == "over_limit" and "longer than 1 s" in str(info.value) and "slow.pdf" in str(info.value)
+
+
+def test_a_killed_reader_is_an_error_of_that_file(monkeypatch, report_pdf):
+    import signal
+
+    # what the kernel's OOM killer (or a crash in pdfium) does to the reader process
+    monkeypatch.setattr(D, "_extract_and_clean", lambda data, name, locked=True: os.kill(os.getpid(), signal.SIGKILL))
+    with pytest.raises(PDFError) as info:
+        load_pdf(report_pdf, "crash.pdf")
+    assert info.value.kind == "over_limit" and "crash.pdf" in str(info.value) and "signal 9" in str(info.value)
+    monkeypatch.undo()
+    assert load_pdf(report_pdf, "fine.pdf").pages  # the next file is read as usual
 
 
 def test_owner_password_only_pdf_loads():
@@ -429,6 +480,18 @@ def test_ingest_dedup_across_calls_and_retry_after_error(ws, report_pdf, tmp_pat
     accepted = ingest_files(ws, [("memo.pdf", path)])[0]
     assert accepted.status == "ok" and accepted.doc_id == refused.doc_id
     assert _row(ws, accepted.doc_id)["status"] == "ok" and _row(ws, accepted.doc_id)["error"] is None
+
+
+def test_unicode_names_stay_readable_labels(ws):
+    import unicodedata
+
+    data = make_text_pdf(["A document whose name is not ASCII, about quarterly results in Lyon."])
+    nfd = unicodedata.normalize("NFD", "résumé_文件.pdf")  # how macOS spells it
+    reports = ingest_files(ws, [("résumé_文件.pdf", data), (nfd, data + b"\n"), ("bill\u202egpj.pdf", data + b"\n\n")])
+    assert [r.filename for r in reports] == ["résumé_文件.pdf", "résumé_文件.pdf", "bill_gpj.pdf"]
+    assert {d["filename"] for d in list_documents(ws)} == {"résumé_文件.pdf", "bill_gpj.pdf"}
+    names = {p.name for p in ws.path("documents").iterdir()}  # stored by content hash, never by name
+    assert names == {f"{r.doc_id}.pdf" for r in reports}
 
 
 def test_uploaded_names_never_become_paths(ws, tmp_path):

@@ -9,6 +9,7 @@ Each test gets its own copy of the prepared workspace (``$ADAPTERLAB_WORKSPACE``
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -47,7 +48,9 @@ def no_exceptions(at: AppTest) -> None:
 
 
 def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
+    """The elements' text as a user reads it: Markdown backslash escapes (user text is escaped
+    so that it shows as typed, see ``ui.helpers.md_escape``) are removed."""
+    return re.sub(r"\\(.)", r"\1", "\n".join(str(e.value) for e in elements))
 
 
 def frame(at: AppTest, *columns: str):
@@ -534,6 +537,114 @@ def test_compare_launch_runs_in_background(prepared_ws, prepared):
 
 
 # ------------------------------------------------------------------------------------------------
+# hardening: user text is text, custom code needs an opt-in
+# ------------------------------------------------------------------------------------------------
+BEACON = "![x](http://beacon.example/b.png) [click](http://evil.example/l) <a href='http://evil.example/a'>a</a>"
+LIVE_MARKDOWN = re.compile(r"(?<!\\)!\\?\[|(?<!\\)\]\(|(?<!\\)<a\s|(?<!\\)\bhttps?(?<!\\):(?=//)")
+
+
+def markdown_texts(at: AppTest) -> list[str]:
+    """Every string the page hands to Streamlit's Markdown renderer (bodies of markdown, captions,
+    alerts and toasts; labels of metrics, widgets and expanders; progress texts), not st.text/st.code."""
+    out: list[str] = []
+
+    def walk(node) -> None:
+        proto = getattr(node, "proto", None)
+        kind = type(node).__name__
+        if proto is not None and kind not in ("Text", "Code", "Dataframe", "UnknownElement"):
+            if kind == "Block" or hasattr(proto, "WhichOneof") and proto.DESCRIPTOR.name == "Block":
+                if proto.WhichOneof("type") == "expandable":
+                    out.append(proto.expandable.label)
+            else:
+                for attr in ("body", "label", "text"):
+                    value = getattr(proto, attr, None)
+                    if isinstance(value, str) and value:
+                        out.append(value)
+        for child in (getattr(node, "children", None) or {}).values():
+            walk(child)
+
+    walk(at._tree)
+    return out
+
+
+def assert_no_live_markdown(at: AppTest) -> None:
+    live = [t for t in markdown_texts(at) if LIVE_MARKDOWN.search(t)]
+    assert not live, f"user text rendered as live Markdown: {live[:3]}"
+
+
+def test_user_and_document_text_is_shown_as_text(prepared_ws, prepared):
+    ws = Workspace(prepared_ws)
+    with ws.db() as con:  # hostile names everywhere a user or a PDF can put text
+        con.execute("UPDATE documents SET filename=? WHERE filename='northwind.pdf'", (f"{BEACON}.pdf",))
+        con.execute("UPDATE runs SET name=?", (f"run {BEACON}",))
+        con.execute("INSERT INTO jobs(id, kind, title, status, params, owner, error, created_at, updated_at) "
+                    "VALUES ('evaluate-x', 'evaluate', ?, 'failed', '{}', '1:x', ?, ?, ?)",
+                    (f"Compare {BEACON}", f"boom {BEACON}", time.time() + 5, time.time() + 5))
+        con.execute("INSERT INTO jobs(id, kind, title, status, params, owner, error, created_at, updated_at) "
+                    "VALUES ('ingest-x', 'ingest', ?, 'done', ?, '1:x', NULL, ?, ?)",
+                    (f"Ingest {BEACON}", "{}", time.time() + 5, time.time() + 5))
+        con.execute("UPDATE jobs SET result=? WHERE id='ingest-x'", (json.dumps({"reports": [
+            {"filename": f"{BEACON}.pdf", "status": "error", "error": f"{BEACON} is damaged"}]}),))
+        row = con.execute("SELECT path FROM datasets WHERE id=?", (prepared.val_id,)).fetchone()
+    path = prepared_ws / row[0]
+    data = json.loads(path.read_text())
+    data["queries"] = {q: f"{BEACON} {t}" for q, t in data["queries"].items()}
+    data["corpus"] = {n: f"{BEACON} {t}" for n, t in data["corpus"].items()}
+    path.write_text(json.dumps(data))
+
+    for script in ("1_documents.py", "3_train.py", "4_compare.py"):
+        at = page(script)
+        at.run()
+        no_exceptions(at)
+        assert "beacon\\.example" in "\n".join(markdown_texts(at)), script  # the text is shown...
+        assert_no_live_markdown(at)  # ...as text
+    at.segmented_control(key="dd_change").set_value("all").run()
+    assert "evil\\.example" in "\n".join(markdown_texts(at))
+
+
+def _evil_module(root: Path, name: str) -> Path:
+    marker = root / f"{name}.ran"
+    (root / f"{name}.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+                                     "from core.adapters import LinearLayer as Evil\n")
+    return marker
+
+
+def test_train_custom_import_path_needs_the_tick_box(prepared_ws, prepared, tmp_path, monkeypatch):
+    marker = _evil_module(tmp_path, "adapterlab_evil_train")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    at = page("3_train.py")
+    at.run()
+    at.selectbox(key="train_adapter").set_value("__custom__").run()
+    at.text_input(key="train_adapter_path").input("adapterlab_evil_train:Evil").run()
+    at.number_input(key="hp_epochs").set_value(1).run()
+    assert not marker.exists(), "typing the path imported it"
+    assert "runs its code" in texts(at.warning)
+    at.button(key="train_start").click().run()
+    no_exceptions(at)
+    assert "import path" in texts(at.error) and not marker.exists()
+    at.checkbox(key="train_allow_custom").check().run()
+    at.button(key="train_start").click().run()
+    no_exceptions(at)
+    assert marker.exists()  # imported on the explicit opt-in, at start
+    jobs = rerun_until_settled(at, prepared_ws, "train")
+    assert jobs[0]["status"] == "done"
+
+
+def test_compare_asks_before_importing_an_adapter_folder_class(prepared_ws, prepared, tmp_path, monkeypatch):
+    marker = _evil_module(tmp_path, "adapterlab_evil_compare")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    meta = prepared_ws / "runs" / prepared.run_id / "adapter" / "adapterlab.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "adapter_cls": "adapterlab_evil_compare:Evil"}))
+    at = page("4_compare.py")
+    at.run()
+    assert "custom classes" in texts(at.warning)
+    at.button(key="eval_start").click().run()
+    no_exceptions(at)
+    assert "Allow custom code" in texts(at.error) and not marker.exists()
+    assert not Workspace(prepared_ws).query("SELECT id FROM jobs WHERE kind='evaluate'")
+
+
+# ------------------------------------------------------------------------------------------------
 # pure helpers behind the pages
 # ------------------------------------------------------------------------------------------------
 def test_editor_changes_and_config_help():
@@ -584,3 +695,16 @@ def test_md_text_keeps_user_text_literal():
 
     assert md_text("[click](http://x) **bold** `code` <b> $x$") == r"\[click\](http://x) \*\*bold\*\* \`code\` \<b\> \$x\$"
     assert md_text("all-MiniLM-L6-v2 (bundled)") == "all-MiniLM-L6-v2 (bundled)"
+
+
+def test_md_escape_makes_every_markdown_construct_literal():
+    from ui.helpers import md_escape
+
+    hostile = ("![x](http://h/b.png) [l](https://e.x) <a href='x'>a</a> **b** _i_ `c` # h\n> q\n- li\n1. n "
+               ":red[c] :smile: $x^2$ www.e.com a@b.co ~~s~~ | t | \\ &amp;")
+    out = md_escape(hostile)
+    assert re.sub(r"\\(.)", r"\1", out) == hostile  # shown exactly as written
+    assert not LIVE_MARKDOWN.search(out)
+    for special in "![]()*`<>@$&#:~_.|":
+        assert not re.search(r"(?<!\\)" + re.escape(special), out), special  # every one escaped
+    assert md_escape(None) == "" and md_escape("What was revenue in 2021?") == "What was revenue in 2021?"

@@ -191,3 +191,61 @@ def test_update_comparison_extra(ws, cmp):
     eval_id = save_comparison(ws, cmp, extra={"dataset_id": "x"})
     update_comparison_extra(ws, eval_id, {"dataset_id": "x", "context": {"base_model": "m"}})
     assert load_comparison(ws, eval_id)[1]["context"] == {"base_model": "m"}
+
+
+# -- user text in exports and charts ---------------------------------------------------------------
+EVIL_LINK = '<a href="http://evil.example/x">click</a>'
+FORMULAS = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)", "\tsneaky", "\rsneaky"]
+
+
+def _renamed(cmp: Comparison, names: list[str], baseline: str = "base", dataset: str | None = None) -> Comparison:
+    """``cmp`` with its adapter result copied under each of ``names`` (and the baseline renamed)."""
+    results = {baseline: cmp.results["base"], **{n: cmp.results["linear adapter"] for n in names}}
+    sig = {n: cmp.significance["linear adapter"] for n in names}
+    return Comparison(dataset or cmp.dataset_name, 5, baseline, results, sig)
+
+
+def test_csv_export_neutralises_formulas_and_keeps_numbers(cmp):
+    text = comparison_csv(_renamed(cmp, FORMULAS, baseline="=base"))
+    frame = pd.read_csv(io.StringIO(text), keep_default_na=False)
+    systems = list(frame["system"])
+    assert systems == ["'=base", *("'" + n for n in FORMULAS)]
+    assert not any(s.startswith(("=", "+", "-", "@", "\t", "\r")) for s in systems)
+    # numbers stay numbers, negative ones included (no quote in front)
+    assert frame["mrr@5"].dtype.kind == "f" and frame["queries"].dtype.kind == "i"
+    deltas = pd.read_csv(io.StringIO(comparison_csv(_renamed(cmp, ["a"], baseline="b"))))
+    assert deltas["Δ mrr@5"].dtype.kind == "f"
+    worse = {m: paired_difference(m, cmp.results["linear adapter"].per_query[m], cmp.results["base"].per_query[m],
+                                  n_resamples=100) for m in ("hit@5", "mrr@5", "ndcg@10", "recall@5")}
+    negative = comparison_csv(Comparison("d", 5, "linear adapter", {"linear adapter": cmp.results["linear adapter"],
+                                                                     "base": cmp.results["base"]}, {"base": worse}))
+    assert ",-0." in negative and ",'-" not in negative  # a negative delta is a plain number
+    assert pd.read_csv(io.StringIO(negative))["Δ mrr@5"].iloc[1] < 0
+
+
+def test_charts_and_report_show_names_as_text(cmp):
+    evil = _renamed(cmp, [EVIL_LINK], baseline="<b>base</b>", dataset="<i>eval</i> " + EVIL_LINK)
+    figs = comparison_figures(evil, {EVIL_LINK: [{"type": "epoch", "epoch": 0, "val": {"mrr@5": 0.4}}]})
+    for name, fig in figs.items():
+        spec = fig.to_plotly_json()
+        strings = []
+
+        def walk(x):
+            if isinstance(x, str):
+                strings.append(x)
+            elif isinstance(x, dict):
+                for v in x.values():
+                    walk(v)
+            elif isinstance(x, (list, tuple)):
+                for v in x:
+                    walk(v)
+            elif hasattr(x, "tolist"):
+                walk(x.tolist())
+
+        walk(spec)
+        assert not [s for s in strings if "<a " in s or "<b>" in s or "<i>" in s], name
+    assert list(figs["metrics"].data[0].x)[1] == '&lt;a href="http://evil.example/x"&gt;click&lt;/a&gt;'
+    assert "&lt;i&gt;eval&lt;/i&gt;" in figs["metrics"].layout.title.text
+    page = html_report(evil, title="report")
+    assert 'href="http://evil.example' not in page.replace('\\"', '"').replace("\\u003c", "<")
+    assert "against the &lt;b&gt;base&lt;/b&gt;" in page  # main's report names the baseline in its notes

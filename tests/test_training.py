@@ -267,9 +267,10 @@ def test_two_layer_and_custom_adapters_train(tmp_path):
     ds, emb = synthetic(n_chunks=30)
     two = train(ds, emb, _fast(adapter="two-layer", adapter_kwargs={"hidden_features": 32}, epochs=2, lr=1e-3))
     assert type(two.adapter).__name__ == "TwoLayerNN"
-    custom = train(ds, emb, _fast(adapter="tests.custom_adapter_example:MyAdapter", epochs=2), out_dir=tmp_path / "c")
+    custom = train(ds, emb, _fast(adapter="tests.custom_adapter_example:MyAdapter", epochs=2), out_dir=tmp_path / "c",
+                   allow_custom_code=True)
     assert type(custom.adapter).__name__ == "MyAdapter"
-    assert type(load_adapter(tmp_path / "c")).__name__ == "MyAdapter"
+    assert type(load_adapter(tmp_path / "c", allow_custom_code=True)).__name__ == "MyAdapter"
 
 
 def test_explicit_validation_dataset(tmp_path):

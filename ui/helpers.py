@@ -45,12 +45,35 @@ def fmt_num(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|$~])")  # links, emphasis, code, HTML, tables, LaTeX
+_MD_TEXT_SPECIAL = re.compile(r"([\\`*_\[\]<>#|$~])")  # links, emphasis, code, HTML, tables, LaTeX
 
 
 def md_text(text: str) -> str:
     """Plain text made safe to embed in Streamlit markdown (names and questions are user text)."""
-    return _MD_SPECIAL.sub(r"\\\1", str(text))
+    return _MD_TEXT_SPECIAL.sub(r"\\\1", str(text))
+
+
+# Every ASCII punctuation character that Streamlit's Markdown (GFM, directives, emoji, math) gives
+# a meaning to; CommonMark lets a backslash make any of them literal.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:@&=^%/])")
+
+
+def md_escape(text: Any) -> str:
+    r"""User or document text made literal for anything Streamlit renders as Markdown.
+
+    ``st.markdown``/``st.caption``, alerts, toasts, ``st.progress`` text, metric and expander
+    labels all render Markdown: a PDF whose text holds ``![x](http://host/beacon.png)`` would
+    make the browser fetch that URL, and ``[x](http://...)`` or a bare URL would be a live link.
+    Backslash-escaping every special character (and the ``:``/``.``/``@`` of autolinks) shows
+    the text exactly as written. Use it on every file name, run or dataset name, job title,
+    question, chunk text and error message put inside Markdown; long bodies can go to
+    ``st.text`` instead, which never parses.
+
+    >>> md_escape("![x](http://h/b.png) **hi**")
+    '\\!\\[x\\]\\(http\\:\\/\\/h\\/b\\.png\\) \\*\\*hi\\*\\*'
+    """
+    s = "" if text is None else str(text)
+    return _MD_SPECIAL.sub(r"\\\1", s).replace("\r", "")
 
 
 def preview(text: str | None, n: int = 160) -> str:

@@ -13,7 +13,7 @@ from core.embedders import DEFAULT_MODEL_LABEL
 from core.llm import ENV_BASE_URL, ENV_KEY
 
 from . import state
-from .helpers import ago
+from .helpers import ago, md_escape
 
 POLL_S = 1.0
 SIDEBAR_POLL_S = 2.0
@@ -25,6 +25,11 @@ PAGES = {
     "train": ("pages/3_train.py", "Train", ":material/model_training:"),
     "compare": ("pages/4_compare.py", "Compare", ":material/leaderboard:"),
 }
+
+CUSTOM_CODE_WARNING = (
+    "Importing a Python module runs its code on this machine with your permissions. Allow it only for "
+    "code you wrote or trust: nothing is imported until you tick the box and start."
+)
 
 API_HELP = (
     f"To use an API model, set `{ENV_KEY}` (and `{ENV_BASE_URL}` for an OpenAI-compatible server) in the "
@@ -77,7 +82,7 @@ def _draw_active(job: dict, key: str) -> None:
     with st.container(border=True):
         head, btn = st.columns([5, 1], vertical_alignment="center")
         status = "waiting for the job before it" if job["status"] == "queued" else "running"
-        head.markdown(f"**{job['title']}** · {status} · started {ago(job['created_at'])}")
+        head.markdown(f"**{md_escape(job['title'])}** · {status} · started {ago(job['created_at'])}")
         if jm.is_local(job["id"]):
             if btn.button("Stop", key=f"{key}_stop_{job['id']}", icon=":material/stop_circle:",
                           help="Stops after the current item; work finished so far is kept."):
@@ -86,7 +91,7 @@ def _draw_active(job: dict, key: str) -> None:
         else:
             btn.caption("started by another process: stop it there")
         pct = float(job.get("progress") or 0.0)
-        st.progress(min(max(pct, 0.0), 1.0), text=f"{pct:.0%} · {job.get('message') or 'starting…'}")
+        st.progress(min(max(pct, 0.0), 1.0), text=f"{pct:.0%} · {md_escape(job.get('message') or 'starting…')}")
 
 
 def _draw_finished(job: dict, result_view: Callable[[dict], None] | None, retry_hint: str | None = None) -> None:
@@ -96,18 +101,18 @@ def _draw_finished(job: dict, result_view: Callable[[dict], None] | None, retry_
         if result_view is not None:
             result_view(job)
         else:
-            st.success(f"{job['title']}: done ({when}).")
+            st.success(f"{md_escape(job['title'])}: done ({when}).")
     elif status == "failed":
-        st.error(f"**{job['title']}** failed ({when}): {job.get('error') or 'unknown error'}")
+        st.error(f"**{md_escape(job['title'])}** failed ({when}): {md_escape(job.get('error') or 'unknown error')}")
         if retry_hint:
             st.caption(retry_hint)
     elif status == "cancelled":
-        st.warning(f"**{job['title']}** was stopped ({when}): work finished before the stop is kept. "
+        st.warning(f"**{md_escape(job['title'])}** was stopped ({when}): work finished before the stop is kept. "
                    "Start it again to go on.")
         if result_view is not None and isinstance(job.get("result"), dict) and job["result"]:
             result_view(job)
     elif status == "interrupted":
-        st.warning(f"**{job['title']}** was interrupted ({when}): {job.get('error') or ''}")
+        st.warning(f"**{md_escape(job['title'])}** was interrupted ({when}): {md_escape(job.get('error') or '')}")
         if retry_hint:
             st.caption(retry_hint)
 
@@ -195,7 +200,7 @@ def embedder_picker(key: str, label: str = "Base embedder") -> str:
             st.warning("No API key is configured. " + API_HELP)
         else:
             base = os.environ.get(ENV_BASE_URL)
-            st.caption(f"Endpoint: {base or 'OpenAI'} · key: set")
+            st.caption(f"Endpoint: {md_escape(base or 'OpenAI')} · key: set")
     state.set_base_embedder(spec)
     return spec
 
@@ -214,7 +219,7 @@ def _sidebar_jobs(active: list[dict]) -> None:
             st.rerun(scope="app")
         for j in now:
             pct = float(j.get("progress") or 0.0)
-            st.progress(min(max(pct, 0.0), 1.0), text=f"{j['title']} · {pct:.0%}")
+            st.progress(min(max(pct, 0.0), 1.0), text=f"{md_escape(j['title'])} · {pct:.0%}")
 
     _poll()
 
