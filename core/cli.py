@@ -97,6 +97,21 @@ def _prefixes(args) -> dict[str, str]:
                               ("passage_prefix", getattr(args, "passage_prefix", ""))) if v}
 
 
+def _api_options(args) -> dict[str, Any]:
+    """--api-timeout/--api-batch-size/--api-concurrency as resolve_embedder kwargs (only those given).
+
+    They shape the requests of ``openai:`` embedders, not their vectors: recorded with a run,
+    never part of an embedder's identity, ignored by other embedders.
+    """
+    return {k: v for k, v in (("api_timeout", getattr(args, "api_timeout", None)),
+                              ("api_batch_size", getattr(args, "api_batch_size", None)),
+                              ("api_concurrency", getattr(args, "api_concurrency", None))) if v is not None}
+
+
+def _embedder_options(args) -> dict[str, Any]:
+    return {**_prefixes(args), **_api_options(args)}
+
+
 def _workspace(args):
     from .workspace import Workspace
 
@@ -111,7 +126,7 @@ def cmd_ingest(args) -> int:
     from .embedders import resolve_embedder
 
     ws = _workspace(args)
-    emb = resolve_embedder(args.embedder, workspace=ws, **_prefixes(args))
+    emb = resolve_embedder(args.embedder, workspace=ws, **_embedder_options(args))
     settings = ChunkSettings(chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
     files = []
     for f in args.files:
@@ -242,7 +257,7 @@ def cmd_train(args) -> int:
     run_id = create_run(
         ws, cfg, dataset_path=str(Path(args.dataset).resolve()),
         val_dataset_path=str(Path(args.val_dataset).resolve()) if args.val_dataset else None,
-        embedder=args.embedder, embedder_options=_prefixes(args), name=args.name,
+        embedder=args.embedder, embedder_options=_embedder_options(args), name=args.name,
     )
     bar = _Bar(not args.json, "train")
     cancel = threading.Event()
@@ -282,10 +297,10 @@ def cmd_evaluate(args) -> int:
 
     ws = _workspace(args)
     ds = QADataset.load(args.dataset)
-    base = resolve_embedder(args.embedder, workspace=ws, **_prefixes(args))
+    base = resolve_embedder(args.embedder, workspace=ws, **_embedder_options(args))
     systems: dict[str, Any] = {"base": base}
     for spec in args.api_embedder or []:
-        systems[spec] = resolve_embedder(spec, workspace=ws)
+        systems[spec] = resolve_embedder(spec, workspace=ws, **_api_options(args))
     for path in args.adapter or []:
         p = Path(path)
         name = p.name if p.name not in systems else str(p)
@@ -309,7 +324,9 @@ def cmd_evaluate(args) -> int:
     if args.save:
         from .reports import save_comparison
 
-        save_comparison(ws, cmp, name=Path(args.dataset).name)
+        save_comparison(ws, cmp, name=Path(args.dataset).name,
+                        extra={"embedder": args.embedder, "api_embedders": args.api_embedder or [],
+                               "embedder_options": _embedder_options(args)})
     k = args.top_k
     cols = ["system", "queries", f"hit@{k}", f"mrr@{k}", "ndcg@10", f"recall@{k}", f"Δ hit@{k}", f"hit@{k} p",
             f"Δ mrr@{k}", f"mrr@{k} CI", f"mrr@{k} p"]
@@ -356,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="'default' (bundled all-MiniLM-L6-v2), a sentence-transformers name or path, or openai:MODEL")
     emb.add_argument("--query-prefix", default="", help="text put before every query (E5: 'query: ', BGE: an instruction)")
     emb.add_argument("--passage-prefix", default="", help="text put before every chunk (E5: 'passage: ')")
+    api = emb.add_argument_group("API embedders (openai:MODEL)", "request settings; they never change the vectors")
+    api.add_argument("--api-timeout", type=float, metavar="SECONDS",
+                     help="seconds to wait for one answer (default 60); a batch that times out is split in halves")
+    api.add_argument("--api-batch-size", type=int, metavar="N", help="texts per request, at most (default 128)")
+    api.add_argument("--api-concurrency", type=int, metavar="N",
+                     help="requests in flight at once (default 1; a local server works on one at a time)")
 
     p = argparse.ArgumentParser(prog="python -m core", description="AdapterLab: fine-tune embedding adapters on your PDFs.")
     sub = p.add_subparsers(dest="command", required=True)
