@@ -64,6 +64,11 @@ class Embedder(Protocol):
     def embed_texts(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray: ...
 
 
+def format_rate(per_second: float) -> str:
+    """A rate for a progress line: ``120``, ``3.9``, ``0.04`` (a slow local server still reads)."""
+    return f"{per_second:.0f}" if per_second >= 10 else f"{per_second:.1f}" if per_second >= 1 else f"{per_second:.2f}"
+
+
 def _as_f32(rows) -> np.ndarray:
     arr = np.asarray(rows, dtype=np.float32)
     if arr.ndim == 1:
@@ -312,8 +317,10 @@ class OpenAIEmbedder:
     (``...|pooled=mean``) so the cache never mixes them with a server's own pooled vectors. Any
     other unusable answer (no vectors, a wrong count, a changing dimension, NaN/inf, bad base64)
     is an :class:`UnusableAnswer` at once; only timeouts, connection errors, 429 and 5xx are
-    retried. A batch of several texts that times out is split in halves (down to one text) and
-    the size that worked is kept for the rest of this embedder's life.
+    retried (a timed-out single text with a doubled wait each time). Requests are sized by the measured speed of the server (at most what it answers in
+    half the timeout, and at most ``batch_size`` texts); a batch of several texts that still times
+    out is split in halves (down to one text) and the size that worked is kept for the rest of
+    this embedder's life.
 
     Args:
         model: e.g. ``"text-embedding-3-small"``.
@@ -353,6 +360,7 @@ class OpenAIEmbedder:
         self.host = (self.base_url or "https://api.openai.com/v1").rstrip("/")
         self.pooling: str | None = None  # None until the server answers: "native" or "mean"
         self._batch_limit: int | None = None  # the batch size that worked after a timeout
+        self._secs_per_char: float | None = None  # how fast the server answers, measured
         self._encoding: str | None = None  # None: the client's default (base64); "float" if base64 is refused
         self._lock = threading.Lock()
         self._client = None
@@ -527,12 +535,17 @@ class OpenAIEmbedder:
 
         last: Exception | None = None
         attempts = 0
+        timeout = self.timeout
         while attempts <= self.max_retries:
             attempts += 1
             try:
                 extra = {"encoding_format": self._encoding} if self._encoding else {}
-                raw = self.client.embeddings.with_raw_response.create(model=self.model_name, input=batch, **extra)
-                return self._parse(raw.http_response.content, len(batch))
+                started = time.monotonic()
+                raw = self.client.embeddings.with_raw_response.create(model=self.model_name, input=batch,
+                                                                      timeout=timeout, **extra)
+                vectors = self._parse(raw.http_response.content, len(batch))
+                self._observe(time.monotonic() - started, sum(len(t) for t in batch))
+                return vectors
             except openai.AuthenticationError as exc:
                 raise EmbedderError(
                     f"The embeddings endpoint rejected the API key (401) for {self._where()}: check OPENAI_API_KEY."
@@ -543,6 +556,9 @@ class OpenAIEmbedder:
                 if len(batch) > 1:
                     raise _BatchTimedOut() from exc
                 last = exc
+                # A server that works on one request at a time is still busy with the copy we gave up
+                # on, so the same wait would time out again: double it (up to 8 times the timeout).
+                timeout = min(timeout * 2, self.timeout * 8)
             except openai.APIConnectionError as exc:
                 last = exc
             except openai.APIStatusError as exc:
@@ -555,7 +571,9 @@ class OpenAIEmbedder:
                         self._encoding = "float"  # a server that only speaks floats: ask for them
                         attempts -= 1
                         continue
-                    hint = (" Lower the batch size (--api-batch-size)." if exc.status_code == 413 else "")
+                    hint = (" Lower the batch size (--api-batch-size)." if exc.status_code == 413 else
+                            " Serve the model with pooling on (llama.cpp's llama-server: --pooling mean)."
+                            if "pooling" in detail.lower() else "")
                     raise EmbedderError(
                         f"The embeddings endpoint refused the request ({exc.status_code}) for {self._where()}: "
                         f"{detail}.{hint}"
@@ -571,8 +589,9 @@ class OpenAIEmbedder:
                 time.sleep(min(wait, 60.0))
         if isinstance(last, openai.APITimeoutError):
             raise EmbedderError(
-                f"The embeddings endpoint for {self._where()} gave no answer within {self.timeout:g} s, even for "
-                f"a single text, in {attempts} attempts. The server is slower than the timeout: raise it "
+                f"The embeddings endpoint for {self._where()} gave no answer, even for a single text, in "
+                f"{attempts} attempts (waiting {self.timeout:g} s, then up to {timeout / 2:g} s). The server "
+                "is slower than the timeout: raise it "
                 "(--api-timeout, or Timeout in the dashboard). Texts already embedded are cached."
             ) from last
         kind = f"{type(last).__name__}: {self._safe(last, 200)}" if last else "error"
@@ -597,8 +616,28 @@ class OpenAIEmbedder:
                     )
             return np.concatenate([self._embed_batch(batch[:half]), self._embed_batch(batch[half:])])
 
-    def _next_size(self) -> int:
-        return min(self.batch_size, self._batch_limit or self.batch_size)
+    def _observe(self, seconds: float, chars: int) -> None:
+        """Learn the server's speed: slow-downs at once, speed-ups by half."""
+        rate = seconds / max(chars, 1)
+        with self._lock:
+            old = self._secs_per_char
+            self._secs_per_char = rate if old is None or rate > old else (old + rate) / 2
+
+    def _next_size(self, texts: Sequence[str] = (), start: int = 0) -> int:
+        """Texts for the next request from ``start``: at most the batch size (or the size that worked
+        after a timeout), and no more than the measured speed answers in half the timeout, so a
+        slow local server is not sent a batch it cannot finish in time (and then keeps working on)."""
+        size = min(self.batch_size, self._batch_limit or self.batch_size)
+        if self._secs_per_char is None or not texts:
+            return size
+        budget = 0.5 * self.timeout / self._secs_per_char  # characters
+        n, chars = 0, 0
+        for text in texts[start : start + size]:
+            chars += len(text)
+            if n and chars > budget:
+                break
+            n += 1
+        return max(n, 1)
 
     # -- many texts -----------------------------------------------------------------------------
     def _embed(self, texts: Sequence[str], progress: Progress | None) -> np.ndarray:
@@ -612,14 +651,14 @@ class OpenAIEmbedder:
 
         def report() -> None:
             if progress:
-                rate = done / max(time.monotonic() - started, 1e-6)
+                rate = format_rate(done / max(time.monotonic() - started, 1e-6))
                 note = self.progress_note
-                progress(done, n, f"embedding via API · {rate:.1f} texts/s" + (f" · {note}" if note else ""))
+                progress(done, n, f"embedding via API · {rate} texts/s" + (f" · {note}" if note else ""))
 
         if self.concurrency <= 1:
             pos = 0
             while pos < n:
-                part = texts[pos : pos + self._next_size()]
+                part = texts[pos : pos + self._next_size(texts, pos)]
                 out[pos] = self._embed_batch(part)
                 pos += len(part)
                 done = pos
@@ -636,7 +675,7 @@ class OpenAIEmbedder:
                     if stop.is_set() or cursor[0] >= n:
                         return None
                     start = cursor[0]
-                    cursor[0] += self._next_size()
+                    cursor[0] += self._next_size(texts, start)
                 return start, texts[start : cursor[0]]
 
             def worker() -> None:
@@ -795,9 +834,9 @@ class CachedEmbedder:
             done = len(probed)
 
             def report(n_done: float) -> None:
-                rate = n_done / max(time.monotonic() - started, 1e-6)
+                rate = format_rate(n_done / max(time.monotonic() - started, 1e-6))
                 note = getattr(self.base, "progress_note", "")
-                progress(n_done, total, f"embedding {total} new texts ({cached} cached) · {rate:.1f} texts/s"
+                progress(n_done, total, f"embedding {total} new texts · {rate} texts/s · {cached} cached"
                          + (f" · {note}" if note else ""))
 
             for start in range(0, len(mk), self.chunk):
@@ -821,7 +860,7 @@ class CachedEmbedder:
         """An API embedder's identity is settled by the server's first answer (per-token answers are
         pooled here, under another identity). Vectors are never mixed across identities: if
         another possible identity holds every text, use it with no request; else embed one text
-        that no identity holds, then look up again under the identity that answer settled."""
+        that no identity holds (the shortest), then look up again under the identity it settled."""
         others = [i for i in getattr(self.base, "identity_candidates", ()) if i != self.identity]
         elsewhere: set[bytes] = set()
         for other in others:
@@ -829,7 +868,8 @@ class CachedEmbedder:
             if not m:
                 return f, m, set()
             elsewhere.update(f)
-        k0 = next((k for k in missing if k not in elsewhere), next(iter(missing)))
+        pool = [k for k in missing if k not in elsewhere] or list(missing)
+        k0 = min(pool, key=lambda k: len(missing[k]))  # the shortest: the quickest answer, whatever the server
         before = self.identity
         vec = fn([missing[k0]])[0]
         self.cache.put_many(self.identity, [(k0, vec)])

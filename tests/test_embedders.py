@@ -355,6 +355,13 @@ def test_a_refused_request_is_not_retried(fake_openai):
     assert len(fake_openai.embedding_requests) == 1
 
 
+def test_llama_servers_refusal_of_unpooled_models_says_which_flag(fake_openai):
+    fake_openai.faults.append("400:Pooling type 'none' is not OAI compatible. Please use a different pooling type")
+    with pytest.raises(EmbedderError, match=r"\(400\).*not OAI compatible.*--pooling mean"):
+        _api(fake_openai, max_retries=5).embed_texts(["a"])
+    assert len(fake_openai.embedding_requests) == 1
+
+
 def test_a_server_that_refuses_base64_is_asked_for_floats(fake_openai):
     fake_openai.faults.append("400:unsupported encoding_format: base64")
     out = _api(fake_openai, max_retries=0).embed_texts(["a b"])
@@ -375,17 +382,44 @@ def test_a_timeout_splits_the_batch_and_the_size_that_worked_is_kept(fake_openai
         out = emb.embed_texts(texts)
     assert np.allclose(out, np.array([fake_embedding(t) for t in texts]), atol=1e-6)
     sizes = [len(r["body"]["input"]) for r in fake_openai.embedding_requests]
-    assert sizes == [8, 4, 4, 4], sizes  # 8 timed out, then halves; the last 4 sent as 4 at once
+    assert sizes[:3] == [8, 4, 4] and max(sizes[3:]) <= 4 and sum(sizes) == 20, sizes  # 8 timed out, then halves
     assert any("splitting" in r.getMessage() for r in caplog.records)
     assert "batches of 4" in emb.progress_note
+
+
+def test_requests_are_sized_by_the_measured_speed(fake_openai, caplog):
+    """Once one answer has shown how fast the server is, a request holds no more than it can
+    answer in half the timeout: no timeout at all, no abandoned work piling up on the server."""
+    fake_openai.delay_per_token = 0.05
+    fake_openai.serial = True
+    emb = _api(fake_openai, batch_size=64, timeout=1.0, max_retries=0)
+    emb.embed_texts(["alpha beta"])  # 0.1 s for 10 characters
+    texts = [f"alpha beta {i}" for i in range(16)]  # 3 tokens, 0.15 s each: 2.4 s in one request
+    with caplog.at_level("WARNING", logger="core.embedders"):
+        out = emb.embed_texts(texts)
+    assert np.allclose(out, np.array([fake_embedding(t) for t in texts]), atol=1e-6)
+    sizes = [len(r["body"]["input"]) for r in fake_openai.embedding_requests[1:]]
+    assert sum(sizes) == 16 and 1 <= max(sizes) <= 4, sizes  # <= 0.5 s of work each
+    assert not any("splitting" in r.getMessage() for r in caplog.records)
 
 
 def test_a_single_text_that_times_out_says_raise_the_timeout(fake_openai):
     fake_openai.delay_per_token = 0.5
     emb = _api(fake_openai, timeout=0.2, max_retries=1)
-    with pytest.raises(EmbedderError, match=r"no answer within 0.2 s, even for a single text, in 2 attempts.*--api-timeout"):
+    with pytest.raises(EmbedderError, match=r"no answer, even for a single text, in 2 attempts \(waiting 0.2 s, then "
+                                            r"up to 0.4 s\).*--api-timeout"):
         emb.embed_texts(["one"])
     assert len(fake_openai.embedding_requests) == 2
+
+
+def test_a_single_text_gets_a_longer_wait_on_each_retry(fake_openai):
+    """The server still works on the copy we gave up on (llama.cpp): the retry waits longer."""
+    fake_openai.delay_per_token = 0.5
+    fake_openai.serial = True
+    emb = _api(fake_openai, timeout=0.2, max_retries=5)
+    out = emb.embed_texts(["one"])  # waits of 0.2, 0.4, 0.8, 1.6 s: the last outlasts the queue
+    assert np.allclose(out[0], fake_embedding("one"), atol=1e-6)
+    assert 2 <= len(fake_openai.embedding_requests) <= 5
 
 
 def test_concurrency_bounds_requests_in_flight_and_keeps_order(fake_openai):
