@@ -8,7 +8,7 @@ same functions work from a script or a test without Streamlit.
 Systems to compare are plain dicts (``SystemSpec``)::
 
     {"kind": "base"}                                   # the base embedder
-    {"kind": "api", "spec": "openai:text-embedding-3-small"}
+    {"kind": "api", "spec": "openai:text-embedding-3-small"}   # optional "options": {"api_timeout": 120, ...}
     {"kind": "run", "run_id": "run-..."}               # a run's final (best) adapter
     {"kind": "checkpoint", "run_id": "run-...", "step": 120}
     {"kind": "adapter_dir", "path": "/path/to/adapter", "name": "mine"}
@@ -115,21 +115,25 @@ def start_training(jm: JobManager, ws: Workspace, config, dataset_id: str, val_d
 
 
 def build_systems(ws: Workspace, systems: list[SystemSpec], embedder: str = "default", api_key: str | None = None,
-                  api_base_url: str | None = None) -> dict[str, Any]:
-    """Name -> embedder for :func:`core.evaluation.compare`; the base embedder is always first."""
+                  api_base_url: str | None = None, embedder_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Name -> embedder for :func:`core.evaluation.compare`; the base embedder is always first.
+
+    ``embedder_options`` are the base embedder's ``resolve_embedder`` kwargs (an API base's
+    timeout, batch size, concurrency); an ``api`` system carries its own in ``"options"``.
+    """
     from .adapters import load_adapter
     from .embedders import AdapterEmbedder
     from .runs import adapter_dir, get_run
 
     # the key/URL also serve a base that is itself an API embedder (adapters trained on API vectors)
-    base = _embedder(ws, embedder, api_key=api_key, base_url=api_base_url)
+    base = _embedder(ws, embedder, api_key=api_key, base_url=api_base_url, **(embedder_options or {}))
     out: dict[str, Any] = {f"base ({getattr(base, 'label', embedder)})": base}
     for s in systems:
         kind = s.get("kind")
         if kind == "base":
             continue
         if kind == "api":
-            out[s["spec"]] = _embedder(ws, s["spec"], api_key=api_key, base_url=api_base_url)
+            out[s["spec"]] = _embedder(ws, s["spec"], api_key=api_key, base_url=api_base_url, **(s.get("options") or {}))
         elif kind == "run":
             run = get_run(ws, s["run_id"])
             if run is None:
@@ -149,7 +153,7 @@ def build_systems(ws: Workspace, systems: list[SystemSpec], embedder: str = "def
 
 def start_evaluation(jm: JobManager, ws: Workspace, dataset_id: str, systems: list[SystemSpec], top_k: int = 5,
                      embedder: str = "default", api_key: str | None = None, api_base_url: str | None = None,
-                     name: str | None = None) -> str:
+                     name: str | None = None, embedder_options: dict[str, Any] | None = None) -> str:
     """Compare systems on a workspace dataset in the background. Result: ``{"eval_id": ...}``."""
     from .evaluation import compare
     from .questions import list_datasets, load_dataset
@@ -161,12 +165,14 @@ def start_evaluation(jm: JobManager, ws: Workspace, dataset_id: str, systems: li
 
     def job(ctx: JobContext) -> dict:
         ds = load_dataset(ws, dataset_id)
-        named = build_systems(ws, systems, embedder=embedder, api_key=api_key, api_base_url=api_base_url)
+        named = build_systems(ws, systems, embedder=embedder, api_key=api_key, api_base_url=api_base_url,
+                              embedder_options=embedder_options)
         ctx.progress(0, 1, "embedding the evaluation set (cached texts are free)")
         cmp = compare(ds, named, baseline=next(iter(named)), top_k=top_k, dataset_name=meta["name"], progress=ctx.progress)
         run_ids = [s["run_id"] for s in systems if s.get("kind") in ("run", "checkpoint")]
         eval_id = save_comparison(ws, cmp, name=name or meta["name"],
-                                  extra={"dataset_id": dataset_id, "systems": systems, "run_ids": run_ids, "embedder": embedder})
+                                  extra={"dataset_id": dataset_id, "systems": systems, "run_ids": run_ids, "embedder": embedder,
+                                         "embedder_options": embedder_options or {}})
         return {"eval_id": eval_id}
 
     return jm.submit("evaluate", f"Compare {len(systems)} system(s) on {meta['name']}", job,

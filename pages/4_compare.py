@@ -62,7 +62,10 @@ if datasets:
             if state.api_configured():
                 if st.checkbox("An API embedder", key="eval_api_on"):
                     model = st.text_input("API embedding model", value="text-embedding-3-small", key="eval_api_model")
-                    systems.append({"kind": "api", "spec": f"openai:{(model or '').strip() or 'text-embedding-3-small'}"})
+                    st.caption(f"Endpoint: {widgets.api_endpoint()}")
+                    options = widgets.api_request_fields("eval_api")
+                    systems.append({"kind": "api", "spec": f"openai:{(model or '').strip() or 'text-embedding-3-small'}",
+                                    "options": options})
             else:
                 st.caption("API embedder: not configured. " + widgets.API_HELP)
             runs = [r for r in list_runs(ws) if r["status"] in FINISHED]
@@ -87,7 +90,8 @@ if datasets:
         if st.button("Run comparison", key="eval_start", type="primary", disabled=busy, icon=":material/play_arrow:"):
             try:
                 start_evaluation(jm, ws, ds_id, systems, top_k=int(k), embedder=embedder,
-                                 api_key=state.session_api_key(), name=(name or "").strip() or None)
+                                 api_key=state.session_api_key(), name=(name or "").strip() or None,
+                                 embedder_options=widgets.embedder_options("eval_embedder"))
             except ValueError as exc:
                 st.error(str(exc))
             else:
