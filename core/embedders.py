@@ -361,6 +361,7 @@ class OpenAIEmbedder:
         self.pooling: str | None = None  # None until the server answers: "native" or "mean"
         self._batch_limit: int | None = None  # the batch size that worked after a timeout
         self._secs_per_char: float | None = None  # how fast the server answers, measured
+        self._last_ok: int | None = None  # texts in the last request that was answered
         self._encoding: str | None = None  # None: the client's default (base64); "float" if base64 is refused
         self._lock = threading.Lock()
         self._client = None
@@ -544,7 +545,7 @@ class OpenAIEmbedder:
                 raw = self.client.embeddings.with_raw_response.create(model=self.model_name, input=batch,
                                                                       timeout=timeout, **extra)
                 vectors = self._parse(raw.http_response.content, len(batch))
-                self._observe(time.monotonic() - started, sum(len(t) for t in batch))
+                self._observe(time.monotonic() - started, sum(len(t) for t in batch), len(batch))
                 return vectors
             except openai.AuthenticationError as exc:
                 raise EmbedderError(
@@ -616,18 +617,25 @@ class OpenAIEmbedder:
                     )
             return np.concatenate([self._embed_batch(batch[:half]), self._embed_batch(batch[half:])])
 
-    def _observe(self, seconds: float, chars: int) -> None:
-        """Learn the server's speed: slow-downs at once, speed-ups by half."""
-        rate = seconds / max(chars, 1)
+    def _observe(self, seconds: float, chars: int, n: int) -> None:
+        """Learn the server's speed from an answer: slow-downs at once, speed-ups by half. Answers
+        much quicker than the timeout (a cloud API's, mostly latency) teach nothing to fear."""
         with self._lock:
+            self._last_ok = n
+            if seconds < 0.05 * self.timeout:
+                return
+            rate = seconds / max(chars, 1)
             old = self._secs_per_char
             self._secs_per_char = rate if old is None or rate > old else (old + rate) / 2
 
     def _next_size(self, texts: Sequence[str] = (), start: int = 0) -> int:
         """Texts for the next request from ``start``: at most the batch size (or the size that worked
-        after a timeout), and no more than the measured speed answers in half the timeout, so a
-        slow local server is not sent a batch it cannot finish in time (and then keeps working on)."""
+        after a timeout), at most 8 times the last answered request, and no more than the measured
+        speed answers in half the timeout, so a slow local server is not sent a batch it cannot
+        finish in time (and then keeps working on after we gave up)."""
         size = min(self.batch_size, self._batch_limit or self.batch_size)
+        if self._last_ok is not None:
+            size = min(size, 8 * self._last_ok)
         if self._secs_per_char is None or not texts:
             return size
         budget = 0.5 * self.timeout / self._secs_per_char  # characters

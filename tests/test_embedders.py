@@ -403,6 +403,14 @@ def test_requests_are_sized_by_the_measured_speed(fake_openai, caplog):
     assert not any("splitting" in r.getMessage() for r in caplog.records)
 
 
+def test_a_fast_server_soon_gets_full_batches(fake_openai):
+    emb = _api(fake_openai, batch_size=50)
+    emb.embed_texts(["one text first"])  # as the cache does to settle the identity
+    emb.embed_texts([f"text {i}" for i in range(200)])
+    sizes = [len(r["body"]["input"]) for r in fake_openai.embedding_requests]
+    assert sizes == [1, 8, 50, 50, 50, 42]  # at most 8x the last answered request, then the batch size
+
+
 def test_a_single_text_that_times_out_says_raise_the_timeout(fake_openai):
     fake_openai.delay_per_token = 0.5
     emb = _api(fake_openai, timeout=0.2, max_retries=1)
