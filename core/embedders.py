@@ -34,6 +34,7 @@ import logging
 import math
 import os
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -306,6 +307,8 @@ def parse_embedding(value) -> tuple[np.ndarray, bool]:
 
 
 _POOLING_NOTED: set[str] = set()
+# what servers started without embeddings answer (llama-cpp-python: 500; llama-server: 501)
+_EMBEDDINGS_OFF = re.compile(r"embedding=True|does not support embeddings|--embeddings?\b", re.I)
 
 
 class OpenAIEmbedder:
@@ -314,7 +317,9 @@ class OpenAIEmbedder:
     Works with OpenAI and with local servers whose answers differ in small ways: vectors as
     floats or base64, and per-token answers (one vector per token, from a model with no pooling,
     e.g. llama.cpp's Python server), which are mean-pooled here and marked in the identity
-    (``...|pooled=mean``) so the cache never mixes them with a server's own pooled vectors. Any
+    (``...|pooled=mean``) so the cache never mixes them with a server's own pooled vectors, and
+    asked one text per request (llama-cpp-python's server returns wrong token vectors for all but
+    the first text of a request). Any
     other unusable answer (no vectors, a wrong count, a changing dimension, NaN/inf, bad base64)
     is an :class:`UnusableAnswer` at once; only timeouts, connection errors, 429 and 5xx are
     retried (a timed-out single text with a doubled wait each time). Requests are sized by the measured speed of the server (at most what it answers in
@@ -525,9 +530,10 @@ class OpenAIEmbedder:
             _POOLING_NOTED.add(self.identity)
             log.warning(
                 "embeddings %s: the server answers one vector per token (a model served without pooling); "
-                "AdapterLab averages them into one vector per text (mean pooling). These vectors are cached "
-                "apart from pooled ones, as %s. For the model's own pooling, serve it with pooling on "
-                "(llama.cpp server: --pooling mean).",
+                "AdapterLab averages them into one vector per text (mean pooling) and sends one text per "
+                "request (llama-cpp-python's server returns wrong token vectors for every text after the first "
+                "of a request). These vectors are cached apart from pooled ones, as %s. For the model's own "
+                "pooling, serve it with pooling on (llama.cpp's llama-server: --pooling mean).",
                 self._where(), self.identity,
             )
 
@@ -563,10 +569,16 @@ class OpenAIEmbedder:
             except openai.APIConnectionError as exc:
                 last = exc
             except openai.APIStatusError as exc:
+                detail = self._safe(getattr(exc, "message", None) or exc)
+                if exc.status_code >= 500 and _EMBEDDINGS_OFF.search(detail):
+                    raise EmbedderError(  # a server started without embeddings: retrying cannot help
+                        f"The embeddings endpoint for {self._where()} answered {exc.status_code}: {detail}. Start the "
+                        "server with embeddings on (llama.cpp's Python server: --embedding true; llama-server: "
+                        "--embeddings)."
+                    ) from exc
                 if exc.status_code >= 500:
                     last = exc
                 else:
-                    detail = self._safe(getattr(exc, "message", None) or exc)
                     if (exc.status_code in (400, 422) and self._encoding is None
                             and ("encoding_format" in detail or "base64" in detail)):
                         self._encoding = "float"  # a server that only speaks floats: ask for them
@@ -604,7 +616,12 @@ class OpenAIEmbedder:
     def _embed_batch(self, batch: list[str]) -> np.ndarray:
         """One request; on a timeout, the two halves (recursively, down to one text)."""
         try:
-            return self._request(batch)
+            vectors = self._request(batch)
+            if self.pooling == "mean" and len(batch) > 1:
+                # Per-token answers are only trusted one text per request: llama-cpp-python's server
+                # (0.3.36) reads the token vectors of every text after the first at a wrong offset.
+                vectors = np.concatenate([vectors[:1], *(self._request([t]) for t in batch[1:])])
+            return vectors
         except _BatchTimedOut:
             half = (len(batch) + 1) // 2
             with self._lock:
@@ -633,6 +650,8 @@ class OpenAIEmbedder:
         after a timeout), at most 8 times the last answered request, and no more than the measured
         speed answers in half the timeout, so a slow local server is not sent a batch it cannot
         finish in time (and then keeps working on after we gave up)."""
+        if self.pooling == "mean":
+            return 1  # see _embed_batch
         size = min(self.batch_size, self._batch_limit or self.batch_size)
         if self._last_ok is not None:
             size = min(size, 8 * self._last_ok)

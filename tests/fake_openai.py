@@ -31,7 +31,10 @@ Embedding modes, the ways real local servers answer (attributes, off by default)
 
 * ``server.per_token = True``: one vector per token for each input (a list of lists), as
   llama.cpp's Python server does for a model with no pooling; tokens are the words that
-  :func:`fake_embedding` hashes, each token's vector is ``fake_embedding(token)``.
+  :func:`fake_embedding` hashes, each token's vector is ``fake_embedding(token)``. With
+  ``server.per_token_offset_bug = True`` as well, every input after the first of a request gets
+  its token vectors read at the wrong offset of the flat output buffer, exactly as
+  llama-cpp-python 0.3.36's server does (``pos += n_tokens`` where ``n_tokens * dim`` is meant).
 * ``server.delay_per_token = s``: each embeddings request sleeps ``s`` seconds per token of
   its inputs before answering; with ``server.serial = True`` requests are worked on one at a
   time, and a request the client gave up on is still worked to the end (like llama.cpp).
@@ -181,6 +184,7 @@ class FakeOpenAI:
         self.require_key: str | None = None
         self.model_name = "fake-model"
         self.per_token = False
+        self.per_token_offset_bug = False
         self.delay_per_token = 0.0
         self.serial = False
         self.dim_sequence: list[int] | None = None
@@ -383,6 +387,13 @@ class FakeOpenAI:
             vectors = self.embed_responder(texts, body)
         elif self.per_token:
             vectors = [[fake_embedding(tok, dim) for tok in fake_tokens(t) or ["."]] for t in texts]
+            if self.per_token_offset_bug:
+                flat = [x for rows in vectors for row in rows for x in row]
+                pos, wrong = 0, []
+                for rows in vectors:
+                    wrong.append([flat[pos + j * dim: pos + (j + 1) * dim] for j in range(len(rows))])
+                    pos += len(rows)
+                vectors = wrong
         else:
             vectors = [fake_embedding(t, dim) for t in texts]
         if self.nan_vectors and vectors:

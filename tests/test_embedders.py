@@ -286,11 +286,24 @@ def test_per_token_answers_are_mean_pooled_and_said_once(fake_openai, caplog):
         emb.embed_queries(["what about revenue growth?"])
     assert out.shape == (3, 64)
     assert np.allclose(out, np.stack([_mean_of_tokens(t) for t in texts]), atol=1e-6)
-    assert [len(r["body"]["input"]) for r in fake_openai.embedding_requests] == [2, 1, 1]  # nothing retried
+    # nothing retried; after the first answer showed per-token vectors, one text per request
+    assert [r["body"]["input"] for r in fake_openai.embedding_requests] == [texts[:2], texts[1:2], texts[2:], [
+        "what about revenue growth?"]]
     assert emb.identity == native_identity + POOLED_SUFFIX
     said = [r for r in caplog.records if "one vector per token" in r.getMessage()]
     assert len(said) == 1 and "mean pooling" in said[0].getMessage()
     assert emb.dimension == 64
+
+
+def test_per_token_answers_are_asked_one_text_per_request(fake_openai):
+    """llama-cpp-python's server reads the token vectors of every text after the first of a request
+    at a wrong offset: only one-text answers are used, whatever the batch size."""
+    fake_openai.per_token = True
+    fake_openai.per_token_offset_bug = True
+    texts = ["revenue grew", "drivers are independent contractors", "insurance reserves rose", "one"]
+    out = _api(fake_openai, batch_size=64).embed_texts(texts)
+    assert np.allclose(out, np.stack([_mean_of_tokens(t) for t in texts]), atol=1e-6)
+    assert [len(r["body"]["input"]) for r in fake_openai.embedding_requests] == [4, 1, 1, 1]
 
 
 def test_cache_never_mixes_pooled_and_native_vectors(fake_openai, tmp_path):
@@ -358,6 +371,17 @@ def test_a_refused_request_is_not_retried(fake_openai):
 def test_llama_servers_refusal_of_unpooled_models_says_which_flag(fake_openai):
     fake_openai.faults.append("400:Pooling type 'none' is not OAI compatible. Please use a different pooling type")
     with pytest.raises(EmbedderError, match=r"\(400\).*not OAI compatible.*--pooling mean"):
+        _api(fake_openai, max_retries=5).embed_texts(["a"])
+    assert len(fake_openai.embedding_requests) == 1
+
+
+@pytest.mark.parametrize("fault", [
+    "500:Llama model must be created with embedding=True to call this method",  # llama-cpp-python's server
+    "501:This server does not support embeddings. Start it with `--embeddings`",  # llama-server
+])
+def test_a_server_without_embeddings_fails_at_once(fake_openai, fault):
+    fake_openai.faults.extend([fault] * 3)
+    with pytest.raises(EmbedderError, match=r"answered 50\d: .*Start the server with embeddings on"):
         _api(fake_openai, max_retries=5).embed_texts(["a"])
     assert len(fake_openai.embedding_requests) == 1
 
