@@ -281,7 +281,7 @@ def test_per_token_answers_are_mean_pooled_and_said_once(fake_openai, caplog):
     emb = _api(fake_openai, batch_size=2, max_retries=5)
     native_identity = emb.identity
     texts = ["revenue grew", "drivers are independent contractors in most markets", "one"]
-    with caplog.at_level("WARNING", logger="core.embedders"):
+    with caplog.at_level("WARNING", logger="core.api_embedder"):
         out = emb.embed_texts(texts)
         emb.embed_queries(["what about revenue growth?"])
     assert out.shape == (3, 64)
@@ -402,7 +402,7 @@ def test_a_timeout_splits_the_batch_and_the_size_that_worked_is_kept(fake_openai
     texts = [f"w{i}" for i in range(12)]  # one token each: a batch of n takes 0.1 * n s
     # 8 texts need 0.8 s > 0.7; the first half waits 0.1 s for the abandoned request, then 0.4 s
     emb = _api(fake_openai, batch_size=8, timeout=0.7, max_retries=0)
-    with caplog.at_level("WARNING", logger="core.embedders"):
+    with caplog.at_level("WARNING", logger="core.api_embedder"):
         out = emb.embed_texts(texts)
     assert np.allclose(out, np.array([fake_embedding(t) for t in texts]), atol=1e-6)
     sizes = [len(r["body"]["input"]) for r in fake_openai.embedding_requests]
@@ -419,7 +419,7 @@ def test_requests_are_sized_by_the_measured_speed(fake_openai, caplog):
     emb = _api(fake_openai, batch_size=64, timeout=1.0, max_retries=0)
     emb.embed_texts(["alpha beta"])  # 0.1 s for 10 characters
     texts = [f"alpha beta {i}" for i in range(16)]  # 3 tokens, 0.15 s each: 2.4 s in one request
-    with caplog.at_level("WARNING", logger="core.embedders"):
+    with caplog.at_level("WARNING", logger="core.api_embedder"):
         out = emb.embed_texts(texts)
     assert np.allclose(out, np.array([fake_embedding(t) for t in texts]), atol=1e-6)
     sizes = [len(r["body"]["input"]) for r in fake_openai.embedding_requests[1:]]
