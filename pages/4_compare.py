@@ -74,7 +74,10 @@ if datasets:
             if state.api_configured():
                 if st.checkbox("An API embedder", key="eval_api_on"):
                     model = st.text_input("API embedding model", value="text-embedding-3-small", key="eval_api_model")
-                    systems.append({"kind": "api", "spec": f"openai:{(model or '').strip() or 'text-embedding-3-small'}"})
+                    st.caption(f"Endpoint: {md_escape(widgets.api_endpoint())}")
+                    options = widgets.api_request_fields("eval_api")
+                    systems.append({"kind": "api", "spec": f"openai:{(model or '').strip() or 'text-embedding-3-small'}",
+                                    "options": options})
             else:
                 st.caption("API embedder: not configured. " + widgets.API_HELP)
             runs = [r for r in list_runs(ws) if r["status"] in FINISHED]
@@ -111,7 +114,8 @@ if datasets:
             try:
                 start_evaluation(jm, ws, ds_id, systems, top_k=int(k), embedder=embedder,
                                  api_key=state.session_api_key(), name=(name or "").strip() or None,
-                                 exclude_leaked="questions" if leave_out else None, allow_custom_code=allow_custom)
+                                 exclude_leaked="questions" if leave_out else None, allow_custom_code=allow_custom,
+                                 embedder_options=widgets.embedder_options("eval_embedder"))
             except ValueError as exc:
                 st.error(md_escape(exc))
             else:

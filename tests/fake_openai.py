@@ -17,7 +17,8 @@ Fault injection: ``server.faults`` is a deque; each request consumes its first e
 
 =============  ==================================================================
 ``"429"``      429 with ``Retry-After: <server.retry_after>`` (``"429:0.05"`` sets it)
-``"500"``      500 with an OpenAI-style error body (any ``"4xx"``/``"5xx"`` works)
+``"500"``      500 with an OpenAI-style error body (any ``"4xx"``/``"5xx"`` works;
+               ``"400:some message"`` sets the error message)
 ``"503"``      503
 ``"401"``      401 invalid API key
 ``"timeout"``  sleeps ``server.timeout_sleep`` seconds before answering
@@ -25,7 +26,25 @@ Fault injection: ``server.faults`` is a deque; each request consumes its first e
 ``"malformed"``  200 with a body that is not JSON
 ``"echo:400"``   400 (or any code) whose error message echoes the request's Authorization header
 ``"echo-partial:500"``  the same with only the middle of the key (first and last 4 characters cut)
+``"bad-base64"``  embeddings: 200 whose vectors are strings that are not base64
 =============  ==================================================================
+
+Embedding modes, the ways real local servers answer (attributes, off by default):
+
+* ``server.per_token = True``: one vector per token for each input (a list of lists), as
+  llama.cpp's Python server does for a model with no pooling; tokens are the words that
+  :func:`fake_embedding` hashes, each token's vector is ``fake_embedding(token)``. With
+  ``server.per_token_offset_bug = True`` as well, every input after the first of a request gets
+  its token vectors read at the wrong offset of the flat output buffer, exactly as
+  llama-cpp-python 0.3.36's server does (``pos += n_tokens`` where ``n_tokens * dim`` is meant).
+* ``server.delay_per_token = s``: each embeddings request sleeps ``s`` seconds per token of
+  its inputs before answering; with ``server.serial = True`` requests are worked on one at a
+  time, and a request the client gave up on is still worked to the end (like llama.cpp).
+* ``server.dim_sequence = [64, 32]``: the n-th embeddings request answers vectors of
+  ``dim_sequence[n]`` numbers (the last entry from then on): a dimension that changes.
+* ``server.nan_vectors = True``: the first vector of every answer holds a NaN.
+
+``server.max_in_flight`` is the most embeddings requests that were ever being answered at once.
 
 ``server.responder = fn(body) -> str | dict`` replaces the chat answer (a ``str`` is the
 message content, a ``dict`` the whole JSON response; raising gives a 500);
@@ -102,10 +121,15 @@ def fake_questions(context: str, n: int) -> list[str]:
     return out
 
 
+def fake_tokens(text: str) -> list[str]:
+    """The fake model's tokens: lower-cased words and numbers."""
+    return _EMBED_TOKEN.findall(text.lower())
+
+
 def fake_embedding(text: str, dim: int = 64) -> list[float]:
     """A unit vector: hashed bag of lower-cased words (signed feature hashing)."""
     vec = [0.0] * dim
-    for tok in _EMBED_TOKEN.findall(text.lower()):
+    for tok in fake_tokens(text):
         h = hashlib.blake2b(tok.encode(), digest_size=8).digest()
         idx = int.from_bytes(h[:4], "little") % dim
         vec[idx] += 1.0 if h[4] & 1 else -1.0
@@ -161,6 +185,16 @@ class FakeOpenAI:
         self.embed_responder: Callable[[list[str], dict], list[list[float]]] | None = None
         self.require_key: str | None = None
         self.model_name = "fake-model"
+        self.per_token = False
+        self.per_token_offset_bug = False
+        self.delay_per_token = 0.0
+        self.serial = False
+        self.dim_sequence: list[int] | None = None
+        self.nan_vectors = False
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._embed_count = 0
+        self._serial_lock = threading.Lock()
         self._lock = threading.Lock()
         self._chat_count = 0
         server = self
@@ -268,14 +302,15 @@ class FakeOpenAI:
                 return self._send(h, int(code or 400), self._error(f"Bad credentials ({said}).", "invalid_request_error"))
             if fault == "401":
                 return self._send(h, 401, self._error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"))
-            if fault.isdigit():
-                code = int(fault)
-                return self._send(h, code, self._error(f"Injected error {code}.", "server_error" if code >= 500 else "invalid_request_error"))
+            if fault[:3].isdigit() and fault[3:4] in ("", ":"):
+                code = int(fault[:3])
+                message = fault[4:] or f"Injected error {code}."
+                return self._send(h, code, self._error(message, "server_error" if code >= 500 else "invalid_request_error"))
             if fault == "timeout":
                 time.sleep(self.timeout_sleep)
             elif fault == "malformed":
                 return self._send(h, 200, b'{"id": "chatcmpl-broken", "choices": [ {"message": ')
-            elif fault != "garbage":
+            elif fault not in ("garbage", "bad-base64"):
                 raise ValueError(f"unknown fault {fault!r}")
         garbage = fault == "garbage"
         if method == "GET" and path.endswith("/models"):
@@ -283,7 +318,14 @@ class FakeOpenAI:
         if method == "POST" and path.endswith("/chat/completions"):
             return self._chat(h, body or {}, garbage)
         if method == "POST" and path.endswith("/embeddings"):
-            return self._embeddings(h, body or {}, garbage)
+            with self._lock:
+                self._in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            try:
+                return self._embeddings(h, body or {}, garbage, bad_base64=fault == "bad-base64")
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
         return self._send(h, 404, self._error(f"Unknown path {path}.", "invalid_request_error"))
 
     def _chat(self, h, body: dict, garbage: bool) -> None:
@@ -331,20 +373,46 @@ class FakeOpenAI:
             },
         })
 
-    def _embeddings(self, h, body: dict, garbage: bool) -> None:
+    def _embeddings(self, h, body: dict, garbage: bool, bad_base64: bool = False) -> None:
         inp = body.get("input", "")
         texts = [inp] if isinstance(inp, str) else [str(t) for t in inp]
+        with self._lock:
+            n = self._embed_count
+            self._embed_count += 1
         dim = int(body.get("dimensions") or self.dim)
+        if self.dim_sequence:
+            dim = self.dim_sequence[min(n, len(self.dim_sequence) - 1)]
+        if self.delay_per_token:
+            seconds = self.delay_per_token * sum(len(fake_tokens(t)) for t in texts)
+            if self.serial:
+                with self._serial_lock:
+                    time.sleep(seconds)
+            else:
+                time.sleep(seconds)
         if garbage:
-            vectors: list[list[float]] = []
+            vectors: list[Any] = []
         elif self.embed_responder is not None:
             vectors = self.embed_responder(texts, body)
+        elif self.per_token:
+            vectors = [[fake_embedding(tok, dim) for tok in fake_tokens(t) or ["."]] for t in texts]
+            if self.per_token_offset_bug:
+                flat = [x for rows in vectors for row in rows for x in row]
+                pos, wrong = 0, []
+                for rows in vectors:
+                    wrong.append([flat[pos + j * dim: pos + (j + 1) * dim] for j in range(len(rows))])
+                    pos += len(rows)
+                vectors = wrong
         else:
             vectors = [fake_embedding(t, dim) for t in texts]
-        b64 = body.get("encoding_format") == "base64"
+        if self.nan_vectors and vectors:
+            vectors[0] = [float("nan")] + list(vectors[0][1:])
+        b64 = body.get("encoding_format") == "base64" and not self.per_token  # like llama.cpp: floats only
         data = []
         for i, v in enumerate(vectors):
-            emb: Any = base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() if b64 else v
+            flat = isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)
+            emb: Any = base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() if b64 and flat else v
+            if bad_base64:
+                emb = "this is not base64!"
             data.append({"object": "embedding", "index": i, "embedding": emb})
         tokens = sum(max(1, len(t.split())) for t in texts)
         self._send(h, 200, {

@@ -365,3 +365,55 @@ def test_query_and_passage_prefixes_reach_the_embedder_options():
         ["train", "--dataset", "d.json", "--query-prefix", "query: ", "--passage-prefix", "passage: "])
     assert _prefixes(args) == {"query_prefix": "query: ", "passage_prefix": "passage: "}
     assert _prefixes(build_parser().parse_args(["evaluate", "--dataset", "d.json"])) == {}
+
+
+def test_api_options_reach_the_embedder_options():
+    """--api-timeout/--api-batch-size/--api-concurrency are accepted wherever an embedder is, recorded
+    with a run (train's embedder_options), and absent when not given."""
+    from core.cli import _api_options, _embedder_options, build_parser
+
+    flags = ["--api-timeout", "300", "--api-batch-size", "8", "--api-concurrency", "2"]
+    want = {"api_timeout": 300.0, "api_batch_size": 8, "api_concurrency": 2}
+    for argv in (["train", "--dataset", "d.json"], ["evaluate", "--dataset", "d.json"], ["ingest", "f.pdf"]):
+        args = build_parser().parse_args(argv + flags)
+        assert _api_options(args) == want
+        assert _embedder_options(args) == want
+    args = build_parser().parse_args(["train", "--dataset", "d.json", "--query-prefix", "q: "])
+    assert _embedder_options(args) == {"query_prefix": "q: "}
+
+
+def test_evaluate_an_api_embedder_on_a_slow_per_token_server(capsys, tmp_path, monkeypatch, fake_openai):
+    """The issue's case in small: per-token answers, a server slower than the timeout for a whole
+    batch, one request at a time. It completes with no timeout, the options recorded in the saved
+    comparison."""
+    fake_openai.per_token = True
+    fake_openai.delay_per_token = 0.05
+    fake_openai.serial = True
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
+    corpus = {f"n{i}": f"chunk {i} about topic{i} and revenue" for i in range(6)}  # 5 tokens each
+    queries = {f"q{i}": f"what about topic{i}" for i in range(6)}  # 3 tokens each
+    ds = tmp_path / "d.json"
+    ds.write_text(json.dumps({"queries": queries, "corpus": corpus, "mode": "text",
+                              "relevant_docs": {f"q{i}": [f"n{i}"] for i in range(6)}}))
+    ws = tmp_path / "ws"
+    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", str(ds), "--embedder", "openai:fake-embed",
+                              "--api-timeout", "0.9", "--api-batch-size", "4", "--save", "--json",
+                              "--workspace", str(ws))
+    assert rc == 0, err
+    rows = json.loads(out)
+    assert rows[0]["hit@5"] == 1.0
+    sizes = [len(r["body"]["input"]) for r in fake_openai.embedding_requests]
+    # 4 chunks of 5 tokens would take 1 s: after the first answer, requests fit in half the timeout
+    assert max(sizes) <= 2 and sum(sizes) == 12, sizes
+    saved = next((ws / "evaluations").glob("*.json"))
+    extra = json.loads(saved.read_text())["extra"]
+    assert extra["embedder_options"] == {"api_timeout": 0.9, "api_batch_size": 4}
+
+
+def test_bad_api_options_are_one_line_errors(capsys, tmp_path):
+    ds = tmp_path / "d.json"
+    ds.write_text(json.dumps({"queries": {"q": "a?"}, "corpus": {"n": "a"}, "relevant_docs": {"q": ["n"]}, "mode": "text"}))
+    rc, _, err = cli_inproc(capsys, "evaluate", "--dataset", str(ds), "--embedder", "openai:m", "--api-batch-size", "0",
+                            "--workspace", str(tmp_path / "ws"))
+    assert rc == 2 and err.strip() == "error: The API batch size must be at least 1, got 0."

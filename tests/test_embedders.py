@@ -19,11 +19,13 @@ from core.embedders import (
     CachedEmbedder,
     EmbedderError,
     EmbeddingCache,
+    POOLED_SUFFIX,
     OpenAIEmbedder,
     SentenceTransformerEmbedder,
+    UnusableAnswer,
     resolve_embedder,
 )
-from tests.fake_openai import fake_embedding
+from tests.fake_openai import fake_embedding, fake_tokens
 
 
 class CountingEmbedder:
@@ -245,24 +247,251 @@ def test_openai_embedder_does_not_retry_a_rejected_key(fake_openai):
     assert len(fake_openai.embedding_requests) == 1
 
 
-@pytest.mark.parametrize("fault", ["garbage", "malformed"])
-def test_openai_embedder_retries_unreadable_answers(fake_openai, fault):
-    fake_openai.faults.append(fault)  # a 200 with no vectors / a body that is not JSON
-    out = _api(fake_openai, max_retries=2).embed_texts(["a"])
-    assert np.allclose(out[0], fake_embedding("a"), atol=1e-6)
-    assert len(fake_openai.embedding_requests) == 2
-
-
-def test_openai_embedder_persistent_garbage_is_an_embedder_error(fake_openai):
-    fake_openai.faults.extend(["garbage"] * 5)
-    with pytest.raises(EmbedderError, match="kept failing .*No embedding data"):
-        _api(fake_openai, max_retries=1).embed_texts(["a"])
+@pytest.mark.parametrize("fault, says", [
+    ("garbage", r"'data' is empty: no vectors for 1 input"),
+    ("malformed", r"answer is not JSON: '\{\"id\": \"chatcmpl-broken"),
+    ("bad-base64", r"data\[0\] is unusable: not valid base64"),
+])
+def test_openai_embedder_fails_at_once_on_an_unusable_answer(fake_openai, fault, says):
+    """A 200 without usable vectors is not a transient failure: one attempt, and the message
+    says what the server returned (it used to be retried six times, then 'check the service')."""
+    fake_openai.faults.extend([fault] * 3)
+    with pytest.raises(UnusableAnswer, match=says) as err:
+        _api(fake_openai, max_retries=5).embed_texts(["a"])
+    assert "Not retried" in str(err.value)
+    assert len(fake_openai.embedding_requests) == 1
 
 
 def test_openai_embedder_checks_the_vector_count(fake_openai):
     fake_openai.embed_responder = lambda texts, body: [fake_embedding(t) for t in texts][:-1]
-    with pytest.raises(EmbedderError, match="returned 1 vectors for 2 inputs"):
-        _api(fake_openai, max_retries=0).embed_texts(["a", "b"])
+    with pytest.raises(UnusableAnswer, match=r"returned 1 vectors for 2 inputs.*lower the batch size \(--api-batch-size\)"):
+        _api(fake_openai, max_retries=3).embed_texts(["a", "b"])
+    assert len(fake_openai.embedding_requests) == 1
+
+
+# -- answers that real local servers give --------------------------------------------------------
+def _mean_of_tokens(text: str, dim: int = 64) -> np.ndarray:
+    return np.mean([fake_embedding(tok, dim) for tok in fake_tokens(text)], axis=0)
+
+
+def test_per_token_answers_are_mean_pooled_and_said_once(fake_openai, caplog):
+    """llama.cpp's Python server answers a model without pooling with one vector per token per
+    input (lists of different lengths): pooled here, said once, marked in the identity."""
+    fake_openai.per_token = True
+    emb = _api(fake_openai, batch_size=2, max_retries=5)
+    native_identity = emb.identity
+    texts = ["revenue grew", "drivers are independent contractors in most markets", "one"]
+    with caplog.at_level("WARNING", logger="core.api_embedder"):
+        out = emb.embed_texts(texts)
+        emb.embed_queries(["what about revenue growth?"])
+    assert out.shape == (3, 64)
+    assert np.allclose(out, np.stack([_mean_of_tokens(t) for t in texts]), atol=1e-6)
+    # nothing retried; after the first answer showed per-token vectors, one text per request
+    assert [r["body"]["input"] for r in fake_openai.embedding_requests] == [texts[:2], texts[1:2], texts[2:], [
+        "what about revenue growth?"]]
+    assert emb.identity == native_identity + POOLED_SUFFIX
+    said = [r for r in caplog.records if "one vector per token" in r.getMessage()]
+    assert len(said) == 1 and "mean pooling" in said[0].getMessage()
+    assert emb.dimension == 64
+
+
+def test_per_token_answers_are_asked_one_text_per_request(fake_openai):
+    """llama-cpp-python's server reads the token vectors of every text after the first of a request
+    at a wrong offset: only one-text answers are used, whatever the batch size."""
+    fake_openai.per_token = True
+    fake_openai.per_token_offset_bug = True
+    texts = ["revenue grew", "drivers are independent contractors", "insurance reserves rose", "one"]
+    out = _api(fake_openai, batch_size=64).embed_texts(texts)
+    assert np.allclose(out, np.stack([_mean_of_tokens(t) for t in texts]), atol=1e-6)
+    assert [len(r["body"]["input"]) for r in fake_openai.embedding_requests] == [4, 1, 1, 1]
+
+
+def test_cache_never_mixes_pooled_and_native_vectors(fake_openai, tmp_path):
+    path = tmp_path / "emb.sqlite"
+    native = CachedEmbedder(_api(fake_openai), EmbeddingCache(path))
+    native.embed_texts(["alpha beta", "gamma delta"])  # the server pooled: native vectors cached
+    assert native.identity == f"openai:fake-embed@{fake_openai.base_url}"
+
+    fake_openai.per_token = True  # the same model name, now served without pooling
+    n = len(fake_openai.embedding_requests)
+    pooled = CachedEmbedder(_api(fake_openai), EmbeddingCache(path))
+    out = pooled.embed_texts(["alpha beta", "epsilon zeta"])
+    assert pooled.identity.endswith(POOLED_SUFFIX)
+    # the native vector of "alpha beta" was not reused: both texts are pooled vectors
+    assert np.allclose(out, np.stack([_mean_of_tokens("alpha beta"), _mean_of_tokens("epsilon zeta")]), atol=1e-6)
+    sent = [t for r in fake_openai.embedding_requests[n:] for t in r["body"]["input"]]
+    assert sorted(sent) == ["alpha beta", "epsilon zeta"]  # one probe text, then the rest: nothing twice
+
+    # a third process finds both vectors under the pooled identity and sends nothing new
+    n = len(fake_openai.embedding_requests)
+    again = CachedEmbedder(_api(fake_openai), EmbeddingCache(path)).embed_texts(["epsilon zeta", "alpha beta", "eta"])
+    assert [r["body"]["input"] for r in fake_openai.embedding_requests[n:]] == [["eta"]]
+    assert np.allclose(again[:2], out[::-1], atol=1e-6)
+
+    # with everything cached no server is needed (nor asked)
+    fake_openai.close()
+    offline = CachedEmbedder(_api(fake_openai), EmbeddingCache(path))
+    assert offline.embed_texts(["gamma delta"]).shape == (1, 64)
+
+
+def test_a_dimension_that_changes_between_calls_is_a_clear_error(fake_openai):
+    fake_openai.dim_sequence = [64, 32]
+    emb = _api(fake_openai, batch_size=2, max_retries=5)
+    with pytest.raises(UnusableAnswer, match=r"now have 32 numbers where earlier answers had 64.*changed model"):
+        emb.embed_texts(["a", "b", "c", "d"])
+    assert len(fake_openai.embedding_requests) == 2
+
+
+def test_nan_vectors_are_a_clear_error(fake_openai):
+    fake_openai.nan_vectors = True
+    with pytest.raises(UnusableAnswer, match=r"1 of its 3 vectors hold NaN or infinite values"):
+        _api(fake_openai, max_retries=5).embed_texts(["a", "b", "c"])
+    assert len(fake_openai.embedding_requests) == 1
+
+
+@pytest.mark.parametrize("vectors, says", [
+    ([[1.0, 2.0], [1.0]], r"different lengths in one answer \(\[1, 2\]\)"),
+    ([{"x": 1}, [1.0]], r"data\[0\] is unusable: it is an object with keys 'x'"),
+    ([[[1.0, 2.0], [3.0]], [1.0, 2.0]], r"data\[0\] is unusable: it is a list of 2 lists .*differ in length"),
+])
+def test_other_shapes_name_what_the_server_returned(fake_openai, vectors, says):
+    fake_openai.embed_responder = lambda texts, body: vectors
+    with pytest.raises(UnusableAnswer, match=says):
+        _api(fake_openai, max_retries=5).embed_texts(["a", "b"])
+    assert len(fake_openai.embedding_requests) == 1
+
+
+def test_a_refused_request_is_not_retried(fake_openai):
+    fake_openai.faults.extend(["400"] * 3)
+    with pytest.raises(EmbedderError, match=r"refused the request \(400\)"):
+        _api(fake_openai, max_retries=5).embed_texts(["a"])
+    assert len(fake_openai.embedding_requests) == 1
+
+
+def test_llama_servers_refusal_of_unpooled_models_says_which_flag(fake_openai):
+    fake_openai.faults.append("400:Pooling type 'none' is not OAI compatible. Please use a different pooling type")
+    with pytest.raises(EmbedderError, match=r"\(400\).*not OAI compatible.*--pooling mean"):
+        _api(fake_openai, max_retries=5).embed_texts(["a"])
+    assert len(fake_openai.embedding_requests) == 1
+
+
+@pytest.mark.parametrize("fault", [
+    "500:Llama model must be created with embedding=True to call this method",  # llama-cpp-python's server
+    "501:This server does not support embeddings. Start it with `--embeddings`",  # llama-server
+])
+def test_a_server_without_embeddings_fails_at_once(fake_openai, fault):
+    fake_openai.faults.extend([fault] * 3)
+    with pytest.raises(EmbedderError, match=r"answered 50\d: .*Start the server with embeddings on"):
+        _api(fake_openai, max_retries=5).embed_texts(["a"])
+    assert len(fake_openai.embedding_requests) == 1
+
+
+def test_a_server_that_refuses_base64_is_asked_for_floats(fake_openai):
+    fake_openai.faults.append("400:unsupported encoding_format: base64")
+    out = _api(fake_openai, max_retries=0).embed_texts(["a b"])
+    assert np.allclose(out[0], fake_embedding("a b"), atol=1e-6)
+    assert [r["body"].get("encoding_format") for r in fake_openai.embedding_requests] == ["base64", "float"]
+
+
+# -- slow servers ----------------------------------------------------------------------------------
+def test_a_timeout_splits_the_batch_and_the_size_that_worked_is_kept(fake_openai, caplog):
+    """A server that needs time per token and works on one request at a time (llama.cpp): the
+    whole batch times out, its halves do not; later batches use the smaller size at once."""
+    fake_openai.delay_per_token = 0.1
+    fake_openai.serial = True
+    texts = [f"w{i}" for i in range(12)]  # one token each: a batch of n takes 0.1 * n s
+    # 8 texts need 0.8 s > 0.7; the first half waits 0.1 s for the abandoned request, then 0.4 s
+    emb = _api(fake_openai, batch_size=8, timeout=0.7, max_retries=0)
+    with caplog.at_level("WARNING", logger="core.api_embedder"):
+        out = emb.embed_texts(texts)
+    assert np.allclose(out, np.array([fake_embedding(t) for t in texts]), atol=1e-6)
+    sizes = [len(r["body"]["input"]) for r in fake_openai.embedding_requests]
+    assert sizes[:3] == [8, 4, 4] and max(sizes[3:]) <= 4 and sum(sizes) == 20, sizes  # 8 timed out, then halves
+    assert any("splitting" in r.getMessage() for r in caplog.records)
+    assert "batches of 4" in emb.progress_note
+
+
+def test_requests_are_sized_by_the_measured_speed(fake_openai, caplog):
+    """Once one answer has shown how fast the server is, a request holds no more than it can
+    answer in half the timeout: no timeout at all, no abandoned work piling up on the server."""
+    fake_openai.delay_per_token = 0.05
+    fake_openai.serial = True
+    emb = _api(fake_openai, batch_size=64, timeout=1.0, max_retries=0)
+    emb.embed_texts(["alpha beta"])  # 0.1 s for 10 characters
+    texts = [f"alpha beta {i}" for i in range(16)]  # 3 tokens, 0.15 s each: 2.4 s in one request
+    with caplog.at_level("WARNING", logger="core.api_embedder"):
+        out = emb.embed_texts(texts)
+    assert np.allclose(out, np.array([fake_embedding(t) for t in texts]), atol=1e-6)
+    sizes = [len(r["body"]["input"]) for r in fake_openai.embedding_requests[1:]]
+    assert sum(sizes) == 16 and 1 <= max(sizes) <= 4, sizes  # <= 0.5 s of work each
+    assert not any("splitting" in r.getMessage() for r in caplog.records)
+
+
+def test_a_fast_server_soon_gets_full_batches(fake_openai):
+    emb = _api(fake_openai, batch_size=50)
+    emb.embed_texts(["one text first"])  # as the cache does to settle the identity
+    emb.embed_texts([f"text {i}" for i in range(200)])
+    sizes = [len(r["body"]["input"]) for r in fake_openai.embedding_requests]
+    assert sizes == [1, 8, 50, 50, 50, 42]  # at most 8x the last answered request, then the batch size
+
+
+def test_a_single_text_that_times_out_says_raise_the_timeout(fake_openai):
+    fake_openai.delay_per_token = 0.5
+    emb = _api(fake_openai, timeout=0.2, max_retries=1)
+    with pytest.raises(EmbedderError, match=r"no answer, even for a single text, in 2 attempts \(waiting 0.2 s, then "
+                                            r"up to 0.4 s\).*--api-timeout"):
+        emb.embed_texts(["one"])
+    assert len(fake_openai.embedding_requests) == 2
+
+
+def test_a_single_text_gets_a_longer_wait_on_each_retry(fake_openai):
+    """The server still works on the copy we gave up on (llama.cpp): the retry waits longer."""
+    fake_openai.delay_per_token = 0.5
+    fake_openai.serial = True
+    emb = _api(fake_openai, timeout=0.2, max_retries=5)
+    out = emb.embed_texts(["one"])  # waits of 0.2, 0.4, 0.8, 1.6 s: the last outlasts the queue
+    assert np.allclose(out[0], fake_embedding("one"), atol=1e-6)
+    assert 2 <= len(fake_openai.embedding_requests) <= 5
+
+
+def test_concurrency_bounds_requests_in_flight_and_keeps_order(fake_openai):
+    fake_openai.delay_per_token = 0.02
+    texts = [f"text number {i}" for i in range(24)]
+    emb = _api(fake_openai, batch_size=2, concurrency=3)
+    out = emb.embed_texts(texts)
+    assert np.allclose(out, np.array([fake_embedding(t) for t in texts]), atol=1e-6)
+    assert 1 < fake_openai.max_in_flight <= 3
+
+
+def test_a_failure_under_concurrency_reaches_the_caller(fake_openai):
+    fake_openai.faults.extend(["401"])
+    with pytest.raises(EmbedderError, match="401"):
+        _api(fake_openai, batch_size=1, concurrency=4).embed_texts(["a", "b", "c", "d"])
+
+
+def test_progress_shows_texts_per_second(fake_openai, tmp_path):
+    seen: list[tuple[float, float, str]] = []
+    emb = CachedEmbedder(_api(fake_openai, batch_size=2), EmbeddingCache(tmp_path / "emb.sqlite"))
+    emb.embed_texts(["a", "b", "c", "d", "e"], progress=lambda d, t, m: seen.append((d, t, m)))
+    assert seen[-1][0] == seen[-1][1] == 5
+    assert all("texts/s" in m for _, _, m in seen)
+    raw: list[str] = []
+    _api(fake_openai).embed_texts(["x"], progress=lambda d, t, m: raw.append(m))
+    assert raw and "texts/s" in raw[-1]
+
+
+def test_api_options_are_checked_and_kept_out_of_the_identity(fake_openai):
+    emb = resolve_embedder("openai:m", api_key="sk-x", base_url=fake_openai.base_url,
+                           api_timeout=7.5, api_batch_size=3, api_concurrency=2)
+    assert (emb.timeout, emb.batch_size, emb.concurrency) == (7.5, 3, 2)
+    assert emb.options == {"api_timeout": 7.5, "api_batch_size": 3, "api_concurrency": 2}
+    assert emb.identity == resolve_embedder("openai:m", base_url=fake_openai.base_url).identity
+    assert emb.client.timeout == 7.5
+    for bad in ({"api_timeout": 0}, {"api_batch_size": 0}, {"api_concurrency": 0}):
+        with pytest.raises(EmbedderError, match="must be"):
+            resolve_embedder("openai:m", **bad)
+    # a sentence-transformers spec ignores them
+    assert isinstance(resolve_embedder("default", api_timeout=1, api_batch_size=1), SentenceTransformerEmbedder)
 
 
 def test_openai_embedder_without_a_key(fake_openai):

@@ -427,6 +427,27 @@ def test_train_launch_runs_in_background(prepared_ws, prepared):
     assert at.selectbox(key="train_view").value != prepared.run_id  # the new run is shown
 
 
+def test_train_on_an_api_embedder_records_its_request_settings(prepared_ws, prepared, fake_openai, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
+    at = page("3_train.py")
+    at.run()
+    at.radio(key="train_embedder_kind").set_value("api").run()
+    at.text_input(key="train_embedder_api").input("fake-embed")
+    at.number_input(key="train_embedder_api_timeout").set_value(45.0)
+    at.number_input(key="train_embedder_api_batch").set_value(16).run()
+    at.number_input(key="hp_epochs").set_value(1)
+    at.button(key="train_start").click().run()
+    no_exceptions(at)
+    jobs = rerun_until_settled(at, prepared_ws, "train")
+    assert jobs[0]["status"] == "done", jobs[0]["error"]
+    run_id = json.loads(jobs[0]["params"])["run_id"]
+    request = json.loads((Workspace(prepared_ws).run_dir(run_id) / "run.json").read_text())
+    assert request["embedder"] == "openai:fake-embed"
+    assert request["embedder_options"] == {"api_timeout": 45.0, "api_batch_size": 16, "api_concurrency": 1}
+    assert max(len(r["body"]["input"]) for r in fake_openai.embedding_requests) <= 16
+
+
 def test_train_cancel_from_the_page(prepared_ws, prepared):
     at = page("3_train.py")
     at.run()
@@ -534,6 +555,33 @@ def test_compare_launch_runs_in_background(prepared_ws, prepared):
     table = frame(at, "system", "queries")
     assert "hit@3" in table.columns  # the new comparison is the one shown
     assert len(at.selectbox(key="eval_view").options) == 2
+
+
+def test_compare_an_api_embedder_with_its_request_settings(prepared_ws, prepared, fake_openai, monkeypatch):
+    """Timeout, batch size and concurrency sit beside the API model; they reach its requests and
+    are recorded with the comparison. The fake server answers per token, as llama.cpp's does."""
+    fake_openai.per_token = True
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
+    at = page("4_compare.py")
+    at.run()
+    at.checkbox(key="eval_api_on").check().run()
+    assert fake_openai.base_url in texts(at.caption)  # the endpoint, beside the fields
+    at.text_input(key="eval_api_model").input("fake-embed")
+    at.number_input(key="eval_api_timeout").set_value(30.0)
+    at.number_input(key="eval_api_batch").set_value(3)
+    at.number_input(key="eval_api_concurrency").set_value(2).run()
+    at.button(key="eval_start").click().run()
+    no_exceptions(at)
+    jobs = rerun_until_settled(at, prepared_ws, "evaluate")
+    assert jobs[0]["status"] == "done", jobs[0]["error"]
+    assert max(len(r["body"]["input"]) for r in fake_openai.embedding_requests) <= 3
+    from core.reports import load_comparison
+
+    cmp, extra = load_comparison(Workspace(prepared_ws), json.loads(jobs[0]["result"])["eval_id"])
+    assert "openai:fake-embed" in cmp.results
+    api = next(s for s in extra["systems"] if s["kind"] == "api")
+    assert api["options"] == {"api_timeout": 30.0, "api_batch_size": 3, "api_concurrency": 2}
 
 
 # ------------------------------------------------------------------------------------------------

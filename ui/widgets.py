@@ -9,7 +9,7 @@ from typing import Callable
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from core.embedders import DEFAULT_MODEL_LABEL
+from core.embedders import DEFAULT_API_BATCH_SIZE, DEFAULT_API_CONCURRENCY, DEFAULT_API_TIMEOUT, DEFAULT_MODEL_LABEL
 from core.llm import ENV_BASE_URL, ENV_KEY
 
 from . import state
@@ -171,6 +171,35 @@ _EMB_KINDS = {
 }
 
 
+def api_endpoint() -> str:
+    """Where API models are called: ``OPENAI_BASE_URL``, else OpenAI."""
+    return os.environ.get(ENV_BASE_URL) or "OpenAI"
+
+
+def api_request_fields(key: str) -> dict:
+    """Timeout, batch size and concurrency of an API embedder's requests, side by side.
+
+    Returns ``resolve_embedder`` kwargs (``api_timeout``, ``api_batch_size``, ``api_concurrency``).
+    They do not change the vectors: recorded with a run or comparison, never in the cache's key.
+    """
+    c = st.columns(3)
+    timeout = c[0].number_input("Timeout (s)", 1.0, 3600.0, value=DEFAULT_API_TIMEOUT, step=10.0, key=f"{key}_timeout",
+                                help="Seconds to wait for one answer. A batch that gets none is split in halves; "
+                                     "raise this for a slow local server.")
+    batch = c[1].number_input("Batch size", 1, 2048, value=DEFAULT_API_BATCH_SIZE, key=f"{key}_batch",
+                              help="Texts per request, at most. Requests are also kept small enough for the "
+                                   "server's measured speed to answer in half the timeout.")
+    conc = c[2].number_input("Concurrency", 1, 32, value=DEFAULT_API_CONCURRENCY, key=f"{key}_concurrency",
+                             help="Requests in flight at once. Keep 1 for a local server (it works on one at a time); "
+                                  "more can speed up a cloud API.")
+    return {"api_timeout": float(timeout), "api_batch_size": int(batch), "api_concurrency": int(conc)}
+
+
+def embedder_options(key: str) -> dict:
+    """The request settings drawn by :func:`embedder_picker` ``key`` for an API model (else ``{}``)."""
+    return dict(st.session_state.get(f"{key}_api_options") or {})
+
+
 def embedder_picker(key: str, label: str = "Base embedder") -> str:
     """Choose the frozen base embedder; the choice is the workspace's default on every page.
 
@@ -199,8 +228,10 @@ def embedder_picker(key: str, label: str = "Base embedder") -> str:
         if not state.api_configured():
             st.warning("No API key is configured. " + API_HELP)
         else:
-            base = os.environ.get(ENV_BASE_URL)
-            st.caption(f"Endpoint: {md_escape(base or 'OpenAI')} · key: set")
+            st.caption(f"Endpoint: {md_escape(api_endpoint())} · key: set")
+        st.session_state[f"{key}_api_options"] = api_request_fields(f"{key}_api")
+    if kind != "api":
+        st.session_state.pop(f"{key}_api_options", None)
     state.set_base_embedder(spec)
     return spec
 
