@@ -411,6 +411,28 @@ def test_evaluate_an_api_embedder_on_a_slow_per_token_server(capsys, tmp_path, m
     assert extra["embedder_options"] == {"api_timeout": 0.9, "api_batch_size": 4}
 
 
+def test_evaluate_api_systems_carry_their_request_options(capsys, tmp_path, monkeypatch, fake_openai):
+    """--api-* options reach --api-embedder systems through core.tasks (their spec's "options") and
+    are saved with the comparison beside its provenance context."""
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
+    ds = tmp_path / "d.json"
+    ds.write_text(json.dumps({"queries": {f"q{i}": f"what about topic{i}" for i in range(4)},
+                              "corpus": {f"n{i}": f"chunk about topic{i}" for i in range(4)}, "mode": "text",
+                              "relevant_docs": {f"q{i}": [f"n{i}"] for i in range(4)}}))
+    ws = tmp_path / "ws"
+    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", str(ds), "--embedder", "openai:fake-embed",
+                              "--api-embedder", "openai:other-embed", "--api-batch-size", "2", "--save", "--json",
+                              "--workspace", str(ws))
+    assert rc == 0, err
+    assert len(json.loads(out)) == 2
+    assert max(len(r["body"]["input"]) for r in fake_openai.embedding_requests) <= 2
+    extra = json.loads(next((ws / "evaluations").glob("*.json")).read_text())["extra"]
+    assert extra["embedder_options"] == {"api_batch_size": 2}
+    assert extra["systems"] == [{"kind": "api", "spec": "openai:other-embed", "options": {"api_batch_size": 2}}]
+    assert "context" in extra
+
+
 def test_bad_api_options_are_one_line_errors(capsys, tmp_path):
     ds = tmp_path / "d.json"
     ds.write_text(json.dumps({"queries": {"q": "a?"}, "corpus": {"n": "a"}, "relevant_docs": {"q": ["n"]}, "mode": "text"}))

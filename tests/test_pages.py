@@ -579,7 +579,7 @@ def test_compare_an_api_embedder_with_its_request_settings(prepared_ws, prepared
     from core.reports import load_comparison
 
     cmp, extra = load_comparison(Workspace(prepared_ws), json.loads(jobs[0]["result"])["eval_id"])
-    assert "openai:fake-embed" in cmp.results
+    assert "fake-embed (API)" in cmp.results  # main names API systems by model (core.tasks.embedder_name)
     api = next(s for s in extra["systems"] if s["kind"] == "api")
     assert api["options"] == {"api_timeout": 30.0, "api_batch_size": 3, "api_concurrency": 2}
 
