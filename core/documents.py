@@ -51,7 +51,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from .workspace import Workspace, atomic_write_bytes, safe_display_name
 
@@ -301,10 +301,7 @@ def _extract_forked(pdfium, doc, data: bytes, n: int) -> list[str]:
             child_doc = pdfium.PdfDocument(data)
             raw = _page_texts(child_doc, theirs)
             normalized = [_normalize_chars(t) for t in raw]  # clean-up's first steps, here
-            payload = marshal.dumps((raw, normalized, _word_chains(normalized)))
-            view = memoryview(_HEADER.pack(len(payload)) + payload)
-            while view:
-                view = view[os.write(wfd, view):]
+            _write_frame(wfd, (raw, normalized, _word_chains(normalized)))
             code = 0
         except BaseException:
             pass
@@ -355,26 +352,11 @@ class _RawPages(list):
 def _read_child(fd: int, deadline: float, n: int) -> tuple | None:
     """The child's ``(raw texts, normalized texts, word chains)`` for ``n`` pages from the pipe,
     or ``None`` on EOF, garbage or timeout."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    buf = bytearray()
-    need = _HEADER.size
-    size = None
-    while True:
-        while len(buf) < need:
-            left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(left * 1000):
-                return None
-            chunk = os.read(fd, max(need - len(buf), 1 << 16))
-            if not chunk:
-                return None  # the child died
-            buf += chunk
-        if size is not None:
-            break
-        (size,) = _HEADER.unpack_from(buf)
-        need = _HEADER.size + size
+    frame = _read_frame(fd, deadline)
+    if frame is None:
+        return None
     try:
-        got = marshal.loads(memoryview(buf)[_HEADER.size : need])
+        got = marshal.loads(frame)
     except (EOFError, ValueError, TypeError):
         return None
     if not (
@@ -556,15 +538,20 @@ def _sandbox_child(data: bytes, name: str, memory_limit_mb: float, time_limit_s:
             message = ("memory",)
         except Exception as exc:
             message = ("error", type(exc).__name__, str(exc)[:300])
-        payload = marshal.dumps(message)
-        view = memoryview(_HEADER.pack(len(payload)) + payload)
-        while view:
-            view = view[os.write(wfd, view):]
+        _write_frame(wfd, message)
         code = 0
     except BaseException:
         pass
     finally:
         os._exit(code)
+
+
+def _write_frame(fd: int, obj: Any) -> None:
+    """Send ``obj`` (marshal-able: strings, numbers, tuples) as one length-prefixed frame on ``fd``."""
+    payload = marshal.dumps(obj)
+    view = memoryview(_HEADER.pack(len(payload)) + payload)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _read_frame(fd: int, deadline: float) -> bytes | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import json
+from contextlib import contextmanager
 import threading
 import time
 import zipfile
@@ -174,6 +175,36 @@ def _load_ds(ws: Workspace, dataset_id: str | None, path: str | None) -> QADatas
     return None
 
 
+@contextmanager
+def _recording(ws: Workspace, run_id: str, callback: Callable[[dict[str, Any]], None] | None):
+    """Mark the run running, stream its events to ``history.jsonl`` (and ``callback``), beat its
+    heartbeat while the body runs, and mark it failed if the body raises. Yields the event sink."""
+    hist_path = ws.run_dir(run_id) / "history.jsonl"
+    hist_path.write_text("")
+    _set_status(ws, run_id, "running")
+    beating = threading.Event()
+
+    def heartbeat() -> None:  # lets other processes tell a live run from one whose process died
+        while not beating.wait(HEARTBEAT_S):
+            with ws.db() as con:
+                con.execute("UPDATE runs SET updated_at=? WHERE id=? AND status='running'", (time.time(), run_id))
+
+    threading.Thread(target=heartbeat, daemon=True).start()
+    with open(hist_path, "a", buffering=1, encoding="utf-8") as fh:
+        def on_event(event: dict[str, Any]) -> None:
+            fh.write(json.dumps(event) + "\n")
+            if callback:
+                callback(event)
+
+        try:
+            yield on_event
+        except BaseException as exc:
+            _set_status(ws, run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            beating.set()
+
+
 def execute_run(
     ws: Workspace,
     run_id: str,
@@ -198,25 +229,7 @@ def execute_run(
         return _execute_finetune(ws, run_id, request, cancel=cancel, progress=progress, callback=callback,
                                  out_dir=out_dir)
     config = TrainConfig.from_dict(request["config"])
-    hist_path = d / "history.jsonl"
-    hist_path.write_text("")
-    _set_status(ws, run_id, "running")
-    fh = open(hist_path, "a", buffering=1, encoding="utf-8")
-    beating = threading.Event()
-
-    def heartbeat() -> None:  # lets other processes tell a live run from one whose process died
-        while not beating.wait(HEARTBEAT_S):
-            with ws.db() as con:
-                con.execute("UPDATE runs SET updated_at=? WHERE id=? AND status='running'", (time.time(), run_id))
-
-    threading.Thread(target=heartbeat, daemon=True).start()
-
-    def on_event(event: dict[str, Any]) -> None:
-        fh.write(json.dumps(event) + "\n")
-        if callback:
-            callback(event)
-
-    try:
+    with _recording(ws, run_id, callback) as on_event:
         train_ds = _load_ds(ws, request.get("dataset_id"), request.get("dataset_path"))
         val_ds = _load_ds(ws, request.get("val_dataset_id"), request.get("val_dataset_path"))
         opts = dict(request.get("embedder_options") or {})
@@ -229,12 +242,6 @@ def execute_run(
             allow_custom_code=allow_custom_code,
             target_chunks=set(eval_ds.corpus) & {c for ids in eval_ds.relevant_docs.values() for c in ids} if eval_ds else None,
         )
-    except BaseException as exc:
-        _set_status(ws, run_id, "failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        beating.set()
-        fh.close()
     summary = result.summary()
     if out_dir is not None:
         from .adapters import save_adapter
@@ -256,27 +263,8 @@ def _execute_finetune(ws: Workspace, run_id: str, request: dict[str, Any], *, ca
     """A ``finetune`` run: :func:`core.finetune.finetune` into ``model/``, history as adapter runs write it."""
     from .finetune import FinetuneConfig, finetune
 
-    d = ws.run_dir(run_id)
     config = FinetuneConfig.from_dict(request["config"])
-    hist_path = d / "history.jsonl"
-    hist_path.write_text("")
-    _set_status(ws, run_id, "running")
-    fh = open(hist_path, "a", buffering=1, encoding="utf-8")
-    beating = threading.Event()
-
-    def heartbeat() -> None:
-        while not beating.wait(HEARTBEAT_S):
-            with ws.db() as con:
-                con.execute("UPDATE runs SET updated_at=? WHERE id=? AND status='running'", (time.time(), run_id))
-
-    threading.Thread(target=heartbeat, daemon=True).start()
-
-    def on_event(event: dict[str, Any]) -> None:
-        fh.write(json.dumps(event) + "\n")
-        if callback:
-            callback(event)
-
-    try:
+    with _recording(ws, run_id, callback) as on_event:
         train_ds = _load_ds(ws, request.get("dataset_id"), request.get("dataset_path"))
         opts = request.get("embedder_options") or {}
         result = finetune(
@@ -286,12 +274,6 @@ def _execute_finetune(ws: Workspace, run_id: str, request: dict[str, Any], *, ca
             passage_prefix=opts.get("passage_prefix", ""), corpus_size=workspace_chunk_count(ws) or None,
             progress=progress, cancel=cancel, callback=on_event,
         )
-    except BaseException as exc:
-        _set_status(ws, run_id, "failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        beating.set()
-        fh.close()
     summary = result.summary()
     if out_dir is not None and result.out_dir is not None:
         import shutil
