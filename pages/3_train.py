@@ -20,8 +20,9 @@ from ui.helpers import ACTIVE, dataset_label, history_summary, md_escape, pick_d
 ws, jm = widgets.page_header(
     "Train",
     "Step 3 of 4 · Train a small adapter on top of the frozen embedder. Embeddings are computed once and "
-    "cached, so epochs take milliseconds; validation after every epoch keeps the best state (the untrained "
-    "identity included, so the result is never worse than the base model on validation).",
+    "cached, so epochs take milliseconds. Cross-validation on every training question picks how long to train "
+    "and then the adapter is refit on all of them; when training does not help out of fold, the untrained "
+    "identity (the base model) is kept.",
 )
 widgets.show_flash()
 
