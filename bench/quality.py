@@ -71,13 +71,13 @@ def offline_protocol(ws_dir: str, pdf: Path, per_chunk: int = 2) -> QADataset:
     from core.documents import ingest_files
     from core.questions import OfflineGenerator, build_dataset, generate_questions
 
+    from core.documents import list_documents
+
     ws = Workspace(Path(ws_dir) / "offline")
-    ds = build_dataset(ws)
-    if not ds.queries:
+    if not list_documents(ws):
         ingest_files(ws, [(pdf.name, pdf)])
-        generate_questions(ws, OfflineGenerator(seed=0), questions_per_chunk=per_chunk)
-        ds = build_dataset(ws)
-    return ds
+    generate_questions(ws, OfflineGenerator(seed=0), questions_per_chunk=per_chunk)  # resumes: done chunks are skipped
+    return build_dataset(ws)
 
 
 def main() -> None:
