@@ -51,3 +51,15 @@ def pseudo_query_caveat(n_offline: int, n_total: int, carryover: dict | None = N
         f"{_pt(float(c['real_eval_gain_mrr@5']))} MRR@5. Evaluate on LLM-written or imported real questions "
         "before relying on these numbers."
     )
+
+
+def offline_training_caveat(n_offline: int, n_total: int, carryover: dict | None = None) -> str:
+    """The plain-words warning for a *training* set holding ``n_offline`` offline questions of ``n_total``."""
+    c = carryover or PSEUDO_QUERY_CARRYOVER
+    share = "all" if n_offline >= n_total else f"{n_offline} of {n_total}"
+    return (
+        f"{share.capitalize()} of these training questions are offline pseudo-queries. Measured so far, an adapter "
+        f"trained on offline questions moved real questions by {_pt(float(c['real_eval_gain_hit@5']))} hit@5 and "
+        f"{_pt(float(c['real_eval_gain_mrr@5']))} MRR@5: do not expect its gain to carry over to real queries. "
+        "Generate questions with an LLM, or import real queries, for an adapter you will deploy."
+    )

@@ -12,6 +12,7 @@ from core.finetune import FinetuneConfig, cost_label, describe_cost, duration_te
 from core.runs import (adapter_dir, delete_run, get_run, has_adapter, has_model, list_runs, model_dir, read_history,
                        run_checkpoints, workspace_chunk_count, zip_folder)
 from core.tasks import job_for_run, start_finetune, start_training
+from core.carryover import offline_training_caveat
 from core.reports import cv_figure, has_curves, training_figure
 from core.training import FIELD_HELP, LOSSES, OPTIMIZERS, TrainConfig
 from ui import state, widgets
@@ -35,6 +36,16 @@ ADAPTER_LABELS = {"linear": "Linear (LlamaIndex LinearLayer)", "two-layer": "Two
 CUSTOM = "__custom__"
 HP_FIELDS = ["epochs", "batch_size", "lr", "loss", "optimizer", "weight_decay", "warmup_ratio", "temperature",
              "selection", "cv_folds", "cv_design", "val_fraction", "select_metric", "top_k", "checkpoint_every", "patience", "seed", "keep_best", "device"]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _offline_share(root: str, dataset_id: str) -> tuple[int, int]:
+    """(offline questions, all questions) of a saved dataset (saved datasets never change)."""
+    from core.provenance import question_sources
+    from core.questions import load_dataset
+
+    ds = load_dataset(ws, dataset_id)
+    return question_sources(ws, ds)["sources"].get("offline", 0), len(ds.queries)
 
 
 def adapter_choice() -> str:
@@ -79,6 +90,9 @@ else:
                                format_func=lambda v, labels=labels: "Not decided: assume new documents" if v is None else labels[v],
                                help="Only its chunk ids are read, to pick the validation design: new questions about the "
                                     "training chunks, or new documents. Its questions are never trained on.")
+        n_offline, n_total = _offline_share(str(ws.root), train_ds)
+        if n_offline:
+            st.warning(offline_training_caveat(n_offline, n_total), icon=":material/warning:")
         if val_ds is not None and val_ds == train_ds:
             st.warning("The validation set is the training set: the best epoch will look better than it is.")
 

@@ -756,3 +756,11 @@ def test_md_escape_makes_every_markdown_construct_literal():
     for special in "![]()*`<>@$&#:~_.|":
         assert not re.search(r"(?<!\\)" + re.escape(special), out), special  # every one escaped
     assert md_escape(None) == "" and md_escape("What was revenue in 2021?") == "What was revenue in 2021?"
+
+
+def test_train_warns_that_offline_training_questions_do_not_carry_over(prepared_ws, prepared):
+    at = page("3_train.py")
+    at.run()
+    no_exceptions(at)
+    warnings = [w.value for w in at.warning]
+    assert any("offline pseudo-queries" in w and "do not expect its gain to carry over" in w for w in warnings), warnings
