@@ -68,8 +68,11 @@ def expect_selected(page: Page, widget_key: str, text: str) -> None:
 
 def choose(page: Page, widget_key: str, text: str) -> None:
     """Pick the option ``text`` of a selectbox."""
-    key(page, widget_key).get_by_role("combobox").click()
-    page.get_by_role("option", name=text).click()
+    box = key(page, widget_key).get_by_role("combobox")
+    box.scroll_into_view_if_needed()
+    box.click()
+    box.fill(text)  # Streamlit filters the options by what is typed
+    page.get_by_role("option", name=text).first.click()
     expect_selected(page, widget_key, text)
 
 
