@@ -6,6 +6,7 @@
     python -m core finetune --dataset train.json --out models/ft      # the full fine-tune reference
     python -m core evaluate --dataset eval.json --adapter adapters/linear --report report.html
     python -m core import-queries real_queries.csv --out eval.json
+    python -m core export --run RUN_ID --format sentence-transformers --out models/tuned
 
 Every command takes ``--workspace DIR`` (default ``$ADAPTERLAB_WORKSPACE`` or ``./workspace``)
 and ``--json`` for machine-readable output; tables are the default. Errors are one line on
@@ -477,6 +478,17 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    ws = _workspace(args)
+    out = export_run(ws, args.run, args.format, args.out)
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    _emit(args, {"run": args.run, "format": args.format, "out": str(out), "files": files},
+          f"exported {args.run} as {args.format} to {out} ({len(files)} files)")
+    return 0
+
+
 def cmd_documents(args) -> int:
     from .documents import list_documents
 
@@ -629,6 +641,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("runs", parents=[common], help="list training runs")
     s.set_defaults(fn=cmd_runs)
+    s = sub.add_parser("export", parents=[common], help="write a run as a sentence-transformers model or adapter folder")
+    s.add_argument("--run", required=True, help="run id (see `python -m core runs`)")
+    s.add_argument("--format", choices=["sentence-transformers", "llamaindex"], default="sentence-transformers",
+                   help="sentence-transformers: a model folder (query route = base + adapter, document route = base) "
+                        "with a model card; llamaindex: the adapter folder (config.json + pytorch_model.bin)")
+    s.add_argument("--out", required=True, help="folder to write")
+    s.set_defaults(fn=cmd_export)
     s = sub.add_parser("documents", parents=[common], help="list ingested documents")
     s.set_defaults(fn=cmd_documents)
     return p

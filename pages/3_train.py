@@ -8,6 +8,7 @@ import streamlit as st
 from core.adapters import registered_adapters
 from core.questions import list_datasets
 from core.finetune import LOSSES as FT_LOSSES
+from core.export import EXPORTABLE_TEXT, export_zip, is_api_embedder, run_export_support
 from core.finetune import FinetuneConfig, cost_label, describe_cost, duration_text
 from core.runs import (adapter_dir, delete_run, get_run, has_adapter, has_model, list_runs, model_dir, read_history,
                        run_checkpoints, workspace_chunk_count, zip_folder)
@@ -302,6 +303,24 @@ def draw_finetune_files(run: dict) -> None:
         st.caption("No fine-tuned model was saved for this run.")
 
 
+def draw_st_export(run: dict) -> None:
+    """The sentence-transformers export (core.export): a model folder, or for an API base the adapter and a card."""
+    run_id = run["id"]
+    why = run_export_support(ws, run_id)
+    if why:
+        st.caption(f"No sentence-transformers export: {md_escape(why)}. {EXPORTABLE_TEXT}")
+        return
+    api = is_api_embedder((run.get("config") or {}).get("embedder"))
+    st.download_button("Adapter with model card (zip)" if api else "Sentence-transformers model (zip)",
+                       data=lambda: export_zip(ws, run_id), file_name=f"{run_id}-sentence-transformers.zip",
+                       mime="application/zip", on_click="ignore", key=f"st_download_{run_id}",
+                       icon=":material/download:")
+    st.caption("An API base model has no sentence-transformers form: the adapter alone, with a loader snippet in "
+               "its README.md." if api else
+               "`SentenceTransformer(path).encode_query(...)` = base model + adapter; `encode_document(...)` = the "
+               "base model's vectors (no re-indexing). Stock modules only; model card in README.md.")
+
+
 def draw_finished(run: dict) -> None:
     run_id = run["id"]
     if run["status"] == "failed":
@@ -337,6 +356,7 @@ def draw_finished(run: dict) -> None:
                                key=f"train_download_{run_id}", icon=":material/download:", type="primary")
             st.caption("`config.json` + `pytorch_model.bin` (+ `checkpoints/`): loads in LlamaIndex's "
                        "`AdapterEmbeddingModel(base, path, LinearLayer)` or with `core.adapters.load_adapter`.")
+            draw_st_export(run)
         else:
             st.caption("No final adapter was saved for this run" + (": its checkpoints are below." if ckpts else "."))
         if ckpts:
