@@ -273,7 +273,7 @@ def cmd_train(args) -> int:
     try:
         result = execute_run(ws, run_id, progress=bar, cancel=cancel, out_dir=args.out, allow_custom_code=True)
     except KeyboardInterrupt:
-        raise CLIError(f"interrupted; run {run_id} keeps its checkpoints under {ws.run_dir(run_id)}")
+        raise CLIError(f"interrupted; run {run_id} keeps its checkpoints under {ws.run_dir(run_id)}") from None
     finally:
         bar.close()
     if args.out and result.checkpoints:
@@ -326,7 +326,7 @@ def cmd_finetune(args) -> int:
     try:
         result = execute_run(ws, run_id, progress=bar, cancel=threading.Event(), out_dir=args.out)
     except KeyboardInterrupt:
-        raise CLIError(f"interrupted; run {run_id} saved no model")
+        raise CLIError(f"interrupted; run {run_id} saved no model") from None
     finally:
         bar.close()
     summary = {"run_id": run_id, **((get_run(ws, run_id) or {}).get("result") or result.summary())}

@@ -789,7 +789,7 @@ def _drop_page_numbers(pages: list[str]) -> list[str]:
 
 def _join_paragraphs(text: str) -> str:
     lines = [" ".join(line.split()) for line in text.split("\n")]
-    lengths = sorted(len(l) for l in lines if l)
+    lengths = sorted(len(line) for line in lines if line)
     if not lengths:
         return ""
     # "Full width" of a text line on this page, in characters.

@@ -119,7 +119,7 @@ def parse_queries_csv(data: bytes | str, source: str = "CSV file") -> list[dict[
         if not any(c.strip() for c in rec):
             continue
 
-        def cell(i: int | None) -> str:
+        def cell(i: int | None, rec: list[str] = rec) -> str:
             return rec[i].strip() if i is not None and i < len(rec) else ""
 
         rows.append({"row": line_no, "query": re.sub(r"\s+", " ", cell(qi)), "text": cell(ti), "page": cell(pi),

@@ -293,7 +293,6 @@ def caveats(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
     """What could make the numbers mislead, most serious first: ``{"level": error|warning|info, "text"}``."""
     ctx = _ctx(context)
     out: list[dict[str, str]] = []
-    n_eval = cmp.n_queries
     for entry, rep in leakage_entries(ctx):
         who = _who(entry.get("systems") or [], ctx)
         train = (entry.get("train_set") or {}).get("name", "its training set")

@@ -544,7 +544,7 @@ def test_resolve_embedder_specs(ws, tmp_path):
 
     missing = resolve_embedder(str(tmp_path / "no-such-model"))
     with pytest.raises(EmbedderError, match="Could not load the sentence-transformers model"):
-        missing.dimension
+        _ = missing.dimension
 
 
 # ------------------------------------------------------------------------------------------------

@@ -230,7 +230,7 @@ def test_charts_and_report_show_names_as_text(cmp):
         spec = fig.to_plotly_json()
         strings = []
 
-        def walk(x):
+        def walk(x, strings=strings):
             if isinstance(x, str):
                 strings.append(x)
             elif isinstance(x, dict):

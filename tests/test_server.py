@@ -38,7 +38,7 @@ def server(tmp_path_factory):
                     break
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("streamlit did not start")
+                    raise RuntimeError("streamlit did not start") from None
                 time.sleep(0.3)
         yield port
     finally:
