@@ -10,6 +10,7 @@ import time
 import pytest
 
 from core import documents as D
+from core.documents import catalog, pdf
 from core.documents import (
     ChunkSettings,
     PageText,
@@ -103,8 +104,8 @@ def test_parallel_extraction_gives_the_same_pages(monkeypatch):
     pages = [f"Page {i} says: the quick brown fox jumps over the lazy dog {i} times." for i in range(1, 8)]
     pages[3] = ""  # a blank page keeps its place
     data = make_text_pdf(pages, page_numbers=True)
-    monkeypatch.setattr(D, "PARALLEL_MIN_PAGES", 10**9)
-    monkeypatch.setattr(D, "_can_sandbox", lambda: False)  # this test is about the parallel helper alone
+    monkeypatch.setattr(pdf, "PARALLEL_MIN_PAGES", 10**9)
+    monkeypatch.setattr(pdf, "_can_sandbox", lambda: False)  # this test is about the parallel helper alone
     serial = load_pdf(data, "seven.pdf")
 
     forked = []
@@ -116,9 +117,9 @@ def test_parallel_extraction_gives_the_same_pages(monkeypatch):
             forked.append(pid)
         return pid
 
-    monkeypatch.setattr(D, "PARALLEL_MIN_PAGES", 2)
-    monkeypatch.setattr(D, "_can_fork", lambda: True)  # also on a 1-CPU runner
-    monkeypatch.setattr(D.os, "fork", spy_fork)
+    monkeypatch.setattr(pdf, "PARALLEL_MIN_PAGES", 2)
+    monkeypatch.setattr(pdf, "_can_fork", lambda: True)  # also on a 1-CPU runner
+    monkeypatch.setattr(os, "fork", spy_fork)
     parallel = load_pdf(data, "seven.pdf")
     assert forked, "the parallel path was not taken"
     assert parallel == serial
@@ -129,7 +130,7 @@ def test_parallel_extraction_gives_the_same_pages(monkeypatch):
 
     # a child that crashes or sends garbage: its pages are read here, silently
     parent = os.getpid()
-    real_page_texts = D._page_texts
+    real_page_texts = pdf._page_texts
 
     def crash_in_child(doc, indices):
         if os.getpid() != parent:
@@ -141,14 +142,14 @@ def test_parallel_extraction_gives_the_same_pages(monkeypatch):
         return texts[:-1] if os.getpid() != parent else texts
 
     for broken in (crash_in_child, garbage_in_child):
-        monkeypatch.setattr(D, "_page_texts", broken)
+        monkeypatch.setattr(pdf, "_page_texts", broken)
         assert load_pdf(data, "seven.pdf") == serial
-    monkeypatch.setattr(D, "_page_texts", real_page_texts)
+    monkeypatch.setattr(pdf, "_page_texts", real_page_texts)
 
     def no_fork():
         raise OSError(12, "Cannot allocate memory")
 
-    monkeypatch.setattr(D.os, "fork", no_fork)
+    monkeypatch.setattr(os, "fork", no_fork)
     assert load_pdf(data, "seven.pdf") == serial
 
 
@@ -190,7 +191,7 @@ def test_pypdf_fallback_when_pdfium_fails(monkeypatch, report_pdf):
     def broken(data, name, locked=True):
         raise RuntimeError("pdfium exploded")
 
-    monkeypatch.setattr(D, "_extract_pdfium", broken)
+    monkeypatch.setattr(pdf, "_extract_pdfium", broken)
     doc = load_pdf(report_pdf, "report.pdf")
     assert doc.extractor == "pypdf"
     assert len(doc.pages) == 4 and "Northwind" in doc.pages[0].text
@@ -227,7 +228,7 @@ def test_a_parse_that_runs_too_long_is_stopped(monkeypatch, report_pdf):
     def stuck(data, name, locked=True):
         time.sleep(60)
 
-    monkeypatch.setattr(D, "_extract_and_clean", stuck)
+    monkeypatch.setattr(pdf, "_extract_and_clean", stuck)
     t0 = time.monotonic()
     with pytest.raises(PDFError) as info:
         load_pdf(report_pdf, "slow.pdf", time_limit_s=1)
@@ -239,7 +240,7 @@ def test_a_killed_reader_is_an_error_of_that_file(monkeypatch, report_pdf):
     import signal
 
     # what the kernel's OOM killer (or a crash in pdfium) does to the reader process
-    monkeypatch.setattr(D, "_extract_and_clean", lambda data, name, locked=True: os.kill(os.getpid(), signal.SIGKILL))
+    monkeypatch.setattr(pdf, "_extract_and_clean", lambda data, name, locked=True: os.kill(os.getpid(), signal.SIGKILL))
     with pytest.raises(PDFError) as info:
         load_pdf(report_pdf, "crash.pdf")
     assert info.value.kind == "over_limit" and "crash.pdf" in str(info.value) and "signal 9" in str(info.value)
@@ -509,7 +510,7 @@ def test_ingest_cancel_and_unexpected_failure(ws, report_pdf, monkeypatch):
     cancel.set()
     assert ingest_files(ws, [("a.pdf", report_pdf)], cancel=cancel) == []
 
-    real = D._chunk
+    real = catalog._chunk
     memo = make_text_pdf(["A memo that chunks fine although the report before it failed."])
 
     def flaky(pages, doc_id, *args):
@@ -517,7 +518,7 @@ def test_ingest_cancel_and_unexpected_failure(ws, report_pdf, monkeypatch):
             raise RuntimeError("boom")
         return real(pages, doc_id, *args)
 
-    monkeypatch.setattr(D, "_chunk", flaky)
+    monkeypatch.setattr(catalog, "_chunk", flaky)
     reports = ingest_files(ws, [("a.pdf", report_pdf), ("memo.pdf", memo)])
     assert [(r.status, r.error_kind) for r in reports] == [("error", "internal"), ("ok", None)]
     assert "boom" in reports[0].error and "a.pdf" in reports[0].error
@@ -526,7 +527,7 @@ def test_ingest_cancel_and_unexpected_failure(ws, report_pdf, monkeypatch):
 def test_rechunk_replaces_chunks_from_stored_pages(ws, report_pdf, counter, monkeypatch):
     ingest_files(ws, [("report.pdf", report_pdf)], ChunkSettings(64, 8), counter, 256)
     before = [c["id"] for c in list_chunks(ws)]
-    monkeypatch.setattr(D, "_load_bytes", lambda *a: pytest.fail("rechunk must not parse PDFs"))
+    monkeypatch.setattr(catalog, "_load_bytes", lambda *a: pytest.fail("rechunk must not parse PDFs"))
     n = rechunk(ws, ChunkSettings(128, 16), counter, 256)
     after = list_chunks(ws)
     assert n == len(after) < len(before)
