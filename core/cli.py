@@ -169,8 +169,10 @@ def _select_docs(ws, names: Sequence[str] | None) -> list[str] | None:
 
 
 def cmd_generate(args) -> int:
-    from . import questions as qmod
-    from .llm import LLMSettings, estimate_generation
+    from .datasets import build_dataset, split_dataset
+    from .generators import DEFAULT_PROMPT_TEMPLATE, LLMGenerator, OfflineGenerator, estimate_generation
+    from .llm import LLMSettings
+    from .questions import generate_questions, pending_chunks
 
     ws = _workspace(args)
     doc_ids = _select_docs(ws, args.documents)
@@ -181,13 +183,13 @@ def cmd_generate(args) -> int:
     )
     if not chunks:
         raise CLIError("no chunks to generate questions from: run `python -m core ingest FILE.pdf` first")
-    template = qmod.DEFAULT_PROMPT_TEMPLATE
+    template = DEFAULT_PROMPT_TEMPLATE
     if args.prompt_file:
         template = Path(args.prompt_file).read_text(encoding="utf-8")
     if args.generator == "llm":
         settings = LLMSettings(model=args.model, base_url=args.base_url, concurrency=args.concurrency).resolved()
-        generator = qmod.LLMGenerator(settings, prompt_template=template)
-        todo = qmod.pending_chunks(ws, generator, args.questions_per_chunk, doc_ids=doc_ids)
+        generator = LLMGenerator(settings, prompt_template=template)
+        todo = pending_chunks(ws, generator, args.questions_per_chunk, doc_ids=doc_ids)
         est = estimate_generation([c["text"] for c in todo], args.questions_per_chunk, template, settings.model)
         print(
             f"estimate for {len(todo)} of {len(chunks)} chunks still to do: {est['calls']} calls, "
@@ -196,19 +198,19 @@ def cmd_generate(args) -> int:
             file=sys.stderr,
         )
     else:
-        generator = qmod.OfflineGenerator(seed=args.seed)
+        generator = OfflineGenerator(seed=args.seed)
     from .provenance import record_generator
 
     record_generator(ws, generator, args.questions_per_chunk)  # so evaluation sets can name the LLM
     bar = _Bar(not args.json, "generate")
-    report = qmod.generate_questions(ws, generator, questions_per_chunk=args.questions_per_chunk, doc_ids=doc_ids, progress=bar)
+    report = generate_questions(ws, generator, questions_per_chunk=args.questions_per_chunk, doc_ids=doc_ids, progress=bar)
     bar.close()
     # the questions this generator made (the workspace may also hold other generators' questions)
-    ds = qmod.build_dataset(ws, doc_ids=doc_ids, sources=[args.generator])
+    ds = build_dataset(ws, doc_ids=doc_ids, sources=[args.generator])
     out: dict[str, Any] = {"report": report}
     if args.val_out:
-        train_ds, val_ds = qmod.split_dataset(ds, by=args.split_by, val_fraction=args.val_fraction, seed=args.seed,
-                                              val_docs=_select_docs(ws, args.val_documents))
+        train_ds, val_ds = split_dataset(ds, by=args.split_by, val_fraction=args.val_fraction, seed=args.seed,
+                                         val_docs=_select_docs(ws, args.val_documents))
         train_ds.save(args.out)
         val_ds.save(args.val_out)
         out.update(train=args.out, val=args.val_out, n_train=len(train_ds.queries), n_val=len(val_ds.queries))

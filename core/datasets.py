@@ -1,4 +1,5 @@
-"""The question/context dataset type, compatible with LlamaIndex's ``EmbeddingQAFinetuneDataset``.
+"""Question/chunk datasets: the type (LlamaIndex ``EmbeddingQAFinetuneDataset`` compatible), building
+one from the workspace's questions, splitting it, and the workspace's dataset registry.
 
 The JSON file is ``{"queries": {qid: text}, "corpus": {node_id: text},
 "relevant_docs": {qid: [node_id, ...]}, "mode": "text"}``. :meth:`QADataset.load` reads any
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from .workspace import atomic_write_json
+from .workspace import Workspace, atomic_write_json, new_id
 
 
 class DatasetError(ValueError):
@@ -186,3 +190,242 @@ class QADataset:
 
     def __len__(self) -> int:
         return len(self.queries)
+
+
+# ------------------------------------------------------------------------------------------------
+# datasets
+# ------------------------------------------------------------------------------------------------
+def build_dataset(ws: Workspace, doc_ids: Sequence[str] | None = None, sources: Sequence[str] | None = None) -> QADataset:
+    """The workspace's questions as a :class:`QADataset`.
+
+    Corpus: every chunk of the chosen documents (all documents by default), whether or not
+    it has questions, so retrieval is measured against the whole document. Queries: the
+    questions about those chunks, each relevant to its own chunk. ``node_meta`` holds
+    ``{doc_id, filename, page_start, page_end}`` per chunk. ``sources`` keeps only questions
+    from those generators (``llm``, ``offline``, ``import``, ``manual``).
+    """
+    sql = (
+        "SELECT c.id, c.doc_id, c.text, c.page_start, c.page_end, d.filename "
+        "FROM chunks c LEFT JOIN documents d ON d.id = c.doc_id"
+    )
+    params: tuple = ()
+    if doc_ids is not None:
+        if not doc_ids:
+            raise DatasetError("No documents chosen: pick at least one document.")
+        sql += f" WHERE c.doc_id IN ({','.join('?' * len(doc_ids))})"
+        params = tuple(doc_ids)
+    chunks = ws.query(sql + " ORDER BY d.filename, c.doc_id, c.idx", params)
+    if not chunks:
+        raise DatasetError("The chosen documents have no chunks: add PDFs on the Documents page first.")
+    corpus = {c["id"]: c["text"] for c in chunks}
+    node_meta = {
+        c["id"]: {"doc_id": c["doc_id"], "filename": c["filename"], "page_start": c["page_start"], "page_end": c["page_end"]}
+        for c in chunks
+    }
+    queries: dict[str, str] = {}
+    relevant: dict[str, list[str]] = {}
+    keep_sources = set(sources) if sources else None
+    for q in ws.query("SELECT id, chunk_id, text, source FROM questions ORDER BY created_at, id"):
+        if keep_sources is not None and q["source"] not in keep_sources:
+            continue
+        if q["chunk_id"] in corpus and q["text"].strip():
+            queries[q["id"]] = q["text"]
+            relevant[q["id"]] = [q["chunk_id"]]
+    if not queries:
+        raise DatasetError("The chosen documents have no questions yet: generate or add questions first.")
+    ds = QADataset(queries, corpus, relevant, "text", node_meta)
+    ds.validate("workspace dataset")
+    return ds
+
+
+def _node_doc(ds: QADataset, nid: str) -> str | None:
+    meta = ds.node_meta.get(nid) or {}
+    return meta.get("doc_id") or meta.get("filename")
+
+
+def split_dataset(
+    ds: QADataset,
+    by: str = "document",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    val_docs: Sequence[str] | None = None,
+) -> tuple[QADataset, QADataset]:
+    """Split into (train, val) so that no chunk's questions are on both sides.
+
+    ``by="document"``: whole documents go to one side (``val_docs`` names them by doc id or
+    filename, e.g. Uber for evaluation and Lyft for training; otherwise a seeded pick of
+    ``round(val_fraction * n_documents)`` documents, at least one each side). Each side's
+    corpus is its own documents' chunks. Needs ``node_meta`` (datasets built from the
+    workspace have it).
+
+    ``by="chunk"``: questions are grouped by their relevant chunk(s); seeded whole groups go
+    to val until it holds ``val_fraction`` of the questions. Train corpus = every chunk except
+    val's relevant ones; val corpus = every chunk (retrieval over the whole document).
+    """
+    if by not in ("document", "chunk"):
+        raise ValueError(f"by must be 'document' or 'chunk', got {by!r}.")
+    if val_docs is None and not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
+    rng = random.Random(seed)
+    qids = list(ds.queries)
+    if by == "document":
+        missing = [nid for nid in ds.corpus if _node_doc(ds, nid) is None]
+        if missing:
+            raise ValueError(
+                "This dataset has no document information for its chunks (e.g. an imported file), so it "
+                "cannot be split by document: split by chunk instead."
+            )
+        node_doc = {nid: _node_doc(ds, nid) for nid in ds.corpus}
+        docs = sorted(set(node_doc.values()))
+        if len(docs) < 2:
+            raise ValueError(
+                "Splitting by document needs at least two documents and this dataset has one: split by "
+                "chunk instead, or add another document (e.g. one for training, one for validation)."
+            )
+        if val_docs is not None:
+            wanted: set[str] = set()
+            names = {nid: (ds.node_meta[nid].get("filename"), ds.node_meta[nid].get("doc_id")) for nid in ds.corpus}
+            for v in val_docs:
+                hits = {node_doc[nid] for nid, (fn, did) in names.items() if v in (fn, did)}
+                if not hits:
+                    shown = sorted({fn or did for fn, did in names.values()})
+                    raise ValueError(f"No document {v!r} in this dataset. Documents: {', '.join(map(str, shown))}.")
+                wanted |= hits
+            if len(wanted) == len(docs):
+                raise ValueError("All documents were chosen for validation: leave at least one for training.")
+            val_set = wanted
+        else:
+            k = min(len(docs) - 1, max(1, round(val_fraction * len(docs))))
+            shuffled = docs[:]
+            rng.shuffle(shuffled)
+            val_set = set(shuffled[:k])
+        val_q = [q for q in qids if node_doc.get(ds.relevant_docs[q][0]) in val_set]
+        train_q = [q for q in qids if node_doc.get(ds.relevant_docs[q][0]) not in val_set]
+        if not val_q or not train_q:
+            side = "validation" if not val_q else "training"
+            raise ValueError(
+                f"The {side} documents have no questions: generate questions for every document, or choose "
+                "other validation documents, or split by chunk."
+            )
+        val_nodes = [nid for nid in ds.corpus if node_doc[nid] in val_set]
+        train_nodes = [nid for nid in ds.corpus if node_doc[nid] not in val_set]
+        return ds.subset(train_q, train_nodes), ds.subset(val_q, val_nodes)
+
+    # by chunk: connected groups of queries sharing a relevant chunk
+    groups = ds.query_groups(qids)
+    if len(groups) < 2:
+        raise ValueError(
+            "Splitting by chunk needs questions about at least two different chunks; this dataset's "
+            "questions are all about one chunk. Generate questions for more chunks."
+        )
+    position = {nid: i for i, nid in enumerate(ds.corpus)}
+    roots = sorted(groups, key=lambda r: min(position.get(ds.relevant_docs[q][0], 0) for q in groups[r]))
+    rng.shuffle(roots)
+    target = max(1, round(val_fraction * len(qids)))
+    val_roots: list[str] = []
+    count = 0
+    for r in roots[:-1]:  # always leave at least one group for training
+        if count >= target:
+            break
+        val_roots.append(r)
+        count += len(groups[r])
+    val_ids = {q for r in val_roots for q in groups[r]}
+    val_q = [q for q in qids if q in val_ids]
+    train_q = [q for q in qids if q not in val_ids]
+    val_rel = {nid for q in val_q for nid in ds.relevant_docs[q]}
+    train_nodes = [nid for nid in ds.corpus if nid not in val_rel]
+    return ds.subset(train_q, train_nodes), ds.subset(val_q, list(ds.corpus))
+
+
+# ------------------------------------------------------------------------------------------------
+# dataset registry in the workspace
+# ------------------------------------------------------------------------------------------------
+DATASET_ROLES = ("train", "val", "eval", "import")
+
+
+def save_dataset(ws: Workspace, ds: QADataset, name: str, role: str | None = None) -> str:
+    """Save ``ds`` as ``datasets/<id>.json`` (LlamaIndex JSON) and register it; returns the id.
+
+    ``name`` is a display label only (never a path). ``node_meta`` goes to a sidecar file
+    ``datasets/<id>.nodes.json`` so the LlamaIndex file stays exactly in its format.
+    """
+    if role is not None and role not in DATASET_ROLES:
+        raise ValueError(f"role must be one of {', '.join(DATASET_ROLES)} or None, got {role!r}.")
+    ds.validate(f"dataset {name!r}")
+    label = re.sub(r"\s+", " ", str(name or "")).strip()[:200] or "dataset"
+    did = new_id("ds-")
+    rel = f"datasets/{did}.json"
+    path = ws.path("datasets", f"{did}.json")
+    ds.save(path)
+    meta: dict[str, Any] = {"node_meta": None, "documents": []}
+    written = [path]
+    if ds.node_meta:
+        side = ws.path("datasets", f"{did}.nodes.json")
+        atomic_write_json(side, ds.node_meta, indent=None)
+        written.append(side)
+        meta["node_meta"] = f"datasets/{did}.nodes.json"
+        meta["documents"] = sorted({str(m.get("filename") or m.get("doc_id")) for m in ds.node_meta.values() if m})
+    try:
+        with ws.db() as con:
+            con.execute(
+                "INSERT INTO datasets(id, name, path, role, n_queries, n_corpus, meta, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (did, label, rel, role, len(ds.queries), len(ds.corpus), json.dumps(meta), time.time()),
+            )
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    return did
+
+
+def list_datasets(ws: Workspace) -> list[dict]:
+    """Registered datasets, newest first: id, name, role, n_queries, n_corpus, path, meta, created_at."""
+    rows = ws.query("SELECT * FROM datasets ORDER BY created_at DESC, id DESC")
+    for r in rows:
+        try:
+            r["meta"] = json.loads(r.get("meta") or "{}")
+        except ValueError:
+            r["meta"] = {}
+    return rows
+
+
+def _dataset_row(ws: Workspace, dataset_id: str) -> dict:
+    rows = ws.query("SELECT * FROM datasets WHERE id=?", (dataset_id,))
+    if not rows:
+        raise DatasetError(f"No dataset {dataset_id!r} in this workspace.")
+    row = rows[0]
+    row["meta"] = json.loads(row.get("meta") or "{}")
+    return row
+
+
+def load_dataset(ws: Workspace, dataset_id: str) -> QADataset:
+    """A registered dataset, with its ``node_meta`` restored."""
+    row = _dataset_row(ws, dataset_id)
+    ds = QADataset.load(ws.path(*row["path"].split("/")))
+    side = row["meta"].get("node_meta")
+    if side:
+        p = ws.path(*side.split("/"))
+        if p.exists():
+            ds.node_meta = {k: v for k, v in json.loads(p.read_text(encoding="utf-8")).items() if k in ds.corpus}
+    return ds
+
+
+def delete_dataset(ws: Workspace, dataset_id: str) -> bool:
+    """Remove a dataset's files and catalog row; False if there was no such dataset."""
+    try:
+        row = _dataset_row(ws, dataset_id)
+    except DatasetError:
+        return False
+    paths = [row["path"]] + ([row["meta"]["node_meta"]] if row["meta"].get("node_meta") else [])
+    with ws.db() as con:
+        con.execute("DELETE FROM datasets WHERE id=?", (dataset_id,))
+    for rel in paths:
+        ws.path(*rel.split("/")).unlink(missing_ok=True)
+    return True
+
+
+def import_dataset(ws: Workspace, data: bytes | str, name: str, role: str | None = "import") -> str:
+    """Register a LlamaIndex dataset file given as bytes; raises :class:`DatasetError` if it is not one."""
+    label = re.sub(r"\s+", " ", str(name or "")).strip()[:200] or "imported dataset"
+    ds = QADataset.loads(data, source=repr(label))
+    return save_dataset(ws, ds, label, role=role)

@@ -41,10 +41,9 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from .keys import ENV_KEY, environment_base_url, key_for, scrub
+from .progress import Progress
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[int, int, str], None]
 
 DEFAULT_EMBEDDER = "default"
 DEFAULT_MODEL_LABEL = "all-MiniLM-L6-v2 (bundled, offline)"

@@ -28,13 +28,13 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .datasets import QADataset
+from .progress import Progress
 
-Progress = Callable[[int, int, str], None]
 NDCG_K = 10
 
 

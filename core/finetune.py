@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .datasets import QADataset
+from .progress import Progress
 from .workspace import atomic_write_json
 
 Callback = Callable[[dict[str, Any]], None]
@@ -200,7 +201,7 @@ def finetune(
     batch_size: int = 32,
     lr: float = 2e-5,
     seed: int = 0,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
     cancel: threading.Event | None = None,
     callback: Callback | None = None,
     loss: str = "mnrl",

@@ -136,7 +136,7 @@ def check_leakage(
     for texts already embedded) or the vectors (rows in ``queries`` order). Without either,
     only identical texts and shared chunks are found (``threshold`` is then None).
     """
-    from .questions import normalize_question
+    from .generators import normalize_question
 
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")

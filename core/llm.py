@@ -30,7 +30,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from .keys import ENV_BASE_URL, ENV_KEY, environment_base_url, key_for, scrub
 
@@ -478,43 +478,11 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-def fill_prompt(template: str, context: str, n: int) -> str:
-    """``template`` with ``{context_str}`` and ``{num_questions_per_chunk}`` replaced.
+def __getattr__(name: str):
+    """``fill_prompt`` and ``estimate_generation`` moved to :mod:`core.generators` (where questions
+    are made); importing them from here still works, without this module importing that one."""
+    if name in ("fill_prompt", "estimate_generation"):
+        from . import generators
 
-    Plain replacement, not ``str.format``: other braces in a user's template stay as written.
-    """
-    return template.replace("{context_str}", context).replace("{num_questions_per_chunk}", str(n))
-
-
-def estimate_generation(
-    chunk_texts: Iterable[str], questions_per_chunk: int, prompt_template: str, model: str
-) -> dict[str, Any]:
-    """What generating ``questions_per_chunk`` questions for each chunk will take.
-
-    Returns ``{"calls", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd",
-    "model", "price_per_mtok"}``. Prompt tokens are the filled template per chunk plus
-    :data:`MESSAGE_OVERHEAD_TOKENS`; completion tokens assume :data:`TOKENS_PER_QUESTION` per
-    question plus :data:`ANSWER_OVERHEAD_TOKENS`. ``cost_usd`` is ``None`` when ``model`` is not
-    in :data:`PRICES_PER_MTOK` (e.g. a local model). Retries are not counted.
-    """
-    if questions_per_chunk < 1:
-        raise ValueError(f"questions_per_chunk must be >= 1, got {questions_per_chunk}.")
-    calls = 0
-    prompt_tokens = 0
-    for text in chunk_texts:
-        calls += 1
-        prompt_tokens += estimate_tokens(fill_prompt(prompt_template, text, questions_per_chunk)) + MESSAGE_OVERHEAD_TOKENS
-    completion_tokens = calls * (questions_per_chunk * TOKENS_PER_QUESTION + ANSWER_OVERHEAD_TOKENS)
-    price = PRICES_PER_MTOK.get(model)
-    cost = None
-    if price is not None:
-        cost = (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000
-    return {
-        "calls": calls,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-        "cost_usd": cost,
-        "model": model,
-        "price_per_mtok": price,
-    }
+        return getattr(generators, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -52,7 +52,7 @@ _BATCH = 900  # SQLite's default limit on host parameters is 999
 # ------------------------------------------------------------------------------------------------
 def record_generator(ws: Workspace, generator: Any, questions_per_chunk: int) -> None:
     """Remember which generator (kind, model) a generation key stands for; call before generating."""
-    from .questions import generation_key
+    from .generators import generation_key
 
     key = generation_key(generator, questions_per_chunk)
     ws.set_setting(f"generator:{key}", {"kind": getattr(generator, "kind", None), "model": getattr(generator, "model", None)})
@@ -220,7 +220,7 @@ def describe_systems(ws: Workspace, named: Sequence[tuple[str, dict]], eval_data
 # ------------------------------------------------------------------------------------------------
 def _load_train(ws: Workspace, ref: dict[str, Any]) -> QADataset:
     if ref.get("dataset_id"):
-        from .questions import load_dataset
+        from .datasets import load_dataset
 
         return load_dataset(ws, ref["dataset_id"])
     return QADataset.load(ref["path"])
@@ -303,7 +303,7 @@ def comparison_context(ws: Workspace, cmp, extra: dict[str, Any]) -> dict[str, A
     embedder = extra.get("embedder", "default")
     ds = None
     if extra.get("dataset_id"):
-        from .questions import load_dataset
+        from .datasets import load_dataset
 
         try:
             ds = load_dataset(ws, extra["dataset_id"])

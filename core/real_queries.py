@@ -290,7 +290,7 @@ def save_real_queries(ws: Workspace, ds: QADataset, name: str, report: QueryImpo
     """Register the imported queries as an evaluation set whose questions' source is ``imported``."""
     import json
 
-    from .questions import save_dataset
+    from .datasets import save_dataset
 
     did = save_dataset(ws, ds, name, role="eval")
     row = ws.query("SELECT meta FROM datasets WHERE id=?", (did,))[0]

@@ -167,7 +167,7 @@ def _set_status(ws: Workspace, run_id: str, status: str, result: dict | None = N
 
 def _load_ds(ws: Workspace, dataset_id: str | None, path: str | None) -> QADataset | None:
     if dataset_id:
-        from .questions import load_dataset
+        from .datasets import load_dataset
 
         return load_dataset(ws, dataset_id)
     if path:

@@ -310,7 +310,7 @@ def start_evaluation(jm: JobManager, ws: Workspace, dataset_id: str, systems: li
                      name: str | None = None, exclude_leaked: str | None = None,
                      allow_custom_code: bool = False, embedder_options: dict[str, Any] | None = None) -> str:
     """Compare systems on a workspace dataset in the background. Result: ``{"eval_id": ...}``."""
-    from .questions import list_datasets, load_dataset
+    from .datasets import list_datasets, load_dataset
     from .reports import save_comparison
 
     meta = next((d for d in list_datasets(ws) if d["id"] == dataset_id), None)

@@ -5,16 +5,15 @@ import os
 
 import streamlit as st
 
-from core.datasets import DatasetError
+from core.datasets import (DatasetError, build_dataset, delete_dataset, import_dataset, list_datasets, load_dataset,
+                           save_dataset, split_dataset)
 from core.documents import list_documents
-from core.llm import ENV_BASE_URL, LLMSettings, estimate_generation, key_status
+from core.generators import (DEFAULT_PROMPT_TEMPLATE, OFFLINE_LIMITS, LLMGenerator, estimate_generation,
+                             validate_prompt_template)
+from core.llm import ENV_BASE_URL, LLMSettings, key_status
 from core.real_queries import import_real_queries, save_real_queries
-from core.questions import (
-    DEFAULT_PROMPT_TEMPLATE, OFFLINE_LIMITS, build_dataset, dedupe_workspace_questions, delete_dataset,
-    delete_questions, import_dataset, list_datasets, list_questions, load_dataset, question_source_counts,
-    LLMGenerator, pending_chunks, save_dataset, split_dataset,
-    update_question, validate_prompt_template,
-)
+from core.questions import (dedupe_workspace_questions, delete_questions, list_questions, pending_chunks,
+                            question_source_counts, update_question)
 from core.tasks import start_generation
 from core.workspace import safe_display_name
 from ui import state, widgets

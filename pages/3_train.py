@@ -6,7 +6,7 @@ import json
 import streamlit as st
 
 from core.adapters import registered_adapters
-from core.questions import list_datasets
+from core.datasets import list_datasets
 from core.finetune import LOSSES as FT_LOSSES
 from core.export import EXPORTABLE_TEXT, export_zip, is_api_embedder, run_export_support
 from core.finetune import FinetuneConfig, cost_label, describe_cost, duration_text
@@ -43,7 +43,7 @@ HP_FIELDS = ["epochs", "batch_size", "lr", "loss", "optimizer", "weight_decay", 
 def _offline_share(root: str, dataset_id: str) -> tuple[int, int]:
     """(offline questions, all questions) of a saved dataset (saved datasets never change)."""
     from core.provenance import question_sources
-    from core.questions import load_dataset
+    from core.datasets import load_dataset
 
     ds = load_dataset(ws, dataset_id)
     return question_sources(ws, ds)["sources"].get("offline", 0), len(ds.queries)

@@ -8,7 +8,7 @@ import streamlit as st
 from core.evaluation import NDCG_K
 from core.finetune import cost_label
 from core.provenance import comparison_context, exclude_leaked, leaked_ids
-from core.questions import list_datasets, load_dataset
+from core.datasets import list_datasets, load_dataset
 from core.reports import (
     comparison_csv, comparison_figures, html_report, list_comparisons, load_comparison, save_comparison, summary_figure,
     summary_rows, update_comparison_extra,

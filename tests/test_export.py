@@ -15,7 +15,7 @@ from core.adapters import build_adapter, load_adapter
 from core.cli import main
 from core.embedders import AdapterEmbedder, SentenceTransformerEmbedder
 from core.export import ExportError, adapter_to_dense, build_sentence_transformer, export_run, export_support
-from core.questions import save_dataset
+from core.datasets import save_dataset
 from core.reports import save_comparison
 from core.runs import adapter_dir, create_run, execute_run
 from core.tasks import evaluate_with_context

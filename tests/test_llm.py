@@ -10,14 +10,13 @@ import time
 import openai
 import pytest
 
+from core.generators import estimate_generation, fill_prompt
 from core.llm import (
     PRICES_PER_MTOK,
     ChatClient,
     LLMError,
     LLMSettings,
-    estimate_generation,
     estimate_tokens,
-    fill_prompt,
     key_status,
     run_bounded,
 )
@@ -259,6 +258,12 @@ def test_run_bounded_threads_cancel_stops_new_work():
 def test_estimate_tokens():
     assert estimate_tokens("") == 0
     assert estimate_tokens("abcd" * 100) in range(20, 120)  # ~100 by the 4-chars rule
+
+
+def test_fill_prompt_and_estimate_generation_still_import_from_core_llm():
+    import core.llm as llm
+
+    assert llm.fill_prompt is fill_prompt and llm.estimate_generation is estimate_generation
 
 
 def test_estimate_generation_numbers():

@@ -20,10 +20,11 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..progress import Progress
 from ..workspace import Workspace, atomic_write_bytes, safe_display_name
 from .chunking import Chunk, ChunkSettings, TokenCounter, _chunk
 from .pdf import DEFAULT_MAX_BYTES, PageText, PDFError, _load_bytes, _read_source
@@ -108,7 +109,7 @@ def ingest_files(
     token_counter: TokenCounter | None = None,
     max_seq_length: int | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
     cancel: threading.Event | None = None,
     memory_limit_mb: float | None = None,
     time_limit_s: float | None = None,
@@ -248,7 +249,7 @@ def rechunk(
     settings: ChunkSettings,
     token_counter: TokenCounter | None = None,
     max_seq_length: int | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Re-chunk every ok document from its stored pages (the PDFs are not parsed again).
 
