@@ -28,12 +28,15 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from .datasets import QADataset
 from .progress import Progress
+
+if TYPE_CHECKING:
+    from .embedders import Embedder
 
 NDCG_K = 10
 
@@ -137,7 +140,7 @@ class EmbeddedDataset:
     relevant: list[list[int]]
 
 
-def embed_dataset(dataset: QADataset, embedder, progress: Progress | None = None) -> EmbeddedDataset:
+def embed_dataset(dataset: QADataset, embedder: Embedder, progress: Progress | None = None) -> EmbeddedDataset:
     """Embed a dataset's queries and corpus with ``embedder`` (cached embedders make this free)."""
     qids = list(dataset.queries)
     nids = list(dataset.corpus)
@@ -163,7 +166,7 @@ def evaluate_embedded(emb: EmbeddedDataset, query_vecs: np.ndarray | None = None
     return RankResult(emb.query_ids, first, per_query, top_ids, top_sc, top_k)
 
 
-def evaluate(dataset: QADataset, embedder, top_k: int = 5, progress: Progress | None = None) -> RankResult:
+def evaluate(dataset: QADataset, embedder: Embedder, top_k: int = 5, progress: Progress | None = None) -> RankResult:
     """hit@k, MRR@k, nDCG@10 and recall@k of ``embedder`` on ``dataset``, with per-query ranks."""
     return evaluate_embedded(embed_dataset(dataset, embedder, progress), top_k=top_k)
 

@@ -27,7 +27,7 @@ import re
 import unicodedata
 import zlib
 from collections import Counter, defaultdict
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 
 from .llm import (
     ANSWER_OVERHEAD_TOKENS,
@@ -319,8 +319,15 @@ def dedupe_questions(questions: Sequence[str], threshold: float = 0.85) -> list[
 # ------------------------------------------------------------------------------------------------
 # generators
 # ------------------------------------------------------------------------------------------------
+@runtime_checkable
 class QuestionGenerator(Protocol):
-    kind: str  # "llm" | "offline" (also the questions' source)
+    """What :func:`core.questions.generate_questions` runs: ``kind`` (``"llm"`` | ``"offline"``, also the
+    questions' source) and ``generate(chunk_text, n)`` returning at most ``n`` questions. Optional:
+    a ``cancel`` keyword on ``generate`` (an event to stop waiting on), ``model``,
+    ``prompt_template``, ``seed`` and ``concurrency`` (they name the generation: :func:`generation_key`),
+    and ``needs_fit`` with ``fit(texts)`` for a generator that learns from the whole corpus first."""
+
+    kind: str
 
     def generate(self, chunk_text: str, n: int) -> list[str]: ...
 
@@ -596,7 +603,7 @@ class LLMGenerator:
         )
 
 
-def generation_key(generator: Any, n: int, prompt_template: str | None = None) -> str:
+def generation_key(generator: QuestionGenerator, n: int, prompt_template: str | None = None) -> str:
     """A short hash naming this way of generating (kind, model, template, n; never the key).
 
     Chunks done under one key are skipped when the same generation runs again (resume);

@@ -27,11 +27,14 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .datasets import QADataset
+
+if TYPE_CHECKING:
+    from .embedders import Embedder
 
 NEAR_DUPLICATE_COSINE = 0.95
 #: Share of duplicated evaluation questions from which the numbers are flagged (red) as not
@@ -125,7 +128,7 @@ def _max_cosine(a: np.ndarray, b: np.ndarray, block: int = 2048) -> tuple[np.nda
 def check_leakage(
     eval_ds: QADataset,
     train_ds: QADataset,
-    embedder: Any = None,
+    embedder: Embedder | None = None,
     threshold: float = NEAR_DUPLICATE_COSINE,
     eval_vecs: np.ndarray | None = None,
     train_vecs: np.ndarray | None = None,

@@ -28,11 +28,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .datasets import QADataset
 from .leakage import NEAR_DUPLICATE_COSINE, LeakageReport, check_leakage
 from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from .embedders import Embedder
+    from .generators import QuestionGenerator
 
 IMPORTED_SOURCE = "imported"
 IMPORTED_PREFIX = "imported-"
@@ -50,7 +54,7 @@ _BATCH = 900  # SQLite's default limit on host parameters is 999
 # ------------------------------------------------------------------------------------------------
 # question generators (so an evaluation set can name the LLM that wrote its questions)
 # ------------------------------------------------------------------------------------------------
-def record_generator(ws: Workspace, generator: Any, questions_per_chunk: int) -> None:
+def record_generator(ws: Workspace, generator: QuestionGenerator, questions_per_chunk: int) -> None:
     """Remember which generator (kind, model) a generation key stands for; call before generating."""
     from .generators import generation_key
 
@@ -226,7 +230,7 @@ def _load_train(ws: Workspace, ref: dict[str, Any]) -> QADataset:
     return QADataset.load(ref["path"])
 
 
-def leakage_by_training_set(ws: Workspace, eval_ds: QADataset, systems: dict[str, dict[str, Any]], embedder: Any,
+def leakage_by_training_set(ws: Workspace, eval_ds: QADataset, systems: dict[str, dict[str, Any]], embedder: Embedder,
                             threshold: float = NEAR_DUPLICATE_COSINE) -> list[dict[str, Any]]:
     """One leakage report per distinct training set among ``systems`` (adapters sharing a run share one)."""
     groups: dict[str, dict[str, Any]] = {}
@@ -255,7 +259,7 @@ def leakage_by_training_set(ws: Workspace, eval_ds: QADataset, systems: dict[str
     return out
 
 
-def build_context(ws: Workspace, eval_ds: QADataset, eval_name: str, named: Sequence[tuple[str, dict]], base_embedder: Any,
+def build_context(ws: Workspace, eval_ds: QADataset, eval_name: str, named: Sequence[tuple[str, dict]], base_embedder: Embedder,
                   dataset_id: str | None = None, path: str | None = None, top_k: int = 5,
                   threshold: float = NEAR_DUPLICATE_COSINE) -> dict[str, Any]:
     """Everything the report states besides the numbers (see the module docstring)."""

@@ -125,7 +125,7 @@ def _save_chunk_questions(
     return len(new)
 
 
-def pending_chunks(ws: Workspace, generator: Any, questions_per_chunk: int, doc_ids: Sequence[str] | None = None,
+def pending_chunks(ws: Workspace, generator: QuestionGenerator, questions_per_chunk: int, doc_ids: Sequence[str] | None = None,
                    chunk_ids: Sequence[str] | None = None) -> list[dict]:
     """The chunks a :func:`generate_questions` run with these settings would still call the
     generator for (the rest are done under the same generation key): what an estimate counts."""
@@ -136,7 +136,7 @@ def pending_chunks(ws: Workspace, generator: Any, questions_per_chunk: int, doc_
 
 def generate_questions(
     ws: Workspace,
-    generator: Any,
+    generator: QuestionGenerator,
     questions_per_chunk: int = 2,
     doc_ids: Sequence[str] | None = None,
     chunk_ids: Sequence[str] | None = None,

@@ -35,13 +35,16 @@ import io
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from .datasets import DatasetError, QADataset
 from .provenance import IMPORTED_PREFIX, IMPORTED_SOURCE
 from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from .embedders import Embedder
 
 QUERY_COLUMNS = ("query", "question", "queries", "search")
 TEXT_COLUMNS = ("relevant_text", "relevant", "text", "answer", "passage", "relevant_passage", "context")
@@ -162,7 +165,7 @@ def _page_number(value: str) -> int | None:
 def import_real_queries(
     ws: Workspace,
     data: bytes | str,
-    embedder: Any = None,
+    embedder: Embedder | str | None = None,
     doc_ids: Sequence[str] | None = None,
     min_overlap: float = MIN_OVERLAP,
     min_cosine: float = MIN_COSINE,
