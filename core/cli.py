@@ -395,7 +395,9 @@ def cmd_evaluate(args) -> int:
         allow_custom_code=allow, allow_classes=typed,
     )
     bar.close()
-    rows = cmp.rows()
+    from .reports import labelled_rows
+
+    rows = labelled_rows(cmp)
     if args.save:
         from .reports import save_comparison
 

@@ -303,8 +303,11 @@ class Comparison:
         return Comparison(self.dataset_name, self.top_k, self.baseline, results, sig, self.alpha)
 
     def rows(self) -> list[dict[str, Any]]:
-        """One flat dict per system: metrics, and for non-baseline systems delta/CI/p per metric
-        (raw and Holm-adjusted; ``significant`` is judged on the adjusted p)."""
+        """One flat dict of values per system, keyed like sentence-transformers' evaluators:
+        ``system``, ``queries``, each metric (``hit@5``, ``mrr@5``, ...), and for a non-baseline
+        system per metric ``delta_<m>``, ``ci_low_<m>``, ``ci_high_<m>`` (paired bootstrap 95%),
+        ``p_<m>``, ``p_holm_<m>`` and ``significant_<m>`` (judged on the Holm-adjusted p).
+        Display labels ("Δ mrr@5", "95% CI") are made where rows are shown (``core.reports``, ``ui``)."""
         out = []
         for name, res in self.results.items():
             row: dict[str, Any] = {"system": name, "queries": len(res.query_ids)}
@@ -313,11 +316,10 @@ class Comparison:
                 sig = self.significance.get(name, {}).get(metric)
                 if sig is None:
                     continue
-                row[f"Δ {metric}"] = sig["delta"]
-                row[f"{metric} CI"] = (sig["ci_low"], sig["ci_high"])
-                row[f"{metric} p"] = sig["p_value"]
-                row[f"{metric} p (Holm)"] = sig.get("p_adjusted", sig["p_value"])
-                row[f"{metric} significant"] = row[f"{metric} p (Holm)"] < self.alpha
+                p_holm = sig.get("p_adjusted", sig["p_value"])
+                row.update({f"delta_{metric}": sig["delta"], f"ci_low_{metric}": sig["ci_low"],
+                            f"ci_high_{metric}": sig["ci_high"], f"p_{metric}": sig["p_value"],
+                            f"p_holm_{metric}": p_holm, f"significant_{metric}": bool(p_holm < self.alpha)})
             out.append(row)
         return out
 

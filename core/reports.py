@@ -64,6 +64,22 @@ def load_comparison(ws: Workspace, eval_id: str) -> tuple[Comparison, dict[str, 
     return Comparison.from_dict(data), data.get("extra", {})
 
 
+def labelled_rows(cmp: Comparison) -> list[dict[str, Any]]:
+    """:meth:`Comparison.rows` keyed by display labels, values unformatted (the CLI's table and JSON):
+    metrics, then per metric ``Δ m``, ``m CI`` (low, high), ``m p``, ``m p (Holm)``, ``m significant``."""
+    out = []
+    for row in cmp.rows():
+        r: dict[str, Any] = {"system": row["system"], "queries": row["queries"]}
+        r.update({m: row[m] for m in cmp.metric_names})
+        for m in cmp.metric_names:
+            if f"delta_{m}" in row:
+                r.update({f"Δ {m}": row[f"delta_{m}"], f"{m} CI": (row[f"ci_low_{m}"], row[f"ci_high_{m}"]),
+                          f"{m} p": row[f"p_{m}"], f"{m} p (Holm)": row[f"p_holm_{m}"],
+                          f"{m} significant": row[f"significant_{m}"]})
+        out.append(r)
+    return out
+
+
 def summary_rows(cmp: Comparison) -> list[dict[str, Any]]:
     """Rows for display: metrics, then per metric 'Δ (95% CI), p, Holm-adjusted p, significant?'
     against the baseline (significant on the adjusted p)."""
@@ -73,13 +89,12 @@ def summary_rows(cmp: Comparison) -> list[dict[str, Any]]:
         for m in cmp.metric_names:
             r[m] = round(row[m], 4)
         for m in cmp.metric_names:
-            if f"Δ {m}" in row:
-                lo, hi = row[f"{m} CI"]
-                r[f"Δ {m}"] = round(row[f"Δ {m}"], 4)
-                r[f"Δ {m} 95% CI"] = f"[{lo:+.3f}, {hi:+.3f}]"
-                r[f"{m} p"] = round(row[f"{m} p"], 4)
-                r[f"{m} p (Holm)"] = round(row[f"{m} p (Holm)"], 4)
-                r[f"{m} significant"] = "yes" if row[f"{m} significant"] else "no"
+            if f"delta_{m}" in row:
+                r[f"Δ {m}"] = round(row[f"delta_{m}"], 4)
+                r[f"Δ {m} 95% CI"] = f"[{row[f'ci_low_{m}']:+.3f}, {row[f'ci_high_{m}']:+.3f}]"
+                r[f"{m} p"] = round(row[f"p_{m}"], 4)
+                r[f"{m} p (Holm)"] = round(row[f"p_holm_{m}"], 4)
+                r[f"{m} significant"] = "yes" if row[f"significant_{m}"] else "no"
         out.append(r)
     return out
 
@@ -159,9 +174,9 @@ def comparison_figures(cmp: Comparison, histories: dict[str, list[dict[str, Any]
     if others:
         delta = go.Figure()
         for m in (f"hit@{cmp.top_k}", f"mrr@{cmp.top_k}", "ndcg@10"):
-            ys = [r[f"Δ {m}"] for r in others]
-            lo = [r[f"Δ {m}"] - r[f"{m} CI"][0] for r in others]
-            hi = [r[f"{m} CI"][1] - r[f"Δ {m}"] for r in others]
+            ys = [r[f"delta_{m}"] for r in others]
+            lo = [r[f"delta_{m}"] - r[f"ci_low_{m}"] for r in others]
+            hi = [r[f"ci_high_{m}"] - r[f"delta_{m}"] for r in others]
             delta.add_bar(name=m, x=[chart_text(r["system"]) for r in others], y=ys,
                           error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo))
         delta.add_hline(y=0, line_color="black", line_width=1)

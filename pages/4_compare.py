@@ -11,7 +11,7 @@ from core.provenance import comparison_context, exclude_leaked, leaked_ids
 from core.datasets import list_datasets, load_dataset
 from core.reports import (
     comparison_csv, comparison_figures, html_report, list_comparisons, load_comparison, save_comparison, summary_figure,
-    summary_rows, update_comparison_extra,
+    update_comparison_extra,
 )
 from core.summary import (
     caveats, checkpoint_rows, compact_rows, leakage_entries, overlap_text, provenance_items, summary_sentences,
@@ -22,7 +22,7 @@ from core.tasks import custom_code_systems, start_evaluation
 from core.workspace import safe_display_name
 from ui import state, widgets
 from ui.helpers import (
-    comparison_label, dataset_label, drilldown_rows, fmt_delta_cell, md_escape, pick_default, preview, ranked_above,
+    comparison_detail_rows, comparison_label, dataset_label, drilldown_rows, md_escape, pick_default, preview, ranked_above,
 )
 
 ws, jm = widgets.page_header(
@@ -198,18 +198,14 @@ if prov:
 
 # details
 st.subheader("Details")
-rows = summary_rows(cmp)
 with st.expander("Every metric, p-values and tests", icon=":material/table:"):
-    main_cols = ["system", "queries", f"hit@{kk}", f"mrr@{kk}", f"ndcg@{NDCG_K}", f"recall@{kk}"]
-    delta_cols = [c for m in (f"hit@{kk}", f"mrr@{kk}", f"ndcg@{NDCG_K}")
-                  for c in (f"Δ {m}", f"Δ {m} 95% CI", f"{m} p", f"{m} p (Holm)", f"{m} significant")]
     ids = {n: str(((context.get("systems") or {}).get(n) or {}).get("id", "")) for n in cmp.results}
-    table = [{**{c: r.get(c) for c in main_cols}, **{c: fmt_delta_cell(c, r.get(c)) for c in delta_cols},
-              "id": ids.get(r["system"], "")} for r in rows]
+    table = comparison_detail_rows(cmp, ids)
+    metric_cols = [f"hit@{kk}", f"mrr@{kk}", f"ndcg@{NDCG_K}", f"recall@{kk}"]
     st.dataframe(table, hide_index=True, width="stretch", key="eval_table",
-                 column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in main_cols[2:]})
+                 column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in metric_cols})
     st.caption(f"Δ is against the baseline, with a paired bootstrap 95% CI. p: exact McNemar test for hit@k, Wilcoxon "
-               f"signed-rank for MRR and nDCG; p (Holm): adjusted for the {max(len(rows) - 1, 1)} system(s) compared; "
+               f"signed-rank for MRR and nDCG; p (Holm): adjusted for the {max(len(table) - 1, 1)} system(s) compared; "
                f"significant = p (Holm) < {cmp.alpha}. A CI that contains 0 means the difference may be noise.")
 cks = checkpoint_rows(cmp, context)
 if cks:

@@ -160,14 +160,16 @@ def test_compare_gives_the_base_row_and_deltas():
     assert base.calls == 2  # corpus once + queries once, shared by the adapter system
     rows = {r["system"]: r for r in cmp.rows()}
     assert list(rows) == ["base", "swap"]
-    assert "Δ mrr@5" not in rows["base"]
+    assert "delta_mrr@5" not in rows["base"]
     swap = cmp.results["swap"]
     for m in cmp.metric_names:
-        assert rows["swap"][f"Δ {m}"] == pytest.approx(swap.metrics[m] - cmp.results["base"].metrics[m])
-        lo, hi = rows["swap"][f"{m} CI"]
-        assert lo <= rows["swap"][f"Δ {m}"] <= hi
-        assert 0 <= rows["swap"][f"{m} p"] <= 1
-        assert isinstance(rows["swap"][f"{m} significant"], bool)
+        assert rows["swap"][f"delta_{m}"] == pytest.approx(swap.metrics[m] - cmp.results["base"].metrics[m])
+        lo, hi = rows["swap"][f"ci_low_{m}"], rows["swap"][f"ci_high_{m}"]
+        assert lo <= rows["swap"][f"delta_{m}"] <= hi
+        assert 0 <= rows["swap"][f"p_{m}"] <= rows["swap"][f"p_holm_{m}"] <= 1
+        assert isinstance(rows["swap"][f"significant_{m}"], bool)
+    # values only: every key is a metric id or a prefixed one, never a display label
+    assert all(" " not in key for row in rows.values() for key in row)
     # q0: d2 moves to the top; rank 3 -> 1
     assert swap.first_rank[0] == 1
     table = cmp.table()
@@ -251,8 +253,8 @@ def test_significance_is_judged_on_the_holm_adjusted_p():
     assert one.significant("ck0", "hit@5") is True and one.significant("base", "hit@5") is None
     many = _fake_comparison(15)  # 0.02 * 15 = 0.3: luck among 15 checkpoints is not evidence
     row = next(r for r in many.rows() if r["system"] == "ck0")
-    assert row["hit@5 p"] == 0.02 and row["hit@5 p (Holm)"] == pytest.approx(0.3)
-    assert row["hit@5 significant"] is False and many.significant("ck0", "hit@5") is False
+    assert row["p_hit@5"] == 0.02 and row["p_holm_hit@5"] == pytest.approx(0.3)
+    assert row["significant_hit@5"] is False and many.significant("ck0", "hit@5") is False
     # a comparison saved before the adjustment existed gains it on load
     d = many.to_dict()
     for per in d["significance"].values():

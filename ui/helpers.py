@@ -347,12 +347,33 @@ def ranked_above(cmp, system: str, query_id: str, dataset=None) -> dict[str, Any
         "beyond_stored": beyond,
     }
 
-def fmt_delta_cell(column: str, value) -> str:
-    """A comparison-table cell as text: signed deltas, p-values, '—' on the baseline row (no delta)."""
-    if value is None:
-        return "—"
-    if column.startswith("Δ ") and isinstance(value, (int, float)):
-        return f"{value:+.3f}"
-    if column.endswith(" p") and isinstance(value, (int, float)):
-        return "< 0.001" if value < 0.001 else f"{value:.3f}"
-    return str(value)
+def _p_text(p: float) -> str:
+    p = round(p, 4)
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def comparison_detail_rows(cmp, ids: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The Compare page's full table from :meth:`Comparison.rows` values; the labels are made here.
+
+    Per system: queries and every metric (rounded to 4 places), then for hit@k, MRR@k and nDCG
+    the change against the baseline ("Δ m", signed), its paired bootstrap CI ("Δ m 95% CI"), the
+    test's p ("m p"), the Holm-adjusted p ("m p (Holm)") and "m significant"; "—" on the
+    baseline's row (no change to show); its id last.
+    """
+    from core.evaluation import NDCG_K
+
+    k = cmp.top_k
+    metrics = [f"hit@{k}", f"mrr@{k}", f"ndcg@{NDCG_K}", f"recall@{k}"]
+    out = []
+    for r in cmp.rows():
+        row: dict[str, Any] = {"system": r["system"], "queries": r["queries"], **{m: round(r[m], 4) for m in metrics}}
+        for m in metrics[:3]:
+            has = f"delta_{m}" in r
+            row[f"Δ {m}"] = f"{round(r[f'delta_{m}'], 4):+.3f}" if has else "—"
+            row[f"Δ {m} 95% CI"] = f"[{r[f'ci_low_{m}']:+.3f}, {r[f'ci_high_{m}']:+.3f}]" if has else "—"
+            row[f"{m} p"] = _p_text(r[f"p_{m}"]) if has else "—"
+            row[f"{m} p (Holm)"] = str(round(r[f"p_holm_{m}"], 4)) if has else "—"
+            row[f"{m} significant"] = ("yes" if r[f"significant_{m}"] else "no") if has else "—"
+        row["id"] = (ids or {}).get(r["system"], "")
+        out.append(row)
+    return out
