@@ -10,6 +10,10 @@ goes through :func:`core.keys.scrub` before it is shown. ``OPENAI_API_KEY`` is s
 the environment's endpoint (``OPENAI_BASE_URL`` or OpenAI): a base URL given in the settings
 needs its own key (:func:`core.keys.key_for`).
 
+Token counts and prices (:func:`estimate_tokens`, :data:`PRICES_PER_MTOK`) live here; filling the
+question prompt and estimating a whole generation (``fill_prompt``, ``estimate_generation``) live
+where questions are made, in :mod:`core.generators`.
+
 Example::
 
     client = ChatClient(LLMSettings(model="gpt-4o-mini"))
