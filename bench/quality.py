@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.datasets import QADataset  # noqa: E402
 from core.embedders import AdapterEmbedder, resolve_embedder  # noqa: E402
 from core.evaluation import compare  # noqa: E402
+from core.reports import labelled_rows  # noqa: E402
 from core.training import TrainConfig, split_by_chunk, train  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
 
@@ -130,7 +131,7 @@ def main() -> None:
                 systems["full fine-tune"] = resolve_embedder(str(ft.out_dir), workspace=ws)
                 notes["full fine-tune"] = (f"re-embeds {len(test_ds.corpus)} chunks", f"{time.time() - t:.0f}")
             cmp = compare(test_ds, systems, baseline="base")
-            for row in cmp.rows():
+            for row in labelled_rows(cmp):  # rows keyed by display labels (core.reports)
                 name = row["system"]
                 if name == "base":
                     d1 = d2 = p = ""

@@ -92,8 +92,8 @@ def test_pdf_to_compared_adapters_with_the_bundled_model(tmp_path, bundled_model
     assert 0 < base_row["hit@5"] <= 1 and base_row["mrr@5"] <= base_row["hit@5"]
     for name in ("linear", "two-layer"):
         row = table[table["system"] == name].iloc[0]
-        assert row["Δ hit@5"] == pytest.approx(row["hit@5"] - base_row["hit@5"])
-        assert 0 <= row["mrr@5 p"] <= 1
+        assert row["delta_hit@5"] == pytest.approx(row["hit@5"] - base_row["hit@5"])
+        assert 0 <= row["p_mrr@5"] <= 1
     eval_id = save_comparison(ws, cmp, name="integration")
     back, _ = load_comparison(ws, eval_id)
     assert back.table().equals(table)
