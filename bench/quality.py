@@ -19,11 +19,19 @@ cross-validated), two-layer (cross-validated) and, with --finetune, a full fine-
 base model (sentence-transformers' trainer) as the expensive upper bound.
 
     python bench/quality.py [--protocols a b c] [--seeds 0 1 2] [--finetune]
+
+Ablations run inside the product: ``--systems`` picks rows, ``--set KEY=VALUE`` overrides a
+:class:`~core.training.TrainConfig` field of the AdapterLab default and two-layer rows (the
+value is read as JSON, else as a string), ``--negatives train`` trains on the training chunks
+alone instead of every chunk of the file:
+
+    python bench/quality.py --systems default --set false_negative_threshold=0 --negatives train
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -43,14 +51,16 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "lyft_
 
 
 def protocol(ds: QADataset, name: str, seed: int) -> tuple[QADataset, QADataset, set[str]]:
-    """(train dataset, test dataset, test chunk ids) for a protocol."""
+    """(train dataset, test dataset, test chunk ids) for a protocol. The training dataset's
+    corpus holds the training chunks only; every other chunk of the file is passed to training
+    as an unlabelled negative unless ``--negatives train``."""
     nodes = list(ds.corpus)
     if name == "a":
         cut = int(0.6 * len(nodes))
-        train_c, test_c = set(nodes[:cut]), nodes[cut:]
-        tr = [q for q in ds.queries if ds.relevant_docs[q][0] in train_c]
-        te = [q for q in ds.queries if ds.relevant_docs[q][0] not in train_c]
-        return ds.subset(tr), ds.subset(te, test_c), set(test_c)
+        train_c, test_c = nodes[:cut], nodes[cut:]
+        tr = [q for q in ds.queries if ds.relevant_docs[q][0] in set(train_c)]
+        te = [q for q in ds.queries if ds.relevant_docs[q][0] not in set(train_c)]
+        return ds.subset(tr, train_c), ds.subset(te, test_c), set(test_c)
     if name == "b":
         seen: set[str] = set()
         tr, te = [], []
@@ -64,6 +74,23 @@ def protocol(ds: QADataset, name: str, seed: int) -> tuple[QADataset, QADataset,
         test_c = {ds.relevant_docs[q][0] for q in te}
         return ds.subset(tr, [c for c in ds.corpus if c not in test_c]), ds.subset(te), test_c
     raise ValueError(name)
+
+
+SYSTEMS = {"llamaindex": "LlamaIndex defaults", "default": "AdapterLab default", "two-layer": "two-layer"}
+
+
+def overrides(pairs: list[str]) -> dict[str, object]:
+    """``["epochs=16", "loss=in_batch"]`` -> ``{"epochs": 16, "loss": "in_batch"}`` (JSON values, else strings)."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set takes KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
 
 
 def offline_protocol(ws_dir: str, pdf: Path, per_chunk: int = 2) -> QADataset:
@@ -86,13 +113,21 @@ def main() -> None:
     ap.add_argument("--protocols", nargs="+", default=["a", "b", "c"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--finetune", action="store_true", help="add the full fine-tune reference row (slow on CPU)")
+    ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS),
+                    help="adapter rows to train (base is always there)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a TrainConfig field of the AdapterLab default and two-layer rows (repeatable)")
+    ap.add_argument("--negatives", choices=["all", "train"], default="all",
+                    help="all: every chunk of the file is a negative (the product's default); train: the training chunks only")
     ap.add_argument("--workspace", default=os.environ.get("ADAPTERLAB_WORKSPACE", str(Path(tempfile.gettempdir()) / "adapterlab-bench")))
     args = ap.parse_args()
+    extra = overrides(args.overrides)
 
     ds = QADataset.load(args.dataset)
     ws = Workspace(args.workspace)
     emb = resolve_embedder("default", workspace=ws)
-    print(f"dataset: {args.dataset} ({len(ds.queries)} questions, {len(ds.corpus)} chunks)\n")
+    print(f"dataset: {args.dataset} ({len(ds.queries)} questions, {len(ds.corpus)} chunks)")
+    print(f"overrides: {extra or 'none'}; negatives: {args.negatives}\n")
     summary: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for pn in args.protocols:
         print(f"\n### Protocol ({pn})\n")
@@ -105,14 +140,15 @@ def main() -> None:
             else:
                 train_ds, test_ds, test_chunks = protocol(ds, pn, seed)
             # every chunk of the file is ingested, so every chunk is a negative (unlabelled)
-            negatives = ds.corpus if pn != "d" else None
+            negatives = ds.corpus if pn != "d" and args.negatives == "all" else None
             systems = {"base": emb}
             notes = {"base": ("", "")}
-            runs = [
-                ("LlamaIndex defaults", TrainConfig.llamaindex_defaults("linear", epochs=4)),
-                ("AdapterLab default", TrainConfig(adapter="linear", seed=seed)),
-                ("two-layer", TrainConfig(adapter="two-layer", seed=seed)),
-            ]
+            configs = {
+                "llamaindex": TrainConfig.llamaindex_defaults("linear", epochs=4),
+                "default": TrainConfig(**{"adapter": "linear", "seed": seed, **extra}),
+                "two-layer": TrainConfig(**{"adapter": "two-layer", "seed": seed, **extra}),
+            }
+            runs = [(SYSTEMS[key], configs[key]) for key in args.systems]
             for name, cfg in runs:
                 t = time.time()
                 res = train(train_ds, emb, cfg, negatives=negatives, target_chunks=test_chunks)
