@@ -22,8 +22,8 @@ base model (sentence-transformers' trainer) as the expensive upper bound.
 
 Ablations run inside the product: ``--systems`` picks rows, ``--set KEY=VALUE`` overrides a
 :class:`~core.training.TrainConfig` field of the AdapterLab default and two-layer rows (the
-value is read as JSON, else as a string), ``--negatives train`` trains on the training chunks
-alone instead of every chunk of the file:
+value is read as JSON, else as a string), ``--negatives all`` forces every chunk of the file to be a negative, ``--negatives
+train`` passes the training chunks alone:
 
     python bench/quality.py --systems default --set false_negative_threshold=0 --negatives train
 """
@@ -76,6 +76,18 @@ def protocol(ds: QADataset, name: str, seed: int) -> tuple[QADataset, QADataset,
     raise ValueError(name)
 
 
+def at_most_per_chunk(ds: QADataset, n: int) -> QADataset:
+    """``ds`` keeping the first ``n`` questions of each chunk (file order)."""
+    count: dict[str, int] = {}
+    keep = []
+    for q in ds.queries:
+        c = ds.relevant_docs[q][0]
+        count[c] = count.get(c, 0) + 1
+        if count[c] <= n:
+            keep.append(q)
+    return ds.subset(keep, list(ds.corpus))
+
+
 SYSTEMS = {"llamaindex": "LlamaIndex defaults", "default": "AdapterLab default", "two-layer": "two-layer"}
 
 
@@ -107,27 +119,56 @@ def offline_protocol(ws_dir: str, pdf: Path, per_chunk: int = 2) -> QADataset:
     return build_dataset(ws)
 
 
+def cv_cost(ds: QADataset, emb, negatives_all: bool, repeats: int = 3) -> None:
+    """Wall time of the default (cross-validated) run against one plain run of the same epochs,
+    protocol (a) seed 0, vectors cached; best of ``repeats`` each."""
+    train_ds, _, test_chunks = protocol(ds, "a", 0)
+    negatives = ds.corpus if negatives_all else None
+    plain_cfg = TrainConfig(adapter="linear", selection="none")
+    cv_cfg = TrainConfig(adapter="linear")
+    times: dict[str, float] = {}
+    for name, cfg in (("plain", plain_cfg), ("cv", cv_cfg)):
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            train(train_ds, emb, cfg, negatives=negatives, target_chunks=test_chunks)
+            best = min(best, time.perf_counter() - t)
+        times[name] = best
+    print(f"\n### Cross-validation cost (protocol a, seed 0, best of {repeats})\n")
+    print("| run | seconds |\n|---|---|")
+    print(f"| one plain run ({plain_cfg.epochs} epochs, no selection) | {times['plain']:.2f} |")
+    print(f"| default: {cv_cfg.cv_folds}-fold CV over 1..{cv_cfg.epochs} epochs + refit | {times['cv']:.2f} |")
+    print(f"| ratio | {times['cv'] / times['plain']:.1f}x |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default=str(SHARED))
     ap.add_argument("--protocols", nargs="+", default=["a", "b", "c"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--finetune", action="store_true", help="add the full fine-tune reference row (slow on CPU)")
-    ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS),
+    ap.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=list(SYSTEMS),
                     help="adapter rows to train (base is always there)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a TrainConfig field of the AdapterLab default and two-layer rows (repeatable)")
-    ap.add_argument("--negatives", choices=["all", "train"], default="all",
-                    help="all: every chunk of the file is a negative (the product's default); train: the training chunks only")
+    ap.add_argument("--cv-cost", action="store_true", help="also time the default run against one plain run")
+    ap.add_argument("--questions-per-chunk", type=int, default=0,
+                    help="train on at most N questions per chunk (0 = all): the 'more questions per chunk' proxy")
+    ap.add_argument("--negatives", choices=["default", "all", "train"], default="default",
+                    help="every chunk of the file is passed to training as the product does, and the config decides "
+                         "(default); all: forces unlabelled_negatives on; train: passes the training chunks only")
     ap.add_argument("--workspace", default=os.environ.get("ADAPTERLAB_WORKSPACE", str(Path(tempfile.gettempdir()) / "adapterlab-bench")))
     args = ap.parse_args()
     extra = overrides(args.overrides)
+    if args.negatives == "all":
+        extra["unlabelled_negatives"] = True
 
     ds = QADataset.load(args.dataset)
     ws = Workspace(args.workspace)
     emb = resolve_embedder("default", workspace=ws)
     print(f"dataset: {args.dataset} ({len(ds.queries)} questions, {len(ds.corpus)} chunks)")
-    print(f"overrides: {extra or 'none'}; negatives: {args.negatives}\n")
+    print(f"overrides: {extra or 'none'}; negatives: {args.negatives}; "
+          f"questions per chunk: {args.questions_per_chunk or 'all'}\n")
     summary: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for pn in args.protocols:
         print(f"\n### Protocol ({pn})\n")
@@ -139,8 +180,10 @@ def main() -> None:
                 train_ds, test_ds, test_chunks = offline_protocol(args.workspace, pdf), ds, set(ds.corpus)
             else:
                 train_ds, test_ds, test_chunks = protocol(ds, pn, seed)
+                if args.questions_per_chunk:
+                    train_ds = at_most_per_chunk(train_ds, args.questions_per_chunk)
             # every chunk of the file is ingested, so every chunk is a negative (unlabelled)
-            negatives = ds.corpus if pn != "d" and args.negatives == "all" else None
+            negatives = ds.corpus if pn != "d" and args.negatives != "train" else None
             systems = {"base": emb}
             notes = {"base": ("", "")}
             configs = {
@@ -179,6 +222,8 @@ def main() -> None:
                     summary.setdefault((pn, name), []).append((100 * row["Δ hit@5"], 100 * row["Δ mrr@5"]))
                 print(f"| {seed} | {name} | {row['hit@5']:.3f} | {row['mrr@5']:.3f} | {d1} | {d2} | {p} | {notes[name][0]} | {notes[name][1]} |",
                       flush=True)
+    if args.cv_cost:
+        cv_cost(ds, emb, args.negatives != "train")
     print("\n### Median over seeds (Δ in points; min in brackets)\n")
     print("| protocol | system | Δ hit@5 median [min] | Δ MRR@5 median [min] |")
     print("|---|---|---|---|")

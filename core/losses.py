@@ -50,7 +50,6 @@ class LossBatch:
     excluded: list[torch.Tensor]
     temperature: float
     hard: torch.Tensor | None = None
-    negatives: torch.Tensor | None = None  # corpus rows to score against instead of the whole corpus
 
 
 def corpus_softmax(batch: LossBatch) -> torch.Tensor:
@@ -58,41 +57,18 @@ def corpus_softmax(batch: LossBatch) -> torch.Tensor:
 
     Every chunk other than the positive is a negative, except the question's ``excluded`` rows
     (their logits are set to -inf). Cheap when the corpus is a cached matrix: one ``(b, m)``
-    product per step. With ``batch.negatives`` (sampled negatives on a large corpus), the
-    softmax runs over the batch's positives plus those rows instead of every chunk.
+    product per step.
     """
     import torch
     import torch.nn.functional as F
 
     device = batch.corpus.device
-    if batch.negatives is not None:
-        return _sampled_softmax(batch)
     logits = batch.queries @ batch.corpus.T / batch.temperature
     rows = [torch.full_like(ex, r) for r, ex in enumerate(batch.excluded) if ex.numel()]
     if rows:
         cols = torch.cat([ex for ex in batch.excluded if ex.numel()])
         logits = logits.index_put((torch.cat(rows), cols), torch.tensor(float("-inf"), device=device))
     return F.cross_entropy(logits, batch.targets)
-
-
-def _sampled_softmax(batch: LossBatch) -> torch.Tensor:
-    """Softmax over the batch's positives, its hard negatives and ``batch.negatives`` (deduplicated)."""
-    import torch
-    import torch.nn.functional as F
-
-    parts = [batch.targets, batch.negatives]
-    if batch.hard is not None:
-        parts.append(batch.hard.flatten())
-    cand = torch.unique(torch.cat(parts))
-    logits = batch.queries @ batch.corpus[cand].T / batch.temperature
-    pos = torch.searchsorted(cand, batch.targets)
-    for r, ex in enumerate(batch.excluded):
-        if ex.numel():
-            bad = torch.isin(cand, ex)
-            bad[pos[r]] = False
-            if bad.any():
-                logits[r, bad] = float("-inf")
-    return F.cross_entropy(logits, pos)
 
 
 def in_batch(batch: LossBatch) -> torch.Tensor:

@@ -236,15 +236,17 @@ def _fit(
     prob: _Problem, rows: list[int], config: TrainConfig, lr: float, epochs: int, seed: int, dim: int,
     *, on_epoch: Callable[[int, int, torch.nn.Module, list[float]], bool | None] | None = None,
     on_step: Callable[[int, int, float, float], None] | None = None, cancel: threading.Event | None = None,
-    allow_custom_code: bool = False,
+    allow_custom_code: bool = False, shuffle_seed: int | None = None,
 ) -> tuple[torch.nn.Module, bool]:
     """Train a fresh identity-initialised adapter on ``rows`` of ``prob`` for ``epochs``.
+
+    ``seed`` seeds the initialisation and, unless ``shuffle_seed`` is given, the batch order.
 
     ``on_epoch(epoch, step, adapter, losses)`` runs after epoch 0 (the identity) and every epoch;
     returning True stops early. Returns (adapter, cancelled).
     """
     torch.manual_seed(seed)
-    rng = random.Random(seed)
+    rng = random.Random(seed if shuffle_seed is None else shuffle_seed)
     adapter = adapters_mod.build_adapter(config.adapter, dim, allow_custom_code=allow_custom_code,
                                          **config.adapter_kwargs).to(prob.corpus.device)
     opt_kwargs: dict[str, Any] = {"lr": lr}
@@ -276,6 +278,20 @@ def _fit(
         if on_epoch and on_epoch(epoch, step, adapter, losses):
             break
     return adapter, False
+
+
+def _average_refits(adapter, prob: _Problem, rows: list[int], config: TrainConfig, lr: float, epochs: int, dim: int,
+                    cancel: threading.Event | None, allow_custom_code: bool) -> dict[str, torch.Tensor]:
+    """The mean of ``adapter``'s weights and those of ``config.average_refits - 1`` more refits that
+    start from the same initial weights and see the batches in other orders."""
+    states = [adapter.state_dict()]
+    for j in range(1, config.average_refits):
+        other, cancelled = _fit(prob, rows, config, lr, epochs, config.seed, dim, cancel=cancel,
+                                allow_custom_code=allow_custom_code, shuffle_seed=config.seed + 7919 * j)
+        if cancelled:
+            break
+        states.append(other.state_dict())
+    return {k: torch.stack([st[k].float() for st in states]).mean(0).to(states[0][k].dtype) for k in states[0]}
 
 
 def _score(metrics: dict[str, float], select: str, top_k: int) -> tuple[float, float]:
@@ -383,7 +399,8 @@ def train(
             ``{"type": "phase", "message"}``.
         cancel: set it to stop after the current step; the best state so far is saved.
         checkpoint_dir: checkpoints ``step_N`` go here (default ``out_dir/checkpoints``).
-        negatives: extra chunks (id -> text), e.g. every ingested chunk: negatives in training.
+        negatives: extra chunks (id -> text), e.g. every ingested chunk: negatives in training when
+            ``config.unlabelled_negatives`` is on (ignored otherwise, and recorded as such).
         target_chunks: chunk ids the adapter will be evaluated on; ``cv_design="auto"`` uses them
             to choose between the "new questions" and "new documents" validation designs.
         allow_custom_code: the user's opt-in to import ``config.adapter`` when it is an import
@@ -418,6 +435,9 @@ def train(
         train_q, val_q = list(train_dataset.queries), []
     if not train_q:
         raise TrainingError("no training questions: generate or import questions first")
+    if negatives and not config.unlabelled_negatives:
+        record({"type": "phase", "message": "negatives: the training chunks only (unlabelled_negatives is off)"})
+        negatives = None
     full = _with_negatives(train_dataset, negatives)
     record({"type": "phase", "message": f"embedding {len(full.corpus)} chunks and {len(full.queries)} questions"})
     emb = embed_dataset(full, embedder, progress=progress)
@@ -449,6 +469,11 @@ def train(
             design, reason = sel.choose_design(set(full.relevant_docs[q][0] for q in train_q), target_chunks)
         else:
             design, reason = config.cv_design, "chosen by the user"
+        if design == "questions" and len({full.relevant_docs[q][0] for q in train_q}) == len(train_q):
+            # nothing to hold out while keeping a sibling in training: the folds test new chunks
+            reason += ("; but every chunk has one training question, so each held-out question's chunk has none "
+                       "left in training and the estimate is that of new documents (conservative: it tends to "
+                       "choose fewer epochs than new questions on these chunks would bear)")
         record({"type": "phase", "message": f"{config.cv_folds}-fold cross-validation ({design})"})
         try:
             cv = cross_validate(prob, config, dim, design, reason, record=record, cancel=cancel, progress=progress,
@@ -526,6 +551,10 @@ def train(
                                              **config.adapter_kwargs).to(device)
     if state["best_state"] is not None and (config.keep_best or cancelled or selection != "holdout"):
         adapter.load_state_dict(state["best_state"])
+    if config.average_refits > 1 and cv is not None and epochs and not cancelled:
+        adapter.load_state_dict(_average_refits(adapter, prob, rows, config, lr, epochs, dim, cancel, allow_custom_code))
+        record({"type": "phase", "message": f"weights averaged over {config.average_refits} refits (same start, "
+                                            "different batch orders)"})
     adapter.eval()
     best_epoch = state["best_epoch"]
     if out_dir is not None:

@@ -94,6 +94,25 @@ def test_cv_trains_and_refits_on_everything_when_there_is_signal():
     assert any(e["type"] == "selection" for e in events) and sum(e["type"] == "cv" for e in events) == 6
 
 
+def test_averaged_refits_are_the_mean_of_refits_in_other_batch_orders():
+    import torch
+
+    from core.training import _average_refits, _build_problem
+    from core.evaluation import embed_dataset
+
+    ds, emb = synthetic()
+    one = train(ds, emb, _cfg())
+    avg = train(ds, emb, _cfg(average_refits=3))
+    assert any("averaged over 3 refits" in e.get("message", "") for e in avg.history)
+    w1, w3 = one.adapter.state_dict()["linear.weight"], avg.adapter.state_dict()["linear.weight"]
+    assert not torch.allclose(w1, w3)  # the other batch orders moved the weights elsewhere
+    # the average of the same refit with itself is that refit
+    cfg = _cfg(average_refits=1)
+    prob = _build_problem(embed_dataset(ds, emb), ds, list(ds.queries), cfg, torch.device("cpu"))
+    same = _average_refits(one.adapter, prob, list(range(len(ds.queries))), cfg, 0.05, 2, DIM, None, False)
+    assert torch.equal(same["linear.weight"], w1)
+
+
 def test_cv_chooses_the_learning_rate_from_the_grid():
     ds, emb = synthetic()
     result = train(ds, emb, _cfg(lr_grid=[1e-6, 0.05]))
@@ -155,14 +174,26 @@ def test_hard_negatives_are_mined_from_the_base_ranking_without_false_negatives(
     assert float(_loss(torch.nn.Identity(), prob, [0, 1], TrainConfig(device="cpu", loss="in_batch"))) >= 0
 
 
-def test_every_ingested_chunk_becomes_a_negative():
+def test_every_ingested_chunk_becomes_a_negative_when_asked():
     ds, emb = synthetic(n_chunks=20)
     emb.vectors["extra text"] = np.eye(DIM)[0]
     seen = []
     orig = emb.embed_texts
     emb.embed_texts = lambda texts, progress=None: (seen.extend(texts), orig(texts))[1]
-    train(ds, emb, _cfg(selection="none", epochs=1), negatives={"x1": "extra text", "n0": "chunk 0"})
+    train(ds, emb, _cfg(selection="none", epochs=1, unlabelled_negatives=True),
+          negatives={"x1": "extra text", "n0": "chunk 0"})
     assert "extra text" in seen and seen.count("chunk 0") == 1
+
+
+def test_unlabelled_chunks_are_not_negatives_by_default():
+    ds, emb = synthetic(n_chunks=20)
+    emb.vectors["extra text"] = np.eye(DIM)[0]
+    seen = []
+    orig = emb.embed_texts
+    emb.embed_texts = lambda texts, progress=None: (seen.extend(texts), orig(texts))[1]
+    res = train(ds, emb, _cfg(selection="none", epochs=1), negatives={"x1": "extra text"})
+    assert "extra text" not in seen
+    assert any("training chunks only" in e.get("message", "") for e in res.history if e["type"] == "phase")
 
 
 @pytest.mark.parametrize("bad", [dict(selection="bogus"), dict(cv_folds=1), dict(cv_design="x"), dict(lr_grid=[0.0]),
