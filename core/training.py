@@ -4,9 +4,10 @@ The base embedder runs once per unique text (through the workspace cache); every
 that is tensor arithmetic on those vectors, so an epoch takes milliseconds.
 
 Recipe (GUIDE section 5, re-measured in bench/README.md): identity-initialised adapter;
-shuffled batches with no two sibling questions (same chunk) in one batch; every chunk the
-user will search is a negative; near-duplicates of the positive are never negatives (the
-false-negative guard); model selection by k-fold cross-validation on all the training
+shuffled batches with no two sibling questions (same chunk) in one batch; every chunk of the
+training set is a negative (ingested chunks without questions only with
+``unlabelled_negatives``: they would teach the adapter to avoid the chunks new questions ask
+about); near-duplicates of the positive are never negatives (the false-negative guard); model selection by k-fold cross-validation on all the training
 questions (:mod:`core.selection`): the epochs (and, with ``lr_grid``, the learning rate) are
 chosen on pooled out-of-fold results, the untrained identity is kept only when training does
 not help out of fold, and the chosen setting is refit on every training question.
