@@ -5,8 +5,7 @@ seeds each, test side only, Δ against the base with a paired bootstrap 95% CI:
 
 * (a) cross-section: the first 60% of the chunks in file order train, the rest test (a stand-in
   for a new document: later sections of a filing differ from earlier ones); evaluated over the
-  test chunks only, as a new document would be; every chunk is in the training corpus as an
-  unlabelled negative (the user has ingested it).
+  test chunks only, as a new document would be.
 * (b) in-corpus: the first question of each chunk trains, the second tests (new questions about
   chunks the adapter trained on), over the whole corpus.
 * (c) chunk split: 70% of the chunks (seeded) train, 30% test, over the whole corpus.
@@ -14,16 +13,21 @@ seeds each, test side only, Δ against the base with a paired bootstrap 95% CI:
   adapter; the test is every real LLM question of the shared file, over its own chunks (the
   adapter is query-only, so the two chunkings need not match).
 
+In (a) and (c) every chunk of the file is handed to training as the product does (the user
+has ingested it); the run's config decides whether chunks without training questions are
+negatives (``unlabelled_negatives``, off by default).
+
 Rows: base, LlamaIndex's defaults (linear, 4 epochs), the AdapterLab default (linear,
 cross-validated), two-layer (cross-validated) and, with --finetune, a full fine-tune of the
 base model (sentence-transformers' trainer) as the expensive upper bound.
 
-    python bench/quality.py [--protocols a b c] [--seeds 0 1 2] [--finetune]
+    python bench/quality.py [--protocols a b c] [--seeds 0 1 2] [--cv-cost] [--finetune]
 
 Ablations run inside the product: ``--systems`` picks rows, ``--set KEY=VALUE`` overrides a
 :class:`~core.training.TrainConfig` field of the AdapterLab default and two-layer rows (the
-value is read as JSON, else as a string), ``--negatives all`` forces every chunk of the file to be a negative, ``--negatives
-train`` passes the training chunks alone:
+value is read as JSON, else as a string), ``--negatives all`` makes every chunk of the file a
+negative, ``--negatives train`` passes the training chunks alone, ``--questions-per-chunk N``
+trains on at most N questions per chunk, ``--cv-cost`` times the default against a plain run:
 
     python bench/quality.py --systems default --set false_negative_threshold=0 --negatives train
 """
