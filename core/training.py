@@ -7,10 +7,11 @@ Recipe (GUIDE section 5, re-measured in bench/README.md): identity-initialised a
 shuffled batches with no two sibling questions (same chunk) in one batch; every chunk of the
 training set is a negative (ingested chunks without questions only with
 ``unlabelled_negatives``: they would teach the adapter to avoid the chunks new questions ask
-about); near-duplicates of the positive are never negatives (the false-negative guard); model selection by k-fold cross-validation on all the training
-questions (:mod:`core.selection`): the epochs (and, with ``lr_grid``, the learning rate) are
-chosen on pooled out-of-fold results, the untrained identity is kept only when training does
-not help out of fold, and the chosen setting is refit on every training question.
+about); near-duplicates of the positive are never negatives (the false-negative guard); model
+selection by k-fold cross-validation on all the training questions (:mod:`core.selection`): the
+epochs (and, with ``lr_grid``, the learning rate) are chosen on pooled out-of-fold results, the
+untrained identity is kept only when training does not help out of fold, and the chosen setting
+is refit on every training question.
 ``selection="holdout"`` keeps the first release's single validation split (best epoch kept).
 
 Losses live in :mod:`core.losses` (``corpus_softmax``, the default: a softmax over every chunk;
@@ -553,7 +554,8 @@ def train(
     if state["best_state"] is not None and (config.keep_best or cancelled or selection != "holdout"):
         adapter.load_state_dict(state["best_state"])
     if config.average_refits > 1 and cv is not None and epochs and not cancelled:
-        adapter.load_state_dict(_average_refits(adapter, prob, rows, config, lr, epochs, dim, cancel, allow_custom_code))
+        averaged = _average_refits(adapter, prob, rows, config, lr, epochs, dim, cancel, allow_custom_code)
+        adapter.load_state_dict(averaged)
         record({"type": "phase", "message": f"weights averaged over {config.average_refits} refits (same start, "
                                             "different batch orders)"})
     adapter.eval()
