@@ -238,8 +238,8 @@ def _train_config(args):
     cfg.adapter_kwargs = kwargs
     for name in ("epochs", "batch_size", "lr", "loss", "optimizer", "weight_decay", "warmup_ratio", "temperature",
                  "seed", "device", "val_fraction", "checkpoint_every", "patience", "top_k", "selection", "cv_folds",
-                 "cv_design", "lr_grid", "unlabelled_negatives", "average_refits", "false_negative_threshold",
-                 "hard_negatives", "filter_questions"):
+                 "cv_design", "lr_grid", "unlabelled_negatives", "average_refits", "sample_negatives_above",
+                 "false_negative_threshold", "hard_negatives", "filter_questions"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
@@ -580,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--unlabelled-negatives", action=argparse.BooleanOptionalAction, default=None,
                    help=_setting_help("unlabelled_negatives"))
     s.add_argument("--average-refits", type=int, help=_setting_help("average_refits"))
+    s.add_argument("--sample-negatives-above", type=int, help=_setting_help("sample_negatives_above"))
     s.add_argument("--false-negative-threshold", type=float, help=_setting_help("false_negative_threshold"))
     s.add_argument("--hard-negatives", type=int, help=_setting_help("hard_negatives"))
     s.add_argument("--filter-questions", action="store_true", default=None, help=_setting_help("filter_questions"))

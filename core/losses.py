@@ -50,6 +50,7 @@ class LossBatch:
     excluded: list[torch.Tensor]
     temperature: float
     hard: torch.Tensor | None = None
+    candidates: torch.Tensor | None = None  # sorted corpus rows to score instead of every chunk (sampling)
 
 
 def corpus_softmax(batch: LossBatch) -> torch.Tensor:
@@ -57,18 +58,41 @@ def corpus_softmax(batch: LossBatch) -> torch.Tensor:
 
     Every chunk other than the positive is a negative, except the question's ``excluded`` rows
     (their logits are set to -inf). Cheap when the corpus is a cached matrix: one ``(b, m)``
-    product per step.
+    product per step. With ``batch.candidates`` (a large corpus: sampled negatives) the softmax
+    runs over those rows plus the batch's positives and hard negatives instead of every chunk.
     """
     import torch
     import torch.nn.functional as F
 
     device = batch.corpus.device
+    if batch.candidates is not None:
+        return _sampled_softmax(batch)
     logits = batch.queries @ batch.corpus.T / batch.temperature
     rows = [torch.full_like(ex, r) for r, ex in enumerate(batch.excluded) if ex.numel()]
     if rows:
         cols = torch.cat([ex for ex in batch.excluded if ex.numel()])
         logits = logits.index_put((torch.cat(rows), cols), torch.tensor(float("-inf"), device=device))
     return F.cross_entropy(logits, batch.targets)
+
+
+def _sampled_softmax(batch: LossBatch) -> "torch.Tensor":
+    """Softmax over the batch's positives, its hard negatives and ``batch.candidates``."""
+    import torch
+    import torch.nn.functional as F
+
+    parts = [batch.targets, batch.candidates]
+    if batch.hard is not None:
+        parts.append(batch.hard.flatten())
+    cand = torch.unique(torch.cat(parts))  # sorted
+    logits = batch.queries @ batch.corpus[cand].T / batch.temperature
+    pos = torch.searchsorted(cand, batch.targets)
+    for r, ex in enumerate(batch.excluded):
+        if ex.numel():
+            bad = torch.isin(cand, ex)
+            bad[pos[r]] = False
+            if bad.any():
+                logits[r, bad] = float("-inf")
+    return F.cross_entropy(logits, pos)
 
 
 def in_batch(batch: LossBatch) -> torch.Tensor:

@@ -79,6 +79,9 @@ class TrainConfig:
     average_refits: int = field(default=1, metadata=_help(
         "After cross-validation: refit this many times (same start, other batch orders) and average the weights "
         "(1 = one refit)."))
+    sample_negatives_above: int = field(default=10_000, metadata=_help(
+        "corpus_softmax on a corpus of more chunks than this: each step scores the batch's chunks, 32 mined hard "
+        "negatives per question and 4,096 random chunks instead of every chunk (0 = never sample)."))
     false_negative_threshold: float = field(default=0.95, metadata=_help(
         "Chunks this similar (cosine) to a question's own chunk are never its negatives (0 = off)."))
     hard_negatives: int = field(default=0, metadata=_help(
@@ -141,6 +144,8 @@ class TrainConfig:
             raise TrainingError("every lr_grid value must be > 0")
         if not (0 <= self.false_negative_threshold <= 1):
             raise TrainingError("false_negative_threshold must be in [0, 1] (0 = off)")
+        if self.sample_negatives_above < 0:
+            raise TrainingError("sample_negatives_above must be >= 0 (0 = never sample)")
         if self.average_refits < 1:
             raise TrainingError("average_refits must be >= 1")
         if self.hard_negatives < 0:

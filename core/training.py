@@ -52,6 +52,10 @@ Callback = Callable[[dict[str, Any]], None]
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
+SAMPLED_RANDOM = 4096  # random chunks per step when negatives are sampled
+SAMPLED_HARD = 32  # mined hard negatives per question when negatives are sampled
+
+
 class TrainingCancelled(Exception):
     pass
 
@@ -71,6 +75,7 @@ class TrainResult:
     n_val_queries: int = 0
     cv: sel.CVResult | None = None
     filtered_out: int = 0
+    negatives: str = ""
 
     @property
     def val_history(self) -> list[dict[str, Any]]:
@@ -89,6 +94,7 @@ class TrainResult:
             "out_dir": str(self.out_dir) if self.out_dir else None,
             "selection": self.cv.to_dict() if self.cv else None,
             "filtered_out": self.filtered_out,
+            "negatives": self.negatives,
         }
 
 
@@ -159,8 +165,16 @@ class _Problem:
     corpus: torch.Tensor  # (m, d) normalised chunk vectors: every chunk is a negative
     excluded: list[torch.Tensor]  # per question: corpus rows that are never its negatives
     relevant: list[list[int]]  # per question: every relevant corpus row (for validation)
-    hard: torch.Tensor | None  # (n, h) mined hard negatives (in_batch loss)
+    hard: torch.Tensor | None  # (n, h) mined hard negatives (in_batch loss, or sampled negatives)
     corpus_np: np.ndarray
+    sampled: bool = False  # corpus_softmax over sampled negatives instead of every chunk
+
+    def negatives_note(self) -> str:
+        m = self.corpus.shape[0]
+        if self.sampled:
+            return (f"sampled: in-batch + {self.hard.shape[1]} mined hard negatives per question + "
+                    f"{min(SAMPLED_RANDOM, m)} random chunks per step, of {m} chunks")
+        return f"every chunk ({m})"
 
 
 def _near_duplicates(corpus: torch.Tensor, rows: list[int], threshold: float, block: int = 2048) -> dict[int, list[int]]:
@@ -192,23 +206,43 @@ def _build_problem(emb: EmbeddedDataset, ds: QADataset, qids: list[str], config:
         # (never the target itself, should a dataset list it twice: its logit would become -inf)
         ex = sorted((set(rel) | set(dups[t])) - {t})
         excluded.append(torch.tensor(ex, dtype=torch.long, device=device))
-    hard = None
-    if config.loss == Loss.IN_BATCH and config.hard_negatives:
-        with torch.no_grad():
-            scores = F.normalize(qv, dim=-1) @ corpus.T
-            for i, t in enumerate(targets):
-                scores[i, t] = float("-inf")
-                if excluded[i].numel():
-                    scores[i, excluded[i]] = float("-inf")
-            k = min(config.hard_negatives, corpus.shape[0] - 1)
-            hard = scores.topk(k, dim=1).indices if k > 0 else None
+    sampled = (config.loss == Loss.CORPUS_SOFTMAX and config.sample_negatives_above > 0
+               and corpus.shape[0] > config.sample_negatives_above)
+    n_hard = SAMPLED_HARD if sampled else (config.hard_negatives if config.loss == Loss.IN_BATCH else 0)
+    hard = _mine_hard(qv, corpus, targets, excluded, n_hard) if n_hard else None
     return _Problem(qv, torch.tensor(targets, dtype=torch.long, device=device), corpus, excluded, relevant, hard,
-                    emb.corpus_vecs)
+                    emb.corpus_vecs, sampled)
+
+
+def _mine_hard(qv: torch.Tensor, corpus: torch.Tensor, targets: list[int], excluded: list[torch.Tensor], k: int,
+               block: int = 1024) -> torch.Tensor | None:
+    """Per question, the ``k`` chunks the base model ranks highest that are neither its own chunk
+    nor one of its excluded rows (computed in blocks of questions, so memory stays bounded)."""
+    k = min(k, corpus.shape[0] - 1)
+    if k <= 0:
+        return None
+    out = []
+    with torch.no_grad():
+        qn = F.normalize(qv, dim=-1)
+        for start in range(0, qn.shape[0], block):
+            scores = qn[start:start + block] @ corpus.T
+            for r in range(scores.shape[0]):
+                i = start + r
+                scores[r, targets[i]] = float("-inf")
+                if excluded[i].numel():
+                    scores[r, excluded[i]] = float("-inf")
+            out.append(scores.topk(k, dim=1).indices)
+    return torch.cat(out)
 
 
 def _loss(adapter, prob: _Problem, batch: list[int], config: TrainConfig) -> torch.Tensor:
     """The configured loss (:data:`core.losses.LOSSES`) on one batch of training rows."""
-    idx = torch.tensor(batch, dtype=torch.long, device=prob.corpus.device)
+    device = prob.corpus.device
+    idx = torch.tensor(batch, dtype=torch.long, device=device)
+    m = prob.corpus.shape[0]
+    candidates = None
+    if prob.sampled:  # random chunks drawn from torch's generator, which _fit seeds
+        candidates = torch.randperm(m, device=device)[:SAMPLED_RANDOM]
     return LOSSES[config.loss](LossBatch(
         queries=F.normalize(adapter(prob.query_vecs[idx]), dim=-1),
         targets=prob.targets[idx],
@@ -216,6 +250,7 @@ def _loss(adapter, prob: _Problem, batch: list[int], config: TrainConfig) -> tor
         excluded=[prob.excluded[i] for i in batch],
         temperature=config.temperature,
         hard=None if prob.hard is None else prob.hard[idx],
+        candidates=candidates,
     ))
 
 
@@ -445,6 +480,7 @@ def train(
     emb = embed_dataset(full, embedder, progress=progress)
     dim = emb.query_vecs.shape[1]
     prob = _build_problem(emb, full, list(full.queries), config, device)
+    record({"type": "phase", "message": f"negatives: {prob.negatives_note()}"})
     qpos = {q: i for i, q in enumerate(emb.query_ids)}
     rows = [qpos[q] for q in train_q]
     adapters_mod.check_adapter_fits(adapters_mod.build_adapter(config.adapter, dim, allow_custom_code=allow_custom_code,
@@ -579,6 +615,7 @@ def train(
         n_val_queries=n_val,
         cv=cv,
         filtered_out=filtered_out,
+        negatives=prob.negatives_note(),
     )
 
 

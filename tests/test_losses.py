@@ -94,3 +94,15 @@ def test_warm_up_schedule_is_linear_then_constant():
     assert [round(get_lr(s, 1e-3, 4), 6) for s in range(6)] == [0.00025, 0.0005, 0.00075, 0.001, 0.001, 0.001]
     assert get_lr(0, 1e-3, 0) == 1e-3
     assert warmup_factor(10, 4) == 1.0
+
+
+def test_sampled_softmax_over_every_row_is_the_corpus_softmax():
+    b = _batch()
+    full = corpus_softmax(b)
+    every = _batch(candidates=torch.arange(6))
+    assert torch.allclose(corpus_softmax(every), full)
+    # a subset scores only those rows plus the batch's positives: the targets stay the right columns
+    some = _batch(candidates=torch.tensor([1, 5]))
+    cand = torch.tensor([0, 1, 2, 4, 5])
+    expected = F.cross_entropy(some.queries @ some.corpus[cand].T / 0.05, torch.tensor([0, 2, 3]))
+    assert torch.allclose(corpus_softmax(some), expected)

@@ -141,6 +141,51 @@ def test_cv_costs_at_most_ten_plain_runs_of_work():
 # ------------------------------------------------------------------------------------------------
 # negatives
 # ------------------------------------------------------------------------------------------------
+def test_large_corpora_sample_negatives_and_the_run_says_so(monkeypatch):
+    import core.training as tr
+
+    monkeypatch.setattr(tr, "SAMPLED_RANDOM", 5)
+    monkeypatch.setattr(tr, "SAMPLED_HARD", 2)
+    ds, emb = synthetic(n_chunks=20)
+    full = train(ds, emb, _cfg(selection="none", epochs=4))
+    assert full.summary()["negatives"] == "every chunk (20)"
+    seen = []
+    orig = tr._loss
+
+    def spy(adapter, prob, batch, config):
+        seen.append(prob.sampled)
+        return orig(adapter, prob, batch, config)
+
+    monkeypatch.setattr(tr, "_loss", spy)
+    res = train(ds, emb, _cfg(selection="none", epochs=4, sample_negatives_above=10))
+    assert seen and all(seen)
+    note = res.summary()["negatives"]
+    assert note.startswith("sampled: in-batch + 2 mined hard negatives per question + 5 random chunks per step")
+    assert any(e.get("message", "").startswith("negatives: sampled") for e in res.history)
+    # sampled training still learns the map
+    from core.evaluation import compare
+    from core.embedders import AdapterEmbedder
+
+    cmp = compare(ds, {"base": emb, "sampled": AdapterEmbedder(emb, res.adapter)}, baseline="base")
+    rows = {r["system"]: r for r in cmp.rows()}
+    assert rows["sampled"]["mrr@5"] > rows["base"]["mrr@5"]
+
+
+def test_mined_hard_negatives_never_include_the_positive_or_excluded_rows():
+    import torch
+
+    from core.training import _mine_hard
+
+    torch.manual_seed(0)
+    corpus = torch.nn.functional.normalize(torch.randn(30, 8), dim=-1)
+    qv = corpus[[0, 1, 2]] + 0.01
+    excluded = [torch.tensor([3, 4]), torch.tensor([], dtype=torch.long), torch.tensor([5])]
+    hard = _mine_hard(qv, corpus, [0, 1, 2], excluded, k=10, block=2)
+    assert hard.shape == (3, 10)
+    assert 0 not in hard[0].tolist() and not {3, 4} & set(hard[0].tolist())
+    assert 1 not in hard[1].tolist() and 2 not in hard[2].tolist() and 5 not in hard[2].tolist()
+
+
 def _dup_dataset():
     """Chunk n1 is a near-copy of n0: for a question about n0, n1 is a false negative."""
     v0 = np.eye(DIM)[0]
