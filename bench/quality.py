@@ -5,8 +5,7 @@ seeds each, test side only, Δ against the base with a paired bootstrap 95% CI:
 
 * (a) cross-section: the first 60% of the chunks in file order train, the rest test (a stand-in
   for a new document: later sections of a filing differ from earlier ones); evaluated over the
-  test chunks only, as a new document would be; every chunk is in the training corpus as an
-  unlabelled negative (the user has ingested it).
+  test chunks only, as a new document would be.
 * (b) in-corpus: the first question of each chunk trains, the second tests (new questions about
   chunks the adapter trained on), over the whole corpus.
 * (c) chunk split: 70% of the chunks (seeded) train, 30% test, over the whole corpus.
@@ -14,16 +13,29 @@ seeds each, test side only, Δ against the base with a paired bootstrap 95% CI:
   adapter; the test is every real LLM question of the shared file, over its own chunks (the
   adapter is query-only, so the two chunkings need not match).
 
+In (a) and (c) every chunk of the file is handed to training as the product does (the user
+has ingested it); the run's config decides whether chunks without training questions are
+negatives (``unlabelled_negatives``, off by default).
+
 Rows: base, LlamaIndex's defaults (linear, 4 epochs), the AdapterLab default (linear,
 cross-validated), two-layer (cross-validated) and, with --finetune, a full fine-tune of the
 base model (sentence-transformers' trainer) as the expensive upper bound.
 
-    python bench/quality.py [--protocols a b c] [--seeds 0 1 2] [--finetune]
+    python bench/quality.py [--protocols a b c] [--seeds 0 1 2] [--cv-cost] [--finetune]
+
+Ablations run inside the product: ``--systems`` picks rows, ``--set KEY=VALUE`` overrides a
+:class:`~core.training.TrainConfig` field of the AdapterLab default and two-layer rows (the
+value is read as JSON, else as a string), ``--negatives all`` makes every chunk of the file a
+negative, ``--negatives train`` passes the training chunks alone, ``--questions-per-chunk N``
+trains on at most N questions per chunk, ``--cv-cost`` times the default against a plain run:
+
+    python bench/quality.py --systems default --set false_negative_threshold=0 --negatives train
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -44,14 +56,16 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "lyft_
 
 
 def protocol(ds: QADataset, name: str, seed: int) -> tuple[QADataset, QADataset, set[str]]:
-    """(train dataset, test dataset, test chunk ids) for a protocol."""
+    """(train dataset, test dataset, test chunk ids) for a protocol. The training dataset's
+    corpus holds the training chunks only; every other chunk of the file is passed to training
+    as an unlabelled negative unless ``--negatives train``."""
     nodes = list(ds.corpus)
     if name == "a":
         cut = int(0.6 * len(nodes))
-        train_c, test_c = set(nodes[:cut]), nodes[cut:]
-        tr = [q for q in ds.queries if ds.relevant_docs[q][0] in train_c]
-        te = [q for q in ds.queries if ds.relevant_docs[q][0] not in train_c]
-        return ds.subset(tr), ds.subset(te, test_c), set(test_c)
+        train_c, test_c = nodes[:cut], nodes[cut:]
+        tr = [q for q in ds.queries if ds.relevant_docs[q][0] in set(train_c)]
+        te = [q for q in ds.queries if ds.relevant_docs[q][0] not in set(train_c)]
+        return ds.subset(tr, train_c), ds.subset(te, test_c), set(test_c)
     if name == "b":
         seen: set[str] = set()
         tr, te = [], []
@@ -65,6 +79,35 @@ def protocol(ds: QADataset, name: str, seed: int) -> tuple[QADataset, QADataset,
         test_c = {ds.relevant_docs[q][0] for q in te}
         return ds.subset(tr, [c for c in ds.corpus if c not in test_c]), ds.subset(te), test_c
     raise ValueError(name)
+
+
+def at_most_per_chunk(ds: QADataset, n: int) -> QADataset:
+    """``ds`` keeping the first ``n`` questions of each chunk (file order)."""
+    count: dict[str, int] = {}
+    keep = []
+    for q in ds.queries:
+        c = ds.relevant_docs[q][0]
+        count[c] = count.get(c, 0) + 1
+        if count[c] <= n:
+            keep.append(q)
+    return ds.subset(keep, list(ds.corpus))
+
+
+SYSTEMS = {"llamaindex": "LlamaIndex defaults", "default": "AdapterLab default", "two-layer": "two-layer"}
+
+
+def overrides(pairs: list[str]) -> dict[str, object]:
+    """``["epochs=16", "loss=in_batch"]`` -> ``{"epochs": 16, "loss": "in_batch"}`` (JSON values, else strings)."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set takes KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
 
 
 def offline_protocol(ws_dir: str, pdf: Path, per_chunk: int = 2) -> QADataset:
@@ -81,19 +124,56 @@ def offline_protocol(ws_dir: str, pdf: Path, per_chunk: int = 2) -> QADataset:
     return build_dataset(ws)
 
 
+def cv_cost(ds: QADataset, emb, negatives_all: bool, repeats: int = 3) -> None:
+    """Wall time of the default (cross-validated) run against one plain run of the same epochs,
+    protocol (a) seed 0, vectors cached; best of ``repeats`` each."""
+    train_ds, _, test_chunks = protocol(ds, "a", 0)
+    negatives = ds.corpus if negatives_all else None
+    plain_cfg = TrainConfig(adapter="linear", selection="none")
+    cv_cfg = TrainConfig(adapter="linear")
+    times: dict[str, float] = {}
+    for name, cfg in (("plain", plain_cfg), ("cv", cv_cfg)):
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            train(train_ds, emb, cfg, negatives=negatives, target_chunks=test_chunks)
+            best = min(best, time.perf_counter() - t)
+        times[name] = best
+    print(f"\n### Cross-validation cost (protocol a, seed 0, best of {repeats})\n")
+    print("| run | seconds |\n|---|---|")
+    print(f"| one plain run ({plain_cfg.epochs} epochs, no selection) | {times['plain']:.2f} |")
+    print(f"| default: {cv_cfg.cv_folds}-fold CV over 1..{cv_cfg.epochs} epochs + refit | {times['cv']:.2f} |")
+    print(f"| ratio | {times['cv'] / times['plain']:.1f}x |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default=str(SHARED))
     ap.add_argument("--protocols", nargs="+", default=["a", "b", "c"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--finetune", action="store_true", help="add the full fine-tune reference row (slow on CPU)")
+    ap.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=list(SYSTEMS),
+                    help="adapter rows to train (base is always there)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a TrainConfig field of the AdapterLab default and two-layer rows (repeatable)")
+    ap.add_argument("--cv-cost", action="store_true", help="also time the default run against one plain run")
+    ap.add_argument("--questions-per-chunk", type=int, default=0,
+                    help="train on at most N questions per chunk (0 = all): the 'more questions per chunk' proxy")
+    ap.add_argument("--negatives", choices=["default", "all", "train"], default="default",
+                    help="every chunk of the file is passed to training as the product does, and the config decides "
+                         "(default); all: forces unlabelled_negatives on; train: passes the training chunks only")
     ap.add_argument("--workspace", default=os.environ.get("ADAPTERLAB_WORKSPACE", str(Path(tempfile.gettempdir()) / "adapterlab-bench")))
     args = ap.parse_args()
+    extra = overrides(args.overrides)
+    if args.negatives == "all":
+        extra["unlabelled_negatives"] = True
 
     ds = QADataset.load(args.dataset)
     ws = Workspace(args.workspace)
     emb = resolve_embedder("default", workspace=ws)
-    print(f"dataset: {args.dataset} ({len(ds.queries)} questions, {len(ds.corpus)} chunks)\n")
+    print(f"dataset: {args.dataset} ({len(ds.queries)} questions, {len(ds.corpus)} chunks)")
+    print(f"overrides: {extra or 'none'}; negatives: {args.negatives}; "
+          f"questions per chunk: {args.questions_per_chunk or 'all'}\n")
     summary: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for pn in args.protocols:
         print(f"\n### Protocol ({pn})\n")
@@ -105,15 +185,18 @@ def main() -> None:
                 train_ds, test_ds, test_chunks = offline_protocol(args.workspace, pdf), ds, set(ds.corpus)
             else:
                 train_ds, test_ds, test_chunks = protocol(ds, pn, seed)
+                if args.questions_per_chunk:
+                    train_ds = at_most_per_chunk(train_ds, args.questions_per_chunk)
             # every chunk of the file is ingested, so every chunk is a negative (unlabelled)
-            negatives = ds.corpus if pn != "d" else None
+            negatives = ds.corpus if pn != "d" and args.negatives != "train" else None
             systems = {"base": emb}
             notes = {"base": ("", "")}
-            runs = [
-                ("LlamaIndex defaults", TrainConfig.llamaindex_defaults("linear", epochs=4)),
-                ("AdapterLab default", TrainConfig(adapter="linear", seed=seed)),
-                ("two-layer", TrainConfig(adapter="two-layer", seed=seed)),
-            ]
+            configs = {
+                "llamaindex": TrainConfig.llamaindex_defaults("linear", epochs=4),
+                "default": TrainConfig(**{"adapter": "linear", "seed": seed, **extra}),
+                "two-layer": TrainConfig(**{"adapter": "two-layer", "seed": seed, **extra}),
+            }
+            runs = [(SYSTEMS[key], configs[key]) for key in args.systems]
             for name, cfg in runs:
                 t = time.time()
                 res = train(train_ds, emb, cfg, negatives=negatives, target_chunks=test_chunks)
@@ -144,6 +227,8 @@ def main() -> None:
                     summary.setdefault((pn, name), []).append((100 * row["Δ hit@5"], 100 * row["Δ mrr@5"]))
                 print(f"| {seed} | {name} | {row['hit@5']:.3f} | {row['mrr@5']:.3f} | {d1} | {d2} | {p} | {notes[name][0]} | {notes[name][1]} |",
                       flush=True)
+    if args.cv_cost:
+        cv_cost(ds, emb, args.negatives != "train")
     print("\n### Median over seeds (Δ in points; min in brackets)\n")
     print("| protocol | system | Δ hit@5 median [min] | Δ MRR@5 median [min] |")
     print("|---|---|---|---|")

@@ -241,7 +241,8 @@ def _train_config(args):
     cfg.adapter_kwargs = kwargs
     for name in ("epochs", "batch_size", "lr", "loss", "optimizer", "weight_decay", "warmup_ratio", "temperature",
                  "seed", "device", "val_fraction", "checkpoint_every", "patience", "top_k", "selection", "cv_folds",
-                 "cv_design", "lr_grid", "false_negative_threshold", "hard_negatives", "filter_questions"):
+                 "cv_design", "lr_grid", "unlabelled_negatives", "average_refits", "sample_negatives_above",
+                 "false_negative_threshold", "hard_negatives", "filter_questions"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
@@ -507,6 +508,18 @@ def cmd_documents(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
+def _setting_help(name: str) -> str:
+    """A training setting's help, read from :class:`core.train_config.TrainConfig` (with its default)."""
+    from dataclasses import MISSING, fields
+
+    from .train_config import FIELD_HELP, TrainConfig
+
+    f = next(f for f in fields(TrainConfig) if f.name == name)
+    default = f.default if f.default is not MISSING else None
+    text = FIELD_HELP[name].replace("%", "%%")
+    return text if default in (None, "") or isinstance(default, bool) else f"{text} (default {default})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--workspace", default=None, help="workspace directory (default: $ADAPTERLAB_WORKSPACE or ./workspace)")
@@ -554,42 +567,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True, help="training dataset (LlamaIndex JSON)")
     s.add_argument("--val-dataset", help="validation dataset for model selection (default: a split of the training chunks)")
     s.add_argument("--adapter", default="linear",
-                   help="linear, two-layer, low-rank, or an import path pkg.mod:Class (imported: typing it is "
-                        "your consent to run that module)")
+                   help=_setting_help("adapter") + " An import path is imported: typing it is your consent to run "
+                                                   "that module.")
     s.add_argument("--adapter-kwargs", help='JSON constructor overrides, e.g. \'{"rank": 16}\'')
     s.add_argument("--hidden-features", type=int, help="hidden size of two-layer (default 1024)")
     s.add_argument("--bias", action="store_true", help="linear adapter with a bias")
     s.add_argument("--llamaindex-defaults", action="store_true", help="LlamaIndex's engine settings (lr 2e-5, batch 10, in-batch loss)")
-    s.add_argument("--epochs", type=int)
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--lr", type=float, help="learning rate (default 1e-4 linear, 5e-4 two-layer)")
-    s.add_argument("--loss", choices=["corpus_softmax", "in_batch"])
-    s.add_argument("--optimizer", choices=["adamw", "adam", "sgd"])
-    s.add_argument("--weight-decay", type=float)
-    s.add_argument("--warmup-ratio", type=float)
-    s.add_argument("--temperature", type=float, help="softmax temperature (LlamaIndex's scale 20 = 0.05)")
-    s.add_argument("--seed", type=int)
-    s.add_argument("--device", help="auto, cpu, cuda, mps")
-    s.add_argument("--selection", choices=["cv", "holdout", "none"],
-                   help="model selection: cv (default: k-fold cross-validation picks the epochs, then a refit on all "
-                        "questions; the identity is kept when training does not help out of fold), holdout (one split, "
-                        "best epoch kept) or none")
-    s.add_argument("--cv-folds", type=int, help="folds of the cross-validation (default 5)")
-    s.add_argument("--cv-design", choices=["auto", "questions", "chunks"],
-                   help="validation design: questions = new questions about the same chunks, chunks = new documents; "
-                        "auto (default) decides from --eval-dataset")
+    from .losses import Loss
+    from .selection import DESIGNS
+    from .train_config import OPTIMIZER_NAMES, SELECTIONS
+
+    s.add_argument("--epochs", type=int, help=_setting_help("epochs"))
+    s.add_argument("--batch-size", type=int, help=_setting_help("batch_size"))
+    s.add_argument("--lr", type=float, help=_setting_help("lr"))
+    s.add_argument("--loss", choices=[str(x) for x in Loss], help=_setting_help("loss"))
+    s.add_argument("--optimizer", choices=list(OPTIMIZER_NAMES), help=_setting_help("optimizer"))
+    s.add_argument("--weight-decay", type=float, help=_setting_help("weight_decay"))
+    s.add_argument("--warmup-ratio", type=float, help=_setting_help("warmup_ratio"))
+    s.add_argument("--temperature", type=float, help=_setting_help("temperature"))
+    s.add_argument("--seed", type=int, help=_setting_help("seed"))
+    s.add_argument("--device", help=_setting_help("device"))
+    s.add_argument("--selection", choices=list(SELECTIONS), help=_setting_help("selection"))
+    s.add_argument("--cv-folds", type=int, help=_setting_help("cv_folds"))
+    s.add_argument("--cv-design", choices=list(DESIGNS), help=_setting_help("cv_design"))
     s.add_argument("--eval-dataset", help="the dataset you will evaluate on: only its chunk ids are read, to choose the "
                                           "validation design (its questions are never trained on)")
-    s.add_argument("--lr-grid", type=float, nargs="+", help="learning rates cross-validation chooses from")
-    s.add_argument("--false-negative-threshold", type=float,
-                   help="chunks this similar (cosine) to a question's chunk are never its negatives (default 0.95, 0 = off)")
-    s.add_argument("--hard-negatives", type=int, help="with --loss in_batch: negatives mined from the base ranking per question")
-    s.add_argument("--filter-questions", action="store_true", default=None,
-                   help="drop questions that cannot work as search queries ('the passage', no '?', copies of the chunk)")
-    s.add_argument("--val-fraction", type=float, help="with --selection holdout: share of training chunks held out")
-    s.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0 = each epoch)")
-    s.add_argument("--patience", type=int, help="early stop after N epochs without validation gain")
-    s.add_argument("--top-k", type=int)
+    s.add_argument("--lr-grid", type=float, nargs="+", help=_setting_help("lr_grid"))
+    s.add_argument("--unlabelled-negatives", action=argparse.BooleanOptionalAction, default=None,
+                   help=_setting_help("unlabelled_negatives"))
+    s.add_argument("--average-refits", type=int, help=_setting_help("average_refits"))
+    s.add_argument("--sample-negatives-above", type=int, help=_setting_help("sample_negatives_above"))
+    s.add_argument("--false-negative-threshold", type=float, help=_setting_help("false_negative_threshold"))
+    s.add_argument("--hard-negatives", type=int, help=_setting_help("hard_negatives"))
+    s.add_argument("--filter-questions", action="store_true", default=None, help=_setting_help("filter_questions"))
+    s.add_argument("--val-fraction", type=float, help=_setting_help("val_fraction"))
+    s.add_argument("--checkpoint-every", type=int, help=_setting_help("checkpoint_every"))
+    s.add_argument("--patience", type=int, help=_setting_help("patience"))
+    s.add_argument("--top-k", type=int, help=_setting_help("top_k"))
     s.add_argument("--name", help="a label for the run")
     s.add_argument("--out", help="folder for the final adapter (LlamaIndex format) and its checkpoints/")
     s.set_defaults(fn=cmd_train)

@@ -4,21 +4,19 @@ The base embedder runs once per unique text (through the workspace cache); every
 that is tensor arithmetic on those vectors, so an epoch takes milliseconds.
 
 Recipe (GUIDE section 5, re-measured in bench/README.md): identity-initialised adapter;
-shuffled batches with no two sibling questions (same chunk) in one batch; every chunk the
-user will search is a negative; near-duplicates of the positive are never negatives (the
-false-negative guard); model selection by k-fold cross-validation on all the training
-questions (:mod:`core.selection`): the epochs (and, with ``lr_grid``, the learning rate) are
-chosen on pooled out-of-fold results, the untrained identity is kept only when training does
-not help out of fold, and the chosen setting is refit on every training question.
+shuffled batches with no two sibling questions (same chunk) in one batch; every chunk of the
+training set is a negative (ingested chunks without questions only with
+``unlabelled_negatives``: they would teach the adapter to avoid the chunks new questions ask
+about); near-duplicates of the positive are never negatives (the false-negative guard); model
+selection by k-fold cross-validation on all the training questions (:mod:`core.selection`): the
+epochs (and, with ``lr_grid``, the learning rate) are chosen on pooled out-of-fold results, the
+untrained identity is kept only when training does not help out of fold, and the chosen setting
+is refit on every training question.
 ``selection="holdout"`` keeps the first release's single validation split (best epoch kept).
 
-Losses:
-
-* ``corpus_softmax`` (default): cross-entropy over the *whole* training corpus, cosine
-  similarity / ``temperature``; every other chunk is a negative. Cheap because the corpus is
-  a cached matrix.
-* ``in_batch``: LlamaIndex's loss (multiple-negatives ranking over the batch's own chunks,
-  cosine similarity scaled by ``1 / temperature``, LlamaIndex's scale 20 = temperature 0.05).
+Losses live in :mod:`core.losses` (``corpus_softmax``, the default: a softmax over every chunk;
+``in_batch``: LlamaIndex's); the trainer calls ``LOSSES[config.loss]``. The learning rate of each
+step is :func:`get_lr` (linear warm-up, then constant).
 
 Example::
 
@@ -33,7 +31,7 @@ import math
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,174 +44,20 @@ from .datasets import QADataset
 from .embedders import pick_device
 from .evaluation import EmbeddedDataset, embed_dataset, rank_embeddings
 from . import selection as sel
+from .losses import LOSSES, Loss, LossBatch
+from .train_config import (DEFAULT_LR, FALLBACK_LR, FIELD_HELP, OPTIMIZER_NAMES, SELECTIONS, TrainConfig,  # noqa: F401
+                           TrainingError)
 
 Callback = Callable[[dict[str, Any]], None]
-
-LOSSES = ("corpus_softmax", "in_batch")
-DEFAULT_LR = {"linear": 3e-4, "two-layer": 5e-4, "low-rank": 1e-3}
-FALLBACK_LR = 3e-4
-SELECTIONS = ("cv", "holdout", "none")
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
-class TrainingError(ValueError):
-    """A training request that cannot run; the message says what to change."""
+SAMPLED_RANDOM = 4096  # random chunks per step when negatives are sampled
+SAMPLED_HARD = 32  # mined hard negatives per question when negatives are sampled
 
 
 class TrainingCancelled(Exception):
     pass
-
-
-#: One line of help per :class:`TrainConfig` field (the dashboard shows these next to each input).
-FIELD_HELP: dict[str, str] = {
-    "adapter": "Which adapter to train on top of the frozen embedder.",
-    "adapter_kwargs": "Constructor overrides, e.g. hidden_features or bias.",
-    "loss": "corpus_softmax: softmax over the whole training corpus (AdapterLab); in_batch: LlamaIndex's loss.",
-    "epochs": "Passes over the training questions; validation runs after each one.",
-    "batch_size": "Questions per optimizer step (siblings of one chunk never share a batch).",
-    "lr": "Learning rate (default 3e-4 linear, 5e-4 two-layer, 1e-3 low-rank).",
-    "lr_grid": "Learning rates cross-validation may choose from (empty = just lr).",
-    "optimizer": "adamw, adam or sgd.",
-    "weight_decay": "L2 penalty on the adapter weights (AdamW style).",
-    "warmup_ratio": "Share of steps with a linear learning-rate warm-up.",
-    "temperature": "Softmax temperature on cosine similarities (LlamaIndex's scale 20 = 0.05).",
-    "seed": "Makes the split, the shuffling and the initialisation repeatable.",
-    "device": "auto (cuda, mps, cpu) or a torch device string.",
-    "selection": "cv: k-fold cross-validation picks the epochs, then a refit on all questions; holdout: one validation split, best epoch kept; none: train all epochs.",
-    "cv_folds": "Folds of the cross-validation (each training question is validated once).",
-    "cv_design": "auto: from the evaluation set; questions: new questions about the same chunks; chunks: new documents.",
-    "false_negative_threshold": "Chunks this similar (cosine) to a question's own chunk are never its negatives (0 = off).",
-    "hard_negatives": "in_batch loss only: add this many negatives mined from the base model's ranking per question.",
-    "filter_questions": "Drop questions that cannot work as search queries ('the passage', no question mark, copies of the chunk).",
-    "val_fraction": "holdout selection: share of training chunks held out when no validation set is chosen.",
-    "select_metric": "Validation metric that picks the best epoch.",
-    "top_k": "k of the validation metrics (hit@k, MRR@k).",
-    "checkpoint_every": "Save a checkpoint every N optimizer steps (0 = at each epoch end).",
-    "keep_best": "Keep the best validated state (the untrained identity included), never worse than base.",
-    "patience": "Stop after this many epochs without validation gain (0 = never).",
-}
-
-
-@dataclass(slots=True)
-class TrainConfig:
-    """Everything that defines a training run. Defaults are AdapterLab's recipe.
-
-    Attributes:
-        adapter: ``linear``, ``two-layer``, a registered name or ``pkg.mod:Class``.
-        adapter_kwargs: constructor overrides (``bias``, ``hidden_features``, ...).
-        loss: ``corpus_softmax`` or ``in_batch`` (LlamaIndex's).
-        epochs, batch_size, optimizer (adamw | adam | sgd), weight_decay.
-        lr: learning rate; None = the adapter's default (:data:`DEFAULT_LR`: 3e-4 linear,
-            5e-4 two-layer, 1e-3 low-rank, measured on the Lyft 10-K questions).
-        lr_grid: learning rates cross-validation chooses from (empty: ``lr`` alone; on ~500
-            questions a grid made the choice noisier than a fixed rate, see bench/README.md).
-        selection: ``cv`` (default), ``holdout`` or ``none`` (see :data:`FIELD_HELP`).
-        cv_folds, cv_design: the cross-validation (:mod:`core.selection`).
-        false_negative_threshold: cosine above which a chunk counts as a near-duplicate of the
-            positive and is never a negative.
-        hard_negatives: with the ``in_batch`` loss, negatives mined from the base ranking.
-        filter_questions: drop questions that cannot work as search queries before training.
-        warmup_ratio: share of steps with a linear learning-rate warm-up.
-        temperature: softmax temperature on cosine similarities (scale = 1 / temperature).
-        seed: makes the split, the shuffling and the init repeatable.
-        device: ``auto`` (cuda, mps, cpu) or a torch device string.
-        val_fraction: share of training chunks (with their questions) held out for model
-            selection when no validation dataset is given; 0 disables selection.
-        select_metric: the validation metric that picks the best epoch (``mrr`` or ``hit``).
-        top_k: k of the validation metrics.
-        checkpoint_every: save a checkpoint every N optimizer steps (0 = at each epoch end).
-        keep_best: restore the best validated state (identity included) at the end.
-        patience: stop after this many epochs without validation improvement (0 = never).
-    """
-
-    adapter: str = "linear"
-    adapter_kwargs: dict[str, Any] = field(default_factory=dict)
-    loss: str = "corpus_softmax"
-    epochs: int = 12
-    batch_size: int = 32
-    lr: float | None = None
-    optimizer: str = "adamw"
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.1
-    temperature: float = 0.05
-    seed: int = 0
-    device: str = "auto"
-    lr_grid: list[float] = field(default_factory=list)
-    selection: str = "cv"
-    cv_folds: int = 5
-    cv_design: str = "auto"
-    false_negative_threshold: float = 0.95
-    hard_negatives: int = 0
-    filter_questions: bool = False
-    val_fraction: float = 0.15
-    select_metric: str = "mrr"
-    top_k: int = 5
-    checkpoint_every: int = 0
-    keep_best: bool = True
-    patience: int = 0
-
-    @classmethod
-    def llamaindex_defaults(cls, adapter: str = "linear", epochs: int = 4) -> "TrainConfig":
-        """LlamaIndex's engine settings: AdamW lr 2e-5, batch 10, in-batch loss, scale 20, no selection."""
-        return cls(
-            adapter=adapter, loss="in_batch", epochs=epochs, batch_size=10, lr=2e-5, optimizer="adamw",
-            warmup_ratio=0.1, temperature=0.05, val_fraction=0.0, keep_best=False, selection="none",
-            false_negative_threshold=0.0,
-        )
-
-    def __post_init__(self) -> None:
-        if self.lr is None:
-            self.lr = DEFAULT_LR.get(self.adapter, FALLBACK_LR)
-
-    def validate(self) -> None:
-        if self.loss not in LOSSES:
-            raise TrainingError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise TrainingError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.epochs < 1:
-            raise TrainingError("epochs must be >= 1")
-        if self.batch_size < 2 and self.loss == "in_batch":
-            raise TrainingError("in_batch loss needs batch_size >= 2 (the other chunks of the batch are the negatives)")
-        if self.batch_size < 1:
-            raise TrainingError("batch_size must be >= 1")
-        if not (self.lr > 0):
-            raise TrainingError("lr must be > 0")
-        if not (self.temperature > 0):
-            raise TrainingError("temperature must be > 0")
-        if not (0 <= self.val_fraction < 0.9):
-            raise TrainingError("val_fraction must be in [0, 0.9)")
-        if not (0 <= self.warmup_ratio < 1):
-            raise TrainingError("warmup_ratio must be in [0, 1)")
-        if self.select_metric not in ("mrr", "hit", "ndcg"):
-            raise TrainingError("select_metric must be mrr, hit or ndcg")
-        if self.top_k < 1:
-            raise TrainingError("top_k must be >= 1")
-        if self.selection not in SELECTIONS:
-            raise TrainingError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
-        if self.cv_design not in sel.DESIGNS:
-            raise TrainingError(f"cv_design must be one of {sel.DESIGNS}, got {self.cv_design!r}")
-        if self.selection == "cv" and self.cv_folds < 2:
-            raise TrainingError("cv_folds must be >= 2")
-        if any(not (x > 0) for x in self.lr_grid):
-            raise TrainingError("every lr_grid value must be > 0")
-        if not (0 <= self.false_negative_threshold <= 1):
-            raise TrainingError("false_negative_threshold must be in [0, 1] (0 = off)")
-        if self.hard_negatives < 0:
-            raise TrainingError("hard_negatives must be >= 0")
-        if not isinstance(self.adapter_kwargs, dict) or "allow_custom_code" in self.adapter_kwargs:
-            raise TrainingError("adapter_kwargs must be a JSON object of constructor arguments "
-                                "(allow_custom_code is not one: it is the user's own choice)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise TrainingError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
 
 
 @dataclass
@@ -231,6 +75,7 @@ class TrainResult:
     n_val_queries: int = 0
     cv: sel.CVResult | None = None
     filtered_out: int = 0
+    negatives: str = ""
 
     @property
     def val_history(self) -> list[dict[str, Any]]:
@@ -249,6 +94,7 @@ class TrainResult:
             "out_dir": str(self.out_dir) if self.out_dir else None,
             "selection": self.cv.to_dict() if self.cv else None,
             "filtered_out": self.filtered_out,
+            "negatives": self.negatives,
         }
 
 
@@ -305,6 +151,11 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
 
 
+def get_lr(step: int, base_lr: float, warmup_steps: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based): linear warm-up, then ``base_lr``."""
+    return base_lr * warmup_factor(step, warmup_steps)
+
+
 @dataclass
 class _Problem:
     """Training tensors built once from the cached vectors: every fit and fold reuses them."""
@@ -314,8 +165,16 @@ class _Problem:
     corpus: torch.Tensor  # (m, d) normalised chunk vectors: every chunk is a negative
     excluded: list[torch.Tensor]  # per question: corpus rows that are never its negatives
     relevant: list[list[int]]  # per question: every relevant corpus row (for validation)
-    hard: torch.Tensor | None  # (n, h) mined hard negatives (in_batch loss)
+    hard: torch.Tensor | None  # (n, h) mined hard negatives (in_batch loss, or sampled negatives)
     corpus_np: np.ndarray
+    sampled: bool = False  # corpus_softmax over sampled negatives instead of every chunk
+
+    def negatives_note(self) -> str:
+        m = self.corpus.shape[0]
+        if self.sampled:
+            return (f"sampled: in-batch + {self.hard.shape[1]} mined hard negatives per question + "
+                    f"{min(SAMPLED_RANDOM, m)} random chunks per step, of {m} chunks")
+        return f"every chunk ({m})"
 
 
 def _near_duplicates(corpus: torch.Tensor, rows: list[int], threshold: float, block: int = 2048) -> dict[int, list[int]]:
@@ -347,43 +206,52 @@ def _build_problem(emb: EmbeddedDataset, ds: QADataset, qids: list[str], config:
         # (never the target itself, should a dataset list it twice: its logit would become -inf)
         ex = sorted((set(rel) | set(dups[t])) - {t})
         excluded.append(torch.tensor(ex, dtype=torch.long, device=device))
-    hard = None
-    if config.loss == "in_batch" and config.hard_negatives:
-        with torch.no_grad():
-            scores = F.normalize(qv, dim=-1) @ corpus.T
-            for i, t in enumerate(targets):
-                scores[i, t] = float("-inf")
-                if excluded[i].numel():
-                    scores[i, excluded[i]] = float("-inf")
-            k = min(config.hard_negatives, corpus.shape[0] - 1)
-            hard = scores.topk(k, dim=1).indices if k > 0 else None
+    sampled = (config.loss == Loss.CORPUS_SOFTMAX and config.sample_negatives_above > 0
+               and corpus.shape[0] > config.sample_negatives_above)
+    n_hard = SAMPLED_HARD if sampled else (config.hard_negatives if config.loss == Loss.IN_BATCH else 0)
+    hard = _mine_hard(qv, corpus, targets, excluded, n_hard) if n_hard else None
     return _Problem(qv, torch.tensor(targets, dtype=torch.long, device=device), corpus, excluded, relevant, hard,
-                    emb.corpus_vecs)
+                    emb.corpus_vecs, sampled)
+
+
+def _mine_hard(qv: torch.Tensor, corpus: torch.Tensor, targets: list[int], excluded: list[torch.Tensor], k: int,
+               block: int = 1024) -> torch.Tensor | None:
+    """Per question, the ``k`` chunks the base model ranks highest that are neither its own chunk
+    nor one of its excluded rows (computed in blocks of questions, so memory stays bounded)."""
+    k = min(k, corpus.shape[0] - 1)
+    if k <= 0:
+        return None
+    out = []
+    with torch.no_grad():
+        qn = F.normalize(qv, dim=-1)
+        for start in range(0, qn.shape[0], block):
+            scores = qn[start:start + block] @ corpus.T
+            for r in range(scores.shape[0]):
+                i = start + r
+                scores[r, targets[i]] = float("-inf")
+                if excluded[i].numel():
+                    scores[r, excluded[i]] = float("-inf")
+            out.append(scores.topk(k, dim=1).indices)
+    return torch.cat(out)
 
 
 def _loss(adapter, prob: _Problem, batch: list[int], config: TrainConfig) -> torch.Tensor:
+    """The configured loss (:data:`core.losses.LOSSES`) on one batch of training rows."""
     device = prob.corpus.device
     idx = torch.tensor(batch, dtype=torch.long, device=device)
-    q = F.normalize(adapter(prob.query_vecs[idx]), dim=-1)
-    tgt = prob.targets[idx]
-    if config.loss == "corpus_softmax":
-        logits = q @ prob.corpus.T / config.temperature
-        rows = [torch.full_like(prob.excluded[i], r) for r, i in enumerate(batch) if prob.excluded[i].numel()]
-        if rows:
-            cols = torch.cat([prob.excluded[i] for i in batch if prob.excluded[i].numel()])
-            logits = logits.index_put((torch.cat(rows), cols), torch.tensor(float("-inf"), device=device))
-        return F.cross_entropy(logits, tgt)
-    cand = tgt if prob.hard is None else torch.cat([tgt, prob.hard[idx].flatten()])
-    logits = q @ prob.corpus[cand].T / config.temperature
-    # a candidate that is the question's own chunk (as another's hard negative), or a near-duplicate of it, is not a negative
-    for r, i in enumerate(batch):
-        bad = (cand == prob.targets[i])
-        if prob.excluded[i].numel():
-            bad |= torch.isin(cand, prob.excluded[i])
-        bad[r] = False
-        if bad.any():
-            logits[r, bad] = float("-inf")
-    return F.cross_entropy(logits, torch.arange(len(batch), device=device))
+    m = prob.corpus.shape[0]
+    candidates = None
+    if prob.sampled:  # random chunks drawn from torch's generator, which _fit seeds
+        candidates = torch.randperm(m, device=device)[:SAMPLED_RANDOM]
+    return LOSSES[config.loss](LossBatch(
+        queries=F.normalize(adapter(prob.query_vecs[idx]), dim=-1),
+        targets=prob.targets[idx],
+        corpus=prob.corpus,
+        excluded=[prob.excluded[i] for i in batch],
+        temperature=config.temperature,
+        hard=None if prob.hard is None else prob.hard[idx],
+        candidates=candidates,
+    ))
 
 
 def _metrics(adapter, query_vecs: torch.Tensor, corpus_np: np.ndarray, relevant: list[list[int]], top_k: int) -> dict[str, np.ndarray]:
@@ -405,15 +273,17 @@ def _fit(
     prob: _Problem, rows: list[int], config: TrainConfig, lr: float, epochs: int, seed: int, dim: int,
     *, on_epoch: Callable[[int, int, torch.nn.Module, list[float]], bool | None] | None = None,
     on_step: Callable[[int, int, float, float], None] | None = None, cancel: threading.Event | None = None,
-    allow_custom_code: bool = False,
+    allow_custom_code: bool = False, shuffle_seed: int | None = None,
 ) -> tuple[torch.nn.Module, bool]:
     """Train a fresh identity-initialised adapter on ``rows`` of ``prob`` for ``epochs``.
+
+    ``seed`` seeds the initialisation and, unless ``shuffle_seed`` is given, the batch order.
 
     ``on_epoch(epoch, step, adapter, losses)`` runs after epoch 0 (the identity) and every epoch;
     returning True stops early. Returns (adapter, cancelled).
     """
     torch.manual_seed(seed)
-    rng = random.Random(seed)
+    rng = random.Random(seed if shuffle_seed is None else shuffle_seed)
     adapter = adapters_mod.build_adapter(config.adapter, dim, allow_custom_code=allow_custom_code,
                                          **config.adapter_kwargs).to(prob.corpus.device)
     opt_kwargs: dict[str, Any] = {"lr": lr}
@@ -421,7 +291,6 @@ def _fit(
         opt_kwargs["weight_decay"] = config.weight_decay
     optimizer = OPTIMIZERS[config.optimizer](adapter.parameters(), **opt_kwargs)
     warmup = int(math.ceil(len(rows) / config.batch_size) * epochs * config.warmup_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_factor(s, warmup))
     groups = [int(prob.targets[i]) for i in rows]
     step = 0
     if on_epoch and on_epoch(0, 0, adapter, []):
@@ -432,18 +301,34 @@ def _fit(
         for batch in sibling_free_batches(groups, config.batch_size, rng):
             if cancel is not None and cancel.is_set():
                 return adapter, True
+            cur_lr = get_lr(step, lr, warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = cur_lr
             loss = _loss(adapter, prob, [rows[b] for b in batch], config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step()
             step += 1
             losses.append(float(loss.detach()))
             if on_step:
-                on_step(step, epoch, losses[-1], scheduler.get_last_lr()[0])
+                on_step(step, epoch, losses[-1], cur_lr)
         if on_epoch and on_epoch(epoch, step, adapter, losses):
             break
     return adapter, False
+
+
+def _average_refits(adapter, prob: _Problem, rows: list[int], config: TrainConfig, lr: float, epochs: int, dim: int,
+                    cancel: threading.Event | None, allow_custom_code: bool) -> dict[str, torch.Tensor]:
+    """The mean of ``adapter``'s weights and those of ``config.average_refits - 1`` more refits that
+    start from the same initial weights and see the batches in other orders."""
+    states = [adapter.state_dict()]
+    for j in range(1, config.average_refits):
+        other, cancelled = _fit(prob, rows, config, lr, epochs, config.seed, dim, cancel=cancel,
+                                allow_custom_code=allow_custom_code, shuffle_seed=config.seed + 7919 * j)
+        if cancelled:
+            break
+        states.append(other.state_dict())
+    return {k: torch.stack([st[k].float() for st in states]).mean(0).to(states[0][k].dtype) for k in states[0]}
 
 
 def _score(metrics: dict[str, float], select: str, top_k: int) -> tuple[float, float]:
@@ -551,7 +436,8 @@ def train(
             ``{"type": "phase", "message"}``.
         cancel: set it to stop after the current step; the best state so far is saved.
         checkpoint_dir: checkpoints ``step_N`` go here (default ``out_dir/checkpoints``).
-        negatives: extra chunks (id -> text), e.g. every ingested chunk: negatives in training.
+        negatives: extra chunks (id -> text), e.g. every ingested chunk: negatives in training when
+            ``config.unlabelled_negatives`` is on (ignored otherwise, and recorded as such).
         target_chunks: chunk ids the adapter will be evaluated on; ``cv_design="auto"`` uses them
             to choose between the "new questions" and "new documents" validation designs.
         allow_custom_code: the user's opt-in to import ``config.adapter`` when it is an import
@@ -586,11 +472,15 @@ def train(
         train_q, val_q = list(train_dataset.queries), []
     if not train_q:
         raise TrainingError("no training questions: generate or import questions first")
+    if negatives and not config.unlabelled_negatives:
+        record({"type": "phase", "message": "negatives: the training chunks only (unlabelled_negatives is off)"})
+        negatives = None
     full = _with_negatives(train_dataset, negatives)
     record({"type": "phase", "message": f"embedding {len(full.corpus)} chunks and {len(full.queries)} questions"})
     emb = embed_dataset(full, embedder, progress=progress)
     dim = emb.query_vecs.shape[1]
     prob = _build_problem(emb, full, list(full.queries), config, device)
+    record({"type": "phase", "message": f"negatives: {prob.negatives_note()}"})
     qpos = {q: i for i, q in enumerate(emb.query_ids)}
     rows = [qpos[q] for q in train_q]
     adapters_mod.check_adapter_fits(adapters_mod.build_adapter(config.adapter, dim, allow_custom_code=allow_custom_code,
@@ -617,6 +507,11 @@ def train(
             design, reason = sel.choose_design(set(full.relevant_docs[q][0] for q in train_q), target_chunks)
         else:
             design, reason = config.cv_design, "chosen by the user"
+        if design == "questions" and len({full.relevant_docs[q][0] for q in train_q}) == len(train_q):
+            # nothing to hold out while keeping a sibling in training: the folds test new chunks
+            reason += ("; but every chunk has one training question, so each held-out question's chunk has none "
+                       "left in training and the estimate is that of new documents (conservative: it tends to "
+                       "choose fewer epochs than new questions on these chunks would bear)")
         record({"type": "phase", "message": f"{config.cv_folds}-fold cross-validation ({design})"})
         try:
             cv = cross_validate(prob, config, dim, design, reason, record=record, cancel=cancel, progress=progress,
@@ -694,6 +589,11 @@ def train(
                                              **config.adapter_kwargs).to(device)
     if state["best_state"] is not None and (config.keep_best or cancelled or selection != "holdout"):
         adapter.load_state_dict(state["best_state"])
+    if config.average_refits > 1 and cv is not None and epochs and not cancelled:
+        averaged = _average_refits(adapter, prob, rows, config, lr, epochs, dim, cancel, allow_custom_code)
+        adapter.load_state_dict(averaged)
+        record({"type": "phase", "message": f"weights averaged over {config.average_refits} refits (same start, "
+                                            "different batch orders)"})
     adapter.eval()
     best_epoch = state["best_epoch"]
     if out_dir is not None:
@@ -715,6 +615,7 @@ def train(
         n_val_queries=n_val,
         cv=cv,
         filtered_out=filtered_out,
+        negatives=prob.negatives_note(),
     )
 
 

@@ -15,7 +15,8 @@ from core.runs import (adapter_dir, delete_run, get_run, has_adapter, has_model,
 from core.tasks import job_for_run, start_finetune, start_training
 from core.carryover import offline_training_caveat
 from core.reports import cv_figure, has_curves, training_figure
-from core.training import FIELD_HELP, LOSSES, OPTIMIZERS, TrainConfig
+from core.losses import Loss
+from core.train_config import FIELD_HELP, OPTIMIZER_NAMES, SELECTIONS, TrainConfig
 from ui import state, widgets
 from ui.helpers import ACTIVE, dataset_label, history_summary, md_escape, pick_default, run_label, run_rows
 
@@ -131,14 +132,14 @@ else:
         h[1].number_input("Batch size", 1, 4096, key="hp_batch_size", help=HELP["batch_size"])
         h[2].number_input("Learning rate", min_value=1e-7, max_value=1.0, format="%.1e", step=1e-5, key="hp_lr",
                           help=HELP["lr"])
-        h[3].selectbox("Loss", list(LOSSES), key="hp_loss", help=HELP["loss"])
-        h[0].selectbox("Optimizer", list(OPTIMIZERS), key="hp_optimizer", help=HELP["optimizer"])
+        h[3].selectbox("Loss", [str(x) for x in Loss], key="hp_loss", help=HELP["loss"])
+        h[0].selectbox("Optimizer", list(OPTIMIZER_NAMES), key="hp_optimizer", help=HELP["optimizer"])
         h[1].number_input("Weight decay", 0.0, 1.0, step=0.01, format="%.3f", key="hp_weight_decay",
                           help=HELP["weight_decay"])
         h[2].number_input("Warm-up ratio", 0.0, 0.99, step=0.05, key="hp_warmup_ratio", help=HELP["warmup_ratio"])
         h[3].number_input("Temperature", 0.001, 10.0, step=0.01, format="%.3f", key="hp_temperature",
                           help=HELP["temperature"])
-        h[0].selectbox("Model selection", ["cv", "holdout", "none"], key="hp_selection", help=HELP["selection"],
+        h[0].selectbox("Model selection", list(SELECTIONS), key="hp_selection", help=HELP["selection"],
                        format_func={"cv": "Cross-validation (recommended)", "holdout": "One hold-out split",
                                     "none": "None: train all epochs"}.get)
         h[1].number_input("Folds", 2, 20, key="hp_cv_folds", help=HELP["cv_folds"])

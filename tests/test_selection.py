@@ -94,6 +94,25 @@ def test_cv_trains_and_refits_on_everything_when_there_is_signal():
     assert any(e["type"] == "selection" for e in events) and sum(e["type"] == "cv" for e in events) == 6
 
 
+def test_averaged_refits_are_the_mean_of_refits_in_other_batch_orders():
+    import torch
+
+    from core.training import _average_refits, _build_problem
+    from core.evaluation import embed_dataset
+
+    ds, emb = synthetic()
+    one = train(ds, emb, _cfg())
+    avg = train(ds, emb, _cfg(average_refits=3))
+    assert any("averaged over 3 refits" in e.get("message", "") for e in avg.history)
+    w1, w3 = one.adapter.state_dict()["linear.weight"], avg.adapter.state_dict()["linear.weight"]
+    assert not torch.allclose(w1, w3)  # the other batch orders moved the weights elsewhere
+    # the average of the same refit with itself is that refit
+    cfg = _cfg(average_refits=1)
+    prob = _build_problem(embed_dataset(ds, emb), ds, list(ds.queries), cfg, torch.device("cpu"))
+    same = _average_refits(one.adapter, prob, list(range(len(ds.queries))), cfg, 0.05, 2, DIM, None, False)
+    assert torch.equal(same["linear.weight"], w1)
+
+
 def test_cv_chooses_the_learning_rate_from_the_grid():
     ds, emb = synthetic()
     result = train(ds, emb, _cfg(lr_grid=[1e-6, 0.05]))
@@ -122,6 +141,51 @@ def test_cv_costs_at_most_ten_plain_runs_of_work():
 # ------------------------------------------------------------------------------------------------
 # negatives
 # ------------------------------------------------------------------------------------------------
+def test_large_corpora_sample_negatives_and_the_run_says_so(monkeypatch):
+    import core.training as tr
+
+    monkeypatch.setattr(tr, "SAMPLED_RANDOM", 5)
+    monkeypatch.setattr(tr, "SAMPLED_HARD", 2)
+    ds, emb = synthetic(n_chunks=20)
+    full = train(ds, emb, _cfg(selection="none", epochs=4))
+    assert full.summary()["negatives"] == "every chunk (20)"
+    seen = []
+    orig = tr._loss
+
+    def spy(adapter, prob, batch, config):
+        seen.append(prob.sampled)
+        return orig(adapter, prob, batch, config)
+
+    monkeypatch.setattr(tr, "_loss", spy)
+    res = train(ds, emb, _cfg(selection="none", epochs=4, sample_negatives_above=10))
+    assert seen and all(seen)
+    note = res.summary()["negatives"]
+    assert note.startswith("sampled: in-batch + 2 mined hard negatives per question + 5 random chunks per step")
+    assert any(e.get("message", "").startswith("negatives: sampled") for e in res.history)
+    # sampled training still learns the map
+    from core.evaluation import compare
+    from core.embedders import AdapterEmbedder
+
+    cmp = compare(ds, {"base": emb, "sampled": AdapterEmbedder(emb, res.adapter)}, baseline="base")
+    rows = {r["system"]: r for r in cmp.rows()}
+    assert rows["sampled"]["mrr@5"] > rows["base"]["mrr@5"]
+
+
+def test_mined_hard_negatives_never_include_the_positive_or_excluded_rows():
+    import torch
+
+    from core.training import _mine_hard
+
+    torch.manual_seed(0)
+    corpus = torch.nn.functional.normalize(torch.randn(30, 8), dim=-1)
+    qv = corpus[[0, 1, 2]] + 0.01
+    excluded = [torch.tensor([3, 4]), torch.tensor([], dtype=torch.long), torch.tensor([5])]
+    hard = _mine_hard(qv, corpus, [0, 1, 2], excluded, k=10, block=2)
+    assert hard.shape == (3, 10)
+    assert 0 not in hard[0].tolist() and not {3, 4} & set(hard[0].tolist())
+    assert 1 not in hard[1].tolist() and 2 not in hard[2].tolist() and 5 not in hard[2].tolist()
+
+
 def _dup_dataset():
     """Chunk n1 is a near-copy of n0: for a question about n0, n1 is a false negative."""
     v0 = np.eye(DIM)[0]
@@ -155,14 +219,26 @@ def test_hard_negatives_are_mined_from_the_base_ranking_without_false_negatives(
     assert float(_loss(torch.nn.Identity(), prob, [0, 1], TrainConfig(device="cpu", loss="in_batch"))) >= 0
 
 
-def test_every_ingested_chunk_becomes_a_negative():
+def test_every_ingested_chunk_becomes_a_negative_when_asked():
     ds, emb = synthetic(n_chunks=20)
     emb.vectors["extra text"] = np.eye(DIM)[0]
     seen = []
     orig = emb.embed_texts
     emb.embed_texts = lambda texts, progress=None: (seen.extend(texts), orig(texts))[1]
-    train(ds, emb, _cfg(selection="none", epochs=1), negatives={"x1": "extra text", "n0": "chunk 0"})
+    train(ds, emb, _cfg(selection="none", epochs=1, unlabelled_negatives=True),
+          negatives={"x1": "extra text", "n0": "chunk 0"})
     assert "extra text" in seen and seen.count("chunk 0") == 1
+
+
+def test_unlabelled_chunks_are_not_negatives_by_default():
+    ds, emb = synthetic(n_chunks=20)
+    emb.vectors["extra text"] = np.eye(DIM)[0]
+    seen = []
+    orig = emb.embed_texts
+    emb.embed_texts = lambda texts, progress=None: (seen.extend(texts), orig(texts))[1]
+    res = train(ds, emb, _cfg(selection="none", epochs=1), negatives={"x1": "extra text"})
+    assert "extra text" not in seen
+    assert any("training chunks only" in e.get("message", "") for e in res.history if e["type"] == "phase")
 
 
 @pytest.mark.parametrize("bad", [dict(selection="bogus"), dict(cv_folds=1), dict(cv_design="x"), dict(lr_grid=[0.0]),
