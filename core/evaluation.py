@@ -64,28 +64,81 @@ class RankResult:
         return {k: float(v.mean()) if len(v) else float("nan") for k, v in self.per_query.items()}
 
 
+DEFAULT_RANK_MEMORY = 1 << 30  # bytes of working memory rank_embeddings may use beyond its inputs
+CORPUS_CHUNK_BYTES = 64 << 20  # corpus rows normalised at a time when the whole copy does not fit
+
+
+def _row_norms(x: np.ndarray, rows: int = 65536) -> np.ndarray:
+    """``np.linalg.norm(x, axis=1, keepdims=True)`` computed in row chunks (no full-size temporary)."""
+    out = np.empty((x.shape[0], 1), dtype=np.float32)
+    for a in range(0, x.shape[0], rows):
+        out[a : a + rows] = np.linalg.norm(x[a : a + rows], axis=1, keepdims=True)
+    return np.maximum(out, 1e-12)
+
+
+def _relevant_matrix(relevant: Sequence[Sequence[int]], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unique relevant indices per query, padded into an (n, R) matrix, and the count per query."""
+    uniq = [np.unique(np.asarray(relevant[i], dtype=np.int64)) for i in range(n)]
+    counts = np.array([u.size for u in uniq], dtype=np.int64)
+    width = max(1, int(counts.max()) if n else 1)
+    mat = np.zeros((n, width), dtype=np.int64)
+    for i, u in enumerate(uniq):
+        mat[i, : u.size] = u
+    return mat, counts
+
+
+def rank_block_size(n_corpus: int, memory_bytes: int = DEFAULT_RANK_MEMORY) -> int:
+    """Queries per block so that a block's scores (float32) and its comparison masks fit ``memory_bytes``."""
+    per_query = max(1, n_corpus) * 6  # 4 bytes of score + 1 byte of mask, plus slack
+    return int(max(1, min(4096, memory_bytes // per_query)))
+
+
 def rank_embeddings(
     query_vecs: np.ndarray,
     corpus_vecs: np.ndarray,
     relevant: Sequence[Sequence[int]],
     top_k: int = 5,
     keep: int | None = None,
-    block: int = 1024,
+    block: int | None = None,
+    memory_bytes: int = DEFAULT_RANK_MEMORY,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Metrics from vectors. ``relevant[i]`` holds the corpus indices relevant to query ``i``.
 
     Returns (first relevant rank per query, per-query metric arrays, top indices, top scores).
     Ranks are pessimistic, so ties never flatter a system: a non-relevant chunk scoring the same
     as a relevant one counts as ranked above it, and relevant chunks take distinct ranks.
+
+    Memory stays bounded whatever the corpus size: queries go in blocks whose score matrix fits
+    ``memory_bytes`` (``block`` overrides the size), the corpus is normalised chunk by chunk
+    (never copied whole), and the product, the top-k and the rank counts run in torch on all
+    cores. Beyond the inputs, peak memory is about ``memory_bytes`` plus the outputs.
+
+    Given the same scores, the results are those of the first release's per-row loop (kept as a
+    reference in the tests). The scores themselves come from torch's matrix product, which may
+    differ from numpy's in the last bit, so chunks whose cosines agree to ~1e-7 without being
+    equal may swap places; exact ties (duplicate chunks) stay ties.
     """
+    import torch
+
     if top_k < 1:
         raise ValueError("top_k must be >= 1")
     q = _normalize(query_vecs)
-    c = _normalize(corpus_vecs)
-    if q.shape[1] != c.shape[1]:
-        raise ValueError(f"query vectors are {q.shape[1]}-d but corpus vectors are {c.shape[1]}-d")
+    c = np.asarray(corpus_vecs)
+    if c.dtype != np.float32:
+        c = c.astype(np.float32)
+    if c.ndim != 2 or q.shape[1] != c.shape[1]:
+        raise ValueError(f"query vectors are {q.shape[1]}-d but corpus vectors are {c.shape[-1]}-d")
     n, m = q.shape[0], c.shape[0]
     keep = min(max(keep or 0, top_k, NDCG_K), m)
+    c_norm = _row_norms(c)
+    block = int(block or rank_block_size(m, memory_bytes))
+    # Normalise the corpus once when that copy fits the budget; otherwise chunk by chunk per block.
+    # Either way each row is divided by the same norm as _normalize would, so scores are identical.
+    whole = m * c.shape[1] * 4 <= memory_bytes // 2
+    c_chunk = max(1, min(m, CORPUS_CHUNK_BYTES // max(1, c.shape[1] * 4)))
+    ct_full = torch.from_numpy(c) / torch.from_numpy(c_norm) if whole else None
+    rel_mat, rel_count = _relevant_matrix(relevant, n)
+    width = rel_mat.shape[1]
     first = np.full(n, np.inf)
     hit = np.zeros(n)
     mrr = np.zeros(n)
@@ -93,34 +146,57 @@ def rank_embeddings(
     recall = np.zeros(n)
     top_idx = np.zeros((n, keep), dtype=np.int64)
     top_sc = np.zeros((n, keep), dtype=np.float32)
-    for start in range(0, n, block):
-        s = q[start : start + block] @ c.T
-        part = np.argpartition(-s, keep - 1, axis=1)[:, :keep]
-        ps = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-ps, axis=1, kind="stable")
-        top_idx[start : start + len(s)] = np.take_along_axis(part, order, axis=1)
-        top_sc[start : start + len(s)] = np.take_along_axis(ps, order, axis=1)
-        for r in range(len(s)):
-            i = start + r
-            rel = np.asarray(relevant[i], dtype=np.int64)
-            if rel.size == 0:
+    idcg_table = np.array([sum(1.0 / math.log2(j + 2) for j in range(min(r, NDCG_K))) for r in range(width + 1)])
+    gain = np.array([0.0] + [1.0 / math.log2(r + 1) for r in range(1, NDCG_K + 1)])
+    places = torch.arange(1, width + 1, dtype=torch.int64)
+    with torch.no_grad():
+        for start in range(0, n, block):
+            qb = torch.from_numpy(q[start : start + block])
+            b = qb.shape[0]
+            if ct_full is not None:
+                s = qb @ ct_full.T
+            else:
+                s = torch.empty((b, m), dtype=torch.float32)
+                for a in range(0, m, c_chunk):
+                    cn = torch.from_numpy(c[a : a + c_chunk]) / torch.from_numpy(c_norm[a : a + c_chunk])
+                    torch.mm(qb, cn.T, out=s[:, a : a + cn.shape[0]])
+            ts, ti = torch.topk(s, keep, dim=1, largest=True, sorted=True)
+            top_idx[start : start + b] = ti.numpy()
+            top_sc[start : start + b] = ts.numpy()
+            cnt = torch.from_numpy(rel_count[start : start + b])
+            if not bool((cnt > 0).any()):
                 continue
+            valid = places[None, :] <= cnt[:, None]  # (b, width): which padded slots are real
+            rs = torch.gather(s, 1, torch.from_numpy(rel_mat[start : start + b]))
+            rs = torch.where(valid, rs, torch.tensor(float("-inf")))
+            rs, _ = torch.sort(rs, dim=1, descending=True)  # padding (-inf) sorts last
             # Pessimistic ranks: a non-relevant chunk scoring the same as a relevant one is put
             # ahead of it, and relevant chunks take distinct ranks (so nDCG never exceeds 1).
-            rel = np.unique(rel)
-            rel_scores = np.sort(s[r, rel])[::-1]
-            at_least = (s[r][None, :] >= rel_scores[:, None]).sum(axis=1)
-            rel_at_least = (rel_scores[None, :] >= rel_scores[:, None]).sum(axis=1)
-            ranks = (at_least - rel_at_least) + np.arange(1, rel.size + 1)  # non-relevant >= it, + its place
-            best = int(ranks.min())
-            first[i] = best
-            if best <= top_k:
-                hit[i] = 1.0
-                mrr[i] = 1.0 / best
-            recall[i] = float((ranks <= top_k).sum()) / rel.size
-            dcg = float(sum(1.0 / math.log2(rk + 1) for rk in ranks if rk <= NDCG_K))
-            idcg = float(sum(1.0 / math.log2(j + 2) for j in range(min(rel.size, NDCG_K))))
-            ndcg[i] = dcg / idcg if idcg else 0.0
+            at_least = torch.zeros((b, width), dtype=torch.int64)
+            sub = max(1, (64 << 20) // max(1, m))  # rows per comparison mask (about 64 MB)
+            for r0 in range(0, b, sub):
+                rows = s[r0 : r0 + sub]
+                for j in range(width):
+                    at_least[r0 : r0 + sub, j] = (rows >= rs[r0 : r0 + sub, j : j + 1]).sum(dim=1)
+            rel_at_least = ((rs[:, None, :] >= rs[:, :, None]) & valid[:, None, :]).sum(dim=2)
+            ranks = (at_least - rel_at_least + places[None, :]).numpy()
+            v = valid.numpy()
+            cn_ = rel_count[start : start + b]
+            has = cn_ > 0
+            big = np.iinfo(np.int64).max
+            best = np.where(v, ranks, big).min(axis=1)
+            sl = slice(start, start + b)
+            first[sl] = np.where(has, best, np.inf)
+            got = has & (best <= top_k)
+            hit[sl] = np.where(got, 1.0, 0.0)
+            mrr[sl] = np.where(got, 1.0 / np.where(got, best, 1), 0.0)
+            recall[sl] = np.where(has, (v & (ranks <= top_k)).sum(axis=1) / np.maximum(cn_, 1), 0.0)
+            dcg = np.zeros(b)
+            for j in range(width):  # column by column: the same summation order as a per-query sum
+                use = v[:, j] & (ranks[:, j] <= NDCG_K)
+                dcg += np.where(use, gain[np.clip(ranks[:, j], 0, NDCG_K)], 0.0)
+            idcg = idcg_table[cn_]
+            ndcg[sl] = np.where(has & (idcg > 0), dcg / np.where(idcg > 0, idcg, 1.0), 0.0)
     per_query = {f"hit@{top_k}": hit, f"mrr@{top_k}": mrr, f"ndcg@{NDCG_K}": ndcg, f"recall@{top_k}": recall}
     return first, per_query, top_idx, top_sc
 
