@@ -65,7 +65,7 @@ class RankResult:
 
 
 DEFAULT_RANK_MEMORY = 1 << 30  # bytes of working memory rank_embeddings may use beyond its inputs
-CORPUS_CHUNK_BYTES = 64 << 20  # corpus rows normalised at a time when the whole copy does not fit
+CORPUS_COPY_BYTES = 256 << 20  # up to this size the corpus is normalised once (a copy), as before
 
 
 def _row_norms(x: np.ndarray, rows: int = 65536) -> np.ndarray:
@@ -88,9 +88,8 @@ def _relevant_matrix(relevant: Sequence[Sequence[int]], n: int) -> tuple[np.ndar
 
 
 def rank_block_size(n_corpus: int, memory_bytes: int = DEFAULT_RANK_MEMORY) -> int:
-    """Queries per block so that a block's scores (float32) and its comparison masks fit ``memory_bytes``."""
-    per_query = max(1, n_corpus) * 6  # 4 bytes of score + 1 byte of mask, plus slack
-    return int(max(1, min(4096, memory_bytes // per_query)))
+    """Queries per block so that a block's float32 scores fit ``memory_bytes``."""
+    return int(max(1, min(4096, memory_bytes // (max(1, n_corpus) * 4))))
 
 
 def rank_embeddings(
@@ -109,14 +108,17 @@ def rank_embeddings(
     as a relevant one counts as ranked above it, and relevant chunks take distinct ranks.
 
     Memory stays bounded whatever the corpus size: queries go in blocks whose score matrix fits
-    ``memory_bytes`` (``block`` overrides the size), the corpus is normalised chunk by chunk
-    (never copied whole), and the product, the top-k and the rank counts run in torch on all
-    cores. Beyond the inputs, peak memory is about ``memory_bytes`` plus the outputs.
+    ``memory_bytes`` (``block`` overrides the size); a corpus above ``CORPUS_COPY_BYTES`` is never
+    copied (the product is divided by its norms instead of normalising it first); the product and
+    the top-k run in torch on all cores; the relevant chunks' ranks are read off the top-k, and
+    counted over the whole row only where they can change a metric or the reported first rank.
+    Beyond the inputs, peak memory is about ``memory_bytes`` plus ~0.2 GB and the outputs.
 
     Given the same scores, the results are those of the first release's per-row loop (kept as a
-    reference in the tests). The scores themselves come from torch's matrix product, which may
-    differ from numpy's in the last bit, so chunks whose cosines agree to ~1e-7 without being
-    equal may swap places; exact ties (duplicate chunks) stay ties.
+    reference in the tests). The scores themselves come from torch's matrix product (and, for a
+    large corpus, a division by the norms after it), which may differ from numpy's in the last
+    bit, so chunks whose cosines agree to ~1e-7 without being equal may swap places; exact ties
+    (duplicate chunks) stay ties.
     """
     import torch
 
@@ -130,13 +132,19 @@ def rank_embeddings(
         raise ValueError(f"query vectors are {q.shape[1]}-d but corpus vectors are {c.shape[-1]}-d")
     n, m = q.shape[0], c.shape[0]
     keep = min(max(keep or 0, top_k, NDCG_K), m)
-    c_norm = _row_norms(c)
     block = int(block or rank_block_size(m, memory_bytes))
-    # Normalise the corpus once when that copy fits the budget; otherwise chunk by chunk per block.
-    # Either way each row is divided by the same norm as _normalize would, so scores are identical.
-    whole = m * c.shape[1] * 4 <= memory_bytes // 2
-    c_chunk = max(1, min(m, CORPUS_CHUNK_BYTES // max(1, c.shape[1] * 4)))
-    ct_full = torch.from_numpy(c) / torch.from_numpy(c_norm) if whole else None
+    # A corpus whose normalised copy is small is normalised once, exactly as the first release did.
+    # A large one is never copied: each block's product is divided by the chunk norms instead.
+    whole = m * c.shape[1] * 4 <= min(memory_bytes // 4, CORPUS_COPY_BYTES)
+    if whole:
+        ct = torch.from_numpy(c) / torch.from_numpy(_row_norms(c))
+        inv = None
+    else:
+        ct = torch.from_numpy(c)
+        inv = torch.empty((1, m), dtype=torch.float32)
+        for a in range(0, m, 65536):
+            inv[0, a : a + 65536] = torch.linalg.vector_norm(ct[a : a + 65536], dim=1).clamp_min_(1e-12)
+    top_rows = max(1, (64 << 20) // max(1, m * 4))  # rows per top-k call (its temporaries stay small)
     rel_mat, rel_count = _relevant_matrix(relevant, n)
     width = rel_mat.shape[1]
     first = np.full(n, np.inf)
@@ -149,18 +157,19 @@ def rank_embeddings(
     idcg_table = np.array([sum(1.0 / math.log2(j + 2) for j in range(min(r, NDCG_K))) for r in range(width + 1)])
     gain = np.array([0.0] + [1.0 / math.log2(r + 1) for r in range(1, NDCG_K + 1)])
     places = torch.arange(1, width + 1, dtype=torch.int64)
+    limit = max(top_k, NDCG_K)  # ranks beyond this only matter for the best relevant chunk
     with torch.no_grad():
         for start in range(0, n, block):
             qb = torch.from_numpy(q[start : start + block])
             b = qb.shape[0]
-            if ct_full is not None:
-                s = qb @ ct_full.T
-            else:
-                s = torch.empty((b, m), dtype=torch.float32)
-                for a in range(0, m, c_chunk):
-                    cn = torch.from_numpy(c[a : a + c_chunk]) / torch.from_numpy(c_norm[a : a + c_chunk])
-                    torch.mm(qb, cn.T, out=s[:, a : a + cn.shape[0]])
-            ts, ti = torch.topk(s, keep, dim=1, largest=True, sorted=True)
+            s = torch.mm(qb, ct.T)
+            if inv is not None:
+                s.div_(inv)
+            ts = torch.empty((b, keep), dtype=torch.float32)
+            ti = torch.empty((b, keep), dtype=torch.int64)
+            for r0 in range(0, b, top_rows):
+                torch.topk(s[r0 : r0 + top_rows], keep, dim=1, largest=True, sorted=True,
+                           out=(ts[r0 : r0 + top_rows], ti[r0 : r0 + top_rows]))
             top_idx[start : start + b] = ti.numpy()
             top_sc[start : start + b] = ts.numpy()
             cnt = torch.from_numpy(rel_count[start : start + b])
@@ -172,14 +181,32 @@ def rank_embeddings(
             rs, _ = torch.sort(rs, dim=1, descending=True)  # padding (-inf) sorts last
             # Pessimistic ranks: a non-relevant chunk scoring the same as a relevant one is put
             # ahead of it, and relevant chunks take distinct ranks (so nDCG never exceeds 1).
-            at_least = torch.zeros((b, width), dtype=torch.int64)
-            sub = max(1, (64 << 20) // max(1, m))  # rows per comparison mask (about 64 MB)
-            for r0 in range(0, b, sub):
-                rows = s[r0 : r0 + sub]
-                for j in range(width):
-                    at_least[r0 : r0 + sub, j] = (rows >= rs[r0 : r0 + sub, j : j + 1]).sum(dim=1)
+            # How many chunks score at least each relevant score: read off the top `keep` when the
+            # relevant score is above the keep-th best (then every chunk at least as good is in
+            # it); otherwise count over the whole row, but only where it can matter: the best
+            # relevant chunk (its rank is reported) and any other whose rank could still be <= L.
+            at_least = (ts[:, None, :] >= rs[:, :, None]).sum(dim=2)
+            exact = rs > ts[:, keep - 1 : keep]
+            rel_idx = torch.from_numpy(rel_mat[start : start + b])
+            rel_in_top = ((ti[:, :, None] == rel_idx[:, None, :]) & valid[:, None, :]).any(dim=2).sum(dim=1)
+            lower = (keep - rel_in_top)[:, None] + places[None, :]  # a bound on the rank when not exact
+            need = valid & ~exact & ((places == 1)[None, :] | (lower <= limit))
+            skip = (valid & ~exact & ~need).numpy()
+            if bool(need.any()):
+                # numpy's count_nonzero over a comparison is ~10x quicker than torch's bool sum here
+                sn, rn, nn = s.numpy(), rs.numpy(), need.numpy()
+                cnt_np = at_least.numpy()
+                sub = max(1, (64 << 20) // max(1, m))  # rows per comparison mask (about 64 MB)
+                for j in np.flatnonzero(nn.any(axis=0)):
+                    rows = np.flatnonzero(nn[:, j])
+                    for r0 in range(0, rows.size, sub):
+                        rr = rows[r0 : r0 + sub]
+                        contiguous = rr[-1] - rr[0] + 1 == rr.size
+                        part = sn[rr[0] : rr[-1] + 1] if contiguous else sn[rr]
+                        cnt_np[rr, j] = np.count_nonzero(part >= rn[rr, j, None], axis=1)
             rel_at_least = ((rs[:, None, :] >= rs[:, :, None]) & valid[:, None, :]).sum(dim=2)
             ranks = (at_least - rel_at_least + places[None, :]).numpy()
+            ranks[skip] = np.iinfo(np.int64).max // 2  # beyond every cut-off and the best rank; never read
             v = valid.numpy()
             cn_ = rel_count[start : start + b]
             has = cn_ > 0

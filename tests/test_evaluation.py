@@ -396,8 +396,8 @@ def _tied_problem(seed: int, n_corpus: int = 400, n_queries: int = 120, dim: int
 def test_bounded_ranking_matches_the_reference_implementation(seed, kwargs, monkeypatch):
     import core.evaluation
 
-    # a small budget normalises the corpus chunk by chunk (several chunks) in blocks of 16 queries
-    monkeypatch.setattr(core.evaluation, "CORPUS_CHUNK_BYTES", 64 * 16 * 4)
+    # a small budget: blocks of 25 queries, and the corpus is divided by its norms, not copied
+    monkeypatch.setattr(core.evaluation, "CORPUS_COPY_BYTES", 64 * 16 * 4)
     queries, corpus, relevant = _tied_problem(seed)
     for top_k in (1, 5, 12):
         ref = _reference_rank_embeddings(queries, corpus, relevant, top_k=top_k)
@@ -418,5 +418,20 @@ def test_bounded_ranking_block_size_follows_the_memory_budget():
     from core.evaluation import rank_block_size
 
     assert rank_block_size(1_000_000, 1 << 30) < rank_block_size(100_000, 1 << 30)
-    assert rank_block_size(1_000_000, 1 << 30) * 1_000_000 * 5 <= 1 << 30
+    assert rank_block_size(1_000_000, 1 << 30) * 1_000_000 * 4 <= 1 << 30
     assert rank_block_size(10, 1) == 1
+
+
+def test_bounded_ranking_many_relevant_chunks_tied_at_the_top_k_boundary():
+    # 12 identical relevant chunks fill (and overflow) the kept top 10, plus non-relevant twins:
+    # ranks at the boundary must come from full counts, not from the top-k alone
+    rng = np.random.default_rng(5)
+    corpus = rng.normal(size=(60, 8)).astype(np.float32)
+    corpus[:15] = corpus[0]
+    queries = np.stack([corpus[0], corpus[0] + 0.01, rng.normal(size=8).astype(np.float32)])
+    relevant = [list(range(12)), list(range(3, 14)) + [40], [0, 1, 2, 50]]
+    for top_k in (1, 5, 10, 12):
+        ref = _reference_rank_embeddings(queries, corpus, relevant, top_k=top_k)
+        got = rank_embeddings(queries, corpus, relevant, top_k=top_k)
+        assert np.array_equal(got[0], ref[0])
+        assert all(np.array_equal(got[1][k], ref[1][k]) for k in ref[1])
