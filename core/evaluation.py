@@ -145,6 +145,7 @@ def rank_embeddings(
         for a in range(0, m, 65536):
             inv[0, a : a + 65536] = torch.linalg.vector_norm(ct[a : a + 65536], dim=1).clamp_min_(1e-12)
     top_rows = max(1, (64 << 20) // max(1, m * 4))  # rows per top-k call (its temporaries stay small)
+    scores = torch.empty((min(block, n), m), dtype=torch.float32)
     rel_mat, rel_count = _relevant_matrix(relevant, n)
     width = rel_mat.shape[1]
     first = np.full(n, np.inf)
@@ -162,7 +163,7 @@ def rank_embeddings(
         for start in range(0, n, block):
             qb = torch.from_numpy(q[start : start + block])
             b = qb.shape[0]
-            s = torch.mm(qb, ct.T)
+            s = torch.mm(qb, ct.T, out=scores[:b])  # one buffer for every block: never two alive
             if inv is not None:
                 s.div_(inv)
             ts = torch.empty((b, keep), dtype=torch.float32)
