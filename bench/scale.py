@@ -216,7 +216,7 @@ def child_engine(engine: str, texts_file: str, folder: str) -> dict:
 
 def _run_child(*args: str, timeout: float = 3600) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False,
                           timeout=timeout, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{proc.stderr[-3000:]}")
@@ -314,7 +314,9 @@ def main() -> None:
     ap.add_argument("--cache-before", default="100000,1000000")
     ap.add_argument("--texts", type=int, default=400, help="texts for the engine comparison")
     a = ap.parse_args()
-    ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+    def ints(s: str) -> list[int]:
+        return [int(x) for x in s.split(",") if x]
+
     if a.only in (None, "rank"):
         bench_rank(ints(a.sizes), set(ints(a.before)))
     if a.only in (None, "cache"):

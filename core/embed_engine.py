@@ -26,13 +26,20 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from .embedders import CachedEmbedder, EmbedderError, EmbeddingCache, resolve_embedder, text_key
+from .embedders import (
+    CachedEmbedder,
+    EmbedderError,
+    EmbeddingCache,
+    resolve_embedder,
+    text_key,
+)
 
 Progress = Callable[[int, int, str], None]
 ENGINES = ("local", "ray")
@@ -145,7 +152,7 @@ class EmbedActor:
 def _import_ray():
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError as exc:
         raise EmbedderError(RAY_HINT) from exc
     return ray
@@ -166,7 +173,7 @@ def _ray_init(ray, address: str | None) -> bool:
         root = str(Path(core_dir).parent)
         path = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
         cpus = os.cpu_count() or 1
-        ray.init(num_cpus=cpus, object_store_memory=int(os.environ.get("ADAPTERLAB_RAY_OBJECT_STORE", 256 << 20)),
+        ray.init(num_cpus=cpus, object_store_memory=int(os.environ.get("ADAPTERLAB_RAY_OBJECT_STORE", str(256 << 20))),
                  runtime_env={"env_vars": {"PYTHONPATH": path, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}},
                  **kwargs)
     return True

@@ -466,6 +466,7 @@ from .api_embedder import (  # noqa: E402
     DEFAULT_API_CONCURRENCY,
     DEFAULT_API_TIMEOUT,
     POOLED_SUFFIX,
+    EmbeddingCancelled,
     OpenAIEmbedder,
     UnusableAnswer,
     check_api_options,
@@ -475,7 +476,7 @@ from .api_embedder import (  # noqa: E402
 
 __all__ = [
     "AdapterEmbedder", "CachedEmbedder", "DEFAULT_API_BATCH_SIZE", "DEFAULT_API_CONCURRENCY", "DEFAULT_API_TIMEOUT",
-    "DEFAULT_EMBEDDER", "Embedder", "EmbedderError", "EmbeddingCache", "OpenAIEmbedder", "POOLED_SUFFIX",
+    "DEFAULT_EMBEDDER", "Embedder", "EmbedderError", "EmbeddingCache", "EmbeddingCancelled", "OpenAIEmbedder", "POOLED_SUFFIX",
     "SentenceTransformerEmbedder", "UnusableAnswer", "check_api_options", "describe_json", "parse_embedding",
     "resolve_embedder",
 ]

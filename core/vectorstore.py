@@ -36,9 +36,9 @@ import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Iterable, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 

@@ -8,8 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.embedders import OpenAIEmbedder  # (imports core.api_embedder in the right order)
-from core.api_embedder import EmbeddingCancelled
+from core.embedders import EmbeddingCancelled, OpenAIEmbedder
 from core.llm import ChatClient, LLMSettings
 from core.retry import RetryPolicy, retry_after
 
