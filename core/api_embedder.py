@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 import re
 import threading
 import time
@@ -29,6 +28,7 @@ import numpy as np
 
 from .embedders import EmbedderError, Progress, _as_f32, format_rate
 from .keys import ENV_KEY, environment_base_url, key_for, scrub
+from .retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ POOLED_SUFFIX = "|pooled=mean"  # identity mark of vectors AdapterLab averaged f
 
 class UnusableAnswer(EmbedderError):
     """A 200 answer that holds no usable vectors (wrong shape, NaN, bad base64): never retried."""
+
+
+class EmbeddingCancelled(EmbedderError):
+    """The caller's cancel token was set while embedding through the API."""
 
 
 class _BatchTimedOut(Exception):
@@ -141,8 +145,11 @@ class OpenAIEmbedder:
         batch_size: texts per request (at most). timeout: seconds to wait for one answer.
         concurrency: requests in flight at once (1 suits a local server, which works on one
             request at a time anyway). None of these changes the vectors, so none is in the identity.
-        max_retries / backoff: retries on 429, 5xx, timeouts and connection errors (exponential
+        max_retries / backoff: retries on 429, 5xx, timeouts and connection errors, by the
+            retry policy shared with the chat client (:class:`core.retry.RetryPolicy`: exponential
             backoff with jitter, honouring ``Retry-After``).
+        cancel: a ``threading.Event`` (settable later as ``.cancel``): once set, a retry wait ends
+            at once, no new request starts, and :class:`EmbeddingCancelled` is raised.
     """
 
     max_seq_length = 8191
@@ -158,6 +165,7 @@ class OpenAIEmbedder:
         backoff: float = 1.0,
         dimension: int | None = None,
         concurrency: int = DEFAULT_API_CONCURRENCY,
+        cancel=None,
     ):
         check_api_options(timeout=timeout, batch_size=batch_size, concurrency=concurrency)
         self.model_name = model
@@ -177,6 +185,18 @@ class OpenAIEmbedder:
         self._encoding: str | None = None  # None: the client's default (base64); "float" if base64 is refused
         self._lock = threading.Lock()
         self._client = None
+        self.cancel = cancel  # a threading.Event (or anything with is_set()): stops waits and new requests
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy shared with the chat client, with this embedder's settings."""
+        return RetryPolicy(max_retries=self.max_retries, backoff=self.backoff, max_backoff=60.0)
+
+    def _check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise EmbeddingCancelled(
+                f"Embedding via {self._where()} was cancelled; texts already embedded are cached."
+            )
 
     def __repr__(self) -> str:
         return f"OpenAIEmbedder(model={self.model_name!r}, base_url={self.base_url!r})"
@@ -355,6 +375,7 @@ class OpenAIEmbedder:
         attempts = 0
         timeout = self.timeout
         while attempts <= self.max_retries:
+            self._check_cancel()
             attempts += 1
             try:
                 extra = {"encoding_format": self._encoding} if self._encoding else {}
@@ -403,14 +424,11 @@ class OpenAIEmbedder:
                         f"{detail}.{hint}"
                     ) from None
             if attempts <= self.max_retries:
-                wait = self.backoff * (2 ** (attempts - 1)) * (0.5 + random.random())
-                headers = getattr(getattr(last, "response", None), "headers", None) or {}
-                try:
-                    wait = max(wait, float(headers.get("retry-after", 0) or 0))
-                except ValueError:
-                    pass
+                wait = self.retry_policy.delay(attempts - 1, last)
                 log.warning("embeddings %s: %s; retry %d in %.1fs", self.model_name, type(last).__name__, attempts, wait)
-                time.sleep(min(wait, 60.0))
+                if self.retry_policy.sleep(wait, self.cancel):
+                    break
+        self._check_cancel()
         if isinstance(last, openai.APITimeoutError):
             raise EmbedderError(
                 f"The embeddings endpoint for {self._where()} gave no answer, even for a single text, in "
@@ -496,6 +514,7 @@ class OpenAIEmbedder:
         if self.concurrency <= 1:
             pos = 0
             while pos < n:
+                self._check_cancel()
                 part = texts[pos : pos + self._next_size(texts, pos)]
                 out[pos] = self._embed_batch(part)
                 pos += len(part)
@@ -509,6 +528,7 @@ class OpenAIEmbedder:
             stop = threading.Event()
 
             def take():
+                self._check_cancel()
                 with self._lock:
                     if stop.is_set() or cursor[0] >= n:
                         return None

@@ -438,6 +438,37 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_embed(args) -> int:
+    from .datasets import QADataset
+    from .documents import list_chunks
+    from .embed_engine import collect_texts, embed_to_cache
+
+    ws = _workspace(args)
+    if not args.dataset and args.documents is None:
+        raise CLIError("say what to embed: --dataset FILE (its chunks and questions) and/or --documents [NAME ...]")
+    chunks: list[str] = []
+    if args.documents is not None:
+        ids = _select_docs(ws, args.documents) if args.documents else None
+        rows = list_chunks(ws) if ids is None else [r for d in ids for r in list_chunks(ws, doc_id=d)]
+        if not rows:
+            raise CLIError("no ingested chunks to embed (run ingest first, or name a --dataset)")
+        chunks = [r["text"] for r in rows]
+    passages, queries = list(chunks), []
+    for path in args.dataset or []:
+        p, q = collect_texts(QADataset.load(path))
+        passages += p
+        queries += q
+    bar = _Bar(not args.json, f"embed ({args.engine})")
+    report = embed_to_cache(ws, args.embedder, passages, queries, engine=args.engine, ray_address=args.ray_address,
+                            actors=args.actors, batch_size=args.batch_size, embedder_options=_embedder_options(args),
+                            progress=bar)
+    bar.close()
+    row = report.to_dict()
+    _emit(args, row, format_table([{k: row[k] for k in ("engine", "identity", "texts", "cached", "embedded",
+                                                        "seconds", "texts_per_second", "actors")}]))
+    return 0
+
+
 def cmd_import_queries(args) -> int:
     from .embedders import resolve_embedder
     from .real_queries import import_real_queries, save_real_queries
@@ -645,6 +676,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "the default) or 'chunks' (also every question about a trained chunk)")
     s.add_argument("--report", help="also write the stakeholder HTML report to this file")
     s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("embed", parents=[common, emb],
+                       help="fill the workspace's embedding cache ahead of train/evaluate (locally or on Ray)")
+    s.add_argument("--dataset", nargs="+", metavar="FILE", help="LlamaIndex dataset JSON: its chunks and its questions")
+    s.add_argument("--documents", nargs="*", metavar="NAME",
+                   help="ingested documents' chunks (file name or id prefix; none named: every document)")
+    s.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process; ray: Ray Data actors, one model each (pip install -r requirements-scale.txt)")
+    s.add_argument("--ray-address", metavar="ADDR",
+                   help="a Ray cluster (ray://HOST:10001 or HOST:6379); default: a local Ray on this machine")
+    s.add_argument("--actors", type=int, metavar="N", help="Ray actors (default: one per GPU, else a quarter of the CPUs)")
+    s.add_argument("--batch-size", type=int, default=256, metavar="N", help="texts per Ray batch (default 256)")
+    s.set_defaults(fn=cmd_embed)
 
     s = sub.add_parser("import-queries", parents=[common, emb],
                        help="turn a CSV of real queries (query + relevant_text or page) into an evaluation set")

@@ -13,7 +13,7 @@ Implementations:
   ``/embeddings`` endpoint through the ``openai`` client: batched, bounded concurrency, retries
   on transient failures only, requests sized for slow servers, per-token answers mean-pooled
   (and marked in the identity), any other unusable answer a clear :class:`UnusableAnswer` at once.
-* :class:`CachedEmbedder`: wraps any embedder with :class:`EmbeddingCache` (SQLite in the
+* :class:`CachedEmbedder`: wraps any embedder with :class:`EmbeddingCache` (:mod:`core.vectorstore`: SQLite index + float32 shards in the
   workspace, keyed by identity, role and text hash).
 * :class:`AdapterEmbedder`: applies a trained adapter to query embeddings (passages unchanged,
   so an existing index needs no re-indexing).
@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -242,56 +241,8 @@ def text_key(role: str, text: str) -> bytes:
     return hashlib.sha256(f"{role}\x00{text}".encode("utf-8")).digest()
 
 
-class EmbeddingCache:
-    """Vectors by (embedder identity, role, sha256 of text) in an SQLite file.
-
-    Vectors are stored as raw float32 bytes (read back with ``np.frombuffer``: nothing is ever
-    unpickled). Safe for several threads and processes (WAL, busy timeout, per-call connections).
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = str(path)
-        with self._connect() as con:
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS vectors (model TEXT NOT NULL, key BLOB NOT NULL, "
-                "dim INTEGER NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (model, key)) WITHOUT ROWID"
-            )
-
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=30.0)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
-        return con
-
-    def get_many(self, model: str, keys: list[bytes]) -> dict[bytes, np.ndarray]:
-        found: dict[bytes, np.ndarray] = {}
-        con = self._connect()
-        try:
-            for start in range(0, len(keys), 500):
-                part = keys[start : start + 500]
-                marks = ",".join("?" * len(part))
-                for key, dim, vec in con.execute(
-                    f"SELECT key, dim, vec FROM vectors WHERE model=? AND key IN ({marks})", (model, *part)
-                ):
-                    found[bytes(key)] = np.frombuffer(vec, dtype=np.float32, count=dim)
-        finally:
-            con.close()
-        return found
-
-    def put_many(self, model: str, items: list[tuple[bytes, np.ndarray]]) -> None:
-        if not items:
-            return
-        with self._connect() as con:
-            con.executemany(
-                "INSERT OR REPLACE INTO vectors(model, key, dim, vec) VALUES (?, ?, ?, ?)",
-                [(model, k, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes()) for k, v in items],
-            )
-
-    def count(self, model: str | None = None) -> int:
-        with self._connect() as con:
-            if model is None:
-                return con.execute("SELECT COUNT(*) FROM vectors").fetchone()[0]
-            return con.execute("SELECT COUNT(*) FROM vectors WHERE model=?", (model,)).fetchone()[0]
+# EmbeddingCache (the SQLite index + float32 shards) lives in core.vectorstore; re-exported here.
+from .vectorstore import EmbeddingCache  # noqa: E402
 
 
 @dataclass
@@ -337,16 +288,25 @@ class CachedEmbedder:
     def _get(self, role: str, texts: Sequence[str], fn, progress: Progress | None) -> np.ndarray:
         texts = list(texts)
         keys = [text_key(role, t) for t in texts]
-        found, missing = self._lookup(self.identity, keys, texts)
+        out, have = self.cache.get_matrix(self.identity, keys)
         started = time.monotonic()
         probed: set[bytes] = set()
+        missing = {k: t for k, t, h in zip(keys, texts, have) if not h}
         if missing and not getattr(self.base, "identity_settled", True):
+            found = {k: out[i] for i, k in enumerate(keys) if have[i]}
             found, missing, probed = self._settle_identity(keys, texts, found, missing, fn)
+            if not missing:  # every text was found (under the settled identity or another one)
+                out, have = _as_f32(np.stack([found[k] for k in keys])), np.ones(len(keys), dtype=bool)
+            else:
+                out, have = self.cache.get_matrix(self.identity, keys)
         new = set(missing) | probed
         self.stats.hits += sum(1 for k in keys if k not in new)
         self.stats.misses += len(new)
         if new:
             mk = list(missing)
+            where: dict[bytes, list[int]] = {}
+            for i in np.flatnonzero(~have):
+                where.setdefault(keys[i], []).append(int(i))
             total = len(new)
             cached = len(set(keys)) - total
             done = len(probed)
@@ -360,9 +320,12 @@ class CachedEmbedder:
             for start in range(0, len(mk), self.chunk):
                 part = mk[start : start + self.chunk]
                 sub = (lambda d, t, msg, _done=done: report(_done + d)) if progress else None
-                vecs = fn([missing[k] for k in part], progress=sub)
-                self.cache.put_many(self.identity, list(zip(part, vecs)))
-                found.update(zip(part, vecs))
+                vecs = _as_f32(fn([missing[k] for k in part], progress=sub))
+                self.cache.put_matrix(self.identity, part, vecs)
+                if out is None:
+                    out = np.zeros((len(keys), vecs.shape[1]), dtype=np.float32)
+                for k, v in zip(part, vecs):
+                    out[where[k]] = v
                 done += len(part)
                 if progress:
                     report(done)
@@ -372,7 +335,7 @@ class CachedEmbedder:
             progress(len(texts), len(texts), f"all {len(texts)} embeddings cached")
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        return _as_f32(np.stack([found[k] for k in keys]))
+        return out
 
     def _settle_identity(self, keys, texts, found, missing, fn):
         """An API embedder's identity is settled by the server's first answer (per-token answers are
@@ -502,6 +465,7 @@ from .api_embedder import (  # noqa: E402
     DEFAULT_API_CONCURRENCY,
     DEFAULT_API_TIMEOUT,
     POOLED_SUFFIX,
+    EmbeddingCancelled,
     OpenAIEmbedder,
     UnusableAnswer,
     check_api_options,
@@ -511,7 +475,7 @@ from .api_embedder import (  # noqa: E402
 
 __all__ = [
     "AdapterEmbedder", "CachedEmbedder", "DEFAULT_API_BATCH_SIZE", "DEFAULT_API_CONCURRENCY", "DEFAULT_API_TIMEOUT",
-    "DEFAULT_EMBEDDER", "Embedder", "EmbedderError", "EmbeddingCache", "OpenAIEmbedder", "POOLED_SUFFIX",
+    "DEFAULT_EMBEDDER", "Embedder", "EmbedderError", "EmbeddingCache", "EmbeddingCancelled", "OpenAIEmbedder", "POOLED_SUFFIX",
     "SentenceTransformerEmbedder", "UnusableAnswer", "check_api_options", "describe_json", "parse_embedding",
     "resolve_embedder",
 ]

@@ -67,28 +67,90 @@ class RankResult:
         return {k: float(v.mean()) if len(v) else float("nan") for k, v in self.per_query.items()}
 
 
+DEFAULT_RANK_MEMORY = 1 << 30  # bytes of working memory rank_embeddings may use beyond its inputs
+CORPUS_COPY_BYTES = 256 << 20  # up to this size the corpus is normalised once (a copy), as before
+
+
+def _row_norms(x: np.ndarray, rows: int = 65536) -> np.ndarray:
+    """``np.linalg.norm(x, axis=1, keepdims=True)`` computed in row chunks (no full-size temporary)."""
+    out = np.empty((x.shape[0], 1), dtype=np.float32)
+    for a in range(0, x.shape[0], rows):
+        out[a : a + rows] = np.linalg.norm(x[a : a + rows], axis=1, keepdims=True)
+    return np.maximum(out, 1e-12)
+
+
+def _relevant_matrix(relevant: Sequence[Sequence[int]], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unique relevant indices per query, padded into an (n, R) matrix, and the count per query."""
+    uniq = [np.unique(np.asarray(relevant[i], dtype=np.int64)) for i in range(n)]
+    counts = np.array([u.size for u in uniq], dtype=np.int64)
+    width = max(1, int(counts.max()) if n else 1)
+    mat = np.zeros((n, width), dtype=np.int64)
+    for i, u in enumerate(uniq):
+        mat[i, : u.size] = u
+    return mat, counts
+
+
+def rank_block_size(n_corpus: int, memory_bytes: int = DEFAULT_RANK_MEMORY) -> int:
+    """Queries per block so that a block's float32 scores fit ``memory_bytes``."""
+    return int(max(1, min(4096, memory_bytes // (max(1, n_corpus) * 4))))
+
+
 def rank_embeddings(
     query_vecs: np.ndarray,
     corpus_vecs: np.ndarray,
     relevant: Sequence[Sequence[int]],
     top_k: int = 5,
     keep: int | None = None,
-    block: int = 1024,
+    block: int | None = None,
+    memory_bytes: int = DEFAULT_RANK_MEMORY,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Metrics from vectors. ``relevant[i]`` holds the corpus indices relevant to query ``i``.
 
     Returns (first relevant rank per query, per-query metric arrays, top indices, top scores).
     Ranks are pessimistic, so ties never flatter a system: a non-relevant chunk scoring the same
     as a relevant one counts as ranked above it, and relevant chunks take distinct ranks.
+
+    Memory stays bounded whatever the corpus size: queries go in blocks whose score matrix fits
+    ``memory_bytes`` (``block`` overrides the size); a corpus above ``CORPUS_COPY_BYTES`` is never
+    copied (the product is divided by its norms instead of normalising it first); the product and
+    the top-k run in torch on all cores; the relevant chunks' ranks are read off the top-k, and
+    counted over the whole row only where they can change a metric or the reported first rank.
+    Beyond the inputs, peak memory is about ``memory_bytes`` plus ~0.2 GB and the outputs.
+
+    Given the same scores, the results are those of the first release's per-row loop (kept as a
+    reference in the tests). The scores themselves come from torch's matrix product (and, for a
+    large corpus, a division by the norms after it), which may differ from numpy's in the last
+    bit, so chunks whose cosines agree to ~1e-7 without being equal may swap places; exact ties
+    (duplicate chunks) stay ties.
     """
+    import torch
+
     if top_k < 1:
         raise ValueError("top_k must be >= 1")
     q = _normalize(query_vecs)
-    c = _normalize(corpus_vecs)
-    if q.shape[1] != c.shape[1]:
-        raise ValueError(f"query vectors are {q.shape[1]}-d but corpus vectors are {c.shape[1]}-d")
+    c = np.asarray(corpus_vecs)
+    if c.dtype != np.float32:
+        c = c.astype(np.float32)
+    if c.ndim != 2 or q.shape[1] != c.shape[1]:
+        raise ValueError(f"query vectors are {q.shape[1]}-d but corpus vectors are {c.shape[-1]}-d")
     n, m = q.shape[0], c.shape[0]
     keep = min(max(keep or 0, top_k, NDCG_K), m)
+    block = int(block or rank_block_size(m, memory_bytes))
+    # A corpus whose normalised copy is small is normalised once, exactly as the first release did.
+    # A large one is never copied: each block's product is divided by the chunk norms instead.
+    whole = m * c.shape[1] * 4 <= min(memory_bytes // 4, CORPUS_COPY_BYTES)
+    if whole:
+        ct = torch.from_numpy(c) / torch.from_numpy(_row_norms(c))
+        inv = None
+    else:
+        ct = torch.from_numpy(c)
+        inv = torch.empty((1, m), dtype=torch.float32)
+        for a in range(0, m, 65536):
+            inv[0, a : a + 65536] = torch.linalg.vector_norm(ct[a : a + 65536], dim=1).clamp_min_(1e-12)
+    top_rows = max(1, (64 << 20) // max(1, m * 4))  # rows per top-k call (its temporaries stay small)
+    scores = torch.empty((min(block, n), m), dtype=torch.float32)
+    rel_mat, rel_count = _relevant_matrix(relevant, n)
+    width = rel_mat.shape[1]
     first = np.full(n, np.inf)
     hit = np.zeros(n)
     mrr = np.zeros(n)
@@ -96,34 +158,76 @@ def rank_embeddings(
     recall = np.zeros(n)
     top_idx = np.zeros((n, keep), dtype=np.int64)
     top_sc = np.zeros((n, keep), dtype=np.float32)
-    for start in range(0, n, block):
-        s = q[start : start + block] @ c.T
-        part = np.argpartition(-s, keep - 1, axis=1)[:, :keep]
-        ps = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-ps, axis=1, kind="stable")
-        top_idx[start : start + len(s)] = np.take_along_axis(part, order, axis=1)
-        top_sc[start : start + len(s)] = np.take_along_axis(ps, order, axis=1)
-        for r in range(len(s)):
-            i = start + r
-            rel = np.asarray(relevant[i], dtype=np.int64)
-            if rel.size == 0:
+    idcg_table = np.array([sum(1.0 / math.log2(j + 2) for j in range(min(r, NDCG_K))) for r in range(width + 1)])
+    gain = np.array([0.0] + [1.0 / math.log2(r + 1) for r in range(1, NDCG_K + 1)])
+    places = torch.arange(1, width + 1, dtype=torch.int64)
+    limit = max(top_k, NDCG_K)  # ranks beyond this only matter for the best relevant chunk
+    with torch.no_grad():
+        for start in range(0, n, block):
+            qb = torch.from_numpy(q[start : start + block])
+            b = qb.shape[0]
+            s = torch.mm(qb, ct.T, out=scores[:b])  # one buffer for every block: never two alive
+            if inv is not None:
+                s.div_(inv)
+            ts = torch.empty((b, keep), dtype=torch.float32)
+            ti = torch.empty((b, keep), dtype=torch.int64)
+            for r0 in range(0, b, top_rows):
+                torch.topk(s[r0 : r0 + top_rows], keep, dim=1, largest=True, sorted=True,
+                           out=(ts[r0 : r0 + top_rows], ti[r0 : r0 + top_rows]))
+            top_idx[start : start + b] = ti.numpy()
+            top_sc[start : start + b] = ts.numpy()
+            cnt = torch.from_numpy(rel_count[start : start + b])
+            if not bool((cnt > 0).any()):
                 continue
+            valid = places[None, :] <= cnt[:, None]  # (b, width): which padded slots are real
+            rs = torch.gather(s, 1, torch.from_numpy(rel_mat[start : start + b]))
+            rs = torch.where(valid, rs, torch.tensor(float("-inf")))
+            rs, _ = torch.sort(rs, dim=1, descending=True)  # padding (-inf) sorts last
             # Pessimistic ranks: a non-relevant chunk scoring the same as a relevant one is put
             # ahead of it, and relevant chunks take distinct ranks (so nDCG never exceeds 1).
-            rel = np.unique(rel)
-            rel_scores = np.sort(s[r, rel])[::-1]
-            at_least = (s[r][None, :] >= rel_scores[:, None]).sum(axis=1)
-            rel_at_least = (rel_scores[None, :] >= rel_scores[:, None]).sum(axis=1)
-            ranks = (at_least - rel_at_least) + np.arange(1, rel.size + 1)  # non-relevant >= it, + its place
-            best = int(ranks.min())
-            first[i] = best
-            if best <= top_k:
-                hit[i] = 1.0
-                mrr[i] = 1.0 / best
-            recall[i] = float((ranks <= top_k).sum()) / rel.size
-            dcg = float(sum(1.0 / math.log2(rk + 1) for rk in ranks if rk <= NDCG_K))
-            idcg = float(sum(1.0 / math.log2(j + 2) for j in range(min(rel.size, NDCG_K))))
-            ndcg[i] = dcg / idcg if idcg else 0.0
+            # How many chunks score at least each relevant score: read off the top `keep` when the
+            # relevant score is above the keep-th best (then every chunk at least as good is in
+            # it); otherwise count over the whole row, but only where it can matter: the best
+            # relevant chunk (its rank is reported) and any other whose rank could still be <= L.
+            at_least = (ts[:, None, :] >= rs[:, :, None]).sum(dim=2)
+            exact = rs > ts[:, keep - 1 : keep]
+            rel_idx = torch.from_numpy(rel_mat[start : start + b])
+            rel_in_top = ((ti[:, :, None] == rel_idx[:, None, :]) & valid[:, None, :]).any(dim=2).sum(dim=1)
+            lower = (keep - rel_in_top)[:, None] + places[None, :]  # a bound on the rank when not exact
+            need = valid & ~exact & ((places == 1)[None, :] | (lower <= limit))
+            skip = (valid & ~exact & ~need).numpy()
+            if bool(need.any()):
+                # numpy's count_nonzero over a comparison is ~10x quicker than torch's bool sum here
+                sn, rn, nn = s.numpy(), rs.numpy(), need.numpy()
+                cnt_np = at_least.numpy()
+                sub = max(1, (64 << 20) // max(1, m))  # rows per comparison mask (about 64 MB)
+                for j in np.flatnonzero(nn.any(axis=0)):
+                    rows = np.flatnonzero(nn[:, j])
+                    for r0 in range(0, rows.size, sub):
+                        rr = rows[r0 : r0 + sub]
+                        contiguous = rr[-1] - rr[0] + 1 == rr.size
+                        part = sn[rr[0] : rr[-1] + 1] if contiguous else sn[rr]
+                        cnt_np[rr, j] = np.count_nonzero(part >= rn[rr, j, None], axis=1)
+            rel_at_least = ((rs[:, None, :] >= rs[:, :, None]) & valid[:, None, :]).sum(dim=2)
+            ranks = (at_least - rel_at_least + places[None, :]).numpy()
+            ranks[skip] = np.iinfo(np.int64).max // 2  # beyond every cut-off and the best rank; never read
+            v = valid.numpy()
+            cn_ = rel_count[start : start + b]
+            has = cn_ > 0
+            big = np.iinfo(np.int64).max
+            best = np.where(v, ranks, big).min(axis=1)
+            sl = slice(start, start + b)
+            first[sl] = np.where(has, best, np.inf)
+            got = has & (best <= top_k)
+            hit[sl] = np.where(got, 1.0, 0.0)
+            mrr[sl] = np.where(got, 1.0 / np.where(got, best, 1), 0.0)
+            recall[sl] = np.where(has, (v & (ranks <= top_k)).sum(axis=1) / np.maximum(cn_, 1), 0.0)
+            dcg = np.zeros(b)
+            for j in range(width):  # column by column: the same summation order as a per-query sum
+                use = v[:, j] & (ranks[:, j] <= NDCG_K)
+                dcg += np.where(use, gain[np.clip(ranks[:, j], 0, NDCG_K)], 0.0)
+            idcg = idcg_table[cn_]
+            ndcg[sl] = np.where(has & (idcg > 0), dcg / np.where(idcg > 0, idcg, 1.0), 0.0)
     per_query = {f"hit@{top_k}": hit, f"mrr@{top_k}": mrr, f"ndcg@{NDCG_K}": ndcg, f"recall@{top_k}": recall}
     return first, per_query, top_idx, top_sc
 

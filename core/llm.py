@@ -29,14 +29,13 @@ import dataclasses
 import logging
 import math
 import os
-import random
 import threading
-import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from .keys import ENV_BASE_URL, ENV_KEY, environment_base_url, key_for, scrub
+from .retry import RetryPolicy, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -145,25 +144,7 @@ def _scrub(text: str, key: str | None) -> str:
     return scrub(text, key, limit=300)
 
 
-def _retry_after(exc: BaseException) -> float | None:
-    """Seconds the server asked us to wait (``retry-after-ms`` or ``Retry-After``), if any."""
-    headers = getattr(getattr(exc, "response", None), "headers", None)
-    if not headers:
-        return None
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value) * scale)
-        except ValueError:
-            try:  # an HTTP date
-                from email.utils import parsedate_to_datetime
-
-                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-            except (TypeError, ValueError, IndexError):
-                return None
-    return None
+_retry_after = retry_after  # the shared policy's (core.retry); kept under its old name
 
 
 # ------------------------------------------------------------------------------------------------
@@ -333,22 +314,18 @@ class ChatClient:
             )
         return LLMError(f"Calling {where} failed: {type(exc).__name__}: {detail}", kind="server")
 
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The shared retry policy (:mod:`core.retry`) with this client's settings."""
+        s = self.settings
+        return RetryPolicy(max_retries=s.max_retries, backoff=s.backoff, max_backoff=s.max_backoff, sleeper=self._sleep)
+
     def _wait(self, seconds: float, cancel: CancelToken | None) -> None:
-        if self._sleep is not None:
-            self._sleep(seconds)
-        elif cancel is not None and hasattr(cancel, "wait"):
-            cancel.wait(seconds)
-        else:
-            time.sleep(seconds)
+        self.retry_policy.sleep(seconds, cancel)
 
     def backoff_delay(self, attempt: int, exc: BaseException | None = None) -> float:
         """Seconds to wait before retry number ``attempt + 1``: exponential with jitter, or Retry-After."""
-        s = self.settings
-        delay = min(s.max_backoff, s.backoff * (2**attempt)) * (0.5 + random.random())
-        asked = _retry_after(exc) if exc is not None else None
-        if asked is not None:
-            delay = max(delay, asked)
-        return min(delay, s.max_backoff)
+        return self.retry_policy.delay(attempt, exc)
 
     def _create(self, messages: list[dict], temperature: float | None, max_tokens: int | None) -> str:
         kwargs: dict[str, Any] = {

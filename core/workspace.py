@@ -3,7 +3,8 @@
 Layout of a workspace directory::
 
     catalog.sqlite          documents, chunks, questions, datasets, runs, evaluations, jobs, settings
-    embeddings.sqlite       the embedding cache (see ``core.embedders.EmbeddingCache``)
+    embeddings.sqlite       the embedding cache index (see ``core.vectorstore.EmbeddingCache``)
+    embeddings.vectors/     its float32 vector shards, memory-mapped on read
     documents/<sha256>.pdf  stored copies of ingested PDFs, named by content hash
     datasets/<id>.json      LlamaIndex ``EmbeddingQAFinetuneDataset`` files
     runs/<run_id>/          one training run: config, history, checkpoints, best adapter

@@ -20,7 +20,7 @@ from tests.pdfs import corrupt_pdf_bytes, make_text_pdf, sample_report_pages
 
 ROOT = Path(__file__).resolve().parent.parent
 LYFT = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "lyft_2021_train_dataset.json"
-COMMANDS = ["ingest", "generate", "train", "finetune", "evaluate", "import-queries", "runs", "documents", "export"]
+COMMANDS = ["ingest", "generate", "train", "finetune", "evaluate", "import-queries", "embed", "runs", "documents", "export"]
 
 
 def _env() -> dict[str, str]:

@@ -192,11 +192,13 @@ def test_cache_keeps_finished_batches_of_an_interrupted_run(tmp_path):
 def test_cache_stores_raw_float32_and_handles_empty(tmp_path):
     emb = CachedEmbedder(CountingEmbedder(dim=6), EmbeddingCache(tmp_path / "emb.sqlite"))
     assert emb.embed_texts([]).shape == (0, 6)
-    emb.embed_texts(["v"])
+    out = emb.embed_texts(["v"])
     con = sqlite3.connect(tmp_path / "emb.sqlite")
-    (dim, vec), = con.execute("SELECT dim, vec FROM vectors").fetchall()
+    (dim, rows, file), = con.execute("SELECT dim, rows, file FROM shards").fetchall()
     con.close()
-    assert dim == 6 and len(vec) == 6 * 4  # float32 bytes, nothing pickled
+    raw = (tmp_path / "emb.vectors" / file).read_bytes()
+    assert (dim, rows) == (6, 1) and len(raw) == 6 * 4  # float32 bytes, nothing pickled
+    assert np.array_equal(np.frombuffer(raw, dtype="<f4"), out[0])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -511,8 +513,9 @@ def test_api_key_never_reaches_the_cache_or_identity(fake_openai, tmp_path):
     assert fake_openai.embedding_requests[0]["headers"]["Authorization"] == f"Bearer {secret}"
     assert secret not in emb.identity and secret not in repr(api)
     assert emb.identity == f"openai:fake-embed@{fake_openai.base_url}"
-    for f in tmp_path.iterdir():  # the database and its WAL / SHM files
-        assert secret.encode() not in f.read_bytes(), f.name
+    for f in tmp_path.rglob("*"):  # the database, its WAL / SHM files and the vector shards
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f.name
 
 
 def test_cached_api_embedder_sends_only_new_texts(fake_openai, tmp_path):

@@ -324,3 +324,116 @@ def test_per_query_frame():
     other = cmp.per_query_frame("other").set_index("query_id")
     assert other.loc["q2", "change"] == "same"  # d0 and d1 swap places but stay tied
     assert set(cmp.per_query_frame("base")["change"]) == {"same"}
+
+
+# ------------------------------------------------------------------------------------------------
+# the bounded-memory ranking against the first release's implementation (kept here verbatim)
+# ------------------------------------------------------------------------------------------------
+def _reference_rank_embeddings(query_vecs, corpus_vecs, relevant, top_k=5, keep=None, block=1024):
+    def norm(x):
+        x = np.asarray(x, dtype=np.float32)
+        n = np.linalg.norm(x, axis=1, keepdims=True)
+        return x / np.maximum(n, 1e-12)
+
+    q = norm(query_vecs)
+    c = norm(corpus_vecs)
+    n, m = q.shape[0], c.shape[0]
+    keep = min(max(keep or 0, top_k, 10), m)
+    first = np.full(n, np.inf)
+    hit, mrr, ndcg, recall = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    top_idx = np.zeros((n, keep), dtype=np.int64)
+    top_sc = np.zeros((n, keep), dtype=np.float32)
+    for start in range(0, n, block):
+        s = q[start : start + block] @ c.T
+        part = np.argpartition(-s, keep - 1, axis=1)[:, :keep]
+        ps = np.take_along_axis(s, part, axis=1)
+        order = np.argsort(-ps, axis=1, kind="stable")
+        top_idx[start : start + len(s)] = np.take_along_axis(part, order, axis=1)
+        top_sc[start : start + len(s)] = np.take_along_axis(ps, order, axis=1)
+        for r in range(len(s)):
+            i = start + r
+            rel = np.asarray(relevant[i], dtype=np.int64)
+            if rel.size == 0:
+                continue
+            rel = np.unique(rel)
+            rel_scores = np.sort(s[r, rel])[::-1]
+            at_least = (s[r][None, :] >= rel_scores[:, None]).sum(axis=1)
+            rel_at_least = (rel_scores[None, :] >= rel_scores[:, None]).sum(axis=1)
+            ranks = (at_least - rel_at_least) + np.arange(1, rel.size + 1)
+            best = int(ranks.min())
+            first[i] = best
+            if best <= top_k:
+                hit[i] = 1.0
+                mrr[i] = 1.0 / best
+            recall[i] = float((ranks <= top_k).sum()) / rel.size
+            dcg = float(sum(1.0 / math.log2(rk + 1) for rk in ranks if rk <= 10))
+            idcg = float(sum(1.0 / math.log2(j + 2) for j in range(min(rel.size, 10))))
+            ndcg[i] = dcg / idcg if idcg else 0.0
+    per_query = {f"hit@{top_k}": hit, f"mrr@{top_k}": mrr, "ndcg@10": ndcg, f"recall@{top_k}": recall}
+    return first, per_query, top_idx, top_sc
+
+
+def _tied_problem(seed: int, n_corpus: int = 400, n_queries: int = 120, dim: int = 16):
+    rng = np.random.default_rng(seed)
+    corpus = rng.normal(size=(n_corpus, dim)).astype(np.float32)
+    # exact ties: duplicated chunks (some relevant, some not) and all-zero chunks
+    dup = rng.choice(n_corpus, size=n_corpus // 5, replace=False)
+    corpus[dup[: len(dup) // 2]] = corpus[dup[len(dup) // 2 :]]
+    corpus[rng.choice(n_corpus, size=8, replace=False)] = 0.0
+    queries = rng.normal(size=(n_queries, dim)).astype(np.float32)
+    queries[: n_queries // 4] = corpus[rng.choice(n_corpus, size=n_queries // 4)]  # a query equal to a chunk
+    queries[n_queries // 4 : n_queries // 4 + 3] = 0.0  # every chunk ties
+    relevant = []
+    for i in range(n_queries):
+        k = int(rng.integers(0, 5))  # 0..4 relevant chunks, with repeats, some near the query
+        rel = list(rng.choice(n_corpus, size=k))
+        if k and i < n_queries // 4:
+            rel.append(int(np.argmax(corpus @ queries[i])))
+        relevant.append(rel + rel[:1])
+    return queries, corpus, relevant
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("kwargs", [{}, {"block": 7}, {"memory_bytes": 40_000}])
+def test_bounded_ranking_matches_the_reference_implementation(seed, kwargs, monkeypatch):
+    import core.evaluation
+
+    # a small budget: blocks of 25 queries, and the corpus is divided by its norms, not copied
+    monkeypatch.setattr(core.evaluation, "CORPUS_COPY_BYTES", 64 * 16 * 4)
+    queries, corpus, relevant = _tied_problem(seed)
+    for top_k in (1, 5, 12):
+        ref = _reference_rank_embeddings(queries, corpus, relevant, top_k=top_k)
+        got = rank_embeddings(queries, corpus, relevant, top_k=top_k, **kwargs)
+        assert np.array_equal(got[0], ref[0])
+        for name in ref[1]:
+            assert np.array_equal(got[1][name], ref[1][name]), name
+        assert got[2].shape == ref[2].shape
+        assert np.allclose(got[3], ref[3], atol=1e-6)
+        # tied scores may list tied chunks in either order; untied positions are the same chunks
+        c = corpus / np.maximum(np.linalg.norm(corpus, axis=1, keepdims=True), 1e-12)
+        q = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+        for i in range(len(queries)):
+            assert np.allclose((q[i] @ c[got[2][i]].T), ref[3][i], atol=1e-6)
+
+
+def test_bounded_ranking_block_size_follows_the_memory_budget():
+    from core.evaluation import rank_block_size
+
+    assert rank_block_size(1_000_000, 1 << 30) < rank_block_size(100_000, 1 << 30)
+    assert rank_block_size(1_000_000, 1 << 30) * 1_000_000 * 4 <= 1 << 30
+    assert rank_block_size(10, 1) == 1
+
+
+def test_bounded_ranking_many_relevant_chunks_tied_at_the_top_k_boundary():
+    # 12 identical relevant chunks fill (and overflow) the kept top 10, plus non-relevant twins:
+    # ranks at the boundary must come from full counts, not from the top-k alone
+    rng = np.random.default_rng(5)
+    corpus = rng.normal(size=(60, 8)).astype(np.float32)
+    corpus[:15] = corpus[0]
+    queries = np.stack([corpus[0], corpus[0] + 0.01, rng.normal(size=8).astype(np.float32)])
+    relevant = [list(range(12)), list(range(3, 14)) + [40], [0, 1, 2, 50]]
+    for top_k in (1, 5, 10, 12):
+        ref = _reference_rank_embeddings(queries, corpus, relevant, top_k=top_k)
+        got = rank_embeddings(queries, corpus, relevant, top_k=top_k)
+        assert np.array_equal(got[0], ref[0])
+        assert all(np.array_equal(got[1][k], ref[1][k]) for k in ref[1])
