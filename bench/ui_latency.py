@@ -46,7 +46,7 @@ from core.documents import list_chunks  # noqa: E402
 from core.jobs import JobManager  # noqa: E402
 from core.questions import build_dataset, save_dataset, split_dataset  # noqa: E402
 from core.runs import create_run, execute_run  # noqa: E402
-from core.tasks import start_evaluation, start_generation, start_ingest  # noqa: E402
+from core.launch import start_evaluation, start_generation, start_ingest  # noqa: E402
 from core.training import TrainConfig  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, StreamlitServer  # noqa: E402

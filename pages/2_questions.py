@@ -15,7 +15,7 @@ from core.questions import (
     LLMGenerator, pending_chunks, save_dataset, split_dataset,
     update_question, validate_prompt_template,
 )
-from core.tasks import start_generation
+from core.launch import start_generation
 from core.workspace import safe_display_name
 from ui import state, widgets
 from ui.helpers import dataset_label, dataset_rows, editor_changes, md_escape, question_frame

@@ -18,7 +18,7 @@ from core.summary import (
     system_provenance,
 )
 from core.runs import get_run, has_adapter, has_model, list_runs, read_history, run_checkpoints
-from core.tasks import custom_code_systems, start_evaluation
+from core.launch import custom_code_systems, start_evaluation
 from core.workspace import safe_display_name
 from ui import state, widgets
 from ui.helpers import (

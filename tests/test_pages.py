@@ -24,7 +24,7 @@ from core.evaluation import compare
 from core.questions import OFFLINE_LIMITS, OfflineGenerator, build_dataset, generate_questions, save_dataset, split_dataset
 from core.reports import save_comparison
 from core.runs import create_run, execute_run
-from core.tasks import build_systems
+from core.launch import build_systems
 from core.training import TrainConfig
 from core.workspace import Workspace
 from tests.pdfs import corrupt_pdf_bytes, make_text_pdf, sample_report_pages
@@ -521,7 +521,7 @@ def test_compare_shows_table_charts_drilldown_and_exports(prepared_ws, prepared)
 def test_compare_reruns_without_leaked_questions(prepared_ws, prepared):
     from core.datasets import QADataset
     from core.questions import load_dataset
-    from core.tasks import evaluate_with_context
+    from core.launch import evaluate_with_context
 
     ws = Workspace(prepared_ws)
     train, val = load_dataset(ws, prepared.train_id), load_dataset(ws, prepared.val_id)
@@ -579,7 +579,7 @@ def test_compare_an_api_embedder_with_its_request_settings(prepared_ws, prepared
     from core.reports import load_comparison
 
     cmp, extra = load_comparison(Workspace(prepared_ws), json.loads(jobs[0]["result"])["eval_id"])
-    assert "fake-embed (API)" in cmp.results  # main names API systems by model (core.tasks.embedder_name)
+    assert "fake-embed (API)" in cmp.results  # main names API systems by model (core.launch.embedder_name)
     api = next(s for s in extra["systems"] if s["kind"] == "api")
     assert api["options"] == {"api_timeout": 30.0, "api_batch_size": 3, "api_concurrency": 2}
 
