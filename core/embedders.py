@@ -189,6 +189,11 @@ class SentenceTransformerEmbedder:
         return self._model
 
     @property
+    def loaded(self) -> bool:
+        """True once the model is in memory (reading ``model``, ``dimension`` or a tokenizer loads it)."""
+        return self._model is not None
+
+    @property
     def dimension(self) -> int:
         m = self.model
         get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
@@ -288,6 +293,12 @@ class EmbeddingCache:
                 [(model, k, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes()) for k, v in items],
             )
 
+    def dimension(self, model: str) -> int | None:
+        """The length of the vectors cached under ``model``, or None when it has none."""
+        with self._connect() as con:
+            row = con.execute("SELECT dim FROM vectors WHERE model=? LIMIT 1", (model,)).fetchone()
+        return int(row[0]) if row else None
+
     def count(self, model: str | None = None) -> int:
         with self._connect() as con:
             if model is None:
@@ -320,6 +331,12 @@ class CachedEmbedder:
 
     @property
     def dimension(self) -> int:
+        """The base's dimension; read from the cache while the base would have to load a model or
+        ask a server for it (a warm run never loads the model)."""
+        if getattr(self.base, "loaded", True) is False and getattr(self.base, "identity_settled", True):
+            dim = self.cache.dimension(self.identity)
+            if dim:
+                return dim
         return self.base.dimension
 
     def __getattr__(self, name):  # count_tokens, max_seq_length, label, ...
