@@ -111,8 +111,8 @@ def test_a_killed_child_is_interrupted_in_the_catalog_the_cli_and_the_page(ws, f
     assert at.selectbox(key="train_view").value == run_id
 
 
-def test_a_child_killed_while_the_parent_is_gone_is_reaped_by_the_cli(ws, fake_openai, capsys):
-    """No server waits for it any more (a server restart): the run's owner file still tells."""
+def test_the_cli_shows_a_live_child_running_and_any_process_can_cancel_it(ws, fake_openai, capsys):
+    """A live child is not reaped (its owner is alive); a cancel file from any process stops it (a second server)."""
     jm = job_manager(ws)
     try:
         job_id, run_id = _start(ws, jm, fake_openai, epochs=100_000, batch_size=1, checkpoint_every=10**9)
