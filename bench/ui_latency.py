@@ -233,7 +233,7 @@ def start_long_training(page: Page, url: str) -> None:
     box.click()
     box.fill("One hold-out split")
     page.get_by_role("option", name="One hold-out split").first.click()
-    expect(key(page, "hp_selection")).to_contain_text("One hold-out split")
+    expect(key(page, "hp_selection").get_by_role("combobox")).to_have_value(re.compile("One hold-out split"))
     for k, v in (("hp_epochs", 500), ("hp_batch_size", 1), ("hp_checkpoint_every", 1_000_000)):
         box = key(page, k).locator("input")
         box.fill(str(v))
@@ -261,6 +261,14 @@ def fmt_row(what: str, where: str, values: list[float], target: float | None, ti
     return f"| {what} | {where} | {runs} | {med:.2f} | {tgt} | {verdict} |"
 
 
+class _Rows(list):
+    """The table's rows, each also printed to stderr when measured (a later failure keeps them)."""
+
+    def append(self, row: str) -> None:
+        print(row, file=sys.stderr, flush=True)
+        super().append(row)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--loads", type=int, default=3, help="first loads per page (median)")
@@ -278,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"workspace prepared through core in {time.perf_counter() - t:.1f} s: {facts['chunks']} chunks, "
           f"{facts['train_questions']} training questions, 1 finished run, 2 comparisons ({ws})", file=sys.stderr)
     server = StreamlitServer(ws, tmp / "streamlit.log")
-    rows: list[str] = []
+    rows: list[str] = _Rows()
     notes: list[str] = []
     try:
         t = time.perf_counter()
