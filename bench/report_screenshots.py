@@ -42,7 +42,7 @@ def prepare(ws_dir: Path) -> dict:
     from core.questions import save_dataset, split_dataset
     from core.reports import html_report, save_comparison
     from core.runs import create_run, execute_run, get_run, read_history
-    from core.tasks import evaluate_with_context
+    from core.launch import evaluate_with_context
     from core.training import TrainConfig
     from core.workspace import Workspace
 

@@ -13,7 +13,7 @@ Modules, one concept each (see their docstrings):
 * ``finetune``    the full fine-tune reference (sentence-transformers' trainer; re-embeds the corpus)
 * ``evaluation``  hit@k, MRR@k, nDCG@10, recall@k, comparisons with significance
 * ``runs``        training runs kept in the workspace (kind adapter or finetune)
-* ``jobs``/``tasks``  background jobs the dashboard launches
+* ``jobs``/``launch``  background jobs the dashboard launches (training: ``run_process``)
 * ``reports``     saved comparisons, charts, HTML/CSV export
 * ``cli``         ``python -m core``
 """

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .embedders import EmbedderError, Progress, _as_f32, format_rate
+from .embedders import EmbedderError, Progress, _as_f32, format_eta, format_rate
 from .keys import ENV_KEY, environment_base_url, key_for, scrub
 from .retry import RetryPolicy
 
@@ -507,9 +507,10 @@ class OpenAIEmbedder:
 
         def report() -> None:
             if progress:
-                rate = format_rate(done / max(time.monotonic() - started, 1e-6))
+                per_s = done / max(time.monotonic() - started, 1e-6)
+                left = f" · {format_eta((n - done) / per_s)} left" if 0 < done < n else ""
                 note = self.progress_note
-                progress(done, n, f"embedding via API · {rate} texts/s" + (f" · {note}" if note else ""))
+                progress(done, n, f"embedding via API · {format_rate(per_s)} texts/s{left}" + (f" · {note}" if note else ""))
 
         if self.concurrency <= 1:
             pos = 0

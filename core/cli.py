@@ -349,7 +349,7 @@ def cmd_finetune(args) -> int:
 def cmd_evaluate(args) -> int:
     from .datasets import QADataset
     from .runs import get_run, has_adapter, run_checkpoints
-    from .tasks import evaluate_with_context
+    from .launch import evaluate_with_context
 
     ws = _workspace(args)
     ds = QADataset.load(args.dataset)
@@ -501,9 +501,10 @@ def cmd_import_queries(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from .runs import list_runs
+    from .runs import list_runs, reap_runs
 
     ws = _workspace(args)
+    reap_runs(ws)  # a run whose process died (killed, crashed) shows as interrupted, not running
     rows = [
         {"run": r["id"], "kind": r["kind"], "name": r["name"], "status": r["status"],
          "best_epoch": (r["result"] or {}).get("best_epoch"),

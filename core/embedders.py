@@ -67,6 +67,16 @@ def format_rate(per_second: float) -> str:
     return f"{per_second:.0f}" if per_second >= 10 else f"{per_second:.1f}" if per_second >= 1 else f"{per_second:.2f}"
 
 
+def format_eta(seconds: float) -> str:
+    """Time left for a progress line: ``40 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
 def _as_f32(rows) -> np.ndarray:
     arr = np.asarray(rows, dtype=np.float32)
     if arr.ndim == 1:
@@ -187,6 +197,11 @@ class SentenceTransformerEmbedder:
         return self._model
 
     @property
+    def loaded(self) -> bool:
+        """True once the model is in memory (reading ``model``, ``dimension`` or a tokenizer loads it)."""
+        return self._model is not None
+
+    @property
     def dimension(self) -> int:
         m = self.model
         get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
@@ -218,13 +233,17 @@ class SentenceTransformerEmbedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         out = []
         step = max(self.batch_size * 4, 1)
+        started = time.monotonic()
         for start in range(0, len(texts), step):
             part = texts[start : start + step]
             out.append(
                 self.model.encode(part, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
             )
             if progress:
-                progress(min(start + step, len(texts)), len(texts), "embedding")
+                done = min(start + step, len(texts))
+                per_s = done / max(time.monotonic() - started, 1e-6)
+                left = f" · {format_eta((len(texts) - done) / per_s)} left" if done < len(texts) else ""
+                progress(done, len(texts), f"embedding · {format_rate(per_s)} texts/s{left}")
         return _as_f32(np.concatenate(out))
 
     def embed_queries(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
@@ -254,8 +273,9 @@ class CacheStats:
 class CachedEmbedder:
     """Any embedder plus the persistent cache: a text already embedded is never embedded again.
 
-    Missing texts are de-duplicated, embedded in batches and written to the cache as each
-    batch finishes, so an interrupted embedding run keeps what it did.
+    Missing texts are de-duplicated, sorted by length (batches of similar length pad little),
+    embedded in batches and written to the cache as each batch finishes, so an interrupted
+    embedding run keeps what it did. Progress lines say texts/s and the time left.
     """
 
     def __init__(self, base: Embedder, cache: EmbeddingCache, chunk: int = 512):
@@ -270,6 +290,12 @@ class CachedEmbedder:
 
     @property
     def dimension(self) -> int:
+        """The base's dimension; read from the cache while the base would have to load a model or
+        ask a server for it (a warm run never loads the model)."""
+        if getattr(self.base, "loaded", True) is False and getattr(self.base, "identity_settled", True):
+            dim = self.cache.dimension(self.identity)
+            if dim:
+                return dim
         return self.base.dimension
 
     def __getattr__(self, name):  # count_tokens, max_seq_length, label, ...
@@ -303,7 +329,7 @@ class CachedEmbedder:
         self.stats.hits += sum(1 for k in keys if k not in new)
         self.stats.misses += len(new)
         if new:
-            mk = list(missing)
+            mk = sorted(missing, key=lambda k: -len(missing[k]))  # similar lengths per batch: less padding
             where: dict[bytes, list[int]] = {}
             for i in np.flatnonzero(~have):
                 where.setdefault(keys[i], []).append(int(i))
@@ -312,9 +338,10 @@ class CachedEmbedder:
             done = len(probed)
 
             def report(n_done: float) -> None:
-                rate = format_rate(n_done / max(time.monotonic() - started, 1e-6))
+                per_s = n_done / max(time.monotonic() - started, 1e-6)
+                left = f" · {format_eta((total - n_done) / per_s)} left" if 0 < n_done < total and per_s > 0 else ""
                 note = getattr(self.base, "progress_note", "")
-                progress(n_done, total, f"embedding {total} new texts · {rate} texts/s · {cached} cached"
+                progress(n_done, total, f"embedding {total} new texts · {format_rate(per_s)} texts/s{left} · {cached} cached"
                          + (f" · {note}" if note else ""))
 
             for start in range(0, len(mk), self.chunk):

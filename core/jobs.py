@@ -4,7 +4,9 @@ A job is a plain function ``fn(ctx: JobContext) -> dict`` run in a background th
 state (status, progress, message, result, error) is written to the workspace's ``jobs`` table,
 so any page, tab or process finds it; the running process refreshes ``updated_at`` at least
 every few seconds (a heartbeat). A job still marked running whose heartbeat stopped belongs to
-a process that died: :meth:`JobManager.reap` marks it ``interrupted``.
+a process that died: :meth:`JobManager.reap` marks it ``interrupted``, then calls its
+*reapers* (hooks given to the manager, e.g. :func:`core.runs.reap_runs`), so this module stays
+generic: it knows nothing of what a job does.
 
 Jobs of one *lane* run one after another (a queue per lane; by default the lane is the job's
 kind), so two trainings launched back to back run in turn while other lanes go on.
@@ -21,27 +23,28 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import threading
 import time
 import traceback
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .keys import scrub
+from .status import ACTIVE, HEARTBEAT_S, STALE_AFTER_S, Status, owner_dead, process_token
 from .workspace import Workspace, new_id
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 2.0
-STALE_AFTER_S = 20.0
-_PROCESS_TOKEN = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
+Reaper = Callable[[Workspace], int]
 
 
 class JobCancelled(Exception):
     """Raise from a job (or let ``ctx.check()`` raise it) to end as ``cancelled``."""
+
+
+class JobInterrupted(Exception):
+    """Raise from a job whose work died under it (e.g. its child process was killed): ends ``interrupted``."""
 
 
 @dataclass
@@ -75,24 +78,27 @@ class JobContext:
 
 
 def _owner_dead(owner: str) -> bool:
-    """True when the process named by a job's owner token (``pid:token``) no longer exists.
+    return owner_dead(owner)
 
-    Jobs of this very process are never judged here (another JobManager of this process may
-    run them: its heartbeat decides); a live pid of another process is judged by heartbeat too.
+
+def live_job_params(ws: Workspace) -> list[dict]:
+    """``params`` of the jobs still queued or running whose owner process is alive and beating.
+
+    What a reaper of another table asks to learn which of its rows a live job still owns.
     """
-    try:
-        pid = int(str(owner).split(":", 1)[0])
-    except ValueError:
-        return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    cutoff = time.time() - STALE_AFTER_S
+    out = []
+    for r in ws.query(f"SELECT params, owner, updated_at FROM jobs WHERE status IN ({','.join('?' * len(ACTIVE))})",
+                      ACTIVE):
+        if r["updated_at"] < cutoff or owner_dead(r["owner"]):
+            continue
+        try:
+            params = json.loads(r["params"] or "{}")
+        except json.JSONDecodeError:
+            continue
+        if isinstance(params, dict):
+            out.append(params)
+    return out
 
 
 def _row(r: dict) -> dict:
@@ -108,8 +114,9 @@ def _row(r: dict) -> dict:
 class JobManager:
     """Runs jobs in background threads and records them in the workspace (see module doc)."""
 
-    def __init__(self, ws: Workspace):
+    def __init__(self, ws: Workspace, reapers: tuple[Reaper, ...] | list[Reaper] = ()):
         self.ws = ws
+        self.reapers = list(reapers)
         self._lock = threading.Lock()
         self._cancels: dict[str, threading.Event] = {}
         self._done: dict[str, threading.Event] = {}
@@ -135,7 +142,8 @@ class JobManager:
                     log.exception("job heartbeat failed")
 
     def reap(self) -> int:
-        """Mark jobs whose process stopped beating as ``interrupted``; returns how many."""
+        """Mark jobs whose process stopped beating as ``interrupted``, then run the reapers
+        (hooks for what those jobs owned); returns how many jobs."""
         cutoff = time.time() - STALE_AFTER_S
         with self._lock:
             mine = {j for j, ev in self._done.items() if not ev.is_set()}
@@ -152,16 +160,11 @@ class JobManager:
                     [("interrupted: the process running it stopped (server restart or crash). "
                       "Start it again: finished work is kept.", time.time(), j) for j in stale],
                 )
-        # Runs too (a CLI run has no job row): a run whose heartbeat stopped is interrupted,
-        # unless a live job (queued or running) still owns it.
-        from .runs import mark_interrupted
-
-        alive = {
-            (r["params"] or {}).get("run_id")
-            for r in self.list(status=("queued", "running"), limit=10_000)
-            if isinstance(r.get("params"), dict)
-        }
-        mark_interrupted(self.ws, {a for a in alive if a})
+        for reaper in self.reapers:
+            try:
+                reaper(self.ws)
+            except Exception:  # pragma: no cover - one hook's failure must not stop the page
+                log.exception("reaper %r failed", reaper)
         return len(stale)
 
     # -- API ------------------------------------------------------------------------------------
@@ -184,7 +187,7 @@ class JobManager:
             con.execute(
                 "INSERT INTO jobs(id, kind, title, status, params, owner, created_at, updated_at) "
                 "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
-                (job_id, kind, title, json.dumps(params or {}), _PROCESS_TOKEN, now, now),
+                (job_id, kind, title, json.dumps(params or {}), process_token(), now, now),
             )
         with self._lock:
             lane = lane or kind
@@ -223,6 +226,8 @@ class JobManager:
                       message="cancelled: work finished so far is kept" if status == "cancelled" else "done")
         except JobCancelled:
             self._set(ctx.job_id, status="cancelled", message="cancelled: work finished so far is kept")
+        except JobInterrupted as exc:
+            self._set(ctx.job_id, status=Status.INTERRUPTED.value, error=f"{exc}", message="interrupted")
         except Exception as exc:  # the job's error, in words, for the page
             log.error("job %s failed: %s", ctx.job_id, exc)
             self._set(ctx.job_id, status="failed", error=f"{exc}", message="failed",
@@ -264,7 +269,7 @@ class JobManager:
         return [_row(r) for r in self.ws.query(sql, tuple(args))]
 
     def active(self, kind: str | None = None) -> list[dict]:
-        return self.list(kind=kind, status=("queued", "running"))
+        return self.list(kind=kind, status=ACTIVE)
 
     def is_local(self, job_id: str) -> bool:
         """True when this process runs the job (so it can be cancelled from here)."""

@@ -263,7 +263,7 @@ def build_context(ws: Workspace, eval_ds: QADataset, eval_name: str, named: Sequ
                   dataset_id: str | None = None, path: str | None = None, top_k: int = 5,
                   threshold: float = NEAR_DUPLICATE_COSINE) -> dict[str, Any]:
     """Everything the report states besides the numbers (see the module docstring)."""
-    from .tasks import embedder_name
+    from .launch import embedder_name
 
     systems = describe_systems(ws, named, eval_dataset_id=dataset_id, eval_path=path)
     base_spec = next((s.get("spec") for _, s in named if s.get("kind") == "base"), "default")
@@ -301,7 +301,7 @@ def comparison_context(ws: Workspace, cmp, extra: dict[str, Any]) -> dict[str, A
     dataset and systems when they still exist (else a minimal one from the comparison itself)."""
     if extra.get("context"):
         return extra["context"]
-    from .tasks import build_systems, named_specs
+    from .launch import build_systems, named_specs
 
     specs = [s for s in extra.get("systems") or [] if s.get("kind") != "base"]
     embedder = extra.get("embedder", "default")
@@ -327,6 +327,6 @@ def comparison_context(ws: Workspace, cmp, extra: dict[str, Any]) -> dict[str, A
 
 
 def embedder_label(spec: str) -> str:
-    from .tasks import embedder_name
+    from .launch import embedder_name
 
     return embedder_name(spec)

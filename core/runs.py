@@ -4,13 +4,15 @@ A run lives in ``runs/<run_id>/``::
 
     run.json          the request: config, dataset, embedder spec (never an API key)
     history.jsonl     one JSON event per line, appended as training goes (the live plot reads it)
+    owner             ``pid:token`` of the process training it (so a dead one is seen at once)
+    cancel            present when someone asked the run to stop (any process may write it)
     adapter/          the final (best) adapter, LlamaIndex folder format
     adapter/checkpoints/step_N/
     model/            a full fine-tune's sentence-transformers folder (kind "finetune")
 
 and as a row in the catalog's ``runs`` table (status queued | running | done | failed |
 cancelled | interrupted, result summary). :func:`execute_run` is what the CLI and the
-dashboard's background job both call.
+dashboard's training process (:mod:`core.run_process`) both call.
 
 A run has a *kind* (``run.json``'s ``"kind"``; :func:`run_kind`): ``adapter`` (the default,
 :func:`create_run`) or ``finetune`` (:func:`create_finetune_run`: every weight of a
@@ -37,13 +39,12 @@ from typing import Any, Callable
 from .datasets import QADataset
 from .embedders import resolve_embedder
 from .keys import scrub
+from .status import ACTIVE, HEARTBEAT_S, STALE_AFTER_S, Status, owner_dead, process_token
 from .training import TrainConfig, TrainResult, list_checkpoints, train
 from .workspace import Workspace, atomic_write_json, new_id
 
-ACTIVE = ("queued", "running")
 RUN_KINDS = ("adapter", "finetune")
-HEARTBEAT_S = 2.0
-STALE_AFTER_S = 20.0
+CANCEL_POLL_S = 0.25
 
 
 def create_run(
@@ -175,21 +176,50 @@ def _load_ds(ws: Workspace, dataset_id: str | None, path: str | None) -> QADatas
     return None
 
 
+def owner_path(ws: Workspace, run_id: str) -> Path:
+    return ws.run_dir(run_id) / "owner"
+
+
+def cancel_path(ws: Workspace, run_id: str) -> Path:
+    return ws.run_dir(run_id) / "cancel"
+
+
+def request_cancel(ws: Workspace, run_id: str) -> bool:
+    """Ask a run to stop after its current step (from any process: the dashboard, a second
+    server, the CLI); it ends ``cancelled`` keeping its best state. False if it is not active."""
+    run = get_run(ws, run_id)
+    if run is None or run["status"] not in ACTIVE:
+        return False
+    cancel_path(ws, run_id).write_text(str(time.time()))
+    return True
+
+
 @contextmanager
-def _recording(ws: Workspace, run_id: str, callback: Callable[[dict[str, Any]], None] | None):
+def _recording(ws: Workspace, run_id: str, callback: Callable[[dict[str, Any]], None] | None,
+               cancel: threading.Event | None = None):
     """Mark the run running, stream its events to ``history.jsonl`` (and ``callback``), beat its
-    heartbeat while the body runs, and mark it failed if the body raises. Yields the event sink."""
-    hist_path = ws.run_dir(run_id) / "history.jsonl"
+    heartbeat while the body runs, and mark it failed if the body raises. Yields the event sink.
+
+    The process that trains owns the run: its ``pid:token`` goes to ``owner`` (a reaper in any
+    process sees at once that it died) and it watches the ``cancel`` file, setting ``cancel``."""
+    d = ws.run_dir(run_id)
+    hist_path = d / "history.jsonl"
     hist_path.write_text("")
-    _set_status(ws, run_id, "running")
+    atomic_write_json(owner_path(ws, run_id), process_token())
+    _set_status(ws, run_id, Status.RUNNING)
     beating = threading.Event()
 
     def heartbeat() -> None:  # lets other processes tell a live run from one whose process died
-        while not beating.wait(HEARTBEAT_S):
-            with ws.db() as con:
-                con.execute("UPDATE runs SET updated_at=? WHERE id=? AND status='running'", (time.time(), run_id))
+        last = 0.0
+        while not beating.wait(CANCEL_POLL_S):
+            if cancel is not None and not cancel.is_set() and cancel_path(ws, run_id).exists():
+                cancel.set()
+            if time.time() - last >= HEARTBEAT_S:
+                last = time.time()
+                with ws.db() as con:
+                    con.execute("UPDATE runs SET updated_at=? WHERE id=? AND status='running'", (last, run_id))
 
-    threading.Thread(target=heartbeat, daemon=True).start()
+    threading.Thread(target=heartbeat, name=f"adapterlab-run-{run_id}", daemon=True).start()
     with open(hist_path, "a", buffering=1, encoding="utf-8") as fh:
         def on_event(event: dict[str, Any]) -> None:
             fh.write(json.dumps(event) + "\n")
@@ -199,7 +229,7 @@ def _recording(ws: Workspace, run_id: str, callback: Callable[[dict[str, Any]], 
         try:
             yield on_event
         except BaseException as exc:
-            _set_status(ws, run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            _set_status(ws, run_id, Status.FAILED, error=f"{type(exc).__name__}: {exc}")
             raise
         finally:
             beating.set()
@@ -225,11 +255,12 @@ def execute_run(
     """
     d = ws.run_dir(run_id)
     request = json.loads((d / "run.json").read_text())
+    cancel = cancel if cancel is not None else threading.Event()  # the ``cancel`` file sets it too
     if run_kind(request) == "finetune":
         return _execute_finetune(ws, run_id, request, cancel=cancel, progress=progress, callback=callback,
                                  out_dir=out_dir)
     config = TrainConfig.from_dict(request["config"])
-    with _recording(ws, run_id, callback) as on_event:
+    with _recording(ws, run_id, callback, cancel) as on_event:
         train_ds = _load_ds(ws, request.get("dataset_id"), request.get("dataset_path"))
         val_ds = _load_ds(ws, request.get("val_dataset_id"), request.get("val_dataset_path"))
         opts = dict(request.get("embedder_options") or {})
@@ -249,7 +280,7 @@ def execute_run(
         save_adapter(result.adapter, out_dir, embedder=embedder.identity, config=config.to_dict(),
                      best_epoch=result.best_epoch, best_val=result.best_metrics, base_val=result.base_metrics, run_id=run_id)
         summary["exported_to"] = str(out_dir)
-    _set_status(ws, run_id, "cancelled" if result.cancelled else "done", result=summary)
+    _set_status(ws, run_id, Status.CANCELLED if result.cancelled else Status.DONE, result=summary)
     return result
 
 
@@ -264,7 +295,7 @@ def _execute_finetune(ws: Workspace, run_id: str, request: dict[str, Any], *, ca
     from .finetune import FinetuneConfig, finetune
 
     config = FinetuneConfig.from_dict(request["config"])
-    with _recording(ws, run_id, callback) as on_event:
+    with _recording(ws, run_id, callback, cancel) as on_event:
         train_ds = _load_ds(ws, request.get("dataset_id"), request.get("dataset_path"))
         opts = request.get("embedder_options") or {}
         result = finetune(
@@ -280,7 +311,7 @@ def _execute_finetune(ws: Workspace, run_id: str, request: dict[str, Any], *, ca
 
         shutil.copytree(result.out_dir, out_dir, dirs_exist_ok=True)
         summary["exported_to"] = str(out_dir)
-    _set_status(ws, run_id, "cancelled" if result.cancelled else "done", result=summary)
+    _set_status(ws, run_id, Status.CANCELLED if result.cancelled else Status.DONE, result=summary)
     return result
 
 
@@ -366,18 +397,49 @@ def run_checkpoints(ws: Workspace, run_id: str) -> list[Path]:
     return list_checkpoints(adapter_dir(ws, run_id))
 
 
+def run_owner(ws: Workspace, run_id: str) -> str | None:
+    """``pid:token`` of the process that trains (or trained) the run, if it started."""
+    try:
+        return json.loads(owner_path(ws, run_id).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def mark_run_interrupted(ws: Workspace, run_id: str, reason: str = "the server stopped while this run was in progress") -> bool:
+    """Mark one active run ``interrupted`` (naming its last checkpoint); False if it had already ended."""
+    ckpts = run_checkpoints(ws, run_id)
+    with ws.db() as con:
+        cur = con.execute(
+            f"UPDATE runs SET status=?, result=?, error=?, updated_at=? WHERE id=? AND status IN ({','.join('?' * len(ACTIVE))})",
+            (Status.INTERRUPTED.value, json.dumps({"last_checkpoint": str(ckpts[-1]) if ckpts else None}),
+             scrub(reason), time.time(), run_id, *ACTIVE),
+        )
+        return cur.rowcount > 0
+
+
 def mark_interrupted(ws: Workspace, run_ids_alive: set[str] | None = None) -> int:
-    """Runs left ``running``/``queued`` by a process that died become ``interrupted`` (checkpoints kept)."""
+    """Runs left ``running``/``queued`` by a process that died become ``interrupted`` (checkpoints kept).
+
+    A run is dead when its owner process (the ``owner`` file) no longer exists, or when its
+    heartbeat is older than ``STALE_AFTER_S`` and it is not in ``run_ids_alive`` (runs a live
+    job still owns, e.g. queued behind another)."""
     alive = run_ids_alive or set()
     n = 0
     cutoff = time.time() - STALE_AFTER_S
-    for r in ws.query("SELECT id, updated_at FROM runs WHERE status IN ('queued','running')"):
-        if r["id"] not in alive and r["updated_at"] < cutoff:
-            ckpts = run_checkpoints(ws, r["id"])
-            _set_status(ws, r["id"], "interrupted", result={"last_checkpoint": str(ckpts[-1]) if ckpts else None},
-                        error="the server stopped while this run was in progress")
-            n += 1
+    for r in ws.query("SELECT id, status, updated_at FROM runs WHERE status IN ('queued','running')"):
+        owner = run_owner(ws, r["id"]) if r["status"] == Status.RUNNING else None
+        if (owner is not None and owner_dead(owner)) or (r["id"] not in alive and r["updated_at"] < cutoff):
+            n += mark_run_interrupted(ws, r["id"], "the process training this run stopped (server restart, crash or kill)")
     return n
+
+
+def reap_runs(ws: Workspace) -> int:
+    """The runs' reaper (a :class:`core.jobs.JobManager` hook, and what ``python -m core runs``
+    calls): a run whose process died is ``interrupted``, unless a live job still owns it."""
+    from .jobs import live_job_params
+
+    alive = {p.get("run_id") for p in live_job_params(ws)}
+    return mark_interrupted(ws, {a for a in alive if a})
 
 
 def delete_run(ws: Workspace, run_id: str) -> None:

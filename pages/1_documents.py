@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.documents import ChunkSettings, DEFAULT_MAX_BYTES, delete_document, list_chunks, list_documents, saved_chunk_settings
-from core.tasks import start_ingest, start_rechunk
+from core.launch import start_ingest, start_rechunk
 from ui import state, widgets
 from ui.helpers import chunk_label, chunk_rows, document_rows, ingest_rows, md_escape
 

@@ -14,7 +14,7 @@ from core.llm import ENV_BASE_URL, LLMSettings, key_status
 from core.real_queries import import_real_queries, save_real_queries
 from core.questions import (dedupe_workspace_questions, delete_questions, list_questions, pending_chunks,
                             question_source_counts, update_question)
-from core.tasks import start_generation
+from core.launch import start_generation
 from core.workspace import safe_display_name
 from ui import state, widgets
 from ui.helpers import dataset_label, dataset_rows, editor_changes, md_escape, question_frame

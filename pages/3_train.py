@@ -11,8 +11,8 @@ from core.finetune import LOSSES as FT_LOSSES
 from core.export import EXPORTABLE_TEXT, export_zip, is_api_embedder, run_export_support
 from core.finetune import FinetuneConfig, cost_label, describe_cost, duration_text
 from core.runs import (adapter_dir, delete_run, get_run, has_adapter, has_model, list_runs, model_dir, read_history,
-                       run_checkpoints, workspace_chunk_count, zip_folder)
-from core.tasks import job_for_run, start_finetune, start_training
+                       request_cancel, run_checkpoints, workspace_chunk_count, zip_folder)
+from core.launch import job_for_run, start_finetune, start_training
 from core.carryover import offline_training_caveat
 from core.reports import cv_figure, has_curves, training_figure
 from core.losses import Loss
@@ -248,8 +248,11 @@ def draw_run(run: dict) -> None:
                           help="Stops after the current step; the best state so far is saved."):
                 jm.cancel(job["id"])
                 st.toast("Cancelling: the best state so far will be saved.")
-        elif job is None:
-            btn.caption("running in another process")
+        elif btn.button("Cancel", key=f"train_cancel_{run_id}", icon=":material/stop_circle:",
+                        help="This run trains in another process (started before a server restart, or by the CLI): "
+                             "it stops after the current step; the best state so far is saved."):
+            request_cancel(ws, run_id)
+            st.toast("Cancelling: the best state so far will be saved.")
         pct = float((job or {}).get("progress") or 0.0)
         msg = (job or {}).get("message") or s["phase"] or ("waiting for the run before it" if run["status"] == "queued" else "starting…")
         st.progress(min(max(pct, 0.0), 1.0), text=f"{pct:.0%} · {md_escape(msg)}")

@@ -18,7 +18,7 @@ from core.summary import (
     system_provenance,
 )
 from core.runs import get_run, has_adapter, has_model, list_runs, read_history, run_checkpoints
-from core.tasks import custom_code_systems, start_evaluation
+from core.launch import custom_code_systems, start_evaluation
 from core.workspace import safe_display_name
 from ui import state, widgets
 from ui.helpers import (
@@ -214,18 +214,22 @@ if cks:
         st.caption("Picking the best checkpoint on the set it is measured on overstates its gain: confirm the choice "
                    "on questions it was not picked on.")
 
-histories = {}
-for rid in dict.fromkeys(extra.get("run_ids") or []):
-    r = get_run(ws, rid)
-    if r is not None:
-        histories[r["name"]] = read_history(ws, rid)
-with st.expander("Training curves", icon=":material/show_chart:"):
-    figs = comparison_figures(cmp, histories)
-    if "curves" in figs and histories:
-        st.plotly_chart(figs["curves"], key="eval_fig_curves", width="stretch")
-        st.caption("Epoch 0 is the untrained identity (the base model): a curve that peaks and falls shows over-training.")
-    else:
-        st.caption("No training run in this comparison.")
+# Built only while open (on_change="rerun" makes .open tell): every run's history is read and
+# charted here, which a page load that never opens it should not pay for.
+curves = st.expander("Training curves", icon=":material/show_chart:", key="eval_curves_open", on_change="rerun")
+if curves.open:
+    with curves:
+        histories = {}
+        for rid in dict.fromkeys(extra.get("run_ids") or []):
+            r = get_run(ws, rid)
+            if r is not None:
+                histories[r["name"]] = read_history(ws, rid)
+        figs = comparison_figures(cmp, histories)
+        if "curves" in figs and histories:
+            st.plotly_chart(figs["curves"], key="eval_fig_curves", width="stretch")
+            st.caption("Epoch 0 is the untrained identity (the base model): a curve that peaks and falls shows over-training.")
+        else:
+            st.caption("No training run in this comparison.")
 leaks = leakage_entries(context)
 if leaks:
     with st.expander("Leakage check: training sets against the evaluation set", icon=":material/water_drop:"):

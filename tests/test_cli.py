@@ -412,7 +412,7 @@ def test_evaluate_an_api_embedder_on_a_slow_per_token_server(capsys, tmp_path, m
 
 
 def test_evaluate_api_systems_carry_their_request_options(capsys, tmp_path, monkeypatch, fake_openai):
-    """--api-* options reach --api-embedder systems through core.tasks (their spec's "options") and
+    """--api-* options reach --api-embedder systems through core.launch (their spec's "options") and
     are saved with the comparison beside its provenance context."""
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-local")

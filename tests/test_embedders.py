@@ -477,9 +477,35 @@ def test_progress_shows_texts_per_second(fake_openai, tmp_path):
     emb.embed_texts(["a", "b", "c", "d", "e"], progress=lambda d, t, m: seen.append((d, t, m)))
     assert seen[-1][0] == seen[-1][1] == 5
     assert all("texts/s" in m for _, _, m in seen)
+    assert any(m.endswith("left · 0 cached") or " left · " in m for d, t, m in seen if 0 < d < t)  # time left
     raw: list[str] = []
     _api(fake_openai).embed_texts(["x"], progress=lambda d, t, m: raw.append(m))
     assert raw and "texts/s" in raw[-1]
+
+
+def test_format_eta():
+    from core.embedders import format_eta
+
+    assert [format_eta(s) for s in (0, 40.4, 185, 3720)] == ["0 s", "40 s", "3 min 05 s", "1 h 02 min"]
+
+
+def test_missing_texts_are_embedded_longest_first_and_returned_in_order(tmp_path):
+    calls: list[list[str]] = []
+
+    class Recorder:
+        identity, dimension = "rec", 2
+
+        def embed_texts(self, texts, progress=None):
+            calls.append(list(texts))
+            return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+        embed_queries = embed_texts
+
+    emb = CachedEmbedder(Recorder(), EmbeddingCache(tmp_path / "e.sqlite"), chunk=2)
+    texts = ["bb", "a", "dddd", "ccc", "a"]
+    out = emb.embed_texts(texts)
+    assert calls == [["dddd", "ccc"], ["bb", "a"]]
+    assert out[:, 0].tolist() == [2, 1, 4, 3, 1]
 
 
 def test_api_options_are_checked_and_kept_out_of_the_identity(fake_openai):

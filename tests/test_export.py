@@ -18,7 +18,7 @@ from core.export import ExportError, adapter_to_dense, build_sentence_transforme
 from core.datasets import save_dataset
 from core.reports import save_comparison
 from core.runs import adapter_dir, create_run, execute_run
-from core.tasks import evaluate_with_context
+from core.launch import evaluate_with_context
 from core.training import TrainConfig
 from tests.test_runs import SECRET, small_dataset
 

@@ -16,7 +16,7 @@ from core.jobs import JobManager
 from core.questions import save_dataset
 from core.reports import has_curves, training_figure
 from core.runs import create_finetune_run, get_run, has_model, list_runs, model_dir, read_history, run_kind
-from core.tasks import build_systems, start_finetune
+from core.launch import build_systems, start_finetune
 from tests.test_cli import cli_inproc
 from tests.test_runs import small_dataset
 

@@ -11,6 +11,7 @@ import pytest
 
 from core import jobs as jobs_mod
 from core.jobs import JobCancelled, JobManager
+from core.launch import job_manager
 
 WAIT = 10.0  # generous upper bound for a job to finish; tests never sleep this long
 
@@ -181,7 +182,7 @@ def test_reap_marks_jobs_and_runs_of_a_dead_process_interrupted(ws):
     ckpt = ws.run_dir("run-dead") / "adapter" / "checkpoints" / "step_40"
     ckpt.mkdir(parents=True)
     _insert_job(ws, "train-fresh", owner=f"{os.getppid()}:otherproc", age=1.0)  # another live process's job
-    jm = JobManager(ws)  # reaps on start
+    jm = job_manager(ws)  # reaps on start
     try:
         dead = jm.get("train-dead")
         assert dead["status"] == "interrupted" and "interrupted" in dead["error"]
@@ -199,7 +200,7 @@ def test_reap_marks_a_cli_run_whose_process_died(ws):
     _insert_run(ws, "run-cli-dead")
     _insert_run(ws, "run-cli-alive", age=1.0)
     _insert_run(ws, "run-finished", status="done")
-    jm = JobManager(ws)
+    jm = job_manager(ws)
     try:
         status = {r["id"]: r["status"] for r in ws.query("SELECT id, status FROM runs")}
         assert status == {"run-cli-dead": "interrupted", "run-cli-alive": "running", "run-finished": "done"}
@@ -211,7 +212,7 @@ def test_reap_keeps_runs_owned_by_live_jobs(ws):
     # a queued run whose job (in another live process) is still waiting in its lane
     _insert_job(ws, "train-waiting", status="queued", owner=f"{os.getppid()}:otherproc", age=1.0, params={"run_id": "run-waiting"})
     _insert_run(ws, "run-waiting", status="queued")
-    jm = JobManager(ws)
+    jm = job_manager(ws)
     try:
         assert ws.query("SELECT status FROM runs WHERE id='run-waiting'")[0]["status"] == "queued"
     finally:
@@ -262,3 +263,39 @@ def test_reap_marks_a_fresh_job_of_an_exited_process_interrupted_at_once(ws):
         assert jm.get("train-orphan")["status"] == "interrupted"
     finally:
         jm.shutdown()
+
+
+def test_a_plain_job_manager_reaps_only_jobs(ws):
+    """jobs.py is generic: runs are reaped by the hook core.launch.job_manager wires in, not by JobManager."""
+    _insert_run(ws, "run-cli-dead")
+    jm = JobManager(ws)
+    try:
+        assert ws.query("SELECT status FROM runs WHERE id='run-cli-dead'")[0]["status"] == "running"
+    finally:
+        jm.shutdown()
+    calls = []
+    jm = JobManager(ws, reapers=[lambda w: calls.append(w) or 0])
+    try:
+        assert calls == [ws]
+    finally:
+        jm.shutdown()
+
+
+def test_a_job_raising_interrupted_ends_interrupted(jm):
+    from core.jobs import JobInterrupted
+
+    def fn(ctx):
+        raise JobInterrupted("its process was killed")
+
+    job_id = jm.submit("demo", "dies", fn)
+    jm.wait(job_id, WAIT)
+    job = jm.get(job_id)
+    assert job["status"] == "interrupted" and "killed" in job["error"]
+
+
+def test_statuses_are_defined_once():
+    from core import runs, status
+
+    assert jobs_mod.HEARTBEAT_S is status.HEARTBEAT_S and runs.STALE_AFTER_S is status.STALE_AFTER_S
+    assert jobs_mod.ACTIVE is status.ACTIVE is runs.ACTIVE
+    assert status.Status.INTERRUPTED == "interrupted" and "running" in status.ACTIVE

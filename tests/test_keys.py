@@ -18,7 +18,7 @@ from core.jobs import JobManager
 from core.keys import key_for, scrub
 from core.llm import ChatClient, LLMError, LLMSettings, key_status
 from core.runs import list_runs
-from core.tasks import start_generation
+from core.launch import start_generation
 from core.workspace import Workspace
 
 SECRET = "sk-proj-LEAKTEST-a1b2c3d4e5f6g7h8i9j0"

@@ -24,7 +24,7 @@ from core.evaluation import compare
 from core.questions import OFFLINE_LIMITS, OfflineGenerator, build_dataset, generate_questions, save_dataset, split_dataset
 from core.reports import save_comparison
 from core.runs import create_run, execute_run
-from core.tasks import build_systems
+from core.launch import build_systems
 from core.training import TrainConfig
 from core.workspace import Workspace
 from tests.pdfs import corrupt_pdf_bytes, make_text_pdf, sample_report_pages
@@ -510,7 +510,13 @@ def test_compare_shows_table_charts_drilldown_and_exports(prepared_ws, prepared)
     compact = frame(at, "system", "Δ hit@5 (95% CI)", "significant")
     assert list(compact["system"]) == ["base (all-MiniLM-L6-v2)", "tiny linear"]
     assert frame(at, "system", "trained on", "overlap with the evaluation set").iloc[0]["trained on"].startswith("northwind train")
-    assert len(at.get("plotly_chart")) >= 2
+    closed = len(at.get("plotly_chart"))
+    assert closed >= 1
+    assert not any(c.proto.spec and "Training loss" in c.proto.spec for c in at.get("plotly_chart"))  # not built closed
+    at.session_state["eval_curves_open"] = True  # the user opens "Training curves": now it is built
+    at.run()
+    no_exceptions(at)
+    assert len(at.get("plotly_chart")) == closed + 1
     metrics = {m.label: m.value for m in at.metric}
     better, worse, same = (int(metrics[k]) for k in ("Better (relevant chunk ranked higher)", "Worse", "Unchanged"))
     assert better + worse + same == prepared.n_val
@@ -523,7 +529,7 @@ def test_compare_shows_table_charts_drilldown_and_exports(prepared_ws, prepared)
 def test_compare_reruns_without_leaked_questions(prepared_ws, prepared):
     from core.datasets import QADataset
     from core.questions import load_dataset
-    from core.tasks import evaluate_with_context
+    from core.launch import evaluate_with_context
 
     ws = Workspace(prepared_ws)
     train, val = load_dataset(ws, prepared.train_id), load_dataset(ws, prepared.val_id)
@@ -581,7 +587,7 @@ def test_compare_an_api_embedder_with_its_request_settings(prepared_ws, prepared
     from core.reports import load_comparison
 
     cmp, extra = load_comparison(Workspace(prepared_ws), json.loads(jobs[0]["result"])["eval_id"])
-    assert "fake-embed (API)" in cmp.results  # main names API systems by model (core.tasks.embedder_name)
+    assert "fake-embed (API)" in cmp.results  # main names API systems by model (core.launch.embedder_name)
     api = next(s for s in extra["systems"] if s["kind"] == "api")
     assert api["options"] == {"api_timeout": 30.0, "api_batch_size": 3, "api_concurrency": 2}
 

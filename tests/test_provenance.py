@@ -19,7 +19,7 @@ from core.provenance import (
 )
 from core.questions import generation_key, save_dataset
 from core.runs import create_run
-from core.tasks import embedder_name, named_specs
+from core.launch import embedder_name, named_specs
 from core.training import TrainConfig
 
 

@@ -26,7 +26,7 @@ from core.runs import (
     run_checkpoints,
     zip_folder,
 )
-from core.tasks import build_systems, start_evaluation, start_training
+from core.launch import build_systems, start_evaluation, start_training
 from core.training import TrainConfig, TrainingError
 
 SECRET = "sk-proj-DO-NOT-LEAK-123456"

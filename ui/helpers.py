@@ -11,7 +11,7 @@ import re
 import time
 from typing import Any, Iterable
 
-ACTIVE = ("queued", "running")
+from core.status import ACTIVE  # noqa: F401  (pages import it from here)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import os
 import streamlit as st
 
 from core.jobs import JobManager
+from core.launch import job_manager as _new_job_manager
 from core.llm import ENV_KEY
 from core.workspace import Workspace, resolve_workspace_dir
 
@@ -45,7 +46,7 @@ def _workspace(root: str) -> Workspace:
 
 @st.cache_resource(show_spinner=False)
 def _job_manager(root: str) -> JobManager:
-    return JobManager(_workspace(root))
+    return _new_job_manager(_workspace(root))
 
 
 def workspace() -> Workspace:

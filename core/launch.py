@@ -1,5 +1,7 @@
 """The long operations the dashboard launches, as background jobs (see :mod:`core.jobs`).
 
+Training runs in a child process (:mod:`core.run_process`): the job thread only waits for it.
+
 Each ``start_*`` function validates its input at once (raising a clear error before anything
 is queued), then submits a job that calls the plain core function with a progress callback
 and the job's cancel event, and returns the job id. Pages call these and poll the job; the
@@ -26,10 +28,31 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .jobs import JobContext, JobManager
+from .jobs import JobContext, JobInterrupted, JobManager
 from .workspace import Workspace
 
 SystemSpec = dict[str, Any]
+
+
+def job_manager(ws: Workspace) -> JobManager:
+    """The dashboard's job manager for ``ws``: its reaper also marks runs whose process died."""
+    from .runs import reap_runs
+
+    return JobManager(ws, reapers=[reap_runs])
+
+
+def _train_job(ws: Workspace, run_id: str, api_key: str | None = None, allow_custom_code: bool = False):
+    """A job that trains ``run_id`` in a child process (:func:`core.run_process.train_in_child`)."""
+    def job(ctx: JobContext) -> dict:
+        from .run_process import ChildDied, train_in_child
+
+        try:
+            return train_in_child(ws, run_id, job_id=ctx.job_id, cancel=ctx.cancel_event, api_key=api_key,
+                                  allow_custom_code=allow_custom_code)
+        except ChildDied as exc:
+            raise JobInterrupted(str(exc)) from exc
+
+    return job
 
 
 def _embedder(ws: Workspace, spec: str, api_key: str | None = None, base_url: str | None = None, **opts: Any):
@@ -112,7 +135,7 @@ def start_training(jm: JobManager, ws: Workspace, config, dataset_id: str, val_d
                    embedder: str = "default", name: str | None = None, api_key: str | None = None,
                    embedder_options: dict[str, Any] | None = None, allow_custom_code: bool = False,
                    eval_dataset_id: str | None = None) -> tuple[str, str]:
-    """Create a run and train it in the background (runs queue one after another). Returns (job id, run id).
+    """Create a run and train it in a child process (runs queue one after another). Returns (job id, run id).
 
     ``eval_dataset_id``: the set the adapter will be evaluated on (optional); cross-validation's
     ``cv_design="auto"`` uses its chunks to choose the validation design.
@@ -121,18 +144,14 @@ def start_training(jm: JobManager, ws: Workspace, config, dataset_id: str, val_d
     unless ``allow_custom_code``; with it, the class is imported and checked at once.
     """
     from .adapters import resolve_adapter_class
-    from .runs import create_run, execute_run
+    from .runs import create_run
 
     resolve_adapter_class(config.adapter, allow_import=allow_custom_code)  # AdapterError is a ValueError
 
     run_id = create_run(ws, config, dataset_id=dataset_id, val_dataset_id=val_dataset_id, embedder=embedder,
                         embedder_options=embedder_options, name=name, eval_dataset_id=eval_dataset_id)
 
-    def job(ctx: JobContext) -> dict:
-        result = execute_run(ws, run_id, cancel=ctx.cancel_event, progress=ctx.progress, api_key=api_key,
-                             allow_custom_code=allow_custom_code)
-        return {"run_id": run_id, **result.summary()}
-
+    job = _train_job(ws, run_id, api_key=api_key, allow_custom_code=allow_custom_code)
     job_id = jm.submit("train", f"Train {config.adapter} adapter", job, {"run_id": run_id})
     return job_id, run_id
 
@@ -161,17 +180,13 @@ def custom_code_systems(ws: Workspace, systems: list[SystemSpec]) -> dict[str, s
 
 def start_finetune(jm: JobManager, ws: Workspace, dataset_id: str, config=None, embedder: str = "default",
                    name: str | None = None, embedder_options: dict[str, Any] | None = None) -> tuple[str, str]:
-    """Create a full fine-tune run (:mod:`core.finetune`) and train it in the background, in the same
+    """Create a full fine-tune run (:mod:`core.finetune`) and train it in a child process, in the same
     queue as adapter runs. Returns (job id, run id). An API embedder is refused at once."""
-    from .runs import create_finetune_run, execute_run
+    from .runs import create_finetune_run
 
     run_id = create_finetune_run(ws, config, dataset_id=dataset_id, embedder=embedder,
                                  embedder_options=embedder_options, name=name)
-
-    def job(ctx: JobContext) -> dict:
-        result = execute_run(ws, run_id, cancel=ctx.cancel_event, progress=ctx.progress)
-        return {"run_id": run_id, **result.summary()}
-
+    job = _train_job(ws, run_id)
     job_id = jm.submit("train", f"Full fine-tune of {embedder}", job, {"run_id": run_id})
     return job_id, run_id
 
