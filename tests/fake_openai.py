@@ -276,6 +276,10 @@ class FakeOpenAI:
         for k, v in (headers or {}).items():
             h.send_header(k, v)
         h.end_headers()
+        leaving = getattr(h, "before_reply", None)
+        if leaving is not None:  # the request stops counting as in flight before the client can see its answer
+            h.before_reply = None
+            leaving()
         h.wfile.write(data)
         h.wfile.flush()
 
@@ -321,11 +325,20 @@ class FakeOpenAI:
             with self._lock:
                 self._in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            done = threading.Event()
+
+            def leave() -> None:
+                if not done.is_set():
+                    done.set()
+                    with self._lock:
+                        self._in_flight -= 1
+
+            h.before_reply = leave
             try:
                 return self._embeddings(h, body or {}, garbage, bad_base64=fault == "bad-base64")
             finally:
-                with self._lock:
-                    self._in_flight -= 1
+                h.before_reply = None
+                leave()
         return self._send(h, 404, self._error(f"Unknown path {path}.", "invalid_request_error"))
 
     def _chat(self, h, body: dict, garbage: bool) -> None:
