@@ -14,6 +14,7 @@ Modules, one concept each (see their docstrings):
 * ``evaluation``  hit@k, MRR@k, nDCG@10, recall@k, comparisons with significance
 * ``runs``        training runs kept in the workspace (kind adapter or finetune)
 * ``jobs``/``launch``  background jobs the dashboard launches (training: ``run_process``)
+* ``status``      job/run statuses, heartbeat and owner-process checks (defined once)
 * ``reports``     saved comparisons, charts, HTML/CSV export
 * ``cli``         ``python -m core``
 """

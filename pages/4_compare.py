@@ -214,16 +214,22 @@ if cks:
         st.caption("Picking the best checkpoint on the set it is measured on overstates its gain: confirm the choice "
                    "on questions it was not picked on.")
 
+def run_histories() -> dict[str, list[dict]]:
+    """Each compared run's history by run name (read when a chart or the report needs it)."""
+    out = {}
+    for rid in dict.fromkeys(extra.get("run_ids") or []):
+        r = get_run(ws, rid)
+        if r is not None:
+            out[r["name"]] = read_history(ws, rid)
+    return out
+
+
 # Built only while open (on_change="rerun" makes .open tell): every run's history is read and
 # charted here, which a page load that never opens it should not pay for.
 curves = st.expander("Training curves", icon=":material/show_chart:", key="eval_curves_open", on_change="rerun")
 if curves.open:
     with curves:
-        histories = {}
-        for rid in dict.fromkeys(extra.get("run_ids") or []):
-            r = get_run(ws, rid)
-            if r is not None:
-                histories[r["name"]] = read_history(ws, rid)
+        histories = run_histories()
         figs = comparison_figures(cmp, histories)
         if "curves" in figs and histories:
             st.plotly_chart(figs["curves"], key="eval_fig_curves", width="stretch")
@@ -299,7 +305,7 @@ st.subheader("Export")
 e1, e2, _ = st.columns([1, 1, 2])
 stem = safe_display_name(f"adapterlab-{cmp.dataset_name}")
 e1.download_button("HTML report (self-contained)", key="eval_download_html", type="primary", on_click="ignore",
-                   data=lambda: html_report(cmp, histories, title=f"AdapterLab retrieval report: {cmp.dataset_name}",
+                   data=lambda: html_report(cmp, run_histories(), title=f"AdapterLab retrieval report: {cmp.dataset_name}",
                                             context=context),
                    file_name=f"{stem}.html", mime="text/html", icon=":material/description:")
 e2.download_button("Table (CSV)", key="eval_download_csv", data=lambda: comparison_csv(cmp, context), on_click="ignore",
