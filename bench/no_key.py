@@ -15,6 +15,7 @@ method's questions (``+ conservative``: the same, with the :data:`CONSERVATIVE` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -86,7 +87,8 @@ def main() -> None:
     for seed in args.seeds:
         systems, notes = {"base": emb}, {"base": ("", "")}
         for m, train_ds in data.items():
-            runs = [] if args.no_llamaindex else [(f"{m} · LlamaIndex defaults", TrainConfig.llamaindex_defaults("linear", epochs=4))]
+            li = dataclasses.replace(TrainConfig.llamaindex_defaults("linear", epochs=4), seed=seed)
+            runs = [] if args.no_llamaindex else [(f"{m} · LlamaIndex defaults", li)]
             runs.append((f"{m} · AdapterLab default", TrainConfig(adapter="linear", seed=seed)))
             if args.conservative:
                 runs.append((f"{m} · conservative", TrainConfig(adapter="linear", seed=seed, **CONSERVATIVE)))

@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable
 
 from .questions import OfflineGenerator, _SENTENCE_SPLIT, _WORD, dedupe_questions, normalize_question
 
-CLOZE_VERSION = 1
+CLOZE_VERSION = 2
 HEADINGS_VERSION = 1
 MIXTURE_VERSION = 1
 
@@ -98,13 +98,15 @@ class ClozeGenerator:
 
     @staticmethod
     def _sentences(text: str) -> list[str]:
-        text = re.sub(r"[ \t]+", " ", text or "").strip()
         out = []
-        for s in _SENTENCE_SPLIT.split(text):
-            s = _BULLET.sub("", (s or "").strip()).strip()
-            s = re.sub(r"\s*\n\s*", " ", s)
-            if s:
-                out.append(s)
+        for line in (text or "").splitlines():
+            line = re.sub(r"\s+", " ", line).strip()
+            if not line or is_heading(line):
+                continue  # a heading is not a sentence (and would glue onto the next one)
+            for s in _SENTENCE_SPLIT.split(line):
+                s = _BULLET.sub("", (s or "").strip()).strip()
+                if s:
+                    out.append(s)
         return out
 
     def generate(self, chunk_text: str, n: int, cancel: Any = None) -> list[str]:
@@ -327,3 +329,10 @@ def offline_generator(method: str | None = None, seed: int = 0) -> Any:
     if method not in OFFLINE_METHODS:
         raise ValueError(f"unknown offline method {method!r}: use one of {', '.join(OFFLINE_METHODS)}")
     return OFFLINE_METHODS[method][1](int(seed))
+
+#: what the Questions page and the CLI say about choosing a method (measured: bench/README.md, "Protocol (d)")
+OFFLINE_METHOD_HELP = (
+    "How offline questions are made. Keyword questions and section headings, used to train an adapter, did "
+    "not lift retrieval on real questions in our measurement; inverse-cloze pairs came closest. None has "
+    "been shown to carry over to real queries: for an adapter you will deploy, use an LLM or real queries."
+)
