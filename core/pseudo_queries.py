@@ -12,9 +12,9 @@ them). The methods (:data:`OFFLINE_METHODS`):
   (boilerplate) are skipped, and the sentence's single most distinctive keyword is removed
   from the query, so the query must match the rest of the chunk's meaning, not one rare word.
 * ``headings``: section headings ("Our Growth Strategy", "Risks Related to Operational
-  Factors") asked as questions ("What about our growth strategy?"). A chunk is asked the
-  heading in force where it starts (a heading from an earlier chunk: not a copy of its text)
-  and the headings near its top.
+  Factors") asked as questions ("What about our Growth Strategy?"). A chunk is asked its own
+  headings, then the last heading of the chunk before it (the section its text continues: no
+  copy of its text).
 * ``mixture``: round-robin over headings, cloze and keywords for each chunk.
 
 Which one is the default (:data:`DEFAULT_OFFLINE_METHOD`) was measured on real questions:
@@ -188,20 +188,21 @@ def _heading_question(h: str) -> str:
         return ""
     if h.isupper():
         h = h.title()
-    first = h.split()[0]
-    if not (first.isupper() and len(first) > 1):  # keep acronyms ("COVID-19")
-        h = h[:1].lower() + h[1:]
-    return f"What about {h}?"
+    first, _, rest = h.partition(" ")
+    if first.lower() in _SMALL or first.lower() in ("other", "certain", "recent"):
+        h = (first.lower() + " " + rest).strip()  # "Our Growth Strategy" -> "our Growth Strategy"; names keep their case
+    return f"What about {h}?"  # the bundled model is uncased: case is for the reader only
 
 
 class HeadingGenerator:
-    """Section headings of the documents asked as questions ("What about our growth strategy?").
+    """Section headings of the documents asked as questions ("What about our Growth Strategy?").
 
     :meth:`fit` reads the chunks in document order (``generate_questions`` passes them so) and
-    remembers, for each chunk, the heading in force where it starts. ``generate`` then asks
-    the headings inside the chunk, top first, then that earlier heading (no copy of the chunk's
-    text). A chunk with no heading at all gets
-    no question from this method (``mixture`` fills those with cloze and keyword questions).
+    remembers, for each chunk, the last heading of the chunk before it (the section its text
+    continues; a heading further back would name many chunks at once). ``generate`` asks the
+    headings inside the chunk, top first, then that earlier heading (no copy of the chunk's
+    text). A chunk with no heading near it gets no question from this method (``mixture`` fills
+    those with cloze and keyword questions).
     """
 
     kind = "offline"
@@ -315,7 +316,7 @@ class MixtureGenerator:
 OFFLINE_METHODS: dict[str, tuple[str, Callable[[int], Any]]] = {
     "keywords": ("Keyword questions (\"What is said about A and B?\")", lambda seed: OfflineGenerator(seed=seed)),
     "cloze": ("Inverse cloze (a sentence of the chunk, its key word removed)", lambda seed: ClozeGenerator(seed=seed)),
-    "headings": ("Section headings (\"What about our growth strategy?\")", lambda seed: HeadingGenerator(seed=seed)),
+    "headings": ("Section headings (\"What about our Growth Strategy?\")", lambda seed: HeadingGenerator(seed=seed)),
     "mixture": ("Mixture (headings, cloze and keywords in turn)", lambda seed: MixtureGenerator(seed=seed)),
 }
 

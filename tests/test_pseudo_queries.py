@@ -73,7 +73,7 @@ def test_headings_ask_the_chunk_its_own_and_the_preceding_heading():
     # chunk 2 has no heading of its own: it continues the section chunk 1 ended in
     assert gen.generate(CHUNKS[1], 2) == ["What about our Growth Strategy?"]
     # chunk 3's own heading; the heading further back (chunk 2 had none) is not used
-    assert gen.generate(CHUNKS[2], 2) == ["What about risks Related to Operational Factors?"]
+    assert gen.generate(CHUNKS[2], 2) == ["What about Risks Related to Operational Factors?"]
     assert HeadingGenerator().generate("no heading here, just words.", 2) == []
 
 
