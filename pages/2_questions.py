@@ -136,8 +136,8 @@ def generate_tab() -> None:
         methods = list(OFFLINE_METHODS)
         offline_method = st.selectbox(
             "Offline method", methods, index=methods.index(DEFAULT_OFFLINE_METHOD), key="gen_offline_method",
-            format_func=lambda m: OFFLINE_METHODS[m][0] + (" · default" if m == DEFAULT_OFFLINE_METHOD else ""),
-            help=OFFLINE_METHOD_HELP)
+            format_func=lambda m: OFFLINE_METHODS[m][0] + (" · default" if m == DEFAULT_OFFLINE_METHOD else ""))
+        st.caption(OFFLINE_METHOD_HELP)
 
     busy = widgets.any_active("generate")
     can_start = bool(picked) and not busy and (gen == "offline" or template is not None)

@@ -291,13 +291,14 @@ def test_questions_offline_generation_runs_in_background(prepared_ws, prepared):
 
 
 def test_questions_offline_method_is_selectable(prepared_ws, prepared):
-    from core.pseudo_queries import DEFAULT_OFFLINE_METHOD, OFFLINE_METHODS
+    from core.pseudo_queries import DEFAULT_OFFLINE_METHOD, OFFLINE_METHOD_HELP, OFFLINE_METHODS
 
     at = page("2_questions.py")
     at.run()
     box = at.selectbox(key="gen_offline_method")
     assert box.value == DEFAULT_OFFLINE_METHOD and len(box.options) == len(OFFLINE_METHODS)
     assert any("default" in o for o in box.options)
+    assert OFFLINE_METHOD_HELP in texts(at.caption)  # what was measured, in plain words
     box.set_value("cloze").run()
     at.number_input(key="gen_n").set_value(1)
     at.button(key="gen_start").click().run()
