@@ -25,13 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.quality import SHARED  # noqa: E402
-from core.datasets import QADataset  # noqa: E402
-from core.embedders import AdapterEmbedder, resolve_embedder  # noqa: E402
-from core.evaluation import compare  # noqa: E402
-from core.pseudo_queries import OFFLINE_METHODS, offline_generator  # noqa: E402
-from core.training import TrainConfig, train  # noqa: E402
-from core.workspace import Workspace  # noqa: E402
+from bench.quality import SHARED
+from core.datasets import QADataset
+from core.embedders import AdapterEmbedder, resolve_embedder
+from core.evaluation import compare
+from core.pseudo_queries import OFFLINE_METHODS, offline_generator
+from core.training import TrainConfig, train
+from core.workspace import Workspace
 
 #: the conservative setting for offline signals, fixed in advance (not tuned on real questions):
 #: a third of the default learning rate, so cross-validation on pseudo-queries cannot move far.

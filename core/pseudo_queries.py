@@ -34,16 +34,20 @@ import math
 import re
 import zlib
 from collections import Counter
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from .questions import OfflineGenerator, _SENTENCE_SPLIT, _WORD, dedupe_questions, normalize_question
+from .questions import _SENTENCE_SPLIT, _WORD, OfflineGenerator, dedupe_questions, normalize_question
 
 CLOZE_VERSION = 2
 HEADINGS_VERSION = 1
 MIXTURE_VERSION = 1
 
 _BULLET = re.compile(r"^\s*(?:[-\u2022*\u25cf\u25aa\u2013]|\(?[0-9ivx]{1,4}[.)])\s")
-_SMALL = frozenset("a an and as at by for from in into of on or the to with vs via our its".split())
+_SMALL = frozenset(
+    ["a", "an", "and", "as", "at", "by", "for", "from", "in", "into", "of", "on", "or", "the", "to", "with", "vs",
+     "via", "our", "its"]
+)
 
 
 def _norm_sentence(s: str) -> str:
@@ -88,7 +92,7 @@ class ClozeGenerator:
     def needs_fit(self) -> bool:
         return self._sentence_df is None
 
-    def fit(self, texts: Iterable[str]) -> "ClozeGenerator":
+    def fit(self, texts: Iterable[str]) -> ClozeGenerator:
         texts = list(texts)
         self._kw.fit(texts)
         df: Counter[str] = Counter()
@@ -239,7 +243,7 @@ class HeadingGenerator:
                 out.append(line)
         return out
 
-    def fit(self, texts: Iterable[str]) -> "HeadingGenerator":
+    def fit(self, texts: Iterable[str]) -> HeadingGenerator:
         ctx: dict[int, str] = {}
         previous = ""  # the last heading of the chunk just before (a heading further back names too many chunks)
         for t in texts:
@@ -289,7 +293,7 @@ class MixtureGenerator:
     def needs_fit(self) -> bool:
         return not self._fitted
 
-    def fit(self, texts: Iterable[str]) -> "MixtureGenerator":
+    def fit(self, texts: Iterable[str]) -> MixtureGenerator:
         texts = list(texts)
         for g in self._gens:
             g.fit(texts)

@@ -5,21 +5,31 @@ from __future__ import annotations
 import pytest
 
 from core.pseudo_queries import (
-    DEFAULT_OFFLINE_METHOD, OFFLINE_METHODS, ClozeGenerator, HeadingGenerator, MixtureGenerator, is_heading,
+    DEFAULT_OFFLINE_METHOD,
+    OFFLINE_METHODS,
+    ClozeGenerator,
+    HeadingGenerator,
+    MixtureGenerator,
+    is_heading,
     offline_generator,
 )
-from core.questions import OfflineGenerator, build_dataset, generate_questions, generation_key
+from core.questions import (
+    OfflineGenerator,
+    build_dataset,
+    generate_questions,
+    generation_key,
+)
 from core.workspace import Workspace
 
 CHUNKS = [
-    "Our Growth Strategy\n"
-    "We plan to expand the bike-share network into twelve additional metropolitan regions next year. "
-    "Our business could be adversely affected by many factors. "
-    "Ok.",
-    "Autonomous vehicle partnerships with Motional will start commercial service in Las Vegas. "
-    "Our business could be adversely affected by many factors.",
-    "Risks Related to Operational Factors\n"
-    "Insurance reserves for auto liability claims rose sharply because claim severity increased.",
+    ("Our Growth Strategy\n"
+     "We plan to expand the bike-share network into twelve additional metropolitan regions next year. "
+     "Our business could be adversely affected by many factors. "
+     "Ok."),
+    ("Autonomous vehicle partnerships with Motional will start commercial service in Las Vegas. "
+     "Our business could be adversely affected by many factors."),
+    ("Risks Related to Operational Factors\n"
+     "Insurance reserves for auto liability claims rose sharply because claim severity increased."),
 ]
 
 
