@@ -44,9 +44,9 @@ from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 from core.documents import list_chunks  # noqa: E402
 from core.jobs import JobManager  # noqa: E402
+from core.launch import start_evaluation, start_generation, start_ingest  # noqa: E402
 from core.questions import build_dataset, save_dataset, split_dataset  # noqa: E402
 from core.runs import create_run, execute_run  # noqa: E402
-from core.launch import start_evaluation, start_generation, start_ingest  # noqa: E402
 from core.training import TrainConfig  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, StreamlitServer  # noqa: E402
@@ -61,7 +61,7 @@ PAGES = {
     "documents": ("Documents", '[data-testid="stDataFrame"] table[role="grid"]'),
     "questions": ("Questions", '[role="tab"]'),
     "train": ("Train", ".js-plotly-plot"),
-    "compare": ("Compare", '.js-plotly-plot'),
+    "compare": ("Compare", ".js-plotly-plot"),
 }
 # The default page (Documents) lives at "/": Streamlit ignores url_path for the default page, and
 # "/documents" shows a "Page not found" dialog before running the main page.
@@ -83,11 +83,18 @@ READY_JS = """([title, sel]) => {
 def report_pages() -> list[str]:
     """The 4-page sample report for three fictional companies and years: 12 distinct pages."""
     out = []
-    for company, short, year, prev in [("Northwind Mobility", "Northwind", "2021", "2020"),
-                                       ("Bluefin Transit", "Bluefin", "2019", "2018"),
-                                       ("Cedar Rides", "Cedar", "2023", "2022")]:
-        out += [p.replace("Northwind Mobility", company).replace("Northwind", short).replace("2021", year)
-                .replace("2020", prev) for p in sample_report_pages()]
+    for company, short, year, prev in [
+        ("Northwind Mobility", "Northwind", "2021", "2020"),
+        ("Bluefin Transit", "Bluefin", "2019", "2018"),
+        ("Cedar Rides", "Cedar", "2023", "2022"),
+    ]:
+        out += [
+            p.replace("Northwind Mobility", company)
+            .replace("Northwind", short)
+            .replace("2021", year)
+            .replace("2020", prev)
+            for p in sample_report_pages()
+        ]
     return out
 
 
@@ -104,11 +111,18 @@ def prepare_workspace(root: Path) -> dict:
         train, val = split_dataset(build_dataset(ws), by="chunk", val_fraction=0.2, seed=0)
         train_id = save_dataset(ws, train, "train (by chunk)", role="train")
         val_id = save_dataset(ws, val, "validation (by chunk)", role="val")
-        run_id = create_run(ws, TrainConfig(adapter="linear", epochs=12), dataset_id=train_id, val_dataset_id=val_id,
-                            name="linear (prepared)")
+        run_id = create_run(
+            ws,
+            TrainConfig(adapter="linear", epochs=12),
+            dataset_id=train_id,
+            val_dataset_id=val_id,
+            name="linear (prepared)",
+        )
         execute_run(ws, run_id)
         for k in (5, 3):
-            job = start_evaluation(jm, ws, val_id, [{"kind": "run", "run_id": run_id}], top_k=k, name=f"validation k={k}")
+            job = start_evaluation(
+                jm, ws, val_id, [{"kind": "run", "run_id": run_id}], top_k=k, name=f"validation k={k}"
+            )
             jm.wait(job)
             assert jm.get(job)["status"] == "done", jm.get(job)
         return {
@@ -131,8 +145,12 @@ def first_load(browser, url: str, name: str) -> tuple[float, float]:
     try:
         t = time.perf_counter()
         page.goto(f"{url}/{URL_PATHS[name]}")
-        page.wait_for_function("t => { const h = document.querySelector('h1'); return h && h.innerText.includes(t); }",
-                               arg=title, timeout=60_000, polling=25)
+        page.wait_for_function(
+            "t => { const h = document.querySelector('h1'); return h && h.innerText.includes(t); }",
+            arg=title,
+            timeout=60_000,
+            polling=25,
+        )
         t_title = time.perf_counter() - t
         page.wait_for_function(READY_JS, arg=[title, sel], timeout=60_000, polling=25)
         return t_title, time.perf_counter() - t
@@ -199,7 +217,12 @@ def clicks_compare_select(page: Page, url: str, n: int) -> list[float]:
         const caps = Array.from(document.querySelectorAll('[data-testid="stMarkdownContainer"]'));
         return caps.some(c => c.innerText.includes('Evaluation set:') && c.innerText.includes('k = ' + k))
             && !document.querySelector('[data-testid="stSkeleton"], [data-stale="true"]'); }"""
-    current = 3 if "k = 3" in page.locator('[data-testid="stMarkdownContainer"]').filter(has_text="Evaluation set:").first.inner_text() else 5
+    current = (
+        3
+        if "k = 3"
+        in page.locator('[data-testid="stMarkdownContainer"]').filter(has_text="Evaluation set:").first.inner_text()
+        else 5
+    )
     for _ in range(n):
         target = 5 if current == 3 else 3
         key(page, "eval_view").get_by_role("combobox").click()
@@ -241,7 +264,9 @@ def start_long_training(page: Page, url: str) -> None:
         expect(box).to_have_value(str(v))
     key(page, "train_name").locator("input").fill("bench: long run")
     key(page, "train_start").locator("button").click()
-    expect(page.get_by_test_id("stProgress").filter(has_text=re.compile(r"epoch \d+/500"))).to_be_visible(timeout=120_000)
+    expect(page.get_by_test_id("stProgress").filter(has_text=re.compile(r"epoch \d+/500"))).to_be_visible(
+        timeout=120_000
+    )
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
 
 
@@ -283,8 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     ws = tmp / "ws"
     t = time.perf_counter()
     facts = prepare_workspace(ws)
-    print(f"workspace prepared through core in {time.perf_counter() - t:.1f} s: {facts['chunks']} chunks, "
-          f"{facts['train_questions']} training questions, 1 finished run, 2 comparisons ({ws})", file=sys.stderr)
+    print(
+        f"workspace prepared through core in {time.perf_counter() - t:.1f} s: {facts['chunks']} chunks, "
+        f"{facts['train_questions']} training questions, 1 finished run, 2 comparisons ({ws})",
+        file=sys.stderr,
+    )
     server = StreamlitServer(ws, tmp / "streamlit.log")
     rows: list[str] = _Rows()
     notes: list[str] = []
@@ -296,23 +324,37 @@ def main(argv: list[str] | None = None) -> int:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             cold_title, cold = first_load(browser, server.url, "documents")
             rows.append(fmt_row("server start (health check)", "`streamlit run app.py`", [boot], None))
-            rows.append(fmt_row("first view after server start (cold imports)", "Documents", [cold], None, [cold_title]))
+            rows.append(
+                fmt_row("first view after server start (cold imports)", "Documents", [cold], None, [cold_title])
+            )
             for name, (title, _) in PAGES.items():
                 loads = [first_load(browser, server.url, name) for _ in range(args.loads)]
                 rows.append(fmt_row("first load", title, [b for _, b in loads], LOAD_TARGET_S, [a for a, _ in loads]))
             for name, (title, _) in PAGES.items():
-                rows.append(fmt_row("reload (front-end code cached)", title,
-                                    reloads(browser, server.url, name, args.loads), LOAD_TARGET_S))
+                rows.append(
+                    fmt_row(
+                        "reload (front-end code cached)",
+                        title,
+                        reloads(browser, server.url, name, args.loads),
+                        LOAD_TARGET_S,
+                    )
+                )
 
             ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
             page = ctx.new_page()
             page.set_default_timeout(30_000)
             interactions = [
                 ("Questions: switch tab", lambda: clicks_questions_tab(page, server.url, args.clicks)),
-                ("Compare: change the comparison selectbox",
-                 lambda: clicks_compare_select(page, server.url, args.clicks)),
-                (f"Documents: chunk search '{SEARCH}' / cleared",
-                 lambda: clicks_documents_search(page, server.url, args.clicks, facts["chunks"], facts["search_hits"])),
+                (
+                    "Compare: change the comparison selectbox",
+                    lambda: clicks_compare_select(page, server.url, args.clicks),
+                ),
+                (
+                    f"Documents: chunk search '{SEARCH}' / cleared",
+                    lambda: clicks_documents_search(
+                        page, server.url, args.clicks, facts["chunks"], facts["search_hits"]
+                    ),
+                ),
             ]
             for label, run in interactions:
                 rows.append(fmt_row("click response, server idle", label, run(), CLICK_TARGET_S))
@@ -325,11 +367,17 @@ def main(argv: list[str] | None = None) -> int:
             for label, run in interactions:
                 rows.append(fmt_row("click response, training running", label, run(), CLICK_TARGET_S))
             s1, t1 = history_steps(ws), time.perf_counter()
-            running = watcher.get_by_test_id("stMarkdownContainer").filter(has_text="bench: long run").filter(has_text="running")
+            running = (
+                watcher.get_by_test_id("stMarkdownContainer")
+                .filter(has_text="bench: long run")
+                .filter(has_text="running")
+            )
             still = running.count() > 0
-            notes.append(f"training throughput (child process) during the clicks (Train tab open on its live chart): "
-                         f"{(s1 - s0) / (t1 - t0):.0f} optimizer steps/s; the run was "
-                         f"{'still running' if still else 'NOT running any more'} at the end of the measurements")
+            notes.append(
+                f"training throughput (child process) during the clicks (Train tab open on its live chart): "
+                f"{(s1 - s0) / (t1 - t0):.0f} optimizer steps/s; the run was "
+                f"{'still running' if still else 'NOT running any more'} at the end of the measurements"
+            )
             watcher_ctx.close()
             ctx.close()
             # the same training with no browser session open (no live chart, no sidebar polling)
@@ -337,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
             s2, t2 = history_steps(ws), time.perf_counter()
             time.sleep(8)
             s3, t3 = history_steps(ws), time.perf_counter()
-            notes.append(f"the same training with no browser session open: {(s3 - s2) / (t3 - t2):.0f} optimizer steps/s")
+            notes.append(
+                f"the same training with no browser session open: {(s3 - s2) / (t3 - t2):.0f} optimizer steps/s"
+            )
             browser.close()
     finally:
         server.stop()
@@ -346,8 +396,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"UI latency: Chromium headless, 1400x1000, {args.loads} first loads per page (fresh session each), "
-          f"{args.clicks} clicks per interaction; times in seconds.\n")
+    print(
+        f"UI latency: Chromium headless, 1400x1000, {args.loads} first loads per page (fresh session each), "
+        f"{args.clicks} clicks per interaction; times in seconds.\n"
+    )
     print("| measure | page / action | runs (s) | median (s) | target | result |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
