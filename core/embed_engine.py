@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +40,8 @@ from .embedders import (
     resolve_embedder,
     text_key,
 )
+from .progress import Progress
 
-Progress = Callable[[int, int, str], None]
 ENGINES = ("local", "ray")
 RAY_HINT = "Ray is not installed: pip install -r requirements-scale.txt (or use --engine local)"
 

@@ -40,6 +40,7 @@ from typing import Any
 from .datasets import QADataset
 from .embedders import resolve_embedder
 from .keys import scrub
+from .progress import Progress
 from .status import ACTIVE, HEARTBEAT_S, STALE_AFTER_S, Status, owner_dead, process_token
 from .training import TrainConfig, TrainResult, list_checkpoints, train
 from .workspace import Workspace, atomic_write_json, new_id
@@ -257,7 +258,7 @@ def execute_run(
     run_id: str,
     *,
     cancel: threading.Event | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     api_key: str | None = None,
     out_dir: str | Path | None = None,

@@ -47,6 +47,7 @@ from .embedders import pick_device
 from .evaluation import EmbeddedDataset, embed_dataset, rank_embeddings
 from .losses import LOSSES, Loss, LossBatch
 from .optim import OPTIMIZERS  # torch's update rules without importing torch._dynamo (see core.optim)
+from .progress import Progress
 from .train_config import DEFAULT_LR, FALLBACK_LR, FIELD_HELP, OPTIMIZER_NAMES, SELECTIONS, TrainConfig, TrainingError  # noqa: F401
 
 Callback = Callable[[dict[str, Any]], None]
@@ -405,7 +406,7 @@ def cross_validate(
     design_reason: str,
     record: Callable[[dict[str, Any]], None] | None = None,
     cancel: threading.Event | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
     allow_custom_code: bool = False,
 ) -> sel.CVResult:
     """k-fold cross-validation over (lr in the grid) x (epochs 0..config.epochs); see :mod:`core.selection`."""
@@ -494,7 +495,7 @@ def train(
     callback: Callback | None = None,
     cancel: threading.Event | None = None,
     checkpoint_dir: str | Path | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
     negatives: dict[str, str] | None = None,
     target_chunks: set[str] | None = None,
     allow_custom_code: bool = False,
