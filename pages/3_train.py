@@ -14,7 +14,7 @@ from core.runs import (adapter_dir, delete_run, get_run, has_adapter, has_model,
                        request_cancel, run_checkpoints, workspace_chunk_count, zip_folder)
 from core.launch import job_for_run, start_finetune, start_training
 from core.carryover import offline_training_caveat
-from core.reports import cv_figure, has_curves, training_figure
+from core.reports import MAX_STEP_POINTS, cv_figure, has_curves, training_figure
 from core.losses import Loss
 from core.train_config import FIELD_HELP, OPTIMIZER_NAMES, SELECTIONS, TrainConfig
 from ui import state, widgets
@@ -228,11 +228,18 @@ if datasets:
 # ------------------------------------------------------------------------------------------------
 # one run: live while it trains
 # ------------------------------------------------------------------------------------------------
-def draw_run(run: dict) -> None:
+# While a run trains, its numbers refresh every second but its chart only every LIVE_CHART_S, from
+# at most LIVE_STEP_POINTS loss points: redrawing a chart costs the server and the browser CPU
+# that the training process (on the same machine) would otherwise get.
+LIVE_CHART_S = 3.0
+LIVE_STEP_POINTS = 600
+
+
+def draw_run(run: dict, hist: list[dict]) -> None:
+    """A run's title, cancel button and progress while active, its numbers and the CV verdict."""
     run_id = run["id"]
     cfg = (run.get("config") or {}).get("config") or {}
     k = int(cfg.get("top_k", 5))
-    hist = read_history(ws, run_id)
     s = history_summary(hist)
     job = job_for_run(jm, run_id)
     active = run["status"] in ACTIVE
@@ -282,10 +289,17 @@ def draw_run(run: dict) -> None:
             + (f"refit on every question for {cv['epochs']} epoch(s) at lr {cv['lr']:g}." if cv["train"] else
                "training did not help out of fold, so the saved adapter is the untrained identity (same as the base model).")
             + f" Rule: {cv['rule']}. Design: {cv['design_reason']}.")
+
+
+def draw_charts(run: dict, hist: list[dict], max_points: int = MAX_STEP_POINTS) -> None:
+    """The cross-validation chart (when the run cross-validated) and the training curves."""
+    run_id = run["id"]
+    k = int(((run.get("config") or {}).get("config") or {}).get("top_k", 5))
+    active = run["status"] in ACTIVE
     if any(h.get("type") == "cv" for h in hist):
         st.plotly_chart(cv_figure(hist, k), key=f"cv_chart_{run_id}", width="stretch")
     if has_curves(hist):
-        st.plotly_chart(training_figure(hist, k), key=f"train_chart_{run_id}", width="stretch")
+        st.plotly_chart(training_figure(hist, k, max_points=max_points), key=f"train_chart_{run_id}", width="stretch")
     elif active:
         st.caption("The chart appears after the first training step (embedding comes first; cached texts are free).")
     else:
@@ -394,11 +408,24 @@ with st.container(border=True):
             current = get_run(ws, view)
             if current is None or current["status"] not in ACTIVE:
                 st.rerun(scope="app")  # finished: redraw once with the results, and stop polling
-            draw_run(current)
+            draw_run(current, read_history(ws, view))  # only the lines appended since the last poll are parsed
+
+        @st.fragment(run_every=LIVE_CHART_S)
+        def live_chart() -> None:
+            draw_charts(run, read_history(ws, view), max_points=LIVE_STEP_POINTS)
 
         live()
+        live_chart()
     else:
-        draw_run(run)
+        hist = read_history(ws, view)
+        draw_run(run, hist)
+        # A finished run's charts are built only while this is open (on_change="rerun" makes .open
+        # tell): a page load that never opens it neither builds them nor fetches the chart library.
+        curves = st.expander("Training curves", icon=":material/show_chart:", key="train_curves_open",
+                             on_change="rerun")
+        if curves.open:
+            with curves:
+                draw_charts(run, hist)
         draw_finished(run)
 
 st.markdown("**Run history**")

@@ -404,7 +404,12 @@ def test_train_shows_run_history_curves_and_downloads(prepared_ws, prepared):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Epochs done"] == "2 / 2"
     assert any(label.startswith("Val mrr@5 (best epoch") for label in metrics)
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("plotly_chart")) == 0  # "Training curves" is closed: no figure is built
+    at.session_state["train_curves_open"] = True  # the user opens it
+    at.run()
+    no_exceptions(at)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1 and "Training loss" in charts[0].proto.spec
     ckpts = frame(at, "checkpoint", "step")
     assert list(ckpts["checkpoint"])[-1].startswith("step_")
     assert at.download_button(key=f"train_download_{prepared.run_id}") is not None
