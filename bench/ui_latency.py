@@ -63,7 +63,7 @@ PAGES = {
     "documents": ("Documents", '[data-testid="stDataFrame"] table[role="grid"]'),
     "questions": ("Questions", '[role="tab"]'),
     "train": ("Train", '[data-testid="stMetric"]'),  # a finished run: its curves are behind an expander
-    "compare": ("Compare", '.js-plotly-plot'),
+    "compare": ("Compare", '[data-testid="stDataFrame"] table[role="grid"]'),  # its charts are behind expanders
 }
 # The default page (Documents) lives at "/": Streamlit ignores url_path for the default page, and
 # "/documents" shows a "Page not found" dialog before running the main page.

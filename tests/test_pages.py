@@ -515,13 +515,16 @@ def test_compare_shows_table_charts_drilldown_and_exports(prepared_ws, prepared)
     compact = frame(at, "system", "Δ hit@5 (95% CI)", "significant")
     assert list(compact["system"]) == ["base (all-MiniLM-L6-v2)", "tiny linear"]
     assert frame(at, "system", "trained on", "overlap with the evaluation set").iloc[0]["trained on"].startswith("northwind train")
-    closed = len(at.get("plotly_chart"))
-    assert closed >= 1
-    assert not any(c.proto.spec and "Training loss" in c.proto.spec for c in at.get("plotly_chart"))  # not built closed
-    at.session_state["eval_curves_open"] = True  # the user opens "Training curves": now it is built
+    assert len(at.get("plotly_chart")) == 0  # the chart and the training curves are closed: neither is built
+    at.session_state["eval_chart_open"] = True  # the user opens the chart of the deltas
     at.run()
     no_exceptions(at)
-    assert len(at.get("plotly_chart")) == closed + 1
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1 and "Change against the" in charts[0].proto.spec
+    at.session_state["eval_curves_open"] = True  # and "Training curves": now it is built too
+    at.run()
+    no_exceptions(at)
+    assert len(at.get("plotly_chart")) == 2
     metrics = {m.label: m.value for m in at.metric}
     better, worse, same = (int(metrics[k]) for k in ("Better (relevant chunk ranked higher)", "Worse", "Unchanged"))
     assert better + worse + same == prepared.n_val
