@@ -9,9 +9,10 @@ seeds each, test side only, Δ against the base with a paired bootstrap 95% CI:
 * (b) in-corpus: the first question of each chunk trains, the second tests (new questions about
   chunks the adapter trained on), over the whole corpus.
 * (c) chunk split: 70% of the chunks (seeded) train, 30% test, over the whole corpus.
-* (d) the no-key path: offline (keyword) questions generated over the Lyft PDF train the
-  adapter; the test is every real LLM question of the shared file, over its own chunks (the
-  adapter is query-only, so the two chunkings need not match).
+* (d) the no-key path: offline questions (``--offline-generator``, default the app's offline
+  method) generated over the Lyft PDF train the adapter; the test is every real LLM question of
+  the shared file, over its own chunks (the adapter is query-only, so the two chunkings need not
+  match). bench/no_key.py compares every offline method.
 
 In (a) and (c) every chunk of the file is handed to training as the product does (the user
 has ingested it); the run's config decides whether chunks without training questions are
@@ -110,18 +111,13 @@ def overrides(pairs: list[str]) -> dict[str, object]:
     return out
 
 
-def offline_protocol(ws_dir: str, pdf: Path, per_chunk: int = 2) -> QADataset:
-    """Offline questions over ``pdf`` in their own workspace (ingested once, reused)."""
-    from core.documents import ingest_files
-    from core.questions import OfflineGenerator, build_dataset, generate_questions
+def offline_protocol(ws_dir: str, pdf: Path, per_chunk: int = 2, method: str | None = None) -> QADataset:
+    """Offline questions by ``method`` (core.pseudo_queries; default its default) over ``pdf``, in their own
+    workspace (ingested once, reused); see bench/no_key.py, which measures every method."""
+    from bench.no_key import offline_dataset, offline_workspace
+    from core.pseudo_queries import DEFAULT_OFFLINE_METHOD
 
-    from core.documents import list_documents
-
-    ws = Workspace(Path(ws_dir) / "offline")
-    if not list_documents(ws):
-        ingest_files(ws, [(pdf.name, pdf)])
-    generate_questions(ws, OfflineGenerator(seed=0), questions_per_chunk=per_chunk)  # resumes: done chunks are skipped
-    return build_dataset(ws)
+    return offline_dataset(offline_workspace(ws_dir, pdf), method or DEFAULT_OFFLINE_METHOD, per_chunk)
 
 
 def cv_cost(ds: QADataset, emb, negatives_all: bool, repeats: int = 3) -> None:
@@ -162,6 +158,8 @@ def main() -> None:
     ap.add_argument("--negatives", choices=["default", "all", "train"], default="default",
                     help="every chunk of the file is passed to training as the product does, and the config decides "
                          "(default); all: forces unlabelled_negatives on; train: passes the training chunks only")
+    ap.add_argument("--offline-generator", default=None, help="protocol (d): the offline method (core.pseudo_queries."
+                    "OFFLINE_METHODS; default: the app's default); bench/no_key.py compares them all")
     ap.add_argument("--workspace", default=os.environ.get("ADAPTERLAB_WORKSPACE", str(Path(tempfile.gettempdir()) / "adapterlab-bench")))
     args = ap.parse_args()
     extra = overrides(args.overrides)
@@ -182,7 +180,7 @@ def main() -> None:
         for seed in args.seeds:
             if pn == "d":
                 pdf = Path(args.dataset).parents[1] / "10k" / "lyft_2021.pdf"
-                train_ds, test_ds, test_chunks = offline_protocol(args.workspace, pdf), ds, set(ds.corpus)
+                train_ds, test_ds, test_chunks = offline_protocol(args.workspace, pdf, method=args.offline_generator), ds, set(ds.corpus)
             else:
                 train_ds, test_ds, test_chunks = protocol(ds, pn, seed)
                 if args.questions_per_chunk:

@@ -6,6 +6,7 @@ Modules, one concept each (see their docstrings):
 * ``documents``   PDF -> pages -> chunks with stable ids
 * ``datasets``    the LlamaIndex-compatible question/context dataset type
 * ``questions``   question generators (LLM, offline), parsing, dedup, splits, dataset registry
+* ``pseudo_queries``  offline methods beyond keywords (inverse cloze, headings, mixture) and their registry
 * ``llm``         one OpenAI-compatible chat client with retries and bounded concurrency
 * ``embedders``   the Embedder protocol, sentence-transformers, OpenAI-compatible API, the cache
 * ``adapters``    linear / two-layer / custom adapters, LlamaIndex folder format

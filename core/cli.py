@@ -170,7 +170,7 @@ def _select_docs(ws, names: Sequence[str] | None) -> list[str] | None:
 
 def cmd_generate(args) -> int:
     from .datasets import build_dataset, split_dataset
-    from .generators import DEFAULT_PROMPT_TEMPLATE, LLMGenerator, OfflineGenerator, estimate_generation
+    from .generators import DEFAULT_PROMPT_TEMPLATE, LLMGenerator, estimate_generation
     from .llm import LLMSettings
     from .questions import generate_questions, pending_chunks
 
@@ -198,7 +198,9 @@ def cmd_generate(args) -> int:
             file=sys.stderr,
         )
     else:
-        generator = OfflineGenerator(seed=args.seed)
+        from .pseudo_queries import offline_generator
+
+        generator = offline_generator(args.offline_method, seed=args.seed)
     from .provenance import record_generator
 
     record_generator(ws, generator, args.questions_per_chunk)  # so evaluation sets can name the LLM
@@ -553,6 +555,8 @@ def _setting_help(name: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .pseudo_queries import DEFAULT_OFFLINE_METHOD, OFFLINE_METHODS
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--workspace", default=None, help="workspace directory (default: $ADAPTERLAB_WORKSPACE or ./workspace)")
     common.add_argument("--json", action="store_true", help="machine-readable JSON output")
@@ -581,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("generate", parents=[common], help="generate question/chunk pairs")
     s.add_argument("--generator", choices=["offline", "llm"], default="offline",
                    help="offline pseudo-queries (no LLM needed, weaker) or an OpenAI-compatible LLM")
+    s.add_argument("--offline-method", choices=list(OFFLINE_METHODS), default=DEFAULT_OFFLINE_METHOD,
+                   help="how offline questions are made (with --generator offline): "
+                        + "; ".join(f"{k}: {v[0]}" for k, v in OFFLINE_METHODS.items()))
     s.add_argument("--questions-per-chunk", type=int, default=2)
     s.add_argument("--documents", nargs="*", help="only these ingested documents (file name or id prefix)")
     s.add_argument("--model", default="gpt-4o-mini", help="LLM model (with --generator llm)")

@@ -615,6 +615,7 @@ def generation_key(generator: QuestionGenerator, n: int, prompt_template: str | 
     spec: dict[str, Any] = {"kind": kind, "n": int(n)}
     if kind == "offline":
         spec.update(seed=getattr(generator, "seed", 0), version=OFFLINE_VERSION)
+        spec.update(getattr(generator, "generation_spec", None) or {})  # other offline methods (core.pseudo_queries)
     else:
         spec.update(model=getattr(generator, "model", None), template=prompt_template)
     blob = json.dumps(spec, sort_keys=True, ensure_ascii=False).encode("utf-8")

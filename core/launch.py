@@ -101,8 +101,10 @@ def start_rechunk(jm: JobManager, ws: Workspace, settings, embedder: str = "defa
 
 def start_generation(jm: JobManager, ws: Workspace, generator: str = "offline", questions_per_chunk: int = 2,
                      doc_ids: list[str] | None = None, llm_settings=None, prompt_template: str | None = None,
-                     seed: int = 0) -> str:
-    """Generate questions for every chunk not yet done (resumable). Result: the generation report."""
+                     seed: int = 0, offline_method: str | None = None) -> str:
+    """Generate questions for every chunk not yet done (resumable). Result: the generation report.
+
+    ``offline_method``: one of :data:`core.pseudo_queries.OFFLINE_METHODS` (default: its default)."""
     from . import questions as q
 
     if generator == "llm":
@@ -115,8 +117,10 @@ def start_generation(jm: JobManager, ws: Workspace, generator: str = "offline", 
         gen = q.LLMGenerator(settings, prompt_template=prompt_template or q.DEFAULT_PROMPT_TEMPLATE)
         label = f"LLM {settings.model}"
     elif generator == "offline":
-        gen = q.OfflineGenerator(seed=seed)
-        label = "offline"
+        from .pseudo_queries import DEFAULT_OFFLINE_METHOD, offline_generator
+
+        gen = offline_generator(offline_method, seed=seed)
+        label = f"offline, {offline_method or DEFAULT_OFFLINE_METHOD}"
     else:
         raise ValueError(f"unknown generator {generator!r}: use 'offline' or 'llm'")
 
@@ -128,7 +132,8 @@ def start_generation(jm: JobManager, ws: Workspace, generator: str = "offline", 
                                     progress=ctx.progress, cancel=ctx.cancel_event)
 
     return jm.submit("generate", f"Generate {questions_per_chunk} questions/chunk ({label})", job,
-                     {"generator": generator, "questions_per_chunk": questions_per_chunk, "doc_ids": doc_ids})
+                     {"generator": generator, "questions_per_chunk": questions_per_chunk, "doc_ids": doc_ids,
+                      **({"offline_method": getattr(gen, "method", "keywords")} if generator == "offline" else {})})
 
 
 def start_training(jm: JobManager, ws: Workspace, config, dataset_id: str, val_dataset_id: str | None = None,

@@ -45,11 +45,11 @@ from .embedders import pick_device
 from .evaluation import EmbeddedDataset, embed_dataset, rank_embeddings
 from . import selection as sel
 from .losses import LOSSES, Loss, LossBatch
+from .optim import OPTIMIZERS  # torch's update rules without importing torch._dynamo (see core.optim)
 from .train_config import (DEFAULT_LR, FALLBACK_LR, FIELD_HELP, OPTIMIZER_NAMES, SELECTIONS, TrainConfig,  # noqa: F401
                            TrainingError)
 
 Callback = Callable[[dict[str, Any]], None]
-OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
 SAMPLED_RANDOM = 4096  # random chunks per step when negatives are sampled

@@ -15,6 +15,7 @@ from core.real_queries import import_real_queries, save_real_queries
 from core.questions import (dedupe_workspace_questions, delete_questions, list_questions, pending_chunks,
                             question_source_counts, update_question)
 from core.launch import start_generation
+from core.pseudo_queries import DEFAULT_OFFLINE_METHOD, OFFLINE_METHOD_HELP, OFFLINE_METHODS
 from core.workspace import safe_display_name
 from ui import state, widgets
 from ui.helpers import dataset_label, dataset_rows, editor_changes, md_escape, question_frame
@@ -88,6 +89,7 @@ def generate_tab() -> None:
                         help="The LlamaIndex guide uses 2. More questions give more training pairs per chunk.")
     settings = None
     template = None
+    offline_method = None
     if gen == "llm":
         with st.container(border=True):
             a, b = st.columns(2)
@@ -130,6 +132,11 @@ def generate_tab() -> None:
                            "do: chunks already done with the same model, template and count are skipped.")
     else:
         st.warning(OFFLINE_LIMITS, icon=":material/info:")
+        methods = list(OFFLINE_METHODS)
+        offline_method = st.selectbox(
+            "Offline method", methods, index=methods.index(DEFAULT_OFFLINE_METHOD), key="gen_offline_method",
+            format_func=lambda m: OFFLINE_METHODS[m][0] + (" · default" if m == DEFAULT_OFFLINE_METHOD else ""))
+        st.caption(OFFLINE_METHOD_HELP)
 
     busy = widgets.any_active("generate")
     can_start = bool(picked) and not busy and (gen == "offline" or template is not None)
@@ -138,7 +145,7 @@ def generate_tab() -> None:
         try:
             start_generation(jm, ws, generator=gen, questions_per_chunk=int(n),
                              doc_ids=None if set(picked) == set(doc_names) else picked,
-                             llm_settings=settings, prompt_template=template)
+                             llm_settings=settings, prompt_template=template, offline_method=offline_method)
         except ValueError as exc:
             st.error(md_escape(exc))
         else:

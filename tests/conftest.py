@@ -18,6 +18,12 @@ def _offline_env(monkeypatch):
     # The fake server lives on 127.0.0.1: never route it through a proxy.
     for var in ("NO_PROXY", "no_proxy"):
         monkeypatch.setenv(var, "127.0.0.1,localhost")
+    # Keys remembered for scrubbing live for the process: one test's key (which may contain a word
+    # such as "questions") must not mask another test's text.
+    from core import keys
+
+    with keys._lock:
+        keys._known.clear()
 
 
 @pytest.fixture

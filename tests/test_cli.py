@@ -145,6 +145,25 @@ def test_generate_writes_llamaindex_json(pipeline):
     assert report["report"]["questions_added"] == len(ds.queries)
 
 
+def test_generate_with_another_offline_method(pipeline, tmp_path, capsys):
+    import shutil
+
+    from core.pseudo_queries import DEFAULT_OFFLINE_METHOD
+
+    other = "keywords" if DEFAULT_OFFLINE_METHOD != "keywords" else "cloze"  # the pipeline generated the default
+    ws = tmp_path / "ws"
+    shutil.copytree(pipeline["ws"], ws)
+    rc, out, err = cli_inproc(capsys, "generate", "--generator", "offline", "--offline-method", other,
+                              "--out", str(tmp_path / "other.json"), "--json", "--workspace", str(ws))
+    assert rc == 0, err
+    report = json.loads(out)["report"]
+    assert report["chunks_done_before"] == 0 and report["questions_added"] > 0  # its own generation key
+    ds = QADataset.load(tmp_path / "other.json")
+    assert len(ds.queries) > report["questions_added"]  # with the default method's questions (both offline)
+    rc, _, err = cli_inproc(capsys, "generate", "--offline-method", "nope", "--out", "x.json", "--workspace", str(ws))
+    assert rc == 2 and "--offline-method" in err
+
+
 def test_train_writes_the_adapter_folder(pipeline):
     summary = json.loads(_ok(pipeline["train"]).stdout)
     out = pipeline["dir"] / "adapter"

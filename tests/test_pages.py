@@ -290,6 +290,24 @@ def test_questions_offline_generation_runs_in_background(prepared_ws, prepared):
     assert "question(s) added" in texts(at.success)
 
 
+def test_questions_offline_method_is_selectable(prepared_ws, prepared):
+    from core.pseudo_queries import DEFAULT_OFFLINE_METHOD, OFFLINE_METHOD_HELP, OFFLINE_METHODS
+
+    at = page("2_questions.py")
+    at.run()
+    box = at.selectbox(key="gen_offline_method")
+    assert box.value == DEFAULT_OFFLINE_METHOD and len(box.options) == len(OFFLINE_METHODS)
+    assert any("default" in o for o in box.options)
+    assert OFFLINE_METHOD_HELP in texts(at.caption)  # what was measured, in plain words
+    box.set_value("cloze").run()
+    at.number_input(key="gen_n").set_value(1)
+    at.button(key="gen_start").click().run()
+    no_exceptions(at)
+    jobs = rerun_until_settled(at, prepared_ws, "generate")
+    assert jobs[0]["status"] == "done" and "offline, cloze" in jobs[0]["title"]
+    assert json.loads(jobs[0]["result"])["chunks_done_before"] == 0  # a new method is a new generation, not a resume
+
+
 def test_questions_llm_without_key_shows_estimate_and_refuses(prepared_ws, prepared):
     at = page("2_questions.py")
     at.run()

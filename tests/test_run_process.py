@@ -16,6 +16,7 @@ from core import cli
 from core.launch import job_manager, start_training
 from core.questions import save_dataset
 from core.runs import get_run, read_history, run_checkpoints, run_owner
+from core.status import owner_dead
 from core.training import TrainConfig
 from tests.test_runs import SECRET, small_dataset
 
@@ -92,7 +93,9 @@ def test_a_killed_child_is_interrupted_in_the_catalog_the_cli_and_the_page(ws, f
         pid = _training_pid(ws, run_id)
         _until(lambda: run_checkpoints(ws, run_id), "a checkpoint")
         os.kill(pid, signal.SIGKILL)
-        # ... the CLI, another process, sees it at once (no 20 s heartbeat wait)
+        # the kernel ends the process asynchronously (milliseconds, more on a loaded machine) ...
+        _until(lambda: owner_dead(run_owner(ws, run_id)), "the killed child to be gone", timeout=10)
+        # ... and then the CLI, another process, sees it at once (no 20 s heartbeat wait)
         assert cli.main(["runs", "--workspace", str(ws.root), "--json"]) == 0
         rows = {r["run"]: r for r in json.loads(capsys.readouterr().out)}
         assert rows[run_id]["status"] == "interrupted"
