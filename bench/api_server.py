@@ -47,8 +47,12 @@ def subset(path: Path, n_queries: int = 20, n_chunks: int = 31) -> dict:
         if len(corpus) >= n_chunks:
             break
         corpus.setdefault(nid, text)
-    return {"queries": queries, "corpus": corpus, "mode": "text",
-            "relevant_docs": {q: d["relevant_docs"][q] for q in queries}}
+    return {
+        "queries": queries,
+        "corpus": corpus,
+        "mode": "text",
+        "relevant_docs": {q: d["relevant_docs"][q] for q in queries},
+    }
 
 
 def main() -> int:
@@ -62,16 +66,33 @@ def main() -> int:
         ds = Path(tmp) / "lyft_20q_31c.json"
         data = subset(args.dataset)
         ds.write_text(json.dumps(data))
-        cmd = [sys.executable, "-m", "core", "evaluate", "--dataset", str(ds), "--api-embedder",
-               f"openai:{args.model}", "--workspace", str(Path(tmp) / "ws"), *args.extra]
-        env = {**os.environ, "OPENAI_BASE_URL": args.base_url, "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "none"),
-               "HF_HUB_OFFLINE": "1"}
+        cmd = [
+            sys.executable,
+            "-m",
+            "core",
+            "evaluate",
+            "--dataset",
+            str(ds),
+            "--api-embedder",
+            f"openai:{args.model}",
+            "--workspace",
+            str(Path(tmp) / "ws"),
+            *args.extra,
+        ]
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": args.base_url,
+            "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "none"),
+            "HF_HUB_OFFLINE": "1",
+        }
         t = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - t
     chars = sum(len(v) for v in data["corpus"].values()) + sum(len(v) for v in data["queries"].values())
-    print(f"{len(data['queries'])} questions, {len(data['corpus'])} chunks, {chars:,} characters; "
-          f"exit {proc.returncode}; {seconds / 60:.1f} min ({seconds:.0f} s)")
+    print(
+        f"{len(data['queries'])} questions, {len(data['corpus'])} chunks, {chars:,} characters; "
+        f"exit {proc.returncode}; {seconds / 60:.1f} min ({seconds:.0f} s)"
+    )
     for line in proc.stderr.splitlines():
         if line.startswith(("embeddings ", "error:")):
             print(line)

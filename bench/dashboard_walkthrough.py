@@ -66,8 +66,11 @@ def train_run(page, adapter_label: str, name: str, shots: Path, shot_name: str, 
     key(page, "train_start").locator("button").click()
     log(f"training {name} started", t0)
     expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=LONG)
-    page.wait_for_function("() => { const p = document.querySelector('.js-plotly-plot');"
-                           " return p && p.data && p.data.length && p.data[0].x.length > 20; }", timeout=LONG)
+    page.wait_for_function(
+        "() => { const p = document.querySelector('.js-plotly-plot');"
+        " return p && p.data && p.data.length && p.data[0].x.length > 20; }",
+        timeout=LONG,
+    )
     snap(page, shots / f"{shot_name}-live.png")
     header = page.get_by_test_id("stMarkdownContainer").filter(has_text=name).filter(has_text=" on ")
     expect(header).to_contain_text("done", timeout=LONG)

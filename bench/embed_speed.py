@@ -45,7 +45,7 @@ def lyft_texts(workspace: Path | None, n: int) -> list[str]:
     if SHARED.is_file():
         ds = json.loads(SHARED.read_text())
         texts += list(ds["corpus"].values()) + list(ds["queries"].values())
-    texts += [t[len(t) // 2:] for t in list(texts) if len(t) > 200]
+    texts += [t[len(t) // 2 :] for t in list(texts) if len(t) > 200]
     unique = list(dict.fromkeys(t for t in texts if t.strip()))
     if not unique:
         raise SystemExit("no texts: pass --workspace with ingested chunks, or put the Lyft dataset in shared/data/qa")
@@ -65,8 +65,10 @@ def main() -> None:
     model = st_emb.model  # loaded once, excluded
     model.encode(texts[:8], show_progress_bar=False)  # warm the kernels
     lens = [len(t) for t in texts]
-    print(f"{len(texts)} texts, {statistics.mean(lens):.0f} chars on average (min {min(lens)}, max {max(lens)}); "
-          f"torch threads {__import__('torch').get_num_threads()}")
+    print(
+        f"{len(texts)} texts, {statistics.mean(lens):.0f} chars on average (min {min(lens)}, max {max(lens)}); "
+        f"torch threads {__import__('torch').get_num_threads()}"
+    )
 
     times: dict[str, list[float]] = {}
 

@@ -48,7 +48,10 @@ def main() -> None:
     args = ap.parse_args()
     import pypdf  # noqa: F401  (imports outside the timings, for both sides)
     import pypdfium2  # noqa: F401
-    print("| file | pages | pypdf s | pypdf pages/s | AdapterLab s | AdapterLab pages/s | speed-up | glued words pypdf | glued words AdapterLab |")
+
+    print(
+        "| file | pages | pypdf s | pypdf pages/s | AdapterLab s | AdapterLab pages/s | speed-up | glued words pypdf | glued words AdapterLab |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     tot_a = tot_b = 0.0
     pages_total = 0
@@ -64,8 +67,12 @@ def main() -> None:
         tot_b += tb
         gb = sum(len(GLUED.findall(t)) for t in tb_texts)
         ga = sum(len(GLUED.findall(t)) for t in ta_texts)
-        print(f"| {path.name} | {n} | {tb:.2f} | {n / tb:.0f} | {ta:.2f} | {n / ta:.0f} | {tb / ta:.0f}x | {gb:,} | {ga:,} |")
-    print(f"| all | {pages_total} | {tot_b:.2f} | {pages_total / tot_b:.0f} | {tot_a:.2f} | {pages_total / tot_a:.0f} | {tot_b / tot_a:.0f}x | | |")
+        print(
+            f"| {path.name} | {n} | {tb:.2f} | {n / tb:.0f} | {ta:.2f} | {n / ta:.0f} | {tb / ta:.0f}x | {gb:,} | {ga:,} |"
+        )
+    print(
+        f"| all | {pages_total} | {tot_b:.2f} | {pages_total / tot_b:.0f} | {tot_a:.2f} | {pages_total / tot_a:.0f} | {tot_b / tot_a:.0f}x | | |"
+    )
 
 
 if __name__ == "__main__":

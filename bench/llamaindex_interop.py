@@ -68,7 +68,9 @@ def main() -> None:
             q = torch.tensor(model.get_query_embedding("what was the revenue?"))
             base_q = torch.tensor(MockEmbedding(embed_dim=384).get_query_embedding("what was the revenue?"))
             same_model = torch.allclose(q, ours(base_q[None])[0].detach(), atol=1e-5)
-            rows.append((f"AdapterLab {kind} -> LlamaIndex {li_cls.__name__}.load / AdapterEmbeddingModel", same and same_model))
+            rows.append(
+                (f"AdapterLab {kind} -> LlamaIndex {li_cls.__name__}.load / AdapterEmbeddingModel", same and same_model)
+            )
 
             li = li_cls(384, 384) if kind == "linear" else li_cls(384, 1024, 384, bias=True, add_residual=True)
             with torch.no_grad():
@@ -77,8 +79,12 @@ def main() -> None:
             li_path = Path(tmp) / f"li-{kind}"
             li.save(str(li_path))
             back = load_adapter(li_path)
-            rows.append((f"LlamaIndex {li_cls.__name__}.save -> AdapterLab load_adapter ({type(back).__name__})",
-                         torch.allclose(li(x), back(x), atol=1e-6)))
+            rows.append(
+                (
+                    f"LlamaIndex {li_cls.__name__}.save -> AdapterLab load_adapter ({type(back).__name__})",
+                    torch.allclose(li(x), back(x), atol=1e-6),
+                )
+            )
         # datasets: AdapterLab's JSON -> LlamaIndex, LlamaIndex's JSON -> AdapterLab
         EmbeddingQAFinetuneDataset = _li_dataset_class()
 
@@ -87,12 +93,17 @@ def main() -> None:
         ds = QADataset({"q1": "What was revenue?"}, {"n1": "Revenue was $3.2B.", "n2": "Riders grew."}, {"q1": ["n1"]})
         ds.save(Path(tmp) / "ours.json")
         li_ds = EmbeddingQAFinetuneDataset.from_json(str(Path(tmp) / "ours.json"))
-        rows.append(("AdapterLab dataset JSON -> EmbeddingQAFinetuneDataset.from_json",
-                     li_ds.queries == ds.queries and li_ds.corpus == ds.corpus and li_ds.relevant_docs == ds.relevant_docs))
+        rows.append(
+            (
+                "AdapterLab dataset JSON -> EmbeddingQAFinetuneDataset.from_json",
+                li_ds.queries == ds.queries and li_ds.corpus == ds.corpus and li_ds.relevant_docs == ds.relevant_docs,
+            )
+        )
         li_ds.save_json(str(Path(tmp) / "li.json"))
         back_ds = QADataset.load(Path(tmp) / "li.json")
-        rows.append(("EmbeddingQAFinetuneDataset.save_json -> AdapterLab QADataset.load",
-                     back_ds.to_dict() == ds.to_dict()))
+        rows.append(
+            ("EmbeddingQAFinetuneDataset.save_json -> AdapterLab QADataset.load", back_ds.to_dict() == ds.to_dict())
+        )
     print("| direction | same outputs |")
     print("|---|---|")
     for name, ok in rows:

@@ -53,9 +53,13 @@ def main() -> None:
         a, b = step_seconds(full, cfg), step_seconds(sampled, cfg)
         # 2 questions per chunk; 5 folds x 12 epochs on 4/5 of them plus a ~3-epoch refit
         steps = math.ceil(2 * m / 32) * (cfg.cv_folds * cfg.epochs * 0.8 + 3)
-        print(f"| {m:,} | {1000 * a:.1f} | {1000 * b:.1f} | {a * steps / 60:.1f} min | {b * steps / 60:.1f} min |",
-              flush=True)
-    print(f"\nsampled = in-batch + {SAMPLED_HARD} hard negatives per question + {SAMPLED_RANDOM} random chunks per step")
+        print(
+            f"| {m:,} | {1000 * a:.1f} | {1000 * b:.1f} | {a * steps / 60:.1f} min | {b * steps / 60:.1f} min |",
+            flush=True,
+        )
+    print(
+        f"\nsampled = in-batch + {SAMPLED_HARD} hard negatives per question + {SAMPLED_RANDOM} random chunks per step"
+    )
 
 
 if __name__ == "__main__":

@@ -70,7 +70,10 @@ def main() -> None:
     ap.add_argument("--per-chunk", type=int, default=2)
     ap.add_argument("--no-llamaindex", action="store_true", help="skip the LlamaIndex-defaults rows")
     ap.add_argument("--conservative", action="store_true", help=f"add the conservative setting {CONSERVATIVE}")
-    ap.add_argument("--workspace", default=os.environ.get("ADAPTERLAB_WORKSPACE", str(Path(tempfile.gettempdir()) / "adapterlab-bench")))
+    ap.add_argument(
+        "--workspace",
+        default=os.environ.get("ADAPTERLAB_WORKSPACE", str(Path(tempfile.gettempdir()) / "adapterlab-bench")),
+    )
     args = ap.parse_args()
 
     test = QADataset.load(args.dataset)
@@ -82,7 +85,9 @@ def main() -> None:
     for m, d in data.items():
         print(f"- {m}: {len(d.queries)} questions over {len(d.corpus)} chunks; e.g. {next(iter(d.queries.values()))!r}")
     summary: dict[str, list[tuple[float, float, float, float]]] = {}
-    print("\n| seed | system | hit@5 | MRR@5 | Δ hit@5 [95% CI] | Δ MRR@5 [95% CI] | p (hit / MRR) | selection | train s |")
+    print(
+        "\n| seed | system | hit@5 | MRR@5 | Δ hit@5 [95% CI] | Δ MRR@5 [95% CI] | p (hit / MRR) | selection | train s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for seed in args.seeds:
         systems, notes = {"base": emb}, {"base": ("", "")}
@@ -96,8 +101,11 @@ def main() -> None:
                 t = time.time()
                 res = train(train_ds, emb, cfg, target_chunks=set(test.corpus))
                 systems[name] = AdapterEmbedder(emb, res.adapter)
-                how = (f"cv {res.cv.design}: {'ep ' + str(res.cv.epochs) if res.cv.train else 'identity'}"
-                       if res.cv else f"{cfg.epochs} ep")
+                how = (
+                    f"cv {res.cv.design}: {'ep ' + str(res.cv.epochs) if res.cv.train else 'identity'}"
+                    if res.cv
+                    else f"{cfg.epochs} ep"
+                )
                 notes[name] = (how, f"{time.time() - t:.1f}")
         cmp = compare(test, systems, baseline="base")
         for row in cmp.rows():
@@ -110,8 +118,10 @@ def main() -> None:
                 d2 = f"{100 * row['Δ mrr@5']:+.1f} [{100 * lo2:+.1f}, {100 * hi2:+.1f}]"
                 p = f"{row['hit@5 p']:.3f} / {row['mrr@5 p']:.3f}"
                 summary.setdefault(name, []).append((100 * row["Δ hit@5"], 100 * row["Δ mrr@5"], 100 * hi, 100 * hi2))
-            print(f"| {seed} | {name} | {row['hit@5']:.3f} | {row['mrr@5']:.3f} | {d1} | {d2} | {p} | {notes[name][0]} | {notes[name][1]} |",
-                  flush=True)
+            print(
+                f"| {seed} | {name} | {row['hit@5']:.3f} | {row['mrr@5']:.3f} | {d1} | {d2} | {p} | {notes[name][0]} | {notes[name][1]} |",
+                flush=True,
+            )
     print("\n### Median over seeds (Δ in points; min in brackets; * = a seed significantly below base)\n")
     print("| system | Δ hit@5 median [min] | Δ MRR@5 median [min] |")
     print("|---|---|---|")
@@ -119,7 +129,9 @@ def main() -> None:
         h, mr = [v[0] for v in vals], [v[1] for v in vals]
         sig_h = "*" if any(v[2] < 0 for v in vals) else ""
         sig_m = "*" if any(v[3] < 0 for v in vals) else ""
-        print(f"| {name} | {statistics.median(h):+.1f} [{min(h):+.1f}]{sig_h} | {statistics.median(mr):+.1f} [{min(mr):+.1f}]{sig_m} |")
+        print(
+            f"| {name} | {statistics.median(h):+.1f} [{min(h):+.1f}]{sig_h} | {statistics.median(mr):+.1f} [{min(mr):+.1f}]{sig_m} |"
+        )
 
 
 if __name__ == "__main__":

@@ -148,19 +148,45 @@ def main() -> None:
     ap.add_argument("--protocols", nargs="+", default=["a", "b", "c"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--finetune", action="store_true", help="add the full fine-tune reference row (slow on CPU)")
-    ap.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=list(SYSTEMS),
-                    help="adapter rows to train (base is always there)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a TrainConfig field of the AdapterLab default and two-layer rows (repeatable)")
+    ap.add_argument(
+        "--systems",
+        nargs="*",
+        default=list(SYSTEMS),
+        choices=list(SYSTEMS),
+        help="adapter rows to train (base is always there)",
+    )
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a TrainConfig field of the AdapterLab default and two-layer rows (repeatable)",
+    )
     ap.add_argument("--cv-cost", action="store_true", help="also time the default run against one plain run")
-    ap.add_argument("--questions-per-chunk", type=int, default=0,
-                    help="train on at most N questions per chunk (0 = all): the 'more questions per chunk' proxy")
-    ap.add_argument("--negatives", choices=["default", "all", "train"], default="default",
-                    help="every chunk of the file is passed to training as the product does, and the config decides "
-                         "(default); all: forces unlabelled_negatives on; train: passes the training chunks only")
-    ap.add_argument("--offline-generator", default=None, help="protocol (d): the offline method (core.pseudo_queries."
-                    "OFFLINE_METHODS; default: the app's default); bench/no_key.py compares them all")
-    ap.add_argument("--workspace", default=os.environ.get("ADAPTERLAB_WORKSPACE", str(Path(tempfile.gettempdir()) / "adapterlab-bench")))
+    ap.add_argument(
+        "--questions-per-chunk",
+        type=int,
+        default=0,
+        help="train on at most N questions per chunk (0 = all): the 'more questions per chunk' proxy",
+    )
+    ap.add_argument(
+        "--negatives",
+        choices=["default", "all", "train"],
+        default="default",
+        help="every chunk of the file is passed to training as the product does, and the config decides "
+        "(default); all: forces unlabelled_negatives on; train: passes the training chunks only",
+    )
+    ap.add_argument(
+        "--offline-generator",
+        default=None,
+        help="protocol (d): the offline method (core.pseudo_queries."
+        "OFFLINE_METHODS; default: the app's default); bench/no_key.py compares them all",
+    )
+    ap.add_argument(
+        "--workspace",
+        default=os.environ.get("ADAPTERLAB_WORKSPACE", str(Path(tempfile.gettempdir()) / "adapterlab-bench")),
+    )
     args = ap.parse_args()
     extra = overrides(args.overrides)
     if args.negatives == "all":
@@ -170,17 +196,25 @@ def main() -> None:
     ws = Workspace(args.workspace)
     emb = resolve_embedder("default", workspace=ws)
     print(f"dataset: {args.dataset} ({len(ds.queries)} questions, {len(ds.corpus)} chunks)")
-    print(f"overrides: {extra or 'none'}; negatives: {args.negatives}; "
-          f"questions per chunk: {args.questions_per_chunk or 'all'}\n")
+    print(
+        f"overrides: {extra or 'none'}; negatives: {args.negatives}; "
+        f"questions per chunk: {args.questions_per_chunk or 'all'}\n"
+    )
     summary: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for pn in args.protocols:
         print(f"\n### Protocol ({pn})\n")
-        print("| seed | system | hit@5 | MRR@5 | Δ hit@5 [95% CI] | Δ MRR@5 [95% CI] | p (hit / MRR) | selection | train s |")
+        print(
+            "| seed | system | hit@5 | MRR@5 | Δ hit@5 [95% CI] | Δ MRR@5 [95% CI] | p (hit / MRR) | selection | train s |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         for seed in args.seeds:
             if pn == "d":
                 pdf = Path(args.dataset).parents[1] / "10k" / "lyft_2021.pdf"
-                train_ds, test_ds, test_chunks = offline_protocol(args.workspace, pdf, method=args.offline_generator), ds, set(ds.corpus)
+                train_ds, test_ds, test_chunks = (
+                    offline_protocol(args.workspace, pdf, method=args.offline_generator),
+                    ds,
+                    set(ds.corpus),
+                )
             else:
                 train_ds, test_ds, test_chunks = protocol(ds, pn, seed)
                 if args.questions_per_chunk:
@@ -200,8 +234,11 @@ def main() -> None:
                 res = train(train_ds, emb, cfg, negatives=negatives, target_chunks=test_chunks)
                 secs = time.time() - t
                 systems[name] = AdapterEmbedder(emb, res.adapter)
-                how = (f"cv {res.cv.design}: {'ep ' + str(res.cv.epochs) if res.cv.train else 'identity'}"
-                       if res.cv else f"{cfg.epochs} ep")
+                how = (
+                    f"cv {res.cv.design}: {'ep ' + str(res.cv.epochs) if res.cv.train else 'identity'}"
+                    if res.cv
+                    else f"{cfg.epochs} ep"
+                )
                 notes[name] = (how, f"{secs:.1f}")
             if args.finetune:
                 from core.finetune import finetune
@@ -223,8 +260,10 @@ def main() -> None:
                     d2 = f"{100 * row['Δ mrr@5']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
                     p = f"{row['hit@5 p']:.3f} / {row['mrr@5 p']:.3f}"
                     summary.setdefault((pn, name), []).append((100 * row["Δ hit@5"], 100 * row["Δ mrr@5"]))
-                print(f"| {seed} | {name} | {row['hit@5']:.3f} | {row['mrr@5']:.3f} | {d1} | {d2} | {p} | {notes[name][0]} | {notes[name][1]} |",
-                      flush=True)
+                print(
+                    f"| {seed} | {name} | {row['hit@5']:.3f} | {row['mrr@5']:.3f} | {d1} | {d2} | {p} | {notes[name][0]} | {notes[name][1]} |",
+                    flush=True,
+                )
     if args.cv_cost:
         cv_cost(ds, emb, args.negatives != "train")
     print("\n### Median over seeds (Δ in points; min in brackets)\n")
@@ -233,7 +272,9 @@ def main() -> None:
     for (pn, name), vals in summary.items():
         h = [v[0] for v in vals]
         m = [v[1] for v in vals]
-        print(f"| {pn} | {name} | {statistics.median(h):+.1f} [{min(h):+.1f}] | {statistics.median(m):+.1f} [{min(m):+.1f}] |")
+        print(
+            f"| {pn} | {name} | {statistics.median(h):+.1f} [{min(h):+.1f}] | {statistics.median(m):+.1f} [{min(m):+.1f}] |"
+        )
 
 
 if __name__ == "__main__":

@@ -32,17 +32,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 LYFT = ROOT.parent / "shared" / "data" / "qa" / "lyft_2021_train_dataset.json"
 CHROMIUM = os.environ.get("ADAPTERLAB_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def prepare(ws_dir: Path) -> dict:
     """Registered datasets, one trained run, two saved comparisons; returns their ids and reports."""
     from core.datasets import QADataset
+    from core.launch import evaluate_with_context
     from core.questions import save_dataset, split_dataset
     from core.reports import html_report, save_comparison
     from core.runs import create_run, execute_run, get_run, read_history
-    from core.launch import evaluate_with_context
     from core.training import TrainConfig
     from core.workspace import Workspace
 
@@ -56,15 +62,25 @@ def prepare(ws_dir: Path) -> dict:
     out = {}
     leaked_specs = [{"kind": "run", "run_id": run_id}] + [
         {"kind": "checkpoint", "run_id": run_id, "step": int(h["step"])}
-        for h in read_history(ws, run_id) if h.get("type") == "checkpoint"]
-    for key, ds_id, ds, specs in (("leaked", train_id, train, leaked_specs),
-                                  ("heldout", test_id, test, [{"kind": "run", "run_id": run_id}])):
+        for h in read_history(ws, run_id)
+        if h.get("type") == "checkpoint"
+    ]
+    for key, ds_id, ds, specs in (
+        ("leaked", train_id, train, leaked_specs),
+        ("heldout", test_id, test, [{"kind": "run", "run_id": run_id}]),
+    ):
         name = "Lyft 10-K questions (training)" if key == "leaked" else "Lyft 10-K questions (held out)"
         cmp, ctx = evaluate_with_context(ws, ds, name, specs, dataset_id=ds_id)
-        save_comparison(ws, cmp, name, extra={"dataset_id": ds_id, "systems": specs, "run_ids": [run_id],
-                                              "embedder": "default", "context": ctx})
+        save_comparison(
+            ws,
+            cmp,
+            name,
+            extra={"dataset_id": ds_id, "systems": specs, "run_ids": [run_id], "embedder": "default", "context": ctx},
+        )
         path = ws_dir.parent / f"report-{key}.html"
-        path.write_text(html_report(cmp, hist, title=f"AdapterLab retrieval report: {name}", context=ctx), encoding="utf-8")
+        path.write_text(
+            html_report(cmp, hist, title=f"AdapterLab retrieval report: {name}", context=ctx), encoding="utf-8"
+        )
         out[key] = path
         time.sleep(1.1)  # newest comparison (held out) is the one the page shows first
     return out
@@ -108,18 +124,37 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     reports = prepare(work / "ws")
 
-    from playwright.sync_api import sync_playwright
-
     import socket
+
+    from playwright.sync_api import sync_playwright
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = dict(os.environ, ADAPTERLAB_WORKSPACE=str(work / "ws"), OMP_NUM_THREADS="1")
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                               "--server.address", "127.0.0.1", "--server.headless", "true",
-                               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(120):

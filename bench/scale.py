@@ -155,8 +155,13 @@ def child_rank(impl: str, m: int) -> dict:
         base, t0 = _rss_bytes(), time.perf_counter()
         rank_embeddings(queries, corpus, relevant, top_k=5)
     secs = time.perf_counter() - t0
-    return {"seconds": secs, "peak_above_vectors_gb": (_peak_bytes() - base) / 1e9,
-            "peak_gb": _peak_bytes() / 1e9, "vectors_gb": corpus.nbytes / 1e9, "threads": torch.get_num_threads()}
+    return {
+        "seconds": secs,
+        "peak_above_vectors_gb": (_peak_bytes() - base) / 1e9,
+        "peak_gb": _peak_bytes() / 1e9,
+        "vectors_gb": corpus.nbytes / 1e9,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _keys(n: int) -> list[bytes]:
@@ -197,8 +202,14 @@ def child_cache(impl: str, n: int, folder: str) -> dict:
     t_read = time.perf_counter() - t0
     assert np.array_equal(mat[:: max(1, n // 1000)], vecs[:: max(1, n // 1000)])
     size = sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
-    return {"insert_per_s": n / t_ins, "read_per_s": n / t_read, "insert_s": t_ins, "read_s": t_read,
-            "disk_gb": size / 1e9, "read_peak_above_gb": (_peak_bytes() - base) / 1e9}
+    return {
+        "insert_per_s": n / t_ins,
+        "read_per_s": n / t_read,
+        "insert_s": t_ins,
+        "read_s": t_read,
+        "disk_gb": size / 1e9,
+        "read_peak_above_gb": (_peak_bytes() - base) / 1e9,
+    }
 
 
 def child_engine(engine: str, texts_file: str, folder: str) -> dict:
@@ -210,14 +221,26 @@ def child_engine(engine: str, texts_file: str, folder: str) -> dict:
     rep = embed_to_cache(ws, "default", texts, [], engine=engine, actors=None)
     # a second run: nothing left to embed
     again = embed_to_cache(ws, "default", texts, [], engine=engine)
-    return {"seconds": rep.seconds, "texts": rep.embedded, "per_s": rep.rate, "actors": rep.actors,
-            "second_run_embedded": again.embedded, "second_run_s": again.seconds}
+    return {
+        "seconds": rep.seconds,
+        "texts": rep.embedded,
+        "per_s": rep.rate,
+        "actors": rep.actors,
+        "second_run_embedded": again.embedded,
+        "second_run_s": again.seconds,
+    }
 
 
 def _run_child(*args: str, timeout: float = 3600) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False,
-                          timeout=timeout, env=env)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env=env,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -226,8 +249,10 @@ def _run_child(*args: str, timeout: float = 3600) -> dict:
 def _table(rows: list[dict], cols: list[str]) -> str:
     cells = [[str(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
-    out = ["| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |",
-           "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
     out += ["| " + " | ".join(x.ljust(w) for x, w in zip(r, widths)) + " |" for r in cells]
     return "\n".join(out)
 
@@ -237,19 +262,42 @@ def bench_rank(sizes: list[int], before: set[int]) -> None:
     for m in sizes:
         bare = _run_child("rank", "bare", str(m))
         new = _run_child("rank", "after", str(m))
-        row = {"chunks": f"{m:,}", "vectors GB": f"{new['vectors_gb']:.2f}", "bare product s": f"{bare['seconds']:.1f}",
-               "after s": f"{new['seconds']:.1f}", "after / bare": f"{new['seconds'] / bare['seconds']:.2f}x",
-               "after peak above vectors GB": f"{new['peak_above_vectors_gb']:.2f}"}
+        row = {
+            "chunks": f"{m:,}",
+            "vectors GB": f"{new['vectors_gb']:.2f}",
+            "bare product s": f"{bare['seconds']:.1f}",
+            "after s": f"{new['seconds']:.1f}",
+            "after / bare": f"{new['seconds'] / bare['seconds']:.2f}x",
+            "after peak above vectors GB": f"{new['peak_above_vectors_gb']:.2f}",
+        }
         if m in before:
             old = _run_child("rank", "before", str(m))
-            row.update({"before s": f"{old['seconds']:.1f}", "before peak above vectors GB": f"{old['peak_above_vectors_gb']:.2f}"})
+            row.update(
+                {
+                    "before s": f"{old['seconds']:.1f}",
+                    "before peak above vectors GB": f"{old['peak_above_vectors_gb']:.2f}",
+                }
+            )
         else:
             row.update({"before s": "not run", "before peak above vectors GB": "not run"})
         rows.append(row)
         print(f"  rank {m:,}: {row}", file=sys.stderr, flush=True)
     print(f"\nrank_embeddings, {QUERIES:,} queries x {DIM}-d, torch threads {new['threads']}\n")
-    print(_table(rows, ["chunks", "vectors GB", "bare product s", "before s", "before peak above vectors GB",
-                        "after s", "after / bare", "after peak above vectors GB"]))
+    print(
+        _table(
+            rows,
+            [
+                "chunks",
+                "vectors GB",
+                "bare product s",
+                "before s",
+                "before peak above vectors GB",
+                "after s",
+                "after / bare",
+                "after peak above vectors GB",
+            ],
+        )
+    )
 
 
 def bench_cache(sizes: list[int], before: set[int]) -> None:
@@ -263,13 +311,25 @@ def bench_cache(sizes: list[int], before: set[int]) -> None:
                 r = _run_child("cache", impl, str(n), folder)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
-            rows.append({"vectors": f"{n:,}", "cache": "one row per vector (before)" if impl == "before" else "index + shards (after)",
-                         "insert /s": f"{r['insert_per_s']:,.0f}", "read /s": f"{r['read_per_s']:,.0f}",
-                         "insert s": f"{r['insert_s']:.1f}", "read s": f"{r['read_s']:.2f}",
-                         "disk GB": f"{r['disk_gb']:.2f}", "read peak above GB": f"{r['read_peak_above_gb']:.2f}"})
+            rows.append(
+                {
+                    "vectors": f"{n:,}",
+                    "cache": "one row per vector (before)" if impl == "before" else "index + shards (after)",
+                    "insert /s": f"{r['insert_per_s']:,.0f}",
+                    "read /s": f"{r['read_per_s']:,.0f}",
+                    "insert s": f"{r['insert_s']:.1f}",
+                    "read s": f"{r['read_s']:.2f}",
+                    "disk GB": f"{r['disk_gb']:.2f}",
+                    "read peak above GB": f"{r['read_peak_above_gb']:.2f}",
+                }
+            )
             print(f"  cache {impl} {n:,}: {rows[-1]}", file=sys.stderr, flush=True)
     print(f"\nembedding cache, {DIM}-d float32, inserts in batches of 512, one bulk read of every vector\n")
-    print(_table(rows, ["vectors", "cache", "insert /s", "insert s", "read /s", "read s", "disk GB", "read peak above GB"]))
+    print(
+        _table(
+            rows, ["vectors", "cache", "insert /s", "insert s", "read /s", "read s", "disk GB", "read peak above GB"]
+        )
+    )
 
 
 def bench_ray(n_texts: int) -> None:
@@ -286,12 +346,33 @@ def bench_ray(n_texts: int) -> None:
         tf.write_text(json.dumps(texts))
         for engine in ("local", "ray"):
             r = _run_child("engine", engine, str(tf), str(Path(tmp) / engine))
-            rows.append({"engine": engine, "texts": r["texts"], "actors": r["actors"], "seconds (incl. start-up)": f"{r['seconds']:.1f}",
-                         "texts/s": f"{r['per_s']:.1f}", "second run: embedded": r["second_run_embedded"],
-                         "second run s": f"{r['second_run_s']:.2f}"})
+            rows.append(
+                {
+                    "engine": engine,
+                    "texts": r["texts"],
+                    "actors": r["actors"],
+                    "seconds (incl. start-up)": f"{r['seconds']:.1f}",
+                    "texts/s": f"{r['per_s']:.1f}",
+                    "second run: embedded": r["second_run_embedded"],
+                    "second run s": f"{r['second_run_s']:.2f}",
+                }
+            )
             print(f"  engine {engine}: {rows[-1]}", file=sys.stderr, flush=True)
     print(f"\nembedding engines on the same {len(texts)} chunk texts (all-MiniLM-L6-v2, CPU)\n")
-    print(_table(rows, ["engine", "texts", "actors", "seconds (incl. start-up)", "texts/s", "second run: embedded", "second run s"]))
+    print(
+        _table(
+            rows,
+            [
+                "engine",
+                "texts",
+                "actors",
+                "seconds (incl. start-up)",
+                "texts/s",
+                "second run: embedded",
+                "second run s",
+            ],
+        )
+    )
 
 
 def main() -> None:
@@ -308,12 +389,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["rank", "cache", "ray"])
     ap.add_argument("--sizes", default="100000,400000,1000000", help="corpus sizes for rank_embeddings")
-    ap.add_argument("--before", default="100000",
-                    help="sizes at which the old ranking also runs (it needs ~26 bytes x chunks x 1024 of memory)")
+    ap.add_argument(
+        "--before",
+        default="100000",
+        help="sizes at which the old ranking also runs (it needs ~26 bytes x chunks x 1024 of memory)",
+    )
     ap.add_argument("--cache-sizes", default="100000,1000000")
     ap.add_argument("--cache-before", default="100000,1000000")
     ap.add_argument("--texts", type=int, default=400, help="texts for the engine comparison")
     a = ap.parse_args()
+
     def ints(s: str) -> list[int]:
         return [int(x) for x in s.split(",") if x]
 

@@ -50,8 +50,12 @@ def llamaindex_way(ds: QADataset, emb: SentenceTransformerEmbedder, epochs: int)
         order = torch.randperm(len(pairs), generator=g).tolist()
         for start in range(0, len(order), 10):
             batch = [pairs[i] for i in order[start : start + 10]]
-            q = torch.stack([torch.from_numpy(model.encode([ds.queries[qid]], show_progress_bar=False)[0]) for qid, _ in batch])
-            c = torch.stack([torch.from_numpy(model.encode([ds.corpus[nid]], show_progress_bar=False)[0]) for _, nid in batch])
+            q = torch.stack(
+                [torch.from_numpy(model.encode([ds.queries[qid]], show_progress_bar=False)[0]) for qid, _ in batch]
+            )
+            c = torch.stack(
+                [torch.from_numpy(model.encode([ds.corpus[nid]], show_progress_bar=False)[0]) for _, nid in batch]
+            )
             calls += 2 * len(batch)
             qa = F.normalize(adapter(q), dim=-1)
             logits = qa @ F.normalize(c, dim=-1).T * 20.0
@@ -89,12 +93,16 @@ def main() -> None:
         warm = min(warm_times)
         warm_misses = cached.stats.misses
     anchor, calls = llamaindex_way(ds, base, args.epochs)
-    print(f"dataset: {args.dataset}: {len(ds.queries)} questions, {len(ds.corpus)} chunks; {args.epochs} epochs; "
-          f"torch threads {torch.get_num_threads()}\n")
+    print(
+        f"dataset: {args.dataset}: {len(ds.queries)} questions, {len(ds.corpus)} chunks; {args.epochs} epochs; "
+        f"torch threads {torch.get_num_threads()}\n"
+    )
     print("| way | texts sent to the model | seconds | speed-up vs LlamaIndex's way |")
     print("|---|---|---|---|")
     print(f"| LlamaIndex's way (re-embed every batch, one text per call) | {calls:,} | {anchor:.2f} | 1x |")
-    print(f"| AdapterLab, cold cache (unique texts once, batched) | {cold_misses:,} | {cold:.2f} | {anchor / cold:.1f}x |")
+    print(
+        f"| AdapterLab, cold cache (unique texts once, batched) | {cold_misses:,} | {cold:.2f} | {anchor / cold:.1f}x |"
+    )
     print(f"| AdapterLab, warm cache (best of 5) | {warm_misses:,} | {warm:.3f} | {anchor / warm:.0f}x |")
 
 

@@ -46,9 +46,9 @@ from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
 from core.documents import list_chunks  # noqa: E402
 from core.jobs import JobManager  # noqa: E402
+from core.launch import start_evaluation, start_generation, start_ingest  # noqa: E402
 from core.questions import build_dataset, save_dataset, split_dataset  # noqa: E402
 from core.runs import create_run, execute_run  # noqa: E402
-from core.launch import start_evaluation, start_generation, start_ingest  # noqa: E402
 from core.training import TrainConfig  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, StreamlitServer  # noqa: E402
@@ -85,11 +85,18 @@ READY_JS = """([title, sel]) => {
 def report_pages() -> list[str]:
     """The 4-page sample report for three fictional companies and years: 12 distinct pages."""
     out = []
-    for company, short, year, prev in [("Northwind Mobility", "Northwind", "2021", "2020"),
-                                       ("Bluefin Transit", "Bluefin", "2019", "2018"),
-                                       ("Cedar Rides", "Cedar", "2023", "2022")]:
-        out += [p.replace("Northwind Mobility", company).replace("Northwind", short).replace("2021", year)
-                .replace("2020", prev) for p in sample_report_pages()]
+    for company, short, year, prev in [
+        ("Northwind Mobility", "Northwind", "2021", "2020"),
+        ("Bluefin Transit", "Bluefin", "2019", "2018"),
+        ("Cedar Rides", "Cedar", "2023", "2022"),
+    ]:
+        out += [
+            p.replace("Northwind Mobility", company)
+            .replace("Northwind", short)
+            .replace("2021", year)
+            .replace("2020", prev)
+            for p in sample_report_pages()
+        ]
     return out
 
 
@@ -109,21 +116,35 @@ def prepare_workspace(root: Path, runs: int = 20, long_epochs: int = 200, compar
         train, val = split_dataset(build_dataset(ws), by="chunk", val_fraction=0.2, seed=0)
         train_id = save_dataset(ws, train, "train (by chunk)", role="train")
         val_id = save_dataset(ws, val, "validation (by chunk)", role="val")
-        run_id = create_run(ws, TrainConfig(adapter="linear", epochs=12), dataset_id=train_id, val_dataset_id=val_id,
-                            name="linear (prepared)")
+        run_id = create_run(
+            ws,
+            TrainConfig(adapter="linear", epochs=12),
+            dataset_id=train_id,
+            val_dataset_id=val_id,
+            name="linear (prepared)",
+        )
         execute_run(ws, run_id)
         run_ids = [run_id]
         for i in range(1, runs):  # the newest (shown first on Train) validates every epoch, the others none
-            cfg = TrainConfig(adapter="linear", epochs=long_epochs if i == runs - 1 else max(1, long_epochs // 6), batch_size=1,
-                              selection="holdout" if i == runs - 1 else "none",
-                              lr=1e-3 * (1 + i % 4), checkpoint_every=1_000_000, seed=i)
+            cfg = TrainConfig(
+                adapter="linear",
+                epochs=long_epochs if i == runs - 1 else max(1, long_epochs // 6),
+                batch_size=1,
+                selection="holdout" if i == runs - 1 else "none",
+                lr=1e-3 * (1 + i % 4),
+                checkpoint_every=1_000_000,
+                seed=i,
+            )
             rid = create_run(ws, cfg, dataset_id=train_id, name=f"linear long #{i}")
             execute_run(ws, rid)
             run_ids.append(rid)
-        steps = sum(1 for line in (ws.run_dir(run_ids[-1]) / "history.jsonl").read_text().splitlines()
-                    if '"type": "step"' in line)
+        steps = sum(
+            1
+            for line in (ws.run_dir(run_ids[-1]) / "history.jsonl").read_text().splitlines()
+            if '"type": "step"' in line
+        )
         for c, k in enumerate((5, 3, 10, 8, 20)[:comparisons]):
-            systems = [{"kind": "run", "run_id": r} for r in dict.fromkeys([run_id] + run_ids[-1 - c:][:3])]
+            systems = [{"kind": "run", "run_id": r} for r in dict.fromkeys([run_id] + run_ids[-1 - c :][:3])]
             job = start_evaluation(jm, ws, val_id, systems, top_k=k, name=f"validation k={k}")
             jm.wait(job)
             assert jm.get(job)["status"] == "done", jm.get(job)
@@ -150,8 +171,12 @@ def first_load(browser, url: str, name: str) -> tuple[float, float]:
     try:
         t = time.perf_counter()
         page.goto(f"{url}/{URL_PATHS[name]}")
-        page.wait_for_function("t => { const h = document.querySelector('h1'); return h && h.innerText.includes(t); }",
-                               arg=title, timeout=60_000, polling=25)
+        page.wait_for_function(
+            "t => { const h = document.querySelector('h1'); return h && h.innerText.includes(t); }",
+            arg=title,
+            timeout=60_000,
+            polling=25,
+        )
         t_title = time.perf_counter() - t
         page.wait_for_function(READY_JS, arg=[title, sel], timeout=60_000, polling=25)
         return t_title, time.perf_counter() - t
@@ -218,7 +243,12 @@ def clicks_compare_select(page: Page, url: str, n: int) -> list[float]:
         const caps = Array.from(document.querySelectorAll('[data-testid="stMarkdownContainer"]'));
         return caps.some(c => c.innerText.includes('Evaluation set:') && c.innerText.includes('k = ' + k))
             && !document.querySelector('[data-testid="stSkeleton"], [data-stale="true"]'); }"""
-    current = 3 if "k = 3" in page.locator('[data-testid="stMarkdownContainer"]').filter(has_text="Evaluation set:").first.inner_text() else 5
+    current = (
+        3
+        if "k = 3"
+        in page.locator('[data-testid="stMarkdownContainer"]').filter(has_text="Evaluation set:").first.inner_text()
+        else 5
+    )
     for _ in range(n):
         target = 5 if current == 3 else 3
         key(page, "eval_view").get_by_role("combobox").click()
@@ -260,7 +290,9 @@ def start_long_training(page: Page, url: str) -> None:
         expect(box).to_have_value(str(v))
     key(page, "train_name").locator("input").fill("bench: long run")
     key(page, "train_start").locator("button").click()
-    expect(page.get_by_test_id("stProgress").filter(has_text=re.compile(r"epoch \d+/500"))).to_be_visible(timeout=120_000)
+    expect(page.get_by_test_id("stProgress").filter(has_text=re.compile(r"epoch \d+/500"))).to_be_visible(
+        timeout=120_000
+    )
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
 
 
@@ -294,7 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clicks", type=int, default=5, help="clicks per interaction and condition (median)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary workspace and server log")
     ap.add_argument("--runs", type=int, default=20, help="finished runs in the workspace")
-    ap.add_argument("--long-epochs", type=int, default=200, help="epochs of the newest run (batch size 1); the others but the first: a sixth")
+    ap.add_argument(
+        "--long-epochs",
+        type=int,
+        default=200,
+        help="epochs of the newest run (batch size 1); the others but the first: a sixth",
+    )
     ap.add_argument("--comparisons", type=int, default=5, choices=range(2, 6), help="saved comparisons")
     ap.add_argument("--workspace", type=Path, help="reuse a workspace kept by an earlier --keep (skips preparing)")
     args = ap.parse_args(argv)
@@ -311,9 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         facts = prepare_workspace(ws, args.runs, args.long_epochs, args.comparisons)
         (ws / "bench_facts.json").write_text(json.dumps(facts))
-    print(f"workspace ready in {time.perf_counter() - t:.1f} s: {facts['chunks']} chunks, "
-          f"{facts['train_questions']} training questions, {facts['runs']} finished runs (newest: "
-          f"{facts['steps_newest']} steps), {facts['comparisons']} comparisons ({ws})", file=sys.stderr)
+    print(
+        f"workspace ready in {time.perf_counter() - t:.1f} s: {facts['chunks']} chunks, "
+        f"{facts['train_questions']} training questions, {facts['runs']} finished runs (newest: "
+        f"{facts['steps_newest']} steps), {facts['comparisons']} comparisons ({ws})",
+        file=sys.stderr,
+    )
     server = StreamlitServer(ws, tmp / "streamlit.log")
     rows: list[str] = _Rows()
     notes: list[str] = []
@@ -325,23 +365,37 @@ def main(argv: list[str] | None = None) -> int:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             cold_title, cold = first_load(browser, server.url, "documents")
             rows.append(fmt_row("server start (health check)", "`streamlit run app.py`", [boot], None))
-            rows.append(fmt_row("first view after server start (cold imports)", "Documents", [cold], None, [cold_title]))
+            rows.append(
+                fmt_row("first view after server start (cold imports)", "Documents", [cold], None, [cold_title])
+            )
             for name, (title, _) in PAGES.items():
                 loads = [first_load(browser, server.url, name) for _ in range(args.loads)]
                 rows.append(fmt_row("first load", title, [b for _, b in loads], LOAD_TARGET_S, [a for a, _ in loads]))
             for name, (title, _) in PAGES.items():
-                rows.append(fmt_row("reload (front-end code cached)", title,
-                                    reloads(browser, server.url, name, args.loads), LOAD_TARGET_S))
+                rows.append(
+                    fmt_row(
+                        "reload (front-end code cached)",
+                        title,
+                        reloads(browser, server.url, name, args.loads),
+                        LOAD_TARGET_S,
+                    )
+                )
 
             ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
             page = ctx.new_page()
             page.set_default_timeout(30_000)
             interactions = [
                 ("Questions: switch tab", lambda: clicks_questions_tab(page, server.url, args.clicks)),
-                ("Compare: change the comparison selectbox",
-                 lambda: clicks_compare_select(page, server.url, args.clicks)),
-                (f"Documents: chunk search '{SEARCH}' / cleared",
-                 lambda: clicks_documents_search(page, server.url, args.clicks, facts["chunks"], facts["search_hits"])),
+                (
+                    "Compare: change the comparison selectbox",
+                    lambda: clicks_compare_select(page, server.url, args.clicks),
+                ),
+                (
+                    f"Documents: chunk search '{SEARCH}' / cleared",
+                    lambda: clicks_documents_search(
+                        page, server.url, args.clicks, facts["chunks"], facts["search_hits"]
+                    ),
+                ),
             ]
             for label, run in interactions:
                 rows.append(fmt_row("click response, server idle", label, run(), CLICK_TARGET_S))
@@ -354,11 +408,17 @@ def main(argv: list[str] | None = None) -> int:
             for label, run in interactions:
                 rows.append(fmt_row("click response, training running", label, run(), CLICK_TARGET_S))
             s1, t1 = history_steps(ws), time.perf_counter()
-            running = watcher.get_by_test_id("stMarkdownContainer").filter(has_text="bench: long run").filter(has_text="running")
+            running = (
+                watcher.get_by_test_id("stMarkdownContainer")
+                .filter(has_text="bench: long run")
+                .filter(has_text="running")
+            )
             still = running.count() > 0
-            notes.append(f"training throughput (child process) during the clicks (Train tab open on its live chart): "
-                         f"{(s1 - s0) / (t1 - t0):.0f} optimizer steps/s; the run was "
-                         f"{'still running' if still else 'NOT running any more'} at the end of the measurements")
+            notes.append(
+                f"training throughput (child process) during the clicks (Train tab open on its live chart): "
+                f"{(s1 - s0) / (t1 - t0):.0f} optimizer steps/s; the run was "
+                f"{'still running' if still else 'NOT running any more'} at the end of the measurements"
+            )
             watcher_ctx.close()
             ctx.close()
             # the same training with no browser session open (no live chart, no sidebar polling)
@@ -366,7 +426,9 @@ def main(argv: list[str] | None = None) -> int:
             s2, t2 = history_steps(ws), time.perf_counter()
             time.sleep(8)
             s3, t3 = history_steps(ws), time.perf_counter()
-            notes.append(f"the same training with no browser session open: {(s3 - s2) / (t3 - t2):.0f} optimizer steps/s")
+            notes.append(
+                f"the same training with no browser session open: {(s3 - s2) / (t3 - t2):.0f} optimizer steps/s"
+            )
             browser.close()
     finally:
         server.stop()
@@ -375,8 +437,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"UI latency: Chromium headless, 1400x1000, {args.loads} first loads per page (fresh session each), "
-          f"{args.clicks} clicks per interaction; times in seconds.\n")
+    print(
+        f"UI latency: Chromium headless, 1400x1000, {args.loads} first loads per page (fresh session each), "
+        f"{args.clicks} clicks per interaction; times in seconds.\n"
+    )
     print("| measure | page / action | runs (s) | median (s) | target | result |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))

@@ -50,8 +50,22 @@ def main() -> None:
         ws = Path(tmp) / "ws"
         if args.workspace.exists():
             shutil.copytree(args.workspace, ws)
-        cmd = [sys.executable, "-m", "core", "train", "--workspace", str(ws), "--dataset", str(args.dataset),
-               "--epochs", "4", "--selection", "holdout", "--json", *args.extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "core",
+            "train",
+            "--workspace",
+            str(ws),
+            "--dataset",
+            str(args.dataset),
+            "--epochs",
+            "4",
+            "--selection",
+            "holdout",
+            "--json",
+            *args.extra,
+        ]
         t = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
         print(f"fill the cache (first run, not counted): {time.perf_counter() - t:.1f} s")
@@ -60,14 +74,17 @@ def main() -> None:
             t = time.perf_counter()
             subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
             walls.append(time.perf_counter() - t)
-        prof = subprocess.run([sys.executable, "-X", "importtime", *cmd[1:]], cwd=ROOT, check=True,
-                              capture_output=True, text=True)
+        prof = subprocess.run(
+            [sys.executable, "-X", "importtime", *cmd[1:]], cwd=ROOT, check=True, capture_output=True, text=True
+        )
     imp = importtimes(prof.stderr)
     print()
     print("| measure | seconds |")
     print("| --- | ---: |")
-    print(f"| warm `python -m core train` (whole process, median of {len(walls)}) | {statistics.median(walls):.2f} "
-          f"({', '.join(f'{w:.2f}' for w in walls)}) |")
+    print(
+        f"| warm `python -m core train` (whole process, median of {len(walls)}) | {statistics.median(walls):.2f} "
+        f"({', '.join(f'{w:.2f}' for w in walls)}) |"
+    )
     for name in ("torch", "torch._dynamo", "core.cli", "scipy", "pandas", "sentence_transformers", "transformers"):
         print(f"| import {name} | {imp[name]:.2f} |" if name in imp else f"| import {name} | not imported |")
 

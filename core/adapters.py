@@ -39,8 +39,9 @@ import importlib
 import inspect
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -260,7 +261,13 @@ def build_adapter(kind: str, dim: int, *, allow_custom_code: bool = False, **kwa
     if cls is LinearLayer:
         defaults = {"in_features": dim, "out_features": dim, "bias": False}
     elif cls is TwoLayerNN:
-        defaults = {"in_features": dim, "hidden_features": 1024, "out_features": dim, "bias": True, "add_residual": True}
+        defaults = {
+            "in_features": dim,
+            "hidden_features": 1024,
+            "out_features": dim,
+            "bias": True,
+            "add_residual": True,
+        }
     else:
         params = inspect.signature(cls.__init__).parameters
         for key, value in (("in_features", dim), ("out_features", dim), ("hidden_features", 1024)):
@@ -310,7 +317,12 @@ def _guess_class(config: dict[str, Any]) -> type[nn.Module]:
     if keys <= {"in_features", "out_features", "bias"}:
         return LinearLayer
     if {"in_features", "hidden_features", "out_features"} <= keys and keys <= {
-        "in_features", "hidden_features", "out_features", "bias", "activation_fn_str", "add_residual",
+        "in_features",
+        "hidden_features",
+        "out_features",
+        "bias",
+        "activation_fn_str",
+        "add_residual",
     }:
         return TwoLayerNN
     raise AdapterError(

@@ -22,7 +22,7 @@ import os
 import re
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -194,9 +194,7 @@ class OpenAIEmbedder:
 
     def _check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
-            raise EmbeddingCancelled(
-                f"Embedding via {self._where()} was cancelled; texts already embedded are cached."
-            )
+            raise EmbeddingCancelled(f"Embedding via {self._where()} was cancelled; texts already embedded are cached.")
 
     def __repr__(self) -> str:
         return f"OpenAIEmbedder(model={self.model_name!r}, base_url={self.base_url!r})"
@@ -314,22 +312,29 @@ class OpenAIEmbedder:
         vectors, pooled = [], []
         for i, item in enumerate(data):
             if not isinstance(item, dict) or "embedding" not in item:
-                raise self._unusable(f"data[{i}] is {describe_json(item)} without an 'embedding'",
-                                     "Use a server with an OpenAI-compatible /embeddings route.")
+                raise self._unusable(
+                    f"data[{i}] is {describe_json(item)} without an 'embedding'",
+                    "Use a server with an OpenAI-compatible /embeddings route.",
+                )
             try:
                 vec, was_pooled = parse_embedding(item["embedding"])
             except ValueError as exc:
-                raise self._unusable(f"the embedding in data[{i}] is unusable: {exc}",
-                                     "Check the server's embeddings settings and encoding_format.") from None
+                raise self._unusable(
+                    f"the embedding in data[{i}] is unusable: {exc}",
+                    "Check the server's embeddings settings and encoding_format.",
+                ) from None
             vectors.append(vec)
             pooled.append(was_pooled)
         dims = sorted({v.shape[0] for v in vectors})
         if len(dims) > 1:
-            raise self._unusable(f"its vectors have different lengths in one answer ({dims})",
-                                 "Check the server's model and pooling settings.")
+            raise self._unusable(
+                f"its vectors have different lengths in one answer ({dims})",
+                "Check the server's model and pooling settings.",
+            )
         if len(set(pooled)) > 1:
-            raise self._unusable("it mixed per-token and per-text vectors in one answer",
-                                 "Check the server's pooling settings.")
+            raise self._unusable(
+                "it mixed per-token and per-text vectors in one answer", "Check the server's pooling settings."
+            )
         arr = _as_f32(np.stack(vectors))
         if not np.isfinite(arr).all():
             bad = int((~np.isfinite(arr).all(axis=1)).sum())
@@ -365,7 +370,8 @@ class OpenAIEmbedder:
                 "request (llama-cpp-python's server returns wrong token vectors for every text after the first "
                 "of a request). These vectors are cached apart from pooled ones, as %s. For the model's own "
                 "pooling, serve it with pooling on (llama.cpp's llama-server: --pooling mean).",
-                self._where(), self.identity,
+                self._where(),
+                self.identity,
             )
 
     def _request(self, batch: list[str]) -> np.ndarray:
@@ -380,12 +386,13 @@ class OpenAIEmbedder:
             try:
                 extra = {"encoding_format": self._encoding} if self._encoding else {}
                 started = time.monotonic()
-                raw = self.client.embeddings.with_raw_response.create(model=self.model_name, input=batch,
-                                                                      timeout=timeout, **extra)
+                raw = self.client.embeddings.with_raw_response.create(
+                    model=self.model_name, input=batch, timeout=timeout, **extra
+                )
                 vectors = self._parse(raw.http_response.content, len(batch))
                 self._observe(time.monotonic() - started, sum(len(t) for t in batch), len(batch))
                 return vectors
-            except openai.AuthenticationError as exc:
+            except openai.AuthenticationError:
                 raise EmbedderError(
                     f"The embeddings endpoint rejected the API key (401) for {self._where()}: check OPENAI_API_KEY."
                 ) from None  # the server's text may echo the key: never chain it
@@ -411,21 +418,30 @@ class OpenAIEmbedder:
                 if exc.status_code >= 500:
                     last = exc
                 else:
-                    if (exc.status_code in (400, 422) and self._encoding is None
-                            and ("encoding_format" in detail or "base64" in detail)):
+                    if (
+                        exc.status_code in (400, 422)
+                        and self._encoding is None
+                        and ("encoding_format" in detail or "base64" in detail)
+                    ):
                         self._encoding = "float"  # a server that only speaks floats: ask for them
                         attempts -= 1
                         continue
-                    hint = (" Lower the batch size (--api-batch-size)." if exc.status_code == 413 else
-                            " Serve the model with pooling on (llama.cpp's llama-server: --pooling mean)."
-                            if "pooling" in detail.lower() else "")
+                    hint = (
+                        " Lower the batch size (--api-batch-size)."
+                        if exc.status_code == 413
+                        else " Serve the model with pooling on (llama.cpp's llama-server: --pooling mean)."
+                        if "pooling" in detail.lower()
+                        else ""
+                    )
                     raise EmbedderError(
                         f"The embeddings endpoint refused the request ({exc.status_code}) for {self._where()}: "
                         f"{detail}.{hint}"
                     ) from None
             if attempts <= self.max_retries:
                 wait = self.retry_policy.delay(attempts - 1, last)
-                log.warning("embeddings %s: %s; retry %d in %.1fs", self.model_name, type(last).__name__, attempts, wait)
+                log.warning(
+                    "embeddings %s: %s; retry %d in %.1fs", self.model_name, type(last).__name__, attempts, wait
+                )
                 if self.retry_policy.sleep(wait, self.cancel):
                     break
         self._check_cancel()
@@ -459,7 +475,10 @@ class OpenAIEmbedder:
                     log.warning(
                         "embeddings %s: no answer within %g s for %d texts; splitting, and sending at most %d "
                         "per request from now on (--api-timeout / --api-batch-size change this)",
-                        self.model_name, self.timeout, len(batch), half,
+                        self.model_name,
+                        self.timeout,
+                        len(batch),
+                        half,
                     )
             return np.concatenate([self._embed_batch(batch[:half]), self._embed_batch(batch[half:])])
 
@@ -510,7 +529,9 @@ class OpenAIEmbedder:
                 per_s = done / max(time.monotonic() - started, 1e-6)
                 left = f" · {format_eta((n - done) / per_s)} left" if 0 < done < n else ""
                 note = self.progress_note
-                progress(done, n, f"embedding via API · {format_rate(per_s)} texts/s{left}" + (f" · {note}" if note else ""))
+                progress(
+                    done, n, f"embedding via API · {format_rate(per_s)} texts/s{left}" + (f" · {note}" if note else "")
+                )
 
         if self.concurrency <= 1:
             pos = 0
@@ -565,8 +586,9 @@ class OpenAIEmbedder:
         return self._embed(texts, progress)
 
 
-def check_api_options(timeout: float | None = None, batch_size: int | None = None,
-                      concurrency: int | None = None) -> None:
+def check_api_options(
+    timeout: float | None = None, batch_size: int | None = None, concurrency: int | None = None
+) -> None:
     """Raise a clear :class:`EmbedderError` for an unusable timeout, batch size or concurrency."""
     if timeout is not None and not (float(timeout) > 0):
         raise EmbedderError(f"The API timeout must be more than 0 seconds, got {timeout}.")

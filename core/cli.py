@@ -22,8 +22,9 @@ import os
 import shutil
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -96,8 +97,14 @@ def _emit(args, payload: Any, table: str) -> None:
 
 def _prefixes(args) -> dict[str, str]:
     """Query/passage prefixes for sentence-transformers models that need them (E5, BGE)."""
-    return {k: v for k, v in (("query_prefix", getattr(args, "query_prefix", "")),
-                              ("passage_prefix", getattr(args, "passage_prefix", ""))) if v}
+    return {
+        k: v
+        for k, v in (
+            ("query_prefix", getattr(args, "query_prefix", "")),
+            ("passage_prefix", getattr(args, "passage_prefix", "")),
+        )
+        if v
+    }
 
 
 def _api_options(args) -> dict[str, Any]:
@@ -106,9 +113,15 @@ def _api_options(args) -> dict[str, Any]:
     They shape the requests of ``openai:`` embedders, not their vectors: recorded with a run,
     never part of an embedder's identity, ignored by other embedders.
     """
-    return {k: v for k, v in (("api_timeout", getattr(args, "api_timeout", None)),
-                              ("api_batch_size", getattr(args, "api_batch_size", None)),
-                              ("api_concurrency", getattr(args, "api_concurrency", None))) if v is not None}
+    return {
+        k: v
+        for k, v in (
+            ("api_timeout", getattr(args, "api_timeout", None)),
+            ("api_batch_size", getattr(args, "api_batch_size", None)),
+            ("api_concurrency", getattr(args, "api_concurrency", None)),
+        )
+        if v is not None
+    }
 
 
 def _embedder_options(args) -> dict[str, Any]:
@@ -139,13 +152,25 @@ def cmd_ingest(args) -> int:
         files.append((p.name, p))
     bar = _Bar(not args.json, "ingest")
     reports = ingest_files(
-        ws, files, settings, token_counter=emb.token_counter() if hasattr(emb, "token_counter") else None,
-        max_seq_length=getattr(emb, "max_seq_length", None), max_bytes=int(args.max_mb * 1024 * 1024), progress=bar,
+        ws,
+        files,
+        settings,
+        token_counter=emb.token_counter() if hasattr(emb, "token_counter") else None,
+        max_seq_length=getattr(emb, "max_seq_length", None),
+        max_bytes=int(args.max_mb * 1024 * 1024),
+        progress=bar,
     )
     bar.close()
     rows = [
-        {"file": r.filename, "status": r.status, "pages": r.pages, "chars": r.chars, "chunks": r.chunks,
-         "truncated": r.truncated, "error": r.error}
+        {
+            "file": r.filename,
+            "status": r.status,
+            "pages": r.pages,
+            "chars": r.chars,
+            "chunks": r.chunks,
+            "truncated": r.truncated,
+            "error": r.error,
+        }
         for r in reports
     ]
     _emit(args, rows, format_table(rows))
@@ -205,14 +230,21 @@ def cmd_generate(args) -> int:
 
     record_generator(ws, generator, args.questions_per_chunk)  # so evaluation sets can name the LLM
     bar = _Bar(not args.json, "generate")
-    report = generate_questions(ws, generator, questions_per_chunk=args.questions_per_chunk, doc_ids=doc_ids, progress=bar)
+    report = generate_questions(
+        ws, generator, questions_per_chunk=args.questions_per_chunk, doc_ids=doc_ids, progress=bar
+    )
     bar.close()
     # the questions this generator made (the workspace may also hold other generators' questions)
     ds = build_dataset(ws, doc_ids=doc_ids, sources=[args.generator])
     out: dict[str, Any] = {"report": report}
     if args.val_out:
-        train_ds, val_ds = split_dataset(ds, by=args.split_by, val_fraction=args.val_fraction, seed=args.seed,
-                                         val_docs=_select_docs(ws, args.val_documents))
+        train_ds, val_ds = split_dataset(
+            ds,
+            by=args.split_by,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            val_docs=_select_docs(ws, args.val_documents),
+        )
         train_ds.save(args.out)
         val_ds.save(args.val_out)
         out.update(train=args.out, val=args.val_out, n_train=len(train_ds.queries), n_val=len(val_ds.queries))
@@ -241,10 +273,32 @@ def _train_config(args):
     if args.bias:
         kwargs["bias"] = True
     cfg.adapter_kwargs = kwargs
-    for name in ("epochs", "batch_size", "lr", "loss", "optimizer", "weight_decay", "warmup_ratio", "temperature",
-                 "seed", "device", "val_fraction", "checkpoint_every", "patience", "top_k", "selection", "cv_folds",
-                 "cv_design", "lr_grid", "unlabelled_negatives", "average_refits", "sample_negatives_above",
-                 "false_negative_threshold", "hard_negatives", "filter_questions"):
+    for name in (
+        "epochs",
+        "batch_size",
+        "lr",
+        "loss",
+        "optimizer",
+        "weight_decay",
+        "warmup_ratio",
+        "temperature",
+        "seed",
+        "device",
+        "val_fraction",
+        "checkpoint_every",
+        "patience",
+        "top_k",
+        "selection",
+        "cv_folds",
+        "cv_design",
+        "lr_grid",
+        "unlabelled_negatives",
+        "average_refits",
+        "sample_negatives_above",
+        "false_negative_threshold",
+        "hard_negatives",
+        "filter_questions",
+    ):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
@@ -268,10 +322,14 @@ def cmd_train(args) -> int:
     QADataset.load(args.dataset)  # validate before creating the run
     cfg = _train_config(args)
     run_id = create_run(
-        ws, cfg, dataset_path=str(Path(args.dataset).resolve()),
+        ws,
+        cfg,
+        dataset_path=str(Path(args.dataset).resolve()),
         val_dataset_path=str(Path(args.val_dataset).resolve()) if args.val_dataset else None,
         eval_dataset_path=str(Path(args.eval_dataset).resolve()) if args.eval_dataset else None,
-        embedder=args.embedder, embedder_options=_embedder_options(args), name=args.name,
+        embedder=args.embedder,
+        embedder_options=_embedder_options(args),
+        name=args.name,
     )
     bar = _Bar(not args.json, "train")
     cancel = threading.Event()
@@ -293,19 +351,29 @@ def cmd_train(args) -> int:
     summary = {"run_id": run_id, **result.summary()}
     if result.cv is not None:
         rows = [
-            {"lr": lr, "epoch": p["epoch"],
-             **{m: f"{p[f'{m} mean']:.3f} ± {p[f'{m} std']:.3f}" for m in (f"hit@{cfg.top_k}", f"mrr@{cfg.top_k}")},
-             "gain (pt)": f"{100 * p['gain']:+.2f} ± {100 * p['gain_se']:.2f}",
-             "chosen": "*" if (float(lr) == result.cv.lr and p["epoch"] == result.cv.epochs and result.cv.train)
-             or (p["epoch"] == 0 and not result.cv.train) else ""}
-            for lr, curve in result.cv.curves.items() for p in curve
+            {
+                "lr": lr,
+                "epoch": p["epoch"],
+                **{m: f"{p[f'{m} mean']:.3f} ± {p[f'{m} std']:.3f}" for m in (f"hit@{cfg.top_k}", f"mrr@{cfg.top_k}")},
+                "gain (pt)": f"{100 * p['gain']:+.2f} ± {100 * p['gain_se']:.2f}",
+                "chosen": "*"
+                if (float(lr) == result.cv.lr and p["epoch"] == result.cv.epochs and result.cv.train)
+                or (p["epoch"] == 0 and not result.cv.train)
+                else "",
+            }
+            for lr, curve in result.cv.curves.items()
+            for p in curve
         ]
     table = format_table(rows) if rows else "(no validation: the last epoch is kept)"
     if result.cv is not None:
         table += "\n\n" + result.cv.summary_line() + f"\nrule: {result.cv.rule}"
     table += (
         f"\n\nrun {run_id}: best epoch {result.best_epoch}"
-        + (" (the untrained identity: training did not beat the base model on validation)" if result.best_epoch == 0 and rows else "")
+        + (
+            " (the untrained identity: training did not beat the base model on validation)"
+            if result.best_epoch == 0 and rows
+            else ""
+        )
         + (f" ({result.filtered_out} unsearchable question(s) filtered out)" if result.filtered_out else "")
         + f"; {result.n_train_queries} training / {result.n_val_queries} validation questions; {result.seconds:.1f}s"
         + (f"\nadapter saved to {args.out}" if args.out else f"\nadapter in {ws.run_dir(run_id) / 'adapter'}")
@@ -323,10 +391,23 @@ def cmd_finetune(args) -> int:
     if not Path(args.dataset).is_file():
         raise CLIError(f"{args.dataset}: no such dataset file")
     QADataset.load(args.dataset)  # validate before creating the run
-    cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, loss=args.loss,
-                         warmup_ratio=args.warmup_ratio, device=args.device)
-    run_id = create_finetune_run(ws, cfg, dataset_path=str(Path(args.dataset).resolve()), embedder=args.embedder,
-                                 embedder_options=_prefixes(args), name=args.name)
+    cfg = FinetuneConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        loss=args.loss,
+        warmup_ratio=args.warmup_ratio,
+        device=args.device,
+    )
+    run_id = create_finetune_run(
+        ws,
+        cfg,
+        dataset_path=str(Path(args.dataset).resolve()),
+        embedder=args.embedder,
+        embedder_options=_prefixes(args),
+        name=args.name,
+    )
     bar = _Bar(not args.json, "fine-tune")
     try:
         result = execute_run(ws, run_id, progress=bar, cancel=threading.Event(), out_dir=args.out)
@@ -339,19 +420,26 @@ def cmd_finetune(args) -> int:
     rows = [{"epoch": h["epoch"], "steps": h["step"], "train_loss": h["train_loss"]} for h in epochs]
     table = format_table(rows) if rows else "(no training step)"
     where = args.out or (str(result.out_dir) if result.out_dir else None)
-    table += (f"\n\nrun {run_id}: full fine-tune of {args.embedder}, {result.steps} steps on "
-              f"{result.n_train_queries} questions" + (" (cancelled)" if result.cancelled else "")
-              + f"\n{describe_cost(result.cost())}"
-              + (f"\nmodel saved to {where} (a sentence-transformers folder); compare it with "
-                 f"`python -m core evaluate --dataset EVAL.json --run {run_id}`" if where else "\nno model was saved"))
+    table += (
+        f"\n\nrun {run_id}: full fine-tune of {args.embedder}, {result.steps} steps on "
+        f"{result.n_train_queries} questions"
+        + (" (cancelled)" if result.cancelled else "")
+        + f"\n{describe_cost(result.cost())}"
+        + (
+            f"\nmodel saved to {where} (a sentence-transformers folder); compare it with "
+            f"`python -m core evaluate --dataset EVAL.json --run {run_id}`"
+            if where
+            else "\nno model was saved"
+        )
+    )
     _emit(args, summary, table)
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from .datasets import QADataset
-    from .runs import get_run, has_adapter, run_checkpoints
     from .launch import evaluate_with_context
+    from .runs import get_run, has_adapter, run_checkpoints
 
     ws = _workspace(args)
     ds = QADataset.load(args.dataset)
@@ -359,19 +447,30 @@ def cmd_evaluate(args) -> int:
     allow = bool(args.allow_custom_code)
     typed = [args.adapter_class] if args.adapter_class else []
     api_opts = _api_options(args)
-    specs: list[dict[str, Any]] = [{"kind": "api", "spec": spec, **({"options": api_opts} if api_opts else {})}
-                                   for spec in args.api_embedder or []]
+    specs: list[dict[str, Any]] = [
+        {"kind": "api", "spec": spec, **({"options": api_opts} if api_opts else {})} for spec in args.api_embedder or []
+    ]
     train_ds = str(Path(args.train_dataset).resolve()) if args.train_dataset else None
     for path in args.adapter or []:
         p = Path(path)
-        specs.append({"kind": "adapter_dir", "path": str(p), "adapter_cls": args.adapter_class, "train_dataset": train_ds})
+        specs.append(
+            {"kind": "adapter_dir", "path": str(p), "adapter_cls": args.adapter_class, "train_dataset": train_ds}
+        )
         if args.checkpoints:
             from .training import list_checkpoints
 
             for ck in list_checkpoints(p):
                 step = int(ck.name.split("_")[-1]) if ck.name.split("_")[-1].isdigit() else None
-                specs.append({"kind": "adapter_dir", "path": str(ck), "name": f"{p.name} @ {ck.name.replace('_', ' ')}",
-                              "adapter_cls": args.adapter_class, "train_dataset": train_ds, "step": step})
+                specs.append(
+                    {
+                        "kind": "adapter_dir",
+                        "path": str(ck),
+                        "name": f"{p.name} @ {ck.name.replace('_', ' ')}",
+                        "adapter_cls": args.adapter_class,
+                        "train_dataset": train_ds,
+                        "step": step,
+                    }
+                )
     for run_id in args.run or []:
         run = get_run(ws, run_id)
         if run is None:
@@ -386,16 +485,26 @@ def cmd_evaluate(args) -> int:
                 + (f"; evaluate its {n} checkpoint(s) with --checkpoints" if n else " and no checkpoint")
             )
         else:
-            print(f"run {run_id} saved no final adapter (it did not finish): evaluating its checkpoints",
-                  file=sys.stderr)
+            print(
+                f"run {run_id} saved no final adapter (it did not finish): evaluating its checkpoints", file=sys.stderr
+            )
         for ck in ckpts:
             specs.append({"kind": "checkpoint", "run_id": run_id, "step": int(ck.name.split("_")[-1])})
     bar = _Bar(not args.json, "evaluate")
     name = args.name or Path(args.dataset).name
     cmp, context = evaluate_with_context(
-        ws, ds, name, specs, top_k=args.top_k, embedder=args.embedder, embedder_options=_embedder_options(args),
-        dataset_path=str(Path(args.dataset).resolve()), exclude_leaked=args.exclude_leaked, progress=bar,
-        allow_custom_code=allow, allow_classes=typed,
+        ws,
+        ds,
+        name,
+        specs,
+        top_k=args.top_k,
+        embedder=args.embedder,
+        embedder_options=_embedder_options(args),
+        dataset_path=str(Path(args.dataset).resolve()),
+        exclude_leaked=args.exclude_leaked,
+        progress=bar,
+        allow_custom_code=allow,
+        allow_classes=typed,
     )
     bar.close()
     from .reports import labelled_rows
@@ -405,10 +514,20 @@ def cmd_evaluate(args) -> int:
         from .reports import save_comparison
 
         run_ids = [s["run_id"] for s in specs if s.get("kind") in ("run", "checkpoint")]
-        save_comparison(ws, cmp, name=name, extra={"dataset_path": str(Path(args.dataset).resolve()), "systems": specs,
-                                                   "run_ids": run_ids, "embedder": args.embedder,
-                                                   "api_embedders": args.api_embedder or [],
-                                                   "embedder_options": _embedder_options(args), "context": context})
+        save_comparison(
+            ws,
+            cmp,
+            name=name,
+            extra={
+                "dataset_path": str(Path(args.dataset).resolve()),
+                "systems": specs,
+                "run_ids": run_ids,
+                "embedder": args.embedder,
+                "api_embedders": args.api_embedder or [],
+                "embedder_options": _embedder_options(args),
+                "context": context,
+            },
+        )
     if args.report:
         from .reports import html_report
         from .runs import read_history
@@ -419,14 +538,28 @@ def cmd_evaluate(args) -> int:
             if s.get("kind") == "run":
                 run = get_run(ws, s["run_id"])
                 histories[run["name"]] = read_history(ws, s["run_id"])
-        atomic_write_text(args.report, html_report(cmp, histories, title=f"AdapterLab retrieval report: {name}",
-                                                   context=context))
+        atomic_write_text(
+            args.report, html_report(cmp, histories, title=f"AdapterLab retrieval report: {name}", context=context)
+        )
     k = args.top_k
-    cols = ["system", "queries", f"hit@{k}", f"mrr@{k}", "ndcg@10", f"recall@{k}", f"Δ hit@{k}", f"hit@{k} p (Holm)",
-            f"Δ mrr@{k}", f"mrr@{k} CI", f"mrr@{k} p (Holm)"]
+    cols = [
+        "system",
+        "queries",
+        f"hit@{k}",
+        f"mrr@{k}",
+        "ndcg@10",
+        f"recall@{k}",
+        f"Δ hit@{k}",
+        f"hit@{k} p (Holm)",
+        f"Δ mrr@{k}",
+        f"mrr@{k} CI",
+        f"mrr@{k} p (Holm)",
+    ]
     table = format_table(rows, cols)
-    table += ("\n\nΔ = system - base; CI = paired bootstrap 95% interval; p = McNemar (hit) / Wilcoxon (mrr), "
-              "Holm-adjusted over the systems compared.")
+    table += (
+        "\n\nΔ = system - base; CI = paired bootstrap 95% interval; p = McNemar (hit) / Wilcoxon (mrr), "
+        "Holm-adjusted over the systems compared."
+    )
     from .summary import caveats, summary_sentences
 
     notes = summary_sentences(cmp, context) + [f"{c['level'].upper()}: {c['text']}" for c in caveats(cmp, context)]
@@ -461,13 +594,41 @@ def cmd_embed(args) -> int:
         passages += p
         queries += q
     bar = _Bar(not args.json, f"embed ({args.engine})")
-    report = embed_to_cache(ws, args.embedder, passages, queries, engine=args.engine, ray_address=args.ray_address,
-                            actors=args.actors, batch_size=args.batch_size, embedder_options=_embedder_options(args),
-                            progress=bar)
+    report = embed_to_cache(
+        ws,
+        args.embedder,
+        passages,
+        queries,
+        engine=args.engine,
+        ray_address=args.ray_address,
+        actors=args.actors,
+        batch_size=args.batch_size,
+        embedder_options=_embedder_options(args),
+        progress=bar,
+    )
     bar.close()
     row = report.to_dict()
-    _emit(args, row, format_table([{k: row[k] for k in ("engine", "identity", "texts", "cached", "embedded",
-                                                        "seconds", "texts_per_second", "actors")}]))
+    _emit(
+        args,
+        row,
+        format_table(
+            [
+                {
+                    k: row[k]
+                    for k in (
+                        "engine",
+                        "identity",
+                        "texts",
+                        "cached",
+                        "embedded",
+                        "seconds",
+                        "texts_per_second",
+                        "actors",
+                    )
+                }
+            ]
+        ),
+    )
     return 0
 
 
@@ -480,10 +641,21 @@ def cmd_import_queries(args) -> int:
     if not p.is_file():
         raise CLIError(f"{args.file}: no such file")
     emb = None if args.no_embedding else resolve_embedder(args.embedder, workspace=ws, **_prefixes(args))
-    ds, report = import_real_queries(ws, p.read_bytes(), embedder=emb, doc_ids=_select_docs(ws, args.documents),
-                                     min_overlap=args.min_overlap, min_cosine=args.min_cosine, source=str(p))
-    out: dict[str, Any] = {"summary": report.summary(), "queries": len(ds.queries), "corpus": len(ds.corpus),
-                           "unmatched": report.unmatched}
+    ds, report = import_real_queries(
+        ws,
+        p.read_bytes(),
+        embedder=emb,
+        doc_ids=_select_docs(ws, args.documents),
+        min_overlap=args.min_overlap,
+        min_cosine=args.min_cosine,
+        source=str(p),
+    )
+    out: dict[str, Any] = {
+        "summary": report.summary(),
+        "queries": len(ds.queries),
+        "corpus": len(ds.corpus),
+        "unmatched": report.unmatched,
+    }
     if args.out:
         ds.save(args.out)
         out["out"] = args.out
@@ -508,9 +680,14 @@ def cmd_runs(args) -> int:
     ws = _workspace(args)
     reap_runs(ws)  # a run whose process died (killed, crashed) shows as interrupted, not running
     rows = [
-        {"run": r["id"], "kind": r["kind"], "name": r["name"], "status": r["status"],
-         "best_epoch": (r["result"] or {}).get("best_epoch"),
-         "val_mrr": ((r["result"] or {}).get("best_metrics") or {}).get("mrr@5")}
+        {
+            "run": r["id"],
+            "kind": r["kind"],
+            "name": r["name"],
+            "status": r["status"],
+            "best_epoch": (r["result"] or {}).get("best_epoch"),
+            "val_mrr": ((r["result"] or {}).get("best_metrics") or {}).get("mrr@5"),
+        }
         for r in list_runs(ws)
     ]
     _emit(args, rows, format_table(rows))
@@ -523,8 +700,11 @@ def cmd_export(args) -> int:
     ws = _workspace(args)
     out = export_run(ws, args.run, args.format, args.out)
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    _emit(args, {"run": args.run, "format": args.format, "out": str(out), "files": files},
-          f"exported {args.run} as {args.format} to {out} ({len(files)} files)")
+    _emit(
+        args,
+        {"run": args.run, "format": args.format, "out": str(out), "files": files},
+        f"exported {args.run} as {args.format} to {out} ({len(files)} files)",
+    )
     return 0
 
 
@@ -532,9 +712,19 @@ def cmd_documents(args) -> int:
     from .documents import list_documents
 
     ws = _workspace(args)
-    rows = [{"id": d["id"], "filename": d["filename"], "status": d["status"], "pages": d["pages"], "chars": d["chars"],
-             "chunks": d.get("n_chunks"), "truncated": d.get("n_truncated"), "error": d.get("error")}
-            for d in list_documents(ws)]
+    rows = [
+        {
+            "id": d["id"],
+            "filename": d["filename"],
+            "status": d["status"],
+            "pages": d["pages"],
+            "chars": d["chars"],
+            "chunks": d.get("n_chunks"),
+            "truncated": d.get("n_truncated"),
+            "error": d.get("error"),
+        }
+        for d in list_documents(ws)
+    ]
     for r in rows:
         r["id"] = r["id"][:12]
     _emit(args, rows, format_table(rows))
@@ -558,21 +748,38 @@ def build_parser() -> argparse.ArgumentParser:
     from .pseudo_queries import DEFAULT_OFFLINE_METHOD, OFFLINE_METHODS
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--workspace", default=None, help="workspace directory (default: $ADAPTERLAB_WORKSPACE or ./workspace)")
+    common.add_argument(
+        "--workspace", default=None, help="workspace directory (default: $ADAPTERLAB_WORKSPACE or ./workspace)"
+    )
     common.add_argument("--json", action="store_true", help="machine-readable JSON output")
     emb = argparse.ArgumentParser(add_help=False)
-    emb.add_argument("--embedder", default="default",
-                     help="'default' (bundled all-MiniLM-L6-v2), a sentence-transformers name or path, or openai:MODEL")
-    emb.add_argument("--query-prefix", default="", help="text put before every query (E5: 'query: ', BGE: an instruction)")
+    emb.add_argument(
+        "--embedder",
+        default="default",
+        help="'default' (bundled all-MiniLM-L6-v2), a sentence-transformers name or path, or openai:MODEL",
+    )
+    emb.add_argument(
+        "--query-prefix", default="", help="text put before every query (E5: 'query: ', BGE: an instruction)"
+    )
     emb.add_argument("--passage-prefix", default="", help="text put before every chunk (E5: 'passage: ')")
     api = emb.add_argument_group("API embedders (openai:MODEL)", "request settings; they never change the vectors")
-    api.add_argument("--api-timeout", type=float, metavar="SECONDS",
-                     help="seconds to wait for one answer (default 60); a batch that times out is split in halves")
+    api.add_argument(
+        "--api-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds to wait for one answer (default 60); a batch that times out is split in halves",
+    )
     api.add_argument("--api-batch-size", type=int, metavar="N", help="texts per request, at most (default 128)")
-    api.add_argument("--api-concurrency", type=int, metavar="N",
-                     help="requests in flight at once (default 1; a local server works on one at a time)")
+    api.add_argument(
+        "--api-concurrency",
+        type=int,
+        metavar="N",
+        help="requests in flight at once (default 1; a local server works on one at a time)",
+    )
 
-    p = argparse.ArgumentParser(prog="python -m core", description="AdapterLab: fine-tune embedding adapters on your PDFs.")
+    p = argparse.ArgumentParser(
+        prog="python -m core", description="AdapterLab: fine-tune embedding adapters on your PDFs."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("ingest", parents=[common, emb], help="load PDFs into the workspace and chunk them")
@@ -583,11 +790,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_ingest)
 
     s = sub.add_parser("generate", parents=[common], help="generate question/chunk pairs")
-    s.add_argument("--generator", choices=["offline", "llm"], default="offline",
-                   help="offline pseudo-queries (no LLM needed, weaker) or an OpenAI-compatible LLM")
-    s.add_argument("--offline-method", choices=list(OFFLINE_METHODS), default=DEFAULT_OFFLINE_METHOD,
-                   help="how offline questions are made (with --generator offline): "
-                        + "; ".join(f"{k}: {v[0]}" for k, v in OFFLINE_METHODS.items()))
+    s.add_argument(
+        "--generator",
+        choices=["offline", "llm"],
+        default="offline",
+        help="offline pseudo-queries (no LLM needed, weaker) or an OpenAI-compatible LLM",
+    )
+    s.add_argument(
+        "--offline-method",
+        choices=list(OFFLINE_METHODS),
+        default=DEFAULT_OFFLINE_METHOD,
+        help="how offline questions are made (with --generator offline): "
+        + "; ".join(f"{k}: {v[0]}" for k, v in OFFLINE_METHODS.items()),
+    )
     s.add_argument("--questions-per-chunk", type=int, default=2)
     s.add_argument("--documents", nargs="*", help="only these ingested documents (file name or id prefix)")
     s.add_argument("--model", default="gpt-4o-mini", help="LLM model (with --generator llm)")
@@ -598,20 +813,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-out", help="also split and write the validation/evaluation side here")
     s.add_argument("--split-by", choices=["document", "chunk"], default="document")
     s.add_argument("--val-fraction", type=float, default=0.2)
-    s.add_argument("--val-documents", nargs="*", help="documents that form the validation side (with --split-by document)")
+    s.add_argument(
+        "--val-documents", nargs="*", help="documents that form the validation side (with --split-by document)"
+    )
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("train", parents=[common, emb], help="train an adapter on a dataset")
     s.add_argument("--dataset", required=True, help="training dataset (LlamaIndex JSON)")
-    s.add_argument("--val-dataset", help="validation dataset for model selection (default: a split of the training chunks)")
-    s.add_argument("--adapter", default="linear",
-                   help=_setting_help("adapter") + " An import path is imported: typing it is your consent to run "
-                                                   "that module.")
-    s.add_argument("--adapter-kwargs", help='JSON constructor overrides, e.g. \'{"rank": 16}\'')
+    s.add_argument(
+        "--val-dataset", help="validation dataset for model selection (default: a split of the training chunks)"
+    )
+    s.add_argument(
+        "--adapter",
+        default="linear",
+        help=_setting_help("adapter") + " An import path is imported: typing it is your consent to run that module.",
+    )
+    s.add_argument("--adapter-kwargs", help="JSON constructor overrides, e.g. '{\"rank\": 16}'")
     s.add_argument("--hidden-features", type=int, help="hidden size of two-layer (default 1024)")
     s.add_argument("--bias", action="store_true", help="linear adapter with a bias")
-    s.add_argument("--llamaindex-defaults", action="store_true", help="LlamaIndex's engine settings (lr 2e-5, batch 10, in-batch loss)")
+    s.add_argument(
+        "--llamaindex-defaults",
+        action="store_true",
+        help="LlamaIndex's engine settings (lr 2e-5, batch 10, in-batch loss)",
+    )
     from .losses import Loss
     from .selection import DESIGNS
     from .train_config import OPTIMIZER_NAMES, SELECTIONS
@@ -629,11 +854,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--selection", choices=list(SELECTIONS), help=_setting_help("selection"))
     s.add_argument("--cv-folds", type=int, help=_setting_help("cv_folds"))
     s.add_argument("--cv-design", choices=list(DESIGNS), help=_setting_help("cv_design"))
-    s.add_argument("--eval-dataset", help="the dataset you will evaluate on: only its chunk ids are read, to choose the "
-                                          "validation design (its questions are never trained on)")
+    s.add_argument(
+        "--eval-dataset",
+        help="the dataset you will evaluate on: only its chunk ids are read, to choose the "
+        "validation design (its questions are never trained on)",
+    )
     s.add_argument("--lr-grid", type=float, nargs="+", help=_setting_help("lr_grid"))
-    s.add_argument("--unlabelled-negatives", action=argparse.BooleanOptionalAction, default=None,
-                   help=_setting_help("unlabelled_negatives"))
+    s.add_argument(
+        "--unlabelled-negatives",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=_setting_help("unlabelled_negatives"),
+    )
     s.add_argument("--average-refits", type=int, help=_setting_help("average_refits"))
     s.add_argument("--sample-negatives-above", type=int, help=_setting_help("sample_negatives_above"))
     s.add_argument("--false-negative-threshold", type=float, help=_setting_help("false_negative_threshold"))
@@ -647,16 +879,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="folder for the final adapter (LlamaIndex format) and its checkpoints/")
     s.set_defaults(fn=cmd_train)
 
-    s = sub.add_parser("finetune", parents=[common, emb],
-                       help="fully fine-tune a sentence-transformers base model (the expensive reference: "
-                            "it re-embeds the corpus)")
+    s = sub.add_parser(
+        "finetune",
+        parents=[common, emb],
+        help="fully fine-tune a sentence-transformers base model (the expensive reference: it re-embeds the corpus)",
+    )
     s.add_argument("--dataset", required=True, help="training dataset (LlamaIndex JSON)")
     s.add_argument("--epochs", type=int, default=1)
     s.add_argument("--batch-size", type=int, default=32, help="questions per step; the other chunks are the negatives")
     s.add_argument("--lr", type=float, default=2e-5)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--loss", choices=["mnrl", "cached_mnrl"], default="mnrl",
-                   help="MultipleNegativesRankingLoss, or its cached variant (large batches, little memory)")
+    s.add_argument(
+        "--loss",
+        choices=["mnrl", "cached_mnrl"],
+        default="mnrl",
+        help="MultipleNegativesRankingLoss, or its cached variant (large batches, little memory)",
+    )
     s.add_argument("--warmup-ratio", type=float, default=0.1)
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     s.add_argument("--name", help="a label for the run")
@@ -666,44 +904,77 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", parents=[common, emb], help="hit-rate / MRR of base and adapters side by side")
     s.add_argument("--dataset", required=True, help="evaluation dataset (LlamaIndex JSON)")
     s.add_argument("--adapter", nargs="*", help="adapter folders (AdapterLab or LlamaIndex)")
-    s.add_argument("--adapter-class",
-                   help="class of the --adapter folders: linear, two-layer, low-rank, or an import path pkg.mod:Class "
-                        "(imported because you typed it; use for folders without adapterlab.json)")
-    s.add_argument("--allow-custom-code", action="store_true",
-                   help="let adapter folders and runs whose adapterlab.json names an import path import it "
-                        "(runs that module's code: only for folders you trust)")
+    s.add_argument(
+        "--adapter-class",
+        help="class of the --adapter folders: linear, two-layer, low-rank, or an import path pkg.mod:Class "
+        "(imported because you typed it; use for folders without adapterlab.json)",
+    )
+    s.add_argument(
+        "--allow-custom-code",
+        action="store_true",
+        help="let adapter folders and runs whose adapterlab.json names an import path import it "
+        "(runs that module's code: only for folders you trust)",
+    )
     s.add_argument("--run", nargs="*", help="workspace run ids (adapter runs, and full fine-tune runs)")
     s.add_argument("--checkpoints", action="store_true", help="also evaluate every step_N checkpoint")
     s.add_argument("--api-embedder", nargs="*", help="extra embedders to compare, e.g. openai:text-embedding-3-small")
     s.add_argument("--top-k", type=int, default=5)
     s.add_argument("--save", action="store_true", help="keep the comparison in the workspace (dashboard Compare page)")
     s.add_argument("--name", help="a name for the evaluation set in the output (default: the file name)")
-    s.add_argument("--train-dataset", help="the --adapter folders' training set, for the leakage check (runs know theirs)")
-    s.add_argument("--exclude-leaked", nargs="?", const="questions", choices=["questions", "chunks"],
-                   help="drop evaluation questions leaked from training: 'questions' (identical or near-identical, "
-                        "the default) or 'chunks' (also every question about a trained chunk)")
+    s.add_argument(
+        "--train-dataset", help="the --adapter folders' training set, for the leakage check (runs know theirs)"
+    )
+    s.add_argument(
+        "--exclude-leaked",
+        nargs="?",
+        const="questions",
+        choices=["questions", "chunks"],
+        help="drop evaluation questions leaked from training: 'questions' (identical or near-identical, "
+        "the default) or 'chunks' (also every question about a trained chunk)",
+    )
     s.add_argument("--report", help="also write the stakeholder HTML report to this file")
     s.set_defaults(fn=cmd_evaluate)
 
-    s = sub.add_parser("embed", parents=[common, emb],
-                       help="fill the workspace's embedding cache ahead of train/evaluate (locally or on Ray)")
+    s = sub.add_parser(
+        "embed",
+        parents=[common, emb],
+        help="fill the workspace's embedding cache ahead of train/evaluate (locally or on Ray)",
+    )
     s.add_argument("--dataset", nargs="+", metavar="FILE", help="LlamaIndex dataset JSON: its chunks and its questions")
-    s.add_argument("--documents", nargs="*", metavar="NAME",
-                   help="ingested documents' chunks (file name or id prefix; none named: every document)")
-    s.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="local: this process; ray: Ray Data actors, one model each (pip install -r requirements-scale.txt)")
-    s.add_argument("--ray-address", metavar="ADDR",
-                   help="a Ray cluster (ray://HOST:10001 or HOST:6379); default: a local Ray on this machine")
-    s.add_argument("--actors", type=int, metavar="N", help="Ray actors (default: one per GPU, else a quarter of the CPUs)")
+    s.add_argument(
+        "--documents",
+        nargs="*",
+        metavar="NAME",
+        help="ingested documents' chunks (file name or id prefix; none named: every document)",
+    )
+    s.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process; ray: Ray Data actors, one model each (pip install -r requirements-scale.txt)",
+    )
+    s.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="a Ray cluster (ray://HOST:10001 or HOST:6379); default: a local Ray on this machine",
+    )
+    s.add_argument(
+        "--actors", type=int, metavar="N", help="Ray actors (default: one per GPU, else a quarter of the CPUs)"
+    )
     s.add_argument("--batch-size", type=int, default=256, metavar="N", help="texts per Ray batch (default 256)")
     s.set_defaults(fn=cmd_embed)
 
-    s = sub.add_parser("import-queries", parents=[common, emb],
-                       help="turn a CSV of real queries (query + relevant_text or page) into an evaluation set")
+    s = sub.add_parser(
+        "import-queries",
+        parents=[common, emb],
+        help="turn a CSV of real queries (query + relevant_text or page) into an evaluation set",
+    )
     s.add_argument("file", help="CSV with a header: query, and relevant_text or page (+ document)")
     s.add_argument("--out", help="LlamaIndex dataset JSON to write")
     s.add_argument("--save", metavar="NAME", help="also register it in the workspace as an evaluation set")
-    s.add_argument("--documents", nargs="*", help="only these ingested documents form the corpus (file name or id prefix)")
+    s.add_argument(
+        "--documents", nargs="*", help="only these ingested documents form the corpus (file name or id prefix)"
+    )
     s.add_argument("--min-overlap", type=float, default=0.85, help="share of a passage's words one chunk must hold")
     s.add_argument("--min-cosine", type=float, default=0.75, help="embedding similarity for a passage no chunk holds")
     s.add_argument("--no-embedding", action="store_true", help="match text without the embedding model")
@@ -711,11 +982,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("runs", parents=[common], help="list training runs")
     s.set_defaults(fn=cmd_runs)
-    s = sub.add_parser("export", parents=[common], help="write a run as a sentence-transformers model or adapter folder")
+    s = sub.add_parser(
+        "export", parents=[common], help="write a run as a sentence-transformers model or adapter folder"
+    )
     s.add_argument("--run", required=True, help="run id (see `python -m core runs`)")
-    s.add_argument("--format", choices=["sentence-transformers", "llamaindex"], default="sentence-transformers",
-                   help="sentence-transformers: a model folder (query route = base + adapter, document route = base) "
-                        "with a model card; llamaindex: the adapter folder (config.json + pytorch_model.bin)")
+    s.add_argument(
+        "--format",
+        choices=["sentence-transformers", "llamaindex"],
+        default="sentence-transformers",
+        help="sentence-transformers: a model folder (query route = base + adapter, document route = base) "
+        "with a model card; llamaindex: the adapter folder (config.json + pytorch_model.bin)",
+    )
     s.add_argument("--out", required=True, help="folder to write")
     s.set_defaults(fn=cmd_export)
     s = sub.add_parser("documents", parents=[common], help="list ingested documents")
@@ -732,8 +1009,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .finetune import FinetuneError
     from .training import TrainingError
 
-    known: tuple[type[BaseException], ...] = (CLIError, DatasetError, AdapterError, EmbedderError, TrainingError,
-                                              FinetuneError, ValueError)
+    known: tuple[type[BaseException], ...] = (
+        CLIError,
+        DatasetError,
+        AdapterError,
+        EmbedderError,
+        TrainingError,
+        FinetuneError,
+        ValueError,
+    )
     try:
         from .llm import LLMError
 

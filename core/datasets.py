@@ -19,9 +19,10 @@ import os
 import random
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .workspace import Workspace, atomic_write_json, new_id
 
@@ -31,8 +32,10 @@ class DatasetError(ValueError):
 
 
 # json.loads recurses once per nesting level: a file of 100,000 '[' ends in RecursionError.
-_TOO_DEEP = ("its JSON is nested too deeply to be a dataset. A LlamaIndex dataset is an object holding "
-             "'queries', 'corpus' and 'relevant_docs'.")
+_TOO_DEEP = (
+    "its JSON is nested too deeply to be a dataset. A LlamaIndex dataset is an object holding "
+    "'queries', 'corpus' and 'relevant_docs'."
+)
 
 
 @dataclass(slots=True)
@@ -47,7 +50,7 @@ class QADataset:
 
     # -- construction & validation ------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: Any, source: str = "dataset") -> "QADataset":
+    def from_dict(cls, data: Any, source: str = "dataset") -> QADataset:
         if not isinstance(data, dict):
             raise DatasetError(
                 f"{source}: expected a JSON object with 'queries', 'corpus' and 'relevant_docs', "
@@ -61,7 +64,9 @@ class QADataset:
             )
         for key in ("queries", "corpus", "relevant_docs"):
             if not isinstance(data[key], dict):
-                raise DatasetError(f"{source}: '{key}' must be an object (id -> value), got {type(data[key]).__name__}.")
+                raise DatasetError(
+                    f"{source}: '{key}' must be an object (id -> value), got {type(data[key]).__name__}."
+                )
         queries = {str(k): v for k, v in data["queries"].items()}
         corpus = {str(k): v for k, v in data["corpus"].items()}
         for kind, mapping in (("query", queries), ("corpus node", corpus)):
@@ -92,7 +97,9 @@ class QADataset:
                 f"{source}: {len(no_rel)} quer{'y has' if len(no_rel) == 1 else 'ies have'} no relevant "
                 f"node (first: {no_rel[0]!r}). Every query needs at least one id in relevant_docs."
             )
-        dangling = [(q, d) for q, ds in self.relevant_docs.items() if q in self.queries for d in ds if d not in self.corpus]
+        dangling = [
+            (q, d) for q, ds in self.relevant_docs.items() if q in self.queries for d in ds if d not in self.corpus
+        ]
         if dangling:
             q, d = dangling[0]
             raise DatasetError(
@@ -100,14 +107,16 @@ class QADataset:
             )
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "QADataset":
+    def load(cls, path: str | os.PathLike) -> QADataset:
         path = Path(path)
         if not path.exists():
             raise DatasetError(f"{path}: no such file.")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:
-            raise DatasetError(f"{path}: not a UTF-8 text file ({exc.reason}). Expected LlamaIndex dataset JSON.") from exc
+            raise DatasetError(
+                f"{path}: not a UTF-8 text file ({exc.reason}). Expected LlamaIndex dataset JSON."
+            ) from exc
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from exc
         except RecursionError:
@@ -115,7 +124,7 @@ class QADataset:
         return cls.from_dict(data, source=str(path))
 
     @classmethod
-    def loads(cls, text: str | bytes, source: str = "uploaded file") -> "QADataset":
+    def loads(cls, text: str | bytes, source: str = "uploaded file") -> QADataset:
         try:
             data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -152,7 +161,7 @@ class QADataset:
         """(query id, first relevant node id) for every query."""
         return [(q, self.relevant_docs[q][0]) for q in self.queries]
 
-    def subset(self, query_ids: list[str], corpus_ids: list[str] | None = None) -> "QADataset":
+    def subset(self, query_ids: list[str], corpus_ids: list[str] | None = None) -> QADataset:
         """The dataset restricted to ``query_ids`` (and ``corpus_ids``, default: the full corpus)."""
         cids = list(self.corpus) if corpus_ids is None else corpus_ids
         keep = set(cids)
@@ -195,7 +204,9 @@ class QADataset:
 # ------------------------------------------------------------------------------------------------
 # datasets
 # ------------------------------------------------------------------------------------------------
-def build_dataset(ws: Workspace, doc_ids: Sequence[str] | None = None, sources: Sequence[str] | None = None) -> QADataset:
+def build_dataset(
+    ws: Workspace, doc_ids: Sequence[str] | None = None, sources: Sequence[str] | None = None
+) -> QADataset:
     """The workspace's questions as a :class:`QADataset`.
 
     Corpus: every chunk of the chosen documents (all documents by default), whether or not
@@ -219,7 +230,12 @@ def build_dataset(ws: Workspace, doc_ids: Sequence[str] | None = None, sources: 
         raise DatasetError("The chosen documents have no chunks: add PDFs on the Documents page first.")
     corpus = {c["id"]: c["text"] for c in chunks}
     node_meta = {
-        c["id"]: {"doc_id": c["doc_id"], "filename": c["filename"], "page_start": c["page_start"], "page_end": c["page_end"]}
+        c["id"]: {
+            "doc_id": c["doc_id"],
+            "filename": c["filename"],
+            "page_start": c["page_start"],
+            "page_end": c["page_end"],
+        }
         for c in chunks
     }
     queries: dict[str, str] = {}

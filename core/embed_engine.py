@@ -79,8 +79,9 @@ def _roles(emb) -> dict[str, str]:
     return {"p": "p:" + getattr(emb, "passage_prefix", ""), "q": "p:" + getattr(emb, "query_prefix", "")}
 
 
-def missing_texts(cache: EmbeddingCache, identity: str, roles: dict[str, str],
-                  passages: Sequence[str], queries: Sequence[str]) -> tuple[list[tuple[str, str]], int]:
+def missing_texts(
+    cache: EmbeddingCache, identity: str, roles: dict[str, str], passages: Sequence[str], queries: Sequence[str]
+) -> tuple[list[tuple[str, str]], int]:
     """The (kind, text) pairs the cache lacks under ``identity`` (one per key), and how many it has."""
     items = [("p", t) for t in passages] + [("q", t) for t in queries]
     keys = [text_key(roles[k], t) for k, t in items]
@@ -121,8 +122,18 @@ def embed_to_cache(
         new = emb.stats.misses - before_misses
         asked = (emb.stats.hits - before_hits) + new
         return EmbedReport("local", emb.identity, asked, asked - new, new, time.monotonic() - started)
-    return _embed_ray(workspace, spec, passages, queries, ray_address=ray_address, actors=actors,
-                      batch_size=batch_size, opts=opts, progress=progress, started=started)
+    return _embed_ray(
+        workspace,
+        spec,
+        passages,
+        queries,
+        ray_address=ray_address,
+        actors=actors,
+        batch_size=batch_size,
+        opts=opts,
+        progress=progress,
+        started=started,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -163,8 +174,12 @@ def _ray_init(ray, address: str | None) -> bool:
     if ray.is_initialized():
         return False
     core_dir = str(Path(__file__).resolve().parent)
-    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "include_dashboard": False, "log_to_driver": False,
-                              "configure_logging": False}
+    kwargs: dict[str, Any] = {
+        "ignore_reinit_error": True,
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "configure_logging": False,
+    }
     if address:
         # a cluster's workers get this package shipped to them; keys stay in their own environment
         kwargs["runtime_env"] = {"py_modules": [core_dir]}
@@ -173,13 +188,18 @@ def _ray_init(ray, address: str | None) -> bool:
         root = str(Path(core_dir).parent)
         path = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
         cpus = os.cpu_count() or 1
-        ray.init(num_cpus=cpus, object_store_memory=int(os.environ.get("ADAPTERLAB_RAY_OBJECT_STORE", str(256 << 20))),
-                 runtime_env={"env_vars": {"PYTHONPATH": path, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}},
-                 **kwargs)
+        ray.init(
+            num_cpus=cpus,
+            object_store_memory=int(os.environ.get("ADAPTERLAB_RAY_OBJECT_STORE", str(256 << 20))),
+            runtime_env={"env_vars": {"PYTHONPATH": path, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}},
+            **kwargs,
+        )
     return True
 
 
-def _embed_ray(workspace, spec, passages, queries, *, ray_address, actors, batch_size, opts, progress, started) -> EmbedReport:
+def _embed_ray(
+    workspace, spec, passages, queries, *, ray_address, actors, batch_size, opts, progress, started
+) -> EmbedReport:
     ray = _import_ray()
     cache = EmbeddingCache(workspace.embeddings_path)
     probe = resolve_embedder(spec, workspace=workspace, **opts)  # identity and roles; loads no model
@@ -208,10 +228,17 @@ def _embed_ray(workspace, spec, passages, queries, *, ray_address, actors, batch
         per_cpu = 0 if per_gpu else max(1, int(resources.get("CPU", 1)) // n_actors)
         report.actors, report.gpus_per_actor = n_actors, per_gpu
         rows = [{"i": i, "kind": k, "text": t} for i, (k, t) in enumerate(todo)]
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // max(1, batch_size), 4 * n_actors * 8)))
+        ds = ray.data.from_items(
+            rows, override_num_blocks=max(1, min(len(rows) // max(1, batch_size), 4 * n_actors * 8))
+        )
         ds = ds.map_batches(
-            EmbedActor, fn_constructor_kwargs={"spec": spec, "opts": opts}, batch_size=batch_size,
-            concurrency=n_actors, num_gpus=per_gpu, num_cpus=per_cpu, batch_format="numpy",
+            EmbedActor,
+            fn_constructor_kwargs={"spec": spec, "opts": opts},
+            batch_size=batch_size,
+            concurrency=n_actors,
+            num_gpus=per_gpu,
+            num_cpus=per_cpu,
+            batch_format="numpy",
         )
         done = 0
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -222,7 +249,9 @@ def _embed_ray(workspace, spec, passages, queries, *, ray_address, actors, batch
                     "see another model or server (check the spec, OPENAI_BASE_URL and the installed model there)."
                 )
             idx = np.asarray(batch["i"], dtype=np.int64)
-            vecs = np.asarray(np.stack(batch["vector"]) if batch["vector"].dtype == object else batch["vector"], dtype=np.float32)
+            vecs = np.asarray(
+                np.stack(batch["vector"]) if batch["vector"].dtype == object else batch["vector"], dtype=np.float32
+            )
             cache.put_matrix(identity, [text_key(roles[todo[i][0]], todo[i][1]) for i in idx], vecs)
             done += len(idx)
             report.embedded = done

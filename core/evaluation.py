@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -172,8 +173,14 @@ def rank_embeddings(
             ts = torch.empty((b, keep), dtype=torch.float32)
             ti = torch.empty((b, keep), dtype=torch.int64)
             for r0 in range(0, b, top_rows):
-                torch.topk(s[r0 : r0 + top_rows], keep, dim=1, largest=True, sorted=True,
-                           out=(ts[r0 : r0 + top_rows], ti[r0 : r0 + top_rows]))
+                torch.topk(
+                    s[r0 : r0 + top_rows],
+                    keep,
+                    dim=1,
+                    largest=True,
+                    sorted=True,
+                    out=(ts[r0 : r0 + top_rows], ti[r0 : r0 + top_rows]),
+                )
             top_idx[start : start + b] = ti.numpy()
             top_sc[start : start + b] = ts.numpy()
             cnt = torch.from_numpy(rel_count[start : start + b])
@@ -293,8 +300,12 @@ def paired_difference(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ci = stats.bootstrap(
-            (diff,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-            method="percentile", rng=np.random.default_rng(seed),
+            (diff,),
+            np.mean,
+            n_resamples=n_resamples,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(seed),
         ).confidence_interval
         if metric.startswith("hit@"):
             worse = int(((a == 1) & (b == 0)).sum())
@@ -387,7 +398,7 @@ class Comparison:
             return None
         return sig.get("p_adjusted", sig["p_value"]) < self.alpha
 
-    def excluding(self, query_ids, n_resamples: int = 2000, seed: int = 0) -> "Comparison":
+    def excluding(self, query_ids, n_resamples: int = 2000, seed: int = 0) -> Comparison:
         """The same comparison without ``query_ids`` (e.g. questions leaked from training).
 
         Per-query results are kept from the full run (ranks are over the same corpus), so
@@ -400,8 +411,12 @@ class Comparison:
             if idx.size == 0:
                 raise ValueError("excluding these questions would leave no question to evaluate on")
             results[name] = RankResult(
-                [r.query_ids[i] for i in idx], r.first_rank[idx], {k: v[idx] for k, v in r.per_query.items()},
-                [r.top_ids[i] for i in idx], r.top_scores[idx], r.top_k,
+                [r.query_ids[i] for i in idx],
+                r.first_rank[idx],
+                {k: v[idx] for k, v in r.per_query.items()},
+                [r.top_ids[i] for i in idx],
+                r.top_scores[idx],
+                r.top_k,
             )
         sig = significance_against(results, self.baseline, self.top_k, n_resamples=n_resamples, seed=seed)
         return Comparison(self.dataset_name, self.top_k, self.baseline, results, sig, self.alpha)
@@ -421,9 +436,16 @@ class Comparison:
                 if sig is None:
                     continue
                 p_holm = sig.get("p_adjusted", sig["p_value"])
-                row.update({f"delta_{metric}": sig["delta"], f"ci_low_{metric}": sig["ci_low"],
-                            f"ci_high_{metric}": sig["ci_high"], f"p_{metric}": sig["p_value"],
-                            f"p_holm_{metric}": p_holm, f"significant_{metric}": bool(p_holm < self.alpha)})
+                row.update(
+                    {
+                        f"delta_{metric}": sig["delta"],
+                        f"ci_low_{metric}": sig["ci_low"],
+                        f"ci_high_{metric}": sig["ci_high"],
+                        f"p_{metric}": sig["p_value"],
+                        f"p_holm_{metric}": p_holm,
+                        f"significant_{metric}": bool(p_holm < self.alpha),
+                    }
+                )
             out.append(row)
         return out
 
@@ -481,7 +503,7 @@ class Comparison:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Comparison":
+    def from_dict(cls, d: dict[str, Any]) -> Comparison:
         results = {}
         for name, r in d["results"].items():
             results[name] = RankResult(
@@ -492,7 +514,9 @@ class Comparison:
                 np.asarray(r["top_scores"], dtype=np.float32),
                 int(d["top_k"]),
             )
-        return cls(d["dataset"], int(d["top_k"]), d["baseline"], results, d.get("significance", {}), d.get("alpha", 0.05))
+        return cls(
+            d["dataset"], int(d["top_k"]), d["baseline"], results, d.get("significance", {}), d.get("alpha", 0.05)
+        )
 
 
 def compare(
@@ -528,8 +552,15 @@ def compare(
             progress(i, len(names), f"evaluating {name}")
         if key not in embedded:
             # the embedding itself reports too (an API embedder's texts/s), within this system's share
-            sub = None if progress is None else (
-                lambda d, t, msg, _i=i, _name=name: progress(_i + (d / t if t else 0), len(names), f"{_name}: {msg}"))
+            sub = (
+                None
+                if progress is None
+                else (
+                    lambda d, t, msg, _i=i, _name=name: progress(
+                        _i + (d / t if t else 0), len(names), f"{_name}: {msg}"
+                    )
+                )
+            )
             embedded[key] = embed_dataset(dataset, root, progress=sub)
         emb = embedded[key]
         if adapter_tf is not None:

@@ -56,12 +56,20 @@ FORMATS = ("sentence-transformers", "llamaindex")
 CARD_FILE = "README.md"
 # Activations whose odd part is a multiple of x (act(x) - act(-x) = c * x): value is 1 / c.
 _PASS_THROUGH = {"relu": 1.0, "gelu": 1.0, "silu": 1.0, "leaky_relu": 1.0 / 1.01}
-_TORCH_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
-                      "leaky_relu": nn.LeakyReLU, "silu": nn.SiLU}
-EXPORTABLE_TEXT = ("Exports as a sentence-transformers model: linear and low-rank adapters, two-layer adapters "
-                   "without residual, and residual two-layer adapters with ReLU, GELU, SiLU or leaky ReLU. "
-                   "Residual two-layer adapters with tanh or sigmoid, and custom adapter classes, export in "
-                   "the LlamaIndex format only.")
+_TORCH_ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "leaky_relu": nn.LeakyReLU,
+    "silu": nn.SiLU,
+}
+EXPORTABLE_TEXT = (
+    "Exports as a sentence-transformers model: linear and low-rank adapters, two-layer adapters "
+    "without residual, and residual two-layer adapters with ReLU, GELU, SiLU or leaky ReLU. "
+    "Residual two-layer adapters with tanh or sigmoid, and custom adapter classes, export in "
+    "the LlamaIndex format only."
+)
 
 
 class ExportError(ValueError):
@@ -75,8 +83,10 @@ def export_support(adapter: nn.Module) -> str | None:
     if type(adapter) is TwoLayerNN:
         cfg = adapter.get_config_dict()
         if cfg["add_residual"] and cfg["activation_fn_str"] not in _PASS_THROUGH:
-            return (f"a residual two-layer adapter with {cfg['activation_fn_str']} has no exact form in stock "
-                    "sentence-transformers modules (only relu, gelu, silu and leaky_relu do)")
+            return (
+                f"a residual two-layer adapter with {cfg['activation_fn_str']} has no exact form in stock "
+                "sentence-transformers modules (only relu, gelu, silu and leaky_relu do)"
+            )
         return None
     return f"the custom adapter class {type(adapter).__name__} has no form in stock sentence-transformers modules"
 
@@ -91,22 +101,38 @@ def adapter_to_dense(adapter: nn.Module) -> list[nn.Module]:
     with torch.no_grad():
         if isinstance(adapter, LinearLayer):
             lin = adapter.linear
-            return [Dense(adapter.in_features, adapter.out_features, bias=adapter.bias, activation_function=None,
-                          init_weight=lin.weight.detach().clone().float(),
-                          init_bias=lin.bias.detach().clone().float() if adapter.bias else None)]
+            return [
+                Dense(
+                    adapter.in_features,
+                    adapter.out_features,
+                    bias=adapter.bias,
+                    activation_function=None,
+                    init_weight=lin.weight.detach().clone().float(),
+                    init_bias=lin.bias.detach().clone().float() if adapter.bias else None,
+                )
+            ]
         if isinstance(adapter, LowRankResidual):
             w = torch.eye(adapter.out_features, adapter.in_features, dtype=torch.float64)
             w += adapter.up.weight.double() @ adapter.down.weight.double()
-            return [Dense(adapter.in_features, adapter.out_features, bias=False, activation_function=None,
-                          init_weight=w.float())]
+            return [
+                Dense(
+                    adapter.in_features,
+                    adapter.out_features,
+                    bias=False,
+                    activation_function=None,
+                    init_weight=w.float(),
+                )
+            ]
         cfg = adapter.get_config_dict()
         d, h, o = adapter.in_features, adapter.hidden_features, adapter.out_features
         act = _TORCH_ACTIVATIONS[cfg["activation_fn_str"]]()
         w1, b1 = adapter.linear1.weight.detach().double(), adapter.linear1.bias.detach().double()
         w2, b2 = adapter.linear2.weight.detach().double(), adapter.linear2.bias.detach().double()
         if not cfg["add_residual"]:
-            return [Dense(d, h, bias=True, activation_function=act, init_weight=w1.float(), init_bias=b1.float()),
-                    Dense(h, o, bias=True, activation_function=None, init_weight=w2.float(), init_bias=b2.float())]
+            return [
+                Dense(d, h, bias=True, activation_function=act, init_weight=w1.float(), init_bias=b1.float()),
+                Dense(h, o, bias=True, activation_function=None, init_weight=w2.float(), init_bias=b2.float()),
+            ]
         # rw * W2 act(W1 x + b1) + rw * b2 + x, with x carried through the activation as act(x) - act(-x).
         rw = adapter.residual_weight.detach().double()
         eye = torch.eye(d, dtype=torch.float64)
@@ -114,10 +140,19 @@ def adapter_to_dense(adapter: nn.Module) -> list[nn.Module]:
         first_w = torch.cat([w1, eye, -eye])
         first_b = torch.cat([b1, torch.zeros(2 * d, dtype=torch.float64)])
         second_w = torch.cat([rw * w2, c * eye, -c * eye], dim=1)
-        return [Dense(d, h + 2 * d, bias=True, activation_function=act, init_weight=first_w.float(),
-                      init_bias=first_b.float()),
-                Dense(h + 2 * d, o, bias=True, activation_function=None, init_weight=second_w.float(),
-                      init_bias=(rw * b2).float())]
+        return [
+            Dense(
+                d, h + 2 * d, bias=True, activation_function=act, init_weight=first_w.float(), init_bias=first_b.float()
+            ),
+            Dense(
+                h + 2 * d,
+                o,
+                bias=True,
+                activation_function=None,
+                init_weight=second_w.float(),
+                init_bias=(rw * b2).float(),
+            ),
+        ]
 
 
 def base_model_path(embedder: str) -> str:
@@ -134,8 +169,9 @@ def is_api_embedder(embedder: str | None) -> bool:
     return str(embedder or "").strip().startswith("openai:")
 
 
-def build_sentence_transformer(adapter: nn.Module, embedder: str = "default", *, query_prefix: str = "",
-                               passage_prefix: str = ""):
+def build_sentence_transformer(
+    adapter: nn.Module, embedder: str = "default", *, query_prefix: str = "", passage_prefix: str = ""
+):
     """A ``SentenceTransformer`` whose query route applies ``adapter`` after the base model (see module doc)."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Router
@@ -153,17 +189,23 @@ def build_sentence_transformer(adapter: nn.Module, embedder: str = "default", *,
     modules = list(base.children())
     dim = base.get_embedding_dimension() if hasattr(base, "get_embedding_dimension") else None
     if dim is not None and adapter.get_config_dict().get("in_features") not in (None, dim):
-        raise ExportError(f"the adapter takes {adapter.get_config_dict()['in_features']}-d vectors but "
-                          f"{embedder!r} makes {dim}-d ones: export with the base model it was trained on.")
+        raise ExportError(
+            f"the adapter takes {adapter.get_config_dict()['in_features']}-d vectors but "
+            f"{embedder!r} makes {dim}-d ones: export with the base model it was trained on."
+        )
     # AdapterLab encodes with no prompt name, so only the base model's default prompt applies, before
     # the run's own prefix; the exported query/document prompts say exactly that.
     default = base.prompts.get(base.default_prompt_name, "") if base.default_prompt_name else ""
     router = Router.for_query_document(query_modules=modules + dense, document_modules=modules)
     # The document prompt is also the default one, so a framework that calls plain ``encode`` for
     # passages gets exactly the vectors AdapterLab indexed.
-    return SentenceTransformer(modules=[router], device="cpu", similarity_fn_name="cosine",
-                               prompts={"query": default + query_prefix, "document": default + passage_prefix},
-                               default_prompt_name="document")
+    return SentenceTransformer(
+        modules=[router],
+        device="cpu",
+        similarity_fn_name="cosine",
+        prompts={"query": default + query_prefix, "document": default + passage_prefix},
+        default_prompt_name="document",
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -206,8 +248,9 @@ def export_run(ws: Workspace, run_id: str, fmt: str, out_dir: str | os.PathLike)
         if fmt == "sentence-transformers":  # an API base: the adapter alone, with a loader in the card
             atomic_write_text(out / CARD_FILE, model_card(ws, run_id, adapter=adapter, adapter_only=True))
         return out
-    model = build_sentence_transformer(adapter, embedder, query_prefix=opts.get("query_prefix", ""),
-                                       passage_prefix=opts.get("passage_prefix", ""))
+    model = build_sentence_transformer(
+        adapter, embedder, query_prefix=opts.get("query_prefix", ""), passage_prefix=opts.get("passage_prefix", "")
+    )
     out.mkdir(parents=True, exist_ok=True)
     model.save(str(out), create_model_card=False)
     atomic_write_text(out / CARD_FILE, model_card(ws, run_id, adapter=adapter))
@@ -265,7 +308,9 @@ def latest_comparison(ws: Workspace, run_id: str) -> tuple[Any, dict[str, Any], 
         except (KeyError, OSError, ValueError):
             continue
         specs = extra.get("systems") or []
-        if run_id in (extra.get("run_ids") or []) or any(s.get("run_id") == run_id for s in specs if isinstance(s, dict)):
+        if run_id in (extra.get("run_ids") or []) or any(
+            s.get("run_id") == run_id for s in specs if isinstance(s, dict)
+        ):
             return cmp, extra.get("context") or {}, row
     return None
 
@@ -292,67 +337,113 @@ def model_card(ws: Workspace, run_id: str, *, adapter: nn.Module | None = None, 
     base_label = DEFAULT_MODEL_LABEL if embedder in ("default", "") else embedder
     kind = adapter_name(adapter) if adapter is not None else config.get("adapter", "?")
     title = f"AdapterLab adapter {run['name']}" if adapter_only else f"{base_label} + AdapterLab adapter ({kind})"
-    lines = [f"# {title}", "",
-             f"Exported by AdapterLab on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from run `{run_id}`.", "",
-             "## What it is", "",
-             f"- **Base model:** {base_label}",
-             f"- **Adapter:** {kind}" + (f" ({json.dumps(adapter.get_config_dict())})" if adapter is not None else ""),
-             "- The adapter maps **query** embeddings only; documents keep the base model's vectors, so an index "
-             "built with the base model stays valid.",
-             f"- **Training data:** {result.get('n_train_queries', '?')} questions from {_dataset_line(ws, request)}"]
+    lines = [
+        f"# {title}",
+        "",
+        f"Exported by AdapterLab on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from run `{run_id}`.",
+        "",
+        "## What it is",
+        "",
+        f"- **Base model:** {base_label}",
+        f"- **Adapter:** {kind}" + (f" ({json.dumps(adapter.get_config_dict())})" if adapter is not None else ""),
+        "- The adapter maps **query** embeddings only; documents keep the base model's vectors, so an index "
+        "built with the base model stays valid.",
+        f"- **Training data:** {result.get('n_train_queries', '?')} questions from {_dataset_line(ws, request)}",
+    ]
     if opts.get("query_prefix") or opts.get("passage_prefix"):
-        lines.append(f"- **Prefixes:** query {opts.get('query_prefix', '')!r}, passage {opts.get('passage_prefix', '')!r}"
-                     + ("" if adapter_only else " (the model's `query` and `document` prompts)"))
+        lines.append(
+            f"- **Prefixes:** query {opts.get('query_prefix', '')!r}, passage {opts.get('passage_prefix', '')!r}"
+            + ("" if adapter_only else " (the model's `query` and `document` prompts)")
+        )
     lines += ["", "## Settings", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", ""]
     sel = result.get("selection")
     lines += ["## Estimated gain (cross-validated)", ""]
     if sel:
-        what = (f"trained {sel['epochs']} epoch(s) at lr {sel['lr']:g} on every question" if sel.get("train")
-                else "kept the untrained identity: training did not help out of fold")
-        lines += [f"{sel['folds']}-fold cross-validation ({sel['design']}: {sel['design_reason']}): gain "
-                  f"{100 * sel['gain']:+.2f} ± {100 * sel['gain_se']:.2f} points of (hit@{sel['top_k']} + "
-                  f"MRR@{sel['top_k']})/2 over the base model (± one standard error), so the run {what}.", ""]
+        what = (
+            f"trained {sel['epochs']} epoch(s) at lr {sel['lr']:g} on every question"
+            if sel.get("train")
+            else "kept the untrained identity: training did not help out of fold"
+        )
+        lines += [
+            f"{sel['folds']}-fold cross-validation ({sel['design']}: {sel['design_reason']}): gain "
+            f"{100 * sel['gain']:+.2f} ± {100 * sel['gain_se']:.2f} points of (hit@{sel['top_k']} + "
+            f"MRR@{sel['top_k']})/2 over the base model (± one standard error), so the run {what}.",
+            "",
+        ]
     else:
-        lines += ["No cross-validated estimate: this run chose its epoch "
-                  + ("on a hold-out split." if config.get("selection") == "holdout" else "without cross-validation."), ""]
+        lines += [
+            "No cross-validated estimate: this run chose its epoch "
+            + ("on a hold-out split." if config.get("selection") == "holdout" else "without cross-validation."),
+            "",
+        ]
     found = latest_comparison(ws, run_id)
     lines += ["## Latest comparison", ""]
     if found:
         cmp, ctx, row = found
         when = time.strftime("%Y-%m-%d", time.gmtime(row["created_at"])) if row.get("created_at") else ""
-        lines += [f"On **{cmp.dataset_name}** ({cmp.n_queries} questions, saved comparison `{row['id']}` {when}); "
-                  "Δ against the base model with 95% bootstrap confidence intervals, significance Holm-adjusted:", "",
-                  _md_table(compact_rows(cmp, ctx)), ""]
+        lines += [
+            f"On **{cmp.dataset_name}** ({cmp.n_queries} questions, saved comparison `{row['id']}` {when}); "
+            "Δ against the base model with 95% bootstrap confidence intervals, significance Holm-adjusted:",
+            "",
+            _md_table(compact_rows(cmp, ctx)),
+            "",
+        ]
     else:
-        lines += ["This run is in no saved comparison yet: compare it on the Compare page (or `python -m core "
-                  "evaluate ... --save NAME`) and export again to have the table here.", ""]
+        lines += [
+            "This run is in no saved comparison yet: compare it on the Compare page (or `python -m core "
+            "evaluate ... --save NAME`) and export again to have the table here.",
+            "",
+        ]
     lines += ["## How to load it", ""]
     if adapter_only:
         model = embedder.split(":", 1)[1]
         question = json.dumps(opts.get("query_prefix", "") + "What was the revenue in 2021?")
-        lines += [f"The base model `{embedder}` is an API model with no sentence-transformers form, so this folder "
-                  "holds the adapter alone (LlamaIndex format: `config.json`, `pytorch_model.bin`). Apply it to "
-                  "the API's query vectors; embed documents with the API as before (no re-indexing):", "",
-                  "```python", "import torch", "from openai import OpenAI",
-                  "from core.adapters import load_adapter   # AdapterLab", "",
-                  'adapter = load_adapter("path/to/this/folder")',
-                  f'vec = OpenAI().embeddings.create(model="{model}", input=[{question}]).data[0].embedding',
-                  "query_vector = adapter(torch.tensor([vec])).detach().numpy()", "```", ""]
+        lines += [
+            f"The base model `{embedder}` is an API model with no sentence-transformers form, so this folder "
+            "holds the adapter alone (LlamaIndex format: `config.json`, `pytorch_model.bin`). Apply it to "
+            "the API's query vectors; embed documents with the API as before (no re-indexing):",
+            "",
+            "```python",
+            "import torch",
+            "from openai import OpenAI",
+            "from core.adapters import load_adapter   # AdapterLab",
+            "",
+            'adapter = load_adapter("path/to/this/folder")',
+            f'vec = OpenAI().embeddings.create(model="{model}", input=[{question}]).data[0].embedding',
+            "query_vector = adapter(torch.tensor([vec])).detach().numpy()",
+            "```",
+            "",
+        ]
         if isinstance(adapter, LinearLayer):
-            lines += ["Without AdapterLab (a linear adapter is one matrix):", "", "```python",
-                      'state = torch.load("pytorch_model.bin", weights_only=True)',
-                      'query_vector = state["linear.weight"] @ torch.tensor(vec)'
-                      + (' + state["linear.bias"]' if adapter.bias else ""), "```", ""]
-        lines += ["LlamaIndex: `AdapterEmbeddingModel(OpenAIEmbedding(...), \"path/to/this/folder\", adapter_cls=...)`.", ""]
+            lines += [
+                "Without AdapterLab (a linear adapter is one matrix):",
+                "",
+                "```python",
+                'state = torch.load("pytorch_model.bin", weights_only=True)',
+                'query_vector = state["linear.weight"] @ torch.tensor(vec)'
+                + (' + state["linear.bias"]' if adapter.bias else ""),
+                "```",
+                "",
+            ]
+        lines += [
+            'LlamaIndex: `AdapterEmbeddingModel(OpenAIEmbedding(...), "path/to/this/folder", adapter_cls=...)`.',
+            "",
+        ]
     else:
-        lines += ["Stock sentence-transformers (no `trust_remote_code`):", "",
-                  "```python", "from sentence_transformers import SentenceTransformer", "",
-                  "model = SentenceTransformer(\"path/to/this/folder\")",
-                  "query_vectors = model.encode_query([\"What was the revenue in 2021?\"])   # base + adapter",
-                  "document_vectors = model.encode_document(chunks)   # the base model's vectors: no re-indexing",
-                  "scores = model.similarity(query_vectors, document_vectors)",
-                  "```", "",
-                  "Use `encode_query` for questions and `encode_document` (or plain `encode`) for passages: a "
-                  "framework that calls plain `encode` for both gets the base model's vectors for both.", ""]
+        lines += [
+            "Stock sentence-transformers (no `trust_remote_code`):",
+            "",
+            "```python",
+            "from sentence_transformers import SentenceTransformer",
+            "",
+            'model = SentenceTransformer("path/to/this/folder")',
+            'query_vectors = model.encode_query(["What was the revenue in 2021?"])   # base + adapter',
+            "document_vectors = model.encode_document(chunks)   # the base model's vectors: no re-indexing",
+            "scores = model.similarity(query_vectors, document_vectors)",
+            "```",
+            "",
+            "Use `encode_query` for questions and `encode_document` (or plain `encode`) for passages: a "
+            "framework that calls plain `encode` for both gets the base model's vectors for both.",
+            "",
+        ]
     return "\n".join(lines)
-

@@ -31,9 +31,10 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .datasets import QADataset
 from .progress import Progress
@@ -84,7 +85,7 @@ class FinetuneConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FinetuneConfig":
+    def from_dict(cls, d: dict[str, Any]) -> FinetuneConfig:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise FinetuneError(f"unknown fine-tune setting(s): {', '.join(sorted(unknown))}")
@@ -118,7 +119,8 @@ class FinetuneResult:
         return {
             "train_seconds": round(self.seconds, 3),
             "chunks_to_reembed": self.n_corpus_chunks,
-            "reembed_seconds_estimate": None if self.reembed_seconds_estimate is None
+            "reembed_seconds_estimate": None
+            if self.reembed_seconds_estimate is None
             else round(self.reembed_seconds_estimate, 1),
         }
 
@@ -139,7 +141,11 @@ class FinetuneResult:
 
 def cost_label(n_chunks: int | None) -> str:
     """How a fine-tuned system is labelled wherever it is compared: its price in the name."""
-    return f"full fine-tune (re-embeds {n_chunks:,} chunks)" if n_chunks is not None else "full fine-tune (re-embeds the corpus)"
+    return (
+        f"full fine-tune (re-embeds {n_chunks:,} chunks)"
+        if n_chunks is not None
+        else "full fine-tune (re-embeds the corpus)"
+    )
 
 
 def resolve_base_path(base_model: str) -> str:
@@ -231,8 +237,9 @@ def finetune(
         corpus_size: chunks that must be re-embedded with the new model (default: the dataset's
             corpus; a workspace passes its whole chunk count).
     """
-    FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, loss=loss, warmup_ratio=warmup_ratio,
-                   device=device).validate()
+    FinetuneConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, loss=loss, warmup_ratio=warmup_ratio, device=device
+    ).validate()
     path = resolve_base_path(base_model)
     anchors, positives = training_pairs(train_dataset, query_prefix, passage_prefix)
     if not anchors:
@@ -242,13 +249,23 @@ def finetune(
 
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and read_marker(out_dir) is None)):
-        raise FinetuneError(f"{out_dir} exists and is not a fine-tuned model folder: choose an empty or new folder "
-                            "(a previous fine-tune's folder is replaced)")
+        raise FinetuneError(
+            f"{out_dir} exists and is not a fine-tuned model folder: choose an empty or new folder "
+            "(a previous fine-tune's folder is replaced)"
+        )
     t0 = time.time()
     n_chunks = int(corpus_size if corpus_size is not None else len(train_dataset.corpus))
-    settings = {"base_model": base_model, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                "loss": loss, "warmup_ratio": warmup_ratio, "query_prefix": query_prefix,
-                "passage_prefix": passage_prefix}
+    settings = {
+        "base_model": base_model,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "loss": loss,
+        "warmup_ratio": warmup_ratio,
+        "query_prefix": query_prefix,
+        "passage_prefix": passage_prefix,
+    }
     history: list[dict[str, Any]] = []
 
     def record(event: dict[str, Any]) -> None:
@@ -267,8 +284,22 @@ def finetune(
         with _quiet():
             record({"type": "phase", "message": f"loading the base model ({base_model})"})
             model = _load_trainable(path, dev)
-            _train(model, anchors, positives, state, record, dev, epochs=epochs, batch_size=batch_size, lr=lr,
-                   seed=seed, loss=loss, warmup_ratio=warmup_ratio, progress=progress, cancel=cancel)
+            _train(
+                model,
+                anchors,
+                positives,
+                state,
+                record,
+                dev,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                seed=seed,
+                loss=loss,
+                warmup_ratio=warmup_ratio,
+                progress=progress,
+                cancel=cancel,
+            )
     cancelled = cancel is not None and cancel.is_set()
     train_seconds = time.time() - t0
 
@@ -285,9 +316,18 @@ def finetune(
         estimate = _reembed_estimate(model, list(train_dataset.corpus.values()), passage_prefix, n_chunks)
         saved = out_dir
     result = FinetuneResult(
-        out_dir=saved, seconds=train_seconds, base_model=base_model, steps=state["steps"], epochs=epochs,
-        n_train_queries=len(anchors), n_corpus_chunks=n_chunks, reembed_seconds_estimate=estimate,
-        fingerprint=fingerprint, history=history, cancelled=cancelled, settings=settings,
+        out_dir=saved,
+        seconds=train_seconds,
+        base_model=base_model,
+        steps=state["steps"],
+        epochs=epochs,
+        n_train_queries=len(anchors),
+        n_corpus_chunks=n_chunks,
+        reembed_seconds_estimate=estimate,
+        fingerprint=fingerprint,
+        history=history,
+        cancelled=cancelled,
+        settings=settings,
     )
     record({"type": "cost", **result.cost()})
     if saved is not None:
@@ -295,8 +335,9 @@ def finetune(
     return result
 
 
-def _train(model, anchors, positives, state, record, dev, *, epochs, batch_size, lr, seed, loss, warmup_ratio,
-           progress, cancel) -> None:
+def _train(
+    model, anchors, positives, state, record, dev, *, epochs, batch_size, lr, seed, loss, warmup_ratio, progress, cancel
+) -> None:
     """One ``SentenceTransformerTrainer.train()``; its events become AdapterLab history events."""
     import datasets as hf_datasets
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -316,8 +357,13 @@ def _train(model, anchors, positives, state, record, dev, *, epochs, batch_size,
 
         def on_train_begin(self, args, st, control, **kw):
             state["total"] = int(st.max_steps or 0)
-            record({"type": "phase", "message": f"fine-tuning on {len(anchors)} question/chunk pairs: "
-                                                f"{state['total']} steps of batch {batch_size}"})
+            record(
+                {
+                    "type": "phase",
+                    "message": f"fine-tuning on {len(anchors)} question/chunk pairs: "
+                    f"{state['total']} steps of batch {batch_size}",
+                }
+            )
 
         def on_epoch_begin(self, args, st, control, **kw):
             state["epoch_losses"] = []
@@ -328,35 +374,65 @@ def _train(model, anchors, positives, state, record, dev, *, epochs, batch_size,
                 return
             lv = float(logs["loss"])
             state["epoch_losses"].append(lv)
-            record({"type": "step", "step": int(st.global_step), "epoch": state["epoch"], "loss": lv,
-                    "lr": float(logs.get("learning_rate", lr))})
+            record(
+                {
+                    "type": "step",
+                    "step": int(st.global_step),
+                    "epoch": state["epoch"],
+                    "loss": lv,
+                    "lr": float(logs.get("learning_rate", lr)),
+                }
+            )
 
         def on_step_end(self, args, st, control, **kw):
             state["steps"] = int(st.global_step)
             if progress:
-                progress(st.global_step, state["total"] or st.global_step,
-                         f"epoch {state['epoch']}/{epochs} · step {st.global_step}/{state['total']}")
+                progress(
+                    st.global_step,
+                    state["total"] or st.global_step,
+                    f"epoch {state['epoch']}/{epochs} · step {st.global_step}/{state['total']}",
+                )
             if cancel is not None and cancel.is_set():
                 control.should_training_stop = True
 
         def on_epoch_end(self, args, st, control, **kw):
             losses = state["epoch_losses"]
             if losses:
-                record({"type": "epoch", "epoch": state["epoch"], "step": int(st.global_step),
-                        "train_loss": float(sum(losses) / len(losses)), "val": None, "best": False})
+                record(
+                    {
+                        "type": "epoch",
+                        "epoch": state["epoch"],
+                        "step": int(st.global_step),
+                        "train_loss": float(sum(losses) / len(losses)),
+                        "val": None,
+                        "best": False,
+                    }
+                )
             state["epoch"] += 1
 
     data = hf_datasets.Dataset.from_dict({"anchor": anchors, "positive": positives})
-    loss_fn = (MultipleNegativesRankingLoss(model) if loss == "mnrl"
-               else CachedMultipleNegativesRankingLoss(model, mini_batch_size=min(32, batch_size)))
+    loss_fn = (
+        MultipleNegativesRankingLoss(model)
+        if loss == "mnrl"
+        else CachedMultipleNegativesRankingLoss(model, mini_batch_size=min(32, batch_size))
+    )
     scratch = Path(tempfile.mkdtemp(prefix="adapterlab-ft-"))
     try:
         args = SentenceTransformerTrainingArguments(
-            output_dir=str(scratch), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-            learning_rate=lr, warmup_steps=warmup_ratio, seed=seed, data_seed=seed,
+            output_dir=str(scratch),
+            num_train_epochs=epochs,
+            per_device_train_batch_size=batch_size,
+            learning_rate=lr,
+            warmup_steps=warmup_ratio,
+            seed=seed,
+            data_seed=seed,
             # a chunk's text at most once per batch: sibling questions never make their positive a negative
             batch_sampler=BatchSamplers.NO_DUPLICATES,
-            logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=dev == "cpu",
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            use_cpu=dev == "cpu",
             dataloader_num_workers=0,
         )
         trainer = QuietTrainer(model=model, args=args, train_dataset=data, loss=loss_fn, callbacks=[Events()])

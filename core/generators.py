@@ -27,7 +27,8 @@ import re
 import unicodedata
 import zlib
 from collections import Counter, defaultdict
-from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from .llm import (
     ANSWER_OVERHEAD_TOKENS,
@@ -79,11 +80,58 @@ def validate_prompt_template(template: str) -> str:
 # ------------------------------------------------------------------------------------------------
 _WH = {"what", "which", "who", "whom", "whose", "when", "where", "why", "how"}
 _AUX = {
-    "is", "are", "was", "were", "do", "does", "did", "can", "could", "should", "would", "will",
-    "has", "have", "had", "may", "might", "must", "shall", "am",
+    "is",
+    "are",
+    "was",
+    "were",
+    "do",
+    "does",
+    "did",
+    "can",
+    "could",
+    "should",
+    "would",
+    "will",
+    "has",
+    "have",
+    "had",
+    "may",
+    "might",
+    "must",
+    "shall",
+    "am",
 }
-_IMPERATIVE = {"describe", "explain", "identify", "name", "list", "summarize", "summarise", "compare", "discuss", "outline", "state"}
-_PREPOSITIONS = {"in", "on", "for", "from", "by", "during", "according", "under", "to", "at", "of", "with", "based", "per", "as", "given"}
+_IMPERATIVE = {
+    "describe",
+    "explain",
+    "identify",
+    "name",
+    "list",
+    "summarize",
+    "summarise",
+    "compare",
+    "discuss",
+    "outline",
+    "state",
+}
+_PREPOSITIONS = {
+    "in",
+    "on",
+    "for",
+    "from",
+    "by",
+    "during",
+    "according",
+    "under",
+    "to",
+    "at",
+    "of",
+    "with",
+    "based",
+    "per",
+    "as",
+    "given",
+}
 _MARKER = re.compile(
     r"""^\s*(?:
         [-*\u2022\u00b7+>]                              # bullets, blockquote
@@ -199,8 +247,6 @@ def parse_questions(text: str, n: int | None = None) -> list[str]:
     return out
 
 
-
-
 def fill_prompt(template: str, context: str, n: int) -> str:
     """``template`` with ``{context_str}`` and ``{num_questions_per_chunk}`` replaced.
 
@@ -226,7 +272,9 @@ def estimate_generation(
     prompt_tokens = 0
     for text in chunk_texts:
         calls += 1
-        prompt_tokens += estimate_tokens(fill_prompt(prompt_template, text, questions_per_chunk)) + MESSAGE_OVERHEAD_TOKENS
+        prompt_tokens += (
+            estimate_tokens(fill_prompt(prompt_template, text, questions_per_chunk)) + MESSAGE_OVERHEAD_TOKENS
+        )
     completion_tokens = calls * (questions_per_chunk * TOKENS_PER_QUESTION + ANSWER_OVERHEAD_TOKENS)
     price = PRICES_PER_MTOK.get(model)
     cost = None
@@ -425,7 +473,7 @@ class OfflineGenerator:
     def needs_fit(self) -> bool:
         return self._df is None
 
-    def fit(self, texts: Iterable[str]) -> "OfflineGenerator":
+    def fit(self, texts: Iterable[str]) -> OfflineGenerator:
         """Learn document frequencies over a corpus of chunks (for the idf weights)."""
         df: Counter[str] = Counter()
         n = 0
@@ -458,8 +506,10 @@ class OfflineGenerator:
 
     def _glued(self, lw: str) -> bool:
         """Two stop words run together, or a rare word that splits into two known words (needs :meth:`fit`)."""
-        if 4 <= len(lw) <= 9 and lw.isalpha() and any(
-            lw[:i] in _STOPWORDS and lw[i:] in _STOPWORDS for i in range(1, len(lw))
+        if (
+            4 <= len(lw) <= 9
+            and lw.isalpha()
+            and any(lw[:i] in _STOPWORDS and lw[i:] in _STOPWORDS for i in range(1, len(lw)))
         ):
             return True  # "ofthe", "inthe", "andthe"
         df = self._df
@@ -562,7 +612,12 @@ class LLMGenerator:
 
     kind = "llm"
 
-    def __init__(self, settings: LLMSettings | None = None, prompt_template: str = DEFAULT_PROMPT_TEMPLATE, client: ChatClient | None = None):
+    def __init__(
+        self,
+        settings: LLMSettings | None = None,
+        prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+        client: ChatClient | None = None,
+    ):
         self.prompt_template = validate_prompt_template(prompt_template)
         self.client = client or ChatClient(settings or LLMSettings())
         self.settings = self.client.settings

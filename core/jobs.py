@@ -27,8 +27,9 @@ import queue
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .keys import scrub
 from .status import ACTIVE, HEARTBEAT_S, STALE_AFTER_S, Status, owner_dead, process_token
@@ -88,8 +89,9 @@ def live_job_params(ws: Workspace) -> list[dict]:
     """
     cutoff = time.time() - STALE_AFTER_S
     out = []
-    for r in ws.query(f"SELECT params, owner, updated_at FROM jobs WHERE status IN ({','.join('?' * len(ACTIVE))})",
-                      ACTIVE):
+    for r in ws.query(
+        f"SELECT params, owner, updated_at FROM jobs WHERE status IN ({','.join('?' * len(ACTIVE))})", ACTIVE
+    ):
         if r["updated_at"] < cutoff or owner_dead(r["owner"]):
             continue
         try:
@@ -148,17 +150,23 @@ class JobManager:
         with self._lock:
             mine = {j for j, ev in self._done.items() if not ev.is_set()}
         stale = [
-            r["id"] for r in self.ws.query(
-                "SELECT id, owner, updated_at FROM jobs WHERE status IN ('queued','running')"
-            )
+            r["id"]
+            for r in self.ws.query("SELECT id, owner, updated_at FROM jobs WHERE status IN ('queued','running')")
             if r["id"] not in mine and (r["updated_at"] < cutoff or _owner_dead(r["owner"]))
         ]
         if stale:
             with self.ws.db() as con:
                 con.executemany(
                     "UPDATE jobs SET status='interrupted', error=?, updated_at=? WHERE id=?",
-                    [("interrupted: the process running it stopped (server restart or crash). "
-                      "Start it again: finished work is kept.", time.time(), j) for j in stale],
+                    [
+                        (
+                            "interrupted: the process running it stopped (server restart or crash). "
+                            "Start it again: finished work is kept.",
+                            time.time(),
+                            j,
+                        )
+                        for j in stale
+                    ],
                 )
         for reaper in self.reapers:
             try:
@@ -222,16 +230,26 @@ class JobManager:
             result = fn(ctx)
             status = "cancelled" if ctx.cancelled else "done"
             extra = {"progress": 1.0} if status == "done" else {}
-            self._set(ctx.job_id, status=status, result=json.dumps(result or {}, default=str), **extra,
-                      message="cancelled: work finished so far is kept" if status == "cancelled" else "done")
+            self._set(
+                ctx.job_id,
+                status=status,
+                result=json.dumps(result or {}, default=str),
+                **extra,
+                message="cancelled: work finished so far is kept" if status == "cancelled" else "done",
+            )
         except JobCancelled:
             self._set(ctx.job_id, status="cancelled", message="cancelled: work finished so far is kept")
         except JobInterrupted as exc:
             self._set(ctx.job_id, status=Status.INTERRUPTED.value, error=f"{exc}", message="interrupted")
         except Exception as exc:  # the job's error, in words, for the page
             log.error("job %s failed: %s", ctx.job_id, exc)
-            self._set(ctx.job_id, status="failed", error=f"{exc}", message="failed",
-                      result=json.dumps({"traceback": traceback.format_exc(limit=5)}))
+            self._set(
+                ctx.job_id,
+                status="failed",
+                error=f"{exc}",
+                message="failed",
+                result=json.dumps({"traceback": traceback.format_exc(limit=5)}),
+            )
         finally:
             with self._lock:
                 ev = self._done.get(ctx.job_id)

@@ -50,7 +50,9 @@ _KEYLIKE = re.compile(
     """
 )
 # JSON/headers that name the key: "api_key": "...", authorization=..., x-api-key: ...
-_NAMED = re.compile(r"""(?i)((?:api[_-]?key|authorization|x-api-key|access[_-]?token)["']?\s*[:=]\s*["']?)((?!Bearer\b|Basic\b)[^\s"',}]+)""")
+_NAMED = re.compile(
+    r"""(?i)((?:api[_-]?key|authorization|x-api-key|access[_-]?token)["']?\s*[:=]\s*["']?)((?!Bearer\b|Basic\b)[^\s"',}]+)"""
+)
 
 _known: set[str] = set()
 _lock = threading.Lock()

@@ -43,12 +43,19 @@ def job_manager(ws: Workspace) -> JobManager:
 
 def _train_job(ws: Workspace, run_id: str, api_key: str | None = None, allow_custom_code: bool = False):
     """A job that trains ``run_id`` in a child process (:func:`core.run_process.train_in_child`)."""
+
     def job(ctx: JobContext) -> dict:
         from .run_process import ChildDied, train_in_child
 
         try:
-            return train_in_child(ws, run_id, job_id=ctx.job_id, cancel=ctx.cancel_event, api_key=api_key,
-                                  allow_custom_code=allow_custom_code)
+            return train_in_child(
+                ws,
+                run_id,
+                job_id=ctx.job_id,
+                cancel=ctx.cancel_event,
+                api_key=api_key,
+                allow_custom_code=allow_custom_code,
+            )
         except ChildDied as exc:
             raise JobInterrupted(str(exc)) from exc
 
@@ -67,8 +74,14 @@ def _chunking_args(emb) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------
-def start_ingest(jm: JobManager, ws: Workspace, files: list[tuple[str, bytes]], embedder: str = "default",
-                 settings=None, max_bytes: int | None = None) -> str:
+def start_ingest(
+    jm: JobManager,
+    ws: Workspace,
+    files: list[tuple[str, bytes]],
+    embedder: str = "default",
+    settings=None,
+    max_bytes: int | None = None,
+) -> str:
     """Ingest uploaded files (name, bytes) in the background. Result: ``{"reports": [...]}``."""
     from .documents import DEFAULT_MAX_BYTES, ingest_files
 
@@ -78,8 +91,15 @@ def start_ingest(jm: JobManager, ws: Workspace, files: list[tuple[str, bytes]], 
 
     def job(ctx: JobContext) -> dict:
         emb = _embedder(ws, embedder)
-        reports = ingest_files(ws, files, settings, max_bytes=max_bytes or DEFAULT_MAX_BYTES,
-                               progress=ctx.progress, cancel=ctx.cancel_event, **_chunking_args(emb))
+        reports = ingest_files(
+            ws,
+            files,
+            settings,
+            max_bytes=max_bytes or DEFAULT_MAX_BYTES,
+            progress=ctx.progress,
+            cancel=ctx.cancel_event,
+            **_chunking_args(emb),
+        )
         return {"reports": [asdict(r) for r in reports]}
 
     from .workspace import safe_display_name
@@ -99,9 +119,17 @@ def start_rechunk(jm: JobManager, ws: Workspace, settings, embedder: str = "defa
     return jm.submit("ingest", "Re-chunk all documents", job, {"settings": asdict(settings)})
 
 
-def start_generation(jm: JobManager, ws: Workspace, generator: str = "offline", questions_per_chunk: int = 2,
-                     doc_ids: list[str] | None = None, llm_settings=None, prompt_template: str | None = None,
-                     seed: int = 0, offline_method: str | None = None) -> str:
+def start_generation(
+    jm: JobManager,
+    ws: Workspace,
+    generator: str = "offline",
+    questions_per_chunk: int = 2,
+    doc_ids: list[str] | None = None,
+    llm_settings=None,
+    prompt_template: str | None = None,
+    seed: int = 0,
+    offline_method: str | None = None,
+) -> str:
     """Generate questions for every chunk not yet done (resumable). Result: the generation report.
 
     ``offline_method``: one of :data:`core.pseudo_queries.OFFLINE_METHODS` (default: its default)."""
@@ -112,8 +140,10 @@ def start_generation(jm: JobManager, ws: Workspace, generator: str = "offline", 
 
         settings = (llm_settings or LLMSettings()).resolved()
         if not settings.api_key and not settings.base_url:
-            raise ValueError("no API key: set OPENAI_API_KEY before starting the app, or enter a key in the form "
-                             "(a local OpenAI-compatible server given by its base URL needs none)")
+            raise ValueError(
+                "no API key: set OPENAI_API_KEY before starting the app, or enter a key in the form "
+                "(a local OpenAI-compatible server given by its base URL needs none)"
+            )
         gen = q.LLMGenerator(settings, prompt_template=prompt_template or q.DEFAULT_PROMPT_TEMPLATE)
         label = f"LLM {settings.model}"
     elif generator == "offline":
@@ -128,18 +158,41 @@ def start_generation(jm: JobManager, ws: Workspace, generator: str = "offline", 
         from .provenance import record_generator
 
         record_generator(ws, gen, questions_per_chunk)  # so evaluation sets can name the LLM
-        return q.generate_questions(ws, gen, questions_per_chunk=questions_per_chunk, doc_ids=doc_ids,
-                                    progress=ctx.progress, cancel=ctx.cancel_event)
+        return q.generate_questions(
+            ws,
+            gen,
+            questions_per_chunk=questions_per_chunk,
+            doc_ids=doc_ids,
+            progress=ctx.progress,
+            cancel=ctx.cancel_event,
+        )
 
-    return jm.submit("generate", f"Generate {questions_per_chunk} questions/chunk ({label})", job,
-                     {"generator": generator, "questions_per_chunk": questions_per_chunk, "doc_ids": doc_ids,
-                      **({"offline_method": getattr(gen, "method", "keywords")} if generator == "offline" else {})})
+    return jm.submit(
+        "generate",
+        f"Generate {questions_per_chunk} questions/chunk ({label})",
+        job,
+        {
+            "generator": generator,
+            "questions_per_chunk": questions_per_chunk,
+            "doc_ids": doc_ids,
+            **({"offline_method": getattr(gen, "method", "keywords")} if generator == "offline" else {}),
+        },
+    )
 
 
-def start_training(jm: JobManager, ws: Workspace, config, dataset_id: str, val_dataset_id: str | None = None,
-                   embedder: str = "default", name: str | None = None, api_key: str | None = None,
-                   embedder_options: dict[str, Any] | None = None, allow_custom_code: bool = False,
-                   eval_dataset_id: str | None = None) -> tuple[str, str]:
+def start_training(
+    jm: JobManager,
+    ws: Workspace,
+    config,
+    dataset_id: str,
+    val_dataset_id: str | None = None,
+    embedder: str = "default",
+    name: str | None = None,
+    api_key: str | None = None,
+    embedder_options: dict[str, Any] | None = None,
+    allow_custom_code: bool = False,
+    eval_dataset_id: str | None = None,
+) -> tuple[str, str]:
     """Create a run and train it in a child process (runs queue one after another). Returns (job id, run id).
 
     ``eval_dataset_id``: the set the adapter will be evaluated on (optional); cross-validation's
@@ -153,8 +206,16 @@ def start_training(jm: JobManager, ws: Workspace, config, dataset_id: str, val_d
 
     resolve_adapter_class(config.adapter, allow_import=allow_custom_code)  # AdapterError is a ValueError
 
-    run_id = create_run(ws, config, dataset_id=dataset_id, val_dataset_id=val_dataset_id, embedder=embedder,
-                        embedder_options=embedder_options, name=name, eval_dataset_id=eval_dataset_id)
+    run_id = create_run(
+        ws,
+        config,
+        dataset_id=dataset_id,
+        val_dataset_id=val_dataset_id,
+        embedder=embedder,
+        embedder_options=embedder_options,
+        name=name,
+        eval_dataset_id=eval_dataset_id,
+    )
 
     job = _train_job(ws, run_id, api_key=api_key, allow_custom_code=allow_custom_code)
     job_id = jm.submit("train", f"Train {config.adapter} adapter", job, {"run_id": run_id})
@@ -183,14 +244,22 @@ def custom_code_systems(ws: Workspace, systems: list[SystemSpec]) -> dict[str, s
     return out
 
 
-def start_finetune(jm: JobManager, ws: Workspace, dataset_id: str, config=None, embedder: str = "default",
-                   name: str | None = None, embedder_options: dict[str, Any] | None = None) -> tuple[str, str]:
+def start_finetune(
+    jm: JobManager,
+    ws: Workspace,
+    dataset_id: str,
+    config=None,
+    embedder: str = "default",
+    name: str | None = None,
+    embedder_options: dict[str, Any] | None = None,
+) -> tuple[str, str]:
     """Create a full fine-tune run (:mod:`core.finetune`) and train it in a child process, in the same
     queue as adapter runs. Returns (job id, run id). An API embedder is refused at once."""
     from .runs import create_finetune_run
 
-    run_id = create_finetune_run(ws, config, dataset_id=dataset_id, embedder=embedder,
-                                 embedder_options=embedder_options, name=name)
+    run_id = create_finetune_run(
+        ws, config, dataset_id=dataset_id, embedder=embedder, embedder_options=embedder_options, name=name
+    )
     job = _train_job(ws, run_id)
     job_id = jm.submit("train", f"Full fine-tune of {embedder}", job, {"run_id": run_id})
     return job_id, run_id
@@ -207,8 +276,12 @@ def finetune_system(ws: Workspace, run: dict, name: str | None = None) -> tuple[
         raise ValueError(f"run {run['name']!r} saved no fine-tuned model (status {run['status']})")
     request = run.get("config") or {}
     opts = request.get("embedder_options") or {}
-    emb = resolve_embedder(str(model_dir(ws, run["id"])), workspace=ws, query_prefix=opts.get("query_prefix", ""),
-                           passage_prefix=opts.get("passage_prefix", ""))
+    emb = resolve_embedder(
+        str(model_dir(ws, run["id"])),
+        workspace=ws,
+        query_prefix=opts.get("query_prefix", ""),
+        passage_prefix=opts.get("passage_prefix", ""),
+    )
     n = ((run.get("result") or {}).get("cost") or {}).get("chunks_to_reembed")
     return f"{name or run['name']} · {cost_label(n)}", emb
 
@@ -247,7 +320,9 @@ def named_specs(ws: Workspace, systems: list[SystemSpec], embedder: str = "defau
             if kind == "run" and run.get("kind") == "finetune" and not s.get("name"):
                 from .finetune import cost_label
 
-                name = f"{run_name} · {cost_label(((run.get('result') or {}).get('cost') or {}).get('chunks_to_reembed'))}"
+                name = (
+                    f"{run_name} · {cost_label(((run.get('result') or {}).get('cost') or {}).get('chunks_to_reembed'))}"
+                )
         elif kind == "adapter_dir":
             name = s.get("name") or Path(s["path"]).name
         else:
@@ -262,9 +337,16 @@ def named_specs(ws: Workspace, systems: list[SystemSpec], embedder: str = "defau
     return out
 
 
-def build_systems(ws: Workspace, systems: list[SystemSpec], embedder: str = "default", api_key: str | None = None,
-                  api_base_url: str | None = None, embedder_options: dict[str, Any] | None = None,
-                  allow_custom_code: bool = False, allow_classes=()) -> dict[str, Any]:
+def build_systems(
+    ws: Workspace,
+    systems: list[SystemSpec],
+    embedder: str = "default",
+    api_key: str | None = None,
+    api_base_url: str | None = None,
+    embedder_options: dict[str, Any] | None = None,
+    allow_custom_code: bool = False,
+    allow_classes=(),
+) -> dict[str, Any]:
     """Name -> embedder for :func:`core.evaluation.compare`; the base embedder is always first.
     Names are :func:`named_specs`'s. Adapters whose folder names an import path load only with
     ``allow_custom_code``; an ``adapter_dir``'s ``adapter_cls`` that is an import path loads only
@@ -287,48 +369,86 @@ def build_systems(ws: Workspace, systems: list[SystemSpec], embedder: str = "def
             if run.get("kind") == "finetune":  # its own model: the evaluation corpus is embedded with it
                 out[name] = finetune_system(ws, run, name=name)[1]
                 continue
-            out[name] = AdapterEmbedder(base, load_adapter(adapter_dir(ws, s["run_id"]), allow_custom_code=allow_custom_code),
-                                        name=name)
+            out[name] = AdapterEmbedder(
+                base, load_adapter(adapter_dir(ws, s["run_id"]), allow_custom_code=allow_custom_code), name=name
+            )
         elif kind == "checkpoint":
             path = adapter_dir(ws, s["run_id"]) / "checkpoints" / f"step_{int(s['step'])}"
             out[name] = AdapterEmbedder(base, load_adapter(path, allow_custom_code=allow_custom_code), name=name)
         elif kind == "adapter_dir":
-            out[name] = AdapterEmbedder(base, load_adapter(
-                s["path"], adapter_cls=s.get("adapter_cls"),
-                allow_custom_code=allow_custom_code or (bool(s.get("adapter_cls")) and s.get("adapter_cls") in allow_classes),
-            ), name=name)
+            out[name] = AdapterEmbedder(
+                base,
+                load_adapter(
+                    s["path"],
+                    adapter_cls=s.get("adapter_cls"),
+                    allow_custom_code=allow_custom_code
+                    or (bool(s.get("adapter_cls")) and s.get("adapter_cls") in allow_classes),
+                ),
+                name=name,
+            )
     return out
 
 
-def evaluate_with_context(ws: Workspace, ds, dataset_name: str, systems: list[SystemSpec], top_k: int = 5,
-                          embedder: str = "default", api_key: str | None = None, api_base_url: str | None = None,
-                          embedder_options: dict[str, Any] | None = None, dataset_id: str | None = None,
-                          dataset_path: str | None = None, exclude_leaked: str | None = None, progress=None,
-                          allow_custom_code: bool = False, allow_classes=()):
+def evaluate_with_context(
+    ws: Workspace,
+    ds,
+    dataset_name: str,
+    systems: list[SystemSpec],
+    top_k: int = 5,
+    embedder: str = "default",
+    api_key: str | None = None,
+    api_base_url: str | None = None,
+    embedder_options: dict[str, Any] | None = None,
+    dataset_id: str | None = None,
+    dataset_path: str | None = None,
+    exclude_leaked: str | None = None,
+    progress=None,
+    allow_custom_code: bool = False,
+    allow_classes=(),
+):
     """Compare the systems on ``ds`` and describe what was measured (:mod:`core.provenance`).
 
     ``exclude_leaked`` (``questions`` or ``chunks``) drops the evaluation questions leaked from
     any adapter's training set before the statistics. Returns ``(comparison, context)``.
     """
     from .evaluation import compare
-    from .provenance import build_context, exclude_leaked as drop_leaked
+    from .provenance import build_context
+    from .provenance import exclude_leaked as drop_leaked
 
     named = named_specs(ws, systems, embedder=embedder)
-    built = build_systems(ws, systems, embedder=embedder, api_key=api_key, api_base_url=api_base_url,
-                          embedder_options=embedder_options, allow_custom_code=allow_custom_code,
-                          allow_classes=allow_classes)
+    built = build_systems(
+        ws,
+        systems,
+        embedder=embedder,
+        api_key=api_key,
+        api_base_url=api_base_url,
+        embedder_options=embedder_options,
+        allow_custom_code=allow_custom_code,
+        allow_classes=allow_classes,
+    )
     cmp = compare(ds, built, baseline=next(iter(built)), top_k=top_k, dataset_name=dataset_name, progress=progress)
-    context = build_context(ws, ds, dataset_name, named, next(iter(built.values())), dataset_id=dataset_id,
-                            path=dataset_path, top_k=top_k)
+    context = build_context(
+        ws, ds, dataset_name, named, next(iter(built.values())), dataset_id=dataset_id, path=dataset_path, top_k=top_k
+    )
     if exclude_leaked:
         cmp, context = drop_leaked(cmp, context, exclude_leaked)
     return cmp, context
 
 
-def start_evaluation(jm: JobManager, ws: Workspace, dataset_id: str, systems: list[SystemSpec], top_k: int = 5,
-                     embedder: str = "default", api_key: str | None = None, api_base_url: str | None = None,
-                     name: str | None = None, exclude_leaked: str | None = None,
-                     allow_custom_code: bool = False, embedder_options: dict[str, Any] | None = None) -> str:
+def start_evaluation(
+    jm: JobManager,
+    ws: Workspace,
+    dataset_id: str,
+    systems: list[SystemSpec],
+    top_k: int = 5,
+    embedder: str = "default",
+    api_key: str | None = None,
+    api_base_url: str | None = None,
+    name: str | None = None,
+    exclude_leaked: str | None = None,
+    allow_custom_code: bool = False,
+    embedder_options: dict[str, Any] | None = None,
+) -> str:
     """Compare systems on a workspace dataset in the background. Result: ``{"eval_id": ...}``."""
     from .datasets import list_datasets, load_dataset
     from .reports import save_comparison
@@ -338,26 +458,51 @@ def start_evaluation(jm: JobManager, ws: Workspace, dataset_id: str, systems: li
         raise ValueError("that evaluation dataset no longer exists: pick another")
     custom = custom_code_systems(ws, systems)
     if custom and not allow_custom_code:
-        raise ValueError(f"{len(custom)} adapter(s) name custom code to import ({', '.join(sorted(set(custom.values())))}): "
-                         "tick 'Allow custom code' if you trust that code, or leave them out.")
+        raise ValueError(
+            f"{len(custom)} adapter(s) name custom code to import ({', '.join(sorted(set(custom.values())))}): "
+            "tick 'Allow custom code' if you trust that code, or leave them out."
+        )
 
     def job(ctx: JobContext) -> dict:
         ds = load_dataset(ws, dataset_id)
         ctx.progress(0, 1, "embedding the evaluation set (cached texts are free)")
-        cmp, context = evaluate_with_context(ws, ds, meta["name"], systems, top_k=top_k, embedder=embedder,
-                                             api_key=api_key, api_base_url=api_base_url, dataset_id=dataset_id,
-                                             embedder_options=embedder_options,
-                                             exclude_leaked=exclude_leaked, progress=ctx.progress,
-                                             allow_custom_code=allow_custom_code)
+        cmp, context = evaluate_with_context(
+            ws,
+            ds,
+            meta["name"],
+            systems,
+            top_k=top_k,
+            embedder=embedder,
+            api_key=api_key,
+            api_base_url=api_base_url,
+            dataset_id=dataset_id,
+            embedder_options=embedder_options,
+            exclude_leaked=exclude_leaked,
+            progress=ctx.progress,
+            allow_custom_code=allow_custom_code,
+        )
         run_ids = [s["run_id"] for s in systems if s.get("kind") in ("run", "checkpoint")]
-        eval_id = save_comparison(ws, cmp, name=name or meta["name"],
-                                  extra={"dataset_id": dataset_id, "systems": systems, "run_ids": run_ids,
-                                         "embedder": embedder, "embedder_options": embedder_options or {},
-                                         "context": context})
+        eval_id = save_comparison(
+            ws,
+            cmp,
+            name=name or meta["name"],
+            extra={
+                "dataset_id": dataset_id,
+                "systems": systems,
+                "run_ids": run_ids,
+                "embedder": embedder,
+                "embedder_options": embedder_options or {},
+                "context": context,
+            },
+        )
         return {"eval_id": eval_id}
 
-    return jm.submit("evaluate", f"Compare {len(systems)} system(s) on {meta['name']}", job,
-                     {"dataset_id": dataset_id, "systems": systems, "top_k": top_k})
+    return jm.submit(
+        "evaluate",
+        f"Compare {len(systems)} system(s) on {meta['name']}",
+        job,
+        {"dataset_id": dataset_id, "systems": systems, "top_k": top_k},
+    )
 
 
 def job_for_run(jm: JobManager, run_id: str) -> dict | None:

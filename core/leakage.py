@@ -100,14 +100,18 @@ class LeakageReport:
         return out
 
     def counts(self) -> dict[str, int]:
-        return {"identical": len(self.identical), "near_duplicate": len(self.near_duplicate),
-                "shared_chunks": len(self.shared_chunks), "on_shared_chunks": len(self.on_shared_chunks)}
+        return {
+            "identical": len(self.identical),
+            "near_duplicate": len(self.near_duplicate),
+            "shared_chunks": len(self.shared_chunks),
+            "on_shared_chunks": len(self.on_shared_chunks),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LeakageReport":
+    def from_dict(cls, d: dict[str, Any]) -> LeakageReport:
         keys = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in keys})
 
@@ -177,8 +181,13 @@ def check_leakage(
                 continue
             near.append(q)
             if len(report.examples) < 5:
-                report.examples.append({"eval": eval_ds.queries[q], "train": train_ds.queries[train_ids[arg[i]]],
-                                        "cosine": round(float(best[i]), 4)})
+                report.examples.append(
+                    {
+                        "eval": eval_ds.queries[q],
+                        "train": train_ds.queries[train_ids[arg[i]]],
+                        "cosine": round(float(best[i]), 4),
+                    }
+                )
         order = {q: i for i, q in enumerate(eval_ids)}
         report.near_duplicate = sorted(near, key=order.get)
 

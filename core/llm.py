@@ -30,9 +30,10 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from .keys import ENV_BASE_URL, ENV_KEY, environment_base_url, key_for, scrub
 from .retry import RetryPolicy, retry_after
@@ -93,7 +94,7 @@ class LLMSettings:
         if self.backoff < 0 or self.max_backoff < 0:
             raise ValueError("LLMSettings.backoff and max_backoff must be >= 0.")
 
-    def resolved(self) -> "LLMSettings":
+    def resolved(self) -> LLMSettings:
         """A copy with ``base_url`` filled from the environment where unset, and ``api_key`` from
         the environment only for the environment's endpoint (see :func:`core.keys.key_for`)."""
         return dataclasses.replace(
@@ -117,8 +118,10 @@ def key_status(settings: LLMSettings | None) -> str:
         return f"key set (from {ENV_KEY})" if env_key and own == env_key else "key set (entered in this session)"
     if env_key:
         if key_for(settings.base_url if settings is not None else None) is None:
-            return (f"no key for this base URL ({ENV_KEY} is only sent to {environment_base_url()}; "
-                    "type a key for this one, or none for a local server that needs none)")
+            return (
+                f"no key for this base URL ({ENV_KEY} is only sent to {environment_base_url()}; "
+                "type a key for this one, or none for a local server that needs none)"
+            )
         return f"key set (from {ENV_KEY})"
     return "no key"
 
@@ -274,8 +277,10 @@ class ChatClient:
             # The server's own text may echo part of the key: never show it.
             hint = ""
             if not s.api_key and os.environ.get(ENV_KEY):
-                hint = (f" No key was sent: {ENV_KEY} goes only to {environment_base_url()}, so a base URL "
-                        "entered here needs its own key.")
+                hint = (
+                    f" No key was sent: {ENV_KEY} goes only to {environment_base_url()}, so a base URL "
+                    "entered here needs its own key."
+                )
             return LLMError(
                 f"{self.host} rejected the API key ({exc.status_code}). Check {ENV_KEY} or the key entered "
                 f"in the settings, and that it may use this model.{hint}",
@@ -381,7 +386,12 @@ class ChatClient:
                 delay = self.backoff_delay(attempt, exc)
                 log.warning(
                     "chat %s: %s (%s); retry %d/%d in %.2fs",
-                    s.model, err.kind, err.status or "-", attempt + 1, s.max_retries, delay,
+                    s.model,
+                    err.kind,
+                    err.status or "-",
+                    attempt + 1,
+                    s.max_retries,
+                    delay,
                 )
                 self._wait(delay, cancel)
         assert last is not None

@@ -25,9 +25,10 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported inside the losses: core.train_config (and the CLI) read Loss without it
     import torch
@@ -75,7 +76,7 @@ def corpus_softmax(batch: LossBatch) -> torch.Tensor:
     return F.cross_entropy(logits, batch.targets)
 
 
-def _sampled_softmax(batch: LossBatch) -> "torch.Tensor":
+def _sampled_softmax(batch: LossBatch) -> torch.Tensor:
     """Softmax over the batch's positives, its hard negatives and ``batch.candidates``."""
     import torch
     import torch.nn.functional as F
@@ -121,7 +122,7 @@ def in_batch(batch: LossBatch) -> torch.Tensor:
 
 
 #: Loss name -> loss function; the trainer looks losses up here.
-LOSSES: dict[Loss, Callable[[LossBatch], "torch.Tensor"]] = {
+LOSSES: dict[Loss, Callable[[LossBatch], torch.Tensor]] = {
     Loss.CORPUS_SOFTMAX: corpus_softmax,
     Loss.IN_BATCH: in_batch,
 }

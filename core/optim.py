@@ -36,8 +36,14 @@ class Adam(_Optimizer):
 
     decoupled = False
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float | None = None) -> None:
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float | None = None,
+    ) -> None:
         if weight_decay is None:
             weight_decay = 1e-2 if self.decoupled else 0.0
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
@@ -50,7 +56,9 @@ class Adam(_Optimizer):
             if p.grad is None:
                 continue
             grad = p.grad
-            st = self.state.setdefault(p, {"step": 0, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)})
+            st = self.state.setdefault(
+                p, {"step": 0, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+            )
             st["step"] += 1
             if wd:
                 if self.decoupled:

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .datasets import QADataset
 from .leakage import NEAR_DUPLICATE_COSINE, LeakageReport, check_leakage
@@ -59,7 +60,9 @@ def record_generator(ws: Workspace, generator: QuestionGenerator, questions_per_
     from .generators import generation_key
 
     key = generation_key(generator, questions_per_chunk)
-    ws.set_setting(f"generator:{key}", {"kind": getattr(generator, "kind", None), "model": getattr(generator, "model", None)})
+    ws.set_setting(
+        f"generator:{key}", {"kind": getattr(generator, "kind", None), "model": getattr(generator, "model", None)}
+    )
 
 
 def _in_batches(ws: Workspace, sql: str, ids: Sequence[str]) -> list[dict]:
@@ -87,7 +90,12 @@ def question_sources(ws: Workspace | None, ds: QADataset, recorded: dict[str, in
     models: list[str] = []
     llm_chunks = sorted({r["chunk_id"] for r in found.values() if r["source"] == "llm"})
     if ws is not None and llm_chunks:
-        keys = {r["gen_key"] for r in _in_batches(ws, "SELECT DISTINCT gen_key FROM generation_done WHERE chunk_id IN ({marks})", llm_chunks)}
+        keys = {
+            r["gen_key"]
+            for r in _in_batches(
+                ws, "SELECT DISTINCT gen_key FROM generation_done WHERE chunk_id IN ({marks})", llm_chunks
+            )
+        }
         for key in sorted(keys):
             gen = ws.get_setting(f"generator:{key}") or {}
             if gen.get("kind") == "llm" and gen.get("model") and gen["model"] not in models:
@@ -99,8 +107,11 @@ def _documents(ws: Workspace | None, ds: QADataset) -> list[str]:
     targets = list(dict.fromkeys(d for q in ds.queries for d in ds.relevant_docs.get(q, [])))
     names = {str(m.get("filename") or m.get("doc_id")) for d in targets if (m := ds.node_meta.get(d))}
     if not names and ws is not None and targets:
-        rows = _in_batches(ws, "SELECT DISTINCT d.filename FROM chunks c JOIN documents d ON d.id = c.doc_id "
-                               "WHERE c.id IN ({marks})", targets)
+        rows = _in_batches(
+            ws,
+            "SELECT DISTINCT d.filename FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({marks})",
+            targets,
+        )
         names = {r["filename"] for r in rows}
     return sorted(names)
 
@@ -119,13 +130,20 @@ def _dataset_row(ws: Workspace | None, dataset_id: str | None) -> dict | None:
     return row
 
 
-def eval_set_info(ws: Workspace | None, ds: QADataset, name: str, dataset_id: str | None = None,
-                  path: str | None = None) -> dict[str, Any]:
+def eval_set_info(
+    ws: Workspace | None, ds: QADataset, name: str, dataset_id: str | None = None, path: str | None = None
+) -> dict[str, Any]:
     """Name, size, question sources (and LLM models), documents covered."""
     row = _dataset_row(ws, dataset_id)
     recorded = ((row or {}).get("meta") or {}).get("sources")
-    info = {"name": name, "dataset_id": dataset_id, "path": str(path) if path else None,
-            "n_queries": len(ds.queries), "n_corpus": len(ds.corpus), "documents": _documents(ws, ds)}
+    info = {
+        "name": name,
+        "dataset_id": dataset_id,
+        "path": str(path) if path else None,
+        "n_queries": len(ds.queries),
+        "n_corpus": len(ds.corpus),
+        "documents": _documents(ws, ds),
+    }
     info.update(question_sources(ws, ds, recorded))
     return info
 
@@ -156,8 +174,11 @@ def _same_file(a: str | None, b: str | None) -> bool:
 def _train_set(ws: Workspace, dataset_id: str | None, path: str | None) -> dict[str, Any] | None:
     if dataset_id:
         row = _dataset_row(ws, dataset_id)
-        return {"dataset_id": dataset_id, "name": row["name"] if row else f"(deleted dataset {dataset_id})",
-                "n_queries": row["n_queries"] if row else None}
+        return {
+            "dataset_id": dataset_id,
+            "name": row["name"] if row else f"(deleted dataset {dataset_id})",
+            "n_queries": row["n_queries"] if row else None,
+        }
     if path:
         return {"path": str(path), "name": Path(path).name, "n_queries": None}
     return None
@@ -184,8 +205,9 @@ def _run_info(ws: Workspace, run_id: str, eval_dataset_id: str | None, eval_path
     }
 
 
-def describe_systems(ws: Workspace, named: Sequence[tuple[str, dict]], eval_dataset_id: str | None = None,
-                     eval_path: str | None = None) -> dict[str, dict[str, Any]]:
+def describe_systems(
+    ws: Workspace, named: Sequence[tuple[str, dict]], eval_dataset_id: str | None = None, eval_path: str | None = None
+) -> dict[str, dict[str, Any]]:
     """Display name -> where the system comes from (kind, id, run, training set, settings)."""
     from .adapters import read_adapter_meta
 
@@ -230,8 +252,13 @@ def _load_train(ws: Workspace, ref: dict[str, Any]) -> QADataset:
     return QADataset.load(ref["path"])
 
 
-def leakage_by_training_set(ws: Workspace, eval_ds: QADataset, systems: dict[str, dict[str, Any]], embedder: Embedder,
-                            threshold: float = NEAR_DUPLICATE_COSINE) -> list[dict[str, Any]]:
+def leakage_by_training_set(
+    ws: Workspace,
+    eval_ds: QADataset,
+    systems: dict[str, dict[str, Any]],
+    embedder: Embedder,
+    threshold: float = NEAR_DUPLICATE_COSINE,
+) -> list[dict[str, Any]]:
     """One leakage report per distinct training set among ``systems`` (adapters sharing a run share one)."""
     groups: dict[str, dict[str, Any]] = {}
     for name, info in systems.items():
@@ -259,9 +286,17 @@ def leakage_by_training_set(ws: Workspace, eval_ds: QADataset, systems: dict[str
     return out
 
 
-def build_context(ws: Workspace, eval_ds: QADataset, eval_name: str, named: Sequence[tuple[str, dict]], base_embedder: Embedder,
-                  dataset_id: str | None = None, path: str | None = None, top_k: int = 5,
-                  threshold: float = NEAR_DUPLICATE_COSINE) -> dict[str, Any]:
+def build_context(
+    ws: Workspace,
+    eval_ds: QADataset,
+    eval_name: str,
+    named: Sequence[tuple[str, dict]],
+    base_embedder: Embedder,
+    dataset_id: str | None = None,
+    path: str | None = None,
+    top_k: int = 5,
+    threshold: float = NEAR_DUPLICATE_COSINE,
+) -> dict[str, Any]:
     """Everything the report states besides the numbers (see the module docstring)."""
     from .launch import embedder_name
 
@@ -318,12 +353,17 @@ def comparison_context(ws: Workspace, cmp, extra: dict[str, Any]) -> dict[str, A
     except ValueError:
         named = []
     if ds is None or [n for n, _ in named] != list(cmp.results):
-        return {"base_model": embedder_label(embedder), "top_k": cmp.top_k,
-                "eval_set": {"name": cmp.dataset_name, "n_queries": cmp.n_queries, "sources": {}, "documents": []},
-                "systems": {}, "leakage": []}
+        return {
+            "base_model": embedder_label(embedder),
+            "top_k": cmp.top_k,
+            "eval_set": {"name": cmp.dataset_name, "n_queries": cmp.n_queries, "sources": {}, "documents": []},
+            "systems": {},
+            "leakage": [],
+        }
     base = build_systems(ws, [], embedder=embedder)
-    return build_context(ws, ds, cmp.dataset_name, named, next(iter(base.values())), dataset_id=extra["dataset_id"],
-                         top_k=cmp.top_k)
+    return build_context(
+        ws, ds, cmp.dataset_name, named, next(iter(base.values())), dataset_id=extra["dataset_id"], top_k=cmp.top_k
+    )
 
 
 def embedder_label(spec: str) -> str:

@@ -45,8 +45,28 @@ MIXTURE_VERSION = 1
 
 _BULLET = re.compile(r"^\s*(?:[-\u2022*\u25cf\u25aa\u2013]|\(?[0-9ivx]{1,4}[.)])\s")
 _SMALL = frozenset(
-    ["a", "an", "and", "as", "at", "by", "for", "from", "in", "into", "of", "on", "or", "the", "to", "with", "vs",
-     "via", "our", "its"]
+    [
+        "a",
+        "an",
+        "and",
+        "as",
+        "at",
+        "by",
+        "for",
+        "from",
+        "in",
+        "into",
+        "of",
+        "on",
+        "or",
+        "the",
+        "to",
+        "with",
+        "vs",
+        "via",
+        "our",
+        "its",
+    ]
 )
 
 
@@ -85,8 +105,12 @@ class ClozeGenerator:
 
     @property
     def generation_spec(self) -> dict[str, Any]:
-        return {"method": self.method, "method_version": CLOZE_VERSION, "mask": self.mask,
-                "words": [self.min_words, self.max_words]}
+        return {
+            "method": self.method,
+            "method_version": CLOZE_VERSION,
+            "mask": self.mask,
+            "words": [self.min_words, self.max_words],
+        }
 
     @property
     def needs_fit(self) -> bool:
@@ -171,7 +195,11 @@ def is_heading(line: str) -> bool:
     s = line.strip()
     if not s or _BULLET.match(s) or len(s) > 90:
         return False
-    if any(c in s for c in ":/$@|") or s.endswith((",", ";", "?")) or (s.endswith(".") and not re.match(r"(?i)^item\s+\d", s)):
+    if (
+        any(c in s for c in ":/$@|")
+        or s.endswith((",", ";", "?"))
+        or (s.endswith(".") and not re.match(r"(?i)^item\s+\d", s))
+    ):
         return False
     words = re.findall(r"[A-Za-z][A-Za-z'\u2019\-]*", s)
     if not 1 <= len(words) <= 12 or not s[:1].isalpha() or not s[:1].isupper():
@@ -195,7 +223,9 @@ def _heading_question(h: str) -> str:
         h = h.title()
     first, _, rest = h.partition(" ")
     if first.lower() in _SMALL or first.lower() in ("other", "certain", "recent"):
-        h = (first.lower() + " " + rest).strip()  # "Our Growth Strategy" -> "our Growth Strategy"; names keep their case
+        h = (
+            first.lower() + " " + rest
+        ).strip()  # "Our Growth Strategy" -> "our Growth Strategy"; names keep their case
     return f"What about {h}?"  # the bundled model is uncased: case is for the reader only
 
 
@@ -286,8 +316,11 @@ class MixtureGenerator:
 
     @property
     def generation_spec(self) -> dict[str, Any]:
-        return {"method": self.method, "method_version": MIXTURE_VERSION,
-                "parts": [getattr(g, "generation_spec", {"method": "keywords"}) for g in self._gens]}
+        return {
+            "method": self.method,
+            "method_version": MIXTURE_VERSION,
+            "parts": [getattr(g, "generation_spec", {"method": "keywords"}) for g in self._gens],
+        }
 
     @property
     def needs_fit(self) -> bool:
@@ -319,9 +352,9 @@ class MixtureGenerator:
 
 #: name -> (label for the UI and CLI help, factory(seed) -> generator)
 OFFLINE_METHODS: dict[str, tuple[str, Callable[[int], Any]]] = {
-    "keywords": ("Keyword questions (\"What is said about A and B?\")", lambda seed: OfflineGenerator(seed=seed)),
+    "keywords": ('Keyword questions ("What is said about A and B?")', lambda seed: OfflineGenerator(seed=seed)),
     "cloze": ("Inverse cloze (a sentence of the chunk, its key word removed)", lambda seed: ClozeGenerator(seed=seed)),
-    "headings": ("Section headings (\"What about our Growth Strategy?\")", lambda seed: HeadingGenerator(seed=seed)),
+    "headings": ('Section headings ("What about our Growth Strategy?")', lambda seed: HeadingGenerator(seed=seed)),
     "mixture": ("Mixture (headings, cloze and keywords in turn)", lambda seed: MixtureGenerator(seed=seed)),
 }
 
@@ -335,6 +368,7 @@ def offline_generator(method: str | None = None, seed: int = 0) -> Any:
     if method not in OFFLINE_METHODS:
         raise ValueError(f"unknown offline method {method!r}: use one of {', '.join(OFFLINE_METHODS)}")
     return OFFLINE_METHODS[method][1](int(seed))
+
 
 #: what the Questions page says about choosing a method (measured: bench/README.md, "Protocol (d)")
 OFFLINE_METHOD_HELP = (

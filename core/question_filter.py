@@ -51,7 +51,7 @@ def why_not_searchable(question: str, chunk: str | None = None) -> str | None:
         if len(words) >= _COPY_WORDS:
             chunk_text = " " + " ".join(_words(chunk)) + " "
             for i in range(len(words) - _COPY_WORDS + 1):
-                if " " + " ".join(words[i:i + _COPY_WORDS]) + " " in chunk_text:
+                if " " + " ".join(words[i : i + _COPY_WORDS]) + " " in chunk_text:
                     return f"copies {_COPY_WORDS}+ words of its chunk"
     return None
 

@@ -27,7 +27,8 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 # Moved to core.datasets and core.generators; re-exported for code that imports them from here.
 from .datasets import (  # noqa: F401
@@ -110,7 +111,9 @@ def _save_chunk_questions(
     """Store one chunk's new questions and mark it done, in one transaction. Returns how many were added."""
     cleaned = [re.sub(r"\s+", " ", q).strip() for q in questions if q and str(q).strip()]
     with ws.db() as con:
-        existing = [r[0] for r in con.execute("SELECT text FROM questions WHERE chunk_id=? ORDER BY created_at", (chunk_id,))]
+        existing = [
+            r[0] for r in con.execute("SELECT text FROM questions WHERE chunk_id=? ORDER BY created_at", (chunk_id,))
+        ]
         keep = dedupe_questions(existing + cleaned, threshold)
         new = [cleaned[i - len(existing)] for i in keep if i >= len(existing)][:n]
         now = time.time()
@@ -125,8 +128,13 @@ def _save_chunk_questions(
     return len(new)
 
 
-def pending_chunks(ws: Workspace, generator: QuestionGenerator, questions_per_chunk: int, doc_ids: Sequence[str] | None = None,
-                   chunk_ids: Sequence[str] | None = None) -> list[dict]:
+def pending_chunks(
+    ws: Workspace,
+    generator: QuestionGenerator,
+    questions_per_chunk: int,
+    doc_ids: Sequence[str] | None = None,
+    chunk_ids: Sequence[str] | None = None,
+) -> list[dict]:
     """The chunks a :func:`generate_questions` run with these settings would still call the
     generator for (the rest are done under the same generation key): what an estimate counts."""
     key = generation_key(generator, questions_per_chunk)
@@ -258,7 +266,9 @@ def generate_questions(
 PREVIEW_CHARS = 160
 
 
-def list_questions(ws: Workspace, search: str | None = None, doc_id: str | None = None, limit: int | None = None) -> list[dict]:
+def list_questions(
+    ws: Workspace, search: str | None = None, doc_id: str | None = None, limit: int | None = None
+) -> list[dict]:
     """Questions with their chunk and document: id, text, chunk_id, chunk_preview, doc_id,
     filename, page_start, page_end, source, created_at. ``search`` matches the question text
     (case-insensitive substring)."""

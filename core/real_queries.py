@@ -34,8 +34,9 @@ import hashlib
 import io
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -112,11 +113,14 @@ def parse_queries_csv(data: bytes | str, source: str = "CSV file") -> list[dict[
 
     qi, ti, pi, di = find(QUERY_COLUMNS), find(TEXT_COLUMNS), find(PAGE_COLUMNS), find(DOCUMENT_COLUMNS)
     if qi is None:
-        raise DatasetError(f"{source}: no 'query' column (found: {', '.join(header) or 'no header'}). "
-                           "Expected columns: query, and relevant_text or page (with document).")
+        raise DatasetError(
+            f"{source}: no 'query' column (found: {', '.join(header) or 'no header'}). "
+            "Expected columns: query, and relevant_text or page (with document)."
+        )
     if ti is None and pi is None:
-        raise DatasetError(f"{source}: a 'relevant_text' or a 'page' column is needed besides 'query' "
-                           f"(found: {', '.join(header)}).")
+        raise DatasetError(
+            f"{source}: a 'relevant_text' or a 'page' column is needed besides 'query' (found: {', '.join(header)})."
+        )
     rows = []
     for line_no, rec in enumerate(reader, start=2):
         if not any(c.strip() for c in rec):
@@ -125,16 +129,25 @@ def parse_queries_csv(data: bytes | str, source: str = "CSV file") -> list[dict[
         def cell(i: int | None, rec: list[str] = rec) -> str:
             return rec[i].strip() if i is not None and i < len(rec) else ""
 
-        rows.append({"row": line_no, "query": re.sub(r"\s+", " ", cell(qi)), "text": cell(ti), "page": cell(pi),
-                     "document": cell(di)})
+        rows.append(
+            {
+                "row": line_no,
+                "query": re.sub(r"\s+", " ", cell(qi)),
+                "text": cell(ti),
+                "page": cell(pi),
+                "document": cell(di),
+            }
+        )
     if not rows:
         raise DatasetError(f"{source}: the file has a header but no rows.")
     return rows
 
 
 def _workspace_chunks(ws: Workspace, doc_ids: Sequence[str] | None) -> list[dict[str, Any]]:
-    sql = ("SELECT c.id, c.doc_id, c.idx, c.text, c.page_start, c.page_end, d.filename, d.pages "
-           "FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE d.status = 'ok'")
+    sql = (
+        "SELECT c.id, c.doc_id, c.idx, c.text, c.page_start, c.page_end, d.filename, d.pages "
+        "FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE d.status = 'ok'"
+    )
     params: tuple = ()
     if doc_ids:
         sql += f" AND c.doc_id IN ({','.join('?' * len(doc_ids))})"
@@ -261,9 +274,12 @@ def import_real_queries(
                     if not hits:
                         d = docs[doc_id]
                         reason = (reason + "; " if reason else "") + (
-                            f"no chunk on page {page} of {d['filename']} ({d['pages']} pages)")
+                            f"no chunk on page {page} of {d['filename']} ({d['pages']} pages)"
+                        )
         if not hits:
-            report.unmatched.append({"row": r["row"], "query": r["query"], "reason": reason or "no relevant text or page given"})
+            report.unmatched.append(
+                {"row": r["row"], "query": r["query"], "reason": reason or "no relevant text or page given"}
+            )
             continue
         ids = [chunks[i]["id"] for i in hits]
         key = _norm(r["query"])
@@ -282,8 +298,15 @@ def import_real_queries(
         first = report.unmatched[0] if report.unmatched else {"row": "-", "reason": "no rows"}
         raise DatasetError(f"{source}: no query could be matched to a chunk (row {first['row']}: {first['reason']}).")
     corpus = {c["id"]: c["text"] for c in chunks}
-    node_meta = {c["id"]: {"doc_id": c["doc_id"], "filename": c["filename"], "page_start": c["page_start"],
-                           "page_end": c["page_end"]} for c in chunks}
+    node_meta = {
+        c["id"]: {
+            "doc_id": c["doc_id"],
+            "filename": c["filename"],
+            "page_start": c["page_start"],
+            "page_end": c["page_end"],
+        }
+        for c in chunks
+    }
     ds = QADataset(queries, corpus, relevant, "text", node_meta)
     ds.validate(source)
     return ds, report
@@ -300,8 +323,12 @@ def save_real_queries(ws: Workspace, ds: QADataset, name: str, report: QueryImpo
     meta = json.loads(row["meta"] or "{}")
     meta["sources"] = {IMPORTED_SOURCE: len(ds.queries)}
     if report is not None:
-        meta["import"] = {"rows": report.rows, "matched": report.matched, "by_method": report.by_method,
-                          "unmatched": len(report.unmatched)}
+        meta["import"] = {
+            "rows": report.rows,
+            "matched": report.matched,
+            "by_method": report.by_method,
+            "unmatched": len(report.unmatched),
+        }
     with ws.db() as con:
         con.execute("UPDATE datasets SET meta=? WHERE id=?", (json.dumps(meta), did))
     return did

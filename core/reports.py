@@ -27,7 +27,9 @@ from .evaluation import Comparison
 from .workspace import Workspace, atomic_write_json, new_id
 
 
-def save_comparison(ws: Workspace, cmp: Comparison, name: str | None = None, extra: dict[str, Any] | None = None) -> str:
+def save_comparison(
+    ws: Workspace, cmp: Comparison, name: str | None = None, extra: dict[str, Any] | None = None
+) -> str:
     eval_id = new_id("eval-")
     rel = f"evaluations/{eval_id}.json"
     payload = cmp.to_dict()
@@ -73,9 +75,15 @@ def labelled_rows(cmp: Comparison) -> list[dict[str, Any]]:
         r.update({m: row[m] for m in cmp.metric_names})
         for m in cmp.metric_names:
             if f"delta_{m}" in row:
-                r.update({f"Δ {m}": row[f"delta_{m}"], f"{m} CI": (row[f"ci_low_{m}"], row[f"ci_high_{m}"]),
-                          f"{m} p": row[f"p_{m}"], f"{m} p (Holm)": row[f"p_holm_{m}"],
-                          f"{m} significant": row[f"significant_{m}"]})
+                r.update(
+                    {
+                        f"Δ {m}": row[f"delta_{m}"],
+                        f"{m} CI": (row[f"ci_low_{m}"], row[f"ci_high_{m}"]),
+                        f"{m} p": row[f"p_{m}"],
+                        f"{m} p (Holm)": row[f"p_holm_{m}"],
+                        f"{m} significant": row[f"significant_{m}"],
+                    }
+                )
         out.append(r)
     return out
 
@@ -109,8 +117,16 @@ def metric_detail_rows(cmp: Comparison, context: dict[str, Any] | None = None) -
         for m in cmp.metric_names:
             row: dict[str, Any] = {"system": r["system"], "metric": m, "value": r[m]}
             if f"Δ {m}" in r:
-                row.update({"Δ": r[f"Δ {m}"], "95% CI": r[f"Δ {m} 95% CI"], "test": test_name(m), "p": r[f"{m} p"],
-                            "p (Holm)": r[f"{m} p (Holm)"], "significant": r[f"{m} significant"]})
+                row.update(
+                    {
+                        "Δ": r[f"Δ {m}"],
+                        "95% CI": r[f"Δ {m} 95% CI"],
+                        "test": test_name(m),
+                        "p": r[f"{m} p"],
+                        "p (Holm)": r[f"{m} p (Holm)"],
+                        "significant": r[f"{m} significant"],
+                    }
+                )
             row["id"] = ids.get(r["system"], "")
             rows.append(row)
     return rows
@@ -122,7 +138,9 @@ def with_ids(rows: list[dict[str, Any]], context: dict[str, Any] | None) -> list
     out = []
     for r in rows:
         info = systems.get(r["system"]) or {}
-        out.append({"system": r["system"], "id": str(info.get("id", "")), **{k: v for k, v in r.items() if k != "system"}})
+        out.append(
+            {"system": r["system"], "id": str(info.get("id", "")), **{k: v for k, v in r.items() if k != "system"}}
+        )
     return out
 
 
@@ -165,9 +183,17 @@ def comparison_figures(cmp: Comparison, histories: dict[str, list[dict[str, Any]
     systems = [chart_text(r["system"]) for r in rows]
     bar = go.Figure()
     for m in cmp.metric_names:
-        bar.add_bar(name=m, x=systems, y=[r[m] for r in rows], text=[f"{r[m]:.3f}" for r in rows], textposition="outside")
-    bar.update_layout(barmode="group", title=f"Retrieval quality on {chart_text(cmp.dataset_name)} ({len(rows[0:1] and cmp.results[cmp.baseline].query_ids)} queries)",
-                      yaxis_title="score", yaxis_range=[0, 1.08], legend_title="metric", height=420)
+        bar.add_bar(
+            name=m, x=systems, y=[r[m] for r in rows], text=[f"{r[m]:.3f}" for r in rows], textposition="outside"
+        )
+    bar.update_layout(
+        barmode="group",
+        title=f"Retrieval quality on {chart_text(cmp.dataset_name)} ({len(rows[0:1] and cmp.results[cmp.baseline].query_ids)} queries)",
+        yaxis_title="score",
+        yaxis_range=[0, 1.08],
+        legend_title="metric",
+        height=420,
+    )
     figs["metrics"] = bar
 
     others = [r for r in rows if r["system"] != cmp.baseline]
@@ -177,11 +203,19 @@ def comparison_figures(cmp: Comparison, histories: dict[str, list[dict[str, Any]
             ys = [r[f"delta_{m}"] for r in others]
             lo = [r[f"delta_{m}"] - r[f"ci_low_{m}"] for r in others]
             hi = [r[f"ci_high_{m}"] - r[f"delta_{m}"] for r in others]
-            delta.add_bar(name=m, x=[chart_text(r["system"]) for r in others], y=ys,
-                          error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo))
+            delta.add_bar(
+                name=m,
+                x=[chart_text(r["system"]) for r in others],
+                y=ys,
+                error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo),
+            )
         delta.add_hline(y=0, line_color="black", line_width=1)
-        delta.update_layout(barmode="group", title=f"Change against {chart_text(cmp.baseline)} (95% paired bootstrap CI)",
-                            yaxis_title="Δ score", height=380)
+        delta.update_layout(
+            barmode="group",
+            title=f"Change against {chart_text(cmp.baseline)} (95% paired bootstrap CI)",
+            yaxis_title="Δ score",
+            height=380,
+        )
         figs["deltas"] = delta
 
     if histories:
@@ -189,10 +223,18 @@ def comparison_figures(cmp: Comparison, histories: dict[str, list[dict[str, Any]
         for name, hist in histories.items():
             epochs = [h for h in hist if h.get("type") == "epoch" and h.get("val")]
             if epochs:
-                curves.add_scatter(x=[h["epoch"] for h in epochs], y=[h["val"].get(f"mrr@{cmp.top_k}", h["val"].get("mrr@5")) for h in epochs],
-                                   mode="lines+markers", name=f"{chart_text(name)} val MRR")
-        curves.update_layout(title="Validation MRR by epoch (epoch 0 = untrained identity)", xaxis_title="epoch",
-                             yaxis_title="MRR", height=360)
+                curves.add_scatter(
+                    x=[h["epoch"] for h in epochs],
+                    y=[h["val"].get(f"mrr@{cmp.top_k}", h["val"].get("mrr@5")) for h in epochs],
+                    mode="lines+markers",
+                    name=f"{chart_text(name)} val MRR",
+                )
+        curves.update_layout(
+            title="Validation MRR by epoch (epoch 0 = untrained identity)",
+            xaxis_title="epoch",
+            yaxis_title="MRR",
+            height=360,
+        )
         figs["curves"] = curves
     return figs
 
@@ -237,22 +279,43 @@ def summary_figure(cmp: Comparison, context: dict[str, Any] | None = None):
         return None
     k = cmp.top_k
     fig = go.Figure()
-    for metric, label, color in ((f"hit@{k}", f"hit@{k} (points)", "#16a34a"), (f"mrr@{k}", f"MRR@{k} (\u00d7100)", "#2563eb")):
+    for metric, label, color in (
+        (f"hit@{k}", f"hit@{k} (points)", "#16a34a"),
+        (f"mrr@{k}", f"MRR@{k} (\u00d7100)", "#2563eb"),
+    ):
         sig = [cmp.significance[n][metric] for n in names]
         d = [100 * x["delta"] for x in sig]
         fig.add_bar(
-            name=label, orientation="h", y=[chart_text(_short(n)) for n in names], x=d, marker_color=color,
-            error_x=dict(type="data", symmetric=False, array=[100 * x["ci_high"] - v for x, v in zip(sig, d)],
-                         arrayminus=[v - 100 * x["ci_low"] for x, v in zip(sig, d)], color="#111827", thickness=1.5),
-            text=[f"{v:+.1f}" for v in d], textposition="outside", cliponaxis=False,
+            name=label,
+            orientation="h",
+            y=[chart_text(_short(n)) for n in names],
+            x=d,
+            marker_color=color,
+            error_x=dict(
+                type="data",
+                symmetric=False,
+                array=[100 * x["ci_high"] - v for x, v in zip(sig, d)],
+                arrayminus=[v - 100 * x["ci_low"] for x, v in zip(sig, d)],
+                color="#111827",
+                thickness=1.5,
+            ),
+            text=[f"{v:+.1f}" for v in d],
+            textposition="outside",
+            cliponaxis=False,
             customdata=[[chart_text(n), 100 * x["ci_low"], 100 * x["ci_high"]] for n, x in zip(names, sig)],
-            hovertemplate="%{customdata[0]}<br>" + label + ": %{x:+.1f} (95% CI %{customdata[1]:+.1f} to %{customdata[2]:+.1f})<extra></extra>",
+            hovertemplate="%{customdata[0]}<br>"
+            + label
+            + ": %{x:+.1f} (95% CI %{customdata[1]:+.1f} to %{customdata[2]:+.1f})<extra></extra>",
         )
     fig.add_vline(x=0, line_color="#111827", line_width=1)
     fig.update_layout(
-        barmode="group", title=f"Change against the {chart_text(cmp.baseline)}, with 95% confidence intervals",
-        xaxis_title="change in points (0 = same as the base model)", yaxis=dict(autorange="reversed"),
-        height=170 + 70 * len(names), legend=dict(orientation="h", y=-0.25), margin=dict(l=10, r=30, t=50, b=10),
+        barmode="group",
+        title=f"Change against the {chart_text(cmp.baseline)}, with 95% confidence intervals",
+        xaxis_title="change in points (0 = same as the base model)",
+        yaxis=dict(autorange="reversed"),
+        height=170 + 70 * len(names),
+        legend=dict(orientation="h", y=-0.25),
+        margin=dict(l=10, r=30, t=50, b=10),
     )
     return fig
 
@@ -283,11 +346,20 @@ def _leakage_html(context: dict[str, Any] | None) -> str:
         if rep is None:
             parts.append(f"<p><b>{_esc(who)}</b>: {_esc(entry.get('error') or 'not checked')}</p>")
             continue
-        parts.append(f"<p><b>{_esc(who)}</b>, trained on <b>{_esc(train)}</b> ({rep.n_train} questions): "
-                     f"{_esc(overlap_text(rep))}.</p>")
+        parts.append(
+            f"<p><b>{_esc(who)}</b>, trained on <b>{_esc(train)}</b> ({rep.n_train} questions): "
+            f"{_esc(overlap_text(rep))}.</p>"
+        )
         if rep.examples:
-            parts.append(_table_html([{"evaluation question": e["eval"], "training question": e["train"],
-                                       "cosine": e["cosine"]} for e in rep.examples], css="text"))
+            parts.append(
+                _table_html(
+                    [
+                        {"evaluation question": e["eval"], "training question": e["train"], "cosine": e["cosine"]}
+                        for e in rep.examples
+                    ],
+                    css="text",
+                )
+            )
     return "".join(parts)
 
 
@@ -295,8 +367,14 @@ def _settings_html(context: dict[str, Any] | None) -> str:
     rows = []
     for name, info in ((context or {}).get("systems") or {}).items():
         settings = info.get("settings") or {}
-        rows.append({"system": name, "kind": info.get("kind", ""), "id": info.get("id", ""),
-                     "settings": ", ".join(f"{k}={v}" for k, v in settings.items()) or "\u2014"})
+        rows.append(
+            {
+                "system": name,
+                "kind": info.get("kind", ""),
+                "id": info.get("id", ""),
+                "settings": ", ".join(f"{k}={v}" for k, v in settings.items()) or "\u2014",
+            }
+        )
     return _table_html(rows, css="text") if rows else ""
 
 
@@ -321,7 +399,9 @@ def html_report(
 
     def fig_html(fig) -> str:
         nonlocal js_done
-        out = fig.to_html(full_html=False, include_plotlyjs=False if js_done else "inline", config={"displaylogo": False})
+        out = fig.to_html(
+            full_html=False, include_plotlyjs=False if js_done else "inline", config={"displaylogo": False}
+        )
         js_done = True
         return out
 
@@ -330,27 +410,42 @@ def html_report(
     chart = summary_figure(cmp, context)
     chart_html = fig_html(chart) if chart is not None else ""  # first: it carries plotly.js for the rest
     provenance = system_provenance(cmp, context)
-    main_prov = [p for p in provenance if not (((context or {}).get("systems") or {}).get(p["system"]) or {}).get("checkpoint")]
+    main_prov = [
+        p for p in provenance if not (((context or {}).get("systems") or {}).get(p["system"]) or {}).get("checkpoint")
+    ]
     appendix = []
     m = len([n for n in cmp.results if n != cmp.baseline])
-    appendix.append(_details(
-        "Every metric, p-values and tests",
-        _table_html(metric_detail_rows(cmp, context))
-        + f"<p class='small'>hit@k: a relevant chunk is in the top k. MRR@k: 1/rank of the first relevant chunk within the "
-          f"top k, else 0. nDCG@10 and recall@k as usual. \u0394 is against <b>{_esc(cmp.baseline)}</b>, with a paired "
-          "bootstrap 95% confidence interval over questions. Tests: exact McNemar for hit@k, Wilcoxon signed-rank for the "
-          f"graded metrics. p (Holm): Holm's step-down adjustment over the {m} system(s) compared with the baseline, one "
-          f"family per metric; \u201csignificant\u201d means p (Holm) &lt; {cmp.alpha}.</p>"))
+    appendix.append(
+        _details(
+            "Every metric, p-values and tests",
+            _table_html(metric_detail_rows(cmp, context))
+            + f"<p class='small'>hit@k: a relevant chunk is in the top k. MRR@k: 1/rank of the first relevant chunk within the "
+            f"top k, else 0. nDCG@10 and recall@k as usual. \u0394 is against <b>{_esc(cmp.baseline)}</b>, with a paired "
+            "bootstrap 95% confidence interval over questions. Tests: exact McNemar for hit@k, Wilcoxon signed-rank for the "
+            f"graded metrics. p (Holm): Holm's step-down adjustment over the {m} system(s) compared with the baseline, one "
+            f"family per metric; \u201csignificant\u201d means p (Holm) &lt; {cmp.alpha}.</p>",
+        )
+    )
     ck_rows = checkpoint_rows(cmp, context)
     if ck_rows:
-        appendix.append(_details(f"Checkpoints ({len(ck_rows)}): compared on the evaluation set", _table_html(ck_rows)
-                                 + "<p class='small'>Picking the best checkpoint on the set it is measured on overstates "
-                                   "its gain: confirm the choice on questions it was not picked on.</p>"))
+        appendix.append(
+            _details(
+                f"Checkpoints ({len(ck_rows)}): compared on the evaluation set",
+                _table_html(ck_rows)
+                + "<p class='small'>Picking the best checkpoint on the set it is measured on overstates "
+                "its gain: confirm the choice on questions it was not picked on.</p>",
+            )
+        )
     figs = comparison_figures(cmp, histories) if histories else {}
     if "curves" in figs:
-        appendix.append(_details("Training curves", fig_html(figs["curves"])
-                                 + "<p class='small'>Epoch 0 is the untrained identity (the base model): a curve that "
-                                   "peaks and falls shows over-training.</p>"))
+        appendix.append(
+            _details(
+                "Training curves",
+                fig_html(figs["curves"])
+                + "<p class='small'>Epoch 0 is the untrained identity (the base model): a curve that "
+                "peaks and falls shows over-training.</p>",
+            )
+        )
     leak = _leakage_html(context)
     if leak:
         appendix.append(_details("Leakage check: training sets against the evaluation set", leak))
@@ -394,9 +489,9 @@ details summary {{ cursor: pointer; font-weight: 600; }}
 in percentage points (hit) or MRR units, with its 95% confidence interval. Significant: p &lt; {cmp.alpha} after Holm's adjustment
 for the {m} comparison(s).</p>
 {chart_html}
-{('<h2>Where each adapter comes from</h2>' + _table_html(main_prov, css="text")) if main_prov else ''}
+{("<h2>Where each adapter comes from</h2>" + _table_html(main_prov, css="text")) if main_prov else ""}
 <h2>Appendix</h2>
-{''.join(appendix)}
+{"".join(appendix)}
 </body></html>"""
 
 
@@ -434,8 +529,9 @@ def has_curves(history: list[dict[str, Any]]) -> bool:
     return any(h.get("type") == "step" or (h.get("type") == "epoch" and h.get("val")) for h in history)
 
 
-def training_figure(history: list[dict[str, Any]], top_k: int = 5, title: str | None = None,
-                    max_points: int = MAX_STEP_POINTS):
+def training_figure(
+    history: list[dict[str, Any]], top_k: int = 5, title: str | None = None, max_points: int = MAX_STEP_POINTS
+):
     """Two stacked panels sharing the step axis: training loss on top, validation hit@k and
     MRR@k per epoch below (epoch 0 = the untrained identity, i.e. the base model).
 
@@ -449,19 +545,35 @@ def training_figure(history: list[dict[str, Any]], top_k: int = 5, title: str | 
     # a long run: the per-step loss is thinned to its min/max envelope (the epoch means stay exact)
     step_x, step_y = thin_series([h["step"] for h in steps], [h["loss"] for h in steps], max_points)
     epochs = [h for h in history if h.get("type") == "epoch" and h.get("val")]
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.5, 0.5],
-                        subplot_titles=("Training loss", f"Validation (hit@{top_k}, MRR@{top_k})"))
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        row_heights=[0.5, 0.5],
+        subplot_titles=("Training loss", f"Validation (hit@{top_k}, MRR@{top_k})"),
+    )
     if steps:
         fig.add_scatter(
-            x=step_x, y=step_y, mode="lines", name="loss per step" + (" (min/max per span)" if len(step_x) < len(steps) else ""),
-            line=dict(color="#94a3b8", width=1.2), row=1, col=1,
+            x=step_x,
+            y=step_y,
+            mode="lines",
+            name="loss per step" + (" (min/max per span)" if len(step_x) < len(steps) else ""),
+            line=dict(color="#94a3b8", width=1.2),
+            row=1,
+            col=1,
             hovertemplate="step %{x}<br>loss %{y:.4f}<extra></extra>",
         )
     epoch_train = [h for h in epochs if h.get("train_loss") is not None]
     if epoch_train:
         fig.add_scatter(
-            x=[h["step"] for h in epoch_train], y=[h["train_loss"] for h in epoch_train], mode="lines+markers",
-            name="loss, epoch mean", line=dict(color="#334155", width=2), row=1, col=1,
+            x=[h["step"] for h in epoch_train],
+            y=[h["train_loss"] for h in epoch_train],
+            mode="lines+markers",
+            name="loss, epoch mean",
+            line=dict(color="#334155", width=2),
+            row=1,
+            col=1,
             customdata=[h["epoch"] for h in epoch_train],
             hovertemplate="epoch %{customdata}<br>mean loss %{y:.4f}<extra></extra>",
         )
@@ -469,8 +581,13 @@ def training_figure(history: list[dict[str, Any]], top_k: int = 5, title: str | 
         pts = [h for h in epochs if metric in h["val"]]
         if pts:
             fig.add_scatter(
-                x=[h["step"] for h in pts], y=[h["val"][metric] for h in pts], mode="lines+markers",
-                name=f"val {metric}", line=dict(color=color, width=2), row=2, col=1,
+                x=[h["step"] for h in pts],
+                y=[h["val"][metric] for h in pts],
+                mode="lines+markers",
+                name=f"val {metric}",
+                line=dict(color=color, width=2),
+                row=2,
+                col=1,
                 customdata=[h["epoch"] for h in pts],
                 hovertemplate="epoch %{customdata}<br>" + metric + " %{y:.4f}<extra></extra>",
             )
@@ -479,16 +596,23 @@ def training_figure(history: list[dict[str, Any]], top_k: int = 5, title: str | 
         b = best[-1]
         metric = f"mrr@{top_k}" if f"mrr@{top_k}" in b["val"] else next(iter(b["val"]))
         fig.add_scatter(
-            x=[b["step"]], y=[b["val"][metric]], mode="markers", name=f"best epoch ({b['epoch']})",
+            x=[b["step"]],
+            y=[b["val"][metric]],
+            mode="markers",
+            name=f"best epoch ({b['epoch']})",
             marker=dict(symbol="star", size=16, color="#f59e0b", line=dict(color="#92400e", width=1)),
-            row=2, col=1, hovertemplate=f"best epoch {b['epoch']}<br>{metric} %{{y:.4f}}<extra></extra>",
+            row=2,
+            col=1,
+            hovertemplate=f"best epoch {b['epoch']}<br>{metric} %{{y:.4f}}<extra></extra>",
         )
         fig.add_vline(x=b["step"], line_dash="dot", line_color="#f59e0b")
     fig.update_yaxes(title_text="loss", row=1, col=1)
     fig.update_yaxes(title_text="score", row=2, col=1)
     fig.update_xaxes(title_text="optimizer step", rangemode="tozero", row=2, col=1)
     fig.update_layout(
-        title=None if title is None else chart_text(title), height=520, legend=dict(orientation="h", y=-0.15),
+        title=None if title is None else chart_text(title),
+        height=520,
+        legend=dict(orientation="h", y=-0.15),
         margin=dict(t=60 if title else 30, b=10, l=10, r=10),
         uirevision="training",  # keep the user's zoom while the chart refreshes
     )
@@ -515,19 +639,41 @@ def cv_figure(history: list[dict[str, Any]], top_k: int = 5, title: str | None =
                 continue
             mean = [h[f"{metric} mean"] for h in pts]
             std = [h[f"{metric} std"] for h in pts]
-            fig.add_scatter(x=x + x[::-1], y=[m + s for m, s in zip(mean, std)] + [m - s for m, s in zip(mean, std)][::-1],
-                            fill="toself", fillcolor=band, line=dict(width=0), hoverinfo="skip", showlegend=False)
-            fig.add_scatter(x=x, y=mean, mode="lines+markers", name=f"{metric}, mean of folds{suffix}",
-                            line=dict(color=line, width=2), customdata=std,
-                            hovertemplate="epoch %{x}<br>" + metric + " %{y:.4f} ± %{customdata:.4f}<extra></extra>")
+            fig.add_scatter(
+                x=x + x[::-1],
+                y=[m + s for m, s in zip(mean, std)] + [m - s for m, s in zip(mean, std)][::-1],
+                fill="toself",
+                fillcolor=band,
+                line=dict(width=0),
+                hoverinfo="skip",
+                showlegend=False,
+            )
+            fig.add_scatter(
+                x=x,
+                y=mean,
+                mode="lines+markers",
+                name=f"{metric}, mean of folds{suffix}",
+                line=dict(color=line, width=2),
+                customdata=std,
+                hovertemplate="epoch %{x}<br>" + metric + " %{y:.4f} ± %{customdata:.4f}<extra></extra>",
+            )
     if chosen:
         ep = chosen["epochs"] if chosen["train"] else 0
         pt = next((h for h in points if h["lr"] == chosen["lr"] and h["epoch"] == ep), None)
         if pt and f"mrr@{top_k} mean" in pt:
-            fig.add_scatter(x=[ep], y=[pt[f"mrr@{top_k} mean"]], mode="markers",
-                            name="chosen" + (f" (epoch {ep})" if chosen["train"] else " (identity)"),
-                            marker=dict(symbol="star", size=16, color="#f59e0b", line=dict(color="#92400e", width=1)))
-    fig.update_layout(title=chart_text(title) if title else "Cross-validated estimate (mean across folds, band = ±1 std)", height=340,
-                      xaxis_title="epoch (0 = untrained identity)", yaxis_title="validation score",
-                      legend=dict(orientation="h", y=-0.25), margin=dict(t=50, b=10, l=10, r=10))
+            fig.add_scatter(
+                x=[ep],
+                y=[pt[f"mrr@{top_k} mean"]],
+                mode="markers",
+                name="chosen" + (f" (epoch {ep})" if chosen["train"] else " (identity)"),
+                marker=dict(symbol="star", size=16, color="#f59e0b", line=dict(color="#92400e", width=1)),
+            )
+    fig.update_layout(
+        title=chart_text(title) if title else "Cross-validated estimate (mean across folds, band = ±1 std)",
+        height=340,
+        xaxis_title="epoch (0 = untrained identity)",
+        yaxis_title="validation score",
+        legend=dict(orientation="h", y=-0.25),
+        margin=dict(t=50, b=10, l=10, r=10),
+    )
     return fig

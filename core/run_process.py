@@ -43,9 +43,16 @@ def child_command(ws: Workspace, run_id: str) -> list[str]:
     return [sys.executable, "-m", "core.run_process", "--workspace", str(ws.root), "--run", run_id]
 
 
-def train_in_child(ws: Workspace, run_id: str, *, job_id: str | None = None, cancel: threading.Event | None = None,
-                   api_key: str | None = None, allow_custom_code: bool = False,
-                   on_start=None) -> dict[str, Any]:
+def train_in_child(
+    ws: Workspace,
+    run_id: str,
+    *,
+    job_id: str | None = None,
+    cancel: threading.Event | None = None,
+    api_key: str | None = None,
+    allow_custom_code: bool = False,
+    on_start=None,
+) -> dict[str, Any]:
     """Train ``run_id`` in a child process and wait for it; returns the run's result summary.
 
     ``cancel`` (set from any thread) asks the child to stop after its current step. Raises
@@ -55,12 +62,23 @@ def train_in_child(ws: Workspace, run_id: str, *, job_id: str | None = None, can
     """
     from .runs import get_run, mark_run_interrupted, request_cancel
 
-    payload = {"api_key": api_key, "allow_custom_code": bool(allow_custom_code), "job_id": job_id,
-               "sys_path": [p for p in sys.path if p and Path(p).is_dir()]}
+    payload = {
+        "api_key": api_key,
+        "allow_custom_code": bool(allow_custom_code),
+        "job_id": job_id,
+        "sys_path": [p for p in sys.path if p and Path(p).is_dir()],
+    }
     log_path = ws.run_dir(run_id) / LOG_NAME
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(child_command(ws, run_id), stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=os.getcwd(), start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            child_command(ws, run_id),
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=os.getcwd(),
+            start_new_session=True,
+            close_fds=True,
+        )
     try:
         proc.stdin.write(json.dumps(payload).encode())
         proc.stdin.close()
@@ -80,10 +98,14 @@ def train_in_child(ws: Workspace, run_id: str, *, job_id: str | None = None, can
         return {"run_id": run_id, **(run.get("result") or {})}
     if status == "failed":
         raise RuntimeError(run.get("error") or "the training run failed")
-    how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}")
+    how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
     tail = _log_tail(log_path)
-    mark_run_interrupted(ws, run_id, f"the training process stopped ({how}) before the run ended"
-                         + (f": {tail}" if tail and proc.returncode > 0 else ""))
+    mark_run_interrupted(
+        ws,
+        run_id,
+        f"the training process stopped ({how}) before the run ended"
+        + (f": {tail}" if tail and proc.returncode > 0 else ""),
+    )
     raise ChildDied(f"the training process stopped ({how}); checkpoints saved so far are kept")
 
 
@@ -98,8 +120,10 @@ def _log_tail(path: Path, n: int = 400) -> str:
 def _child_main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m core.run_process", description="train one workspace run "
-                                     "(started by the dashboard; reads secrets as JSON on stdin)")
+    parser = argparse.ArgumentParser(
+        prog="python -m core.run_process",
+        description="train one workspace run (started by the dashboard; reads secrets as JSON on stdin)",
+    )
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--run", required=True)
     args = parser.parse_args(argv)
@@ -120,8 +144,14 @@ def _child_main(argv: list[str] | None = None) -> int:
         ctx = JobContext(payload["job_id"], ws, cancel_event=cancel)
         progress = ctx.progress
     try:
-        execute_run(ws, args.run, cancel=cancel, progress=progress, api_key=payload.get("api_key"),
-                    allow_custom_code=bool(payload.get("allow_custom_code")))
+        execute_run(
+            ws,
+            args.run,
+            cancel=cancel,
+            progress=progress,
+            api_key=payload.get("api_key"),
+            allow_custom_code=bool(payload.get("allow_custom_code")),
+        )
     except Exception as exc:
         run = get_run(ws, args.run)
         if run is not None and run["status"] in ACTIVE:  # failed before the run started recording

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import io
 import json
-from contextlib import contextmanager
 import threading
 import time
 import zipfile
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .datasets import QADataset
 from .embedders import resolve_embedder
@@ -121,9 +122,18 @@ def create_finetune_run(
     if not (dataset_id or dataset_path):
         raise ValueError("a fine-tune run needs a dataset: dataset_id (workspace) or dataset_path (file)")
     opts = {k: v for k, v in (embedder_options or {}).items() if k in ("query_prefix", "passage_prefix") and v}
-    return _register(ws, {"kind": "finetune", "config": config.to_dict(), "dataset_id": dataset_id,
-                          "dataset_path": dataset_path, "embedder": embedder, "embedder_options": opts},
-                     name or f"full fine-tune · lr {config.lr:g} · {config.epochs} ep")
+    return _register(
+        ws,
+        {
+            "kind": "finetune",
+            "config": config.to_dict(),
+            "dataset_id": dataset_id,
+            "dataset_path": dataset_path,
+            "embedder": embedder,
+            "embedder_options": opts,
+        },
+        name or f"full fine-tune · lr {config.lr:g} · {config.epochs} ep",
+    )
 
 
 def _register(ws: Workspace, request: dict[str, Any], label: str) -> str:
@@ -161,8 +171,13 @@ def _set_status(ws: Workspace, run_id: str, status: str, result: dict | None = N
     with ws.db() as con:
         con.execute(
             "UPDATE runs SET status=?, result=COALESCE(?, result), error=?, updated_at=? WHERE id=?",
-            (status, json.dumps(result) if result is not None else None, None if error is None else scrub(error),
-             time.time(), run_id),
+            (
+                status,
+                json.dumps(result) if result is not None else None,
+                None if error is None else scrub(error),
+                time.time(),
+                run_id,
+            ),
         )
 
 
@@ -195,8 +210,9 @@ def request_cancel(ws: Workspace, run_id: str) -> bool:
 
 
 @contextmanager
-def _recording(ws: Workspace, run_id: str, callback: Callable[[dict[str, Any]], None] | None,
-               cancel: threading.Event | None = None):
+def _recording(
+    ws: Workspace, run_id: str, callback: Callable[[dict[str, Any]], None] | None, cancel: threading.Event | None = None
+):
     """Mark the run running, stream its events to ``history.jsonl`` (and ``callback``), beat its
     heartbeat while the body runs, and mark it failed if the body raises. Yields the event sink.
 
@@ -221,6 +237,7 @@ def _recording(ws: Workspace, run_id: str, callback: Callable[[dict[str, Any]], 
 
     threading.Thread(target=heartbeat, name=f"adapterlab-run-{run_id}", daemon=True).start()
     with open(hist_path, "a", buffering=1, encoding="utf-8") as fh:
+
         def on_event(event: dict[str, Any]) -> None:
             fh.write(json.dumps(event) + "\n")
             if callback:
@@ -257,8 +274,9 @@ def execute_run(
     request = json.loads((d / "run.json").read_text())
     cancel = cancel if cancel is not None else threading.Event()  # the ``cancel`` file sets it too
     if run_kind(request) == "finetune":
-        return _execute_finetune(ws, run_id, request, cancel=cancel, progress=progress, callback=callback,
-                                 out_dir=out_dir)
+        return _execute_finetune(
+            ws, run_id, request, cancel=cancel, progress=progress, callback=callback, out_dir=out_dir
+        )
     config = TrainConfig.from_dict(request["config"])
     with _recording(ws, run_id, callback, cancel) as on_event:
         train_ds = _load_ds(ws, request.get("dataset_id"), request.get("dataset_path"))
@@ -268,17 +286,34 @@ def execute_run(
         eval_ds = _load_ds(ws, request.get("eval_dataset_id"), request.get("eval_dataset_path"))
         negatives = workspace_chunks(ws) if request.get("corpus_negatives", True) else None
         result = train(
-            train_ds, embedder, config, out_dir=d / "adapter", val_dataset=val_ds,
-            callback=on_event, cancel=cancel, progress=progress, negatives=negatives,
+            train_ds,
+            embedder,
+            config,
+            out_dir=d / "adapter",
+            val_dataset=val_ds,
+            callback=on_event,
+            cancel=cancel,
+            progress=progress,
+            negatives=negatives,
             allow_custom_code=allow_custom_code,
-            target_chunks=set(eval_ds.corpus) & {c for ids in eval_ds.relevant_docs.values() for c in ids} if eval_ds else None,
+            target_chunks=set(eval_ds.corpus) & {c for ids in eval_ds.relevant_docs.values() for c in ids}
+            if eval_ds
+            else None,
         )
     summary = result.summary()
     if out_dir is not None:
         from .adapters import save_adapter
 
-        save_adapter(result.adapter, out_dir, embedder=embedder.identity, config=config.to_dict(),
-                     best_epoch=result.best_epoch, best_val=result.best_metrics, base_val=result.base_metrics, run_id=run_id)
+        save_adapter(
+            result.adapter,
+            out_dir,
+            embedder=embedder.identity,
+            config=config.to_dict(),
+            best_epoch=result.best_epoch,
+            best_val=result.best_metrics,
+            base_val=result.base_metrics,
+            run_id=run_id,
+        )
         summary["exported_to"] = str(out_dir)
     _set_status(ws, run_id, Status.CANCELLED if result.cancelled else Status.DONE, result=summary)
     return result
@@ -299,11 +334,22 @@ def _execute_finetune(ws: Workspace, run_id: str, request: dict[str, Any], *, ca
         train_ds = _load_ds(ws, request.get("dataset_id"), request.get("dataset_path"))
         opts = request.get("embedder_options") or {}
         result = finetune(
-            train_ds, request.get("embedder") or "default", model_dir(ws, run_id),
-            epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed, loss=config.loss,
-            warmup_ratio=config.warmup_ratio, device=config.device, query_prefix=opts.get("query_prefix", ""),
-            passage_prefix=opts.get("passage_prefix", ""), corpus_size=workspace_chunk_count(ws) or None,
-            progress=progress, cancel=cancel, callback=on_event,
+            train_ds,
+            request.get("embedder") or "default",
+            model_dir(ws, run_id),
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            seed=config.seed,
+            loss=config.loss,
+            warmup_ratio=config.warmup_ratio,
+            device=config.device,
+            query_prefix=opts.get("query_prefix", ""),
+            passage_prefix=opts.get("passage_prefix", ""),
+            corpus_size=workspace_chunk_count(ws) or None,
+            progress=progress,
+            cancel=cancel,
+            callback=on_event,
         )
     summary = result.summary()
     if out_dir is not None and result.out_dir is not None:
@@ -405,14 +451,22 @@ def run_owner(ws: Workspace, run_id: str) -> str | None:
         return None
 
 
-def mark_run_interrupted(ws: Workspace, run_id: str, reason: str = "the server stopped while this run was in progress") -> bool:
+def mark_run_interrupted(
+    ws: Workspace, run_id: str, reason: str = "the server stopped while this run was in progress"
+) -> bool:
     """Mark one active run ``interrupted`` (naming its last checkpoint); False if it had already ended."""
     ckpts = run_checkpoints(ws, run_id)
     with ws.db() as con:
         cur = con.execute(
             f"UPDATE runs SET status=?, result=?, error=?, updated_at=? WHERE id=? AND status IN ({','.join('?' * len(ACTIVE))})",
-            (Status.INTERRUPTED.value, json.dumps({"last_checkpoint": str(ckpts[-1]) if ckpts else None}),
-             scrub(reason), time.time(), run_id, *ACTIVE),
+            (
+                Status.INTERRUPTED.value,
+                json.dumps({"last_checkpoint": str(ckpts[-1]) if ckpts else None}),
+                scrub(reason),
+                time.time(),
+                run_id,
+                *ACTIVE,
+            ),
         )
         return cur.rowcount > 0
 
@@ -429,7 +483,9 @@ def mark_interrupted(ws: Workspace, run_ids_alive: set[str] | None = None) -> in
     for r in ws.query("SELECT id, status, updated_at FROM runs WHERE status IN ('queued','running')"):
         owner = run_owner(ws, r["id"]) if r["status"] == Status.RUNNING else None
         if (owner is not None and owner_dead(owner)) or (r["id"] not in alive and r["updated_at"] < cutoff):
-            n += mark_run_interrupted(ws, r["id"], "the process training this run stopped (server restart, crash or kill)")
+            n += mark_run_interrupted(
+                ws, r["id"], "the process training this run stopped (server restart, crash or kill)"
+            )
     return n
 
 

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -105,14 +106,21 @@ class CVResult:
         return asdict(self)
 
     def summary_line(self) -> str:
-        what = (f"train {self.epochs} epoch(s) at lr {self.lr:g}" if self.train
-                else "keep the untrained identity (training did not help out of fold)")
-        return (f"{self.folds}-fold cross-validation ({self.design}: {self.design_reason}): "
-                f"gain {100 * self.gain:+.2f} ± {100 * self.gain_se:.2f} pt (mean of hit@{self.top_k} and MRR@{self.top_k}) -> {what}")
+        what = (
+            f"train {self.epochs} epoch(s) at lr {self.lr:g}"
+            if self.train
+            else "keep the untrained identity (training did not help out of fold)"
+        )
+        return (
+            f"{self.folds}-fold cross-validation ({self.design}: {self.design_reason}): "
+            f"gain {100 * self.gain:+.2f} ± {100 * self.gain_se:.2f} pt (mean of hit@{self.top_k} and MRR@{self.top_k}) -> {what}"
+        )
 
 
-RULE = ("train only when the best candidate's pooled out-of-fold gain in (hit@k + MRR@k)/2 over the "
-        "untrained identity is above zero; otherwise keep the identity")
+RULE = (
+    "train only when the best candidate's pooled out-of-fold gain in (hit@k + MRR@k)/2 over the "
+    "untrained identity is above zero; otherwise keep the identity"
+)
 
 
 def pooled_gain(fold_scores: Sequence[np.ndarray], fold_base: Sequence[np.ndarray]) -> tuple[float, float]:

@@ -86,8 +86,9 @@ def base_sentence(cmp, context: dict[str, Any] | None = None) -> str:
     hit = cmp.results[cmp.baseline].metrics[f"hit@{k}"]
     model = _ctx(context).get("base_model")
     who = f"the base model alone ({model})" if model else cmp.baseline
-    return (f"With {who}, the right passage is in the top {k} for {_pct(hit)} of the "
-            f"{cmp.n_queries} evaluation questions.")
+    return (
+        f"With {who}, the right passage is in the top {k} for {_pct(hit)} of the {cmp.n_queries} evaluation questions."
+    )
 
 
 def _reports_for(context: dict[str, Any] | None, name: str) -> list[LeakageReport]:
@@ -120,8 +121,10 @@ def system_sentence(cmp, name: str, context: dict[str, Any] | None = None) -> st
         change = f"down from {_pct(b)}: {-more} fewer of {n} questions"
     else:
         change = f"the same as the base model: no net change over {n} questions"
-    text = (f"With {name}, the right passage is in the top {k} for {_pct(a)} of questions, {change} "
-            f"(95% CI {_int(lo)} to {_int(hi)}); {_significance_word(cmp, name, hit_m)}.")
+    text = (
+        f"With {name}, the right passage is in the top {k} for {_pct(a)} of questions, {change} "
+        f"(95% CI {_int(lo)} to {_int(hi)}); {_significance_word(cmp, name, hit_m)}."
+    )
     hit_sig, mrr_sig = cmp.significant(name, hit_m), cmp.significant(name, mrr_m)
     d_hit = cmp.significance[name][hit_m]["delta"]
     d_mrr = cmp.significance[name][mrr_m]["delta"]
@@ -156,8 +159,10 @@ def _delta_cell(sig: dict[str, float] | None, points: bool) -> str:
     if not sig:
         return "\u2014"
     if points:
-        return (f"{_signed(sig['delta'] * 100, '.1f')} pt ({_signed(sig['ci_low'] * 100, '.1f')} to "
-                f"{_signed(sig['ci_high'] * 100, '.1f')})")
+        return (
+            f"{_signed(sig['delta'] * 100, '.1f')} pt ({_signed(sig['ci_low'] * 100, '.1f')} to "
+            f"{_signed(sig['ci_high'] * 100, '.1f')})"
+        )
     return f"{_signed(sig['delta'], '.3f')} ({_signed(sig['ci_low'], '.3f')} to {_signed(sig['ci_high'], '.3f')})"
 
 
@@ -167,14 +172,16 @@ def _rows(cmp, names: list[str]) -> list[dict[str, Any]]:
     for name in names:
         res = cmp.results[name].metrics
         sig = cmp.significance.get(name, {})
-        out.append({
-            "system": name,
-            f"hit@{k}": _pct(res[f"hit@{k}"]),
-            f"MRR@{k}": f"{res[f'mrr@{k}']:.3f}",
-            f"Δ hit@{k} (95% CI)": _delta_cell(sig.get(f"hit@{k}"), points=True),
-            f"Δ MRR@{k} (95% CI)": _delta_cell(sig.get(f"mrr@{k}"), points=False),
-            "significant": significance_label(cmp, name),
-        })
+        out.append(
+            {
+                "system": name,
+                f"hit@{k}": _pct(res[f"hit@{k}"]),
+                f"MRR@{k}": f"{res[f'mrr@{k}']:.3f}",
+                f"Δ hit@{k} (95% CI)": _delta_cell(sig.get(f"hit@{k}"), points=True),
+                f"Δ MRR@{k} (95% CI)": _delta_cell(sig.get(f"mrr@{k}"), points=False),
+                "significant": significance_label(cmp, name),
+            }
+        )
     return out
 
 
@@ -191,8 +198,9 @@ def checkpoint_rows(cmp, context: dict[str, Any] | None = None) -> list[dict[str
         metric = f"mrr@{cmp.top_k}"
         best = max(names, key=lambda n: cmp.results[n].metrics[metric])
         for r in rows:
-            r["note"] = ("best here: picked on the evaluation set, so its gain is overstated"
-                         if r["system"] == best else "")
+            r["note"] = (
+                "best here: picked on the evaluation set, so its gain is overstated" if r["system"] == best else ""
+            )
             r["id"] = _info(context, r["system"]).get("id", "")
     return rows
 
@@ -220,17 +228,25 @@ def settings_text(settings: dict[str, Any] | None) -> str:
 
 
 def leakage_entries(context: dict[str, Any] | None) -> list[tuple[dict[str, Any], LeakageReport | None]]:
-    return [(e, LeakageReport.from_dict(e["report"]) if e.get("report") else None)
-            for e in _ctx(context).get("leakage") or []]
+    return [
+        (e, LeakageReport.from_dict(e["report"]) if e.get("report") else None)
+        for e in _ctx(context).get("leakage") or []
+    ]
 
 
 def overlap_text(rep: LeakageReport | None) -> str:
     if rep is None:
         return "overlap not checked"
     c = rep.counts()
-    near = f"{c['near_duplicate']} near-identical (cosine \u2265 {rep.threshold:g})" if rep.threshold else "near-identical not checked"
-    return (f"{c['identical']} identical and {near} questions; {c['shared_chunks']} shared chunks "
-            f"({c['on_shared_chunks']} of {rep.n_eval} evaluation questions ask about a trained chunk)")
+    near = (
+        f"{c['near_duplicate']} near-identical (cosine \u2265 {rep.threshold:g})"
+        if rep.threshold
+        else "near-identical not checked"
+    )
+    return (
+        f"{c['identical']} identical and {near} questions; {c['shared_chunks']} shared chunks "
+        f"({c['on_shared_chunks']} of {rep.n_eval} evaluation questions ask about a trained chunk)"
+    )
 
 
 def system_provenance(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
@@ -251,15 +267,18 @@ def system_provenance(cmp, context: dict[str, Any] | None = None) -> list[dict[s
             trained = f"{train.get('name')}" + (f" ({n_train} questions)" if n_train else "")
         else:
             trained = "not an adapter" if info.get("kind") in ("api", "base") else "unknown (no training set recorded)"
-        out.append({
-            "system": name,
-            "id": str(info.get("id", "")),
-            "trained on": trained,
-            "overlap with the evaluation set": (entry.get("error") or overlap_text(rep)) if train else "",
-            "settings": settings_text(info.get("settings")),
-            "best epoch chosen on": ("this evaluation set (optimistic)" if info.get("picked_on_eval")
-                                     else info.get("validation") or ""),
-        })
+        out.append(
+            {
+                "system": name,
+                "id": str(info.get("id", "")),
+                "trained on": trained,
+                "overlap with the evaluation set": (entry.get("error") or overlap_text(rep)) if train else "",
+                "settings": settings_text(info.get("settings")),
+                "best epoch chosen on": (
+                    "this evaluation set (optimistic)" if info.get("picked_on_eval") else info.get("validation") or ""
+                ),
+            }
+        )
     return out
 
 
@@ -279,13 +298,20 @@ def provenance_items(cmp, context: dict[str, Any] | None = None) -> list[tuple[s
         items.append(("Documents covered", ", ".join(ev["documents"]) or "unknown (no document information)"))
     if ctx.get("excluded"):
         ex = ctx["excluded"]
-        items.append(("Excluded", f"{ex['n']} leaked question(s) of {ex['of']}: results are on the other {ex['of'] - ex['n']}"))
+        items.append(
+            ("Excluded", f"{ex['n']} leaked question(s) of {ex['of']}: results are on the other {ex['of'] - ex['n']}")
+        )
     if ctx.get("base_model"):
         items.append(("Base model", ctx["base_model"]))
     if ctx.get("created_at"):
         items.append(("Date", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ctx["created_at"]))))
-    items.append(("Measure", f"k = {cmp.top_k}: hit@{cmp.top_k} = the right passage is among the first {cmp.top_k} "
-                             "results; MRR = 1 / its rank (0 beyond k)"))
+    items.append(
+        (
+            "Measure",
+            f"k = {cmp.top_k}: hit@{cmp.top_k} = the right passage is among the first {cmp.top_k} "
+            "results; MRR = 1 / its rank (0 beyond k)",
+        )
+    )
     return items
 
 
@@ -298,41 +324,90 @@ def caveats(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
         train = (entry.get("train_set") or {}).get("name", "its training set")
         if rep is None:
             if entry.get("error"):
-                out.append({"level": "info", "text": f"{who}: {entry['error']}; its overlap with the evaluation set is unknown."})
+                out.append(
+                    {
+                        "level": "info",
+                        "text": f"{who}: {entry['error']}; its overlap with the evaluation set is unknown.",
+                    }
+                )
             continue
         dup = len(rep.duplicated)
         if rep.severity == "high":
-            out.append({"level": "error", "text": (
-                f"{who}: {dup} of {rep.n_eval} evaluation questions ({rep.duplicate_share:.0%}) are identical or "
-                f"near-identical to questions in its training set \u201c{train}\u201d. These numbers do not measure "
-                "generalisation: they re-test what the adapter was trained on. Exclude the leaked questions or "
-                "evaluate on questions it never saw.")})
+            out.append(
+                {
+                    "level": "error",
+                    "text": (
+                        f"{who}: {dup} of {rep.n_eval} evaluation questions ({rep.duplicate_share:.0%}) are identical or "
+                        f"near-identical to questions in its training set \u201c{train}\u201d. These numbers do not measure "
+                        "generalisation: they re-test what the adapter was trained on. Exclude the leaked questions or "
+                        "evaluate on questions it never saw."
+                    ),
+                }
+            )
         elif dup:
-            out.append({"level": "warning", "text": (
-                f"{who}: {dup} evaluation question(s) are identical or near-identical to training questions in "
-                f"\u201c{train}\u201d. Exclude them to be safe.")})
+            out.append(
+                {
+                    "level": "warning",
+                    "text": (
+                        f"{who}: {dup} evaluation question(s) are identical or near-identical to training questions in "
+                        f"\u201c{train}\u201d. Exclude them to be safe."
+                    ),
+                }
+            )
         if rep.chunk_share >= CHUNK_SHARE_NOTE:
-            out.append({"level": "warning", "text": (
-                f"{who}: {len(rep.on_shared_chunks)} of {rep.n_eval} evaluation questions ask about passages it "
-                f"trained on (\u201c{train}\u201d). This measures new questions about known passages, not new documents.")})
+            out.append(
+                {
+                    "level": "warning",
+                    "text": (
+                        f"{who}: {len(rep.on_shared_chunks)} of {rep.n_eval} evaluation questions ask about passages it "
+                        f"trained on (\u201c{train}\u201d). This measures new questions about known passages, not new documents."
+                    ),
+                }
+            )
     picked = [n for n in cmp.results if _info(ctx, n).get("picked_on_eval") and not is_checkpoint(cmp, n, ctx)]
     if picked:
-        out.append({"level": "warning", "text": (
-            f"{', '.join(picked)} chose its best epoch on this same evaluation set, so its number is optimistic: "
-            "evaluate on a set it never saw before training.")})
+        out.append(
+            {
+                "level": "warning",
+                "text": (
+                    f"{', '.join(picked)} chose its best epoch on this same evaluation set, so its number is optimistic: "
+                    "evaluate on a set it never saw before training."
+                ),
+            }
+        )
     cks = checkpoint_systems(cmp, ctx)
     if cks:
         m = len([n for n in cmp.results if n != cmp.baseline])
-        out.append({"level": "warning", "text": (
-            f"{len(cks)} checkpoint(s) were compared on this evaluation set. Choosing the best one here overstates "
-            f"its gain: confirm the choice on another set. Significance is Holm-adjusted for the {m} comparisons.")})
+        out.append(
+            {
+                "level": "warning",
+                "text": (
+                    f"{len(cks)} checkpoint(s) were compared on this evaluation set. Choosing the best one here overstates "
+                    f"its gain: confirm the choice on another set. Significance is Holm-adjusted for the {m} comparisons."
+                ),
+            }
+        )
     sources = (ctx.get("eval_set") or {}).get("sources") or {}
     if sources.get("offline"):
         out.append({"level": "warning", "text": pseudo_query_caveat(sources["offline"], sum(sources.values()))})
     if ctx.get("excluded", {}).get("n"):
         ex = ctx["excluded"]
-        what = "duplicated questions" if ex["mode"] == "questions" else "duplicated questions and questions about trained passages"
-        out.append({"level": "info", "text": f"{ex['n']} leaked question(s) ({what}) were excluded: the numbers are on the other {ex['of'] - ex['n']}."})
+        what = (
+            "duplicated questions"
+            if ex["mode"] == "questions"
+            else "duplicated questions and questions about trained passages"
+        )
+        out.append(
+            {
+                "level": "info",
+                "text": f"{ex['n']} leaked question(s) ({what}) were excluded: the numbers are on the other {ex['of'] - ex['n']}.",
+            }
+        )
     if sources and set(sources) == {"unknown"}:
-        out.append({"level": "info", "text": "Where the evaluation questions come from is unknown (a dataset file made outside this workspace)."})
+        out.append(
+            {
+                "level": "info",
+                "text": "Where the evaluation questions come from is unknown (a dataset file made outside this workspace).",
+            }
+        )
     return out

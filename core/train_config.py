@@ -44,66 +44,124 @@ class TrainConfig:
     noisier than a fixed rate (bench/README.md).
     """
 
-    adapter: str = field(default="linear", metadata=_help(
-        "Which adapter to train on top of the frozen embedder: linear, two-layer, low-rank, a registered name or "
-        "pkg.mod:Class."))
-    adapter_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_help(
-        "Constructor overrides, e.g. hidden_features or bias."))
-    loss: str = field(default=Loss.CORPUS_SOFTMAX.value, metadata=_help(
-        "corpus_softmax: softmax over the whole training corpus (AdapterLab); in_batch: LlamaIndex's loss."))
-    epochs: int = field(default=12, metadata=_help(
-        "Passes over the training questions (with cross-validation: the most epochs it may choose)."))
-    batch_size: int = field(default=32, metadata=_help(
-        "Questions per optimizer step (siblings of one chunk never share a batch)."))
-    lr: float | None = field(default=None, metadata=_help(
-        "Learning rate (default 3e-4 linear, 5e-4 two-layer, 1e-3 low-rank)."))
+    adapter: str = field(
+        default="linear",
+        metadata=_help(
+            "Which adapter to train on top of the frozen embedder: linear, two-layer, low-rank, a registered name or "
+            "pkg.mod:Class."
+        ),
+    )
+    adapter_kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata=_help("Constructor overrides, e.g. hidden_features or bias.")
+    )
+    loss: str = field(
+        default=Loss.CORPUS_SOFTMAX.value,
+        metadata=_help(
+            "corpus_softmax: softmax over the whole training corpus (AdapterLab); in_batch: LlamaIndex's loss."
+        ),
+    )
+    epochs: int = field(
+        default=12,
+        metadata=_help("Passes over the training questions (with cross-validation: the most epochs it may choose)."),
+    )
+    batch_size: int = field(
+        default=32, metadata=_help("Questions per optimizer step (siblings of one chunk never share a batch).")
+    )
+    lr: float | None = field(
+        default=None, metadata=_help("Learning rate (default 3e-4 linear, 5e-4 two-layer, 1e-3 low-rank).")
+    )
     optimizer: str = field(default="adamw", metadata=_help("adamw, adam or sgd."))
     weight_decay: float = field(default=0.0, metadata=_help("L2 penalty on the adapter weights (AdamW style)."))
     warmup_ratio: float = field(default=0.1, metadata=_help("Share of steps with a linear learning-rate warm-up."))
-    temperature: float = field(default=0.05, metadata=_help(
-        "Softmax temperature on cosine similarities (LlamaIndex's scale 20 = 0.05)."))
+    temperature: float = field(
+        default=0.05, metadata=_help("Softmax temperature on cosine similarities (LlamaIndex's scale 20 = 0.05).")
+    )
     seed: int = field(default=0, metadata=_help("Makes the split, the shuffling and the initialisation repeatable."))
     device: str = field(default="auto", metadata=_help("auto (cuda, mps, cpu) or a torch device string."))
-    lr_grid: list[float] = field(default_factory=list, metadata=_help(
-        "Learning rates cross-validation may choose from (empty = just lr)."))
-    selection: str = field(default="cv", metadata=_help(
-        "cv: k-fold cross-validation picks the epochs, then a refit on all questions; holdout: one validation "
-        "split, best epoch kept; none: train all epochs."))
-    cv_folds: int = field(default=5, metadata=_help(
-        "Folds of the cross-validation (each training question is validated once)."))
-    cv_design: str = field(default="auto", metadata=_help(
-        "auto: from the evaluation set; questions: new questions about the same chunks; chunks: new documents."))
-    unlabelled_negatives: bool = field(default=False, metadata=_help(
-        "Also use chunks without training questions (every ingested chunk) as negatives. Off by default: measured "
-        "on new-document and chunk-split protocols, it pushes queries away from the chunks later questions ask about."))
-    average_refits: int = field(default=1, metadata=_help(
-        "After cross-validation: refit this many times (same start, other batch orders) and average the weights "
-        "(1 = one refit)."))
-    sample_negatives_above: int = field(default=10_000, metadata=_help(
-        "corpus_softmax on a corpus of more chunks than this: each step scores the batch's chunks, 32 mined hard "
-        "negatives per question and 4,096 random chunks instead of every chunk (0 = never sample)."))
-    false_negative_threshold: float = field(default=0.95, metadata=_help(
-        "Chunks this similar (cosine) to a question's own chunk are never its negatives (0 = off)."))
-    hard_negatives: int = field(default=0, metadata=_help(
-        "in_batch loss only: add this many negatives mined from the base model's ranking per question."))
-    filter_questions: bool = field(default=False, metadata=_help(
-        "Drop questions that cannot work as search queries ('the passage', no question mark, copies of the chunk)."))
-    val_fraction: float = field(default=0.15, metadata=_help(
-        "holdout selection: share of training chunks held out when no validation set is chosen."))
+    lr_grid: list[float] = field(
+        default_factory=list, metadata=_help("Learning rates cross-validation may choose from (empty = just lr).")
+    )
+    selection: str = field(
+        default="cv",
+        metadata=_help(
+            "cv: k-fold cross-validation picks the epochs, then a refit on all questions; holdout: one validation "
+            "split, best epoch kept; none: train all epochs."
+        ),
+    )
+    cv_folds: int = field(
+        default=5, metadata=_help("Folds of the cross-validation (each training question is validated once).")
+    )
+    cv_design: str = field(
+        default="auto",
+        metadata=_help(
+            "auto: from the evaluation set; questions: new questions about the same chunks; chunks: new documents."
+        ),
+    )
+    unlabelled_negatives: bool = field(
+        default=False,
+        metadata=_help(
+            "Also use chunks without training questions (every ingested chunk) as negatives. Off by default: measured "
+            "on new-document and chunk-split protocols, it pushes queries away from the chunks later questions ask about."
+        ),
+    )
+    average_refits: int = field(
+        default=1,
+        metadata=_help(
+            "After cross-validation: refit this many times (same start, other batch orders) and average the weights "
+            "(1 = one refit)."
+        ),
+    )
+    sample_negatives_above: int = field(
+        default=10_000,
+        metadata=_help(
+            "corpus_softmax on a corpus of more chunks than this: each step scores the batch's chunks, 32 mined hard "
+            "negatives per question and 4,096 random chunks instead of every chunk (0 = never sample)."
+        ),
+    )
+    false_negative_threshold: float = field(
+        default=0.95,
+        metadata=_help("Chunks this similar (cosine) to a question's own chunk are never its negatives (0 = off)."),
+    )
+    hard_negatives: int = field(
+        default=0,
+        metadata=_help("in_batch loss only: add this many negatives mined from the base model's ranking per question."),
+    )
+    filter_questions: bool = field(
+        default=False,
+        metadata=_help(
+            "Drop questions that cannot work as search queries ('the passage', no question mark, copies of the chunk)."
+        ),
+    )
+    val_fraction: float = field(
+        default=0.15,
+        metadata=_help("holdout selection: share of training chunks held out when no validation set is chosen."),
+    )
     select_metric: str = field(default="mrr", metadata=_help("Validation metric that picks the best epoch."))
     top_k: int = field(default=5, metadata=_help("k of the validation metrics (hit@k, MRR@k)."))
-    checkpoint_every: int = field(default=0, metadata=_help(
-        "Save a checkpoint every N optimizer steps (0 = at each epoch end)."))
-    keep_best: bool = field(default=True, metadata=_help(
-        "Keep the best validated state (the untrained identity included), never worse than base."))
+    checkpoint_every: int = field(
+        default=0, metadata=_help("Save a checkpoint every N optimizer steps (0 = at each epoch end).")
+    )
+    keep_best: bool = field(
+        default=True,
+        metadata=_help("Keep the best validated state (the untrained identity included), never worse than base."),
+    )
     patience: int = field(default=0, metadata=_help("Stop after this many epochs without validation gain (0 = never)."))
 
     @classmethod
-    def llamaindex_defaults(cls, adapter: str = "linear", epochs: int = 4) -> "TrainConfig":
+    def llamaindex_defaults(cls, adapter: str = "linear", epochs: int = 4) -> TrainConfig:
         """LlamaIndex's engine settings: AdamW lr 2e-5, batch 10, in-batch loss, scale 20, no selection."""
         return cls(
-            adapter=adapter, loss=Loss.IN_BATCH.value, epochs=epochs, batch_size=10, lr=2e-5, optimizer="adamw",
-            warmup_ratio=0.1, temperature=0.05, val_fraction=0.0, keep_best=False, selection="none",
+            adapter=adapter,
+            loss=Loss.IN_BATCH.value,
+            epochs=epochs,
+            batch_size=10,
+            lr=2e-5,
+            optimizer="adamw",
+            warmup_ratio=0.1,
+            temperature=0.05,
+            val_fraction=0.0,
+            keep_best=False,
+            selection="none",
             false_negative_threshold=0.0,
         )
 
@@ -151,14 +209,16 @@ class TrainConfig:
         if self.hard_negatives < 0:
             raise TrainingError("hard_negatives must be >= 0")
         if not isinstance(self.adapter_kwargs, dict) or "allow_custom_code" in self.adapter_kwargs:
-            raise TrainingError("adapter_kwargs must be a JSON object of constructor arguments "
-                                "(allow_custom_code is not one: it is the user's own choice)")
+            raise TrainingError(
+                "adapter_kwargs must be a JSON object of constructor arguments "
+                "(allow_custom_code is not one: it is the user's own choice)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:

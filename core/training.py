@@ -31,23 +31,23 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import adapters as adapters_mod
+from . import selection as sel
 from .datasets import QADataset
 from .embedders import pick_device
 from .evaluation import EmbeddedDataset, embed_dataset, rank_embeddings
-from . import selection as sel
 from .losses import LOSSES, Loss, LossBatch
 from .optim import OPTIMIZERS  # torch's update rules without importing torch._dynamo (see core.optim)
-from .train_config import (DEFAULT_LR, FALLBACK_LR, FIELD_HELP, OPTIMIZER_NAMES, SELECTIONS, TrainConfig,  # noqa: F401
-                           TrainingError)
+from .train_config import DEFAULT_LR, FALLBACK_LR, FIELD_HELP, OPTIMIZER_NAMES, SELECTIONS, TrainConfig, TrainingError  # noqa: F401
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -172,18 +172,22 @@ class _Problem:
     def negatives_note(self) -> str:
         m = self.corpus.shape[0]
         if self.sampled:
-            return (f"sampled: in-batch + {self.hard.shape[1]} mined hard negatives per question + "
-                    f"{min(SAMPLED_RANDOM, m)} random chunks per step, of {m} chunks")
+            return (
+                f"sampled: in-batch + {self.hard.shape[1]} mined hard negatives per question + "
+                f"{min(SAMPLED_RANDOM, m)} random chunks per step, of {m} chunks"
+            )
         return f"every chunk ({m})"
 
 
-def _near_duplicates(corpus: torch.Tensor, rows: list[int], threshold: float, block: int = 2048) -> dict[int, list[int]]:
+def _near_duplicates(
+    corpus: torch.Tensor, rows: list[int], threshold: float, block: int = 2048
+) -> dict[int, list[int]]:
     """For each corpus row in ``rows``: the other rows with cosine >= threshold (false negatives)."""
     out: dict[int, list[int]] = {}
     if threshold <= 0:
         return {r: [] for r in rows}
     for i in range(0, len(rows), block):
-        part = rows[i:i + block]
+        part = rows[i : i + block]
         sims = corpus[part] @ corpus.T
         for j, r in enumerate(part):
             hits = torch.nonzero(sims[j] >= threshold).flatten().tolist()
@@ -206,16 +210,28 @@ def _build_problem(emb: EmbeddedDataset, ds: QADataset, qids: list[str], config:
         # (never the target itself, should a dataset list it twice: its logit would become -inf)
         ex = sorted((set(rel) | set(dups[t])) - {t})
         excluded.append(torch.tensor(ex, dtype=torch.long, device=device))
-    sampled = (config.loss == Loss.CORPUS_SOFTMAX and config.sample_negatives_above > 0
-               and corpus.shape[0] > config.sample_negatives_above)
+    sampled = (
+        config.loss == Loss.CORPUS_SOFTMAX
+        and config.sample_negatives_above > 0
+        and corpus.shape[0] > config.sample_negatives_above
+    )
     n_hard = SAMPLED_HARD if sampled else (config.hard_negatives if config.loss == Loss.IN_BATCH else 0)
     hard = _mine_hard(qv, corpus, targets, excluded, n_hard) if n_hard else None
-    return _Problem(qv, torch.tensor(targets, dtype=torch.long, device=device), corpus, excluded, relevant, hard,
-                    emb.corpus_vecs, sampled)
+    return _Problem(
+        qv,
+        torch.tensor(targets, dtype=torch.long, device=device),
+        corpus,
+        excluded,
+        relevant,
+        hard,
+        emb.corpus_vecs,
+        sampled,
+    )
 
 
-def _mine_hard(qv: torch.Tensor, corpus: torch.Tensor, targets: list[int], excluded: list[torch.Tensor], k: int,
-               block: int = 1024) -> torch.Tensor | None:
+def _mine_hard(
+    qv: torch.Tensor, corpus: torch.Tensor, targets: list[int], excluded: list[torch.Tensor], k: int, block: int = 1024
+) -> torch.Tensor | None:
     """Per question, the ``k`` chunks the base model ranks highest that are neither its own chunk
     nor one of its excluded rows (computed in blocks of questions, so memory stays bounded)."""
     k = min(k, corpus.shape[0] - 1)
@@ -225,7 +241,7 @@ def _mine_hard(qv: torch.Tensor, corpus: torch.Tensor, targets: list[int], exclu
     with torch.no_grad():
         qn = F.normalize(qv, dim=-1)
         for start in range(0, qn.shape[0], block):
-            scores = qn[start:start + block] @ corpus.T
+            scores = qn[start : start + block] @ corpus.T
             for r in range(scores.shape[0]):
                 i = start + r
                 scores[r, targets[i]] = float("-inf")
@@ -243,18 +259,22 @@ def _loss(adapter, prob: _Problem, batch: list[int], config: TrainConfig) -> tor
     candidates = None
     if prob.sampled:  # random chunks drawn from torch's generator, which _fit seeds
         candidates = torch.randperm(m, device=device)[:SAMPLED_RANDOM]
-    return LOSSES[config.loss](LossBatch(
-        queries=F.normalize(adapter(prob.query_vecs[idx]), dim=-1),
-        targets=prob.targets[idx],
-        corpus=prob.corpus,
-        excluded=[prob.excluded[i] for i in batch],
-        temperature=config.temperature,
-        hard=None if prob.hard is None else prob.hard[idx],
-        candidates=candidates,
-    ))
+    return LOSSES[config.loss](
+        LossBatch(
+            queries=F.normalize(adapter(prob.query_vecs[idx]), dim=-1),
+            targets=prob.targets[idx],
+            corpus=prob.corpus,
+            excluded=[prob.excluded[i] for i in batch],
+            temperature=config.temperature,
+            hard=None if prob.hard is None else prob.hard[idx],
+            candidates=candidates,
+        )
+    )
 
 
-def _metrics(adapter, query_vecs: torch.Tensor, corpus_np: np.ndarray, relevant: list[list[int]], top_k: int) -> dict[str, np.ndarray]:
+def _metrics(
+    adapter, query_vecs: torch.Tensor, corpus_np: np.ndarray, relevant: list[list[int]], top_k: int
+) -> dict[str, np.ndarray]:
     """Per-question metrics of ``adapter`` (the same ranking rules as :mod:`core.evaluation`)."""
     was_training = adapter.training
     adapter.eval()
@@ -270,10 +290,19 @@ def _means(per_query: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def _fit(
-    prob: _Problem, rows: list[int], config: TrainConfig, lr: float, epochs: int, seed: int, dim: int,
-    *, on_epoch: Callable[[int, int, torch.nn.Module, list[float]], bool | None] | None = None,
-    on_step: Callable[[int, int, float, float], None] | None = None, cancel: threading.Event | None = None,
-    allow_custom_code: bool = False, shuffle_seed: int | None = None,
+    prob: _Problem,
+    rows: list[int],
+    config: TrainConfig,
+    lr: float,
+    epochs: int,
+    seed: int,
+    dim: int,
+    *,
+    on_epoch: Callable[[int, int, torch.nn.Module, list[float]], bool | None] | None = None,
+    on_step: Callable[[int, int, float, float], None] | None = None,
+    cancel: threading.Event | None = None,
+    allow_custom_code: bool = False,
+    shuffle_seed: int | None = None,
 ) -> tuple[torch.nn.Module, bool]:
     """Train a fresh identity-initialised adapter on ``rows`` of ``prob`` for ``epochs``.
 
@@ -284,8 +313,9 @@ def _fit(
     """
     torch.manual_seed(seed)
     rng = random.Random(seed if shuffle_seed is None else shuffle_seed)
-    adapter = adapters_mod.build_adapter(config.adapter, dim, allow_custom_code=allow_custom_code,
-                                         **config.adapter_kwargs).to(prob.corpus.device)
+    adapter = adapters_mod.build_adapter(
+        config.adapter, dim, allow_custom_code=allow_custom_code, **config.adapter_kwargs
+    ).to(prob.corpus.device)
     opt_kwargs: dict[str, Any] = {"lr": lr}
     if config.optimizer != "sgd" or config.weight_decay:
         opt_kwargs["weight_decay"] = config.weight_decay
@@ -317,14 +347,33 @@ def _fit(
     return adapter, False
 
 
-def _average_refits(adapter, prob: _Problem, rows: list[int], config: TrainConfig, lr: float, epochs: int, dim: int,
-                    cancel: threading.Event | None, allow_custom_code: bool) -> dict[str, torch.Tensor]:
+def _average_refits(
+    adapter,
+    prob: _Problem,
+    rows: list[int],
+    config: TrainConfig,
+    lr: float,
+    epochs: int,
+    dim: int,
+    cancel: threading.Event | None,
+    allow_custom_code: bool,
+) -> dict[str, torch.Tensor]:
     """The mean of ``adapter``'s weights and those of ``config.average_refits - 1`` more refits that
     start from the same initial weights and see the batches in other orders."""
     states = [adapter.state_dict()]
     for j in range(1, config.average_refits):
-        other, cancelled = _fit(prob, rows, config, lr, epochs, config.seed, dim, cancel=cancel,
-                                allow_custom_code=allow_custom_code, shuffle_seed=config.seed + 7919 * j)
+        other, cancelled = _fit(
+            prob,
+            rows,
+            config,
+            lr,
+            epochs,
+            config.seed,
+            dim,
+            cancel=cancel,
+            allow_custom_code=allow_custom_code,
+            shuffle_seed=config.seed + 7919 * j,
+        )
         if cancelled:
             break
         states.append(other.state_dict())
@@ -349,9 +398,15 @@ def _with_negatives(ds: QADataset, negatives: dict[str, str] | None) -> QADatase
 
 
 def cross_validate(
-    prob: _Problem, config: TrainConfig, dim: int, design: str, design_reason: str,
-    record: Callable[[dict[str, Any]], None] | None = None, cancel: threading.Event | None = None,
-    progress: Callable[[int, int, str], None] | None = None, allow_custom_code: bool = False,
+    prob: _Problem,
+    config: TrainConfig,
+    dim: int,
+    design: str,
+    design_reason: str,
+    record: Callable[[dict[str, Any]], None] | None = None,
+    cancel: threading.Event | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+    allow_custom_code: bool = False,
 ) -> sel.CVResult:
     """k-fold cross-validation over (lr in the grid) x (epochs 0..config.epochs); see :mod:`core.selection`."""
     t0 = time.time()
@@ -382,12 +437,24 @@ def cross_validate(
                 else:
                     done += 1
                     if progress:
-                        progress(done, total, f"cross-validation: lr {lr:g}, fold {f_i + 1}/{len(folds)}, epoch {epoch}")
+                        progress(
+                            done, total, f"cross-validation: lr {lr:g}, fold {f_i + 1}/{len(folds)}, epoch {epoch}"
+                        )
                 per_epoch.setdefault(epoch, []).append((score, _means(pq)))
                 return bool(cancel is not None and cancel.is_set())
 
-            _fit(prob, rows, config, lr, config.epochs, config.seed + f_i, dim, on_epoch=on_epoch, cancel=cancel,
-                 allow_custom_code=allow_custom_code)
+            _fit(
+                prob,
+                rows,
+                config,
+                lr,
+                config.epochs,
+                config.seed + f_i,
+                dim,
+                on_epoch=on_epoch,
+                cancel=cancel,
+                allow_custom_code=allow_custom_code,
+            )
             if cancel is not None and cancel.is_set():
                 raise TrainingCancelled("cancelled during cross-validation")
         curve = []
@@ -402,8 +469,9 @@ def cross_validate(
                 record({"type": "cv", "lr": lr, **point})
         curves[f"{lr:g}"] = curve
     (lr, epochs), gain, se, train_it = sel.choose(gains)
-    return sel.CVResult(design, design_reason, len(folds), k, lr, epochs, gain, se, train_it, sel.RULE, curves,
-                        time.time() - t0)
+    return sel.CVResult(
+        design, design_reason, len(folds), k, lr, epochs, gain, se, train_it, sel.RULE, curves, time.time() - t0
+    )
 
 
 def train(
@@ -460,7 +528,12 @@ def train(
 
         train_dataset, dropped = filter_dataset(train_dataset)
         filtered_out = len(dropped)
-        record({"type": "phase", "message": f"question filter: dropped {filtered_out} question(s) that cannot work as search queries"})
+        record(
+            {
+                "type": "phase",
+                "message": f"question filter: dropped {filtered_out} question(s) that cannot work as search queries",
+            }
+        )
     if not train_dataset.queries:
         raise TrainingError("no training questions: generate or import questions first")
 
@@ -483,9 +556,11 @@ def train(
     record({"type": "phase", "message": f"negatives: {prob.negatives_note()}"})
     qpos = {q: i for i, q in enumerate(emb.query_ids)}
     rows = [qpos[q] for q in train_q]
-    adapters_mod.check_adapter_fits(adapters_mod.build_adapter(config.adapter, dim, allow_custom_code=allow_custom_code,
-                                                              **config.adapter_kwargs), dim,
-                                    where=f"adapter {config.adapter}")
+    adapters_mod.check_adapter_fits(
+        adapters_mod.build_adapter(config.adapter, dim, allow_custom_code=allow_custom_code, **config.adapter_kwargs),
+        dim,
+        where=f"adapter {config.adapter}",
+    )
 
     # holdout validation data (explicit set, or the split's questions over the training corpus)
     if val_dataset is not None:
@@ -509,13 +584,24 @@ def train(
             design, reason = config.cv_design, "chosen by the user"
         if design == "questions" and len({full.relevant_docs[q][0] for q in train_q}) == len(train_q):
             # nothing to hold out while keeping a sibling in training: the folds test new chunks
-            reason += ("; but every chunk has one training question, so each held-out question's chunk has none "
-                       "left in training and the estimate is that of new documents (conservative: it tends to "
-                       "choose fewer epochs than new questions on these chunks would bear)")
+            reason += (
+                "; but every chunk has one training question, so each held-out question's chunk has none "
+                "left in training and the estimate is that of new documents (conservative: it tends to "
+                "choose fewer epochs than new questions on these chunks would bear)"
+            )
         record({"type": "phase", "message": f"{config.cv_folds}-fold cross-validation ({design})"})
         try:
-            cv = cross_validate(prob, config, dim, design, reason, record=record, cancel=cancel, progress=progress,
-                                allow_custom_code=allow_custom_code)
+            cv = cross_validate(
+                prob,
+                config,
+                dim,
+                design,
+                reason,
+                record=record,
+                cancel=cancel,
+                progress=progress,
+                allow_custom_code=allow_custom_code,
+            )
         except TrainingCancelled:
             cancelled = True
         if cv is not None:
@@ -528,8 +614,14 @@ def train(
     ckpt_root = Path(checkpoint_dir) if checkpoint_dir else (out_dir / "checkpoints" if out_dir else None)
     checkpoints: list[str] = []
     meta = {"embedder": getattr(embedder, "identity", "?"), "config": config.to_dict()}
-    state: dict[str, Any] = {"best_epoch": 0, "best_metrics": None, "base_metrics": None, "best_score": None,
-                             "best_state": None, "stale": 0}
+    state: dict[str, Any] = {
+        "best_epoch": 0,
+        "best_metrics": None,
+        "base_metrics": None,
+        "best_score": None,
+        "best_state": None,
+        "stale": 0,
+    }
     steps_per_epoch = math.ceil(len(rows) / config.batch_size)
 
     def save_ckpt(adapter, step: int) -> None:
@@ -553,8 +645,14 @@ def train(
         if not adapter_ref:
             adapter_ref.append(adapter)
         snapshot = {k2: v2.detach().clone() for k2, v2 in adapter.state_dict().items()}
-        event = {"type": "epoch", "epoch": epoch, "step": step,
-                 "train_loss": float(np.mean(losses)) if losses else None, "val": None, "best": False}
+        event = {
+            "type": "epoch",
+            "epoch": epoch,
+            "step": step,
+            "train_loss": float(np.mean(losses)) if losses else None,
+            "val": None,
+            "best": False,
+        }
         if epoch and not config.checkpoint_every:
             save_ckpt(adapter, step)
         if val is not None and n_val:
@@ -580,26 +678,55 @@ def train(
 
     if not cancelled:
         if cv is not None:
-            record({"type": "phase", "message": (f"refit on all {len(rows)} questions: {epochs} epoch(s) at lr {lr:g}"
-                                                 if epochs else "keeping the untrained identity")})
-        adapter, cancelled = _fit(prob, rows, config, lr, epochs, config.seed, dim, on_epoch=on_epoch,
-                                  on_step=on_step, cancel=cancel, allow_custom_code=allow_custom_code)
+            record(
+                {
+                    "type": "phase",
+                    "message": (
+                        f"refit on all {len(rows)} questions: {epochs} epoch(s) at lr {lr:g}"
+                        if epochs
+                        else "keeping the untrained identity"
+                    ),
+                }
+            )
+        adapter, cancelled = _fit(
+            prob,
+            rows,
+            config,
+            lr,
+            epochs,
+            config.seed,
+            dim,
+            on_epoch=on_epoch,
+            on_step=on_step,
+            cancel=cancel,
+            allow_custom_code=allow_custom_code,
+        )
     else:
-        adapter = adapters_mod.build_adapter(config.adapter, dim, allow_custom_code=allow_custom_code,
-                                             **config.adapter_kwargs).to(device)
+        adapter = adapters_mod.build_adapter(
+            config.adapter, dim, allow_custom_code=allow_custom_code, **config.adapter_kwargs
+        ).to(device)
     if state["best_state"] is not None and (config.keep_best or cancelled or selection != "holdout"):
         adapter.load_state_dict(state["best_state"])
     if config.average_refits > 1 and cv is not None and epochs and not cancelled:
         averaged = _average_refits(adapter, prob, rows, config, lr, epochs, dim, cancel, allow_custom_code)
         adapter.load_state_dict(averaged)
-        record({"type": "phase", "message": f"weights averaged over {config.average_refits} refits (same start, "
-                                            "different batch orders)"})
+        record(
+            {
+                "type": "phase",
+                "message": f"weights averaged over {config.average_refits} refits (same start, different batch orders)",
+            }
+        )
     adapter.eval()
     best_epoch = state["best_epoch"]
     if out_dir is not None:
         adapters_mod.save_adapter(
-            adapter, out_dir, best_epoch=best_epoch, best_val=state["best_metrics"], base_val=state["base_metrics"],
-            selection=cv.to_dict() if cv else None, **meta,
+            adapter,
+            out_dir,
+            best_epoch=best_epoch,
+            best_val=state["best_metrics"],
+            base_val=state["base_metrics"],
+            selection=cv.to_dict() if cv else None,
+            **meta,
         )
     return TrainResult(
         adapter=adapter.cpu(),

@@ -100,7 +100,9 @@ class EmbeddingCache:
             self._maps[(shard, dim)] = arr
             return arr
 
-    def _locate(self, con: sqlite3.Connection, model: str, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _locate(
+        self, con: sqlite3.Connection, model: str, keys: Sequence[bytes]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For each key: position in ``keys``, shard id, row (only the keys that are stored)."""
         pos_of: dict[bytes, list[int]] = {}
         for i, k in enumerate(keys):
@@ -128,7 +130,9 @@ class EmbeddingCache:
             con.execute("DELETE FROM wanted")
         return np.asarray(pos, dtype=np.int64), np.asarray(shard, dtype=np.int64), np.asarray(row, dtype=np.int64)
 
-    def get_matrix(self, model: str, keys: Sequence[bytes], dim: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+    def get_matrix(
+        self, model: str, keys: Sequence[bytes], dim: int | None = None
+    ) -> tuple[np.ndarray | None, np.ndarray]:
         """``(matrix, have)``: row i holds the vector of ``keys[i]`` when ``have[i]``, zeros otherwise.
 
         The matrix is a fresh float32 array of ``(len(keys), dim)``; ``dim`` defaults to the stored
@@ -138,7 +142,10 @@ class EmbeddingCache:
         con = self._connect()
         try:
             con.execute("BEGIN")  # one snapshot for the index and the shard lengths
-            shards = {s: (d, r, f) for s, d, r, f in con.execute("SELECT id, dim, rows, file FROM shards WHERE model=?", (model,))}
+            shards = {
+                s: (d, r, f)
+                for s, d, r, f in con.execute("SELECT id, dim, rows, file FROM shards WHERE model=?", (model,))
+            }
             if shards:
                 pos, shard, row = self._locate(con, model, keys)
             con.execute("COMMIT")
@@ -149,7 +156,9 @@ class EmbeddingCache:
         dims = {d for d, _, _ in shards.values()}
         stored = dims.pop() if len(dims) == 1 else None
         if stored is None:
-            raise ValueError(f"the cache holds vectors of several dimensions for {model!r}: delete {self.shard_dir} to rebuild it")
+            raise ValueError(
+                f"the cache holds vectors of several dimensions for {model!r}: delete {self.shard_dir} to rebuild it"
+            )
         if dim is not None and dim != stored:
             raise ValueError(f"asked for {dim}-d vectors but the cache holds {stored}-d ones for {model!r}")
         out = np.zeros((len(keys), stored), dtype=np.float32)
@@ -202,7 +211,9 @@ class EmbeddingCache:
     def _append(self, con: sqlite3.Connection, model: str, keys: list[bytes], vecs: np.ndarray, dim: int) -> None:
         other = con.execute("SELECT dim FROM shards WHERE model=? AND dim<>? LIMIT 1", (model, dim)).fetchone()
         if other:
-            raise ValueError(f"the cache holds {other[0]}-d vectors for {model!r}, not {dim}-d: one identity, one dimension")
+            raise ValueError(
+                f"the cache holds {other[0]}-d vectors for {model!r}, not {dim}-d: one identity, one dimension"
+            )
         done = 0
         while done < len(keys):
             cur = con.execute(
@@ -213,7 +224,9 @@ class EmbeddingCache:
                 tag = hashlib.sha256(model.encode("utf-8")).hexdigest()[:12]
                 sid = con.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM shards").fetchone()[0]
                 cur = (sid, 0, f"{tag}-{sid:05d}.f32")
-                con.execute("INSERT INTO shards(id, model, dim, rows, file) VALUES (?, ?, ?, 0, ?)", (sid, model, dim, cur[2]))
+                con.execute(
+                    "INSERT INTO shards(id, model, dim, rows, file) VALUES (?, ?, ?, 0, ?)", (sid, model, dim, cur[2])
+                )
             sid, rows, file = cur
             take = min(len(keys) - done, cap - rows)
             block = vecs[done : done + take]
@@ -258,11 +271,18 @@ class EmbeddingCache:
                     ).fetchall()
                     dim = int(dims[0][0])
                     if len(dims) > 1:  # one identity, one dimension: keep the majority, they are re-embedded if needed
-                        log.warning("cache: %s held vectors of dimensions %s; kept the %d-d ones", model, [d for d, _ in dims], dim)
+                        log.warning(
+                            "cache: %s held vectors of dimensions %s; kept the %d-d ones",
+                            model,
+                            [d for d, _ in dims],
+                            dim,
+                        )
                     cur = con.execute("SELECT key, vec FROM vectors WHERE model=? AND dim=?", (model, dim))
                     while batch := cur.fetchmany(_MIGRATE_BATCH):
                         keys = [bytes(k) for k, _ in batch]
-                        vecs = np.frombuffer(b"".join(bytes(v[: dim * 4]) for _, v in batch), dtype="<f4").reshape(-1, dim)
+                        vecs = np.frombuffer(b"".join(bytes(v[: dim * 4]) for _, v in batch), dtype="<f4").reshape(
+                            -1, dim
+                        )
                         self._append(con, model, keys, vecs, dim)
                 con.execute("DROP TABLE vectors")
                 con.execute("COMMIT")

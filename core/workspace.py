@@ -27,8 +27,9 @@ import tempfile
 import time
 import unicodedata
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ENV_VAR = "ADAPTERLAB_WORKSPACE"
 DEFAULT_DIR = "workspace"
@@ -252,8 +253,7 @@ class Workspace:
     def set_setting(self, key: str, value: Any) -> None:
         with self.db() as con:
             con.execute(
-                "INSERT INTO settings(key, value) VALUES(?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                "INSERT INTO settings(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                 (key, json.dumps(value)),
             )
 

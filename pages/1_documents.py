@@ -2,7 +2,14 @@
 
 import streamlit as st
 
-from core.documents import ChunkSettings, DEFAULT_MAX_BYTES, delete_document, list_chunks, list_documents, saved_chunk_settings
+from core.documents import (
+    DEFAULT_MAX_BYTES,
+    ChunkSettings,
+    delete_document,
+    list_chunks,
+    list_documents,
+    saved_chunk_settings,
+)
 from core.launch import start_ingest, start_rechunk
 from ui import state, widgets
 from ui.helpers import chunk_label, chunk_rows, document_rows, ingest_rows, md_escape
@@ -18,8 +25,11 @@ docs = list_documents(ws)
 m = st.columns(4)
 m[0].metric("Documents", counts["documents"])
 m[1].metric("Chunks", counts["chunks"])
-m[2].metric("Truncated chunks", sum(d["n_truncated"] for d in docs),
-            help="Chunks longer than the embedder's input limit (it would cut them). Lower the chunk size if many.")
+m[2].metric(
+    "Truncated chunks",
+    sum(d["n_truncated"] for d in docs),
+    help="Chunks longer than the embedder's input limit (it would cut them). Lower the chunk size if many.",
+)
 m[3].metric("Files with errors", counts["bad_documents"])
 
 
@@ -47,39 +57,65 @@ busy = widgets.any_active("ingest")
 settings = saved_chunk_settings(ws)
 with st.container(border=True):
     files = st.file_uploader(
-        "PDF files", type=["pdf"], accept_multiple_files=True, key=uploader_key,
+        "PDF files",
+        type=["pdf"],
+        accept_multiple_files=True,
+        key=uploader_key,
         help=f"Up to {DEFAULT_MAX_BYTES // (1024 * 1024)} MB per file. Scanned (image-only), encrypted or "
-             "damaged files are reported in words; the other files of the same upload still go in.",
+        "damaged files are reported in words; the other files of the same upload still go in.",
     )
 
     with st.expander("Chunking settings", icon=":material/tune:"):
         saved = ws.get_setting("chunk_settings") or {}
-        st.caption("Sizes are in tokens of the base embedder. **Auto** fits each chunk to the embedder's input "
-                   "limit (its max sequence length minus room for special tokens) with about 12% overlap.")
+        st.caption(
+            "Sizes are in tokens of the base embedder. **Auto** fits each chunk to the embedder's input "
+            "limit (its max sequence length minus room for special tokens) with about 12% overlap."
+        )
         if saved.get("resolved_chunk_size"):
-            st.caption(f"Last used: {saved['resolved_chunk_size']} tokens per chunk, "
-                       f"{saved['resolved_chunk_overlap']} overlap (embedder limit: "
-                       f"{saved.get('max_seq_length') or 'unknown'} tokens).")
+            st.caption(
+                f"Last used: {saved['resolved_chunk_size']} tokens per chunk, "
+                f"{saved['resolved_chunk_overlap']} overlap (embedder limit: "
+                f"{saved.get('max_seq_length') or 'unknown'} tokens)."
+            )
         auto = st.toggle("Auto (fit the embedder)", value=settings.chunk_size == 0, key="chunk_auto")
         c1, c2 = st.columns(2)
-        size = c1.number_input("Chunk size (tokens)", min_value=16, max_value=8192, step=16,
-                               value=settings.chunk_size or int(saved.get("resolved_chunk_size") or 240),
-                               disabled=auto, key="chunk_size")
-        overlap = c2.number_input("Overlap (tokens)", min_value=0, max_value=4096, step=4,
-                                  value=max(settings.chunk_overlap, 0) if settings.chunk_size else
-                                  int(saved.get("resolved_chunk_overlap") or 29),
-                                  disabled=auto, key="chunk_overlap")
+        size = c1.number_input(
+            "Chunk size (tokens)",
+            min_value=16,
+            max_value=8192,
+            step=16,
+            value=settings.chunk_size or int(saved.get("resolved_chunk_size") or 240),
+            disabled=auto,
+            key="chunk_size",
+        )
+        overlap = c2.number_input(
+            "Overlap (tokens)",
+            min_value=0,
+            max_value=4096,
+            step=4,
+            value=max(settings.chunk_overlap, 0)
+            if settings.chunk_size
+            else int(saved.get("resolved_chunk_overlap") or 29),
+            disabled=auto,
+            key="chunk_overlap",
+        )
         try:
             new_settings = ChunkSettings() if auto else ChunkSettings(int(size), int(overlap))
         except ValueError as exc:
             st.error(md_escape(exc))
             new_settings = None
         widgets.embedder_picker("doc_embedder")
-        st.caption("These settings apply to the next upload. **Re-chunk** rebuilds the chunks of every document "
-                   "from its stored pages (no PDF is parsed again). Questions about chunks whose text changes no "
-                   "longer match a chunk: generate questions again afterwards.")
-        if st.button("Re-chunk all documents", key="rechunk_start", icon=":material/refresh:",
-                     disabled=new_settings is None or busy or not docs):
+        st.caption(
+            "These settings apply to the next upload. **Re-chunk** rebuilds the chunks of every document "
+            "from its stored pages (no PDF is parsed again). Questions about chunks whose text changes no "
+            "longer match a chunk: generate questions again afterwards."
+        )
+        if st.button(
+            "Re-chunk all documents",
+            key="rechunk_start",
+            icon=":material/refresh:",
+            disabled=new_settings is None or busy or not docs,
+        ):
             try:
                 start_rechunk(jm, ws, new_settings, embedder=state.base_embedder())
             except ValueError as exc:
@@ -87,11 +123,17 @@ with st.container(border=True):
             else:
                 st.rerun()
 
-    if st.button(f"Ingest {len(files or [])} file(s)", key="ingest_start", type="primary",
-                 disabled=not files or busy or new_settings is None, icon=":material/upload_file:"):
+    if st.button(
+        f"Ingest {len(files or [])} file(s)",
+        key="ingest_start",
+        type="primary",
+        disabled=not files or busy or new_settings is None,
+        icon=":material/upload_file:",
+    ):
         try:
-            start_ingest(jm, ws, [(f.name, f.getvalue()) for f in files], embedder=state.base_embedder(),
-                         settings=new_settings)
+            start_ingest(
+                jm, ws, [(f.name, f.getvalue()) for f in files], embedder=state.base_embedder(), settings=new_settings
+            )
         except ValueError as exc:
             st.error(md_escape(exc))
         else:
@@ -106,8 +148,10 @@ with st.container(border=True):
 # documents and chunks
 # ------------------------------------------------------------------------------------------------
 if not docs:
-    widgets.empty_state("Upload PDFs first: drop one or more files above and press **Ingest**. "
-                        "Try a 10-K report, a manual or any text PDF.")
+    widgets.empty_state(
+        "Upload PDFs first: drop one or more files above and press **Ingest**. "
+        "Try a 10-K report, a manual or any text PDF."
+    )
     st.stop()
 
 st.subheader("Documents in the workspace")
@@ -138,12 +182,20 @@ if ok_docs:
             chunks = chunks[:LIMIT]
         else:
             st.caption(f"{len(chunks)} matching chunk(s). Select a row to read it in full.")
-        event = st.dataframe(chunk_rows(chunks), hide_index=True, width="stretch", on_select="rerun",
-                             selection_mode="single-row", key="chunk_table")
+        event = st.dataframe(
+            chunk_rows(chunks),
+            hide_index=True,
+            width="stretch",
+            on_select="rerun",
+            selection_mode="single-row",
+            key="chunk_table",
+        )
         rows = (event.selection.rows if event is not None and hasattr(event, "selection") else []) or [0]
         chunk = chunks[min(rows[0], len(chunks) - 1)]
         with st.container(border=True):
-            st.markdown(f"**{md_escape(chunk_label(chunk))}** · {chunk['n_tokens']} tokens"
-                        + (" · :material/warning: longer than the embedder's limit (truncated)" if chunk["truncated"] else ""))
+            st.markdown(
+                f"**{md_escape(chunk_label(chunk))}** · {chunk['n_tokens']} tokens"
+                + (" · :material/warning: longer than the embedder's limit (truncated)" if chunk["truncated"] else "")
+            )
             st.text(chunk["text"])
     widgets.next_step("Generate questions about these chunks: they become the training pairs.", "questions")

@@ -5,17 +5,36 @@ import os
 
 import streamlit as st
 
-from core.datasets import (DatasetError, build_dataset, delete_dataset, import_dataset, list_datasets, load_dataset,
-                           save_dataset, split_dataset)
+from core.datasets import (
+    DatasetError,
+    build_dataset,
+    delete_dataset,
+    import_dataset,
+    list_datasets,
+    load_dataset,
+    save_dataset,
+    split_dataset,
+)
 from core.documents import list_documents
-from core.generators import (DEFAULT_PROMPT_TEMPLATE, OFFLINE_LIMITS, LLMGenerator, estimate_generation,
-                             validate_prompt_template)
-from core.llm import ENV_BASE_URL, LLMSettings, key_status
-from core.real_queries import import_real_queries, save_real_queries
-from core.questions import (dedupe_workspace_questions, delete_questions, list_questions, pending_chunks,
-                            question_source_counts, update_question)
+from core.generators import (
+    DEFAULT_PROMPT_TEMPLATE,
+    OFFLINE_LIMITS,
+    LLMGenerator,
+    estimate_generation,
+    validate_prompt_template,
+)
 from core.launch import start_generation
+from core.llm import ENV_BASE_URL, LLMSettings, key_status
 from core.pseudo_queries import DEFAULT_OFFLINE_METHOD, OFFLINE_METHOD_HELP, OFFLINE_METHODS
+from core.questions import (
+    dedupe_workspace_questions,
+    delete_questions,
+    list_questions,
+    pending_chunks,
+    question_source_counts,
+    update_question,
+)
+from core.real_queries import import_real_queries, save_real_queries
 from core.workspace import safe_display_name
 from ui import state, widgets
 from ui.helpers import dataset_label, dataset_rows, editor_changes, md_escape, question_frame
@@ -30,8 +49,12 @@ widgets.show_flash()
 counts = ws.counts()
 no_chunks = counts["chunks"] == 0
 if no_chunks:
-    widgets.empty_state("Upload PDFs first: questions are generated from the chunks of your documents. "
-                        "(You can still import a LlamaIndex dataset below.)", "documents", "Go to Documents to upload PDFs")
+    widgets.empty_state(
+        "Upload PDFs first: questions are generated from the chunks of your documents. "
+        "(You can still import a LlamaIndex dataset below.)",
+        "documents",
+        "Go to Documents to upload PDFs",
+    )
 
 m = st.columns(4)
 m[0].metric("Questions", counts["questions"])
@@ -71,22 +94,44 @@ def show_generation_result(job: dict) -> None:
     r = job.get("result") or {}
     if "questions_added" not in r:
         return
-    st.success(f"Last generation ({md_escape(job['title'])}): {r['questions_added']} question(s) added for "
-               f"{r['chunks_done_now']} chunk(s); {r['chunks_done_before']} of {r['chunks_total']} chunk(s) "
-               "were already done with these settings and were skipped.")
+    st.success(
+        f"Last generation ({md_escape(job['title'])}): {r['questions_added']} question(s) added for "
+        f"{r['chunks_done_now']} chunk(s); {r['chunks_done_before']} of {r['chunks_total']} chunk(s) "
+        "were already done with these settings and were skipped."
+    )
     if r.get("failures"):
-        st.warning(f"{len(r['failures'])} chunk(s) failed and were not marked done: run again to retry them. "
-                   f"First error: {md_escape(r['failures'][0]['error'])}")
+        st.warning(
+            f"{len(r['failures'])} chunk(s) failed and were not marked done: run again to retry them. "
+            f"First error: {md_escape(r['failures'][0]['error'])}"
+        )
 
 
 def generate_tab() -> None:
-    gen = st.radio("Question generator", list(GENERATORS), format_func=GENERATORS.get, horizontal=True,
-                   index=0 if state.api_configured() else 1, key="gen_kind")
+    gen = st.radio(
+        "Question generator",
+        list(GENERATORS),
+        format_func=GENERATORS.get,
+        horizontal=True,
+        index=0 if state.api_configured() else 1,
+        key="gen_kind",
+    )
     c1, c2 = st.columns([2, 1])
-    picked = c1.multiselect("Documents", list(doc_names), default=list(doc_names), format_func=doc_names.get,
-                            key="gen_docs", help="Generate for the chunks of these documents.")
-    n = c2.number_input("Questions per chunk", min_value=1, max_value=20, value=2, key="gen_n",
-                        help="The LlamaIndex guide uses 2. More questions give more training pairs per chunk.")
+    picked = c1.multiselect(
+        "Documents",
+        list(doc_names),
+        default=list(doc_names),
+        format_func=doc_names.get,
+        key="gen_docs",
+        help="Generate for the chunks of these documents.",
+    )
+    n = c2.number_input(
+        "Questions per chunk",
+        min_value=1,
+        max_value=20,
+        value=2,
+        key="gen_n",
+        help="The LlamaIndex guide uses 2. More questions give more training pairs per chunk.",
+    )
     settings = None
     template = None
     offline_method = None
@@ -94,26 +139,50 @@ def generate_tab() -> None:
         with st.container(border=True):
             a, b = st.columns(2)
             model = a.text_input("Model", value="gpt-4o-mini", key="llm_model")
-            base_url = b.text_input("Base URL", value=os.environ.get(ENV_BASE_URL, ""), key="llm_base_url",
-                                    placeholder="empty = OpenAI · e.g. http://localhost:8000/v1",
-                                    help="Any OpenAI-compatible chat completions endpoint.")
-            conc = st.slider("Requests in flight", 1, 32, 4, key="llm_concurrency",
-                             help="Parallel requests; failed ones are retried with backoff (429, 5xx, timeouts).")
-            settings = LLMSettings(model=(model or "").strip() or "gpt-4o-mini", base_url=(base_url or "").strip() or None,
-                                   api_key=state.session_api_key(), concurrency=int(conc))
+            base_url = b.text_input(
+                "Base URL",
+                value=os.environ.get(ENV_BASE_URL, ""),
+                key="llm_base_url",
+                placeholder="empty = OpenAI · e.g. http://localhost:8000/v1",
+                help="Any OpenAI-compatible chat completions endpoint.",
+            )
+            conc = st.slider(
+                "Requests in flight",
+                1,
+                32,
+                4,
+                key="llm_concurrency",
+                help="Parallel requests; failed ones are retried with backoff (429, 5xx, timeouts).",
+            )
+            settings = LLMSettings(
+                model=(model or "").strip() or "gpt-4o-mini",
+                base_url=(base_url or "").strip() or None,
+                api_key=state.session_api_key(),
+                concurrency=int(conc),
+            )
             k1, k2 = st.columns([3, 1], vertical_alignment="bottom")
-            k1.text_input("API key (kept in this browser session only, never saved)", type="password",
-                          key="llm_key_input", on_change=remember_key, placeholder="sk-…")
+            k1.text_input(
+                "API key (kept in this browser session only, never saved)",
+                type="password",
+                key="llm_key_input",
+                on_change=remember_key,
+                placeholder="sk-…",
+            )
             if state.session_api_key():
                 k2.button("Forget key", key="llm_key_forget", on_click=forget_key)
             status = key_status(settings.resolved())
             (st.caption if status != "no key" else st.warning)(
-                f"Key status: **{md_escape(status)}**." + ("" if status != "no key" else
-                " Type a key above, or set OPENAI_API_KEY before starting the app.")
+                f"Key status: **{md_escape(status)}**."
+                + ("" if status != "no key" else " Type a key above, or set OPENAI_API_KEY before starting the app.")
             )
-            template = st.text_area("Prompt template", value=DEFAULT_PROMPT_TEMPLATE, height=230, key="prompt_template",
-                                    help="{context_str} is replaced by the chunk's text, {num_questions_per_chunk} "
-                                         "by the number of questions.")
+            template = st.text_area(
+                "Prompt template",
+                value=DEFAULT_PROMPT_TEMPLATE,
+                height=230,
+                key="prompt_template",
+                help="{context_str} is replaced by the chunk's text, {num_questions_per_chunk} "
+                "by the number of questions.",
+            )
             st.button("Reset the template", key="prompt_reset", on_click=reset_template, type="tertiary")
             try:
                 validate_prompt_template(template)
@@ -128,37 +197,58 @@ def generate_tab() -> None:
                 e[1].metric("Prompt tokens", f"{est['prompt_tokens']:,}")
                 e[2].metric("Completion tokens", f"~{est['completion_tokens']:,}")
                 e[3].metric("Estimated cost", "unknown model" if est["cost_usd"] is None else f"${est['cost_usd']:.2f}")
-                st.caption(f"An estimate before starting (retries not counted), for the {len(todo):,} chunks still to "
-                           "do: chunks already done with the same model, template and count are skipped.")
+                st.caption(
+                    f"An estimate before starting (retries not counted), for the {len(todo):,} chunks still to "
+                    "do: chunks already done with the same model, template and count are skipped."
+                )
     else:
         st.warning(OFFLINE_LIMITS, icon=":material/info:")
         methods = list(OFFLINE_METHODS)
         offline_method = st.selectbox(
-            "Offline method", methods, index=methods.index(DEFAULT_OFFLINE_METHOD), key="gen_offline_method",
-            format_func=lambda m: OFFLINE_METHODS[m][0] + (" · default" if m == DEFAULT_OFFLINE_METHOD else ""))
+            "Offline method",
+            methods,
+            index=methods.index(DEFAULT_OFFLINE_METHOD),
+            key="gen_offline_method",
+            format_func=lambda m: OFFLINE_METHODS[m][0] + (" · default" if m == DEFAULT_OFFLINE_METHOD else ""),
+        )
         st.caption(OFFLINE_METHOD_HELP)
 
     busy = widgets.any_active("generate")
     can_start = bool(picked) and not busy and (gen == "offline" or template is not None)
-    if st.button("Generate questions", key="gen_start", type="primary", disabled=not can_start,
-                 icon=":material/auto_awesome:"):
+    if st.button(
+        "Generate questions", key="gen_start", type="primary", disabled=not can_start, icon=":material/auto_awesome:"
+    ):
         try:
-            start_generation(jm, ws, generator=gen, questions_per_chunk=int(n),
-                             doc_ids=None if set(picked) == set(doc_names) else picked,
-                             llm_settings=settings, prompt_template=template, offline_method=offline_method)
+            start_generation(
+                jm,
+                ws,
+                generator=gen,
+                questions_per_chunk=int(n),
+                doc_ids=None if set(picked) == set(doc_names) else picked,
+                llm_settings=settings,
+                prompt_template=template,
+                offline_method=offline_method,
+            )
         except ValueError as exc:
             st.error(md_escape(exc))
         else:
             st.rerun()
-    st.caption("Runs in the background: you can leave this page. **Stop** keeps every finished chunk; pressing "
-               "Generate again with the same settings resumes where it stopped.")
+    st.caption(
+        "Runs in the background: you can leave this page. **Stop** keeps every finished chunk; pressing "
+        "Generate again with the same settings resumes where it stopped."
+    )
 
     def live_count() -> None:
         st.metric("Questions so far", ws.counts()["questions"])
 
-    widgets.job_panel("generate", key="gen", result_view=show_generation_result, live_extra=live_count,
-                      retry_hint="Press **Generate questions** again with the same settings to resume: "
-                                 "chunks that were finished are kept and not asked again.")
+    widgets.job_panel(
+        "generate",
+        key="gen",
+        result_view=show_generation_result,
+        live_extra=live_count,
+        retry_hint="Press **Generate questions** again with the same settings to resume: "
+        "chunks that were finished are kept and not asked again.",
+    )
 
 
 with tab_gen:
@@ -187,13 +277,18 @@ with tab_review:
         st.caption(f"{len(frame)} question(s). Edit a question in place or tick **delete**, then save.")
         editor_key = f"q_editor_{st.session_state.get('q_editor_gen', 0)}_{hash(tuple(frame['id']))}"
         edited = st.data_editor(
-            frame, key=editor_key, hide_index=True, width="stretch", height=420,
+            frame,
+            key=editor_key,
+            hide_index=True,
+            width="stretch",
+            height=420,
             disabled=["chunk preview", "file", "pages", "source", "id"],
             column_config={
                 "delete": st.column_config.CheckboxColumn("delete", width="small"),
                 "question": st.column_config.TextColumn("question", width="large"),
-                "chunk preview": st.column_config.TextColumn("chunk preview", width="medium",
-                                                              help="The start of the chunk this question is about."),
+                "chunk preview": st.column_config.TextColumn(
+                    "chunk preview", width="medium", help="The start of the chunk this question is about."
+                ),
                 "file": st.column_config.TextColumn("file", width="small"),
                 "pages": st.column_config.TextColumn("pages", width="small"),
                 "id": None,
@@ -201,8 +296,12 @@ with tab_review:
         )
         updates, deletes = editor_changes(frame, edited)
         b1, b2 = st.columns([1, 2])
-        if b1.button(f"Save changes ({len(updates)} edited, {len(deletes)} to delete)", key="q_save",
-                     disabled=not (updates or deletes), type="primary"):
+        if b1.button(
+            f"Save changes ({len(updates)} edited, {len(deletes)} to delete)",
+            key="q_save",
+            disabled=not (updates or deletes),
+            type="primary",
+        ):
             for qid, text in updates.items():
                 update_question(ws, qid, text)
             removed = delete_questions(ws, deletes)
@@ -210,9 +309,16 @@ with tab_review:
             widgets.flash(f"Saved: {len(updates)} question(s) edited, {removed} deleted.")
             st.rerun()
         with b2.popover("Remove near-duplicates", icon=":material/content_copy:"):
-            thr = st.slider("Similarity threshold", 0.5, 1.0, 0.85, 0.01, key="dedupe_threshold",
-                            help="Questions at least this similar to an older one are removed (across the "
-                                 "workspace: one question pointing at two chunks is a contradictory pair).")
+            thr = st.slider(
+                "Similarity threshold",
+                0.5,
+                1.0,
+                0.85,
+                0.01,
+                key="dedupe_threshold",
+                help="Questions at least this similar to an older one are removed (across the "
+                "workspace: one question pointing at two chunks is a contradictory pair).",
+            )
             if st.button("Remove duplicates", key="dedupe_start"):
                 removed = dedupe_workspace_questions(ws, float(thr))
                 widgets.flash(f"Removed {removed} near-duplicate question(s).")
@@ -225,30 +331,59 @@ with tab_split:
     sources = question_source_counts(ws)
     keep = None
     if len(sources) > 1:
-        keep = st.multiselect("Question sources", list(sources), default=list(sources), key="split_sources",
-                              format_func=lambda src: f"{src} ({sources[src]} questions)",
-                              help="E.g. keep only the LLM's questions and leave the offline pseudo-queries out.") or None
+        keep = (
+            st.multiselect(
+                "Question sources",
+                list(sources),
+                default=list(sources),
+                key="split_sources",
+                format_func=lambda src: f"{src} ({sources[src]} questions)",
+                help="E.g. keep only the LLM's questions and leave the offline pseudo-queries out.",
+            )
+            or None
+        )
     try:
         full = build_dataset(ws, sources=keep)
     except DatasetError as exc:
         widgets.empty_state(f"Generate questions first: {md_escape(exc)}")
         full = None
     if full is not None:
-        st.markdown("Hold out questions the adapter never trains on. **By document** is the honest test "
-                    "(e.g. train on Lyft, validate/evaluate on Uber); **by chunk** works with one document.")
-        by = st.radio("Split", ["document", "chunk"], horizontal=True, key="split_by",
-                      index=0 if len(docs) > 1 else 1,
-                      format_func={"document": "By document", "chunk": "By chunk"}.get)
+        st.markdown(
+            "Hold out questions the adapter never trains on. **By document** is the honest test "
+            "(e.g. train on Lyft, validate/evaluate on Uber); **by chunk** works with one document."
+        )
+        by = st.radio(
+            "Split",
+            ["document", "chunk"],
+            horizontal=True,
+            key="split_by",
+            index=0 if len(docs) > 1 else 1,
+            format_func={"document": "By document", "chunk": "By chunk"}.get,
+        )
         val_docs = None
         frac = 0.2
         if by == "document":
-            val_docs = st.multiselect("Validation / evaluation documents", list(doc_names), format_func=doc_names.get,
-                                      key="split_val_docs",
-                                      help="These documents' questions form the held-out side; the rest train. "
-                                           "None picked: a seeded pick of about 20% of the documents.") or None
+            val_docs = (
+                st.multiselect(
+                    "Validation / evaluation documents",
+                    list(doc_names),
+                    format_func=doc_names.get,
+                    key="split_val_docs",
+                    help="These documents' questions form the held-out side; the rest train. "
+                    "None picked: a seeded pick of about 20% of the documents.",
+                )
+                or None
+            )
         else:
-            frac = st.slider("Share of questions held out", 0.05, 0.5, 0.2, 0.05, key="split_fraction",
-                             help="Whole chunks go to one side, so no chunk's questions are on both.")
+            frac = st.slider(
+                "Share of questions held out",
+                0.05,
+                0.5,
+                0.2,
+                0.05,
+                key="split_fraction",
+                help="Whole chunks go to one side, so no chunk's questions are on both.",
+            )
         try:
             train, val = split_dataset(full, by=by, val_fraction=frac, seed=0, val_docs=val_docs)
         except (ValueError, DatasetError) as exc:
@@ -262,12 +397,15 @@ with tab_split:
             n1, n2 = st.columns(2)
             train_name = n1.text_input("Training dataset name", value=f"train (by {by})", key="split_train_name")
             val_name = n2.text_input("Validation dataset name", value=f"validation (by {by})", key="split_val_name")
-            if st.button("Save train and validation datasets", key="split_save", type="primary",
-                         icon=":material/save:"):
+            if st.button(
+                "Save train and validation datasets", key="split_save", type="primary", icon=":material/save:"
+            ):
                 save_dataset(ws, train, train_name, role="train")
                 save_dataset(ws, val, val_name, role="val")
-                widgets.flash(f"Saved **{md_escape(train_name)}** ({len(train.queries)} questions) and **{md_escape(val_name)}** "
-                              f"({len(val.queries)} questions). Next: train an adapter.")
+                widgets.flash(
+                    f"Saved **{md_escape(train_name)}** ({len(train.queries)} questions) and **{md_escape(val_name)}** "
+                    f"({len(val.queries)} questions). Next: train an adapter."
+                )
                 st.rerun()
         if any(d["role"] == "train" for d in list_datasets(ws)):
             widgets.next_step("Train an adapter on the saved training set.", "train")
@@ -277,18 +415,27 @@ with tab_split:
 # ------------------------------------------------------------------------------------------------
 with tab_io:
     datasets = list_datasets(ws)
-    st.markdown("Datasets are **LlamaIndex `EmbeddingQAFinetuneDataset` JSON** files: export one to use it in "
-                "LlamaIndex, or import one LlamaIndex wrote (e.g. questions over another document to evaluate on).")
+    st.markdown(
+        "Datasets are **LlamaIndex `EmbeddingQAFinetuneDataset` JSON** files: export one to use it in "
+        "LlamaIndex, or import one LlamaIndex wrote (e.g. questions over another document to evaluate on)."
+    )
     if datasets:
-        st.dataframe(dataset_rows(datasets), hide_index=True, width="stretch", key="dataset_table",
-                     column_config={"id": None})
+        st.dataframe(
+            dataset_rows(datasets), hide_index=True, width="stretch", key="dataset_table", column_config={"id": None}
+        )
         labels = {d["id"]: dataset_label(d) for d in datasets}
         e1, e2 = st.columns([3, 1], vertical_alignment="bottom")
         pick = e1.selectbox("Dataset to export", list(labels), format_func=labels.get, key="export_pick")
         chosen = next(d for d in datasets if d["id"] == pick)
-        e2.download_button("Download JSON", data=lambda pick=pick: load_dataset(ws, pick).dumps(),
-                           file_name=f"{safe_display_name(chosen['name'])}.json", mime="application/json",
-                           key="export_download", on_click="ignore", icon=":material/download:")
+        e2.download_button(
+            "Download JSON",
+            data=lambda pick=pick: load_dataset(ws, pick).dumps(),
+            file_name=f"{safe_display_name(chosen['name'])}.json",
+            mime="application/json",
+            key="export_download",
+            on_click="ignore",
+            icon=":material/download:",
+        )
         with st.popover("Delete a dataset", icon=":material/delete:"):
             gone = st.selectbox("Dataset", list(labels), format_func=labels.get, key="dataset_delete_pick")
             if st.button("Delete", key="dataset_delete"):
@@ -316,14 +463,17 @@ with tab_io:
 
     with st.container(border=True):
         st.markdown("**Import your real queries (CSV): the best evaluation set**")
-        st.caption("Columns: `query`, and either `relevant_text` (a passage of the document: matched to its chunks "
-                   "by exact text, word overlap or meaning) or `page` with `document` (the file name: every chunk "
-                   "of that page counts). Rows that cannot be matched are listed, never guessed. The queries become "
-                   "an evaluation set only: they are never used for training.")
+        st.caption(
+            "Columns: `query`, and either `relevant_text` (a passage of the document: matched to its chunks "
+            "by exact text, word overlap or meaning) or `page` with `document` (the file name: every chunk "
+            "of that page counts). Rows that cannot be matched are listed, never guessed. The queries become "
+            "an evaluation set only: they are never used for training."
+        )
         rq = st.file_uploader("Queries CSV", type=["csv", "txt"], key="real_queries_file")
         rq_name = st.text_input("Name", key="real_queries_name", placeholder="e.g. support questions (real)")
-        if st.button("Import queries", key="real_queries_start", disabled=rq is None or no_chunks,
-                     icon=":material/upload:"):
+        if st.button(
+            "Import queries", key="real_queries_start", disabled=rq is None or no_chunks, icon=":material/upload:"
+        ):
             label = rq_name.strip() or f"{rq.name} (real queries)"
             try:
                 with st.spinner("Matching the queries to chunks…"):

@@ -6,16 +6,28 @@ import json
 import streamlit as st
 
 from core.adapters import registered_adapters
-from core.datasets import list_datasets
-from core.finetune import LOSSES as FT_LOSSES
-from core.export import EXPORTABLE_TEXT, export_zip, is_api_embedder, run_export_support
-from core.finetune import FinetuneConfig, cost_label, describe_cost, duration_text
-from core.runs import (adapter_dir, delete_run, get_run, has_adapter, has_model, list_runs, model_dir, read_history,
-                       request_cancel, run_checkpoints, workspace_chunk_count, zip_folder)
-from core.launch import job_for_run, start_finetune, start_training
 from core.carryover import offline_training_caveat
-from core.reports import MAX_STEP_POINTS, cv_figure, has_curves, training_figure
+from core.datasets import list_datasets
+from core.export import EXPORTABLE_TEXT, export_zip, is_api_embedder, run_export_support
+from core.finetune import LOSSES as FT_LOSSES
+from core.finetune import FinetuneConfig, cost_label, describe_cost, duration_text
+from core.launch import job_for_run, start_finetune, start_training
 from core.losses import Loss
+from core.reports import MAX_STEP_POINTS, cv_figure, has_curves, training_figure
+from core.runs import (
+    adapter_dir,
+    delete_run,
+    get_run,
+    has_adapter,
+    has_model,
+    list_runs,
+    model_dir,
+    read_history,
+    request_cancel,
+    run_checkpoints,
+    workspace_chunk_count,
+    zip_folder,
+)
 from core.train_config import FIELD_HELP, OPTIMIZER_NAMES, SELECTIONS, TrainConfig
 from ui import state, widgets
 from ui.helpers import ACTIVE, dataset_label, history_summary, md_escape, pick_default, run_label, run_rows
@@ -33,18 +45,40 @@ jm.reap()  # jobs and runs left 'running' by a process that stopped become 'inte
 
 datasets = list_datasets(ws)
 HELP = FIELD_HELP
-ADAPTER_LABELS = {"linear": "Linear (LlamaIndex LinearLayer)", "two-layer": "Two-layer residual MLP (LlamaIndex TwoLayerNN)",
-                  "low-rank": "Low-rank residual (custom example)"}
+ADAPTER_LABELS = {
+    "linear": "Linear (LlamaIndex LinearLayer)",
+    "two-layer": "Two-layer residual MLP (LlamaIndex TwoLayerNN)",
+    "low-rank": "Low-rank residual (custom example)",
+}
 CUSTOM = "__custom__"
-HP_FIELDS = ["epochs", "batch_size", "lr", "loss", "optimizer", "weight_decay", "warmup_ratio", "temperature",
-             "selection", "cv_folds", "cv_design", "val_fraction", "select_metric", "top_k", "checkpoint_every", "patience", "seed", "keep_best", "device"]
+HP_FIELDS = [
+    "epochs",
+    "batch_size",
+    "lr",
+    "loss",
+    "optimizer",
+    "weight_decay",
+    "warmup_ratio",
+    "temperature",
+    "selection",
+    "cv_folds",
+    "cv_design",
+    "val_fraction",
+    "select_metric",
+    "top_k",
+    "checkpoint_every",
+    "patience",
+    "seed",
+    "keep_best",
+    "device",
+]
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _offline_share(root: str, dataset_id: str) -> tuple[int, int]:
     """(offline questions, all questions) of a saved dataset (saved datasets never change)."""
-    from core.provenance import question_sources
     from core.datasets import load_dataset
+    from core.provenance import question_sources
 
     ds = load_dataset(ws, dataset_id)
     return question_sources(ws, ds)["sources"].get("offline", 0), len(ds.queries)
@@ -69,8 +103,12 @@ def apply_defaults() -> None:
 # ------------------------------------------------------------------------------------------------
 runs = list_runs(ws)
 if not datasets:
-    widgets.empty_state("Generate questions first, then save a train / validation split: training needs a "
-                        "dataset of question/chunk pairs.", "questions", "Go to Questions")
+    widgets.empty_state(
+        "Generate questions first, then save a train / validation split: training needs a "
+        "dataset of question/chunk pairs.",
+        "questions",
+        "Go to Questions",
+    )
 else:
     with st.expander("New training run", expanded=not any(r["status"] in ACTIVE for r in runs), icon=":material/add:"):
         if "hp_epochs" not in st.session_state:
@@ -78,20 +116,31 @@ else:
         ids = [d["id"] for d in datasets]
         labels = {d["id"]: dataset_label(d) for d in datasets}
         d1, d2 = st.columns(2)
-        train_ds = d1.selectbox("Training dataset", ids, index=pick_default(datasets, ("train",)),
-                                format_func=labels.get, key="train_ds")
+        train_ds = d1.selectbox(
+            "Training dataset", ids, index=pick_default(datasets, ("train",)), format_func=labels.get, key="train_ds"
+        )
         vals = [None] + ids
         # Default: hold out part of the training chunks. The saved validation split is what Compare
         # evaluates on; selecting the best epoch on it too would flatter the adapter.
-        val_ds = d2.selectbox("Validation dataset (model selection)", vals, index=0, key="train_val_ds",
-                              format_func=lambda v, labels=labels: "Cross-validate on the training questions" if v is None else labels[v],
-                              help="Default: k-fold cross-validation on every training question chooses the epochs, then "
-                                   "the adapter is refit on all of them. A dataset chosen here replaces that with a single "
-                                   "hold-out (best epoch kept). Never use your final evaluation set here.")
-        eval_ds = d2.selectbox("You will evaluate on (optional)", vals, index=0, key="train_eval_ds",
-                               format_func=lambda v, labels=labels: "Not decided: assume new documents" if v is None else labels[v],
-                               help="Only its chunk ids are read, to pick the validation design: new questions about the "
-                                    "training chunks, or new documents. Its questions are never trained on.")
+        val_ds = d2.selectbox(
+            "Validation dataset (model selection)",
+            vals,
+            index=0,
+            key="train_val_ds",
+            format_func=lambda v, labels=labels: "Cross-validate on the training questions" if v is None else labels[v],
+            help="Default: k-fold cross-validation on every training question chooses the epochs, then "
+            "the adapter is refit on all of them. A dataset chosen here replaces that with a single "
+            "hold-out (best epoch kept). Never use your final evaluation set here.",
+        )
+        eval_ds = d2.selectbox(
+            "You will evaluate on (optional)",
+            vals,
+            index=0,
+            key="train_eval_ds",
+            format_func=lambda v, labels=labels: "Not decided: assume new documents" if v is None else labels[v],
+            help="Only its chunk ids are read, to pick the validation design: new questions about the "
+            "training chunks, or new documents. Its questions are never trained on.",
+        )
         n_offline, n_total = _offline_share(str(ws.root), train_ds)
         if n_offline:
             st.warning(offline_training_caveat(n_offline, n_total), icon=":material/warning:")
@@ -103,55 +152,107 @@ else:
             embedder = widgets.embedder_picker("train_embedder")
         with c2:
             names = list(registered_adapters()) + [CUSTOM]
-            st.selectbox("Adapter", names, key="train_adapter", on_change=apply_defaults,
-                         format_func=lambda a: ADAPTER_LABELS.get(a, "Your own class (import path)" if a == CUSTOM else f"{a} (registered)"),
-                         help="Linear and two-layer save in LlamaIndex's format and load in AdapterEmbeddingModel.")
+            st.selectbox(
+                "Adapter",
+                names,
+                key="train_adapter",
+                on_change=apply_defaults,
+                format_func=lambda a: ADAPTER_LABELS.get(
+                    a, "Your own class (import path)" if a == CUSTOM else f"{a} (registered)"
+                ),
+                help="Linear and two-layer save in LlamaIndex's format and load in AdapterEmbeddingModel.",
+            )
             allow_custom = False
             if st.session_state.get("train_adapter") == CUSTOM:
-                st.text_input("Import path of an nn.Module with forward(embed) and get_config_dict()",
-                              key="train_adapter_path", placeholder="mypkg.adapters:MyAdapter", on_change=apply_defaults)
+                st.text_input(
+                    "Import path of an nn.Module with forward(embed) and get_config_dict()",
+                    key="train_adapter_path",
+                    placeholder="mypkg.adapters:MyAdapter",
+                    on_change=apply_defaults,
+                )
                 st.warning(widgets.CUSTOM_CODE_WARNING, icon=":material/warning:")
-                allow_custom = st.checkbox("Allow custom code: import this module when the run starts",
-                                           key="train_allow_custom")
+                allow_custom = st.checkbox(
+                    "Allow custom code: import this module when the run starts", key="train_allow_custom"
+                )
             if st.session_state.get("train_adapter", "linear") != "linear":
-                st.info("Linear is recommended: on the measured protocols (bench/README.md: new documents, new "
-                        "questions, chunk split) the two-layer adapter was no better than linear and worse on new "
-                        "documents, where its extra capacity memorises the training chunks.", icon=":material/recommend:")
-            st.text_input("Adapter options (JSON)", value="{}", key="train_adapter_kwargs",
-                          help="Constructor overrides, e.g. {\"hidden_features\": 512} (two-layer), {\"bias\": true} "
-                               "(linear), {\"rank\": 16} (low-rank).")
-            st.radio("Starting point", ["recipe", "llamaindex"], key="train_preset", on_change=apply_defaults,
-                     horizontal=True, format_func={"recipe": "AdapterLab recipe",
-                                                   "llamaindex": "LlamaIndex defaults"}.get,
-                     help="LlamaIndex's engine settings (lr 2e-5, batch 10, in-batch loss) barely move the weights; "
-                          "the recipe uses a softmax over the whole corpus and a higher learning rate.")
+                st.info(
+                    "Linear is recommended: on the measured protocols (bench/README.md: new documents, new "
+                    "questions, chunk split) the two-layer adapter was no better than linear and worse on new "
+                    "documents, where its extra capacity memorises the training chunks.",
+                    icon=":material/recommend:",
+                )
+            st.text_input(
+                "Adapter options (JSON)",
+                value="{}",
+                key="train_adapter_kwargs",
+                help='Constructor overrides, e.g. {"hidden_features": 512} (two-layer), {"bias": true} '
+                '(linear), {"rank": 16} (low-rank).',
+            )
+            st.radio(
+                "Starting point",
+                ["recipe", "llamaindex"],
+                key="train_preset",
+                on_change=apply_defaults,
+                horizontal=True,
+                format_func={"recipe": "AdapterLab recipe", "llamaindex": "LlamaIndex defaults"}.get,
+                help="LlamaIndex's engine settings (lr 2e-5, batch 10, in-batch loss) barely move the weights; "
+                "the recipe uses a softmax over the whole corpus and a higher learning rate.",
+            )
 
         st.markdown("**Hyperparameters**")
         h = st.columns(4)
         h[0].number_input("Epochs", 1, 500, key="hp_epochs", help=HELP["epochs"])
         h[1].number_input("Batch size", 1, 4096, key="hp_batch_size", help=HELP["batch_size"])
-        h[2].number_input("Learning rate", min_value=1e-7, max_value=1.0, format="%.1e", step=1e-5, key="hp_lr",
-                          help=HELP["lr"])
+        h[2].number_input(
+            "Learning rate", min_value=1e-7, max_value=1.0, format="%.1e", step=1e-5, key="hp_lr", help=HELP["lr"]
+        )
         h[3].selectbox("Loss", [str(x) for x in Loss], key="hp_loss", help=HELP["loss"])
         h[0].selectbox("Optimizer", list(OPTIMIZER_NAMES), key="hp_optimizer", help=HELP["optimizer"])
-        h[1].number_input("Weight decay", 0.0, 1.0, step=0.01, format="%.3f", key="hp_weight_decay",
-                          help=HELP["weight_decay"])
+        h[1].number_input(
+            "Weight decay", 0.0, 1.0, step=0.01, format="%.3f", key="hp_weight_decay", help=HELP["weight_decay"]
+        )
         h[2].number_input("Warm-up ratio", 0.0, 0.99, step=0.05, key="hp_warmup_ratio", help=HELP["warmup_ratio"])
-        h[3].number_input("Temperature", 0.001, 10.0, step=0.01, format="%.3f", key="hp_temperature",
-                          help=HELP["temperature"])
-        h[0].selectbox("Model selection", list(SELECTIONS), key="hp_selection", help=HELP["selection"],
-                       format_func={"cv": "Cross-validation (recommended)", "holdout": "One hold-out split",
-                                    "none": "None: train all epochs"}.get)
+        h[3].number_input(
+            "Temperature", 0.001, 10.0, step=0.01, format="%.3f", key="hp_temperature", help=HELP["temperature"]
+        )
+        h[0].selectbox(
+            "Model selection",
+            list(SELECTIONS),
+            key="hp_selection",
+            help=HELP["selection"],
+            format_func={
+                "cv": "Cross-validation (recommended)",
+                "holdout": "One hold-out split",
+                "none": "None: train all epochs",
+            }.get,
+        )
         h[1].number_input("Folds", 2, 20, key="hp_cv_folds", help=HELP["cv_folds"])
-        h[2].selectbox("Validation design", ["auto", "questions", "chunks"], key="hp_cv_design", help=HELP["cv_design"],
-                       format_func={"auto": "Auto (from the evaluation set)", "questions": "New questions, same chunks",
-                                    "chunks": "New documents"}.get)
-        h[3].number_input("Hold-out fraction", 0.0, 0.89, step=0.05, key="hp_val_fraction",
-                          help=HELP["val_fraction"] + " (Ignored when a validation dataset is chosen.)")
-        h[1].selectbox("Select best epoch by", ["mrr", "hit", "ndcg"], key="hp_select_metric", help=HELP["select_metric"])
+        h[2].selectbox(
+            "Validation design",
+            ["auto", "questions", "chunks"],
+            key="hp_cv_design",
+            help=HELP["cv_design"],
+            format_func={
+                "auto": "Auto (from the evaluation set)",
+                "questions": "New questions, same chunks",
+                "chunks": "New documents",
+            }.get,
+        )
+        h[3].number_input(
+            "Hold-out fraction",
+            0.0,
+            0.89,
+            step=0.05,
+            key="hp_val_fraction",
+            help=HELP["val_fraction"] + " (Ignored when a validation dataset is chosen.)",
+        )
+        h[1].selectbox(
+            "Select best epoch by", ["mrr", "hit", "ndcg"], key="hp_select_metric", help=HELP["select_metric"]
+        )
         h[2].number_input("Validation k", 1, 100, key="hp_top_k", help=HELP["top_k"])
-        h[3].number_input("Checkpoint every N steps", 0, 1_000_000, key="hp_checkpoint_every",
-                          help=HELP["checkpoint_every"])
+        h[3].number_input(
+            "Checkpoint every N steps", 0, 1_000_000, key="hp_checkpoint_every", help=HELP["checkpoint_every"]
+        )
         h[0].number_input("Early-stop patience (epochs)", 0, 500, key="hp_patience", help=HELP["patience"])
         h[1].number_input("Seed", 0, 2**31 - 1, key="hp_seed", help=HELP["seed"])
         h[2].selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="hp_device", help=HELP["device"])
@@ -162,13 +263,22 @@ else:
             try:
                 kwargs = json.loads(st.session_state.get("train_adapter_kwargs") or "{}")
                 if not isinstance(kwargs, dict):
-                    raise ValueError("adapter options must be a JSON object, e.g. {\"hidden_features\": 512}")
+                    raise ValueError('adapter options must be a JSON object, e.g. {"hidden_features": 512}')
                 values = {f: st.session_state[f"hp_{f}"] for f in HP_FIELDS}
                 config = TrainConfig(adapter=adapter_choice(), adapter_kwargs=kwargs, **values)
-                _, run_id = start_training(jm, ws, config, dataset_id=train_ds, val_dataset_id=val_ds, eval_dataset_id=eval_ds,
-                                           embedder=embedder, name=(name or "").strip() or None,
-                                           api_key=state.session_api_key(), allow_custom_code=allow_custom,
-                                           embedder_options=widgets.embedder_options("train_embedder"))
+                _, run_id = start_training(
+                    jm,
+                    ws,
+                    config,
+                    dataset_id=train_ds,
+                    val_dataset_id=val_ds,
+                    eval_dataset_id=eval_ds,
+                    embedder=embedder,
+                    name=(name or "").strip() or None,
+                    api_key=state.session_api_key(),
+                    allow_custom_code=allow_custom,
+                    embedder_options=widgets.embedder_options("train_embedder"),
+                )
             except (ValueError, TypeError) as exc:  # TrainingError and bad JSON are ValueErrors
                 st.error(f"Cannot start this run: {md_escape(exc)}")
             else:
@@ -182,42 +292,63 @@ if datasets:
         st.markdown(
             "Trains **every weight** of the base model with sentence-transformers' own trainer "
             "(MultipleNegativesRankingLoss, no two questions of one chunk in a batch). It shows how close the cheap "
-            "adapter gets to the upper bound, and it is not cheap:")
+            "adapter gets to the upper bound, and it is not cheap:"
+        )
         st.markdown(
             "- training runs the whole model on every batch: **minutes** on a CPU, not the adapter's seconds;\n"
-            f"- the fine-tuned model changes chunk vectors too, so using it means **re-embedding the whole corpus** "
+            "- the fine-tuned model changes chunk vectors too, so using it means **re-embedding the whole corpus** "
             + (f"({n_chunks:,} chunks in this workspace) " if n_chunks else "")
-            + "and rebuilding any vector index. An adapter changes queries only: the index stays as it is.")
+            + "and rebuilding any vector index. An adapter changes queries only: the index stays as it is."
+        )
         ft_base = state.base_embedder()
         if ft_base.startswith("openai:"):
-            st.warning(f"The base embedder is `{ft_base}`, an API: its weights are not here to fine-tune. Choose a "
-                       "sentence-transformers base in **New training run** above (adapters work on API embedders).")
+            st.warning(
+                f"The base embedder is `{ft_base}`, an API: its weights are not here to fine-tune. Choose a "
+                "sentence-transformers base in **New training run** above (adapters work on API embedders)."
+            )
         else:
             st.caption(f"Base model: `{ft_base}` (the base embedder chosen above).")
             ids = [d["id"] for d in datasets]
             labels = {d["id"]: dataset_label(d) for d in datasets}
-            ft_ds = st.selectbox("Training dataset", ids, index=pick_default(datasets, ("train",)),
-                                 format_func=labels.get, key="ft_ds")
+            ft_ds = st.selectbox(
+                "Training dataset", ids, index=pick_default(datasets, ("train",)), format_func=labels.get, key="ft_ds"
+            )
             f = st.columns(5)
             f[0].number_input("Epochs", 1, 100, value=1, key="ft_epochs")
-            f[1].number_input("Batch size", 2, 4096, value=32, key="ft_batch_size",
-                              help="Questions per step; the batch's other chunks are the negatives.")
-            f[2].number_input("Learning rate", min_value=1e-7, max_value=1e-2, value=2e-5, format="%.1e", step=1e-5,
-                              key="ft_lr")
-            f[3].selectbox("Loss", list(FT_LOSSES), key="ft_loss",
-                           format_func={"mnrl": "MultipleNegativesRanking", "cached_mnrl": "Cached MNRL (big batches)"}.get)
+            f[1].number_input(
+                "Batch size",
+                2,
+                4096,
+                value=32,
+                key="ft_batch_size",
+                help="Questions per step; the batch's other chunks are the negatives.",
+            )
+            f[2].number_input(
+                "Learning rate", min_value=1e-7, max_value=1e-2, value=2e-5, format="%.1e", step=1e-5, key="ft_lr"
+            )
+            f[3].selectbox(
+                "Loss",
+                list(FT_LOSSES),
+                key="ft_loss",
+                format_func={"mnrl": "MultipleNegativesRanking", "cached_mnrl": "Cached MNRL (big batches)"}.get,
+            )
             f[4].number_input("Seed", 0, 2**31 - 1, value=0, key="ft_seed")
             ft_name = st.text_input("Run name (optional)", key="ft_name", placeholder="e.g. full fine-tune, 1 epoch")
             reembed = f"{n_chunks:,} chunks" if n_chunks else "the whole corpus"
-            if st.button(f"Start full fine-tune (using it re-embeds {reembed})", key="ft_start",
-                         icon=":material/play_arrow:"):
+            if st.button(
+                f"Start full fine-tune (using it re-embeds {reembed})", key="ft_start", icon=":material/play_arrow:"
+            ):
                 try:
-                    cfg = FinetuneConfig(epochs=int(st.session_state["ft_epochs"]),
-                                         batch_size=int(st.session_state["ft_batch_size"]),
-                                         lr=float(st.session_state["ft_lr"]), loss=st.session_state["ft_loss"],
-                                         seed=int(st.session_state["ft_seed"]))
-                    _, run_id = start_finetune(jm, ws, ft_ds, cfg, embedder=ft_base,
-                                               name=(ft_name or "").strip() or None)
+                    cfg = FinetuneConfig(
+                        epochs=int(st.session_state["ft_epochs"]),
+                        batch_size=int(st.session_state["ft_batch_size"]),
+                        lr=float(st.session_state["ft_lr"]),
+                        loss=st.session_state["ft_loss"],
+                        seed=int(st.session_state["ft_seed"]),
+                    )
+                    _, run_id = start_finetune(
+                        jm, ws, ft_ds, cfg, embedder=ft_base, name=(ft_name or "").strip() or None
+                    )
                 except (ValueError, TypeError) as exc:  # FinetuneError is a ValueError
                     st.error(f"Cannot start this fine-tune: {exc}")
                 else:
@@ -247,22 +378,36 @@ def draw_run(run: dict, hist: list[dict]) -> None:
 
     finetune = run.get("kind") == "finetune"
     top, btn = st.columns([5, 1], vertical_alignment="center")
-    top.markdown(f"**{md_escape(run['name'])}** · `{run['status']}` · "
-                 f"{'full fine-tune of' if finetune else md_escape(cfg.get('adapter')) + ' on'} "
-                 f"{md_escape((run.get('config') or {}).get('embedder'))}")
+    top.markdown(
+        f"**{md_escape(run['name'])}** · `{run['status']}` · "
+        f"{'full fine-tune of' if finetune else md_escape(cfg.get('adapter')) + ' on'} "
+        f"{md_escape((run.get('config') or {}).get('embedder'))}"
+    )
     if active:
         if job and jm.is_local(job["id"]):
-            if btn.button("Cancel", key=f"train_cancel_{run_id}", icon=":material/stop_circle:",
-                          help="Stops after the current step; the best state so far is saved."):
+            if btn.button(
+                "Cancel",
+                key=f"train_cancel_{run_id}",
+                icon=":material/stop_circle:",
+                help="Stops after the current step; the best state so far is saved.",
+            ):
                 jm.cancel(job["id"])
                 st.toast("Cancelling: the best state so far will be saved.")
-        elif btn.button("Cancel", key=f"train_cancel_{run_id}", icon=":material/stop_circle:",
-                        help="This run trains in another process (started before a server restart, or by the CLI): "
-                             "it stops after the current step; the best state so far is saved."):
+        elif btn.button(
+            "Cancel",
+            key=f"train_cancel_{run_id}",
+            icon=":material/stop_circle:",
+            help="This run trains in another process (started before a server restart, or by the CLI): "
+            "it stops after the current step; the best state so far is saved.",
+        ):
             request_cancel(ws, run_id)
             st.toast("Cancelling: the best state so far will be saved.")
         pct = float((job or {}).get("progress") or 0.0)
-        msg = (job or {}).get("message") or s["phase"] or ("waiting for the run before it" if run["status"] == "queued" else "starting…")
+        msg = (
+            (job or {}).get("message")
+            or s["phase"]
+            or ("waiting for the run before it" if run["status"] == "queued" else "starting…")
+        )
         st.progress(min(max(pct, 0.0), 1.0), text=f"{pct:.0%} · {md_escape(msg)}")
 
     base, best = s["base_val"], s["best_val"]
@@ -273,23 +418,33 @@ def draw_run(run: dict, hist: list[dict]) -> None:
     if finetune:  # no validation curve: its price instead
         cost = (run.get("result") or {}).get("cost") or next((h for h in hist if h.get("type") == "cost"), {})
         n = cost.get("chunks_to_reembed", workspace_chunk_count(ws))
-        m[2].metric("Chunks to re-embed to use it", f"{n:,}" if n else "all", help="A fine-tuned model changes chunk "
-                    "vectors too: the whole corpus is embedded again, and any vector index rebuilt.")
+        m[2].metric(
+            "Chunks to re-embed to use it",
+            f"{n:,}" if n else "all",
+            help="A fine-tuned model changes chunk "
+            "vectors too: the whole corpus is embedded again, and any vector index rebuilt.",
+        )
         m[3].metric("Training time", "–" if cost.get("train_seconds") is None else duration_text(cost["train_seconds"]))
     else:
         m[2].metric(f"Val {mk} (base)", "–" if mk not in base else f"{base[mk]:.3f}")
-        m[3].metric(f"Val {mk} (best epoch {s['best_epoch'] if s['best_epoch'] is not None else '–'})",
-                    "–" if mk not in best else f"{best[mk]:.3f}",
-                    delta=None if (mk not in best or mk not in base) else f"{best[mk] - base[mk]:+.3f}",
-                    delta_color="normal" if mk in best and mk in base and abs(best[mk] - base[mk]) >= 5e-4 else "off")
+        m[3].metric(
+            f"Val {mk} (best epoch {s['best_epoch'] if s['best_epoch'] is not None else '–'})",
+            "–" if mk not in best else f"{best[mk]:.3f}",
+            delta=None if (mk not in best or mk not in base) else f"{best[mk] - base[mk]:+.3f}",
+            delta_color="normal" if mk in best and mk in base and abs(best[mk] - base[mk]) >= 5e-4 else "off",
+        )
     cv = next((h for h in reversed(hist) if h.get("type") == "selection"), None)
     if cv:
         (st.success if cv["train"] else st.info)(
             f"**Cross-validation ({cv['folds']} folds, {'new questions, same chunks' if cv['design'] == 'questions' else 'new documents'})**: "
             f"estimated gain {100 * cv['gain']:+.2f} ± {100 * cv['gain_se']:.2f} points of (hit@{k} + MRR@{k})/2 → "
-            + (f"refit on every question for {cv['epochs']} epoch(s) at lr {cv['lr']:g}." if cv["train"] else
-               "training did not help out of fold, so the saved adapter is the untrained identity (same as the base model).")
-            + f" Rule: {cv['rule']}. Design: {cv['design_reason']}.")
+            + (
+                f"refit on every question for {cv['epochs']} epoch(s) at lr {cv['lr']:g}."
+                if cv["train"]
+                else "training did not help out of fold, so the saved adapter is the untrained identity (same as the base model)."
+            )
+            + f" Rule: {cv['rule']}. Design: {cv['design_reason']}."
+        )
 
 
 def draw_charts(run: dict, hist: list[dict], max_points: int = MAX_STEP_POINTS) -> None:
@@ -311,12 +466,20 @@ def draw_finetune_files(run: dict) -> None:
     """A full fine-tune's price and its model folder (no adapter, no checkpoints)."""
     run_id = run["id"]
     cost = (run.get("result") or {}).get("cost")
-    st.info(describe_cost(cost) + " Compare it with the adapters on the Compare page, where it is labelled "
-            f"“{cost_label((cost or {}).get('chunks_to_reembed'))}”.")
+    st.info(
+        describe_cost(cost) + " Compare it with the adapters on the Compare page, where it is labelled "
+        f"“{cost_label((cost or {}).get('chunks_to_reembed'))}”."
+    )
     if has_model(ws, run_id):
-        st.download_button("Fine-tuned model (sentence-transformers folder, zip)", on_click="ignore",
-                           data=lambda: zip_folder(model_dir(ws, run_id), "model"), file_name=f"{run_id}-model.zip",
-                           mime="application/zip", key=f"ft_download_{run_id}", icon=":material/download:")
+        st.download_button(
+            "Fine-tuned model (sentence-transformers folder, zip)",
+            on_click="ignore",
+            data=lambda: zip_folder(model_dir(ws, run_id), "model"),
+            file_name=f"{run_id}-model.zip",
+            mime="application/zip",
+            key=f"ft_download_{run_id}",
+            icon=":material/download:",
+        )
         st.caption(f"Loads with `SentenceTransformer(path)`; on this machine: `{model_dir(ws, run_id)}`.")
     else:
         st.caption("No fine-tuned model was saved for this run.")
@@ -330,14 +493,22 @@ def draw_st_export(run: dict) -> None:
         st.caption(f"No sentence-transformers export: {md_escape(why)}. {EXPORTABLE_TEXT}")
         return
     api = is_api_embedder((run.get("config") or {}).get("embedder"))
-    st.download_button("Adapter with model card (zip)" if api else "Sentence-transformers model (zip)",
-                       data=lambda: export_zip(ws, run_id), file_name=f"{run_id}-sentence-transformers.zip",
-                       mime="application/zip", on_click="ignore", key=f"st_download_{run_id}",
-                       icon=":material/download:")
-    st.caption("An API base model has no sentence-transformers form: the adapter alone, with a loader snippet in "
-               "its README.md." if api else
-               "`SentenceTransformer(path).encode_query(...)` = base model + adapter; `encode_document(...)` = the "
-               "base model's vectors (no re-indexing). Stock modules only; model card in README.md.")
+    st.download_button(
+        "Adapter with model card (zip)" if api else "Sentence-transformers model (zip)",
+        data=lambda: export_zip(ws, run_id),
+        file_name=f"{run_id}-sentence-transformers.zip",
+        mime="application/zip",
+        on_click="ignore",
+        key=f"st_download_{run_id}",
+        icon=":material/download:",
+    )
+    st.caption(
+        "An API base model has no sentence-transformers form: the adapter alone, with a loader snippet in "
+        "its README.md."
+        if api
+        else "`SentenceTransformer(path).encode_query(...)` = base model + adapter; `encode_document(...)` = the "
+        "base model's vectors (no re-indexing). Stock modules only; model card in README.md."
+    )
 
 
 def draw_finished(run: dict) -> None:
@@ -346,8 +517,10 @@ def draw_finished(run: dict) -> None:
         st.error(f"This run failed: {md_escape(run.get('error') or 'unknown error')}")
     elif run["status"] == "interrupted":
         last = (run.get("result") or {}).get("last_checkpoint")
-        st.warning(f"This run was interrupted ({md_escape(run.get('error') or 'the server stopped')}). "
-                   + (f"Last checkpoint: {md_escape(last)}." if last else "No checkpoint was saved."))
+        st.warning(
+            f"This run was interrupted ({md_escape(run.get('error') or 'the server stopped')}). "
+            + (f"Last checkpoint: {md_escape(last)}." if last else "No checkpoint was saved.")
+        )
     elif run["status"] == "cancelled":
         st.warning("This run was cancelled: the best state reached before the stop was saved.")
     res = run.get("result") or {}
@@ -355,35 +528,56 @@ def draw_finished(run: dict) -> None:
         draw_finetune_files(run)
         return
     if res.get("best_epoch") == 0 and run["status"] == "done":
-        st.info("Validation never beat the untrained identity: the saved adapter is the identity (same results "
-                "as the base model). Try a higher learning rate, more questions, or fewer epochs.")
+        st.info(
+            "Validation never beat the untrained identity: the saved adapter is the identity (same results "
+            "as the base model). Try a higher learning rate, more questions, or fewer epochs."
+        )
     ckpts = run_checkpoints(ws, run_id)
     folder = adapter_dir(ws, run_id)
     c1, c2 = st.columns(2)
     with c1:
         st.markdown("**Checkpoints**")
         if ckpts:
-            st.dataframe([{"checkpoint": p.name, "step": int(p.name[5:])} for p in ckpts], hide_index=True,
-                         width="stretch", key=f"ckpt_table_{run_id}", height=min(38 + 35 * len(ckpts), 250))
+            st.dataframe(
+                [{"checkpoint": p.name, "step": int(p.name[5:])} for p in ckpts],
+                hide_index=True,
+                width="stretch",
+                key=f"ckpt_table_{run_id}",
+                height=min(38 + 35 * len(ckpts), 250),
+            )
         else:
             st.caption("No checkpoint saved.")
     with c2:
         st.markdown("**Download**")
         if has_adapter(ws, run_id):
-            st.download_button("Adapter folder (LlamaIndex format, zip)", data=lambda: zip_folder(folder, "adapter"),
-                               file_name=f"{run_id}-adapter.zip", mime="application/zip", on_click="ignore",
-                               key=f"train_download_{run_id}", icon=":material/download:", type="primary")
-            st.caption("`config.json` + `pytorch_model.bin` (+ `checkpoints/`): loads in LlamaIndex's "
-                       "`AdapterEmbeddingModel(base, path, LinearLayer)` or with `core.adapters.load_adapter`.")
+            st.download_button(
+                "Adapter folder (LlamaIndex format, zip)",
+                data=lambda: zip_folder(folder, "adapter"),
+                file_name=f"{run_id}-adapter.zip",
+                mime="application/zip",
+                on_click="ignore",
+                key=f"train_download_{run_id}",
+                icon=":material/download:",
+                type="primary",
+            )
+            st.caption(
+                "`config.json` + `pytorch_model.bin` (+ `checkpoints/`): loads in LlamaIndex's "
+                "`AdapterEmbeddingModel(base, path, LinearLayer)` or with `core.adapters.load_adapter`."
+            )
             draw_st_export(run)
         else:
             st.caption("No final adapter was saved for this run" + (": its checkpoints are below." if ckpts else "."))
         if ckpts:
             names = {p.name: p for p in ckpts}
             pick = st.selectbox("Checkpoint", list(names), index=len(names) - 1, key=f"ckpt_pick_{run_id}")
-            st.download_button(f"Checkpoint {pick} (zip)", data=lambda p=names[pick]: zip_folder(p, pick),
-                               file_name=f"{run_id}-{pick}.zip", mime="application/zip", on_click="ignore",
-                               key=f"ckpt_download_{run_id}")
+            st.download_button(
+                f"Checkpoint {pick} (zip)",
+                data=lambda p=names[pick]: zip_folder(p, pick),
+                file_name=f"{run_id}-{pick}.zip",
+                mime="application/zip",
+                on_click="ignore",
+                key=f"ckpt_download_{run_id}",
+            )
 
 
 if not runs:
@@ -403,6 +597,7 @@ if run is None:  # deleted from another tab meanwhile
 
 with st.container(border=True):
     if run["status"] in ACTIVE:
+
         @st.fragment(run_every=LIVE_S)
         def live() -> None:
             jm.reap()  # a run whose process died ends as 'interrupted' instead of polling forever
@@ -422,8 +617,9 @@ with st.container(border=True):
         draw_run(run, hist)
         # A finished run's charts are built only while this is open (on_change="rerun" makes .open
         # tell): a page load that never opens it neither builds them nor fetches the chart library.
-        curves = st.expander("Training curves", icon=":material/show_chart:", key="train_curves_open",
-                             on_change="rerun")
+        curves = st.expander(
+            "Training curves", icon=":material/show_chart:", key="train_curves_open", on_change="rerun"
+        )
         if curves.open:
             with curves:
                 draw_charts(run, hist)

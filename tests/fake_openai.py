@@ -71,8 +71,9 @@ import re
 import struct
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 _STOP = frozenset(
     """a an and are as at be been but by can could did do does for from had has have how i if in
@@ -155,7 +156,7 @@ def _format_answer(questions: list[str], style: int) -> str:
             lines.append(f"**{n + 1}.** {questions[0]}")  # the occasional duplicate
         return "Sure! Here are some quiz questions:\n\n" + "\n".join(lines) + "\n\nLet me know if you need more."
     if style == 3:
-        return "\n".join(f"- \"{q}\"" for q in questions)
+        return "\n".join(f'- "{q}"' for q in questions)
     return "\n".join(f"Question {i}: {q}\n" for i, q in enumerate(questions, 1))
 
 
@@ -227,7 +228,7 @@ class FakeOpenAI:
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "FakeOpenAI":
+    def __enter__(self) -> FakeOpenAI:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -289,13 +290,17 @@ class FakeOpenAI:
 
     def _respond(self, h, method: str, path: str, body: Any, fault: str | None) -> None:
         if self.require_key is not None and h.headers.get("Authorization") != f"Bearer {self.require_key}":
-            return self._send(h, 401, self._error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"))
+            return self._send(
+                h, 401, self._error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+            )
         if fault is not None:
             fault = str(fault)
             if fault.startswith("429"):
                 retry_after = fault.split(":", 1)[1] if ":" in fault else self.retry_after
                 return self._send(
-                    h, 429, self._error("Rate limit reached. Please slow down.", "requests", "rate_limit_exceeded"),
+                    h,
+                    429,
+                    self._error("Rate limit reached. Please slow down.", "requests", "rate_limit_exceeded"),
                     {"Retry-After": retry_after},
                 )
             if fault.startswith("echo"):  # a careless server that quotes the credentials back
@@ -303,13 +308,19 @@ class FakeOpenAI:
                 auth = h.headers.get("Authorization") or ""
                 key = auth.split(" ", 1)[1] if " " in auth else auth
                 said = f"Authorization: {auth}" if how == "echo" else f"key fragment {key[4:-4]} is not valid"
-                return self._send(h, int(code or 400), self._error(f"Bad credentials ({said}).", "invalid_request_error"))
+                return self._send(
+                    h, int(code or 400), self._error(f"Bad credentials ({said}).", "invalid_request_error")
+                )
             if fault == "401":
-                return self._send(h, 401, self._error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"))
+                return self._send(
+                    h, 401, self._error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+                )
             if fault[:3].isdigit() and fault[3:4] in ("", ":"):
                 code = int(fault[:3])
                 message = fault[4:] or f"Injected error {code}."
-                return self._send(h, code, self._error(message, "server_error" if code >= 500 else "invalid_request_error"))
+                return self._send(
+                    h, code, self._error(message, "server_error" if code >= 500 else "invalid_request_error")
+                )
             if fault == "timeout":
                 time.sleep(self.timeout_sleep)
             elif fault == "malformed":
@@ -318,7 +329,14 @@ class FakeOpenAI:
                 raise ValueError(f"unknown fault {fault!r}")
         garbage = fault == "garbage"
         if method == "GET" and path.endswith("/models"):
-            return self._send(h, 200, {"object": "list", "data": [{"id": self.model_name, "object": "model", "created": 0, "owned_by": "fake"}]})
+            return self._send(
+                h,
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": self.model_name, "object": "model", "created": 0, "owned_by": "fake"}],
+                },
+            )
         if method == "POST" and path.endswith("/chat/completions"):
             return self._chat(h, body or {}, garbage)
         if method == "POST" and path.endswith("/embeddings"):
@@ -347,8 +365,10 @@ class FakeOpenAI:
         for m in reversed(messages):
             if m.get("role") == "user":
                 content = m.get("content")
-                prompt = content if isinstance(content, str) else " ".join(
-                    p.get("text", "") for p in content or [] if isinstance(p, dict)
+                prompt = (
+                    content
+                    if isinstance(content, str)
+                    else " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
                 )
                 break
         with self._lock:
@@ -368,23 +388,29 @@ class FakeOpenAI:
             return self._send(h, 200, content)
         prompt_tokens = max(1, len(prompt) // 4)
         completion_tokens = max(1, len(content) // 4)
-        self._send(h, 200, {
-            "id": f"chatcmpl-{style}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model", self.model_name),
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
-                "logprobs": None,
-            }],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
+        self._send(
+            h,
+            200,
+            {
+                "id": f"chatcmpl-{style}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", self.model_name),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
             },
-        })
+        )
 
     def _embeddings(self, h, body: dict, garbage: bool, bad_base64: bool = False) -> None:
         inp = body.get("input", "")
@@ -412,7 +438,7 @@ class FakeOpenAI:
                 flat = [x for rows in vectors for row in rows for x in row]
                 pos, wrong = 0, []
                 for rows in vectors:
-                    wrong.append([flat[pos + j * dim: pos + (j + 1) * dim] for j in range(len(rows))])
+                    wrong.append([flat[pos + j * dim : pos + (j + 1) * dim] for j in range(len(rows))])
                     pos += len(rows)
                 vectors = wrong
         else:
@@ -428,9 +454,13 @@ class FakeOpenAI:
                 emb = "this is not base64!"
             data.append({"object": "embedding", "index": i, "embedding": emb})
         tokens = sum(max(1, len(t.split())) for t in texts)
-        self._send(h, 200, {
-            "object": "list",
-            "data": data,
-            "model": body.get("model", self.model_name),
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        })
+        self._send(
+            h,
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model", self.model_name),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )

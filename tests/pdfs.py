@@ -19,7 +19,7 @@ def _new_pdf() -> FPDF:
     pdf.set_auto_page_break(auto=True, margin=15)
     pdf.set_margins(20, 20, 20)
     # Fixed metadata so the same input gives the same bytes (same sha256).
-    pdf.set_creation_date(datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc))
+    pdf.set_creation_date(datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))
     pdf.set_producer("AdapterLab tests")
     return pdf
 

@@ -150,19 +150,37 @@ def test_loads_a_linear_folder_written_by_llamaindex(tmp_path):
 def test_loads_a_two_layer_folder_written_by_llamaindex(tmp_path):
     folder = tmp_path / "li_2layer"
     folder.mkdir()
-    cfg = {"in_features": DIM, "hidden_features": 12, "out_features": DIM, "bias": True,
-           "activation_fn_str": "relu", "add_residual": True}
+    cfg = {
+        "in_features": DIM,
+        "hidden_features": 12,
+        "out_features": DIM,
+        "bias": True,
+        "activation_fn_str": "relu",
+        "add_residual": True,
+    }
     state = {
-        "linear1.weight": torch.randn(12, DIM), "linear1.bias": torch.randn(12),
-        "linear2.weight": torch.randn(DIM, 12), "linear2.bias": torch.randn(DIM),
+        "linear1.weight": torch.randn(12, DIM),
+        "linear1.bias": torch.randn(12),
+        "linear2.weight": torch.randn(DIM, 12),
+        "linear2.bias": torch.randn(DIM),
         "residual_weight": torch.tensor([0.3]),
     }
     (folder / "config.json").write_text(json.dumps(cfg))
     torch.save(state, folder / "pytorch_model.bin")
     x = _x()
-    expected = 0.3 * (torch.relu(x @ state["linear1.weight"].T + state["linear1.bias"]) @ state["linear2.weight"].T
-                      + state["linear2.bias"]) + x
-    for a in (load_adapter(folder), load_adapter(folder, adapter_cls="two-layer"), load_adapter(folder, adapter_cls=TwoLayerNN)):
+    expected = (
+        0.3
+        * (
+            torch.relu(x @ state["linear1.weight"].T + state["linear1.bias"]) @ state["linear2.weight"].T
+            + state["linear2.bias"]
+        )
+        + x
+    )
+    for a in (
+        load_adapter(folder),
+        load_adapter(folder, adapter_cls="two-layer"),
+        load_adapter(folder, adapter_cls=TwoLayerNN),
+    ):
         assert isinstance(a, TwoLayerNN)
         assert torch.allclose(a(x), expected, atol=1e-5)
 
@@ -279,7 +297,7 @@ def test_a_deeply_nested_config_is_an_adapter_error(tmp_path):
     (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(AdapterError, match="config.json"):
         load_adapter(folder)
-    (folder / "adapterlab.json").write_text("{\"a\":" * 100_000 + "1" + "}" * 100_000)
+    (folder / "adapterlab.json").write_text('{"a":' * 100_000 + "1" + "}" * 100_000)
     assert A.read_adapter_meta(folder) == {}
 
 

@@ -20,7 +20,18 @@ from tests.pdfs import corrupt_pdf_bytes, make_text_pdf, sample_report_pages
 
 ROOT = Path(__file__).resolve().parent.parent
 LYFT = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "lyft_2021_train_dataset.json"
-COMMANDS = ["ingest", "generate", "train", "finetune", "evaluate", "import-queries", "embed", "runs", "documents", "export"]
+COMMANDS = [
+    "ingest",
+    "generate",
+    "train",
+    "finetune",
+    "evaluate",
+    "import-queries",
+    "embed",
+    "runs",
+    "documents",
+    "export",
+]
 
 
 def _env() -> dict[str, str]:
@@ -38,8 +49,17 @@ def cli(*args: str, workspace: Path | None = None, timeout: float = 300) -> subp
 
 def cli_many(*commands: list[str]) -> list[subprocess.CompletedProcess]:
     """Run several independent commands at once (they are mostly interpreter start-up)."""
-    procs = [subprocess.Popen([sys.executable, "-m", "core", *c], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for c in commands]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "core", *c],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for c in commands
+    ]
     out = []
     for c, p in zip(commands, procs):
         stdout, stderr = p.communicate(timeout=300)
@@ -77,8 +97,21 @@ def pipeline(tmp_path_factory):
     out = {"dir": d, "ws": ws}
     out["ingest"] = cli("ingest", str(good), str(bad), workspace=ws)
     out["generate"] = cli("generate", "--generator", "offline", "--out", str(d / "train.json"), "--json", workspace=ws)
-    out["train"] = cli("train", "--dataset", str(d / "train.json"), "--epochs", "2", "--checkpoint-every", "1", "--selection", "holdout",
-                       "--out", str(d / "adapter"), "--json", workspace=ws)
+    out["train"] = cli(
+        "train",
+        "--dataset",
+        str(d / "train.json"),
+        "--epochs",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--selection",
+        "holdout",
+        "--out",
+        str(d / "adapter"),
+        "--json",
+        workspace=ws,
+    )
     return out
 
 
@@ -153,8 +186,19 @@ def test_generate_with_another_offline_method(pipeline, tmp_path, capsys):
     other = "keywords" if DEFAULT_OFFLINE_METHOD != "keywords" else "cloze"  # the pipeline generated the default
     ws = tmp_path / "ws"
     shutil.copytree(pipeline["ws"], ws)
-    rc, out, err = cli_inproc(capsys, "generate", "--generator", "offline", "--offline-method", other,
-                              "--out", str(tmp_path / "other.json"), "--json", "--workspace", str(ws))
+    rc, out, err = cli_inproc(
+        capsys,
+        "generate",
+        "--generator",
+        "offline",
+        "--offline-method",
+        other,
+        "--out",
+        str(tmp_path / "other.json"),
+        "--json",
+        "--workspace",
+        str(ws),
+    )
     assert rc == 0, err
     report = json.loads(out)["report"]
     assert report["chunks_done_before"] == 0 and report["questions_added"] > 0  # its own generation key
@@ -189,7 +233,18 @@ def test_evaluate_prints_base_and_adapter_rows(pipeline):
     adapter = str(pipeline["dir"] / "adapter")
     table, as_json = cli_many(
         ["evaluate", "--dataset", ds, "--adapter", adapter, "--workspace", str(pipeline["ws"])],
-        ["evaluate", "--dataset", ds, "--adapter", adapter, "--checkpoints", "--save", "--json", "--workspace", str(pipeline["ws"])],
+        [
+            "evaluate",
+            "--dataset",
+            ds,
+            "--adapter",
+            adapter,
+            "--checkpoints",
+            "--save",
+            "--json",
+            "--workspace",
+            str(pipeline["ws"]),
+        ],
     )
     lines = _ok(table).stdout.splitlines()
     assert lines[0].split()[:4] == ["system", "queries", "hit@5", "mrr@5"]
@@ -199,7 +254,9 @@ def test_evaluate_prints_base_and_adapter_rows(pipeline):
 
     rows = json.loads(_ok(as_json).stdout)
     systems = [r["system"] for r in rows]
-    assert systems[:2] == ["base (all-MiniLM-L6-v2)", "adapter"] and any(s.startswith("adapter @ step ") for s in systems)
+    assert systems[:2] == ["base (all-MiniLM-L6-v2)", "adapter"] and any(
+        s.startswith("adapter @ step ") for s in systems
+    )
     assert rows[1]["id"] == str(pipeline["dir"] / "adapter")  # names for people, ids beside them
     assert "Δ mrr@5" not in rows[0] and "Δ mrr@5" in rows[1]
     assert 0 <= rows[0]["hit@5"] <= 1 and rows[0]["queries"] == n
@@ -209,8 +266,9 @@ def test_evaluate_on_the_training_set_warns_and_reports(pipeline, tmp_path, caps
     ws, ds = str(pipeline["ws"]), str(pipeline["dir"] / "train.json")
     run_id = json.loads(_ok(pipeline["train"]).stdout)["run_id"]
     report = tmp_path / "report.html"
-    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", ds, "--run", run_id, "--report", str(report),
-                              "--workspace", ws)
+    rc, out, err = cli_inproc(
+        capsys, "evaluate", "--dataset", ds, "--run", run_id, "--report", str(report), "--workspace", ws
+    )
     assert rc == 0, err
     lines = out.splitlines()
     assert lines[3].split()[0] != run_id and "ERROR:" in out and "do not measure generalisation" in out
@@ -235,14 +293,37 @@ def test_import_real_queries_then_evaluate_without_leaked_ones(pipeline, tmp_pat
     csv_path = tmp_path / "real.csv"
     csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     out_json = tmp_path / "real_eval.json"
-    rc, out, err = cli_inproc(capsys, "import-queries", str(csv_path), "--out", str(out_json), "--save", "real queries",
-                              "--no-embedding", "--json", "--workspace", ws)
+    rc, out, err = cli_inproc(
+        capsys,
+        "import-queries",
+        str(csv_path),
+        "--out",
+        str(out_json),
+        "--save",
+        "real queries",
+        "--no-embedding",
+        "--json",
+        "--workspace",
+        ws,
+    )
     assert rc == 0, err
     res = json.loads(out)
     assert res["queries"] == 6 and res["summary"].startswith("6 of 7 rows matched")
     assert [u["row"] for u in res["unmatched"]] == [8] and res["dataset_id"].startswith("ds-")
-    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", str(out_json), "--adapter", str(pipeline["dir"] / "adapter"),
-                              "--exclude-leaked", "--report", str(tmp_path / "r.html"), "--json", "--workspace", ws)
+    rc, out, err = cli_inproc(
+        capsys,
+        "evaluate",
+        "--dataset",
+        str(out_json),
+        "--adapter",
+        str(pipeline["dir"] / "adapter"),
+        "--exclude-leaked",
+        "--report",
+        str(tmp_path / "r.html"),
+        "--json",
+        "--workspace",
+        ws,
+    )
     assert rc == 0, err
     rows = json.loads(out)
     assert rows[0]["queries"] == 4  # the two copied questions are left out
@@ -261,7 +342,9 @@ def test_malformed_dataset_exits_2_with_one_line(pipeline, tmp_path, capsys):
     assert "not valid JSON" in lines[0]
 
     wrong = tmp_path / "wrong_shape.json"
-    wrong.write_text(json.dumps({"queries": {"q1": "what?"}, "corpus": {"n1": "text"}, "relevant_docs": {"q1": ["n9"]}}))
+    wrong.write_text(
+        json.dumps({"queries": {"q1": "what?"}, "corpus": {"n1": "text"}, "relevant_docs": {"q1": ["n9"]}})
+    )
     cases = [
         (["evaluate", "--dataset", str(broken)], "broken_dataset.json", "not valid JSON"),
         (["train", "--dataset", str(wrong)], "wrong_shape.json", "not in the corpus"),
@@ -277,7 +360,9 @@ def test_malformed_dataset_exits_2_with_one_line(pipeline, tmp_path, capsys):
 
 def test_adapter_dimension_mismatch_exits_2(pipeline, tmp_path):
     small = save_adapter(build_adapter("linear", 64), tmp_path / "adapter64")
-    p = cli("evaluate", "--dataset", str(pipeline["dir"] / "train.json"), "--adapter", str(small), workspace=pipeline["ws"])
+    p = cli(
+        "evaluate", "--dataset", str(pipeline["dir"] / "train.json"), "--adapter", str(small), workspace=pipeline["ws"]
+    )
     assert p.returncode == 2, p
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "expects 64-dimensional embeddings" in lines[0] and "384" in lines[0]
@@ -287,8 +372,9 @@ def test_bad_training_settings_exit_2(pipeline, capsys):
     ds = str(pipeline["dir"] / "train.json")
     rc, _, err = cli_inproc(capsys, "train", "--dataset", ds, "--lr", "0", "--workspace", str(pipeline["ws"]))
     assert rc == 2 and err.strip() == "error: lr must be > 0"
-    rc, _, err = cli_inproc(capsys, "train", "--dataset", ds, "--adapter", "nosuch", "--epochs", "1",
-                            "--workspace", str(pipeline["ws"]))
+    rc, _, err = cli_inproc(
+        capsys, "train", "--dataset", ds, "--adapter", "nosuch", "--epochs", "1", "--workspace", str(pipeline["ws"])
+    )
     assert rc == 2 and "unknown adapter 'nosuch'" in err and len(err.strip().splitlines()) == 1
 
 
@@ -303,8 +389,9 @@ def test_evaluate_a_run_that_saved_only_checkpoints(pipeline, tmp_path, capsys):
     for name in ("config.json", "pytorch_model.bin", "adapterlab.json"):
         (final / name).unlink()
     ds = str(pipeline["dir"] / "train.json")
-    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", ds, "--run", run_id, "--checkpoints", "--json",
-                              "--workspace", str(ws))
+    rc, out, err = cli_inproc(
+        capsys, "evaluate", "--dataset", ds, "--run", run_id, "--checkpoints", "--json", "--workspace", str(ws)
+    )
     assert rc == 0, err
     systems = [r["system"] for r in json.loads(out)]
     # systems are named (main's naming): base, then only the run's checkpoints ("<run name> @ step N")
@@ -324,9 +411,25 @@ def test_a_shared_adapter_folder_cannot_run_code(tmp_path):
     ds = QADataset({"q": "What grew?"}, {"n": "Revenue grew."}, {"q": ["n"]})
     ds.save(tmp_path / "eval.json")
     env = {**_env(), "PYTHONPATH": str(ROOT)}
-    p = subprocess.run([sys.executable, "-m", "core", "evaluate", "--dataset", "eval.json", "--adapter", folder.name,
-                        "--workspace", str(tmp_path / "ws")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                       timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "evaluate",
+            "--dataset",
+            "eval.json",
+            "--adapter",
+            folder.name,
+            "--workspace",
+            str(tmp_path / "ws"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert not marker.exists(), "the folder's payload.py ran"
     assert p.returncode == 2 and "Traceback" not in p.stderr
     (line,) = p.stderr.strip().splitlines()
@@ -360,18 +463,40 @@ def test_train_and_evaluate_on_the_real_file(tmp_path):
     else:
         keep = list(data["corpus"])[:40]
         qids = [q for q, d in data["relevant_docs"].items() if d[0] in keep]
-        sliced = {"queries": {q: data["queries"][q] for q in qids}, "corpus": {n: data["corpus"][n] for n in keep},
-                  "relevant_docs": {q: data["relevant_docs"][q] for q in qids}, "mode": "text"}
+        sliced = {
+            "queries": {q: data["queries"][q] for q in qids},
+            "corpus": {n: data["corpus"][n] for n in keep},
+            "relevant_docs": {q: data["relevant_docs"][q] for q in qids},
+            "mode": "text",
+        }
         path = tmp_path / "lyft_slice.json"
         path.write_text(json.dumps(sliced))
     ws = tmp_path / "ws"
-    train = json.loads(_ok(cli("train", "--dataset", str(path), "--epochs", "1", "--selection", "holdout", "--out", str(tmp_path / "lyft_linear"),
-                               "--json", workspace=ws)).stdout)
+    train = json.loads(
+        _ok(
+            cli(
+                "train",
+                "--dataset",
+                str(path),
+                "--epochs",
+                "1",
+                "--selection",
+                "holdout",
+                "--out",
+                str(tmp_path / "lyft_linear"),
+                "--json",
+                workspace=ws,
+            )
+        ).stdout
+    )
     n = len(QADataset.load(path).queries)
     assert train["n_train_queries"] + train["n_val_queries"] == n and train["n_val_queries"] > 0
     assert train["best_metrics"]["mrr@5"] >= train["base_metrics"]["mrr@5"]
-    rows = json.loads(_ok(cli("evaluate", "--dataset", str(path), "--adapter", str(tmp_path / "lyft_linear"),
-                              "--json", workspace=ws)).stdout)
+    rows = json.loads(
+        _ok(
+            cli("evaluate", "--dataset", str(path), "--adapter", str(tmp_path / "lyft_linear"), "--json", workspace=ws)
+        ).stdout
+    )
     assert [r["system"] for r in rows] == ["base (all-MiniLM-L6-v2)", "lyft_linear"]
     assert rows[0]["queries"] == n and rows[0]["hit@5"] > 0.5  # the bundled model finds most chunks
 
@@ -381,7 +506,8 @@ def test_query_and_passage_prefixes_reach_the_embedder_options():
     from core.cli import _prefixes, build_parser
 
     args = build_parser().parse_args(
-        ["train", "--dataset", "d.json", "--query-prefix", "query: ", "--passage-prefix", "passage: "])
+        ["train", "--dataset", "d.json", "--query-prefix", "query: ", "--passage-prefix", "passage: "]
+    )
     assert _prefixes(args) == {"query_prefix": "query: ", "passage_prefix": "passage: "}
     assert _prefixes(build_parser().parse_args(["evaluate", "--dataset", "d.json"])) == {}
 
@@ -413,12 +539,33 @@ def test_evaluate_an_api_embedder_on_a_slow_per_token_server(capsys, tmp_path, m
     corpus = {f"n{i}": f"chunk {i} about topic{i} and revenue" for i in range(6)}  # 5 tokens each
     queries = {f"q{i}": f"what about topic{i}" for i in range(6)}  # 3 tokens each
     ds = tmp_path / "d.json"
-    ds.write_text(json.dumps({"queries": queries, "corpus": corpus, "mode": "text",
-                              "relevant_docs": {f"q{i}": [f"n{i}"] for i in range(6)}}))
+    ds.write_text(
+        json.dumps(
+            {
+                "queries": queries,
+                "corpus": corpus,
+                "mode": "text",
+                "relevant_docs": {f"q{i}": [f"n{i}"] for i in range(6)},
+            }
+        )
+    )
     ws = tmp_path / "ws"
-    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", str(ds), "--embedder", "openai:fake-embed",
-                              "--api-timeout", "0.9", "--api-batch-size", "4", "--save", "--json",
-                              "--workspace", str(ws))
+    rc, out, err = cli_inproc(
+        capsys,
+        "evaluate",
+        "--dataset",
+        str(ds),
+        "--embedder",
+        "openai:fake-embed",
+        "--api-timeout",
+        "0.9",
+        "--api-batch-size",
+        "4",
+        "--save",
+        "--json",
+        "--workspace",
+        str(ws),
+    )
     assert rc == 0, err
     rows = json.loads(out)
     assert rows[0]["hit@5"] == 1.0
@@ -436,13 +583,33 @@ def test_evaluate_api_systems_carry_their_request_options(capsys, tmp_path, monk
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
     ds = tmp_path / "d.json"
-    ds.write_text(json.dumps({"queries": {f"q{i}": f"what about topic{i}" for i in range(4)},
-                              "corpus": {f"n{i}": f"chunk about topic{i}" for i in range(4)}, "mode": "text",
-                              "relevant_docs": {f"q{i}": [f"n{i}"] for i in range(4)}}))
+    ds.write_text(
+        json.dumps(
+            {
+                "queries": {f"q{i}": f"what about topic{i}" for i in range(4)},
+                "corpus": {f"n{i}": f"chunk about topic{i}" for i in range(4)},
+                "mode": "text",
+                "relevant_docs": {f"q{i}": [f"n{i}"] for i in range(4)},
+            }
+        )
+    )
     ws = tmp_path / "ws"
-    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", str(ds), "--embedder", "openai:fake-embed",
-                              "--api-embedder", "openai:other-embed", "--api-batch-size", "2", "--save", "--json",
-                              "--workspace", str(ws))
+    rc, out, err = cli_inproc(
+        capsys,
+        "evaluate",
+        "--dataset",
+        str(ds),
+        "--embedder",
+        "openai:fake-embed",
+        "--api-embedder",
+        "openai:other-embed",
+        "--api-batch-size",
+        "2",
+        "--save",
+        "--json",
+        "--workspace",
+        str(ws),
+    )
     assert rc == 0, err
     assert len(json.loads(out)) == 2
     assert max(len(r["body"]["input"]) for r in fake_openai.embedding_requests) <= 2
@@ -454,7 +621,19 @@ def test_evaluate_api_systems_carry_their_request_options(capsys, tmp_path, monk
 
 def test_bad_api_options_are_one_line_errors(capsys, tmp_path):
     ds = tmp_path / "d.json"
-    ds.write_text(json.dumps({"queries": {"q": "a?"}, "corpus": {"n": "a"}, "relevant_docs": {"q": ["n"]}, "mode": "text"}))
-    rc, _, err = cli_inproc(capsys, "evaluate", "--dataset", str(ds), "--embedder", "openai:m", "--api-batch-size", "0",
-                            "--workspace", str(tmp_path / "ws"))
+    ds.write_text(
+        json.dumps({"queries": {"q": "a?"}, "corpus": {"n": "a"}, "relevant_docs": {"q": ["n"]}, "mode": "text"})
+    )
+    rc, _, err = cli_inproc(
+        capsys,
+        "evaluate",
+        "--dataset",
+        str(ds),
+        "--embedder",
+        "openai:m",
+        "--api-batch-size",
+        "0",
+        "--workspace",
+        str(tmp_path / "ws"),
+    )
     assert rc == 2 and err.strip() == "error: The API batch size must be at least 1, got 0."

@@ -37,7 +37,8 @@ def test_starting_a_training_run_does_not_import_the_llm_client(tmp_path):
         "'core.generators'))))\n"
     )
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ws")], capture_output=True, text=True, cwd=root,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "ws")], capture_output=True, text=True, cwd=root, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

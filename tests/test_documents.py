@@ -10,11 +10,11 @@ import time
 import pytest
 
 from core import documents as D
-from core.documents import catalog, pdf
 from core.documents import (
     ChunkSettings,
     PageText,
     PDFError,
+    catalog,
     chunk_pages,
     clean_pages,
     delete_document,
@@ -23,6 +23,7 @@ from core.documents import (
     list_chunks,
     list_documents,
     load_pdf,
+    pdf,
     rechunk,
     split_sentences,
     tokenizer_counter,
@@ -211,8 +212,12 @@ def test_a_decompression_bomb_fails_alone_and_names_the_file(ws, bomb_pdf, repor
     assert len(bomb_pdf) < 1_000_000
     memo = make_text_pdf(["A memo that is read although the bomb before it was refused."])
     # a low limit keeps the test light: the parse of the bomb stops after 48 MB
-    reports = ingest_files(ws, [("bomb.pdf", bomb_pdf), ("report.pdf", report_pdf), ("memo.pdf", memo)],
-                           memory_limit_mb=48, time_limit_s=60)
+    reports = ingest_files(
+        ws,
+        [("bomb.pdf", bomb_pdf), ("report.pdf", report_pdf), ("memo.pdf", memo)],
+        memory_limit_mb=48,
+        time_limit_s=60,
+    )
     bomb, good, other = reports
     assert (bomb.status, bomb.error_kind) == ("error", "over_limit")
     assert bomb.error.startswith("bomb.pdf was not ingested") and "48 MB" in bomb.error
@@ -272,7 +277,11 @@ def test_clean_pages_whitespace_hyphens_bullets():
     out = clean_pages(raw)
     assert out[0] == "Our remarkable year. It was remarkable indeed."
     assert out[1] == "A third-party vendor and a third-party one sent an e-mail."
-    assert out[2].split("\n") == ["We check:", "\u2022 Background checks. Every year.", "\u2022 Ratings. After each ride."]
+    assert out[2].split("\n") == [
+        "We check:",
+        "\u2022 Background checks. Every year.",
+        "\u2022 Ratings. After each ride.",
+    ]
 
 
 def test_split_sentences_keeps_abbreviations():

@@ -14,13 +14,27 @@ from core.embedders import EmbedderError, EmbeddingCache, resolve_embedder, text
 from core.evaluation import evaluate
 from core.workspace import Workspace
 
-TOPICS = ["revenue", "riders", "insurance", "drivers", "autonomous vehicles", "bikes and scooters",
-          "litigation", "share repurchases", "the pandemic", "data privacy", "tax credits", "leases"]
+TOPICS = [
+    "revenue",
+    "riders",
+    "insurance",
+    "drivers",
+    "autonomous vehicles",
+    "bikes and scooters",
+    "litigation",
+    "share repurchases",
+    "the pandemic",
+    "data privacy",
+    "tax credits",
+    "leases",
+]
 
 
 def _dataset(tmp_path) -> QADataset:
-    corpus = {f"n{i}": f"The company discusses {t} at length in section {i}, with figures for {2019 + i % 3}."
-              for i, t in enumerate(TOPICS)}
+    corpus = {
+        f"n{i}": f"The company discusses {t} at length in section {i}, with figures for {2019 + i % 3}."
+        for i, t in enumerate(TOPICS)
+    }
     queries = {f"q{i}": f"What does the report say about {t}?" for i, t in enumerate(TOPICS[:8])}
     rel = {f"q{i}": [f"n{i}"] for i in range(8)}
     path = tmp_path / "small.json"
@@ -49,7 +63,9 @@ def test_local_engine_fills_the_cache_and_resumes(tmp_path):
     again = embed_to_cache(ws, "default", passages, queries)
     assert again.embedded == 0
     emb = resolve_embedder("default", workspace=ws)
-    todo, have = missing_texts(EmbeddingCache(ws.embeddings_path), emb.identity, {"p": "p:", "q": "p:"}, passages, queries)
+    todo, have = missing_texts(
+        EmbeddingCache(ws.embeddings_path), emb.identity, {"p": "p:", "q": "p:"}, passages, queries
+    )
     assert todo == [] and have == len(set(passages) | set(queries))
 
 
@@ -76,8 +92,20 @@ def test_ray_local_mode_matches_the_local_engine(tmp_path, capsys):
     passages, queries = collect_texts(ds)
     embed_to_cache(local_ws, "default", passages, queries)
     embed_to_cache(ray_ws, "default", passages[:4], [])  # a run that stopped early: the rest is resumed
-    rc = main(["embed", "--workspace", str(ray_ws.root), "--dataset", str(tmp_path / "small.json"),
-               "--engine", "ray", "--batch-size", "8", "--json"])
+    rc = main(
+        [
+            "embed",
+            "--workspace",
+            str(ray_ws.root),
+            "--dataset",
+            str(tmp_path / "small.json"),
+            "--engine",
+            "ray",
+            "--batch-size",
+            "8",
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["engine"] == "ray" and out["cached"] == 4
     assert out["embedded"] == len(passages) + len(queries) - 4

@@ -15,11 +15,11 @@ import torch
 
 from core.adapters import build_adapter
 from core.embedders import (
+    POOLED_SUFFIX,
     AdapterEmbedder,
     CachedEmbedder,
     EmbedderError,
     EmbeddingCache,
-    POOLED_SUFFIX,
     OpenAIEmbedder,
     SentenceTransformerEmbedder,
     UnusableAnswer,
@@ -80,11 +80,13 @@ def test_bundled_model_gives_384d_unit_vectors(st_model):
 
 def test_bundled_model_scores_similar_texts_higher(st_model):
     q = st_model.embed_queries(["How much did revenue increase in 2021?"])[0]
-    docs = st_model.embed_texts([
-        "Revenue rose by 36 percent in fiscal 2021 compared with the prior year.",
-        "Our drivers must pass a background check every year.",
-        "The cat slept on the warm windowsill all afternoon.",
-    ])
+    docs = st_model.embed_texts(
+        [
+            "Revenue rose by 36 percent in fiscal 2021 compared with the prior year.",
+            "Our drivers must pass a background check every year.",
+            "The cat slept on the warm windowsill all afternoon.",
+        ]
+    )
     scores = docs @ q
     assert scores[0] > scores[1] and scores[0] > scores[2]
 
@@ -101,7 +103,9 @@ def test_token_counter(st_model):
     counter = st_model.token_counter()
     assert counter("hello world") == st_model.count_tokens("hello world") >= 2
     assert counter.batch(["hello world", "a much longer sentence about revenue"]) == [
-        st_model.count_tokens("hello world"), st_model.count_tokens("a much longer sentence about revenue")]
+        st_model.count_tokens("hello world"),
+        st_model.count_tokens("a much longer sentence about revenue"),
+    ]
     assert st_model.max_seq_length == 256
 
 
@@ -194,7 +198,7 @@ def test_cache_stores_raw_float32_and_handles_empty(tmp_path):
     assert emb.embed_texts([]).shape == (0, 6)
     out = emb.embed_texts(["v"])
     con = sqlite3.connect(tmp_path / "emb.sqlite")
-    (dim, rows, file), = con.execute("SELECT dim, rows, file FROM shards").fetchall()
+    ((dim, rows, file),) = con.execute("SELECT dim, rows, file FROM shards").fetchall()
     con.close()
     raw = (tmp_path / "emb.vectors" / file).read_bytes()
     assert (dim, rows) == (6, 1) and len(raw) == 6 * 4  # float32 bytes, nothing pickled
@@ -249,11 +253,14 @@ def test_openai_embedder_does_not_retry_a_rejected_key(fake_openai):
     assert len(fake_openai.embedding_requests) == 1
 
 
-@pytest.mark.parametrize("fault, says", [
-    ("garbage", r"'data' is empty: no vectors for 1 input"),
-    ("malformed", r"answer is not JSON: '\{\"id\": \"chatcmpl-broken"),
-    ("bad-base64", r"data\[0\] is unusable: not valid base64"),
-])
+@pytest.mark.parametrize(
+    "fault, says",
+    [
+        ("garbage", r"'data' is empty: no vectors for 1 input"),
+        ("malformed", r"answer is not JSON: '\{\"id\": \"chatcmpl-broken"),
+        ("bad-base64", r"data\[0\] is unusable: not valid base64"),
+    ],
+)
 def test_openai_embedder_fails_at_once_on_an_unusable_answer(fake_openai, fault, says):
     """A 200 without usable vectors is not a transient failure: one attempt, and the message
     says what the server returned (it used to be retried six times, then 'check the service')."""
@@ -266,7 +273,9 @@ def test_openai_embedder_fails_at_once_on_an_unusable_answer(fake_openai, fault,
 
 def test_openai_embedder_checks_the_vector_count(fake_openai):
     fake_openai.embed_responder = lambda texts, body: [fake_embedding(t) for t in texts][:-1]
-    with pytest.raises(UnusableAnswer, match=r"returned 1 vectors for 2 inputs.*lower the batch size \(--api-batch-size\)"):
+    with pytest.raises(
+        UnusableAnswer, match=r"returned 1 vectors for 2 inputs.*lower the batch size \(--api-batch-size\)"
+    ):
         _api(fake_openai, max_retries=3).embed_texts(["a", "b"])
     assert len(fake_openai.embedding_requests) == 1
 
@@ -289,8 +298,12 @@ def test_per_token_answers_are_mean_pooled_and_said_once(fake_openai, caplog):
     assert out.shape == (3, 64)
     assert np.allclose(out, np.stack([_mean_of_tokens(t) for t in texts]), atol=1e-6)
     # nothing retried; after the first answer showed per-token vectors, one text per request
-    assert [r["body"]["input"] for r in fake_openai.embedding_requests] == [texts[:2], texts[1:2], texts[2:], [
-        "what about revenue growth?"]]
+    assert [r["body"]["input"] for r in fake_openai.embedding_requests] == [
+        texts[:2],
+        texts[1:2],
+        texts[2:],
+        ["what about revenue growth?"],
+    ]
     assert emb.identity == native_identity + POOLED_SUFFIX
     said = [r for r in caplog.records if "one vector per token" in r.getMessage()]
     assert len(said) == 1 and "mean pooling" in said[0].getMessage()
@@ -351,11 +364,14 @@ def test_nan_vectors_are_a_clear_error(fake_openai):
     assert len(fake_openai.embedding_requests) == 1
 
 
-@pytest.mark.parametrize("vectors, says", [
-    ([[1.0, 2.0], [1.0]], r"different lengths in one answer \(\[1, 2\]\)"),
-    ([{"x": 1}, [1.0]], r"data\[0\] is unusable: it is an object with keys 'x'"),
-    ([[[1.0, 2.0], [3.0]], [1.0, 2.0]], r"data\[0\] is unusable: it is a list of 2 lists .*differ in length"),
-])
+@pytest.mark.parametrize(
+    "vectors, says",
+    [
+        ([[1.0, 2.0], [1.0]], r"different lengths in one answer \(\[1, 2\]\)"),
+        ([{"x": 1}, [1.0]], r"data\[0\] is unusable: it is an object with keys 'x'"),
+        ([[[1.0, 2.0], [3.0]], [1.0, 2.0]], r"data\[0\] is unusable: it is a list of 2 lists .*differ in length"),
+    ],
+)
 def test_other_shapes_name_what_the_server_returned(fake_openai, vectors, says):
     fake_openai.embed_responder = lambda texts, body: vectors
     with pytest.raises(UnusableAnswer, match=says):
@@ -377,10 +393,13 @@ def test_llama_servers_refusal_of_unpooled_models_says_which_flag(fake_openai):
     assert len(fake_openai.embedding_requests) == 1
 
 
-@pytest.mark.parametrize("fault", [
-    "500:Llama model must be created with embedding=True to call this method",  # llama-cpp-python's server
-    "501:This server does not support embeddings. Start it with `--embeddings`",  # llama-server
-])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "500:Llama model must be created with embedding=True to call this method",  # llama-cpp-python's server
+        "501:This server does not support embeddings. Start it with `--embeddings`",  # llama-server
+    ],
+)
 def test_a_server_without_embeddings_fails_at_once(fake_openai, fault):
     fake_openai.faults.extend([fault] * 3)
     with pytest.raises(EmbedderError, match=r"answered 50\d: .*Start the server with embeddings on"):
@@ -440,8 +459,11 @@ def test_a_fast_server_soon_gets_full_batches(fake_openai):
 def test_a_single_text_that_times_out_says_raise_the_timeout(fake_openai):
     fake_openai.delay_per_token = 0.5
     emb = _api(fake_openai, timeout=0.2, max_retries=1)
-    with pytest.raises(EmbedderError, match=r"no answer, even for a single text, in 2 attempts \(waiting 0.2 s, then "
-                                            r"up to 0.4 s\).*--api-timeout"):
+    with pytest.raises(
+        EmbedderError,
+        match=r"no answer, even for a single text, in 2 attempts \(waiting 0.2 s, then "
+        r"up to 0.4 s\).*--api-timeout",
+    ):
         emb.embed_texts(["one"])
     assert len(fake_openai.embedding_requests) == 2
 
@@ -509,8 +531,9 @@ def test_missing_texts_are_embedded_longest_first_and_returned_in_order(tmp_path
 
 
 def test_api_options_are_checked_and_kept_out_of_the_identity(fake_openai):
-    emb = resolve_embedder("openai:m", api_key="sk-x", base_url=fake_openai.base_url,
-                           api_timeout=7.5, api_batch_size=3, api_concurrency=2)
+    emb = resolve_embedder(
+        "openai:m", api_key="sk-x", base_url=fake_openai.base_url, api_timeout=7.5, api_batch_size=3, api_concurrency=2
+    )
     assert (emb.timeout, emb.batch_size, emb.concurrency) == (7.5, 3, 2)
     assert emb.options == {"api_timeout": 7.5, "api_batch_size": 3, "api_concurrency": 2}
     assert emb.identity == resolve_embedder("openai:m", base_url=fake_openai.base_url).identity

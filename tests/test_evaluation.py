@@ -229,8 +229,12 @@ def test_holm_step_down_by_hand():
     assert holm_adjust([0.2]) == [0.2]
     assert holm_adjust([0.5, 0.6]) == [1.0, 1.0]  # clipped to 1
     assert holm_adjust([]) == []
-    sig = add_holm({"a": {"hit@5": {"p_value": 0.01}, "mrr@5": {"p_value": 0.02}},
-                    "b": {"hit@5": {"p_value": 0.04}, "mrr@5": {"p_value": 0.02}}})
+    sig = add_holm(
+        {
+            "a": {"hit@5": {"p_value": 0.01}, "mrr@5": {"p_value": 0.02}},
+            "b": {"hit@5": {"p_value": 0.04}, "mrr@5": {"p_value": 0.02}},
+        }
+    )
     # one family per metric, over the systems
     assert (sig["a"]["hit@5"]["p_adjusted"], sig["b"]["hit@5"]["p_adjusted"]) == pytest.approx((0.02, 0.04))
     assert (sig["a"]["mrr@5"]["p_adjusted"], sig["b"]["mrr@5"]["p_adjusted"]) == pytest.approx((0.04, 0.04))
@@ -240,11 +244,22 @@ def _fake_comparison(n_systems: int, p_lucky: float = 0.02) -> Comparison:
     """Systems whose raw p-values are given: one 'lucky' at p_lucky, the others at 0.5."""
     n = 10
     hits = np.ones(n)
-    res = RankResult([f"q{i}" for i in range(n)], np.ones(n), {m: hits for m in metric_names(5)},
-                     [["d"] * 10] * n, np.zeros((n, 10), dtype=np.float32), 5)
+    res = RankResult(
+        [f"q{i}" for i in range(n)],
+        np.ones(n),
+        {m: hits for m in metric_names(5)},
+        [["d"] * 10] * n,
+        np.zeros((n, 10), dtype=np.float32),
+        5,
+    )
     results = {"base": res, **{f"ck{i}": res for i in range(n_systems)}}
-    sig = {f"ck{i}": {m: {"delta": 0.05, "ci_low": 0.01, "ci_high": 0.09, "p_value": p_lucky if i == 0 else 0.5}
-                      for m in metric_names(5)} for i in range(n_systems)}
+    sig = {
+        f"ck{i}": {
+            m: {"delta": 0.05, "ci_low": 0.01, "ci_high": 0.09, "p_value": p_lucky if i == 0 else 0.5}
+            for m in metric_names(5)
+        }
+        for i in range(n_systems)
+    }
     return Comparison("set", 5, "base", results, sig)
 
 
@@ -266,14 +281,16 @@ def test_significance_is_judged_on_the_holm_adjusted_p():
 def test_excluding_queries_recomputes_the_statistics():
     ds, vectors = tiny_dataset()
     base = LookupEmbedder(vectors)
-    cmp = compare(ds, {"base": base, "swap": AdapterEmbedder(base, _adapter_swapping(5, [2, 1, 0, 3, 4]))},
-                  n_resamples=100)
+    cmp = compare(
+        ds, {"base": base, "swap": AdapterEmbedder(base, _adapter_swapping(5, [2, 1, 0, 3, 4]))}, n_resamples=100
+    )
     sub = cmp.excluding(["q0"], n_resamples=100)
     assert sub.n_queries == 2 and sub.results["swap"].query_ids == ["q1", "q2"]
     for name in ("base", "swap"):
         assert sub.results[name].metrics["mrr@5"] == pytest.approx(cmp.results[name].per_query["mrr@5"][1:].mean())
     assert sub.significance["swap"]["mrr@5"]["delta"] == pytest.approx(
-        sub.results["swap"].metrics["mrr@5"] - sub.results["base"].metrics["mrr@5"])
+        sub.results["swap"].metrics["mrr@5"] - sub.results["base"].metrics["mrr@5"]
+    )
     assert cmp.n_queries == 3  # the original is untouched
     with pytest.raises(ValueError, match="no question"):
         cmp.excluding(["q0", "q1", "q2"])
@@ -288,9 +305,13 @@ def _comparison() -> Comparison:
     worse = _adapter_swapping(5, [1, 0, 2, 3, 4])  # q2: d1 gets d0's score and vice versa
     return compare(
         ds,
-        {"base": base, "swap": AdapterEmbedder(base, _adapter_swapping(5, [2, 1, 0, 3, 4])),
-         "other": AdapterEmbedder(base, worse)},
-        dataset_name="tiny", n_resamples=100,
+        {
+            "base": base,
+            "swap": AdapterEmbedder(base, _adapter_swapping(5, [2, 1, 0, 3, 4])),
+            "other": AdapterEmbedder(base, worse),
+        },
+        dataset_name="tiny",
+        n_resamples=100,
     )
 
 

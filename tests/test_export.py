@@ -13,19 +13,22 @@ import torch
 
 from core.adapters import build_adapter, load_adapter
 from core.cli import main
+from core.datasets import save_dataset
 from core.embedders import AdapterEmbedder, SentenceTransformerEmbedder
 from core.export import ExportError, adapter_to_dense, build_sentence_transformer, export_run, export_support
-from core.datasets import save_dataset
+from core.launch import evaluate_with_context
 from core.reports import save_comparison
 from core.runs import adapter_dir, create_run, execute_run
-from core.launch import evaluate_with_context
 from core.training import TrainConfig
 from tests.test_runs import SECRET, small_dataset
 
 pytestmark = pytest.mark.integration
 
-QUESTIONS = ["What was the revenue growth in the fiscal year?", "How many active riders were there?",
-             "Which insurance liability policy applies?"]
+QUESTIONS = [
+    "What was the revenue growth in the fiscal year?",
+    "How many active riders were there?",
+    "Which insurance liability policy applies?",
+]
 PASSAGES = ["The report discusses revenue growth fiscal year in detail.", "Airport pickup fees rose in 2021."]
 
 
@@ -58,7 +61,9 @@ EXPORTABLE = [
 ]
 
 
-@pytest.mark.parametrize("kind,kwargs", EXPORTABLE, ids=[f"{k}-{'-'.join(map(str, v.values()))}" for k, v in EXPORTABLE])
+@pytest.mark.parametrize(
+    "kind,kwargs", EXPORTABLE, ids=[f"{k}-{'-'.join(map(str, v.values()))}" for k, v in EXPORTABLE]
+)
 def test_exported_model_gives_adapterlabs_query_and_document_vectors(kind, kwargs, tmp_path):
     adapter = _perturbed(kind, **kwargs)
     assert export_support(adapter) is None
@@ -66,8 +71,10 @@ def test_exported_model_gives_adapterlabs_query_and_document_vectors(kind, kwarg
     model.save(str(tmp_path / "m"), create_model_card=False)
     loaded = _load(tmp_path / "m")
 
-    ours = AdapterEmbedder(SentenceTransformerEmbedder("default", query_prefix="query: ", passage_prefix="passage: ",
-                                                       device="cpu"), adapter)
+    ours = AdapterEmbedder(
+        SentenceTransformerEmbedder("default", query_prefix="query: ", passage_prefix="passage: ", device="cpu"),
+        adapter,
+    )
     q_ours, d_ours = ours.embed_queries(QUESTIONS), ours.embed_texts(PASSAGES)
     np.testing.assert_allclose(loaded.encode_query(QUESTIONS), q_ours, atol=1e-5, rtol=0)
     np.testing.assert_allclose(loaded.encode_document(PASSAGES), d_ours, atol=1e-5, rtol=0)
@@ -100,30 +107,60 @@ def trained(tmp_path_factory):
     ws = Workspace(tmp_path_factory.mktemp("export") / "ws")
     ds = small_dataset()
     train_id = save_dataset(ws, ds, "topics train", role="train")
-    run_id = create_run(ws, TrainConfig(epochs=3, batch_size=6, lr=5e-3, device="cpu", cv_folds=2, seed=1),
-                        dataset_id=train_id, embedder="default", embedder_options={"query_prefix": "q: "},
-                        name="tiny linear")
+    run_id = create_run(
+        ws,
+        TrainConfig(epochs=3, batch_size=6, lr=5e-3, device="cpu", cv_folds=2, seed=1),
+        dataset_id=train_id,
+        embedder="default",
+        embedder_options={"query_prefix": "q: "},
+        name="tiny linear",
+    )
     execute_run(ws, run_id)
     systems = [{"kind": "run", "run_id": run_id}]
-    cmp, context = evaluate_with_context(ws, ds, "topics eval", systems, top_k=5, embedder="default",
-                                         embedder_options={"query_prefix": "q: "}, dataset_id=train_id)
-    eval_id = save_comparison(ws, cmp, "topics eval", extra={"dataset_id": train_id, "systems": systems,
-                                                             "run_ids": [run_id], "context": context})
+    cmp, context = evaluate_with_context(
+        ws,
+        ds,
+        "topics eval",
+        systems,
+        top_k=5,
+        embedder="default",
+        embedder_options={"query_prefix": "q: "},
+        dataset_id=train_id,
+    )
+    eval_id = save_comparison(
+        ws,
+        cmp,
+        "topics eval",
+        extra={"dataset_id": train_id, "systems": systems, "run_ids": [run_id], "context": context},
+    )
     return ws, run_id, eval_id
 
 
 def test_cli_exports_a_run_as_a_sentence_transformers_model_with_a_card(trained, tmp_path, capsys):
     ws, run_id, eval_id = trained
     out = tmp_path / "tuned"
-    rc = main(["export", "--workspace", str(ws.root), "--run", run_id, "--format", "sentence-transformers",
-               "--out", str(out), "--json"])
+    rc = main(
+        [
+            "export",
+            "--workspace",
+            str(ws.root),
+            "--run",
+            run_id,
+            "--format",
+            "sentence-transformers",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report["out"] == str(out) and "README.md" in report["files"] and "modules.json" in report["files"]
 
     loaded = _load(out)
-    ours = AdapterEmbedder(SentenceTransformerEmbedder("default", query_prefix="q: ", device="cpu"),
-                           load_adapter(adapter_dir(ws, run_id)))
+    ours = AdapterEmbedder(
+        SentenceTransformerEmbedder("default", query_prefix="q: ", device="cpu"), load_adapter(adapter_dir(ws, run_id))
+    )
     np.testing.assert_allclose(loaded.encode_query(QUESTIONS), ours.embed_queries(QUESTIONS), atol=1e-5, rtol=0)
     np.testing.assert_allclose(loaded.encode_document(PASSAGES), ours.embed_texts(PASSAGES), atol=1e-5, rtol=0)
 
@@ -137,7 +174,9 @@ def test_cli_exports_a_run_as_a_sentence_transformers_model_with_a_card(trained,
 def test_cli_exports_the_llamaindex_folder(trained, tmp_path, capsys):
     ws, run_id, _ = trained
     out = tmp_path / "li"
-    assert main(["export", "--workspace", str(ws.root), "--run", run_id, "--format", "llamaindex", "--out", str(out)]) == 0
+    assert (
+        main(["export", "--workspace", str(ws.root), "--run", run_id, "--format", "llamaindex", "--out", str(out)]) == 0
+    )
     assert "exported" in capsys.readouterr().out
     assert {p.name for p in out.iterdir()} == {"config.json", "pytorch_model.bin", "adapterlab.json"}
     a, b = load_adapter(out), load_adapter(adapter_dir(ws, run_id))
@@ -152,8 +191,13 @@ def test_cli_export_errors_are_one_line(trained, tmp_path, capsys):
 
 def test_an_api_base_model_exports_the_adapter_with_a_loader_card(ws, fake_openai, tmp_path):
     path = str(small_dataset().save(tmp_path / "train.json"))
-    run_id = create_run(ws, TrainConfig(epochs=1, batch_size=6, device="cpu", selection="none"), dataset_path=path,
-                        embedder="openai:fake-embed", embedder_options={"base_url": fake_openai.base_url})
+    run_id = create_run(
+        ws,
+        TrainConfig(epochs=1, batch_size=6, device="cpu", selection="none"),
+        dataset_path=path,
+        embedder="openai:fake-embed",
+        embedder_options={"base_url": fake_openai.base_url},
+    )
     execute_run(ws, run_id, api_key=SECRET)
     out = export_run(ws, run_id, "sentence-transformers", tmp_path / "api")
     assert not (out / "modules.json").exists()

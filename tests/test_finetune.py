@@ -13,10 +13,10 @@ import pytest
 from core.embedders import SentenceTransformerEmbedder, resolve_embedder
 from core.finetune import MARKER, FinetuneConfig, FinetuneError, finetune, read_marker, weights_fingerprint
 from core.jobs import JobManager
+from core.launch import build_systems, start_finetune
 from core.questions import save_dataset
 from core.reports import has_curves, training_figure
 from core.runs import create_finetune_run, get_run, has_model, list_runs, model_dir, read_history, run_kind
-from core.launch import build_systems, start_finetune
 from tests.test_cli import cli_inproc
 from tests.test_runs import small_dataset
 
@@ -31,16 +31,29 @@ def dataset_path(tmp_path_factory):
 def test_a_tiny_fine_tune_saves_a_loadable_model_that_differs_from_the_base(ws, tmp_path):
     events, ticks = [], []
     out = tmp_path / "ft"
-    result = finetune(small_dataset(), "default", out, epochs=1, batch_size=8, lr=1e-4, device="cpu",
-                      callback=events.append, progress=lambda d, t, m: ticks.append((d, t)))
+    result = finetune(
+        small_dataset(),
+        "default",
+        out,
+        epochs=1,
+        batch_size=8,
+        lr=1e-4,
+        device="cpu",
+        callback=events.append,
+        progress=lambda d, t, m: ticks.append((d, t)),
+    )
 
     assert result.out_dir == out and not result.cancelled and result.steps == 3  # 24 questions, batch 8
     assert result.seconds > 0 and result.n_train_queries == 24
     assert result.cost()["chunks_to_reembed"] == 12 and result.cost()["reembed_seconds_estimate"] is not None
     # the history speaks the adapter runs' dialect (the live chart draws it)
     steps = [e for e in events if e["type"] == "step"]
-    assert [e["step"] for e in steps] == [1, 2, 3] and all(set(e) == {"type", "step", "epoch", "loss", "lr"} for e in steps)
-    assert [e for e in events if e["type"] == "epoch"][0]["train_loss"] == pytest.approx(np.mean([e["loss"] for e in steps]))
+    assert [e["step"] for e in steps] == [1, 2, 3] and all(
+        set(e) == {"type", "step", "epoch", "loss", "lr"} for e in steps
+    )
+    assert [e for e in events if e["type"] == "epoch"][0]["train_loss"] == pytest.approx(
+        np.mean([e["loss"] for e in steps])
+    )
     assert events[-1]["type"] == "cost" and has_curves(events)
     training_figure(events)
     assert ticks[-1] == (3, 3)
@@ -60,8 +73,18 @@ def test_a_tiny_fine_tune_saves_a_loadable_model_that_differs_from_the_base(ws, 
     # a second fine-tune into the same folder (stopped after one step) is a new model: a new
     # cache identity, and no stale copy served from the loaded-models cache
     stop = threading.Event()
-    again = finetune(small_dataset(), "default", out, epochs=1, batch_size=8, lr=1e-3, seed=1, device="cpu",
-                     cancel=stop, progress=lambda d, t, m: stop.set())
+    again = finetune(
+        small_dataset(),
+        "default",
+        out,
+        epochs=1,
+        batch_size=8,
+        lr=1e-3,
+        seed=1,
+        device="cpu",
+        cancel=stop,
+        progress=lambda d, t, m: stop.set(),
+    )
     assert again.cancelled and again.steps == 1 and again.out_dir == out
     tuned2 = resolve_embedder(str(out), workspace=ws)
     assert tuned2.identity != tuned.identity
@@ -84,8 +107,9 @@ def test_bad_requests_are_refused_before_any_work(ws, tmp_path, dataset_path):
 
 
 def test_cli_refuses_an_api_base(capsys, tmp_path, dataset_path):
-    rc, out, err = cli_inproc(capsys, "finetune", "--dataset", dataset_path, "--embedder", "openai:m",
-                              "--workspace", str(tmp_path / "ws"))
+    rc, out, err = cli_inproc(
+        capsys, "finetune", "--dataset", dataset_path, "--embedder", "openai:m", "--workspace", str(tmp_path / "ws")
+    )
     assert rc == 2 and "error:" in err and "sentence-transformers" in err and len(err.strip().splitlines()) == 1
 
 
@@ -100,8 +124,22 @@ def cli_run(tmp_path_factory, dataset_path):
 
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        rc = main(["finetune", "--dataset", dataset_path, "--batch-size", "8", "--device", "cpu",
-                   "--out", str(d / "export"), "--json", "--workspace", str(d / "ws")])
+        rc = main(
+            [
+                "finetune",
+                "--dataset",
+                dataset_path,
+                "--batch-size",
+                "8",
+                "--device",
+                "cpu",
+                "--out",
+                str(d / "export"),
+                "--json",
+                "--workspace",
+                str(d / "ws"),
+            ]
+        )
     assert rc == 0, err.getvalue()
     return {"dir": d, "ws": d / "ws", "summary": json.loads(out.getvalue())}  # stdout is pure JSON
 
@@ -122,11 +160,15 @@ def test_the_finetune_run_kind_through_the_cli(cli_run, capsys, dataset_path):
     rc, out, _ = cli_inproc(capsys, "runs", "--json", "--workspace", str(cli_run["ws"]))
     assert rc == 0 and json.loads(out)[0]["kind"] == "finetune"
 
-    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", dataset_path, "--run", run["id"], "--json",
-                              "--workspace", str(cli_run["ws"]))
+    rc, out, err = cli_inproc(
+        capsys, "evaluate", "--dataset", dataset_path, "--run", run["id"], "--json", "--workspace", str(cli_run["ws"])
+    )
     assert rc == 0, err
     rows = {r["system"]: r for r in json.loads(out)}
-    assert list(rows) == ["base (all-MiniLM-L6-v2)", f"{run['name']} · full fine-tune (re-embeds 12 chunks)"]  # names, not ids (issue 12)
+    assert list(rows) == [
+        "base (all-MiniLM-L6-v2)",
+        f"{run['name']} · full fine-tune (re-embeds 12 chunks)",
+    ]  # names, not ids (issue 12)
     assert all(r["queries"] == 24 for r in rows.values())
 
 

@@ -36,8 +36,13 @@ def report_pdf() -> bytes:
 
 
 def _workspace_dataset(ws: Workspace, pdf: bytes, token_counter=None, max_seq_length=None):
-    reports = ingest_files(ws, [("northwind.pdf", pdf)], ChunkSettings(chunk_size=64, chunk_overlap=8),
-                           token_counter=token_counter, max_seq_length=max_seq_length)
+    reports = ingest_files(
+        ws,
+        [("northwind.pdf", pdf)],
+        ChunkSettings(chunk_size=64, chunk_overlap=8),
+        token_counter=token_counter,
+        max_seq_length=max_seq_length,
+    )
     assert [r.status for r in reports] == ["ok"] and reports[0].pages == 4
     gen = generate_questions(ws, OfflineGenerator(seed=0), questions_per_chunk=3)
     assert gen["failures"] == [] and gen["questions_added"] > 0
@@ -54,9 +59,19 @@ def test_pdf_to_compared_adapters_with_the_bundled_model(tmp_path, bundled_model
     assert not train_rel & {d for q in eval_ds.queries for d in eval_ds.relevant_docs[q]}
 
     configs = {
-        "linear": TrainConfig(adapter="linear", epochs=4, lr=1e-3, batch_size=16, device="cpu", val_fraction=0.2, selection="holdout"),
-        "two-layer": TrainConfig(adapter="two-layer", adapter_kwargs={"hidden_features": 128}, epochs=4, lr=1e-3,
-                                 batch_size=16, device="cpu", val_fraction=0.2, selection="holdout"),
+        "linear": TrainConfig(
+            adapter="linear", epochs=4, lr=1e-3, batch_size=16, device="cpu", val_fraction=0.2, selection="holdout"
+        ),
+        "two-layer": TrainConfig(
+            adapter="two-layer",
+            adapter_kwargs={"hidden_features": 128},
+            epochs=4,
+            lr=1e-3,
+            batch_size=16,
+            device="cpu",
+            val_fraction=0.2,
+            selection="holdout",
+        ),
     }
     results = {}
     for name, cfg in configs.items():
@@ -70,7 +85,9 @@ def test_pdf_to_compared_adapters_with_the_bundled_model(tmp_path, bundled_model
         # ... and those numbers are what the returned adapter really scores on that split
         _, val_q = split_by_chunk(train_ds, cfg.val_fraction, cfg.seed)
         val_part = train_ds.subset(val_q)
-        assert evaluate(val_part, AdapterEmbedder(emb, res.adapter)).metrics == pytest.approx(res.best_metrics, abs=1e-6)
+        assert evaluate(val_part, AdapterEmbedder(emb, res.adapter)).metrics == pytest.approx(
+            res.best_metrics, abs=1e-6
+        )
         assert evaluate(val_part, emb).metrics == pytest.approx(res.base_metrics, abs=1e-6)
     # the embedder ran once per text: everything the second training needed was cached
     assert emb.stats.misses == len(train_ds.corpus) + len(train_ds.queries)
@@ -112,21 +129,32 @@ def test_adapter_on_api_embeddings_end_to_end(tmp_path, fake_openai, report_pdf)
     train_ds, eval_ds = split_dataset(ds, by="chunk", val_fraction=0.25, seed=1)
     emb = api()
     assert isinstance(emb, CachedEmbedder)
-    cfg = TrainConfig(adapter="linear", epochs=3, lr=1e-3, batch_size=16, device="cpu", val_fraction=0.2, selection="holdout")
+    cfg = TrainConfig(
+        adapter="linear", epochs=3, lr=1e-3, batch_size=16, device="cpu", val_fraction=0.2, selection="holdout"
+    )
     first = train(train_ds, emb, cfg, out_dir=tmp_path / "api-linear")
     assert fake_openai.embedding_requests, "the first run embeds through the API"
     assert first.adapter.get_config_dict()["in_features"] == 64
     assert first.best_metrics["mrr@5"] >= first.base_metrics["mrr@5"]
 
     n = len(fake_openai.embedding_requests)
-    second = train(train_ds, api(), TrainConfig(adapter="two-layer", adapter_kwargs={"hidden_features": 32}, epochs=2,
-                                                device="cpu", selection="holdout"), out_dir=tmp_path / "api-2layer")
+    second = train(
+        train_ds,
+        api(),
+        TrainConfig(
+            adapter="two-layer", adapter_kwargs={"hidden_features": 32}, epochs=2, device="cpu", selection="holdout"
+        ),
+        out_dir=tmp_path / "api-2layer",
+    )
     assert len(fake_openai.embedding_requests) == n, "the second run must come from the cache"
     assert second.best_metrics["mrr@5"] >= second.base_metrics["mrr@5"]
 
     base = api()
-    cmp = compare(eval_ds, {"api": base, "api+linear": AdapterEmbedder(base, load_adapter(tmp_path / "api-linear"))},
-                  n_resamples=200)
+    cmp = compare(
+        eval_ds,
+        {"api": base, "api+linear": AdapterEmbedder(base, load_adapter(tmp_path / "api-linear"))},
+        n_resamples=200,
+    )
     assert set(cmp.results) == {"api", "api+linear"}
     assert all(np.isfinite(v) for v in cmp.results["api+linear"].metrics.values())
     for req in fake_openai.embedding_requests:

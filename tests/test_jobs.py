@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import json
+import os
 import threading
 import time
 
@@ -210,7 +210,14 @@ def test_reap_marks_a_cli_run_whose_process_died(ws):
 
 def test_reap_keeps_runs_owned_by_live_jobs(ws):
     # a queued run whose job (in another live process) is still waiting in its lane
-    _insert_job(ws, "train-waiting", status="queued", owner=f"{os.getppid()}:otherproc", age=1.0, params={"run_id": "run-waiting"})
+    _insert_job(
+        ws,
+        "train-waiting",
+        status="queued",
+        owner=f"{os.getppid()}:otherproc",
+        age=1.0,
+        params={"run_id": "run-waiting"},
+    )
     _insert_run(ws, "run-waiting", status="queued")
     jm = job_manager(ws)
     try:

@@ -16,9 +16,9 @@ from core.datasets import QADataset
 from core.embedders import EmbedderError, OpenAIEmbedder
 from core.jobs import JobManager
 from core.keys import key_for, scrub
+from core.launch import start_generation
 from core.llm import ChatClient, LLMError, LLMSettings, key_status
 from core.runs import list_runs
-from core.launch import start_generation
 from core.workspace import Workspace
 
 SECRET = "sk-proj-LEAKTEST-a1b2c3d4e5f6g7h8i9j0"
@@ -125,7 +125,9 @@ def test_embedder_errors_never_carry_the_key(fake_openai, fault):
 @pytest.mark.parametrize("fault", ["echo:400", "echo-partial:400", "echo-partial:500"])
 def test_chat_errors_never_carry_the_key(fake_openai, fault):
     fake_openai.faults.extend([fault] * 3)
-    client = ChatClient(LLMSettings(model="m", base_url=fake_openai.base_url, api_key=SECRET, max_retries=1, backoff=0.001))
+    client = ChatClient(
+        LLMSettings(model="m", base_url=fake_openai.base_url, api_key=SECRET, max_retries=1, backoff=0.001)
+    )
     with pytest.raises(LLMError) as info:
         client.complete(MSGS)
     assert "Bad credentials" in str(info.value)
@@ -152,8 +154,19 @@ def test_cli_train_on_an_echoing_embeddings_endpoint_keeps_the_key_off_stderr_an
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
     fake_openai.faults.extend([fault] * 10)
     ws = tmp_path / "ws"
-    rc = main(["train", "--dataset", str(_tiny_dataset(tmp_path / "d.json")), "--embedder", "openai:fake-embed",
-               "--epochs", "1", "--workspace", str(ws)])
+    rc = main(
+        [
+            "train",
+            "--dataset",
+            str(_tiny_dataset(tmp_path / "d.json")),
+            "--embedder",
+            "openai:fake-embed",
+            "--epochs",
+            "1",
+            "--workspace",
+            str(ws),
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 2 and "Bad credentials" in err
     assert_no_key(out + err, where="stdout/stderr")

@@ -18,10 +18,18 @@ CORPUS = {f"c{i}": f"passage number {i} about topic {i}" for i in range(10)}
 
 def test_identical_questions_ignore_case_spacing_and_punctuation():
     train = _ds({"t1": "What was Lyft's revenue in 2021?", "t2": "Who is the CEO?"}, {"t1": "c0", "t2": "c1"}, CORPUS)
-    ev = _ds({"e1": "what was  lyfts revenue in 2021", "e2": "What was the revenue in 2020?"}, {"e1": "c5", "e2": "c6"}, CORPUS)
+    ev = _ds(
+        {"e1": "what was  lyfts revenue in 2021", "e2": "What was the revenue in 2020?"},
+        {"e1": "c5", "e2": "c6"},
+        CORPUS,
+    )
     rep = check_leakage(ev, train)
     assert rep.identical == ["e1"] and rep.near_duplicate == [] and rep.threshold is None  # no vectors: cosine skipped
-    assert rep.examples[0] == {"eval": "what was  lyfts revenue in 2021", "train": "What was Lyft's revenue in 2021?", "cosine": 1.0}
+    assert rep.examples[0] == {
+        "eval": "what was  lyfts revenue in 2021",
+        "train": "What was Lyft's revenue in 2021?",
+        "cosine": 1.0,
+    }
     assert rep.shared_chunks == [] and rep.on_shared_chunks == []
 
 
@@ -50,8 +58,11 @@ def test_shared_chunks_by_id_and_by_text():
     corpus_eval = dict(CORPUS)
     corpus_eval["other-id"] = "  Passage number 2 ABOUT topic 2 "  # same text as c2, another id
     train = _ds({"t1": "q one", "t2": "q two"}, {"t1": "c1", "t2": "c2"}, CORPUS)
-    ev = _ds({"e1": "new 1", "e2": "new 2", "e3": "new 3", "e4": "new 4"},
-             {"e1": "c1", "e2": "other-id", "e3": "c7", "e4": "c1"}, corpus_eval)
+    ev = _ds(
+        {"e1": "new 1", "e2": "new 2", "e3": "new 3", "e4": "new 4"},
+        {"e1": "c1", "e2": "other-id", "e3": "c7", "e4": "c1"},
+        corpus_eval,
+    )
     rep = check_leakage(ev, train)
     assert rep.shared_chunks == ["c1", "other-id"]
     assert rep.on_shared_chunks == ["e1", "e2", "e4"]

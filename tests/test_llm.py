@@ -275,7 +275,9 @@ def test_estimate_generation_numbers():
     assert est["prompt_tokens"] == expected_prompt
     assert est["completion_tokens"] == 2 * (3 * 25 + 10)
     pin, pout = PRICES_PER_MTOK["gpt-4o-mini"]
-    assert math.isclose(est["cost_usd"], (est["prompt_tokens"] * pin + est["completion_tokens"] * pout) / 1e6, rel_tol=1e-4)
+    assert math.isclose(
+        est["cost_usd"], (est["prompt_tokens"] * pin + est["completion_tokens"] * pout) / 1e6, rel_tol=1e-4
+    )
     assert estimate_generation(chunks, 3, template, "my-local-llama")["cost_usd"] is None
     with pytest.raises(ValueError):
         estimate_generation(chunks, 0, template, "gpt-4o-mini")

@@ -61,8 +61,10 @@ def test_corpus_softmax_never_uses_excluded_chunks_as_negatives():
     # question 0's near-duplicate (row 1) scores as high as its own chunk: masked, it costs nothing
     corpus = b.corpus.clone()
     corpus[1] = corpus[0]
-    masked = _batch(corpus=corpus, excluded=[torch.tensor([1]), torch.tensor([], dtype=torch.long),
-                                            torch.tensor([], dtype=torch.long)])
+    masked = _batch(
+        corpus=corpus,
+        excluded=[torch.tensor([1]), torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long)],
+    )
     unmasked = _batch(corpus=corpus)
     assert corpus_softmax(masked) < corpus_softmax(unmasked)
     logits = masked.queries @ corpus.T / 0.05

@@ -11,14 +11,17 @@ import torch
 from core import optim
 
 
-@pytest.mark.parametrize("name,kwargs", [
-    ("adamw", {"lr": 3e-3, "weight_decay": 0.01}),
-    ("adamw", {"lr": 1e-2, "weight_decay": 0.0}),
-    ("adam", {"lr": 3e-3, "weight_decay": 0.0}),
-    ("adam", {"lr": 3e-3, "weight_decay": 0.05}),
-    ("sgd", {"lr": 0.1}),
-    ("sgd", {"lr": 0.1, "weight_decay": 0.01}),
-])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("adamw", {"lr": 3e-3, "weight_decay": 0.01}),
+        ("adamw", {"lr": 1e-2, "weight_decay": 0.0}),
+        ("adam", {"lr": 3e-3, "weight_decay": 0.0}),
+        ("adam", {"lr": 3e-3, "weight_decay": 0.05}),
+        ("sgd", {"lr": 0.1}),
+        ("sgd", {"lr": 0.1, "weight_decay": 0.01}),
+    ],
+)
 def test_steps_match_torch_optim(name, kwargs):
     torch.manual_seed(0)
     ref_model = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4))
@@ -26,7 +29,8 @@ def test_steps_match_torch_optim(name, kwargs):
     ours_model.load_state_dict(ref_model.state_dict())
     start = ours_model[0].weight.detach().clone()
     ref = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}[name](
-        ref_model.parameters(), **kwargs)
+        ref_model.parameters(), **kwargs
+    )
     ours = optim.OPTIMIZERS[name](ours_model.parameters(), **kwargs)
     x, y = torch.randn(32, 8), torch.randn(32, 4)
     for step in range(25):
@@ -43,8 +47,10 @@ def test_steps_match_torch_optim(name, kwargs):
 
 
 def test_training_does_not_import_dynamo():
-    code = ("import sys, torch; from core.optim import AdamW; p = torch.nn.Parameter(torch.zeros(3)); "
-            "o = AdamW([p], lr=0.1); p.sum().backward(); o.step(); print('torch._dynamo' in sys.modules)")
+    code = (
+        "import sys, torch; from core.optim import AdamW; p = torch.nn.Parameter(torch.zeros(3)); "
+        "o = AdamW([p], lr=0.1); p.sum().backward(); o.step(); print('torch._dynamo' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"

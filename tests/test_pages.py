@@ -21,10 +21,17 @@ from streamlit.testing.v1 import AppTest
 from core.documents import ingest_files
 from core.embedders import resolve_embedder
 from core.evaluation import compare
-from core.questions import OFFLINE_LIMITS, OfflineGenerator, build_dataset, generate_questions, save_dataset, split_dataset
+from core.launch import build_systems
+from core.questions import (
+    OFFLINE_LIMITS,
+    OfflineGenerator,
+    build_dataset,
+    generate_questions,
+    save_dataset,
+    split_dataset,
+)
 from core.reports import save_comparison
 from core.runs import create_run, execute_run
-from core.launch import build_systems
 from core.training import TrainConfig
 from core.workspace import Workspace
 from tests.pdfs import corrupt_pdf_bytes, make_text_pdf, sample_report_pages
@@ -94,7 +101,8 @@ def prepared(tmp_path_factory):
     reports = ingest_files(
         ws,
         [("northwind.pdf", make_text_pdf(pages[:2])), ("harbor.pdf", make_text_pdf(pages[2:]))],
-        token_counter=emb.token_counter(), max_seq_length=emb.max_seq_length,
+        token_counter=emb.token_counter(),
+        max_seq_length=emb.max_seq_length,
     )
     assert [r.status for r in reports] == ["ok", "ok"]
     generate_questions(ws, OfflineGenerator(), questions_per_chunk=3)
@@ -102,17 +110,31 @@ def prepared(tmp_path_factory):
     train, val = split_dataset(full, by="document", val_docs=["harbor.pdf"])
     train_id = save_dataset(ws, train, "northwind train", role="train")
     val_id = save_dataset(ws, val, "harbor validation", role="val")
-    run_id = create_run(ws, TrainConfig(epochs=2, batch_size=8), dataset_id=train_id, val_dataset_id=val_id,
-                        name="tiny linear")
+    run_id = create_run(
+        ws, TrainConfig(epochs=2, batch_size=8), dataset_id=train_id, val_dataset_id=val_id, name="tiny linear"
+    )
     execute_run(ws, run_id)
     systems = [{"kind": "run", "run_id": run_id}]
     cmp = compare(val, build_systems(ws, systems), top_k=5, dataset_name="harbor validation")
-    eval_id = save_comparison(ws, cmp, "harbor validation",
-                              extra={"dataset_id": val_id, "systems": systems, "run_ids": [run_id], "embedder": "default"})
+    eval_id = save_comparison(
+        ws,
+        cmp,
+        "harbor validation",
+        extra={"dataset_id": val_id, "systems": systems, "run_ids": [run_id], "embedder": "default"},
+    )
     n_questions = ws.query("SELECT COUNT(*) AS n FROM questions")[0]["n"]
     n_chunks = ws.query("SELECT COUNT(*) AS n FROM chunks")[0]["n"]
-    return SimpleNamespace(root=root, run_id=run_id, eval_id=eval_id, train_id=train_id, val_id=val_id,
-                           n_questions=n_questions, n_chunks=n_chunks, n_val=len(val.queries), val=val)
+    return SimpleNamespace(
+        root=root,
+        run_id=run_id,
+        eval_id=eval_id,
+        train_id=train_id,
+        val_id=val_id,
+        n_questions=n_questions,
+        n_chunks=n_chunks,
+        n_val=len(val.queries),
+        val=val,
+    )
 
 
 @pytest.fixture
@@ -140,11 +162,19 @@ def test_app_routes_and_sidebar_counts(prepared_ws, prepared):
     no_exceptions(at)
     assert [t.value for t in at.title] == ["Documents"]  # the default page
     side = {m.label: m.value for m in at.sidebar.metric}
-    assert side == {"Documents": "2", "Chunks": str(prepared.n_chunks), "Questions": str(prepared.n_questions), "Runs": "1"}
+    assert side == {
+        "Documents": "2",
+        "Chunks": str(prepared.n_chunks),
+        "Questions": str(prepared.n_questions),
+        "Runs": "1",
+    }
     assert str(prepared_ws) in texts(at.sidebar.code)
     assert "No job running." in texts(at.sidebar.caption)
-    for script, title in [("pages/2_questions.py", "Questions"), ("pages/3_train.py", "Train"),
-                          ("pages/4_compare.py", "Compare")]:
+    for script, title in [
+        ("pages/2_questions.py", "Questions"),
+        ("pages/3_train.py", "Train"),
+        ("pages/4_compare.py", "Compare"),
+    ]:
         at.switch_page(script)
         at.run()
         no_exceptions(at)
@@ -169,7 +199,12 @@ def test_app_on_an_empty_workspace(empty_ws):
     at = app()
     at.run()
     no_exceptions(at)
-    assert {m.label: m.value for m in at.sidebar.metric} == {"Documents": "0", "Chunks": "0", "Questions": "0", "Runs": "0"}
+    assert {m.label: m.value for m in at.sidebar.metric} == {
+        "Documents": "0",
+        "Chunks": "0",
+        "Questions": "0",
+        "Runs": "0",
+    }
     assert (empty_ws / "catalog.sqlite").exists()
     assert "Upload PDFs first" in texts(at.info)
 
@@ -237,7 +272,9 @@ def test_documents_failed_ingest_job_shows_its_error(empty_ws):
     Workspace(empty_ws).set_setting("ui.base_embedder", str(empty_ws / "no-such-model"))
     at = page("1_documents.py")
     at.run()
-    at.file_uploader(key="doc_upload_0").set_value([("report.pdf", make_text_pdf(["Some text. " * 40]), "application/pdf")])
+    at.file_uploader(key="doc_upload_0").set_value(
+        [("report.pdf", make_text_pdf(["Some text. " * 40]), "application/pdf")]
+    )
     at.run()
     at.button(key="ingest_start").click().run()
     jobs = rerun_until_settled(at, empty_ws, "ingest")
@@ -366,10 +403,12 @@ def test_questions_import_real_queries_csv(prepared_ws, prepared):
     val = prepared.val
     qid = next(iter(val.queries))
     chunk = val.relevant_docs[qid][0]
-    rows = ["query,relevant_text,page,document",
-            f'"How did harbor do?","{val.corpus[chunk][10:80]}",,',
-            '"What is on the first page?",,1,harbor.pdf',
-            '"Unrelated?","words that appear in no document whatsoever here",,']
+    rows = [
+        "query,relevant_text,page,document",
+        f'"How did harbor do?","{val.corpus[chunk][10:80]}",,',
+        '"What is on the first page?",,1,harbor.pdf',
+        '"Unrelated?","words that appear in no document whatsoever here",,',
+    ]
     at.file_uploader(key="real_queries_file").set_value(("real.csv", "\n".join(rows).encode(), "text/csv"))
     at.run()
     at.text_input(key="real_queries_name").input("harbor real queries")
@@ -532,7 +571,11 @@ def test_compare_shows_table_charts_drilldown_and_exports(prepared_ws, prepared)
     assert "have not been shown to carry over to real queries" in warnings  # offline questions
     compact = frame(at, "system", "Δ hit@5 (95% CI)", "significant")
     assert list(compact["system"]) == ["base (all-MiniLM-L6-v2)", "tiny linear"]
-    assert frame(at, "system", "trained on", "overlap with the evaluation set").iloc[0]["trained on"].startswith("northwind train")
+    assert (
+        frame(at, "system", "trained on", "overlap with the evaluation set")
+        .iloc[0]["trained on"]
+        .startswith("northwind train")
+    )
     assert len(at.get("plotly_chart")) == 0  # the chart and the training curves are closed: neither is built
     at.session_state["eval_chart_open"] = True  # the user opens the chart of the deltas
     at.run()
@@ -554,14 +597,17 @@ def test_compare_shows_table_charts_drilldown_and_exports(prepared_ws, prepared)
 
 def test_compare_reruns_without_leaked_questions(prepared_ws, prepared):
     from core.datasets import QADataset
-    from core.questions import load_dataset
     from core.launch import evaluate_with_context
+    from core.questions import load_dataset
 
     ws = Workspace(prepared_ws)
     train, val = load_dataset(ws, prepared.train_id), load_dataset(ws, prepared.val_id)
     copied = list(train.queries)[:3]  # three training questions slipped into the evaluation set
-    mixed = QADataset({**val.queries, **{q: train.queries[q] for q in copied}}, {**val.corpus, **train.corpus},
-                      {**val.relevant_docs, **{q: train.relevant_docs[q] for q in copied}})
+    mixed = QADataset(
+        {**val.queries, **{q: train.queries[q] for q in copied}},
+        {**val.corpus, **train.corpus},
+        {**val.relevant_docs, **{q: train.relevant_docs[q] for q in copied}},
+    )
     cmp, ctx = evaluate_with_context(ws, mixed, "mixed set", [{"kind": "run", "run_id": prepared.run_id}])
     eval_id = save_comparison(ws, cmp, "mixed set", extra={"systems": [], "run_ids": [prepared.run_id], "context": ctx})
     at = page("4_compare.py")
@@ -659,14 +705,24 @@ def test_user_and_document_text_is_shown_as_text(prepared_ws, prepared):
     with ws.db() as con:  # hostile names everywhere a user or a PDF can put text
         con.execute("UPDATE documents SET filename=? WHERE filename='northwind.pdf'", (f"{BEACON}.pdf",))
         con.execute("UPDATE runs SET name=?", (f"run {BEACON}",))
-        con.execute("INSERT INTO jobs(id, kind, title, status, params, owner, error, created_at, updated_at) "
-                    "VALUES ('evaluate-x', 'evaluate', ?, 'failed', '{}', '1:x', ?, ?, ?)",
-                    (f"Compare {BEACON}", f"boom {BEACON}", time.time() + 5, time.time() + 5))
-        con.execute("INSERT INTO jobs(id, kind, title, status, params, owner, error, created_at, updated_at) "
-                    "VALUES ('ingest-x', 'ingest', ?, 'done', ?, '1:x', NULL, ?, ?)",
-                    (f"Ingest {BEACON}", "{}", time.time() + 5, time.time() + 5))
-        con.execute("UPDATE jobs SET result=? WHERE id='ingest-x'", (json.dumps({"reports": [
-            {"filename": f"{BEACON}.pdf", "status": "error", "error": f"{BEACON} is damaged"}]}),))
+        con.execute(
+            "INSERT INTO jobs(id, kind, title, status, params, owner, error, created_at, updated_at) "
+            "VALUES ('evaluate-x', 'evaluate', ?, 'failed', '{}', '1:x', ?, ?, ?)",
+            (f"Compare {BEACON}", f"boom {BEACON}", time.time() + 5, time.time() + 5),
+        )
+        con.execute(
+            "INSERT INTO jobs(id, kind, title, status, params, owner, error, created_at, updated_at) "
+            "VALUES ('ingest-x', 'ingest', ?, 'done', ?, '1:x', NULL, ?, ?)",
+            (f"Ingest {BEACON}", "{}", time.time() + 5, time.time() + 5),
+        )
+        con.execute(
+            "UPDATE jobs SET result=? WHERE id='ingest-x'",
+            (
+                json.dumps(
+                    {"reports": [{"filename": f"{BEACON}.pdf", "status": "error", "error": f"{BEACON} is damaged"}]}
+                ),
+            ),
+        )
         row = con.execute("SELECT path FROM datasets WHERE id=?", (prepared.val_id,)).fetchone()
     path = prepared_ws / row[0]
     data = json.loads(path.read_text())
@@ -686,8 +742,10 @@ def test_user_and_document_text_is_shown_as_text(prepared_ws, prepared):
 
 def _evil_module(root: Path, name: str) -> Path:
     marker = root / f"{name}.ran"
-    (root / f"{name}.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
-                                     "from core.adapters import LinearLayer as Evil\n")
+    (root / f"{name}.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "from core.adapters import LinearLayer as Evil\n"
+    )
     return marker
 
 
@@ -733,11 +791,37 @@ def test_editor_changes_and_config_help():
     from core.training import FIELD_HELP
     from ui.helpers import editor_changes, question_frame
 
-    original = question_frame([
-        {"id": "a", "text": "What was revenue?", "chunk_preview": "Revenue...", "filename": "f.pdf", "page_start": 1, "page_end": 1, "source": "llm"},
-        {"id": "b", "text": "Who insures drivers?", "chunk_preview": "Insurance...", "filename": "f.pdf", "page_start": 2, "page_end": 3, "source": "llm"},
-        {"id": "c", "text": "Where is Harbor Risk?", "chunk_preview": "Harbor...", "filename": "f.pdf", "page_start": 3, "page_end": 3, "source": "llm"},
-    ])
+    original = question_frame(
+        [
+            {
+                "id": "a",
+                "text": "What was revenue?",
+                "chunk_preview": "Revenue...",
+                "filename": "f.pdf",
+                "page_start": 1,
+                "page_end": 1,
+                "source": "llm",
+            },
+            {
+                "id": "b",
+                "text": "Who insures drivers?",
+                "chunk_preview": "Insurance...",
+                "filename": "f.pdf",
+                "page_start": 2,
+                "page_end": 3,
+                "source": "llm",
+            },
+            {
+                "id": "c",
+                "text": "Where is Harbor Risk?",
+                "chunk_preview": "Harbor...",
+                "filename": "f.pdf",
+                "page_start": 3,
+                "page_end": 3,
+                "source": "llm",
+            },
+        ]
+    )
     edited = original.copy()
     edited.loc[0, "question"] = "What was revenue in 2021?"
     edited.loc[1, "delete"] = True
@@ -762,7 +846,14 @@ def test_training_figure_marks_best_epoch():
         {"type": "step", "step": 2, "epoch": 1, "loss": 1.0, "lr": 1e-4},
         {"type": "epoch", "epoch": 1, "step": 2, "train_loss": 1.1, "val": {"hit@5": 0.6, "mrr@5": 0.4}, "best": True},
         {"type": "step", "step": 3, "epoch": 2, "loss": 0.9, "lr": 1e-4},
-        {"type": "epoch", "epoch": 2, "step": 3, "train_loss": 0.9, "val": {"hit@5": 0.55, "mrr@5": 0.35}, "best": False},
+        {
+            "type": "epoch",
+            "epoch": 2,
+            "step": 3,
+            "train_loss": 0.9,
+            "val": {"hit@5": 0.55, "mrr@5": 0.35},
+            "best": False,
+        },
     ]
     assert not has_curves(hist[:0]) and has_curves(hist)
     fig = training_figure(hist, 5)
@@ -775,15 +866,19 @@ def test_training_figure_marks_best_epoch():
 def test_md_text_keeps_user_text_literal():
     from ui.helpers import md_text
 
-    assert md_text("[click](http://x) **bold** `code` <b> $x$") == r"\[click\](http://x) \*\*bold\*\* \`code\` \<b\> \$x\$"
+    assert (
+        md_text("[click](http://x) **bold** `code` <b> $x$") == r"\[click\](http://x) \*\*bold\*\* \`code\` \<b\> \$x\$"
+    )
     assert md_text("all-MiniLM-L6-v2 (bundled)") == "all-MiniLM-L6-v2 (bundled)"
 
 
 def test_md_escape_makes_every_markdown_construct_literal():
     from ui.helpers import md_escape
 
-    hostile = ("![x](http://h/b.png) [l](https://e.x) <a href='x'>a</a> **b** _i_ `c` # h\n> q\n- li\n1. n "
-               ":red[c] :smile: $x^2$ www.e.com a@b.co ~~s~~ | t | \\ &amp;")
+    hostile = (
+        "![x](http://h/b.png) [l](https://e.x) <a href='x'>a</a> **b** _i_ `c` # h\n> q\n- li\n1. n "
+        ":red[c] :smile: $x^2$ www.e.com a@b.co ~~s~~ | t | \\ &amp;"
+    )
     out = md_escape(hostile)
     assert re.sub(r"\\(.)", r"\1", out) == hostile  # shown exactly as written
     assert not LIVE_MARKDOWN.search(out)
@@ -797,7 +892,9 @@ def test_train_warns_that_offline_training_questions_do_not_carry_over(prepared_
     at.run()
     no_exceptions(at)
     warnings = [w.value for w in at.warning]
-    assert any("offline pseudo-queries" in w and "do not expect its gain to carry over" in w for w in warnings), warnings
+    assert any("offline pseudo-queries" in w and "do not expect its gain to carry over" in w for w in warnings), (
+        warnings
+    )
 
 
 def test_train_live_chart_is_thinned_and_ends_at_the_latest_step(prepared_ws, prepared):
@@ -817,7 +914,9 @@ def test_train_live_chart_is_thinned_and_ends_at_the_latest_step(prepared_ws, pr
     steps = 0
     while steps <= 1_000 and time.time() < deadline:
         time.sleep(0.2)
-        steps = sum(1 for line in history.read_text().splitlines() if '"type": "step"' in line) if history.exists() else 0
+        steps = (
+            sum(1 for line in history.read_text().splitlines() if '"type": "step"' in line) if history.exists() else 0
+        )
     assert steps > 1_000, f"only {steps} steps after 120 s"
     try:
         at.run()

@@ -9,6 +9,7 @@ import pytest
 
 from core.datasets import QADataset
 from core.evaluation import compare
+from core.launch import embedder_name, named_specs
 from core.provenance import (
     build_context,
     describe_sources,
@@ -19,7 +20,6 @@ from core.provenance import (
 )
 from core.questions import generation_key, save_dataset
 from core.runs import create_run
-from core.launch import embedder_name, named_specs
 from core.training import TrainConfig
 
 
@@ -53,29 +53,49 @@ def _ds(prefix: str, n: int = 6) -> QADataset:
 def test_question_sources_and_the_llm_model(ws):
     now = time.time()
     with ws.db() as con:
-        con.executemany("INSERT INTO questions(id, chunk_id, text, source, created_at) VALUES (?, ?, ?, ?, ?)",
-                        [("q1", "c1", "a?", "llm", now), ("q2", "c2", "b?", "offline", now), ("q3", "c1", "c?", "llm", now)])
-        con.execute("INSERT INTO generation_done(gen_key, chunk_id, n_questions, done_at) VALUES (?, 'c1', 2, ?)",
-                    (generation_key(FakeLLM(), 2), now))
+        con.executemany(
+            "INSERT INTO questions(id, chunk_id, text, source, created_at) VALUES (?, ?, ?, ?, ?)",
+            [("q1", "c1", "a?", "llm", now), ("q2", "c2", "b?", "offline", now), ("q3", "c1", "c?", "llm", now)],
+        )
+        con.execute(
+            "INSERT INTO generation_done(gen_key, chunk_id, n_questions, done_at) VALUES (?, 'c1', 2, ?)",
+            (generation_key(FakeLLM(), 2), now),
+        )
     record_generator(ws, FakeLLM(), 2)
-    ds = QADataset({"q1": "a?", "q2": "b?", "q3": "c?", "x": "from a file?"}, {"c1": "t", "c2": "u"},
-                   {"q1": ["c1"], "q2": ["c2"], "q3": ["c1"], "x": ["c2"]})
+    ds = QADataset(
+        {"q1": "a?", "q2": "b?", "q3": "c?", "x": "from a file?"},
+        {"c1": "t", "c2": "u"},
+        {"q1": ["c1"], "q2": ["c2"], "q3": ["c1"], "x": ["c2"]},
+    )
     info = question_sources(ws, ds)
     assert info == {"sources": {"llm": 2, "offline": 1, "unknown": 1}, "llm_models": ["gpt-4o-mini"]}
-    assert describe_sources(info) == ("2 written by an LLM (gpt-4o-mini), 1 offline pseudo-queries (no LLM), "
-                                      "1 of unknown origin (a dataset file)")
+    assert describe_sources(info) == (
+        "2 written by an LLM (gpt-4o-mini), 1 offline pseudo-queries (no LLM), 1 of unknown origin (a dataset file)"
+    )
 
 
 def test_names_are_what_people_called_things(ws):
     train_id = save_dataset(ws, _ds("t"), "train set", role="train")
     r1 = create_run(ws, TrainConfig(epochs=1), dataset_id=train_id, name="linear (recipe)")
     r2 = create_run(ws, TrainConfig(epochs=1), dataset_id=train_id, name="linear (recipe)")
-    named = named_specs(ws, [{"kind": "run", "run_id": r1}, {"kind": "run", "run_id": r2},
-                             {"kind": "checkpoint", "run_id": r1, "step": 12},
-                             {"kind": "api", "spec": "openai:text-embedding-3-small"},
-                             {"kind": "adapter_dir", "path": "/x/adapters/my-linear/"}])
-    assert [n for n, _ in named] == ["base (all-MiniLM-L6-v2)", "linear (recipe)", f"linear (recipe) ({r2[-6:]})",
-                                     "linear (recipe) @ step 12", "text-embedding-3-small (API)", "my-linear"]
+    named = named_specs(
+        ws,
+        [
+            {"kind": "run", "run_id": r1},
+            {"kind": "run", "run_id": r2},
+            {"kind": "checkpoint", "run_id": r1, "step": 12},
+            {"kind": "api", "spec": "openai:text-embedding-3-small"},
+            {"kind": "adapter_dir", "path": "/x/adapters/my-linear/"},
+        ],
+    )
+    assert [n for n, _ in named] == [
+        "base (all-MiniLM-L6-v2)",
+        "linear (recipe)",
+        f"linear (recipe) ({r2[-6:]})",
+        "linear (recipe) @ step 12",
+        "text-embedding-3-small (API)",
+        "my-linear",
+    ]
     assert embedder_name("sentence-transformers/all-mpnet-base-v2") == "all-mpnet-base-v2"
     with pytest.raises(ValueError, match="no longer exists"):
         named_specs(ws, [{"kind": "run", "run_id": "run-gone"}])
@@ -108,8 +128,11 @@ def test_context_flags_leakage_and_selection_on_the_evaluation_set(ws):
 
 def test_exclude_leaked_re_runs_the_statistics_without_them(ws):
     train = _ds("t", 10)
-    ev = QADataset({**{f"t{i}": f"t question {i}?" for i in range(3)}, **{f"e{i}": f"new question {i}?" for i in range(7)}},
-                   train.corpus, {**{f"t{i}": [f"c{i}"] for i in range(3)}, **{f"e{i}": [f"c{i + 3}"] for i in range(7)}})
+    ev = QADataset(
+        {**{f"t{i}": f"t question {i}?" for i in range(3)}, **{f"e{i}": f"new question {i}?" for i in range(7)}},
+        train.corpus,
+        {**{f"t{i}": [f"c{i}"] for i in range(3)}, **{f"e{i}": [f"c{i + 3}"] for i in range(7)}},
+    )
     train_id = save_dataset(ws, train, "train set", role="train")
     run_id = create_run(ws, TrainConfig(epochs=1), dataset_id=train_id, name="lin")
     named = named_specs(ws, [{"kind": "run", "run_id": run_id}])

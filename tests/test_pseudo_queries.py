@@ -22,14 +22,20 @@ from core.questions import (
 from core.workspace import Workspace
 
 CHUNKS = [
-    ("Our Growth Strategy\n"
-     "We plan to expand the bike-share network into twelve additional metropolitan regions next year. "
-     "Our business could be adversely affected by many factors. "
-     "Ok."),
-    ("Autonomous vehicle partnerships with Motional will start commercial service in Las Vegas. "
-     "Our business could be adversely affected by many factors."),
-    ("Risks Related to Operational Factors\n"
-     "Insurance reserves for auto liability claims rose sharply because claim severity increased."),
+    (
+        "Our Growth Strategy\n"
+        "We plan to expand the bike-share network into twelve additional metropolitan regions next year. "
+        "Our business could be adversely affected by many factors. "
+        "Ok."
+    ),
+    (
+        "Autonomous vehicle partnerships with Motional will start commercial service in Las Vegas. "
+        "Our business could be adversely affected by many factors."
+    ),
+    (
+        "Risks Related to Operational Factors\n"
+        "Insurance reserves for auto liability claims rose sharply because claim severity increased."
+    ),
 ]
 
 
@@ -61,18 +67,21 @@ def test_cloze_works_unfitted_and_skips_sentences_with_few_keywords():
     assert len(qs) == 1 and qs[0].endswith("?") and "Motional" in qs[0]
 
 
-@pytest.mark.parametrize("line,expected", [
-    ("Our Growth Strategy", True),
-    ("Risks Related to Operational Factors", True),
-    ("Item 7. Management's Discussion and Analysis", True),
-    ("Competition", True),
-    ("• our ability to attract and retain qualified drivers;", False),
-    ("We depend on our key personnel and other highly skilled personnel.", False),
-    ("LyftUp programs included:", False),
-    ("By: /s/ Logan Green", False),
-    ("Revenue 3,208,323 2,364,681 3,615,960", False),
-    ("the continued challenges of a rapidly-evolving industry", False),
-])
+@pytest.mark.parametrize(
+    "line,expected",
+    [
+        ("Our Growth Strategy", True),
+        ("Risks Related to Operational Factors", True),
+        ("Item 7. Management's Discussion and Analysis", True),
+        ("Competition", True),
+        ("• our ability to attract and retain qualified drivers;", False),
+        ("We depend on our key personnel and other highly skilled personnel.", False),
+        ("LyftUp programs included:", False),
+        ("By: /s/ Logan Green", False),
+        ("Revenue 3,208,323 2,364,681 3,615,960", False),
+        ("the continued challenges of a rapidly-evolving industry", False),
+    ],
+)
 def test_is_heading(line, expected):
     assert is_heading(line) is expected
 
@@ -117,11 +126,16 @@ def test_each_method_has_its_own_generation_key_and_keywords_keep_theirs():
 def test_generate_questions_in_a_workspace_fits_in_document_order(tmp_path):
     ws = Workspace(tmp_path / "ws")
     with ws.db() as con:
-        con.execute("INSERT INTO documents(id, filename, size_bytes, pages, chars, extractor, status, added_at) "
-                    "VALUES ('d1', 'a.pdf', 1000, 1, 500, 'test', 'ok', 0)")
+        con.execute(
+            "INSERT INTO documents(id, filename, size_bytes, pages, chars, extractor, status, added_at) "
+            "VALUES ('d1', 'a.pdf', 1000, 1, 500, 'test', 'ok', 0)"
+        )
         for i, t in enumerate(CHUNKS):
-            con.execute("INSERT INTO chunks(id, doc_id, idx, text, page_start, page_end, n_tokens) "
-                        "VALUES (?, 'd1', ?, ?, 1, 1, 10)", (f"c{i}", i, t))
+            con.execute(
+                "INSERT INTO chunks(id, doc_id, idx, text, page_start, page_end, n_tokens) "
+                "VALUES (?, 'd1', ?, ?, 1, 1, 10)",
+                (f"c{i}", i, t),
+            )
     report = generate_questions(ws, offline_generator("headings"), questions_per_chunk=2)
     assert report["questions_added"] == 3
     ds = build_dataset(ws, sources=["offline"])

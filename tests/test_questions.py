@@ -42,8 +42,22 @@ KEY = "sk-test-SECRET-questions-9f8e7d6c5b4a"
 LYFT = Path("/work/shared/data/qa/lyft_2021_train_dataset.json")
 
 TOPICS = [
-    "revenue", "riders", "drivers", "insurance", "bikes", "scooters", "autonomous vehicles", "pandemic",
-    "regulation", "litigation", "marketing", "payments", "stock compensation", "leases", "taxes", "debt",
+    "revenue",
+    "riders",
+    "drivers",
+    "insurance",
+    "bikes",
+    "scooters",
+    "autonomous vehicles",
+    "pandemic",
+    "regulation",
+    "litigation",
+    "marketing",
+    "payments",
+    "stock compensation",
+    "leases",
+    "taxes",
+    "debt",
 ]
 
 
@@ -425,7 +439,12 @@ def test_build_dataset_corpus_is_all_chunks(two_docs):
     ds = build_dataset(ws)
     assert len(ds.corpus) == 14 and len(ds.queries) == 20
     assert set(ds.corpus) == set(ids["doc000000000"]) | set(ids["doc100000000"])
-    assert ds.node_meta[ids["doc000000000"][7]] == {"doc_id": "doc000000000", "filename": "lyft.pdf", "page_start": 8, "page_end": 8}
+    assert ds.node_meta[ids["doc000000000"][7]] == {
+        "doc_id": "doc000000000",
+        "filename": "lyft.pdf",
+        "page_start": 8,
+        "page_end": 8,
+    }
     only_uber = build_dataset(ws, doc_ids=["doc100000000"])
     assert len(only_uber.corpus) == 6 and len(only_uber.queries) == 8
     QADataset.from_dict(json.loads(ds.dumps()))  # valid LlamaIndex JSON

@@ -25,11 +25,16 @@ def _ws_with_chunks(ws):
     now = time.time()
     with ws.db() as con:
         for did, name, pages in (("doc-annual", "annual_report.pdf", 3), ("doc-handbook", "Handbook.pdf", 1)):
-            con.execute("INSERT INTO documents(id, filename, size_bytes, pages, chars, status, added_at) "
-                        "VALUES (?, ?, 1, ?, 1, 'ok', ?)", (did, name, pages, now))
+            con.execute(
+                "INSERT INTO documents(id, filename, size_bytes, pages, chars, status, added_at) "
+                "VALUES (?, ?, 1, ?, 1, 'ok', ?)",
+                (did, name, pages, now),
+            )
         for cid, (did, idx, p0, p1, text) in CHUNKS.items():
-            con.execute("INSERT INTO chunks(id, doc_id, idx, text, page_start, page_end, n_tokens) VALUES (?, ?, ?, ?, ?, ?, 10)",
-                        (cid, did, idx, text, p0, p1))
+            con.execute(
+                "INSERT INTO chunks(id, doc_id, idx, text, page_start, page_end, n_tokens) VALUES (?, ?, ?, ?, ?, ?, 10)",
+                (cid, did, idx, text, p0, p1),
+            )
     return ws
 
 
@@ -62,8 +67,9 @@ def test_text_and_page_matching_and_the_rows_that_fail(ws):
     assert reasons[7].startswith("no chunk contains this text (best word overlap")
     assert "add a 'document' column" in reasons[8]
     assert reasons[9] == "no chunk on page 9 of annual_report.pdf (3 pages)"
-    assert report.summary() == ("6 of 9 rows matched (3 page, 2 exact text, 1 word overlap); 3 not matched; "
-                                "1 repeated queries merged")
+    assert report.summary() == (
+        "6 of 9 rows matched (3 page, 2 exact text, 1 word overlap); 3 not matched; 1 repeated queries merged"
+    )
     assert set(ds.corpus) == set(CHUNKS)  # retrieval over everything users search
     assert all(q.startswith("imported-") for q in ds.queries)
     assert ds.node_meta["h0"]["filename"] == "Handbook.pdf"
@@ -72,14 +78,17 @@ def test_text_and_page_matching_and_the_rows_that_fail(ws):
 def test_embedding_similarity_matches_a_paraphrase(ws):
     class Fake:
         def embed_texts(self, texts, progress=None):
-            return np.array([[1.0, 0.1] if ("office" in t or "headquarters" in t.lower()) else [0.0, 1.0] for t in texts],
-                            dtype=np.float32)
+            return np.array(
+                [[1.0, 0.1] if ("office" in t or "headquarters" in t.lower()) else [0.0, 1.0] for t in texts],
+                dtype=np.float32,
+            )
 
     _ws_with_chunks(ws)
     with ws.db() as con:
         con.execute("UPDATE chunks SET text='Our main office is located downtown.' WHERE id='h0'")
-    ds, report = import_real_queries(ws, "query,text\nWhere is the office?,The headquarters are in the city centre\n",
-                                     embedder=Fake())
+    ds, report = import_real_queries(
+        ws, "query,text\nWhere is the office?,The headquarters are in the city centre\n", embedder=Fake()
+    )
     assert list(ds.relevant_docs.values()) == [["h0"]] and report.by_method == {"embedding similarity": 1}
 
 
@@ -98,13 +107,16 @@ def test_saved_imports_say_where_the_questions_come_from(ws):
     assert ws.query("SELECT COUNT(*) AS n FROM questions")[0]["n"] == 0
 
 
-@pytest.mark.parametrize("data, message", [
-    ("", "empty"),
-    ("question;notes\nx;y\n", "a 'relevant_text' or a 'page' column"),
-    ("text,page\na,1\n", "no 'query' column"),
-    ("query,page\n", "no rows"),
-    (b"\xff\xfequery", "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ("", "empty"),
+        ("question;notes\nx;y\n", "a 'relevant_text' or a 'page' column"),
+        ("text,page\na,1\n", "no 'query' column"),
+        ("query,page\n", "no rows"),
+        (b"\xff\xfequery", "not UTF-8"),
+    ],
+)
 def test_unreadable_files_say_what_is_wrong(data, message):
     with pytest.raises(DatasetError, match=message):
         parse_queries_csv(data)

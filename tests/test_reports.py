@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.evaluation import Comparison, RankResult, paired_difference
 from core.carryover import PSEUDO_QUERY_CARRYOVER
+from core.evaluation import Comparison, RankResult, paired_difference
 from core.leakage import LeakageReport
 from core.reports import (
     comparison_csv,
@@ -46,8 +46,14 @@ def cmp() -> Comparison:
         hits = (first <= 5).astype(float)
         rr = np.where(first <= 5, 1 / first, 0.0)
         results[name] = _result(hits, rr, first)
-    sig = {"linear adapter": {m: paired_difference(m, results["base"].per_query[m], results["linear adapter"].per_query[m], n_resamples=300)
-                              for m in ("hit@5", "mrr@5", "ndcg@10", "recall@5")}}
+    sig = {
+        "linear adapter": {
+            m: paired_difference(
+                m, results["base"].per_query[m], results["linear adapter"].per_query[m], n_resamples=300
+            )
+            for m in ("hit@5", "mrr@5", "ndcg@10", "recall@5")
+        }
+    }
     return Comparison("lyft <eval> set", 5, "base", results, sig)
 
 
@@ -112,8 +118,9 @@ def test_comparison_csv_parses(cmp):
 
 
 def test_figures(cmp):
-    figs = comparison_figures(cmp, {"linear adapter": [{"type": "epoch", "epoch": 0, "val": {"mrr@5": 0.4}},
-                                                        {"type": "step", "step": 1}]})
+    figs = comparison_figures(
+        cmp, {"linear adapter": [{"type": "epoch", "epoch": 0, "val": {"mrr@5": 0.4}}, {"type": "step", "step": 1}]}
+    )
     assert set(figs) == {"metrics", "deltas", "curves"}
     assert len(figs["metrics"].data) == 4  # one bar series per metric
     assert list(figs["metrics"].data[0].x) == ["base", "linear adapter"]
@@ -122,19 +129,42 @@ def test_figures(cmp):
 
 
 def _context(leak: LeakageReport | None = None, sources: dict | None = None, checkpoints: int = 0) -> dict:
-    systems = {"linear adapter": {"kind": "run", "id": "run-20261124-031400-7a52cb", "run_name": "linear adapter",
-                                  "train_set": {"name": "lyft train", "n_queries": 40},
-                                  "settings": {"adapter": "linear", "loss": "corpus_softmax", "lr": 1e-4, "epochs": 12}}}
+    systems = {
+        "linear adapter": {
+            "kind": "run",
+            "id": "run-20261124-031400-7a52cb",
+            "run_name": "linear adapter",
+            "train_set": {"name": "lyft train", "n_queries": 40},
+            "settings": {"adapter": "linear", "loss": "corpus_softmax", "lr": 1e-4, "epochs": 12},
+        }
+    }
     for i in range(checkpoints):
-        systems[f"linear adapter @ step {i + 1}"] = {"kind": "checkpoint", "checkpoint": True, "step": i + 1,
-                                                     "id": f"run-20261124-031400-7a52cb/step_{i + 1}"}
+        systems[f"linear adapter @ step {i + 1}"] = {
+            "kind": "checkpoint",
+            "checkpoint": True,
+            "step": i + 1,
+            "id": f"run-20261124-031400-7a52cb/step_{i + 1}",
+        }
     return {
-        "created_at": 1_790_000_000.0, "base_model": "all-MiniLM-L6-v2", "top_k": 5,
-        "eval_set": {"name": "lyft <eval> set", "n_queries": N, "n_corpus": 9, "sources": sources or {"llm": N},
-                     "llm_models": ["gpt-4o-mini"], "documents": ["lyft_2021.pdf"]},
+        "created_at": 1_790_000_000.0,
+        "base_model": "all-MiniLM-L6-v2",
+        "top_k": 5,
+        "eval_set": {
+            "name": "lyft <eval> set",
+            "n_queries": N,
+            "n_corpus": 9,
+            "sources": sources or {"llm": N},
+            "llm_models": ["gpt-4o-mini"],
+            "documents": ["lyft_2021.pdf"],
+        },
         "systems": systems,
-        "leakage": [{"train_set": {"name": "lyft train", "n_queries": 40}, "systems": list(systems),
-                     "report": (leak or LeakageReport(N, 40, 0.95)).to_dict()}],
+        "leakage": [
+            {
+                "train_set": {"name": "lyft train", "n_queries": 40},
+                "systems": list(systems),
+                "report": (leak or LeakageReport(N, 40, 0.95)).to_dict(),
+            }
+        ],
     }
 
 
@@ -152,21 +182,30 @@ def test_report_names_systems_and_keeps_ids_to_the_appendix(cmp):
     page = html_report(big, context=_context(checkpoints=3))
     first, appendix = page.split("<h2>Appendix</h2>")
     assert "linear adapter" in first and "run-20261124-031400-7a52cb/step" not in first
-    assert "@ step" not in first.split("<h2>Summary</h2>")[1].split("Where each adapter")[0]  # no checkpoint rows up top
+    assert (
+        "@ step" not in first.split("<h2>Summary</h2>")[1].split("Where each adapter")[0]
+    )  # no checkpoint rows up top
     assert "Checkpoints (3): compared on the evaluation set" in appendix
     assert "best here: picked on the evaluation set" in appendix and "run-20261124-031400-7a52cb/step_1" in appendix
     assert "3 checkpoint(s) were compared on this evaluation set" in first  # and the caveat is on the first screen
     assert "Holm-adjusted for the 4 comparisons" in first
     # provenance on the first screen: set, size, question source and model, documents, base model, training set
-    for text in ("lyft &lt;eval&gt; set: 40 questions", "40 written by an LLM (gpt-4o-mini)", "lyft_2021.pdf",
-                 "all-MiniLM-L6-v2", "lyft train (40 questions)", "linear adapter · corpus_softmax loss · lr 0.0001"):
+    for text in (
+        "lyft &lt;eval&gt; set: 40 questions",
+        "40 written by an LLM (gpt-4o-mini)",
+        "lyft_2021.pdf",
+        "all-MiniLM-L6-v2",
+        "lyft train (40 questions)",
+        "linear adapter · corpus_softmax loss · lr 0.0001",
+    ):
         assert text in first, text
 
 
 def test_large_overlap_gets_a_red_warning(cmp):
     qids = cmp.results["base"].query_ids
-    leak = LeakageReport(N, 40, 0.95, identical=qids[:30], near_duplicate=qids[30:32], shared_chunks=["n1"],
-                         on_shared_chunks=qids[:32])
+    leak = LeakageReport(
+        N, 40, 0.95, identical=qids[:30], near_duplicate=qids[30:32], shared_chunks=["n1"], on_shared_chunks=qids[:32]
+    )
     page = html_report(cmp, context=_context(leak))
     first = page.split("<h2>Summary</h2>")[0]
     red = re.search(r"<div class='caveat error'>(.*?)</div>", first)
@@ -215,10 +254,21 @@ def test_csv_export_neutralises_formulas_and_keeps_numbers(cmp):
     assert frame["mrr@5"].dtype.kind == "f" and frame["queries"].dtype.kind == "i"
     deltas = pd.read_csv(io.StringIO(comparison_csv(_renamed(cmp, ["a"], baseline="b"))))
     assert deltas["Δ mrr@5"].dtype.kind == "f"
-    worse = {m: paired_difference(m, cmp.results["linear adapter"].per_query[m], cmp.results["base"].per_query[m],
-                                  n_resamples=100) for m in ("hit@5", "mrr@5", "ndcg@10", "recall@5")}
-    negative = comparison_csv(Comparison("d", 5, "linear adapter", {"linear adapter": cmp.results["linear adapter"],
-                                                                     "base": cmp.results["base"]}, {"base": worse}))
+    worse = {
+        m: paired_difference(
+            m, cmp.results["linear adapter"].per_query[m], cmp.results["base"].per_query[m], n_resamples=100
+        )
+        for m in ("hit@5", "mrr@5", "ndcg@10", "recall@5")
+    }
+    negative = comparison_csv(
+        Comparison(
+            "d",
+            5,
+            "linear adapter",
+            {"linear adapter": cmp.results["linear adapter"], "base": cmp.results["base"]},
+            {"base": worse},
+        )
+    )
     assert ",-0." in negative and ",'-" not in negative  # a negative delta is a plain number
     assert pd.read_csv(io.StringIO(negative))["Δ mrr@5"].iloc[1] < 0
 

@@ -25,16 +25,31 @@ WAIT = 120.0
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(adapter="linear", epochs=2, batch_size=6, lr=1e-3, device="cpu", val_fraction=0.25,
-                checkpoint_every=2, selection="holdout")
+    base = dict(
+        adapter="linear",
+        epochs=2,
+        batch_size=6,
+        lr=1e-3,
+        device="cpu",
+        val_fraction=0.25,
+        checkpoint_every=2,
+        selection="holdout",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
 
 def _start(ws, jm, fake_openai, **cfg):
     ds_id = save_dataset(ws, small_dataset(), "small", role="train")
-    return start_training(jm, ws, _config(**cfg), dataset_id=ds_id, embedder="openai:fake-embed", api_key=SECRET,
-                          embedder_options={"base_url": fake_openai.base_url})
+    return start_training(
+        jm,
+        ws,
+        _config(**cfg),
+        dataset_id=ds_id,
+        embedder="openai:fake-embed",
+        api_key=SECRET,
+        embedder_options={"base_url": fake_openai.base_url},
+    )
 
 
 def _until(cond, what: str, timeout: float = WAIT):

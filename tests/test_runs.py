@@ -13,6 +13,7 @@ import pytest
 from core.adapters import load_adapter
 from core.datasets import DatasetError, QADataset
 from core.jobs import JobManager
+from core.launch import build_systems, start_evaluation, start_training
 from core.questions import save_dataset
 from core.reports import load_comparison
 from core.runs import (
@@ -26,14 +27,22 @@ from core.runs import (
     run_checkpoints,
     zip_folder,
 )
-from core.launch import build_systems, start_evaluation, start_training
 from core.training import TrainConfig, TrainingError
 
 SECRET = "sk-proj-DO-NOT-LEAK-123456"
 TOPICS = [
-    "revenue growth fiscal year", "active riders quarter", "driver incentives cities", "insurance liability policy",
-    "captive subsidiary bermuda", "reserves actuarial charge", "proposition voters contractors", "court appeal ruling",
-    "airport pickup fee", "privacy consumer act", "scooter bike business", "subscription pass discount",
+    "revenue growth fiscal year",
+    "active riders quarter",
+    "driver incentives cities",
+    "insurance liability policy",
+    "captive subsidiary bermuda",
+    "reserves actuarial charge",
+    "proposition voters contractors",
+    "court appeal ruling",
+    "airport pickup fee",
+    "privacy consumer act",
+    "scooter bike business",
+    "subscription pass discount",
 ]
 
 
@@ -49,7 +58,16 @@ def small_dataset() -> QADataset:
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(adapter="linear", epochs=2, batch_size=6, lr=1e-3, device="cpu", val_fraction=0.25, checkpoint_every=2, selection="holdout")
+    base = dict(
+        adapter="linear",
+        epochs=2,
+        batch_size=6,
+        lr=1e-3,
+        device="cpu",
+        val_fraction=0.25,
+        checkpoint_every=2,
+        selection="holdout",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -60,8 +78,14 @@ def dataset_file(tmp_path):
 
 
 def _api_run(ws, fake_openai, dataset_file, **kw):
-    return create_run(ws, _config(**kw.pop("config", {})), dataset_path=dataset_file, embedder="openai:fake-embed",
-                      embedder_options={"base_url": fake_openai.base_url, "api_key": SECRET}, **kw)
+    return create_run(
+        ws,
+        _config(**kw.pop("config", {})),
+        dataset_path=dataset_file,
+        embedder="openai:fake-embed",
+        embedder_options={"base_url": fake_openai.base_url, "api_key": SECRET},
+        **kw,
+    )
 
 
 def _files_under(path):
@@ -91,7 +115,9 @@ def test_create_and_execute_a_run(ws, fake_openai, dataset_file, tmp_path):
     folder = adapter_dir(ws, run_id)
     assert {p.name for p in folder.iterdir()} >= {"config.json", "pytorch_model.bin", "adapterlab.json", "checkpoints"}
     assert load_adapter(folder).get_config_dict() == {"in_features": 64, "out_features": 64, "bias": False}
-    assert [p.name for p in run_checkpoints(ws, run_id)] == [f"step_{s}" for s in range(2, result.history[-1]["step"] + 1, 2)]
+    assert [p.name for p in run_checkpoints(ws, run_id)] == [
+        f"step_{s}" for s in range(2, result.history[-1]["step"] + 1, 2)
+    ]
     assert (tmp_path / "export" / "config.json").is_file()
     assert json.loads((tmp_path / "export" / "adapterlab.json").read_text())["run_id"] == run_id
 
@@ -105,15 +131,25 @@ def test_create_and_execute_a_run(ws, fake_openai, dataset_file, tmp_path):
 def test_a_second_run_embeds_nothing_new(ws, fake_openai, dataset_file):
     execute_run(ws, _api_run(ws, fake_openai, dataset_file), api_key=SECRET)
     n = len(fake_openai.embedding_requests)
-    execute_run(ws, _api_run(ws, fake_openai, dataset_file, config={"adapter": "two-layer", "adapter_kwargs": {"hidden_features": 8}}),
-                api_key=SECRET)
+    execute_run(
+        ws,
+        _api_run(
+            ws, fake_openai, dataset_file, config={"adapter": "two-layer", "adapter_kwargs": {"hidden_features": 8}}
+        ),
+        api_key=SECRET,
+    )
     assert len(fake_openai.embedding_requests) == n
 
 
 def test_run_from_a_workspace_dataset_and_cancel(ws, fake_openai):
     ds_id = save_dataset(ws, small_dataset(), "small", role="train")
-    run_id = create_run(ws, _config(epochs=50), dataset_id=ds_id, embedder="openai:fake-embed",
-                        embedder_options={"base_url": fake_openai.base_url})
+    run_id = create_run(
+        ws,
+        _config(epochs=50),
+        dataset_id=ds_id,
+        embedder="openai:fake-embed",
+        embedder_options={"base_url": fake_openai.base_url},
+    )
     cancel = threading.Event()
 
     def cb(event):
@@ -184,22 +220,39 @@ def test_train_then_compare_in_the_background(ws, fake_openai):
     try:
         ds_id = save_dataset(ws, small_dataset(), "small", role="train")
         opts = {"base_url": fake_openai.base_url}
-        job_id, run_id = start_training(jm, ws, _config(), dataset_id=ds_id, embedder="openai:fake-embed",
-                                        api_key=SECRET, embedder_options=opts)
+        job_id, run_id = start_training(
+            jm, ws, _config(), dataset_id=ds_id, embedder="openai:fake-embed", api_key=SECRET, embedder_options=opts
+        )
         assert jm.wait(job_id, 60)
         job = jm.get(job_id)
         assert job["status"] == "done", job["error"]
         assert job["result"]["run_id"] == run_id and get_run(ws, run_id)["status"] == "done"
         step = int(run_checkpoints(ws, run_id)[0].name[5:])
 
-        specs = [{"kind": "run", "run_id": run_id, "name": "trained"},
-                 {"kind": "checkpoint", "run_id": run_id, "step": step},
-                 {"kind": "adapter_dir", "path": str(adapter_dir(ws, run_id)), "name": "folder"}]
-        systems = build_systems(ws, specs, embedder="openai:fake-embed", api_key=SECRET, api_base_url=fake_openai.base_url)
-        assert list(systems)[0].startswith("base (") and list(systems)[1:] == ["trained", f"{get_run(ws, run_id)['name']} @ step {step}", "folder"]
+        specs = [
+            {"kind": "run", "run_id": run_id, "name": "trained"},
+            {"kind": "checkpoint", "run_id": run_id, "step": step},
+            {"kind": "adapter_dir", "path": str(adapter_dir(ws, run_id)), "name": "folder"},
+        ]
+        systems = build_systems(
+            ws, specs, embedder="openai:fake-embed", api_key=SECRET, api_base_url=fake_openai.base_url
+        )
+        assert list(systems)[0].startswith("base (") and list(systems)[1:] == [
+            "trained",
+            f"{get_run(ws, run_id)['name']} @ step {step}",
+            "folder",
+        ]
 
-        eval_job = start_evaluation(jm, ws, ds_id, specs, embedder="openai:fake-embed", api_key=SECRET,
-                                    api_base_url=fake_openai.base_url, name="nightly")
+        eval_job = start_evaluation(
+            jm,
+            ws,
+            ds_id,
+            specs,
+            embedder="openai:fake-embed",
+            api_key=SECRET,
+            api_base_url=fake_openai.base_url,
+            name="nightly",
+        )
         assert jm.wait(eval_job, 60)
         ej = jm.get(eval_job)
         assert ej["status"] == "done", ej["error"]
@@ -209,8 +262,9 @@ def test_train_then_compare_in_the_background(ws, fake_openai):
         with pytest.raises(ValueError, match="no longer exists"):
             start_evaluation(jm, ws, "ds-missing", specs)
         with pytest.raises(ValueError, match="unknown system kind"):
-            build_systems(ws, [{"kind": "magic"}], embedder="openai:fake-embed", api_key=SECRET,
-                          api_base_url=fake_openai.base_url)
+            build_systems(
+                ws, [{"kind": "magic"}], embedder="openai:fake-embed", api_key=SECRET, api_base_url=fake_openai.base_url
+            )
     finally:
         jm.shutdown()
 

@@ -9,8 +9,8 @@ import torch
 
 from core import selection as sel
 from core.datasets import QADataset
-from core.training import TrainConfig, _build_problem, _loss, train
 from core.evaluation import embed_dataset
+from core.training import TrainConfig, _build_problem, _loss, train
 from tests.test_training import DIM, TableEmbedder, synthetic
 
 
@@ -90,15 +90,15 @@ def test_cv_trains_and_refits_on_everything_when_there_is_signal():
     assert result.best_epoch == cv.epochs
     curve = cv.curves[f"{cv.lr:g}"]
     assert [p["epoch"] for p in curve] == list(range(0, 6))
-    assert curve[0]["gain"] == 0 and all(f"hit@5 std" in p for p in curve)  # mean and spread per epoch
+    assert curve[0]["gain"] == 0 and all("hit@5 std" in p for p in curve)  # mean and spread per epoch
     assert any(e["type"] == "selection" for e in events) and sum(e["type"] == "cv" for e in events) == 6
 
 
 def test_averaged_refits_are_the_mean_of_refits_in_other_batch_orders():
     import torch
 
-    from core.training import _average_refits, _build_problem
     from core.evaluation import embed_dataset
+    from core.training import _average_refits, _build_problem
 
     ds, emb = synthetic()
     one = train(ds, emb, _cfg())
@@ -163,8 +163,8 @@ def test_large_corpora_sample_negatives_and_the_run_says_so(monkeypatch):
     assert note.startswith("sampled: in-batch + 2 mined hard negatives per question + 5 random chunks per step")
     assert any(e.get("message", "").startswith("negatives: sampled") for e in res.history)
     # sampled training still learns the map
-    from core.evaluation import compare
     from core.embedders import AdapterEmbedder
+    from core.evaluation import compare
 
     cmp = compare(ds, {"base": emb, "sampled": AdapterEmbedder(emb, res.adapter)}, baseline="base")
     rows = {r["system"]: r for r in cmp.rows()}
@@ -201,7 +201,9 @@ def test_false_negative_guard_masks_near_duplicates_of_the_positive():
     e = embed_dataset(ds, emb)
     guarded = _build_problem(e, ds, list(ds.queries), TrainConfig(device="cpu"), torch.device("cpu"))
     assert guarded.excluded[0].tolist() == [1] and guarded.excluded[1].tolist() == []
-    open_ = _build_problem(e, ds, list(ds.queries), TrainConfig(device="cpu", false_negative_threshold=0), torch.device("cpu"))
+    open_ = _build_problem(
+        e, ds, list(ds.queries), TrainConfig(device="cpu", false_negative_threshold=0), torch.device("cpu")
+    )
     assert open_.excluded[0].tolist() == []
     ident = torch.nn.Identity()
     cfg = TrainConfig(device="cpu")
@@ -212,8 +214,9 @@ def test_false_negative_guard_masks_near_duplicates_of_the_positive():
 def test_hard_negatives_are_mined_from_the_base_ranking_without_false_negatives():
     ds, emb = _dup_dataset()
     e = embed_dataset(ds, emb)
-    prob = _build_problem(e, ds, list(ds.queries), TrainConfig(device="cpu", loss="in_batch", hard_negatives=1),
-                          torch.device("cpu"))
+    prob = _build_problem(
+        e, ds, list(ds.queries), TrainConfig(device="cpu", loss="in_batch", hard_negatives=1), torch.device("cpu")
+    )
     # question a: n0 is the positive and n1 its near-copy, so the mined negative is n2
     assert prob.hard[0].tolist() == [2]
     assert float(_loss(torch.nn.Identity(), prob, [0, 1], TrainConfig(device="cpu", loss="in_batch"))) >= 0
@@ -225,8 +228,12 @@ def test_every_ingested_chunk_becomes_a_negative_when_asked():
     seen = []
     orig = emb.embed_texts
     emb.embed_texts = lambda texts, progress=None: (seen.extend(texts), orig(texts))[1]
-    train(ds, emb, _cfg(selection="none", epochs=1, unlabelled_negatives=True),
-          negatives={"x1": "extra text", "n0": "chunk 0"})
+    train(
+        ds,
+        emb,
+        _cfg(selection="none", epochs=1, unlabelled_negatives=True),
+        negatives={"x1": "extra text", "n0": "chunk 0"},
+    )
     assert "extra text" in seen and seen.count("chunk 0") == 1
 
 
@@ -241,8 +248,17 @@ def test_unlabelled_chunks_are_not_negatives_by_default():
     assert any("training chunks only" in e.get("message", "") for e in res.history if e["type"] == "phase")
 
 
-@pytest.mark.parametrize("bad", [dict(selection="bogus"), dict(cv_folds=1), dict(cv_design="x"), dict(lr_grid=[0.0]),
-                                 dict(false_negative_threshold=2.0), dict(hard_negatives=-1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(selection="bogus"),
+        dict(cv_folds=1),
+        dict(cv_design="x"),
+        dict(lr_grid=[0.0]),
+        dict(false_negative_threshold=2.0),
+        dict(hard_negatives=-1),
+    ],
+)
 def test_invalid_selection_settings_are_refused(bad):
     from core.training import TrainingError
 

@@ -25,11 +25,30 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     port = _free_port()
-    env = dict(os.environ, ADAPTERLAB_WORKSPACE=str(tmp_path_factory.mktemp("ws")), HF_HUB_OFFLINE="1",
-               NO_PROXY="127.0.0.1,localhost")
+    env = dict(
+        os.environ,
+        ADAPTERLAB_WORKSPACE=str(tmp_path_factory.mktemp("ws")),
+        HF_HUB_OFFLINE="1",
+        NO_PROXY="127.0.0.1,localhost",
+    )
     log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.time() + 60
         while True:

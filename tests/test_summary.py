@@ -43,18 +43,23 @@ def test_the_sentence_a_stakeholder_reads():
     cmp = _cmp()
     assert system_sentence(cmp, "linear (recipe)") == (
         "With linear (recipe), the right passage is in the top 5 for 76.1% of questions, up from 72.8%: "
-        "26 more of 790 questions (95% CI 12 to 40); significant.")
+        "26 more of 790 questions (95% CI 12 to 40); significant."
+    )
     ctx = {"base_model": "all-MiniLM-L6-v2"}
     assert summary_sentences(cmp, ctx)[0] == (
         "With the base model alone (all-MiniLM-L6-v2), the right passage is in the top 5 for 72.8% of the 790 "
-        "evaluation questions.")
+        "evaluation questions."
+    )
 
 
 def test_losses_and_noise_are_said_plainly():
     worse = _sig(-10 / N, -20 / N, 3 / N, 0.2)
     cmp = _cmp(**{"two-layer": (565, worse)})
     text = system_sentence(cmp, "two-layer")
-    assert "down from 72.8%: 10 fewer of 790 questions (95% CI \u221220 to 3); not significant (it could be noise)." in text
+    assert (
+        "down from 72.8%: 10 fewer of 790 questions (95% CI \u221220 to 3); not significant (it could be noise)."
+        in text
+    )
     row = {r["system"]: r for r in compact_rows(cmp)}["two-layer"]
     assert row["significant"] == "no" and row["Δ hit@5 (95% CI)"] == "\u22121.3 pt (\u22122.5 to +0.4)"
     assert row["hit@5"] == "71.5%" and row["MRR@5"] == f"{565 * 0.7 / N:.3f}"
@@ -63,9 +68,13 @@ def test_losses_and_noise_are_said_plainly():
 def test_compact_table_leaves_checkpoints_to_the_appendix():
     ck = _sig(30 / N, 10 / N, 50 / N, 0.01)
     cmp = _cmp(**{"linear (recipe) @ step 10": (605, ck), "linear (recipe) @ step 20": (590, ck)})
-    ctx = {"systems": {"linear (recipe) @ step 10": {"checkpoint": True, "id": "run-1/step_10"},
-                       "linear (recipe) @ step 20": {"checkpoint": True, "id": "run-1/step_20"},
-                       "linear (recipe)": {"kind": "run", "id": "run-1"}}}
+    ctx = {
+        "systems": {
+            "linear (recipe) @ step 10": {"checkpoint": True, "id": "run-1/step_10"},
+            "linear (recipe) @ step 20": {"checkpoint": True, "id": "run-1/step_20"},
+            "linear (recipe)": {"kind": "run", "id": "run-1"},
+        }
+    }
     assert main_systems(cmp, ctx) == ["linear (recipe)"]
     assert [r["system"] for r in compact_rows(cmp, ctx)] == ["base (all-MiniLM-L6-v2)", "linear (recipe)"]
     cks = checkpoint_rows(cmp, ctx)
@@ -80,12 +89,18 @@ def test_compact_table_leaves_checkpoints_to_the_appendix():
 def test_selection_on_the_evaluation_set_is_flagged():
     cmp = _cmp()
     ctx = {"systems": {"linear (recipe)": {"kind": "run", "picked_on_eval": True}}}
-    assert system_sentence(cmp, "linear (recipe)", ctx).endswith("chosen on this same evaluation set, so this is optimistic.")
-    assert any(c["level"] == "warning" and "chose its best epoch on this same evaluation set" in c["text"]
-               for c in caveats(cmp, ctx))
+    assert system_sentence(cmp, "linear (recipe)", ctx).endswith(
+        "chosen on this same evaluation set, so this is optimistic."
+    )
+    assert any(
+        c["level"] == "warning" and "chose its best epoch on this same evaluation set" in c["text"]
+        for c in caveats(cmp, ctx)
+    )
 
 
 def test_settings_text():
-    assert settings_text({"adapter": "linear", "loss": "in_batch", "lr": 2e-5, "epochs": 4, "batch_size": 10}) == \
-        "linear adapter · in_batch loss · lr 2e-05 · 4 epochs · batch 10"
+    assert (
+        settings_text({"adapter": "linear", "loss": "in_batch", "lr": 2e-5, "epochs": 4, "batch_size": 10})
+        == "linear adapter · in_batch loss · lr 2e-05 · 4 epochs · batch 10"
+    )
     assert settings_text({}) == "" and settings_text({"adapter": "two-layer"}) == "two-layer adapter · default lr"

@@ -67,7 +67,16 @@ def synthetic(n_chunks: int = 60, per_chunk: int = 2, rotate: bool = True, noise
 
 
 def _fast(**kw) -> TrainConfig:
-    base = dict(adapter="linear", epochs=6, batch_size=16, lr=0.05, warmup_ratio=0.0, device="cpu", val_fraction=0.2, selection="holdout")
+    base = dict(
+        adapter="linear",
+        epochs=6,
+        batch_size=16,
+        lr=0.05,
+        warmup_ratio=0.0,
+        device="cpu",
+        val_fraction=0.2,
+        selection="holdout",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -206,7 +215,10 @@ def test_checkpoints_every_epoch_by_default(tmp_path):
     ds, emb = synthetic(n_chunks=20, per_chunk=1)
     result = train(ds, emb, _fast(epochs=2, batch_size=4, val_fraction=0.0), out_dir=tmp_path / "o")
     steps_per_epoch = -(-20 // 4)
-    assert [p.name for p in list_checkpoints(tmp_path / "o")] == [f"step_{steps_per_epoch}", f"step_{2 * steps_per_epoch}"]
+    assert [p.name for p in list_checkpoints(tmp_path / "o")] == [
+        f"step_{steps_per_epoch}",
+        f"step_{2 * steps_per_epoch}",
+    ]
     # without validation the last epoch is kept
     assert result.best_epoch == 2 and result.base_metrics is None and result.n_val_queries == 0
 
@@ -267,8 +279,13 @@ def test_two_layer_and_custom_adapters_train(tmp_path):
     ds, emb = synthetic(n_chunks=30)
     two = train(ds, emb, _fast(adapter="two-layer", adapter_kwargs={"hidden_features": 32}, epochs=2, lr=1e-3))
     assert type(two.adapter).__name__ == "TwoLayerNN"
-    custom = train(ds, emb, _fast(adapter="tests.custom_adapter_example:MyAdapter", epochs=2), out_dir=tmp_path / "c",
-                   allow_custom_code=True)
+    custom = train(
+        ds,
+        emb,
+        _fast(adapter="tests.custom_adapter_example:MyAdapter", epochs=2),
+        out_dir=tmp_path / "c",
+        allow_custom_code=True,
+    )
     assert type(custom.adapter).__name__ == "MyAdapter"
     assert type(load_adapter(tmp_path / "c", allow_custom_code=True)).__name__ == "MyAdapter"
 
@@ -340,7 +357,14 @@ def test_config_defaults_and_round_trip():
 
 def test_llamaindex_defaults():
     cfg = TrainConfig.llamaindex_defaults("two-layer", epochs=25)
-    assert (cfg.adapter, cfg.loss, cfg.lr, cfg.batch_size, cfg.optimizer, cfg.epochs) == ("two-layer", "in_batch", 2e-5, 10, "adamw", 25)
+    assert (cfg.adapter, cfg.loss, cfg.lr, cfg.batch_size, cfg.optimizer, cfg.epochs) == (
+        "two-layer",
+        "in_batch",
+        2e-5,
+        10,
+        "adamw",
+        25,
+    )
     assert cfg.temperature == pytest.approx(1 / 20)  # LlamaIndex's scale 20
     assert cfg.val_fraction == 0.0 and cfg.keep_best is False
     cfg.validate()

@@ -57,8 +57,20 @@ def test_a_cached_embedder_reads_its_dimension_from_the_cache(warm):
 def test_warm_train_and_evaluate_never_import_sentence_transformers(warm, tmp_path):
     ws, dataset = warm
     out = tmp_path / "adapter"
-    train = _probe("train", "--workspace", str(ws.root), "--dataset", dataset, "--epochs", "2",
-                   "--selection", "holdout", "--out", str(out), "--json")
+    train = _probe(
+        "train",
+        "--workspace",
+        str(ws.root),
+        "--dataset",
+        dataset,
+        "--epochs",
+        "2",
+        "--selection",
+        "holdout",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert train == {"rc": 0, "heavy": []}
     assert (out / "config.json").is_file()
     evaluate = _probe("evaluate", "--workspace", str(ws.root), "--dataset", dataset, "--adapter", str(out), "--json")

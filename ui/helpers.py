@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from core.status import ACTIVE  # noqa: F401  (pages import it from here)
 
@@ -86,8 +87,6 @@ def preview(text: str | None, n: int = 160) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
-
-
 # ------------------------------------------------------------------------------------------------
 # documents
 # ------------------------------------------------------------------------------------------------
@@ -161,7 +160,9 @@ def question_frame(questions: Iterable[dict]):
         {
             "delete": False,
             "question": q["text"],
-            "chunk preview": preview(q.get("chunk_preview"), 160) if q.get("chunk_preview") else "(chunk no longer exists)",
+            "chunk preview": preview(q.get("chunk_preview"), 160)
+            if q.get("chunk_preview")
+            else "(chunk no longer exists)",
             "file": q.get("filename") or "",
             "pages": pages_label(q.get("page_start"), q.get("page_end")),
             "source": q.get("source") or "",
@@ -185,7 +186,11 @@ def editor_changes(original, edited) -> tuple[dict[str, str], list[str]]:
         qid = row["id"]
         if qid not in before:
             continue
-        text = "" if row["question"] is None or (isinstance(row["question"], float) and math.isnan(row["question"])) else str(row["question"])
+        text = (
+            ""
+            if row["question"] is None or (isinstance(row["question"], float) and math.isnan(row["question"]))
+            else str(row["question"])
+        )
         if bool(row.get("delete")) or not text.strip():
             deletes.append(qid)
         elif text.strip() != str(before[qid]).strip():
@@ -264,8 +269,6 @@ def run_label(r: dict) -> str:
     return f"{r['name']} · started {ago(r.get('created_at'))} · {r['id']}"
 
 
-
-
 def history_summary(history: list[dict]) -> dict[str, Any]:
     """Latest step/epoch, best epoch and its validation metrics from a run's history events."""
     steps = [h for h in history if h.get("type") == "step"]
@@ -332,7 +335,9 @@ def ranked_above(cmp, system: str, query_id: str, dataset=None) -> dict[str, Any
     beyond = n_above > len(others)
 
     def text(nid: str) -> str:
-        return (dataset.corpus.get(nid) if dataset is not None else None) or "(text not available: the dataset was deleted)"
+        return (
+            dataset.corpus.get(nid) if dataset is not None else None
+        ) or "(text not available: the dataset was deleted)"
 
     def where(nid: str) -> str:
         meta = (getattr(dataset, "node_meta", None) or {}).get(nid) if dataset is not None else None
@@ -346,6 +351,7 @@ def ranked_above(cmp, system: str, query_id: str, dataset=None) -> dict[str, Any
         "above": [{"rank": j + 1, "id": n, "where": where(n), "text": text(n)} for j, n in enumerate(above)],
         "beyond_stored": beyond,
     }
+
 
 def _p_text(p: float) -> str:
     p = round(p, 4)

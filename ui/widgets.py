@@ -4,7 +4,7 @@ panel (a polling fragment), the base-embedder picker and the sidebar status."""
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
@@ -84,8 +84,12 @@ def _draw_active(job: dict, key: str) -> None:
         status = "waiting for the job before it" if job["status"] == "queued" else "running"
         head.markdown(f"**{md_escape(job['title'])}** · {status} · started {ago(job['created_at'])}")
         if jm.is_local(job["id"]):
-            if btn.button("Stop", key=f"{key}_stop_{job['id']}", icon=":material/stop_circle:",
-                          help="Stops after the current item; work finished so far is kept."):
+            if btn.button(
+                "Stop",
+                key=f"{key}_stop_{job['id']}",
+                icon=":material/stop_circle:",
+                help="Stops after the current item; work finished so far is kept.",
+            ):
                 jm.cancel(job["id"])
                 st.toast("Stopping… work finished so far is kept.")
         else:
@@ -107,8 +111,10 @@ def _draw_finished(job: dict, result_view: Callable[[dict], None] | None, retry_
         if retry_hint:
             st.caption(retry_hint)
     elif status == "cancelled":
-        st.warning(f"**{md_escape(job['title'])}** was stopped ({when}): work finished before the stop is kept. "
-                   "Start it again to go on.")
+        st.warning(
+            f"**{md_escape(job['title'])}** was stopped ({when}): work finished before the stop is kept. "
+            "Start it again to go on."
+        )
         if result_view is not None and isinstance(job.get("result"), dict) and job["result"]:
             result_view(job)
     elif status == "interrupted":
@@ -183,15 +189,34 @@ def api_request_fields(key: str) -> dict:
     They do not change the vectors: recorded with a run or comparison, never in the cache's key.
     """
     c = st.columns(3)
-    timeout = c[0].number_input("Timeout (s)", 1.0, 3600.0, value=DEFAULT_API_TIMEOUT, step=10.0, key=f"{key}_timeout",
-                                help="Seconds to wait for one answer. A batch that gets none is split in halves; "
-                                     "raise this for a slow local server.")
-    batch = c[1].number_input("Batch size", 1, 2048, value=DEFAULT_API_BATCH_SIZE, key=f"{key}_batch",
-                              help="Texts per request, at most. Requests are also kept small enough for the "
-                                   "server's measured speed to answer in half the timeout.")
-    conc = c[2].number_input("Concurrency", 1, 32, value=DEFAULT_API_CONCURRENCY, key=f"{key}_concurrency",
-                             help="Requests in flight at once. Keep 1 for a local server (it works on one at a time); "
-                                  "more can speed up a cloud API.")
+    timeout = c[0].number_input(
+        "Timeout (s)",
+        1.0,
+        3600.0,
+        value=DEFAULT_API_TIMEOUT,
+        step=10.0,
+        key=f"{key}_timeout",
+        help="Seconds to wait for one answer. A batch that gets none is split in halves; "
+        "raise this for a slow local server.",
+    )
+    batch = c[1].number_input(
+        "Batch size",
+        1,
+        2048,
+        value=DEFAULT_API_BATCH_SIZE,
+        key=f"{key}_batch",
+        help="Texts per request, at most. Requests are also kept small enough for the "
+        "server's measured speed to answer in half the timeout.",
+    )
+    conc = c[2].number_input(
+        "Concurrency",
+        1,
+        32,
+        value=DEFAULT_API_CONCURRENCY,
+        key=f"{key}_concurrency",
+        help="Requests in flight at once. Keep 1 for a local server (it works on one at a time); "
+        "more can speed up a cloud API.",
+    )
     return {"api_timeout": float(timeout), "api_batch_size": int(batch), "api_concurrency": int(conc)}
 
 
@@ -208,22 +233,32 @@ def embedder_picker(key: str, label: str = "Base embedder") -> str:
     """
     current = state.base_embedder()
     kind0 = "default" if current == "default" else "api" if current.startswith("openai:") else "st"
-    kind = st.radio(label, list(_EMB_KINDS), index=list(_EMB_KINDS).index(kind0), format_func=_EMB_KINDS.get,
-                    key=f"{key}_kind", help="The frozen model the adapter is trained on top of. Chunk sizes, "
-                    "training and comparisons all use this model; embeddings are cached in the workspace.")
+    kind = st.radio(
+        label,
+        list(_EMB_KINDS),
+        index=list(_EMB_KINDS).index(kind0),
+        format_func=_EMB_KINDS.get,
+        key=f"{key}_kind",
+        help="The frozen model the adapter is trained on top of. Chunk sizes, "
+        "training and comparisons all use this model; embeddings are cached in the workspace.",
+    )
     if kind == "default":
         spec = "default"
     elif kind == "st":
-        name = st.text_input("Model name or path", value=current if kind0 == "st" else "", key=f"{key}_st",
-                             placeholder="e.g. BAAI/bge-small-en-v1.5 or /models/my-model",
-                             help="Any sentence-transformers model whose weights are on this machine "
-                                  "(there is no network here).")
+        name = st.text_input(
+            "Model name or path",
+            value=current if kind0 == "st" else "",
+            key=f"{key}_st",
+            placeholder="e.g. BAAI/bge-small-en-v1.5 or /models/my-model",
+            help="Any sentence-transformers model whose weights are on this machine (there is no network here).",
+        )
         spec = name.strip() or "default"
         if not name.strip():
             st.caption("Type a model name or path; until then the bundled model is used.")
     else:
-        model = st.text_input("API embedding model", value=current[7:] if kind0 == "api" else "text-embedding-3-small",
-                              key=f"{key}_api")
+        model = st.text_input(
+            "API embedding model", value=current[7:] if kind0 == "api" else "text-embedding-3-small", key=f"{key}_api"
+        )
         spec = f"openai:{model.strip() or 'text-embedding-3-small'}"
         if not state.api_configured():
             st.warning("No API key is configured. " + API_HELP)

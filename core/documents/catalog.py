@@ -159,8 +159,18 @@ def ingest_files(
         name = safe_display_name(upload_name)
         if progress:
             progress(i, total, f"Reading {name}")
-        report = _ingest_one(ws, name, source, settings, token_counter, max_seq_length, max_bytes, cache, seen,
-                             (memory_limit_mb, time_limit_s))
+        report = _ingest_one(
+            ws,
+            name,
+            source,
+            settings,
+            token_counter,
+            max_seq_length,
+            max_bytes,
+            cache,
+            seen,
+            (memory_limit_mb, time_limit_s),
+        )
         reports.append(report)
         if progress:
             what = {
@@ -302,9 +312,7 @@ def list_chunks(
         search: only chunks whose text contains this (case-insensitive for ASCII).
         limit: at most this many rows.
     """
-    sql = (
-        "SELECT c.*, d.filename FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE 1=1"
-    )
+    sql = "SELECT c.*, d.filename FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE 1=1"
     params: list = []
     if doc_id is not None:
         sql += " AND c.doc_id = ?"

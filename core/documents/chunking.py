@@ -54,13 +54,9 @@ class ChunkSettings:
         if isinstance(self.chunk_overlap, bool) or not isinstance(self.chunk_overlap, int):
             raise ValueError(f"chunk_overlap must be an integer number of tokens, got {self.chunk_overlap!r}")
         if self.chunk_size < 0 or 0 < self.chunk_size < 16:
-            raise ValueError(
-                f"chunk_size must be at least 16 tokens (or 0 for auto), got {self.chunk_size}"
-            )
+            raise ValueError(f"chunk_size must be at least 16 tokens (or 0 for auto), got {self.chunk_size}")
         if self.chunk_overlap < -1:
-            raise ValueError(
-                f"chunk_overlap must be 0 or more tokens (or -1 for auto), got {self.chunk_overlap}"
-            )
+            raise ValueError(f"chunk_overlap must be 0 or more tokens (or -1 for auto), got {self.chunk_overlap}")
         if self.chunk_size and self.chunk_overlap >= self.chunk_size:
             raise ValueError(
                 f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
@@ -92,8 +88,7 @@ class ChunkSettings:
                 size = max_seq_length - 16
                 if size < 16:
                     raise ValueError(
-                        f"max_seq_length {max_seq_length} leaves no room for 16-token chunks; "
-                        "set chunk_size explicitly"
+                        f"max_seq_length {max_seq_length} leaves no room for 16-token chunks; set chunk_size explicitly"
                     )
         overlap = self.chunk_overlap
         if overlap == -1:
@@ -325,9 +320,7 @@ def _chunk(
     for u in units:
         if cur:
             full = cur_n + u.n > size
-            para_break = (
-                u.para != cur[-1].para and cur_n * 2 >= size and cur_n + para_tokens[u.para] > size
-            )
+            para_break = u.para != cur[-1].para and cur_n * 2 >= size and cur_n + para_tokens[u.para] > size
             if full or para_break:
                 groups.append(cur)
                 tail: list[_Unit] = []

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 
 log = logging.getLogger(__name__)
 
+
 class _RawPages(list):
     """Raw page texts (a plain list to every reader), which may carry ``prepared``:
     ``(normalized, chains)`` where the odd pages of ``normalized`` are already through

@@ -63,7 +63,6 @@ PDF_MEMORY_LIMIT_MB = _env_number("ADAPTERLAB_PDF_MEMORY_MB", 1024)
 PDF_TIME_LIMIT_S = _env_number("ADAPTERLAB_PDF_TIMEOUT_S", 300)
 
 
-
 # =============================================================================================
 # Errors and loaded documents
 # =============================================================================================
@@ -120,13 +119,8 @@ def _mb(n: int) -> str:
 def _err(kind: str, name: str, detail: str = "") -> PDFError:
     messages = {
         "empty": f"{name} is empty (0 bytes): the upload may have been interrupted; upload it again.",
-        "not_pdf": (
-            f"{name} is not a PDF (no %PDF- header{detail}): export or print it to PDF and upload "
-            "that file."
-        ),
-        "encrypted": (
-            f"{name} is encrypted: remove the password (e.g. print to PDF) and upload it again."
-        ),
+        "not_pdf": (f"{name} is not a PDF (no %PDF- header{detail}): export or print it to PDF and upload that file."),
+        "encrypted": (f"{name} is encrypted: remove the password (e.g. print to PDF) and upload it again."),
         "corrupt": (
             f"{name} is damaged and cannot be read{detail}: download or export it again "
             "(or open and re-save it with a PDF viewer) and upload the new file."
@@ -135,9 +129,7 @@ def _err(kind: str, name: str, detail: str = "") -> PDFError:
             f"{name} has no extractable text{detail} (image-only/scanned PDF): run OCR first, "
             f"e.g. `ocrmypdf {name} ocr.pdf`, and upload the result."
         ),
-        "too_large": (
-            f"{name} is too large ({detail}): split it into smaller PDFs or raise the size limit."
-        ),
+        "too_large": (f"{name} is too large ({detail}): split it into smaller PDFs or raise the size limit."),
         "over_limit": (
             f"{name} was not ingested: reading it {detail}. Its compressed content expands far beyond its "
             "file size (a damaged file or a decompression bomb). If it is a genuine document, split it, or "
@@ -147,9 +139,7 @@ def _err(kind: str, name: str, detail: str = "") -> PDFError:
     return PDFError(kind, name, messages[kind])
 
 
-def _read_source(
-    source: bytes | bytearray | memoryview | str | os.PathLike, name: str, max_bytes: int
-) -> bytes:
+def _read_source(source: bytes | bytearray | memoryview | str | os.PathLike, name: str, max_bytes: int) -> bytes:
     """The file's bytes, with the size checked before anything large is read."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
@@ -518,7 +508,7 @@ def _write_frame(fd: int, obj: Any) -> None:
     payload = marshal.dumps(obj)
     view = memoryview(_HEADER.pack(len(payload)) + payload)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _read_frame(fd: int, deadline: float) -> bytes | None:
@@ -593,8 +583,11 @@ def _extract_sandboxed(data: bytes, name: str, memory_limit_mb: float, time_limi
         if timed_out or (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU):
             raise _err("over_limit", name, f"took longer than {time_limit_s:g} s")
         how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit status {os.WEXITSTATUS(status)}"
-        raise _err("over_limit", name, f"stopped the PDF reader ({how}): the file needs more than {mem} of "
-                                       "memory to read, or crashed the reader")
+        raise _err(
+            "over_limit",
+            name,
+            f"stopped the PDF reader ({how}): the file needs more than {mem} of memory to read, or crashed the reader",
+        )
     kind = message[0]
     if kind == "ok" and len(message) == 3 and isinstance(message[2], list):
         return str(message[1]), [str(t) for t in message[2]]

@@ -17,8 +17,14 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("ADAPTERLAB_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -51,8 +57,13 @@ class StreamlitServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        env = dict(os.environ, ADAPTERLAB_WORKSPACE=str(self.workspace), HF_HUB_OFFLINE="1",
-                   TRANSFORMERS_OFFLINE="1", NO_PROXY="127.0.0.1,localhost")
+        env = dict(
+            os.environ,
+            ADAPTERLAB_WORKSPACE=str(self.workspace),
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            NO_PROXY="127.0.0.1,localhost",
+        )
         env.pop("OPENAI_API_KEY", None)
         # One torch/OpenMP thread: on a small shared box (2 cores, other processes busy) torch's
         # spinning intra-op threads made the tiny adapter training 10-25x slower and its duration
@@ -60,10 +71,27 @@ class StreamlitServer:
         env.setdefault("OMP_NUM_THREADS", "1")
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
-             "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.port",
+                str(self.port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+                "--server.fileWatcherType",
+                "none",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         _wait_healthy(self.url, self.proc)
 

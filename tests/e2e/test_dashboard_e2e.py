@@ -27,8 +27,8 @@ from tests.pdfs import corrupt_pdf_bytes, make_text_pdf, sample_report_pages
 pytestmark = pytest.mark.e2e
 
 RUN_NAME = "e2e linear adapter"
-EPOCHS = 500          # the form's maximum: with batch 3, ~9.5k optimizer steps. While the Train page
-BATCH = 3             # watches it, the server trains 80-350 steps/s on the 2-core box (load-dependent): 25-120 s
+EPOCHS = 500  # the form's maximum: with batch 3, ~9.5k optimizer steps. While the Train page
+BATCH = 3  # watches it, the server trains 80-350 steps/s on the 2-core box (load-dependent): 25-120 s
 CHECKPOINT_EVERY = 5000
 QUESTIONS_PER_CHUNK = 4
 JOB_TIMEOUT = 150_000  # ms: a loaded 2-core machine can be slow
@@ -40,13 +40,20 @@ JOB_TIMEOUT = 150_000  # ms: a loaded 2-core machine can be slow
 def report_pages() -> list[str]:
     """12 pages: the 4-page sample report three times, for three different (fictional) companies
     and years, so chunks (and the offline questions about them) differ."""
-    variants = [("Northwind Mobility", "Northwind", "2021", "2020"), ("Bluefin Transit", "Bluefin", "2019", "2018"),
-                ("Cedar Rides", "Cedar", "2023", "2022")]
+    variants = [
+        ("Northwind Mobility", "Northwind", "2021", "2020"),
+        ("Bluefin Transit", "Bluefin", "2019", "2018"),
+        ("Cedar Rides", "Cedar", "2023", "2022"),
+    ]
     pages = []
     for company, short, year, prev in variants:
         for text in sample_report_pages():
-            pages.append(text.replace("Northwind Mobility", company).replace("Northwind", short)
-                         .replace("2021", year).replace("2020", prev))
+            pages.append(
+                text.replace("Northwind Mobility", company)
+                .replace("Northwind", short)
+                .replace("2021", year)
+                .replace("2020", prev)
+            )
     return pages
 
 
@@ -147,8 +154,9 @@ def plot_points_above(page: Page, n: int, timeout: float = 30_000) -> int:
     """Wait until the live training chart has drawn past step ``n`` and return its latest step,
     read in the same evaluation (the chart is redrawn every few seconds, so a separate read can land
     between two draws)."""
-    handle = page.wait_for_function(f"n => {{ const c = ({PLOT_POINTS_JS})(); return c > n ? c : false; }}",
-                                    arg=n, timeout=timeout)
+    handle = page.wait_for_function(
+        f"n => {{ const c = ({PLOT_POINTS_JS})(); return c > n ? c : false; }}", arg=n, timeout=timeout
+    )
     return int(handle.json_value())
 
 
@@ -167,8 +175,13 @@ def run_header(page: Page, status: str) -> Locator:
     ``.first``: while the page swaps the live fragment for the finished view (or a rerun replaces
     stale elements) two such lines can briefly coexist; a strict locator would then fail.
     """
-    return (page.get_by_test_id("stMarkdownContainer").filter(has_text=RUN_NAME).filter(has_text=" on ")
-            .filter(has=page.locator("code", has_text=re.compile(rf"^{status}$"))).first)
+    return (
+        page.get_by_test_id("stMarkdownContainer")
+        .filter(has_text=RUN_NAME)
+        .filter(has_text=" on ")
+        .filter(has=page.locator("code", has_text=re.compile(rf"^{status}$")))
+        .first
+    )
 
 
 class Timeline:
@@ -240,8 +253,9 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     save.click()
     saved = page.get_by_test_id("stAlert").filter(has_text="Saved train (by chunk)").first
     expect(saved).to_be_visible(timeout=JOB_TIMEOUT)
-    m = re.search(r"train \(by chunk\) \((\d+) questions\) and validation \(by chunk\) \((\d+) questions\)",
-                  saved.inner_text())
+    m = re.search(
+        r"train \(by chunk\) \((\d+) questions\) and validation \(by chunk\) \((\d+) questions\)", saved.inner_text()
+    )
     assert m and int(m.group(1)) > 0 and int(m.group(2)) > 0, saved.inner_text()
     assert int(m.group(1)) + int(m.group(2)) == n_questions
     page.get_by_role("tab", name="Split into train / validation").click()
@@ -286,9 +300,17 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     epoch1 = epoch_counter(page)
     points2 = plot_points_above(page, points1)
     expect(page.get_by_test_id("stProgress").filter(has_text=f"/{EPOCHS}").first).not_to_have_text(
-        re.compile(rf"epoch {epoch1}/{EPOCHS}"), timeout=30_000)
+        re.compile(rf"epoch {epoch1}/{EPOCHS}"), timeout=30_000
+    )
     epoch2 = epoch_counter(page)
-    assert points0 < points1 < points2 and epoch0 <= epoch1 < epoch2, (points0, points1, points2, epoch0, epoch1, epoch2)
+    assert points0 < points1 < points2 and epoch0 <= epoch1 < epoch2, (
+        points0,
+        points1,
+        points2,
+        epoch0,
+        epoch1,
+        epoch2,
+    )
     assert run_header(page, "running").count()
     snap(page, artifacts / "03-train-live.png")
     mark(f"train: live chart grew to step {points0} -> {points1} -> {points2}, epoch {epoch0} -> {epoch1} -> {epoch2}")
@@ -297,7 +319,13 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     expect(page.locator("[class*='st-key-train_download_']").first).to_be_visible()
     # .last: while the page swaps the live fragment for the finished view, both can be in the DOM
     expect(page.get_by_test_id("stMetric").filter(has_text="Epochs done").last).to_contain_text(f"{EPOCHS} / {EPOCHS}")
-    history = wait_for_grid(page, lambda rows: any(r["run"] == RUN_NAME and r["status"] == "done" for r in rows), "run", "status", timeout=60_000)
+    history = wait_for_grid(
+        page,
+        lambda rows: any(r["run"] == RUN_NAME and r["status"] == "done" for r in rows),
+        "run",
+        "status",
+        timeout=60_000,
+    )
     assert [r["status"] for r in history if r["run"] == RUN_NAME] == ["done"], history
     snap(page, artifacts / "04-train-done.png")
     mark("train: done")
@@ -307,8 +335,9 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     expect_selected(page, "eval_ds", "validation (by chunk)")
     expect(key(page, "eval_runs")).to_contain_text(RUN_NAME)
     key(page, "eval_start").locator("button").click()
-    results = wait_for_grid(page, lambda rows: len(rows) >= 2, "system", "hit@5", "MRR@5", "significant",
-                            timeout=JOB_TIMEOUT)
+    results = wait_for_grid(
+        page, lambda rows: len(rows) >= 2, "system", "hit@5", "MRR@5", "significant", timeout=JOB_TIMEOUT
+    )
     systems = [r["system"] for r in results]
     assert systems[0].startswith("base"), systems
     assert RUN_NAME in systems, systems  # named as the user named it, not by run id
@@ -330,6 +359,12 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     server.restart()
     page.goto(f"{server.url}/train")
     expect(page.get_by_role("heading", name="Train", level=1)).to_be_visible()
-    history = wait_for_grid(page, lambda rows: any(r["run"] == RUN_NAME and r["status"] == "done" for r in rows), "run", "status", timeout=60_000)
+    history = wait_for_grid(
+        page,
+        lambda rows: any(r["run"] == RUN_NAME and r["status"] == "done" for r in rows),
+        "run",
+        "status",
+        timeout=60_000,
+    )
     assert [r["status"] for r in history if r["run"] == RUN_NAME] == ["done"], history
     mark("restart: run still listed as done")
