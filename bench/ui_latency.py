@@ -2,7 +2,7 @@
 training job runs in the server.
 
 Prepares a workspace through ``core`` (a generated 12-page PDF ingested, offline questions, a
-train / validation split saved, one finished run, two saved comparisons), starts
+train / validation split saved, 20 finished runs with long histories, five saved comparisons), starts
 ``streamlit run app.py`` on a free local port over it (the e2e fixture's server, so the same
 environment: offline, one OpenMP thread) and drives Debian's Chromium with Playwright:
 
@@ -23,12 +23,14 @@ environment: offline, one OpenMP thread) and drives Debian's Chromium with Playw
 
 Targets: first load < 3 s, click response < 1 s. Prints a Markdown table with PASS / MISS.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/ui_latency.py [--loads 3] [--clicks 5] [--keep]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/ui_latency.py [--loads 3] [--clicks 5] [--keep] \\
+        [--runs 20] [--long-epochs 200] [--comparisons 5] [--workspace KEPT/ws]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import statistics
@@ -60,8 +62,8 @@ SEARCH = "insurance"
 PAGES = {
     "documents": ("Documents", '[data-testid="stDataFrame"] table[role="grid"]'),
     "questions": ("Questions", '[role="tab"]'),
-    "train": ("Train", ".js-plotly-plot"),
-    "compare": ("Compare", ".js-plotly-plot"),
+    "train": ("Train", '[data-testid="stMetric"]'),  # a finished run: its curves are behind an expander
+    "compare": ("Compare", '[data-testid="stDataFrame"] table[role="grid"]'),  # its charts are behind expanders
 }
 # The default page (Documents) lives at "/": Streamlit ignores url_path for the default page, and
 # "/documents" shows a "Page not found" dialog before running the main page.
@@ -98,8 +100,11 @@ def report_pages() -> list[str]:
     return out
 
 
-def prepare_workspace(root: Path) -> dict:
-    """Everything a user would have after one pass through the four pages, made through core."""
+def prepare_workspace(root: Path, runs: int = 20, long_epochs: int = 200, comparisons: int = 5) -> dict:
+    """Everything a user would have after some weeks of use, made through core: ``runs`` finished
+    runs (the first a short default-like one, the newest ``long_epochs`` epochs at batch size 1
+    with a validation every epoch: thousands of steps; the others a sixth of that, no validation) and ``comparisons`` saved comparisons (the first two at
+    k=5 and k=3, which the click measurement switches between)."""
     ws = Workspace(root)
     jm = JobManager(ws)
     try:
@@ -119,16 +124,37 @@ def prepare_workspace(root: Path) -> dict:
             name="linear (prepared)",
         )
         execute_run(ws, run_id)
-        for k in (5, 3):
-            job = start_evaluation(
-                jm, ws, val_id, [{"kind": "run", "run_id": run_id}], top_k=k, name=f"validation k={k}"
+        run_ids = [run_id]
+        for i in range(1, runs):  # the newest (shown first on Train) validates every epoch, the others none
+            cfg = TrainConfig(
+                adapter="linear",
+                epochs=long_epochs if i == runs - 1 else max(1, long_epochs // 6),
+                batch_size=1,
+                selection="holdout" if i == runs - 1 else "none",
+                lr=1e-3 * (1 + i % 4),
+                checkpoint_every=1_000_000,
+                seed=i,
             )
+            rid = create_run(ws, cfg, dataset_id=train_id, name=f"linear long #{i}")
+            execute_run(ws, rid)
+            run_ids.append(rid)
+        steps = sum(
+            1
+            for line in (ws.run_dir(run_ids[-1]) / "history.jsonl").read_text().splitlines()
+            if '"type": "step"' in line
+        )
+        for c, k in enumerate((5, 3, 10, 8, 20)[:comparisons]):
+            systems = [{"kind": "run", "run_id": r} for r in dict.fromkeys([run_id] + run_ids[-1 - c :][:3])]
+            job = start_evaluation(jm, ws, val_id, systems, top_k=k, name=f"validation k={k}")
             jm.wait(job)
             assert jm.get(job)["status"] == "done", jm.get(job)
         return {
             "chunks": len(list_chunks(ws)),
             "search_hits": len(list_chunks(ws, search=SEARCH)),
             "train_questions": len(train.queries),
+            "runs": len(run_ids),
+            "steps_newest": steps,
+            "comparisons": comparisons,
         }
     finally:
         jm.shutdown()
@@ -299,6 +325,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loads", type=int, default=3, help="first loads per page (median)")
     ap.add_argument("--clicks", type=int, default=5, help="clicks per interaction and condition (median)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary workspace and server log")
+    ap.add_argument("--runs", type=int, default=20, help="finished runs in the workspace")
+    ap.add_argument(
+        "--long-epochs",
+        type=int,
+        default=200,
+        help="epochs of the newest run (batch size 1); the others but the first: a sixth",
+    )
+    ap.add_argument("--comparisons", type=int, default=5, choices=range(2, 6), help="saved comparisons")
+    ap.add_argument("--workspace", type=Path, help="reuse a workspace kept by an earlier --keep (skips preparing)")
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).exists():
         print(f"Chromium not found at {CHROMIUM}: apt-get install chromium", file=sys.stderr)
@@ -307,10 +342,16 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="adapterlab-ui-bench-"))
     ws = tmp / "ws"
     t = time.perf_counter()
-    facts = prepare_workspace(ws)
+    if args.workspace:  # a copy, so that the long training run below never lands in the kept one
+        shutil.copytree(args.workspace, ws, ignore=shutil.ignore_patterns("*.lock"))
+        facts = json.loads((args.workspace / "bench_facts.json").read_text())
+    else:
+        facts = prepare_workspace(ws, args.runs, args.long_epochs, args.comparisons)
+        (ws / "bench_facts.json").write_text(json.dumps(facts))
     print(
-        f"workspace prepared through core in {time.perf_counter() - t:.1f} s: {facts['chunks']} chunks, "
-        f"{facts['train_questions']} training questions, 1 finished run, 2 comparisons ({ws})",
+        f"workspace ready in {time.perf_counter() - t:.1f} s: {facts['chunks']} chunks, "
+        f"{facts['train_questions']} training questions, {facts['runs']} finished runs (newest: "
+        f"{facts['steps_newest']} steps), {facts['comparisons']} comparisons ({ws})",
         file=sys.stderr,
     )
     server = StreamlitServer(ws, tmp / "streamlit.log")

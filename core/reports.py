@@ -495,7 +495,33 @@ for the {m} comparison(s).</p>
 </body></html>"""
 
 
-MAX_STEP_POINTS = 1500
+MAX_STEP_POINTS = 2000
+
+
+def thin_series(x: list[Any], y: list[float], max_points: int = MAX_STEP_POINTS) -> tuple[list[Any], list[float]]:
+    """At most ``max_points`` points of a long series for a chart, keeping its shape.
+
+    The series is cut into ``max_points // 2`` equal runs of points; each run keeps its lowest
+    and its highest point, in their order, so spikes and dips survive (a plain every-n-th point
+    would drop them). The first and the last point are always kept: a live chart ends exactly
+    where the run is. A series that already fits is returned as it is.
+    """
+    n = len(y)
+    if n <= max_points:
+        return list(x), list(y)
+    import numpy as np
+
+    buckets = max(1, (max_points - 2) // 2)
+    edges = np.linspace(0, n, buckets + 1).astype(int)
+    arr = np.asarray(y, dtype=float)
+    keep = {0, n - 1}
+    for a, b in zip(edges[:-1], edges[1:]):
+        if b > a:
+            seg = arr[a:b]
+            keep.add(a + int(np.argmin(seg)))
+            keep.add(a + int(np.argmax(seg)))
+    idx = sorted(keep)
+    return [x[i] for i in idx], [y[i] for i in idx]
 
 
 def has_curves(history: list[dict[str, Any]]) -> bool:
@@ -503,19 +529,21 @@ def has_curves(history: list[dict[str, Any]]) -> bool:
     return any(h.get("type") == "step" or (h.get("type") == "epoch" and h.get("val")) for h in history)
 
 
-def training_figure(history: list[dict[str, Any]], top_k: int = 5, title: str | None = None):
+def training_figure(
+    history: list[dict[str, Any]], top_k: int = 5, title: str | None = None, max_points: int = MAX_STEP_POINTS
+):
     """Two stacked panels sharing the step axis: training loss on top, validation hit@k and
     MRR@k per epoch below (epoch 0 = the untrained identity, i.e. the base model).
 
     The best epoch gets a star on the validation panel and a dotted line through both, so the
-    chart shows at a glance where validation peaked (and whether it fell after).
+    chart shows at a glance where validation peaked (and whether it fell after). The per-step
+    loss is thinned to ``max_points`` (:func:`thin_series`); a live chart passes fewer.
     """
     from plotly.subplots import make_subplots
 
     steps = [h for h in history if h.get("type") == "step" and h.get("loss") is not None]
-    if len(steps) > MAX_STEP_POINTS:  # a long run: plot every n-th step (the epoch means stay exact)
-        stride = -(-len(steps) // MAX_STEP_POINTS)
-        steps = steps[::stride] + ([steps[-1]] if (len(steps) - 1) % stride else [])
+    # a long run: the per-step loss is thinned to its min/max envelope (the epoch means stay exact)
+    step_x, step_y = thin_series([h["step"] for h in steps], [h["loss"] for h in steps], max_points)
     epochs = [h for h in history if h.get("type") == "epoch" and h.get("val")]
     fig = make_subplots(
         rows=2,
@@ -527,10 +555,10 @@ def training_figure(history: list[dict[str, Any]], top_k: int = 5, title: str | 
     )
     if steps:
         fig.add_scatter(
-            x=[h["step"] for h in steps],
-            y=[h["loss"] for h in steps],
+            x=step_x,
+            y=step_y,
             mode="lines",
-            name="loss per step",
+            name="loss per step" + (" (min/max per span)" if len(step_x) < len(steps) else ""),
             line=dict(color="#94a3b8", width=1.2),
             row=1,
             col=1,

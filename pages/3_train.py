@@ -13,7 +13,7 @@ from core.finetune import LOSSES as FT_LOSSES
 from core.finetune import FinetuneConfig, cost_label, describe_cost, duration_text
 from core.launch import job_for_run, start_finetune, start_training
 from core.losses import Loss
-from core.reports import cv_figure, has_curves, training_figure
+from core.reports import MAX_STEP_POINTS, cv_figure, has_curves, training_figure
 from core.runs import (
     adapter_dir,
     delete_run,
@@ -359,11 +359,19 @@ if datasets:
 # ------------------------------------------------------------------------------------------------
 # one run: live while it trains
 # ------------------------------------------------------------------------------------------------
-def draw_run(run: dict) -> None:
+# While a run trains, its numbers refresh every LIVE_S and its chart every LIVE_CHART_S, from at
+# most LIVE_STEP_POINTS loss points: every redraw costs the server and the browser CPU that the
+# training process (on the same machine) would otherwise get (bench/ui_latency.py measures it).
+LIVE_S = 2.0
+LIVE_CHART_S = 4.0
+LIVE_STEP_POINTS = 600
+
+
+def draw_run(run: dict, hist: list[dict]) -> None:
+    """A run's title, cancel button and progress while active, its numbers and the CV verdict."""
     run_id = run["id"]
     cfg = (run.get("config") or {}).get("config") or {}
     k = int(cfg.get("top_k", 5))
-    hist = read_history(ws, run_id)
     s = history_summary(hist)
     job = job_for_run(jm, run_id)
     active = run["status"] in ACTIVE
@@ -437,10 +445,17 @@ def draw_run(run: dict) -> None:
             )
             + f" Rule: {cv['rule']}. Design: {cv['design_reason']}."
         )
+
+
+def draw_charts(run: dict, hist: list[dict], max_points: int = MAX_STEP_POINTS) -> None:
+    """The cross-validation chart (when the run cross-validated) and the training curves."""
+    run_id = run["id"]
+    k = int(((run.get("config") or {}).get("config") or {}).get("top_k", 5))
+    active = run["status"] in ACTIVE
     if any(h.get("type") == "cv" for h in hist):
         st.plotly_chart(cv_figure(hist, k), key=f"cv_chart_{run_id}", width="stretch")
     if has_curves(hist):
-        st.plotly_chart(training_figure(hist, k), key=f"train_chart_{run_id}", width="stretch")
+        st.plotly_chart(training_figure(hist, k, max_points=max_points), key=f"train_chart_{run_id}", width="stretch")
     elif active:
         st.caption("The chart appears after the first training step (embedding comes first; cached texts are free).")
     else:
@@ -583,17 +598,31 @@ if run is None:  # deleted from another tab meanwhile
 with st.container(border=True):
     if run["status"] in ACTIVE:
 
-        @st.fragment(run_every=widgets.POLL_S)
+        @st.fragment(run_every=LIVE_S)
         def live() -> None:
             jm.reap()  # a run whose process died ends as 'interrupted' instead of polling forever
             current = get_run(ws, view)
             if current is None or current["status"] not in ACTIVE:
                 st.rerun(scope="app")  # finished: redraw once with the results, and stop polling
-            draw_run(current)
+            draw_run(current, read_history(ws, view))  # only the lines appended since the last poll are parsed
+
+        @st.fragment(run_every=LIVE_CHART_S)
+        def live_chart() -> None:
+            draw_charts(run, read_history(ws, view), max_points=LIVE_STEP_POINTS)
 
         live()
+        live_chart()
     else:
-        draw_run(run)
+        hist = read_history(ws, view)
+        draw_run(run, hist)
+        # A finished run's charts are built only while this is open (on_change="rerun" makes .open
+        # tell): a page load that never opens it neither builds them nor fetches the chart library.
+        curves = st.expander(
+            "Training curves", icon=":material/show_chart:", key="train_curves_open", on_change="rerun"
+        )
+        if curves.open:
+            with curves:
+                draw_charts(run, hist)
         draw_finished(run)
 
 st.markdown("**Run history**")

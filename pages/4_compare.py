@@ -287,9 +287,21 @@ st.caption(
     f"Δ: change against the baseline in percentage points (hit@{kk}) or MRR units, with its 95% confidence "
     f"interval. Significant: p < {cmp.alpha} after Holm's adjustment for the systems compared."
 )
-fig = summary_figure(cmp, context)
-if fig is not None:
-    st.plotly_chart(fig, key="eval_fig_summary", width="stretch")
+# The chart of the deltas is built only while open (on_change="rerun" makes .open tell): the table
+# above carries the same numbers, and a first load without a chart skips the chart library too.
+chart = st.expander(
+    "Chart: change against the baseline with 95% CIs",
+    icon=":material/bar_chart:",
+    key="eval_chart_open",
+    on_change="rerun",
+)
+if chart.open:
+    with chart:
+        fig = summary_figure(cmp, context)
+        if fig is not None:
+            st.plotly_chart(fig, key="eval_fig_summary", width="stretch")
+        else:
+            st.caption("Only the baseline was measured: there is no change to chart.")
 prov = [
     p
     for p in system_provenance(cmp, context)

@@ -461,7 +461,12 @@ def test_train_shows_run_history_curves_and_downloads(prepared_ws, prepared):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Epochs done"] == "2 / 2"
     assert any(label.startswith("Val mrr@5 (best epoch") for label in metrics)
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("plotly_chart")) == 0  # "Training curves" is closed: no figure is built
+    at.session_state["train_curves_open"] = True  # the user opens it
+    at.run()
+    no_exceptions(at)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1 and "Training loss" in charts[0].proto.spec
     ckpts = frame(at, "checkpoint", "step")
     assert list(ckpts["checkpoint"])[-1].startswith("step_")
     assert at.download_button(key=f"train_download_{prepared.run_id}") is not None
@@ -571,13 +576,16 @@ def test_compare_shows_table_charts_drilldown_and_exports(prepared_ws, prepared)
         .iloc[0]["trained on"]
         .startswith("northwind train")
     )
-    closed = len(at.get("plotly_chart"))
-    assert closed >= 1
-    assert not any(c.proto.spec and "Training loss" in c.proto.spec for c in at.get("plotly_chart"))  # not built closed
-    at.session_state["eval_curves_open"] = True  # the user opens "Training curves": now it is built
+    assert len(at.get("plotly_chart")) == 0  # the chart and the training curves are closed: neither is built
+    at.session_state["eval_chart_open"] = True  # the user opens the chart of the deltas
     at.run()
     no_exceptions(at)
-    assert len(at.get("plotly_chart")) == closed + 1
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1 and "Change against the" in charts[0].proto.spec
+    at.session_state["eval_curves_open"] = True  # and "Training curves": now it is built too
+    at.run()
+    no_exceptions(at)
+    assert len(at.get("plotly_chart")) == 2
     metrics = {m.label: m.value for m in at.metric}
     better, worse, same = (int(metrics[k]) for k in ("Better (relevant chunk ranked higher)", "Worse", "Unchanged"))
     assert better + worse + same == prepared.n_val
@@ -887,3 +895,37 @@ def test_train_warns_that_offline_training_questions_do_not_carry_over(prepared_
     assert any("offline pseudo-queries" in w and "do not expect its gain to carry over" in w for w in warnings), (
         warnings
     )
+
+
+def test_train_live_chart_is_thinned_and_ends_at_the_latest_step(prepared_ws, prepared):
+    """While a run trains, its chart (a fragment of its own) draws at most LIVE_STEP_POINTS loss
+    points, and the latest step recorded before the redraw is among them."""
+    at = page("3_train.py")
+    at.run()
+    at.number_input(key="hp_epochs").set_value(500)
+    at.number_input(key="hp_batch_size").set_value(1)
+    at.number_input(key="hp_checkpoint_every").set_value(1_000_000)
+    at.selectbox(key="hp_selection").set_value("none")
+    at.button(key="train_start").click().run()
+    no_exceptions(at)
+    run_id = at.selectbox(key="train_view").value
+    history = Workspace(prepared_ws).run_dir(run_id) / "history.jsonl"
+    deadline = time.time() + 120
+    steps = 0
+    while steps <= 1_000 and time.time() < deadline:
+        time.sleep(0.2)
+        steps = (
+            sum(1 for line in history.read_text().splitlines() if '"type": "step"' in line) if history.exists() else 0
+        )
+    assert steps > 1_000, f"only {steps} steps after 120 s"
+    try:
+        at.run()
+        no_exceptions(at)
+        charts = [c for c in at.get("plotly_chart") if "Training loss" in c.proto.spec]
+        assert len(charts) == 1
+        loss = json.loads(charts[0].proto.spec)["data"][0]
+        assert len(loss["x"]) <= 600 and loss["x"][-1] >= steps  # thinned, and it reaches the last step read
+        assert any(m.label == "Epochs done" for m in at.metric)  # the numbers fragment drew too
+    finally:
+        at.button(key=f"train_cancel_{run_id}").click().run()
+        rerun_until_settled(at, prepared_ws, "train")

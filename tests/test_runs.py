@@ -293,3 +293,16 @@ def test_training_figure_thins_long_runs_but_keeps_the_last_step():
     fig = training_figure(hist, 5)
     xs = list(fig.data[0].x)
     assert len(xs) <= MAX_STEP_POINTS + 1 and xs[-1] == 10_000 and xs[0] == 1
+
+
+def test_thin_series_keeps_spikes_first_and_last_points():
+    from core.reports import thin_series
+
+    y = [1.0] * 50_000
+    y[12_345], y[40_000] = 9.0, -3.0  # one spike and one dip in a long flat loss
+    x = list(range(1, 50_001))
+    tx, ty = thin_series(x, y, 600)
+    assert len(tx) <= 600 and tx == sorted(tx)
+    assert (tx[0], tx[-1]) == (1, 50_000)
+    assert 9.0 in ty and -3.0 in ty and tx[ty.index(9.0)] == 12_346
+    assert thin_series(x[:10], y[:10], 600) == (x[:10], y[:10])  # a short series is kept whole

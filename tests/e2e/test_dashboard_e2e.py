@@ -152,7 +152,7 @@ def plot_points(page: Page) -> int:
 
 def plot_points_above(page: Page, n: int, timeout: float = 30_000) -> int:
     """Wait until the live training chart has drawn past step ``n`` and return its latest step,
-    read in the same evaluation (the chart is redrawn every second, so a separate read can land
+    read in the same evaluation (the chart is redrawn every few seconds, so a separate read can land
     between two draws)."""
     handle = page.wait_for_function(
         f"n => {{ const c = ({PLOT_POINTS_JS})(); return c > n ? c : false; }}", arg=n, timeout=timeout
@@ -296,8 +296,8 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
     mark(f"train: reloaded with the chart at step {points0} (epoch {epoch0}); run found running")
 
-    # the reattached chart shows the recorded history and keeps growing (the fragment redraws every
-    # second): further than before the reload, then further again; the epoch counter moves on
+    # the reattached chart shows the recorded history and keeps growing (its fragment redraws every
+    # 4 s): further than before the reload, then further again; the epoch counter moves on
     points1 = plot_points_above(page, points0)
     epoch1 = epoch_counter(page)
     points2 = plot_points_above(page, points1)
