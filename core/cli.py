@@ -292,6 +292,9 @@ def _train_config(args):
         "cv_folds",
         "cv_design",
         "lr_grid",
+        "cv_fold_order",
+        "shrinkage_grid",
+        "cv_rule",
         "unlabelled_negatives",
         "average_refits",
         "sample_negatives_above",
@@ -860,6 +863,9 @@ def build_parser() -> argparse.ArgumentParser:
         "validation design (its questions are never trained on)",
     )
     s.add_argument("--lr-grid", type=float, nargs="+", help=_setting_help("lr_grid"))
+    s.add_argument("--cv-fold-order", choices=["blocks", "shuffled"], help=_setting_help("cv_fold_order"))
+    s.add_argument("--shrinkage-grid", type=float, nargs="*", help=_setting_help("shrinkage_grid"))
+    s.add_argument("--cv-rule", choices=["best", "one_se_fewer", "one_se_more"], help=_setting_help("cv_rule"))
     s.add_argument(
         "--unlabelled-negatives",
         action=argparse.BooleanOptionalAction,

@@ -361,6 +361,7 @@ def model_card(ws: Workspace, run_id: str, *, adapter: nn.Module | None = None, 
     if sel:
         what = (
             f"trained {sel['epochs']} epoch(s) at lr {sel['lr']:g} on every question"
+            + (f", shrunk toward the identity by alpha {sel['alpha']:g}" if sel.get("alpha", 1.0) != 1.0 else "")
             if sel.get("train")
             else "kept the untrained identity: training did not help out of fold"
         )

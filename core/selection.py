@@ -12,13 +12,23 @@ Two validation designs, matched to how the adapter will be used:
 * ``questions`` -- *new questions about the same corpus*: each chunk's questions are spread over
   different folds, so a held-out question's chunk keeps its other questions in training.
 * ``chunks`` -- *new documents*: folds are groups of chunks, so a held-out question's chunk has
-  no question in training (it stays in the corpus as a negative, as in real search).
+  no question in training (it stays in the corpus as a negative, as in real search). By default
+  (``blocks``) each fold is one contiguous run of chunks in document order, whole documents when
+  there are several, as a new document or section would be; randomly drawn chunks (``shuffled``)
+  leave each held-out chunk's neighbours in training, which flatters longer training.
+
+Candidates are (learning rate, epochs, shrinkage alpha): the fold model after each epoch is also
+scored shrunk toward the identity, ``identity + alpha (trained - identity)`` for alpha in the
+grid (default 0.25, 0.5, 0.75 and 1), which costs evaluations only.
 
 The rule (:func:`choose`): score = (hit@k + MRR@k) / 2 per question; the gain of a candidate is
 the mean over all out-of-fold questions of (score with the adapter - score of the base model);
 the candidate with the largest gain wins; **train only when that gain is above zero**, otherwise
-keep the identity. Every training question is validated exactly once per candidate, so the
-estimate uses all the data instead of a small split.
+keep the identity; the refit's weights are shrunk by the chosen alpha. Every training question is
+validated exactly once per candidate, so the estimate uses all the data instead of a small split.
+Measured on the Lyft protocols (bench/README.md): blocks + shrinkage beat shuffled folds without
+shrinkage on all three; the one-standard-error rules (``one_se_fewer`` / ``one_se_more``) are
+options, not the default.
 
 Example::
 
@@ -39,12 +49,18 @@ import numpy as np
 DESIGNS = ("auto", "questions", "chunks")
 
 
-def make_folds(groups: Sequence[int], k: int, design: str, seed: int) -> list[list[int]]:
+def make_folds(
+    groups: Sequence[int], k: int, design: str, seed: int, *, blocks: bool = False, units: Sequence[Any] | None = None
+) -> list[list[int]]:
     """Split example indices into ``k`` folds. ``groups[i]`` is the chunk of example ``i``.
 
     ``questions``: each chunk's examples go to different folds (round robin from a running
     offset), so the other questions of a held-out question's chunk stay in training.
-    ``chunks``: all examples of a chunk go to one fold (grouped k-fold).
+    ``chunks``: all examples of a chunk go to one fold (grouped k-fold), chunks shuffled.
+    ``chunks`` with ``blocks``: each fold is one contiguous run of chunks in corpus order
+    (``groups`` are corpus positions), like a new document or a new section; ``units[i]``
+    (e.g. the document of example ``i``) keeps whole units together when there are at least
+    ``k`` of them. Runs are balanced by question count.
     """
     if design not in ("questions", "chunks"):
         raise ValueError(f"design must be 'questions' or 'chunks', got {design!r}")
@@ -52,6 +68,8 @@ def make_folds(groups: Sequence[int], k: int, design: str, seed: int) -> list[li
     for i, g in enumerate(groups):
         by.setdefault(int(g), []).append(i)
     keys = sorted(by)
+    if design == "chunks" and blocks:
+        return _block_folds(by, keys, k, units)
     rng = random.Random(seed)
     rng.shuffle(keys)
     k = max(2, min(k, len(keys) if design == "chunks" else len(groups)))
@@ -67,6 +85,36 @@ def make_folds(groups: Sequence[int], k: int, design: str, seed: int) -> list[li
             for t, i in enumerate(members):
                 folds[(offset + t) % k].append(i)
             offset += len(members)
+    return [sorted(f) for f in folds if f]
+
+
+def _block_folds(by: dict[int, list[int]], keys: list[int], k: int, units: Sequence[Any] | None) -> list[list[int]]:
+    """Contiguous folds: chunks in corpus order, grouped into units (whole documents when there
+    are at least ``k`` of them and none holds half the questions, else single chunks), cut into
+    ``k`` runs of about equal size."""
+    order: list[list[int]] = []  # units in corpus order, each a list of example indices
+    if units is not None:
+        pos: dict[Any, int] = {}
+        for key in keys:
+            u = units[by[key][0]]
+            if u not in pos:
+                pos[u] = len(order)
+                order.append([])
+            order[pos[u]].extend(by[key])
+        total = sum(len(u) for u in order)
+        if len(order) < k or max(len(u) for u in order) * 2 > total:
+            order = []
+    if not order:
+        order = [list(by[key]) for key in keys]
+    k = max(2, min(k, len(order)))
+    n = sum(len(u) for u in order)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    done = 0
+    for members in order:
+        # the fold whose share of the questions this unit's midpoint falls in (midpoints only grow: runs stay contiguous)
+        f = min(k - 1, int((done + len(members) / 2) * k / n))
+        folds[f].extend(members)
+        done += len(members)
     return [sorted(f) for f in folds if f]
 
 
@@ -101,6 +149,9 @@ class CVResult:
     rule: str
     curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     seconds: float = 0.0
+    alpha: float = 1.0  # shrinkage toward the identity: final weights = init + alpha (trained - init)
+    shrinkage: dict[str, float] = field(default_factory=dict)  # alpha -> gain at the chosen lr and epochs
+    fold_order: str = "shuffled"  # chunks design: shuffled chunks, or contiguous blocks in corpus order
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,6 +162,10 @@ class CVResult:
             if self.train
             else "keep the untrained identity (training did not help out of fold)"
         )
+        if self.fold_order == "blocks":
+            what = "folds of contiguous chunks in document order; " + what
+        if self.train and self.alpha != 1.0:
+            what += f", shrunk toward the identity by alpha {self.alpha:g}"
         return (
             f"{self.folds}-fold cross-validation ({self.design}: {self.design_reason}): "
             f"gain {100 * self.gain:+.2f} ± {100 * self.gain_se:.2f} pt (mean of hit@{self.top_k} and MRR@{self.top_k}) -> {what}"
@@ -132,15 +187,59 @@ def pooled_gain(fold_scores: Sequence[np.ndarray], fold_base: Sequence[np.ndarra
     return float(diffs.mean()), se
 
 
-def choose(gains: dict[tuple[float, int], tuple[float, float]]) -> tuple[tuple[float, int], float, float, bool]:
-    """Pick the (lr, epochs) with the largest gain; train only if that gain is > 0.
+RULES = ("best", "one_se_fewer", "one_se_more")
 
-    ``gains`` maps (lr, epochs >= 1) to (mean gain, standard error). Ties go to fewer epochs and
-    the smaller learning rate (the candidate nearer the identity).
+
+def rule_text(rule: str = "best", alphas: Sequence[float] = ()) -> str:
+    """The selection rule in words, as the run record, the CLI and the Train page show it."""
+    shrink = sorted({float(a) for a in alphas} | {1.0})
+    what = "candidate (epochs" + (", shrinkage alpha" if len(shrink) > 1 else "") + ")"
+    text = f"the {what} with the largest pooled out-of-fold gain in (hit@k + MRR@k)/2 over the untrained identity"
+    if rule == "one_se_more":
+        text += (
+            "; then the most epochs whose gain is above zero and within one standard error of it (the "
+            "refit sees 1/k more questions than each fold, and new questions about trained chunks bear more epochs than "
+            "new chunks do)"
+        )
+    elif rule == "one_se_fewer":
+        text += "; then the fewest epochs whose gain is within one standard error of it"
+    if len(shrink) > 1:
+        text += "; final weights = identity + alpha (trained - identity), alpha from " + ", ".join(
+            f"{a:g}" for a in shrink
+        )
+    return "train " + text + "; keep the identity when that gain is not above zero"
+
+
+def choose(gains: dict[tuple, tuple[float, float]], rule: str = "best") -> tuple[tuple, float, float, bool]:
+    """Pick the candidate with the largest gain; train only if the chosen gain is > 0.
+
+    ``gains`` maps (lr, epochs >= 1[, shrinkage alpha]) to (mean gain, standard error). Ties go
+    to fewer epochs, the smaller learning rate and the smaller alpha (the candidate nearer the
+    identity). ``rule``: ``best`` keeps that candidate; ``one_se_fewer`` / ``one_se_more`` take,
+    among the candidates whose gain is within one standard error of the best (same lr and
+    alpha) and above zero when the best is, the one with the fewest / the most epochs.
     """
     if not gains:
         raise ValueError("no cross-validation candidates")
-    best = max(gains, key=lambda key: (round(gains[key][0], 12), -key[1], -key[0]))
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+
+    def alpha(key: tuple) -> float:
+        return key[2] if len(key) > 2 else 1.0
+
+    best = max(gains, key=lambda key: (round(gains[key][0], 12), -key[1], -key[0], -alpha(key)))
+    if rule != "best":
+        floor = gains[best][0] - gains[best][1]
+        positive = gains[best][0] > 0  # when training helps, the rule never falls back to a candidate that does not
+        near = [
+            key
+            for key in gains
+            if key[0] == best[0]
+            and alpha(key) == alpha(best)
+            and gains[key][0] >= floor
+            and (gains[key][0] > 0 or not positive)
+        ]
+        best = (min if rule == "one_se_fewer" else max)(near, key=lambda key: key[1])
     mean, se = gains[best]
     return best, mean, se, mean > 0
 

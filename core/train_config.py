@@ -97,6 +97,34 @@ class TrainConfig:
             "auto: from the evaluation set; questions: new questions about the same chunks; chunks: new documents."
         ),
     )
+    cv_fold_order: str = field(
+        default="blocks",
+        metadata=_help(
+            "New-documents design: blocks (each fold one contiguous run of chunks in document order, whole documents "
+            "when there are several, as a new document would be) or shuffled (folds of randomly drawn chunks)."
+        ),
+    )
+    shrinkage_grid: list[float] = field(
+        default_factory=lambda: [0.25, 0.5, 0.75],
+        metadata=_help(
+            "Cross-validation also picks alpha from these values and 1: final weights = identity + alpha (trained - "
+            "identity) (empty = alpha 1, no shrinkage)."
+        ),
+    )
+    shrinkage_gate: bool = field(
+        default=False,
+        metadata=_help(
+            "Decide between training and the identity on the unshrunk adapter (alpha 1) first, then pick alpha for the "
+            "chosen epochs (fewer candidates compete for the train-or-not decision)."
+        ),
+    )
+    cv_rule: str = field(
+        default="best",
+        metadata=_help(
+            "best: the epochs with the largest out-of-fold gain; one_se_fewer / one_se_more: the fewest / most epochs "
+            "within one standard error of it."
+        ),
+    )
     unlabelled_negatives: bool = field(
         default=False,
         metadata=_help(
@@ -196,6 +224,12 @@ class TrainConfig:
             raise TrainingError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         if self.cv_design not in sel.DESIGNS:
             raise TrainingError(f"cv_design must be one of {sel.DESIGNS}, got {self.cv_design!r}")
+        if self.cv_fold_order not in ("shuffled", "blocks"):
+            raise TrainingError(f"cv_fold_order must be 'shuffled' or 'blocks', got {self.cv_fold_order!r}")
+        if any(not (0 < x <= 1) for x in self.shrinkage_grid):
+            raise TrainingError("every shrinkage_grid value must be in (0, 1]")
+        if self.cv_rule not in sel.RULES:
+            raise TrainingError(f"cv_rule must be one of {sel.RULES}, got {self.cv_rule!r}")
         if self.selection == "cv" and self.cv_folds < 2:
             raise TrainingError("cv_folds must be >= 2")
         if any(not (x > 0) for x in self.lr_grid):

@@ -9,9 +9,9 @@ training set is a negative (ingested chunks without questions only with
 ``unlabelled_negatives``: they would teach the adapter to avoid the chunks new questions ask
 about); near-duplicates of the positive are never negatives (the false-negative guard); model
 selection by k-fold cross-validation on all the training questions (:mod:`core.selection`): the
-epochs (and, with ``lr_grid``, the learning rate) are chosen on pooled out-of-fold results, the
-untrained identity is kept only when training does not help out of fold, and the chosen setting
-is refit on every training question.
+epochs, the shrinkage toward the identity (and, with ``lr_grid``, the learning rate) are chosen on
+pooled out-of-fold results, the untrained identity is kept only when training does not help out
+of fold, and the chosen setting is refit on every training question (then shrunk).
 ``selection="holdout"`` keeps the first release's single validation split (best epoch kept).
 
 Losses live in :mod:`core.losses` (``corpus_softmax``, the default: a softmax over every chunk;
@@ -398,6 +398,13 @@ def _with_negatives(ds: QADataset, negatives: dict[str, str] | None) -> QADatase
     return QADataset(dict(ds.queries), {**ds.corpus, **extra}, dict(ds.relevant_docs), ds.mode, dict(ds.node_meta))
 
 
+def _interpolate(
+    init: dict[str, torch.Tensor], trained: dict[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
+    """Weights ``init + alpha (trained - init)``: alpha 0 is the untrained (identity) adapter, 1 the trained one."""
+    return {k: (init[k].float() + alpha * (trained[k].float() - init[k].float())).to(trained[k].dtype) for k in trained}
+
+
 def cross_validate(
     prob: _Problem,
     config: TrainConfig,
@@ -408,26 +415,33 @@ def cross_validate(
     cancel: threading.Event | None = None,
     progress: Progress | None = None,
     allow_custom_code: bool = False,
+    units: list[Any] | None = None,
 ) -> sel.CVResult:
-    """k-fold cross-validation over (lr in the grid) x (epochs 0..config.epochs); see :mod:`core.selection`."""
+    """k-fold cross-validation over (lr in the grid) x (epochs 0..config.epochs) [x shrinkage alpha];
+    see :mod:`core.selection`. ``units[i]`` (e.g. the document of question ``i``) keeps whole
+    documents in one fold under ``cv_fold_order="blocks"``."""
     t0 = time.time()
     n = prob.targets.shape[0]
-    folds = sel.make_folds(prob.targets.tolist(), config.cv_folds, design, config.seed)
+    blocks = design == "chunks" and config.cv_fold_order == "blocks"
+    folds = sel.make_folds(prob.targets.tolist(), config.cv_folds, design, config.seed, blocks=blocks, units=units)
     k = config.top_k
     hk, mk = f"hit@{k}", f"mrr@{k}"
     grid = list(config.lr_grid) or [float(config.lr)]
+    alphas = sorted({float(a) for a in config.shrinkage_grid} | {1.0})
     total = len(grid) * len(folds) * config.epochs
     done = 0
-    gains: dict[tuple[float, int], tuple[float, float]] = {}
+    gains: dict[tuple, tuple[float, float]] = {}
     curves: dict[str, list[dict[str, float]]] = {}
     for lr in grid:
         per_epoch: dict[int, list[tuple[np.ndarray, dict[str, float]]]] = {}
+        shrunk: dict[tuple[int, float], list[np.ndarray]] = {}
         base: list[np.ndarray] = []
         for f_i, val in enumerate(folds):
             vs = set(val)
             rows = [i for i in range(n) if i not in vs]
             val_qv = prob.query_vecs[val]
             val_rel = [prob.relevant[i] for i in val]
+            init: dict[str, torch.Tensor] = {}
 
             def on_epoch(
                 epoch,
@@ -436,6 +450,8 @@ def cross_validate(
                 losses,
                 val_qv=val_qv,
                 val_rel=val_rel,
+                init=init,
+                shrunk=shrunk,
                 base=base,
                 lr=lr,
                 f_i=f_i,
@@ -446,12 +462,23 @@ def cross_validate(
                 score = (pq[hk] + pq[mk]) / 2
                 if epoch == 0:
                     base.append(score)
+                    init.update({k2: v2.detach().clone() for k2, v2 in adapter.state_dict().items()})
                 else:
                     done += 1
                     if progress:
                         progress(
                             done, total, f"cross-validation: lr {lr:g}, fold {f_i + 1}/{len(folds)}, epoch {epoch}"
                         )
+                    if len(alphas) > 1:
+                        trained = {k2: v2.detach().clone() for k2, v2 in adapter.state_dict().items()}
+                        for a in alphas:
+                            if a == 1.0:
+                                shrunk.setdefault((epoch, a), []).append(score)
+                                continue
+                            adapter.load_state_dict(_interpolate(init, trained, a))
+                            spq = _metrics(adapter, val_qv, prob.corpus_np, val_rel, k)
+                            shrunk.setdefault((epoch, a), []).append((spq[hk] + spq[mk]) / 2)
+                        adapter.load_state_dict(trained)
                 per_epoch.setdefault(epoch, []).append((score, _means(pq)))
                 return bool(cancel is not None and cancel.is_set())
 
@@ -474,15 +501,42 @@ def cross_validate(
             scores = [s for s, _ in per_epoch[epoch]]
             gain, se = sel.pooled_gain(scores, base)
             if epoch > 0:
-                gains[(lr, epoch)] = (gain, se)
+                if len(alphas) > 1:
+                    for a in alphas:
+                        gains[(lr, epoch, a)] = sel.pooled_gain(shrunk[(epoch, a)], base)
+                else:
+                    gains[(lr, epoch, 1.0)] = (gain, se)
             point = {"epoch": epoch, **sel.curve_point([m for _, m in per_epoch[epoch]], gain, se)}
             curve.append(point)
             if record:
                 record({"type": "cv", "lr": lr, **point})
         curves[f"{lr:g}"] = curve
-    (lr, epochs), gain, se, train_it = sel.choose(gains)
+    if config.shrinkage_gate and len(alphas) > 1:
+        (lr, epochs, alpha), gain, se, train_it = sel.choose(
+            {key: v for key, v in gains.items() if key[2] == 1.0}, config.cv_rule
+        )
+        if train_it:
+            alpha = max(alphas, key=lambda a: (round(gains[(lr, epochs, a)][0], 12), -a))
+            gain, se = gains[(lr, epochs, alpha)]
+    else:
+        (lr, epochs, alpha), gain, se, train_it = sel.choose(gains, config.cv_rule)
+    shrinkage = {f"{a:g}": gains[(lr, epochs, a)][0] for a in alphas} if len(alphas) > 1 else {}
     return sel.CVResult(
-        design, design_reason, len(folds), k, lr, epochs, gain, se, train_it, sel.RULE, curves, time.time() - t0
+        design,
+        design_reason,
+        len(folds),
+        k,
+        lr,
+        epochs,
+        gain,
+        se,
+        train_it,
+        sel.rule_text(config.cv_rule, config.shrinkage_grid),
+        curves,
+        time.time() - t0,
+        alpha=alpha,
+        shrinkage=shrinkage,
+        fold_order="blocks" if blocks else "shuffled",
     )
 
 
@@ -586,6 +640,7 @@ def train(
 
     # ---- cross-validation ---------------------------------------------------------------------
     cv = None
+    shrink = 1.0
     epochs = config.epochs
     lr = float(config.lr)
     cancelled = False
@@ -603,6 +658,7 @@ def train(
             )
         record({"type": "phase", "message": f"{config.cv_folds}-fold cross-validation ({design})"})
         try:
+            units = [(full.node_meta.get(full.relevant_docs[q][0]) or {}).get("doc_id") for q in full.queries]
             cv = cross_validate(
                 prob,
                 config,
@@ -613,6 +669,7 @@ def train(
                 cancel=cancel,
                 progress=progress,
                 allow_custom_code=allow_custom_code,
+                units=units if any(u is not None for u in units) else None,
             )
         except TrainingCancelled:
             cancelled = True
@@ -620,6 +677,7 @@ def train(
             record({"type": "selection", **cv.to_dict()})
             record({"type": "phase", "message": cv.summary_line()})
             lr, epochs = cv.lr, (cv.epochs if cv.train else 0)
+            shrink = cv.alpha if cv.train else 1.0
 
     # ---- the final fit ----------------------------------------------------------------------
     out_dir = Path(out_dir) if out_dir else None
@@ -657,6 +715,8 @@ def train(
         if not adapter_ref:
             adapter_ref.append(adapter)
         snapshot = {k2: v2.detach().clone() for k2, v2 in adapter.state_dict().items()}
+        if epoch == 0:
+            state["init_state"] = snapshot
         event = {
             "type": "epoch",
             "epoch": epoch,
@@ -726,6 +786,14 @@ def train(
             {
                 "type": "phase",
                 "message": f"weights averaged over {config.average_refits} refits (same start, different batch orders)",
+            }
+        )
+    if shrink != 1.0 and epochs and not cancelled and state.get("init_state") is not None:
+        adapter.load_state_dict(_interpolate(state["init_state"], adapter.state_dict(), shrink))
+        record(
+            {
+                "type": "phase",
+                "message": f"weights shrunk toward the identity: identity + {shrink:g} x (trained - identity)",
             }
         )
     adapter.eval()

@@ -436,10 +436,16 @@ def draw_run(run: dict, hist: list[dict]) -> None:
     cv = next((h for h in reversed(hist) if h.get("type") == "selection"), None)
     if cv:
         (st.success if cv["train"] else st.info)(
-            f"**Cross-validation ({cv['folds']} folds, {'new questions, same chunks' if cv['design'] == 'questions' else 'new documents'})**: "
+            f"**Cross-validation ({cv['folds']} folds, {'new questions, same chunks' if cv['design'] == 'questions' else 'new documents'}"
+            f"{', contiguous blocks in document order' if cv['design'] == 'chunks' and cv.get('fold_order') == 'blocks' else ''})**: "
             f"estimated gain {100 * cv['gain']:+.2f} ± {100 * cv['gain_se']:.2f} points of (hit@{k} + MRR@{k})/2 → "
             + (
-                f"refit on every question for {cv['epochs']} epoch(s) at lr {cv['lr']:g}."
+                f"refit on every question for {cv['epochs']} epoch(s) at lr {cv['lr']:g}"
+                + (
+                    f", then shrunk toward the identity (alpha {cv['alpha']:g})."
+                    if cv.get("alpha", 1.0) != 1.0
+                    else "."
+                )
                 if cv["train"]
                 else "training did not help out of fold, so the saved adapter is the untrained identity (same as the base model)."
             )

@@ -637,3 +637,15 @@ def test_bad_api_options_are_one_line_errors(capsys, tmp_path):
         str(tmp_path / "ws"),
     )
     assert rc == 2 and err.strip() == "error: The API batch size must be at least 1, got 0."
+
+
+def test_train_options_set_the_selection_knobs():
+    from core.cli import _train_config, build_parser
+
+    args = build_parser().parse_args(
+        ["train", "--dataset", "d", "--shrinkage-grid", "--cv-fold-order", "shuffled", "--cv-rule", "one_se_more"]
+    )
+    cfg = _train_config(args)
+    assert cfg.shrinkage_grid == [] and cfg.cv_fold_order == "shuffled" and cfg.cv_rule == "one_se_more"
+    default = _train_config(build_parser().parse_args(["train", "--dataset", "d"]))
+    assert default.shrinkage_grid == [0.25, 0.5, 0.75] and default.cv_fold_order == "blocks"

@@ -53,6 +53,33 @@ def test_chunk_folds_hold_out_whole_chunks():
             assert owner.setdefault(groups[i], fi) == fi  # every question of a chunk in one fold
 
 
+def test_block_folds_are_contiguous_runs_of_chunks_in_corpus_order():
+    groups = [c for c in range(37) for _ in range(2)]  # corpus positions, two questions each
+    folds = sel.make_folds(groups, 5, "chunks", seed=3, blocks=True)
+    assert len(folds) == 5 and sorted(i for f in folds for i in f) == list(range(74))
+    runs = []
+    for f in folds:
+        chunks = sorted({groups[i] for i in f})
+        assert chunks == list(range(chunks[0], chunks[-1] + 1))  # no gap: one contiguous block
+        runs.append((chunks[0], chunks[-1]))
+    assert sorted(runs) == runs and all(a[1] < b[0] for a, b in zip(runs, runs[1:]))  # blocks in order
+    assert max(map(len, folds)) - min(map(len, folds)) <= 2  # balanced by question count
+    # the seed does not matter: the order is the corpus's
+    assert folds == sel.make_folds(groups, 5, "chunks", seed=9, blocks=True)
+
+
+def test_block_folds_keep_whole_documents_when_there_are_enough():
+    groups = list(range(60))
+    docs = [f"d{c // 6}" for c in groups]  # ten documents of six chunks
+    folds = sel.make_folds(groups, 5, "chunks", seed=0, blocks=True, units=docs)
+    for f in folds:
+        held = {docs[i] for i in f}
+        assert all(sum(docs[i] == d for i in f) == 6 for d in held)  # every document wholly in one fold
+    # fewer documents than folds, or one document holding most questions: contiguous chunk blocks
+    one = sel.make_folds(groups, 5, "chunks", seed=0, blocks=True, units=["d0"] * 60)
+    assert len(one) == 5
+
+
 def test_design_follows_the_evaluation_set():
     train = {"a", "b", "c", "d"}
     assert sel.choose_design(train, {"a", "b", "x"})[0] == "questions"
@@ -67,12 +94,85 @@ def test_choose_rule_trains_only_on_positive_gain_and_prefers_fewer_epochs_on_ti
     assert go and (lr, ep) == (1e-4, 1) and gain == 0.02
 
 
+def test_one_standard_error_rules_move_within_the_noise_band_and_never_to_a_useless_candidate():
+    gains = {
+        (1e-4, 1, 1.0): (0.010, 0.004),
+        (1e-4, 2, 1.0): (0.012, 0.004),
+        (1e-4, 3, 1.0): (0.009, 0.004),
+        (1e-4, 4, 1.0): (0.002, 0.004),
+        (1e-4, 5, 1.0): (-0.001, 0.004),
+    }
+    assert sel.choose(gains)[0][1] == 2
+    assert sel.choose(gains, "one_se_fewer")[0][1] == 1
+    assert sel.choose(gains, "one_se_more")[0][1] == 3
+    wide = {key: (g, 0.05) for key, (g, _) in gains.items()}  # a band reaching below zero
+    key, gain, _, go = sel.choose(wide, "one_se_more")
+    assert go and key[1] == 4 and gain > 0  # the most epochs that still help, not epoch 5
+    with pytest.raises(ValueError):
+        sel.choose(gains, "bogus")
+
+
+def test_shrinkage_alpha_zero_is_the_identity_and_one_the_trained_adapter():
+    from core.training import _interpolate
+
+    ds, emb = synthetic()
+    trained = train(ds, emb, _cfg(selection="none")).adapter
+    init = {"linear.weight": torch.eye(DIM)}
+    assert trained.state_dict().keys() == init.keys()
+    x = torch.randn(4, DIM)
+    zero = _interpolate(init, trained.state_dict(), 0.0)
+    assert torch.equal(zero["linear.weight"], torch.eye(DIM))
+    half = _interpolate(init, trained.state_dict(), 0.5)
+    w = trained.state_dict()["linear.weight"]
+    assert torch.allclose(half["linear.weight"], (torch.eye(DIM) + w) / 2)
+    assert torch.allclose(x @ _interpolate(init, trained.state_dict(), 1.0)["linear.weight"].T, trained(x))
+
+
+def test_shrinkage_is_chosen_out_of_fold_and_applied_to_the_refit():
+    ds, emb = synthetic()
+    grid = [0.25, 0.5, 0.75]
+    result = train(ds, emb, _cfg(shrinkage_grid=grid))
+    cv = result.cv
+    assert cv.train and cv.alpha in grid + [1.0] and set(cv.shrinkage) == {"0.25", "0.5", "0.75", "1"}
+    assert cv.gain == max(cv.shrinkage.values())  # alpha chosen on the out-of-fold gain
+    plain = train(ds, emb, _cfg(epochs=cv.epochs, selection="none")).adapter.state_dict()["linear.weight"]
+    want = torch.eye(DIM) + cv.alpha * (plain - torch.eye(DIM))
+    assert torch.allclose(result.adapter.state_dict()["linear.weight"], want, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(shrinkage_grid=[0.25, 0.5, 0.75]), dict(cv_fold_order="blocks"), dict(cv_rule="one_se_more")]
+)
+def test_each_selection_option_keeps_the_identity_on_no_signal_data(kw):
+    """Each option on top of the earlier rule (shuffled chunk folds, no shrinkage). On pure noise the
+    out-of-fold gain of every candidate is zero plus noise, so this fixture's seed 0 is a check of the
+    wiring, not a rate; the rate is in bench/README.md."""
+    ds, emb = no_signal()
+    result = train(ds, emb, _cfg(**{"cv_fold_order": "shuffled", "shrinkage_grid": [], **kw}))
+    assert not result.cv.train and result.cv.gain <= 0
+    assert torch.allclose(result.adapter.linear.weight, torch.eye(DIM))
+    assert result.cv.fold_order == ("blocks" if "cv_fold_order" in kw else "shuffled")
+
+
+def test_the_default_keeps_the_identity_when_training_cannot_help():
+    """Questions that are copies of their chunk: the base model already ranks every one first, so no
+    candidate (epochs x alpha) can gain out of fold and the default keeps the identity exactly."""
+    ds, emb = synthetic(rotate=False)
+    for q, text in ds.queries.items():
+        emb.vectors[text] = emb.vectors[ds.corpus[ds.relevant_docs[q][0]]]
+    cfg = _cfg(lr=0.5)
+    assert cfg.shrinkage_grid and cfg.cv_fold_order == "blocks"  # the defaults
+    result = train(ds, emb, cfg)
+    assert not result.cv.train and result.cv.gain <= 0
+    assert torch.equal(result.adapter.linear.weight, torch.eye(DIM))
+
+
 # ------------------------------------------------------------------------------------------------
 # the rule end to end
 # ------------------------------------------------------------------------------------------------
 def test_cv_keeps_the_identity_when_there_is_no_signal(tmp_path):
     ds, emb = no_signal()
-    result = train(ds, emb, _cfg(), out_dir=tmp_path / "out")
+    result = train(ds, emb, _cfg(cv_fold_order="shuffled", shrinkage_grid=[]), out_dir=tmp_path / "out")
     assert result.cv is not None and not result.cv.train and result.cv.gain <= 0
     assert result.best_epoch == 0
     eye = torch.eye(DIM)
@@ -255,6 +355,10 @@ def test_unlabelled_chunks_are_not_negatives_by_default():
         dict(cv_folds=1),
         dict(cv_design="x"),
         dict(lr_grid=[0.0]),
+        dict(shrinkage_grid=[0.0]),
+        dict(shrinkage_grid=[1.5]),
+        dict(cv_fold_order="x"),
+        dict(cv_rule="x"),
         dict(false_negative_threshold=2.0),
         dict(hard_negatives=-1),
     ],
