@@ -210,8 +210,12 @@ def rule_text(rule: str = "best", alphas: Sequence[float] = ()) -> str:
     return "train " + text + "; keep the identity when that gain is not above zero"
 
 
-def choose(gains: dict[tuple, tuple[float, float]], rule: str = "best") -> tuple[tuple, float, float, bool]:
-    """Pick the candidate with the largest gain; train only if the chosen gain is > 0.
+def choose(
+    gains: dict[tuple, tuple[float, float]], rule: str = "best", min_gain_se: float = 0.0
+) -> tuple[tuple, float, float, bool]:
+    """Pick the candidate with the largest gain; train only if the chosen gain is > ``min_gain_se``
+    standard errors (0: above zero; a margin counters the best of many noisy candidates landing
+    above zero by chance).
 
     ``gains`` maps (lr, epochs >= 1[, shrinkage alpha]) to (mean gain, standard error). Ties go
     to fewer epochs, the smaller learning rate and the smaller alpha (the candidate nearer the
@@ -241,7 +245,7 @@ def choose(gains: dict[tuple, tuple[float, float]], rule: str = "best") -> tuple
         ]
         best = (min if rule == "one_se_fewer" else max)(near, key=lambda key: key[1])
     mean, se = gains[best]
-    return best, mean, se, mean > 0
+    return best, mean, se, mean > max(0.0, min_gain_se) * se and mean > 0
 
 
 def curve_point(metrics_per_fold: list[dict[str, float]], gain: float, gain_se: float) -> dict[str, float]:

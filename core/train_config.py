@@ -125,6 +125,13 @@ class TrainConfig:
             "within one standard error of it."
         ),
     )
+    cv_min_gain_se: float = field(
+        default=0.0,
+        metadata=_help(
+            "Train only when the chosen out-of-fold gain exceeds this many standard errors (0: above zero). A margin "
+            "makes it rarer that the best of many noisy candidates is trained on data with no signal."
+        ),
+    )
     unlabelled_negatives: bool = field(
         default=False,
         metadata=_help(

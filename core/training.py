@@ -513,13 +513,13 @@ def cross_validate(
         curves[f"{lr:g}"] = curve
     if config.shrinkage_gate and len(alphas) > 1:
         (lr, epochs, alpha), gain, se, train_it = sel.choose(
-            {key: v for key, v in gains.items() if key[2] == 1.0}, config.cv_rule
+            {key: v for key, v in gains.items() if key[2] == 1.0}, config.cv_rule, config.cv_min_gain_se
         )
         if train_it:
             alpha = max(alphas, key=lambda a: (round(gains[(lr, epochs, a)][0], 12), -a))
             gain, se = gains[(lr, epochs, alpha)]
     else:
-        (lr, epochs, alpha), gain, se, train_it = sel.choose(gains, config.cv_rule)
+        (lr, epochs, alpha), gain, se, train_it = sel.choose(gains, config.cv_rule, config.cv_min_gain_se)
     shrinkage = {f"{a:g}": gains[(lr, epochs, a)][0] for a in alphas} if len(alphas) > 1 else {}
     return sel.CVResult(
         design,

@@ -368,3 +368,18 @@ def test_invalid_selection_settings_are_refused(bad):
 
     with pytest.raises(TrainingError):
         _cfg(**bad).validate()
+
+
+def test_a_margin_in_standard_errors_keeps_the_identity_for_a_gain_inside_the_noise():
+    gains = {(3e-4, 2, 1.0): (0.010, 0.020), (3e-4, 3, 1.0): (0.004, 0.010)}
+    assert sel.choose(gains)[3]  # above zero: trained under the default rule
+    key, mean, se, train_it = sel.choose(gains, min_gain_se=1.0)
+    assert key == (3e-4, 2, 1.0) and not train_it  # 0.010 is not above one standard error (0.020)
+    assert sel.choose({(3e-4, 2, 1.0): (0.05, 0.02)}, min_gain_se=1.0)[3]
+
+
+def test_the_margin_option_reaches_the_selection():
+    ds, emb = no_signal()
+    result = train(ds, emb, _cfg(cv_min_gain_se=1e6))  # no out-of-fold gain can clear this margin
+    assert not result.cv.train
+    assert torch.equal(result.adapter.linear.weight, torch.eye(DIM))
