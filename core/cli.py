@@ -261,6 +261,8 @@ def cmd_generate(args) -> int:
 
 
 def _train_config(args):
+    from dataclasses import fields
+
     from .training import TrainConfig
 
     if args.llamaindex_defaults:
@@ -273,35 +275,9 @@ def _train_config(args):
     if args.bias:
         kwargs["bias"] = True
     cfg.adapter_kwargs = kwargs
-    for name in (
-        "epochs",
-        "batch_size",
-        "lr",
-        "loss",
-        "optimizer",
-        "weight_decay",
-        "warmup_ratio",
-        "temperature",
-        "seed",
-        "device",
-        "val_fraction",
-        "checkpoint_every",
-        "patience",
-        "top_k",
-        "selection",
-        "cv_folds",
-        "cv_design",
-        "lr_grid",
-        "cv_fold_order",
-        "shrinkage_grid",
-        "cv_rule",
-        "unlabelled_negatives",
-        "average_refits",
-        "sample_negatives_above",
-        "false_negative_threshold",
-        "hard_negatives",
-        "filter_questions",
-    ):
+    # every setting the parser has a flag for (adapter and adapter_kwargs are handled above): a new
+    # TrainConfig field needs only its add_argument below
+    for name in (f.name for f in fields(TrainConfig) if f.name not in ("adapter", "adapter_kwargs")):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
@@ -876,6 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sample-negatives-above", type=int, help=_setting_help("sample_negatives_above"))
     s.add_argument("--false-negative-threshold", type=float, help=_setting_help("false_negative_threshold"))
     s.add_argument("--hard-negatives", type=int, help=_setting_help("hard_negatives"))
+    s.add_argument("--cv-min-gain-se", type=float, help=_setting_help("cv_min_gain_se"))
     s.add_argument("--filter-questions", action="store_true", default=None, help=_setting_help("filter_questions"))
     s.add_argument("--val-fraction", type=float, help=_setting_help("val_fraction"))
     s.add_argument("--checkpoint-every", type=int, help=_setting_help("checkpoint_every"))

@@ -649,3 +649,15 @@ def test_train_options_set_the_selection_knobs():
     assert cfg.shrinkage_grid == [] and cfg.cv_fold_order == "shuffled" and cfg.cv_rule == "one_se_more"
     default = _train_config(build_parser().parse_args(["train", "--dataset", "d"]))
     assert default.shrinkage_grid == [0.25, 0.5, 0.75] and default.cv_fold_order == "blocks"
+
+
+def test_every_train_flag_reaches_the_config():
+    """The train command copies each TrainConfig field it has a flag for: no second list to keep in sync."""
+    from core import cli as cli_mod
+
+    args = cli_mod.build_parser().parse_args(
+        ["train", "--dataset", "x.json", "--cv-min-gain-se", "1.5", "--hard-negatives", "3", "--epochs", "7"]
+    )
+    cfg = cli_mod._train_config(args)
+    assert (cfg.cv_min_gain_se, cfg.hard_negatives, cfg.epochs) == (1.5, 3, 7)
+    assert cfg.lr == type(cfg)().lr  # a flag not given keeps the config's default
