@@ -841,7 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr-grid", type=float, nargs="+", help=_setting_help("lr_grid"))
     s.add_argument("--cv-fold-order", choices=["blocks", "shuffled"], help=_setting_help("cv_fold_order"))
     s.add_argument("--shrinkage-grid", type=float, nargs="*", help=_setting_help("shrinkage_grid"))
-    s.add_argument("--cv-rule", choices=["best", "one_se_fewer", "one_se_more"], help=_setting_help("cv_rule"))
+    s.add_argument("--cv-rule", choices=["auto", "best", "one_se_fewer", "one_se_more"], help=_setting_help("cv_rule"))
     s.add_argument(
         "--unlabelled-negatives",
         action=argparse.BooleanOptionalAction,

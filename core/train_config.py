@@ -119,10 +119,11 @@ class TrainConfig:
         ),
     )
     cv_rule: str = field(
-        default="best",
+        default="auto",
         metadata=_help(
             "best: the epochs with the largest out-of-fold gain; one_se_fewer / one_se_more: the fewest / most epochs "
-            "within one standard error of it."
+            "within one standard error of it; auto: one_se_more when validating on new questions about the training "
+            "chunks (that estimate is biased toward too few epochs), best for new documents."
         ),
     )
     cv_min_gain_se: float = field(

@@ -511,15 +511,16 @@ def cross_validate(
             if record:
                 record({"type": "cv", "lr": lr, **point})
         curves[f"{lr:g}"] = curve
+    rule = sel.resolve_rule(config.cv_rule, design)
     if config.shrinkage_gate and len(alphas) > 1:
         (lr, epochs, alpha), gain, se, train_it = sel.choose(
-            {key: v for key, v in gains.items() if key[2] == 1.0}, config.cv_rule, config.cv_min_gain_se
+            {key: v for key, v in gains.items() if key[2] == 1.0}, rule, config.cv_min_gain_se
         )
         if train_it:
             alpha = max(alphas, key=lambda a: (round(gains[(lr, epochs, a)][0], 12), -a))
             gain, se = gains[(lr, epochs, alpha)]
     else:
-        (lr, epochs, alpha), gain, se, train_it = sel.choose(gains, config.cv_rule, config.cv_min_gain_se)
+        (lr, epochs, alpha), gain, se, train_it = sel.choose(gains, rule, config.cv_min_gain_se)
     shrinkage = {f"{a:g}": gains[(lr, epochs, a)][0] for a in alphas} if len(alphas) > 1 else {}
     return sel.CVResult(
         design,
@@ -531,7 +532,8 @@ def cross_validate(
         gain,
         se,
         train_it,
-        sel.rule_text(config.cv_rule, config.shrinkage_grid),
+        sel.rule_text(rule, config.shrinkage_grid)
+        + (f" (rule 'auto': {rule} for the {design} design)" if config.cv_rule == "auto" else ""),
         curves,
         time.time() - t0,
         alpha=alpha,

@@ -112,6 +112,24 @@ def test_one_standard_error_rules_move_within_the_noise_band_and_never_to_a_usel
         sel.choose(gains, "bogus")
 
 
+def test_auto_rule_takes_more_epochs_only_when_validating_on_new_questions_about_trained_chunks():
+    assert sel.resolve_rule("auto", "questions") == "one_se_more"
+    assert sel.resolve_rule("auto", "chunks") == "best"
+    for rule in ("best", "one_se_fewer", "one_se_more"):
+        assert sel.resolve_rule(rule, "questions") == sel.resolve_rule(rule, "chunks") == rule
+    with pytest.raises(ValueError):
+        sel.resolve_rule("bogus", "chunks")
+    with pytest.raises(ValueError):
+        sel.choose({(1e-4, 1, 1.0): (0.01, 0.001)}, "auto")  # resolved before choosing, never silently "best"
+
+    ds, emb = synthetic()
+    chunks = {ds.relevant_docs[q][0] for q in ds.queries}
+    same = train(ds, emb, _cfg(), target_chunks=chunks).cv  # evaluating on the training chunks
+    new = train(ds, emb, _cfg()).cv  # no evaluation set named: new documents
+    assert same.design == "questions" and "the most epochs" in same.rule and "one_se_more" in same.rule
+    assert new.design == "chunks" and "the most epochs" not in new.rule and "best for the chunks" in new.rule
+
+
 def test_shrinkage_alpha_zero_is_the_identity_and_one_the_trained_adapter():
     from core.training import _interpolate
 
