@@ -208,6 +208,15 @@ def resolve_rule(rule: str, design: str) -> str:
     return "one_se_more" if design == "questions" else "best"
 
 
+def max_epochs(rule: str, design: str, epochs: int) -> int:
+    """The longest training cross-validation tries: ``epochs``, or twice that under ``auto`` on the
+    *questions* design, whose rule (``one_se_more``) stopped at the end of a 12-epoch grid on half
+    the seeds of the in-corpus protocol. The warm-up stays that of ``epochs`` (see
+    :func:`core.training.cross_validate`), so the first ``epochs`` epochs are trained exactly as
+    without the extension and only later candidates are added."""
+    return 2 * epochs if rule == "auto" and design == "questions" else epochs
+
+
 def rule_text(rule: str = "best", alphas: Sequence[float] = ()) -> str:
     """The selection rule in words, as the run record, the CLI and the Train page show it."""
     shrink = sorted({float(a) for a in alphas} | {1.0})

@@ -304,10 +304,12 @@ def _fit(
     cancel: threading.Event | None = None,
     allow_custom_code: bool = False,
     shuffle_seed: int | None = None,
+    warmup_epochs: int | None = None,
 ) -> tuple[torch.nn.Module, bool]:
     """Train a fresh identity-initialised adapter on ``rows`` of ``prob`` for ``epochs``.
 
     ``seed`` seeds the initialisation and, unless ``shuffle_seed`` is given, the batch order.
+    The warm-up is ``warmup_ratio`` of ``warmup_epochs`` (default: ``epochs``) worth of steps.
 
     ``on_epoch(epoch, step, adapter, losses)`` runs after epoch 0 (the identity) and every epoch;
     returning True stops early. Returns (adapter, cancelled).
@@ -321,7 +323,7 @@ def _fit(
     if config.optimizer != "sgd" or config.weight_decay:
         opt_kwargs["weight_decay"] = config.weight_decay
     optimizer = OPTIMIZERS[config.optimizer](adapter.parameters(), **opt_kwargs)
-    warmup = int(math.ceil(len(rows) / config.batch_size) * epochs * config.warmup_ratio)
+    warmup = int(math.ceil(len(rows) / config.batch_size) * (warmup_epochs or epochs) * config.warmup_ratio)
     groups = [int(prob.targets[i]) for i in rows]
     step = 0
     if on_epoch and on_epoch(0, 0, adapter, []):
@@ -417,7 +419,8 @@ def cross_validate(
     allow_custom_code: bool = False,
     units: list[Any] | None = None,
 ) -> sel.CVResult:
-    """k-fold cross-validation over (lr in the grid) x (epochs 0..config.epochs) [x shrinkage alpha];
+    """k-fold cross-validation over (lr in the grid) x (epochs 0..config.epochs, or up to twice that:
+    :func:`core.selection.max_epochs`) [x shrinkage alpha];
     see :mod:`core.selection`. ``units[i]`` (e.g. the document of question ``i``) keeps whole
     documents in one fold under ``cv_fold_order="blocks"``."""
     t0 = time.time()
@@ -428,7 +431,9 @@ def cross_validate(
     hk, mk = f"hit@{k}", f"mrr@{k}"
     grid = list(config.lr_grid) or [float(config.lr)]
     alphas = sorted({float(a) for a in config.shrinkage_grid} | {1.0})
-    total = len(grid) * len(folds) * config.epochs
+    rule = sel.resolve_rule(config.cv_rule, design)
+    top = sel.max_epochs(config.cv_rule, design, config.epochs)
+    total = len(grid) * len(folds) * top
     done = 0
     gains: dict[tuple, tuple[float, float]] = {}
     curves: dict[str, list[dict[str, float]]] = {}
@@ -487,12 +492,13 @@ def cross_validate(
                 rows,
                 config,
                 lr,
-                config.epochs,
+                top,
                 config.seed + f_i,
                 dim,
                 on_epoch=on_epoch,
                 cancel=cancel,
                 allow_custom_code=allow_custom_code,
+                warmup_epochs=config.epochs,
             )
             if cancel is not None and cancel.is_set():
                 raise TrainingCancelled("cancelled during cross-validation")
@@ -511,7 +517,6 @@ def cross_validate(
             if record:
                 record({"type": "cv", "lr": lr, **point})
         curves[f"{lr:g}"] = curve
-    rule = sel.resolve_rule(config.cv_rule, design)
     if config.shrinkage_gate and len(alphas) > 1:
         (lr, epochs, alpha), gain, se, train_it = sel.choose(
             {key: v for key, v in gains.items() if key[2] == 1.0}, rule, config.cv_min_gain_se

@@ -124,10 +124,18 @@ def test_auto_rule_takes_more_epochs_only_when_validating_on_new_questions_about
 
     ds, emb = synthetic()
     chunks = {ds.relevant_docs[q][0] for q in ds.queries}
-    same = train(ds, emb, _cfg(), target_chunks=chunks).cv  # evaluating on the training chunks
+    same = train(ds, emb, _cfg(warmup_ratio=0.2), target_chunks=chunks).cv  # evaluating on the training chunks
     new = train(ds, emb, _cfg()).cv  # no evaluation set named: new documents
     assert same.design == "questions" and "the most epochs" in same.rule and "one_se_more" in same.rule
     assert new.design == "chunks" and "the most epochs" not in new.rule and "best for the chunks" in new.rule
+    # on questions the grid runs to twice the epochs, and its first part is trained exactly as without it
+    epochs = _cfg().epochs
+    (curve,) = same.curves.values()
+    assert len(curve) == 2 * epochs + 1 and len(next(iter(new.curves.values()))) == epochs + 1
+    plain = train(ds, emb, _cfg(cv_rule="one_se_more", warmup_ratio=0.2), target_chunks=chunks).cv
+    (short,) = plain.curves.values()
+    assert len(short) == epochs + 1
+    assert [p["gain"] for p in curve[: epochs + 1]] == pytest.approx([p["gain"] for p in short], abs=1e-9)
 
 
 def test_shrinkage_alpha_zero_is_the_identity_and_one_the_trained_adapter():
