@@ -33,6 +33,10 @@ negative, ``--negatives train`` passes the training chunks alone, ``--questions-
 trains on at most N questions per chunk, ``--cv-cost`` times the default against a plain run:
 
     python bench/quality.py --systems default --set false_negative_threshold=0 --negatives train
+
+Paired comparisons over many seeds: ``--json FILE`` writes every per-seed Δ, ``--paired-with FILE``
+prints the mean paired difference (± standard error) of this run against such a file on the same
+seeds; ``--noise-rate`` only counts how often the default trains on no-signal fixtures.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ class TrainConfig:
             "Per ingested chunk with no training question, this many inverse-cloze pseudo-queries (a sentence of the "
             "chunk, its key word removed) join training as extra positives, at most one chunk per this many real "
             "questions; cross-validation gives held-out chunks theirs too and scores real questions only (0 = off). "
-            "Measured with 4: better on new questions about chunks among trained ones, not on a new document."
+            "Measured with 4: better on new questions about chunks among trained ones, worse on a new document."
         ),
     )
     average_refits: int = field(
