@@ -6,6 +6,8 @@ seeds each, test side only, Δ against the base with a paired bootstrap 95% CI:
 * (a) cross-section: the first 60% of the chunks in file order train, the rest test (a stand-in
   for a new document: later sections of a filing differ from earlier ones); evaluated over the
   test chunks only, as a new document would be.
+* (r) (a) reversed: the last 60% of the chunks train, the first 40% test (disjoint test questions
+  from (a)'s: a second new-document check for a choice made on (a)).
 * (b) in-corpus: the first question of each chunk trains, the second tests (new questions about
   chunks the adapter trained on), over the whole corpus.
 * (c) chunk split: 70% of the chunks (seeded) train, 30% test, over the whole corpus.
@@ -31,6 +33,10 @@ negative, ``--negatives train`` passes the training chunks alone, ``--questions-
 trains on at most N questions per chunk, ``--cv-cost`` times the default against a plain run:
 
     python bench/quality.py --systems default --set false_negative_threshold=0 --negatives train
+
+Paired comparisons over many seeds: ``--json FILE`` writes every per-seed Δ, ``--paired-with FILE``
+prints the mean paired difference (± standard error) of this run against such a file on the same
+seeds; ``--noise-rate`` only counts how often the default trains on no-signal fixtures.
 """
 
 from __future__ import annotations
@@ -64,6 +70,12 @@ def protocol(ds: QADataset, name: str, seed: int) -> tuple[QADataset, QADataset,
     if name == "a":
         cut = int(0.6 * len(nodes))
         train_c, test_c = nodes[:cut], nodes[cut:]
+        tr = [q for q in ds.queries if ds.relevant_docs[q][0] in set(train_c)]
+        te = [q for q in ds.queries if ds.relevant_docs[q][0] not in set(train_c)]
+        return ds.subset(tr, train_c), ds.subset(te, test_c), set(test_c)
+    if name == "r":  # (a) reversed: the last 60% train, the first 40% are the new document
+        cut = int(0.4 * len(nodes))
+        train_c, test_c = nodes[cut:], nodes[:cut]
         tr = [q for q in ds.queries if ds.relevant_docs[q][0] in set(train_c)]
         te = [q for q in ds.queries if ds.relevant_docs[q][0] not in set(train_c)]
         return ds.subset(tr, train_c), ds.subset(te, test_c), set(test_c)
@@ -148,6 +160,40 @@ def cv_cost(ds: QADataset, emb, negatives_all: bool, repeats: int = 3) -> None:
         )
 
 
+def noise_rate(seeds: int = 20) -> None:
+    """How often the default trains (instead of keeping the identity) when there is nothing to learn:
+    tests/test_selection.py's no-signal fixture (random question vectors, no ingested chunks), and the
+    same with text chunks ingested besides (pseudo-queries on, then off), whose real questions point at
+    random vectors."""
+    import numpy as np
+
+    from tests.test_selection import WordEmbedder, _cfg, _pseudo_case, no_signal
+
+    class NoiseQuestions(WordEmbedder):
+        def embed_queries(self, texts, progress=None):
+            out = super().embed_queries(texts)
+            for i, t in enumerate(texts):
+                if t.startswith("What does section"):  # a real question: a random vector
+                    v = np.random.default_rng([self.seed, sum(map(ord, t)), len(t)]).normal(size=out.shape[1])
+                    out[i] = v / np.linalg.norm(v)
+            return out
+
+    rows = {"no-signal fixture (no ingested chunks)": 0, "ingested chunks, pseudo-queries on": 0}
+    rows["ingested chunks, pseudo-queries off"] = 0
+    for s in range(seeds):
+        rows["no-signal fixture (no ingested chunks)"] += train(*no_signal(seed=s), _cfg(seed=s)).cv.train
+        ds, chunks = _pseudo_case(n_chunks=40, labelled=20)
+        for on in (True, False):
+            emb = NoiseQuestions()
+            emb.seed = s
+            res = train(ds, emb, _cfg(seed=s, pseudo_queries=2 if on else 0), negatives=chunks)
+            rows[f"ingested chunks, pseudo-queries {'on' if on else 'off'}"] += res.cv.train
+    print(f"\n### Trainings on data with no signal ({seeds} seeds)\n")
+    print("| fixture | seeds that train |\n|---|---|")
+    for name, n in rows.items():
+        print(f"| {name} | {n} of {seeds} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default=str(SHARED))
@@ -171,6 +217,9 @@ def main() -> None:
     )
     ap.add_argument("--cv-cost", action="store_true", help="also time the default run against one plain run")
     ap.add_argument(
+        "--noise-rate", action="store_true", help="only count how often the default trains on no-signal fixtures"
+    )
+    ap.add_argument(
         "--questions-per-chunk",
         type=int,
         default=0,
@@ -189,11 +238,20 @@ def main() -> None:
         help="protocol (d): the offline method (core.pseudo_queries."
         "OFFLINE_METHODS; default: the app's default); bench/no_key.py compares them all",
     )
+    ap.add_argument("--json", default=None, help="also write every per-seed Δ (points, unrounded) to this JSON file")
+    ap.add_argument(
+        "--paired-with",
+        default=None,
+        help="a --json file of an earlier run: print the mean paired difference against it on the same seeds",
+    )
     ap.add_argument(
         "--workspace",
         default=os.environ.get("ADAPTERLAB_WORKSPACE", str(Path(tempfile.gettempdir()) / "adapterlab-bench")),
     )
     args = ap.parse_args()
+    if args.noise_rate:
+        noise_rate()
+        return
     extra = overrides(args.overrides)
     if args.negatives == "all":
         extra["unlabelled_negatives"] = True
@@ -207,6 +265,7 @@ def main() -> None:
         f"questions per chunk: {args.questions_per_chunk or 'all'}\n"
     )
     summary: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    per_seed: dict[str, dict[str, float]] = {}  # "protocol|system|seed" -> Δ hit@5, Δ MRR@5 (points)
     for pn in args.protocols:
         print(f"\n### Protocol ({pn})\n")
         print(
@@ -268,20 +327,49 @@ def main() -> None:
                     d2 = f"{100 * row['Δ mrr@5']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
                     p = f"{row['hit@5 p']:.3f} / {row['mrr@5 p']:.3f}"
                     summary.setdefault((pn, name), []).append((100 * row["Δ hit@5"], 100 * row["Δ mrr@5"]))
+                    per_seed[f"{pn}|{name}|{seed}"] = {"hit": 100 * row["Δ hit@5"], "mrr": 100 * row["Δ mrr@5"]}
                 print(
                     f"| {seed} | {name} | {row['hit@5']:.3f} | {row['mrr@5']:.3f} | {d1} | {d2} | {p} | {notes[name][0]} | {notes[name][1]} |",
                     flush=True,
                 )
     if args.cv_cost:
         cv_cost(ds, emb, args.negatives != "train")
-    print("\n### Median over seeds (Δ in points; min in brackets)\n")
-    print("| protocol | system | Δ hit@5 median [min] | Δ MRR@5 median [min] |")
-    print("|---|---|---|---|")
+    print("\n### Median over seeds (Δ in points; min in brackets; mean)\n")
+    print("| protocol | system | Δ hit@5 median [min] | Δ MRR@5 median [min] | mean Δ hit@5 / MRR@5 |")
+    print("|---|---|---|---|---|")
     for (pn, name), vals in summary.items():
         h = [v[0] for v in vals]
         m = [v[1] for v in vals]
         print(
-            f"| {pn} | {name} | {statistics.median(h):+.1f} [{min(h):+.1f}] | {statistics.median(m):+.1f} [{min(m):+.1f}] |"
+            f"| {pn} | {name} | {statistics.median(h):+.1f} [{min(h):+.1f}] | {statistics.median(m):+.1f} [{min(m):+.1f}] "
+            f"| {statistics.mean(h):+.2f} / {statistics.mean(m):+.2f} |"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"overrides": extra, "deltas": per_seed}, indent=1))
+    if args.paired_with:
+        paired_report(json.loads(Path(args.paired_with).read_text())["deltas"], per_seed)
+
+
+def paired_report(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> None:
+    """Mean paired difference (this run - an earlier one) per protocol and system, over the seeds
+    both runs hold, with how many seeds went up / down on hit@5."""
+    print("\n### Paired difference against the earlier run (same seeds; points)\n")
+    print("| protocol | system | seeds | mean diff hit@5 / MRR@5 | ± standard error | hit@5 up / down |")
+    print("|---|---|---|---|---|---|")
+    groups: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for key, now in after.items():
+        if key in before:
+            pn, name, _ = key.split("|")
+            groups.setdefault((pn, name), []).append((now["hit"] - before[key]["hit"], now["mrr"] - before[key]["mrr"]))
+    for (pn, name), diffs in groups.items():
+        h = [d[0] for d in diffs]
+        m = [d[1] for d in diffs]
+        up = sum(x > 1e-9 for x in h)
+        down = sum(x < -1e-9 for x in h)
+        se = [statistics.stdev(x) / len(x) ** 0.5 if len(x) > 1 else 0.0 for x in (h, m)]
+        print(
+            f"| {pn} | {name} | {len(diffs)} | {statistics.mean(h):+.2f} / {statistics.mean(m):+.2f} "
+            f"| {se[0]:.2f} / {se[1]:.2f} | {up} / {down} |"
         )
 
 

@@ -849,6 +849,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=_setting_help("unlabelled_negatives"),
     )
     s.add_argument("--average-refits", type=int, help=_setting_help("average_refits"))
+    s.add_argument("--pseudo-queries", type=int, help=_setting_help("pseudo_queries"))
     s.add_argument("--sample-negatives-above", type=int, help=_setting_help("sample_negatives_above"))
     s.add_argument("--false-negative-threshold", type=float, help=_setting_help("false_negative_threshold"))
     s.add_argument("--hard-negatives", type=int, help=_setting_help("hard_negatives"))

@@ -77,6 +77,7 @@ class TrainResult:
     cv: sel.CVResult | None = None
     filtered_out: int = 0
     negatives: str = ""
+    n_pseudo_queries: int = 0  # offline pseudo-queries the final fit trained on (pseudo_queries)
 
     @property
     def val_history(self) -> list[dict[str, Any]]:
@@ -96,6 +97,7 @@ class TrainResult:
             "selection": self.cv.to_dict() if self.cv else None,
             "filtered_out": self.filtered_out,
             "negatives": self.negatives,
+            "n_pseudo_queries": self.n_pseudo_queries,
         }
 
 
@@ -400,6 +402,59 @@ def _with_negatives(ds: QADataset, negatives: dict[str, str] | None) -> QADatase
     return QADataset(dict(ds.queries), {**ds.corpus, **extra}, dict(ds.relevant_docs), ds.mode, dict(ds.node_meta))
 
 
+def _pseudo_dataset(
+    ds: QADataset, chunks: dict[str, str], train_q: list[str], n: int, seed: int
+) -> tuple[QADataset, dict[str, str]]:
+    """``ds`` plus offline pseudo-queries (``n`` per chunk, each made from its own chunk's text only,
+    the generator fitted on every chunk in order), appended after the real questions, and the
+    chunks they point at added to the corpus. Returns (dataset, pseudo question id -> its chunk).
+
+    Which chunks get them: every chunk of ``ds`` that has training questions (cross-validation
+    holds those out as new chunks, which get pseudo-queries like a new document's would), and the
+    ingested chunks without any, at most as many as the real questions allow (``len(train_q) // n``,
+    a seeded sample): pseudo-queries add a signal about the corpus next to the real questions,
+    never more rows than them, however large the corpus. The method is the app's default offline
+    one (inverse cloze, :mod:`core.pseudo_queries`).
+    """
+    from .pseudo_queries import offline_generator
+
+    gen = offline_generator(None, seed=seed)
+    seen = set(ds.corpus.values())  # an ingested copy of a training chunk (other id, same text) is that chunk
+    corpus = {**{c: t for c, t in chunks.items() if c not in ds.corpus and t not in seen}, **ds.corpus}
+    order = list(dict.fromkeys([*(c for c in chunks if c in corpus), *ds.corpus]))
+    labelled = {d for q in train_q for d in ds.relevant_docs.get(q, [])}
+    cap = max(1, len(train_q) // max(1, n))
+    pool = [c for c in order if c not in labelled]
+    if len(pool) > cap:
+        keep = set(random.Random(seed).sample(pool, cap))
+        pool = [c for c in pool if c in keep]
+    asked = set(pool) | (labelled & set(ds.corpus))
+    if hasattr(gen, "fit"):
+        gen.fit([corpus[c] for c in order])
+    queries, relevant, owner = dict(ds.queries), dict(ds.relevant_docs), {}
+    taken = {t.strip().lower() for t in ds.queries.values()}
+    for c in order:
+        if c not in asked:
+            continue
+        for j, text in enumerate(gen.generate(corpus[c], n)):
+            if text.strip().lower() in taken:
+                continue
+            qid = f"pseudo:{c}:{j}"
+            queries[qid], relevant[qid], owner[qid] = text, [c], c
+            taken.add(text.strip().lower())
+    keep_chunks = set(owner.values()) | set(ds.corpus)
+    corpus = {c: t for c, t in corpus.items() if c in keep_chunks}  # a chunk with no pseudo-query stays out
+    return QADataset(queries, corpus, relevant, ds.mode, dict(ds.node_meta)), owner
+
+
+def _with_pseudo(prob: _Problem, rows: list[int], pseudo_rows: list[int]) -> list[int]:
+    """``rows`` plus the pseudo-query rows whose chunk has no real question among ``rows``."""
+    if not pseudo_rows:
+        return rows
+    labelled = {int(prob.targets[i]) for i in rows}
+    return rows + [p for p in pseudo_rows if int(prob.targets[p]) not in labelled]
+
+
 def _interpolate(
     init: dict[str, torch.Tensor], trained: dict[str, torch.Tensor], alpha: float
 ) -> dict[str, torch.Tensor]:
@@ -418,15 +473,26 @@ def cross_validate(
     progress: Progress | None = None,
     allow_custom_code: bool = False,
     units: list[Any] | None = None,
+    pseudo_rows: list[int] | None = None,
 ) -> sel.CVResult:
     """k-fold cross-validation over (lr in the grid) x (epochs 0..config.epochs, or up to twice that:
     :func:`core.selection.max_epochs`) [x shrinkage alpha];
     see :mod:`core.selection`. ``units[i]`` (e.g. the document of question ``i``) keeps whole
-    documents in one fold under ``cv_fold_order="blocks"``."""
+    documents in one fold under ``cv_fold_order="blocks"``. ``pseudo_rows`` (rows after the real
+    questions) are never validated; each fold trains on those whose chunk has no real question in
+    its training rows (the held-out chunks' included, as a new document's would be)."""
     t0 = time.time()
-    n = prob.targets.shape[0]
+    pseudo_rows = list(pseudo_rows or [])
+    n = prob.targets.shape[0] - len(pseudo_rows)
     blocks = design == "chunks" and config.cv_fold_order == "blocks"
-    folds = sel.make_folds(prob.targets.tolist(), config.cv_folds, design, config.seed, blocks=blocks, units=units)
+    folds = sel.make_folds(
+        prob.targets[:n].tolist(),
+        config.cv_folds,
+        design,
+        config.seed,
+        blocks=blocks,
+        units=units[:n] if units else None,
+    )
     k = config.top_k
     hk, mk = f"hit@{k}", f"mrr@{k}"
     grid = list(config.lr_grid) or [float(config.lr)]
@@ -443,7 +509,7 @@ def cross_validate(
         base: list[np.ndarray] = []
         for f_i, val in enumerate(folds):
             vs = set(val)
-            rows = [i for i in range(n) if i not in vs]
+            rows = _with_pseudo(prob, [i for i in range(n) if i not in vs], pseudo_rows)
             val_qv = prob.query_vecs[val]
             val_rel = [prob.relevant[i] for i in val]
             init: dict[str, torch.Tensor] = {}
@@ -618,10 +684,34 @@ def train(
         train_q, val_q = list(train_dataset.queries), []
     if not train_q:
         raise TrainingError("no training questions: generate or import questions first")
-    if negatives and not config.unlabelled_negatives:
-        record({"type": "phase", "message": "negatives: the training chunks only (unlabelled_negatives is off)"})
-        negatives = None
-    full = _with_negatives(train_dataset, negatives)
+    pseudo_owner: dict[str, str] = {}
+    if config.pseudo_queries and negatives:
+        base_ds = _with_negatives(train_dataset, negatives if config.unlabelled_negatives else None)
+        full, pseudo_owner = _pseudo_dataset(base_ds, negatives, train_q, config.pseudo_queries, config.seed)
+        labelled = {d for q in train_q for d in train_dataset.relevant_docs[q]}
+        n_unl = len({c for c in pseudo_owner.values() if c not in labelled})
+        record(
+            {
+                "type": "phase",
+                "message": f"pseudo-queries (inverse cloze): {len(pseudo_owner)} made from chunk text; "
+                f"{n_unl} chunk(s) without training questions get theirs in training",
+            }
+        )
+        if not config.unlabelled_negatives:
+            record(
+                {
+                    "type": "phase",
+                    "message": "negatives: the training chunks only (unlabelled_negatives is off), plus the "
+                    f"{n_unl} chunk(s) that got pseudo-queries",
+                }
+            )
+    else:
+        if config.pseudo_queries:
+            record({"type": "phase", "message": "pseudo-queries: off (no ingested chunks were passed to training)"})
+        if negatives and not config.unlabelled_negatives:
+            record({"type": "phase", "message": "negatives: the training chunks only (unlabelled_negatives is off)"})
+            negatives = None
+        full = _with_negatives(train_dataset, negatives)
     record({"type": "phase", "message": f"embedding {len(full.corpus)} chunks and {len(full.queries)} questions"})
     emb = embed_dataset(full, embedder, progress=progress)
     dim = emb.query_vecs.shape[1]
@@ -629,6 +719,7 @@ def train(
     record({"type": "phase", "message": f"negatives: {prob.negatives_note()}"})
     qpos = {q: i for i, q in enumerate(emb.query_ids)}
     rows = [qpos[q] for q in train_q]
+    pseudo_rows = [qpos[q] for q in pseudo_owner]
     adapters_mod.check_adapter_fits(
         adapters_mod.build_adapter(config.adapter, dim, allow_custom_code=allow_custom_code, **config.adapter_kwargs),
         dim,
@@ -666,6 +757,7 @@ def train(
         record({"type": "phase", "message": f"{config.cv_folds}-fold cross-validation ({design})"})
         try:
             units = [(full.node_meta.get(full.relevant_docs[q][0]) or {}).get("doc_id") for q in full.queries]
+            units = units[: len(units) - len(pseudo_rows)]
             cv = cross_validate(
                 prob,
                 config,
@@ -677,6 +769,7 @@ def train(
                 progress=progress,
                 allow_custom_code=allow_custom_code,
                 units=units if any(u is not None for u in units) else None,
+                pseudo_rows=pseudo_rows,
             )
         except TrainingCancelled:
             cancelled = True
@@ -699,6 +792,8 @@ def train(
         "best_state": None,
         "stale": 0,
     }
+    n_real = len(rows)
+    rows = _with_pseudo(prob, rows, pseudo_rows)
     steps_per_epoch = math.ceil(len(rows) / config.batch_size)
 
     def save_ckpt(adapter, step: int) -> None:
@@ -761,7 +856,9 @@ def train(
                 {
                     "type": "phase",
                     "message": (
-                        f"refit on all {len(rows)} questions: {epochs} epoch(s) at lr {lr:g}"
+                        f"refit on all {n_real} questions"
+                        + (f" and {len(rows) - n_real} pseudo-queries" if len(rows) > n_real else "")
+                        + f": {epochs} epoch(s) at lr {lr:g}"
                         if epochs
                         else "keeping the untrained identity"
                     ),
@@ -825,7 +922,8 @@ def train(
         checkpoints=checkpoints,
         cancelled=cancelled,
         seconds=time.time() - t0,
-        n_train_queries=len(rows),
+        n_train_queries=n_real,
+        n_pseudo_queries=len(rows) - n_real,
         n_val_queries=n_val,
         cv=cv,
         filtered_out=filtered_out,

@@ -178,7 +178,8 @@ else:
                 st.info(
                     "Linear is recommended: on the measured protocols (bench/README.md: new documents, new "
                     "questions, chunk split) the two-layer adapter was no better than linear and worse on new "
-                    "documents, where its extra capacity memorises the training chunks.",
+                    "documents, where its extra capacity memorises the training chunks; the low-rank adapter "
+                    "(fewer weights) was worse than linear on all three.",
                     icon=":material/recommend:",
                 )
             st.text_input(

@@ -657,7 +657,8 @@ def test_every_train_flag_reaches_the_config():
 
     args = cli_mod.build_parser().parse_args(
         ["train", "--dataset", "x.json", "--cv-min-gain-se", "1.5", "--hard-negatives", "3", "--epochs", "7"]
+        + ["--pseudo-queries", "4"]
     )
     cfg = cli_mod._train_config(args)
-    assert (cfg.cv_min_gain_se, cfg.hard_negatives, cfg.epochs) == (1.5, 3, 7)
+    assert (cfg.cv_min_gain_se, cfg.hard_negatives, cfg.epochs, cfg.pseudo_queries) == (1.5, 3, 7, 4)
     assert cfg.lr == type(cfg)().lr  # a flag not given keeps the config's default

@@ -387,6 +387,7 @@ def test_unlabelled_chunks_are_not_negatives_by_default():
         dict(cv_rule="x"),
         dict(false_negative_threshold=2.0),
         dict(hard_negatives=-1),
+        dict(pseudo_queries=-1),
     ],
 )
 def test_invalid_selection_settings_are_refused(bad):
@@ -409,3 +410,127 @@ def test_the_margin_option_reaches_the_selection():
     result = train(ds, emb, _cfg(cv_min_gain_se=1e6))  # no out-of-fold gain can clear this margin
     assert not result.cv.train
     assert torch.equal(result.adapter.linear.weight, torch.eye(DIM))
+
+
+# ------------------------------------------------------------------------------------------------
+# pseudo-queries over the ingested chunks (pseudo_queries)
+# ------------------------------------------------------------------------------------------------
+_TOPICS = [
+    "riders", "drivers", "insurance", "autonomous", "bikes", "scooters", "pricing", "regulation",
+    "marketplace", "lawsuits", "pandemic", "revenue", "advertising", "maps", "payments", "safety",
+]  # fmt: skip
+
+
+def _doc_chunk(i: int) -> str:
+    a, b, c = _TOPICS[i % 16], _TOPICS[(3 * i + 1) % 16], _TOPICS[(5 * i + 2) % 16]
+    return (
+        f"Section {i} explains how {a} shape quarterly results for unit{i} across regions. "
+        f"Management expects {b} programs and {c} costs to change materially during fiscal{i}."
+    )
+
+
+class WordEmbedder:
+    """Any text -> the normalised sum of a fixed random vector per word, so a sentence of a chunk
+    lies near its chunk; records every query text it embeds."""
+
+    dimension = DIM
+    identity = "words"
+
+    def __init__(self):
+        self.queries: list[str] = []
+
+    def _vec(self, text: str) -> np.ndarray:
+        import zlib
+
+        v = np.zeros(DIM)
+        for w in text.lower().replace(".", " ").replace("?", " ").split():
+            v += np.random.default_rng(zlib.crc32(w.encode())).normal(size=DIM)
+        return v / (np.linalg.norm(v) or 1.0)
+
+    def embed_texts(self, texts, progress=None):
+        return np.array([self._vec(t) for t in texts], dtype=np.float32)
+
+    def embed_queries(self, texts, progress=None):
+        self.queries.extend(texts)
+        return self.embed_texts(texts)
+
+
+def _pseudo_case(n_chunks: int = 24, labelled: int = 12):
+    """Chunks 0..labelled-1 have two real questions each; the rest are ingested without any."""
+    chunks = {f"n{i}": _doc_chunk(i) for i in range(n_chunks)}
+    queries, rel = {}, {}
+    for i in range(labelled):
+        for j in range(2):
+            queries[f"q{i}_{j}"] = f"What does section {i} say about {_TOPICS[(i + j) % 16]}?"
+            rel[f"q{i}_{j}"] = [f"n{i}"]
+    ds = QADataset(queries, {f"n{i}": chunks[f"n{i}"] for i in range(labelled)}, rel)
+    return ds, chunks
+
+
+def test_pseudo_queries_come_from_their_own_chunk_and_follow_the_real_questions():
+    from core.training import _pseudo_dataset
+
+    ds, chunks = _pseudo_case()
+    full, owner = _pseudo_dataset(ds, chunks, list(ds.queries), 2, 0)
+    qids = list(full.queries)
+    assert qids[: len(ds.queries)] == list(ds.queries) and set(qids[len(ds.queries) :]) == set(owner)
+    assert set(owner.values()) == set(chunks)  # the labelled chunks (for held-out folds) and the unlabelled ones
+    for q, c in owner.items():
+        words = {w.strip(".,?").lower() for w in full.queries[q].split()}
+        assert words <= {w.strip(".,?").lower() for w in chunks[c].split()}, (q, full.queries[q])
+        assert full.relevant_docs[q] == [c] and full.queries[q] not in ds.queries.values()
+    assert set(full.corpus) == set(chunks)
+    # never more unlabelled chunks than the real questions allow: 4 questions / 2 per chunk = 2
+    small = ds.subset(list(ds.queries)[:4])
+    _, owner = _pseudo_dataset(small, chunks, list(small.queries), 2, 0)
+    assert len({c for c in owner.values() if c not in small.corpus}) == 2
+
+
+def test_cross_validation_never_scores_pseudo_queries_and_trains_on_those_of_chunks_without_questions(
+    monkeypatch,
+):
+    import core.training as training
+
+    ds, chunks = _pseudo_case()
+    n_real = len(ds.queries)
+    folds_seen, fits = [], []
+    real_make_folds, real_fit = sel.make_folds, training._fit
+
+    def spy_folds(groups, *a, **kw):
+        out = real_make_folds(groups, *a, **kw)
+        folds_seen.append((len(groups), out))
+        return out
+
+    def spy_fit(prob, rows, *a, **kw):
+        fits.append((prob, list(rows)))
+        return real_fit(prob, rows, *a, **kw)
+
+    monkeypatch.setattr(sel, "make_folds", spy_folds)
+    monkeypatch.setattr(training, "_fit", spy_fit)
+    emb = WordEmbedder()
+    result = train(ds, emb, _cfg(pseudo_queries=2, lr=0.01), negatives=chunks)
+    (n_grouped, folds) = folds_seen[0]
+    assert n_grouped == n_real and sorted(i for f in folds for i in f) == list(range(n_real))
+    prob = fits[0][0]
+    for (_, rows), fold in zip(fits[: len(folds)], folds):
+        real = [r for r in rows if r < n_real]
+        assert sorted(real) == sorted(set(range(n_real)) - set(fold))
+        labelled = {int(prob.targets[r]) for r in real}
+        pseudo_targets = {int(prob.targets[r]) for r in rows if r >= n_real}
+        assert pseudo_targets and not (pseudo_targets & labelled)
+        held_out = {int(prob.targets[r]) for r in fold}
+        assert held_out <= pseudo_targets  # a held-out chunk has pseudo-queries, as a new document would
+    refit_rows = fits[-1][1]
+    assert sorted(r for r in refit_rows if r < n_real) == list(range(n_real))
+    assert result.n_train_queries == n_real and result.n_pseudo_queries == len(refit_rows) - n_real > 0
+    assert {int(prob.targets[r]) for r in refit_rows if r >= n_real}.isdisjoint(
+        {int(prob.targets[r]) for r in range(n_real)}
+    )
+    assert any("pseudo-queries (inverse cloze)" in e.get("message", "") for e in result.history if e["type"] == "phase")
+
+
+def test_pseudo_queries_off_embed_no_pseudo_text():
+    ds, chunks = _pseudo_case()
+    emb = WordEmbedder()
+    result = train(ds, emb, _cfg(pseudo_queries=0, lr=0.01), negatives=chunks)
+    assert sorted(emb.queries) == sorted(ds.queries.values()) and result.n_pseudo_queries == 0
