@@ -180,8 +180,14 @@ def noise_rate(seeds: int = 20) -> None:
 
     rows = {"no-signal fixture (no ingested chunks)": 0, "ingested chunks, pseudo-queries on": 0}
     rows["ingested chunks, pseudo-queries off"] = 0
+    q_auto, q_best = "no-signal fixture, questions design (cv_rule auto)", "no-signal fixture, questions design (best)"
+    rows[q_auto] = rows[q_best] = 0
     for s in range(seeds):
         rows["no-signal fixture (no ingested chunks)"] += train(*no_signal(seed=s), _cfg(seed=s)).cv.train
+        nds, nemb = no_signal(seed=s)
+        same = {docs[0] for docs in nds.relevant_docs.values()}  # evaluated on the training chunks
+        rows[q_auto] += train(nds, nemb, _cfg(seed=s), target_chunks=same).cv.train
+        rows[q_best] += train(nds, nemb, _cfg(seed=s, cv_rule="best"), target_chunks=same).cv.train
         ds, chunks = _pseudo_case(n_chunks=40, labelled=20)
         for on in (True, False):
             emb = NoiseQuestions()
