@@ -164,4 +164,7 @@ def _child_main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from .threads import prefer_passive_waiting
+
+    prefer_passive_waiting()  # torch is not imported yet: idle threads sleep instead of spinning
     sys.exit(_child_main())
