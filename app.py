@@ -5,10 +5,14 @@ bundled offline embedder and the offline question generator. Every page is a thi
 over ``core``; see ``ui/`` for the shared widgets.
 """
 
-import streamlit as st
+from core.threads import prefer_passive_waiting
 
-from ui.state import persist_widget_state
-from ui.widgets import PAGES, sidebar_status
+prefer_passive_waiting()  # before anything loads torch: idle threads sleep instead of spinning (core/threads.py)
+
+import streamlit as st  # noqa: E402
+
+from ui.state import persist_widget_state  # noqa: E402
+from ui.widgets import PAGES, sidebar_status  # noqa: E402
 
 st.set_page_config(page_title="AdapterLab", page_icon=":material/tune:", layout="wide")
 
