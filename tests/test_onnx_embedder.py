@@ -189,3 +189,29 @@ def test_quantised_vectors_never_mix_with_fp32_ones_in_the_cache(ws, exported):
     np.testing.assert_allclose(b, vec, atol=1e-5)
     assert not np.allclose(a, b, atol=1e-4)
     assert int8.cache.dimension("st:all-MiniLM-L6-v2#onnx-int8") == 384
+
+
+@pytest.mark.integration
+def test_a_run_on_the_int8_backend_says_so_and_exports_the_torch_model(ws, tmp_path, exported):
+    from core.embedders import bundled_model_path
+    from core.export import base_model_path, export_run
+    from core.runs import create_run, execute_run
+    from core.training import TrainConfig
+    from tests.test_runs import small_dataset
+
+    models, _, _ = exported
+    (ws.path("models", "onnx")).mkdir(parents=True, exist_ok=True)
+    for p in next(models.iterdir()).iterdir():  # the module's export, as if this workspace had made it
+        (ws.path("models", "onnx", p.parent.name)).mkdir(exist_ok=True)
+        (ws.path("models", "onnx", p.parent.name, p.name)).write_bytes(p.read_bytes())
+    path = str(small_dataset().save(tmp_path / "train.json"))
+    cfg = TrainConfig(epochs=1, batch_size=6, device="cpu", selection="none")
+    run_id = create_run(ws, cfg, dataset_path=path, embedder="default@onnx-int8")
+    execute_run(ws, run_id)
+    request = json.loads((ws.run_dir(run_id) / "run.json").read_text())
+    assert request["embedder"] == "default@onnx-int8"
+    assert base_model_path("default@onnx-int8") == bundled_model_path()
+    out = export_run(ws, run_id, "sentence-transformers", tmp_path / "st")
+    card = (out / "README.md").read_text()
+    assert "**Base model:** all-MiniLM-L6-v2 (bundled, offline)" in card
+    assert "**Backend:** ONNX Runtime, int8 weights" in card
