@@ -8,10 +8,14 @@ the same bundled all-MiniLM-L6-v2, loaded once before timing. Rows:
 * **AdapterLab, cold**: ``CachedEmbedder(SentenceTransformerEmbedder)`` into a fresh cache: hashing,
   lookup, embedding, writing every vector (what a first comparison or training run pays);
 * **AdapterLab, warm**: the same texts again (all cached);
+* **ONNX fp32 / ONNX int8** (``--backends``): :class:`core.onnx_embedder.OnnxEmbedder` uncached,
+  the same batch size as the bare encode, sorted by length as ``encode`` does; exported (once, into
+  ``--workspace``'s ``models/onnx``, else a temporary folder) and loaded before timing. The last
+  column is the speed-up over the bare encode of the same repeat set.
 
 Each timed row runs ``--repeats`` times (alternating, the median kept: the machine is shared).
 
-    python bench/embed_speed.py [--workspace /tmp/alws_r7] [--n 2000] [--repeats 3]
+    python bench/embed_speed.py [--workspace /tmp/alws_r7] [--n 2000] [--repeats 3] [--backends onnx-fp32 onnx-int8]
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.embedders import CachedEmbedder, EmbeddingCache, SentenceTransformerEmbedder  # noqa: E402
+from core.embedders import BACKENDS, CachedEmbedder, EmbeddingCache, OnnxEmbedder, SentenceTransformerEmbedder  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "lyft_2021_train_dataset.json"
 
@@ -55,6 +59,8 @@ def main() -> None:
     ap.add_argument("--workspace", type=Path, default=Path("/tmp/alws_r7"))
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=32, help="the bare encode's default; ONNX rows use it too")
+    ap.add_argument("--backends", nargs="*", default=["onnx-fp32", "onnx-int8"], choices=["onnx-fp32", "onnx-int8"])
     args = ap.parse_args()
 
     texts = lyft_texts(args.workspace if args.workspace.exists() else None, args.n)
@@ -67,6 +73,16 @@ def main() -> None:
         f"torch threads {__import__('torch').get_num_threads()}"
     )
 
+    models_dir = (
+        args.workspace / "models" / "onnx" if args.workspace.exists() else Path(tempfile.mkdtemp(prefix="onnx-"))
+    )
+    onnx = {}
+    for b in args.backends:
+        e = OnnxEmbedder("default", BACKENDS[b], models_dir=models_dir, batch_size=args.batch_size)
+        e.embed_texts(texts[:8])  # export (once) and load, excluded
+        onnx[f"ONNX {BACKENDS[b]} (batch {args.batch_size})"] = e
+    bare_name = f"bare SentenceTransformer.encode (batch {args.batch_size})"
+
     times: dict[str, list[float]] = {}
 
     def timed(name: str, fn) -> None:
@@ -76,19 +92,22 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            timed("bare SentenceTransformer.encode (batch 32)", lambda: model.encode(texts, show_progress_bar=False))
+            timed(bare_name, lambda: model.encode(texts, batch_size=args.batch_size, show_progress_bar=False))
+            for name, e in onnx.items():
+                timed(name, lambda e=e: e.embed_texts(texts))
             cache = EmbeddingCache(Path(tmp) / f"cold-{r}.sqlite")
             cached = CachedEmbedder(st_emb, cache)
             timed("AdapterLab CachedEmbedder, cold cache", lambda c=cached: c.embed_texts(texts))
             timed("AdapterLab CachedEmbedder, warm cache", lambda c=cached: c.embed_texts(texts))
 
-    bare = statistics.median(times["bare SentenceTransformer.encode (batch 32)"])
+    bare = statistics.median(times[bare_name])
     print()
-    print("| path | median s | texts/s | vs bare encode |")
-    print("| --- | ---: | ---: | ---: |")
+    print("| path | median s | texts/s | vs bare encode | speed-up (per repeat) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for name, ts in times.items():
         m = statistics.median(ts)
-        print(f"| {name} | {m:.2f} | {len(texts) / m:,.0f} | {100 * (m / bare - 1):+.0f}% |")
+        per = " / ".join(f"{b / t:.2f}x" for b, t in zip(times[bare_name], ts))
+        print(f"| {name} | {m:.2f} | {len(texts) / m:,.0f} | {100 * (m / bare - 1):+.0f}% | {per} |")
 
 
 if __name__ == "__main__":

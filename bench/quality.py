@@ -221,6 +221,7 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="override a TrainConfig field of the AdapterLab default and two-layer rows (repeatable)",
     )
+    ap.add_argument("--embedder", default="default", help="the base embedder spec, e.g. default@onnx-int8")
     ap.add_argument("--cv-cost", action="store_true", help="also time the default run against one plain run")
     ap.add_argument(
         "--noise-rate", action="store_true", help="only count how often the default trains on no-signal fixtures"
@@ -264,7 +265,8 @@ def main() -> None:
 
     ds = QADataset.load(args.dataset)
     ws = Workspace(args.workspace)
-    emb = resolve_embedder("default", workspace=ws)
+    emb = resolve_embedder(args.embedder, workspace=ws)
+    print(f"embedder: {emb.identity}")
     print(f"dataset: {args.dataset} ({len(ds.queries)} questions, {len(ds.corpus)} chunks)")
     print(
         f"overrides: {extra or 'none'}; negatives: {args.negatives}; "

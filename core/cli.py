@@ -735,7 +735,9 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument(
         "--embedder",
         default="default",
-        help="'default' (bundled all-MiniLM-L6-v2), a sentence-transformers name or path, or openai:MODEL",
+        help="'default' (bundled all-MiniLM-L6-v2), a sentence-transformers name or path, or openai:MODEL; "
+        "add @onnx-int8 or @onnx-fp32 to a local model for the ONNX Runtime backend (e.g. default@onnx-int8: "
+        "exported once into the workspace, its vectors cached apart)",
     )
     emb.add_argument(
         "--query-prefix", default="", help="text put before every query (E5: 'query: ', BGE: an instruction)"

@@ -13,13 +13,16 @@ Implementations:
   ``/embeddings`` endpoint through the ``openai`` client: batched, bounded concurrency, retries
   on transient failures only, requests sized for slow servers, per-token answers mean-pooled
   (and marked in the identity), any other unusable answer a clear :class:`UnusableAnswer` at once.
+* :class:`OnnxEmbedder` (in :mod:`core.onnx_embedder`, re-exported here): the same local model
+  on ONNX Runtime, int8-quantised or fp32, exported once into the workspace (spec suffix
+  ``@onnx-int8`` / ``@onnx-fp32``); its vectors carry their own identity (``...#onnx-int8``).
 * :class:`CachedEmbedder`: wraps any embedder with :class:`EmbeddingCache` (:mod:`core.vectorstore`: SQLite index + float32 shards in the
   workspace, keyed by identity, role and text hash).
 * :class:`AdapterEmbedder`: applies a trained adapter to query embeddings (passages unchanged,
   so an existing index needs no re-indexing).
 
 Use :func:`resolve_embedder` to turn a CLI/UI spec (``"default"``, ``"all-MiniLM-L6-v2"``,
-``"/path/to/model"``, ``"openai:text-embedding-3-small"``) into an embedder.
+``"/path/to/model"``, ``"default@onnx-int8"``, ``"openai:text-embedding-3-small"``) into an embedder.
 
 Example::
 
@@ -191,8 +194,9 @@ class SentenceTransformerEmbedder:
             if fp:
                 self.version = str(fp)[:16]
                 self.identity += f"@ft-{self.version}"
-        if query_prefix or passage_prefix:
-            self.identity += f"|q={query_prefix}|p={passage_prefix}"
+        self.model_identity = self.identity  # the weights alone (another backend appends its tag to it)
+        self.prefix_identity = f"|q={query_prefix}|p={passage_prefix}" if query_prefix or passage_prefix else ""
+        self.identity += self.prefix_identity
 
     @property
     def model(self):
@@ -470,7 +474,9 @@ def resolve_embedder(
     """Turn a spec into an embedder (cached through ``workspace`` when given).
 
     Specs: ``default`` (bundled all-MiniLM-L6-v2), a sentence-transformers model name or local
-    path, or ``openai:MODEL`` for an OpenAI-compatible embeddings API (``base_url``/``api_key``
+    path, either with ``@onnx-int8`` / ``@onnx-fp32`` for the ONNX Runtime backend
+    (:mod:`core.onnx_embedder`: exported once into ``<workspace>/models/onnx``, vectors cached
+    under their own identity), or ``openai:MODEL`` for an OpenAI-compatible embeddings API (``base_url``/``api_key``
     default to ``OPENAI_BASE_URL``/``OPENAI_API_KEY``; ``api_timeout``/``api_batch_size``/
     ``api_concurrency`` set its requests, ``None`` meaning the default, and are ignored for
     other specs).
@@ -480,6 +486,8 @@ def resolve_embedder(
         model = spec.split(":", 1)[1].strip()
         if not model:
             raise EmbedderError("'openai:' needs a model name, e.g. openai:text-embedding-3-small")
+        if split_backend(model)[1] != "torch":
+            raise EmbedderError(f"{spec!r}: the ONNX backend runs local models only; an API model runs on its server.")
         emb: Embedder = OpenAIEmbedder(
             model,
             base_url=base_url,
@@ -491,12 +499,26 @@ def resolve_embedder(
     else:
         if spec.startswith("st:"):
             spec = spec[3:]
+        model, backend = split_backend(spec)
+        if backend != "torch":
+            models_dir = workspace.path("models", "onnx") if workspace is not None else None
+            emb = OnnxEmbedder(
+                model or DEFAULT_EMBEDDER,
+                precision=BACKENDS[backend],
+                models_dir=models_dir,
+                query_prefix=query_prefix,
+                passage_prefix=passage_prefix,
+            )
+            if cache and workspace is not None:
+                return CachedEmbedder(emb, EmbeddingCache(workspace.embeddings_path))
+            return emb
         emb = SentenceTransformerEmbedder(spec, query_prefix=query_prefix, passage_prefix=passage_prefix, device=device)
     if cache and workspace is not None:
         return CachedEmbedder(emb, EmbeddingCache(workspace.embeddings_path))
     return emb
 
 
+# The ONNX Runtime backend lives in its own module (it imports this one lazily).
 # The OpenAI-compatible API embedder lives in its own module; re-exported here so that
 # ``core.embedders`` stays the one import for every embedder. (At the end: it imports from here.)
 from .api_embedder import (  # noqa: E402
@@ -511,9 +533,12 @@ from .api_embedder import (  # noqa: E402
     describe_json,
     parse_embedding,
 )
+from .onnx_embedder import BACKEND_LABELS, BACKENDS, OnnxEmbedder, split_backend, with_backend  # noqa: E402
 
 __all__ = [
     "AdapterEmbedder",
+    "BACKENDS",
+    "BACKEND_LABELS",
     "CachedEmbedder",
     "DEFAULT_API_BATCH_SIZE",
     "DEFAULT_API_CONCURRENCY",
@@ -523,6 +548,7 @@ __all__ = [
     "EmbedderError",
     "EmbeddingCache",
     "EmbeddingCancelled",
+    "OnnxEmbedder",
     "OpenAIEmbedder",
     "POOLED_SUFFIX",
     "SentenceTransformerEmbedder",
@@ -531,4 +557,6 @@ __all__ = [
     "describe_json",
     "parse_embedding",
     "resolve_embedder",
+    "split_backend",
+    "with_backend",
 ]

@@ -157,9 +157,9 @@ def adapter_to_dense(adapter: nn.Module) -> list[nn.Module]:
 
 def base_model_path(embedder: str) -> str:
     """What ``SentenceTransformer(...)`` loads for an AdapterLab embedder spec (``default`` = bundled)."""
-    from .embedders import bundled_model_path
+    from .embedders import bundled_model_path, split_backend
 
-    spec = (embedder or "default").strip()
+    spec = split_backend((embedder or "default").strip())[0]  # an ONNX backend exports the torch model it came from
     if spec.startswith("st:"):
         spec = spec[3:]
     return bundled_model_path() if spec in ("", "default") else spec
@@ -326,7 +326,7 @@ def _dataset_line(ws: Workspace, request: dict[str, Any]) -> str:
 def model_card(ws: Workspace, run_id: str, *, adapter: nn.Module | None = None, adapter_only: bool = False) -> str:
     """The ``README.md`` of an export: base model, adapter, data, settings, estimates, table, loading."""
     from .adapters import adapter_name
-    from .embedders import DEFAULT_MODEL_LABEL
+    from .embedders import BACKEND_LABELS, DEFAULT_MODEL_LABEL, split_backend
     from .summary import compact_rows
 
     run, request = _run_parts(ws, run_id)
@@ -334,7 +334,8 @@ def model_card(ws: Workspace, run_id: str, *, adapter: nn.Module | None = None, 
     config = request.get("config") or {}
     embedder = request.get("embedder") or "default"
     opts = request.get("embedder_options") or {}
-    base_label = DEFAULT_MODEL_LABEL if embedder in ("default", "") else embedder
+    model_spec, backend = split_backend(embedder)
+    base_label = DEFAULT_MODEL_LABEL if model_spec in ("default", "") else model_spec
     kind = adapter_name(adapter) if adapter is not None else config.get("adapter", "?")
     title = f"AdapterLab adapter {run['name']}" if adapter_only else f"{base_label} + AdapterLab adapter ({kind})"
     lines = [
@@ -345,6 +346,14 @@ def model_card(ws: Workspace, run_id: str, *, adapter: nn.Module | None = None, 
         "## What it is",
         "",
         f"- **Base model:** {base_label}",
+        *(
+            [
+                f"- **Backend:** {BACKEND_LABELS[backend]}: the adapter was trained on those vectors; this "
+                "folder's model runs the base in PyTorch (vectors within a cosine of about 0.99 of them)."
+            ]
+            if backend != "torch" and not is_api_embedder(embedder)
+            else []
+        ),
         f"- **Adapter:** {kind}" + (f" ({json.dumps(adapter.get_config_dict())})" if adapter is not None else ""),
         "- The adapter maps **query** embeddings only; documents keep the base model's vectors, so an index "
         "built with the base model stays valid.",

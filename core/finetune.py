@@ -158,6 +158,9 @@ def resolve_base_path(base_model: str) -> str:
         )
     if spec.startswith("st:"):
         spec = spec[3:]
+    from .onnx_embedder import split_backend
+
+    spec = split_backend(spec)[0]  # a fine-tune trains the torch weights, whatever backend embeds
     if spec in ("default", ""):
         from .embedders import bundled_model_path
 

@@ -929,3 +929,18 @@ def test_train_live_chart_is_thinned_and_ends_at_the_latest_step(prepared_ws, pr
     finally:
         at.button(key=f"train_cancel_{run_id}").click().run()
         rerun_until_settled(at, prepared_ws, "train")
+
+
+def test_the_onnx_backend_is_chosen_beside_the_base_embedder(prepared_ws):
+    at = page("3_train.py")
+    at.run()
+    assert at.radio(key="train_embedder_backend").value == "torch"
+    at.radio(key="train_embedder_backend").set_value("onnx-int8").run()
+    no_exceptions(at)
+    assert Workspace(prepared_ws).get_setting("ui.base_embedder") == "default@onnx-int8"
+    again = page("4_compare.py")
+    again.run()  # the workspace's choice on every page: bundled model, int8 backend
+    assert again.radio(key="eval_embedder_kind").value == "default"
+    assert again.radio(key="eval_embedder_backend").value == "onnx-int8"
+    again.radio(key="eval_embedder_backend").set_value("torch").run()
+    assert Workspace(prepared_ws).get_setting("ui.base_embedder") == "default"

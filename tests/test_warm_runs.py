@@ -22,7 +22,7 @@ PROBE = """
 import json, sys
 from core.cli import main
 rc = main(sys.argv[1:])
-heavy = sorted(m for m in ("sentence_transformers", "transformers", "pandas", "plotly") if m in sys.modules)
+heavy = sorted(m for m in ("sentence_transformers", "transformers", "pandas", "plotly", "onnxruntime") if m in sys.modules)
 print("\\nPROBE " + json.dumps({"rc": rc, "heavy": heavy}))
 """
 
@@ -76,3 +76,18 @@ def test_warm_train_and_evaluate_never_import_sentence_transformers(warm, tmp_pa
     evaluate = _probe("evaluate", "--workspace", str(ws.root), "--dataset", dataset, "--adapter", str(out), "--json")
     assert evaluate["rc"] == 0 and "sentence_transformers" not in evaluate["heavy"]
     assert "transformers" not in evaluate["heavy"]
+
+
+def test_warm_train_on_the_onnx_backend_imports_neither_transformers_nor_onnxruntime(warm, tmp_path):
+    """``--embedder default@onnx-int8`` with every vector cached under its own identity: nothing heavy loads."""
+    ws, dataset = warm
+    ds = small_dataset()
+    emb = resolve_embedder("default@onnx-int8", workspace=ws)  # exports once into the workspace
+    emb.embed_texts(list(ds.queries.values()) + list(ds.corpus.values()))
+    assert emb.base.model_file.is_file() and emb.base.folder.is_relative_to(ws.root)
+    out = tmp_path / "adapter"
+    argv = ["train", "--workspace", str(ws.root), "--dataset", dataset, "--embedder", "default@onnx-int8"]
+    train = _probe(*argv, "--epochs", "2", "--selection", "holdout", "--out", str(out), "--json")
+    assert train == {"rc": 0, "heavy": []}
+    # the adapter folder records the identity its vectors came from
+    assert any("st:all-MiniLM-L6-v2#onnx-int8" in p.read_text() for p in out.glob("*.json"))

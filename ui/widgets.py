@@ -9,7 +9,15 @@ from collections.abc import Callable
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from core.embedders import DEFAULT_API_BATCH_SIZE, DEFAULT_API_CONCURRENCY, DEFAULT_API_TIMEOUT, DEFAULT_MODEL_LABEL
+from core.embedders import (
+    BACKEND_LABELS,
+    DEFAULT_API_BATCH_SIZE,
+    DEFAULT_API_CONCURRENCY,
+    DEFAULT_API_TIMEOUT,
+    DEFAULT_MODEL_LABEL,
+    split_backend,
+    with_backend,
+)
 from core.llm import ENV_BASE_URL, ENV_KEY
 
 from . import state
@@ -229,9 +237,11 @@ def embedder_picker(key: str, label: str = "Base embedder") -> str:
     """Choose the frozen base embedder; the choice is the workspace's default on every page.
 
     Returns a spec for :func:`core.embedders.resolve_embedder`: ``default``, a
-    sentence-transformers name/path, or ``openai:MODEL``.
+    sentence-transformers name/path (either with ``@onnx-int8``/``@onnx-fp32`` when that backend
+    is chosen), or ``openai:MODEL``.
     """
-    current = state.base_embedder()
+    spec0 = state.base_embedder()
+    current, backend0 = (spec0, "torch") if spec0.startswith("openai:") else split_backend(spec0)
     kind0 = "default" if current == "default" else "api" if current.startswith("openai:") else "st"
     kind = st.radio(
         label,
@@ -267,6 +277,18 @@ def embedder_picker(key: str, label: str = "Base embedder") -> str:
         st.session_state[f"{key}_api_options"] = api_request_fields(f"{key}_api")
     if kind != "api":
         st.session_state.pop(f"{key}_api_options", None)
+        backend = st.radio(
+            "Backend",
+            list(BACKEND_LABELS),
+            index=list(BACKEND_LABELS).index(backend0),
+            format_func=BACKEND_LABELS.get,
+            key=f"{key}_backend",
+            horizontal=True,
+            help="ONNX Runtime runs the same model on the CPU; int8 quantises its weights (faster, vectors within "
+            "a cosine of about 0.99). Exported once into the workspace; its vectors are cached apart from the "
+            "PyTorch ones, so switching never mixes them. bench/README.md has the measured speed and hit@5.",
+        )
+        spec = with_backend(spec, backend)
     state.set_base_embedder(spec)
     return spec
 
