@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .datasets import QADataset
+from .hashing import update_from_file
 from .progress import Progress
 from .workspace import atomic_write_json
 
@@ -175,9 +176,7 @@ def weights_fingerprint(folder: str | Path) -> str:
     for p in sorted(folder.rglob("*")):
         if p.is_file() and p.suffix in _WEIGHT_SUFFIXES:
             digest.update(p.relative_to(folder).as_posix().encode())
-            with open(p, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
+            update_from_file(digest, p)
     return digest.hexdigest()
 
 

@@ -31,7 +31,6 @@ transformers nor onnxruntime.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .hashing import file_sha256
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -197,14 +197,6 @@ def pool(token_embeddings: np.ndarray, attention_mask: np.ndarray, modes: Sequen
 # ------------------------------------------------------------------------------------------------
 # export (once per model and workspace)
 # ------------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @contextlib.contextmanager
 def _folder_lock(folder: Path):
     """One exporter per folder at a time (a page and a training job may ask together)."""
@@ -416,7 +408,7 @@ class OnnxEmbedder:
             return False
         if not entry or not path.is_file() or entry.get("recipe", "") != (QUANT_RECIPE if "int8" in name else ""):
             return False
-        if path.stat().st_size != entry.get("bytes") or _sha256(path) != entry.get("sha256"):
+        if path.stat().st_size != entry.get("bytes") or file_sha256(path) != entry.get("sha256"):
             log.warning("%s does not match its checksum in %s: exporting it again", path, MANIFEST)
             return False
         return True
@@ -463,7 +455,7 @@ class OnnxEmbedder:
             files = dict(manifest.get("files") or {})
             for name in {"model_fp32.onnx", target}:
                 p = self.folder / name
-                files[name] = {"sha256": _sha256(p), "bytes": p.stat().st_size}
+                files[name] = {"sha256": file_sha256(p), "bytes": p.stat().st_size}
                 if "int8" in name:
                     files[name]["recipe"] = QUANT_RECIPE
             manifest.update(

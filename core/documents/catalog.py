@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..hashing import file_sha256
 from ..progress import Progress
 from ..workspace import Workspace, atomic_write_bytes, safe_display_name
 from .chunking import Chunk, ChunkSettings, TokenCounter, _chunk
@@ -71,14 +72,6 @@ def _save_settings(ws: Workspace, settings: ChunkSettings, max_seq_length: int |
         },
     )
     return r
-
-
-def _hash_path(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _record_error(ws: Workspace, doc_id: str, name: str, size: int, message: str) -> None:
@@ -204,7 +197,7 @@ def _ingest_one(
                 if isinstance(source, (bytes, bytearray, memoryview)):
                     doc_id, size = hashlib.sha256(source).hexdigest(), len(source)
                 else:
-                    doc_id, size = _hash_path(Path(source)), Path(source).stat().st_size
+                    doc_id, size = file_sha256(source), Path(source).stat().st_size
             raise
         size = len(data)
         doc_id = hashlib.sha256(data).hexdigest()
