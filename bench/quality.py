@@ -10,6 +10,8 @@ seeds each, test side only, Δ against the base with a paired bootstrap 95% CI:
   from (a)'s: a second new-document check for a choice made on (a)).
 * (b) in-corpus: the first question of each chunk trains, the second tests (new questions about
   chunks the adapter trained on), over the whole corpus.
+* (s) (b) swapped: the second question of each chunk trains, the first tests (other test
+  questions than (b)'s: a check of a choice made on (b)).
 * (c) chunk split: 70% of the chunks (seeded) train, 30% test, over the whole corpus.
 * (d) the no-key path: offline questions (``--offline-generator``, default the app's offline
   method) generated over the Lyft PDF train the adapter; the test is every real LLM question of
@@ -86,6 +88,13 @@ def protocol(ds: QADataset, name: str, seed: int) -> tuple[QADataset, QADataset,
             c = ds.relevant_docs[q][0]
             (te if c in seen else tr).append(q)
             seen.add(c)
+        return ds.subset(tr), ds.subset(te), {ds.relevant_docs[q][0] for q in te}
+    if name == "s":  # (b) swapped: the second question of each chunk trains, the first tests
+        last: dict[str, str] = {}
+        for q in ds.queries:
+            last[ds.relevant_docs[q][0]] = q
+        tr = [q for q in ds.queries if last[ds.relevant_docs[q][0]] == q]
+        te = [q for q in ds.queries if last[ds.relevant_docs[q][0]] != q]
         return ds.subset(tr), ds.subset(te), {ds.relevant_docs[q][0] for q in te}
     if name == "c":
         tr, te = split_by_chunk(ds, 0.3, seed)
