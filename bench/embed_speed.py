@@ -64,8 +64,10 @@ def main() -> None:
     args = ap.parse_args()
 
     texts = lyft_texts(args.workspace if args.workspace.exists() else None, args.n)
-    st_emb = SentenceTransformerEmbedder("default")
-    model = st_emb.model  # loaded once, excluded
+    st_emb = SentenceTransformerEmbedder("default")  # AdapterLab's path (plain torch on CPU, core.torch_encoder)
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(st_emb.path, device="cpu")  # the bare reference; loaded once, excluded
     model.encode(texts[:8], show_progress_bar=False)  # warm the kernels
     lens = [len(t) for t in texts]
     print(

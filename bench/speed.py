@@ -38,8 +38,11 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "lyft_
 
 
 def llamaindex_way(ds: QADataset, emb: SentenceTransformerEmbedder, epochs: int) -> tuple[float, int]:
-    """Re-embed every example of every batch of every epoch, one text at a time."""
-    model = emb.model
+    """Re-embed every example of every batch of every epoch, one text at a time, through
+    sentence-transformers as LlamaIndex does (not AdapterLab's plain-torch encoder)."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(emb.path, device="cpu")
     adapter = build_adapter("linear", emb.dimension)
     opt = torch.optim.AdamW(adapter.parameters(), lr=2e-5)
     pairs = ds.pairs()
