@@ -71,6 +71,7 @@ HP_FIELDS = [
     "seed",
     "keep_best",
     "device",
+    "pseudo_queries",
 ]
 
 
@@ -246,6 +247,9 @@ else:
             step=0.05,
             key="hp_val_fraction",
             help=HELP["val_fraction"] + " (Ignored when a validation dataset is chosen.)",
+        )
+        h[0].number_input(
+            "Pseudo-queries per unlabelled chunk", 0, 16, key="hp_pseudo_queries", help=HELP["pseudo_queries"]
         )
         h[1].selectbox(
             "Select best epoch by", ["mrr", "hit", "ndcg"], key="hp_select_metric", help=HELP["select_metric"]

@@ -481,13 +481,19 @@ def test_train_launch_runs_in_background(prepared_ws, prepared):
     at.run()
     at.number_input(key="hp_epochs").set_value(1)
     at.selectbox(key="hp_selection").set_value("none")  # one plain epoch: this test is about the background job
+    assert at.number_input(key="hp_pseudo_queries").value == 0  # off, as TrainConfig has it
+    at.number_input(key="hp_pseudo_queries").set_value(2)
     at.text_input(key="train_name").input("ui run")
     at.button(key="train_start").click().run()
     no_exceptions(at)
-    rerun_until_settled(at, prepared_ws, "train")
+    jobs = rerun_until_settled(at, prepared_ws, "train")
     runs = frame(at, "run", "status", "best epoch")
     assert list(runs["run"]) == ["ui run", "tiny linear"]
     assert list(runs["status"]) == ["done", "done"]
+    request = json.loads(
+        (Workspace(prepared_ws).run_dir(json.loads(jobs[0]["params"])["run_id"]) / "run.json").read_text()
+    )
+    assert request["config"]["pseudo_queries"] == 2  # the page's setting reaches the run
     assert at.selectbox(key="train_view").value != prepared.run_id  # the new run is shown
 
 
