@@ -248,9 +248,7 @@ else:
             key="hp_val_fraction",
             help=HELP["val_fraction"] + " (Ignored when a validation dataset is chosen.)",
         )
-        h[0].number_input(
-            "Pseudo-queries per unlabelled chunk", 0, 16, key="hp_pseudo_queries", help=HELP["pseudo_queries"]
-        )
+        h[0].number_input("Pseudo-queries per chunk", 0, 16, key="hp_pseudo_queries", help=HELP["pseudo_queries"])
         h[1].selectbox(
             "Select best epoch by", ["mrr", "hit", "ndcg"], key="hp_select_metric", help=HELP["select_metric"]
         )
