@@ -31,6 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.threads import prefer_passive_waiting  # noqa: E402
+
+# Every row runs under the thread policy AdapterLab's entry points set (core/threads.py), the
+# bare encode too: before torch loads, idle OpenMP threads sleep instead of spinning.
+prefer_passive_waiting()
+
 from core.embedders import BACKENDS, CachedEmbedder, EmbeddingCache, OnnxEmbedder, SentenceTransformerEmbedder  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "lyft_2021_train_dataset.json"

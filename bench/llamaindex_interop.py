@@ -3,7 +3,8 @@
 Run in an environment that has LlamaIndex (kept out of AdapterLab's own requirements: it pulls
 tiktoken, which downloads its encodings at run time):
 
-    python -m venv /tmp/li && /tmp/li/bin/pip install torch==2.13.0 llama-index-core llama-index-embeddings-adapter llama-index-finetuning
+    python -m venv /tmp/li && /tmp/li/bin/pip install torch==2.13.0 llama-index-core llama-index-embeddings-adapter \
+        llama-index-finetuning mistralai==1.12.4   # with mistralai 3.x, `import llama_index.finetuning` fails
     PYTHONPATH=. /tmp/li/bin/python bench/llamaindex_interop.py
 
 1. AdapterLab writes a trained-looking linear and two-layer adapter; LlamaIndex's
