@@ -346,6 +346,12 @@ def cmd_train(args) -> int:
     table = format_table(rows) if rows else "(no validation: the last epoch is kept)"
     if result.cv is not None:
         table += "\n\n" + result.cv.summary_line() + f"\nrule: {result.cv.rule}"
+        if result.cv.shrinkage:
+            by_alpha = ", ".join(f"{a} {100 * g:+.2f}" for a, g in result.cv.shrinkage.items())
+            table += (
+                f"\ngain at epoch {result.cv.epochs} by shrinkage alpha (pt): {by_alpha} "
+                "(the table's gain column is alpha 1, the full step)"
+            )
     table += (
         f"\n\nrun {run_id}: best epoch {result.best_epoch}"
         + (

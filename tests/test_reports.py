@@ -299,3 +299,37 @@ def test_charts_and_report_show_names_as_text(cmp):
     page = html_report(evil, title="report")
     assert 'href="http://evil.example' not in page.replace('\\"', '"').replace("\\u003c", "<")
     assert "against the &lt;b&gt;base&lt;/b&gt;" in page  # main's report names the baseline in its notes
+
+
+def test_cv_figure_names_a_shrunk_choice_with_its_own_estimate():
+    """The curves are the full step (alpha 1); a choice shrunk toward the identity says so, with
+    the estimate that chose it, instead of a star on a curve point below the identity."""
+    from core.reports import cv_figure
+
+    points = [
+        {
+            "type": "cv",
+            "lr": 3e-4,
+            "epoch": e,
+            "hit@5 mean": 0.80 - 0.002 * e,
+            "hit@5 std": 0.05,
+            "mrr@5 mean": 0.63 - 0.002 * e,
+            "mrr@5 std": 0.06,
+            "gain": -0.002 * e,
+            "gain_se": 0.004,
+        }
+        for e in range(4)
+    ]
+    selection = {
+        "type": "selection",
+        "train": True,
+        "lr": 3e-4,
+        "epochs": 3,
+        "alpha": 0.5,
+        "shrinkage": {"0.25": 0.004, "0.5": 0.0092, "1": -0.006},
+    }
+    star = [t for t in cv_figure(points + [selection]).data if t.marker.symbol == "star"]
+    assert len(star) == 1 and list(star[0].x) == [3]
+    assert "alpha 0.5" in star[0].name and "+0.92 pt" in star[0].name and "curves = alpha 1" in star[0].name
+    full = cv_figure(points + [{**selection, "alpha": 1.0}]).data
+    assert [t.name for t in full if t.marker.symbol == "star"] == ["chosen (epoch 3)"]
