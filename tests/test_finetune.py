@@ -64,10 +64,16 @@ def test_a_tiny_fine_tune_saves_a_loadable_model_that_differs_from_the_base(ws, 
 
     from sentence_transformers import SentenceTransformer
 
-    assert SentenceTransformer(str(out), device="cpu").encode(PROBE).shape == (2, 384)  # a plain ST folder
+    reference = SentenceTransformer(str(out), device="cpu").encode(PROBE)
+    assert reference.shape == (2, 384)  # a plain ST folder
     base = resolve_embedder("default", workspace=ws)
     tuned = resolve_embedder(str(out), workspace=ws)
     assert tuned.identity != base.identity and "@ft-" in tuned.identity
+    # on CPU the fine-tuned folder runs through the plain-torch encoder, with sentence-transformers' vectors
+    from core.torch_encoder import lean_support
+
+    assert lean_support(out)[0] is not None
+    assert np.abs(tuned.embed_texts(PROBE) - reference).max() < 1e-5
     diff = np.abs(tuned.embed_queries(PROBE) - base.embed_queries(PROBE)).max()
     assert diff > 1e-3, diff
 
