@@ -167,9 +167,9 @@ class SentenceTransformerEmbedder:
         query_prefix / passage_prefix: text put before queries / passages (E5 wants
             ``"query: "``/``"passage: "``, BGE an instruction for queries). Part of the identity.
         device: ``auto`` (cuda, mps, cpu), or an explicit torch device.
-        batch_size: texts per forward pass; by default 16 on CPU (long chunks in batches of 64
-            ran 15-20% slower on the 2-core reference machine: the activations outgrow the cache)
-            and 64 on a GPU.
+        batch_size: texts per forward pass; by default 16 on CPU (long chunks in batches of 32
+            or 64 ran 15-25% slower on the 2-core reference machine: their activations exceed
+            glibc's 32 MiB mmap limit, so every batch page-faults fresh memory) and 64 on a GPU.
     """
 
     def __init__(
