@@ -156,46 +156,6 @@ class TrainConfig:
             "(1 = one refit)."
         ),
     )
-    query_noise: float = field(
-        default=0.0,
-        metadata=_help(
-            "Each training step adds fresh Gaussian noise of this norm (relative to the query's) to every training "
-            "question's vector, then restores its length: 0.33 keeps cosine ~0.95 to the clean vector, 0.48 ~0.9 "
-            "(0 = off)."
-        ),
-    )
-    query_noise_shape: str = field(
-        default="isotropic",
-        metadata=_help("query_noise's shape: isotropic, or questions (the training questions' covariance)."),
-    )
-    query_mixup: float = field(
-        default=0.0,
-        metadata=_help(
-            "Mixup of questions: each step trains on convex mixes of two training questions (weight drawn from "
-            "Beta(x, x)), the target the same mix of their two chunks (0 = off; 0.4 is the usual value)."
-        ),
-    )
-    ema_decay: float = field(
-        default=0.0,
-        metadata=_help(
-            "Ship and score an exponential moving average of the adapter weights along training (this decay per "
-            "step, e.g. 0.99) instead of the last step's weights (0 = off)."
-        ),
-    )
-    tail_average: bool = field(
-        default=False,
-        metadata=_help(
-            "Ship and score, after epoch e, the average of the weights after every step of epochs e/2 to e "
-            "(stochastic weight averaging over the last half of training)."
-        ),
-    )
-    orthogonal: bool = field(
-        default=False,
-        metadata=_help(
-            "Linear adapter only: keep its weight a rotation (projected onto the nearest orthogonal matrix after every "
-            "step), which preserves the angles between questions."
-        ),
-    )
     sample_negatives_above: int = field(
         default=10_000,
         metadata=_help(
@@ -299,16 +259,6 @@ class TrainConfig:
             raise TrainingError("average_refits must be >= 1")
         if self.pseudo_queries < 0:
             raise TrainingError("pseudo_queries must be >= 0 (0 = off)")
-        if self.query_noise < 0:
-            raise TrainingError("query_noise must be >= 0 (0 = off)")
-        if self.query_noise_shape not in ("isotropic", "questions"):
-            raise TrainingError("query_noise_shape must be isotropic or questions")
-        if self.query_mixup < 0:
-            raise TrainingError("query_mixup must be >= 0 (0 = off; the Beta distribution's parameter)")
-        if not (0 <= self.ema_decay < 1):
-            raise TrainingError("ema_decay must be in [0, 1) (0 = off)")
-        if self.ema_decay and self.tail_average:
-            raise TrainingError("choose one weight average: ema_decay or tail_average")
         if self.hard_negatives < 0:
             raise TrainingError("hard_negatives must be >= 0")
         if not isinstance(self.adapter_kwargs, dict) or "allow_custom_code" in self.adapter_kwargs:

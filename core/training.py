@@ -254,9 +254,7 @@ def _mine_hard(
     return torch.cat(out)
 
 
-def _loss(
-    adapter, prob: _Problem, batch: list[int], config: TrainConfig, noise_basis: torch.Tensor | None = None
-) -> torch.Tensor:
+def _loss(adapter, prob: _Problem, batch: list[int], config: TrainConfig) -> torch.Tensor:
     """The configured loss (:data:`core.losses.LOSSES`) on one batch of training rows."""
     device = prob.corpus.device
     idx = torch.tensor(batch, dtype=torch.long, device=device)
@@ -264,65 +262,17 @@ def _loss(
     candidates = None
     if prob.sampled:  # random chunks drawn from torch's generator, which _fit seeds
         candidates = torch.randperm(m, device=device)[:SAMPLED_RANDOM]
-    q = prob.query_vecs[idx]
-    if config.query_noise > 0:  # fresh noise each step (torch's generator, which _fit seeds)
-        norm = q.norm(dim=-1, keepdim=True)
-        if noise_basis is None:
-            eps = torch.randn_like(q) / math.sqrt(q.shape[1])
-        else:  # shaped like the training questions' spread: z @ centred questions / their Frobenius norm
-            eps = torch.randn(q.shape[0], noise_basis.shape[0], device=q.device) @ noise_basis
-        noisy = q + eps * config.query_noise * norm
-        q = F.normalize(noisy, dim=-1) * norm
-    targets = prob.targets[idx]
-    excluded = [prob.excluded[i] for i in batch]
-    hard = None if prob.hard is None else prob.hard[idx]
-    if config.query_mixup > 0 and len(batch) > 1:
-        return _mixup_loss(adapter, q, targets, excluded, hard, candidates, prob, config)
     return LOSSES[config.loss](
         LossBatch(
-            queries=F.normalize(adapter(q), dim=-1),
-            targets=targets,
+            queries=F.normalize(adapter(prob.query_vecs[idx]), dim=-1),
+            targets=prob.targets[idx],
             corpus=prob.corpus,
-            excluded=excluded,
+            excluded=[prob.excluded[i] for i in batch],
             temperature=config.temperature,
-            hard=hard,
+            hard=None if prob.hard is None else prob.hard[idx],
             candidates=candidates,
         )
     )
-
-
-def _mixup_loss(adapter, q, targets, excluded, hard, candidates, prob: _Problem, config: TrainConfig) -> torch.Tensor:
-    """Mixup of questions: the batch's query vectors mixed with a permutation of themselves,
-    ``lam q_i + (1 - lam) q_j`` (one ``lam ~ Beta(x, x)`` per batch), and the soft target
-    ``lam`` on chunk i, ``1 - lam`` on chunk j: the loss's cross-entropy against each target,
-    weighted, over the same logits (neither target is a negative of the mix)."""
-    b = q.shape[0]
-    beta = torch.distributions.Beta(torch.tensor(config.query_mixup), torch.tensor(config.query_mixup))
-    lam = float(beta.sample())
-    perm = torch.randperm(b, device=q.device)
-    mixed = F.normalize(adapter(lam * q + (1 - lam) * q[perm]), dim=-1)
-    t_other = targets[perm]
-    ex = []
-    for i in range(b):
-        j = int(perm[i])
-        both = torch.cat([excluded[i], excluded[j]]) if j != i else excluded[i]
-        keep = (both != targets[i]) & (both != t_other[i])
-        ex.append(torch.unique(both[keep]))
-
-    def part(t: torch.Tensor) -> torch.Tensor:
-        return LOSSES[config.loss](
-            LossBatch(
-                queries=mixed,
-                targets=t,
-                corpus=prob.corpus,
-                excluded=ex,
-                temperature=config.temperature,
-                hard=hard,
-                candidates=candidates,
-            )
-        )
-
-    return lam * part(targets) + (1 - lam) * part(t_other)
 
 
 def _metrics(
@@ -380,11 +330,6 @@ def _fit(
     step = 0
     if on_epoch and on_epoch(0, 0, adapter, []):
         return adapter, False
-    avg = _WeightAverage(adapter, config)
-    noise_basis = None
-    if config.query_noise and config.query_noise_shape == "questions":
-        xc = prob.query_vecs[rows] - prob.query_vecs[rows].mean(0)
-        noise_basis = xc / xc.norm().clamp_min(1e-12)
     adapter.train()
     for epoch in range(1, epochs + 1):
         losses: list[float] = []
@@ -394,98 +339,17 @@ def _fit(
             cur_lr = get_lr(step, lr, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = cur_lr
-            extra = {} if noise_basis is None else {"noise_basis": noise_basis}
-            loss = _loss(adapter, prob, [rows[b] for b in batch], config, **extra)
+            loss = _loss(adapter, prob, [rows[b] for b in batch], config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if config.orthogonal:
-                _project_orthogonal(adapter)
             step += 1
-            avg.update(adapter)
             losses.append(float(loss.detach()))
             if on_step:
                 on_step(step, epoch, losses[-1], cur_lr)
-        raw = avg.swap_in(adapter, epoch)  # score and keep the averaged weights, not the last step's
-        stop = bool(on_epoch and on_epoch(epoch, step, adapter, losses))
-        if stop or epoch == epochs:
+        if on_epoch and on_epoch(epoch, step, adapter, losses):
             break
-        avg.swap_out(adapter, raw)
     return adapter, False
-
-
-def _project_orthogonal(adapter: torch.nn.Module, iterations: int = 4) -> None:
-    """Replace the linear adapter's square weight by its polar factor (the nearest orthogonal
-    matrix), by Newton-Schulz iterations ``X <- 1.5 X - 0.5 X X^T X``: a few matrix products, exact
-    to ~1e-6 for a weight one optimizer step away from orthogonal (an SVD when it is further)."""
-    lin = getattr(adapter, "linear", None)
-    w = getattr(lin, "weight", None)
-    if w is None or w.ndim != 2 or w.shape[0] != w.shape[1]:
-        raise TrainingError("orthogonal needs the linear adapter (a square weight)")
-    with torch.no_grad():
-        x = w.float()
-        for _ in range(iterations):
-            x = 1.5 * x - 0.5 * x @ x.T @ x
-        eye = torch.eye(x.shape[0], device=x.device)
-        if not float((x @ x.T - eye).abs().max()) <= 1e-4:  # also when the iteration diverged (nan)
-            u, _, vh = torch.linalg.svd(w.float())
-            x = u @ vh
-        w.copy_(x.to(w.dtype))
-
-
-class _WeightAverage:
-    """Averages of the adapter weights along one fit (``ema_decay`` or ``tail_average``), so that
-    every epoch end scores, and the fit ships, the average instead of the last step's weights.
-
-    EMA: ``sum_s decay^(t-s) w_s / sum_s decay^(t-s)`` over the steps so far (bias-corrected, so
-    the untrained start does not count). Tail: after epoch e, the mean of the weights after every
-    step of epochs ``e // 2 + 1 .. e`` (running sums kept per epoch end).
-    """
-
-    def __init__(self, adapter: torch.nn.Module, config: TrainConfig) -> None:
-        self.decay = config.ema_decay
-        self.tail = config.tail_average
-        self.on = bool(self.decay or self.tail)
-        if not self.on:
-            return
-        self.keys = [k for k, v in adapter.state_dict().items() if v.is_floating_point()]
-        self.num = {
-            k: torch.zeros_like(v, dtype=torch.float32) for k, v in adapter.state_dict().items() if k in self.keys
-        }
-        self.den = 0.0
-        self.steps = 0
-        self.marks: list[tuple[int, dict[str, torch.Tensor]]] = [(0, {k: v.clone() for k, v in self.num.items()})]
-
-    def update(self, adapter: torch.nn.Module) -> None:
-        if not self.on:
-            return
-        state = adapter.state_dict()
-        with torch.no_grad():
-            for k in self.keys:
-                if self.decay:
-                    self.num[k].mul_(self.decay).add_(state[k].float())
-                else:
-                    self.num[k].add_(state[k].float())
-        self.den = self.den * self.decay + 1.0 if self.decay else self.den + 1.0
-        self.steps += 1
-
-    def swap_in(self, adapter: torch.nn.Module, epoch: int) -> dict[str, torch.Tensor] | None:
-        """Load the average into ``adapter``; returns its raw weights (None when averaging is off)."""
-        if not self.on or not self.steps:
-            return None
-        raw = {k: v.detach().clone() for k, v in adapter.state_dict().items()}
-        if self.decay:
-            mean = {k: self.num[k] / self.den for k in self.keys}
-        else:
-            self.marks.append((self.steps, {k: v.clone() for k, v in self.num.items()}))
-            n0, s0 = self.marks[epoch // 2]
-            mean = {k: (self.num[k] - s0[k]) / max(1, self.steps - n0) for k in self.keys}
-        adapter.load_state_dict({**raw, **{k: mean[k].to(raw[k].dtype) for k in self.keys}})
-        return raw
-
-    def swap_out(self, adapter: torch.nn.Module, raw: dict[str, torch.Tensor] | None) -> None:
-        if raw is not None:
-            adapter.load_state_dict(raw)
 
 
 def _average_refits(
