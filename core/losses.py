@@ -129,3 +129,42 @@ LOSSES: dict[Loss, Callable[[LossBatch], torch.Tensor]] = {
 
 #: Losses whose negatives are the batch's other questions: they need batch_size >= 2.
 NEEDS_BATCH = frozenset({Loss.IN_BATCH})
+
+
+def corpus_prior_kl(
+    adapted: torch.Tensor,
+    base: torch.Tensor,
+    prior: torch.Tensor,
+    temperature: float,
+    unlabelled: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """KL(base || adapter) of where the batch's queries put their retrieval mass over the corpus.
+
+    ``adapted`` and ``base``: ``(b, d)`` normalised query vectors after and before the adapter;
+    ``prior``: ``(M, d)`` normalised vectors of every ingested chunk (with or without questions).
+    Without ``unlabelled`` (the marginal form): p(chunk) = mean over the batch of
+    softmax(q . chunk / temperature), and the loss is KL(p_base || p_adapter): the adapter may
+    re-rank within each query but not move the batch's total mass toward the training chunks (a
+    topic prior that points the wrong way on a new document). With ``unlabelled`` (a boolean mask
+    over ``prior``'s rows: chunks no training question points at), the per-query form: the mean of
+    KL(base || adapter) of each query's softmax over those chunks only. Zero when the adapter is the
+    identity; an empty mask gives zero.
+    """
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    la = adapted @ prior.T / temperature
+    with torch.no_grad():
+        lb = base @ prior.T / temperature
+    if unlabelled is not None:
+        if int(unlabelled.sum()) == 0:
+            return adapted.sum() * 0.0
+        la, lb = la[:, unlabelled], lb[:, unlabelled]
+        log_pa, log_pb = F.log_softmax(la, dim=1), F.log_softmax(lb, dim=1)
+        return (log_pb.exp() * (log_pb - log_pa)).sum(dim=1).mean()
+    log_b = math.log(adapted.shape[0])
+    log_pa = torch.logsumexp(F.log_softmax(la, dim=1), dim=0) - log_b
+    log_pb = torch.logsumexp(F.log_softmax(lb, dim=1), dim=0) - log_b
+    return (log_pb.exp() * (log_pb - log_pa)).sum()
