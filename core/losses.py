@@ -137,18 +137,25 @@ def corpus_prior_kl(
     prior: torch.Tensor,
     temperature: float,
     unlabelled: torch.Tensor | None = None,
+    per_query: bool = False,
 ) -> torch.Tensor:
     """KL(base || adapter) of where the batch's queries put their retrieval mass over the corpus.
 
     ``adapted`` and ``base``: ``(b, d)`` normalised query vectors after and before the adapter;
-    ``prior``: ``(M, d)`` normalised vectors of every ingested chunk (with or without questions).
-    Without ``unlabelled`` (the marginal form): p(chunk) = mean over the batch of
-    softmax(q . chunk / temperature), and the loss is KL(p_base || p_adapter): the adapter may
-    re-rank within each query but not move the batch's total mass toward the training chunks (a
-    topic prior that points the wrong way on a new document). With ``unlabelled`` (a boolean mask
-    over ``prior``'s rows: chunks no training question points at), the per-query form: the mean of
-    KL(base || adapter) of each query's softmax over those chunks only. Zero when the adapter is the
-    identity; an empty mask gives zero.
+    ``prior``: ``(M, d)`` normalised vectors of every ingested chunk (with or without questions);
+    ``unlabelled``: a boolean mask over ``prior``'s rows, the chunks no training question points at.
+
+    * marginal (``unlabelled`` None): p(chunk) = mean over the batch of softmax(q . chunk /
+      temperature) over every chunk; the loss is KL(p_base || p_adapter). The adapter may re-rank
+      within each query but not move the batch's total mass between chunks.
+    * pooled (``unlabelled`` given, ``per_query`` False): the same, with every labelled chunk pooled
+      into one bucket: the adapter may move mass freely among the trained chunks, but not between
+      them and each chunk nobody asked about (the topic prior that points the wrong way on a new
+      document). Zero when nothing is unlabelled.
+    * per query (``per_query`` True): the mean of KL(base || adapter) of each query's softmax over
+      the unlabelled chunks only. Zero when nothing is unlabelled.
+
+    Zero when the adapter is the identity.
     """
     import math
 
@@ -158,13 +165,17 @@ def corpus_prior_kl(
     la = adapted @ prior.T / temperature
     with torch.no_grad():
         lb = base @ prior.T / temperature
-    if unlabelled is not None:
-        if int(unlabelled.sum()) == 0:
-            return adapted.sum() * 0.0
-        la, lb = la[:, unlabelled], lb[:, unlabelled]
-        log_pa, log_pb = F.log_softmax(la, dim=1), F.log_softmax(lb, dim=1)
+    if unlabelled is not None and int(unlabelled.sum()) == 0:
+        return adapted.sum() * 0.0
+    if per_query:
+        log_pa, log_pb = F.log_softmax(la[:, unlabelled], dim=1), F.log_softmax(lb[:, unlabelled], dim=1)
         return (log_pb.exp() * (log_pb - log_pa)).sum(dim=1).mean()
+    log_pa, log_pb = F.log_softmax(la, dim=1), F.log_softmax(lb, dim=1)
+    if unlabelled is not None and not bool(unlabelled.all()):
+        labelled = ~unlabelled
+        log_pa = torch.cat([log_pa[:, unlabelled], torch.logsumexp(log_pa[:, labelled], dim=1, keepdim=True)], dim=1)
+        log_pb = torch.cat([log_pb[:, unlabelled], torch.logsumexp(log_pb[:, labelled], dim=1, keepdim=True)], dim=1)
     log_b = math.log(adapted.shape[0])
-    log_pa = torch.logsumexp(F.log_softmax(la, dim=1), dim=0) - log_b
-    log_pb = torch.logsumexp(F.log_softmax(lb, dim=1), dim=0) - log_b
-    return (log_pb.exp() * (log_pb - log_pa)).sum()
+    log_ma = torch.logsumexp(log_pa, dim=0) - log_b
+    log_mb = torch.logsumexp(log_pb, dim=0) - log_b
+    return (log_mb.exp() * (log_mb - log_ma)).sum()

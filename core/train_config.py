@@ -159,8 +159,8 @@ class TrainConfig:
     corpus_prior_kind: str = field(
         default="marginal",
         metadata=_help(
-            "corpus_prior form: marginal (the batch's mean distribution) or query (each question's distribution over "
-            "the chunks no training question points at)."
+            "corpus_prior form: marginal (the batch's mean distribution over every chunk), pooled (the same with the "
+            "trained chunks pooled into one) or query (each question's distribution over the chunks nobody asked about)."
         ),
     )
     average_refits: int = field(
@@ -275,8 +275,10 @@ class TrainConfig:
             raise TrainingError("pseudo_queries must be >= 0 (0 = off)")
         if not (self.corpus_prior >= 0):
             raise TrainingError("corpus_prior must be >= 0 (0 = off)")
-        if self.corpus_prior_kind not in ("marginal", "query"):
-            raise TrainingError(f"corpus_prior_kind must be 'marginal' or 'query', got {self.corpus_prior_kind!r}")
+        if self.corpus_prior_kind not in ("marginal", "pooled", "query"):
+            raise TrainingError(
+                f"corpus_prior_kind must be 'marginal', 'pooled' or 'query', got {self.corpus_prior_kind!r}"
+            )
         if self.hard_negatives < 0:
             raise TrainingError("hard_negatives must be >= 0")
         if not isinstance(self.adapter_kwargs, dict) or "allow_custom_code" in self.adapter_kwargs:

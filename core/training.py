@@ -280,7 +280,9 @@ def _loss(
     )
     if config.corpus_prior > 0 and prob.prior is not None:
         base = F.normalize(prob.query_vecs[idx], dim=-1)
-        loss = loss + config.corpus_prior * corpus_prior_kl(queries, base, prob.prior, config.temperature, unlabelled)
+        loss = loss + config.corpus_prior * corpus_prior_kl(
+            queries, base, prob.prior, config.temperature, unlabelled, per_query=config.corpus_prior_kind == "query"
+        )
     return loss
 
 
@@ -337,7 +339,7 @@ def _fit(
     warmup = int(math.ceil(len(rows) / config.batch_size) * (warmup_epochs or epochs) * config.warmup_ratio)
     groups = [int(prob.targets[i]) for i in rows]
     unlabelled = None
-    if config.corpus_prior > 0 and prob.prior is not None and config.corpus_prior_kind == "query":
+    if config.corpus_prior > 0 and prob.prior is not None and config.corpus_prior_kind != "marginal":
         unlabelled = torch.ones(prob.prior.shape[0], dtype=torch.bool, device=prob.corpus.device)
         unlabelled[torch.tensor(sorted(set(groups)), dtype=torch.long, device=prob.corpus.device)] = False
     step = 0

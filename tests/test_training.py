@@ -377,3 +377,42 @@ def test_no_training_questions_is_an_error():
     _, emb = synthetic(n_chunks=4, per_chunk=1)
     with pytest.raises(TrainingError, match="no training questions"):
         train(QADataset({}, {"n0": "chunk 0"}, {}), emb, _fast(val_fraction=0.0))
+
+
+def _marginal_kl(adapter, emb: TableEmbedder, ds: QADataset, chunks: dict[str, str]) -> float:
+    """KL(base || adapter) of the training questions' mean softmax over every ingested chunk."""
+    import torch.nn.functional as F
+
+    from core.losses import corpus_prior_kl
+
+    q = torch.from_numpy(emb._get(list(ds.queries.values())))
+    prior = F.normalize(torch.from_numpy(emb._get(list(chunks.values()))), dim=-1)
+    with torch.no_grad():
+        return float(corpus_prior_kl(F.normalize(adapter(q), dim=-1), F.normalize(q, dim=-1), prior, 0.05))
+
+
+def test_corpus_prior_keeps_the_retrieval_mass_over_every_ingested_chunk():
+    """corpus_prior scores the batch's mass over the training chunks *and* the ingested chunks
+    nobody asked about (embedded once, whatever unlabelled_negatives says), and a large weight
+    keeps that mass nearer the base model's than plain training does."""
+    full, emb = synthetic(n_chunks=60, noise=0.3)
+    chunks = dict(full.corpus)
+    keep = {q for q, r in full.relevant_docs.items() if int(r[0][1:]) < 40}  # chunks 40..59: no questions
+    ds = QADataset(
+        {q: full.queries[q] for q in keep},
+        {c: t for c, t in chunks.items() if int(c[1:]) < 40},
+        {q: full.relevant_docs[q] for q in keep},
+    )
+    kls = {}
+    for weight in (0.0, 50.0):
+        cfg = _fast(selection="none", val_fraction=0.0, epochs=8, corpus_prior=weight)
+        result = train(ds, emb, cfg, negatives=chunks)
+        kls[weight] = _marginal_kl(result.adapter, emb, ds, chunks)
+        phases = [e["message"] for e in result.history if e["type"] == "phase"]
+        assert any("corpus prior: kept over 60 ingested chunks" in m for m in phases) == (weight > 0)
+    assert kls[0.0] > 0.05
+    assert kls[50.0] < kls[0.0] / 3
+    # the per-query form trains too (here the 20 unlabelled chunks are what it looks at)
+    cfg = _fast(selection="none", val_fraction=0.0, epochs=2, corpus_prior=5.0, corpus_prior_kind="query")
+    result = train(ds, emb, cfg, negatives=chunks)
+    assert torch.isfinite(result.adapter.linear.weight).all()
