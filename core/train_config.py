@@ -149,20 +149,6 @@ class TrainConfig:
             "Measured with 4: better on new questions about chunks among trained ones, worse on a new document."
         ),
     )
-    corpus_prior: float = field(
-        default=0.0,
-        metadata=_help(
-            "Weight of a penalty that keeps where each batch's questions put their retrieval mass over every ingested "
-            "chunk (KL from the base model's), so training cannot shift mass toward the trained chunks (0 = off)."
-        ),
-    )
-    corpus_prior_kind: str = field(
-        default="marginal",
-        metadata=_help(
-            "corpus_prior form: marginal (the batch's mean distribution over every chunk), pooled (the same with the "
-            "trained chunks pooled into one) or query (each question's distribution over the chunks nobody asked about)."
-        ),
-    )
     average_refits: int = field(
         default=1,
         metadata=_help(
@@ -273,12 +259,6 @@ class TrainConfig:
             raise TrainingError("average_refits must be >= 1")
         if self.pseudo_queries < 0:
             raise TrainingError("pseudo_queries must be >= 0 (0 = off)")
-        if not (self.corpus_prior >= 0):
-            raise TrainingError("corpus_prior must be >= 0 (0 = off)")
-        if self.corpus_prior_kind not in ("marginal", "pooled", "query"):
-            raise TrainingError(
-                f"corpus_prior_kind must be 'marginal', 'pooled' or 'query', got {self.corpus_prior_kind!r}"
-            )
         if self.hard_negatives < 0:
             raise TrainingError("hard_negatives must be >= 0")
         if not isinstance(self.adapter_kwargs, dict) or "allow_custom_code" in self.adapter_kwargs:

@@ -45,7 +45,7 @@ from . import selection as sel
 from .datasets import QADataset
 from .embedders import pick_device
 from .evaluation import EmbeddedDataset, embed_dataset, rank_embeddings
-from .losses import LOSSES, Loss, LossBatch, corpus_prior_kl
+from .losses import LOSSES, Loss, LossBatch
 from .optim import OPTIMIZERS  # torch's update rules without importing torch._dynamo (see core.optim)
 from .progress import Progress
 from .train_config import DEFAULT_LR, FALLBACK_LR, FIELD_HELP, OPTIMIZER_NAMES, SELECTIONS, TrainConfig, TrainingError  # noqa: F401
@@ -171,7 +171,6 @@ class _Problem:
     hard: torch.Tensor | None  # (n, h) mined hard negatives (in_batch loss, or sampled negatives)
     corpus_np: np.ndarray
     sampled: bool = False  # corpus_softmax over sampled negatives instead of every chunk
-    prior: torch.Tensor | None = None  # (M, d) every ingested chunk, corpus rows first (config.corpus_prior)
 
     def negatives_note(self) -> str:
         m = self.corpus.shape[0]
@@ -255,21 +254,17 @@ def _mine_hard(
     return torch.cat(out)
 
 
-def _loss(
-    adapter, prob: _Problem, batch: list[int], config: TrainConfig, unlabelled: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The configured loss (:data:`core.losses.LOSSES`) on one batch of training rows, plus
-    ``config.corpus_prior`` times :func:`core.losses.corpus_prior_kl` when that is on."""
+def _loss(adapter, prob: _Problem, batch: list[int], config: TrainConfig) -> torch.Tensor:
+    """The configured loss (:data:`core.losses.LOSSES`) on one batch of training rows."""
     device = prob.corpus.device
     idx = torch.tensor(batch, dtype=torch.long, device=device)
     m = prob.corpus.shape[0]
     candidates = None
     if prob.sampled:  # random chunks drawn from torch's generator, which _fit seeds
         candidates = torch.randperm(m, device=device)[:SAMPLED_RANDOM]
-    queries = F.normalize(adapter(prob.query_vecs[idx]), dim=-1)
-    loss = LOSSES[config.loss](
+    return LOSSES[config.loss](
         LossBatch(
-            queries=queries,
+            queries=F.normalize(adapter(prob.query_vecs[idx]), dim=-1),
             targets=prob.targets[idx],
             corpus=prob.corpus,
             excluded=[prob.excluded[i] for i in batch],
@@ -278,12 +273,6 @@ def _loss(
             candidates=candidates,
         )
     )
-    if config.corpus_prior > 0 and prob.prior is not None:
-        base = F.normalize(prob.query_vecs[idx], dim=-1)
-        loss = loss + config.corpus_prior * corpus_prior_kl(
-            queries, base, prob.prior, config.temperature, unlabelled, per_query=config.corpus_prior_kind == "query"
-        )
-    return loss
 
 
 def _metrics(
@@ -338,10 +327,6 @@ def _fit(
     optimizer = OPTIMIZERS[config.optimizer](adapter.parameters(), **opt_kwargs)
     warmup = int(math.ceil(len(rows) / config.batch_size) * (warmup_epochs or epochs) * config.warmup_ratio)
     groups = [int(prob.targets[i]) for i in rows]
-    unlabelled = None
-    if config.corpus_prior > 0 and prob.prior is not None and config.corpus_prior_kind != "marginal":
-        unlabelled = torch.ones(prob.prior.shape[0], dtype=torch.bool, device=prob.corpus.device)
-        unlabelled[torch.tensor(sorted(set(groups)), dtype=torch.long, device=prob.corpus.device)] = False
     step = 0
     if on_epoch and on_epoch(0, 0, adapter, []):
         return adapter, False
@@ -354,7 +339,7 @@ def _fit(
             cur_lr = get_lr(step, lr, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = cur_lr
-            loss = _loss(adapter, prob, [rows[b] for b in batch], config, unlabelled)
+            loss = _loss(adapter, prob, [rows[b] for b in batch], config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -460,17 +445,6 @@ def _pseudo_dataset(
     keep_chunks = set(owner.values()) | set(ds.corpus)
     corpus = {c: t for c, t in corpus.items() if c in keep_chunks}  # a chunk with no pseudo-query stays out
     return QADataset(queries, corpus, relevant, ds.mode, dict(ds.node_meta)), owner
-
-
-def _prior_corpus(prob: _Problem, full: QADataset, chunks: dict[str, str], embedder) -> torch.Tensor:
-    """Normalised vectors of the training corpus (``prob.corpus``'s rows, same order) followed by
-    every other ingested chunk in ``chunks`` (a chunk whose text is a corpus chunk's counts once)."""
-    seen = set(full.corpus.values())
-    extra = list(dict.fromkeys(t for c, t in chunks.items() if c not in full.corpus and t not in seen))
-    if not extra:
-        return prob.corpus
-    vecs = torch.from_numpy(np.asarray(embedder.embed_texts(extra), dtype=np.float32)).to(prob.corpus.device)
-    return torch.cat([prob.corpus, F.normalize(vecs, dim=-1)])
 
 
 def _with_pseudo(prob: _Problem, rows: list[int], pseudo_rows: list[int]) -> list[int]:
@@ -711,7 +685,6 @@ def train(
     if not train_q:
         raise TrainingError("no training questions: generate or import questions first")
     pseudo_owner: dict[str, str] = {}
-    all_chunks = dict(negatives or {})  # every ingested chunk, for the corpus prior whatever the negatives
     if config.pseudo_queries and negatives:
         base_ds = _with_negatives(train_dataset, negatives if config.unlabelled_negatives else None)
         full, pseudo_owner = _pseudo_dataset(base_ds, negatives, train_q, config.pseudo_queries, config.seed)
@@ -743,9 +716,6 @@ def train(
     emb = embed_dataset(full, embedder, progress=progress)
     dim = emb.query_vecs.shape[1]
     prob = _build_problem(emb, full, list(full.queries), config, device)
-    if config.corpus_prior > 0:
-        prob.prior = _prior_corpus(prob, full, all_chunks, embedder)
-        record({"type": "phase", "message": f"corpus prior: kept over {prob.prior.shape[0]} ingested chunks"})
     record({"type": "phase", "message": f"negatives: {prob.negatives_note()}"})
     qpos = {q: i for i, q in enumerate(emb.query_ids)}
     rows = [qpos[q] for q in train_q]

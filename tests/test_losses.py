@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.losses import LOSSES, NEEDS_BATCH, Loss, LossBatch, corpus_prior_kl, corpus_softmax, in_batch
+from core.losses import LOSSES, NEEDS_BATCH, Loss, LossBatch, corpus_softmax, in_batch
 from core.train_config import FIELD_HELP, TrainConfig, TrainingError
 from core.training import get_lr, warmup_factor
 
@@ -108,79 +108,3 @@ def test_sampled_softmax_over_every_row_is_the_corpus_softmax():
     cand = torch.tensor([0, 1, 2, 4, 5])
     expected = F.cross_entropy(some.queries @ some.corpus[cand].T / 0.05, torch.tensor([0, 2, 3]))
     assert torch.allclose(corpus_softmax(some), expected)
-
-
-# ------------------------------------------------------------------------------------------------
-# corpus prior (config.corpus_prior)
-# ------------------------------------------------------------------------------------------------
-def _prior_setup(b: int = 8, m: int = 20, d: int = 6):
-    torch.manual_seed(1)
-    prior = F.normalize(torch.randn(m, d), dim=-1)
-    base = F.normalize(prior[:b] + 0.5 * torch.randn(b, d), dim=-1)
-    return base, prior
-
-
-def test_corpus_prior_is_zero_for_the_identity_and_positive_otherwise():
-    base, prior = _prior_setup()
-    mask = torch.zeros(prior.shape[0], dtype=torch.bool)
-    mask[10:] = True
-    for unl in (None, mask):
-        assert float(corpus_prior_kl(base, base, prior, 0.05, unl)) == pytest.approx(0.0, abs=1e-6)
-        moved = F.normalize(base + 0.5 * torch.randn_like(base), dim=-1)
-        assert float(corpus_prior_kl(moved, base, prior, 0.05, unl)) > 1e-3
-
-
-def test_marginal_corpus_prior_lets_queries_swap_but_not_pile_onto_chunks():
-    """The marginal form ignores which query goes where (a re-ranking that keeps the batch's total
-    mass per chunk costs nothing) and grows as mass moves toward one chunk; the per-query form
-    charges the swap."""
-    base, prior = _prior_setup()
-    swapped = base[torch.randperm(base.shape[0], generator=torch.Generator().manual_seed(0))]
-    assert float(corpus_prior_kl(swapped, base, prior, 0.05)) == pytest.approx(0.0, abs=1e-5)
-    mask = torch.ones(prior.shape[0], dtype=torch.bool)
-    assert float(corpus_prior_kl(swapped, base, prior, 0.05, mask, per_query=True)) > 0.1
-    kls = [float(corpus_prior_kl(F.normalize(base + c * prior[0], dim=-1), base, prior, 0.05)) for c in (0.2, 0.5, 1.0)]
-    assert 0 < kls[0] < kls[1] < kls[2]
-
-
-def test_per_query_corpus_prior_only_looks_at_unlabelled_chunks():
-    base, prior = _prior_setup()
-    mask = torch.zeros(prior.shape[0], dtype=torch.bool)
-    assert float(corpus_prior_kl(base * 0.5 + 0.1, base, prior, 0.05, mask, per_query=True)) == 0.0  # none unlabelled
-    mask[12:] = True
-    moved = F.normalize(base + 0.7 * torch.randn_like(base), dim=-1)
-    lp = F.log_softmax(moved @ prior[12:].T / 0.05, dim=1)
-    lb = F.log_softmax(base @ prior[12:].T / 0.05, dim=1)
-    expected = (lb.exp() * (lb - lp)).sum(dim=1).mean()
-    assert torch.allclose(corpus_prior_kl(moved, base, prior, 0.05, mask, per_query=True), expected, atol=1e-6)
-
-
-def test_corpus_prior_gradient_reaches_the_adapted_queries_only():
-    base, prior = _prior_setup()
-    w = torch.eye(base.shape[1], requires_grad=True)
-    adapted = F.normalize((base + 0.3 * prior[0]) @ w, dim=-1)
-    corpus_prior_kl(adapted, base, prior, 0.05).backward()
-    assert w.grad is not None and float(w.grad.abs().sum()) > 0
-
-
-def test_corpus_prior_settings_are_validated():
-    TrainConfig(corpus_prior=1.0, corpus_prior_kind="query").validate()
-    with pytest.raises(TrainingError, match="corpus_prior must be >= 0"):
-        TrainConfig(corpus_prior=-1.0).validate()
-    with pytest.raises(TrainingError, match="corpus_prior_kind must be"):
-        TrainConfig(corpus_prior_kind="global").validate()
-
-
-def test_pooled_corpus_prior_frees_the_trained_chunks_but_not_the_unlabelled_ones():
-    """Pooled: moving mass from one labelled chunk to another costs nothing, moving it from an
-    unlabelled chunk to a labelled one does; with nothing unlabelled the term is zero."""
-    prior = torch.eye(6)  # six orthogonal chunks; rows 0 and 1 are labelled
-    mask = torch.tensor([False, False, True, True, True, True])
-    q = F.normalize(torch.tensor([[0.8, 0.1, 0.5, 0.2, 0.1, 0.1], [0.1, 0.3, 0.1, 0.9, 0.2, 0.1]]), dim=-1)
-    swap = q[:, [1, 0, 2, 3, 4, 5]]  # mass moves between the two labelled chunks only
-    assert float(corpus_prior_kl(swap, q, prior, 0.05)) > 1e-2  # the marginal form charges it
-    assert float(corpus_prior_kl(swap, q, prior, 0.05, mask)) == pytest.approx(0.0, abs=1e-6)
-    toward = F.normalize(q + torch.tensor([1.0, 0, 0, 0, 0, 0]), dim=-1)  # from unlabelled to labelled
-    assert float(corpus_prior_kl(toward, q, prior, 0.05, mask)) > 1e-2
-    none = torch.zeros(6, dtype=torch.bool)
-    assert float(corpus_prior_kl(toward, q, prior, 0.05, none)) == 0.0
