@@ -533,7 +533,8 @@ def training_figure(
     history: list[dict[str, Any]], top_k: int = 5, title: str | None = None, max_points: int = MAX_STEP_POINTS
 ):
     """Two stacked panels sharing the step axis: training loss on top, validation hit@k and
-    MRR@k per epoch below (epoch 0 = the untrained identity, i.e. the base model).
+    MRR@k per epoch below (epoch 0 = the untrained identity, i.e. the base model). Without a
+    validated epoch (a cross-validated run's refit has no hold-out) the loss panel alone.
 
     The best epoch gets a star on the validation panel and a dotted line through both, so the
     chart shows at a glance where validation peaked (and whether it fell after). The per-step
@@ -545,13 +546,15 @@ def training_figure(
     # a long run: the per-step loss is thinned to its min/max envelope (the epoch means stay exact)
     step_x, step_y = thin_series([h["step"] for h in steps], [h["loss"] for h in steps], max_points)
     epochs = [h for h in history if h.get("type") == "epoch" and h.get("val")]
+    # no validation epochs (cross-validated runs refit without a hold-out): the loss panel alone
+    rows = 2 if epochs else 1
     fig = make_subplots(
-        rows=2,
+        rows=rows,
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.08,
-        row_heights=[0.5, 0.5],
-        subplot_titles=("Training loss", f"Validation (hit@{top_k}, MRR@{top_k})"),
+        row_heights=[0.5, 0.5] if rows == 2 else None,
+        subplot_titles=("Training loss", f"Validation (hit@{top_k}, MRR@{top_k})")[:rows],
     )
     if steps:
         fig.add_scatter(
@@ -607,11 +610,12 @@ def training_figure(
         )
         fig.add_vline(x=b["step"], line_dash="dot", line_color="#f59e0b")
     fig.update_yaxes(title_text="loss", row=1, col=1)
-    fig.update_yaxes(title_text="score", row=2, col=1)
-    fig.update_xaxes(title_text="optimizer step", rangemode="tozero", row=2, col=1)
+    if rows == 2:
+        fig.update_yaxes(title_text="score", row=2, col=1)
+    fig.update_xaxes(title_text="optimizer step", rangemode="tozero", row=rows, col=1)
     fig.update_layout(
         title=None if title is None else chart_text(title),
-        height=520,
+        height=520 if rows == 2 else 320,
         legend=dict(orientation="h", y=-0.15),
         margin=dict(t=60 if title else 30, b=10, l=10, r=10),
         uirevision="training",  # keep the user's zoom while the chart refreshes

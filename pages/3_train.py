@@ -415,6 +415,7 @@ def draw_run(run: dict, hist: list[dict]) -> None:
 
     base, best = s["base_val"], s["best_val"]
     mk = f"mrr@{k}"
+    cv_sel = next((h for h in reversed(hist) if h.get("type") == "selection"), None)
     m = st.columns(4)
     m[0].metric("Epochs done", f"{s['epochs_done']} / {cfg.get('epochs', '?')}")
     m[1].metric("Last step loss", "–" if s["last_loss"] is None else f"{s['last_loss']:.4f}")
@@ -428,6 +429,21 @@ def draw_run(run: dict, hist: list[dict]) -> None:
             "vectors too: the whole corpus is embedded again, and any vector index rebuilt.",
         )
         m[3].metric("Training time", "–" if cost.get("train_seconds") is None else duration_text(cost["train_seconds"]))
+    elif cv_sel is not None and not base:  # cross-validated: no hold-out curve, the out-of-fold estimate instead
+        m[2].metric(
+            "Cross-validated gain",
+            f"{100 * cv_sel['gain']:+.2f} pt",
+            help=f"Out of fold, in points of (hit@{k} + MRR@{k})/2 over the untrained identity, "
+            f"± {100 * cv_sel['gain_se']:.2f} (standard error across folds).",
+        )
+        m[3].metric(
+            "Chosen",
+            (f"epoch {cv_sel['epochs']}" + (f" · α {cv_sel['alpha']:g}" if cv_sel.get("alpha", 1.0) != 1.0 else ""))
+            if cv_sel["train"]
+            else "identity",
+            help="The epochs (and shrinkage toward the identity, α) the cross-validation chose for the refit "
+            "on every question; 'identity' = training did not help out of fold, the base model is kept.",
+        )
     else:
         m[2].metric(f"Val {mk} (base)", "–" if mk not in base else f"{base[mk]:.3f}")
         m[3].metric(
@@ -436,7 +452,7 @@ def draw_run(run: dict, hist: list[dict]) -> None:
             delta=None if (mk not in best or mk not in base) else f"{best[mk] - base[mk]:+.3f}",
             delta_color="normal" if mk in best and mk in base and abs(best[mk] - base[mk]) >= 5e-4 else "off",
         )
-    cv = next((h for h in reversed(hist) if h.get("type") == "selection"), None)
+    cv = cv_sel
     if cv:
         (st.success if cv["train"] else st.info)(
             f"**Cross-validation ({cv['folds']} folds, {'new questions, same chunks' if cv['design'] == 'questions' else 'new documents'}"

@@ -516,6 +516,9 @@ def test_train_on_an_api_embedder_records_its_request_settings(prepared_ws, prep
     assert request["embedder"] == "openai:fake-embed"
     assert request["embedder_options"] == {"api_timeout": 45.0, "api_batch_size": 16, "api_concurrency": 1}
     assert max(len(r["body"]["input"]) for r in fake_openai.embedding_requests) <= 16
+    # default selection is cross-validation: the headline shows its estimate, not an empty hold-out metric
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Cross-validated gain"].endswith(" pt") and "Chosen" in metrics, metrics
 
 
 def test_train_cancel_from_the_page(prepared_ws, prepared):
@@ -867,6 +870,22 @@ def test_training_figure_marks_best_epoch():
     assert "loss per step" in names and "val mrr@5" in names and "val hit@5" in names
     best = next(t for t in fig.data if t.name.startswith("best epoch"))
     assert best.name == "best epoch (1)" and list(best.x) == [2]
+
+
+def test_training_figure_without_validation_is_one_panel():
+    """A cross-validated run refits without a hold-out: no empty validation panel under the loss."""
+    from core.reports import training_figure
+
+    hist = [
+        {"type": "step", "step": 1, "epoch": 1, "loss": 1.2, "lr": 1e-4},
+        {"type": "step", "step": 2, "epoch": 1, "loss": 1.0, "lr": 1e-4},
+        {"type": "epoch", "epoch": 1, "step": 2, "train_loss": 1.1, "val": None, "best": False},
+    ]
+    fig = training_figure(hist, 5)
+    assert [a.text for a in fig.layout.annotations] == ["Training loss"]
+    assert "yaxis2" not in fig.layout.to_plotly_json() and fig.layout.xaxis.title.text == "optimizer step"
+    with_val = training_figure([*hist, {**hist[-1], "epoch": 2, "val": {"hit@5": 0.5, "mrr@5": 0.3}}], 5)
+    assert len(with_val.layout.annotations) == 2
 
 
 def test_md_text_keeps_user_text_literal():
