@@ -368,6 +368,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_finetune(args) -> int:
+    from dataclasses import fields
+
     from .datasets import QADataset
     from .finetune import FinetuneConfig, describe_cost
     from .runs import create_finetune_run, execute_run, get_run
@@ -376,15 +378,7 @@ def cmd_finetune(args) -> int:
     if not Path(args.dataset).is_file():
         raise CLIError(f"{args.dataset}: no such dataset file")
     QADataset.load(args.dataset)  # validate before creating the run
-    cfg = FinetuneConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        loss=args.loss,
-        warmup_ratio=args.warmup_ratio,
-        device=args.device,
-    )
+    cfg = FinetuneConfig(**{f.name: getattr(args, f.name) for f in fields(FinetuneConfig)})
     run_id = create_finetune_run(
         ws,
         cfg,
