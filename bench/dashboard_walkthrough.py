@@ -157,8 +157,8 @@ def walk(page, server, args, shots: Path, t0: float) -> None:
     open_form(page, "New comparison", "eval_start")
     expect(key(page, "eval_ds").get_by_role("combobox")).to_have_value(re.compile("validation \\(by document\\)"))
     key(page, "eval_start").locator("button").click()
-    rows = wait_for_grid(page, lambda r: len(r) >= 3, "system", "hit@5", "mrr@5", timeout=LONG)
-    log("comparison: " + "; ".join(f"{r['system']} hit@5={r['hit@5']} mrr@5={r['mrr@5']}" for r in rows), t0)
+    rows = wait_for_grid(page, lambda r: len(r) >= 3, "system", "hit@5", "MRR@5", timeout=LONG)
+    log("comparison: " + "; ".join(f"{r['system']} hit@5={r['hit@5']} MRR@5={r['MRR@5']}" for r in rows), t0)
     snap(page, shots / "06-compare.png")
     with page.expect_download() as dl:
         key(page, "eval_download_html").locator("button").click()

@@ -183,9 +183,11 @@ else:
                     "training chunks; the low-rank adapter (fewer weights) was worse than linear on all three.",
                     icon=":material/recommend:",
                 )
+            # a default via session state, not value=: app.py re-assigns "train_" keys to keep them across
+            # pages (ui.state.persist_widget_state), and Streamlit warns when a widget has both
+            st.session_state.setdefault("train_adapter_kwargs", "{}")
             st.text_input(
                 "Adapter options (JSON)",
-                value="{}",
                 key="train_adapter_kwargs",
                 help='Constructor overrides, e.g. {"hidden_features": 512} (two-layer), {"bias": true} '
                 '(linear), {"rank": 16} (low-rank).',

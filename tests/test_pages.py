@@ -888,6 +888,22 @@ def test_training_figure_without_validation_is_one_panel():
     assert len(with_val.layout.annotations) == 2
 
 
+def test_run_rows_show_the_cross_validated_gain_where_there_is_no_hold_out():
+    from ui.helpers import run_rows
+
+    def run(result):
+        return {"id": "r", "name": "n", "status": "done", "config": {"config": {"top_k": 5}}, "result": result}
+
+    holdout, cv = run_rows(
+        [
+            run({"base_metrics": {"mrr@5": 0.5}, "best_metrics": {"mrr@5": 0.55}, "selection": None}),
+            run({"base_metrics": None, "best_metrics": None, "selection": {"gain": 0.00917, "train": True}}),
+        ]
+    )
+    assert holdout["Δ MRR"] == 0.05 and holdout["CV gain (pt)"] is None
+    assert cv["Δ MRR"] is None and cv["CV gain (pt)"] == 0.92
+
+
 def test_md_text_keeps_user_text_literal():
     from ui.helpers import md_text
 

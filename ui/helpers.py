@@ -256,6 +256,8 @@ def run_rows(runs: Iterable[dict]) -> list[dict]:
                 f"val MRR@{k} base": None if b is None else round(b, 4),
                 f"val MRR@{k} best": None if a is None else round(a, 4),
                 "Δ MRR": None if (a is None or b is None) else round(a - b, 4),
+                # cross-validated runs have no hold-out: their out-of-fold estimate, (hit@k + MRR@k)/2 in points
+                "CV gain (pt)": None if not res.get("selection") else round(100 * res["selection"]["gain"], 2),
                 "seconds": res.get("seconds"),
                 "created": ago(r.get("created_at")),
                 "error": r.get("error") or "",
