@@ -74,7 +74,10 @@ def train_run(page, adapter_label: str, name: str, shots: Path, shot_name: str, 
     )
     deadline, shot_live = time.time() + LONG / 1000, False
     while time.time() < deadline:
-        if not shot_live and page.evaluate(live_points):
+        # only once the header says "running": right after the click the previous run's chart is
+        # still in the page for a moment
+        running = header.count() and "running" in header.first.inner_text()
+        if not shot_live and running and page.evaluate(live_points):
             snap(page, shots / f"{shot_name}-live.png")
             shot_live = True
             log(f"training {name}: live loss chart drawn", t0)
