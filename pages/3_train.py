@@ -438,9 +438,9 @@ def draw_run(run: dict, hist: list[dict]) -> None:
             help=f"Out of fold, in points of (hit@{k} + MRR@{k})/2 over the untrained identity, "
             f"± {100 * cv_sel['gain_se']:.2f} (standard error across folds).",
         )
-        m[3].metric(
-            "Chosen",
-            (f"epoch {cv_sel['epochs']}" + (f" · α {cv_sel['alpha']:g}" if cv_sel.get("alpha", 1.0) != 1.0 else ""))
+        m[3].metric(  # a short value: a quarter of the page is narrow
+            "Chosen epoch · α",
+            (f"{cv_sel['epochs']}" + (f" · {cv_sel['alpha']:g}" if cv_sel.get("alpha", 1.0) != 1.0 else ""))
             if cv_sel["train"]
             else "identity",
             help="The epochs (and shrinkage toward the identity, α) the cross-validation chose for the refit "

@@ -518,7 +518,7 @@ def test_train_on_an_api_embedder_records_its_request_settings(prepared_ws, prep
     assert max(len(r["body"]["input"]) for r in fake_openai.embedding_requests) <= 16
     # default selection is cross-validation: the headline shows its estimate, not an empty hold-out metric
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Cross-validated gain"].endswith(" pt") and "Chosen" in metrics, metrics
+    assert metrics["Cross-validated gain"].endswith(" pt") and "Chosen epoch · α" in metrics, metrics
 
 
 def test_train_cancel_from_the_page(prepared_ws, prepared):
