@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
+from core.training import TrainConfig  # noqa: E402
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, StreamlitServer  # noqa: E402
 from tests.e2e.test_dashboard_e2e import key, nav, snap, wait_for_grid  # noqa: E402
 
@@ -54,13 +55,20 @@ def open_form(page, title: str, button_key: str) -> None:
     expect(key(page, button_key)).to_be_visible()
 
 
-def train_run(page, adapter_label: str, name: str, shots: Path, shot_name: str, t0: float) -> None:
+def train_run(page, adapter: str, adapter_label: str, name: str, shots: Path, shot_name: str, t0: float) -> None:
     nav(page, "Train")
     open_form(page, "New training run", "train_start")
     box = key(page, "train_adapter").get_by_role("combobox")
     if adapter_label not in (box.input_value() or ""):
         pick(page, "train_adapter", adapter_label)
         expect(box).to_have_value(re.compile(re.escape(adapter_label)))
+    # the adapter's own defaults fill the form in the rerun the pick started: wait for them as a user
+    # would see them, or the next keystroke can send the old learning rate back (the run would train
+    # two-layer at linear's lr)
+    mantissa, exp = f"{TrainConfig(adapter=adapter).lr:.1e}".split("e")  # "5.0", "-04"; the page shows 5.0e-4
+    sign = "-" if int(exp) < 0 else r"\+?"
+    lr_shown = re.compile(rf"^{re.escape(mantissa)}e{sign}0*{abs(int(exp))}$")
+    expect(key(page, "hp_lr").locator("input")).to_have_value(lr_shown)
     key(page, "train_name").locator("input").fill(name)
     key(page, "train_name").locator("input").press("Enter")
     key(page, "train_start").locator("button").click()
@@ -146,7 +154,7 @@ def walk(page, server, args, shots: Path, t0: float) -> None:
     snap(page, shots / "03-questions-split.png")
     log("split: Lyft trains, Uber evaluates", t0)
 
-    train_run(page, "Linear", "linear (recipe)", shots, "04-train-linear", t0)
+    train_run(page, "linear", "Linear", "linear (recipe)", shots, "04-train-linear", t0)
     with page.expect_download() as dl:
         page.locator("[class*='st-key-train_download_'] button").first.click()
     zpath = shots / "linear-adapter.zip"
@@ -154,7 +162,7 @@ def walk(page, server, args, shots: Path, t0: float) -> None:
     names = zipfile.ZipFile(zpath).namelist()
     assert any(n.endswith("config.json") for n in names) and any(n.endswith("pytorch_model.bin") for n in names), names
     log(f"adapter downloaded: {names[:4]}", t0)
-    train_run(page, "Two-layer", "two-layer (recipe)", shots, "05-train-two-layer", t0)
+    train_run(page, "two-layer", "Two-layer", "two-layer (recipe)", shots, "05-train-two-layer", t0)
 
     nav(page, "Compare")
     open_form(page, "New comparison", "eval_start")

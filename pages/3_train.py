@@ -629,8 +629,10 @@ with st.container(border=True):
         def live() -> None:
             jm.reap()  # a run whose process died ends as 'interrupted' instead of polling forever
             current = get_run(ws, view)
-            if current is None or current["status"] not in ACTIVE:
-                st.rerun(scope="app")  # finished: redraw once with the results, and stop polling
+            if current is None or current["status"] != run["status"]:
+                # finished: redraw once with the results and stop polling; queued -> running: once, so the
+                # run history below (drawn outside this fragment) does not keep saying "queued"
+                st.rerun(scope="app")
             draw_run(current, read_history(ws, view))  # only the lines appended since the last poll are parsed
 
         @st.fragment(run_every=LIVE_CHART_S)
