@@ -419,7 +419,9 @@ def draw_run(run: dict, hist: list[dict]) -> None:
     mk = f"mrr@{k}"
     cv_sel = next((h for h in reversed(hist) if h.get("type") == "selection"), None)
     m = st.columns(4)
-    m[0].metric("Epochs done", f"{s['epochs_done']} / {cfg.get('epochs', '?')}")
+    # a cross-validated refit runs the chosen epochs, not the configured maximum
+    planned = cv_sel["epochs"] if cv_sel is not None and cv_sel["train"] else cfg.get("epochs", "?")
+    m[0].metric("Epochs done", f"{s['epochs_done']} / {planned}")
     m[1].metric("Last step loss", "–" if s["last_loss"] is None else f"{s['last_loss']:.4f}")
     if finetune:  # no validation curve: its price instead
         cost = (run.get("result") or {}).get("cost") or next((h for h in hist if h.get("type") == "cost"), {})

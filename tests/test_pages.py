@@ -476,6 +476,56 @@ def test_train_shows_run_history_curves_and_downloads(prepared_ws, prepared):
     assert at.number_input(key="hp_lr").value == pytest.approx(TrainConfig().lr)
 
 
+def test_train_shows_a_cross_validated_run_by_its_estimate(prepared_ws, prepared):
+    """A finished cross-validated run (history as core.training records it: steps, epochs without
+    validation, the selection): the out-of-fold gain and the chosen epoch/alpha instead of empty
+    hold-out metrics, progress against the chosen epochs, and a loss chart without an empty panel."""
+    from core.runs import _set_status
+    from core.selection import CVResult
+
+    ws = Workspace(prepared_ws)
+    run_id = create_run(ws, TrainConfig(epochs=12), dataset_id=prepared.train_id, name="cv run")
+    sel = CVResult(
+        design="chunks",
+        design_reason="r",
+        folds=5,
+        top_k=5,
+        lr=3e-4,
+        epochs=2,
+        gain=0.0123,
+        gain_se=0.004,
+        train=True,
+        rule="rule",
+        alpha=0.5,
+    ).to_dict()
+    events = [{"type": "selection", **sel}]
+    for epoch in (1, 2):
+        events += [
+            {"type": "step", "step": 2 * epoch - i, "epoch": epoch, "loss": 1.0 / epoch, "lr": 3e-4} for i in (1, 0)
+        ]
+        events.append(
+            {"type": "epoch", "epoch": epoch, "step": 2 * epoch, "train_loss": 1.0 / epoch, "val": None, "best": False}
+        )
+    (ws.run_dir(run_id) / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    _set_status(
+        ws, run_id, "done", result={"best_epoch": 2, "base_metrics": None, "best_metrics": None, "selection": sel}
+    )
+
+    at = page("3_train.py")
+    at.session_state["train_view"] = run_id
+    at.session_state["train_curves_open"] = True
+    at.run()
+    no_exceptions(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Epochs done"] == "2 / 2" and metrics["Chosen epoch · α"] == "2 · 0.5", metrics
+    assert metrics["Cross-validated gain"] == "+1.23 pt" and not any(k.startswith("Val ") for k in metrics), metrics
+    assert "refit on every question for 2 epoch(s)" in texts(at.success)
+    (chart,) = at.get("plotly_chart")
+    assert "Training loss" in chart.proto.spec and "Validation (hit@5" not in chart.proto.spec
+    history = frame(at, "run", "CV gain (pt)")
+    assert list(history["CV gain (pt)"])[0] == 1.23
+
+
 def test_train_launch_runs_in_background(prepared_ws, prepared):
     at = page("3_train.py")
     at.run()
@@ -519,6 +569,8 @@ def test_train_on_an_api_embedder_records_its_request_settings(prepared_ws, prep
     # default selection is cross-validation: the headline shows its estimate, not an empty hold-out metric
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Cross-validated gain"].endswith(" pt") and "Chosen epoch · α" in metrics, metrics
+    if metrics["Chosen epoch · α"] == "identity":  # nothing refit: the configured epochs stay the plan
+        assert metrics["Epochs done"] == "0 / 1", metrics
 
 
 def test_train_cancel_from_the_page(prepared_ws, prepared):
