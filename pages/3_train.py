@@ -417,10 +417,10 @@ def draw_run(run: dict, hist: list[dict]) -> None:
 
     base, best = s["base_val"], s["best_val"]
     mk = f"mrr@{k}"
-    cv_sel = next((h for h in reversed(hist) if h.get("type") == "selection"), None)
+    cv = next((h for h in reversed(hist) if h.get("type") == "selection"), None)
     m = st.columns(4)
     # a cross-validated refit runs the chosen epochs, not the configured maximum
-    planned = cv_sel["epochs"] if cv_sel is not None and cv_sel["train"] else cfg.get("epochs", "?")
+    planned = cv["epochs"] if cv is not None and cv["train"] else cfg.get("epochs", "?")
     m[0].metric("Epochs done", f"{s['epochs_done']} / {planned}")
     m[1].metric("Last step loss", "–" if s["last_loss"] is None else f"{s['last_loss']:.4f}")
     if finetune:  # no validation curve: its price instead
@@ -433,17 +433,17 @@ def draw_run(run: dict, hist: list[dict]) -> None:
             "vectors too: the whole corpus is embedded again, and any vector index rebuilt.",
         )
         m[3].metric("Training time", "–" if cost.get("train_seconds") is None else duration_text(cost["train_seconds"]))
-    elif cv_sel is not None and not base:  # cross-validated: no hold-out curve, the out-of-fold estimate instead
+    elif cv is not None and not base:  # cross-validated: no hold-out curve, the out-of-fold estimate instead
         m[2].metric(
             "Cross-validated gain",
-            f"{100 * cv_sel['gain']:+.2f} pt",
+            f"{100 * cv['gain']:+.2f} pt",
             help=f"Out of fold, in points of (hit@{k} + MRR@{k})/2 over the untrained identity, "
-            f"± {100 * cv_sel['gain_se']:.2f} (standard error across folds).",
+            f"± {100 * cv['gain_se']:.2f} (standard error across folds).",
         )
         m[3].metric(  # a short value: a quarter of the page is narrow
             "Chosen epoch · α",
-            (f"{cv_sel['epochs']}" + (f" · {cv_sel['alpha']:g}" if cv_sel.get("alpha", 1.0) != 1.0 else ""))
-            if cv_sel["train"]
+            (f"{cv['epochs']}" + (f" · {cv['alpha']:g}" if cv.get("alpha", 1.0) != 1.0 else ""))
+            if cv["train"]
             else "identity",
             help="The epochs (and shrinkage toward the identity, α) the cross-validation chose for the refit "
             "on every question; 'identity' = training did not help out of fold, the base model is kept.",
@@ -456,7 +456,6 @@ def draw_run(run: dict, hist: list[dict]) -> None:
             delta=None if (mk not in best or mk not in base) else f"{best[mk] - base[mk]:+.3f}",
             delta_color="normal" if mk in best and mk in base and abs(best[mk] - base[mk]) >= 5e-4 else "off",
         )
-    cv = cv_sel
     if cv:
         (st.success if cv["train"] else st.info)(
             f"**Cross-validation ({cv['folds']} folds, {'new questions, same chunks' if cv['design'] == 'questions' else 'new documents'}"
