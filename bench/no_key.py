@@ -30,6 +30,7 @@ from core.datasets import QADataset
 from core.embedders import AdapterEmbedder, resolve_embedder
 from core.evaluation import compare
 from core.pseudo_queries import OFFLINE_METHODS, offline_generator
+from core.reports import labelled_rows
 from core.training import TrainConfig, train
 from core.workspace import Workspace
 
@@ -108,7 +109,7 @@ def main() -> None:
                 )
                 notes[name] = (how, f"{time.time() - t:.1f}")
         cmp = compare(test, systems, baseline="base")
-        for row in cmp.rows():
+        for row in labelled_rows(cmp):  # rows keyed by display labels (core.reports), as bench/quality.py reads them
             name = row["system"]
             d1 = d2 = p = ""
             if name != "base":
