@@ -39,10 +39,23 @@ from typing import Any
 
 from .generators import _SENTENCE_SPLIT, _WORD, OfflineGenerator, dedupe_questions, normalize_question
 
-CLOZE_VERSION = 2
+CLOZE_VERSION = 3  # 3: navigation sentences and table rows are skipped
 HEADINGS_VERSION = 1
 MIXTURE_VERSION = 1
 
+#: a sentence that points elsewhere in the document instead of saying something: "see Note 14",
+#: "refer to Part II, Item 8", "as described in Exhibit A", a contents line ("... Item 13"), check boxes
+_NAVIGATION = re.compile(
+    r"\b(?:see|refer\s+to|described\s+in|included\s+in|set\s+forth\s+in)\b[^.]{0,80}?"
+    r"\b(?:Note|Item|Part|Section|Exhibit|Appendix|Schedule|page)\s+[0-9IVXA-H]"
+    r"|\b(?:Item|Part|Note)\s+[0-9IVX]+[A-C]?\s*[.:]?\s*$"
+    r"|[\u2610\u2611\u2612]",
+    re.IGNORECASE,
+)
+_NUMBER = re.compile(r"^\$?\(?\d[\d.,]*%?\)?$")
+#: a table row flattened into text: this many places (or more) where two numbers stand side by side
+#: ("leases $ 80,329 $ 67,825 ... 1,102 1,980"); prose puts a word between its numbers
+TABLE_ROW_NUMBER_PAIRS = 2
 _BULLET = re.compile(r"^\s*(?:[-\u2022*\u25cf\u25aa\u2013]|\(?[0-9ivx]{1,4}[.)])\s")
 _SMALL = frozenset(
     [
@@ -138,6 +151,16 @@ class ClozeGenerator:
                     out.append(s)
         return out
 
+    @staticmethod
+    def is_statement(sentence: str, tokens: list[str] | None = None) -> bool:
+        """False for text no one would search with: a pointer elsewhere in the document ("see Note 14
+        ... included in Part II, Item 8"), a contents line ("... Item 13"), check boxes, or a table row
+        (:data:`TABLE_ROW_NUMBER_PAIRS` or more places where two numbers stand side by side)."""
+        if _NAVIGATION.search(sentence):
+            return False
+        is_num = [bool(_NUMBER.match(t)) for t in (_WORD.findall(sentence) if tokens is None else tokens)]
+        return sum(a and b for a, b in zip(is_num, is_num[1:])) < TABLE_ROW_NUMBER_PAIRS
+
     def generate(self, chunk_text: str, n: int, cancel: Any = None) -> list[str]:
         if n < 1:
             return []
@@ -152,7 +175,7 @@ class ClozeGenerator:
         seen_norm: set[str] = set()
         for i, s in enumerate(sents):
             toks = _WORD.findall(s)
-            if not self.min_words <= len(toks) <= self.max_words:
+            if not self.min_words <= len(toks) <= self.max_words or not self.is_statement(s, toks):
                 continue
             norm = _norm_sentence(s)
             if norm in seen_norm:

@@ -68,6 +68,37 @@ def test_cloze_works_unfitted_and_skips_sentences_with_few_keywords():
 
 
 @pytest.mark.parametrize(
+    "sentence,expected",
+    [
+        # pointers elsewhere in the document, contents lines, check boxes: nobody searches with these
+        ("For further information, see Note 2 of the notes to our consolidated financial statements", False),
+        ("The following financial statements are included in Part II, Item 8 of this report", False),
+        ("Security Ownership of Certain Beneficial Owners and Related Stockholder Matters Item 13", False),
+        ("Refer to Note 17 to the consolidated financial statements for the 2020 events", False),
+        ("Yes \u2612 No \u2610 Indicate by check mark whether the registrant is a shell company", False),
+        # a table row flattened into text: numbers side by side, twice
+        ("Operating cash flows from operating leases $ 80,329 $ 67,825 from finance leases 1,102 1,980", False),
+        # prose, numbers and a mention of a note without a pointer included
+        ("Revenue increased 36% to $3.2 billion in 2021 compared to 2020, driven by ride volume", True),
+        ("Revenue was 3,208 million and 2,365 million in 2021 and 2020", True),
+        ("The Company agrees to employ you in the position of Chief Financial Officer", True),
+        ("Holders of the notes may convert them at any time before maturity", True),
+    ],
+)
+def test_cloze_statement_filter(sentence, expected):
+    assert ClozeGenerator.is_statement(sentence) is expected
+
+
+def test_cloze_skips_a_navigation_sentence_for_the_next_best_one():
+    chunk = (
+        "Insurance reserves for auto liability claims rose sharply because claim severity increased. "
+        "For details on the insurance reserves and claim severity see Note 9 of the consolidated statements."
+    )
+    qs = ClozeGenerator(mask=False).generate(chunk, 2)
+    assert qs == ["Insurance reserves for auto liability claims rose sharply because claim severity increased?"]
+
+
+@pytest.mark.parametrize(
     "line,expected",
     [
         ("Our Growth Strategy", True),
