@@ -62,13 +62,13 @@ def train_run(page, adapter: str, adapter_label: str, name: str, shots: Path, sh
     if adapter_label not in (box.input_value() or ""):
         pick(page, "train_adapter", adapter_label)
         expect(box).to_have_value(re.compile(re.escape(adapter_label)))
-    # the adapter's own defaults fill the form in the rerun the pick started: wait for them as a user
-    # would see them, or the next keystroke can send the old learning rate back (the run would train
-    # two-layer at linear's lr)
+    # the adapter's own defaults fill the form in the rerun the pick started: check them as a user would
+    # see them (the field gets a new widget key, hp_lr__N, each time a preset changes it)
     mantissa, exp = f"{TrainConfig(adapter=adapter).lr:.1e}".split("e")  # "5.0", "-04"; the page shows 5.0e-4
     sign = "-" if int(exp) < 0 else r"\+?"
     lr_shown = re.compile(rf"^{re.escape(mantissa)}e{sign}0*{abs(int(exp))}$")
-    expect(key(page, "hp_lr").locator("input")).to_have_value(lr_shown)
+    lr_field = page.locator("[data-testid='stElementContainer'][class*='st-key-hp_lr']:not([data-stale='true']) input")
+    expect(lr_field).to_have_value(lr_shown)
     key(page, "train_name").locator("input").fill(name)
     key(page, "train_name").locator("input").press("Enter")
     key(page, "train_start").locator("button").click()

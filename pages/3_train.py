@@ -30,7 +30,17 @@ from core.runs import (
 )
 from core.train_config import FIELD_HELP, OPTIMIZER_NAMES, SELECTIONS, TrainConfig
 from ui import state, widgets
-from ui.helpers import ACTIVE, dataset_label, history_summary, md_escape, pick_default, run_label, run_rows
+from ui.helpers import (
+    ACTIVE,
+    dataset_label,
+    history_summary,
+    hp_key,
+    md_escape,
+    pick_default,
+    run_label,
+    run_rows,
+    set_hp_fields,
+)
 
 ws, jm = widgets.page_header(
     "Train",
@@ -51,6 +61,7 @@ ADAPTER_LABELS = {
     "low-rank": "Low-rank residual (custom example)",
 }
 CUSTOM = "__custom__"
+PRESET_FOR = "hp_preset_for"  # session state: the (adapter, starting point) whose values the form holds
 HP_FIELDS = [
     "epochs",
     "batch_size",
@@ -90,13 +101,26 @@ def adapter_choice() -> str:
     return (st.session_state.get("train_adapter_path") or "linear").strip() if a == CUSTOM else a
 
 
-def apply_defaults() -> None:
-    """Fill the hyperparameter widgets from the chosen preset for the chosen adapter."""
-    adapter = adapter_choice()
-    preset = st.session_state.get("train_preset", "recipe")
+def preset_values(adapter: str, preset: str) -> dict:
+    """The hyperparameter fields' values for an adapter and a starting point (recipe or llamaindex)."""
     cfg = TrainConfig.llamaindex_defaults(adapter=adapter) if preset == "llamaindex" else TrainConfig(adapter=adapter)
-    for name in HP_FIELDS:
-        st.session_state[f"hp_{name}"] = getattr(cfg, name)
+    return {name: getattr(cfg, name) for name in HP_FIELDS}
+
+
+def hk(name: str) -> str:
+    """The current widget key of hyperparameter ``name`` (ui.helpers.hp_key)."""
+    return hp_key(name, st.session_state)
+
+
+def apply_defaults() -> None:
+    """Fill the hyperparameter fields that the chosen adapter and starting point set differently from
+    the previous choice (two-layer: the learning rate; LlamaIndex's defaults: most fields), each under
+    a new widget key so a value the browser sent before this rerun cannot land on it; what the user
+    typed into the other fields stays (ui.helpers.set_hp_fields)."""
+    choice = (adapter_choice(), st.session_state.get("train_preset", "recipe"))
+    before = st.session_state.get(PRESET_FOR)
+    set_hp_fields(st.session_state, preset_values(*choice), preset_values(*before) if before else None)
+    st.session_state[PRESET_FOR] = choice
 
 
 # ------------------------------------------------------------------------------------------------
@@ -112,7 +136,7 @@ if not datasets:
     )
 else:
     with st.expander("New training run", expanded=not any(r["status"] in ACTIVE for r in runs), icon=":material/add:"):
-        if "hp_epochs" not in st.session_state:
+        if any(hk(name) not in st.session_state for name in HP_FIELDS):
             apply_defaults()
         ids = [d["id"] for d in datasets]
         labels = {d["id"]: dataset_label(d) for d in datasets}
@@ -205,24 +229,24 @@ else:
 
         st.markdown("**Hyperparameters**")
         h = st.columns(4)
-        h[0].number_input("Epochs", 1, 500, key="hp_epochs", help=HELP["epochs"])
-        h[1].number_input("Batch size", 1, 4096, key="hp_batch_size", help=HELP["batch_size"])
+        h[0].number_input("Epochs", 1, 500, key=hk("epochs"), help=HELP["epochs"])
+        h[1].number_input("Batch size", 1, 4096, key=hk("batch_size"), help=HELP["batch_size"])
         h[2].number_input(
-            "Learning rate", min_value=1e-7, max_value=1.0, format="%.1e", step=1e-5, key="hp_lr", help=HELP["lr"]
+            "Learning rate", min_value=1e-7, max_value=1.0, format="%.1e", step=1e-5, key=hk("lr"), help=HELP["lr"]
         )
-        h[3].selectbox("Loss", [str(x) for x in Loss], key="hp_loss", help=HELP["loss"])
-        h[0].selectbox("Optimizer", list(OPTIMIZER_NAMES), key="hp_optimizer", help=HELP["optimizer"])
+        h[3].selectbox("Loss", [str(x) for x in Loss], key=hk("loss"), help=HELP["loss"])
+        h[0].selectbox("Optimizer", list(OPTIMIZER_NAMES), key=hk("optimizer"), help=HELP["optimizer"])
         h[1].number_input(
-            "Weight decay", 0.0, 1.0, step=0.01, format="%.3f", key="hp_weight_decay", help=HELP["weight_decay"]
+            "Weight decay", 0.0, 1.0, step=0.01, format="%.3f", key=hk("weight_decay"), help=HELP["weight_decay"]
         )
-        h[2].number_input("Warm-up ratio", 0.0, 0.99, step=0.05, key="hp_warmup_ratio", help=HELP["warmup_ratio"])
+        h[2].number_input("Warm-up ratio", 0.0, 0.99, step=0.05, key=hk("warmup_ratio"), help=HELP["warmup_ratio"])
         h[3].number_input(
-            "Temperature", 0.001, 10.0, step=0.01, format="%.3f", key="hp_temperature", help=HELP["temperature"]
+            "Temperature", 0.001, 10.0, step=0.01, format="%.3f", key=hk("temperature"), help=HELP["temperature"]
         )
         h[0].selectbox(
             "Model selection",
             list(SELECTIONS),
-            key="hp_selection",
+            key=hk("selection"),
             help=HELP["selection"],
             format_func={
                 "cv": "Cross-validation (recommended)",
@@ -230,11 +254,11 @@ else:
                 "none": "None: train all epochs",
             }.get,
         )
-        h[1].number_input("Folds", 2, 20, key="hp_cv_folds", help=HELP["cv_folds"])
+        h[1].number_input("Folds", 2, 20, key=hk("cv_folds"), help=HELP["cv_folds"])
         h[2].selectbox(
             "Validation design",
             ["auto", "questions", "chunks"],
-            key="hp_cv_design",
+            key=hk("cv_design"),
             help=HELP["cv_design"],
             format_func={
                 "auto": "Auto (from the evaluation set)",
@@ -247,21 +271,21 @@ else:
             0.0,
             0.89,
             step=0.05,
-            key="hp_val_fraction",
+            key=hk("val_fraction"),
             help=HELP["val_fraction"] + " (Ignored when a validation dataset is chosen.)",
         )
-        h[0].number_input("Pseudo-queries per chunk", 0, 16, key="hp_pseudo_queries", help=HELP["pseudo_queries"])
+        h[0].number_input("Pseudo-queries per chunk", 0, 16, key=hk("pseudo_queries"), help=HELP["pseudo_queries"])
         h[1].selectbox(
-            "Select best epoch by", ["mrr", "hit", "ndcg"], key="hp_select_metric", help=HELP["select_metric"]
+            "Select best epoch by", ["mrr", "hit", "ndcg"], key=hk("select_metric"), help=HELP["select_metric"]
         )
-        h[2].number_input("Validation k", 1, 100, key="hp_top_k", help=HELP["top_k"])
+        h[2].number_input("Validation k", 1, 100, key=hk("top_k"), help=HELP["top_k"])
         h[3].number_input(
-            "Checkpoint every N steps", 0, 1_000_000, key="hp_checkpoint_every", help=HELP["checkpoint_every"]
+            "Checkpoint every N steps", 0, 1_000_000, key=hk("checkpoint_every"), help=HELP["checkpoint_every"]
         )
-        h[0].number_input("Early-stop patience (epochs)", 0, 500, key="hp_patience", help=HELP["patience"])
-        h[1].number_input("Seed", 0, 2**31 - 1, key="hp_seed", help=HELP["seed"])
-        h[2].selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="hp_device", help=HELP["device"])
-        h[3].checkbox("Keep the best epoch", key="hp_keep_best", help=HELP["keep_best"])
+        h[0].number_input("Early-stop patience (epochs)", 0, 500, key=hk("patience"), help=HELP["patience"])
+        h[1].number_input("Seed", 0, 2**31 - 1, key=hk("seed"), help=HELP["seed"])
+        h[2].selectbox("Device", ["auto", "cpu", "cuda", "mps"], key=hk("device"), help=HELP["device"])
+        h[3].checkbox("Keep the best epoch", key=hk("keep_best"), help=HELP["keep_best"])
 
         name = st.text_input("Run name (optional)", key="train_name", placeholder="e.g. linear, lr 1e-4")
         if st.button("Start training", key="train_start", type="primary", icon=":material/play_arrow:"):
@@ -269,7 +293,7 @@ else:
                 kwargs = json.loads(st.session_state.get("train_adapter_kwargs") or "{}")
                 if not isinstance(kwargs, dict):
                     raise ValueError('adapter options must be a JSON object, e.g. {"hidden_features": 512}')
-                values = {f: st.session_state[f"hp_{f}"] for f in HP_FIELDS}
+                values = {f: st.session_state[hk(f)] for f in HP_FIELDS}
                 config = TrainConfig(adapter=adapter_choice(), adapter_kwargs=kwargs, **values)
                 _, run_id = start_training(
                     jm,

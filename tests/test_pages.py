@@ -597,9 +597,22 @@ def test_train_bad_settings_show_error(prepared_ws):
     at.button(key="train_start").click().run()
     no_exceptions(at)
     assert "Cannot start this run" in texts(at.error)
+    at.number_input(key="hp_seed").set_value(3).run()  # a field the starting point does not set
     at.radio(key="train_preset").set_value("llamaindex").run()
-    assert at.number_input(key="hp_lr").value == pytest.approx(2e-5)
-    assert at.selectbox(key="hp_loss").value == "in_batch"
+    from ui.helpers import hp_key
+
+    # the fields the starting point changes get new widget keys (a stale browser value cannot land on them)
+    assert hp_key("lr", at.session_state) == "hp_lr__1"
+    assert at.number_input(key=hp_key("lr", at.session_state)).value == pytest.approx(2e-5)
+    assert at.selectbox(key=hp_key("loss", at.session_state)).value == "in_batch"
+    assert at.number_input(key="hp_seed").value == 3  # what the user typed elsewhere stays
+    at.selectbox(key="train_adapter").set_value("two-layer").run()  # LlamaIndex's lr is the same for every adapter
+    assert hp_key("lr", at.session_state) == "hp_lr__1"
+    at.radio(key="train_preset").set_value("recipe").run()
+    assert at.number_input(key=hp_key("lr", at.session_state)).value == pytest.approx(
+        TrainConfig(adapter="two-layer").lr
+    )
+    assert hp_key("lr", at.session_state) == "hp_lr__2" and at.number_input(key="hp_seed").value == 3
 
 
 # ------------------------------------------------------------------------------------------------
@@ -954,6 +967,28 @@ def test_run_rows_show_the_cross_validated_gain_where_there_is_no_hold_out():
     )
     assert holdout["Δ MRR"] == 0.05 and holdout["CV gain (pt)"] is None
     assert cv["Δ MRR"] is None and cv["CV gain (pt)"] == 0.92
+
+
+def test_hp_fields_get_a_new_key_only_when_a_preset_changes_their_value():
+    from ui.helpers import HP_GENERATION, hp_key, set_hp_fields
+
+    state: dict = {}
+    linear = {"epochs": 12, "lr": 3e-4, "seed": 0}
+    assert set_hp_fields(state, linear, None) == ["epochs", "lr", "seed"]  # first fill: plain keys
+    assert [hp_key(n, state) for n in linear] == ["hp_epochs", "hp_lr", "hp_seed"]
+    state["hp_epochs"] = 7  # the user's own edit
+    two_layer = {**linear, "lr": 5e-4}
+    assert set_hp_fields(state, two_layer, linear) == ["lr"]
+    assert hp_key("lr", state) == "hp_lr__1" and state["hp_lr__1"] == 5e-4 and "hp_lr" not in state
+    assert state["hp_epochs"] == 7  # not touched: the preset does not change it
+    # the same choice again (a callback run twice when Streamlit restarts an interrupted rerun): nothing moves
+    assert set_hp_fields(state, two_layer, two_layer) == [] and state["hp_epochs"] == 7
+    state["hp_lr"] = 3e-4  # a stale browser value under the old key...
+    assert set_hp_fields(state, linear, two_layer) == ["lr"]
+    assert hp_key("lr", state) == "hp_lr__2" and state["hp_lr__2"] == 3e-4
+    assert "hp_lr" not in state and "hp_lr__1" not in state  # ...and the old keys are gone
+    del state["hp_seed"]  # a field missing from the state is always filled
+    assert set_hp_fields(state, linear, linear) == ["seed"] and state[HP_GENERATION] == {"lr": 2}
 
 
 def test_md_text_keeps_user_text_literal():

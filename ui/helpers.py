@@ -9,10 +9,52 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 from core.status import ACTIVE  # noqa: F401  (pages import it from here)
+
+# ------------------------------------------------------------------------------------------------
+# the Train form's hyperparameter fields
+# ------------------------------------------------------------------------------------------------
+HP_GENERATION = "hp_generation"  # session state: per field, how many times a preset gave it a new value
+_HP_KEY = re.compile(r"^hp_([a-z0-9_]+?)(?:__(\d+))?$")
+
+
+def hp_key(name: str, state: Mapping) -> str:
+    """The widget key of hyperparameter ``name``: ``hp_<name>``, then ``hp_<name>__<n>`` once a preset
+    (an adapter's or a starting point's defaults) has given the field a new value ``n`` times.
+
+    A new key per new value is what keeps a stale browser value off the field: a keystroke sent before
+    the preset's rerun reached the browser carries the old value under the old key, which no widget
+    reads any more (with one key, Streamlit took the stale value as the user's own edit)."""
+    gen = (state.get(HP_GENERATION) or {}).get(name, 0)
+    return f"hp_{name}__{gen}" if gen else f"hp_{name}"
+
+
+def set_hp_fields(state: MutableMapping, values: Mapping[str, Any], previous: Mapping[str, Any] | None) -> list[str]:
+    """Give the fields the preset values ``values``; returns the names of the fields set.
+
+    With ``previous`` (the values of the choice the form held before), only fields whose preset value
+    changes are set, so what the user typed into any other field stays; every field set gets a new
+    widget key (:func:`hp_key`) and the old keys of that field are dropped. A field missing from
+    ``state`` is always set."""
+    gens = dict(state.get(HP_GENERATION) or {})
+    changed = []
+    for name, value in values.items():
+        current = hp_key(name, {HP_GENERATION: gens})
+        if current in state and previous is not None and previous.get(name) == value:
+            continue
+        if current in state:
+            gens[name] = gens.get(name, 0) + 1
+        changed.append(name)
+        state[hp_key(name, {HP_GENERATION: gens})] = value
+    state[HP_GENERATION] = gens
+    for k in [k for k in list(state.keys()) if isinstance(k, str)]:  # old keys of the fields set
+        m = _HP_KEY.match(k)
+        if m and m.group(1) in changed and k != hp_key(m.group(1), {HP_GENERATION: gens}):
+            del state[k]
+    return changed
 
 
 # ------------------------------------------------------------------------------------------------
