@@ -8,6 +8,12 @@ seeds each, test side only, Δ against the base with a paired bootstrap 95% CI:
   test chunks only, as a new document would be.
 * (r) (a) reversed: the last 60% of the chunks train, the first 40% test (disjoint test questions
   from (a)'s: a second new-document check for a choice made on (a)).
+* (e) interleaved blocks: the file cut into 10 contiguous blocks, the even ones train and the odd
+  ones test, over the test chunks only: a new document that covers the same *kinds* of section
+  as the training one (the 10-K's body, its financial statements and its exhibits are on both
+  sides), as another company's filing would; (a) and (r) instead change the kind of text (the
+  last 43% of the shared file's chunks are the exhibits: employment and severance agreements).
+* (f) (e) swapped: the odd blocks train, the even ones test.
 * (b) in-corpus: the first question of each chunk trains, the second tests (new questions about
   chunks the adapter trained on), over the whole corpus.
 * (s) (b) swapped: the second question of each chunk trains, the first tests (other test
@@ -78,6 +84,15 @@ def protocol(ds: QADataset, name: str, seed: int) -> tuple[QADataset, QADataset,
     if name == "r":  # (a) reversed: the last 60% train, the first 40% are the new document
         cut = int(0.4 * len(nodes))
         train_c, test_c = nodes[cut:], nodes[:cut]
+        tr = [q for q in ds.queries if ds.relevant_docs[q][0] in set(train_c)]
+        te = [q for q in ds.queries if ds.relevant_docs[q][0] not in set(train_c)]
+        return ds.subset(tr, train_c), ds.subset(te, test_c), set(test_c)
+    if name in ("e", "f"):  # interleaved blocks: 10 contiguous blocks, (e) even ones train, (f) odd ones
+        size = -(-len(nodes) // 10)
+        blocks = [nodes[i : i + size] for i in range(0, len(nodes), size)]
+        first = 0 if name == "e" else 1
+        train_c = [n for i, b in enumerate(blocks) if i % 2 == first for n in b]
+        test_c = [n for i, b in enumerate(blocks) if i % 2 != first for n in b]
         tr = [q for q in ds.queries if ds.relevant_docs[q][0] in set(train_c)]
         te = [q for q in ds.queries if ds.relevant_docs[q][0] not in set(train_c)]
         return ds.subset(tr, train_c), ds.subset(te, test_c), set(test_c)

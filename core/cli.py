@@ -819,7 +819,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="LlamaIndex's engine settings (lr 2e-5, batch 10, in-batch loss)",
     )
     from .losses import Loss
-    from .selection import DESIGNS
+    from .selection import DESIGNS, VALIDATIONS
     from .train_config import OPTIMIZER_NAMES, SELECTIONS
 
     s.add_argument("--epochs", type=int, help=_setting_help("epochs"))
@@ -837,11 +837,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cv-design", choices=list(DESIGNS), help=_setting_help("cv_design"))
     s.add_argument(
         "--eval-dataset",
-        help="the dataset you will evaluate on: only its chunk ids are read, to choose the "
-        "validation design (its questions are never trained on)",
+        help="the dataset you will evaluate on: only its chunks are read, to choose the validation design "
+        "and to tell whether they are the same kinds of text as the training chunks (its questions are never "
+        "trained on)",
     )
     s.add_argument("--lr-grid", type=float, nargs="+", help=_setting_help("lr_grid"))
     s.add_argument("--cv-fold-order", choices=["blocks", "shuffled"], help=_setting_help("cv_fold_order"))
+    s.add_argument("--cv-validation", choices=list(VALIDATIONS), help=_setting_help("cv_validation"))
     s.add_argument("--shrinkage-grid", type=float, nargs="*", help=_setting_help("shrinkage_grid"))
     s.add_argument("--cv-rule", choices=["auto", "best", "one_se_fewer", "one_se_more"], help=_setting_help("cv_rule"))
     s.add_argument(

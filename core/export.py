@@ -377,7 +377,8 @@ def model_card(ws: Workspace, run_id: str, *, adapter: nn.Module | None = None, 
         lines += [
             f"{sel['folds']}-fold cross-validation ({sel['design']}: {sel['design_reason']}): gain "
             f"{100 * sel['gain']:+.2f} ± {100 * sel['gain_se']:.2f} points of (hit@{sel['top_k']} + "
-            f"MRR@{sel['top_k']})/2 over the base model (± one standard error), so the run {what}.",
+            f"MRR@{sel['top_k']})/2 over the base model (± one standard error), so the run {what}."
+            + (f" Validation: {sel['validation_reason']}." if sel.get("validation_reason") else ""),
             "",
         ]
     else:

@@ -297,7 +297,9 @@ def execute_run(
             progress=progress,
             negatives=negatives,
             allow_custom_code=allow_custom_code,
-            target_chunks=set(eval_ds.corpus) & {c for ids in eval_ds.relevant_docs.values() for c in ids}
+            target_chunks={  # the evaluation set's chunks with their texts (the design and the validation read them)
+                c: eval_ds.corpus[c] for ids in eval_ds.relevant_docs.values() for c in ids if c in eval_ds.corpus
+            }
             if eval_ds
             else None,
         )

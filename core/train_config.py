@@ -104,6 +104,14 @@ class TrainConfig:
             "when there are several, as a new document would be) or shuffled (folds of randomly drawn chunks)."
         ),
     )
+    cv_validation: str = field(
+        default="auto",
+        metadata=_help(
+            "New-documents design: what a held-out question is ranked against. fold: the held-out chunks only (a new "
+            "document searched on its own); corpus: every training chunk too (stricter); auto: fold when the new documents (the evaluation set, "
+            "else the ingested chunks without questions) hold the same kinds of text as the training ones, else corpus."
+        ),
+    )
     shrinkage_grid: list[float] = field(
         default_factory=lambda: [0.25, 0.5, 0.75],
         metadata=_help(
@@ -241,6 +249,8 @@ class TrainConfig:
             raise TrainingError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         if self.cv_design not in sel.DESIGNS:
             raise TrainingError(f"cv_design must be one of {sel.DESIGNS}, got {self.cv_design!r}")
+        if self.cv_validation not in sel.VALIDATIONS:
+            raise TrainingError(f"cv_validation must be one of {sel.VALIDATIONS}, got {self.cv_validation!r}")
         if self.cv_fold_order not in ("shuffled", "blocks"):
             raise TrainingError(f"cv_fold_order must be 'shuffled' or 'blocks', got {self.cv_fold_order!r}")
         if any(not (0 < x <= 1) for x in self.shrinkage_grid):

@@ -31,7 +31,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -391,6 +391,31 @@ def _score(metrics: dict[str, float], select: str, top_k: int) -> tuple[float, f
     return (round(metrics[key], 10), round(metrics[tie], 10))
 
 
+#: at most this many chunks of the new documents are embedded to compare them with the training chunks
+TARGET_SAMPLE = 2000
+
+
+def _target_texts(
+    ds: QADataset, target_chunks: set[str] | Mapping[str, str] | None, negatives: dict[str, str] | None, seed: int = 0
+) -> tuple[dict[str, str], str]:
+    """(id -> text, what they are) of the new documents' chunks that are not training chunks: the named
+    evaluation set's (its texts when ``target_chunks`` maps ids to texts, else looked up among the ingested
+    chunks), else the ingested chunks without a training question; a seeded sample of at most
+    :data:`TARGET_SAMPLE`. Empty when neither is known."""
+    labelled = {d for ids in ds.relevant_docs.values() for d in ids}
+    if target_chunks:
+        pool = {**(negatives or {}), **target_chunks} if isinstance(target_chunks, Mapping) else negatives or {}
+        texts = {c: pool[c] for c in sorted(target_chunks) if c in pool and c not in labelled}
+        source = "the evaluation set's chunks"
+    else:
+        texts = {c: t for c, t in (negatives or {}).items() if c not in labelled and c not in ds.corpus}
+        source = "the ingested chunks without training questions"
+    if len(texts) > TARGET_SAMPLE:
+        keep = random.Random(seed).sample(sorted(texts), TARGET_SAMPLE)
+        texts = {c: texts[c] for c in sorted(keep)}
+    return texts, source
+
+
 def _with_negatives(ds: QADataset, negatives: dict[str, str] | None) -> QADataset:
     """``ds`` with extra chunks (e.g. every ingested chunk) added to its corpus as negatives."""
     if not negatives:
@@ -474,17 +499,24 @@ def cross_validate(
     allow_custom_code: bool = False,
     units: list[Any] | None = None,
     pseudo_rows: list[int] | None = None,
+    validation: str = "corpus",
+    validation_reason: str = "",
 ) -> sel.CVResult:
     """k-fold cross-validation over (lr in the grid) x (epochs 0..config.epochs, or up to twice that:
     :func:`core.selection.max_epochs`) [x shrinkage alpha];
     see :mod:`core.selection`. ``units[i]`` (e.g. the document of question ``i``) keeps whole
     documents in one fold under ``cv_fold_order="blocks"``. ``pseudo_rows`` (rows after the real
     questions) are never validated; each fold trains on those whose chunk has no real question in
-    its training rows (the held-out chunks' included, as a new document's would be)."""
+    its training rows (the held-out chunks' included, as a new document's would be). ``validation``
+    (the *chunks* design): ``corpus`` ranks held-out questions against every chunk, ``fold`` against the
+    held-out chunks only (:func:`core.selection.choose_validation`)."""
     t0 = time.time()
     pseudo_rows = list(pseudo_rows or [])
     n = prob.targets.shape[0] - len(pseudo_rows)
     blocks = design == "chunks" and config.cv_fold_order == "blocks"
+    # new documents: rank held-out questions against the held-out chunks only (as a new document searched on its
+    # own), or against every chunk (as if added to the training documents' index: stricter)
+    on_fold = design == "chunks" and validation == "fold"
     folds = sel.make_folds(
         prob.targets[:n].tolist(),
         config.cv_folds,
@@ -512,6 +544,18 @@ def cross_validate(
             rows = _with_pseudo(prob, [i for i in range(n) if i not in vs], pseudo_rows)
             val_qv = prob.query_vecs[val]
             val_rel = [prob.relevant[i] for i in val]
+            fold_corpus = prob.corpus_np
+            fold_rel = val_rel
+            if on_fold:
+                held = sorted({r for rel in val_rel for r in rel})
+                at = {r: j for j, r in enumerate(held)}
+                fold_corpus, fold_rel = prob.corpus_np[held], [[at[r] for r in rel] for rel in val_rel]
+
+            def score_of(adapter, val_qv=val_qv, fold_corpus=fold_corpus, fold_rel=fold_rel):
+                """(per-question metrics, per-question selection score (hit@k + MRR@k) / 2)."""
+                pq = _metrics(adapter, val_qv, fold_corpus, fold_rel, k)
+                return pq, (pq[hk] + pq[mk]) / 2
+
             init: dict[str, torch.Tensor] = {}
 
             def on_epoch(
@@ -519,8 +563,7 @@ def cross_validate(
                 step,
                 adapter,
                 losses,
-                val_qv=val_qv,
-                val_rel=val_rel,
+                score_of=score_of,
                 init=init,
                 shrunk=shrunk,
                 base=base,
@@ -529,8 +572,7 @@ def cross_validate(
                 per_epoch=per_epoch,
             ):
                 nonlocal done
-                pq = _metrics(adapter, val_qv, prob.corpus_np, val_rel, k)
-                score = (pq[hk] + pq[mk]) / 2
+                pq, score = score_of(adapter)
                 if epoch == 0:
                     base.append(score)
                     init.update({k2: v2.detach().clone() for k2, v2 in adapter.state_dict().items()})
@@ -547,8 +589,7 @@ def cross_validate(
                                 shrunk.setdefault((epoch, a), []).append(score)
                                 continue
                             adapter.load_state_dict(_interpolate(init, trained, a))
-                            spq = _metrics(adapter, val_qv, prob.corpus_np, val_rel, k)
-                            shrunk.setdefault((epoch, a), []).append((spq[hk] + spq[mk]) / 2)
+                            shrunk.setdefault((epoch, a), []).append(score_of(adapter)[1])
                         adapter.load_state_dict(trained)
                 per_epoch.setdefault(epoch, []).append((score, _means(pq)))
                 return bool(cancel is not None and cancel.is_set())
@@ -610,6 +651,8 @@ def cross_validate(
         alpha=alpha,
         shrinkage=shrinkage,
         fold_order="blocks" if blocks else "shuffled",
+        validation=validation if design == "chunks" else "corpus",
+        validation_reason=validation_reason if design == "chunks" else "",
     )
 
 
@@ -624,7 +667,7 @@ def train(
     checkpoint_dir: str | Path | None = None,
     progress: Progress | None = None,
     negatives: dict[str, str] | None = None,
-    target_chunks: set[str] | None = None,
+    target_chunks: set[str] | Mapping[str, str] | None = None,
     allow_custom_code: bool = False,
 ) -> TrainResult:
     """Train an adapter for ``embedder`` on ``train_dataset``.
@@ -645,8 +688,11 @@ def train(
         checkpoint_dir: checkpoints ``step_N`` go here (default ``out_dir/checkpoints``).
         negatives: extra chunks (id -> text), e.g. every ingested chunk: negatives in training when
             ``config.unlabelled_negatives`` is on (ignored otherwise, and recorded as such).
-        target_chunks: chunk ids the adapter will be evaluated on; ``cv_design="auto"`` uses them
-            to choose between the "new questions" and "new documents" validation designs.
+        target_chunks: chunk ids the adapter will be evaluated on (or id -> text); ``cv_design="auto"``
+            uses them to choose between the "new questions" and "new documents" validation designs, and
+            ``cv_validation="auto"`` their texts (from the mapping or ``negatives``) to tell whether the new
+            documents hold the same kinds of text as the training ones. With none, the ingested chunks
+            without training questions (``negatives``) stand for the new documents.
         allow_custom_code: the user's opt-in to import ``config.adapter`` when it is an import
             path (``pkg.mod:Class``); see :func:`core.adapters.resolve_adapter_class`.
     """
@@ -684,6 +730,7 @@ def train(
         train_q, val_q = list(train_dataset.queries), []
     if not train_q:
         raise TrainingError("no training questions: generate or import questions first")
+    target_texts, target_source = _target_texts(train_dataset, target_chunks, negatives)
     pseudo_owner: dict[str, str] = {}
     if config.pseudo_queries and negatives:
         base_ds = _with_negatives(train_dataset, negatives if config.unlabelled_negatives else None)
@@ -744,7 +791,9 @@ def train(
     cancelled = False
     if selection == "cv":
         if config.cv_design == "auto":
-            design, reason = sel.choose_design(set(full.relevant_docs[q][0] for q in train_q), target_chunks)
+            design, reason = sel.choose_design(
+                set(full.relevant_docs[q][0] for q in train_q), set(target_chunks) if target_chunks else None
+            )
         else:
             design, reason = config.cv_design, "chosen by the user"
         if design == "questions" and len({full.relevant_docs[q][0] for q in train_q}) == len(train_q):
@@ -754,7 +803,28 @@ def train(
                 "left in training and the estimate is that of new documents (conservative: it tends to "
                 "choose fewer epochs than new questions on these chunks would bear)"
             )
-        record({"type": "phase", "message": f"{config.cv_folds}-fold cross-validation ({design})"})
+        validation, validation_reason = config.cv_validation, "chosen by the user"
+        if design == "chunks" and validation == "auto":
+            mixing = None
+            if len(target_texts) >= 2:
+                record({"type": "phase", "message": f"comparing {target_source} with the training chunks"})
+                labelled = sorted({full.relevant_docs[q][0] for q in train_q})
+                npos = {c: i for i, c in enumerate(emb.node_ids)}
+                mixing = sel.neighbour_mixing(
+                    emb.corpus_vecs[[npos[c] for c in labelled]],
+                    embedder.embed_texts(list(target_texts.values()), progress=progress),
+                )
+            validation, validation_reason = sel.choose_validation(mixing)
+            if mixing is not None:
+                validation_reason = f"{target_source}: {validation_reason}"
+        record(
+            {
+                "type": "phase",
+                "message": f"{config.cv_folds}-fold cross-validation ({design}"
+                + (f"; validation: {validation_reason}" if design == "chunks" else "")
+                + ")",
+            }
+        )
         try:
             units = [(full.node_meta.get(full.relevant_docs[q][0]) or {}).get("doc_id") for q in full.queries]
             units = units[: len(units) - len(pseudo_rows)]
@@ -770,6 +840,8 @@ def train(
                 allow_custom_code=allow_custom_code,
                 units=units if any(u is not None for u in units) else None,
                 pseudo_rows=pseudo_rows,
+                validation=validation,
+                validation_reason=validation_reason,
             )
         except TrainingCancelled:
             cancelled = True

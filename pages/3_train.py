@@ -496,6 +496,11 @@ def draw_run(run: dict, hist: list[dict]) -> None:
                 else "training did not help out of fold, so the saved adapter is the untrained identity (same as the base model)."
             )
             + f" Rule: {cv['rule']}. Design: {cv['design_reason']}."
+            + (
+                f" Validation: {cv['validation_reason']}."
+                if cv["design"] == "chunks" and cv.get("validation_reason")
+                else ""
+            )
         )
 
 

@@ -306,3 +306,27 @@ def test_thin_series_keeps_spikes_first_and_last_points():
     assert (tx[0], tx[-1]) == (1, 50_000)
     assert 9.0 in ty and -3.0 in ty and tx[ty.index(9.0)] == 12_346
     assert thin_series(x[:10], y[:10], 600) == (x[:10], y[:10])  # a short series is kept whole
+
+
+def test_a_run_reads_the_evaluation_sets_chunk_texts_to_choose_the_validation(ws, fake_openai, dataset_file, tmp_path):
+    """The evaluation file's chunks (ids and texts, never its questions) reach training: an evaluation set of
+    new chunks gives the new-documents design, and its texts are compared with the training chunks."""
+    full = small_dataset()
+    qids = list(full.queries)
+    train_ds = full.subset(qids[:12], list(full.corpus)[:6])
+    eval_ds = full.subset(qids[12:], list(full.corpus)[6:])
+    train_path = str(train_ds.save(tmp_path / "train6.json"))
+    eval_path = str(eval_ds.save(tmp_path / "eval6.json"))
+    run_id = _api_run(
+        ws, fake_openai, train_path, eval_dataset_path=eval_path, config={"selection": "cv", "cv_folds": 3}
+    )
+    events = []
+    result = execute_run(ws, run_id, api_key=SECRET, callback=events.append)
+    cv = result.cv
+    assert cv.design == "chunks" and cv.validation in ("fold", "corpus")
+    assert cv.validation_reason.startswith("the evaluation set's chunks: ")  # its texts were read and compared
+    assert any("comparing the evaluation set's chunks" in e.get("message", "") for e in events)
+    assert get_run(ws, run_id)["result"]["selection"]["validation_reason"] == cv.validation_reason
+    # its questions were never embedded as training questions
+    embedded = {t for r in fake_openai.embedding_requests for t in r["body"]["input"]}
+    assert embedded and not embedded & set(eval_ds.queries.values())

@@ -534,3 +534,87 @@ def test_pseudo_queries_off_embed_no_pseudo_text():
     emb = WordEmbedder()
     result = train(ds, emb, _cfg(pseudo_queries=0, lr=0.01), negatives=chunks)
     assert sorted(emb.queries) == sorted(ds.queries.values()) and result.n_pseudo_queries == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# validation for new documents: against the held-out chunks only, when the new documents are alike
+# ------------------------------------------------------------------------------------------------
+def _clusters(n: int, centre: np.ndarray, spread: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return centre + spread * rng.normal(size=(n, centre.shape[0]))
+
+
+def test_neighbour_mixing_tells_the_same_kind_of_text_from_another():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(16,)), rng.normal(size=(16,))
+    train_side = _clusters(120, a, 0.3, 1)
+    same = _clusters(80, a, 0.3, 2)  # drawn like the training chunks
+    other = _clusters(80, b, 0.3, 3)  # another kind of text: its own region
+    assert sel.neighbour_mixing(train_side, same) > 0.8
+    assert sel.neighbour_mixing(train_side, other) < 0.1
+    # a mix of both sits between, and the statistic does not depend on the vectors' scale
+    half = np.vstack([same[:40], other[:40]])
+    assert 0.3 < sel.neighbour_mixing(train_side, half) < 0.8
+    assert sel.neighbour_mixing(5 * train_side, 0.1 * same) == pytest.approx(sel.neighbour_mixing(train_side, same))
+    # subsampled large sides stay bounded and seeded
+    assert sel.neighbour_mixing(train_side, same, limit=50) == sel.neighbour_mixing(train_side, same, limit=50)
+    with pytest.raises(ValueError, match="at least two target chunks"):
+        sel.neighbour_mixing(train_side, same[:1])
+
+
+def test_choose_validation_by_mixing():
+    assert sel.choose_validation(None)[0] == "corpus"
+    v, why = sel.choose_validation(0.9)
+    assert v == "fold" and "same kinds of text" in why and "0.90" in why
+    v, why = sel.choose_validation(0.2)
+    assert v == "corpus" and "another kind of text" in why
+    assert sel.choose_validation(sel.SAME_KIND_MIXING)[0] == "fold"
+
+
+def _two_kinds(seed: int = 0):
+    """Training chunks of one kind; an 'alike' new document drawn the same way and an 'other' one elsewhere."""
+    ds, emb = synthetic(40, 2, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    far = rng.normal(size=DIM)
+    alike, other = {}, {}
+    for i in range(30):
+        v = rng.normal(size=DIM)
+        emb.vectors[f"alike {i}"] = v / np.linalg.norm(v)
+        alike[f"a{i}"] = f"alike {i}"
+        w = far + 0.2 * rng.normal(size=DIM)
+        emb.vectors[f"other {i}"] = w / np.linalg.norm(w)
+        other[f"o{i}"] = f"other {i}"
+    return ds, emb, alike, other
+
+
+def test_auto_validation_reads_the_new_documents():
+    ds, emb, alike, other = _two_kinds()
+    res = train(ds, emb, _cfg(), target_chunks=alike)
+    assert res.cv.design == "chunks" and res.cv.validation == "fold"
+    assert "the evaluation set's chunks" in res.cv.validation_reason and "same kinds" in res.cv.validation_reason
+    res = train(ds, emb, _cfg(), target_chunks=set(other), negatives=other)  # ids: texts from the ingested chunks
+    assert res.cv.validation == "corpus" and "another kind of text" in res.cv.validation_reason
+    # no evaluation set: the ingested chunks nobody asked about stand for the new documents
+    res = train(ds, emb, _cfg(), negatives={**ds.corpus, **alike})
+    assert res.cv.validation == "fold" and "ingested chunks without training questions" in res.cv.validation_reason
+    # nothing known: the conservative estimate, as before
+    res = train(ds, emb, _cfg())
+    assert res.cv.validation == "corpus" and "unknown" in res.cv.validation_reason
+    assert "validated on the held-out chunks" not in res.cv.summary_line()
+    # the questions design ranks against every chunk whatever the setting
+    res = train(ds, emb, _cfg(cv_validation="fold"), target_chunks=set(ds.corpus))
+    assert res.cv.design == "questions" and res.cv.validation == "corpus"
+
+
+def test_fold_validation_ranks_held_out_questions_among_the_held_out_chunks_only():
+    ds, emb = synthetic(40, 2, rotate=False, noise=0.9, seed=4)  # noisy questions: retrieval far from perfect
+    corpus = train(ds, emb, _cfg(cv_validation="corpus", cv_folds=4, epochs=1))
+    fold = train(ds, emb, _cfg(cv_validation="fold", cv_folds=4, epochs=1))
+    assert fold.cv.validation == "fold" and "validated on the held-out chunks" in fold.cv.summary_line()
+    key = f"mrr@{fold.cv.top_k} mean"
+    base_corpus, base_fold = (
+        corpus.cv.curves[next(iter(corpus.cv.curves))][0],
+        fold.cv.curves[next(iter(fold.cv.curves))][0],
+    )
+    # a quarter of the distractors: the untrained model ranks the held-out chunks higher among their own fold
+    assert base_fold[key] > base_corpus[key]
