@@ -181,7 +181,7 @@ def choose_validation(mixing: float | None) -> tuple[str, str]:
     training carries, and the stricter estimate shrinks more.
     """
     if mixing is None:
-        return "corpus", "new documents unknown: held-out questions ranked against every chunk (conservative)"
+        return "corpus", "no evaluation set named: held-out questions ranked against every chunk (conservative)"
     if mixing >= SAME_KIND_MIXING:
         return "fold", (
             f"the new documents hold the same kinds of text as the training ones (neighbour mixing {mixing:.2f}): "

@@ -108,8 +108,8 @@ class TrainConfig:
         default="auto",
         metadata=_help(
             "New-documents design: what a held-out question is ranked against. fold: the held-out chunks only (a new "
-            "document searched on its own); corpus: every training chunk too (stricter); auto: fold when the new documents (the evaluation set, "
-            "else the ingested chunks without questions) hold the same kinds of text as the training ones, else corpus."
+            "document searched on its own); corpus: every training chunk too (stricter); auto: fold when the evaluation set's chunks are the same "
+            "kinds of text as the training chunks (a neighbour check), else corpus."
         ),
     )
     shrinkage_grid: list[float] = field(

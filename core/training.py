@@ -397,23 +397,19 @@ TARGET_SAMPLE = 2000
 
 def _target_texts(
     ds: QADataset, target_chunks: set[str] | Mapping[str, str] | None, negatives: dict[str, str] | None, seed: int = 0
-) -> tuple[dict[str, str], str]:
-    """(id -> text, what they are) of the new documents' chunks that are not training chunks: the named
-    evaluation set's (its texts when ``target_chunks`` maps ids to texts, else looked up among the ingested
-    chunks), else the ingested chunks without a training question; a seeded sample of at most
-    :data:`TARGET_SAMPLE`. Empty when neither is known."""
+) -> dict[str, str]:
+    """id -> text of the named evaluation set's chunks that are not training chunks (its texts when
+    ``target_chunks`` maps ids to texts, else looked up among the ingested chunks), a seeded sample of at
+    most :data:`TARGET_SAMPLE`; empty when no evaluation set is named or its texts are unknown."""
+    if not target_chunks:
+        return {}
     labelled = {d for ids in ds.relevant_docs.values() for d in ids}
-    if target_chunks:
-        pool = {**(negatives or {}), **target_chunks} if isinstance(target_chunks, Mapping) else negatives or {}
-        texts = {c: pool[c] for c in sorted(target_chunks) if c in pool and c not in labelled}
-        source = "the evaluation set's chunks"
-    else:
-        texts = {c: t for c, t in (negatives or {}).items() if c not in labelled and c not in ds.corpus}
-        source = "the ingested chunks without training questions"
+    pool = {**(negatives or {}), **target_chunks} if isinstance(target_chunks, Mapping) else negatives or {}
+    texts = {c: pool[c] for c in sorted(target_chunks) if c in pool and c not in labelled}
     if len(texts) > TARGET_SAMPLE:
         keep = random.Random(seed).sample(sorted(texts), TARGET_SAMPLE)
         texts = {c: texts[c] for c in sorted(keep)}
-    return texts, source
+    return texts
 
 
 def _with_negatives(ds: QADataset, negatives: dict[str, str] | None) -> QADataset:
@@ -691,8 +687,7 @@ def train(
         target_chunks: chunk ids the adapter will be evaluated on (or id -> text); ``cv_design="auto"``
             uses them to choose between the "new questions" and "new documents" validation designs, and
             ``cv_validation="auto"`` their texts (from the mapping or ``negatives``) to tell whether the new
-            documents hold the same kinds of text as the training ones. With none, the ingested chunks
-            without training questions (``negatives``) stand for the new documents.
+            documents hold the same kinds of text as the training ones (none: the stricter validation).
         allow_custom_code: the user's opt-in to import ``config.adapter`` when it is an import
             path (``pkg.mod:Class``); see :func:`core.adapters.resolve_adapter_class`.
     """
@@ -730,7 +725,7 @@ def train(
         train_q, val_q = list(train_dataset.queries), []
     if not train_q:
         raise TrainingError("no training questions: generate or import questions first")
-    target_texts, target_source = _target_texts(train_dataset, target_chunks, negatives)
+    target_texts = _target_texts(train_dataset, target_chunks, negatives)
     pseudo_owner: dict[str, str] = {}
     if config.pseudo_queries and negatives:
         base_ds = _with_negatives(train_dataset, negatives if config.unlabelled_negatives else None)
@@ -807,7 +802,7 @@ def train(
         if design == "chunks" and validation == "auto":
             mixing = None
             if len(target_texts) >= 2:
-                record({"type": "phase", "message": f"comparing {target_source} with the training chunks"})
+                record({"type": "phase", "message": "comparing the evaluation set's chunks with the training chunks"})
                 labelled = sorted({full.relevant_docs[q][0] for q in train_q})
                 npos = {c: i for i, c in enumerate(emb.node_ids)}
                 mixing = sel.neighbour_mixing(
@@ -816,7 +811,7 @@ def train(
                 )
             validation, validation_reason = sel.choose_validation(mixing)
             if mixing is not None:
-                validation_reason = f"{target_source}: {validation_reason}"
+                validation_reason = f"the evaluation set's chunks: {validation_reason}"
         record(
             {
                 "type": "phase",
