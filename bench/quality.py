@@ -332,7 +332,8 @@ def main() -> None:
                 secs = time.time() - t
                 systems[name] = AdapterEmbedder(emb, res.adapter)
                 how = (
-                    f"cv {res.cv.design}{' blocks' if res.cv.fold_order == 'blocks' else ''}: "
+                    f"cv {res.cv.design}{' blocks' if res.cv.fold_order == 'blocks' else ''}"
+                    f"{' fold-ranked' if res.cv.validation == 'fold' else ''}: "
                     f"{'ep ' + str(res.cv.epochs) if res.cv.train else 'identity'}"
                     f"{f' α {res.cv.alpha:g}' if res.cv.train and res.cv.alpha != 1 else ''}"
                     if res.cv
