@@ -17,6 +17,13 @@ Two validation designs, matched to how the adapter will be used:
   there are several, as a new document or section would be; randomly drawn chunks (``shuffled``)
   leave each held-out chunk's neighbours in training, which flatters longer training.
 
+What a held-out question is ranked against, on the *chunks* design (``cv_validation``): every chunk
+(``corpus``: strict, as if the new document joined the training documents' index) or the held-out
+chunks only (``fold``: as a new document is searched on its own). ``auto`` takes ``fold`` when the
+named evaluation set's chunks are the same kinds of text as the training chunks
+(:func:`neighbour_mixing` >= :data:`SAME_KIND_MIXING`), where the strict ranking under-trained; for
+another kind of text, or none named, ``corpus``, which guards better where no fold can show the shift.
+
 Candidates are (learning rate, epochs, shrinkage alpha): the fold model after each epoch is also
 scored shrunk toward the identity, ``identity + alpha (trained - identity)`` for alpha in the
 grid (default 0.25, 0.5, 0.75 and 1), which costs evaluations only.
@@ -145,8 +152,9 @@ def neighbour_mixing(
     other target chunks) that are training chunks, divided by the share expected if both sides were drawn
     from one distribution, ``n_train / (n_train + n_target - 1)``. About 1: the new documents hold the same
     kinds of text as the training ones; near 0: their chunks mostly neighbour each other, another kind of
-    text. Scale-free (a ratio of neighbour counts), so it reads the same for any embedder. Each side is
-    subsampled (seeded) to ``limit`` chunks, so a million-chunk corpus costs a ``limit`` x ``2 limit`` product.
+    text. A ratio of neighbour counts: no similarity scale enters it, only which chunks are nearest (the
+    threshold :data:`SAME_KIND_MIXING` was measured with all-MiniLM-L6-v2 only). Each side is subsampled
+    (seeded) to ``limit`` chunks, so a million-chunk corpus costs a ``limit`` x ``2 limit`` product.
 
     Example::
 
