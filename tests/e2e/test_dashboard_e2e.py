@@ -84,11 +84,22 @@ def choose(page: Page, widget_key: str, text: str) -> None:
     expect_selected(page, widget_key, text)
 
 
+def settle(page: Page) -> None:
+    """Wait until the rerun that the last input started has finished (``stApp``'s script state).
+
+    A script-speed sequence of inputs (four fields in under a second) can otherwise cross a rerun
+    still in flight: on a loaded box the run once started with the form's earlier epochs and no name.
+    A person typing is slower than a rerun; this test is about the flow, not about that timing
+    (``tests/e2e/test_train_form_e2e.py`` covers fast input after a preset)."""
+    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning", timeout=60_000)
+
+
 def set_number(page: Page, widget_key: str, value: int) -> None:
     box = key(page, widget_key).locator("input")
     box.fill(str(value))
     box.press("Enter")
     expect(box).to_have_value(str(value))
+    settle(page)
 
 
 def grids(page: Page) -> list[dict]:
@@ -273,11 +284,13 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     expect_selected(page, "hp_selection", "Cross-validation")
     # this test watches a long live run: one hold-out split instead of cross-validating 500 epochs per fold
     choose(page, "hp_selection", "One hold-out split")
+    settle(page)
     set_number(page, "hp_epochs", EPOCHS)
     set_number(page, "hp_batch_size", BATCH)
     set_number(page, "hp_checkpoint_every", CHECKPOINT_EVERY)
     key(page, "train_name").locator("input").fill(RUN_NAME)
     key(page, "train_name").locator("input").press("Enter")
+    settle(page)
     key(page, "train_start").locator("button").click()
     mark("train: started")
 
