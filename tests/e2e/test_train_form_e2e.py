@@ -20,7 +20,7 @@ from playwright.sync_api import Page, expect
 from core.datasets import QADataset, save_dataset
 from core.train_config import TrainConfig
 from core.workspace import Workspace
-from tests.e2e.test_dashboard_e2e import key, nav
+from tests.e2e.test_dashboard_e2e import key, nav, settle
 
 pytestmark = pytest.mark.e2e
 
@@ -38,6 +38,15 @@ def field(page: Page, name: str):
     return page.locator(f"[data-testid='stElementContainer'][class*='st-key-hp_{name}']:not([data-stale='true']) input")
 
 
+def expect_field(page: Page, name: str, value) -> None:
+    """Once the reruns the inputs started have finished, the field shows ``value`` (one element: while a
+    rerun replaces a field's widget, the old and the new one can both be on the page for a moment)."""
+    settle(page)
+    loc = field(page, name)
+    expect(loc).to_have_count(1, timeout=60_000)
+    expect(loc).to_have_value(value, timeout=60_000)
+
+
 @pytest.fixture(scope="module")
 def with_dataset(server):
     ws = Workspace(server.workspace)
@@ -51,7 +60,7 @@ def test_a_fast_keystroke_after_picking_an_adapter_keeps_its_defaults(page: Page
     page.goto(with_dataset.url)
     expect(page.get_by_role("heading", name="Documents", level=1)).to_be_visible(timeout=60_000)
     nav(page, "Train")
-    expect(field(page, "lr")).to_have_value(lr_pattern(TrainConfig(adapter="linear").lr))
+    expect_field(page, "lr", lr_pattern(TrainConfig(adapter="linear").lr))
 
     for _ in range(3):  # the race is a timing: try it a few times, each must hold
         for adapter, label in (("two-layer", "Two-layer"), ("linear", "Linear")):
@@ -63,9 +72,9 @@ def test_a_fast_keystroke_after_picking_an_adapter_keeps_its_defaults(page: Page
             epochs = field(page, "epochs")
             epochs.fill("7")
             epochs.press("Enter")
-            expect(box).to_have_value(re.compile(re.escape(label)))
-            expect(field(page, "lr")).to_have_value(lr_pattern(TrainConfig(adapter=adapter).lr))
-            expect(field(page, "epochs")).to_have_value("7")  # the keystroke itself is kept
+            expect(box).to_have_value(re.compile(re.escape(label)), timeout=60_000)
+            expect_field(page, "lr", lr_pattern(TrainConfig(adapter=adapter).lr))
+            expect_field(page, "epochs", "7")  # the keystroke itself is kept
 
     # the starting point: LlamaIndex's defaults, then a fast keystroke into a field it does not set
     key(page, "train_preset").get_by_text("LlamaIndex defaults").click()
@@ -73,7 +82,7 @@ def test_a_fast_keystroke_after_picking_an_adapter_keeps_its_defaults(page: Page
     seed.fill("3")
     seed.press("Enter")
     li = TrainConfig.llamaindex_defaults()
-    expect(field(page, "lr")).to_have_value(lr_pattern(li.lr))
-    expect(field(page, "epochs")).to_have_value(str(li.epochs))
-    expect(field(page, "batch_size")).to_have_value(str(li.batch_size))
-    expect(field(page, "seed")).to_have_value("3")
+    expect_field(page, "lr", lr_pattern(li.lr))
+    expect_field(page, "epochs", str(li.epochs))
+    expect_field(page, "batch_size", str(li.batch_size))
+    expect_field(page, "seed", "3")
