@@ -14,6 +14,8 @@ seeds each, test side only, Δ against the base with a paired bootstrap 95% CI:
   sides), as another company's filing would; (a) and (r) instead change the kind of text (the
   last 43% of the shared file's chunks are the exhibits: employment and severance agreements).
 * (f) (e) swapped: the odd blocks train, the even ones test.
+* (g) 6 blocks, the 2nd and 5th test; (h) 4 blocks, the 3rd tests: checks added after the
+  validation rule (``cv_validation=auto``) was chosen on (a) (c) (e) (f) (r), never used to choose.
 * (b) in-corpus: the first question of each chunk trains, the second tests (new questions about
   chunks the adapter trained on), over the whole corpus.
 * (s) (b) swapped: the second question of each chunk trains, the first tests (other test
@@ -70,6 +72,15 @@ from core.workspace import Workspace  # noqa: E402
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "lyft_2021_train_dataset.json"
 
 
+#: block protocols: (number of contiguous blocks of the file, the blocks that test)
+BLOCK_SPLITS = {
+    "e": (10, {1, 3, 5, 7, 9}),
+    "f": (10, {0, 2, 4, 6, 8}),
+    "g": (6, {1, 4}),
+    "h": (4, {2}),
+}
+
+
 def protocol(ds: QADataset, name: str, seed: int) -> tuple[QADataset, QADataset, set[str]]:
     """(train dataset, test dataset, test chunk ids) for a protocol. The training dataset's
     corpus holds the training chunks only; every other chunk of the file is passed to training
@@ -87,12 +98,12 @@ def protocol(ds: QADataset, name: str, seed: int) -> tuple[QADataset, QADataset,
         tr = [q for q in ds.queries if ds.relevant_docs[q][0] in set(train_c)]
         te = [q for q in ds.queries if ds.relevant_docs[q][0] not in set(train_c)]
         return ds.subset(tr, train_c), ds.subset(te, test_c), set(test_c)
-    if name in ("e", "f"):  # interleaved blocks: 10 contiguous blocks, (e) even ones train, (f) odd ones
-        size = -(-len(nodes) // 10)
+    if name in BLOCK_SPLITS:  # contiguous blocks of the file, some of them test (over the test chunks only)
+        n_blocks, test_blocks = BLOCK_SPLITS[name]
+        size = -(-len(nodes) // n_blocks)
         blocks = [nodes[i : i + size] for i in range(0, len(nodes), size)]
-        first = 0 if name == "e" else 1
-        train_c = [n for i, b in enumerate(blocks) if i % 2 == first for n in b]
-        test_c = [n for i, b in enumerate(blocks) if i % 2 != first for n in b]
+        train_c = [n for i, b in enumerate(blocks) if i not in test_blocks for n in b]
+        test_c = [n for i, b in enumerate(blocks) if i in test_blocks for n in b]
         tr = [q for q in ds.queries if ds.relevant_docs[q][0] in set(train_c)]
         te = [q for q in ds.queries if ds.relevant_docs[q][0] not in set(train_c)]
         return ds.subset(tr, train_c), ds.subset(te, test_c), set(test_c)
