@@ -66,8 +66,9 @@ def create_run(
 ) -> str:
     """Register a run (status ``queued``) and return its id. Exactly one dataset source is needed.
 
-    ``eval_dataset_*`` names the set the adapter will be compared on: only its chunk ids are read,
-    to choose the cross-validation design. ``corpus_negatives``: every chunk ingested in the
+    ``eval_dataset_*`` names the set the adapter will be compared on: only its chunks are read (ids and
+    texts, never its questions), to choose the cross-validation design and its validation
+    (``TrainConfig.cv_validation``). ``corpus_negatives``: every chunk ingested in the
     workspace (the corpus the user will search) is a negative in training.
     """
     config.validate()

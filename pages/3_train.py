@@ -163,8 +163,10 @@ else:
             index=0,
             key="train_eval_ds",
             format_func=lambda v, labels=labels: "Not decided: assume new documents" if v is None else labels[v],
-            help="Only its chunk ids are read, to pick the validation design: new questions about the "
-            "training chunks, or new documents. Its questions are never trained on.",
+            help="Only its chunks are read, to pick the validation design (new questions about the "
+            "training chunks, or new documents) and, for new documents, whether they are the same kinds "
+            "of text as the training chunks: then validation ranks held-out questions among the held-out "
+            "chunks, as a new document is searched. Its questions are never trained on.",
         )
         n_offline, n_total = _offline_share(str(ws.root), train_ds)
         if n_offline:
