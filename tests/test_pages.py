@@ -497,6 +497,8 @@ def test_train_shows_a_cross_validated_run_by_its_estimate(prepared_ws, prepared
         train=True,
         rule="rule",
         alpha=0.5,
+        validation="fold",
+        validation_reason="the evaluation set's chunks: the new documents hold the same kinds of text",
     ).to_dict()
     events = [{"type": "selection", **sel}]
     for epoch in (1, 2):
@@ -520,6 +522,9 @@ def test_train_shows_a_cross_validated_run_by_its_estimate(prepared_ws, prepared
     assert metrics["Epochs done"] == "2 / 2" and metrics["Chosen epoch · α"] == "2 · 0.5", metrics
     assert metrics["Cross-validated gain"] == "+1.23 pt" and not any(k.startswith("Val ") for k in metrics), metrics
     assert "refit on every question for 2 epoch(s)" in texts(at.success)
+    assert "Validation: the evaluation set's chunks: the new documents hold the same kinds of text." in texts(
+        at.success
+    )
     (chart,) = at.get("plotly_chart")
     assert "Training loss" in chart.proto.spec and "Validation (hit@5" not in chart.proto.spec
     history = frame(at, "run", "CV gain (pt)")
