@@ -238,8 +238,8 @@ class CVResult:
         )
         if self.fold_order == "blocks":
             what = "folds of contiguous chunks in document order; " + what
-        if self.validation != "corpus":
-            what = f"validated on the held-out chunks ({self.validation_reason or self.validation}); " + what
+        if self.design == "chunks" and self.validation_reason:
+            what = f"validation: {self.validation_reason}; " + what
         if self.train and self.alpha != 1.0:
             what += f", shrunk toward the identity by alpha {self.alpha:g}"
         return (

@@ -798,7 +798,10 @@ def train(
                 "left in training and the estimate is that of new documents (conservative: it tends to "
                 "choose fewer epochs than new questions on these chunks would bear)"
             )
-        validation, validation_reason = config.cv_validation, "chosen by the user"
+        validation = config.cv_validation
+        validation_reason = "chosen by the user: held-out questions ranked against " + (
+            "the held-out chunks only" if validation == "fold" else "every chunk"
+        )
         if design == "chunks" and validation == "auto":
             mixing = None
             if len(target_texts) >= 2:

@@ -598,7 +598,7 @@ def test_auto_validation_reads_the_new_documents():
     # estimate, as before
     res = train(ds, emb, _cfg(), negatives={**ds.corpus, **alike})
     assert res.cv.validation == "corpus" and "no evaluation set named" in res.cv.validation_reason
-    assert "validated on the held-out chunks" not in res.cv.summary_line()
+    assert "validation: no evaluation set named: held-out questions ranked against every chunk" in res.cv.summary_line()
     # the questions design ranks against every chunk whatever the setting
     res = train(ds, emb, _cfg(cv_validation="fold"), target_chunks=set(ds.corpus))
     assert res.cv.design == "questions" and res.cv.validation == "corpus"
@@ -608,7 +608,10 @@ def test_fold_validation_ranks_held_out_questions_among_the_held_out_chunks_only
     ds, emb = synthetic(40, 2, rotate=False, noise=0.9, seed=4)  # noisy questions: retrieval far from perfect
     corpus = train(ds, emb, _cfg(cv_validation="corpus", cv_folds=4, epochs=1))
     fold = train(ds, emb, _cfg(cv_validation="fold", cv_folds=4, epochs=1))
-    assert fold.cv.validation == "fold" and "validated on the held-out chunks" in fold.cv.summary_line()
+    assert fold.cv.validation == "fold"
+    assert "validation: chosen by the user: held-out questions ranked against the held-out chunks only" in (
+        fold.cv.summary_line()
+    )
     key = f"mrr@{fold.cv.top_k} mean"
     base_corpus, base_fold = (
         corpus.cv.curves[next(iter(corpus.cv.curves))][0],
