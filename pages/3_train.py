@@ -136,8 +136,8 @@ if not datasets:
     )
 else:
     with st.expander("New training run", expanded=not any(r["status"] in ACTIVE for r in runs), icon=":material/add:"):
-        if any(hk(name) not in st.session_state for name in HP_FIELDS):
-            apply_defaults()
+        if PRESET_FOR not in st.session_state:  # the first visit: fill the form once (never again from here:
+            apply_defaults()  # writing a field's state over what the browser holds would drop a user's edit)
         ids = [d["id"] for d in datasets]
         labels = {d["id"]: dataset_label(d) for d in datasets}
         d1, d2 = st.columns(2)

@@ -27,9 +27,11 @@ from tests.pdfs import corrupt_pdf_bytes, make_text_pdf, sample_report_pages
 pytestmark = pytest.mark.e2e
 
 RUN_NAME = "e2e linear adapter"
-EPOCHS = 500  # the form's maximum: with batch 1, ~28k optimizer steps. Training runs in its own process
-BATCH = 1  # now (issue 7), 200-1,500 steps/s on the 2-core box (load-dependent): 20-140 s, so the reload
-# below always lands mid-run (with batch 3 a quiet machine finished the run before the reload).
+EPOCHS = 500  # the form's maximum: with batch 1, ~25k optimizer steps. Training runs in its own process
+BATCH = 1  # now (issue 7), 200-1,500 steps/s on the 2-core box (load-dependent): 20-120 s, so the reload
+# below always lands mid-run (with batch 3 a quiet machine finished the run before the reload; with the
+# 24 training questions the three variants' shared sentences left, a quiet box finished it between the
+# reload and the chart's next two redraws: report_pages adds sentences of each variant's own).
 CHECKPOINT_EVERY = 5000
 QUESTIONS_PER_CHUNK = 4
 JOB_TIMEOUT = 300_000  # ms: a loaded 2-core machine can be slow
@@ -38,22 +40,43 @@ JOB_TIMEOUT = 300_000  # ms: a loaded 2-core machine can be slow
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
+CITIES = ["Denver", "Portland", "Austin", "Raleigh", "Tucson", "Omaha", "Boise", "Madison", "Reno", "Fresno"]
+ASSETS = ["electric scooters", "cargo bikes", "shuttle vans", "charging kiosks", "repair trucks", "bike docks"]
+
+
+def own_sentences(short: str, year: str, v: int, p: int) -> str:
+    """Three sentences that only this variant's page holds (the default offline method, inverse cloze,
+    asks a chunk only its own sentences: the shared ones of the sample report name no single chunk)."""
+    out = []
+    for j in range(3):
+        k = 7 * v + 3 * p + j
+        city, other, asset = CITIES[k % 10], CITIES[(k + 3) % 10], ASSETS[k % 6]
+        out.append(
+            f"During {year} {short} deployed {40 + 13 * k} {asset} across {city} and moved its regional "
+            f"maintenance contract with {other} suppliers onto a {2 + k % 5}-year term."
+        )
+    return " ".join(out)
+
+
 def report_pages() -> list[str]:
     """12 pages: the 4-page sample report three times, for three different (fictional) companies
-    and years, so chunks (and the offline questions about them) differ."""
+    and years, each page with sentences of its own, so chunks (and the offline questions about them)
+    differ."""
     variants = [
         ("Northwind Mobility", "Northwind", "2021", "2020"),
         ("Bluefin Transit", "Bluefin", "2019", "2018"),
         ("Cedar Rides", "Cedar", "2023", "2022"),
     ]
     pages = []
-    for company, short, year, prev in variants:
-        for text in sample_report_pages():
+    for v, (company, short, year, prev) in enumerate(variants):
+        for p, text in enumerate(sample_report_pages()):
             pages.append(
                 text.replace("Northwind Mobility", company)
                 .replace("Northwind", short)
                 .replace("2021", year)
                 .replace("2020", prev)
+                + "\n\n"
+                + own_sentences(short, year, v, p)
             )
     return pages
 
