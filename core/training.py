@@ -412,6 +412,34 @@ def _target_texts(
     return texts
 
 
+def _validation(
+    setting: str,
+    design: str,
+    target_texts: dict[str, str],
+    emb: EmbeddedDataset,
+    train_chunks: list[str],
+    embedder,
+    record: Callable[[dict[str, Any]], None],
+    progress: Progress | None,
+) -> tuple[str, str]:
+    """(validation, reason) of a cross-validation: the user's ``cv_validation``, or under ``auto`` on the
+    *chunks* design :func:`core.selection.choose_validation` on the neighbour mixing of the evaluation set's
+    chunks (embedded through the cache) with the training chunks."""
+    if design != "chunks" or setting != "auto":
+        where = "the held-out chunks only" if setting == "fold" else "every chunk"
+        return setting, f"chosen by the user: held-out questions ranked against {where}"
+    if len(target_texts) < 2:
+        return sel.choose_validation(None)
+    record({"type": "phase", "message": "comparing the evaluation set's chunks with the training chunks"})
+    npos = {c: i for i, c in enumerate(emb.node_ids)}
+    mixing = sel.neighbour_mixing(
+        emb.corpus_vecs[[npos[c] for c in train_chunks]],
+        embedder.embed_texts(list(target_texts.values()), progress=progress),
+    )
+    validation, reason = sel.choose_validation(mixing)
+    return validation, f"the evaluation set's chunks: {reason}"
+
+
 def _with_negatives(ds: QADataset, negatives: dict[str, str] | None) -> QADataset:
     """``ds`` with extra chunks (e.g. every ingested chunk) added to its corpus as negatives."""
     if not negatives:
@@ -798,23 +826,16 @@ def train(
                 "left in training and the estimate is that of new documents (conservative: it tends to "
                 "choose fewer epochs than new questions on these chunks would bear)"
             )
-        validation = config.cv_validation
-        validation_reason = "chosen by the user: held-out questions ranked against " + (
-            "the held-out chunks only" if validation == "fold" else "every chunk"
+        validation, validation_reason = _validation(
+            config.cv_validation,
+            design,
+            target_texts,
+            emb,
+            sorted({full.relevant_docs[q][0] for q in train_q}),
+            embedder,
+            record,
+            progress,
         )
-        if design == "chunks" and validation == "auto":
-            mixing = None
-            if len(target_texts) >= 2:
-                record({"type": "phase", "message": "comparing the evaluation set's chunks with the training chunks"})
-                labelled = sorted({full.relevant_docs[q][0] for q in train_q})
-                npos = {c: i for i, c in enumerate(emb.node_ids)}
-                mixing = sel.neighbour_mixing(
-                    emb.corpus_vecs[[npos[c] for c in labelled]],
-                    embedder.embed_texts(list(target_texts.values()), progress=progress),
-                )
-            validation, validation_reason = sel.choose_validation(mixing)
-            if mixing is not None:
-                validation_reason = f"the evaluation set's chunks: {validation_reason}"
         record(
             {
                 "type": "phase",
