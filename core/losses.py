@@ -60,7 +60,9 @@ def corpus_softmax(batch: LossBatch) -> torch.Tensor:
     Every chunk other than the positive is a negative, except the question's ``excluded`` rows
     (their logits are set to -inf). Cheap when the corpus is a cached matrix: one ``(b, m)``
     product per step. With ``batch.candidates`` (a large corpus: sampled negatives) the softmax
-    runs over those rows plus the batch's positives and hard negatives instead of every chunk.
+    runs over those rows plus the batch's positives and hard negatives instead of every chunk;
+    with ``batch.hard`` alone (``hard_negatives``), each question's over its positive and its own
+    mined hard negatives.
     """
     import torch
     import torch.nn.functional as F
@@ -68,12 +70,28 @@ def corpus_softmax(batch: LossBatch) -> torch.Tensor:
     device = batch.corpus.device
     if batch.candidates is not None:
         return _sampled_softmax(batch)
+    if batch.hard is not None:
+        return _hard_softmax(batch)
     logits = batch.queries @ batch.corpus.T / batch.temperature
     rows = [torch.full_like(ex, r) for r, ex in enumerate(batch.excluded) if ex.numel()]
     if rows:
         cols = torch.cat([ex for ex in batch.excluded if ex.numel()])
         logits = logits.index_put((torch.cat(rows), cols), torch.tensor(float("-inf"), device=device))
     return F.cross_entropy(logits, batch.targets)
+
+
+def _hard_softmax(batch: LossBatch) -> torch.Tensor:
+    """Each question's softmax over its positive (column 0) and its own mined hard negatives, which
+    the miner drew from outside its excluded rows (a spare slot repeats the positive: masked)."""
+    import torch
+    import torch.nn.functional as F
+
+    rows = torch.cat([batch.targets[:, None], batch.hard], dim=1)  # (b, 1 + h)
+    logits = torch.einsum("bd,bhd->bh", batch.queries, batch.corpus[rows]) / batch.temperature
+    spare = rows == batch.targets[:, None]
+    spare[:, 0] = False
+    logits = logits.masked_fill(spare, float("-inf"))
+    return F.cross_entropy(logits, torch.zeros_like(batch.targets))
 
 
 def _sampled_softmax(batch: LossBatch) -> torch.Tensor:

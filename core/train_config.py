@@ -177,7 +177,11 @@ class TrainConfig:
     )
     hard_negatives: int = field(
         default=0,
-        metadata=_help("in_batch loss only: add this many negatives mined from the base model's ranking per question."),
+        metadata=_help(
+            "Negatives mined from the base model's ranking, this many per question (excluding near-copies of its chunk): "
+            "in_batch adds them to the batch's; corpus_softmax ranks each question among them instead of every chunk "
+            "(0 = off)."
+        ),
     )
     filter_questions: bool = field(
         default=False,

@@ -171,6 +171,7 @@ class _Problem:
     hard: torch.Tensor | None  # (n, h) mined hard negatives (in_batch loss, or sampled negatives)
     corpus_np: np.ndarray
     sampled: bool = False  # corpus_softmax over sampled negatives instead of every chunk
+    restricted: bool = False  # corpus_softmax over each question's mined hard negatives only
 
     def negatives_note(self) -> str:
         m = self.corpus.shape[0]
@@ -179,6 +180,8 @@ class _Problem:
                 f"sampled: in-batch + {self.hard.shape[1]} mined hard negatives per question + "
                 f"{min(SAMPLED_RANDOM, m)} random chunks per step, of {m} chunks"
             )
+        if self.restricted:
+            return f"the base model's top {self.hard.shape[1]} chunks per question (of {m})"
         return f"every chunk ({m})"
 
 
@@ -218,7 +221,7 @@ def _build_problem(emb: EmbeddedDataset, ds: QADataset, qids: list[str], config:
         and config.sample_negatives_above > 0
         and corpus.shape[0] > config.sample_negatives_above
     )
-    n_hard = SAMPLED_HARD if sampled else (config.hard_negatives if config.loss == Loss.IN_BATCH else 0)
+    n_hard = SAMPLED_HARD if sampled else config.hard_negatives
     hard = _mine_hard(qv, corpus, targets, excluded, n_hard) if n_hard else None
     return _Problem(
         qv,
@@ -229,6 +232,7 @@ def _build_problem(emb: EmbeddedDataset, ds: QADataset, qids: list[str], config:
         hard,
         emb.corpus_vecs,
         sampled,
+        restricted=hard is not None and not sampled and config.loss == Loss.CORPUS_SOFTMAX,
     )
 
 
@@ -236,7 +240,9 @@ def _mine_hard(
     qv: torch.Tensor, corpus: torch.Tensor, targets: list[int], excluded: list[torch.Tensor], k: int, block: int = 1024
 ) -> torch.Tensor | None:
     """Per question, the ``k`` chunks the base model ranks highest that are neither its own chunk
-    nor one of its excluded rows (computed in blocks of questions, so memory stays bounded)."""
+    nor one of its excluded rows (computed in blocks of questions, so memory stays bounded). Where
+    fewer than ``k`` such chunks exist, the spare slots hold the question's own chunk, which every
+    loss treats as no negative."""
     k = min(k, corpus.shape[0] - 1)
     if k <= 0:
         return None
@@ -250,7 +256,9 @@ def _mine_hard(
                 scores[r, targets[i]] = float("-inf")
                 if excluded[i].numel():
                     scores[r, excluded[i]] = float("-inf")
-            out.append(scores.topk(k, dim=1).indices)
+            top = scores.topk(k, dim=1)
+            own = torch.tensor(targets[start : start + scores.shape[0]], device=corpus.device)[:, None]
+            out.append(torch.where(torch.isinf(top.values), own, top.indices))
     return torch.cat(out)
 
 

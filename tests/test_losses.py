@@ -85,6 +85,17 @@ def test_in_batch_scores_the_batch_positives_and_masks_own_chunk_hard_negatives(
     assert torch.allclose(in_batch(with_hard), F.cross_entropy(logits, torch.arange(3)))
 
 
+def test_corpus_softmax_with_hard_negatives_ranks_each_question_among_its_own_mined_chunks():
+    b = _batch()
+    hard = torch.tensor([[3, 5], [5, 1], [3, 4]])  # question 2's second slot is spare (its own chunk, row 4)
+    restricted = corpus_softmax(_batch(hard=hard))
+    rows = torch.cat([b.targets[:, None], hard], dim=1)
+    logits = torch.einsum("bd,bhd->bh", b.queries, b.corpus[rows]) / 0.05
+    logits[2, 2] = float("-inf")  # a spare slot repeats the positive: no negative
+    assert torch.allclose(restricted, F.cross_entropy(logits, torch.zeros(3, dtype=torch.long)))
+    assert not torch.allclose(restricted, corpus_softmax(b))  # not the whole corpus
+
+
 def test_losses_have_gradients():
     for fn in LOSSES.values():
         q = _batch().queries.clone().requires_grad_(True)

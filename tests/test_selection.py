@@ -312,6 +312,18 @@ def test_mined_hard_negatives_never_include_the_positive_or_excluded_rows():
     assert 1 not in hard[1].tolist() and 2 not in hard[2].tolist() and 5 not in hard[2].tolist()
 
 
+def test_mined_hard_negatives_fill_spare_slots_with_the_positive_when_too_few_chunks_qualify():
+    import torch
+
+    from core.training import _mine_hard
+
+    corpus = torch.nn.functional.normalize(torch.randn(5, 8, generator=torch.Generator().manual_seed(1)), dim=-1)
+    excluded = [torch.tensor([1, 2]), torch.tensor([], dtype=torch.long)]
+    hard = _mine_hard(corpus[[0, 1]], corpus, [0, 1], excluded, k=4)
+    assert sorted(hard[0].tolist()) == [0, 0, 3, 4]  # rows 3 and 4 are its only negatives
+    assert sorted(hard[1].tolist()) == [0, 2, 3, 4]
+
+
 def _dup_dataset():
     """Chunk n1 is a near-copy of n0: for a question about n0, n1 is a false negative."""
     v0 = np.eye(DIM)[0]
@@ -346,6 +358,19 @@ def test_hard_negatives_are_mined_from_the_base_ranking_without_false_negatives(
     # question a: n0 is the positive and n1 its near-copy, so the mined negative is n2
     assert prob.hard[0].tolist() == [2]
     assert float(_loss(torch.nn.Identity(), prob, [0, 1], TrainConfig(device="cpu", loss="in_batch"))) >= 0
+
+
+def test_corpus_softmax_with_hard_negatives_trains_on_each_question_s_mined_chunks_only():
+    ds, emb = _dup_dataset()
+    e = embed_dataset(ds, emb)
+    cfg = TrainConfig(device="cpu", hard_negatives=1)
+    prob = _build_problem(e, ds, list(ds.queries), cfg, torch.device("cpu"))
+    assert prob.restricted and prob.hard[0].tolist() == [2]  # n1 is n0's near-copy: never a negative
+    assert prob.negatives_note() == "the base model's top 1 chunks per question (of 3)"
+    full = _build_problem(e, ds, list(ds.queries), TrainConfig(device="cpu"), torch.device("cpu"))
+    assert not full.restricted and full.negatives_note() == "every chunk (3)"
+    res = train(*synthetic(n_chunks=30), _cfg(selection="none", epochs=2, hard_negatives=5))
+    assert "top 5 chunks per question" in res.negatives
 
 
 def test_every_ingested_chunk_becomes_a_negative_when_asked():
