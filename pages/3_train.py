@@ -28,6 +28,7 @@ from core.runs import (
     workspace_chunk_count,
     zip_folder,
 )
+from core.selection import VALIDATIONS
 from core.train_config import FIELD_HELP, OPTIMIZER_NAMES, SELECTIONS, TrainConfig
 from ui import state, widgets
 from ui.helpers import (
@@ -83,6 +84,7 @@ HP_FIELDS = [
     "keep_best",
     "device",
     "pseudo_queries",
+    "cv_validation",
 ]
 
 
@@ -268,13 +270,16 @@ else:
                 "chunks": "New documents",
             }.get,
         )
-        h[3].number_input(
-            "Hold-out fraction",
-            0.0,
-            0.89,
-            step=0.05,
-            key=hk("val_fraction"),
-            help=HELP["val_fraction"] + " (Ignored when a validation dataset is chosen.)",
+        h[3].selectbox(
+            "New-document validation",
+            list(VALIDATIONS),
+            key=hk("cv_validation"),
+            help=HELP["cv_validation"],
+            format_func={
+                "auto": "Auto (evaluation set)",
+                "fold": "Among the held-out chunks",
+                "corpus": "Among every chunk (stricter)",
+            }.get,
         )
         h[0].number_input("Pseudo-queries per chunk", 0, 16, key=hk("pseudo_queries"), help=HELP["pseudo_queries"])
         h[1].selectbox(
@@ -288,6 +293,14 @@ else:
         h[1].number_input("Seed", 0, 2**31 - 1, key=hk("seed"), help=HELP["seed"])
         h[2].selectbox("Device", ["auto", "cpu", "cuda", "mps"], key=hk("device"), help=HELP["device"])
         h[3].checkbox("Keep the best epoch", key=hk("keep_best"), help=HELP["keep_best"])
+        h[0].number_input(
+            "Hold-out fraction",
+            0.0,
+            0.89,
+            step=0.05,
+            key=hk("val_fraction"),
+            help=HELP["val_fraction"] + " (Ignored when a validation dataset is chosen.)",
+        )
 
         name = st.text_input("Run name (optional)", key="train_name", placeholder="e.g. linear, lr 1e-4")
         if st.button("Start training", key="train_start", type="primary", icon=":material/play_arrow:"):

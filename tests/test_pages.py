@@ -538,6 +538,8 @@ def test_train_launch_runs_in_background(prepared_ws, prepared):
     at.selectbox(key="hp_selection").set_value("none")  # one plain epoch: this test is about the background job
     assert at.number_input(key="hp_pseudo_queries").value == 0  # off, as TrainConfig has it
     at.number_input(key="hp_pseudo_queries").set_value(2)
+    assert at.selectbox(key="hp_cv_validation").value == "auto"  # as TrainConfig has it
+    at.selectbox(key="hp_cv_validation").set_value("fold")
     at.text_input(key="train_name").input("ui run")
     at.button(key="train_start").click().run()
     no_exceptions(at)
@@ -548,7 +550,8 @@ def test_train_launch_runs_in_background(prepared_ws, prepared):
     request = json.loads(
         (Workspace(prepared_ws).run_dir(json.loads(jobs[0]["params"])["run_id"]) / "run.json").read_text()
     )
-    assert request["config"]["pseudo_queries"] == 2  # the page's setting reaches the run
+    assert request["config"]["pseudo_queries"] == 2  # the page's settings reach the run
+    assert request["config"]["cv_validation"] == "fold"
     assert at.selectbox(key="train_view").value != prepared.run_id  # the new run is shown
 
 
