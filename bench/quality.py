@@ -176,7 +176,7 @@ def cv_cost(ds: QADataset, emb, negatives_all: bool, repeats: int = 3) -> None:
     cv_cfg = TrainConfig(adapter="linear")
     print(f"\n### Cross-validation cost (seed 0, best of {repeats})\n")
     print("| protocol | one plain run (s) | default run (s) | cross-validated epochs | ratio |\n|---|---|---|---|---|")
-    for name in ("a", "b"):
+    for name in ("a", "e", "b"):
         train_ds, _, test_chunks = protocol(ds, name, 0)
         times: dict[str, float] = {}
         curve_len = 0

@@ -91,6 +91,51 @@ def _relevant_matrix(relevant: Sequence[Sequence[int]], n: int) -> tuple[np.ndar
     return mat, counts
 
 
+class FixedCorpusScorer:
+    """:func:`rank_embeddings`' per-query metrics for many models' query vectors against one fixed
+    corpus and one set of questions (cross-validation scores every epoch of every fold, and every
+    shrunk copy): the normalised corpus and the relevant index matrix are built once, and each call
+    is one product and exact rank counts, no top-k. The same normalisation, product and pessimistic
+    ties as :func:`rank_embeddings`, so the metrics are equal.
+
+    Only where the whole score matrix fits in memory (:meth:`fits`); otherwise use
+    :func:`rank_embeddings`, which works in blocks.
+    """
+
+    MAX_SCORE_BYTES = 64 << 20
+
+    def __init__(self, corpus_vecs: np.ndarray, relevant: Sequence[Sequence[int]], top_k: int = 5):
+        import torch
+
+        c = np.asarray(corpus_vecs, dtype=np.float32)
+        self.ct = torch.from_numpy(c) / torch.from_numpy(_row_norms(c))  # as rank_embeddings' small corpus
+        mat, self.counts = _relevant_matrix(relevant, len(relevant))
+        self.rel = torch.from_numpy(mat)
+        self.places = torch.arange(1, mat.shape[1] + 1)
+        self.valid = self.places[None, :] <= torch.from_numpy(self.counts)[:, None]
+        self.top_k = int(top_k)
+
+    @classmethod
+    def fits(cls, n_queries: int, corpus_vecs: np.ndarray, width: int = 1) -> bool:
+        m, d = corpus_vecs.shape
+        return n_queries * m * max(1, width) * 4 <= cls.MAX_SCORE_BYTES and m * d * 4 <= CORPUS_COPY_BYTES
+
+    def __call__(self, query_vecs: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-query metrics, keyed as :func:`rank_embeddings` keys them."""
+        import torch
+
+        with torch.no_grad():
+            s = torch.mm(torch.from_numpy(_normalize(query_vecs)), self.ct.T)
+            rs = torch.gather(s, 1, self.rel).masked_fill(~self.valid, float("-inf"))
+            rs, _ = torch.sort(rs, dim=1, descending=True)  # padding (-inf) sorts last
+            at_least = (s[:, None, :] >= rs[:, :, None]).sum(dim=2)
+            rel_at_least = ((rs[:, None, :] >= rs[:, :, None]) & self.valid[:, None, :]).sum(dim=2)
+            ranks = (at_least - rel_at_least + self.places[None, :]).numpy()
+        _, hit, mrr, ndcg, recall = _metrics_from_ranks(ranks, self.valid.numpy(), self.counts, self.top_k)
+        k = self.top_k
+        return {f"hit@{k}": hit, f"mrr@{k}": mrr, f"ndcg@{NDCG_K}": ndcg, f"recall@{k}": recall}
+
+
 def rank_block_size(n_corpus: int, memory_bytes: int = DEFAULT_RANK_MEMORY) -> int:
     """Queries per block so that a block's float32 scores fit ``memory_bytes``."""
     return int(max(1, min(4096, memory_bytes // (max(1, n_corpus) * 4))))
@@ -159,8 +204,6 @@ def rank_embeddings(
     recall = np.zeros(n)
     top_idx = np.zeros((n, keep), dtype=np.int64)
     top_sc = np.zeros((n, keep), dtype=np.float32)
-    idcg_table = np.array([sum(1.0 / math.log2(j + 2) for j in range(min(r, NDCG_K))) for r in range(width + 1)])
-    gain = np.array([0.0] + [1.0 / math.log2(r + 1) for r in range(1, NDCG_K + 1)])
     places = torch.arange(1, width + 1, dtype=torch.int64)
     limit = max(top_k, NDCG_K)  # ranks beyond this only matter for the best relevant chunk
     with torch.no_grad():
@@ -218,25 +261,36 @@ def rank_embeddings(
             rel_at_least = ((rs[:, None, :] >= rs[:, :, None]) & valid[:, None, :]).sum(dim=2)
             ranks = (at_least - rel_at_least + places[None, :]).numpy()
             ranks[skip] = np.iinfo(np.int64).max // 2  # beyond every cut-off and the best rank; never read
-            v = valid.numpy()
-            cn_ = rel_count[start : start + b]
-            has = cn_ > 0
-            big = np.iinfo(np.int64).max
-            best = np.where(v, ranks, big).min(axis=1)
             sl = slice(start, start + b)
-            first[sl] = np.where(has, best, np.inf)
-            got = has & (best <= top_k)
-            hit[sl] = np.where(got, 1.0, 0.0)
-            mrr[sl] = np.where(got, 1.0 / np.where(got, best, 1), 0.0)
-            recall[sl] = np.where(has, (v & (ranks <= top_k)).sum(axis=1) / np.maximum(cn_, 1), 0.0)
-            dcg = np.zeros(b)
-            for j in range(width):  # column by column: the same summation order as a per-query sum
-                use = v[:, j] & (ranks[:, j] <= NDCG_K)
-                dcg += np.where(use, gain[np.clip(ranks[:, j], 0, NDCG_K)], 0.0)
-            idcg = idcg_table[cn_]
-            ndcg[sl] = np.where(has & (idcg > 0), dcg / np.where(idcg > 0, idcg, 1.0), 0.0)
+            first[sl], hit[sl], mrr[sl], ndcg[sl], recall[sl] = _metrics_from_ranks(
+                ranks, valid.numpy(), rel_count[start : start + b], top_k
+            )
     per_query = {f"hit@{top_k}": hit, f"mrr@{top_k}": mrr, f"ndcg@{NDCG_K}": ndcg, f"recall@{top_k}": recall}
     return first, per_query, top_idx, top_sc
+
+
+def _metrics_from_ranks(
+    ranks: np.ndarray, valid: np.ndarray, counts: np.ndarray, top_k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(first relevant rank, hit@k, MRR@k, nDCG@10, recall@k) per query from the ranks of its relevant
+    chunks (``ranks[i, j]`` of relevant slot j, read where ``valid``; ``counts`` relevant per query)."""
+    width = ranks.shape[1]
+    has = counts > 0
+    best = np.where(valid, ranks, np.iinfo(np.int64).max).min(axis=1)
+    first = np.where(has, best, np.inf)
+    got = has & (best <= top_k)
+    hit = np.where(got, 1.0, 0.0)
+    mrr = np.where(got, 1.0 / np.where(got, best, 1), 0.0)
+    recall = np.where(has, (valid & (ranks <= top_k)).sum(axis=1) / np.maximum(counts, 1), 0.0)
+    gain = np.array([0.0] + [1.0 / math.log2(r + 1) for r in range(1, NDCG_K + 1)])
+    idcg_table = np.array([sum(1.0 / math.log2(j + 2) for j in range(min(r, NDCG_K))) for r in range(width + 1)])
+    dcg = np.zeros(ranks.shape[0])
+    for j in range(width):  # column by column: the same summation order as a per-query sum
+        use = valid[:, j] & (ranks[:, j] <= NDCG_K)
+        dcg += np.where(use, gain[np.clip(ranks[:, j], 0, NDCG_K)], 0.0)
+    idcg = idcg_table[counts]
+    ndcg = np.where(has & (idcg > 0), dcg / np.where(idcg > 0, idcg, 1.0), 0.0)
+    return first, hit, mrr, ndcg, recall
 
 
 @dataclass

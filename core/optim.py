@@ -56,9 +56,9 @@ class Adam(_Optimizer):
             if p.grad is None:
                 continue
             grad = p.grad
-            st = self.state.setdefault(
-                p, {"step": 0, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
-            )
+            st = self.state.get(p)
+            if st is None:  # (not setdefault: its default dict would allocate two tensors every step)
+                st = self.state[p] = {"step": 0, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
             st["step"] += 1
             if wd:
                 if self.decoupled:

@@ -44,7 +44,7 @@ from . import adapters as adapters_mod
 from . import selection as sel
 from .datasets import QADataset
 from .embedders import pick_device
-from .evaluation import EmbeddedDataset, embed_dataset, rank_embeddings
+from .evaluation import EmbeddedDataset, FixedCorpusScorer, embed_dataset, rank_embeddings
 from .losses import LOSSES, Loss, LossBatch
 from .optim import OPTIMIZERS  # torch's update rules without importing torch._dynamo (see core.optim)
 from .progress import Progress
@@ -283,16 +283,21 @@ def _loss(adapter, prob: _Problem, batch: list[int], config: TrainConfig) -> tor
     )
 
 
-def _metrics(
-    adapter, query_vecs: torch.Tensor, corpus_np: np.ndarray, relevant: list[list[int]], top_k: int
-) -> dict[str, np.ndarray]:
-    """Per-question metrics of ``adapter`` (the same ranking rules as :mod:`core.evaluation`)."""
+def _outputs(adapter, query_vecs: torch.Tensor) -> np.ndarray:
+    """``adapter``'s query vectors in eval mode, as numpy (its training mode restored)."""
     was_training = adapter.training
     adapter.eval()
     with torch.no_grad():
         out = adapter(query_vecs).cpu().numpy()
     adapter.train(was_training)
-    _, per_query, _, _ = rank_embeddings(out, corpus_np, relevant, top_k=top_k)
+    return out
+
+
+def _metrics(
+    adapter, query_vecs: torch.Tensor, corpus_np: np.ndarray, relevant: list[list[int]], top_k: int
+) -> dict[str, np.ndarray]:
+    """Per-question metrics of ``adapter`` (the same ranking rules as :mod:`core.evaluation`)."""
+    _, per_query, _, _ = rank_embeddings(_outputs(adapter, query_vecs), corpus_np, relevant, top_k=top_k)
     return per_query
 
 
@@ -583,9 +588,20 @@ def cross_validate(
                 at = {r: j for j, r in enumerate(held)}
                 fold_corpus, fold_rel = prob.corpus_np[held], [[at[r] for r in rel] for rel in val_rel]
 
-            def score_of(adapter, val_qv=val_qv, fold_corpus=fold_corpus, fold_rel=fold_rel):
+            # every epoch and shrunk copy is scored on the same questions and chunks: prepared once
+            width = max((len(set(r)) for r in fold_rel), default=1)
+            fixed = (
+                FixedCorpusScorer(fold_corpus, fold_rel, k)
+                if FixedCorpusScorer.fits(len(val), fold_corpus, width)
+                else None
+            )
+
+            def score_of(adapter, val_qv=val_qv, fold_corpus=fold_corpus, fold_rel=fold_rel, fixed=fixed):
                 """(per-question metrics, per-question selection score (hit@k + MRR@k) / 2)."""
-                pq = _metrics(adapter, val_qv, fold_corpus, fold_rel, k)
+                if fixed is None:
+                    pq = _metrics(adapter, val_qv, fold_corpus, fold_rel, k)
+                else:
+                    pq = fixed(_outputs(adapter, val_qv))
                 return pq, (pq[hk] + pq[mk]) / 2
 
             init: dict[str, torch.Tensor] = {}

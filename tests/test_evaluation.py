@@ -14,6 +14,7 @@ from core.datasets import QADataset
 from core.embedders import AdapterEmbedder
 from core.evaluation import (
     Comparison,
+    FixedCorpusScorer,
     RankResult,
     add_holm,
     compare,
@@ -458,3 +459,20 @@ def test_bounded_ranking_many_relevant_chunks_tied_at_the_top_k_boundary():
         got = rank_embeddings(queries, corpus, relevant, top_k=top_k)
         assert np.array_equal(got[0], ref[0])
         assert all(np.array_equal(got[1][k], ref[1][k]) for k in ref[1])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fixed_corpus_scorer_gives_rank_embeddings_metrics_exactly(seed):
+    # duplicated and all-zero chunks, queries equal to chunks, 0 to 5 relevant chunks with repeats
+    queries, corpus, relevant = _tied_problem(seed)
+    for top_k in (1, 5, 12):
+        scorer = FixedCorpusScorer(corpus, relevant, top_k)
+        for q in (queries, queries * 3.0 + 0.01):  # built once, scores any query vectors
+            _, ref, _, _ = rank_embeddings(q, corpus, relevant, top_k=top_k)
+            got = scorer(q)
+            assert set(got) == set(ref)
+            for name in ref:
+                assert np.array_equal(got[name], ref[name]), name
+    width = max(len(set(r)) for r in relevant)
+    assert FixedCorpusScorer.fits(len(queries), corpus, width)
+    assert not FixedCorpusScorer.fits(10_000, np.zeros((10_000, 8), dtype=np.float32))
