@@ -52,6 +52,7 @@ class LossBatch:
     temperature: float
     hard: torch.Tensor | None = None
     candidates: torch.Tensor | None = None  # sorted corpus rows to score instead of every chunk (sampling)
+    excluded_mask: torch.Tensor | None = None  # (b, m) bool: ``excluded`` as a mask over the corpus, when given
 
 
 def corpus_softmax(batch: LossBatch) -> torch.Tensor:
@@ -73,6 +74,8 @@ def corpus_softmax(batch: LossBatch) -> torch.Tensor:
     if batch.hard is not None:
         return _hard_softmax(batch)
     logits = batch.queries @ batch.corpus.T / batch.temperature
+    if batch.excluded_mask is not None:  # the same -inf entries, one op instead of a loop over the batch
+        return F.cross_entropy(logits.masked_fill(batch.excluded_mask, float("-inf")), batch.targets)
     rows = [torch.full_like(ex, r) for r, ex in enumerate(batch.excluded) if ex.numel()]
     if rows:
         cols = torch.cat([ex for ex in batch.excluded if ex.numel()])

@@ -172,6 +172,7 @@ class _Problem:
     corpus_np: np.ndarray
     sampled: bool = False  # corpus_softmax over sampled negatives instead of every chunk
     restricted: bool = False  # corpus_softmax over each question's mined hard negatives only
+    excluded_mask: torch.Tensor | None = None  # (n, m) bool form of ``excluded`` where it is small
 
     def negatives_note(self) -> str:
         m = self.corpus.shape[0]
@@ -233,7 +234,22 @@ def _build_problem(emb: EmbeddedDataset, ds: QADataset, qids: list[str], config:
         emb.corpus_vecs,
         sampled,
         restricted=hard is not None and not sampled and config.loss == Loss.CORPUS_SOFTMAX,
+        excluded_mask=_excluded_mask(excluded, corpus.shape[0], device) if not sampled else None,
     )
+
+
+EXCLUDED_MASK_CELLS = 1 << 25  # (questions x chunks) up to which the excluded rows are also kept as a mask
+
+
+def _excluded_mask(excluded: list[torch.Tensor], m: int, device) -> torch.Tensor | None:
+    """``excluded`` as an (n, m) boolean mask, so a step masks its batch in one op (None when large)."""
+    if len(excluded) * m > EXCLUDED_MASK_CELLS:
+        return None
+    mask = torch.zeros((len(excluded), m), dtype=torch.bool, device=device)
+    for i, ex in enumerate(excluded):
+        if ex.numel():
+            mask[i, ex] = True
+    return mask
 
 
 def _mine_hard(
@@ -279,6 +295,7 @@ def _loss(adapter, prob: _Problem, batch: list[int], config: TrainConfig) -> tor
             temperature=config.temperature,
             hard=None if prob.hard is None else prob.hard[idx],
             candidates=candidates,
+            excluded_mask=None if prob.excluded_mask is None else prob.excluded_mask[idx],
         )
     )
 

@@ -85,6 +85,20 @@ def test_in_batch_scores_the_batch_positives_and_masks_own_chunk_hard_negatives(
     assert torch.allclose(in_batch(with_hard), F.cross_entropy(logits, torch.arange(3)))
 
 
+def test_corpus_softmax_masks_the_same_chunks_from_a_mask_as_from_the_lists():
+    excluded = [torch.tensor([1, 5]), torch.tensor([], dtype=torch.long), torch.tensor([0])]
+    mask = torch.zeros((3, 6), dtype=torch.bool)
+    mask[0, [1, 5]] = True
+    mask[2, 0] = True
+    q = _batch().queries.clone().requires_grad_(True)
+    q2 = q.detach().clone().requires_grad_(True)
+    a = corpus_softmax(_batch(queries=q, excluded=excluded))
+    b = corpus_softmax(_batch(queries=q2, excluded=excluded, excluded_mask=mask))
+    a.backward()
+    b.backward()
+    assert torch.equal(a, b) and torch.equal(q.grad, q2.grad)
+
+
 def test_corpus_softmax_with_hard_negatives_ranks_each_question_among_its_own_mined_chunks():
     b = _batch()
     hard = torch.tensor([[3, 5], [5, 1], [3, 4]])  # question 2's second slot is spare (its own chunk, row 4)

@@ -339,6 +339,7 @@ def test_false_negative_guard_masks_near_duplicates_of_the_positive():
     e = embed_dataset(ds, emb)
     guarded = _build_problem(e, ds, list(ds.queries), TrainConfig(device="cpu"), torch.device("cpu"))
     assert guarded.excluded[0].tolist() == [1] and guarded.excluded[1].tolist() == []
+    assert guarded.excluded_mask.nonzero().tolist() == [[0, 1]]  # the same rows, as the loss's one-op mask
     open_ = _build_problem(
         e, ds, list(ds.queries), TrainConfig(device="cpu", false_negative_threshold=0), torch.device("cpu")
     )
