@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
+from core.runs import list_runs
+from core.workspace import Workspace
 from tests.pdfs import corrupt_pdf_bytes, make_text_pdf, sample_report_pages
 
 pytestmark = pytest.mark.e2e
@@ -367,6 +369,15 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     )
     assert [r["status"] for r in history if r["run"] == RUN_NAME] == ["done"], history
     snap(page, artifacts / "04-train-done.png")
+    # what trained is what the form said: every setting typed above reached the run's request
+    (request,) = [r["config"] for r in list_runs(Workspace(server.workspace)) if r["name"] == RUN_NAME]
+    typed = {k: request["config"][k] for k in ("epochs", "batch_size", "checkpoint_every", "selection")}
+    assert typed == {
+        "epochs": EPOCHS,
+        "batch_size": BATCH,
+        "checkpoint_every": CHECKPOINT_EVERY,
+        "selection": "holdout",
+    }, typed
     mark("train: done")
 
     # ---- 4. Compare: validation set, base vs the run, results table, HTML report ------------------
