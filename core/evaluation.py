@@ -120,6 +120,14 @@ class FixedCorpusScorer:
         m, d = corpus_vecs.shape
         return n_queries * m * max(1, width) * 4 <= cls.MAX_SCORE_BYTES and m * d * 4 <= CORPUS_COPY_BYTES
 
+    @classmethod
+    def if_fits(
+        cls, corpus_vecs: np.ndarray, relevant: Sequence[Sequence[int]], top_k: int = 5
+    ) -> FixedCorpusScorer | None:
+        """A scorer for these chunks and questions, or None where :func:`rank_embeddings` must do it."""
+        width = max((len(set(r)) for r in relevant), default=1)
+        return cls(corpus_vecs, relevant, top_k) if cls.fits(len(relevant), corpus_vecs, width) else None
+
     def __call__(self, query_vecs: np.ndarray) -> dict[str, np.ndarray]:
         """Per-query metrics, keyed as :func:`rank_embeddings` keys them."""
         import torch

@@ -606,12 +606,7 @@ def cross_validate(
                 fold_corpus, fold_rel = prob.corpus_np[held], [[at[r] for r in rel] for rel in val_rel]
 
             # every epoch and shrunk copy is scored on the same questions and chunks: prepared once
-            width = max((len(set(r)) for r in fold_rel), default=1)
-            fixed = (
-                FixedCorpusScorer(fold_corpus, fold_rel, k)
-                if FixedCorpusScorer.fits(len(val), fold_corpus, width)
-                else None
-            )
+            fixed = FixedCorpusScorer.if_fits(fold_corpus, fold_rel, k)
 
             def score_of(adapter, val_qv=val_qv, fold_corpus=fold_corpus, fold_rel=fold_rel, fixed=fixed):
                 """(per-question metrics, per-question selection score (hit@k + MRR@k) / 2)."""

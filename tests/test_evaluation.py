@@ -476,3 +476,5 @@ def test_fixed_corpus_scorer_gives_rank_embeddings_metrics_exactly(seed):
     width = max(len(set(r)) for r in relevant)
     assert FixedCorpusScorer.fits(len(queries), corpus, width)
     assert not FixedCorpusScorer.fits(10_000, np.zeros((10_000, 8), dtype=np.float32))
+    assert FixedCorpusScorer.if_fits(corpus, relevant, 5) is not None
+    assert FixedCorpusScorer.if_fits(np.zeros((10_000, 8), dtype=np.float32), [[0]] * 10_000) is None
