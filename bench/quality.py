@@ -169,30 +169,55 @@ def offline_protocol(ws_dir: str, pdf: Path, per_chunk: int = 2, method: str | N
 
 def cv_cost(ds: QADataset, emb, negatives_all: bool, repeats: int = 3) -> None:
     """Wall time of the default (cross-validated) run against one plain run of the configured
-    epochs, seed 0, vectors cached, best of ``repeats`` each: protocol (a) (the *chunks* design)
-    and (b) (*questions*, where ``cv_rule=auto`` tries up to twice the epochs)."""
+    epochs, seed 0, vectors cached, best of ``repeats`` each: protocol (a) and (e) (the *chunks*
+    design) and (b) (*questions*, where ``cv_rule=auto`` tries up to twice the epochs). The default
+    run is timed with its folds side by side (``core.training.fold_workers``, the product's default)
+    and one at a time (``ADAPTERLAB_CV_WORKERS=1``); the CPU-time ratio of the former is shown too."""
+    import torch
+
+    from core.training import CV_WORKERS_ENV, fold_workers
+
     negatives = ds.corpus if negatives_all else None
     plain_cfg = TrainConfig(adapter="linear", selection="none")
     cv_cfg = TrainConfig(adapter="linear")
-    print(f"\n### Cross-validation cost (seed 0, best of {repeats})\n")
-    print("| protocol | one plain run (s) | default run (s) | cross-validated epochs | ratio |\n|---|---|---|---|---|")
-    for name in ("a", "e", "b"):
-        train_ds, _, test_chunks = protocol(ds, name, 0)
-        times: dict[str, float] = {}
-        curve_len = 0
-        for kind, cfg in (("plain", plain_cfg), ("cv", cv_cfg)):
-            best = float("inf")
-            for _ in range(repeats):
-                t = time.perf_counter()
-                result = train(train_ds, emb, cfg, negatives=negatives, target_chunks=test_chunks)
-                best = min(best, time.perf_counter() - t)
-                if result.cv is not None:
-                    curve_len = len(next(iter(result.cv.curves.values()))) - 1
-            times[kind] = best
-        print(
-            f"| {name} ({plain_cfg.epochs} epochs plain) | {times['plain']:.2f} | {times['cv']:.2f} | "
-            f"{cv_cfg.cv_folds} folds x 1..{curve_len} + refit | {times['cv'] / times['plain']:.1f}x |"
-        )
+    workers = fold_workers(cv_cfg, torch.device("cpu"), cv_cfg.cv_folds)
+    print(f"\n### Cross-validation cost (seed 0, best of {repeats}, {torch.get_num_threads()} torch threads)\n")
+    print(
+        f"| protocol | one plain run (s) | default run, {workers} folds side by side (s) | ratio | "
+        "CPU-time ratio | default run, folds one at a time (s) | ratio | cross-validated epochs |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    saved = os.environ.get(CV_WORKERS_ENV)
+    try:
+        for name in ("a", "e", "b"):
+            train_ds, _, test_chunks = protocol(ds, name, 0)
+            wall: dict[str, float] = {}
+            cpu: dict[str, float] = {}
+            curve_len = 0
+            for kind, cfg, env in (
+                ("plain", plain_cfg, str(workers)),
+                ("side", cv_cfg, str(workers)),
+                ("one", cv_cfg, "1"),
+            ):
+                os.environ[CV_WORKERS_ENV] = env
+                wall[kind] = cpu[kind] = float("inf")
+                for _ in range(repeats):
+                    t, c = time.perf_counter(), time.process_time()
+                    result = train(train_ds, emb, cfg, negatives=negatives, target_chunks=test_chunks)
+                    wall[kind] = min(wall[kind], time.perf_counter() - t)
+                    cpu[kind] = min(cpu[kind], time.process_time() - c)
+                    if result.cv is not None:
+                        curve_len = len(next(iter(result.cv.curves.values()))) - 1
+            print(
+                f"| {name} ({plain_cfg.epochs} epochs plain) | {wall['plain']:.2f} | {wall['side']:.2f} | "
+                f"{wall['side'] / wall['plain']:.1f}x | {cpu['side'] / cpu['plain']:.1f}x | {wall['one']:.2f} | "
+                f"{wall['one'] / wall['plain']:.1f}x | {cv_cfg.cv_folds} folds x 1..{curve_len} + refit |"
+            )
+    finally:
+        if saved is None:
+            os.environ.pop(CV_WORKERS_ENV, None)
+        else:
+            os.environ[CV_WORKERS_ENV] = saved
 
 
 def noise_rate(seeds: int = 20) -> None:

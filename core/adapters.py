@@ -391,6 +391,24 @@ def load_adapter(
     return adapter.to(device).eval()
 
 
+def draws_no_random_numbers(kind: str) -> bool:
+    """True for the built-in adapters, whose forward pass draws no random numbers (no dropout): their
+    cross-validation folds may train side by side in threads with the same results as one at a time."""
+    try:
+        cls = resolve_adapter_class(kind)  # never imports: an import path is not built in
+    except AdapterError:
+        return False
+    return cls in (LinearLayer, TwoLayerNN, LowRankResidual)
+
+
+def affine_in_weights(adapter: nn.Module) -> bool:
+    """True when the adapter's output is affine in its weights (a :class:`LinearLayer`), so that weights
+    shrunk toward their initial values, ``init + alpha (trained - init)``, give the outputs shrunk the same
+    way, ``out_init + alpha (out_trained - out_init)``: cross-validation scores shrunk copies from two
+    outputs instead of loading and running each copy."""
+    return type(adapter) is LinearLayer
+
+
 def adapter_dims(adapter: nn.Module) -> tuple[int | None, int | None]:
     cfg = adapter.get_config_dict()
     return cfg.get("in_features"), cfg.get("out_features")

@@ -130,10 +130,24 @@ class FixedCorpusScorer:
 
     def __call__(self, query_vecs: np.ndarray) -> dict[str, np.ndarray]:
         """Per-query metrics, keyed as :func:`rank_embeddings` keys them."""
+        return self.metrics_of_scores(self.scores(query_vecs))
+
+    def scores(self, query_vecs: np.ndarray, normalize: bool = True):
+        """The (queries, chunks) score matrix as a torch tensor: cosines, or with ``normalize=False`` the
+        products of the query vectors as given with the normalised chunks (each row a positive multiple
+        of the cosines, so the same ranks: a weighted sum of two such matrices ranks as the same sum of
+        the query vectors would)."""
+        import torch
+
+        q = _normalize(query_vecs) if normalize else np.asarray(query_vecs, dtype=np.float32)
+        with torch.no_grad():
+            return torch.mm(torch.from_numpy(q), self.ct.T)
+
+    def metrics_of_scores(self, s) -> dict[str, np.ndarray]:
+        """Per-query metrics from a score matrix of :meth:`scores` (ranks only: any positive scale per row)."""
         import torch
 
         with torch.no_grad():
-            s = torch.mm(torch.from_numpy(_normalize(query_vecs)), self.ct.T)
             rs = torch.gather(s, 1, self.rel).masked_fill(~self.valid, float("-inf"))
             rs, _ = torch.sort(rs, dim=1, descending=True)  # padding (-inf) sorts last
             at_least = (s[:, None, :] >= rs[:, :, None]).sum(dim=2)

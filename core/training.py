@@ -12,7 +12,9 @@ selection by k-fold cross-validation on all the training questions (:mod:`core.s
 epochs, the shrinkage toward the identity (and, with ``lr_grid``, the learning rate) are chosen on
 pooled out-of-fold results, the untrained identity is kept only when training does not help out
 of fold, and the chosen setting is refit on every training question (then shrunk).
-``selection="holdout"`` keeps the first release's single validation split (best epoch kept).
+``selection="holdout"`` keeps the first release's single validation split (best epoch kept). On the
+CPU the folds train side by side in threads (:func:`fold_workers`), each seeded on its own, so the
+choice does not depend on how they were scheduled.
 
 Losses live in :mod:`core.losses` (``corpus_softmax``, the default: a softmax over every chunk;
 ``in_batch``: LlamaIndex's); the trainer calls ``LOSSES[config.loss]``. The learning rate of each
@@ -27,12 +29,16 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +61,7 @@ Callback = Callable[[dict[str, Any]], None]
 
 SAMPLED_RANDOM = 4096  # random chunks per step when negatives are sampled
 SAMPLED_HARD = 32  # mined hard negatives per question when negatives are sampled
+_SEED_LOCK = threading.Lock()
 
 
 class TrainingCancelled(Exception):
@@ -278,14 +285,17 @@ def _mine_hard(
     return torch.cat(out)
 
 
-def _loss(adapter, prob: _Problem, batch: list[int], config: TrainConfig) -> torch.Tensor:
-    """The configured loss (:data:`core.losses.LOSSES`) on one batch of training rows."""
+def _loss(
+    adapter, prob: _Problem, batch: list[int], config: TrainConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The configured loss (:data:`core.losses.LOSSES`) on one batch of training rows (``generator``
+    draws the sampled negatives, when the corpus is large enough to sample them)."""
     device = prob.corpus.device
     idx = torch.tensor(batch, dtype=torch.long, device=device)
     m = prob.corpus.shape[0]
     candidates = None
-    if prob.sampled:  # random chunks drawn from torch's generator, which _fit seeds
-        candidates = torch.randperm(m, device=device)[:SAMPLED_RANDOM]
+    if prob.sampled:  # random chunks drawn from the fit's generator, which _fit seeds
+        candidates = torch.randperm(m, device=device, generator=generator)[:SAMPLED_RANDOM]
     return LOSSES[config.loss](
         LossBatch(
             queries=F.normalize(adapter(prob.query_vecs[idx]), dim=-1),
@@ -346,11 +356,19 @@ def _fit(
     ``on_epoch(epoch, step, adapter, losses)`` runs after epoch 0 (the identity) and every epoch;
     returning True stops early. Returns (adapter, cancelled).
     """
-    torch.manual_seed(seed)
     rng = random.Random(seed if shuffle_seed is None else shuffle_seed)
-    adapter = adapters_mod.build_adapter(
-        config.adapter, dim, allow_custom_code=allow_custom_code, **config.adapter_kwargs
-    ).to(prob.corpus.device)
+    device = prob.corpus.device
+    with _SEED_LOCK:  # folds may train side by side: the global generator seeds one fit at a time
+        torch.manual_seed(seed)
+        adapter = adapters_mod.build_adapter(
+            config.adapter, dim, allow_custom_code=allow_custom_code, **config.adapter_kwargs
+        ).to(device)
+        # this fit's own draws continue the seeded stream after the initial weights, as one fit alone would
+        generator = torch.Generator(device=device)
+        if device.type == "cpu":
+            generator.set_state(torch.get_rng_state())
+        else:  # the initial weights came from the CPU generator; the device's is freshly seeded
+            generator.manual_seed(seed)
     opt_kwargs: dict[str, Any] = {"lr": lr}
     if config.optimizer != "sgd" or config.weight_decay:
         opt_kwargs["weight_decay"] = config.weight_decay
@@ -369,7 +387,7 @@ def _fit(
             cur_lr = get_lr(step, lr, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = cur_lr
-            loss = _loss(adapter, prob, [rows[b] for b in batch], config)
+            loss = _loss(adapter, prob, [rows[b] for b in batch], config, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -541,6 +559,81 @@ def _interpolate(
     return {k: (init[k].float() + alpha * (trained[k].float() - init[k].float())).to(trained[k].dtype) for k in trained}
 
 
+@dataclass
+class _FoldScores:
+    """One fold's out-of-fold scores: the untrained identity's, each epoch's (with the mean metrics), each
+    (epoch, alpha) shrunk copy's; per held-out question."""
+
+    base: np.ndarray | None = None
+    epochs: dict[int, tuple[np.ndarray, dict[str, float]]] = field(default_factory=dict)
+    shrunk: dict[tuple[int, float], np.ndarray] = field(default_factory=dict)
+
+
+#: environment variable: how many cross-validation folds train side by side (default: see :func:`fold_workers`)
+CV_WORKERS_ENV = "ADAPTERLAB_CV_WORKERS"
+
+
+def fold_workers(config: TrainConfig, device: torch.device, n_folds: int) -> int:
+    """How many folds train side by side in threads: as many as torch's CPU threads (each fold's steps are
+    small products that one thread runs nearly as fast as two, so folds in parallel finish sooner), at most
+    one per fold; ``ADAPTERLAB_CV_WORKERS`` overrides it. One at a time on a GPU (one device runs one fold's
+    kernels at a time anyway) and for adapters that are not built in (a forward pass that draws random
+    numbers, e.g. dropout, would make the folds' results depend on scheduling)."""
+    if device.type != "cpu" or not adapters_mod.draws_no_random_numbers(config.adapter):
+        return 1
+    env = os.environ.get(CV_WORKERS_ENV, "").strip()
+    want = int(env) if env.isdigit() and int(env) > 0 else torch.get_num_threads()
+    return max(1, min(n_folds, want))
+
+
+def _run_folds(
+    tasks: list[Callable[[Callable[..., None], threading.Event], _FoldScores]],
+    workers: int,
+    tick: Callable[..., None],
+    cancel: threading.Event | None,
+) -> list[_FoldScores]:
+    """Each fold task's scores, in task order. With ``workers`` > 1 the tasks run in that many threads,
+    torch's CPU threads shared out among them; ``tick`` (progress: it may write to a database connection
+    of this thread) is always called from the calling thread. A cancel, or one task's error, stops the
+    others after their current step."""
+    halt = threading.Event()
+    if workers <= 1:
+        out = []
+        for task in tasks:
+            out.append(task(tick, cancel or halt))
+            if cancel is not None and cancel.is_set():
+                break
+        return out
+    ticks: queue.SimpleQueue = queue.SimpleQueue()
+
+    def drain() -> None:
+        while True:
+            try:
+                tick(*ticks.get_nowait())
+            except queue.Empty:
+                return
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // workers))  # read by each new worker thread's first parallel op
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="adapterlab-fold") as pool:
+            futures = [pool.submit(task, lambda *a: ticks.put(a), halt) for task in tasks]
+            pending = set(futures)
+            try:
+                while pending:
+                    finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                    drain()
+                    if (cancel is not None and cancel.is_set()) or any(f.exception() for f in finished):
+                        halt.set()
+            except BaseException:  # e.g. Ctrl-C in the CLI: the workers stop after their current step
+                halt.set()
+                raise
+            drain()
+            return [f.result() for f in futures]  # re-raises a task's error
+    finally:
+        torch.set_num_threads(threads)
+
+
 def cross_validate(
     prob: _Problem,
     config: TrainConfig,
@@ -586,89 +679,105 @@ def cross_validate(
     rule = sel.resolve_rule(config.cv_rule, design)
     top = sel.max_epochs(config.cv_rule, design, config.epochs)
     total = len(grid) * len(folds) * top
+
+    def run_fold(lr: float, f_i: int, val: list[int], tick: Callable[..., None], halt: threading.Event) -> _FoldScores:
+        """Train fold ``f_i`` for ``top`` epochs at ``lr`` and score each epoch (and its shrunk copies) on
+        the fold's held-out questions; ``tick(lr, f_i, epoch)`` after each epoch; stops when ``halt`` is set."""
+        vs = set(val)
+        rows = _with_pseudo(prob, [i for i in range(n) if i not in vs], pseudo_rows)
+        val_qv = prob.query_vecs[val]
+        val_rel = [prob.relevant[i] for i in val]
+        fold_corpus, fold_rel = prob.corpus_np, val_rel
+        if on_fold:
+            held = sorted({r for rel in val_rel for r in rel})
+            at = {r: j for j, r in enumerate(held)}
+            fold_corpus, fold_rel = prob.corpus_np[held], [[at[r] for r in rel] for rel in val_rel]
+        # every epoch and shrunk copy is scored on the same questions and chunks: prepared once
+        fixed = FixedCorpusScorer.if_fits(fold_corpus, fold_rel, k)
+
+        def score_out(
+            out: np.ndarray | None, s: torch.Tensor | None = None
+        ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+            """(per-question metrics, per-question selection score (hit@k + MRR@k) / 2) of adapted query vectors,
+            or of the fold scorer's score matrix ``s`` for them."""
+            if s is not None:
+                pq = fixed.metrics_of_scores(s)
+            else:
+                pq = rank_embeddings(out, fold_corpus, fold_rel, top_k=k)[1] if fixed is None else fixed(out)
+            return pq, (pq[hk] + pq[mk]) / 2
+
+        got = _FoldScores()
+        init: dict[str, torch.Tensor] = {}
+        init_out: list[np.ndarray] = []
+        init_scores: list[torch.Tensor] = []
+
+        def on_epoch(epoch, step, adapter, losses):
+            out = _outputs(adapter, val_qv)
+            affine = adapters_mod.affine_in_weights(adapter)
+            # an affine adapter's shrunk copies rank as the same mix of two score matrices (one product per epoch)
+            s = fixed.scores(out, normalize=False) if affine and fixed is not None else None
+            pq, score = score_out(out, s)
+            if epoch == 0:
+                got.base = score
+                if affine:
+                    init_out.append(out)
+                    init_scores.append(s)
+                else:
+                    init.update({k2: v2.detach().clone() for k2, v2 in adapter.state_dict().items()})
+            else:
+                tick(lr, f_i, epoch)
+                if len(alphas) > 1:
+                    trained = None if affine else {k2: v2.detach().clone() for k2, v2 in adapter.state_dict().items()}
+                    for a in alphas:
+                        if a == 1.0:
+                            got.shrunk[(epoch, a)] = score
+                        elif s is not None:  # the shrunk weights' scores, from the two score matrices
+                            got.shrunk[(epoch, a)] = score_out(None, init_scores[0] + a * (s - init_scores[0]))[1]
+                        elif affine:  # the shrunk weights' outputs, from the two outputs
+                            got.shrunk[(epoch, a)] = score_out(init_out[0] + a * (out - init_out[0]))[1]
+                        else:
+                            adapter.load_state_dict(_interpolate(init, trained, a))
+                            got.shrunk[(epoch, a)] = score_out(_outputs(adapter, val_qv))[1]
+                    if trained is not None:
+                        adapter.load_state_dict(trained)
+            got.epochs[epoch] = (score, _means(pq))
+            return halt.is_set()
+
+        _fit(
+            prob,
+            rows,
+            config,
+            lr,
+            top,
+            config.seed + f_i,
+            dim,
+            on_epoch=on_epoch,
+            cancel=halt,
+            allow_custom_code=allow_custom_code,
+            warmup_epochs=config.epochs,
+        )
+        return got
+
     done = 0
+
+    def tick(lr: float, f_i: int, epoch: int) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total, f"cross-validation: lr {lr:g}, fold {f_i + 1}/{len(folds)}, epoch {epoch}")
+
+    workers = fold_workers(config, prob.corpus.device, len(folds))
     gains: dict[tuple, tuple[float, float]] = {}
     curves: dict[str, list[dict[str, float]]] = {}
     for lr in grid:
-        per_epoch: dict[int, list[tuple[np.ndarray, dict[str, float]]]] = {}
-        shrunk: dict[tuple[int, float], list[np.ndarray]] = {}
-        base: list[np.ndarray] = []
-        for f_i, val in enumerate(folds):
-            vs = set(val)
-            rows = _with_pseudo(prob, [i for i in range(n) if i not in vs], pseudo_rows)
-            val_qv = prob.query_vecs[val]
-            val_rel = [prob.relevant[i] for i in val]
-            fold_corpus = prob.corpus_np
-            fold_rel = val_rel
-            if on_fold:
-                held = sorted({r for rel in val_rel for r in rel})
-                at = {r: j for j, r in enumerate(held)}
-                fold_corpus, fold_rel = prob.corpus_np[held], [[at[r] for r in rel] for rel in val_rel]
-
-            # every epoch and shrunk copy is scored on the same questions and chunks: prepared once
-            fixed = FixedCorpusScorer.if_fits(fold_corpus, fold_rel, k)
-
-            def score_of(adapter, val_qv=val_qv, fold_corpus=fold_corpus, fold_rel=fold_rel, fixed=fixed):
-                """(per-question metrics, per-question selection score (hit@k + MRR@k) / 2)."""
-                if fixed is None:
-                    pq = _metrics(adapter, val_qv, fold_corpus, fold_rel, k)
-                else:
-                    pq = fixed(_outputs(adapter, val_qv))
-                return pq, (pq[hk] + pq[mk]) / 2
-
-            init: dict[str, torch.Tensor] = {}
-
-            def on_epoch(
-                epoch,
-                step,
-                adapter,
-                losses,
-                score_of=score_of,
-                init=init,
-                shrunk=shrunk,
-                base=base,
-                lr=lr,
-                f_i=f_i,
-                per_epoch=per_epoch,
-            ):
-                nonlocal done
-                pq, score = score_of(adapter)
-                if epoch == 0:
-                    base.append(score)
-                    init.update({k2: v2.detach().clone() for k2, v2 in adapter.state_dict().items()})
-                else:
-                    done += 1
-                    if progress:
-                        progress(
-                            done, total, f"cross-validation: lr {lr:g}, fold {f_i + 1}/{len(folds)}, epoch {epoch}"
-                        )
-                    if len(alphas) > 1:
-                        trained = {k2: v2.detach().clone() for k2, v2 in adapter.state_dict().items()}
-                        for a in alphas:
-                            if a == 1.0:
-                                shrunk.setdefault((epoch, a), []).append(score)
-                                continue
-                            adapter.load_state_dict(_interpolate(init, trained, a))
-                            shrunk.setdefault((epoch, a), []).append(score_of(adapter)[1])
-                        adapter.load_state_dict(trained)
-                per_epoch.setdefault(epoch, []).append((score, _means(pq)))
-                return bool(cancel is not None and cancel.is_set())
-
-            _fit(
-                prob,
-                rows,
-                config,
-                lr,
-                top,
-                config.seed + f_i,
-                dim,
-                on_epoch=on_epoch,
-                cancel=cancel,
-                allow_custom_code=allow_custom_code,
-                warmup_epochs=config.epochs,
-            )
-            if cancel is not None and cancel.is_set():
-                raise TrainingCancelled("cancelled during cross-validation")
+        tasks = [functools.partial(run_fold, lr, f_i, val) for f_i, val in enumerate(folds)]
+        fold_scores = _run_folds(tasks, workers, tick, cancel)
+        if cancel is not None and cancel.is_set():
+            raise TrainingCancelled("cancelled during cross-validation")
+        # pooled in fold order, however the folds were scheduled
+        base = [f.base for f in fold_scores]
+        per_epoch = {e: [f.epochs[e] for f in fold_scores] for e in fold_scores[0].epochs}
+        shrunk = {key: [f.shrunk[key] for f in fold_scores] for key in fold_scores[0].shrunk}
         curve = []
         for epoch in sorted(per_epoch):
             scores = [s for s, _ in per_epoch[epoch]]

@@ -478,3 +478,22 @@ def test_fixed_corpus_scorer_gives_rank_embeddings_metrics_exactly(seed):
     assert not FixedCorpusScorer.fits(10_000, np.zeros((10_000, 8), dtype=np.float32))
     assert FixedCorpusScorer.if_fits(corpus, relevant, 5) is not None
     assert FixedCorpusScorer.if_fits(np.zeros((10_000, 8), dtype=np.float32), [[0]] * 10_000) is None
+
+
+def test_fixed_corpus_scorer_ranks_unnormalised_and_mixed_score_matrices_as_the_query_vectors():
+    """Cross-validation scores a linear adapter's shrunk copies as mixes of two score matrices: the
+    products with unnormalised query vectors rank as the cosines do, and a mix of two of them ranks as
+    the same mix of the query vectors."""
+    rng = np.random.default_rng(3)
+    corpus = rng.normal(size=(40, 8)).astype(np.float32)
+    relevant = [[int(i)] for i in rng.integers(0, 40, 12)] + [[1, 2], [5, 6, 7]]
+    q0 = rng.normal(size=(14, 8)).astype(np.float32)
+    q1 = q0 + rng.normal(scale=0.8, size=q0.shape).astype(np.float32)
+    scorer = FixedCorpusScorer(corpus, relevant, 5)
+    s0, s1 = scorer.scores(q0, normalize=False), scorer.scores(q1, normalize=False)
+    for name, want in scorer(q1).items():
+        assert np.allclose(scorer.metrics_of_scores(s1)[name], want), name
+    for a in (0.25, 0.5, 0.75):
+        mixed = scorer.metrics_of_scores(s0 + a * (s1 - s0))
+        for name, want in scorer(q0 + a * (q1 - q0)).items():
+            assert np.allclose(mixed[name], want), (a, name)

@@ -264,6 +264,125 @@ def test_cv_costs_at_most_ten_plain_runs_of_work():
     assert refit <= len(plain)
 
 
+def _same_selection(a, b) -> None:
+    """Two cross-validations chose the same and estimated the same (to float rounding)."""
+    assert (a.cv.epochs, a.cv.alpha, a.cv.train, a.cv.lr) == (b.cv.epochs, b.cv.alpha, b.cv.train, b.cv.lr)
+    assert a.cv.gain == pytest.approx(b.cv.gain, abs=1e-9) and a.cv.shrinkage == pytest.approx(b.cv.shrinkage)
+    for lr, curve in a.cv.curves.items():
+        assert [p["gain"] for p in curve] == pytest.approx([p["gain"] for p in b.cv.curves[lr]], abs=1e-9)
+    for k, v in a.adapter.state_dict().items():
+        assert torch.allclose(v, b.adapter.state_dict()[k], atol=1e-6)
+
+
+def test_a_linear_adapter_s_shrunk_outputs_are_the_shrunk_weights_outputs():
+    from core import adapters as adapters_mod
+    from core.training import _interpolate
+
+    lin = adapters_mod.build_adapter("linear", DIM, bias=True)
+    init = {k: v.clone() for k, v in lin.state_dict().items()}
+    with torch.no_grad():
+        lin.linear.weight.add_(0.3 * torch.randn(DIM, DIM))
+        lin.linear.bias.add_(0.1 * torch.randn(DIM))
+    x = torch.randn(6, DIM)
+    shrunk = adapters_mod.build_adapter("linear", DIM, bias=True)
+    shrunk.load_state_dict(_interpolate(init, lin.state_dict(), 0.25))
+    with torch.no_grad():
+        assert torch.allclose(shrunk(x), x + 0.25 * (lin(x) - x), atol=1e-6)
+    assert adapters_mod.affine_in_weights(lin)
+    assert not adapters_mod.affine_in_weights(adapters_mod.build_adapter("two-layer", DIM))
+
+
+def test_cross_validation_scores_a_linear_adapter_s_shrunk_copies_from_its_outputs(monkeypatch):
+    """The shortcut (two outputs instead of loading and running each shrunk copy) chooses and estimates
+    exactly what loading the shrunk weights does."""
+    from core import adapters as adapters_mod
+
+    ds, emb = synthetic()
+    fast = train(ds, emb, _cfg())
+    monkeypatch.setattr(adapters_mod, "affine_in_weights", lambda adapter: False)
+    _same_selection(fast, train(ds, emb, _cfg()))
+
+
+@pytest.mark.parametrize("adapter", ["linear", "two-layer", "low-rank"])
+def test_folds_side_by_side_choose_what_folds_one_at_a_time_choose(monkeypatch, adapter):
+    """Each fold's initial weights and random draws (here sampled negatives) are seeded per fold, so
+    scheduling the folds in threads changes nothing but the wall time."""
+    from core.training import CV_WORKERS_ENV
+
+    ds, emb = synthetic(n_chunks=40)
+    cfg = _cfg(adapter=adapter, sample_negatives_above=20, lr=0.01)
+    monkeypatch.setenv(CV_WORKERS_ENV, "1")
+    one = train(ds, emb, cfg)
+    monkeypatch.setenv(CV_WORKERS_ENV, "3")
+    side = train(ds, emb, cfg)
+    assert one.summary()["negatives"].startswith("sampled")
+    _same_selection(one, side)
+
+
+def test_fold_workers_follow_torch_threads_and_stay_one_where_scheduling_could_matter(monkeypatch):
+    from core.training import CV_WORKERS_ENV, fold_workers
+
+    monkeypatch.delenv(CV_WORKERS_ENV, raising=False)
+    cpu = torch.device("cpu")
+    assert fold_workers(_cfg(), cpu, 5) == min(5, torch.get_num_threads())
+    assert fold_workers(_cfg(), cpu, 1) == 1
+    assert fold_workers(_cfg(), torch.device("cuda"), 5) == 1  # one device runs one fold's kernels at a time
+    assert fold_workers(_cfg(adapter="mypkg.adapters:Dropout"), cpu, 5) == 1  # custom code may draw numbers
+    monkeypatch.setenv(CV_WORKERS_ENV, "4")
+    assert fold_workers(_cfg(), cpu, 5) == 4 and fold_workers(_cfg(), cpu, 3) == 3
+    monkeypatch.setenv(CV_WORKERS_ENV, "1")
+    assert fold_workers(_cfg(), cpu, 5) == 1
+
+
+def test_folds_side_by_side_report_progress_from_the_calling_thread_and_restore_torch_threads(monkeypatch):
+    """Progress may write to a database connection that belongs to the calling thread."""
+    import threading
+
+    from core.training import CV_WORKERS_ENV
+
+    monkeypatch.setenv(CV_WORKERS_ENV, "3")
+    ds, emb = synthetic()
+    threads = torch.get_num_threads()
+    calls = []
+    train(ds, emb, _cfg(), progress=lambda done, total, msg: calls.append((threading.get_ident(), done, total, msg)))
+    cv = [c for c in calls if c[3].startswith("cross-validation")]
+    assert {c[0] for c in calls} == {threading.get_ident()}
+    assert [c[1] for c in cv] == list(range(1, 16)) and {c[2] for c in cv} == {15}  # 3 folds x 5 epochs
+    assert torch.get_num_threads() == threads
+
+
+def test_folds_side_by_side_stop_on_cancel_and_pass_on_a_fold_s_error(monkeypatch):
+    import threading
+
+    from core import training
+    from core.training import CV_WORKERS_ENV
+
+    monkeypatch.setenv(CV_WORKERS_ENV, "3")
+    ds, emb = synthetic()
+    cancel = threading.Event()
+    ticks = []
+
+    def progress(done, total, msg):
+        ticks.append(msg)
+        if msg.startswith("cross-validation"):
+            cancel.set()
+
+    result = train(ds, emb, _cfg(epochs=200), progress=progress, cancel=cancel)
+    assert result.cancelled and result.cv is None
+    assert sum(m.startswith("cross-validation") for m in ticks) < 3 * 200  # stopped long before the end
+
+    real_fit = training._fit
+
+    def failing_fit(prob, rows, config, lr, epochs, seed, *a, **kw):
+        if seed == config.seed + 1:  # the second fold
+            raise RuntimeError("fold 2 ran out of memory")
+        return real_fit(prob, rows, config, lr, epochs, seed, *a, **kw)
+
+    monkeypatch.setattr(training, "_fit", failing_fit)
+    with pytest.raises(RuntimeError, match="fold 2 ran out of memory"):
+        train(ds, emb, _cfg())
+
+
 # ------------------------------------------------------------------------------------------------
 # negatives
 # ------------------------------------------------------------------------------------------------
@@ -278,9 +397,9 @@ def test_large_corpora_sample_negatives_and_the_run_says_so(monkeypatch):
     seen = []
     orig = tr._loss
 
-    def spy(adapter, prob, batch, config):
+    def spy(adapter, prob, batch, config, *rest):
         seen.append(prob.sampled)
-        return orig(adapter, prob, batch, config)
+        return orig(adapter, prob, batch, config, *rest)
 
     monkeypatch.setattr(tr, "_loss", spy)
     res = train(ds, emb, _cfg(selection="none", epochs=4, sample_negatives_above=10))
@@ -538,9 +657,12 @@ def test_cross_validation_never_scores_pseudo_queries_and_trains_on_those_of_chu
     (n_grouped, folds) = folds_seen[0]
     assert n_grouped == n_real and sorted(i for f in folds for i in f) == list(range(n_real))
     prob = fits[0][0]
-    for (_, rows), fold in zip(fits[: len(folds)], folds):
+    cv_fits = fits[: len(folds)]  # the folds may train side by side: match each fold to its fit by rows
+    for fold in folds:
+        (rows,) = [
+            r for _, r in cv_fits if sorted(x for x in r if x < n_real) == sorted(set(range(n_real)) - set(fold))
+        ]
         real = [r for r in rows if r < n_real]
-        assert sorted(real) == sorted(set(range(n_real)) - set(fold))
         labelled = {int(prob.targets[r]) for r in real}
         pseudo_targets = {int(prob.targets[r]) for r in rows if r >= n_real}
         assert pseudo_targets and not (pseudo_targets & labelled)
