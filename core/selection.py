@@ -226,6 +226,7 @@ class CVResult:
     fold_order: str = "shuffled"  # chunks design: shuffled chunks, or contiguous blocks in corpus order
     validation: str = "corpus"  # chunks design: held-out questions ranked against every chunk, or the fold's
     validation_reason: str = ""
+    side_by_side: int = 1  # folds trained at once (threads on the CPU; ``seconds`` is the wall time)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

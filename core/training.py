@@ -822,6 +822,7 @@ def cross_validate(
         fold_order="blocks" if blocks else "shuffled",
         validation=validation if design == "chunks" else "corpus",
         validation_reason=validation_reason if design == "chunks" else "",
+        side_by_side=workers,
     )
 
 

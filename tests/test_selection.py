@@ -316,6 +316,7 @@ def test_folds_side_by_side_choose_what_folds_one_at_a_time_choose(monkeypatch, 
     monkeypatch.setenv(CV_WORKERS_ENV, "3")
     side = train(ds, emb, cfg)
     assert one.summary()["negatives"].startswith("sampled")
+    assert (one.cv.side_by_side, side.cv.side_by_side) == (1, 3)  # the run record says how they ran
     _same_selection(one, side)
 
 
