@@ -20,9 +20,11 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +291,30 @@ def _train_config(args):
     return cfg
 
 
+@contextmanager
+def _one_interrupt() -> Iterator[None]:
+    """Ctrl-C stops a training command (KeyboardInterrupt) once; more Ctrl-C while it stops are ignored,
+    so that stopping (marking the run interrupted, ending the cross-validation's fold threads) is not
+    cut halfway: a second interrupt inside a lock's release can leave a bare RuntimeError instead."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) in (
+        signal.SIG_IGN,
+        None,
+    ):
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def first(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def cmd_train(args) -> int:
     from .runs import create_run, execute_run
 
@@ -313,7 +339,8 @@ def cmd_train(args) -> int:
     bar = _Bar(not args.json, "train")
     cancel = threading.Event()
     try:
-        result = execute_run(ws, run_id, progress=bar, cancel=cancel, out_dir=args.out, allow_custom_code=True)
+        with _one_interrupt():
+            result = execute_run(ws, run_id, progress=bar, cancel=cancel, out_dir=args.out, allow_custom_code=True)
     except KeyboardInterrupt:
         raise CLIError(f"interrupted; run {run_id} keeps its checkpoints under {ws.run_dir(run_id)}") from None
     finally:
@@ -389,7 +416,8 @@ def cmd_finetune(args) -> int:
     )
     bar = _Bar(not args.json, "fine-tune")
     try:
-        result = execute_run(ws, run_id, progress=bar, cancel=threading.Event(), out_dir=args.out)
+        with _one_interrupt():
+            result = execute_run(ws, run_id, progress=bar, cancel=threading.Event(), out_dir=args.out)
     except KeyboardInterrupt:
         raise CLIError(f"interrupted; run {run_id} saved no model") from None
     finally:

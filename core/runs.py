@@ -216,7 +216,8 @@ def _recording(
     ws: Workspace, run_id: str, callback: Callable[[dict[str, Any]], None] | None, cancel: threading.Event | None = None
 ):
     """Mark the run running, stream its events to ``history.jsonl`` (and ``callback``), beat its
-    heartbeat while the body runs, and mark it failed if the body raises. Yields the event sink.
+    heartbeat while the body runs, and mark it failed if the body raises (interrupted on Ctrl-C, its
+    checkpoints kept). Yields the event sink.
 
     The process that trains owns the run: its ``pid:token`` goes to ``owner`` (a reaper in any
     process sees at once that it died) and it watches the ``cancel`` file, setting ``cancel``."""
@@ -247,6 +248,9 @@ def _recording(
 
         try:
             yield on_event
+        except KeyboardInterrupt:  # Ctrl-C in the CLI (or a Python session): stopped, not broken
+            mark_run_interrupted(ws, run_id, "stopped with Ctrl-C before it finished")
+            raise
         except BaseException as exc:
             _set_status(ws, run_id, Status.FAILED, error=f"{type(exc).__name__}: {exc}")
             raise

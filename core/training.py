@@ -571,15 +571,24 @@ class _FoldScores:
 
 #: environment variable: how many cross-validation folds train side by side (default: see :func:`fold_workers`)
 CV_WORKERS_ENV = "ADAPTERLAB_CV_WORKERS"
+#: above this many bytes of chunk vectors the folds train one at a time: each fold's scoring keeps its own
+#: normalised copy of the chunks and score matrices, and at that size a step is no longer a small product
+SIDE_BY_SIDE_MAX_CORPUS_BYTES = 64 << 20
 
 
-def fold_workers(config: TrainConfig, device: torch.device, n_folds: int) -> int:
+def fold_workers(config: TrainConfig, device: torch.device, n_folds: int, corpus_bytes: int = 0) -> int:
     """How many folds train side by side in threads: as many as torch's CPU threads (each fold's steps are
     small products that one thread runs nearly as fast as two, so folds in parallel finish sooner), at most
     one per fold; ``ADAPTERLAB_CV_WORKERS`` overrides it. One at a time on a GPU (one device runs one fold's
-    kernels at a time anyway) and for adapters that are not built in (a forward pass that draws random
-    numbers, e.g. dropout, would make the folds' results depend on scheduling)."""
-    if device.type != "cpu" or not adapters_mod.draws_no_random_numbers(config.adapter):
+    kernels at a time anyway), for adapters that are not built in (a forward pass that draws random
+    numbers, e.g. dropout, would make the folds' results depend on scheduling) and for a large corpus
+    (``corpus_bytes`` above :data:`SIDE_BY_SIDE_MAX_CORPUS_BYTES`: memory). While folds train side by side,
+    torch's thread count is shared out among them (it is process-wide; restored afterwards)."""
+    if (
+        device.type != "cpu"
+        or not adapters_mod.draws_no_random_numbers(config.adapter)
+        or corpus_bytes > SIDE_BY_SIDE_MAX_CORPUS_BYTES
+    ):
         return 1
     env = os.environ.get(CV_WORKERS_ENV, "").strip()
     want = int(env) if env.isdigit() and int(env) > 0 else torch.get_num_threads()
@@ -615,23 +624,25 @@ def _run_folds(
 
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads // workers))  # read by each new worker thread's first parallel op
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="adapterlab-fold")
     try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="adapterlab-fold") as pool:
-            futures = [pool.submit(task, lambda *a: ticks.put(a), halt) for task in tasks]
-            pending = set(futures)
-            try:
-                while pending:
-                    finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-                    drain()
-                    if (cancel is not None and cancel.is_set()) or any(f.exception() for f in finished):
-                        halt.set()
-            except BaseException:  # e.g. Ctrl-C in the CLI: the workers stop after their current step
-                halt.set()
-                raise
+        futures = [pool.submit(task, lambda *a: ticks.put(a), halt) for task in tasks]
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
             drain()
-            return [f.result() for f in futures]  # re-raises a task's error
+            if (cancel is not None and cancel.is_set()) or any(f.exception() for f in finished):
+                halt.set()
+        drain()
+        return [f.result() for f in futures]  # re-raises a task's error
     finally:
-        torch.set_num_threads(threads)
+        # however this ends (done, a fold's error, Ctrl-C, even a second Ctrl-C while stopping), no fold
+        # trains on: each stops after its current step (the finished ones are not affected)
+        halt.set()
+        try:
+            pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def cross_validate(
@@ -766,7 +777,7 @@ def cross_validate(
         if progress:
             progress(done, total, f"cross-validation: lr {lr:g}, fold {f_i + 1}/{len(folds)}, epoch {epoch}")
 
-    workers = fold_workers(config, prob.corpus.device, len(folds))
+    workers = fold_workers(config, prob.corpus.device, len(folds), prob.corpus_np.nbytes)
     gains: dict[tuple, tuple[float, float]] = {}
     curves: dict[str, list[dict[str, float]]] = {}
     for lr in grid:

@@ -498,7 +498,10 @@ def draw_run(run: dict, hist: list[dict]) -> None:
     if cv:
         (st.success if cv["train"] else st.info)(
             f"**Cross-validation ({cv['folds']} folds, {'new questions, same chunks' if cv['design'] == 'questions' else 'new documents'}"
-            f"{', contiguous blocks in document order' if cv['design'] == 'chunks' and cv.get('fold_order') == 'blocks' else ''})**: "
+            f"{', contiguous blocks in document order' if cv['design'] == 'chunks' and cv.get('fold_order') == 'blocks' else ''})**"
+            + (f" in {cv['seconds']:.1f} s" if cv.get("seconds") else "")
+            + (f" ({cv['side_by_side']} folds at a time)" if cv.get("side_by_side", 1) > 1 else "")
+            + ": "
             f"estimated gain {100 * cv['gain']:+.2f} ± {100 * cv['gain_se']:.2f} points of (hit@{k} + MRR@{k})/2 → "
             + (
                 f"refit on every question for {cv['epochs']} epoch(s) at lr {cv['lr']:g}"

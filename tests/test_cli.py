@@ -662,3 +662,27 @@ def test_every_train_flag_reaches_the_config():
     cfg = cli_mod._train_config(args)
     assert (cfg.cv_min_gain_se, cfg.hard_negatives, cfg.epochs, cfg.pseudo_queries) == (1.5, 3, 7, 4)
     assert cfg.lr == type(cfg)().lr  # a flag not given keeps the config's default
+
+
+def test_training_commands_stop_on_the_first_ctrl_c_and_ignore_more_while_stopping():
+    """A second Ctrl-C while a run stops (folds' threads ending, the run marked interrupted) must not cut
+    that short: it once surfaced as a bare 'RuntimeError: release unlocked lock' and a failed run."""
+    import os
+    import signal
+    import time
+
+    from core.cli import _one_interrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    stopped = []
+    with pytest.raises(KeyboardInterrupt):
+        with _one_interrupt():
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the first Ctrl-C interrupts this
+            finally:  # stopping: another Ctrl-C changes nothing
+                assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                stopped.append(True)
+    assert stopped and signal.getsignal(signal.SIGINT) is before

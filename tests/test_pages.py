@@ -499,6 +499,8 @@ def test_train_shows_a_cross_validated_run_by_its_estimate(prepared_ws, prepared
         alpha=0.5,
         validation="fold",
         validation_reason="the evaluation set's chunks: the new documents hold the same kinds of text",
+        seconds=2.61,
+        side_by_side=2,
     ).to_dict()
     events = [{"type": "selection", **sel}]
     for epoch in (1, 2):
@@ -522,6 +524,7 @@ def test_train_shows_a_cross_validated_run_by_its_estimate(prepared_ws, prepared
     assert metrics["Epochs done"] == "2 / 2" and metrics["Chosen epoch · α"] == "2 · 0.5", metrics
     assert metrics["Cross-validated gain"] == "+1.23 pt" and not any(k.startswith("Val ") for k in metrics), metrics
     assert "refit on every question for 2 epoch(s)" in texts(at.success)
+    assert "(5 folds, new documents)** in 2.6 s (2 folds at a time): estimated gain" in texts(at.success)
     assert "Validation: the evaluation set's chunks: the new documents hold the same kinds of text." in texts(
         at.success
     )

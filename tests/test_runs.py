@@ -172,6 +172,22 @@ def test_a_failing_run_is_marked_failed(ws, fake_openai, dataset_file, tmp_path)
     assert run["status"] == "failed" and "gone.json" in run["error"] and "DatasetError" in run["error"]
 
 
+def test_a_run_stopped_with_ctrl_c_is_interrupted_not_failed(ws, fake_openai, dataset_file):
+    """The CLI's Ctrl-C reaches the run as KeyboardInterrupt: the Train page then says it was stopped
+    and names the last checkpoint, instead of 'This run failed: KeyboardInterrupt:'."""
+    run_id = _api_run(ws, fake_openai, dataset_file)
+
+    def cb(event):
+        if event["type"] == "step" and event["step"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(ws, run_id, api_key=SECRET, callback=cb)
+    run = get_run(ws, run_id)
+    assert run["status"] == "interrupted" and run["error"] == "stopped with Ctrl-C before it finished"
+    assert run["result"]["last_checkpoint"].endswith("step_2")  # checkpoint_every=2
+
+
 def test_create_run_validates_first(ws, dataset_file):
     with pytest.raises(ValueError, match="needs a dataset"):
         create_run(ws, _config())

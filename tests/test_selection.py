@@ -321,7 +321,7 @@ def test_folds_side_by_side_choose_what_folds_one_at_a_time_choose(monkeypatch, 
 
 
 def test_fold_workers_follow_torch_threads_and_stay_one_where_scheduling_could_matter(monkeypatch):
-    from core.training import CV_WORKERS_ENV, fold_workers
+    from core.training import CV_WORKERS_ENV, SIDE_BY_SIDE_MAX_CORPUS_BYTES, fold_workers
 
     monkeypatch.delenv(CV_WORKERS_ENV, raising=False)
     cpu = torch.device("cpu")
@@ -329,6 +329,7 @@ def test_fold_workers_follow_torch_threads_and_stay_one_where_scheduling_could_m
     assert fold_workers(_cfg(), cpu, 1) == 1
     assert fold_workers(_cfg(), torch.device("cuda"), 5) == 1  # one device runs one fold's kernels at a time
     assert fold_workers(_cfg(adapter="mypkg.adapters:Dropout"), cpu, 5) == 1  # custom code may draw numbers
+    assert fold_workers(_cfg(), cpu, 5, corpus_bytes=SIDE_BY_SIDE_MAX_CORPUS_BYTES + 1) == 1  # memory
     monkeypatch.setenv(CV_WORKERS_ENV, "4")
     assert fold_workers(_cfg(), cpu, 5) == 4 and fold_workers(_cfg(), cpu, 3) == 3
     monkeypatch.setenv(CV_WORKERS_ENV, "1")
@@ -352,7 +353,7 @@ def test_folds_side_by_side_report_progress_from_the_calling_thread_and_restore_
     assert torch.get_num_threads() == threads
 
 
-def test_folds_side_by_side_stop_on_cancel_and_pass_on_a_fold_s_error(monkeypatch):
+def test_folds_side_by_side_stop_on_cancel_and_ctrl_c_and_pass_on_a_fold_s_error(monkeypatch):
     import threading
 
     from core import training
@@ -371,6 +372,16 @@ def test_folds_side_by_side_stop_on_cancel_and_pass_on_a_fold_s_error(monkeypatc
     result = train(ds, emb, _cfg(epochs=200), progress=progress, cancel=cancel)
     assert result.cancelled and result.cv is None
     assert sum(m.startswith("cross-validation") for m in ticks) < 3 * 200  # stopped long before the end
+
+    def interrupt(done, total, msg):  # Ctrl-C in the CLI lands in the calling thread, here in progress
+        if msg.startswith("cross-validation"):
+            raise KeyboardInterrupt
+
+    threads = torch.get_num_threads()
+    with pytest.raises(KeyboardInterrupt):
+        train(ds, emb, _cfg(epochs=100_000), progress=interrupt)  # would train for minutes if the folds went on
+    assert not [t for t in threading.enumerate() if t.name.startswith("adapterlab-fold")]
+    assert torch.get_num_threads() == threads
 
     real_fit = training._fit
 
