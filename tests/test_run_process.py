@@ -146,3 +146,19 @@ def test_the_cli_shows_a_live_child_running_and_any_process_can_cancel_it(ws, fa
             _until(lambda: os.kill(pid, 0), "the child to exit", timeout=10)
     finally:
         jm.shutdown()
+
+
+def test_cancel_during_side_by_side_cross_validation_stops_the_child(ws, fake_openai, monkeypatch):
+    """The dashboard's Cancel reaches folds training in threads inside the child (their progress comes
+    from the child's main thread, which owns the job's database connection)."""
+    monkeypatch.setenv("ADAPTERLAB_CV_WORKERS", "2")  # the child inherits it, whatever this box's cores
+    jm = job_manager(ws)
+    try:
+        job_id, run_id = _start(ws, jm, fake_openai, selection="cv", cv_folds=3, epochs=100_000, batch_size=1)
+        _until(lambda: "cross-validation" in (jm.get(job_id).get("message") or ""), "cross-validation progress")
+        assert jm.cancel(job_id)
+        assert jm.wait(job_id, WAIT)
+        assert jm.get(job_id)["status"] == "cancelled"
+        assert get_run(ws, run_id)["status"] == "cancelled"
+    finally:
+        jm.shutdown()
