@@ -292,11 +292,15 @@ def test_a_linear_adapter_s_shrunk_outputs_are_the_shrunk_weights_outputs():
     assert not adapters_mod.affine_in_weights(adapters_mod.build_adapter("two-layer", DIM))
 
 
-def test_cross_validation_scores_a_linear_adapter_s_shrunk_copies_from_its_outputs(monkeypatch):
-    """The shortcut (two outputs instead of loading and running each shrunk copy) chooses and estimates
-    exactly what loading the shrunk weights does."""
+@pytest.mark.parametrize("scorer", ["fixed corpus", "rank_embeddings (a corpus too large to copy)"])
+def test_cross_validation_scores_a_linear_adapter_s_shrunk_copies_from_its_outputs(monkeypatch, scorer):
+    """The shortcut (two score matrices, or two outputs, instead of loading and running each shrunk copy)
+    chooses and estimates exactly what loading the shrunk weights does."""
     from core import adapters as adapters_mod
+    from core.evaluation import FixedCorpusScorer
 
+    if scorer != "fixed corpus":
+        monkeypatch.setattr(FixedCorpusScorer, "if_fits", classmethod(lambda cls, *a, **kw: None))
     ds, emb = synthetic()
     fast = train(ds, emb, _cfg())
     monkeypatch.setattr(adapters_mod, "affine_in_weights", lambda adapter: False)
