@@ -21,6 +21,10 @@ seeds each, test side only, Δ against the base with a paired bootstrap 95% CI:
 * (s) (b) swapped: the second question of each chunk trains, the first tests (other test
   questions than (b)'s: a check of a choice made on (b)).
 * (c) chunk split: 70% of the chunks (seeded) train, 30% test, over the whole corpus.
+* (u) the guide's own protocol: every question of ``--dataset`` trains, ``--eval-dataset`` (LLM questions
+  over *another* company's filing, with its own chunks) tests, ranked over that filing's chunks. Needs
+  an evaluation file: the shared data has LLM questions over Lyft only (bench/README.md says which
+  file the numbers came from).
 * (d) the no-key path: offline questions (``--offline-generator``, default the app's offline
   method) generated over the Lyft PDF train the adapter; the test is every real LLM question of
   the shared file, over its own chunks (the adapter is query-only, so the two chunkings need not
@@ -305,6 +309,12 @@ def main() -> None:
         help="protocol (d): the offline method (core.pseudo_queries."
         "OFFLINE_METHODS; default: the app's default); bench/no_key.py compares them all",
     )
+    ap.add_argument(
+        "--eval-dataset",
+        default=None,
+        help="protocol (u): a LlamaIndex dataset JSON over another document that tests an adapter trained on "
+        "every question of --dataset",
+    )
     ap.add_argument("--json", default=None, help="also write every per-seed Δ (points, unrounded) to this JSON file")
     ap.add_argument(
         "--paired-with",
@@ -324,6 +334,9 @@ def main() -> None:
         extra["unlabelled_negatives"] = True
 
     ds = QADataset.load(args.dataset)
+    if "u" in args.protocols and not args.eval_dataset:
+        raise SystemExit("protocol (u) needs --eval-dataset: questions over another document")
+    eval_ds = QADataset.load(args.eval_dataset) if args.eval_dataset else None
     ws = Workspace(args.workspace)
     emb = resolve_embedder(args.embedder, workspace=ws)
     print(f"embedder: {emb.identity}")
@@ -348,6 +361,8 @@ def main() -> None:
                     ds,
                     set(ds.corpus),
                 )
+            elif pn == "u":  # every question trains; the other document's questions test, over its chunks
+                train_ds, test_ds, test_chunks = ds, eval_ds, set(eval_ds.corpus)
             else:
                 train_ds, test_ds, test_chunks = protocol(ds, pn, seed)
                 if args.questions_per_chunk:

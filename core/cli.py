@@ -694,8 +694,11 @@ def cmd_runs(args) -> int:
             "status": r["status"],
             "best_epoch": (r["result"] or {}).get("best_epoch"),
             "val_mrr": ((r["result"] or {}).get("best_metrics") or {}).get("mrr@5"),
+            # a cross-validated run has no hold-out: its out-of-fold gain, (hit@k + MRR@k)/2 in points
+            "cv_gain_pt": None if not sel else round(100 * sel["gain"], 2),
         }
         for r in list_runs(ws)
+        for sel in [(r["result"] or {}).get("selection")]
     ]
     _emit(args, rows, format_table(rows))
     return 0

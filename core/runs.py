@@ -92,7 +92,10 @@ def create_run(
     d.mkdir(parents=True, exist_ok=True)
     atomic_write_json(d / "run.json", request)
     now = time.time()
-    label = name or f"{config.adapter} · {config.loss} · lr {config.lr:g} · {config.epochs} ep"
+    # a cross-validated run chooses its epochs (on the questions design up to twice the setting): its name
+    # says so rather than quoting the setting as if it were what ran
+    epochs = "epochs by CV" if config.selection == "cv" else f"{config.epochs} ep"
+    label = name or f"{config.adapter} · {config.loss} · lr {config.lr:g} · {epochs}"
     with ws.db() as con:
         con.execute(
             "INSERT INTO runs(id, name, status, config, created_at, updated_at) VALUES (?, ?, 'queued', ?, ?, ?)",

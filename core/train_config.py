@@ -62,7 +62,10 @@ class TrainConfig:
     )
     epochs: int = field(
         default=12,
-        metadata=_help("Passes over the training questions (with cross-validation: the most epochs it may choose)."),
+        metadata=_help(
+            "Passes over the training questions (with cross-validation: the most epochs it may choose; twice that "
+            "under cv_rule auto on the questions design)."
+        ),
     )
     batch_size: int = field(
         default=32, metadata=_help("Questions per optimizer step (siblings of one chunk never share a batch).")

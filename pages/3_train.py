@@ -703,7 +703,24 @@ with st.container(border=True):
         draw_finished(run)
 
 st.markdown("**Run history**")
-st.dataframe(run_rows(runs), hide_index=True, width="stretch", key="run_table", column_config={"id": None})
+st.dataframe(
+    run_rows(runs),
+    hide_index=True,
+    width="stretch",
+    key="run_table",
+    placeholder="–",  # a cross-validated run has no hold-out metrics, a hold-out run no CV gain
+    column_config={
+        "id": None,
+        "epochs (set)": st.column_config.NumberColumn(
+            help="The epochs setting; with cross-validation the most it may choose (twice that on the questions "
+            "design)."
+        ),
+        "epoch kept": st.column_config.NumberColumn(
+            help="The epoch the run kept: the best on the hold-out, or the epochs cross-validation chose for the "
+            "refit (0: the untrained identity)."
+        ),
+    },
+)
 h1, h2 = st.columns([1, 3])
 with h1.popover("Delete a run", icon=":material/delete:"):
     gone = st.selectbox("Run", list(run_labels), format_func=run_labels.get, key="run_delete_pick")

@@ -228,6 +228,23 @@ def test_runs_lists_the_training_run(pipeline, capsys):
     assert len(mine) == 1 and mine[0]["status"] == "done" and mine[0]["best_epoch"] == summary["best_epoch"]
 
 
+def test_runs_shows_a_cross_validated_runs_out_of_fold_gain(tmp_path, capsys):
+    """A cross-validated run has no hold-out metrics: `runs` prints its out-of-fold gain instead of blanks."""
+    from core.runs import _set_status, create_run
+    from core.training import TrainConfig
+    from core.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    data = QADataset(queries={"q1": "What?"}, corpus={"c1": "text"}, relevant_docs={"q1": ["c1"]})
+    run_id = create_run(ws, TrainConfig(selection="cv"), dataset_path=str(data.save(tmp_path / "d.json")))
+    _set_status(ws, run_id, "done", result={"best_epoch": 24, "selection": {"gain": 0.01234, "train": True}})
+    rc, out, _ = cli_inproc(capsys, "runs", "--json", "--workspace", str(ws.root))
+    assert rc == 0
+    (row,) = json.loads(out)
+    assert row["name"].endswith("epochs by CV") and row["best_epoch"] == 24
+    assert row["val_mrr"] is None and row["cv_gain_pt"] == 1.23
+
+
 def test_evaluate_prints_base_and_adapter_rows(pipeline):
     ds = str(pipeline["dir"] / "train.json")
     adapter = str(pipeline["dir"] / "adapter")

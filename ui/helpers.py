@@ -291,10 +291,11 @@ def run_rows(runs: Iterable[dict]) -> list[dict]:
                 "adapter": "full fine-tune" if r.get("kind") == "finetune" else cfg.get("adapter"),
                 "loss": cfg.get("loss"),
                 "lr": cfg.get("lr"),
-                "epochs": cfg.get("epochs"),
+                "epochs (set)": cfg.get("epochs"),
                 "batch": cfg.get("batch_size"),
                 "embedder": (r.get("config") or {}).get("embedder"),
-                "best epoch": res.get("best_epoch"),
+                # hold-out: the best epoch; cross-validation: the epochs its refit trained (0: the identity)
+                "epoch kept": res.get("best_epoch"),
                 f"val MRR@{k} base": None if b is None else round(b, 4),
                 f"val MRR@{k} best": None if a is None else round(a, 4),
                 "Δ MRR": None if (a is None or b is None) else round(a - b, 4),
