@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3])
     ap.add_argument("--epochs", type=int, nargs="+", default=[1, 2, 4, 8, 12])
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
+    ap.add_argument("--eval-dataset", default=None, help="protocol (u): questions over another document (quality.py)")
     ap.add_argument("--workspace", default=os.environ.get("ADAPTERLAB_WORKSPACE", "/tmp/alws_oracle"))
     args = ap.parse_args()
     ws = Workspace(args.workspace)
@@ -67,7 +68,13 @@ def main() -> None:
     for pn in args.protocols:
         cells: dict[tuple[float, int, float], list[np.ndarray]] = {}
         for seed in args.seeds:
-            train_ds, test_ds, test_chunks = protocol(ds, pn, seed)
+            if pn == "u":  # the guide's protocol: every question trains, another document's questions test
+                if not args.eval_dataset:
+                    raise SystemExit("protocol (u) needs --eval-dataset")
+                test_ds = QADataset.load(args.eval_dataset)
+                train_ds, test_chunks = ds, set(test_ds.corpus)
+            else:
+                train_ds, test_ds, test_chunks = protocol(ds, pn, seed)
             qv, cv, rel = _test_vectors(test_ds, emb)
             base = _hit_mrr(qv, cv, rel)
             for lr, epochs in itertools.product(args.lrs, args.epochs):

@@ -369,6 +369,8 @@ def main() -> None:
                     train_ds = at_most_per_chunk(train_ds, args.questions_per_chunk)
             # every chunk of the file is ingested, so every chunk is a negative (unlabelled)
             negatives = ds.corpus if pn != "d" and args.negatives != "train" else None
+            if pn == "u" and negatives is not None:  # a user who compares on the other filing has ingested it too
+                negatives = {**ds.corpus, **eval_ds.corpus}
             systems = {"base": emb}
             notes = {"base": ("", "")}
             configs = {

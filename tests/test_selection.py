@@ -734,6 +734,7 @@ def test_choose_validation_by_mixing():
     assert v == "fold" and "same kinds of text" in why and "0.90" in why
     v, why = sel.choose_validation(0.2)
     assert v == "corpus" and "another kind of text" in why
+    assert "the gain on the new ones can be smaller: measure it on the evaluation set" in why  # protocol (u)
     assert sel.choose_validation(sel.SAME_KIND_MIXING)[0] == "fold"
 
 
