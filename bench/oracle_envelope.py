@@ -64,15 +64,15 @@ def main() -> None:
     ws = Workspace(args.workspace)
     emb = resolve_embedder("default", workspace=ws)
     ds = QADataset.load(args.dataset)
+    if "u" in args.protocols and not args.eval_dataset:
+        raise SystemExit("protocol (u) needs --eval-dataset: questions over another document")
+    eval_ds = QADataset.load(args.eval_dataset) if args.eval_dataset else None
     print(f"embedder: {emb.identity}; dataset: {args.dataset}; adapter: {args.adapter}; seeds {args.seeds}")
     for pn in args.protocols:
         cells: dict[tuple[float, int, float], list[np.ndarray]] = {}
         for seed in args.seeds:
             if pn == "u":  # the guide's protocol: every question trains, another document's questions test
-                if not args.eval_dataset:
-                    raise SystemExit("protocol (u) needs --eval-dataset")
-                test_ds = QADataset.load(args.eval_dataset)
-                train_ds, test_chunks = ds, set(test_ds.corpus)
+                train_ds, test_ds, test_chunks = ds, eval_ds, set(eval_ds.corpus)
             else:
                 train_ds, test_ds, test_chunks = protocol(ds, pn, seed)
             qv, cv, rel = _test_vectors(test_ds, emb)
