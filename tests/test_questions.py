@@ -166,6 +166,28 @@ def test_parse_questions_messy(text, expected):
     assert parse_questions(text) == expected
 
 
+def test_parse_questions_on_answers_recorded_from_a_real_small_model():
+    """Answers SmolLM2-135M-Instruct really gave to the default prompt over the test report's paragraphs
+    (served by llama-cpp-python's OpenAI-compatible server; bench/README, protocol (u)): "Question 1:"
+    and "1." prefixes, a bare "Question:" with an "Answer:" line after it, passage references, a
+    statement with no question mark. Every answer yields questions, stripped of their labels; what
+    cannot work as a search query is left to the question filter, which catches it."""
+    from core.question_filter import why_not_searchable
+
+    recorded = json.loads((Path(__file__).parent / "data" / "smollm2_answers.json").read_text())["answers"]
+    assert len(recorded) == 12
+    for r in recorded:
+        qs = parse_questions(r["answer"], r["n"])
+        assert 1 <= len(qs) <= r["n"], r["answer"]
+        for q in qs:
+            assert not q.lower().startswith(("question", "answer")) and not q[0].isdigit(), q
+            assert q.endswith("?") or why_not_searchable(q, r["passage"]) is not None, q
+    last = recorded[-1]["answer"]  # "Question: ...?\nAnswer: The primary purpose ..."
+    assert parse_questions(last) == ["What is the purpose of a reserve in insurance?"]
+    reasons = [why_not_searchable(q, r["passage"]) for r in recorded for q in parse_questions(r["answer"], r["n"])]
+    assert sorted(w for w in reasons if w) == ["copies 12+ words of its chunk"] + ['refers to "the passage"'] * 4
+
+
 def test_parse_questions_caps_and_rejects_garbage():
     text = "\n".join(f"{i}. What is item number {i} about?" for i in range(1, 6))
     assert len(parse_questions(text, 3)) == 3
