@@ -199,7 +199,7 @@ def cmd_generate(args) -> int:
     from .datasets import build_dataset, split_dataset
     from .generators import DEFAULT_PROMPT_TEMPLATE, LLMGenerator, estimate_generation
     from .llm import LLMSettings
-    from .questions import generate_questions, pending_chunks
+    from .questions import generate_questions, pending_chunks, sampled_chunk_ids
 
     ws = _workspace(args)
     doc_ids = _select_docs(ws, args.documents)
@@ -210,16 +210,20 @@ def cmd_generate(args) -> int:
     )
     if not chunks:
         raise CLIError("no chunks to generate questions from: run `python -m core ingest FILE.pdf` first")
+    if args.sample_chunks is not None and args.sample_chunks < 1:
+        raise CLIError(f"--sample-chunks must be at least 1, got {args.sample_chunks}")
+    # None = every chunk; a sample keeps the same chunks for the same --seed, so a rerun resumes them
+    chunk_ids = sampled_chunk_ids(ws, doc_ids, args.sample_chunks, args.seed)
     template = DEFAULT_PROMPT_TEMPLATE
     if args.prompt_file:
         template = Path(args.prompt_file).read_text(encoding="utf-8")
     if args.generator == "llm":
         settings = LLMSettings(model=args.model, base_url=args.base_url, concurrency=args.concurrency).resolved()
         generator = LLMGenerator(settings, prompt_template=template)
-        todo = pending_chunks(ws, generator, args.questions_per_chunk, doc_ids=doc_ids)
+        todo = pending_chunks(ws, generator, args.questions_per_chunk, doc_ids=doc_ids, chunk_ids=chunk_ids)
         est = estimate_generation([c["text"] for c in todo], args.questions_per_chunk, template, settings.model)
         print(
-            f"estimate for {len(todo)} of {len(chunks)} chunks still to do: {est['calls']} calls, "
+            f"estimate for {len(todo)} of {len(chunk_ids or chunks)} chunks still to do: {est['calls']} calls, "
             f"~{est['prompt_tokens']:,} prompt + ~{est['completion_tokens']:,} "
             f"completion tokens" + (f", ~${est['cost_usd']:.2f}" if est.get("cost_usd") is not None else ""),
             file=sys.stderr,
@@ -233,7 +237,7 @@ def cmd_generate(args) -> int:
     record_generator(ws, generator, args.questions_per_chunk)  # so evaluation sets can name the LLM
     bar = _Bar(not args.json, "generate")
     report = generate_questions(
-        ws, generator, questions_per_chunk=args.questions_per_chunk, doc_ids=doc_ids, progress=bar
+        ws, generator, questions_per_chunk=args.questions_per_chunk, doc_ids=doc_ids, chunk_ids=chunk_ids, progress=bar
     )
     bar.close()
     # the questions this generator made (the workspace may also hold other generators' questions)
@@ -817,6 +821,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--questions-per-chunk", type=int, default=2)
     s.add_argument("--documents", nargs="*", help="only these ingested documents (file name or id prefix)")
+    s.add_argument(
+        "--sample-chunks",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only a random N of the chunks, spread over the documents (the same N chunks for the same --seed, so a "
+        "rerun resumes them): a quick evaluation set from a long filing, or a cap on LLM calls. The dataset written "
+        "still ranks among every chunk",
+    )
     s.add_argument("--model", default="gpt-4o-mini", help="LLM model (with --generator llm)")
     s.add_argument("--base-url", default=None, help="OpenAI-compatible base URL (default $OPENAI_BASE_URL)")
     s.add_argument("--concurrency", type=int, default=4)

@@ -129,11 +129,15 @@ def start_generation(
     prompt_template: str | None = None,
     seed: int = 0,
     offline_method: str | None = None,
+    sample_chunks: int | None = None,
 ) -> str:
     """Generate questions for every chunk not yet done (resumable). Result: the generation report.
 
-    ``offline_method``: one of :data:`core.pseudo_queries.OFFLINE_METHODS` (default: its default)."""
+    ``offline_method``: one of :data:`core.pseudo_queries.OFFLINE_METHODS` (default: its default).
+    ``sample_chunks``: only a seeded random sample of that many chunks (:func:`core.questions.sampled_chunk_ids`)."""
     from . import questions as q
+
+    chunk_ids = q.sampled_chunk_ids(ws, doc_ids, sample_chunks, seed)
 
     if generator == "llm":
         from .llm import LLMSettings
@@ -163,18 +167,21 @@ def start_generation(
             gen,
             questions_per_chunk=questions_per_chunk,
             doc_ids=doc_ids,
+            chunk_ids=chunk_ids,
             progress=ctx.progress,
             cancel=ctx.cancel_event,
         )
 
     return jm.submit(
         "generate",
-        f"Generate {questions_per_chunk} questions/chunk ({label})",
+        f"Generate {questions_per_chunk} questions/chunk ({label})"
+        + (f" for a sample of {len(chunk_ids)} chunks" if chunk_ids is not None else ""),
         job,
         {
             "generator": generator,
             "questions_per_chunk": questions_per_chunk,
             "doc_ids": doc_ids,
+            "sample_chunks": sample_chunks,
             **({"offline_method": getattr(gen, "method", "keywords")} if generator == "offline" else {}),
         },
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import random
 import re
 import threading
 import time
@@ -126,6 +127,27 @@ def _save_chunk_questions(
             (gen_key, chunk_id, len(new), now),
         )
     return len(new)
+
+
+def sample_chunk_ids(chunk_ids: Sequence[str], n: int | None, seed: int = 0) -> list[str]:
+    """A seeded random sample of ``n`` of ``chunk_ids``, kept in their order (all of them when ``n`` is
+    ``None``, 0 or at least their count): spread over every document, the same for the same seed, so a
+    rerun resumes the same chunks. For a quick evaluation set from a long filing, or a cap on LLM calls."""
+    ids = list(chunk_ids)
+    if not n or n >= len(ids):
+        return ids
+    if n < 0:
+        raise ValueError(f"the sample size must be positive, got {n}.")
+    keep = set(random.Random(seed).sample(range(len(ids)), n))
+    return [c for i, c in enumerate(ids) if i in keep]
+
+
+def sampled_chunk_ids(ws: Workspace, doc_ids: Sequence[str] | None, n: int | None, seed: int = 0) -> list[str] | None:
+    """The chunk ids a generation over ``doc_ids`` (``None``: every document) asks about when limited to a
+    sample of ``n`` (:func:`sample_chunk_ids`); ``None`` when ``n`` is ``None`` or 0 (every chunk)."""
+    if not n:
+        return None
+    return sample_chunk_ids([c["id"] for c in _select_chunks(ws, doc_ids, None)], n, seed)
 
 
 def pending_chunks(

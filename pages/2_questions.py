@@ -32,6 +32,7 @@ from core.questions import (
     list_questions,
     pending_chunks,
     question_source_counts,
+    sampled_chunk_ids,
     update_question,
 )
 from core.real_queries import import_real_queries, save_real_queries
@@ -115,7 +116,7 @@ def generate_tab() -> None:
         index=0 if state.api_configured() else 1,
         key="gen_kind",
     )
-    c1, c2 = st.columns([2, 1])
+    c1, c2, c3 = st.columns([2, 1, 1])
     picked = c1.multiselect(
         "Documents",
         list(doc_names),
@@ -131,6 +132,18 @@ def generate_tab() -> None:
         value=2,
         key="gen_n",
         help="The LlamaIndex guide uses 2. More questions give more training pairs per chunk.",
+    )
+    sample = int(
+        c3.number_input(
+            "Sample of chunks (0 = all)",
+            min_value=0,
+            value=0,
+            step=50,
+            key="gen_sample",
+            help="Ask about a random sample of this many chunks only, spread over the documents: a quick "
+            "evaluation set from a long filing, or a cap on LLM calls. The same sample every time, so Generate "
+            "again resumes it; the dataset still ranks among every chunk.",
+        )
     )
     settings = None
     template = None
@@ -190,7 +203,9 @@ def generate_tab() -> None:
                 st.error(md_escape(exc))
                 template = None
             if template and picked:
-                todo = pending_chunks(ws, LLMGenerator(settings, prompt_template=template), int(n), doc_ids=picked)
+                gen_llm = LLMGenerator(settings, prompt_template=template)
+                sample_ids = sampled_chunk_ids(ws, picked, sample)
+                todo = pending_chunks(ws, gen_llm, int(n), doc_ids=picked, chunk_ids=sample_ids)
                 est = estimate_generation([c["text"] for c in todo], int(n), template, settings.model)
                 e = st.columns(4)
                 e[0].metric("LLM calls", f"{est['calls']:,}")
@@ -228,6 +243,7 @@ def generate_tab() -> None:
                 llm_settings=settings,
                 prompt_template=template,
                 offline_method=offline_method,
+                sample_chunks=sample or None,
             )
         except ValueError as exc:
             st.error(md_escape(exc))

@@ -245,6 +245,41 @@ def test_runs_shows_a_cross_validated_runs_out_of_fold_gain(tmp_path, capsys):
     assert row["val_mrr"] is None and row["cv_gain_pt"] == 1.23
 
 
+def test_generate_on_a_sample_of_chunks_resumes_the_same_sample(tmp_path, capsys):
+    """--sample-chunks N asks about N chunks only, the same ones for the same seed (a rerun has nothing to
+    do), and the dataset written still ranks among every chunk."""
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(make_text_pdf(sample_report_pages(), page_numbers=True))
+    ws = str(tmp_path / "ws")
+    assert cli_inproc(capsys, "ingest", str(pdf), "--chunk-size", "60", "--workspace", ws)[0] == 0
+    gen = ["generate", "--generator", "offline", "--questions-per-chunk", "1", "--sample-chunks", "3", "--json"]
+    rc, out, _ = cli_inproc(capsys, *gen, "--out", str(tmp_path / "d.json"), "--workspace", ws)
+    assert rc == 0
+    first = json.loads(out)
+    ds = QADataset.load(tmp_path / "d.json")
+    asked = {docs[0] for docs in ds.relevant_docs.values()}
+    assert first["report"]["chunks_total"] == 3 and len(asked) == 3 and len(ds.corpus) > 6
+    rc, out, _ = cli_inproc(capsys, *gen, "--out", str(tmp_path / "d2.json"), "--workspace", ws)
+    again = json.loads(out)["report"]
+    assert (again["chunks_done_before"], again["chunks_done_now"]) == (3, 0)  # the same 3 chunks: resumed
+    other = QADataset.load(tmp_path / "d2.json")
+    assert {docs[0] for docs in other.relevant_docs.values()} == asked
+    rc, _, err = cli_inproc(
+        capsys, "generate", "--sample-chunks", "0", "--out", str(tmp_path / "x.json"), "--workspace", ws
+    )
+    assert rc != 0 and "--sample-chunks must be at least 1" in err
+
+
+def test_sample_chunk_ids_is_seeded_ordered_and_bounded():
+    from core.questions import sample_chunk_ids
+
+    ids = [f"c{i:02d}" for i in range(40)]
+    a = sample_chunk_ids(ids, 10, seed=1)
+    assert a == sample_chunk_ids(ids, 10, seed=1) and a == sorted(a) and len(set(a)) == 10
+    assert a != sample_chunk_ids(ids, 10, seed=2)
+    assert sample_chunk_ids(ids, None) == ids and sample_chunk_ids(ids, 40) == ids and sample_chunk_ids(ids, 99) == ids
+
+
 def test_evaluate_prints_base_and_adapter_rows(pipeline):
     ds = str(pipeline["dir"] / "train.json")
     adapter = str(pipeline["dir"] / "adapter")

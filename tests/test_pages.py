@@ -387,6 +387,25 @@ def test_questions_llm_generation_against_a_local_server(prepared_ws, prepared, 
         assert not f.is_file() or b"sk-local-test" not in f.read_bytes(), f
 
 
+def test_questions_llm_generation_on_a_sample_of_chunks(prepared_ws, prepared, fake_openai):
+    """ "Sample of chunks" limits the estimate and the LLM calls to that many chunks, and says so in the job."""
+    assert prepared.n_chunks > 2
+    at = page("2_questions.py")
+    at.run()
+    at.radio(key="gen_kind").set_value("llm").run()
+    at.text_input(key="llm_base_url").input(fake_openai.base_url)
+    at.text_input(key="llm_model").input("fake-model")
+    at.number_input(key="gen_sample").set_value(2).run()
+    no_exceptions(at)
+    assert {m.label: m.value for m in at.metric}["LLM calls"] == "2"
+    at.button(key="gen_start").click().run()
+    no_exceptions(at)
+    jobs = rerun_until_settled(at, prepared_ws, "generate")
+    assert jobs[0]["status"] == "done", jobs[0]["error"]
+    assert jobs[0]["title"].endswith("for a sample of 2 chunks")
+    assert len([r for r in fake_openai.requests if r["path"].endswith("/chat/completions")]) == 2
+
+
 def test_questions_import_malformed_json_shows_error(prepared_ws):
     at = page("2_questions.py")
     at.run()
