@@ -144,10 +144,12 @@ def sample_chunk_ids(chunk_ids: Sequence[str], n: int | None, seed: int = 0) -> 
 
 def sampled_chunk_ids(ws: Workspace, doc_ids: Sequence[str] | None, n: int | None, seed: int = 0) -> list[str] | None:
     """The chunk ids a generation over ``doc_ids`` (``None``: every document) asks about when limited to a
-    sample of ``n`` (:func:`sample_chunk_ids`); ``None`` when ``n`` is ``None`` or 0 (every chunk)."""
+    sample of ``n`` (:func:`sample_chunk_ids`); ``None`` (every chunk) when ``n`` is ``None``, 0, or not
+    below the number of chunks."""
     if not n:
         return None
-    return sample_chunk_ids([c["id"] for c in _select_chunks(ws, doc_ids, None)], n, seed)
+    ids = [c["id"] for c in _select_chunks(ws, doc_ids, None)]
+    return None if n >= len(ids) else sample_chunk_ids(ids, n, seed)
 
 
 def pending_chunks(

@@ -268,6 +268,9 @@ def test_generate_on_a_sample_of_chunks_resumes_the_same_sample(tmp_path, capsys
         capsys, "generate", "--sample-chunks", "0", "--out", str(tmp_path / "x.json"), "--workspace", ws
     )
     assert rc != 0 and "--sample-chunks must be at least 1" in err
+    big = [a if a != "3" else "9999" for a in gen]  # a sample as large as the corpus: every chunk
+    rc, out, _ = cli_inproc(capsys, *big, "--out", str(tmp_path / "d3.json"), "--workspace", ws)
+    assert rc == 0 and json.loads(out)["report"]["chunks_total"] == len(ds.corpus)
 
 
 def test_sample_chunk_ids_is_seeded_ordered_and_bounded():
@@ -278,6 +281,8 @@ def test_sample_chunk_ids_is_seeded_ordered_and_bounded():
     assert a == sample_chunk_ids(ids, 10, seed=1) and a == sorted(a) and len(set(a)) == 10
     assert a != sample_chunk_ids(ids, 10, seed=2)
     assert sample_chunk_ids(ids, None) == ids and sample_chunk_ids(ids, 40) == ids and sample_chunk_ids(ids, 99) == ids
+    with pytest.raises(ValueError, match="positive"):
+        sample_chunk_ids(ids, -1)
 
 
 def test_evaluate_prints_base_and_adapter_rows(pipeline):
