@@ -266,6 +266,54 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_distill(args) -> int:
+    from .adapters import save_adapter
+    from .datasets import QADataset
+    from .distill import DistillConfig, distill_adapter
+    from .embedders import resolve_embedder
+    from .runs import get_run, has_model, model_dir
+
+    ws = _workspace(args)
+    if not Path(args.dataset).is_file():
+        raise CLIError(f"{args.dataset}: no such dataset file")
+    ds = QADataset.load(args.dataset)
+    teacher_spec = args.teacher
+    run = get_run(ws, args.teacher)
+    if run is not None:  # a workspace fine-tune run, by id
+        if run.get("kind") != "finetune" or not has_model(ws, args.teacher):
+            raise CLIError(f"run {args.teacher} is not a finished full fine-tune: run `python -m core finetune` first")
+        teacher_spec = str(model_dir(ws, args.teacher))
+    doc_ids = _select_docs(ws, args.documents)
+    sql = "SELECT c.text FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.status='ok'"
+    if doc_ids:
+        sql += f" AND c.doc_id IN ({','.join('?' * len(doc_ids))})"
+    # every chunk users will search: the ingested documents (new ones included) and the dataset's own
+    chunks = [r["text"] for r in ws.query(sql + " ORDER BY c.doc_id, c.idx", tuple(doc_ids or ()))]
+    chunks += list(ds.corpus.values())
+    base = resolve_embedder(args.embedder, workspace=ws, **_prefixes(args))
+    teacher = resolve_embedder(teacher_spec, workspace=ws)
+    cfg = DistillConfig(
+        steps=args.steps, lr=args.lr, temperature=args.temperature, pseudo_queries=args.pseudo_queries, seed=args.seed
+    )
+    bar = _Bar(not args.json, "distil")
+    try:
+        with _one_interrupt():
+            cancel = threading.Event()
+            try:
+                adapter, summary = distill_adapter(
+                    teacher, base, list(ds.queries.values()), chunks, cfg, progress=bar, cancel=cancel
+                )
+            except KeyboardInterrupt:
+                raise CLIError("interrupted; no adapter was written") from None
+    finally:
+        bar.close()
+    save_adapter(adapter, args.out, distilled_from=teacher.identity, base_embedder=base.identity, **summary)
+    out = {"out": str(Path(args.out)), "teacher": teacher.identity, **summary}
+    rows = [{"output": k, "value": v} for k, v in out.items() if k != "config"]
+    _emit(args, out, format_table(rows))
+    return 0
+
+
 def _train_config(args):
     from dataclasses import fields
 
@@ -932,6 +980,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="a label for the run")
     s.add_argument("--out", help="also copy the fine-tuned model (a sentence-transformers folder) here")
     s.set_defaults(fn=cmd_finetune)
+
+    s = sub.add_parser(
+        "distill",
+        parents=[common, emb],
+        help="train a query-only adapter to rank like a full fine-tune (no re-embedding at query time)",
+    )
+    s.add_argument("--teacher", required=True, help="a finetune run id of this workspace, or a model folder")
+    s.add_argument("--dataset", required=True, help="the training questions (LlamaIndex JSON)")
+    s.add_argument(
+        "--documents", nargs="*", help="the ingested documents to rank among (default: all; new ones included)"
+    )
+    s.add_argument("--steps", type=int, default=200)
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--temperature", type=float, default=0.05)
+    s.add_argument("--pseudo-queries", type=int, default=2, help="offline pseudo-queries per chunk (0: none)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="folder for the adapter (LlamaIndex format)")
+    s.set_defaults(fn=cmd_distill)
 
     s = sub.add_parser("evaluate", parents=[common, emb], help="hit-rate / MRR of base and adapters side by side")
     s.add_argument("--dataset", required=True, help="evaluation dataset (LlamaIndex JSON)")

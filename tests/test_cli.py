@@ -25,6 +25,7 @@ COMMANDS = [
     "generate",
     "train",
     "finetune",
+    "distill",
     "evaluate",
     "import-queries",
     "embed",
@@ -283,6 +284,31 @@ def test_sample_chunk_ids_is_seeded_ordered_and_bounded():
     assert sample_chunk_ids(ids, None) == ids and sample_chunk_ids(ids, 40) == ids and sample_chunk_ids(ids, 99) == ids
     with pytest.raises(ValueError, match="positive"):
         sample_chunk_ids(ids, -1)
+
+
+def test_distill_writes_an_adapter_the_other_commands_load(pipeline, capsys):
+    """`distill` with a teacher that ranks as the base (the bundled model itself) writes a LlamaIndex adapter
+    folder that records its teacher; a run id that is not a fine-tune is refused with what to do."""
+    from core.adapters import load_adapter
+
+    ws, d = str(pipeline["ws"]), pipeline["dir"]
+    out = d / "distilled"
+    rc, stdout, err = cli_inproc(
+        capsys, "distill", "--teacher", "default", "--dataset", str(d / "train.json"), "--steps", "5",
+        "--out", str(out), "--json", "--workspace", ws,
+    )  # fmt: skip
+    assert rc == 0, err
+    summary = json.loads(stdout)
+    assert summary["steps_done"] == 5 and summary["n_chunks"] > 1 and summary["n_pseudo_queries"] > 0
+    meta = json.loads((out / "adapterlab.json").read_text())
+    assert meta["distilled_from"] == summary["teacher"] and meta["adapter_cls"] == "linear"
+    assert load_adapter(out) is not None
+    train_run = json.loads(_ok(pipeline["train"]).stdout)["run_id"]
+    rc, _, err = cli_inproc(
+        capsys, "distill", "--teacher", train_run, "--dataset", str(d / "train.json"), "--out", str(d / "x"),
+        "--workspace", ws,
+    )  # fmt: skip
+    assert rc != 0 and "is not a finished full fine-tune" in err
 
 
 def test_evaluate_prints_base_and_adapter_rows(pipeline):

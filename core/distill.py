@@ -1,0 +1,128 @@
+"""Distil a fully fine-tuned model into a query-only adapter over the base model's vectors.
+
+A full fine-tune (:mod:`core.finetune`) carries its gain to a new company's filing (bench/README,
+protocol (u)), but using it means re-embedding the corpus and rebuilding every index. A linear
+adapter trained on the questions alone does not carry over there. This trains the adapter on the
+fine-tune's *rankings* instead: for each query, the teacher's softmax over every chunk the user has
+ingested (its own query and chunk vectors) is the target, and the adapter, applied to the base
+query vector and scored against the **base** chunk vectors the index already holds, learns to match
+it (KL divergence). The queries are the training questions plus offline pseudo-queries made from
+every ingested chunk (:mod:`core.pseudo_queries`), so the documents users will search, new ones
+included, shape the map; no evaluation question is ever used.
+
+The adapter ships like any other (LlamaIndex folder); only the base embedder runs at query time.
+Cost: the fine-tune once, then one teacher embedding of the chunks and queries (cached) and a few
+hundred full-batch steps on cached vectors (seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .adapters import build_adapter
+from .progress import Progress
+
+
+@dataclass
+class DistillConfig:
+    """Settings of :func:`distill_adapter` (the defaults are the measured ones: bench/README)."""
+
+    steps: int = 200
+    lr: float = 1e-3
+    temperature: float = 0.05
+    pseudo_queries: int = 2  # offline pseudo-queries per chunk (0: the training questions only)
+    batch_size: int = 2048  # queries per step; at or above their number every step is full-batch
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.lr <= 0 or self.temperature <= 0 or self.batch_size < 1:
+            raise ValueError("steps, lr, temperature and batch_size must be positive")
+        if self.pseudo_queries < 0:
+            raise ValueError(f"pseudo_queries must be 0 or more, got {self.pseudo_queries}")
+
+
+def distill_queries(questions: Sequence[str], chunks: Sequence[str], per_chunk: int, seed: int = 0) -> list[str]:
+    """The training questions plus ``per_chunk`` offline pseudo-queries made from each chunk's own text."""
+    out = list(questions)
+    if per_chunk:
+        from .pseudo_queries import offline_generator
+
+        gen = offline_generator(None, seed=seed)
+        gen.fit(chunks)
+        out += [q for text in chunks for q in gen.generate(text, per_chunk)]
+    return out
+
+
+def distill_adapter(
+    teacher,
+    base,
+    questions: Sequence[str],
+    chunks: Sequence[str],
+    config: DistillConfig | None = None,
+    progress: Progress | None = None,
+    cancel: Any = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A linear adapter on ``base``'s query vectors whose ranking of ``chunks`` (``base``'s vectors) matches
+    ``teacher``'s (its own vectors), and a summary. Both embedders cache, so nothing is embedded twice.
+
+    ``progress(done, total, message)`` is called as it goes; ``cancel`` (a ``threading.Event``) stops it
+    after the current step, keeping the adapter trained so far (``summary["cancelled"]``)."""
+    config = config or DistillConfig()
+    config.validate()
+    chunks = list(dict.fromkeys(chunks))  # one row per distinct text
+    if len(chunks) < 2:
+        raise ValueError("distilling needs at least two chunks to rank")
+    queries = distill_queries(questions, chunks, config.pseudo_queries, config.seed)
+    if not queries:
+        raise ValueError("distilling needs queries: training questions or pseudo-queries")
+    say = progress or (lambda *a: None)
+    say(0, config.steps, "embedding chunks and queries with the base model and the fine-tuned one")
+    qb = torch.tensor(np.asarray(base.embed_queries(queries), dtype=np.float32))
+    db = torch.tensor(np.asarray(base.embed_texts(chunks), dtype=np.float32))
+    qt = torch.tensor(np.asarray(teacher.embed_queries(queries), dtype=np.float32))
+    dt = torch.tensor(np.asarray(teacher.embed_texts(chunks), dtype=np.float32))
+    targets = torch.softmax(
+        nn.functional.normalize(qt, dim=-1) @ nn.functional.normalize(dt, dim=-1).T / config.temperature, -1
+    )
+    db = nn.functional.normalize(db, dim=-1)
+    torch.manual_seed(config.seed)
+    adapter = build_adapter("linear", qb.shape[1])  # starts as the identity: the base model's own ranking
+    opt = torch.optim.Adam(adapter.parameters(), lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    losses: list[float] = []
+    cancelled = False
+    for step in range(1, config.steps + 1):
+        if cancel is not None and cancel.is_set():
+            cancelled = True
+            break
+        rows = (
+            torch.randperm(len(queries), generator=gen)[: config.batch_size]
+            if config.batch_size < len(queries)
+            else slice(None)
+        )
+        scores = nn.functional.normalize(adapter(qb[rows]), dim=-1) @ db.T / config.temperature
+        loss = nn.functional.kl_div(torch.log_softmax(scores, -1), targets[rows], reduction="batchmean")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step % 10 == 0 or step == config.steps:
+            say(step, config.steps, f"step {step}/{config.steps}: KL to the fine-tuned ranking {losses[-1]:.4f}")
+    adapter.eval()
+    summary = {
+        "config": asdict(config),
+        "n_questions": len(questions),
+        "n_pseudo_queries": len(queries) - len(questions),
+        "n_chunks": len(chunks),
+        "steps_done": len(losses),
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "cancelled": cancelled,
+    }
+    return adapter, summary

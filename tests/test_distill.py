@@ -1,0 +1,104 @@
+"""core.distill: a query-only adapter learns to rank like a teacher that ranks differently."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from core.distill import DistillConfig, distill_adapter, distill_queries
+from tests.test_selection import WordEmbedder
+
+CHUNKS = [
+    f"Section {i} covers {topic} and {other} for the {year} fiscal year."
+    for i, (topic, other, year) in enumerate(
+        (t, o, y)
+        for t in ("revenue", "drivers", "insurance", "riders", "regulation", "litigation")
+        for o in ("costs", "growth", "risk")
+        for y in ("2020", "2021")
+    )
+]
+
+
+class RotatedTeacher(WordEmbedder):
+    """Ranks as the base would after a fixed random linear map of its query vectors: the map a student
+    must find. Chunk vectors are the base's, so a perfect student matches it exactly."""
+
+    identity = "rotated-words"
+
+    def __init__(self, strength: float = 0.8):
+        super().__init__()
+        rng = np.random.default_rng(7)
+        dim = self.dimension
+        self.m = (np.eye(dim) + strength * rng.normal(size=(dim, dim)) / np.sqrt(dim)).astype(np.float32)
+
+    def embed_queries(self, texts, progress=None):
+        v = super().embed_queries(texts) @ self.m.T
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _kl_to_teacher(adapter, base, teacher, queries, t=0.05):
+    """Mean KL(teacher's softmax over every chunk || the adapter's), as the distillation measures it."""
+    db = torch.tensor(base.embed_texts(CHUNKS))
+    with torch.no_grad():
+        s = torch.nn.functional.normalize(adapter(torch.tensor(base.embed_queries(queries))), dim=-1) @ db.T / t
+        target = torch.softmax(torch.tensor(teacher.embed_queries(queries)) @ db.T / t, -1)
+        return float(torch.nn.functional.kl_div(torch.log_softmax(s, -1), target, reduction="batchmean"))
+
+
+def test_the_student_learns_to_rank_like_the_teacher_on_queries_it_never_saw():
+    base, teacher = WordEmbedder(), RotatedTeacher()
+    train_q = [f"What does section {i} say about {t}?" for i, t in enumerate(("revenue", "drivers", "risk") * 4)]
+    held_out = [
+        f"How did {t} change in {y}?" for t in ("costs", "growth", "insurance", "litigation") for y in ("2020", "2021")
+    ]
+    identity = torch.nn.Identity()
+    before = _kl_to_teacher(identity, base, teacher, held_out)
+    seen = len(base.queries)
+    adapter, summary = distill_adapter(teacher, base, train_q, CHUNKS, DistillConfig(steps=150, lr=1e-2))
+    trained_on = base.queries[seen:]
+    after = _kl_to_teacher(adapter, base, teacher, held_out)
+    assert after < 0.5 * before, (before, after)
+    assert summary["final_loss"] < summary["first_loss"] and summary["steps_done"] == 150
+    assert 0 < summary["n_pseudo_queries"] <= 2 * len(CHUNKS) and summary["n_chunks"] == len(CHUNKS)
+    assert train_q[0] in trained_on and not set(held_out) & set(trained_on)  # never trained on the held-out
+
+
+def test_a_teacher_that_ranks_as_the_base_leaves_the_identity():
+    base = WordEmbedder()
+    adapter, summary = distill_adapter(base, base, ["What about revenue?"], CHUNKS, DistillConfig(steps=20))
+    x = torch.tensor(base.embed_queries(["How did costs change?"]))
+    with torch.no_grad():
+        assert torch.allclose(adapter(x), x, atol=1e-3)  # nothing to learn: still the identity
+    assert summary["final_loss"] < 1e-4
+
+
+def test_pseudo_queries_come_from_each_chunks_own_text_and_can_be_turned_off():
+    qs = distill_queries(["real?"], CHUNKS[:3], per_chunk=2, seed=0)
+    assert qs[0] == "real?" and 1 + 3 <= len(qs) <= 1 + 2 * 3  # at least one per chunk, at most two
+    assert distill_queries(["real?"], CHUNKS[:3], per_chunk=0) == ["real?"]
+    assert qs == distill_queries(["real?"], CHUNKS[:3], per_chunk=2, seed=0)  # seeded
+
+
+def test_cancel_stops_after_the_current_step_and_bad_settings_are_refused():
+    base, teacher = WordEmbedder(), RotatedTeacher()
+    stop = threading.Event()
+    calls = []
+
+    def progress(done, total, message):
+        calls.append(done)
+        if done >= 10:
+            stop.set()
+
+    _, summary = distill_adapter(
+        teacher, base, ["q?"], CHUNKS, DistillConfig(steps=500), progress=progress, cancel=stop
+    )
+    assert summary["cancelled"] and summary["steps_done"] == 10 and calls[0] == 0
+    with pytest.raises(ValueError, match="two chunks"):
+        distill_adapter(teacher, base, ["q?"], CHUNKS[:1])
+    with pytest.raises(ValueError, match="positive"):
+        distill_adapter(teacher, base, ["q?"], CHUNKS, DistillConfig(steps=0))
+    with pytest.raises(ValueError, match="queries"):
+        distill_adapter(teacher, base, [], CHUNKS, DistillConfig(pseudo_queries=0))
