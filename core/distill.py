@@ -37,6 +37,7 @@ class DistillConfig:
     lr: float = 1e-3
     temperature: float = 0.05
     pseudo_queries: int = 2  # offline pseudo-queries per chunk (0: the training questions only)
+    max_pseudo_chunks: int = 5000  # on a larger corpus, pseudo-queries from a seeded sample of this many chunks
     batch_size: int = 2048  # queries per step; at or above their number every step is full-batch
     seed: int = 0
 
@@ -47,15 +48,20 @@ class DistillConfig:
             raise ValueError(f"pseudo_queries must be 0 or more, got {self.pseudo_queries}")
 
 
-def distill_queries(questions: Sequence[str], chunks: Sequence[str], per_chunk: int, seed: int = 0) -> list[str]:
-    """The training questions plus ``per_chunk`` offline pseudo-queries made from each chunk's own text."""
+def distill_queries(
+    questions: Sequence[str], chunks: Sequence[str], per_chunk: int, seed: int = 0, max_chunks: int = 5000
+) -> list[str]:
+    """The training questions plus ``per_chunk`` offline pseudo-queries made from each chunk's own text
+    (from a seeded sample of ``max_chunks`` chunks on a larger corpus, so the step cost stays bounded)."""
     out = list(questions)
     if per_chunk:
         from .pseudo_queries import offline_generator
+        from .questions import sample_chunk_ids
 
         gen = offline_generator(None, seed=seed)
         gen.fit(chunks)
-        out += [q for text in chunks for q in gen.generate(text, per_chunk)]
+        rows = sample_chunk_ids(range(len(chunks)), max_chunks, seed)
+        out += [q for i in rows for q in gen.generate(chunks[i], per_chunk)]
     return out
 
 
@@ -78,7 +84,7 @@ def distill_adapter(
     chunks = list(dict.fromkeys(chunks))  # one row per distinct text
     if len(chunks) < 2:
         raise ValueError("distilling needs at least two chunks to rank")
-    queries = distill_queries(questions, chunks, config.pseudo_queries, config.seed)
+    queries = distill_queries(questions, chunks, config.pseudo_queries, config.seed, config.max_pseudo_chunks)
     if not queries:
         raise ValueError("distilling needs queries: training questions or pseudo-queries")
     say = progress or (lambda *a: None)
@@ -87,9 +93,7 @@ def distill_adapter(
     db = torch.tensor(np.asarray(base.embed_texts(chunks), dtype=np.float32))
     qt = torch.tensor(np.asarray(teacher.embed_queries(queries), dtype=np.float32))
     dt = torch.tensor(np.asarray(teacher.embed_texts(chunks), dtype=np.float32))
-    targets = torch.softmax(
-        nn.functional.normalize(qt, dim=-1) @ nn.functional.normalize(dt, dim=-1).T / config.temperature, -1
-    )
+    qt, dt = nn.functional.normalize(qt, dim=-1), nn.functional.normalize(dt, dim=-1)
     db = nn.functional.normalize(db, dim=-1)
     torch.manual_seed(config.seed)
     adapter = build_adapter("linear", qb.shape[1])  # starts as the identity: the base model's own ranking
@@ -106,8 +110,9 @@ def distill_adapter(
             if config.batch_size < len(queries)
             else slice(None)
         )
+        target = torch.softmax(qt[rows] @ dt.T / config.temperature, -1)  # per batch: memory ~ batch x chunks
         scores = nn.functional.normalize(adapter(qb[rows]), dim=-1) @ db.T / config.temperature
-        loss = nn.functional.kl_div(torch.log_softmax(scores, -1), targets[rows], reduction="batchmean")
+        loss = nn.functional.kl_div(torch.log_softmax(scores, -1), target, reduction="batchmean")
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -80,6 +80,9 @@ def test_pseudo_queries_come_from_each_chunks_own_text_and_can_be_turned_off():
     assert qs[0] == "real?" and 1 + 3 <= len(qs) <= 1 + 2 * 3  # at least one per chunk, at most two
     assert distill_queries(["real?"], CHUNKS[:3], per_chunk=0) == ["real?"]
     assert qs == distill_queries(["real?"], CHUNKS[:3], per_chunk=2, seed=0)  # seeded
+    # a large corpus: pseudo-queries from a sample of chunks, so a step's cost stays bounded
+    capped = distill_queries(["real?"], CHUNKS, per_chunk=1, max_chunks=5)
+    assert len(capped) == 1 + 5 and len(distill_queries([], CHUNKS, per_chunk=1)) == len(CHUNKS)
 
 
 def test_cancel_stops_after_the_current_step_and_bad_settings_are_refused():
