@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.quality import SHARED, protocol  # noqa: E402
+from bench.quality import SHARED, load_eval_dataset, split  # noqa: E402
 from core.datasets import QADataset  # noqa: E402
 from core.distill import DistillConfig, distill_adapter  # noqa: E402
 from core.embedders import AdapterEmbedder, resolve_embedder  # noqa: E402
@@ -47,20 +47,13 @@ def main() -> None:
     ws = Workspace(args.workspace)
     emb = resolve_embedder("default", workspace=ws)
     ds = QADataset.load(args.dataset)
-    eval_ds = QADataset.load(args.eval_dataset) if args.eval_dataset else None
-    if "u" in args.protocols and eval_ds is None:
-        raise SystemExit("protocol (u) needs --eval-dataset")
+    eval_ds = load_eval_dataset(args.eval_dataset, args.protocols)
     deltas: dict[str, dict[str, float]] = {}
     print("| protocol | seed | system | hit@5 | MRR@5 | Δ hit@5 [95% CI] | Δ MRR@5 [95% CI] | p (hit / MRR) |")
     print("|---|---|---|---|---|---|---|---|")
     for pn in args.protocols:
         for seed in args.seeds:
-            if pn == "u":
-                train_ds, test_ds, test_chunks = ds, eval_ds, set(eval_ds.corpus)
-                ingested = {**ds.corpus, **eval_ds.corpus}
-            else:
-                train_ds, test_ds, test_chunks = protocol(ds, pn, seed)
-                ingested = dict(ds.corpus)
+            train_ds, test_ds, test_chunks, ingested = split(ds, eval_ds, pn, seed)
             res = train(
                 train_ds, emb, TrainConfig(adapter="linear", seed=seed), negatives=ingested, target_chunks=test_chunks
             )

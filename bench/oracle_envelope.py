@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.quality import SHARED, protocol  # noqa: E402
+from bench.quality import SHARED, load_eval_dataset, split  # noqa: E402
 from core.adapters import build_adapter  # noqa: E402
 from core.datasets import QADataset  # noqa: E402
 from core.embedders import AdapterEmbedder, resolve_embedder  # noqa: E402
@@ -64,17 +64,12 @@ def main() -> None:
     ws = Workspace(args.workspace)
     emb = resolve_embedder("default", workspace=ws)
     ds = QADataset.load(args.dataset)
-    if "u" in args.protocols and not args.eval_dataset:
-        raise SystemExit("protocol (u) needs --eval-dataset: questions over another document")
-    eval_ds = QADataset.load(args.eval_dataset) if args.eval_dataset else None
+    eval_ds = load_eval_dataset(args.eval_dataset, args.protocols)
     print(f"embedder: {emb.identity}; dataset: {args.dataset}; adapter: {args.adapter}; seeds {args.seeds}")
     for pn in args.protocols:
         cells: dict[tuple[float, int, float], list[np.ndarray]] = {}
         for seed in args.seeds:
-            if pn == "u":  # the guide's protocol: every question trains, another document's questions test
-                train_ds, test_ds, test_chunks = ds, eval_ds, set(eval_ds.corpus)
-            else:
-                train_ds, test_ds, test_chunks = protocol(ds, pn, seed)
+            train_ds, test_ds, test_chunks, _ = split(ds, eval_ds, pn, seed)
             qv, cv, rel = _test_vectors(test_ds, emb)
             base = _hit_mrr(qv, cv, rel)
             for lr, epochs in itertools.product(args.lrs, args.epochs):

@@ -133,6 +133,25 @@ def protocol(ds: QADataset, name: str, seed: int) -> tuple[QADataset, QADataset,
     raise ValueError(name)
 
 
+def load_eval_dataset(path: str | None, protocols: list[str]) -> QADataset | None:
+    """The ``--eval-dataset`` of protocol (u), refusing (u) without one."""
+    if "u" in protocols and not path:
+        raise SystemExit("protocol (u) needs --eval-dataset: questions over another document")
+    return QADataset.load(path) if path else None
+
+
+def split(
+    ds: QADataset, eval_ds: QADataset | None, name: str, seed: int
+) -> tuple[QADataset, QADataset, set[str], dict]:
+    """(train, test, test chunk ids, every ingested chunk) of a protocol: :func:`protocol`'s split of ``ds``
+    with all of its chunks ingested, or for (u) every question of ``ds`` against ``eval_ds``, both filings
+    ingested (as for a user who uploaded both)."""
+    if name == "u":
+        return ds, eval_ds, set(eval_ds.corpus), {**ds.corpus, **eval_ds.corpus}
+    train_ds, test_ds, test_chunks = protocol(ds, name, seed)
+    return train_ds, test_ds, test_chunks, dict(ds.corpus)
+
+
 def at_most_per_chunk(ds: QADataset, n: int) -> QADataset:
     """``ds`` keeping the first ``n`` questions of each chunk (file order)."""
     count: dict[str, int] = {}
@@ -334,9 +353,7 @@ def main() -> None:
         extra["unlabelled_negatives"] = True
 
     ds = QADataset.load(args.dataset)
-    if "u" in args.protocols and not args.eval_dataset:
-        raise SystemExit("protocol (u) needs --eval-dataset: questions over another document")
-    eval_ds = QADataset.load(args.eval_dataset) if args.eval_dataset else None
+    eval_ds = load_eval_dataset(args.eval_dataset, args.protocols)
     ws = Workspace(args.workspace)
     emb = resolve_embedder(args.embedder, workspace=ws)
     print(f"embedder: {emb.identity}")
@@ -361,16 +378,12 @@ def main() -> None:
                     ds,
                     set(ds.corpus),
                 )
-            elif pn == "u":  # every question trains; the other document's questions test, over its chunks
-                train_ds, test_ds, test_chunks = ds, eval_ds, set(eval_ds.corpus)
             else:
-                train_ds, test_ds, test_chunks = protocol(ds, pn, seed)
-                if args.questions_per_chunk:
+                train_ds, test_ds, test_chunks, ingested = split(ds, eval_ds, pn, seed)
+                if args.questions_per_chunk and pn != "u":
                     train_ds = at_most_per_chunk(train_ds, args.questions_per_chunk)
-            # every chunk of the file is ingested, so every chunk is a negative (unlabelled)
-            negatives = ds.corpus if pn != "d" and args.negatives != "train" else None
-            if pn == "u" and negatives is not None:  # a user who compares on the other filing has ingested it too
-                negatives = {**ds.corpus, **eval_ds.corpus}
+            # every chunk of the file (in (u) of both filings) is ingested, so every chunk is a negative (unlabelled)
+            negatives = ingested if pn != "d" and args.negatives != "train" else None
             systems = {"base": emb}
             notes = {"base": ("", "")}
             configs = {

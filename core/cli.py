@@ -195,6 +195,14 @@ def _select_docs(ws, names: Sequence[str] | None) -> list[str] | None:
     return chosen
 
 
+def _ingested_chunks(ws, doc_ids: Sequence[str] | None) -> list[dict]:
+    """``{id, text}`` of every chunk of the chosen documents (all when ``None``) that ingested cleanly, in order."""
+    sql = "SELECT c.id, c.text FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.status='ok'"
+    if doc_ids:
+        sql += f" AND c.doc_id IN ({','.join('?' * len(doc_ids))})"
+    return ws.query(sql + " ORDER BY c.doc_id, c.idx", tuple(doc_ids or ()))
+
+
 def cmd_generate(args) -> int:
     from .datasets import build_dataset, split_dataset
     from .generators import DEFAULT_PROMPT_TEMPLATE, LLMGenerator, estimate_generation
@@ -203,11 +211,7 @@ def cmd_generate(args) -> int:
 
     ws = _workspace(args)
     doc_ids = _select_docs(ws, args.documents)
-    chunks = ws.query(
-        "SELECT c.id, c.text FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.status='ok'"
-        + (f" AND c.doc_id IN ({','.join('?' * len(doc_ids))})" if doc_ids else ""),
-        tuple(doc_ids or ()),
-    )
+    chunks = _ingested_chunks(ws, doc_ids)
     if not chunks:
         raise CLIError("no chunks to generate questions from: run `python -m core ingest FILE.pdf` first")
     if args.sample_chunks is not None and args.sample_chunks < 1:
@@ -284,11 +288,8 @@ def cmd_distill(args) -> int:
             raise CLIError(f"run {args.teacher} is not a finished full fine-tune: run `python -m core finetune` first")
         teacher_spec = str(model_dir(ws, args.teacher))
     doc_ids = _select_docs(ws, args.documents)
-    sql = "SELECT c.text FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.status='ok'"
-    if doc_ids:
-        sql += f" AND c.doc_id IN ({','.join('?' * len(doc_ids))})"
     # every chunk users will search: the ingested documents (new ones included) and the dataset's own
-    chunks = [r["text"] for r in ws.query(sql + " ORDER BY c.doc_id, c.idx", tuple(doc_ids or ()))]
+    chunks = [r["text"] for r in _ingested_chunks(ws, doc_ids)]
     chunks += list(ds.corpus.values())
     base = resolve_embedder(args.embedder, workspace=ws, **_prefixes(args))
     teacher = resolve_embedder(teacher_spec, workspace=ws)
