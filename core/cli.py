@@ -4,6 +4,7 @@
     python -m core generate --generator offline --documents lyft_2021.pdf --out train.json
     python -m core train --dataset train.json --adapter linear --out adapters/linear
     python -m core finetune --dataset train.json --out models/ft      # the full fine-tune reference
+    python -m core distill --teacher RUN_ID --out adapters/distilled   # that fine-tune as a query-only adapter
     python -m core evaluate --dataset eval.json --adapter adapters/linear --report report.html
     python -m core import-queries real_queries.csv --out eval.json
     python -m core export --run RUN_ID --format sentence-transformers --out models/tuned
@@ -195,23 +196,16 @@ def _select_docs(ws, names: Sequence[str] | None) -> list[str] | None:
     return chosen
 
 
-def _ingested_chunks(ws, doc_ids: Sequence[str] | None) -> list[dict]:
-    """``{id, text}`` of every chunk of the chosen documents (all when ``None``) that ingested cleanly, in order."""
-    sql = "SELECT c.id, c.text FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.status='ok'"
-    if doc_ids:
-        sql += f" AND c.doc_id IN ({','.join('?' * len(doc_ids))})"
-    return ws.query(sql + " ORDER BY c.doc_id, c.idx", tuple(doc_ids or ()))
-
-
 def cmd_generate(args) -> int:
     from .datasets import build_dataset, split_dataset
     from .generators import DEFAULT_PROMPT_TEMPLATE, LLMGenerator, estimate_generation
     from .llm import LLMSettings
     from .questions import generate_questions, pending_chunks, sampled_chunk_ids
+    from .runs import ingested_chunks
 
     ws = _workspace(args)
     doc_ids = _select_docs(ws, args.documents)
-    chunks = _ingested_chunks(ws, doc_ids)
+    chunks = ingested_chunks(ws, doc_ids)
     if not chunks:
         raise CLIError("no chunks to generate questions from: run `python -m core ingest FILE.pdf` first")
     if args.sample_chunks is not None and args.sample_chunks < 1:
@@ -271,47 +265,49 @@ def cmd_generate(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    from .adapters import save_adapter
-    from .datasets import QADataset
-    from .distill import DistillConfig, distill_adapter
-    from .embedders import resolve_embedder
-    from .runs import get_run, has_model, model_dir
+    from .runs import create_distill_run, execute_run, get_run
 
     ws = _workspace(args)
-    if not Path(args.dataset).is_file():
+    if args.dataset and not Path(args.dataset).is_file():
         raise CLIError(f"{args.dataset}: no such dataset file")
-    ds = QADataset.load(args.dataset)
-    teacher_spec = args.teacher
-    run = get_run(ws, args.teacher)
-    if run is not None:  # a workspace fine-tune run, by id
-        if run.get("kind") != "finetune" or not has_model(ws, args.teacher):
-            raise CLIError(f"run {args.teacher} is not a finished full fine-tune: run `python -m core finetune` first")
-        teacher_spec = str(model_dir(ws, args.teacher))
-    doc_ids = _select_docs(ws, args.documents)
-    # every chunk users will search: the ingested documents (new ones included) and the dataset's own
-    chunks = [r["text"] for r in _ingested_chunks(ws, doc_ids)]
-    chunks += list(ds.corpus.values())
-    base = resolve_embedder(args.embedder, workspace=ws, **_prefixes(args))
-    teacher = resolve_embedder(teacher_spec, workspace=ws)
+    teacher = get_run(ws, args.teacher)
+    if teacher is not None and (teacher["kind"] != "finetune" or teacher["status"] != "done"):
+        raise CLIError(f"run {args.teacher} is not a finished full fine-tune: run `python -m core finetune` first")
+    from .distill import DistillConfig
+
     cfg = DistillConfig(
         steps=args.steps, lr=args.lr, temperature=args.temperature, pseudo_queries=args.pseudo_queries, seed=args.seed
     )
+    try:
+        run_id = create_distill_run(
+            ws,
+            args.teacher,
+            cfg,
+            dataset_path=str(Path(args.dataset).resolve()) if args.dataset else None,
+            doc_ids=_select_docs(ws, args.documents),
+            embedder=args.embedder,
+            embedder_options=_prefixes(args),
+            name=args.name,
+        )
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
     bar = _Bar(not args.json, "distil")
     try:
         with _one_interrupt():
-            cancel = threading.Event()
-            try:
-                adapter, summary = distill_adapter(
-                    teacher, base, list(ds.queries.values()), chunks, cfg, progress=bar, cancel=cancel
-                )
-            except KeyboardInterrupt:
-                raise CLIError("interrupted; no adapter was written") from None
+            result = execute_run(ws, run_id, progress=bar, cancel=threading.Event(), out_dir=args.out)
+    except KeyboardInterrupt:
+        raise CLIError(f"interrupted; run {run_id} saved no adapter") from None
     finally:
         bar.close()
-    save_adapter(adapter, args.out, distilled_from=teacher.identity, base_embedder=base.identity, **summary)
-    out = {"out": str(Path(args.out)), "teacher": teacher.identity, **summary}
+    out = {"run_id": run_id, "out": str(Path(args.out)) if args.out else None, **result.summary()}
     rows = [{"output": k, "value": v} for k, v in out.items() if k != "config"]
-    _emit(args, out, format_table(rows))
+    table = format_table(rows) + (
+        f"\n\nrun {run_id}: the adapter is in the workspace (and in {args.out})"
+        if args.out
+        else f"\n\nrun {run_id}: the adapter is in the workspace"
+    )
+    table += f"; compare it with `python -m core evaluate --dataset EVAL.json --run {run_id}`"
+    _emit(args, out, table)
     return 0
 
 
@@ -988,7 +984,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a query-only adapter to rank like a full fine-tune (no re-embedding at query time)",
     )
     s.add_argument("--teacher", required=True, help="a finetune run id of this workspace, or a model folder")
-    s.add_argument("--dataset", required=True, help="the training questions (LlamaIndex JSON)")
+    s.add_argument(
+        "--dataset", help="the training questions (LlamaIndex JSON; default: the teacher run's own training set)"
+    )
     s.add_argument(
         "--documents", nargs="*", help="the ingested documents to rank among (default: all; new ones included)"
     )
@@ -997,7 +995,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--temperature", type=float, default=0.05)
     s.add_argument("--pseudo-queries", type=int, default=2, help="offline pseudo-queries per chunk (0: none)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True, help="folder for the adapter (LlamaIndex format)")
+    s.add_argument("--name", help="a label for the run")
+    s.add_argument("--out", help="also write the adapter (LlamaIndex format) to this folder")
     s.set_defaults(fn=cmd_distill)
 
     s = sub.add_parser("evaluate", parents=[common, emb], help="hit-rate / MRR of base and adapters side by side")

@@ -17,8 +17,8 @@ hundred full-batch steps on cached vectors (seconds).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -41,11 +41,35 @@ class DistillConfig:
     batch_size: int = 2048  # queries per step; at or above their number every step is full-batch
     seed: int = 0
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DistillConfig:
+        """From a saved request (unknown keys ignored, so an older or newer record still loads)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in names})
+
     def validate(self) -> None:
         if self.steps < 1 or self.lr <= 0 or self.temperature <= 0 or self.batch_size < 1:
             raise ValueError("steps, lr, temperature and batch_size must be positive")
         if self.pseudo_queries < 0:
             raise ValueError(f"pseudo_queries must be 0 or more, got {self.pseudo_queries}")
+
+
+@dataclass
+class DistillResult:
+    """What a ``distill`` run (:func:`core.runs.execute_run`) returns: the adapter and its summary."""
+
+    adapter: nn.Module
+    details: dict[str, Any]
+
+    @property
+    def cancelled(self) -> bool:
+        return bool(self.details.get("cancelled"))
+
+    def summary(self) -> dict[str, Any]:
+        return dict(self.details)
 
 
 def distill_queries(
@@ -73,12 +97,16 @@ def distill_adapter(
     config: DistillConfig | None = None,
     progress: Progress | None = None,
     cancel: Any = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A linear adapter on ``base``'s query vectors whose ranking of ``chunks`` (``base``'s vectors) matches
     ``teacher``'s (its own vectors), and a summary. Both embedders cache, so nothing is embedded twice.
 
     ``progress(done, total, message)`` is called as it goes; ``cancel`` (a ``threading.Event``) stops it
-    after the current step, keeping the adapter trained so far (``summary["cancelled"]``)."""
+    after the current step, keeping the adapter trained so far (``summary["cancelled"]``). ``callback``
+    receives history events as adapter training emits them (``{"type": "phase", "message"}``, then
+    ``{"type": "step", "step", "epoch": 1, "loss", "lr"}`` per step, the loss being the KL), so a run's
+    live chart draws a distillation like any other run."""
     config = config or DistillConfig()
     config.validate()
     chunks = list(dict.fromkeys(chunks))  # one row per distinct text
@@ -88,7 +116,10 @@ def distill_adapter(
     if not queries:
         raise ValueError("distilling needs queries: training questions or pseudo-queries")
     say = progress or (lambda *a: None)
-    say(0, config.steps, "embedding chunks and queries with the base model and the fine-tuned one")
+    record = callback or (lambda e: None)
+    phase = f"embedding {len(chunks):,} chunks and {len(queries):,} queries with the base model and the fine-tuned one"
+    say(0, config.steps, phase)
+    record({"type": "phase", "message": phase})
     qb = torch.tensor(np.asarray(base.embed_queries(queries), dtype=np.float32))
     db = torch.tensor(np.asarray(base.embed_texts(chunks), dtype=np.float32))
     qt = torch.tensor(np.asarray(teacher.embed_queries(queries), dtype=np.float32))
@@ -101,6 +132,7 @@ def distill_adapter(
     gen = torch.Generator().manual_seed(config.seed)
     losses: list[float] = []
     cancelled = False
+    record({"type": "phase", "message": f"matching the fine-tuned ranking: {config.steps} steps"})
     for step in range(1, config.steps + 1):
         if cancel is not None and cancel.is_set():
             cancelled = True
@@ -117,6 +149,7 @@ def distill_adapter(
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        record({"type": "step", "step": step, "epoch": 1, "loss": losses[-1], "lr": config.lr})
         if step % 10 == 0 or step == config.steps:
             say(step, config.steps, f"step {step}/{config.steps}: KL to the fine-tuned ranking {losses[-1]:.4f}")
     adapter.eval()

@@ -272,6 +272,26 @@ def start_finetune(
     return job_id, run_id
 
 
+def start_distill(
+    jm: JobManager,
+    ws: Workspace,
+    teacher_run_id: str,
+    config=None,
+    dataset_id: str | None = None,
+    name: str | None = None,
+) -> tuple[str, str]:
+    """Create a distillation run (:mod:`core.distill`) of a fine-tune run and train it in a child process,
+    in the same queue as the other runs. Returns (job id, run id). The fine-tune may still be queued or
+    training ("fine-tune, then distil"): the queue runs it first, and this run fails with the reason
+    if it ends without a model. ``dataset_id``: the training questions (default: the fine-tune's)."""
+    from .runs import create_distill_run
+
+    run_id = create_distill_run(ws, teacher_run_id, config, dataset_id=dataset_id, name=name)
+    job = _train_job(ws, run_id)
+    job_id = jm.submit("train", "Distil a fine-tune into a linear adapter", job, {"run_id": run_id})
+    return job_id, run_id
+
+
 def finetune_system(ws: Workspace, run: dict, name: str | None = None) -> tuple[str, Any]:
     """(label, embedder) of a ``finetune`` run: its own model, its own cache identity, and its cost in
     the label (``"<name, default the run's> · full fine-tune (re-embeds N chunks)"``)."""

@@ -15,8 +15,10 @@ cancelled | interrupted, result summary). :func:`execute_run` is what the CLI an
 dashboard's training process (:mod:`core.run_process`) both call.
 
 A run has a *kind* (``run.json``'s ``"kind"``; :func:`run_kind`): ``adapter`` (the default,
-:func:`create_run`) or ``finetune`` (:func:`create_finetune_run`: every weight of a
-sentence-transformers base model trained, see :mod:`core.finetune`; it must re-embed the corpus).
+:func:`create_run`), ``finetune`` (:func:`create_finetune_run`: every weight of a
+sentence-transformers base model trained, see :mod:`core.finetune`; it must re-embed the corpus) or
+``distill`` (:func:`create_distill_run`: a linear adapter trained to rank like a fine-tune, see
+:mod:`core.distill`; it saves ``adapter/`` as adapter runs do, so Compare and export treat it as one).
 
 Example::
 
@@ -45,7 +47,7 @@ from .status import ACTIVE, HEARTBEAT_S, STALE_AFTER_S, Status, owner_dead, proc
 from .training import TrainConfig, TrainResult, list_checkpoints, train
 from .workspace import Workspace, atomic_write_json, new_id
 
-RUN_KINDS = ("adapter", "finetune")
+RUN_KINDS = ("adapter", "finetune", "distill")
 CANCEL_POLL_S = 0.25
 
 
@@ -141,6 +143,67 @@ def create_finetune_run(
     )
 
 
+def create_distill_run(
+    ws: Workspace,
+    teacher: str,
+    config=None,
+    *,
+    dataset_id: str | None = None,
+    dataset_path: str | None = None,
+    doc_ids: list[str] | None = None,
+    embedder: str = "default",
+    embedder_options: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> str:
+    """Register a distillation run (kind ``distill``, status ``queued``) and return its id.
+
+    ``teacher`` is a ``finetune`` run of this workspace (by id) or a sentence-transformers folder.
+    A teacher run may still be queued or training (the runs queue one after another: "fine-tune, then
+    distil"); it is checked again when this run starts. With a teacher run, the base embedder, its
+    prefixes and (unless given) the training questions are the teacher's own: the adapter maps the
+    very model the fine-tune started from. ``doc_ids``: the ingested documents whose chunks it ranks
+    among (default all, new ones included). ``config`` is a :class:`core.distill.DistillConfig`.
+    """
+    from .distill import DistillConfig
+
+    config = config or DistillConfig()
+    config.validate()
+    request: dict[str, Any] = {"kind": "distill", "config": config.to_dict(), "doc_ids": list(doc_ids or []) or None}
+    t = get_run(ws, teacher)
+    if t is not None:
+        if t["kind"] != "finetune":
+            raise ValueError(f"run {t['name']!r} is not a full fine-tune: only a fine-tune can be distilled")
+        if t["status"] not in ACTIVE and not has_model(ws, teacher):
+            raise ValueError(
+                f"the fine-tune {t['name']!r} ended {t['status']} without saving a model: nothing to distil"
+            )
+        treq = t["config"] or {}
+        request.update(
+            teacher_run_id=teacher,
+            teacher_spec=None,
+            embedder=treq.get("embedder") or "default",
+            embedder_options=dict(treq.get("embedder_options") or {}),
+        )
+        if not (dataset_id or dataset_path):
+            dataset_id, dataset_path = treq.get("dataset_id"), treq.get("dataset_path")
+        teacher_name = t["name"]
+    else:  # a model folder, or an embedder spec (``default``, ``st:NAME``): what ``--teacher`` takes headless
+        folder = Path(teacher)
+        if folder.is_dir():
+            teacher = str(folder.resolve())
+        elif not (teacher == "default" or teacher.startswith("st:")):
+            raise ValueError(
+                f"{teacher}: neither a fine-tune run of this workspace nor a model folder (see `python -m core runs`)"
+            )
+        opts = {k: v for k, v in (embedder_options or {}).items() if k in ("query_prefix", "passage_prefix") and v}
+        request.update(teacher_run_id=None, teacher_spec=teacher, embedder=embedder, embedder_options=opts)
+        teacher_name = folder.name if folder.is_dir() else teacher
+    if not (dataset_id or dataset_path):
+        raise ValueError("a distillation needs the training questions: dataset_id (workspace) or dataset_path (file)")
+    request.update(dataset_id=dataset_id, dataset_path=dataset_path)
+    return _register(ws, request, name or f"distilled from {teacher_name} · {config.steps} steps")
+
+
 def _register(ws: Workspace, request: dict[str, Any], label: str) -> str:
     run_id = new_id("run-")
     d = ws.run_dir(run_id)
@@ -164,6 +227,14 @@ def run_kind(run_or_request: dict[str, Any] | None) -> str:
     if isinstance(request, dict) and request.get("kind") in RUN_KINDS:
         return request["kind"]
     return "adapter"
+
+
+def ingested_chunks(ws: Workspace, doc_ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """``{id, text}`` of every chunk of the chosen documents (all when ``None``) that ingested cleanly, in order."""
+    sql = "SELECT c.id, c.text FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.status='ok'"
+    if doc_ids:
+        sql += f" AND c.doc_id IN ({','.join('?' * len(doc_ids))})"
+    return ws.query(sql + " ORDER BY c.doc_id, c.idx", tuple(doc_ids or ()))
 
 
 def workspace_chunk_count(ws: Workspace) -> int:
@@ -286,6 +357,10 @@ def execute_run(
         return _execute_finetune(
             ws, run_id, request, cancel=cancel, progress=progress, callback=callback, out_dir=out_dir
         )
+    if run_kind(request) == "distill":
+        return _execute_distill(
+            ws, run_id, request, cancel=cancel, progress=progress, callback=callback, out_dir=out_dir
+        )
     config = TrainConfig.from_dict(request["config"])
     with _recording(ws, run_id, callback, cancel) as on_event:
         train_ds = _load_ds(ws, request.get("dataset_id"), request.get("dataset_path"))
@@ -364,6 +439,64 @@ def _execute_finetune(ws: Workspace, run_id: str, request: dict[str, Any], *, ca
         summary["exported_to"] = str(out_dir)
     _set_status(ws, run_id, Status.CANCELLED if result.cancelled else Status.DONE, result=summary)
     return result
+
+
+def distill_teacher(ws: Workspace, request: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
+    """(embedder spec, display name, prefixes) of a ``distill`` request's teacher, checked now: a
+    teacher run that failed, was cancelled before saving, or was deleted raises ``ValueError``."""
+    rid = request.get("teacher_run_id")
+    if not rid:
+        spec = request.get("teacher_spec") or "default"
+        if Path(spec).is_absolute() and not Path(spec).is_dir():
+            raise ValueError(f"the teacher model folder {spec} is gone")
+        return spec, Path(spec).name, dict(request.get("embedder_options") or {})
+    t = get_run(ws, rid)
+    if t is None:
+        raise ValueError("the fine-tune this run distils was deleted: start a new fine-tune, then distil it")
+    if not has_model(ws, rid):
+        raise ValueError(
+            f"the fine-tune {t['name']!r} ended {t['status']} without a model"
+            + (f" ({t['error']})" if t.get("error") else "")
+            + ": nothing to distil. Fix or rerun the fine-tune, then distil it."
+        )
+    opts = (t.get("config") or {}).get("embedder_options") or {}
+    return str(model_dir(ws, rid)), t["name"], {k: opts[k] for k in ("query_prefix", "passage_prefix") if opts.get(k)}
+
+
+def _execute_distill(ws: Workspace, run_id: str, request: dict[str, Any], *, cancel, progress, callback, out_dir):
+    """A ``distill`` run: :func:`core.distill.distill_adapter` into ``adapter/`` (a LlamaIndex folder)."""
+    from .adapters import save_adapter
+    from .distill import DistillConfig, DistillResult, distill_adapter
+
+    config = DistillConfig.from_dict(request["config"])
+    with _recording(ws, run_id, callback, cancel) as on_event:
+        t0 = time.time()
+        teacher_spec, teacher_name, teacher_opts = distill_teacher(ws, request)
+        ds = _load_ds(ws, request.get("dataset_id"), request.get("dataset_path"))
+        # every chunk users will search: the ingested documents (new ones included) and the dataset's own
+        chunks = [r["text"] for r in ingested_chunks(ws, request.get("doc_ids"))] + list(ds.corpus.values())
+        base = resolve_embedder(
+            request.get("embedder") or "default", workspace=ws, **(request.get("embedder_options") or {})
+        )
+        teacher = resolve_embedder(teacher_spec, workspace=ws, **teacher_opts)
+        adapter, summary = distill_adapter(
+            teacher,
+            base,
+            list(ds.queries.values()),
+            chunks,
+            config,
+            progress=progress,
+            cancel=cancel,
+            callback=on_event,
+        )
+        summary.update(teacher=teacher_name, teacher_run_id=request.get("teacher_run_id"), seconds=time.time() - t0)
+        meta = {"embedder": base.identity, "distilled_from": teacher.identity, "run_id": run_id, **summary}
+        save_adapter(adapter, adapter_dir(ws, run_id), **meta)
+    if out_dir is not None:
+        save_adapter(adapter, out_dir, **meta)
+        summary["exported_to"] = str(out_dir)
+    _set_status(ws, run_id, Status.CANCELLED if summary["cancelled"] else Status.DONE, result=summary)
+    return DistillResult(adapter=adapter, details=summary)
 
 
 def list_runs(ws: Workspace) -> list[dict[str, Any]]:

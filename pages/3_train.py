@@ -8,10 +8,11 @@ import streamlit as st
 from core.adapters import registered_adapters
 from core.carryover import offline_training_caveat
 from core.datasets import list_datasets
+from core.distill import DistillConfig
 from core.export import EXPORTABLE_TEXT, export_zip, is_api_embedder, run_export_support
 from core.finetune import LOSSES as FT_LOSSES
 from core.finetune import FinetuneConfig, cost_label, describe_cost, duration_text
-from core.launch import job_for_run, start_finetune, start_training
+from core.launch import job_for_run, start_distill, start_finetune, start_training
 from core.losses import Loss
 from core.reports import MAX_STEP_POINTS, cv_figure, has_curves, training_figure
 from core.runs import (
@@ -123,6 +124,18 @@ def apply_defaults() -> None:
     before = st.session_state.get(PRESET_FOR)
     set_hp_fields(st.session_state, preset_values(*choice), preset_values(*before) if before else None)
     st.session_state[PRESET_FOR] = choice
+
+
+def distill_config() -> DistillConfig:
+    """The settings of the Distil form (its defaults until the user opens and changes it)."""
+    get = st.session_state.get
+    return DistillConfig(
+        steps=int(get("dist_steps", DistillConfig.steps)),
+        pseudo_queries=int(get("dist_pseudo", DistillConfig.pseudo_queries)),
+        lr=float(get("dist_lr", DistillConfig.lr)),
+        temperature=float(get("dist_temperature", DistillConfig.temperature)),
+        seed=int(get("dist_seed", 0)),
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -378,6 +391,13 @@ if datasets:
             )
             f[4].number_input("Seed", 0, 2**31 - 1, value=0, key="ft_seed")
             ft_name = st.text_input("Run name (optional)", key="ft_name", placeholder="e.g. full fine-tune, 1 epoch")
+            then_distil = st.checkbox(
+                "Then distil it into a linear adapter (its gain on the base model's vectors: no re-embedding)",
+                value=True,
+                key="ft_then_distil",
+                help="Queues a distillation run after the fine-tune, with the settings of "
+                "**Distil a fine-tune** below; it appears in Compare as an adapter.",
+            )
             reembed = f"{n_chunks:,} chunks" if n_chunks else "the whole corpus"
             if st.button(
                 f"Start full fine-tune (using it re-embeds {reembed})", key="ft_start", icon=":material/play_arrow:"
@@ -393,8 +413,64 @@ if datasets:
                     _, run_id = start_finetune(
                         jm, ws, ft_ds, cfg, embedder=ft_base, name=(ft_name or "").strip() or None
                     )
+                    if then_distil:
+                        start_distill(jm, ws, run_id, distill_config())
                 except (ValueError, TypeError) as exc:  # FinetuneError is a ValueError
                     st.error(f"Cannot start this fine-tune: {exc}")
+                else:
+                    st.session_state["train_view"] = run_id
+                    st.rerun()
+
+    with st.expander("Distil a fine-tune into an adapter (no re-embedding)", icon=":material/compress:"):
+        st.markdown(
+            "Trains a **linear adapter** on the base model's query vectors to rank every ingested chunk the way a "
+            "full fine-tune does (KL divergence to its softmax). The queries are the fine-tune's training "
+            "questions plus offline pseudo-queries from each ingested chunk, new documents included; no "
+            "evaluation question is used. The index keeps the base model's vectors: only queries pass through "
+            "the adapter. It takes seconds once the fine-tune exists."
+        )
+        st.caption(
+            "Measured (bench/README, “Distilling the fine-tune”): on another company's filing and on a new kind "
+            "of text, where the adapter trained on the questions gained little, the distilled one kept most of "
+            "the fine-tune's gain. Check it on your own evaluation set in Compare."
+        )
+        teachers = [
+            r for r in runs if r.get("kind") == "finetune" and (r["status"] in ACTIVE or has_model(ws, r["id"]))
+        ]
+        dcols = st.columns(5)
+        dcols[0].number_input("Steps", 1, 10_000, value=DistillConfig.steps, key="dist_steps")
+        dcols[1].number_input(
+            "Pseudo-queries per chunk",
+            0,
+            16,
+            value=DistillConfig.pseudo_queries,
+            key="dist_pseudo",
+            help="Offline queries made from each ingested chunk's own text, so every document shapes the map.",
+        )
+        dcols[2].number_input(
+            "Learning rate", min_value=1e-6, max_value=1.0, value=DistillConfig.lr, format="%.1e", key="dist_lr"
+        )
+        dcols[3].number_input(
+            "Temperature",
+            0.001,
+            10.0,
+            value=DistillConfig.temperature,
+            step=0.01,
+            format="%.3f",
+            key="dist_temperature",
+            help="Of both softmaxes over the chunks: lower matches the fine-tune's top ranks more closely.",
+        )
+        dcols[4].number_input("Seed", 0, 2**31 - 1, value=0, key="dist_seed")
+        if not teachers:
+            st.caption("No full fine-tune yet: start one above (with “Then distil it” ticked, this runs after it).")
+        else:
+            tlabels = {r["id"]: f"{r['name']} ({r['status']})" for r in teachers}
+            teacher = st.selectbox("Fine-tune to distil", list(tlabels), format_func=tlabels.get, key="dist_teacher")
+            if st.button("Start distillation", key="dist_start", icon=":material/play_arrow:"):
+                try:
+                    _, run_id = start_distill(jm, ws, teacher, distill_config())
+                except (ValueError, TypeError) as exc:
+                    st.error(f"Cannot start this distillation: {md_escape(exc)}")
                 else:
                     st.session_state["train_view"] = run_id
                     st.rerun()
@@ -421,10 +497,12 @@ def draw_run(run: dict, hist: list[dict]) -> None:
     active = run["status"] in ACTIVE
 
     finetune = run.get("kind") == "finetune"
+    distill = run.get("kind") == "distill"
+    what = "full fine-tune of" if finetune else ("linear adapter, distilled, on" if distill else None)
     top, btn = st.columns([5, 1], vertical_alignment="center")
     top.markdown(
         f"**{md_escape(run['name'])}** · `{run['status']}` · "
-        f"{'full fine-tune of' if finetune else md_escape(cfg.get('adapter')) + ' on'} "
+        f"{what or md_escape(cfg.get('adapter')) + ' on'} "
         f"{md_escape((run.get('config') or {}).get('embedder'))}"
     )
     if active:
@@ -458,6 +536,25 @@ def draw_run(run: dict, hist: list[dict]) -> None:
     mk = f"mrr@{k}"
     cv = next((h for h in reversed(hist) if h.get("type") == "selection"), None)
     m = st.columns(4)
+    if distill:  # steps toward the fine-tune's ranking: no epochs, no validation
+        res = run.get("result") or {}
+        steps = [h for h in hist if h.get("type") == "step"]
+        m[0].metric("Steps done", f"{len(steps)} / {cfg.get('steps', '?')}")
+        m[1].metric(
+            "KL to the fine-tune",
+            "–" if not steps else f"{steps[-1]['loss']:.4f}",
+            help="How far the adapter's ranking of the chunks is from the fine-tune's (0: the same); "
+            "it starts at the base model's distance.",
+            delta=None if len(steps) < 2 else f"{steps[-1]['loss'] - steps[0]['loss']:+.4f} since step 1",
+            delta_color="inverse",
+        )
+        m[2].metric(
+            "Queries",
+            "–" if "n_questions" not in res else f"{res['n_questions'] + res['n_pseudo_queries']:,}",
+            help="The fine-tune's training questions plus offline pseudo-queries from the ingested chunks.",
+        )
+        m[3].metric("Chunks ranked", "–" if "n_chunks" not in res else f"{res['n_chunks']:,}")
+        return
     # a cross-validated refit runs the chosen epochs, not the configured maximum
     planned = cv["epochs"] if cv is not None and cv["train"] else cfg.get("epochs", "?")
     m[0].metric("Epochs done", f"{s['epochs_done']} / {planned}")
@@ -602,6 +699,14 @@ def draw_finished(run: dict) -> None:
     if run.get("kind") == "finetune":
         draw_finetune_files(run)
         return
+    if run.get("kind") == "distill" and run["status"] in ("done", "cancelled"):
+        st.info(
+            f"Distilled from the full fine-tune **{md_escape(res.get('teacher') or '?')}**: a linear adapter on the "
+            f"base model's query vectors, trained on {res.get('n_questions', 0):,} questions and "
+            f"{res.get('n_pseudo_queries', 0):,} pseudo-queries to rank {res.get('n_chunks', 0):,} chunks as the "
+            "fine-tune does. The index keeps the base model's vectors. Compare it with the fine-tune and the "
+            "base model on your evaluation set."
+        )
     if res.get("best_epoch") == 0 and run["status"] == "done":
         st.info(
             "Validation never beat the untrained identity: the saved adapter is the identity (same results "

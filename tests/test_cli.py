@@ -301,8 +301,16 @@ def test_distill_writes_an_adapter_the_other_commands_load(pipeline, capsys):
     summary = json.loads(stdout)
     assert summary["steps_done"] == 5 and summary["n_chunks"] > 1 and summary["n_pseudo_queries"] > 0
     meta = json.loads((out / "adapterlab.json").read_text())
-    assert meta["distilled_from"] == summary["teacher"] and meta["adapter_cls"] == "linear"
+    assert meta["distilled_from"] and meta["adapter_cls"] == "linear" and meta["run_id"] == summary["run_id"]
     assert load_adapter(out) is not None
+    # a run of the workspace too (kind distill): listed by `runs`, and `evaluate --run` compares it
+    runs = json.loads(_ok(cli("runs", "--json", workspace=ws)).stdout)
+    assert next(r for r in runs if r["run"] == summary["run_id"])["kind"] == "distill"
+    rc, stdout, err = cli_inproc(
+        capsys, "evaluate", "--dataset", str(d / "train.json"), "--run", summary["run_id"], "--json", "--workspace", ws
+    )  # fmt: skip
+    assert rc == 0, err
+    assert len(json.loads(stdout)) == 2  # the base and the distilled adapter
     train_run = json.loads(_ok(pipeline["train"]).stdout)["run_id"]
     rc, _, err = cli_inproc(
         capsys, "distill", "--teacher", train_run, "--dataset", str(d / "train.json"), "--out", str(d / "x"),

@@ -193,6 +193,68 @@ def test_build_systems_gives_a_finetune_run_its_own_embedder(cli_run):
     assert np.abs(tuned.embed_texts(PROBE[1:]) - base.embed_texts(PROBE[1:])).max() > 1e-5
 
 
+def test_a_fine_tune_run_distils_into_an_adapter_run_that_compare_uses(cli_run, tmp_path):
+    """The ``distill`` run kind: the teacher's base, prefixes and questions by default, a LlamaIndex adapter
+    folder in the run, step events the live chart draws, and a plain adapter in a comparison."""
+    from core.adapters import read_adapter_meta
+    from core.distill import DistillConfig
+    from core.embedders import AdapterEmbedder
+    from core.runs import adapter_dir, create_distill_run, execute_run, has_adapter
+    from core.workspace import Workspace
+
+    ws = Workspace(cli_run["ws"])
+    teacher = cli_run["summary"]["run_id"]
+    rid = create_distill_run(ws, teacher, DistillConfig(steps=15))
+    run = get_run(ws, rid)
+    treq = get_run(ws, teacher)["config"]
+    assert run["kind"] == "distill" == run_kind(run) and run["status"] == "queued"
+    assert run["config"]["embedder"] == treq["embedder"] and run["config"]["dataset_path"] == treq["dataset_path"]
+    assert run["name"].startswith("distilled from ") and "15 steps" in run["name"]
+
+    result = execute_run(ws, rid, out_dir=tmp_path / "copy")
+    run = get_run(ws, rid)
+    assert run["status"] == "done" and has_adapter(ws, rid) and not result.cancelled
+    res = run["result"]
+    assert res["teacher_run_id"] == teacher and res["steps_done"] == 15 and res["final_loss"] < res["first_loss"]
+    assert res["n_chunks"] == 12 and res["n_questions"] == 24  # no ingested documents: the dataset's own chunks
+    meta = read_adapter_meta(adapter_dir(ws, rid))
+    assert meta["distilled_from"].startswith("st:model@ft-") and meta["run_id"] == rid
+    assert read_adapter_meta(tmp_path / "copy")["run_id"] == rid
+    hist = read_history(ws, rid)
+    assert [h["step"] for h in hist if h["type"] == "step"] == list(range(1, 16)) and has_curves(hist)
+
+    systems = build_systems(ws, [{"kind": "run", "run_id": rid}])
+    (_, base), (label, student) = systems.items()
+    assert label == run["name"] and isinstance(student, AdapterEmbedder)  # an adapter: no re-embedding
+    assert np.abs(student.embed_queries(PROBE) - base.embed_queries(PROBE)).max() > 1e-4
+    assert np.array_equal(student.embed_texts(PROBE), base.embed_texts(PROBE))
+
+
+def test_distillation_is_refused_or_fails_with_the_reason_when_there_is_nothing_to_distil(ws, dataset_path):
+    from core.distill import DistillConfig
+    from core.runs import _set_status, create_distill_run, create_run, execute_run
+    from core.training import TrainConfig
+
+    adapter_run = create_run(ws, TrainConfig(), dataset_path=dataset_path)
+    with pytest.raises(ValueError, match="not a full fine-tune"):
+        create_distill_run(ws, adapter_run)
+    with pytest.raises(ValueError, match="neither a fine-tune run"):
+        create_distill_run(ws, "run-nosuch")
+    with pytest.raises(ValueError, match="steps"):
+        create_distill_run(ws, "default", DistillConfig(steps=0), dataset_path=dataset_path)
+    # a fine-tune still queued may be distilled (the queue runs it first) ...
+    ft = create_finetune_run(ws, FinetuneConfig(), dataset_path=dataset_path)
+    rid = create_distill_run(ws, ft)
+    # ... and when it ends without a model, the distillation fails saying why and what to do
+    _set_status(ws, ft, "failed", error="out of memory")
+    with pytest.raises(ValueError, match="nothing to distil"):
+        execute_run(ws, rid)
+    run = get_run(ws, rid)
+    assert run["status"] == "failed" and "out of memory" in run["error"] and "rerun the fine-tune" in run["error"]
+    with pytest.raises(ValueError, match="without saving a model"):
+        create_distill_run(ws, ft)  # now it has ended: refused at once
+
+
 def test_a_finetune_runs_as_a_background_job_and_cancels(ws, dataset_path):
     from core.datasets import QADataset
 
@@ -248,9 +310,10 @@ def test_train_page_offers_runs_and_prices_a_full_fine_tune_and_compare_lists_it
     at.button(key="ft_start").click().run()
     no_exceptions(at)
     jobs = rerun_until_settled(at, page_ws, "train")
-    assert jobs[0]["status"] == "done", jobs[0]
+    assert [j["status"] for j in jobs] == ["done", "done"], jobs  # the fine-tune, then its distillation
     runs = frame(at, "run", "status", "adapter")
-    assert list(runs["run"]) == ["ui fine-tune"] and list(runs["adapter"]) == ["full fine-tune"]
+    assert list(runs["run"]) == ["distilled from ui fine-tune · 200 steps", "ui fine-tune"]
+    assert list(runs["adapter"]) == ["linear (distilled)", "full fine-tune"]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Chunks to re-embed to use it"] == "12" and metrics["Epochs done"] == "1 / 1"
     assert "re-embedding all 12 chunks" in texts(at.info)
@@ -261,11 +324,28 @@ def test_train_page_offers_runs_and_prices_a_full_fine_tune_and_compare_lists_it
     at.run()
     assert len(at.get("plotly_chart")) == 1  # the loss chart
 
+    # the distilled adapter: its steps, its KL, where it came from, the adapter downloads
+    distilled = next(r for r in list_runs(Workspace(page_ws)) if r["kind"] == "distill")
+    at.selectbox(key="train_view").set_value(distilled["id"]).run()
+    no_exceptions(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Steps done"] == "200 / 200" and metrics["Chunks ranked"] == "12"
+    assert "Distilled from the full fine-tune **ui fine-tune**" in texts(at.info)
+    assert at.download_button(key=f"train_download_{distilled['id']}") is not None
+    # a second distillation from the form: its settings are used
+    at.number_input(key="dist_steps").set_value(7)
+    at.button(key="dist_start").click().run()
+    no_exceptions(at)
+    rerun_until_settled(at, page_ws, "train")
+    newest = list_runs(Workspace(page_ws))[0]
+    assert newest["kind"] == "distill" and newest["status"] == "done" and newest["result"]["steps_done"] == 7
+
     at = page("4_compare.py")
     at.run()
     no_exceptions(at)
     picker = at.multiselect(key="eval_runs")
-    assert picker.options == ["ui fine-tune (done) · full fine-tune (re-embeds 12 chunks)"]
+    assert picker.options[-1] == "ui fine-tune (done) · full fine-tune (re-embeds 12 chunks)"
+    assert "distilled from ui fine-tune · 200 steps (done)" in picker.options
 
     # an API base: the page says why it cannot fine-tune, and offers no button
     from ui.state import EMBEDDER_SETTING

@@ -288,8 +288,10 @@ def run_rows(runs: Iterable[dict]) -> list[dict]:
             {
                 "run": r["name"],
                 "status": r["status"],
-                "adapter": "full fine-tune" if r.get("kind") == "finetune" else cfg.get("adapter"),
-                "loss": cfg.get("loss"),
+                "adapter": {"finetune": "full fine-tune", "distill": "linear (distilled)"}.get(
+                    r.get("kind"), cfg.get("adapter")
+                ),
+                "loss": "KL to the fine-tune" if r.get("kind") == "distill" else cfg.get("loss"),
                 "lr": cfg.get("lr"),
                 "epochs (set)": cfg.get("epochs"),
                 "batch": cfg.get("batch_size"),
