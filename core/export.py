@@ -285,6 +285,10 @@ def run_export_support(ws: Workspace, run_id: str) -> str | None:
 # ------------------------------------------------------------------------------------------------
 # model card
 # ------------------------------------------------------------------------------------------------
+def _fmt(x: Any) -> str:
+    return "?" if x is None else f"{x:.4f}"
+
+
 def _md_cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
@@ -357,7 +361,14 @@ def model_card(ws: Workspace, run_id: str, *, adapter: nn.Module | None = None, 
         f"- **Adapter:** {kind}" + (f" ({json.dumps(adapter.get_config_dict())})" if adapter is not None else ""),
         "- The adapter maps **query** embeddings only; documents keep the base model's vectors, so an index "
         "built with the base model stays valid.",
-        f"- **Training data:** {result.get('n_train_queries', '?')} questions from {_dataset_line(ws, request)}",
+        f"- **Training data:** {result.get('n_train_queries', result.get('n_questions', '?'))} questions from "
+        f"{_dataset_line(ws, request)}"
+        + (
+            f", plus {result.get('n_pseudo_queries', 0)} offline pseudo-queries made from the "
+            f"{result.get('n_chunks', '?')} chunks it ranks"
+            if run["kind"] == "distill"
+            else ""
+        ),
     ]
     if opts.get("query_prefix") or opts.get("passage_prefix"):
         lines.append(
@@ -366,8 +377,19 @@ def model_card(ws: Workspace, run_id: str, *, adapter: nn.Module | None = None, 
         )
     lines += ["", "## Settings", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", ""]
     sel = result.get("selection")
-    lines += ["## Estimated gain (cross-validated)", ""]
-    if sel:
+    if run["kind"] == "distill":
+        lines += [
+            "## How it was trained",
+            "",
+            f"Distilled from the full fine-tune **{result.get('teacher', '?')}**: for each query, the fine-tuned "
+            "model's softmax over every chunk (its own vectors) was the target, and the adapter, applied to the "
+            f"base model's query vector against the base model's chunk vectors, learned to match it (KL divergence, "
+            f"{result.get('steps_done', '?')} steps; from {_fmt(result.get('first_loss'))} to "
+            f"{_fmt(result.get('final_loss'))}). No evaluation question was used. There is no cross-validated "
+            "estimate: the comparison below (or one on your own evaluation set) is the measure.",
+            "",
+        ]
+    elif sel:
         what = (
             f"trained {sel['epochs']} epoch(s) at lr {sel['lr']:g} on every question"
             + (f", shrunk toward the identity by alpha {sel['alpha']:g}" if sel.get("alpha", 1.0) != 1.0 else "")
@@ -375,6 +397,8 @@ def model_card(ws: Workspace, run_id: str, *, adapter: nn.Module | None = None, 
             else "kept the untrained identity: training did not help out of fold"
         )
         lines += [
+            "## Estimated gain (cross-validated)",
+            "",
             f"{sel['folds']}-fold cross-validation ({sel['design']}: {sel['design_reason']}): gain "
             f"{100 * sel['gain']:+.2f} ± {100 * sel['gain_se']:.2f} points of (hit@{sel['top_k']} + "
             f"MRR@{sel['top_k']})/2 over the base model (± one standard error), so the run {what}."
@@ -383,6 +407,8 @@ def model_card(ws: Workspace, run_id: str, *, adapter: nn.Module | None = None, 
         ]
     else:
         lines += [
+            "## Estimated gain (cross-validated)",
+            "",
             "No cross-validated estimate: this run chose its epoch "
             + ("on a hold-out split." if config.get("selection") == "holdout" else "without cross-validation."),
             "",

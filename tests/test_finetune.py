@@ -229,6 +229,15 @@ def test_a_fine_tune_run_distils_into_an_adapter_run_that_compare_uses(cli_run, 
     assert np.abs(student.embed_queries(PROBE) - base.embed_queries(PROBE)).max() > 1e-4
     assert np.array_equal(student.embed_texts(PROBE), base.embed_texts(PROBE))
 
+    # it exports like an adapter run, and its model card says how it was made (no CV estimate claimed)
+    from core.export import export_run, model_card
+
+    card = model_card(ws, rid)
+    assert "Distilled from the full fine-tune" in card and "24 questions" in card and "pseudo-queries" in card
+    assert "## Estimated gain (cross-validated)" not in card and "There is no cross-validated estimate" in card
+    out = export_run(ws, rid, "llamaindex", tmp_path / "li")
+    assert (out / "config.json").is_file() and (out / "pytorch_model.bin").is_file()
+
 
 def test_distillation_is_refused_or_fails_with_the_reason_when_there_is_nothing_to_distil(ws, dataset_path):
     from core.distill import DistillConfig
