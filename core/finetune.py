@@ -496,7 +496,8 @@ def describe_cost(cost: dict[str, Any] | None) -> str:
     est = cost.get("reembed_seconds_estimate")
     text = f"Training took {duration_text(cost.get('train_seconds'))}. Using the model means re-embedding "
     text += f"all {n:,} chunks" if n else "the whole corpus"
-    text += f" (about {duration_text(est)} on this machine)" if est is not None else ""
+    if est is not None:  # "under 1 s" reads wrong after "about"
+        text += f" ({'' if est < 1 else 'about '}{duration_text(est)} on this machine)"
     return text + " and rebuilding the vector index; an adapter needs neither."
 
 

@@ -542,7 +542,7 @@ def draw_run(run: dict, hist: list[dict]) -> None:
         m[0].metric("Steps done", f"{len(steps)} / {cfg.get('steps', '?')}")
         m[1].metric(
             "KL to the fine-tune",
-            "–" if not steps else f"{steps[-1]['loss']:.4f}",
+            "–" if not steps else f"{steps[-1]['loss']:.3g}",
             help="How far the adapter's ranking of the chunks is from the fine-tune's (0: the same); "
             "it starts at the base model's distance.",
             delta=None if len(steps) < 2 else f"{steps[-1]['loss'] - steps[0]['loss']:+.4f} since step 1",
