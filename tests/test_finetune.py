@@ -366,6 +366,30 @@ def test_train_page_offers_runs_and_prices_a_full_fine_tune_and_compare_lists_it
     assert all(b.key != "ft_start" for b in at.button)
 
 
+def test_train_page_recommends_fine_tune_then_distil_for_an_evaluation_set_of_other_documents(page_ws):
+    from core.datasets import QADataset
+    from core.workspace import Workspace
+    from tests.test_pages import no_exceptions, page, texts
+
+    other = QADataset(
+        {"o1": "What about fleet size?"}, {"other-1": "Another filing's fleet section."}, {"o1": ["other-1"]}
+    )
+    other_id = save_dataset(Workspace(page_ws), other, "other filing", role="eval")
+    at = page("3_train.py")
+    at.run()
+    no_exceptions(at)
+    assert "New documents:" not in texts(at.info)  # no evaluation set named: no advice
+    from core.datasets import list_datasets
+
+    same = next(d["id"] for d in list_datasets(Workspace(page_ws)) if d["name"] == "tiny eval")
+    at.selectbox(key="train_eval_ds").set_value(same).run()
+    assert at.selectbox(key="train_eval_ds").value == same
+    assert "New documents:" not in texts(at.info)  # the same chunks: new questions, same corpus
+    at.selectbox(key="train_eval_ds").set_value(other_id).run()
+    no_exceptions(at)
+    assert "Then distil it" in texts(at.info) and "New documents:" in texts(at.info)
+
+
 def test_an_unrelated_folder_is_never_replaced(tmp_path):
     keep = tmp_path / "mine"
     keep.mkdir()
