@@ -193,13 +193,22 @@ def _run_info(ws: Workspace, run_id: str, eval_dataset_id: str | None, eval_path
     req = run.get("config") or {}
     val_id, val_path = req.get("val_dataset_id"), req.get("val_dataset_path")
     picked = bool((val_id and val_id == eval_dataset_id) or _same_file(val_path, eval_path))
+    result = run.get("result") or {}
+    if run["kind"] == "finetune":
+        validation = "none: every epoch set was trained"
+    elif run["kind"] == "distill":
+        validation = f"none: distilled from the fine-tune {result.get('teacher') or '?'} (every step)"
+    elif result.get("selection") and not (val_id or val_path):
+        validation = "cross-validation on the training questions"
+    else:
+        validation = (_train_set(ws, val_id, val_path) or {}).get("name") or "a split of the training chunks"
     return {
         "run_id": run_id,
         "run_name": run["name"],
         "settings": req.get("config") or {},
         "embedder": req.get("embedder"),
         "train_set": _train_set(ws, req.get("dataset_id"), req.get("dataset_path")),
-        "validation": (_train_set(ws, val_id, val_path) or {}).get("name") or "a split of the training chunks",
+        "validation": validation,
         "picked_on_eval": picked,
         "best_epoch": (run.get("result") or {}).get("best_epoch"),
     }

@@ -229,6 +229,16 @@ def test_a_fine_tune_run_distils_into_an_adapter_run_that_compare_uses(cli_run, 
     assert np.abs(student.embed_queries(PROBE) - base.embed_queries(PROBE)).max() > 1e-4
     assert np.array_equal(student.embed_texts(PROBE), base.embed_texts(PROBE))
 
+    # Compare's provenance: its training set is the fine-tune's questions (the leakage check reads them),
+    # and no epoch was chosen on anything
+    from core.provenance import describe_systems
+
+    info = describe_systems(ws, [("d", {"kind": "run", "run_id": rid}), ("f", {"kind": "run", "run_id": teacher})])
+    assert info["d"]["train_set"]["path"] == treq["dataset_path"] and info["d"]["validation"].startswith(
+        "none: distilled"
+    )
+    assert info["f"]["validation"] == "none: every epoch set was trained"
+
     # it exports like an adapter run, and its model card says how it was made (no CV estimate claimed)
     from core.export import export_run, model_card
 
