@@ -1,0 +1,81 @@
+""" "Fine-tune, then distil" in a real browser: one click on the Train page queues a full fine-tune and
+its distillation; both finish in the background; the distilled adapter shows its steps and where it
+came from, and Compare ranks it beside the base model and the fine-tune.
+
+The workspace gets its questions through ``core`` before the page opens: this test is about the runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from core.datasets import QADataset, save_dataset
+from core.runs import list_runs
+from core.workspace import Workspace
+from tests.e2e.test_dashboard_e2e import JOB_TIMEOUT, key, nav, settle, snap, wait_for_grid
+
+pytestmark = pytest.mark.e2e
+
+TOPICS = ["revenue", "riders", "drivers", "insurance", "litigation", "autonomy", "scooters", "airports"]
+
+
+@pytest.fixture(scope="module")
+def with_questions(server):
+    ws = Workspace(server.workspace)
+    corpus = {
+        f"n{i}": f"The filing's section on {t} gives the {t} figures for 2021 and 2020." for i, t in enumerate(TOPICS)
+    }
+    queries = {f"q{i}": f"What were the {t} figures in 2021?" for i, t in enumerate(TOPICS)}
+    ds = QADataset(queries, corpus, {f"q{i}": [f"n{i}"] for i in range(len(TOPICS))})
+    save_dataset(ws, ds, "filing questions", role="train")
+    return server
+
+
+def test_fine_tune_then_distil_from_the_train_page_and_compare_them(page: Page, with_questions, artifacts: Path):
+    server = with_questions
+    page.goto(server.url)
+    nav(page, "Train")
+    page.get_by_text("Full fine-tune (the expensive reference)").click()
+    settle(page)
+    expect(key(page, "ft_then_distil").locator("input")).to_be_checked()  # the default: distil it after
+    key(page, "ft_name").locator("input").fill("ft e2e")
+    key(page, "ft_name").locator("input").press("Enter")
+    settle(page)
+    key(page, "ft_start").locator("button").click()
+
+    rows = wait_for_grid(
+        page,
+        lambda rows: len(rows) == 2 and all(r["status"] == "done" for r in rows),
+        "run",
+        "status",
+        "adapter",
+        timeout=JOB_TIMEOUT,
+    )
+    assert [r["adapter"] for r in rows] == ["linear (distilled)", "full fine-tune"], rows
+    distilled = next(r for r in list_runs(Workspace(server.workspace)) if r["kind"] == "distill")
+    assert distilled["result"]["teacher"] == "ft e2e" and distilled["result"]["steps_done"] == 200
+
+    # the distilled run's card: its steps, its teacher, an adapter to download
+    box = key(page, "train_view").get_by_role("combobox")
+    box.click()
+    page.get_by_role("option", name=distilled["name"]).first.click()
+    settle(page)
+    expect(page.get_by_test_id("stMetric").filter(has_text="Steps done").last).to_contain_text("200 / 200")
+    expect(page.get_by_text("Distilled from the full fine-tune").first).to_be_visible()
+    expect(key(page, f"train_download_{distilled['id']}")).to_be_visible()
+    snap(page, artifacts / "distil-run.png")
+
+    # Compare: both runs are offered; the distilled adapter is ranked beside the base and the fine-tune
+    nav(page, "Compare")
+    expect(key(page, "eval_runs")).to_contain_text(distilled["name"])
+    key(page, "eval_start").locator("button").click()
+    results = wait_for_grid(
+        page, lambda rows: len(rows) >= 3, "system", "hit@5", "MRR@5", "significant", timeout=JOB_TIMEOUT
+    )
+    systems = [r["system"] for r in results]
+    assert systems[0].startswith("base") and distilled["name"] in systems, systems
+    assert any(s.startswith("ft e2e · full fine-tune (re-embeds") for s in systems), systems
+    snap(page, artifacts / "distil-compare.png")
