@@ -319,6 +319,24 @@ def test_distill_writes_an_adapter_the_other_commands_load(pipeline, capsys):
     assert rc != 0 and "is not a finished full fine-tune" in err
 
 
+def test_train_points_to_fine_tune_then_distil_when_the_evaluation_set_is_other_documents(pipeline, capsys, tmp_path):
+    from core.datasets import QADataset
+
+    ws, train = str(pipeline["ws"]), str(pipeline["dir"] / "train.json")
+    other = QADataset(
+        {"o1": "How large was the fleet?", "o2": "Who audits the other company?"},
+        {"x1": "The other company's fleet grew to 900 vehicles.", "x2": "Its auditor is a regional firm."},
+        {"o1": ["x1"], "o2": ["x2"]},
+    ).save(tmp_path / "other.json")
+    hint = "`python -m core distill --teacher RUN_ID`"
+    for eval_set, expected in ((str(other), True), (train, False)):  # other documents; the same chunks
+        rc, out, err = cli_inproc(
+            capsys, "train", "--dataset", train, "--eval-dataset", eval_set, "--epochs", "1", "--workspace", ws
+        )
+        assert rc == 0, err
+        assert (hint in out) is expected, out
+
+
 def test_evaluate_prints_base_and_adapter_rows(pipeline):
     ds = str(pipeline["dir"] / "train.json")
     adapter = str(pipeline["dir"] / "adapter")
