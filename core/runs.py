@@ -453,6 +453,8 @@ def distill_teacher(ws: Workspace, request: dict[str, Any]) -> tuple[str, str, d
     t = get_run(ws, rid)
     if t is None:
         raise ValueError("the fine-tune this run distils was deleted: start a new fine-tune, then distil it")
+    if t["status"] in ACTIVE and not has_model(ws, rid):
+        raise ValueError(f"the fine-tune {t['name']!r} is still {t['status']}: distil it once it is done")
     if not has_model(ws, rid):
         raise ValueError(
             f"the fine-tune {t['name']!r} ended {t['status']} without a model"

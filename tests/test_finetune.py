@@ -264,6 +264,9 @@ def test_distillation_is_refused_or_fails_with_the_reason_when_there_is_nothing_
     # a fine-tune still queued may be distilled (the queue runs it first) ...
     ft = create_finetune_run(ws, FinetuneConfig(), dataset_path=dataset_path)
     rid = create_distill_run(ws, ft)
+    with pytest.raises(ValueError, match="still queued: distil it once it is done"):
+        execute_run(ws, rid)  # run out of turn (the dashboard's queue never does this)
+    rid = create_distill_run(ws, ft)
     # ... and when it ends without a model, the distillation fails saying why and what to do
     _set_status(ws, ft, "failed", error="out of memory")
     with pytest.raises(ValueError, match="nothing to distil"):
