@@ -448,13 +448,14 @@ if datasets:
                     st.session_state["train_view"] = run_id
                     st.rerun()
 
-    with st.expander("Distil a fine-tune into an adapter (no re-embedding)", icon=":material/compress:"):
+    with st.expander("Distil a fine-tune into an adapter (your index stays as it is)", icon=":material/compress:"):
         st.markdown(
             "Trains a **linear adapter** on the base model's query vectors to rank every ingested chunk the way a "
             "full fine-tune does (KL divergence to its softmax). The queries are the fine-tune's training "
             "questions plus offline pseudo-queries from each ingested chunk, new documents included; no "
             "evaluation question is used. The index keeps the base model's vectors: only queries pass through "
-            "the adapter. It takes seconds once the fine-tune exists."
+            "the adapter. Once the fine-tune exists, it embeds the chunks and queries with it once (as using the "
+            "fine-tune would; cached), then trains in seconds."
         )
         st.caption(
             "Measured (bench/README, “Distilling the fine-tune”): on another company's filing and on a new kind "
