@@ -265,6 +265,8 @@ def system_provenance(cmp, context: dict[str, Any] | None = None) -> list[dict[s
         if train:
             n_train = (entry.get("train_set") or {}).get("n_queries") or train.get("n_queries")
             trained = f"{train.get('name')}" + (f" ({n_train} questions)" if n_train else "")
+            if info.get("pseudo_queries"):
+                trained += f" + {info['pseudo_queries']:,} offline pseudo-queries from the ingested chunks"
         else:
             trained = "not an adapter" if info.get("kind") in ("api", "base") else "unknown (no training set recorded)"
         out.append(

@@ -238,6 +238,16 @@ def test_a_fine_tune_run_distils_into_an_adapter_run_that_compare_uses(cli_run, 
         "none: distilled"
     )
     assert info["f"]["validation"] == "none: every epoch set was trained"
+    from core.datasets import QADataset
+    from core.launch import evaluate_with_context
+    from core.summary import system_provenance
+
+    cmp, ctx = evaluate_with_context(
+        ws, QADataset.load(treq["dataset_path"]), "train again", [{"kind": "run", "run_id": rid}]
+    )
+    (row,) = system_provenance(cmp, ctx)
+    assert row["trained on"].endswith(f"+ {res['n_pseudo_queries']} offline pseudo-queries from the ingested chunks")
+    assert row["best epoch chosen on"].startswith("none: distilled from the fine-tune")
 
     # it exports like an adapter run, and its model card says how it was made (no CV estimate claimed)
     from core.export import export_run, model_card
