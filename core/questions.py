@@ -29,7 +29,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 # Moved to core.datasets and core.generators; re-exported for code that imports them from here.
 from .datasets import (  # noqa: F401
@@ -129,10 +129,14 @@ def _save_chunk_questions(
     return len(new)
 
 
-def sample_chunk_ids(chunk_ids: Sequence[str], n: int | None, seed: int = 0) -> list[str]:
+T = TypeVar("T")
+
+
+def sample_chunk_ids(chunk_ids: Sequence[T], n: int | None, seed: int = 0) -> list[T]:
     """A seeded random sample of ``n`` of ``chunk_ids``, kept in their order (all of them when ``n`` is
     ``None``, 0 or at least their count): spread over every document, the same for the same seed, so a
-    rerun resumes the same chunks. For a quick evaluation set from a long filing, or a cap on LLM calls."""
+    rerun resumes the same chunks. For a quick evaluation set from a long filing, or a cap on LLM calls.
+    Any sequence samples the same way (:mod:`core.distill` passes row numbers)."""
     ids = list(chunk_ids)
     if not n or n >= len(ids):
         return ids
