@@ -437,11 +437,14 @@ if datasets:
                         loss=st.session_state["ft_loss"],
                         seed=int(st.session_state["ft_seed"]),
                     )
+                    dcfg = distill_config() if then_distil else None
+                    if dcfg is not None:
+                        dcfg.validate()  # before anything is queued: a bad distil setting starts nothing
                     _, run_id = start_finetune(
                         jm, ws, ft_ds, cfg, embedder=ft_base, name=(ft_name or "").strip() or None
                     )
-                    if then_distil:
-                        start_distill(jm, ws, run_id, distill_config())
+                    if dcfg is not None:
+                        start_distill(jm, ws, run_id, dcfg)
                 except (ValueError, TypeError) as exc:  # FinetuneError is a ValueError
                     st.error(f"Cannot start this fine-tune: {exc}")
                 else:
