@@ -275,9 +275,8 @@ def cmd_distill(args) -> int:
         raise CLIError(f"run {args.teacher} is not a finished full fine-tune: run `python -m core finetune` first")
     from .distill import DistillConfig
 
-    cfg = DistillConfig(
-        steps=args.steps, lr=args.lr, temperature=args.temperature, pseudo_queries=args.pseudo_queries, seed=args.seed
-    )
+    given = {k: getattr(args, k) for k in ("steps", "lr", "temperature", "pseudo_queries")}
+    cfg = DistillConfig(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
     try:
         run_id = create_distill_run(
             ws,
@@ -996,10 +995,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--documents", nargs="*", help="the ingested documents to rank among (default: all; new ones included)"
     )
-    s.add_argument("--steps", type=int, default=200)
-    s.add_argument("--lr", type=float, default=1e-3)
-    s.add_argument("--temperature", type=float, default=0.05)
-    s.add_argument("--pseudo-queries", type=int, default=2, help="offline pseudo-queries per chunk (0: none)")
+    # no defaults here: DistillConfig's are the ones (and importing it would load torch for --help)
+    s.add_argument("--steps", type=int, help="full-batch steps (default 200)")
+    s.add_argument("--lr", type=float, help="default 0.001")
+    s.add_argument("--temperature", type=float, help="of both softmaxes over the chunks (default 0.05)")
+    s.add_argument("--pseudo-queries", type=int, help="offline pseudo-queries per chunk (0: none; default 2)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--name", help="a label for the run")
     s.add_argument("--out", help="also write the adapter (LlamaIndex format) to this folder")

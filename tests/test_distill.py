@@ -105,3 +105,16 @@ def test_cancel_stops_after_the_current_step_and_bad_settings_are_refused():
         distill_adapter(teacher, base, ["q?"], CHUNKS, DistillConfig(steps=0))
     with pytest.raises(ValueError, match="queries"):
         distill_adapter(teacher, base, [], CHUNKS, DistillConfig(pseudo_queries=0))
+
+
+def test_the_cli_help_states_distill_config_defaults():
+    """``distill``'s options leave their defaults to DistillConfig (the CLI never imports torch for
+    --help); the help text states them and must not drift from it."""
+    from core.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "cmd" or getattr(a, "choices", None))
+    helps = {a.dest: a.help for a in sub.choices["distill"]._actions}
+    cfg = DistillConfig()
+    for name, value in (("steps", cfg.steps), ("lr", cfg.lr), ("temperature", cfg.temperature)):
+        assert f"default {value:g}" in helps[name], (name, helps[name])
+    assert f"default {cfg.pseudo_queries})" in helps["pseudo_queries"]
