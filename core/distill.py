@@ -120,10 +120,17 @@ def distill_adapter(
     phase = f"embedding {len(chunks):,} chunks and {len(queries):,} queries with the base model and the fine-tuned one"
     say(0, config.steps, phase)
     record({"type": "phase", "message": phase})
-    qb = torch.tensor(np.asarray(base.embed_queries(queries), dtype=np.float32))
-    db = torch.tensor(np.asarray(base.embed_texts(chunks), dtype=np.float32))
-    qt = torch.tensor(np.asarray(teacher.embed_queries(queries), dtype=np.float32))
-    dt = torch.tensor(np.asarray(teacher.embed_texts(chunks), dtype=np.float32))
+
+    def embed(fn, texts: list[str], label: str) -> torch.Tensor:
+        """One embedding pass (cached texts are free), its progress named: a new corpus takes the teacher
+        minutes to embed, and the bar says so instead of sitting at step 0."""
+        tell = (lambda d, t, m="": say(d, t, f"{label}: {m}" if m else label)) if progress else None
+        return torch.tensor(np.asarray(fn(texts, progress=tell), dtype=np.float32))
+
+    qb = embed(base.embed_queries, queries, "base model, queries")
+    db = embed(base.embed_texts, chunks, "base model, chunks")
+    qt = embed(teacher.embed_queries, queries, "fine-tuned model, queries")
+    dt = embed(teacher.embed_texts, chunks, "fine-tuned model, chunks")
     qt, dt = nn.functional.normalize(qt, dim=-1), nn.functional.normalize(dt, dim=-1)
     db = nn.functional.normalize(db, dim=-1)
     torch.manual_seed(config.seed)

@@ -211,7 +211,11 @@ def test_a_fine_tune_run_distils_into_an_adapter_run_that_compare_uses(cli_run, 
     assert run["config"]["embedder"] == treq["embedder"] and run["config"]["dataset_path"] == treq["dataset_path"]
     assert run["name"].startswith("distilled from ") and "15 steps" in run["name"]
 
-    result = execute_run(ws, rid, out_dir=tmp_path / "copy")
+    said: list[str] = []
+    result = execute_run(ws, rid, out_dir=tmp_path / "copy", progress=lambda d, t, m="": said.append(m))
+    # the progress names each embedding pass (a new corpus takes the teacher minutes), then the steps
+    assert any(m.startswith("fine-tuned model, queries") for m in said), said
+    assert said[-1].startswith("step 15/15: KL to the fine-tuned ranking")
     run = get_run(ws, rid)
     assert run["status"] == "done" and has_adapter(ws, rid) and not result.cancelled
     res = run["result"]
