@@ -15,7 +15,7 @@ from playwright.sync_api import Page, expect
 from core.datasets import QADataset, save_dataset
 from core.runs import list_runs
 from core.workspace import Workspace
-from tests.e2e.test_dashboard_e2e import JOB_TIMEOUT, key, nav, settle, snap, wait_for_grid
+from tests.e2e.test_dashboard_e2e import JOB_TIMEOUT, choose, key, nav, settle, snap, wait_for_grid
 
 pytestmark = pytest.mark.e2e
 
@@ -59,9 +59,8 @@ def test_fine_tune_then_distil_from_the_train_page_and_compare_them(page: Page, 
     assert distilled["result"]["teacher"] == "ft e2e" and distilled["result"]["steps_done"] == 200
 
     # the distilled run's card: its steps, its teacher, an adapter to download
-    box = key(page, "train_view").get_by_role("combobox")
-    box.click()
-    page.get_by_role("option", name=distilled["name"]).first.click()
+    settle(page)  # the rerun that the finished runs started: it would close an open dropdown
+    choose(page, "train_view", distilled["name"])
     settle(page)
     expect(page.get_by_test_id("stMetric").filter(has_text="Steps done").last).to_contain_text("200 / 200")
     expect(page.get_by_text("Distilled from the full fine-tune").first).to_be_visible()
