@@ -209,7 +209,6 @@ def _run_info(ws: Workspace, run_id: str, eval_dataset_id: str | None, eval_path
         "embedder": req.get("embedder"),
         "train_set": _train_set(ws, req.get("dataset_id"), req.get("dataset_path")),
         "validation": validation,
-        "run_kind": run["kind"],
         # a distillation also trained on offline pseudo-queries made from every ingested chunk (never on
         # evaluation questions): said beside its training set
         "pseudo_queries": result.get("n_pseudo_queries") if run["kind"] == "distill" else None,
