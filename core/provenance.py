@@ -213,7 +213,7 @@ def _run_info(ws: Workspace, run_id: str, eval_dataset_id: str | None, eval_path
         # evaluation questions): said beside its training set
         "pseudo_queries": result.get("n_pseudo_queries") if run["kind"] == "distill" else None,
         "picked_on_eval": picked,
-        "best_epoch": (run.get("result") or {}).get("best_epoch"),
+        "best_epoch": result.get("best_epoch"),
     }
 
 
