@@ -7,6 +7,7 @@ questions: base, the AdapterLab default (cross-validated, trained on the questio
 (re-embeds the corpus) and the distilled adapter (base vectors only). Δ hit@5 / Δ MRR@5 in points.
 
     python bench/distill.py --protocols u a r --seeds 0 1 2 --eval-dataset uber_questions.json
+    python bench/distill.py --protocols d --seeds 0 1 2     # the no-key path: offline questions train
 
 A fine-tune takes about 3 minutes per seed on two CPU cores.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.quality import SHARED, load_eval_dataset, split  # noqa: E402
+from bench.quality import SHARED, load_eval_dataset, offline_protocol, split  # noqa: E402
 from core.datasets import QADataset  # noqa: E402
 from core.distill import DistillConfig, distill_adapter  # noqa: E402
 from core.embedders import AdapterEmbedder, resolve_embedder  # noqa: E402
@@ -53,9 +54,16 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for pn in args.protocols:
         for seed in args.seeds:
-            train_ds, test_ds, test_chunks, ingested = split(ds, eval_ds, pn, seed)
+            if pn == "d":  # the no-key path: offline questions over the Lyft PDF train, the LLM questions test
+                train_ds = offline_protocol(args.workspace, Path(args.dataset).parents[1] / "10k" / "lyft_2021.pdf")
+                test_ds, test_chunks = ds, set(ds.corpus)
+                ingested = {**train_ds.corpus, **ds.corpus}  # the same filing, chunked twice: both are searched
+                negatives = None  # as bench/quality.py trains the default on (d)
+            else:
+                train_ds, test_ds, test_chunks, ingested = split(ds, eval_ds, pn, seed)
+                negatives = ingested
             res = train(
-                train_ds, emb, TrainConfig(adapter="linear", seed=seed), negatives=ingested, target_chunks=test_chunks
+                train_ds, emb, TrainConfig(adapter="linear", seed=seed), negatives=negatives, target_chunks=test_chunks
             )
             ft = finetune(train_ds, "default", Path(tempfile.mkdtemp(prefix="ft-")), seed=seed)
             teacher = resolve_embedder(str(ft.out_dir), workspace=ws)

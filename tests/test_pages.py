@@ -1056,6 +1056,11 @@ def test_train_warns_that_offline_training_questions_do_not_carry_over(prepared_
     assert any("offline pseudo-queries" in w and "do not expect its gain to carry over" in w for w in warnings), (
         warnings
     )
+    # and the no-key recipe that did carry a little over, with its measured numbers
+    from core.carryover import DISTILLED_CARRYOVER
+
+    hit = f"{100 * DISTILLED_CARRYOVER['real_eval_gain_hit@5']:+.1f} pt hit@5"
+    assert any("“Then distil it”" in w and hit in w for w in warnings), warnings
 
 
 def test_train_live_chart_is_thinned_and_ends_at_the_latest_step(prepared_ws, prepared):
