@@ -265,7 +265,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    from .runs import create_distill_run, execute_run, get_run
+    from .runs import create_distill_run, get_run
 
     ws = _workspace(args)
     if args.dataset and not Path(args.dataset).is_file():
@@ -290,14 +290,7 @@ def cmd_distill(args) -> int:
         )
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    bar = _Bar(not args.json, "distil")
-    try:
-        with _one_interrupt():
-            result = execute_run(ws, run_id, progress=bar, cancel=threading.Event(), out_dir=args.out)
-    except KeyboardInterrupt:
-        raise CLIError(f"interrupted; run {run_id} saved no adapter") from None
-    finally:
-        bar.close()
+    result = _run_with_bar(args, ws, run_id, "distil", "saved no adapter")
     out = {"run_id": run_id, "out": str(Path(args.out)) if args.out else None, **result.summary()}
     rows = [{"output": k, "value": v} for k, v in out.items() if k != "config"]
     table = format_table(rows) + (
@@ -339,6 +332,21 @@ def _train_config(args):
     return cfg
 
 
+def _run_with_bar(args, ws, run_id: str, label: str, on_interrupt: str, **kwargs: Any):
+    """:func:`core.runs.execute_run` with a progress bar (unless ``--json``) and ``--out``; Ctrl-C ends it
+    as one clear error, ``interrupted; run RUN_ID <on_interrupt>``."""
+    from .runs import execute_run
+
+    bar = _Bar(not args.json, label)
+    try:
+        with _one_interrupt():
+            return execute_run(ws, run_id, progress=bar, cancel=threading.Event(), out_dir=args.out, **kwargs)
+    except KeyboardInterrupt:
+        raise CLIError(f"interrupted; run {run_id} {on_interrupt}") from None
+    finally:
+        bar.close()
+
+
 @contextmanager
 def _one_interrupt() -> Iterator[None]:
     """Ctrl-C stops a training command (KeyboardInterrupt) once; more Ctrl-C while it stops are ignored,
@@ -364,7 +372,7 @@ def _one_interrupt() -> Iterator[None]:
 
 
 def cmd_train(args) -> int:
-    from .runs import create_run, execute_run
+    from .runs import create_run
 
     ws = _workspace(args)
     for p in (args.dataset, args.val_dataset, args.eval_dataset):
@@ -384,15 +392,9 @@ def cmd_train(args) -> int:
         embedder_options=_embedder_options(args),
         name=args.name,
     )
-    bar = _Bar(not args.json, "train")
-    cancel = threading.Event()
-    try:
-        with _one_interrupt():
-            result = execute_run(ws, run_id, progress=bar, cancel=cancel, out_dir=args.out, allow_custom_code=True)
-    except KeyboardInterrupt:
-        raise CLIError(f"interrupted; run {run_id} keeps its checkpoints under {ws.run_dir(run_id)}") from None
-    finally:
-        bar.close()
+    result = _run_with_bar(
+        args, ws, run_id, "train", f"keeps its checkpoints under {ws.run_dir(run_id)}", allow_custom_code=True
+    )
     if args.out and result.checkpoints:
         src = ws.run_dir(run_id) / "adapter" / "checkpoints"
         shutil.copytree(src, Path(args.out) / "checkpoints", dirs_exist_ok=True)
@@ -453,7 +455,7 @@ def cmd_finetune(args) -> int:
 
     from .datasets import QADataset
     from .finetune import FinetuneConfig, describe_cost
-    from .runs import create_finetune_run, execute_run, get_run
+    from .runs import create_finetune_run, get_run
 
     ws = _workspace(args)
     if not Path(args.dataset).is_file():
@@ -468,14 +470,7 @@ def cmd_finetune(args) -> int:
         embedder_options=_prefixes(args),
         name=args.name,
     )
-    bar = _Bar(not args.json, "fine-tune")
-    try:
-        with _one_interrupt():
-            result = execute_run(ws, run_id, progress=bar, cancel=threading.Event(), out_dir=args.out)
-    except KeyboardInterrupt:
-        raise CLIError(f"interrupted; run {run_id} saved no model") from None
-    finally:
-        bar.close()
+    result = _run_with_bar(args, ws, run_id, "fine-tune", "saved no model")
     summary = {"run_id": run_id, **((get_run(ws, run_id) or {}).get("result") or result.summary())}
     epochs = [h for h in result.history if h.get("type") == "epoch"]
     rows = [{"epoch": h["epoch"], "steps": h["step"], "train_loss": h["train_loss"]} for h in epochs]

@@ -795,3 +795,20 @@ def test_training_commands_stop_on_the_first_ctrl_c_and_ignore_more_while_stoppi
                 time.sleep(0.05)
                 stopped.append(True)
     assert stopped and signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_run_command_stopped_with_ctrl_c_ends_in_one_clear_error(monkeypatch, tmp_path):
+    """train, finetune and distill share one runner: Ctrl-C while the run trains becomes one line naming
+    the run and what it kept, and the progress bar is closed."""
+    import argparse
+
+    import core.runs
+    from core.cli import CLIError, _run_with_bar
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(core.runs, "execute_run", stopped)
+    args = argparse.Namespace(json=True, out=None)
+    with pytest.raises(CLIError, match="^interrupted; run run-x saved no model$"):
+        _run_with_bar(args, None, "run-x", "fine-tune", "saved no model")
