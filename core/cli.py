@@ -440,7 +440,14 @@ def cmd_train(args) -> int:
         + f"; {result.n_train_queries} training / {result.n_val_queries} validation questions; {result.seconds:.1f}s"
         + (f"\nadapter saved to {args.out}" if args.out else f"\nadapter in {ws.run_dir(run_id) / 'adapter'}")
     )
-    if args.eval_dataset and result.cv is not None and result.cv.design == "chunks" and "openai:" not in args.embedder:
+    from .export import is_api_embedder
+
+    if (
+        args.eval_dataset
+        and result.cv is not None
+        and result.cv.design == "chunks"
+        and not is_api_embedder(args.embedder)
+    ):
         table += (
             "\nthe evaluation set is other documents: there, on the measured protocols (bench/README), an adapter "
             "trained on the questions gained little and a full fine-tune distilled into an adapter gained more: "

@@ -199,7 +199,7 @@ else:
         if (
             eval_ds
             and _design(str(ws.root), train_ds, eval_ds) == "chunks"
-            and not state.base_embedder().startswith("openai:")
+            and not is_api_embedder(state.base_embedder())
         ):
             st.info(
                 "**New documents:** an adapter trained on these questions may gain little on documents it has not "
