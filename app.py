@@ -20,7 +20,7 @@ pages = [
     st.Page(path, title=title, icon=icon, default=(name == "documents"), url_path=name)
     for name, (path, title, icon) in PAGES.items()
 ]
-persist_widget_state(("hp_", "train_adapter", "train_preset"))  # training settings survive page changes
+persist_widget_state(("hp_", "train_adapter", "train_preset", "train_recipe"))  # training settings survive page changes
 page = st.navigation({"AdapterLab": pages})
 sidebar_status()
 page.run()

@@ -57,7 +57,9 @@ def open_form(page, title: str, button_key: str) -> None:
 
 def train_run(page, adapter: str, adapter_label: str, name: str, shots: Path, shot_name: str, t0: float) -> None:
     nav(page, "Train")
-    open_form(page, "New training run", "train_start")
+    open_form(page, "New training run", "train_recipe")
+    key(page, "train_recipe").get_by_text("Adapter on the questions").click()  # auto: fine-tune, then distil
+    expect(key(page, "train_start")).to_be_visible()
     box = key(page, "train_adapter").get_by_role("combobox")
     if adapter_label not in (box.input_value() or ""):
         pick(page, "train_adapter", adapter_label)

@@ -8,6 +8,7 @@ questions: base, the AdapterLab default (cross-validated, trained on the questio
 
     python bench/distill.py --protocols u a r --seeds 0 1 2 --eval-dataset uber_questions.json
     python bench/distill.py --protocols d --seeds 0 1 2     # the no-key path: offline questions train
+    python bench/distill.py --protocols u --distil-over training ...   # without the searched documents
 
 A fine-tune takes about 3 minutes per seed on two CPU cores.
 """
@@ -42,6 +43,13 @@ def main() -> None:
     ap.add_argument("--protocols", nargs="+", default=["u", "a", "r"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=DistillConfig.steps)
+    ap.add_argument(
+        "--distil-over",
+        choices=["searched", "training"],
+        default="searched",
+        help="the chunks the distillation ranks: every ingested chunk, the test documents included (the product's "
+        "way), or only the training questions' chunks (what happens when the searched documents are unknown)",
+    )
     ap.add_argument("--json", default=None, help="write every per-seed Δ here")
     ap.add_argument("--workspace", default=os.environ.get("ADAPTERLAB_WORKSPACE", "/tmp/adapterlab-bench"))
     args = ap.parse_args()
@@ -71,7 +79,7 @@ def main() -> None:
                 teacher,
                 emb,
                 list(train_ds.queries.values()),
-                list(ingested.values()),
+                list((ingested if args.distil_over == "searched" else train_ds.corpus).values()),
                 DistillConfig(steps=args.steps, seed=seed),
             )
             systems = {

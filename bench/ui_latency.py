@@ -292,8 +292,10 @@ def add_long_dataset(ws_root: Path, copies: int) -> int:
 def start_long_training(page: Page, url: str) -> None:
     """Press Start training with enough work to outlast the measurements (a child process of the server)."""
     go(page, url, "train")
-    if key(page, "hp_epochs").count() == 0 or not key(page, "hp_epochs").is_visible():
+    if key(page, "train_recipe").count() == 0 or not key(page, "train_recipe").is_visible():
         page.get_by_text("New training run").click()
+    key(page, "train_recipe").get_by_text("Adapter on the questions").click()  # auto: fine-tune, then distil
+    expect(key(page, "hp_epochs")).to_be_visible()
     # one hold-out split (the default cross-validates every epoch count per fold: progress reads differently)
     box = key(page, "hp_selection").get_by_role("combobox")
     box.click()

@@ -59,6 +59,38 @@ DISTILLED_CARRYOVER: dict[str, object] = {
 }
 
 
+#: A distilled adapter is fitted to the documents it ranks. Measured on protocol (u) (the 668 Lyft
+#: questions train, 493 SmolLM2 questions over Uber's filing test), the same five fine-tunes distilled
+#: over both filings' chunks (Uber's ingested) against over Lyft's only: median of seeds 0-4.
+DISTILLED_ELSEWHERE: dict[str, object] = {
+    "over_searched_gain_hit@5": 0.0304,
+    "over_searched_gain_mrr@5": 0.0136,
+    "over_other_gain_hit@5": -0.0223,
+    "over_other_gain_mrr@5": -0.0117,
+    "source": (
+        "scratch run on bench/distill.py's (u) fine-tunes, seeds 0-4: over both filings +3.25/+2.43/+3.04/+2.64/"
+        "+3.45 hit@5, +1.36/+1.26/+1.24/+1.69/+1.47 MRR@5; over the Lyft filing only -2.23/-3.25/-1.83/-2.64/-2.23 "
+        "and -1.17/-1.22/-1.26/-0.96/-1.02 (bench/README, 'Distilled over the training filing only')"
+    ),
+}
+#: Below this share of an evaluation set's text among the chunks a distilled adapter ranked
+#: (:func:`core.distill.ranked_coverage`), Compare and the report warn that it was distilled over other
+#: documents.
+MIN_DISTILLED_COVERAGE = 0.5
+
+
+def distilled_elsewhere_caveat(name: str, coverage: float, c: dict | None = None) -> str:
+    """The caveat for a distilled adapter of which only ``coverage`` of the evaluation set's text was ranked."""
+    c = c or DISTILLED_ELSEWHERE
+    return (
+        f"{name} was distilled over other documents: {coverage:.0%} of this evaluation set's text was among the "
+        "chunks it learned to rank. A distilled adapter is fitted to the documents it ranks: on another company's "
+        f"filing one gained {_pt(float(c['over_searched_gain_hit@5']))} hit@5 when that filing was among them and "
+        f"{_pt(float(c['over_other_gain_hit@5']))} when it was not (bench/README). Ingest these documents (or name "
+        "this set as the evaluation set) and distil again."
+    )
+
+
 def _pt(x: float) -> str:
     return f"{x * 100:+.1f} pt".replace("-", "\u2212")
 

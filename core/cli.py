@@ -268,8 +268,9 @@ def cmd_distill(args) -> int:
     from .runs import create_distill_run, get_run
 
     ws = _workspace(args)
-    if args.dataset and not Path(args.dataset).is_file():
-        raise CLIError(f"{args.dataset}: no such dataset file")
+    for p in (args.dataset, args.eval_dataset):
+        if p and not Path(p).is_file():
+            raise CLIError(f"{p}: no such dataset file")
     teacher = get_run(ws, args.teacher)
     if teacher is not None and (teacher["kind"] != "finetune" or teacher["status"] != "done"):
         raise CLIError(f"run {args.teacher} is not a finished full fine-tune: run `python -m core finetune` first")
@@ -284,6 +285,7 @@ def cmd_distill(args) -> int:
             cfg,
             dataset_path=str(Path(args.dataset).resolve()) if args.dataset else None,
             doc_ids=_select_docs(ws, args.documents),
+            eval_dataset_path=str(Path(args.eval_dataset).resolve()) if args.eval_dataset else None,
             embedder=args.embedder,
             embedder_options=_prefixes(args),
             name=args.name,
@@ -308,10 +310,11 @@ def _train_config(args):
 
     from .training import TrainConfig
 
+    adapter = args.adapter or "linear"
     if args.llamaindex_defaults:
-        cfg = TrainConfig.llamaindex_defaults(args.adapter, epochs=args.epochs or 4)
+        cfg = TrainConfig.llamaindex_defaults(adapter, epochs=args.epochs or 4)
     else:
-        cfg = TrainConfig(adapter=args.adapter)
+        cfg = TrainConfig(adapter=adapter)
     kwargs = json.loads(args.adapter_kwargs) if args.adapter_kwargs else {}
     if args.hidden_features:
         kwargs["hidden_features"] = args.hidden_features
@@ -371,6 +374,107 @@ def _one_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+#: ``train`` flags that only the ``adapter`` recipe reads: given one, ``auto`` trains the adapter
+_ADAPTER_ONLY = ("adapter", "adapter_kwargs", "hidden_features", "bias", "llamaindex_defaults", "val_dataset")
+
+
+def _adapter_flags(args) -> list[str]:
+    """The adapter-only flags given on the command line (as ``--flag``)."""
+    from dataclasses import fields
+
+    from .training import TrainConfig
+
+    given = [n for n in _ADAPTER_ONLY if getattr(args, n, None)]  # store_true flags default to False
+    given += [
+        f.name
+        for f in fields(TrainConfig)
+        if f.name not in ("seed", "device", *_ADAPTER_ONLY) and getattr(args, f.name, None) is not None
+    ]
+    return ["--" + n.replace("_", "-") for n in given]
+
+
+def _recipe(args, ws) -> tuple[str, str]:
+    """(recipe, why) of a ``train`` command (core.distill.choose_recipe for ``auto``)."""
+    from .distill import choose_recipe
+    from .runs import workspace_chunk_count
+
+    given = _adapter_flags(args)
+    if args.recipe == "distil" and given:
+        raise CLIError(f"{', '.join(given)} set(s) the adapter recipe's training; --recipe distil does not read them")
+    if args.recipe == "adapter":
+        return "adapter", "--recipe adapter"
+    if args.recipe == "auto" and given:
+        return "adapter", f"adapter settings given ({', '.join(given)})"
+    recipe, why = choose_recipe(args.embedder, bool(args.eval_dataset) or workspace_chunk_count(ws) > 0)
+    if args.recipe == "distil" and recipe != "distil":
+        from .export import is_api_embedder
+
+        if is_api_embedder(args.embedder):
+            raise CLIError(f"--recipe distil: {why}")
+        return "distil", (
+            "--recipe distil; the documents you will search are not known, and distilled over other documents "
+            "the adapter can lose on them"
+        )
+    return recipe, why
+
+
+def _train_distil(args, ws, why: str) -> int:
+    """``train`` by the distil recipe: a full fine-tune run, then a distillation run of it (two runs)."""
+    from .distill import DistillConfig
+    from .finetune import FinetuneConfig, describe_cost
+    from .runs import create_distill_run, create_finetune_run, get_run
+
+    seed = args.seed if args.seed is not None else 0
+    ft_cfg = FinetuneConfig(seed=seed, **({"device": args.device} if args.device else {}))
+    dcfg = DistillConfig(seed=seed)
+    ft_id = create_finetune_run(
+        ws,
+        ft_cfg,
+        dataset_path=str(Path(args.dataset).resolve()),
+        embedder=args.embedder,
+        embedder_options=_prefixes(args),
+        name=f"{args.name} · fine-tune" if args.name else None,
+    )
+    if not args.json:
+        print(f"recipe: distil ({why})", file=sys.stderr, flush=True)
+    out = args.out
+    args.out = None  # the fine-tuned model stays in the workspace; --out receives the adapter
+    try:
+        ft = _run_with_bar(args, ws, ft_id, "fine-tune", "saved no model")
+    finally:
+        args.out = out
+    if ft.cancelled or ft.out_dir is None:
+        raise CLIError(f"the fine-tune (run {ft_id}) ended without a model: nothing to distil")
+    run_id = create_distill_run(
+        ws,
+        ft_id,
+        dcfg,
+        eval_dataset_path=str(Path(args.eval_dataset).resolve()) if args.eval_dataset else None,
+        name=args.name,
+    )
+    result = _run_with_bar(args, ws, run_id, "distil", "saved no adapter")
+    ft_summary = (get_run(ws, ft_id) or {}).get("result") or ft.summary()
+    summary = {"recipe": "distil", "reason": why, "run_id": run_id, "finetune_run_id": ft_id, **result.summary()}
+    rows = [
+        {"step": "fine-tune", "run": ft_id, "seconds": round(ft.seconds, 1), "detail": f"{ft.steps} steps"},
+        {
+            "step": "distil",
+            "run": run_id,
+            "seconds": round(result.details.get("seconds") or 0.0, 1),
+            "detail": f"KL {result.details.get('first_loss') or 0:.4f} -> {result.details.get('final_loss') or 0:.4f}, "
+            f"{result.details.get('n_chunks')} chunks ranked",
+        },
+    ]
+    table = format_table(rows) + (
+        f"\n\nrecipe: distil ({why})\n{describe_cost(ft_summary.get('cost'))} (the fine-tuned model; the "
+        "distilled adapter needs none: it maps the base model's query vectors)"
+        + (f"\nadapter saved to {out}" if out else f"\nadapter in {ws.run_dir(run_id) / 'adapter'}")
+        + f"\ncompare it with `python -m core evaluate --dataset EVAL.json --run {run_id}`"
+    )
+    _emit(args, summary, table)
+    return 0
+
+
 def cmd_train(args) -> int:
     from .runs import create_run
 
@@ -381,6 +485,9 @@ def cmd_train(args) -> int:
     from .datasets import QADataset
 
     QADataset.load(args.dataset)  # validate before creating the run
+    recipe, why = _recipe(args, ws)
+    if recipe == "distil":
+        return _train_distil(args, ws, why)
     cfg = _train_config(args)
     run_id = create_run(
         ws,
@@ -451,8 +558,10 @@ def cmd_train(args) -> int:
         table += (
             "\nthe evaluation set is other documents: there, on the measured protocols (bench/README), an adapter "
             "trained on the questions gained little and a full fine-tune distilled into an adapter gained more: "
-            "`python -m core finetune --dataset ...`, then `python -m core distill --teacher RUN_ID`"
+            "the same command with `--recipe distil` (and no adapter settings)"
         )
+    table += f"\nrecipe: adapter ({why})"
+    summary = {"recipe": "adapter", "reason": why, **summary}
     _emit(args, {**summary, "history": result.val_history}, table)
     return 0
 
@@ -902,8 +1011,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-dataset", help="validation dataset for model selection (default: a split of the training chunks)"
     )
     s.add_argument(
+        "--recipe",
+        choices=["auto", "adapter", "distil"],
+        default="auto",
+        help="adapter: train the adapter on the questions (seconds, any base model). distil: fully fine-tune the "
+        "sentence-transformers base on them, then distil it into a linear adapter that ranks the documents you "
+        "will search like the fine-tune (minutes; measured best on new documents, bench/README). auto (default): "
+        "distil for a local base model when the documents you will search are known (ingested, or --eval-dataset), "
+        "else adapter; any adapter setting below means adapter",
+    )
+    s.add_argument(
         "--adapter",
-        default="linear",
         help=_setting_help("adapter") + " An import path is imported: typing it is your consent to run that module.",
     )
     s.add_argument("--adapter-kwargs", help="JSON constructor overrides, e.g. '{\"rank\": 16}'")
@@ -996,6 +1114,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--documents", nargs="*", help="the ingested documents to rank among (default: all; new ones included)"
+    )
+    s.add_argument(
+        "--eval-dataset",
+        help="a dataset of the documents you will search (your evaluation set): its chunks are ranked too, never "
+        "its questions. A distilled adapter is fitted to the documents it ranks: name them when not ingested",
     )
     # no defaults here: DistillConfig's are the ones (and importing it would load torch for --help)
     s.add_argument("--steps", type=int, help="full-batch steps (default 200)")

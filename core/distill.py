@@ -17,8 +17,13 @@ hundred full-batch steps on cached vectors (seconds).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+import os
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +32,14 @@ from torch import nn
 
 from .adapters import build_adapter
 from .progress import Progress
+
+#: The file, in a distilled adapter's folder, that records which text it learned to rank (sampled word
+#: 5-gram fingerprints of every chunk): :func:`ranked_coverage` reads it to tell whether an evaluation
+#: set's documents were among them. A distilled adapter is fitted to the documents it ranked; over
+#: other ones it can lose (bench/README, "Distilled over the training filing only").
+RANKED_FILE = "distilled_over.txt"
+_SHINGLE = 5  # words per fingerprinted n-gram
+_KEEP_ONE_IN = 16  # n-grams kept: those whose hash is 0 modulo this (the same ones in every text)
 
 
 @dataclass
@@ -70,6 +83,80 @@ class DistillResult:
 
     def summary(self) -> dict[str, Any]:
         return dict(self.details)
+
+
+#: ``train``'s recipes: ``adapter`` trains the adapter on the questions (seconds on cached vectors, any
+#: base model); ``distil`` fully fine-tunes a sentence-transformers base on them, then distils it into a
+#: linear adapter over the documents you will search (minutes); ``auto`` chooses (:func:`choose_recipe`).
+RECIPES = ("auto", "adapter", "distil")
+
+
+def choose_recipe(embedder: str, searched_known: bool) -> tuple[str, str]:
+    """(``adapter`` or ``distil``, the reason) for the ``auto`` recipe.
+
+    The rule, from the measured protocols (bench/README, "Distilling the fine-tune"): fine-tune, then
+    distil, whenever the base model can be fine-tuned (not an API) and the documents users will search
+    are known (``searched_known``: ingested, or named as the evaluation set). On new documents it gained
+    about 3 points of hit@5 where the adapter trained on the questions gained about 0, and on the
+    training chunks it gained more too. It needs the searched documents: distilled over another filing
+    only, it lost about 2 points (:data:`core.carryover.DISTILLED_ELSEWHERE`), so without them the
+    adapter is trained on the questions (never significantly below the base model on any protocol)."""
+    from .carryover import DISTILLED_ELSEWHERE as D
+    from .export import is_api_embedder
+
+    pt = lambda k: f"{100 * float(D[k]):+.1f}".replace("-", "−")  # noqa: E731
+    if is_api_embedder(embedder):
+        return (
+            "adapter",
+            "the base model is an API: its weights cannot be fine-tuned, so the adapter learns from the questions",
+        )
+    if not searched_known:
+        return "adapter", (
+            "the documents you will search are not known (none ingested, no evaluation set named): fine-tune, then "
+            "distil fits the adapter to the documents it ranks, and distilled over another filing only it lost "
+            f"{pt('over_other_gain_hit@5')} points of hit@5. Ingest them, or name your evaluation set, to use it"
+        )
+    return "distil", (
+        "fine-tune, then distil over the documents you will search: on another company's filing it gained "
+        f"{pt('over_searched_gain_hit@5')} hit@5 / {pt('over_searched_gain_mrr@5')} MRR@5 (median of 5 seeds), where "
+        "an adapter trained on the questions gained about 0 (bench/README). Minutes on a CPU, not seconds"
+    )
+
+
+def text_fingerprints(texts: Iterable[str]) -> set[str]:
+    """Sampled fingerprints of ``texts``: the word 5-grams (lower-cased, whitespace folded) whose hash
+    falls in one bucket of :data:`_KEEP_ONE_IN`, so the same passage gives the same fingerprints however
+    a document was cut into chunks; a text with none there keeps its least hash. About one per 16 words:
+    a million-word corpus keeps ~60,000."""
+    out: set[str] = set()
+    for text in texts:
+        words = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", str(text)).lower()).split()
+        grams = [" ".join(words[i : i + _SHINGLE]) for i in range(max(1, len(words) - _SHINGLE + 1))]
+        hashes = [int.from_bytes(hashlib.blake2b(g.encode("utf-8"), digest_size=8).digest(), "big") for g in grams]
+        kept = [h for h in hashes if h % _KEEP_ONE_IN == 0] or [min(hashes)]  # a short text keeps its least
+        out.update(f"{h:016x}" for h in kept)
+    return out
+
+
+def save_ranked(folder: str | os.PathLike, chunks: Iterable[str]) -> Path:
+    """Record in a distilled adapter's ``folder`` what text it learned to rank (:data:`RANKED_FILE`)."""
+    from .workspace import atomic_write_bytes
+
+    path = Path(folder) / RANKED_FILE
+    atomic_write_bytes(path, "\n".join(sorted(text_fingerprints(chunks))).encode("ascii"))
+    return path
+
+
+def ranked_coverage(folder: str | os.PathLike, texts: Iterable[str]) -> float | None:
+    """Share of ``texts``' fingerprints (an evaluation set's chunks) among those of the chunks the adapter
+    in ``folder`` was distilled over; ``None`` when ``folder`` holds no record (not a distilled adapter)."""
+    path = Path(folder) / RANKED_FILE
+    try:
+        ranked = set(path.read_text(encoding="ascii").split())
+    except (OSError, UnicodeDecodeError):
+        return None
+    wanted = text_fingerprints(texts)
+    return len(wanted & ranked) / len(wanted) if wanted else None
 
 
 def distill_queries(

@@ -279,17 +279,53 @@ def start_distill(
     config=None,
     dataset_id: str | None = None,
     name: str | None = None,
+    eval_dataset_id: str | None = None,
 ) -> tuple[str, str]:
     """Create a distillation run (:mod:`core.distill`) of a fine-tune run and train it in a child process,
     in the same queue as the other runs. Returns (job id, run id). The fine-tune may still be queued or
     training ("fine-tune, then distil"): the queue runs it first, and this run fails with the reason
-    if it ends without a model. ``dataset_id``: the training questions (default: the fine-tune's)."""
+    if it ends without a model. ``dataset_id``: the training questions (default: the fine-tune's);
+    ``eval_dataset_id``: a dataset of the documents you will search, whose chunks it ranks too."""
     from .runs import create_distill_run
 
-    run_id = create_distill_run(ws, teacher_run_id, config, dataset_id=dataset_id, name=name)
+    run_id = create_distill_run(
+        ws, teacher_run_id, config, dataset_id=dataset_id, eval_dataset_id=eval_dataset_id, name=name
+    )
     job = _train_job(ws, run_id)
     job_id = jm.submit("train", "Distil a fine-tune into a linear adapter", job, {"run_id": run_id})
     return job_id, run_id
+
+
+def start_finetune_then_distil(
+    jm: JobManager,
+    ws: Workspace,
+    dataset_id: str,
+    finetune_config=None,
+    distill_config=None,
+    *,
+    embedder: str = "default",
+    embedder_options: dict[str, Any] | None = None,
+    eval_dataset_id: str | None = None,
+    name: str | None = None,
+) -> tuple[str, str]:
+    """The ``distil`` recipe from the dashboard: queue a full fine-tune on ``dataset_id``, then its
+    distillation into a linear adapter (over the ingested documents and ``eval_dataset_id``'s chunks).
+    Both settings are checked before anything is queued. Returns (fine-tune run id, distil run id)."""
+    from .distill import DistillConfig
+
+    distill_config = distill_config or DistillConfig()
+    distill_config.validate()
+    _, ft_id = start_finetune(
+        jm,
+        ws,
+        dataset_id,
+        finetune_config,
+        embedder=embedder,
+        embedder_options=embedder_options,
+        name=f"{name} · fine-tune" if name else None,
+    )
+    _, run_id = start_distill(jm, ws, ft_id, distill_config, eval_dataset_id=eval_dataset_id, name=name)
+    return ft_id, run_id
 
 
 def finetune_system(ws: Workspace, run: dict, name: str | None = None) -> tuple[str, Any]:

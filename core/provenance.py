@@ -205,6 +205,7 @@ def _run_info(ws: Workspace, run_id: str, eval_dataset_id: str | None, eval_path
     return {
         "run_id": run_id,
         "run_name": run["name"],
+        "run_kind": run["kind"],
         "settings": req.get("config") or {},
         "embedder": req.get("embedder"),
         "train_set": _train_set(ws, req.get("dataset_id"), req.get("dataset_path")),
@@ -212,6 +213,7 @@ def _run_info(ws: Workspace, run_id: str, eval_dataset_id: str | None, eval_path
         # a distillation also trained on offline pseudo-queries made from every ingested chunk (never on
         # evaluation questions): said beside its training set
         "pseudo_queries": result.get("n_pseudo_queries") if run["kind"] == "distill" else None,
+        "eval_chunks": result.get("n_eval_chunks") if run["kind"] == "distill" else None,
         "picked_on_eval": picked,
         "best_epoch": result.get("best_epoch"),
     }
@@ -233,11 +235,16 @@ def describe_systems(
             info["id"] = spec.get("spec")
         elif kind in ("run", "checkpoint"):
             info.update(_run_info(ws, spec["run_id"], eval_dataset_id, eval_path))
+            if info.get("run_kind") == "distill":
+                from .runs import adapter_dir
+
+                info["_folder"] = str(adapter_dir(ws, spec["run_id"]))
             info["id"] = spec["run_id"] + (f"/step_{int(spec['step'])}" if kind == "checkpoint" else "")
             if kind == "checkpoint":
                 info["step"] = int(spec["step"])
         elif kind == "adapter_dir":
             info["id"] = str(spec.get("path"))
+            info["_folder"] = str(spec.get("path"))
             meta = read_adapter_meta(spec["path"]) if Path(spec["path"]).is_dir() else {}
             run_id = spec.get("run_id") or meta.get("run_id")
             if run_id:
@@ -298,6 +305,22 @@ def leakage_by_training_set(
     return out
 
 
+def distilled_coverage(systems: dict[str, dict[str, Any]], eval_ds: QADataset) -> None:
+    """Set ``distilled_coverage`` on each distilled adapter of ``systems``: the share of the evaluation set's
+    chunk text among the chunks it was distilled over (:func:`core.distill.ranked_coverage`). A distilled
+    adapter is fitted to the documents it ranked; below :data:`core.distill.MIN_COVERAGE` the caveats
+    say so. Other systems (no record in their folder) get nothing."""
+    for info in systems.values():
+        folder = info.pop("_folder", None)
+        if not folder:
+            continue
+        from .distill import ranked_coverage  # an adapter system: torch is loaded to run it anyway
+
+        cov = ranked_coverage(folder, eval_ds.corpus.values())
+        if cov is not None:
+            info["distilled_coverage"] = cov
+
+
 def build_context(
     ws: Workspace,
     eval_ds: QADataset,
@@ -313,6 +336,7 @@ def build_context(
     from .launch import embedder_name
 
     systems = describe_systems(ws, named, eval_dataset_id=dataset_id, eval_path=path)
+    distilled_coverage(systems, eval_ds)
     base_spec = next((s.get("spec") for _, s in named if s.get("kind") == "base"), "default")
     return {
         "created_at": time.time(),

@@ -151,6 +151,8 @@ def create_distill_run(
     dataset_id: str | None = None,
     dataset_path: str | None = None,
     doc_ids: list[str] | None = None,
+    eval_dataset_id: str | None = None,
+    eval_dataset_path: str | None = None,
     embedder: str = "default",
     embedder_options: dict[str, Any] | None = None,
     name: str | None = None,
@@ -162,7 +164,11 @@ def create_distill_run(
     distil"); it is checked again when this run starts. With a teacher run, the base embedder, its
     prefixes and (unless given) the training questions are the teacher's own: the adapter maps the
     very model the fine-tune started from. ``doc_ids``: the ingested documents whose chunks it ranks
-    among (default all, new ones included). ``config`` is a :class:`core.distill.DistillConfig`.
+    among (default all, new ones included). ``eval_dataset_id`` / ``eval_dataset_path``: a dataset of the
+    documents you will search (your evaluation set): its chunks are ranked too, never its questions. A
+    distilled adapter is fitted to the documents it ranks (over one filing only, it lost on another:
+    bench/README), so the documents you will search belong here when they are not ingested.
+    ``config`` is a :class:`core.distill.DistillConfig`.
     """
     from .distill import DistillConfig
 
@@ -200,7 +206,12 @@ def create_distill_run(
         teacher_name = folder.name if folder.is_dir() else teacher
     if not (dataset_id or dataset_path):
         raise ValueError("a distillation needs the training questions: dataset_id (workspace) or dataset_path (file)")
-    request.update(dataset_id=dataset_id, dataset_path=dataset_path)
+    request.update(
+        dataset_id=dataset_id,
+        dataset_path=dataset_path,
+        eval_dataset_id=eval_dataset_id,
+        eval_dataset_path=eval_dataset_path,
+    )
     return _register(ws, request, name or f"distilled from {teacher_name} · {config.steps} steps")
 
 
@@ -468,15 +479,21 @@ def distill_teacher(ws: Workspace, request: dict[str, Any]) -> tuple[str, str, d
 def _execute_distill(ws: Workspace, run_id: str, request: dict[str, Any], *, cancel, progress, callback, out_dir):
     """A ``distill`` run: :func:`core.distill.distill_adapter` into ``adapter/`` (a LlamaIndex folder)."""
     from .adapters import save_adapter
-    from .distill import DistillConfig, DistillResult, distill_adapter
+    from .distill import DistillConfig, DistillResult, distill_adapter, save_ranked
 
     config = DistillConfig.from_dict(request["config"])
     with _recording(ws, run_id, callback, cancel) as on_event:
         t0 = time.time()
         teacher_spec, teacher_name, teacher_opts = distill_teacher(ws, request)
         ds = _load_ds(ws, request.get("dataset_id"), request.get("dataset_path"))
-        # every chunk users will search: the ingested documents (new ones included) and the dataset's own
+        # every chunk users will search: the ingested documents (new ones included), the dataset's own and
+        # the named evaluation set's (its chunks only: its questions are never read)
         chunks = [r["text"] for r in ingested_chunks(ws, request.get("doc_ids"))] + list(ds.corpus.values())
+        n_eval_chunks = 0
+        if request.get("eval_dataset_id") or request.get("eval_dataset_path"):
+            eval_corpus = _load_ds(ws, request.get("eval_dataset_id"), request.get("eval_dataset_path")).corpus
+            chunks += list(eval_corpus.values())
+            n_eval_chunks = len(eval_corpus)
         base = resolve_embedder(
             request.get("embedder") or "default", workspace=ws, **(request.get("embedder_options") or {})
         )
@@ -491,11 +508,18 @@ def _execute_distill(ws: Workspace, run_id: str, request: dict[str, Any], *, can
             cancel=cancel,
             callback=on_event,
         )
-        summary.update(teacher=teacher_name, teacher_run_id=request.get("teacher_run_id"), seconds=time.time() - t0)
+        summary.update(
+            teacher=teacher_name,
+            teacher_run_id=request.get("teacher_run_id"),
+            n_eval_chunks=n_eval_chunks,
+            seconds=time.time() - t0,
+        )
         meta = {"embedder": base.identity, "distilled_from": teacher.identity, "run_id": run_id, **summary}
         save_adapter(adapter, adapter_dir(ws, run_id), **meta)
+        save_ranked(adapter_dir(ws, run_id), chunks)
     if out_dir is not None:
         save_adapter(adapter, out_dir, **meta)
+        save_ranked(out_dir, chunks)
         summary["exported_to"] = str(out_dir)
     _set_status(ws, run_id, Status.CANCELLED if summary["cancelled"] else Status.DONE, result=summary)
     return DistillResult(adapter=adapter, details=summary)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .carryover import pseudo_query_caveat
+from .carryover import MIN_DISTILLED_COVERAGE, distilled_elsewhere_caveat, pseudo_query_caveat
 from .leakage import CHUNK_SHARE_NOTE, LeakageReport
 from .provenance import describe_sources
 
@@ -267,6 +267,12 @@ def system_provenance(cmp, context: dict[str, Any] | None = None) -> list[dict[s
             trained = f"{train.get('name')}" + (f" ({n_train} questions)" if n_train else "")
             if info.get("pseudo_queries"):
                 trained += f" + {info['pseudo_queries']:,} offline pseudo-queries from the ingested chunks"
+            if info.get("eval_chunks"):
+                trained += f"; it also ranked the {info['eval_chunks']:,} chunks of the evaluation set named with it (never its questions)"
+            if info.get("distilled_coverage") is not None:
+                trained += (
+                    f"; {info['distilled_coverage']:.0%} of this evaluation set's text was among the chunks it ranked"
+                )
         else:
             trained = "not an adapter" if info.get("kind") in ("api", "base") else "unknown (no training set recorded)"
         out.append(
@@ -377,6 +383,10 @@ def caveats(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
                 ),
             }
         )
+    for name in cmp.results:
+        cov = _info(ctx, name).get("distilled_coverage")
+        if cov is not None and cov < MIN_DISTILLED_COVERAGE:
+            out.append({"level": "warning", "text": distilled_elsewhere_caveat(name, cov)})
     cks = checkpoint_systems(cmp, ctx)
     if cks:
         m = len([n for n in cmp.results if n != cmp.baseline])

@@ -8,11 +8,11 @@ import streamlit as st
 from core.adapters import registered_adapters
 from core.carryover import offline_training_caveat
 from core.datasets import list_datasets
-from core.distill import DistillConfig
+from core.distill import RECIPES, DistillConfig, choose_recipe
 from core.export import EXPORTABLE_TEXT, export_zip, is_api_embedder, run_export_support
 from core.finetune import LOSSES as FT_LOSSES
 from core.finetune import FinetuneConfig, cost_label, describe_cost, duration_text
-from core.launch import job_for_run, start_distill, start_finetune, start_training
+from core.launch import job_for_run, start_distill, start_finetune, start_finetune_then_distil, start_training
 from core.losses import Loss
 from core.reports import MAX_STEP_POINTS, cv_figure, has_curves, training_figure
 from core.runs import (
@@ -150,6 +150,77 @@ def distill_config() -> DistillConfig:
     )
 
 
+RECIPE_LABELS = {
+    "auto": "Auto (recommended)",
+    "adapter": "Adapter on the questions (seconds)",
+    "distil": "Fine-tune, then distil (minutes)",
+}
+
+
+def page_recipe(choice: str, embedder: str, eval_ds: str | None) -> tuple[str | None, str]:
+    """(the recipe the form runs, why): ``auto`` by core.distill.choose_recipe (the documents you will
+    search are known when some are ingested or an evaluation set is named); ``None`` for ``distil`` on an
+    API base, which cannot be fine-tuned."""
+    if choice == "adapter":
+        return "adapter", ""
+    auto, why = choose_recipe(embedder, bool(eval_ds) or workspace_chunk_count(ws) > 0)
+    if choice == "auto":
+        return auto, why
+    if is_api_embedder(embedder):
+        return None, why
+    return "distil", "" if auto == "distil" else why
+
+
+def finetune_config() -> FinetuneConfig:
+    """The settings of the Full fine-tune form (its defaults until the user opens and changes it)."""
+    get = st.session_state.get
+    return FinetuneConfig(
+        epochs=int(get("ft_epochs", FinetuneConfig.epochs)),
+        batch_size=int(get("ft_batch_size", FinetuneConfig.batch_size)),
+        lr=float(get("ft_lr", FinetuneConfig.lr)),
+        loss=get("ft_loss", FinetuneConfig.loss),
+        seed=int(get("ft_seed", 0)),
+    )
+
+
+def distil_recipe_form(train_ds: str, eval_ds: str | None, embedder: str) -> None:
+    """The *Fine-tune, then distil* recipe: what it does and costs, a name, and one start button."""
+    n_chunks = workspace_chunk_count(ws)
+    ranked = f"the {n_chunks:,} ingested chunks" if n_chunks else "the training set's chunks"
+    st.markdown(
+        "**Two runs, one after the other:**\n"
+        "1. a **full fine-tune** of the base model on the training questions (minutes on a CPU);\n"
+        f"2. its **distillation** into a linear adapter: on the base model's query vectors, it learns to rank {ranked}"
+        + (" and the evaluation set's chunks (never its questions)" if eval_ds else "")
+        + " as the fine-tune does. Only the adapter is used: your index keeps the base model's vectors."
+    )
+    st.caption(
+        "Settings: the **Full fine-tune** and **Distil** forms below (their defaults until you change them). A "
+        "distilled adapter is fitted to the documents it ranks: ingest the documents you will search first."
+    )
+    name = st.text_input("Run name (optional)", key="train_name", placeholder="e.g. fine-tune, then distil")
+    if st.button(
+        "Start: fine-tune, then distil", key="train_start_distil", type="primary", icon=":material/play_arrow:"
+    ):
+        try:
+            ft_id, _ = start_finetune_then_distil(
+                jm,
+                ws,
+                train_ds,
+                finetune_config(),
+                distill_config(),
+                embedder=embedder,
+                embedder_options=widgets.embedder_options("train_embedder"),
+                eval_dataset_id=eval_ds,
+                name=(name or "").strip() or None,
+            )
+        except (ValueError, TypeError) as exc:  # FinetuneError is a ValueError
+            st.error(f"Cannot start this recipe: {md_escape(exc)}")
+        else:
+            st.session_state["train_view"] = ft_id  # the run training now; its distillation follows
+            st.rerun()
+
+
 # ------------------------------------------------------------------------------------------------
 # new run
 # ------------------------------------------------------------------------------------------------
@@ -195,21 +266,6 @@ else:
             "of text as the training chunks: then validation ranks held-out questions among the held-out "
             "chunks, as a new document is searched. Its questions are never trained on.",
         )
-        # an evaluation set of other documents: the question-trained adapter may not carry over (bench/README)
-        if (
-            eval_ds
-            and _design(str(ws.root), train_ds, eval_ds) == "chunks"
-            and not is_api_embedder(state.base_embedder())
-        ):
-            st.info(
-                "**New documents:** an adapter trained on these questions may gain little on documents it has not "
-                "seen. On the measured new-document protocols (bench/README, “Distilling the fine-tune”) it gained "
-                "under 1 point of hit@5 on another company's filing and on a new kind of text, where a full "
-                "fine-tune distilled into an adapter gained about 3; on a third it was the other way round. For "
-                "the larger gain, use **Full fine-tune** below with **Then distil it** ticked (minutes on a CPU), "
-                "and compare both on your evaluation set.",
-                icon=":material/lightbulb:",
-            )
         n_offline, n_total = _offline_share(str(ws.root), train_ds)
         if n_offline:
             st.warning(offline_training_caveat(n_offline, n_total), icon=":material/warning:")
@@ -219,155 +275,189 @@ else:
         c1, c2 = st.columns(2)
         with c1:
             embedder = widgets.embedder_picker("train_embedder")
-        with c2:
-            names = list(registered_adapters()) + [CUSTOM]
-            st.selectbox(
-                "Adapter",
-                names,
-                key="train_adapter",
-                on_change=apply_defaults,
-                format_func=lambda a: ADAPTER_LABELS.get(
-                    a, "Your own class (import path)" if a == CUSTOM else f"{a} (registered)"
-                ),
-                help="Linear and two-layer save in LlamaIndex's format and load in AdapterEmbeddingModel.",
-            )
-            allow_custom = False
-            if st.session_state.get("train_adapter") == CUSTOM:
-                st.text_input(
-                    "Import path of an nn.Module with forward(embed) and get_config_dict()",
-                    key="train_adapter_path",
-                    placeholder="mypkg.adapters:MyAdapter",
-                    on_change=apply_defaults,
-                )
-                st.warning(widgets.CUSTOM_CODE_WARNING, icon=":material/warning:")
-                allow_custom = st.checkbox(
-                    "Allow custom code: import this module when the run starts", key="train_allow_custom"
-                )
-            if st.session_state.get("train_adapter", "linear") != "linear":
+        st.session_state.setdefault("train_recipe", "auto")
+        recipe = c2.radio(
+            "Recipe",
+            list(RECIPES),
+            key="train_recipe",
+            format_func=RECIPE_LABELS.get,
+            help="Adapter: trained on the questions, over the cached vectors (seconds; any base model). Fine-tune, "
+            "then distil: a full fine-tune of the base model on the questions, distilled into a linear adapter that "
+            "ranks the documents you will search like the fine-tune (minutes; sentence-transformers bases). Auto "
+            "picks by the measured rule in core.distill.choose_recipe.",
+        )
+        effective, why = page_recipe(recipe, embedder, eval_ds)
+        if why:
+            c2.caption(("Auto: " if recipe == "auto" else "") + md_escape(why) + ".")
+        if effective == "distil":
+            distil_recipe_form(train_ds, eval_ds, embedder)
+        elif effective == "adapter":
+            # an evaluation set of other documents: the question-trained adapter may not carry over (bench/README)
+            if (
+                eval_ds
+                and _design(str(ws.root), train_ds, eval_ds) == "chunks"
+                and not is_api_embedder(state.base_embedder())
+            ):
                 st.info(
-                    "Linear is recommended: on the measured protocols (bench/README.md) the two-layer adapter "
-                    "was worse than linear on new documents and on a chunk split, where its extra capacity "
-                    "memorises the training chunks, and only slightly ahead on new questions about the "
-                    "training chunks; the low-rank adapter (fewer weights) was worse than linear on all three.",
-                    icon=":material/recommend:",
+                    "**New documents:** an adapter trained on these questions may gain little on documents it has not "
+                    "seen. On the measured new-document protocols (bench/README, “Distilling the fine-tune”) it gained "
+                    "under 1 point of hit@5 on another company's filing and on a new kind of text, where a full "
+                    "fine-tune distilled into an adapter gained about 3; on a third it was the other way round. For "
+                    "the larger gain, choose the recipe **Fine-tune, then distil** above (minutes on a CPU), and "
+                    "compare both on your evaluation set.",
+                    icon=":material/lightbulb:",
                 )
-            # a default via session state, not value=: app.py re-assigns "train_" keys to keep them across
-            # pages (ui.state.persist_widget_state), and Streamlit warns when a widget has both
-            st.session_state.setdefault("train_adapter_kwargs", "{}")
-            st.text_input(
-                "Adapter options (JSON)",
-                key="train_adapter_kwargs",
-                help='Constructor overrides, e.g. {"hidden_features": 512} (two-layer), {"bias": true} '
-                '(linear), {"rank": 16} (low-rank).',
+            with c2:
+                names = list(registered_adapters()) + [CUSTOM]
+                st.selectbox(
+                    "Adapter",
+                    names,
+                    key="train_adapter",
+                    on_change=apply_defaults,
+                    format_func=lambda a: ADAPTER_LABELS.get(
+                        a, "Your own class (import path)" if a == CUSTOM else f"{a} (registered)"
+                    ),
+                    help="Linear and two-layer save in LlamaIndex's format and load in AdapterEmbeddingModel.",
+                )
+                allow_custom = False
+                if st.session_state.get("train_adapter") == CUSTOM:
+                    st.text_input(
+                        "Import path of an nn.Module with forward(embed) and get_config_dict()",
+                        key="train_adapter_path",
+                        placeholder="mypkg.adapters:MyAdapter",
+                        on_change=apply_defaults,
+                    )
+                    st.warning(widgets.CUSTOM_CODE_WARNING, icon=":material/warning:")
+                    allow_custom = st.checkbox(
+                        "Allow custom code: import this module when the run starts", key="train_allow_custom"
+                    )
+                if st.session_state.get("train_adapter", "linear") != "linear":
+                    st.info(
+                        "Linear is recommended: on the measured protocols (bench/README.md) the two-layer adapter "
+                        "was worse than linear on new documents and on a chunk split, where its extra capacity "
+                        "memorises the training chunks, and only slightly ahead on new questions about the "
+                        "training chunks; the low-rank adapter (fewer weights) was worse than linear on all three.",
+                        icon=":material/recommend:",
+                    )
+                # a default via session state, not value=: app.py re-assigns "train_" keys to keep them across
+                # pages (ui.state.persist_widget_state), and Streamlit warns when a widget has both
+                st.session_state.setdefault("train_adapter_kwargs", "{}")
+                st.text_input(
+                    "Adapter options (JSON)",
+                    key="train_adapter_kwargs",
+                    help='Constructor overrides, e.g. {"hidden_features": 512} (two-layer), {"bias": true} '
+                    '(linear), {"rank": 16} (low-rank).',
+                )
+                st.radio(
+                    "Starting point",
+                    ["recipe", "llamaindex"],
+                    key="train_preset",
+                    on_change=apply_defaults,
+                    horizontal=True,
+                    format_func={"recipe": "AdapterLab recipe", "llamaindex": "LlamaIndex defaults"}.get,
+                    help="LlamaIndex's engine settings (lr 2e-5, batch 10, in-batch loss) barely move the weights; "
+                    "the recipe uses a softmax over the whole corpus and a higher learning rate.",
+                )
+
+            st.markdown("**Hyperparameters**")
+            h = st.columns(4)
+            h[0].number_input("Epochs", 1, 500, key=hk("epochs"), help=HELP["epochs"])
+            h[1].number_input("Batch size", 1, 4096, key=hk("batch_size"), help=HELP["batch_size"])
+            h[2].number_input(
+                "Learning rate", min_value=1e-7, max_value=1.0, format="%.1e", step=1e-5, key=hk("lr"), help=HELP["lr"]
             )
-            st.radio(
-                "Starting point",
-                ["recipe", "llamaindex"],
-                key="train_preset",
-                on_change=apply_defaults,
-                horizontal=True,
-                format_func={"recipe": "AdapterLab recipe", "llamaindex": "LlamaIndex defaults"}.get,
-                help="LlamaIndex's engine settings (lr 2e-5, batch 10, in-batch loss) barely move the weights; "
-                "the recipe uses a softmax over the whole corpus and a higher learning rate.",
+            h[3].selectbox("Loss", [str(x) for x in Loss], key=hk("loss"), help=HELP["loss"])
+            h[0].selectbox("Optimizer", list(OPTIMIZER_NAMES), key=hk("optimizer"), help=HELP["optimizer"])
+            h[1].number_input(
+                "Weight decay", 0.0, 1.0, step=0.01, format="%.3f", key=hk("weight_decay"), help=HELP["weight_decay"]
+            )
+            h[2].number_input("Warm-up ratio", 0.0, 0.99, step=0.05, key=hk("warmup_ratio"), help=HELP["warmup_ratio"])
+            h[3].number_input(
+                "Temperature", 0.001, 10.0, step=0.01, format="%.3f", key=hk("temperature"), help=HELP["temperature"]
+            )
+            h[0].selectbox(
+                "Model selection",
+                list(SELECTIONS),
+                key=hk("selection"),
+                help=HELP["selection"],
+                format_func={
+                    "cv": "Cross-validation (recommended)",
+                    "holdout": "One hold-out split",
+                    "none": "None: train all epochs",
+                }.get,
+            )
+            h[1].number_input("Folds", 2, 20, key=hk("cv_folds"), help=HELP["cv_folds"])
+            h[2].selectbox(
+                "Validation design",
+                ["auto", "questions", "chunks"],
+                key=hk("cv_design"),
+                help=HELP["cv_design"],
+                format_func={
+                    "auto": "Auto (from the evaluation set)",
+                    "questions": "New questions, same chunks",
+                    "chunks": "New documents",
+                }.get,
+            )
+            h[3].selectbox(
+                "New-document validation",
+                list(VALIDATIONS),
+                key=hk("cv_validation"),
+                help=HELP["cv_validation"],
+                format_func={
+                    "auto": "Auto (evaluation set)",
+                    "fold": "Among the held-out chunks",
+                    "corpus": "Among every chunk (stricter)",
+                }.get,
+            )
+            h[0].number_input("Pseudo-queries per chunk", 0, 16, key=hk("pseudo_queries"), help=HELP["pseudo_queries"])
+            h[1].selectbox(
+                "Select best epoch by", ["mrr", "hit", "ndcg"], key=hk("select_metric"), help=HELP["select_metric"]
+            )
+            h[2].number_input("Validation k", 1, 100, key=hk("top_k"), help=HELP["top_k"])
+            h[3].number_input(
+                "Checkpoint every N steps", 0, 1_000_000, key=hk("checkpoint_every"), help=HELP["checkpoint_every"]
+            )
+            h[0].number_input("Early-stop patience (epochs)", 0, 500, key=hk("patience"), help=HELP["patience"])
+            h[1].number_input("Seed", 0, 2**31 - 1, key=hk("seed"), help=HELP["seed"])
+            h[2].selectbox("Device", ["auto", "cpu", "cuda", "mps"], key=hk("device"), help=HELP["device"])
+            h[3].checkbox("Keep the best epoch", key=hk("keep_best"), help=HELP["keep_best"])
+            h[0].number_input(
+                "Hold-out fraction",
+                0.0,
+                0.89,
+                step=0.05,
+                key=hk("val_fraction"),
+                help=HELP["val_fraction"] + " (Ignored when a validation dataset is chosen.)",
             )
 
-        st.markdown("**Hyperparameters**")
-        h = st.columns(4)
-        h[0].number_input("Epochs", 1, 500, key=hk("epochs"), help=HELP["epochs"])
-        h[1].number_input("Batch size", 1, 4096, key=hk("batch_size"), help=HELP["batch_size"])
-        h[2].number_input(
-            "Learning rate", min_value=1e-7, max_value=1.0, format="%.1e", step=1e-5, key=hk("lr"), help=HELP["lr"]
-        )
-        h[3].selectbox("Loss", [str(x) for x in Loss], key=hk("loss"), help=HELP["loss"])
-        h[0].selectbox("Optimizer", list(OPTIMIZER_NAMES), key=hk("optimizer"), help=HELP["optimizer"])
-        h[1].number_input(
-            "Weight decay", 0.0, 1.0, step=0.01, format="%.3f", key=hk("weight_decay"), help=HELP["weight_decay"]
-        )
-        h[2].number_input("Warm-up ratio", 0.0, 0.99, step=0.05, key=hk("warmup_ratio"), help=HELP["warmup_ratio"])
-        h[3].number_input(
-            "Temperature", 0.001, 10.0, step=0.01, format="%.3f", key=hk("temperature"), help=HELP["temperature"]
-        )
-        h[0].selectbox(
-            "Model selection",
-            list(SELECTIONS),
-            key=hk("selection"),
-            help=HELP["selection"],
-            format_func={
-                "cv": "Cross-validation (recommended)",
-                "holdout": "One hold-out split",
-                "none": "None: train all epochs",
-            }.get,
-        )
-        h[1].number_input("Folds", 2, 20, key=hk("cv_folds"), help=HELP["cv_folds"])
-        h[2].selectbox(
-            "Validation design",
-            ["auto", "questions", "chunks"],
-            key=hk("cv_design"),
-            help=HELP["cv_design"],
-            format_func={
-                "auto": "Auto (from the evaluation set)",
-                "questions": "New questions, same chunks",
-                "chunks": "New documents",
-            }.get,
-        )
-        h[3].selectbox(
-            "New-document validation",
-            list(VALIDATIONS),
-            key=hk("cv_validation"),
-            help=HELP["cv_validation"],
-            format_func={
-                "auto": "Auto (evaluation set)",
-                "fold": "Among the held-out chunks",
-                "corpus": "Among every chunk (stricter)",
-            }.get,
-        )
-        h[0].number_input("Pseudo-queries per chunk", 0, 16, key=hk("pseudo_queries"), help=HELP["pseudo_queries"])
-        h[1].selectbox(
-            "Select best epoch by", ["mrr", "hit", "ndcg"], key=hk("select_metric"), help=HELP["select_metric"]
-        )
-        h[2].number_input("Validation k", 1, 100, key=hk("top_k"), help=HELP["top_k"])
-        h[3].number_input(
-            "Checkpoint every N steps", 0, 1_000_000, key=hk("checkpoint_every"), help=HELP["checkpoint_every"]
-        )
-        h[0].number_input("Early-stop patience (epochs)", 0, 500, key=hk("patience"), help=HELP["patience"])
-        h[1].number_input("Seed", 0, 2**31 - 1, key=hk("seed"), help=HELP["seed"])
-        h[2].selectbox("Device", ["auto", "cpu", "cuda", "mps"], key=hk("device"), help=HELP["device"])
-        h[3].checkbox("Keep the best epoch", key=hk("keep_best"), help=HELP["keep_best"])
-        h[0].number_input(
-            "Hold-out fraction",
-            0.0,
-            0.89,
-            step=0.05,
-            key=hk("val_fraction"),
-            help=HELP["val_fraction"] + " (Ignored when a validation dataset is chosen.)",
-        )
-
-        name = st.text_input("Run name (optional)", key="train_name", placeholder="e.g. linear, lr 1e-4")
-        if st.button("Start training", key="train_start", type="primary", icon=":material/play_arrow:"):
-            try:
-                kwargs = json.loads(st.session_state.get("train_adapter_kwargs") or "{}")
-                if not isinstance(kwargs, dict):
-                    raise ValueError('adapter options must be a JSON object, e.g. {"hidden_features": 512}')
-                values = {f: st.session_state[hk(f)] for f in HP_FIELDS}
-                config = TrainConfig(adapter=adapter_choice(), adapter_kwargs=kwargs, **values)
-                _, run_id = start_training(
-                    jm,
-                    ws,
-                    config,
-                    dataset_id=train_ds,
-                    val_dataset_id=val_ds,
-                    eval_dataset_id=eval_ds,
-                    embedder=embedder,
-                    name=(name or "").strip() or None,
-                    api_key=state.session_api_key(),
-                    allow_custom_code=allow_custom,
-                    embedder_options=widgets.embedder_options("train_embedder"),
-                )
-            except (ValueError, TypeError) as exc:  # TrainingError and bad JSON are ValueErrors
-                st.error(f"Cannot start this run: {md_escape(exc)}")
-            else:
-                st.session_state["train_view"] = run_id
-                st.rerun()
+            name = st.text_input("Run name (optional)", key="train_name", placeholder="e.g. linear, lr 1e-4")
+            if st.button("Start training", key="train_start", type="primary", icon=":material/play_arrow:"):
+                try:
+                    kwargs = json.loads(st.session_state.get("train_adapter_kwargs") or "{}")
+                    if not isinstance(kwargs, dict):
+                        raise ValueError('adapter options must be a JSON object, e.g. {"hidden_features": 512}')
+                    values = {f: st.session_state[hk(f)] for f in HP_FIELDS}
+                    config = TrainConfig(adapter=adapter_choice(), adapter_kwargs=kwargs, **values)
+                    _, run_id = start_training(
+                        jm,
+                        ws,
+                        config,
+                        dataset_id=train_ds,
+                        val_dataset_id=val_ds,
+                        eval_dataset_id=eval_ds,
+                        embedder=embedder,
+                        name=(name or "").strip() or None,
+                        api_key=state.session_api_key(),
+                        allow_custom_code=allow_custom,
+                        embedder_options=widgets.embedder_options("train_embedder"),
+                    )
+                except (ValueError, TypeError) as exc:  # TrainingError and bad JSON are ValueErrors
+                    st.error(f"Cannot start this run: {md_escape(exc)}")
+                else:
+                    st.session_state["train_view"] = run_id
+                    st.rerun()
+        else:
+            st.warning(f"Fine-tune, then distil cannot run here: {md_escape(why)}.", icon=":material/block:")
 
 
 if datasets:
@@ -443,8 +533,8 @@ if datasets:
                     _, run_id = start_finetune(
                         jm, ws, ft_ds, cfg, embedder=ft_base, name=(ft_name or "").strip() or None
                     )
-                    if dcfg is not None:
-                        start_distill(jm, ws, run_id, dcfg)
+                    if dcfg is not None:  # ranking the evaluation set named above too (its chunks only)
+                        start_distill(jm, ws, run_id, dcfg, eval_dataset_id=st.session_state.get("train_eval_ds"))
                 except (ValueError, TypeError) as exc:  # FinetuneError is a ValueError
                     st.error(f"Cannot start this fine-tune: {exc}")
                 else:
@@ -455,15 +545,16 @@ if datasets:
         st.markdown(
             "Trains a **linear adapter** on the base model's query vectors to rank every ingested chunk the way a "
             "full fine-tune does (KL divergence to its softmax). The queries are the fine-tune's training "
-            "questions plus offline pseudo-queries from each ingested chunk, new documents included; no "
-            "evaluation question is used. The index keeps the base model's vectors: only queries pass through "
-            "the adapter. Once the fine-tune exists, it embeds the chunks and queries with it once (as using the "
+            "questions plus offline pseudo-queries from each ingested chunk, new documents included, and the "
+            "evaluation set named in **New training run** has its chunks ranked too; no evaluation question is "
+            "used. The index keeps the base model's vectors: only queries pass through the adapter. Once the fine-tune exists, it embeds the chunks and queries with it once (as using the "
             "fine-tune would; cached), then trains in seconds."
         )
         st.caption(
             "Measured (bench/README, “Distilling the fine-tune”): on another company's filing and on a new kind "
             "of text, where the adapter trained on the questions gained little, the distilled one kept most of "
-            "the fine-tune's gain. Check it on your own evaluation set in Compare."
+            "the fine-tune's gain, when that filing was among the chunks it ranked; distilled over the training "
+            "filing only, it lost on the other. Check it on your own evaluation set in Compare."
         )
         teachers = [
             r for r in runs if r.get("kind") == "finetune" and (r["status"] in ACTIVE or has_model(ws, r["id"]))
@@ -499,7 +590,9 @@ if datasets:
             teacher = st.selectbox("Fine-tune to distil", list(tlabels), format_func=tlabels.get, key="dist_teacher")
             if st.button("Start distillation", key="dist_start", icon=":material/play_arrow:"):
                 try:
-                    _, run_id = start_distill(jm, ws, teacher, distill_config())
+                    _, run_id = start_distill(
+                        jm, ws, teacher, distill_config(), eval_dataset_id=st.session_state.get("train_eval_ds")
+                    )
                 except (ValueError, TypeError) as exc:
                     st.error(f"Cannot start this distillation: {md_escape(exc)}")
                 else:

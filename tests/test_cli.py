@@ -319,22 +319,65 @@ def test_distill_writes_an_adapter_the_other_commands_load(pipeline, capsys):
     assert rc != 0 and "is not a finished full fine-tune" in err
 
 
-def test_train_points_to_fine_tune_then_distil_when_the_evaluation_set_is_other_documents(pipeline, capsys, tmp_path):
+def _other_documents(tmp_path):
     from core.datasets import QADataset
 
-    ws, train = str(pipeline["ws"]), str(pipeline["dir"] / "train.json")
-    other = QADataset(
+    return QADataset(
         {"o1": "How large was the fleet?", "o2": "Who audits the other company?"},
         {"x1": "The other company's fleet grew to 900 vehicles.", "x2": "Its auditor is a regional firm."},
         {"o1": ["x1"], "o2": ["x2"]},
     ).save(tmp_path / "other.json")
-    hint = "`python -m core distill --teacher RUN_ID`"
+
+
+def test_train_points_to_fine_tune_then_distil_when_the_evaluation_set_is_other_documents(pipeline, capsys, tmp_path):
+    ws, train = str(pipeline["ws"]), str(pipeline["dir"] / "train.json")
+    other = _other_documents(tmp_path)
+    hint = "the same command with `--recipe distil`"
     for eval_set, expected in ((str(other), True), (train, False)):  # other documents; the same chunks
         rc, out, err = cli_inproc(
             capsys, "train", "--dataset", train, "--eval-dataset", eval_set, "--epochs", "1", "--workspace", ws
         )
         assert rc == 0, err
         assert (hint in out) is expected, out
+        assert "recipe: adapter (adapter settings given (--epochs))" in out
+
+
+def test_train_recipe_auto_distils_only_when_the_searched_documents_are_known(pipeline, capsys, tmp_path):
+    """``auto``: the adapter in a workspace with no documents and no evaluation set (a distilled adapter is
+    fitted to the documents it ranks); fine-tune, then distil when the evaluation set is named, its chunks
+    ranked (and recorded); refusals for settings the distil recipe would ignore and for an API base."""
+    from core.distill import ranked_coverage
+
+    train, other = str(pipeline["dir"] / "train.json"), str(_other_documents(tmp_path))
+    empty = str(tmp_path / "empty_ws")
+    rc, out, err = cli_inproc(capsys, "train", "--dataset", train, "--json", "--workspace", empty)
+    assert rc == 0, err
+    summary = json.loads(out)
+    assert summary["recipe"] == "adapter" and "the documents you will search are not known" in summary["reason"]
+
+    out_dir = tmp_path / "distilled"
+    # in a child process, like a user's command: a fine-tune in this one would leave its freed memory mapped
+    # here, and the PDF sandbox's address-space limit (tests/test_documents.py) counts new mappings only
+    out = _ok(cli("train", "--dataset", train, "--eval-dataset", other, "--out", str(out_dir), workspace=empty)).stdout
+    assert "recipe: distil (fine-tune, then distil over the documents you will search" in out
+    runs = {r["kind"]: r for r in json.loads(_ok(cli("runs", "--json", workspace=empty)).stdout)}
+    assert runs["finetune"]["status"] == runs["distill"]["status"] == "done"
+    assert runs["distill"]["run"] in out and (out_dir / "config.json").is_file()
+    from core.datasets import QADataset
+
+    # the evaluation set's chunks were ranked (never its questions); the training set's too
+    assert ranked_coverage(out_dir, QADataset.load(other).corpus.values()) == 1.0
+    assert ranked_coverage(out_dir, QADataset.load(train).corpus.values()) == 1.0
+
+    rc, _, err = cli_inproc(
+        capsys, "train", "--dataset", train, "--recipe", "distil", "--epochs", "3", "--workspace", empty
+    )  # fmt: skip
+    assert rc != 0 and "--epochs" in err and "--recipe distil does not read them" in err
+    rc, _, err = cli_inproc(
+        capsys, "train", "--dataset", train, "--recipe", "distil", "--embedder", "openai:text-embedding-3-small",
+        "--workspace", empty,
+    )  # fmt: skip
+    assert rc != 0 and "cannot be fine-tuned" in err
 
 
 def test_evaluate_prints_base_and_adapter_rows(pipeline):

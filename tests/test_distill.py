@@ -118,3 +118,44 @@ def test_the_cli_help_states_distill_config_defaults():
     for name, value in (("steps", cfg.steps), ("lr", cfg.lr), ("temperature", cfg.temperature)):
         assert f"default {value:g}" in helps[name], (name, helps[name])
     assert f"default {cfg.pseudo_queries})" in helps["pseudo_queries"]
+
+
+PASSAGE = (
+    "Riders paid for trips in the period and drivers earned more per hour as the network grew across "
+    "new cities. Insurance costs rose with the miles driven. The company expects regulatory changes in "
+    "several states to affect how drivers are classified, and it disclosed pending litigation about them. "
+    "Revenue grew with the number of active riders and with the average price per ride."
+)
+
+
+def test_fingerprints_find_the_same_passage_however_it_was_chunked_and_not_another(tmp_path):
+    from core.distill import ranked_coverage, save_ranked
+
+    words = PASSAGE.split()
+    save_ranked(tmp_path, [" ".join(words[:30]), " ".join(words[30:])])  # one cut
+    rechunked = [" ".join(words[:22]), " ".join(words[22:47]), " ".join(words[47:])]  # another cut, other spacing
+    assert ranked_coverage(tmp_path, [c.upper().replace(" ", "  ") for c in rechunked]) >= 0.8
+    other = "The museum's collection of maritime paintings moved to a new wing with climate control and a cafe."
+    assert ranked_coverage(tmp_path, [other]) == 0.0
+    assert ranked_coverage(tmp_path / "absent", [other]) is None  # no record: not a distilled adapter
+
+
+def test_coverage_is_set_on_distilled_systems_only(tmp_path):
+    from core.datasets import QADataset
+    from core.distill import save_ranked
+    from core.provenance import distilled_coverage
+
+    save_ranked(tmp_path, [PASSAGE])
+    seen = QADataset({"q": "How did revenue grow?"}, {"c": PASSAGE}, {"q": ["c"]})
+    unseen = QADataset(
+        {"q": "Where did the paintings go?"}, {"c": "The paintings moved to a new wing of the museum."}, {"q": ["c"]}
+    )
+    for ds, share in ((seen, 1.0), (unseen, 0.0)):
+        systems = {
+            "distilled": {"kind": "adapter_dir", "_folder": str(tmp_path)},
+            "plain adapter": {"kind": "adapter_dir", "_folder": str(tmp_path / "plain")},
+            "base": {"kind": "base"},
+        }
+        distilled_coverage(systems, ds)
+        assert systems["distilled"]["distilled_coverage"] == share and "_folder" not in systems["distilled"]
+        assert "distilled_coverage" not in systems["base"] and "distilled_coverage" not in systems["plain adapter"]

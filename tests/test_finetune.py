@@ -393,28 +393,53 @@ def test_train_page_offers_runs_and_prices_a_full_fine_tune_and_compare_lists_it
     assert all(b.key != "ft_start" for b in at.button)
 
 
-def test_train_page_recommends_fine_tune_then_distil_for_an_evaluation_set_of_other_documents(page_ws):
-    from core.datasets import QADataset
+def test_train_page_recipe_auto_distils_when_the_searched_documents_are_known(page_ws):
+    """The New training run form's recipe: ``auto`` trains the adapter while the documents to search are
+    unknown (nothing ingested, no evaluation set), and fine-tunes then distils once an evaluation set is
+    named (one click queues both; the distillation ranks the evaluation set's chunks, not its questions).
+    Chosen by hand, the adapter recipe advises the other one for an evaluation set of other documents."""
+    from core.datasets import QADataset, list_datasets
+    from core.distill import ranked_coverage
+    from core.runs import adapter_dir, get_run
     from core.workspace import Workspace
-    from tests.test_pages import no_exceptions, page, texts
+    from tests.test_pages import no_exceptions, page, rerun_until_settled, texts
 
+    ws = Workspace(page_ws)
     other = QADataset(
-        {"o1": "What about fleet size?"}, {"other-1": "Another filing's fleet section."}, {"o1": ["other-1"]}
+        {"o1": "What about fleet size?"},
+        {"other-1": "Another filing's fleet section, with its vehicles."},
+        {"o1": ["other-1"]},
     )
-    other_id = save_dataset(Workspace(page_ws), other, "other filing", role="eval")
+    other_id = save_dataset(ws, other, "other filing", role="eval")
+    same = next(d["id"] for d in list_datasets(ws) if d["name"] == "tiny eval")
     at = page("3_train.py")
     at.run()
     no_exceptions(at)
-    assert "New documents:" not in texts(at.info)  # no evaluation set named: no advice
-    from core.datasets import list_datasets
+    assert at.radio(key="train_recipe").value == "auto"
+    assert "Auto: the documents you will search are not known" in texts(at.caption)
+    assert at.number_input(key="hp_epochs") is not None and all(b.key != "train_start_distil" for b in at.button)
 
-    same = next(d["id"] for d in list_datasets(Workspace(page_ws)) if d["name"] == "tiny eval")
-    at.selectbox(key="train_eval_ds").set_value(same).run()
-    assert at.selectbox(key="train_eval_ds").value == same
-    assert "New documents:" not in texts(at.info)  # the same chunks: new questions, same corpus
+    at.selectbox(key="train_eval_ds").set_value(same).run()  # named: the searched documents are known
+    assert "Auto: fine-tune, then distil over the documents you will search" in texts(at.caption)
+    assert all(b.key != "train_start" for b in at.button)  # the adapter form is not shown
     at.selectbox(key="train_eval_ds").set_value(other_id).run()
+    assert "and the evaluation set's chunks (never its questions)" in texts(at.markdown)
+
+    at.radio(key="train_recipe").set_value("adapter").run()  # by hand: other documents get the advice
     no_exceptions(at)
-    assert "Then distil it" in texts(at.info) and "New documents:" in texts(at.info)
+    assert "New documents:" in texts(at.info) and "Fine-tune, then distil" in texts(at.info)
+    at.radio(key="train_recipe").set_value("distil").run()
+    at.text_input(key="train_name").input("recipe run")
+    at.button(key="train_start_distil").click().run()
+    no_exceptions(at)
+    jobs = rerun_until_settled(at, page_ws, "train")
+    assert [j["status"] for j in jobs] == ["done", "done"], jobs  # the fine-tune, then its distillation
+    runs = {r["kind"]: r for r in list_runs(ws)}
+    assert runs["finetune"]["name"] == "recipe run · fine-tune" and runs["distill"]["name"] == "recipe run"
+    assert at.selectbox(key="train_view").value == runs["finetune"]["id"]  # the run that trains first
+    distilled = get_run(ws, runs["distill"]["id"])
+    assert distilled["config"]["eval_dataset_id"] == other_id and distilled["result"]["n_eval_chunks"] == 1
+    assert ranked_coverage(adapter_dir(ws, distilled["id"]), other.corpus.values()) == 1.0
 
 
 def test_an_unrelated_folder_is_never_replaced(tmp_path):

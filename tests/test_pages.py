@@ -186,12 +186,14 @@ def test_training_settings_survive_a_page_change(prepared_ws):
     at.run()
     at.switch_page("pages/3_train.py")
     at.run()
+    at.radio(key="train_recipe").set_value("adapter").run()  # the adapter form (auto: fine-tune, then distil)
     at.number_input(key="hp_epochs").set_value(7).run()
     at.switch_page("pages/1_documents.py")
     at.run()
     at.switch_page("pages/3_train.py")
     at.run()
     no_exceptions(at)
+    assert at.radio(key="train_recipe").value == "adapter"  # the recipe chosen stays too
     assert at.number_input(key="hp_epochs").value == 7
 
 
@@ -474,6 +476,7 @@ def test_train_empty_state(empty_ws):
 def test_train_shows_run_history_curves_and_downloads(prepared_ws, prepared):
     at = page("3_train.py")
     at.run()
+    at.radio(key="train_recipe").set_value("adapter").run()  # the adapter form (auto: fine-tune, then distil)
     no_exceptions(at)
     runs = frame(at, "run", "status", "epoch kept")
     assert list(runs["run"]) == ["tiny linear"] and list(runs["status"]) == ["done"]
@@ -556,6 +559,7 @@ def test_train_shows_a_cross_validated_run_by_its_estimate(prepared_ws, prepared
 def test_train_launch_runs_in_background(prepared_ws, prepared):
     at = page("3_train.py")
     at.run()
+    at.radio(key="train_recipe").set_value("adapter").run()  # the adapter form (auto: fine-tune, then distil)
     at.number_input(key="hp_epochs").set_value(1)
     at.selectbox(key="hp_selection").set_value("none")  # one plain epoch: this test is about the background job
     assert at.number_input(key="hp_pseudo_queries").value == 0  # off, as TrainConfig has it
@@ -606,6 +610,7 @@ def test_train_on_an_api_embedder_records_its_request_settings(prepared_ws, prep
 def test_train_cancel_from_the_page(prepared_ws, prepared):
     at = page("3_train.py")
     at.run()
+    at.radio(key="train_recipe").set_value("adapter").run()  # the adapter form (auto: fine-tune, then distil)
     at.number_input(key="hp_epochs").set_value(500)
     at.number_input(key="hp_batch_size").set_value(1)
     at.number_input(key="hp_checkpoint_every").set_value(1_000_000)
@@ -623,6 +628,7 @@ def test_train_cancel_from_the_page(prepared_ws, prepared):
 def test_train_bad_settings_show_error(prepared_ws):
     at = page("3_train.py")
     at.run()
+    at.radio(key="train_recipe").set_value("adapter").run()  # the adapter form (auto: fine-tune, then distil)
     at.text_input(key="train_adapter_kwargs").input("{not json")
     at.button(key="train_start").click().run()
     no_exceptions(at)
@@ -858,6 +864,7 @@ def test_train_custom_import_path_needs_the_tick_box(prepared_ws, prepared, tmp_
     monkeypatch.syspath_prepend(str(tmp_path))
     at = page("3_train.py")
     at.run()
+    at.radio(key="train_recipe").set_value("adapter").run()  # the adapter form (auto: fine-tune, then distil)
     at.selectbox(key="train_adapter").set_value("__custom__").run()
     at.text_input(key="train_adapter_path").input("adapterlab_evil_train:Evil").run()
     at.number_input(key="hp_epochs").set_value(1).run()
@@ -1068,6 +1075,7 @@ def test_train_live_chart_is_thinned_and_ends_at_the_latest_step(prepared_ws, pr
     points, and the latest step recorded before the redraw is among them."""
     at = page("3_train.py")
     at.run()
+    at.radio(key="train_recipe").set_value("adapter").run()  # the adapter form (auto: fine-tune, then distil)
     at.number_input(key="hp_epochs").set_value(500)
     at.number_input(key="hp_batch_size").set_value(1)
     at.number_input(key="hp_checkpoint_every").set_value(1_000_000)

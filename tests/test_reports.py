@@ -226,6 +226,18 @@ def test_pseudo_query_caveat_quotes_the_measured_carry_over(cmp):
     assert "carry over" not in html_report(cmp, context=_context(sources={"llm": N}))
 
 
+def test_a_distilled_adapter_evaluated_on_documents_it_never_ranked_is_flagged(cmp):
+    from core.carryover import DISTILLED_ELSEWHERE
+
+    ctx = _context()
+    ctx["systems"]["linear adapter"]["distilled_coverage"] = 0.03
+    first = html_report(cmp, context=ctx).split("<h2>Summary</h2>")[0]
+    assert "linear adapter was distilled over other documents: 3% of this evaluation set&#x27;s text" in first
+    assert f"{100 * DISTILLED_ELSEWHERE['over_other_gain_hit@5']:+.1f}".replace("-", "\u2212") in first
+    ctx["systems"]["linear adapter"]["distilled_coverage"] = 0.9
+    assert "distilled over other documents" not in html_report(cmp, context=ctx)
+
+
 def test_update_comparison_extra(ws, cmp):
     eval_id = save_comparison(ws, cmp, extra={"dataset_id": "x"})
     update_comparison_extra(ws, eval_id, {"dataset_id": "x", "context": {"base_model": "m"}})

@@ -1,6 +1,7 @@
-""" "Fine-tune, then distil" in a real browser: one click on the Train page queues a full fine-tune and
-its distillation; both finish in the background; the distilled adapter shows its steps and where it
-came from, and Compare ranks it beside the base model and the fine-tune.
+""" "Fine-tune, then distil" in a real browser: with an evaluation set named, the Train page's recipe
+``auto`` offers it; one click queues a full fine-tune and its distillation (ranking the evaluation set's
+chunks too); both finish in the background; the distilled adapter shows its steps and where it came
+from, and Compare ranks it beside the base model and the fine-tune.
 
 The workspace gets its questions through ``core`` before the page opens: this test is about the runs.
 """
@@ -31,6 +32,11 @@ def with_questions(server):
     queries = {f"q{i}": f"What were the {t} figures in 2021?" for i, t in enumerate(TOPICS)}
     ds = QADataset(queries, corpus, {f"q{i}": [f"n{i}"] for i in range(len(TOPICS))})
     save_dataset(ws, ds, "filing questions", role="train")
+    other = {f"o{i}": f"Another company's report on {t}: its {t} numbers for the year." for i, t in enumerate(TOPICS)}
+    asks = {f"a{i}": f"How did the other company do on {t}?" for i, t in enumerate(TOPICS)}
+    save_dataset(
+        ws, QADataset(asks, other, {f"a{i}": [f"o{i}"] for i in range(len(TOPICS))}), "other filing", role="eval"
+    )
     return server
 
 
@@ -38,13 +44,16 @@ def test_fine_tune_then_distil_from_the_train_page_and_compare_them(page: Page, 
     server = with_questions
     page.goto(server.url)
     nav(page, "Train")
-    page.get_by_text("Full fine-tune (the expensive reference)").click()
+    expect(page.get_by_text("Auto: the documents you will search are not known").first).to_be_visible()
+    choose(page, "train_eval_ds", "other filing")  # the documents users will search: now auto distils
     settle(page)
-    expect(key(page, "ft_then_distil").locator("input")).to_be_checked()  # the default: distil it after
-    key(page, "ft_name").locator("input").fill("ft e2e")
-    key(page, "ft_name").locator("input").press("Enter")
+    expect(page.get_by_text("Auto: fine-tune, then distil over the documents you will search").first).to_be_visible()
+    expect(page.get_by_text("and the evaluation set's chunks (never its questions)").first).to_be_visible()
+    key(page, "train_name").locator("input").fill("ft e2e")
+    key(page, "train_name").locator("input").press("Enter")
     settle(page)
-    key(page, "ft_start").locator("button").click()
+    snap(page, artifacts / "distil-recipe.png")
+    key(page, "train_start_distil").locator("button").click()
 
     rows = wait_for_grid(
         page,
@@ -56,7 +65,8 @@ def test_fine_tune_then_distil_from_the_train_page_and_compare_them(page: Page, 
     )
     assert [r["adapter"] for r in rows] == ["linear (distilled)", "full fine-tune"], rows
     distilled = next(r for r in list_runs(Workspace(server.workspace)) if r["kind"] == "distill")
-    assert distilled["result"]["teacher"] == "ft e2e" and distilled["result"]["steps_done"] == 200
+    assert distilled["name"] == "ft e2e" and distilled["result"]["teacher"] == "ft e2e · fine-tune"
+    assert distilled["result"]["steps_done"] == 200 and distilled["result"]["n_eval_chunks"] == len(TOPICS)
 
     # the distilled run's card: its steps, its teacher, an adapter to download
     settle(page)  # the rerun that the finished runs started: it would close an open dropdown
@@ -76,5 +86,5 @@ def test_fine_tune_then_distil_from_the_train_page_and_compare_them(page: Page, 
     )
     systems = [r["system"] for r in results]
     assert systems[0].startswith("base") and distilled["name"] in systems, systems
-    assert any(s.startswith("ft e2e · full fine-tune (re-embeds") for s in systems), systems
+    assert any(s.startswith("ft e2e · fine-tune · full fine-tune (re-embeds") for s in systems), systems
     snap(page, artifacts / "distil-compare.png")
