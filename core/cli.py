@@ -395,8 +395,9 @@ def _adapter_flags(args) -> list[str]:
 
 def _recipe(args, ws) -> tuple[str, str]:
     """(recipe, why) of a ``train`` command (core.distill.choose_recipe for ``auto``)."""
+    from .datasets import QADataset
     from .distill import choose_recipe
-    from .runs import workspace_chunk_count
+    from .runs import searched_documents
 
     given = _adapter_flags(args)
     if args.recipe == "distil" and given:
@@ -405,14 +406,15 @@ def _recipe(args, ws) -> tuple[str, str]:
         return "adapter", "--recipe adapter"
     if args.recipe == "auto" and given:
         return "adapter", f"adapter settings given ({', '.join(given)})"
-    recipe, why = choose_recipe(args.embedder, bool(args.eval_dataset) or workspace_chunk_count(ws) > 0)
+    searched = searched_documents(ws, QADataset.load(args.dataset), bool(args.eval_dataset))
+    recipe, why = choose_recipe(args.embedder, searched)
     if args.recipe == "distil" and recipe != "distil":
         from .export import is_api_embedder
 
         if is_api_embedder(args.embedder):
             raise CLIError(f"--recipe distil: {why}")
         return "distil", (
-            "--recipe distil; the documents you will search are not known, and distilled over other documents "
+            "--recipe distil; nothing says which documents you will search, and distilled over other documents "
             "the adapter can lose on them"
         )
     return recipe, why
@@ -421,8 +423,8 @@ def _recipe(args, ws) -> tuple[str, str]:
 def _train_distil(args, ws, why: str) -> int:
     """``train`` by the distil recipe: a full fine-tune run, then a distillation run of it (two runs)."""
     from .distill import DistillConfig
-    from .finetune import FinetuneConfig, describe_cost
-    from .runs import create_distill_run, create_finetune_run, get_run
+    from .finetune import FinetuneConfig, duration_text
+    from .runs import create_distill_run, create_finetune_run
 
     seed = args.seed if args.seed is not None else 0
     ft_cfg = FinetuneConfig(seed=seed, **({"device": args.device} if args.device else {}))
@@ -453,21 +455,25 @@ def _train_distil(args, ws, why: str) -> int:
         name=args.name,
     )
     result = _run_with_bar(args, ws, run_id, "distil", "saved no adapter")
-    ft_summary = (get_run(ws, ft_id) or {}).get("result") or ft.summary()
     summary = {"recipe": "distil", "reason": why, "run_id": run_id, "finetune_run_id": ft_id, **result.summary()}
+    d_seconds = result.details.get("seconds") or 0.0
     rows = [
-        {"step": "fine-tune", "run": ft_id, "seconds": round(ft.seconds, 1), "detail": f"{ft.steps} steps"},
+        {"step": "fine-tune", "run": ft_id, "took": duration_text(ft.seconds), "detail": f"{ft.steps} steps"},
         {
             "step": "distil",
             "run": run_id,
-            "seconds": round(result.details.get("seconds") or 0.0, 1),
+            "took": duration_text(d_seconds),
             "detail": f"KL {result.details.get('first_loss') or 0:.4f} -> {result.details.get('final_loss') or 0:.4f}, "
             f"{result.details.get('n_chunks')} chunks ranked",
         },
     ]
     table = format_table(rows) + (
-        f"\n\nrecipe: distil ({why})\n{describe_cost(ft_summary.get('cost'))} (the fine-tuned model; the "
-        "distilled adapter needs none: it maps the base model's query vectors)"
+        f"\n\nrecipe: distil ({why})\nthe adapter maps the base model's query vectors: your index stays as it is"
+        + (
+            f" (the fine-tuned model, run {ft_id}, would re-embed {ft.n_corpus_chunks:,} chunks)"
+            if ft.n_corpus_chunks
+            else ""
+        )
         + (f"\nadapter saved to {out}" if out else f"\nadapter in {ws.run_dir(run_id) / 'adapter'}")
         + f"\ncompare it with `python -m core evaluate --dataset EVAL.json --run {run_id}`"
     )

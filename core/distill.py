@@ -91,36 +91,67 @@ class DistillResult:
 RECIPES = ("auto", "adapter", "distil")
 
 
-def choose_recipe(embedder: str, searched_known: bool) -> tuple[str, str]:
+def choose_recipe(embedder: str, searched: str | None) -> tuple[str, str]:
     """(``adapter`` or ``distil``, the reason) for the ``auto`` recipe.
 
-    The rule, from the measured protocols (bench/README, "Distilling the fine-tune"): fine-tune, then
-    distil, whenever the base model can be fine-tuned (not an API) and the documents users will search
-    are known (``searched_known``: ingested, or named as the evaluation set). On new documents it gained
-    about 3 points of hit@5 where the adapter trained on the questions gained about 0, and on the
-    training chunks it gained more too. It needs the searched documents: distilled over another filing
-    only, it lost about 2 points (:data:`core.carryover.DISTILLED_ELSEWHERE`), so without them the
+    ``searched`` says which documents users will search beyond those the training questions are about,
+    when that is known (an evaluation set named, or ingested documents the questions do not cover:
+    :func:`uncovered_documents`), else ``None``. The rule, from the measured protocols (bench/README,
+    "Distilling the fine-tune"): fine-tune, then distil, when the base model can be fine-tuned (not an
+    API) and ``searched`` is known. On another company's filing it gained about 3 points of hit@5 where
+    the adapter trained on the questions gained about 0. It needs those documents: distilled over the
+    training filing only, it lost about 2 points there (:data:`core.carryover.DISTILLED_ELSEWHERE`), a
+    loss the question-trained adapter does not have; so when nothing says where users will search, the
     adapter is trained on the questions (never significantly below the base model on any protocol)."""
-    from .carryover import DISTILLED_ELSEWHERE as D
+    from .carryover import DISTILLED_ELSEWHERE
     from .export import is_api_embedder
 
-    pt = lambda k: f"{100 * float(D[k]):+.1f}".replace("-", "−")  # noqa: E731
+    def pt(key: str) -> str:
+        return f"{100 * float(DISTILLED_ELSEWHERE[key]):+.1f}".replace("-", "\u2212")
+
     if is_api_embedder(embedder):
         return (
             "adapter",
             "the base model is an API: its weights cannot be fine-tuned, so the adapter learns from the questions",
         )
-    if not searched_known:
+    if not searched:
         return "adapter", (
-            "the documents you will search are not known (none ingested, no evaluation set named): fine-tune, then "
-            "distil fits the adapter to the documents it ranks, and distilled over another filing only it lost "
-            f"{pt('over_other_gain_hit@5')} points of hit@5. Ingest them, or name your evaluation set, to use it"
+            "nothing says which documents you will search (no evaluation set named, no ingested document beyond "
+            "the ones the questions are about). Fine-tune, then distil fits the adapter to the documents it ranks: "
+            f"distilled over one filing only, it lost {-100 * float(DISTILLED_ELSEWHERE['over_other_gain_hit@5']):.1f} "
+            "points of hit@5 on another. "
+            "Name your evaluation set, or ingest the documents you will search, to use it"
         )
     return "distil", (
-        "fine-tune, then distil over the documents you will search: on another company's filing it gained "
-        f"{pt('over_searched_gain_hit@5')} hit@5 / {pt('over_searched_gain_mrr@5')} MRR@5 (median of 5 seeds), where "
-        "an adapter trained on the questions gained about 0 (bench/README). Minutes on a CPU, not seconds"
+        f"fine-tune, then distil over the documents you will search ({searched}): on another company's filing it "
+        f"gained {pt('over_searched_gain_hit@5')} hit@5 / {pt('over_searched_gain_mrr@5')} MRR@5 (median of 5 "
+        "seeds), where an adapter trained on the questions gained about 0 (bench/README). Minutes on a CPU, not "
+        "seconds"
     )
+
+
+def uncovered_documents(
+    train_texts: Iterable[str], documents: dict[str, Sequence[str]], min_coverage: float = 0.5
+) -> list[str]:
+    """The names of ``documents`` (name -> chunk texts) of which under ``min_coverage`` of the text is among
+    ``train_texts`` (the training set's chunks): documents the questions are not about, by
+    :func:`text_fingerprints`, so a training set chunked apart from the workspace still covers its own."""
+    trained = text_fingerprints(train_texts)
+    out = []
+    for name, texts in documents.items():
+        prints = text_fingerprints(texts)
+        if prints and len(prints & trained) / len(prints) < min_coverage:
+            out.append(name)
+    return out
+
+
+def describe_searched(eval_named: bool, uncovered: Sequence[str]) -> str | None:
+    """The ``searched`` of :func:`choose_recipe` in words: the evaluation set, the uncovered documents, or ``None``."""
+    parts = ["the evaluation set named"] if eval_named else []
+    if uncovered:
+        shown = ", ".join(uncovered[:3]) + (f" and {len(uncovered) - 3} more" if len(uncovered) > 3 else "")
+        parts.append(f"ingested documents the questions are not about: {shown}")
+    return "; ".join(parts) or None
 
 
 def text_fingerprints(texts: Iterable[str]) -> set[str]:

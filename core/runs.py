@@ -248,6 +248,28 @@ def ingested_chunks(ws: Workspace, doc_ids: list[str] | None = None) -> list[dic
     return ws.query(sql + " ORDER BY c.doc_id, c.idx", tuple(doc_ids or ()))
 
 
+def ingested_documents_text(ws: Workspace) -> dict[str, list[str]]:
+    """Display name -> chunk texts of every document that ingested cleanly (in chunk order)."""
+    rows = ws.query(
+        "SELECT d.filename AS name, c.text FROM chunks c JOIN documents d ON d.id=c.doc_id "
+        "WHERE d.status='ok' ORDER BY d.filename, c.idx"
+    )
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        out.setdefault(r["name"], []).append(r["text"])
+    return out
+
+
+def searched_documents(ws: Workspace, train_ds: QADataset, eval_named: bool) -> str | None:
+    """What ``auto`` knows of the documents users will search beyond the training questions' (see
+    :func:`core.distill.choose_recipe`): the evaluation set named, ingested documents the questions are
+    not about (:func:`core.distill.uncovered_documents`), or ``None``."""
+    from .distill import describe_searched, uncovered_documents
+
+    uncovered = uncovered_documents(train_ds.corpus.values(), ingested_documents_text(ws))
+    return describe_searched(eval_named, uncovered)
+
+
 def workspace_chunk_count(ws: Workspace) -> int:
     """Chunks of the workspace's ingested documents: what a fine-tuned model must re-embed."""
     rows = ws.query("SELECT COUNT(*) AS n FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.status='ok'")

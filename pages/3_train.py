@@ -46,10 +46,11 @@ from ui.helpers import (
 
 ws, jm = widgets.page_header(
     "Train",
-    "Step 3 of 4 · Train a small adapter on top of the frozen embedder. Embeddings are computed once and "
-    "cached, so epochs take milliseconds. Cross-validation on every training question picks how long to train "
-    "and then the adapter is refit on all of them; when training does not help out of fold, the untrained "
-    "identity (the base model) is kept.",
+    "Step 3 of 4 · Train a small adapter on top of the frozen embedder: your index keeps the base model's "
+    "vectors. Two recipes: fine-tune the base model, then distil it into the adapter (minutes; the measured "
+    "best on new documents, once the documents you will search are ingested or named), or train the adapter "
+    "on the questions over cached vectors (seconds; cross-validation picks how long, and keeps the base model "
+    "when training does not help out of fold).",
 )
 widgets.show_flash()
 
@@ -157,13 +158,23 @@ RECIPE_LABELS = {
 }
 
 
-def page_recipe(choice: str, embedder: str, eval_ds: str | None) -> tuple[str | None, str]:
+@st.cache_data(show_spinner=False, max_entries=64)
+def _searched(root: str, train_id: str, eval_named: bool, n_chunks: int) -> str | None:
+    """core.runs.searched_documents for a saved training set (``n_chunks`` keys the cache: a new ingest)."""
+    from core.datasets import load_dataset
+    from core.runs import searched_documents
+
+    return searched_documents(ws, load_dataset(ws, train_id), eval_named)
+
+
+def page_recipe(choice: str, embedder: str, train_ds: str, eval_ds: str | None) -> tuple[str | None, str]:
     """(the recipe the form runs, why): ``auto`` by core.distill.choose_recipe (the documents you will
-    search are known when some are ingested or an evaluation set is named); ``None`` for ``distil`` on an
-    API base, which cannot be fine-tuned."""
+    search are known when an evaluation set is named or ingested documents are not the questions' own);
+    ``None`` for ``distil`` on an API base, which cannot be fine-tuned."""
     if choice == "adapter":
         return "adapter", ""
-    auto, why = choose_recipe(embedder, bool(eval_ds) or workspace_chunk_count(ws) > 0)
+    searched = _searched(str(ws.root), train_ds, bool(eval_ds), workspace_chunk_count(ws))
+    auto, why = choose_recipe(embedder, searched)
     if choice == "auto":
         return auto, why
     if is_api_embedder(embedder):
@@ -286,7 +297,7 @@ else:
             "ranks the documents you will search like the fine-tune (minutes; sentence-transformers bases). Auto "
             "picks by the measured rule in core.distill.choose_recipe.",
         )
-        effective, why = page_recipe(recipe, embedder, eval_ds)
+        effective, why = page_recipe(recipe, embedder, train_ds, eval_ds)
         if why:
             c2.caption(("Auto: " if recipe == "auto" else "") + md_escape(why) + ".")
         if effective == "distil":
@@ -886,7 +897,7 @@ def draw_finished(run: dict) -> None:
 
 if not runs:
     if datasets:
-        widgets.empty_state("No training run yet: choose a dataset and press **Start training** above.")
+        widgets.empty_state("No training run yet: choose a dataset and a recipe, and press **Start** above.")
     st.stop()
 st.subheader("Runs")
 

@@ -350,10 +350,12 @@ def test_train_recipe_auto_distils_only_when_the_searched_documents_are_known(pi
 
     train, other = str(pipeline["dir"] / "train.json"), str(_other_documents(tmp_path))
     empty = str(tmp_path / "empty_ws")
-    rc, out, err = cli_inproc(capsys, "train", "--dataset", train, "--json", "--workspace", empty)
-    assert rc == 0, err
-    summary = json.loads(out)
-    assert summary["recipe"] == "adapter" and "the documents you will search are not known" in summary["reason"]
+    # no documents, and then the pipeline's: its one PDF, which the questions are about
+    for ws in (empty, str(pipeline["ws"])):
+        rc, out, err = cli_inproc(capsys, "train", "--dataset", train, "--json", "--workspace", ws)
+        assert rc == 0, err
+        summary = json.loads(out)
+        assert summary["recipe"] == "adapter" and "nothing says which documents you will search" in summary["reason"]
 
     out_dir = tmp_path / "distilled"
     # in a child process, like a user's command: a fine-tune in this one would leave its freed memory mapped

@@ -159,3 +159,22 @@ def test_coverage_is_set_on_distilled_systems_only(tmp_path):
         distilled_coverage(systems, ds)
         assert systems["distilled"]["distilled_coverage"] == share and "_folder" not in systems["distilled"]
         assert "distilled_coverage" not in systems["base"] and "distilled_coverage" not in systems["plain adapter"]
+
+
+def test_documents_the_questions_are_not_about_are_found_however_the_training_set_was_chunked():
+    from core.distill import choose_recipe, describe_searched, uncovered_documents
+
+    words = PASSAGE.split()
+    other = "The museum's collection of maritime paintings moved to a new wing with climate control and a cafe."
+    docs = {"rides.pdf": [" ".join(words[:30]), " ".join(words[30:])], "museum.pdf": [other]}
+    train_texts = [" ".join(words[:20]), " ".join(words[20:])]  # the same filing, cut elsewhere
+    assert uncovered_documents(train_texts, docs) == ["museum.pdf"]
+    assert uncovered_documents(train_texts + [other], docs) == []
+    assert describe_searched(False, []) is None
+    assert describe_searched(True, ["museum.pdf"]) == (
+        "the evaluation set named; ingested documents the questions are not about: museum.pdf"
+    )
+    # the rule: distil only for a local base once the searched documents are known
+    assert choose_recipe("default", None)[0] == "adapter"
+    assert choose_recipe("default", "the evaluation set named")[0] == "distil"
+    assert choose_recipe("openai:text-embedding-3-small", "the evaluation set named")[0] == "adapter"

@@ -250,7 +250,10 @@ def test_a_fine_tune_run_distils_into_an_adapter_run_that_compare_uses(cli_run, 
         ws, QADataset.load(treq["dataset_path"]), "train again", [{"kind": "run", "run_id": rid}]
     )
     (row,) = system_provenance(cmp, ctx)
-    assert row["trained on"].endswith(f"+ {res['n_pseudo_queries']} offline pseudo-queries from the ingested chunks")
+    assert row["trained on"].endswith(
+        f"+ {res['n_pseudo_queries']} offline pseudo-queries from the ingested chunks; 100% of this evaluation "
+        "set's text was among the chunks it ranked"
+    )
     assert row["best epoch chosen on"].startswith("none: distilled from the fine-tune")
 
     # it exports like an adapter run, and its model card says how it was made (no CV estimate claimed)
@@ -416,7 +419,7 @@ def test_train_page_recipe_auto_distils_when_the_searched_documents_are_known(pa
     at.run()
     no_exceptions(at)
     assert at.radio(key="train_recipe").value == "auto"
-    assert "Auto: the documents you will search are not known" in texts(at.caption)
+    assert "Auto: nothing says which documents you will search" in texts(at.caption)
     assert at.number_input(key="hp_epochs") is not None and all(b.key != "train_start_distil" for b in at.button)
 
     at.selectbox(key="train_eval_ds").set_value(same).run()  # named: the searched documents are known

@@ -44,7 +44,7 @@ def test_fine_tune_then_distil_from_the_train_page_and_compare_them(page: Page, 
     server = with_questions
     page.goto(server.url)
     nav(page, "Train")
-    expect(page.get_by_text("Auto: the documents you will search are not known").first).to_be_visible()
+    expect(page.get_by_text("Auto: nothing says which documents you will search").first).to_be_visible()
     choose(page, "train_eval_ds", "other filing")  # the documents users will search: now auto distils
     settle(page)
     expect(page.get_by_text("Auto: fine-tune, then distil over the documents you will search").first).to_be_visible()
