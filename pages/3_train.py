@@ -839,8 +839,15 @@ def draw_finished(run: dict) -> None:
             f"Distilled from the full fine-tune **{md_escape(res.get('teacher') or '?')}**: a linear adapter on the "
             f"base model's query vectors, trained on {res.get('n_questions', 0):,} questions and "
             f"{res.get('n_pseudo_queries', 0):,} pseudo-queries to rank {res.get('n_chunks', 0):,} chunks as the "
-            "fine-tune does. The index keeps the base model's vectors. Compare it with the fine-tune and the "
-            "base model on your evaluation set."
+            "fine-tune does"
+            + (
+                f" (the {res['n_eval_chunks']:,} of the evaluation set named with it among them; never its questions)"
+                if res.get("n_eval_chunks")
+                else ""
+            )
+            + ". The index keeps the base model's vectors. It is fitted to the documents it ranked: Compare it with "
+            "the fine-tune and the base model on your evaluation set (it warns when that set's documents were not "
+            "among them)."
         )
     if res.get("best_epoch") == 0 and run["status"] == "done":
         st.info(

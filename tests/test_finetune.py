@@ -443,6 +443,9 @@ def test_train_page_recipe_auto_distils_when_the_searched_documents_are_known(pa
     distilled = get_run(ws, runs["distill"]["id"])
     assert distilled["config"]["eval_dataset_id"] == other_id and distilled["result"]["n_eval_chunks"] == 1
     assert ranked_coverage(adapter_dir(ws, distilled["id"]), other.corpus.values()) == 1.0
+    at.selectbox(key="train_view").set_value(distilled["id"]).run()
+    no_exceptions(at)
+    assert "(the 1 of the evaluation set named with it among them; never its questions)" in texts(at.info)
 
 
 def test_an_unrelated_folder_is_never_replaced(tmp_path):
