@@ -254,34 +254,21 @@ else:
             "Training dataset", ids, index=pick_default(datasets, ("train",)), format_func=labels.get, key="train_ds"
         )
         vals = [None] + ids
-        # Default: hold out part of the training chunks. The saved validation split is what Compare
-        # evaluates on; selecting the best epoch on it too would flatter the adapter.
-        val_ds = d2.selectbox(
-            "Validation dataset (model selection)",
-            vals,
-            index=0,
-            key="train_val_ds",
-            format_func=lambda v, labels=labels: "Cross-validate on the training questions" if v is None else labels[v],
-            help="Default: k-fold cross-validation on every training question chooses the epochs, then "
-            "the adapter is refit on all of them. A dataset chosen here replaces that with a single "
-            "hold-out (best epoch kept). Never use your final evaluation set here.",
-        )
         eval_ds = d2.selectbox(
             "You will evaluate on (optional)",
             vals,
             index=0,
             key="train_eval_ds",
             format_func=lambda v, labels=labels: "Not decided: assume new documents" if v is None else labels[v],
-            help="Only its chunks are read, to pick the validation design (new questions about the "
-            "training chunks, or new documents) and, for new documents, whether they are the same kinds "
-            "of text as the training chunks: then validation ranks held-out questions among the held-out "
-            "chunks, as a new document is searched. Its questions are never trained on.",
+            help="Only its chunks are read, never its questions. They tell Auto that these are the documents you "
+            "will search (fine-tune, then distil ranks them); for the adapter recipe, they pick the validation "
+            "design (new questions about the training chunks, or new documents) and, for new documents, whether "
+            "they are the same kinds of text as the training chunks: then validation ranks held-out questions "
+            "among the held-out chunks, as a new document is searched.",
         )
         n_offline, n_total = _offline_share(str(ws.root), train_ds)
         if n_offline:
             st.warning(offline_training_caveat(n_offline, n_total), icon=":material/warning:")
-        if val_ds is not None and val_ds == train_ds:
-            st.warning("The validation set is the training set: the best epoch will look better than it is.")
 
         c1, c2 = st.columns(2)
         with c1:
@@ -303,6 +290,22 @@ else:
         if effective == "distil":
             distil_recipe_form(train_ds, eval_ds, embedder)
         elif effective == "adapter":
+            # Default: cross-validate on the training questions. The saved validation split is what Compare
+            # evaluates on; selecting the best epoch on it too would flatter the adapter.
+            val_ds = st.selectbox(
+                "Validation dataset (model selection)",
+                vals,
+                index=0,
+                key="train_val_ds",
+                format_func=lambda v, labels=labels: (
+                    "Cross-validate on the training questions" if v is None else labels[v]
+                ),
+                help="Default: k-fold cross-validation on every training question chooses the epochs, then "
+                "the adapter is refit on all of them. A dataset chosen here replaces that with a single "
+                "hold-out (best epoch kept). Never use your final evaluation set here.",
+            )
+            if val_ds is not None and val_ds == train_ds:
+                st.warning("The validation set is the training set: the best epoch will look better than it is.")
             # an evaluation set of other documents: the question-trained adapter may not carry over (bench/README)
             if (
                 eval_ds
