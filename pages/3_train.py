@@ -48,7 +48,7 @@ ws, jm = widgets.page_header(
     "Train",
     "Step 3 of 4 · Train a small adapter on top of the frozen embedder: your index keeps the base model's "
     "vectors. Two recipes: fine-tune the base model, then distil it into the adapter (minutes; the measured "
-    "best on new documents, once the documents you will search are ingested or named), or train the adapter "
+    "best on new documents, once it knows which documents you will search), or train the adapter "
     "on the questions over cached vectors (seconds; cross-validation picks how long, and keeps the base model "
     "when training does not help out of fold).",
 )
@@ -292,7 +292,7 @@ else:
         elif effective == "adapter":
             # Default: cross-validate on the training questions. The saved validation split is what Compare
             # evaluates on; selecting the best epoch on it too would flatter the adapter.
-            val_ds = st.selectbox(
+            val_ds = c1.selectbox(  # beside the adapter's own settings, under the base embedder
                 "Validation dataset (model selection)",
                 vals,
                 index=0,
@@ -305,7 +305,7 @@ else:
                 "hold-out (best epoch kept). Never use your final evaluation set here.",
             )
             if val_ds is not None and val_ds == train_ds:
-                st.warning("The validation set is the training set: the best epoch will look better than it is.")
+                c1.warning("The validation set is the training set: the best epoch will look better than it is.")
             # an evaluation set of other documents: the question-trained adapter may not carry over (bench/README)
             if (
                 eval_ds
