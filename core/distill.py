@@ -51,6 +51,9 @@ class DistillConfig:
     temperature: float = 0.05
     pseudo_queries: int = 2  # offline pseudo-queries per chunk (0: the training questions only)
     max_pseudo_chunks: int = 5000  # on a larger corpus, pseudo-queries from a seeded sample of this many chunks
+    # on a larger corpus, the softmax ranks a seeded sample of this many chunks (the fine-tuned model embeds
+    # only those: on a CPU that embedding is most of the cost); every document stays represented
+    max_ranked_chunks: int = 20000
     batch_size: int = 2048  # queries per step; at or above their number every step is full-batch
     seed: int = 0
 
@@ -68,6 +71,8 @@ class DistillConfig:
             raise ValueError("steps, lr, temperature and batch_size must be positive")
         if self.pseudo_queries < 0:
             raise ValueError(f"pseudo_queries must be 0 or more, got {self.pseudo_queries}")
+        if self.max_ranked_chunks < 2 or self.max_pseudo_chunks < 1:
+            raise ValueError("max_ranked_chunks must be at least 2 and max_pseudo_chunks at least 1")
 
 
 @dataclass
@@ -230,6 +235,11 @@ def distill_adapter(
     chunks = list(dict.fromkeys(chunks))  # one row per distinct text
     if len(chunks) < 2:
         raise ValueError("distilling needs at least two chunks to rank")
+    n_distinct = len(chunks)
+    if n_distinct > config.max_ranked_chunks:  # a seeded sample, in order: spread over every document
+        from .questions import sample_chunk_ids
+
+        chunks = sample_chunk_ids(chunks, config.max_ranked_chunks, config.seed)
     queries = distill_queries(questions, chunks, config.pseudo_queries, config.seed, config.max_pseudo_chunks)
     if not queries:
         raise ValueError("distilling needs queries: training questions or pseudo-queries")
@@ -283,6 +293,7 @@ def distill_adapter(
         "n_questions": len(questions),
         "n_pseudo_queries": len(queries) - len(questions),
         "n_chunks": len(chunks),
+        "n_chunks_distinct": n_distinct,  # above max_ranked_chunks, n_chunks of them were ranked
         "steps_done": len(losses),
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,

@@ -841,8 +841,13 @@ def draw_finished(run: dict) -> None:
         st.info(
             f"Distilled from the full fine-tune **{md_escape(res.get('teacher') or '?')}**: a linear adapter on the "
             f"base model's query vectors, trained on {res.get('n_questions', 0):,} questions and "
-            f"{res.get('n_pseudo_queries', 0):,} pseudo-queries to rank {res.get('n_chunks', 0):,} chunks as the "
-            "fine-tune does"
+            f"{res.get('n_pseudo_queries', 0):,} pseudo-queries to rank {res.get('n_chunks', 0):,} chunks"
+            + (
+                f" (a seeded sample of the {res['n_chunks_distinct']:,})"
+                if (res.get("n_chunks_distinct") or 0) > (res.get("n_chunks") or 0)
+                else ""
+            )
+            + " as the fine-tune does"
             + (
                 f" (the {res['n_eval_chunks']:,} of the evaluation set named with it among them; never its questions)"
                 if res.get("n_eval_chunks")

@@ -85,6 +85,27 @@ def test_pseudo_queries_come_from_each_chunks_own_text_and_can_be_turned_off():
     assert len(capped) == 1 + 5 and len(distill_queries([], CHUNKS, per_chunk=1)) == len(CHUNKS)
 
 
+def test_a_large_corpus_ranks_a_seeded_sample_that_the_teacher_embeds_alone():
+    class Recording(RotatedTeacher):
+        def __init__(self):
+            super().__init__()
+            self.texts: list[str] = []
+
+        def embed_texts(self, texts, progress=None):
+            self.texts.extend(texts)
+            return super().embed_texts(texts)
+
+    base, teacher = WordEmbedder(), Recording()
+    cfg = DistillConfig(steps=3, max_ranked_chunks=8, pseudo_queries=1)
+    _, summary = distill_adapter(teacher, base, ["q?"], CHUNKS, cfg)
+    assert summary["n_chunks"] == 8 and summary["n_chunks_distinct"] == len(CHUNKS)
+    assert len(set(teacher.texts) & set(CHUNKS)) == 8  # of the chunks, the teacher embedded the sample only
+    _, again = distill_adapter(RotatedTeacher(), WordEmbedder(), ["q?"], CHUNKS, cfg)
+    assert again["n_pseudo_queries"] == summary["n_pseudo_queries"]  # the same seed, the same sample
+    with pytest.raises(ValueError, match="max_ranked_chunks"):
+        DistillConfig(max_ranked_chunks=1).validate()
+
+
 def test_cancel_stops_after_the_current_step_and_bad_settings_are_refused():
     base, teacher = WordEmbedder(), RotatedTeacher()
     stop = threading.Event()
