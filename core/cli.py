@@ -1014,7 +1014,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", parents=[common, emb], help="train an adapter on a dataset")
     s.add_argument("--dataset", required=True, help="training dataset (LlamaIndex JSON)")
     s.add_argument(
-        "--val-dataset", help="validation dataset for model selection (default: a split of the training chunks)"
+        "--val-dataset", help="validation dataset for model selection (default: cross-validation on the questions)"
     )
     s.add_argument(
         "--recipe",
@@ -1023,8 +1023,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="adapter: train the adapter on the questions (seconds, any base model). distil: fully fine-tune the "
         "sentence-transformers base on them, then distil it into a linear adapter that ranks the documents you "
         "will search like the fine-tune (minutes; measured best on new documents, bench/README). auto (default): "
-        "distil for a local base model when the documents you will search are known (ingested, or --eval-dataset), "
-        "else adapter; any adapter setting below means adapter",
+        "distil for a local base model when the documents you will search are known (named by --eval-dataset, or "
+        "ingested documents the questions are not about), else adapter; any adapter setting below means adapter",
     )
     s.add_argument(
         "--adapter",

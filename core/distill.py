@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -166,7 +165,7 @@ def text_fingerprints(texts: Iterable[str]) -> set[str]:
     a million-word corpus keeps ~60,000."""
     out: set[str] = set()
     for text in texts:
-        words = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", str(text)).lower()).split()
+        words = unicodedata.normalize("NFKC", str(text)).lower().split()
         grams = [" ".join(words[i : i + _SHINGLE]) for i in range(max(1, len(words) - _SHINGLE + 1))]
         hashes = [int.from_bytes(hashlib.blake2b(g.encode("utf-8"), digest_size=8).digest(), "big") for g in grams]
         kept = [h for h in hashes if h % _KEEP_ONE_IN == 0] or [min(hashes)]  # a short text keeps its least

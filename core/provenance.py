@@ -308,7 +308,7 @@ def leakage_by_training_set(
 def distilled_coverage(systems: dict[str, dict[str, Any]], eval_ds: QADataset) -> None:
     """Set ``distilled_coverage`` on each distilled adapter of ``systems``: the share of the evaluation set's
     chunk text among the chunks it was distilled over (:func:`core.distill.ranked_coverage`). A distilled
-    adapter is fitted to the documents it ranked; below :data:`core.distill.MIN_COVERAGE` the caveats
+    adapter is fitted to the documents it ranked; below :data:`core.carryover.MIN_DISTILLED_COVERAGE` the caveats
     say so. Other systems (no record in their folder) get nothing."""
     for info in systems.values():
         folder = info.pop("_folder", None)
