@@ -159,8 +159,9 @@ RECIPE_LABELS = {
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _searched(root: str, train_id: str, eval_named: bool, n_chunks: int) -> str | None:
-    """core.runs.searched_documents for a saved training set (``n_chunks`` keys the cache: a new ingest)."""
+def _searched(root: str, train_id: str, eval_named: bool, documents: tuple[str, ...], n_chunks: int) -> str | None:
+    """core.runs.searched_documents for a saved training set (the ingested ``documents`` and their chunk
+    count key the cache: an ingest, a deletion or a re-chunk asks again)."""
     from core.datasets import load_dataset
     from core.runs import searched_documents
 
@@ -173,7 +174,8 @@ def page_recipe(choice: str, embedder: str, train_ds: str, eval_ds: str | None) 
     ``None`` for ``distil`` on an API base, which cannot be fine-tuned."""
     if choice == "adapter":
         return "adapter", ""
-    searched = _searched(str(ws.root), train_ds, bool(eval_ds), workspace_chunk_count(ws))
+    ingested = tuple(r["id"] for r in ws.query("SELECT id FROM documents WHERE status='ok' ORDER BY id"))
+    searched = _searched(str(ws.root), train_ds, bool(eval_ds), ingested, workspace_chunk_count(ws))
     auto, why = choose_recipe(embedder, searched)
     if choice == "auto":
         return auto, why
