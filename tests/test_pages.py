@@ -556,6 +556,21 @@ def test_train_shows_a_cross_validated_run_by_its_estimate(prepared_ws, prepared
     assert list(history["CV gain (pt)"])[0] == 1.23
 
 
+def test_train_recipe_auto_names_the_ingested_documents_the_questions_are_not_about(prepared_ws):
+    """The prepared workspace trains on northwind's questions with harbor.pdf ingested too: Auto fine-tunes,
+    then distils, and says why; by hand the adapter recipe brings back its form."""
+    at = page("3_train.py")
+    at.run()
+    no_exceptions(at)
+    assert at.radio(key="train_recipe").value == "auto"
+    caption = texts(at.caption)
+    assert "Auto: fine-tune, then distil over the documents you will search" in caption
+    assert "ingested documents the questions are not about: harbor.pdf" in caption and "northwind" not in caption
+    assert any(b.key == "train_start_distil" for b in at.button) and all(b.key != "train_start" for b in at.button)
+    at.radio(key="train_recipe").set_value("adapter").run()
+    assert any(b.key == "train_start" for b in at.button) and at.selectbox(key="train_val_ds") is not None
+
+
 def test_train_launch_runs_in_background(prepared_ws, prepared):
     at = page("3_train.py")
     at.run()
