@@ -13,6 +13,12 @@ included, shape the map; no evaluation question is ever used.
 The adapter ships like any other (LlamaIndex folder); only the base embedder runs at query time.
 Cost: the fine-tune once, then one teacher embedding of the chunks and queries (cached) and a few
 hundred full-batch steps on cached vectors (seconds).
+
+It needs the documents users will search among the chunks it ranks: distilled over the training
+filing alone, it lost about 2 points of hit@5 on another (bench/README). Hence :func:`choose_recipe`
+(``train``'s ``auto``: distil only when those documents are known), and the fingerprints each
+distilled adapter keeps of the text it ranked (:func:`save_ranked`, :func:`ranked_coverage`), by
+which Compare warns when an evaluation set's documents were not among them.
 """
 
 from __future__ import annotations
