@@ -67,10 +67,14 @@ DISTILLED_ELSEWHERE: dict[str, object] = {
     "over_searched_gain_mrr@5": 0.0136,
     "over_other_gain_hit@5": -0.0223,
     "over_other_gain_mrr@5": -0.0117,
+    # the question-trained adapter (the adapter recipe's default) on the same protocol: mean of seeds 0-4
+    "adapter_gain_hit@5": -0.0020,
+    "adapter_gain_mrr@5": -0.0047,
     "source": (
         "scratch run on bench/distill.py's (u) fine-tunes, seeds 0-4: over both filings +3.25/+2.43/+3.04/+2.64/"
         "+3.45 hit@5, +1.36/+1.26/+1.24/+1.69/+1.47 MRR@5; over the Lyft filing only -2.23/-3.25/-1.83/-2.64/-2.23 "
-        "and -1.17/-1.22/-1.26/-0.96/-1.02 (bench/README, 'Distilled over the training filing only')"
+        "and -1.17/-1.22/-1.26/-0.96/-1.02 (bench/README, 'Distilled over the training filing only'); the "
+        "question-trained default -0.20 / -0.47 (bench/distill.py, mean of seeds 0-4)"
     ),
 }
 #: Below this share of an evaluation set's text among the chunks a distilled adapter ranked
@@ -88,6 +92,19 @@ def distilled_elsewhere_caveat(name: str, coverage: float, c: dict | None = None
         f"filing one gained {_pt(float(c['over_searched_gain_hit@5']))} hit@5 when that filing was among them and "
         f"{_pt(float(c['over_other_gain_hit@5']))} when it was not (bench/README). Ingest these documents (or name "
         "this set as the evaluation set) and distil again."
+    )
+
+
+def adapter_on_new_documents_caveat(who: str, coverage: float, c: dict | None = None) -> str:
+    """For a question-trained adapter evaluated on other documents than its questions are about: what the
+    measured protocols showed there, and how to get the recipe that carried over."""
+    c = c or DISTILLED_ELSEWHERE
+    return (
+        f"{who}: the adapter was trained on questions about other documents ({coverage:.0%} of this evaluation "
+        "set's text is in its training set). On another company's filing, the adapter trained on the questions "
+        f"gained {_pt(float(c['adapter_gain_hit@5']))} hit@5, and fine-tune, then distil over the searched "
+        f"documents {_pt(float(c['over_searched_gain_hit@5']))} (bench/README). To try it: Train page, recipe "
+        "Auto with this set as \u201cYou will evaluate on\u201d (CLI: train --eval-dataset with this file)."
     )
 
 

@@ -271,6 +271,16 @@ def _load_train(ws: Workspace, ref: dict[str, Any]) -> QADataset:
     return QADataset.load(ref["path"])
 
 
+def _text_coverage(train: QADataset, eval_ds: QADataset) -> float | None:
+    """Share of the evaluation set's chunk text among the training set's chunks (sampled word 5-gram
+    fingerprints, :func:`core.distill.text_fingerprints`: the same passage chunked apart still counts).
+    Low: the evaluation set is other documents than the ones the training questions are about."""
+    from .distill import text_fingerprints  # an adapter system is compared: torch is loaded anyway
+
+    wanted = text_fingerprints(eval_ds.corpus.values())
+    return len(wanted & text_fingerprints(train.corpus.values())) / len(wanted) if wanted else None
+
+
 def leakage_by_training_set(
     ws: Workspace,
     eval_ds: QADataset,
@@ -296,6 +306,7 @@ def leakage_by_training_set(
             out.append(entry)
             continue
         entry["train_set"] = {**entry["train_set"], "n_queries": len(train.queries)}
+        entry["text_coverage"] = _text_coverage(train, eval_ds)
         if embedder is not None and eval_vecs is None:
             eval_vecs = embedder.embed_queries(list(eval_ds.queries.values()))
         train_vecs = embedder.embed_queries(list(train.queries.values())) if embedder is not None else None

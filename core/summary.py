@@ -21,7 +21,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .carryover import MIN_DISTILLED_COVERAGE, distilled_elsewhere_caveat, pseudo_query_caveat
+from .carryover import (
+    MIN_DISTILLED_COVERAGE,
+    adapter_on_new_documents_caveat,
+    distilled_elsewhere_caveat,
+    pseudo_query_caveat,
+)
 from .leakage import CHUNK_SHARE_NOTE, LeakageReport
 from .provenance import describe_sources
 
@@ -383,6 +388,19 @@ def caveats(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
                 ),
             }
         )
+    for entry, _ in leakage_entries(ctx):  # a question-trained adapter on other documents: the other recipe
+        cov = entry.get("text_coverage")
+        if cov is None or cov >= MIN_DISTILLED_COVERAGE:
+            continue
+        from .export import is_api_embedder  # the project's one definition (an adapter was compared: torch is loaded)
+
+        local = [
+            n
+            for n in entry.get("systems") or []
+            if _info(ctx, n).get("run_kind") == "adapter" and not is_api_embedder(_info(ctx, n).get("embedder"))
+        ]
+        if local:
+            out.append({"level": "info", "text": adapter_on_new_documents_caveat(_who(local, ctx), cov)})
     for name in cmp.results:
         cov = _info(ctx, name).get("distilled_coverage")
         if cov is not None and cov < MIN_DISTILLED_COVERAGE:
