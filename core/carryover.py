@@ -95,6 +95,19 @@ def distilled_elsewhere_caveat(name: str, coverage: float, c: dict | None = None
     )
 
 
+def blind_distillation_note(c: dict | None = None) -> str:
+    """For a distillation that nothing tells which documents users will search (no evaluation set named, no
+    ingested document beyond the questions' own): it fits the training documents, and may lose on others."""
+    c = c or DISTILLED_ELSEWHERE
+    return (
+        "Nothing told this distillation which documents you will search (no evaluation set named, no ingested "
+        "document beyond the ones the questions are about), so it fitted the adapter to those. On another "
+        f"company's filing, distilled so, one changed hit@5 by {_pt(float(c['over_other_gain_hit@5']))} "
+        "(bench/README). If you will search other documents, ingest them or name them as the evaluation set, "
+        "and distil again; Compare warns when an evaluation set's documents were not among those it ranked."
+    )
+
+
 def adapter_on_new_documents_caveat(who: str, coverage: float, c: dict | None = None) -> str:
     """For a question-trained adapter evaluated on other documents than its questions are about: what the
     measured protocols showed there, and how to get the recipe that carried over."""

@@ -301,6 +301,10 @@ def cmd_distill(args) -> int:
         else f"\n\nrun {run_id}: the adapter is in the workspace"
     )
     table += f"; compare it with `python -m core evaluate --dataset EVAL.json --run {run_id}`"
+    if "searched" in out and not out["searched"]:
+        from .carryover import blind_distillation_note
+
+        table += "\nnote: " + blind_distillation_note()
     _emit(args, out, table)
     return 0
 

@@ -512,7 +512,8 @@ def _execute_distill(ws: Workspace, run_id: str, request: dict[str, Any], *, can
         # the named evaluation set's (its chunks only: its questions are never read)
         chunks = [r["text"] for r in ingested_chunks(ws, request.get("doc_ids"))] + list(ds.corpus.values())
         n_eval_chunks = 0
-        if request.get("eval_dataset_id") or request.get("eval_dataset_path"):
+        eval_named = bool(request.get("eval_dataset_id") or request.get("eval_dataset_path"))
+        if eval_named:
             eval_corpus = _load_ds(ws, request.get("eval_dataset_id"), request.get("eval_dataset_path")).corpus
             chunks += list(eval_corpus.values())
             n_eval_chunks = len(eval_corpus)
@@ -534,6 +535,8 @@ def _execute_distill(ws: Workspace, run_id: str, request: dict[str, Any], *, can
             teacher=teacher_name,
             teacher_run_id=request.get("teacher_run_id"),
             n_eval_chunks=n_eval_chunks,
+            # what told it where users will search (None: nothing; the CLI and the run card say so)
+            searched=searched_documents(ws, ds, eval_named),
             seconds=time.time() - t0,
         )
         meta = {"embedder": base.identity, "distilled_from": teacher.identity, "run_id": run_id, **summary}

@@ -6,7 +6,7 @@ import json
 import streamlit as st
 
 from core.adapters import registered_adapters
-from core.carryover import offline_training_caveat
+from core.carryover import blind_distillation_note, offline_training_caveat
 from core.datasets import list_datasets
 from core.distill import RECIPES, DistillConfig, choose_recipe
 from core.export import EXPORTABLE_TEXT, export_zip, is_api_embedder, run_export_support
@@ -859,6 +859,8 @@ def draw_finished(run: dict) -> None:
             "the fine-tune and the base model on your evaluation set (it warns when that set's documents were not "
             "among them)."
         )
+        if "searched" in res and not res["searched"]:
+            st.warning(blind_distillation_note(), icon=":material/warning:")
     if res.get("best_epoch") == 0 and run["status"] == "done":
         st.info(
             "Validation never beat the untrained identity: the saved adapter is the identity (same results "

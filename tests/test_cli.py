@@ -300,6 +300,7 @@ def test_distill_writes_an_adapter_the_other_commands_load(pipeline, capsys):
     assert rc == 0, err
     summary = json.loads(stdout)
     assert summary["steps_done"] == 5 and summary["n_chunks"] > 1 and summary["n_pseudo_queries"] > 0
+    assert summary["searched"] is None  # the questions cover the one PDF and no evaluation set was named
     meta = json.loads((out / "adapterlab.json").read_text())
     assert meta["distilled_from"] and meta["adapter_cls"] == "linear" and meta["run_id"] == summary["run_id"]
     assert load_adapter(out) is not None

@@ -370,6 +370,7 @@ def test_train_page_offers_runs_and_prices_a_full_fine_tune_and_compare_lists_it
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Steps done"] == "200 / 200" and metrics["Chunks ranked"] == "12"
     assert "Distilled from the full fine-tune **ui fine-tune**" in texts(at.info)
+    assert "Nothing told this distillation which documents you will search" in texts(at.warning)
     assert at.download_button(key=f"train_download_{distilled['id']}") is not None
     # a second distillation from the form: its settings are used
     at.number_input(key="dist_steps").set_value(7)
@@ -446,6 +447,7 @@ def test_train_page_recipe_auto_distils_when_the_searched_documents_are_known(pa
     at.selectbox(key="train_view").set_value(distilled["id"]).run()
     no_exceptions(at)
     assert "(the 1 of the evaluation set named with it among them; never its questions)" in texts(at.info)
+    assert "Nothing told this distillation" not in texts(at.warning)
 
 
 def test_an_unrelated_folder_is_never_replaced(tmp_path):
