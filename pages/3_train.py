@@ -199,12 +199,14 @@ def finetune_config() -> FinetuneConfig:
 def distil_recipe_form(train_ds: str, eval_ds: str | None, embedder: str) -> None:
     """The *Fine-tune, then distil* recipe: what it does and costs, a name, and one start button."""
     n_chunks = workspace_chunk_count(ws)
-    ranked = f"the {n_chunks:,} ingested chunks" if n_chunks else "the training set's chunks"
+    ranked = ([f"the {n_chunks:,} ingested chunks"] if n_chunks else []) + ["the training set's chunks"]
+    if eval_ds:
+        ranked.append("the evaluation set's chunks (never its questions)")
     st.markdown(
         "**Two runs, one after the other:**\n"
         "1. a **full fine-tune** of the base model on the training questions (minutes on a CPU);\n"
-        f"2. its **distillation** into a linear adapter: on the base model's query vectors, it learns to rank {ranked}"
-        + (" and the evaluation set's chunks (never its questions)" if eval_ds else "")
+        "2. its **distillation** into a linear adapter: on the base model's query vectors, it learns to rank "
+        + (", ".join(ranked[:-1]) + " and " + ranked[-1] if len(ranked) > 1 else ranked[0])
         + " as the fine-tune does. Only the adapter is used: your index keeps the base model's vectors."
     )
     st.caption(
