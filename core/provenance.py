@@ -272,7 +272,7 @@ def _load_train(ws: Workspace, ref: dict[str, Any]) -> QADataset:
 
 
 def _text_coverage(train: QADataset, eval_ds: QADataset) -> float | None:
-    """Share of the evaluation set's chunk text among the training set's chunks (sampled word 5-gram
+    """Share of the evaluation set's chunk text among the training set's chunks (sampled word 4-gram
     fingerprints, :func:`core.distill.text_fingerprints`: the same passage chunked apart still counts).
     Low: the evaluation set is other documents than the ones the training questions are about."""
     from .distill import text_fingerprints  # an adapter system is compared: torch is loaded anyway

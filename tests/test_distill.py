@@ -159,6 +159,10 @@ def test_fingerprints_find_the_same_passage_however_it_was_chunked_and_not_anoth
     other = "The museum's collection of maritime paintings moved to a new wing with climate control and a cafe."
     assert ranked_coverage(tmp_path, [other]) == 0.0
     assert ranked_coverage(tmp_path / "absent", [other]) is None  # no record: not a distilled adapter
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "distilled_over.txt").write_text("0123456789abcdef\n")  # another scheme: unknown, not "0% covered"
+    assert ranked_coverage(legacy, [other]) is None
 
 
 def test_coverage_is_set_on_distilled_systems_only(tmp_path):

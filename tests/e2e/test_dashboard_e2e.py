@@ -91,7 +91,8 @@ def key(page: Page, widget_key: str) -> Locator:
 def nav(page: Page, title: str) -> None:
     """Go to a page through the sidebar navigation (same browser session) and wait for its title."""
     page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click()
-    expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
+    # a page's first run in a fresh server imports its modules (torch among them): seconds on a busy machine
+    expect(page.get_by_role("heading", name=title, level=1)).to_be_visible(timeout=60_000)
 
 
 def expect_selected(page: Page, widget_key: str, text: str) -> None:

@@ -43,6 +43,7 @@ def with_questions(server):
 def test_fine_tune_then_distil_from_the_train_page_and_compare_them(page: Page, with_questions, artifacts: Path):
     server = with_questions
     page.goto(server.url)
+    expect(page.get_by_role("heading", name="Documents", level=1)).to_be_visible(timeout=60_000)
     nav(page, "Train")
     expect(page.get_by_text("Auto: nothing says which documents you will search").first).to_be_visible()
     choose(page, "train_eval_ds", "other filing")  # the documents users will search: now auto distils
