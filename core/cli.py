@@ -339,15 +339,20 @@ def _train_config(args):
     return cfg
 
 
-def _run_with_bar(args, ws, run_id: str, label: str, on_interrupt: str, **kwargs: Any):
-    """:func:`core.runs.execute_run` with a progress bar (unless ``--json``) and ``--out``; Ctrl-C ends it
-    as one clear error, ``interrupted; run RUN_ID <on_interrupt>``."""
+_ARGS_OUT: Any = object()  # _run_with_bar's default: the command's own --out
+
+
+def _run_with_bar(args, ws, run_id: str, label: str, on_interrupt: str, out_dir: Any = _ARGS_OUT, **kwargs: Any):
+    """:func:`core.runs.execute_run` with a progress bar (unless ``--json``) and ``--out`` (or ``out_dir``:
+    ``None`` keeps the result in the workspace only); Ctrl-C ends it as one clear error, ``interrupted; run
+    RUN_ID <on_interrupt>``."""
     from .runs import execute_run
 
+    out = args.out if out_dir is _ARGS_OUT else out_dir
     bar = _Bar(not args.json, label)
     try:
         with _one_interrupt():
-            return execute_run(ws, run_id, progress=bar, cancel=threading.Event(), out_dir=args.out, **kwargs)
+            return execute_run(ws, run_id, progress=bar, cancel=threading.Event(), out_dir=out, **kwargs)
     except KeyboardInterrupt:
         raise CLIError(f"interrupted; run {run_id} {on_interrupt}") from None
     finally:
@@ -424,31 +429,35 @@ def _recipe(args, ws) -> tuple[str, str]:
     return recipe, why
 
 
+def _finetune_run(args, ws, config, name: str | None) -> str:
+    """A ``finetune`` run of ``--dataset`` on ``--embedder`` (with its prefixes): ``finetune`` and ``train``'s
+    distil recipe create theirs the same way."""
+    from .runs import create_finetune_run
+
+    return create_finetune_run(
+        ws,
+        config,
+        dataset_path=str(Path(args.dataset).resolve()),
+        embedder=args.embedder,
+        embedder_options=_prefixes(args),
+        name=name,
+    )
+
+
 def _train_distil(args, ws, why: str) -> int:
     """``train`` by the distil recipe: a full fine-tune run, then a distillation run of it (two runs)."""
     from .distill import DistillConfig
     from .finetune import FinetuneConfig, duration_text
-    from .runs import create_distill_run, create_finetune_run
+    from .runs import create_distill_run
 
     seed = args.seed if args.seed is not None else 0
     ft_cfg = FinetuneConfig(seed=seed, **({"device": args.device} if args.device else {}))
     dcfg = DistillConfig(seed=seed)
-    ft_id = create_finetune_run(
-        ws,
-        ft_cfg,
-        dataset_path=str(Path(args.dataset).resolve()),
-        embedder=args.embedder,
-        embedder_options=_prefixes(args),
-        name=f"{args.name} · fine-tune" if args.name else None,
-    )
+    ft_id = _finetune_run(args, ws, ft_cfg, f"{args.name} · fine-tune" if args.name else None)
     if not args.json:
         print(f"recipe: distil ({why})", file=sys.stderr, flush=True)
-    out = args.out
-    args.out = None  # the fine-tuned model stays in the workspace; --out receives the adapter
-    try:
-        ft = _run_with_bar(args, ws, ft_id, "fine-tune", "saved no model")
-    finally:
-        args.out = out
+    # the fine-tuned model stays in the workspace; --out receives the adapter
+    ft = _run_with_bar(args, ws, ft_id, "fine-tune", "saved no model", out_dir=None)
     if ft.cancelled or ft.out_dir is None:
         raise CLIError(f"the fine-tune (run {ft_id}) ended without a model: nothing to distil")
     run_id = create_distill_run(
@@ -478,7 +487,7 @@ def _train_distil(args, ws, why: str) -> int:
             if ft.n_corpus_chunks
             else ""
         )
-        + (f"\nadapter saved to {out}" if out else f"\nadapter in {ws.run_dir(run_id) / 'adapter'}")
+        + (f"\nadapter saved to {args.out}" if args.out else f"\nadapter in {ws.run_dir(run_id) / 'adapter'}")
         + f"\ncompare it with `python -m core evaluate --dataset EVAL.json --run {run_id}`"
     )
     _emit(args, summary, table)
@@ -581,21 +590,14 @@ def cmd_finetune(args) -> int:
 
     from .datasets import QADataset
     from .finetune import FinetuneConfig, describe_cost
-    from .runs import create_finetune_run, get_run
+    from .runs import get_run
 
     ws = _workspace(args)
     if not Path(args.dataset).is_file():
         raise CLIError(f"{args.dataset}: no such dataset file")
     QADataset.load(args.dataset)  # validate before creating the run
     cfg = FinetuneConfig(**{f.name: getattr(args, f.name) for f in fields(FinetuneConfig)})
-    run_id = create_finetune_run(
-        ws,
-        cfg,
-        dataset_path=str(Path(args.dataset).resolve()),
-        embedder=args.embedder,
-        embedder_options=_prefixes(args),
-        name=args.name,
-    )
+    run_id = _finetune_run(args, ws, cfg, args.name)
     result = _run_with_bar(args, ws, run_id, "fine-tune", "saved no model")
     summary = {"run_id": run_id, **((get_run(ws, run_id) or {}).get("result") or result.summary())}
     epochs = [h for h in result.history if h.get("type") == "epoch"]

@@ -210,19 +210,26 @@ def save_ranked(folder: str | os.PathLike, chunks: Iterable[str]) -> Path:
     return path
 
 
+def read_ranked(folder: str | os.PathLike) -> set[str] | None:
+    """The fingerprints of the text the adapter in ``folder`` was distilled over; ``None`` when ``folder``
+    holds no record in this scheme (not a distilled adapter, or another version)."""
+    try:
+        lines = (Path(folder) / RANKED_FILE).read_text(encoding="ascii").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return set(lines[1:]) if lines and lines[0] == _RANKED_HEADER else None
+
+
+def coverage(wanted: set[str], known: set[str]) -> float | None:
+    """Share of the fingerprints ``wanted`` (:func:`text_fingerprints`) among ``known``; ``None`` for none."""
+    return len(wanted & known) / len(wanted) if wanted else None
+
+
 def ranked_coverage(folder: str | os.PathLike, texts: Iterable[str]) -> float | None:
     """Share of ``texts``' fingerprints (an evaluation set's chunks) among those of the chunks the adapter
     in ``folder`` was distilled over; ``None`` when ``folder`` holds no record (not a distilled adapter)."""
-    path = Path(folder) / RANKED_FILE
-    try:
-        lines = path.read_text(encoding="ascii").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None
-    if not lines or lines[0] != _RANKED_HEADER:
-        return None
-    ranked = set(lines[1:])
-    wanted = text_fingerprints(texts)
-    return len(wanted & ranked) / len(wanted) if wanted else None
+    ranked = read_ranked(folder)
+    return None if ranked is None else coverage(text_fingerprints(texts), ranked)
 
 
 def distill_queries(

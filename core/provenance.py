@@ -271,24 +271,17 @@ def _load_train(ws: Workspace, ref: dict[str, Any]) -> QADataset:
     return QADataset.load(ref["path"])
 
 
-def _text_coverage(train: QADataset, eval_ds: QADataset) -> float | None:
-    """Share of the evaluation set's chunk text among the training set's chunks (sampled word 4-gram
-    fingerprints, :func:`core.distill.text_fingerprints`: the same passage chunked apart still counts).
-    Low: the evaluation set is other documents than the ones the training questions are about."""
-    from .distill import text_fingerprints  # an adapter system is compared: torch is loaded anyway
-
-    wanted = text_fingerprints(eval_ds.corpus.values())
-    return len(wanted & text_fingerprints(train.corpus.values())) / len(wanted) if wanted else None
-
-
 def leakage_by_training_set(
     ws: Workspace,
     eval_ds: QADataset,
     systems: dict[str, dict[str, Any]],
     embedder: Embedder,
     threshold: float = NEAR_DUPLICATE_COSINE,
+    eval_prints: set[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """One leakage report per distinct training set among ``systems`` (adapters sharing a run share one)."""
+    """One leakage report per distinct training set among ``systems`` (adapters sharing a run share one),
+    with ``text_coverage``: the share of the evaluation set's text (``eval_prints``, computed here when not
+    given) among that training set's chunks."""
     groups: dict[str, dict[str, Any]] = {}
     for name, info in systems.items():
         ref = info.get("train_set")
@@ -306,7 +299,13 @@ def leakage_by_training_set(
             out.append(entry)
             continue
         entry["train_set"] = {**entry["train_set"], "n_queries": len(train.queries)}
-        entry["text_coverage"] = _text_coverage(train, eval_ds)
+        # the share of the evaluation set's text among the training set's chunks (the same passage chunked
+        # apart still counts); low: other documents than the ones the training questions are about
+        from .distill import coverage, text_fingerprints  # an adapter is compared: torch is loaded anyway
+
+        if eval_prints is None:
+            eval_prints = text_fingerprints(eval_ds.corpus.values())
+        entry["text_coverage"] = coverage(eval_prints, text_fingerprints(train.corpus.values()))
         if embedder is not None and eval_vecs is None:
             eval_vecs = embedder.embed_queries(list(eval_ds.queries.values()))
         train_vecs = embedder.embed_queries(list(train.queries.values())) if embedder is not None else None
@@ -316,19 +315,19 @@ def leakage_by_training_set(
     return out
 
 
-def distilled_coverage(systems: dict[str, dict[str, Any]], eval_ds: QADataset) -> None:
+def distilled_coverage(systems: dict[str, dict[str, Any]], eval_prints: set[str]) -> None:
     """Set ``distilled_coverage`` on each distilled adapter of ``systems``: the share of the evaluation set's
-    chunk text among the chunks it was distilled over (:func:`core.distill.ranked_coverage`). A distilled
-    adapter is fitted to the documents it ranked; below :data:`core.carryover.MIN_DISTILLED_COVERAGE` the caveats
-    say so. Other systems (no record in their folder) get nothing."""
+    chunk text (``eval_prints``, :func:`core.distill.text_fingerprints`) among the chunks it was distilled
+    over (:func:`core.distill.read_ranked`). A distilled adapter is fitted to the documents it ranked; below
+    :data:`core.carryover.MIN_DISTILLED_COVERAGE` the caveats say so. Other systems get nothing."""
     for info in systems.values():
         folder = info.pop("_folder", None)
         if not folder:
             continue
-        from .distill import ranked_coverage  # an adapter system: torch is loaded to run it anyway
+        from .distill import coverage, read_ranked  # an adapter system: torch is loaded to run it anyway
 
-        cov = ranked_coverage(folder, eval_ds.corpus.values())
-        if cov is not None:
+        ranked = read_ranked(folder)
+        if ranked is not None and (cov := coverage(eval_prints, ranked)) is not None:
             info["distilled_coverage"] = cov
 
 
@@ -347,7 +346,13 @@ def build_context(
     from .launch import embedder_name
 
     systems = describe_systems(ws, named, eval_dataset_id=dataset_id, eval_path=path)
-    distilled_coverage(systems, eval_ds)
+    # the evaluation set's text fingerprints, once: distilled adapters' coverage and the training sets' overlap
+    prints = None
+    if any(i.get("_folder") or i.get("train_set") for i in systems.values()):
+        from .distill import text_fingerprints  # an adapter is compared: torch is loaded anyway
+
+        prints = text_fingerprints(eval_ds.corpus.values())
+        distilled_coverage(systems, prints)
     base_spec = next((s.get("spec") for _, s in named if s.get("kind") == "base"), "default")
     return {
         "created_at": time.time(),
@@ -355,7 +360,9 @@ def build_context(
         "top_k": top_k,
         "eval_set": eval_set_info(ws, eval_ds, eval_name, dataset_id=dataset_id, path=path),
         "systems": systems,
-        "leakage": leakage_by_training_set(ws, eval_ds, systems, base_embedder, threshold=threshold),
+        "leakage": leakage_by_training_set(
+            ws, eval_ds, systems, base_embedder, threshold=threshold, eval_prints=prints
+        ),
         "leak_threshold": threshold,
     }
 

@@ -167,7 +167,7 @@ def test_fingerprints_find_the_same_passage_however_it_was_chunked_and_not_anoth
 
 def test_coverage_is_set_on_distilled_systems_only(tmp_path):
     from core.datasets import QADataset
-    from core.distill import save_ranked
+    from core.distill import save_ranked, text_fingerprints
     from core.provenance import distilled_coverage
 
     save_ranked(tmp_path, [PASSAGE])
@@ -181,7 +181,7 @@ def test_coverage_is_set_on_distilled_systems_only(tmp_path):
             "plain adapter": {"kind": "adapter_dir", "_folder": str(tmp_path / "plain")},
             "base": {"kind": "base"},
         }
-        distilled_coverage(systems, ds)
+        distilled_coverage(systems, text_fingerprints(ds.corpus.values()))
         assert systems["distilled"]["distilled_coverage"] == share and "_folder" not in systems["distilled"]
         assert "distilled_coverage" not in systems["base"] and "distilled_coverage" not in systems["plain adapter"]
 
@@ -203,3 +203,18 @@ def test_documents_the_questions_are_not_about_are_found_however_the_training_se
     assert choose_recipe("default", None)[0] == "adapter"
     assert choose_recipe("default", "the evaluation set named")[0] == "distil"
     assert choose_recipe("openai:text-embedding-3-small", "the evaluation set named")[0] == "adapter"
+
+
+def test_a_long_document_is_judged_from_a_sample_of_its_chunks(monkeypatch):
+    import core.distill as distill
+
+    words = PASSAGE.split()
+    rides = [" ".join(words[i : i + 12]) for i in range(0, len(words), 12)]
+    museum = [f"The museum's wing number {i} holds maritime paintings, a cafe and climate control." for i in range(9)]
+    monkeypatch.setattr(distill, "_PER_DOCUMENT", 3)  # read 3 chunks of each document, not all
+    read: list[int] = []
+    real = distill.text_fingerprints
+    monkeypatch.setattr(distill, "text_fingerprints", lambda texts: read.append(len(texts)) or real(texts))
+    docs = {"rides.pdf": rides, "museum.pdf": museum}
+    assert distill.uncovered_documents(rides, docs) == ["museum.pdf"]
+    assert read == [len(rides), 3, 3]  # the training chunks whole; each document's sample
