@@ -359,8 +359,7 @@ def test_train_recipe_auto_distils_only_when_the_searched_documents_are_known(pi
         assert summary["recipe"] == "adapter" and "nothing says which documents you will search" in summary["reason"]
 
     out_dir = tmp_path / "distilled"
-    # in a child process, like a user's command: a fine-tune in this one would leave its freed memory mapped
-    # here, and the PDF sandbox's address-space limit (tests/test_documents.py) counts new mappings only
+    # in a child process, like a user's command (this process's memory stays as the PDF tests expect it)
     out = _ok(cli("train", "--dataset", train, "--eval-dataset", other, "--out", str(out_dir), workspace=empty)).stdout
     assert "recipe: distil (fine-tune, then distil over the documents you will search" in out
     runs = {r["kind"]: r for r in json.loads(_ok(cli("runs", "--json", workspace=empty)).stdout)}

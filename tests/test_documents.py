@@ -229,6 +229,51 @@ def test_a_decompression_bomb_fails_alone_and_names_the_file(ws, bomb_pdf, repor
     assert "Quarterly revenue" in load_pdf(bomb_pdf, "bomb.pdf", memory_limit_mb=1024).pages[0].text
 
 
+_FREED_HEAP_SCRIPT = """
+import sys
+import core.documents.pdf as pdf
+from tests.pdfs import make_text_pdf
+
+big = bytearray(24 * 2**20)
+del big  # mapped, then freed: glibc now serves blocks of up to 24 MB from its heap
+blocks = [bytearray(2**20) for _ in range(400)]
+pins = blocks[9::10]  # every tenth block stays, so the freed ones cannot be returned
+del blocks
+print("mapped MB", pdf._address_space_bytes() // 2**20)
+
+
+def hog(data, name, locked=True):  # a parse that takes 300 MB, 1 MB at a time
+    keep = [bytearray(2**20) for _ in range(300)]
+    return "pypdfium2", ["a page of text"]
+
+
+pdf._extract_and_clean = hog
+try:
+    pdf.load_pdf(make_text_pdf(["Quarterly revenue grew."]), "hog.pdf", memory_limit_mb=48, time_limit_s=60)
+    print("read")
+except pdf.PDFError as exc:
+    print("refused", exc.kind, exc)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the parse runs in a forked child on Linux")
+def test_the_memory_limit_holds_in_a_process_that_freed_memory():
+    """The dashboard forks its PDF reader after embedding or training has freed (but kept mapped) hundreds of
+    MB; ``RLIMIT_AS`` counts new mappings only, so a parse reusing that heap once went past its limit."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", _FREED_HEAP_SCRIPT], cwd=root, capture_output=True, text=True, timeout=120
+    ).stdout
+    mapped = int(out.split("mapped MB ", 1)[1].split()[0])
+    if mapped < 400:
+        pytest.skip(f"this C library returned the freed memory ({mapped} MB mapped): nothing to reuse")
+    assert "refused over_limit" in out and "hog.pdf" in out and "48 MB" in out, out
+
+
 def test_a_parse_that_runs_too_long_is_stopped(monkeypatch, report_pdf):
     def stuck(data, name, locked=True):
         time.sleep(60)

@@ -4,7 +4,8 @@
 :mod:`core.documents.cleanup`. It uses ``pypdfium2`` (fast, keeps word spacing) and falls back to
 ``pypdf``. Every problem is a :class:`PDFError` whose ``kind`` says what happened and whose message
 says what to do. On Linux the parsing runs in a forked child process with a memory and a time limit
-(:data:`PDF_MEMORY_LIMIT_MB`, :data:`PDF_TIME_LIMIT_S`), so a decompression bomb or a file that sends
+(:data:`PDF_MEMORY_LIMIT_MB`, :data:`PDF_TIME_LIMIT_S`; the memory is capped twice: the child's address
+space, and its resident memory, which this process watches), so a decompression bomb or a file that sends
 the parser into a loop fails alone (``kind="over_limit"``) instead of taking the app down; a long
 document is read by two processes (:data:`PARALLEL_MIN_PAGES`).
 
@@ -27,7 +28,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def _env_number(name: str, default: float) -> float:
     return value if value > 0 else default
 
 
-#: Memory one PDF may take to parse, in MB on top of what the process already maps
+#: Memory one PDF may take to parse, in MB on top of what the reader process already maps and holds
 #: (``$ADAPTERLAB_PDF_MEMORY_MB``). Text extraction of real documents needs far less; a page
 #: stream that inflates past it (a decompression bomb) stops the parse of that file only.
 PDF_MEMORY_LIMIT_MB = _env_number("ADAPTERLAB_PDF_MEMORY_MB", 1024)
@@ -465,8 +466,60 @@ def _address_space_bytes() -> int:
         return 0
 
 
+def _release_free_heap() -> None:
+    """Give the pages of the C heap's free memory back (glibc ``malloc_trim``), so that reusing them
+    shows in the resident memory the watchdog reads; silently nothing elsewhere (another libc)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _anon_rss_bytes(pid: int) -> int | None:
+    """Resident anonymous memory of process ``pid`` (``RssAnon``); ``None`` when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (the parallel page reader), where the kernel lists them."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [pid, *(int(c) for c in fh.read().split())]
+    except (OSError, ValueError):
+        return [pid]
+
+
+def _memory_watchdog(pid: int, baseline: int, limit_bytes: int) -> Callable[[], bool]:
+    """A check for :func:`_read_frame`: true once a process of the reader's tree holds more than
+    ``limit_bytes`` of resident anonymous memory beyond the reader's ``baseline``.
+
+    ``RLIMIT_AS`` counts new mappings only. A child forked from a large process (the dashboard after
+    an embedding or a training run) inherits that process's freed-but-mapped heap, and a parse that
+    reuses it maps nothing new; the reader gives those pages back first (:func:`_release_free_heap`),
+    so reusing them makes resident memory grow, which this reads."""
+
+    def over() -> bool:
+        for p in _process_tree(pid):
+            rss = _anon_rss_bytes(p)
+            if rss is not None and rss - baseline > limit_bytes:
+                return True
+        return False
+
+    return over
+
+
 def _sandbox_child(data: bytes, name: str, memory_limit_mb: float, time_limit_s: float, wfd: int) -> None:
-    """In the forked child: limit memory and CPU, parse, send the outcome down ``wfd``, exit.
+    """In the forked child: give freed heap pages back, report its resident memory (``("ready", bytes)``, the
+    parent's watchdog baseline), limit memory and CPU, parse, send the outcome down ``wfd``, exit.
 
     Never returns. It runs only pdfium, pypdf and string code, takes no lock of the parent's
     (see :func:`_extract_pdfium`), logs nothing and leaves with ``os._exit``.
@@ -480,6 +533,8 @@ def _sandbox_child(data: bytes, name: str, memory_limit_mb: float, time_limit_s:
         os.setpgid(0, 0)  # its own process group: the parent can stop it with its helper
         import resource
 
+        _release_free_heap()  # memory this process freed but kept mapped: reused, it would count nowhere
+        _write_frame(wfd, ("ready", _anon_rss_bytes(os.getpid())))  # the parent's watchdog counts from here
         limit = _address_space_bytes() + int(memory_limit_mb * 1024 * 1024)
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
         resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
@@ -511,9 +566,18 @@ def _write_frame(fd: int, obj: Any) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _read_frame(fd: int, deadline: float) -> bytes | None:
+class _OverMemory(Exception):
+    """The watchdog of :func:`_read_frame` fired."""
+
+
+#: How often the parent reads the PDF reader's memory (seconds).
+_WATCH_EVERY_S = 0.02
+
+
+def _read_frame(fd: int, deadline: float, over_memory: Callable[[], bool] | None = None) -> bytes | None:
     """One length-prefixed message from ``fd``; ``None`` on EOF (the child died) or timeout
-    (then ``time.monotonic() >= deadline``)."""
+    (then ``time.monotonic() >= deadline``). While waiting, ``over_memory()`` is checked every
+    :data:`_WATCH_EVERY_S`; :class:`_OverMemory` once it is true."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     buf = bytearray()
@@ -521,9 +585,16 @@ def _read_frame(fd: int, deadline: float) -> bytes | None:
     while True:
         while len(buf) < need:
             left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(max(left, 0.001) * 1000):
+            if left <= 0:
                 return None
-            chunk = os.read(fd, max(need - len(buf), 1 << 16))
+            wait = left if over_memory is None else min(left, _WATCH_EVERY_S)
+            if not poller.poll(max(wait, 0.001) * 1000):
+                if over_memory is not None and over_memory():
+                    raise _OverMemory
+                if over_memory is None:
+                    return None
+                continue
+            chunk = os.read(fd, need - len(buf))  # never past this frame: the next one stays in the pipe
             if not chunk:
                 return None
             buf += chunk
@@ -551,16 +622,23 @@ def _extract_sandboxed(data: bytes, name: str, memory_limit_mb: float, time_limi
         raise _err("over_limit", name, f"could not start the reader process ({exc.strerror})") from None
     os.close(wfd)
     frame = None
+    over_memory = False
     deadline = time.monotonic() + time_limit_s
     try:
         try:
             os.setpgid(pid, pid)  # also here, so killpg works even before the child ran
         except OSError:
             pass
-        frame = _read_frame(rfd, deadline)
+        first = _read_frame(rfd, deadline)  # ("ready", its memory): limits set, the parse starts
+        if first is not None:
+            baseline = _ready_baseline(first)
+            watch = None if baseline is None else _memory_watchdog(pid, baseline, int(memory_limit_mb * 1024 * 1024))
+            frame = _read_frame(rfd, deadline, watch)
+    except _OverMemory:
+        over_memory = True
     finally:
         os.close(rfd)
-        timed_out = frame is None and time.monotonic() >= deadline
+        timed_out = frame is None and not over_memory and time.monotonic() >= deadline
         if frame is None:
             for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
                 try:
@@ -579,6 +657,8 @@ def _extract_sandboxed(data: bytes, name: str, memory_limit_mb: float, time_limi
         except (EOFError, ValueError, TypeError):
             message = None
     mem = f"{memory_limit_mb:g} MB"
+    if over_memory:
+        raise _err("over_limit", name, f"needed more than {mem} of memory")
     if not isinstance(message, tuple) or not message:
         if timed_out or (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU):
             raise _err("over_limit", name, f"took longer than {time_limit_s:g} s")
@@ -598,6 +678,18 @@ def _extract_sandboxed(data: bytes, name: str, memory_limit_mb: float, time_limi
     if kind == "error" and len(message) == 3:
         raise _err("corrupt", name, f" ({message[1]}: {message[2]})"[:300])
     raise _err("corrupt", name, " (the PDF reader sent an unreadable answer)")
+
+
+def _ready_baseline(frame: bytes) -> int | None:
+    """The resident anonymous memory the reader reported once started (its first message,
+    ``("ready", bytes)``), or ``None`` (it could not read it: no watchdog then)."""
+    try:
+        message = marshal.loads(frame)
+    except (EOFError, ValueError, TypeError):
+        return None
+    if type(message) is tuple and len(message) == 2 and message[0] == "ready" and type(message[1]) is int:
+        return message[1]
+    return None
 
 
 def _text_chars(texts: Sequence[str], enough: int | None = None) -> int:
