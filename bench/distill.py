@@ -20,17 +20,15 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.quality import SHARED, load_eval_dataset, offline_protocol, split  # noqa: E402
+from bench.quality import SHARED, distil_recipe, load_eval_dataset, offline_protocol, split  # noqa: E402
 from core.datasets import QADataset  # noqa: E402
-from core.distill import DistillConfig, distill_adapter  # noqa: E402
+from core.distill import DistillConfig  # noqa: E402
 from core.embedders import AdapterEmbedder, resolve_embedder  # noqa: E402
 from core.evaluation import compare  # noqa: E402
-from core.finetune import finetune  # noqa: E402
 from core.reports import labelled_rows  # noqa: E402
 from core.training import TrainConfig, train  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
@@ -73,15 +71,8 @@ def main() -> None:
             res = train(
                 train_ds, emb, TrainConfig(adapter="linear", seed=seed), negatives=negatives, target_chunks=test_chunks
             )
-            ft = finetune(train_ds, "default", Path(tempfile.mkdtemp(prefix="ft-")), seed=seed)
-            teacher = resolve_embedder(str(ft.out_dir), workspace=ws)
-            student, _ = distill_adapter(
-                teacher,
-                emb,
-                list(train_ds.queries.values()),
-                list((ingested if args.distil_over == "searched" else train_ds.corpus).values()),
-                DistillConfig(steps=args.steps, seed=seed),
-            )
+            ranked = ingested if args.distil_over == "searched" else train_ds.corpus
+            student, teacher, _, _ = distil_recipe(train_ds, list(ranked.values()), emb, ws, seed, args.steps)
             systems = {
                 "base": emb,
                 "AdapterLab default": AdapterEmbedder(emb, res.adapter),

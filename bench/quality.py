@@ -35,8 +35,11 @@ has ingested it); the run's config decides whether chunks without training quest
 negatives (``unlabelled_negatives``, off by default).
 
 Rows: base, LlamaIndex's defaults (linear, 4 epochs), the AdapterLab default (linear,
-cross-validated), two-layer (cross-validated) and, with --finetune, a full fine-tune of the
-base model (sentence-transformers' trainer) as the expensive upper bound.
+cross-validated: the adapter recipe), two-layer (cross-validated), the AdapterLab auto recipe (what
+``train`` does with no flag for a user who ingested the protocol's documents: the adapter row where
+the questions cover every ingested document, else fine-tune, then distil, minutes per seed) and,
+with --finetune, a full fine-tune of the base model (sentence-transformers' trainer) as the
+expensive upper bound.
 
     python bench/quality.py [--protocols a b c] [--seeds 0 1 2] [--cv-cost] [--finetune]
 
@@ -164,7 +167,49 @@ def at_most_per_chunk(ds: QADataset, n: int) -> QADataset:
     return ds.subset(keep, list(ds.corpus))
 
 
-SYSTEMS = {"llamaindex": "LlamaIndex defaults", "default": "AdapterLab default", "two-layer": "two-layer"}
+SYSTEMS = {
+    "llamaindex": "LlamaIndex defaults",
+    "default": "AdapterLab default",
+    "two-layer": "two-layer",
+    "auto": "AdapterLab auto recipe",
+}
+
+
+def protocol_documents(pn: str, ds: QADataset, eval_ds: QADataset | None, train_ds: QADataset) -> dict[str, list[str]]:
+    """The documents a user running protocol ``pn`` has ingested (name -> chunk texts): the file, in (u) both
+    filings, in (d) the PDF's chunks (the offline questions') and the JSON's (the same filing chunked twice)."""
+    if pn == "u":
+        return {"training filing": list(ds.corpus.values()), "evaluation filing": list(eval_ds.corpus.values())}
+    if pn == "d":
+        return {"the PDF": list(train_ds.corpus.values()), "the JSON's chunks": list(ds.corpus.values())}
+    return {"the file": list(ds.corpus.values())}
+
+
+def auto_recipe(embedder: str, train_ds: QADataset, documents: dict[str, list[str]]) -> tuple[str, str]:
+    """What the product's ``train --recipe auto`` chooses for ``train_ds`` in a workspace holding ``documents``,
+    no evaluation set named: the same rule (:func:`core.distill.choose_recipe`) and the same coverage test."""
+    from core.distill import choose_recipe, describe_searched, uncovered_documents
+
+    uncovered = uncovered_documents([train_ds.corpus[c] for c in train_ds.corpus], documents)
+    return choose_recipe(embedder, describe_searched(False, uncovered))
+
+
+def distil_recipe(
+    train_ds: QADataset, chunks: list[str], emb, ws, seed: int, steps: int | None = None
+) -> tuple[object, object, float, float]:
+    """The product's distil recipe: a full fine-tune on ``train_ds`` (default settings, this seed), then its
+    distillation into a linear adapter over ``chunks`` (default settings; ``steps`` overrides). Returns (the student adapter, the
+    fine-tuned model as an embedder, fine-tune seconds, distillation seconds)."""
+    from core.distill import DistillConfig, distill_adapter
+    from core.finetune import finetune
+
+    t = time.time()
+    ft = finetune(train_ds, "default", Path(tempfile.mkdtemp(prefix="ft-")), seed=seed)
+    teacher = resolve_embedder(str(ft.out_dir), workspace=ws)
+    ft_s, t = time.time() - t, time.time()
+    config = DistillConfig(seed=seed, **({"steps": steps} if steps else {}))
+    student, _ = distill_adapter(teacher, emb, list(train_ds.queries.values()), chunks, config)
+    return student, teacher, ft_s, time.time() - t
 
 
 def overrides(pairs: list[str]) -> dict[str, object]:
@@ -294,7 +339,8 @@ def main() -> None:
         nargs="*",
         default=list(SYSTEMS),
         choices=list(SYSTEMS),
-        help="adapter rows to train (base is always there)",
+        help="rows to train (base is always there); auto: what the product's default recipe trains for the "
+        "protocol (the adapter row, or fine-tune then distil: minutes per seed)",
     )
     ap.add_argument(
         "--set",
@@ -391,7 +437,7 @@ def main() -> None:
                 "default": TrainConfig(**{"adapter": "linear", "seed": seed, **extra}),
                 "two-layer": TrainConfig(**{"adapter": "two-layer", "seed": seed, **extra}),
             }
-            runs = [(SYSTEMS[key], configs[key]) for key in args.systems]
+            runs = [(SYSTEMS[key], configs[key]) for key in args.systems if key != "auto"]
             for name, cfg in runs:
                 t = time.time()
                 res = train(train_ds, emb, cfg, negatives=negatives, target_chunks=test_chunks)
@@ -406,6 +452,24 @@ def main() -> None:
                     else f"{cfg.epochs} ep"
                 )
                 notes[name] = (how, f"{secs:.1f}")
+            if "auto" in args.systems:
+                name = SYSTEMS["auto"]
+                recipe, why = auto_recipe(args.embedder, train_ds, protocol_documents(pn, ds, eval_ds, train_ds))
+                print(f"<!-- ({pn}) seed {seed}: auto chose {recipe} ({why}) -->", flush=True)
+                if recipe == "distil":
+                    ranked = list(ingested.values()) if pn != "d" else list({**train_ds.corpus, **ds.corpus}.values())
+                    student, _, ft_s, di_s = distil_recipe(train_ds, ranked, emb, ws, seed)
+                    systems[name] = AdapterEmbedder(emb, student)
+                    notes[name] = (f"distil: fine-tune {ft_s:.0f} s + distil {di_s:.0f} s", f"{ft_s + di_s:.0f}")
+                else:
+                    label = SYSTEMS["default"]
+                    if label not in systems:  # the adapter recipe is the default row: train it once
+                        t = time.time()
+                        res = train(train_ds, emb, configs["default"], negatives=negatives, target_chunks=test_chunks)
+                        systems[label] = AdapterEmbedder(emb, res.adapter)
+                        notes[label] = ("", f"{time.time() - t:.1f}")
+                    systems[name] = systems[label]
+                    notes[name] = ("adapter: the AdapterLab default row", notes[label][1])
             if args.finetune:
                 from core.finetune import finetune
 
