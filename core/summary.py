@@ -329,7 +329,9 @@ def provenance_items(cmp, context: dict[str, Any] | None = None) -> list[tuple[s
 
 
 def caveats(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
-    """What could make the numbers mislead, most serious first: ``{"level": error|warning|info, "text"}``."""
+    """What could make the numbers mislead, most serious first: ``{"level": error|warning|info, "text"}``, and
+    for one with a remedy the page can start, ``"action"`` (the pointer to the distil recipe:
+    ``{"recipe": "distil", "dataset_id", "eval_dataset_id", "embedder"}``)."""
     ctx = _ctx(context)
     out: list[dict[str, str]] = []
     for entry, rep in leakage_entries(ctx):
@@ -400,7 +402,17 @@ def caveats(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
             if _info(ctx, n).get("run_kind") == "adapter" and not is_api_embedder(_info(ctx, n).get("embedder"))
         ]
         if local:
-            out.append({"level": "info", "text": adapter_on_new_documents_caveat(_who(local, ctx), cov)})
+            caveat = {"level": "info", "text": adapter_on_new_documents_caveat(_who(local, ctx), cov)}
+            train_id = (entry.get("train_set") or {}).get("dataset_id")
+            eval_id = (ctx.get("eval_set") or {}).get("dataset_id")
+            if train_id and eval_id:  # both saved in the workspace: the page can queue the other recipe
+                caveat["action"] = {
+                    "recipe": "distil",
+                    "dataset_id": train_id,
+                    "eval_dataset_id": eval_id,
+                    "embedder": _info(ctx, local[0]).get("embedder") or "default",
+                }
+            out.append(caveat)
     for name in cmp.results:
         cov = _info(ctx, name).get("distilled_coverage")
         if cov is not None and cov < MIN_DISTILLED_COVERAGE:

@@ -8,7 +8,7 @@ import streamlit as st
 from core.datasets import list_datasets, load_dataset
 from core.evaluation import NDCG_K
 from core.finetune import cost_label
-from core.launch import custom_code_systems, start_evaluation
+from core.launch import custom_code_systems, start_evaluation, start_finetune_then_distil
 from core.provenance import comparison_context, exclude_leaked, leaked_ids
 from core.reports import (
     comparison_csv,
@@ -237,6 +237,34 @@ with st.container(border=True):
     st.markdown("  \n".join(f"**{label}:** {md_escape(text)}" for label, text in provenance_items(cmp, context)))
 for c in caveats(cmp, context):
     LEVELS.get(c["level"], st.info)(md_escape(c["text"]))
+    act = c.get("action") or {}
+    if act.get("recipe") == "distil":  # the recipe that carried over to new documents, one click away
+        queued = st.session_state.setdefault("eval_distil_queued", {})
+        key = f"{act['dataset_id']}:{act['eval_dataset_id']}"
+        if key in queued:
+            st.success(
+                f"Queued: {queued[key]} (a full fine-tune, then its distillation over the ingested documents and "
+                "this set's chunks). It takes minutes; compare it here once it is done."
+            )
+            widgets.link("train", "Follow it on the Train page")
+        elif st.button(
+            "Fine-tune, then distil for this evaluation set (minutes)",
+            key=f"eval_distil_{act['dataset_id']}",
+            icon=":material/play_arrow:",
+            help="Queues two runs on the adapter's training set: a full fine-tune of the base model, then its "
+            "distillation into a linear adapter that ranks the ingested documents and this set's chunks (never "
+            "its questions). Only the base model runs at query time; the index stays as it is.",
+        ):
+            try:
+                ft_id, run_id = start_finetune_then_distil(
+                    jm, ws, act["dataset_id"], embedder=act["embedder"], eval_dataset_id=act["eval_dataset_id"]
+                )
+            except (KeyError, ValueError, TypeError) as exc:  # a dataset deleted since; FinetuneError
+                st.error(f"Cannot start this recipe: {md_escape(exc)}")
+            else:
+                queued[key] = get_run(ws, run_id)["name"]
+                st.session_state["train_view"] = ft_id  # the Train page opens on the run training first
+                st.rerun()
 n_dup, n_all = len(leaked_ids(context, "questions")), len(leaked_ids(context, "chunks"))
 n_dup, n_all = (n if n < cmp.n_queries else 0 for n in (n_dup, n_all))  # all leaked: nothing left to re-run on
 if (n_dup or n_all) and not context.get("excluded"):

@@ -748,6 +748,34 @@ def test_compare_reruns_without_leaked_questions(prepared_ws, prepared):
     assert not [b for b in at.button if b.key == "eval_exclude_q"]  # nothing left to exclude
 
 
+def test_compare_queues_the_distil_recipe_for_an_adapter_evaluated_on_other_documents(prepared_ws, prepared):
+    """The prepared comparison evaluates an adapter trained on northwind's questions on harbor's: Compare says
+    the question-trained adapter did not carry over to another filing, and one click queues the recipe that
+    did (a fine-tune on the adapter's training set, then its distillation ranking this set's chunks)."""
+    from core.distill import ranked_coverage
+    from core.questions import load_dataset
+    from core.runs import adapter_dir, get_run, list_runs
+
+    at = page("4_compare.py")
+    at.run()
+    no_exceptions(at)
+    assert "the adapter was trained on questions about other documents" in texts(at.info)
+    at.button(key=f"eval_distil_{prepared.train_id}").click().run()
+    no_exceptions(at)
+    assert not [b for b in at.button if b.key == f"eval_distil_{prepared.train_id}"]  # queued once, not twice
+    assert "Queued: " in texts(at.success) and "compare it here once it is done" in texts(at.success)
+    jobs = wait_jobs(prepared_ws, "train")
+    assert [j["status"] for j in jobs] == ["done", "done"], jobs
+    ws = Workspace(prepared_ws)
+    runs = {r["kind"]: r for r in list_runs(ws)}
+    distilled = get_run(ws, runs["distill"]["id"])
+    assert get_run(ws, runs["finetune"]["id"])["config"]["dataset_id"] == prepared.train_id
+    assert distilled["config"]["eval_dataset_id"] == prepared.val_id
+    harbor = load_dataset(ws, prepared.val_id)
+    assert ranked_coverage(adapter_dir(ws, distilled["id"]), harbor.corpus.values()) == 1.0
+    assert at.session_state["train_view"] == runs["finetune"]["id"]  # the Train page opens on it
+
+
 def test_compare_launch_runs_in_background(prepared_ws, prepared):
     at = page("4_compare.py")
     at.run()
