@@ -263,7 +263,9 @@ else:
             vals,
             index=0,
             key="train_eval_ds",
-            format_func=lambda v, labels=labels: "Not decided: assume new documents" if v is None else labels[v],
+            format_func=lambda v, labels=labels: (
+                "Not named: the documents you will search are unknown" if v is None else labels[v]
+            ),
             help="Only its chunks are read, never its questions. They tell Auto that these are the documents you "
             "will search (fine-tune, then distil ranks them); for the adapter recipe, they pick the validation "
             "design (new questions about the training chunks, or new documents) and, for new documents, whether "
