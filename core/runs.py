@@ -559,6 +559,19 @@ def list_runs(ws: Workspace) -> list[dict[str, Any]]:
     return rows
 
 
+def distillations_for(ws: Workspace, dataset_id: str, eval_dataset_id: str) -> list[dict[str, Any]]:
+    """Distill runs on ``dataset_id``'s questions that rank ``eval_dataset_id``'s chunks, queued, running or done
+    (newest first): what Compare's "fine-tune, then distil for this evaluation set" would start again."""
+    return [
+        r
+        for r in list_runs(ws)
+        if r["kind"] == "distill"
+        and r["status"] not in ("failed", "cancelled")
+        and r["config"].get("dataset_id") == dataset_id
+        and r["config"].get("eval_dataset_id") == eval_dataset_id
+    ]
+
+
 def get_run(ws: Workspace, run_id: str) -> dict[str, Any] | None:
     rows = ws.query("SELECT * FROM runs WHERE id=?", (run_id,))
     if not rows:

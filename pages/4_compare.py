@@ -20,7 +20,15 @@ from core.reports import (
     summary_figure,
     update_comparison_extra,
 )
-from core.runs import get_run, has_adapter, has_model, list_runs, read_history, run_checkpoints
+from core.runs import (
+    distillations_for,
+    get_run,
+    has_adapter,
+    has_model,
+    list_runs,
+    read_history,
+    run_checkpoints,
+)
 from core.summary import (
     caveats,
     checkpoint_rows,
@@ -239,12 +247,12 @@ for c in caveats(cmp, context):
     LEVELS.get(c["level"], st.info)(md_escape(c["text"]))
     act = c.get("action") or {}
     if act.get("recipe") == "distil":  # the recipe that carried over to new documents, one click away
-        queued = st.session_state.setdefault("eval_distil_queued", {})
-        key = f"{act['dataset_id']}:{act['eval_dataset_id']}"
-        if key in queued:
+        done = distillations_for(ws, act["dataset_id"], act["eval_dataset_id"])
+        if done:
             st.success(
-                f"Queued: {queued[key]} (a full fine-tune, then its distillation over the ingested documents and "
-                "this set's chunks). It takes minutes; compare it here once it is done."
+                f"{'Queued' if done[0]['status'] in ('queued', 'running') else 'Run'}: {done[0]['name']} "
+                f"({done[0]['status']}; a full fine-tune, then its distillation over the ingested documents and this "
+                "set's chunks). It takes minutes; compare it here once it is done."
             )
             widgets.link("train", "Follow it on the Train page")
         elif st.button(
@@ -256,13 +264,12 @@ for c in caveats(cmp, context):
             "its questions). Only the base model runs at query time; the index stays as it is.",
         ):
             try:
-                ft_id, run_id = start_finetune_then_distil(
+                ft_id, _ = start_finetune_then_distil(
                     jm, ws, act["dataset_id"], embedder=act["embedder"], eval_dataset_id=act["eval_dataset_id"]
                 )
             except (KeyError, ValueError, TypeError) as exc:  # a dataset deleted since; FinetuneError
                 st.error(f"Cannot start this recipe: {md_escape(exc)}")
             else:
-                queued[key] = get_run(ws, run_id)["name"]
                 st.session_state["train_view"] = ft_id  # the Train page opens on the run training first
                 st.rerun()
 n_dup, n_all = len(leaked_ids(context, "questions")), len(leaked_ids(context, "chunks"))

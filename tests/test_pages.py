@@ -766,6 +766,10 @@ def test_compare_queues_the_distil_recipe_for_an_adapter_evaluated_on_other_docu
     assert "Queued: " in texts(at.success) and "compare it here once it is done" in texts(at.success)
     jobs = wait_jobs(prepared_ws, "train")
     assert [j["status"] for j in jobs] == ["done", "done"], jobs
+    again = page("4_compare.py")  # another session: the run is found in the workspace, not offered twice
+    again.run()
+    assert "Run: " in texts(again.success) and "(done;" in texts(again.success)
+    assert not [b for b in again.button if b.key == f"eval_distil_{prepared.train_id}"]
     ws = Workspace(prepared_ws)
     runs = {r["kind"]: r for r in list_runs(ws)}
     distilled = get_run(ws, runs["distill"]["id"])
