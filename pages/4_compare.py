@@ -249,10 +249,15 @@ for c in caveats(cmp, context):
     if act.get("recipe") == "distil":  # the recipe that carried over to new documents, one click away
         done = distillations_for(ws, act["dataset_id"], act["eval_dataset_id"])
         if done:
+            pending = done[0]["status"] in ("queued", "running")
             st.success(
-                f"{'Queued' if done[0]['status'] in ('queued', 'running') else 'Run'}: {done[0]['name']} "
-                f"({done[0]['status']}; a full fine-tune, then its distillation over the ingested documents and this "
-                "set's chunks). It takes minutes; compare it here once it is done."
+                f"{'Queued' if pending else 'Run'}: {done[0]['name']} ({done[0]['status']}; a full fine-tune, then "
+                "its distillation over the ingested documents and this set's chunks). "
+                + (
+                    "It takes minutes; compare it here once it is done."
+                    if pending
+                    else "Compare it on this set: New comparison, under Trained adapters."
+                )
             )
             widgets.link("train", "Follow it on the Train page")
         elif st.button(

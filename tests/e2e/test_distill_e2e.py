@@ -23,20 +23,25 @@ pytestmark = pytest.mark.e2e
 TOPICS = ["revenue", "riders", "drivers", "insurance", "litigation", "autonomy", "scooters", "airports"]
 
 
-@pytest.fixture(scope="module")
-def with_questions(server):
-    ws = Workspace(server.workspace)
+def save_filing_sets(ws: Workspace) -> tuple[str, str]:
+    """Questions over one filing (training) and over another company's (evaluation); their dataset ids."""
     corpus = {
         f"n{i}": f"The filing's section on {t} gives the {t} figures for 2021 and 2020." for i, t in enumerate(TOPICS)
     }
     queries = {f"q{i}": f"What were the {t} figures in 2021?" for i, t in enumerate(TOPICS)}
     ds = QADataset(queries, corpus, {f"q{i}": [f"n{i}"] for i in range(len(TOPICS))})
-    save_dataset(ws, ds, "filing questions", role="train")
+    train_id = save_dataset(ws, ds, "filing questions", role="train")
     other = {f"o{i}": f"Another company's report on {t}: its {t} numbers for the year." for i, t in enumerate(TOPICS)}
     asks = {f"a{i}": f"How did the other company do on {t}?" for i, t in enumerate(TOPICS)}
-    save_dataset(
+    eval_id = save_dataset(
         ws, QADataset(asks, other, {f"a{i}": [f"o{i}"] for i in range(len(TOPICS))}), "other filing", role="eval"
     )
+    return train_id, eval_id
+
+
+@pytest.fixture(scope="module")
+def with_questions(server):
+    save_filing_sets(Workspace(server.workspace))
     return server
 
 
