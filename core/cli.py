@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -746,7 +747,17 @@ def cmd_evaluate(args) -> int:
     )
     from .summary import caveats, summary_sentences
 
-    notes = summary_sentences(cmp, context) + [f"{c['level'].upper()}: {c['text']}" for c in caveats(cmp, context)]
+    notes = summary_sentences(cmp, context)
+    for c in caveats(cmp, context):
+        notes.append(f"{c['level'].upper()}: {c['text']}")
+        act = c.get("action") or {}
+        if act.get("recipe") == "distil" and act.get("dataset_path") and act.get("eval_path"):
+            embedder = "" if act.get("embedder") in (None, "default") else f" --embedder {shlex.quote(act['embedder'])}"
+            notes.append(
+                f"NEXT: python -m core train --dataset {shlex.quote(act['dataset_path'])} --eval-dataset "
+                f"{shlex.quote(act['eval_path'])} --recipe distil{embedder} --out DIR   (minutes; then evaluate "
+                "with --adapter DIR)"
+            )
     table += "\n\n" + "\n".join(notes)
     if args.report:
         table += f"\nreport written to {args.report}"

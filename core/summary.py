@@ -330,8 +330,9 @@ def provenance_items(cmp, context: dict[str, Any] | None = None) -> list[tuple[s
 
 def caveats(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
     """What could make the numbers mislead, most serious first: ``{"level": error|warning|info, "text"}``, and
-    for one with a remedy the page can start, ``"action"`` (the pointer to the distil recipe:
-    ``{"recipe": "distil", "dataset_id", "eval_dataset_id", "embedder"}``)."""
+    for one with a remedy the page or the CLI can start, ``"action"`` (the pointer to the distil recipe:
+    ``{"recipe": "distil", "dataset_id", "eval_dataset_id", "dataset_path", "eval_path", "embedder"}``, with
+    the two workspace ids or the two file paths set)."""
     ctx = _ctx(context)
     out: list[dict[str, str]] = []
     for entry, rep in leakage_entries(ctx):
@@ -403,15 +404,17 @@ def caveats(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
         ]
         if local:
             caveat = {"level": "info", "text": adapter_on_new_documents_caveat(_who(local, ctx), cov)}
-            train_id = (entry.get("train_set") or {}).get("dataset_id")
-            eval_id = (ctx.get("eval_set") or {}).get("dataset_id")
-            if train_id and eval_id:  # both saved in the workspace: the page can queue the other recipe
-                caveat["action"] = {
-                    "recipe": "distil",
-                    "dataset_id": train_id,
-                    "eval_dataset_id": eval_id,
-                    "embedder": _info(ctx, local[0]).get("embedder") or "default",
-                }
+            train_set, eval_set = entry.get("train_set") or {}, ctx.get("eval_set") or {}
+            action = {
+                "recipe": "distil",
+                "dataset_id": train_set.get("dataset_id"),  # both saved in the workspace: the page queues it
+                "eval_dataset_id": eval_set.get("dataset_id"),
+                "dataset_path": train_set.get("path"),  # both files: the CLI prints the command
+                "eval_path": eval_set.get("path"),
+                "embedder": _info(ctx, local[0]).get("embedder") or "default",
+            }
+            if (action["dataset_id"] and action["eval_dataset_id"]) or (action["dataset_path"] and action["eval_path"]):
+                caveat["action"] = action
             out.append(caveat)
     for name in cmp.results:
         cov = _info(ctx, name).get("distilled_coverage")

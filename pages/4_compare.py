@@ -246,7 +246,8 @@ with st.container(border=True):
 for c in caveats(cmp, context):
     LEVELS.get(c["level"], st.info)(md_escape(c["text"]))
     act = c.get("action") or {}
-    if act.get("recipe") == "distil":  # the recipe that carried over to new documents, one click away
+    if act.get("recipe") == "distil" and act.get("dataset_id") and act.get("eval_dataset_id"):
+        # the recipe that carried over to new documents, one click away
         done = distillations_for(ws, act["dataset_id"], act["eval_dataset_id"])
         if done:
             pending = done[0]["status"] in ("queued", "running")

@@ -343,6 +343,25 @@ def test_train_points_to_fine_tune_then_distil_when_the_evaluation_set_is_other_
         assert "recipe: adapter (adapter settings given (--epochs))" in out
 
 
+def test_evaluate_prints_the_distil_command_for_an_adapter_on_other_documents(pipeline, capsys, tmp_path):
+    """An adapter trained on one set's questions, evaluated on other documents: besides the caveat, the exact
+    command of the recipe that carried over there (both files known); not on its own documents."""
+    import shlex
+
+    ws, train = str(pipeline["ws"]), str(pipeline["dir"] / "train.json")
+    other = str(_other_documents(tmp_path))
+    rc, out, err = cli_inproc(capsys, "train", "--dataset", train, "--epochs", "1", "--json", "--workspace", ws)
+    assert rc == 0, err
+    run_id = json.loads(out)["run_id"]
+    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", other, "--run", run_id, "--workspace", ws)
+    assert rc == 0, err
+    assert "INFO: " in out and "the adapter was trained on questions about other documents" in out
+    command = f"NEXT: python -m core train --dataset {shlex.quote(train)} --eval-dataset {shlex.quote(other)}"
+    assert command + " --recipe distil --out DIR" in out, out
+    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", train, "--run", run_id, "--workspace", ws)
+    assert rc == 0 and "NEXT:" not in out, out
+
+
 def test_train_recipe_auto_distils_only_when_the_searched_documents_are_known(pipeline, capsys, tmp_path):
     """``auto``: the adapter in a workspace with no documents and no evaluation set (a distilled adapter is
     fitted to the documents it ranks); fine-tune, then distil when the evaluation set is named, its chunks
