@@ -260,7 +260,7 @@ for c in caveats(cmp, context):
                     else "Compare it on this set: New comparison, under Trained adapters."
                 )
             )
-            widgets.link("train", "Follow it on the Train page")
+            widgets.link("train", "Follow it on the Train page" if pending else "Open it on the Train page")
         elif st.button(
             "Fine-tune, then distil for this evaluation set (minutes)",
             key=f"eval_distil_{act['dataset_id']}",
