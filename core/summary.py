@@ -331,7 +331,7 @@ def provenance_items(cmp, context: dict[str, Any] | None = None) -> list[tuple[s
 def caveats(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
     """What could make the numbers mislead, most serious first: ``{"level": error|warning|info, "text"}``, and
     for one with a remedy the page or the CLI can start, ``"action"`` (the pointer to the distil recipe:
-    ``{"recipe": "distil", "dataset_id", "eval_dataset_id", "dataset_path", "eval_path", "embedder"}``, with
+    ``{"recipe": "distil", "dataset_id", "eval_dataset_id", "dataset_path", "eval_path", "embedder", "run_id"}``, with
     the two workspace ids or the two file paths set)."""
     ctx = _ctx(context)
     out: list[dict[str, str]] = []
@@ -412,6 +412,7 @@ def caveats(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
                 "dataset_path": train_set.get("path"),  # both files: the CLI prints the command
                 "eval_path": eval_set.get("path"),
                 "embedder": _info(ctx, local[0]).get("embedder") or "default",
+                "run_id": _info(ctx, local[0]).get("run_id"),  # its embedder options (prefixes) come from the run
             }
             if (action["dataset_id"] and action["eval_dataset_id"]) or (action["dataset_path"] and action["eval_path"]):
                 caveat["action"] = action

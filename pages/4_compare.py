@@ -270,8 +270,15 @@ for c in caveats(cmp, context):
             "its questions). Only the base model runs at query time; the index stays as it is.",
         ):
             try:
+                adapter_run = get_run(ws, act["run_id"]) if act.get("run_id") else None
+                trained = (adapter_run or {}).get("config") or {}
                 ft_id, _ = start_finetune_then_distil(
-                    jm, ws, act["dataset_id"], embedder=act["embedder"], eval_dataset_id=act["eval_dataset_id"]
+                    jm,
+                    ws,
+                    act["dataset_id"],
+                    embedder=act["embedder"],
+                    embedder_options=trained.get("embedder_options"),  # the adapter's prefixes, if any
+                    eval_dataset_id=act["eval_dataset_id"],
                 )
             except (KeyError, ValueError, TypeError) as exc:  # a dataset deleted since; FinetuneError
                 st.error(f"Cannot start this recipe: {md_escape(exc)}")
