@@ -195,16 +195,17 @@ def auto_recipe(embedder: str, train_ds: QADataset, documents: dict[str, list[st
 
 
 def distil_recipe(
-    train_ds: QADataset, chunks: list[str], emb, ws, seed: int, steps: int | None = None
+    train_ds: QADataset, chunks: list[str], emb, ws, seed: int, steps: int | None = None, base: str = "default"
 ) -> tuple[object, object, float, float]:
-    """The product's distil recipe: a full fine-tune on ``train_ds`` (default settings, this seed), then its
-    distillation into a linear adapter over ``chunks`` (default settings; ``steps`` overrides). Returns (the student adapter, the
-    fine-tuned model as an embedder, fine-tune seconds, distillation seconds)."""
+    """The product's distil recipe: a full fine-tune of ``base`` (a sentence-transformers spec; a backend suffix
+    such as ``@onnx-int8`` is dropped: the weights are the same) on ``train_ds`` (default settings, this seed),
+    then its distillation into a linear adapter over ``chunks`` (default settings; ``steps`` overrides).
+    Returns (the student adapter, the fine-tuned model as an embedder, fine-tune seconds, distillation seconds)."""
     from core.distill import DistillConfig, distill_adapter
     from core.finetune import finetune
 
     t = time.time()
-    ft = finetune(train_ds, "default", Path(tempfile.mkdtemp(prefix="ft-")), seed=seed)
+    ft = finetune(train_ds, base.split("@", 1)[0], Path(tempfile.mkdtemp(prefix="ft-")), seed=seed)
     teacher = resolve_embedder(str(ft.out_dir), workspace=ws)
     ft_s, t = time.time() - t, time.time()
     config = DistillConfig(seed=seed, **({"steps": steps} if steps else {}))
@@ -461,7 +462,7 @@ def main() -> None:
                 print(f"<!-- ({pn}) seed {seed}: auto chose {recipe} ({why}) -->", flush=True)
                 if recipe == "distil":
                     ranked = list(ingested.values()) if pn != "d" else list({**train_ds.corpus, **ds.corpus}.values())
-                    student, _, ft_s, di_s = distil_recipe(train_ds, ranked, emb, ws, seed)
+                    student, _, ft_s, di_s = distil_recipe(train_ds, ranked, emb, ws, seed, base=args.embedder)
                     systems[name] = AdapterEmbedder(emb, student)
                     notes[name] = (f"distil: fine-tune {ft_s:.0f} s + distil {di_s:.0f} s", f"{ft_s + di_s:.0f}")
                 else:
