@@ -71,7 +71,12 @@ def test_a_teacher_that_ranks_as_the_base_leaves_the_identity():
     adapter, summary = distill_adapter(base, base, ["What about revenue?"], CHUNKS, DistillConfig(steps=20))
     x = torch.tensor(base.embed_queries(["How did costs change?"]))
     with torch.no_grad():
-        assert torch.allclose(adapter(x), x, atol=1e-3)  # nothing to learn: still the identity
+        y = adapter(x)
+    # nothing to learn: still the identity, up to Adam's lr-sized steps on float-noise gradients (their signs,
+    # and so the last digits, vary with the CPU: an exact 1e-3 bound failed on another machine)
+    assert float(torch.nn.functional.cosine_similarity(y, x)) > 0.9999
+    assert float((y - x).abs().max()) < 5e-3, (y - x).abs().max()
+    assert _kl_to_teacher(adapter, base, base, ["How did costs change?", "What about insurance?"]) < 1e-3
     assert summary["final_loss"] < 1e-4
 
 
@@ -218,3 +223,4 @@ def test_a_long_document_is_judged_from_a_sample_of_its_chunks(monkeypatch):
     docs = {"rides.pdf": rides, "museum.pdf": museum}
     assert distill.uncovered_documents(rides, docs) == ["museum.pdf"]
     assert read == [len(rides), 3, 3]  # the training chunks whole; each document's sample
+
