@@ -18,6 +18,8 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 #: Gains in points of a share (0.049 = +4.9 points), adapter minus base model.
 #: ``pseudo_eval_gain_hit@5``: the gain measured on offline (pseudo) evaluation questions;
 #: ``real_eval_gain_hit@5`` / ``real_eval_gain_mrr@5``: the default adapter trained on offline
@@ -118,6 +120,20 @@ def adapter_on_new_documents_caveat(who: str, coverage: float, c: dict | None = 
         f"gained {_pt(float(c['adapter_gain_hit@5']))} hit@5, and fine-tune, then distil over the searched "
         f"documents {_pt(float(c['over_searched_gain_hit@5']))} (bench/README). To try it: Train page, recipe "
         "Auto with this set as \u201cYou will evaluate on\u201d (CLI: train --eval-dataset with this file)."
+    )
+
+
+def unnamed_search_sets_note(names: Sequence[str], c: dict | None = None) -> str:
+    """For the adapter recipe chosen blind while saved datasets about other documents sit in the workspace
+    (:func:`core.runs.unnamed_search_sets`): naming one is what lets Auto fit the documents users will search."""
+    c = c or DISTILLED_ELSEWHERE
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return (
+        f"Saved questions about other text: {shown} (text neither among these questions' chunks nor in an "
+        "ingested document). If their documents are the ones you will search, name that set under \u201cYou "
+        "will evaluate on\u201d: Auto then fine-tunes and distils for them. On another company's filing that gained "
+        f"{_pt(float(c['over_searched_gain_hit@5']))} hit@5, where the adapter trained on the questions gained "
+        f"{_pt(float(c['adapter_gain_hit@5']))} (bench/README)."
     )
 
 

@@ -270,6 +270,27 @@ def searched_documents(ws: Workspace, train_ds: QADataset, eval_named: bool) -> 
     return describe_searched(eval_named, uncovered)
 
 
+def unnamed_search_sets(ws: Workspace, train_id: str) -> list[dict[str, Any]]:
+    """Saved datasets besides ``train_id`` whose chunks are mostly neither the training set's nor in an
+    ingested document (by :func:`core.distill.text_fingerprints`, as :func:`searched_documents` reads
+    coverage): sets about documents that Auto cannot see, such as an imported evaluation set of another
+    filing. Auto does not distil for them unless one is named; the Train page says they are there.
+    A validation split of the training document is covered by its ingested text, so it is not listed."""
+    from .datasets import list_datasets, load_dataset
+    from .distill import uncovered_documents
+
+    others = [d for d in list_datasets(ws) if d["id"] != train_id]
+    if not others:
+        return []
+    known = list(load_dataset(ws, train_id).corpus.values())
+    for texts in ingested_documents_text(ws).values():
+        known.extend(texts)
+    uncovered = set(
+        uncovered_documents(known, {d["id"]: list(load_dataset(ws, d["id"]).corpus.values()) for d in others})
+    )
+    return [d for d in others if d["id"] in uncovered]
+
+
 def workspace_chunk_count(ws: Workspace) -> int:
     """Chunks of the workspace's ingested documents: what a fine-tuned model must re-embed."""
     rows = ws.query("SELECT COUNT(*) AS n FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.status='ok'")

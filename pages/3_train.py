@@ -6,7 +6,7 @@ import json
 import streamlit as st
 
 from core.adapters import registered_adapters
-from core.carryover import blind_distillation_note, offline_training_caveat
+from core.carryover import blind_distillation_note, offline_training_caveat, unnamed_search_sets_note
 from core.datasets import list_datasets
 from core.distill import RECIPES, DistillConfig, choose_recipe
 from core.export import EXPORTABLE_TEXT, export_zip, is_api_embedder, run_export_support
@@ -26,6 +26,7 @@ from core.runs import (
     read_history,
     request_cancel,
     run_checkpoints,
+    unnamed_search_sets,
     workspace_chunk_count,
     zip_folder,
 )
@@ -168,14 +169,24 @@ def _searched(root: str, train_id: str, eval_named: bool, documents: tuple[str, 
     return searched_documents(ws, load_dataset(ws, train_id), eval_named)
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _unnamed_sets(root: str, train_id: str, datasets: tuple[str, ...], documents: tuple[str, ...], n_chunks: int):
+    """core.runs.unnamed_search_sets as ids (the saved datasets and the ingested documents key the cache)."""
+    return [d["id"] for d in unnamed_search_sets(ws, train_id)]
+
+
+def ingested_ids() -> tuple[str, ...]:
+    """The documents that ingested cleanly: with their chunk count, the cache key of what Auto reads of them."""
+    return tuple(r["id"] for r in ws.query("SELECT id FROM documents WHERE status='ok' ORDER BY id"))
+
+
 def page_recipe(choice: str, embedder: str, train_ds: str, eval_ds: str | None) -> tuple[str | None, str]:
     """(the recipe the form runs, why): ``auto`` by core.distill.choose_recipe (the documents you will
     search are known when an evaluation set is named or ingested documents are not the questions' own);
     ``None`` for ``distil`` on an API base, which cannot be fine-tuned."""
     if choice == "adapter":
         return "adapter", ""
-    ingested = tuple(r["id"] for r in ws.query("SELECT id FROM documents WHERE status='ok' ORDER BY id"))
-    searched = _searched(str(ws.root), train_ds, bool(eval_ds), ingested, workspace_chunk_count(ws))
+    searched = _searched(str(ws.root), train_ds, bool(eval_ds), ingested_ids(), workspace_chunk_count(ws))
     auto, why = choose_recipe(embedder, searched)
     if choice == "auto":
         return auto, why
@@ -293,6 +304,14 @@ else:
         effective, why = page_recipe(recipe, embedder, train_ds, eval_ds)
         if why:
             c2.caption(("Auto: " if recipe == "auto" else "") + md_escape(why) + ".")
+        if recipe == "auto" and effective == "adapter" and not eval_ds and not is_api_embedder(embedder):
+            # blind: saved sets about documents Auto cannot see may be the ones users will search
+            unseen = _unnamed_sets(str(ws.root), train_ds, tuple(ids), ingested_ids(), workspace_chunk_count(ws))
+            if unseen:
+                st.info(
+                    md_escape(unnamed_search_sets_note([labels[i] for i in unseen if i in labels])),
+                    icon=":material/lightbulb:",
+                )
         if effective == "distil":
             distil_recipe_form(train_ds, eval_ds, embedder)
         elif effective == "adapter":

@@ -224,3 +224,28 @@ def test_a_long_document_is_judged_from_a_sample_of_its_chunks(monkeypatch):
     assert distill.uncovered_documents(rides, docs) == ["museum.pdf"]
     assert read == [len(rides), 3, 3]  # the training chunks whole; each document's sample
 
+
+def test_saved_sets_about_documents_auto_cannot_see_are_listed_and_a_split_of_an_ingested_one_is_not(tmp_path):
+    """core.runs.unnamed_search_sets: a saved set whose text is neither the training set's nor in an ingested
+    document (an imported set of another filing) is listed for the Train page; the training document's other
+    chunks (a validation split) are not, since the ingested PDF holds them."""
+    from core.datasets import QADataset, save_dataset
+    from core.documents.catalog import ingest_files
+    from core.runs import unnamed_search_sets
+    from core.workspace import Workspace
+    from tests.pdfs import make_text_pdf
+
+    ws = Workspace(tmp_path / "ws")
+    words = PASSAGE.split()
+    (report,) = ingest_files(ws, [("rides.pdf", make_text_pdf([PASSAGE]))])
+    assert report.status == "ok"
+    train = QADataset({"q1": "How did drivers earn?"}, {"c1": " ".join(words[:24])}, {"q1": ["c1"]})
+    split = QADataset({"q2": "What about litigation?"}, {"c2": " ".join(words[24:])}, {"q2": ["c2"]})
+    museum = "The museum's collection of maritime paintings moved to a new wing with climate control and a cafe."
+    other = QADataset({"q3": "Where did the paintings go?"}, {"c3": museum}, {"q3": ["c3"]})
+    train_id = save_dataset(ws, train, "rides train", role="train")
+    save_dataset(ws, split, "rides validation", role="val")
+    assert unnamed_search_sets(ws, train_id) == []  # no other documents: nothing to name
+    other_id = save_dataset(ws, other, "museum questions", role="import")
+    assert [d["id"] for d in unnamed_search_sets(ws, train_id)] == [other_id]
+    assert unnamed_search_sets(ws, other_id) == []  # its own training set: every other set is in rides.pdf

@@ -422,9 +422,12 @@ def test_train_page_recipe_auto_distils_when_the_searched_documents_are_known(pa
     assert at.radio(key="train_recipe").value == "auto"
     assert "Auto: nothing says which documents you will search" in texts(at.caption)
     assert at.number_input(key="hp_epochs") is not None and all(b.key != "train_start_distil" for b in at.button)
+    hint = texts(at.info)  # the saved set Auto cannot see is pointed at; the same questions' copy is not
+    assert "Saved questions about other text: other filing" in hint and "tiny eval" not in hint
 
     at.selectbox(key="train_eval_ds").set_value(same).run()  # named: the searched documents are known
     assert "Auto: fine-tune, then distil over the documents you will search" in texts(at.caption)
+    assert "Saved questions about other text" not in texts(at.info)
     assert all(b.key != "train_start" for b in at.button)  # the adapter form is not shown
     at.selectbox(key="train_eval_ds").set_value(other_id).run()
     assert "and the evaluation set's chunks (never its questions)" in texts(at.markdown)
