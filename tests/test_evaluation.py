@@ -395,14 +395,24 @@ def _reference_rank_embeddings(query_vecs, corpus_vecs, relevant, top_k=5, keep=
     return first, per_query, top_idx, top_sc
 
 
-def _tied_problem(seed: int, n_corpus: int = 400, n_queries: int = 120, dim: int = 16):
+def _exact_rows(rng, n: int) -> np.ndarray:
+    """``n`` vectors of 16 entries (ten ±1, six ±3: norm 8), so that every cosine between two of them is a
+    multiple of 1/64 in any order of summation. Exact ties then stay exact in every BLAS kernel: with
+    Gaussian vectors, one CPU's matrix product gave two copies of a chunk different scores."""
+    mags = np.tile(np.array([1.0] * 10 + [3.0] * 6, dtype=np.float32), (n, 1))
+    return (rng.permuted(mags, axis=1) * rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(n, 16))).astype(
+        np.float32
+    )
+
+
+def _tied_problem(seed: int, n_corpus: int = 400, n_queries: int = 120):
     rng = np.random.default_rng(seed)
-    corpus = rng.normal(size=(n_corpus, dim)).astype(np.float32)
+    corpus = _exact_rows(rng, n_corpus)
     # exact ties: duplicated chunks (some relevant, some not) and all-zero chunks
     dup = rng.choice(n_corpus, size=n_corpus // 5, replace=False)
     corpus[dup[: len(dup) // 2]] = corpus[dup[len(dup) // 2 :]]
     corpus[rng.choice(n_corpus, size=8, replace=False)] = 0.0
-    queries = rng.normal(size=(n_queries, dim)).astype(np.float32)
+    queries = _exact_rows(rng, n_queries)
     queries[: n_queries // 4] = corpus[rng.choice(n_corpus, size=n_queries // 4)]  # a query equal to a chunk
     queries[n_queries // 4 : n_queries // 4 + 3] = 0.0  # every chunk ties
     relevant = []
