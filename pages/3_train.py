@@ -309,7 +309,7 @@ else:
             unseen = _unnamed_sets(str(ws.root), train_ds, tuple(ids), ingested_ids(), workspace_chunk_count(ws))
             if unseen:
                 st.info(
-                    md_escape(unnamed_search_sets_note([labels[i] for i in unseen if i in labels])),
+                    md_escape(unnamed_search_sets_note([d["name"] for d in datasets if d["id"] in unseen])),
                     icon=":material/lightbulb:",
                 )
         if effective == "distil":
