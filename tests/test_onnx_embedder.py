@@ -141,8 +141,8 @@ def test_int8_and_fp32_vectors_are_close_to_torch(exported):
     cos_fp32 = (fp32 * ref).sum(axis=1)
     cos_int8 = (vec * ref).sum(axis=1)
     assert cos_fp32.min() > 0.9999  # the export itself is exact up to float noise
-    # int8 weights: measured min 0.984 / mean 0.994 over 1,002 Lyft texts (bench/onnx_quality.py) on a CPU
-    # with VNNI; on an AVX2 CPU without it, min 0.974 / mean 0.992 over 308 (bench/README, "ONNX Runtime
+    # int8 weights: measured min 0.984 / mean 0.994 over 1,002 Lyft texts (bench/onnx_quality.py) on one
+    # machine; on an AVX2 CPU without VNNI, min 0.974 / mean 0.992 over 308 (bench/README, "ONNX Runtime
     # backend"). Per-tensor weights, or a broken export, fall far below (0.88 min)
     assert cos_int8.min() > 0.97 and cos_int8.mean() > 0.99, cos_int8
     np.testing.assert_allclose(int8.embed_queries(TEXTS), vec, atol=1e-6)  # no prefixes: the same vectors
