@@ -175,18 +175,22 @@ def _unnamed_sets(root: str, train_id: str, datasets: tuple[str, ...], documents
     return [d["id"] for d in unnamed_search_sets(ws, train_id)]
 
 
-def ingested_ids() -> tuple[str, ...]:
-    """The documents that ingested cleanly: with their chunk count, the cache key of what Auto reads of them."""
-    return tuple(r["id"] for r in ws.query("SELECT id FROM documents WHERE status='ok' ORDER BY id"))
+def documents_key() -> tuple[tuple[str, ...], int]:
+    """(the documents that ingested cleanly, their chunk count): the cache key of what Auto reads of them,
+    read once per render (an ingest, a deletion or a re-chunk changes it)."""
+    ids = tuple(r["id"] for r in ws.query("SELECT id FROM documents WHERE status='ok' ORDER BY id"))
+    return ids, workspace_chunk_count(ws)
 
 
-def page_recipe(choice: str, embedder: str, train_ds: str, eval_ds: str | None) -> tuple[str | None, str]:
+def page_recipe(
+    choice: str, embedder: str, train_ds: str, eval_ds: str | None, docs: tuple[tuple[str, ...], int]
+) -> tuple[str | None, str]:
     """(the recipe the form runs, why): ``auto`` by core.distill.choose_recipe (the documents you will
     search are known when an evaluation set is named or ingested documents are not the questions' own);
     ``None`` for ``distil`` on an API base, which cannot be fine-tuned."""
     if choice == "adapter":
         return "adapter", ""
-    searched = _searched(str(ws.root), train_ds, bool(eval_ds), ingested_ids(), workspace_chunk_count(ws))
+    searched = _searched(str(ws.root), train_ds, bool(eval_ds), *docs)
     auto, why = choose_recipe(embedder, searched)
     if choice == "auto":
         return auto, why
@@ -301,12 +305,13 @@ else:
             "ranks the documents you will search like the fine-tune (minutes; sentence-transformers bases). Auto "
             "picks by the measured rule in core.distill.choose_recipe.",
         )
-        effective, why = page_recipe(recipe, embedder, train_ds, eval_ds)
+        docs = documents_key()
+        effective, why = page_recipe(recipe, embedder, train_ds, eval_ds, docs)
         if why:
             c2.caption(("Auto: " if recipe == "auto" else "") + md_escape(why) + ".")
         if recipe == "auto" and effective == "adapter" and not eval_ds and not is_api_embedder(embedder):
             # blind: saved sets about documents Auto cannot see may be the ones users will search
-            unseen = _unnamed_sets(str(ws.root), train_ds, tuple(ids), ingested_ids(), workspace_chunk_count(ws))
+            unseen = _unnamed_sets(str(ws.root), train_ds, tuple(ids), *docs)
             if unseen:
                 st.info(
                     md_escape(unnamed_search_sets_note([d["name"] for d in datasets if d["id"] in unseen])),
