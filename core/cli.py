@@ -621,6 +621,25 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def _distil_command(ws, act: dict[str, Any], args) -> str:
+    """The ``train --recipe distil`` line for a caveat's distil action (:func:`core.summary.caveats`): the
+    adapter run's base and query/passage prefixes, as Compare's button queues it; for an adapter folder,
+    the prefixes this ``evaluate`` gave the base."""
+    from .runs import get_run
+
+    run = get_run(ws, act["run_id"]) if act.get("run_id") else None
+    opts = (run["config"].get("embedder_options") or {}) if run else _prefixes(args)
+    flags = [] if act.get("embedder") in (None, "default") else ["--embedder", act["embedder"]]
+    for k in ("query_prefix", "passage_prefix"):
+        if opts.get(k):
+            flags += [f"--{k.replace('_', '-')}", opts[k]]
+    cmd = ["python", "-m", "core", "train", "--dataset", act["dataset_path"], "--eval-dataset", act["eval_path"]]
+    return (
+        f"NEXT: {shlex.join([*cmd, '--recipe', 'distil', *flags])} --out DIR   (minutes; then evaluate with "
+        "--adapter DIR)"
+    )
+
+
 def cmd_evaluate(args) -> int:
     from .datasets import QADataset
     from .launch import evaluate_with_context
@@ -752,12 +771,7 @@ def cmd_evaluate(args) -> int:
         notes.append(f"{c['level'].upper()}: {c['text']}")
         act = c.get("action") or {}
         if act.get("recipe") == "distil" and act.get("dataset_path") and act.get("eval_path"):
-            embedder = "" if act.get("embedder") in (None, "default") else f" --embedder {shlex.quote(act['embedder'])}"
-            notes.append(
-                f"NEXT: python -m core train --dataset {shlex.quote(act['dataset_path'])} --eval-dataset "
-                f"{shlex.quote(act['eval_path'])} --recipe distil{embedder} --out DIR   (minutes; then evaluate "
-                "with --adapter DIR)"
-            )
+            notes.append(_distil_command(ws, act, args))
     table += "\n\n" + "\n".join(notes)
     if args.report:
         table += f"\nreport written to {args.report}"

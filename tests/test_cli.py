@@ -362,6 +362,24 @@ def test_evaluate_prints_the_distil_command_for_an_adapter_on_other_documents(pi
     assert rc == 0 and "NEXT:" not in out, out
 
 
+def test_the_distil_command_keeps_the_adapters_query_and_passage_prefixes(pipeline, capsys, tmp_path):
+    """A prefixed base (E5, BGE): the printed distil command carries the adapter run's prefixes, as Compare's
+    button does, so the fine-tune and the distilled adapter see the texts the adapter saw."""
+    import shlex
+
+    ws, train = str(pipeline["ws"]), str(pipeline["dir"] / "train.json")
+    other = str(_other_documents(tmp_path))
+    prefixes = ["--query-prefix", "query: ", "--passage-prefix", "passage: "]
+    rc, out, err = cli_inproc(
+        capsys, "train", "--dataset", train, "--epochs", "1", "--json", "--workspace", ws, *prefixes
+    )
+    assert rc == 0, err
+    run_id = json.loads(out)["run_id"]
+    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", other, "--run", run_id, "--workspace", ws, *prefixes)
+    assert rc == 0, err
+    assert f"--recipe distil {shlex.join(prefixes)} --out DIR" in out, out
+
+
 def test_train_recipe_auto_distils_only_when_the_searched_documents_are_known(pipeline, capsys, tmp_path):
     """``auto``: the adapter in a workspace with no documents and no evaluation set (a distilled adapter is
     fitted to the documents it ranks); fine-tune, then distil when the evaluation set is named, its chunks
