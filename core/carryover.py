@@ -46,7 +46,9 @@ PSEUDO_QUERY_CARRYOVER: dict[str, object] = {
 
 #: The other no-key recipe, measured on the same protocol: a full fine-tune on the offline questions,
 #: distilled into a linear adapter (Train page: "fine-tune, then distil"; bench/distill.py --protocols d),
-#: median of seeds 0-2, none significant. Its teacher, the fine-tune itself, gained +3.1 / +1.5.
+#: median of seeds 0-2, none significant. Its teacher, the fine-tune read at 512 tokens per chunk as the
+#: distillation reads it (the saved model declares 256: bench/README, "The fine-tune's input length"),
+#: gained +3.1 / +1.5.
 DISTILLED_CARRYOVER: dict[str, object] = {
     "real_eval_gain_hit@5": 0.0105,
     "real_eval_gain_mrr@5": 0.0066,
@@ -174,6 +176,6 @@ def offline_training_caveat(n_offline: int, n_total: int, carryover: dict | None
         "Generate questions with an LLM, or import real queries, for an adapter you will deploy. Without either, "
         f"a full fine-tune on these questions distilled into an adapter (Full fine-tune below, “Then distil it”) "
         f"moved real questions by {_pt(float(d['real_eval_gain_hit@5']))} hit@5 and "
-        f"{_pt(float(d['real_eval_gain_mrr@5']))} MRR@5{_significance(d)}, the fine-tune itself by "
+        f"{_pt(float(d['real_eval_gain_mrr@5']))} MRR@5{_significance(d)}, its teacher (the fine-tune, reading 512 tokens of each chunk as the distillation does) by "
         f"{_pt(float(d['finetune_real_eval_gain_hit@5']))} / {_pt(float(d['finetune_real_eval_gain_mrr@5']))}."
     )

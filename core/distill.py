@@ -50,6 +50,10 @@ _RANKED_HEADER = "# adapterlab text fingerprints v1"  # a record in another sche
 _SHINGLE = 4
 _KEEP_ONE_IN = 16  # n-grams kept: those starting at a word whose crc32 is 0 modulo this (the same in every text)
 _PER_DOCUMENT = 200  # chunks per document that uncovered_documents reads (a seeded sample above that)
+# a distillation's time over the fine-tune's re-embedding estimate for as many chunks: it also embeds the
+# questions and 2 pseudo-queries per chunk with both models, then steps (the Lyft JSON's 334 chunks, two
+# cores: 46 s, base vectors not yet cached, against an estimate of 14.5-18 s)
+_DISTIL_PER_REEMBED = 2.5
 
 
 @dataclass
@@ -66,6 +70,10 @@ class DistillConfig:
     max_ranked_chunks: int = 20000
     batch_size: int = 2048  # queries per step; at or above their number every step is full-batch
     seed: int = 0
+    # tokens of each chunk and query the fine-tuned teacher reads, up to its model's position limit (0: the
+    # model's own input length, 256 for all-MiniLM-L6-v2). More of a long chunk makes better targets: with
+    # the 334 Lyft chunks (median 484 tokens) the distilled adapter gained more at 512 (bench/README)
+    teacher_max_tokens: int = 512
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +89,10 @@ class DistillConfig:
             raise ValueError("steps, lr, temperature and batch_size must be positive")
         if self.pseudo_queries < 0:
             raise ValueError(f"pseudo_queries must be 0 or more, got {self.pseudo_queries}")
+        if self.teacher_max_tokens < 0:
+            raise ValueError(
+                f"teacher_max_tokens must be 0 (the model's own length) or more, got {self.teacher_max_tokens}"
+            )
         if self.max_ranked_chunks < 2 or self.max_pseudo_chunks < 1:
             raise ValueError("max_ranked_chunks must be at least 2 and max_pseudo_chunks at least 1")
 
@@ -143,6 +155,77 @@ def choose_recipe(embedder: str, searched: str | None) -> tuple[str, str]:
         "seeds), where an adapter trained on the questions gained about 0 (bench/README). Minutes on a CPU, not "
         "seconds"
     )
+
+
+def teacher_length(folder: str | os.PathLike, config: DistillConfig) -> int | None:
+    """The input length a distillation runs the fine-tuned model in ``folder`` at: ``config.teacher_max_tokens``
+    capped at the model's position limit, or ``None`` (its own length) for 0 or a folder that states no limit."""
+    from .onnx_embedder import position_limit
+
+    limit = position_limit(folder) if os.path.isdir(folder) else None
+    return min(config.teacher_max_tokens, limit) if config.teacher_max_tokens and limit else None
+
+
+def recipe_estimate(
+    runs: Iterable[dict[str, Any]],
+    embedder: str,
+    n_pairs: int,
+    n_chunks: int,
+    epochs: int = 1,
+    batch_size: int = 32,
+    max_ranked_chunks: int = DistillConfig.max_ranked_chunks,
+) -> dict[str, Any]:
+    """What the distil recipe will cost here, before it starts: the fine-tune's steps, and the seconds of
+    both runs when this workspace has finished a fine-tune of ``embedder`` (``runs`` as
+    :func:`core.runs.list_runs` gives them, newest first), else ``None`` for them.
+
+    The fine-tune scales with the training questions (every step runs the whole model on a batch of them
+    and their chunks): seconds per question and epoch of the newest finished fine-tune. The distillation is
+    mostly the fine-tuned model embedding the ranked chunks and their pseudo-queries: seconds per ranked
+    chunk of the newest finished distillation, or, with none, the fine-tune's own timed re-embedding sample
+    times :data:`_DISTIL_PER_REEMBED`. Both are this machine's pace on earlier data, so chunks of
+    another length move them; the progress bar then says the time left as the run goes.
+
+    Returns ``{"steps", "finetune_seconds", "distil_seconds", "basis"}`` (``basis``: which run, in words)."""
+    from .finetune import duration_text
+
+    n_pairs, n_chunks = max(0, int(n_pairs)), min(max(0, int(n_chunks)), int(max_ranked_chunks))
+    out: dict[str, Any] = {
+        "steps": -(-n_pairs // max(1, int(batch_size))) * max(1, int(epochs)),
+        "finetune_seconds": None,
+        "distil_seconds": None,
+        "basis": None,
+    }
+
+    def mine(r: dict[str, Any], kind: str) -> bool:
+        res = r.get("result") or {}
+        return (
+            r.get("kind") == kind
+            and r.get("status") == "done"
+            and (r.get("config") or {}).get("embedder", "default") == embedder
+            and not res.get("cancelled")
+            and float(res.get("seconds") or 0) > 0
+        )
+
+    runs = list(runs)
+    ft = next((r for r in runs if mine(r, "finetune") and (r["result"].get("n_train_queries") or 0) > 0), None)
+    if ft is None:
+        return out
+    res = ft["result"]
+    per_pair = float(res["seconds"]) / (int(res["n_train_queries"]) * max(1, int(res.get("epochs") or 1)))
+    out["finetune_seconds"] = per_pair * n_pairs * max(1, int(epochs))
+    out["basis"] = f"the fine-tune {ft['name']!r}: {int(res['n_train_queries']):,} questions in " + duration_text(
+        float(res["seconds"])
+    )
+    dist = next((r for r in runs if mine(r, "distill") and (r["result"].get("n_chunks") or 0) > 0), None)
+    if dist is not None:
+        out["distil_seconds"] = float(dist["result"]["seconds"]) / int(dist["result"]["n_chunks"]) * n_chunks
+    else:
+        cost = res.get("cost") or {}
+        est, n = cost.get("reembed_seconds_estimate"), cost.get("chunks_to_reembed")
+        if est and n:
+            out["distil_seconds"] = float(est) / int(n) * n_chunks * _DISTIL_PER_REEMBED
+    return out
 
 
 def uncovered_documents(

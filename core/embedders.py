@@ -91,7 +91,7 @@ def _as_f32(rows) -> np.ndarray:
 # sentence-transformers
 # ------------------------------------------------------------------------------------------------
 _MODEL_LOCK = threading.Lock()
-_MODELS: dict[tuple[str, str, str], object] = {}
+_MODELS: dict[tuple[str, str, str, int | None], object] = {}
 
 
 def bundled_model_path() -> str:
@@ -116,10 +116,11 @@ def pick_device(device: str = "auto") -> str:
     return "cpu"
 
 
-def _load_st_model(name_or_path: str, device: str, version: str = ""):
-    """One shared model per (path, device, version); ``version`` tells apart successive models
-    written to one folder (a fine-tune's weights fingerprint)."""
-    key = (name_or_path, device, version)
+def _load_st_model(name_or_path: str, device: str, version: str = "", max_len: int | None = None):
+    """One shared model per (path, device, version, input length); ``version`` tells apart successive
+    models written to one folder (a fine-tune's weights fingerprint); ``max_len`` overrides the model's
+    own input length (``None``: its own)."""
+    key = (name_or_path, device, version, max_len)
     with _MODEL_LOCK:
         if key in _MODELS:
             return _MODELS[key]
@@ -132,6 +133,8 @@ def _load_st_model(name_or_path: str, device: str, version: str = ""):
 
         pipeline, why = lean_support(name_or_path, device)
         if pipeline is not None:
+            if max_len:
+                pipeline = {**pipeline, "max_seq_length": max_len}
             try:
                 _MODELS[key] = LeanSentenceEncoder(name_or_path, pipeline)
                 return _MODELS[key]
@@ -154,6 +157,8 @@ def _load_st_model(name_or_path: str, device: str, version: str = ""):
                 "Give a local model folder, a model name already in the Hugging Face cache "
                 "(this machine may have no network), or use 'default' for the bundled model."
             ) from exc
+        if max_len:
+            model.max_seq_length = max_len
         _MODELS[key] = model
         return model
 
@@ -179,6 +184,7 @@ class SentenceTransformerEmbedder:
         passage_prefix: str = "",
         device: str = "auto",
         batch_size: int | None = None,
+        max_seq_length: int | None = None,
     ):
         self.name = model
         self.path = bundled_model_path() if model in ("default", "", None) else model
@@ -208,6 +214,16 @@ class SentenceTransformerEmbedder:
             if fp:
                 self.version = str(fp)[:16]
                 self.identity += f"@ft-{self.version}"
+            from .onnx_embedder import tokenizer_only_length
+
+            n = tokenizer_only_length(self.path)
+            if n and not max_seq_length:  # vectors cached before that length was read came from 512 tokens
+                self.identity += f"@len{n}"
+        # another input length than the model's own (a distillation's teacher reads more of each chunk):
+        # other vectors, so another identity; the model is loaded apart, the shared one keeps its length
+        self.max_len = int(max_seq_length) if max_seq_length else None
+        if self.max_len:
+            self.identity += f"@len{self.max_len}"
         self.model_identity = self.identity  # the weights alone (another backend appends its tag to it)
         self.prefix_identity = f"|q={query_prefix}|p={passage_prefix}" if query_prefix or passage_prefix else ""
         self.identity += self.prefix_identity
@@ -215,7 +231,7 @@ class SentenceTransformerEmbedder:
     @property
     def model(self):
         if self._model is None:
-            self._model = _load_st_model(self.path, self.device, self.version)
+            self._model = _load_st_model(self.path, self.device, self.version, self.max_len)
         return self._model
 
     @property
@@ -487,6 +503,7 @@ def resolve_embedder(
     api_timeout: float | None = None,
     api_batch_size: int | None = None,
     api_concurrency: int | None = None,
+    max_seq_length: int | None = None,
 ) -> Embedder:
     """Turn a spec into an embedder (cached through ``workspace`` when given).
 
@@ -496,7 +513,8 @@ def resolve_embedder(
     under their own identity), or ``openai:MODEL`` for an OpenAI-compatible embeddings API (``base_url``/``api_key``
     default to ``OPENAI_BASE_URL``/``OPENAI_API_KEY``; ``api_timeout``/``api_batch_size``/
     ``api_concurrency`` set its requests, ``None`` meaning the default, and are ignored for
-    other specs).
+    other specs). ``max_seq_length`` runs a local model (torch backend) at another input length than its
+    own, under its own cache identity.
     """
     spec = (spec or DEFAULT_EMBEDDER).strip()
     if spec.startswith("openai:"):
@@ -529,7 +547,9 @@ def resolve_embedder(
             if cache and workspace is not None:
                 return CachedEmbedder(emb, EmbeddingCache(workspace.embeddings_path))
             return emb
-        emb = SentenceTransformerEmbedder(spec, query_prefix=query_prefix, passage_prefix=passage_prefix, device=device)
+        emb = SentenceTransformerEmbedder(
+            spec, query_prefix=query_prefix, passage_prefix=passage_prefix, device=device, max_seq_length=max_seq_length
+        )
     if cache and workspace is not None:
         return CachedEmbedder(emb, EmbeddingCache(workspace.embeddings_path))
     return emb

@@ -106,6 +106,35 @@ def _read_json(path: Path) -> dict:
         raise OnnxBackendError(f"{path} is not readable JSON ({exc}).") from exc
 
 
+def tokenizer_max_length(folder: str | os.PathLike) -> int | None:
+    """The input length a folder's tokenizer config declares (``model_max_length``, capped at the model's
+    ``max_position_embeddings``), or ``None``. sentence-transformers 6 saves a model's ``max_seq_length``
+    there only (its ``sentence_bert_config.json`` no longer carries it; AdapterLab's own fine-tunes are
+    such folders), and reads it back from there: a reader that missed it ran a 256-token model at 512
+    tokens, twice the cost and other vectors. transformers writes about 1e30 for "no limit": ignored."""
+    folder = Path(folder)
+    n = _read_json(folder / "tokenizer_config.json").get("model_max_length")
+    if not isinstance(n, int | float) or not 0 < n < 1_000_000:
+        return None
+    cap = _read_json(folder / "config.json").get("max_position_embeddings")
+    return int(min(n, cap)) if isinstance(cap, int) and cap > 0 else int(n)
+
+
+def position_limit(folder: str | os.PathLike) -> int | None:
+    """The most tokens a folder's model reads at all: its ``max_position_embeddings`` (at most 512, the
+    limit of BERT-family position tables; RoBERTa's 514 count 2 reserved slots), or ``None``."""
+    cap = _read_json(Path(folder) / "config.json").get("max_position_embeddings")
+    return min(int(cap), 512) if isinstance(cap, int) and cap > 0 else None
+
+
+def tokenizer_only_length(folder: str | os.PathLike) -> int | None:
+    """:func:`tokenizer_max_length` for a folder whose ``sentence_bert_config.json`` has no ``max_seq_length``
+    (sentence-transformers 6 folders, AdapterLab's fine-tunes), else ``None``."""
+    if _read_json(Path(folder) / "sentence_bert_config.json").get("max_seq_length"):
+        return None
+    return tokenizer_max_length(folder)
+
+
 def read_pipeline(folder: str | os.PathLike) -> dict:
     """The sentence-transformers pipeline of a model folder, as the ONNX backend runs it.
 
@@ -163,7 +192,7 @@ def read_pipeline(folder: str | os.PathLike) -> dict:
         dim = hf.get("hidden_size") or hf.get("d_model") or hf.get("dim")
     if not dim:
         raise OnnxBackendError(f"{folder}: no embedding dimension in the pooling config nor in config.json.")
-    max_len = sbert.get("max_seq_length")
+    max_len = sbert.get("max_seq_length") or tokenizer_max_length(folder)
     return {
         "pooling": modes,
         "normalize": "Normalize" in rest,

@@ -519,29 +519,34 @@ def distill_teacher(ws: Workspace, request: dict[str, Any]) -> tuple[str, str, d
     return str(model_dir(ws, rid)), t["name"], {k: opts[k] for k in ("query_prefix", "passage_prefix") if opts.get(k)}
 
 
+def distil_chunks(ws: Workspace, ds: QADataset, eval_ds: QADataset | None = None, doc_ids=None) -> list[str]:
+    """Every chunk a distillation of ``ds``'s questions ranks, as users will search them: the ingested
+    documents' (``doc_ids``, default all, new ones included), the dataset's own, and the named evaluation
+    set's (its chunks only: its questions are never read). Texts may repeat: the distillation ranks each once."""
+    chunks = [r["text"] for r in ingested_chunks(ws, doc_ids)] + list(ds.corpus.values())
+    return chunks + (list(eval_ds.corpus.values()) if eval_ds is not None else [])
+
+
 def _execute_distill(ws: Workspace, run_id: str, request: dict[str, Any], *, cancel, progress, callback, out_dir):
     """A ``distill`` run: :func:`core.distill.distill_adapter` into ``adapter/`` (a LlamaIndex folder)."""
     from .adapters import save_adapter
-    from .distill import DistillConfig, DistillResult, distill_adapter, save_ranked
+    from .distill import DistillConfig, DistillResult, distill_adapter, save_ranked, teacher_length
 
     config = DistillConfig.from_dict(request["config"])
     with _recording(ws, run_id, callback, cancel) as on_event:
         t0 = time.time()
         teacher_spec, teacher_name, teacher_opts = distill_teacher(ws, request)
         ds = _load_ds(ws, request.get("dataset_id"), request.get("dataset_path"))
-        # every chunk users will search: the ingested documents (new ones included), the dataset's own and
-        # the named evaluation set's (its chunks only: its questions are never read)
-        chunks = [r["text"] for r in ingested_chunks(ws, request.get("doc_ids"))] + list(ds.corpus.values())
-        n_eval_chunks = 0
         eval_named = bool(request.get("eval_dataset_id") or request.get("eval_dataset_path"))
-        if eval_named:
-            eval_corpus = _load_ds(ws, request.get("eval_dataset_id"), request.get("eval_dataset_path")).corpus
-            chunks += list(eval_corpus.values())
-            n_eval_chunks = len(eval_corpus)
+        eval_ds = _load_ds(ws, request.get("eval_dataset_id"), request.get("eval_dataset_path")) if eval_named else None
+        chunks = distil_chunks(ws, ds, eval_ds, request.get("doc_ids"))
+        n_eval_chunks = len(eval_ds.corpus) if eval_ds is not None else 0
         base = resolve_embedder(
             request.get("embedder") or "default", workspace=ws, **(request.get("embedder_options") or {})
         )
-        teacher = resolve_embedder(teacher_spec, workspace=ws, **teacher_opts)
+        teacher = resolve_embedder(
+            teacher_spec, workspace=ws, max_seq_length=teacher_length(teacher_spec, config), **teacher_opts
+        )
         adapter, summary = distill_adapter(
             teacher,
             base,

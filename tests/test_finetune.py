@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import time
 
@@ -41,7 +42,7 @@ def test_a_tiny_fine_tune_saves_a_loadable_model_that_differs_from_the_base(ws, 
         lr=1e-4,
         device="cpu",
         callback=events.append,
-        progress=lambda d, t, m: ticks.append((d, t)),
+        progress=lambda d, t, m: ticks.append((d, t, m)),
     )
 
     assert result.out_dir == out and not result.cancelled and result.steps == 3  # 24 questions, batch 8
@@ -57,7 +58,10 @@ def test_a_tiny_fine_tune_saves_a_loadable_model_that_differs_from_the_base(ws, 
     )
     assert events[-1]["type"] == "cost" and has_curves(events)
     training_figure(events)
-    assert ticks[-1] == (3, 3)
+    assert [t[:2] for t in ticks] == [(1, 3), (2, 3), (3, 3)]
+    # a CPU step takes seconds: the line says how long is left, at the pace so far, until the last step
+    assert all(re.search(r"step \d/3 · about \d+ s left$", m) for _, _, m in ticks[:2]), ticks
+    assert ticks[-1][2] == "epoch 1/1 · step 3/3"
 
     marker = read_marker(out)
     assert marker["fingerprint"] == weights_fingerprint(out) and marker["cost"]["chunks_to_reembed"] == 12
@@ -74,6 +78,28 @@ def test_a_tiny_fine_tune_saves_a_loadable_model_that_differs_from_the_base(ws, 
 
     assert lean_support(out)[0] is not None
     assert np.abs(tuned.embed_texts(PROBE) - reference).max() < 1e-5
+    # sentence-transformers 6 keeps the model's input length in the tokenizer config only: it is read from
+    # there (it was not: a chunk past 256 tokens was embedded at 512, other vectors at twice the cost), and
+    # the cache identity says so, so vectors cached before the fix are not reused
+    st_model = SentenceTransformer(str(out), device="cpu")
+    assert st_model.max_seq_length == 256 and tuned.model.max_seq_length == 256 and "@len256" in tuned.identity
+    long_text = " ".join(f"clause {i} of the revolving credit facility covers interest" for i in range(120))
+    assert st_model.tokenizer(long_text, truncation=False)["input_ids"].__len__() > 512
+    assert np.abs(tuned.embed_texts([long_text]) - st_model.encode([long_text])).max() < 1e-5
+    # a distillation's teacher reads more of each chunk (DistillConfig.teacher_max_tokens, capped at the
+    # model's 512 positions), under its own identity, and the shared 256-token model keeps its length
+    from core.distill import DistillConfig, teacher_length
+
+    assert (
+        teacher_length(out, DistillConfig()) == 512 and teacher_length(out, DistillConfig(teacher_max_tokens=0)) is None
+    )
+    assert teacher_length(out, DistillConfig(teacher_max_tokens=4096)) == 512
+    reader = resolve_embedder(str(out), workspace=ws, max_seq_length=512)
+    assert reader.identity.endswith("@len512") and reader.identity.replace("@len512", "@len256") == tuned.identity
+    st_model.max_seq_length = 512
+    assert np.abs(reader.embed_texts([long_text]) - st_model.encode([long_text])).max() < 1e-5
+    assert np.abs(reader.embed_texts([long_text]) - tuned.embed_texts([long_text])).max() > 1e-3
+    assert tuned.model.max_seq_length == 256 and reader.model.max_seq_length == 512
     diff = np.abs(tuned.embed_queries(PROBE) - base.embed_queries(PROBE)).max()
     assert diff > 1e-3, diff
 
