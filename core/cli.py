@@ -445,6 +445,36 @@ def _finetune_run(args, ws, config, name: str | None) -> str:
     )
 
 
+def _distil_expectation(args, ws, ft_cfg, dcfg) -> str:
+    """One line, before the distil recipe starts: the fine-tune's steps and, at the pace of this workspace's
+    last fine-tune of the same base model, how long both runs should take (core.distill.recipe_estimate)."""
+    from .datasets import QADataset
+    from .distill import recipe_estimate
+    from .finetune import duration_text, training_pairs
+    from .runs import distil_chunks, list_runs
+
+    ds = QADataset.load(args.dataset)
+    eval_ds = QADataset.load(args.eval_dataset) if args.eval_dataset else None
+    n_ranked = len(dict.fromkeys(distil_chunks(ws, ds, eval_ds)))
+    n_pairs = len(training_pairs(ds)[0])
+    est = recipe_estimate(
+        list_runs(ws),
+        args.embedder,
+        n_pairs,
+        n_ranked,
+        epochs=ft_cfg.epochs,
+        batch_size=ft_cfg.batch_size,
+        max_ranked_chunks=dcfg.max_ranked_chunks,
+    )
+    line = f"expect: a fine-tune of {est['steps']:,} steps of {ft_cfg.batch_size} questions"
+    if est["finetune_seconds"] is None:
+        return line + f" (several seconds each on a CPU), then a distillation ranking {n_ranked:,} chunks"
+    line += f" (about {duration_text(est['finetune_seconds'])}), then a distillation ranking {n_ranked:,} chunks"
+    if est["distil_seconds"] is not None:
+        line += f" (about {duration_text(est['distil_seconds'])})"
+    return line + f", at this machine's pace in {est['basis']}"
+
+
 def _train_distil(args, ws, why: str) -> int:
     """``train`` by the distil recipe: a full fine-tune run, then a distillation run of it (two runs)."""
     from .distill import DistillConfig
@@ -454,9 +484,10 @@ def _train_distil(args, ws, why: str) -> int:
     seed = args.seed if args.seed is not None else 0
     ft_cfg = FinetuneConfig(seed=seed, **({"device": args.device} if args.device else {}))
     dcfg = DistillConfig(seed=seed)
-    ft_id = _finetune_run(args, ws, ft_cfg, f"{args.name} · fine-tune" if args.name else None)
     if not args.json:
         print(f"recipe: distil ({why})", file=sys.stderr, flush=True)
+        print(_distil_expectation(args, ws, ft_cfg, dcfg), file=sys.stderr, flush=True)
+    ft_id = _finetune_run(args, ws, ft_cfg, f"{args.name} · fine-tune" if args.name else None)
     # the fine-tuned model stays in the workspace; --out receives the adapter
     ft = _run_with_bar(args, ws, ft_id, "fine-tune", "saved no model", out_dir=None)
     if ft.cancelled or ft.out_dir is None:

@@ -359,6 +359,7 @@ def _train(
 
         def on_train_begin(self, args, st, control, **kw):
             state["total"] = int(st.max_steps or 0)
+            state["t_begin"] = time.time()
             record(
                 {
                     "type": "phase",
@@ -392,7 +393,8 @@ def _train(
                 progress(
                     st.global_step,
                     state["total"] or st.global_step,
-                    f"epoch {state['epoch']}/{epochs} · step {st.global_step}/{state['total']}",
+                    f"epoch {state['epoch']}/{epochs} · step {st.global_step}/{state['total']}"
+                    + _time_left(time.time() - state["t_begin"], st.global_step, state["total"]),
                 )
             if cancel is not None and cancel.is_set():
                 control.should_training_stop = True
@@ -443,6 +445,15 @@ def _train(
         trainer.train()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _time_left(elapsed: float, done: int, total: int) -> str:
+    """`` · about 3 min 05 s left`` at the mean pace of the steps so far (a CPU step takes seconds)."""
+    from .embedders import format_eta
+
+    if done <= 0 or done >= total:
+        return ""
+    return f" · about {format_eta(elapsed / done * (total - done))} left"
 
 
 @contextlib.contextmanager

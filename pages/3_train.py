@@ -8,7 +8,7 @@ import streamlit as st
 from core.adapters import registered_adapters
 from core.carryover import blind_distillation_note, offline_training_caveat, unnamed_search_sets_note
 from core.datasets import list_datasets
-from core.distill import RECIPES, DistillConfig, choose_recipe
+from core.distill import RECIPES, DistillConfig, choose_recipe, recipe_estimate
 from core.export import EXPORTABLE_TEXT, export_zip, is_api_embedder, run_export_support
 from core.finetune import LOSSES as FT_LOSSES
 from core.finetune import FinetuneConfig, cost_label, describe_cost, duration_text
@@ -170,6 +170,17 @@ def _searched(root: str, train_id: str, eval_named: bool, documents: tuple[str, 
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
+def _ranked_count(root: str, train_id: str, eval_id: str | None, documents: tuple[str, ...], n_chunks: int) -> int:
+    """Distinct chunks a distillation would rank (core.runs.distil_chunks; the ingested ``documents`` and
+    their chunk count key the cache)."""
+    from core.datasets import load_dataset
+    from core.runs import distil_chunks
+
+    eval_ds = load_dataset(ws, eval_id) if eval_id else None
+    return len(dict.fromkeys(distil_chunks(ws, load_dataset(ws, train_id), eval_ds)))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
 def _unnamed_sets(root: str, train_id: str, datasets: tuple[str, ...], documents: tuple[str, ...], n_chunks: int):
     """core.runs.unnamed_search_sets as ids (the saved datasets and the ingested documents key the cache)."""
     return [d["id"] for d in unnamed_search_sets(ws, train_id)]
@@ -202,31 +213,52 @@ def page_recipe(
 def finetune_config() -> FinetuneConfig:
     """The settings of the Full fine-tune form (its defaults until the user opens and changes it)."""
     get = st.session_state.get
+    d = FinetuneConfig()  # an instance: a slots dataclass's class attributes are not its defaults
     return FinetuneConfig(
-        epochs=int(get("ft_epochs", FinetuneConfig.epochs)),
-        batch_size=int(get("ft_batch_size", FinetuneConfig.batch_size)),
-        lr=float(get("ft_lr", FinetuneConfig.lr)),
-        loss=get("ft_loss", FinetuneConfig.loss),
-        seed=int(get("ft_seed", 0)),
+        epochs=int(get("ft_epochs", d.epochs)),
+        batch_size=int(get("ft_batch_size", d.batch_size)),
+        lr=float(get("ft_lr", d.lr)),
+        loss=get("ft_loss", d.loss),
+        seed=int(get("ft_seed", d.seed)),
     )
 
 
-def distil_recipe_form(train_ds: str, eval_ds: str | None, embedder: str) -> None:
+def distil_recipe_form(
+    train_ds: str, eval_ds: str | None, embedder: str, docs: tuple[tuple[str, ...], int], n_questions: int
+) -> None:
     """The *Fine-tune, then distil* recipe: what it does and costs, a name, and one start button."""
-    n_chunks = workspace_chunk_count(ws)
+    n_chunks = docs[1]
     ranked = ([f"the {n_chunks:,} ingested chunks"] if n_chunks else []) + ["the training set's chunks"]
     if eval_ds:
         ranked.append("the evaluation set's chunks (never its questions)")
+    ft_cfg = finetune_config()
+    n_ranked = _ranked_count(str(ws.root), train_ds, eval_ds, *docs)
+    est = recipe_estimate(
+        list_runs(ws), embedder, n_questions, n_ranked, epochs=ft_cfg.epochs, batch_size=ft_cfg.batch_size
+    )
+    ft_cost = f"{est['steps']:,} steps of {ft_cfg.batch_size} questions: " + (
+        f"about {duration_text(est['finetune_seconds'])} here"
+        if est["finetune_seconds"] is not None
+        else "several seconds each on a CPU"
+    )
+    di_cost = f"{n_ranked:,} distinct chunks" + (
+        f", about {duration_text(est['distil_seconds'])} here" if est["distil_seconds"] is not None else ""
+    )
     st.markdown(
         "**Two runs, one after the other:**\n"
-        "1. a **full fine-tune** of the base model on the training questions (minutes on a CPU);\n"
+        f"1. a **full fine-tune** of the base model on the training questions ({ft_cost});\n"
         "2. its **distillation** into a linear adapter: on the base model's query vectors, it learns to rank "
         + (", ".join(ranked[:-1]) + " and " + ranked[-1] if len(ranked) > 1 else ranked[0])
-        + " as the fine-tune does. Only the adapter is used: your index keeps the base model's vectors."
+        + f" as the fine-tune does ({di_cost}). Only the adapter is used: your index keeps the base model's vectors."
     )
     st.caption(
         "Settings: the **Full fine-tune** and **Distil** forms below (their defaults until you change them). A "
-        "distilled adapter is fitted to the documents it ranks: ingest the documents you will search first."
+        "distilled adapter is fitted to the documents it ranks: ingest the documents you will search first. "
+        + (
+            f"Times at this machine's pace in {md_escape(est['basis'])}; the progress bar says the time left."
+            if est["basis"]
+            else "The progress bar says the time left once the first steps have run."
+        )
     )
     name = st.text_input("Run name (optional)", key="train_name", placeholder="e.g. fine-tune, then distil")
     if st.button(
@@ -318,7 +350,8 @@ else:
                     icon=":material/lightbulb:",
                 )
         if effective == "distil":
-            distil_recipe_form(train_ds, eval_ds, embedder)
+            n_questions = next((int(d.get("n_queries") or 0) for d in datasets if d["id"] == train_ds), 0)
+            distil_recipe_form(train_ds, eval_ds, embedder, docs, n_questions)
         elif effective == "adapter":
             # Default: cross-validate on the training questions. The saved validation split is what Compare
             # evaluates on; selecting the best epoch on it too would flatter the adapter.

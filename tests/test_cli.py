@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -380,6 +381,15 @@ def test_the_distil_command_keeps_the_adapters_query_and_passage_prefixes(pipeli
     assert f"--recipe distil {shlex.join(prefixes)} --out DIR" in out, out
 
 
+def _n_pairs_and_chunks(train: str, other: str) -> tuple[int, int]:
+    """(training questions with a chunk, distinct chunks of both files): a distillation in a workspace with no
+    documents ranks the training set's and the evaluation set's."""
+    from core.datasets import QADataset
+
+    a, b = QADataset.load(train), QADataset.load(other)
+    return sum(1 for q in a.queries if a.relevant_docs.get(q)), len({*a.corpus.values(), *b.corpus.values()})
+
+
 def test_train_recipe_auto_distils_only_when_the_searched_documents_are_known(pipeline, capsys, tmp_path):
     """``auto``: the adapter in a workspace with no documents and no evaluation set (a distilled adapter is
     fitted to the documents it ranks); fine-tune, then distil when the evaluation set is named, its chunks
@@ -397,11 +407,34 @@ def test_train_recipe_auto_distils_only_when_the_searched_documents_are_known(pi
 
     out_dir = tmp_path / "distilled"
     # in a child process, like a user's command (this process's memory stays as the PDF tests expect it)
-    out = _ok(cli("train", "--dataset", train, "--eval-dataset", other, "--out", str(out_dir), workspace=empty)).stdout
+    done = _ok(cli("train", "--dataset", train, "--eval-dataset", other, "--out", str(out_dir), workspace=empty))
+    out = done.stdout
     assert "recipe: distil (fine-tune, then distil over the documents you will search" in out
+    # before it starts (on stderr, with the progress), what it will cost: no fine-tune has run here yet, so
+    # steps, not seconds
+    n_train, n_ranked = _n_pairs_and_chunks(train, other)
+    expect = f"expect: a fine-tune of {-(-n_train // 32)} steps of 32 questions (several seconds each on a CPU), "
+    assert f"{expect}then a distillation ranking {n_ranked} chunks\n" in done.stderr, done.stderr
     runs = {r["kind"]: r for r in json.loads(_ok(cli("runs", "--json", workspace=empty)).stdout)}
     assert runs["finetune"]["status"] == runs["distill"]["status"] == "done"
     assert runs["distill"]["run"] in out and (out_dir / "config.json").is_file()
+    # the next time, at the pace of the runs this workspace has finished
+    from argparse import Namespace
+
+    from core.cli import _distil_expectation
+    from core.distill import DistillConfig
+    from core.finetune import FinetuneConfig
+    from core.workspace import Workspace
+
+    line = _distil_expectation(
+        Namespace(dataset=train, eval_dataset=other, embedder="default"), Workspace(empty), FinetuneConfig(),
+        DistillConfig(),
+    )  # fmt: skip
+    assert re.fullmatch(
+        rf"expect: a fine-tune of \d+ steps of 32 questions \(about [^)]+\), then a distillation ranking {n_ranked} "
+        r"chunks \(about [^)]+\), at this machine's pace in the fine-tune '[^']+': \d+ questions in .+",
+        line,
+    ), line
     from core.datasets import QADataset
 
     # the evaluation set's chunks were ranked (never its questions); the training set's too

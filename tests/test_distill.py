@@ -249,3 +249,38 @@ def test_saved_sets_about_documents_auto_cannot_see_are_listed_and_a_split_of_an
     other_id = save_dataset(ws, other, "museum questions", role="import")
     assert [d["id"] for d in unnamed_search_sets(ws, train_id)] == [other_id]
     assert unnamed_search_sets(ws, other_id) == []  # its own training set: every other set is in rides.pdf
+
+
+def _run(kind, *, status="done", embedder="default", name="ft", **result):
+    return {"kind": kind, "status": status, "name": name, "config": {"embedder": embedder}, "result": result}
+
+
+def test_the_recipe_estimate_scales_this_machines_last_fine_tune_and_distillation():
+    """Before the distil recipe starts: its steps always; its seconds at the pace of the newest finished
+    fine-tune (and distillation) of the same base model here, never of another model's, a cancelled or a
+    failed run's."""
+    from core.distill import _DISTIL_PER_REEMBED, recipe_estimate
+
+    none = recipe_estimate([], "default", 100, 40)
+    assert none == {"steps": 4, "finetune_seconds": None, "distil_seconds": None, "basis": None}  # ceil(100/32)
+    assert recipe_estimate([], "default", 100, 40, epochs=2, batch_size=8)["steps"] == 26
+
+    cost = {"train_seconds": 50.0, "chunks_to_reembed": 100, "reembed_seconds_estimate": 10.0}
+    ft = _run("finetune", name="last", seconds=50.0, n_train_queries=50, epochs=1, cost=cost)
+    ignored = [
+        _run("finetune", embedder="st:other", seconds=1.0, n_train_queries=50, epochs=1),  # another base model
+        _run("finetune", status="failed", seconds=1.0, n_train_queries=50, epochs=1),
+        _run("finetune", seconds=1.0, n_train_queries=50, epochs=1, cancelled=True),
+    ]
+    est = recipe_estimate([*ignored, ft], "default", 200, 40, epochs=2)
+    assert est["finetune_seconds"] == pytest.approx(50.0 / 50 * 200 * 2)  # 1 s per question and epoch
+    # no distillation yet: the fine-tune's timed re-embedding (0.1 s per chunk), scaled to a distillation
+    assert est["distil_seconds"] == pytest.approx(0.1 * 40 * _DISTIL_PER_REEMBED)
+    assert est["basis"] == "the fine-tune 'last': 50 questions in 50 s"
+
+    dist = _run("distill", seconds=30.0, n_chunks=300)
+    est = recipe_estimate([dist, _run("distill", seconds=1.0, n_chunks=300, cancelled=True), ft], "default", 10, 60)
+    assert est["distil_seconds"] == pytest.approx(30.0 / 300 * 60)
+    # a corpus above the distillation's cap ranks a sample of that many chunks: they are what it costs
+    capped = recipe_estimate([dist, ft], "default", 10, 10_000, max_ranked_chunks=600)
+    assert capped["distil_seconds"] == pytest.approx(30.0 / 300 * 600)
