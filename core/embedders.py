@@ -214,9 +214,12 @@ class SentenceTransformerEmbedder:
             if fp:
                 self.version = str(fp)[:16]
                 self.identity += f"@ft-{self.version}"
-            from .onnx_embedder import tokenizer_only_length
+            from .onnx_embedder import OnnxBackendError, tokenizer_only_length
 
-            n = tokenizer_only_length(self.path)
+            try:
+                n = tokenizer_only_length(self.path)
+            except OnnxBackendError:  # an unreadable config: loading the model will say what is wrong
+                n = None
             if n and not max_seq_length:  # vectors cached before that length was read came from 512 tokens
                 self.identity += f"@len{n}"
         # another input length than the model's own (a distillation's teacher reads more of each chunk):

@@ -3,6 +3,7 @@ against a local fake server (batching, retries, errors, key hygiene), specs, and
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -615,3 +616,27 @@ def test_adapter_embedder_transforms_queries_only():
     assert emb.identity.startswith("fake:count+adapter:")
     other = AdapterEmbedder(base, build_adapter("linear", 6))
     assert other.identity != emb.identity  # different weights, different identity
+
+
+def test_an_input_length_kept_in_the_tokenizer_config_alone_is_read_and_tags_the_identity(tmp_path):
+    """sentence-transformers 6 folders keep max_seq_length in tokenizer_config.json only: it is read from
+    there (capped at the position table; transformers' 1e30 "no limit" ignored), the identity says so, and
+    an unreadable config leaves the tag off rather than failing before the model loads."""
+    from core.onnx_embedder import position_limit, tokenizer_max_length, tokenizer_only_length
+
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"module_output_name": "token_embeddings"}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 256}))
+    assert tokenizer_only_length(tmp_path) == 256 and position_limit(tmp_path) == 512
+    assert SentenceTransformerEmbedder(str(tmp_path)).identity.endswith("@len256")
+    assert SentenceTransformerEmbedder(str(tmp_path), max_seq_length=512).identity.endswith("@len512")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 4096}))
+    assert tokenizer_max_length(tmp_path) == 512  # the position table caps it
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 1e30}))
+    assert tokenizer_max_length(tmp_path) is None
+    # the old format states it in sentence_bert_config.json: nothing to tag, the identity is unchanged
+    (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 256}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512}))
+    assert tokenizer_only_length(tmp_path) is None and "@len" not in SentenceTransformerEmbedder(str(tmp_path)).identity
+    (tmp_path / "sentence_bert_config.json").write_text("{not json")
+    assert "@len" not in SentenceTransformerEmbedder(str(tmp_path)).identity
