@@ -214,8 +214,9 @@ def recipe_estimate(
     res = ft["result"]
     per_pair = float(res["seconds"]) / (int(res["n_train_queries"]) * max(1, int(res.get("epochs") or 1)))
     out["finetune_seconds"] = per_pair * n_pairs * max(1, int(epochs))
-    out["basis"] = f"the fine-tune {ft['name']!r}: {int(res['n_train_queries']):,} questions in " + duration_text(
-        float(res["seconds"])
+    out["basis"] = (
+        f"the fine-tune \u201c{ft['name']}\u201d: {int(res['n_train_queries']):,} questions in "
+        + duration_text(float(res["seconds"]))
     )
     dist = next((r for r in runs if mine(r, "distill") and (r["result"].get("n_chunks") or 0) > 0), None)
     if dist is not None:

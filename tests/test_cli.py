@@ -432,7 +432,7 @@ def test_train_recipe_auto_distils_only_when_the_searched_documents_are_known(pi
     )  # fmt: skip
     assert re.fullmatch(
         rf"expect: a fine-tune of \d+ steps of 32 questions \(about [^)]+\), then a distillation ranking {n_ranked} "
-        r"chunks \(about [^)]+\), at this machine's pace in the fine-tune '[^']+': \d+ questions in .+",
+        r"chunks \(about [^)]+\), at this machine's pace in the fine-tune \u201c[^\u201d]+\u201d: \d+ questions in .+",
         line,
     ), line
     from core.datasets import QADataset

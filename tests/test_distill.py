@@ -276,7 +276,7 @@ def test_the_recipe_estimate_scales_this_machines_last_fine_tune_and_distillatio
     assert est["finetune_seconds"] == pytest.approx(50.0 / 50 * 200 * 2)  # 1 s per question and epoch
     # no distillation yet: the fine-tune's timed re-embedding (0.1 s per chunk), scaled to a distillation
     assert est["distil_seconds"] == pytest.approx(0.1 * 40 * _DISTIL_PER_REEMBED)
-    assert est["basis"] == "the fine-tune 'last': 50 questions in 50 s"
+    assert est["basis"] == "the fine-tune \u201clast\u201d: 50 questions in 50 s"
 
     dist = _run("distill", seconds=30.0, n_chunks=300)
     est = recipe_estimate([dist, _run("distill", seconds=1.0, n_chunks=300, cancelled=True), ft], "default", 10, 60)

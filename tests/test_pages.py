@@ -577,6 +577,35 @@ def test_train_recipe_auto_names_the_ingested_documents_the_questions_are_not_ab
     assert any(b.key == "train_start" for b in at.button) and at.selectbox(key="train_val_ds") is not None
 
 
+def test_the_distil_recipe_states_its_expected_time_at_the_pace_of_this_workspaces_last_fine_tune(
+    prepared_ws, prepared
+):
+    """With a finished fine-tune of the same base model here, the form says how long both runs should take:
+    its seconds per question for the fine-tune, its timed re-embedding (scaled) for the distillation."""
+    from core.datasets import list_datasets
+    from core.distill import _DISTIL_PER_REEMBED
+    from core.finetune import FinetuneConfig, duration_text
+    from core.runs import _set_status, create_finetune_run
+
+    ws = Workspace(prepared_ws)
+    rid = create_finetune_run(ws, FinetuneConfig(), dataset_id=prepared.train_id, name="last week's")
+    cost = {"train_seconds": 240.0, "chunks_to_reembed": 100, "reembed_seconds_estimate": 20.0}
+    result = {"kind": "finetune", "seconds": 240.0, "steps": 4, "epochs": 1, "n_train_queries": 120, "cost": cost}
+    _set_status(ws, rid, "done", result=result)
+    n_questions = next(d["n_queries"] for d in list_datasets(ws) if d["id"] == prepared.train_id)
+
+    at = page("3_train.py")
+    at.run()
+    no_exceptions(at)
+    md = texts(at.markdown)
+    assert f"questions: about {duration_text(2.0 * n_questions)} here)" in md, md  # 240 s / 120 questions
+    n_ranked = int(re.search(r"as the fine-tune does \((\d+) distinct chunks, about ", md).group(1))
+    assert f"{n_ranked} distinct chunks, about {duration_text(0.2 * n_ranked * _DISTIL_PER_REEMBED)} here)" in md
+    assert "Times at this machine's pace in the fine-tune \u201clast week's\u201d: 120 questions in 4.0 min" in texts(
+        at.caption
+    )
+
+
 def test_train_launch_runs_in_background(prepared_ws, prepared):
     at = page("3_train.py")
     at.run()
