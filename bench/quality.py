@@ -39,7 +39,7 @@ cross-validated: the adapter recipe), two-layer (cross-validated), the AdapterLa
 ``train`` does with no flag for a user who ingested the protocol's documents: the adapter row where
 the questions cover every ingested document, else fine-tune, then distil, minutes per seed) and,
 with --finetune, a full fine-tune of the base model (sentence-transformers' trainer) as the
-expensive upper bound.
+expensive reference (read at the saved model's own length).
 
     python bench/quality.py [--protocols a b c] [--seeds 0 1 2] [--cv-cost] [--finetune]
 

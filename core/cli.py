@@ -1166,6 +1166,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="MultipleNegativesRankingLoss, or its cached variant (large batches, little memory)",
     )
     s.add_argument("--warmup-ratio", type=float, default=0.1)
+    s.add_argument(
+        "--read-tokens",
+        type=int,
+        default=0,
+        help="tokens of each text the saved model reads (0: the base model's own length; capped at its position "
+        "limit, 512 for the default). Re-embedding with it anyway, a longer read sees more of long chunks: "
+        "bench/README, 'Both lengths on first questions and on a new kind of text'",
+    )
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     s.add_argument("--name", help="a label for the run")
     s.add_argument("--out", help="also copy the fine-tuned model (a sentence-transformers folder) here")

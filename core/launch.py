@@ -345,8 +345,7 @@ def finetune_system(ws: Workspace, run: dict, name: str | None = None) -> tuple[
         query_prefix=opts.get("query_prefix", ""),
         passage_prefix=opts.get("passage_prefix", ""),
     )
-    n = ((run.get("result") or {}).get("cost") or {}).get("chunks_to_reembed")
-    return f"{name or run['name']} · {cost_label(n)}", emb
+    return f"{name or run['name']} · {cost_label((run.get('result') or {}).get('cost'))}", emb
 
 
 def embedder_name(spec: str | None) -> str:
@@ -383,9 +382,7 @@ def named_specs(ws: Workspace, systems: list[SystemSpec], embedder: str = "defau
             if kind == "run" and run.get("kind") == "finetune" and not s.get("name"):
                 from .finetune import cost_label
 
-                name = (
-                    f"{run_name} · {cost_label(((run.get('result') or {}).get('cost') or {}).get('chunks_to_reembed'))}"
-                )
+                name = f"{run_name} · {cost_label((run.get('result') or {}).get('cost'))}"
         elif kind == "adapter_dir":
             name = s.get("name") or Path(s["path"]).name
         else:

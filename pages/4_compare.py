@@ -138,9 +138,7 @@ if datasets:
             run_labels = {r["id"]: f"{r['name']} ({r['status']})" for r in usable if has_adapter(ws, r["id"])}
             run_labels.update(
                 {  # full fine-tunes: their own model, and their price in the label
-                    r[
-                        "id"
-                    ]: f"{r['name']} ({r['status']}) · {cost_label(((r.get('result') or {}).get('cost') or {}).get('chunks_to_reembed'))}"
+                    r["id"]: f"{r['name']} ({r['status']}) · {cost_label((r.get('result') or {}).get('cost'))}"
                     for r in usable
                     if r.get("kind") == "finetune" and has_model(ws, r["id"])
                 }

@@ -124,6 +124,53 @@ def test_a_tiny_fine_tune_saves_a_loadable_model_that_differs_from_the_base(ws, 
     assert np.abs(tuned2.embed_queries(PROBE) - tuned.embed_queries(PROBE)).max() > 1e-4
 
 
+def test_the_saved_model_can_read_more_of_each_chunk_than_the_base_model(ws, tmp_path):
+    """``read_tokens``: trained at the base model's 256 tokens, saved to read up to its 512 positions (a longer
+    request is capped), so sentence-transformers and AdapterLab both embed the re-indexed corpus at that
+    length; the label and the cost sentence say so. Asking for the base model's own length changes nothing."""
+    from sentence_transformers import SentenceTransformer
+
+    from core.finetune import cost_label, describe_cost, read_lengths
+
+    assert read_lengths("default") == (256, 512) and read_lengths("openai:text-embedding-3-small") == (None, None)
+    with pytest.raises(FinetuneError, match="read_tokens"):
+        FinetuneConfig(read_tokens=-1).validate()
+
+    def one_step(out, read_tokens):
+        stop = threading.Event()
+        return finetune(
+            small_dataset(),
+            "default",
+            out,
+            batch_size=8,
+            device="cpu",
+            read_tokens=read_tokens,
+            cancel=stop,
+            progress=lambda d, t, m: stop.set(),
+        )
+
+    long = one_step(tmp_path / "long", 4096)
+    assert long.read_tokens == 512 and long.cost()["read_tokens"] == 512
+    assert read_marker(long.out_dir)["cost"]["read_tokens"] == 512
+    assert SentenceTransformer(str(long.out_dir), device="cpu").max_seq_length == 512
+    emb = resolve_embedder(str(long.out_dir), workspace=ws)
+    assert emb.model.max_seq_length == 512 and emb.identity.endswith("@len512")
+    assert cost_label(long.cost()) == "full fine-tune, reads 512 tokens (re-embeds 12 chunks)"
+    assert "reads 512 tokens of each text" in describe_cost(long.cost())
+
+    same = one_step(tmp_path / "same", 256)
+    assert same.read_tokens is None and "read_tokens" not in same.cost()
+    assert SentenceTransformer(str(same.out_dir), device="cpu").max_seq_length == 256
+    assert cost_label(same.cost()) == "full fine-tune (re-embeds 12 chunks)" == cost_label({"chunks_to_reembed": 12})
+    assert cost_label(None) == "full fine-tune (re-embeds the corpus)"
+    assert "reads" not in describe_cost(same.cost())
+    # the CLI's flag is the config's field (cmd_finetune builds FinetuneConfig from the parsed fields)
+    from core.cli import build_parser
+
+    args = build_parser().parse_args(["finetune", "--dataset", "x.json", "--read-tokens", "512"])
+    assert args.read_tokens == 512 and build_parser().parse_args(["finetune", "--dataset", "x.json"]).read_tokens == 0
+
+
 def test_bad_requests_are_refused_before_any_work(ws, tmp_path, dataset_path):
     ds = small_dataset()
     with pytest.raises(FinetuneError, match="embeddings API"):
@@ -371,6 +418,10 @@ def test_train_page_offers_runs_and_prices_a_full_fine_tune_and_compare_lists_it
     assert "re-embedding the whole corpus" in texts(at.markdown)
     assert "re-embeds the whole corpus" in at.button(key="ft_start").label  # no ingested chunks: no count
     at.number_input(key="ft_batch_size").set_value(8)
+    # the saved model may read more of each chunk than the base model (using it re-embeds them anyway)
+    read = at.selectbox(key="ft_read_tokens")
+    assert read.options == ["256 tokens (the base model's)", "512 tokens (reads more of each chunk)"]
+    read.set_value(512)
     at.text_input(key="ft_name").input("ui fine-tune")
     at.button(key="ft_start").click().run()
     no_exceptions(at)
@@ -410,7 +461,9 @@ def test_train_page_offers_runs_and_prices_a_full_fine_tune_and_compare_lists_it
     at.run()
     no_exceptions(at)
     picker = at.multiselect(key="eval_runs")
-    assert picker.options[-1] == "ui fine-tune (done) · full fine-tune (re-embeds 12 chunks)"
+    assert picker.options[-1] == "ui fine-tune (done) · full fine-tune, reads 512 tokens (re-embeds 12 chunks)"
+    ft_run = next(r for r in list_runs(Workspace(page_ws)) if r["kind"] == "finetune")
+    assert ft_run["config"]["config"]["read_tokens"] == 512 and ft_run["result"]["cost"]["read_tokens"] == 512
     assert "distilled from ui fine-tune · 200 steps (done)" in picker.options
 
     # an API base: the page says why it cannot fine-tune, and offers no button
