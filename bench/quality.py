@@ -201,15 +201,15 @@ def distil_recipe(
     such as ``@onnx-int8`` is dropped: the weights are the same) on ``train_ds`` (default settings, this seed),
     then its distillation into a linear adapter over ``chunks`` (default settings; ``steps`` overrides).
     Returns (the student adapter, the fine-tuned model as an embedder, fine-tune seconds, distillation seconds)."""
-    from core.distill import DistillConfig, distill_adapter, teacher_length
+    from core.distill import DistillConfig, distill_adapter, teacher_readers
     from core.finetune import finetune
 
     t = time.time()
     ft = finetune(train_ds, base.split("@", 1)[0], Path(tempfile.mkdtemp(prefix="ft-")), seed=seed)
     ft_s, t = time.time() - t, time.time()
     config = DistillConfig(seed=seed, **({"steps": steps} if steps else {}))
-    reader = resolve_embedder(str(ft.out_dir), workspace=ws, max_seq_length=teacher_length(ft.out_dir, config))
-    student, _ = distill_adapter(reader, emb, list(train_ds.queries.values()), chunks, config)
+    readers = teacher_readers(str(ft.out_dir), config, short=getattr(emb, "max_seq_length", None), workspace=ws)
+    student, _ = distill_adapter(readers, emb, list(train_ds.queries.values()), chunks, config)
     # the fine-tune as a system: the saved model at its own input length, as sentence-transformers loads it
     return student, resolve_embedder(str(ft.out_dir), workspace=ws), ft_s, time.time() - t
 

@@ -277,7 +277,10 @@ def cmd_distill(args) -> int:
         raise CLIError(f"run {args.teacher} is not a finished full fine-tune: run `python -m core finetune` first")
     from .distill import DistillConfig
 
-    given = {k: getattr(args, k) for k in ("steps", "lr", "temperature", "pseudo_queries")}
+    given = {
+        k: getattr(args, k)
+        for k in ("steps", "lr", "temperature", "pseudo_queries", "teacher_max_tokens", "teacher_blend")
+    }
     cfg = DistillConfig(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
     try:
         run_id = create_distill_run(
@@ -1201,6 +1204,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, help="default 0.001")
     s.add_argument("--temperature", type=float, help="of both softmaxes over the chunks (default 0.05)")
     s.add_argument("--pseudo-queries", type=int, help="offline pseudo-queries per chunk (0: none; default 2)")
+    s.add_argument(
+        "--teacher-max-tokens",
+        type=int,
+        help="tokens of each text the teacher reads (default 512, capped at its position limit; 0: its own length)",
+    )
+    s.add_argument(
+        "--teacher-blend",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="score with the mean of the teacher's cosines at the base model's length and at --teacher-max-tokens "
+        "(default on; --no-teacher-blend: the long read alone)",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--name", help="a label for the run")
     s.add_argument("--out", help="also write the adapter (LlamaIndex format) to this folder")

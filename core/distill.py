@@ -52,8 +52,9 @@ _KEEP_ONE_IN = 16  # n-grams kept: those starting at a word whose crc32 is 0 mod
 _PER_DOCUMENT = 200  # chunks per document that uncovered_documents reads (a seeded sample above that)
 # a distillation's time over the fine-tune's re-embedding estimate for as many chunks: it also embeds the
 # questions and 2 pseudo-queries per chunk with both models, then steps (the Lyft JSON's 334 chunks, two
-# cores: 46 s, base vectors not yet cached, against an estimate of 14.5-18 s)
-_DISTIL_PER_REEMBED = 2.5
+# cores: 46 s, base vectors not yet cached, against an estimate of 14.5-18 s). The blended teacher
+# (DistillConfig.teacher_blend) reads every text twice: 64 s against 43 s without it, (a)'s 200 chunks
+_DISTIL_PER_REEMBED = 3.75
 
 
 @dataclass
@@ -74,6 +75,11 @@ class DistillConfig:
     # model's own input length, 256 for all-MiniLM-L6-v2). More of a long chunk makes better targets: with
     # the 334 Lyft chunks (median 484 tokens) the distilled adapter gained more at 512 (bench/README)
     teacher_max_tokens: int = 512
+    # the teacher's score for a query and a chunk: the mean of its cosines at its own input length and at
+    # teacher_max_tokens (when they differ), instead of the long read alone. The long read helps questions about
+    # a chunk's later text and costs questions about its start; the blend keeps most of both (bench/README,
+    # "Both lengths"). The teacher embeds every chunk and query twice: its cost grows by about half
+    teacher_blend: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,6 +161,23 @@ def choose_recipe(embedder: str, searched: str | None) -> tuple[str, str]:
         "seeds), where an adapter trained on the questions gained about 0 (bench/README). Minutes on a CPU, not "
         "seconds"
     )
+
+
+def teacher_readers(spec: str, config: DistillConfig, short: int | None = None, **kwargs: Any) -> list[Any]:
+    """The fine-tuned model ``spec`` as the embedders a distillation's teacher runs: at ``short`` tokens (the
+    index's read: the base model's input length; default the fine-tune's own) and at :func:`teacher_length`,
+    blended when :attr:`DistillConfig.teacher_blend` and the two differ, else the latter alone (``kwargs`` go to
+    :func:`core.embedders.resolve_embedder`: workspace, prefixes)."""
+    from .embedders import resolve_embedder
+
+    own = resolve_embedder(spec, **kwargs)
+    if short and short != getattr(own, "max_seq_length", None):  # a fine-tune saved to read more than the base
+        own = resolve_embedder(spec, max_seq_length=short, **kwargs)
+    n = teacher_length(spec, config)
+    if not n or n == getattr(own, "max_seq_length", None):
+        return [own]
+    long = resolve_embedder(spec, max_seq_length=n, **kwargs)
+    return [own, long] if config.teacher_blend else [long]
 
 
 def teacher_length(folder: str | os.PathLike, config: DistillConfig) -> int | None:
@@ -334,7 +357,7 @@ def distill_queries(
 
 
 def distill_adapter(
-    teacher,
+    teacher: Any,
     base,
     questions: Sequence[str],
     chunks: Sequence[str],
@@ -345,6 +368,8 @@ def distill_adapter(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A linear adapter on ``base``'s query vectors whose ranking of ``chunks`` (``base``'s vectors) matches
     ``teacher``'s (its own vectors), and a summary. Both embedders cache, so nothing is embedded twice.
+    ``teacher`` may be a list of embedders (one model read at several lengths: :func:`teacher_readers`): its
+    score for a query and a chunk is then the mean of their cosines.
 
     ``progress(done, total, message)`` is called as it goes; ``cancel`` (a ``threading.Event``) stops it
     after the current step, keeping the adapter trained so far (``summary["cancelled"]``). ``callback``
@@ -378,9 +403,17 @@ def distill_adapter(
 
     qb = embed(base.embed_queries, queries, "base model, queries")
     db = embed(base.embed_texts, chunks, "base model, chunks")
-    qt = embed(teacher.embed_queries, queries, "fine-tuned model, queries")
-    dt = embed(teacher.embed_texts, chunks, "fine-tuned model, chunks")
-    qt, dt = nn.functional.normalize(qt, dim=-1), nn.functional.normalize(dt, dim=-1)
+    readers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+    qts, dts = [], []
+    for reader in readers:
+        n = getattr(reader, "max_seq_length", None)
+        label = "fine-tuned model" + (f" at {n} tokens" if len(readers) > 1 and n else "")
+        qts.append(nn.functional.normalize(embed(reader.embed_queries, queries, f"{label}, queries"), dim=-1))
+        dts.append(nn.functional.normalize(embed(reader.embed_texts, chunks, f"{label}, chunks"), dim=-1))
+    # one vector per text whose dot products are the mean of the readers' cosines
+    qt = torch.cat(qts, dim=1) / len(readers) ** 0.5
+    dt = torch.cat(dts, dim=1) / len(readers) ** 0.5
+    del qts, dts
     db = nn.functional.normalize(db, dim=-1)
     torch.manual_seed(config.seed)
     adapter = build_adapter("linear", qb.shape[1])  # starts as the identity: the base model's own ranking
@@ -415,6 +448,7 @@ def distill_adapter(
         "n_pseudo_queries": len(queries) - len(questions),
         "n_chunks": len(chunks),
         "n_chunks_distinct": n_distinct,  # above max_ranked_chunks, n_chunks of them were ranked
+        "teacher_reads": [getattr(r, "max_seq_length", None) for r in readers],  # input lengths, blended
         "steps_done": len(losses),
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,

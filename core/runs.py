@@ -530,7 +530,7 @@ def distil_chunks(ws: Workspace, ds: QADataset, eval_ds: QADataset | None = None
 def _execute_distill(ws: Workspace, run_id: str, request: dict[str, Any], *, cancel, progress, callback, out_dir):
     """A ``distill`` run: :func:`core.distill.distill_adapter` into ``adapter/`` (a LlamaIndex folder)."""
     from .adapters import save_adapter
-    from .distill import DistillConfig, DistillResult, distill_adapter, save_ranked, teacher_length
+    from .distill import DistillConfig, DistillResult, distill_adapter, save_ranked, teacher_readers
 
     config = DistillConfig.from_dict(request["config"])
     with _recording(ws, run_id, callback, cancel) as on_event:
@@ -544,11 +544,11 @@ def _execute_distill(ws: Workspace, run_id: str, request: dict[str, Any], *, can
         base = resolve_embedder(
             request.get("embedder") or "default", workspace=ws, **(request.get("embedder_options") or {})
         )
-        teacher = resolve_embedder(
-            teacher_spec, workspace=ws, max_seq_length=teacher_length(teacher_spec, config), **teacher_opts
-        )
+        # the blend's short read is the index's: the base model's input length
+        short = getattr(base, "max_seq_length", None)
+        teachers = teacher_readers(teacher_spec, config, short=short, workspace=ws, **teacher_opts)
         adapter, summary = distill_adapter(
-            teacher,
+            teachers,
             base,
             list(ds.queries.values()),
             chunks,
@@ -565,7 +565,12 @@ def _execute_distill(ws: Workspace, run_id: str, request: dict[str, Any], *, can
             searched=searched_documents(ws, ds, eval_named),
             seconds=time.time() - t0,
         )
-        meta = {"embedder": base.identity, "distilled_from": teacher.identity, "run_id": run_id, **summary}
+        meta = {
+            "embedder": base.identity,
+            "distilled_from": " + ".join(t.identity for t in teachers),
+            "run_id": run_id,
+            **summary,
+        }
         save_adapter(adapter, adapter_dir(ws, run_id), **meta)
         save_ranked(adapter_dir(ws, run_id), chunks)
     if out_dir is not None:

@@ -782,7 +782,16 @@ def draw_run(run: dict, hist: list[dict]) -> None:
             "–" if "n_questions" not in res else f"{res['n_questions'] + res['n_pseudo_queries']:,}",
             help="The fine-tune's training questions plus offline pseudo-queries from the ingested chunks.",
         )
-        m[3].metric("Chunks ranked", "–" if "n_chunks" not in res else f"{res['n_chunks']:,}")
+        reads = [n for n in res.get("teacher_reads") or [] if n]
+        m[3].metric(
+            "Chunks ranked",
+            "–" if "n_chunks" not in res else f"{res['n_chunks']:,}",
+            help=None
+            if not reads
+            else "The fine-tune read each chunk and query at "
+            + (f"{reads[0]} and {reads[1]} tokens, its scores averaged" if len(reads) == 2 else f"{reads[0]} tokens")
+            + " (bench/README, “Both lengths”).",
+        )
         return
     # a cross-validated refit runs the chosen epochs, not the configured maximum
     planned = cv["epochs"] if cv is not None and cv["train"] else cfg.get("epochs", "?")

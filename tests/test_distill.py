@@ -284,3 +284,49 @@ def test_the_recipe_estimate_scales_this_machines_last_fine_tune_and_distillatio
     # a corpus above the distillation's cap ranks a sample of that many chunks: they are what it costs
     capped = recipe_estimate([dist, ft], "default", 10, 10_000, max_ranked_chunks=600)
     assert capped["distil_seconds"] == pytest.approx(30.0 / 300 * 600)
+
+
+def test_a_teacher_read_at_two_lengths_ranks_by_the_mean_of_its_cosines():
+    """``teacher`` as a list (one model at two input lengths, :func:`core.distill.teacher_readers`): the target is
+    the softmax of the mean of the readers' cosines. Two identical readers are one teacher, to float precision;
+    a blend of the rotated teacher and the base lands between them, its student too."""
+    base, rotated = WordEmbedder(), RotatedTeacher()
+    questions = ["What does section 3 say about revenue?", "How did drivers change in 2021?"]
+    cfg = DistillConfig(steps=60, lr=1e-2, pseudo_queries=0)
+    one, _ = distill_adapter(rotated, base, questions, CHUNKS, cfg)
+    twice, summary = distill_adapter([rotated, RotatedTeacher()], base, questions, CHUNKS, cfg)
+    assert summary["teacher_reads"] == [None, None]
+    for a, b in zip(one.parameters(), twice.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    blended, _ = distill_adapter([rotated, base], base, questions, CHUNKS, cfg)
+    kl_one, kl_blend = (_kl_to_teacher(m, base, rotated, questions) for m in (one, blended))
+    assert kl_one < kl_blend < _kl_to_teacher(torch.nn.Identity(), base, rotated, questions), (kl_one, kl_blend)
+
+
+def test_teacher_readers_blend_the_models_own_length_with_the_long_read():
+    from core.distill import teacher_readers
+    from core.embedders import bundled_model_path
+
+    folder = bundled_model_path()  # reads 256 tokens, 512 positions
+    own, long = teacher_readers(folder, DistillConfig())
+    assert (own.max_seq_length, long.max_seq_length) == (256, 512) and long.identity.endswith("@len512")
+    (alone,) = teacher_readers(folder, DistillConfig(teacher_blend=False))
+    assert alone.max_seq_length == 512
+    (plain,) = teacher_readers(folder, DistillConfig(teacher_max_tokens=0))
+    assert plain.max_seq_length == 256 and plain.identity == own.identity
+    (same,) = teacher_readers(folder, DistillConfig(teacher_max_tokens=256))  # the long read is its own length
+    assert same.identity == own.identity
+    # the short read is the index's (the base model's length), also for a fine-tune saved to read more
+    short, long = teacher_readers(folder, DistillConfig(), short=128)
+    assert (short.max_seq_length, long.max_seq_length) == (128, 512)
+
+
+def test_the_cli_sets_the_teachers_read():
+    from core.cli import build_parser
+
+    parse = build_parser().parse_args
+    args = parse(["distill", "--teacher", "RUN", "--teacher-max-tokens", "384", "--no-teacher-blend"])
+    assert (args.teacher_max_tokens, args.teacher_blend) == (384, False)
+    args = parse(["distill", "--teacher", "RUN"])  # unset: DistillConfig's defaults
+    assert (args.teacher_max_tokens, args.teacher_blend) == (None, None)
+    assert (DistillConfig().teacher_max_tokens, DistillConfig().teacher_blend) == (512, True)
