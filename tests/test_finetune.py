@@ -450,6 +450,8 @@ def test_train_page_offers_runs_and_prices_a_full_fine_tune_and_compare_lists_it
     no_exceptions(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Steps done"] == "200 / 200" and metrics["Chunks ranked"] == "12"
+    ranked = next(m for m in at.metric if m.label == "Chunks ranked")  # the lengths the blended teacher read
+    assert "at 256 and 512 tokens, its scores averaged" in ranked.proto.help
     assert "Distilled from the full fine-tune **ui fine-tune**" in texts(at.info)
     assert "Nothing told this distillation which documents you will search" in texts(at.warning)
     assert at.download_button(key=f"train_download_{distilled['id']}") is not None
