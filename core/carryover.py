@@ -69,8 +69,8 @@ DISTILLED_CARRYOVER: dict[str, object] = {
 #: questions train, 493 SmolLM2 questions over Uber's filing test), the same five fine-tunes distilled
 #: over both filings' chunks (Uber's ingested) against over Lyft's only: median of seeds 0-4. The teacher read
 #: 512 tokens alone then; not re-measured with the blended teacher (its evaluation file was not kept). Uber's
-#: chunks are the app's own (at most 256 tokens), which both reads see alike; on (a), seed 0, distilled over
-#: the training chunks only, the blend lost 0.75 hit@5 where the long read lost 2.24 (bench/README).
+#: chunks are the app's own (at most 256 tokens), which both reads see alike. On (a), distilled over the
+#: training chunks only (seeds 0-2), the blend lost 0.87 / 0.14 where the long read lost 2.24 / 3.00 (bench/README).
 DISTILLED_ELSEWHERE: dict[str, object] = {
     "over_searched_gain_hit@5": 0.0304,
     "over_searched_gain_mrr@5": 0.0136,
