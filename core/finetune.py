@@ -532,16 +532,17 @@ def _load_trainable(path: str, device: str):
 
 
 def _set_read_length(model, read_tokens: int) -> int | None:
-    """Make ``model`` read ``read_tokens`` tokens (capped at its position limit; sentence-transformers saves
-    the length with it); the new length when it differs from the one it was trained at, else ``None``."""
+    """Make ``model`` read ``read_tokens`` tokens (capped at its position limit by the rule a distillation's
+    teacher uses, :func:`core.onnx_embedder.position_limit`; sentence-transformers saves the length with it);
+    the new length when it differs from the one it was trained at, else ``None``."""
+    from .onnx_embedder import positions_cap
+
     if not read_tokens:
         return None
     try:
-        limit = int(model[0].auto_model.config.max_position_embeddings)
-    except (AttributeError, IndexError, TypeError, ValueError):
+        limit = positions_cap(model[0].auto_model.config.max_position_embeddings)
+    except (AttributeError, IndexError, TypeError):
         limit = None
-    if limit == 514:  # RoBERTa-family tables count 2 reserved slots
-        limit = 512
     n = min(read_tokens, limit) if limit else read_tokens
     if n == model.max_seq_length:
         return None

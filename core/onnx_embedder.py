@@ -123,7 +123,12 @@ def tokenizer_max_length(folder: str | os.PathLike) -> int | None:
 def position_limit(folder: str | os.PathLike) -> int | None:
     """The most tokens a folder's model reads at all: its ``max_position_embeddings`` (at most 512, the
     limit of BERT-family position tables; RoBERTa's 514 count 2 reserved slots), or ``None``."""
-    cap = _read_json(Path(folder) / "config.json").get("max_position_embeddings")
+    return positions_cap(_read_json(Path(folder) / "config.json").get("max_position_embeddings"))
+
+
+def positions_cap(max_position_embeddings: object) -> int | None:
+    """:func:`position_limit`'s rule for a config's ``max_position_embeddings`` value (a loaded model's too)."""
+    cap = max_position_embeddings
     return min(int(cap), 512) if isinstance(cap, int) and cap > 0 else None
 
 

@@ -291,9 +291,11 @@ def unnamed_search_sets(ws: Workspace, train_id: str) -> list[dict[str, Any]]:
     return [d for d in others if d["id"] in uncovered]
 
 
-def workspace_chunk_count(ws: Workspace) -> int:
-    """Chunks of the workspace's ingested documents: what a fine-tuned model must re-embed."""
-    rows = ws.query("SELECT COUNT(*) AS n FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.status='ok'")
+def workspace_chunk_count(ws: Workspace, truncated_only: bool = False) -> int:
+    """Chunks of the workspace's ingested documents: what a fine-tuned model must re-embed (``truncated_only``:
+    those longer than the embedder reads, flagged at ingestion)."""
+    where = "d.status='ok'" + (" AND c.truncated=1" if truncated_only else "")
+    rows = ws.query(f"SELECT COUNT(*) AS n FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE {where}")
     return int(rows[0]["n"]) if rows else 0
 
 

@@ -9,7 +9,6 @@ from core.adapters import registered_adapters
 from core.carryover import blind_distillation_note, offline_training_caveat, unnamed_search_sets_note
 from core.datasets import list_datasets
 from core.distill import RECIPES, DistillConfig, choose_recipe, recipe_estimate
-from core.documents.catalog import list_documents
 from core.export import EXPORTABLE_TEXT, export_zip, is_api_embedder, run_export_support
 from core.finetune import LOSSES as FT_LOSSES
 from core.finetune import FinetuneConfig, cost_label, describe_cost, duration_text, read_lengths
@@ -230,7 +229,7 @@ def read_length_choice(base: str) -> None:
     own, limit = read_lengths(base)
     if not (own and limit and limit > own):
         return
-    long = sum(int(d["n_truncated"]) for d in list_documents(ws) if d["status"] == "ok")
+    long = workspace_chunk_count(ws, truncated_only=True)
     st.selectbox(
         "Input length of the saved model",
         [0, limit],

@@ -600,6 +600,12 @@ def test_read_helpers_and_delete(ws, report_pdf):
     assert docs[ok.doc_id]["n_chunks"] == ok.chunks and docs[ok.doc_id]["status"] == "ok"
     assert docs[ok.doc_id]["n_truncated"] == ok.truncated > 0
     assert docs[bad.doc_id]["n_chunks"] == 0 and docs[bad.doc_id]["status"] == "error"
+    # the Train page's count of chunks longer than the embedder reads (the fine-tune's read-length caption)
+    from core.runs import workspace_chunk_count
+
+    ok_docs = [d for d in docs.values() if d["status"] == "ok"]
+    assert workspace_chunk_count(ws) == sum(d["n_chunks"] for d in ok_docs)
+    assert workspace_chunk_count(ws, truncated_only=True) == sum(d["n_truncated"] for d in ok_docs) > 0
 
     hits = list_chunks(ws, search="denver")
     assert hits and all("denver" in h["text"].lower() for h in hits)
