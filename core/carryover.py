@@ -86,6 +86,22 @@ DISTILLED_ELSEWHERE: dict[str, object] = {
         "question-trained default -0.20 / -0.47 (bench/distill.py, mean of seeds 0-4)"
     ),
 }
+#: New questions about the chunks the training questions are about (in-corpus): the adapter trained on the
+#: questions (the adapter recipe's default) against fine-tune, then distil (blended teacher), mean of protocols
+#: (b) and (s) of bench/quality.py (GPT's second question of each Lyft chunk tests, the first trains, and the
+#: swap), seeds 0-2. Why ``auto`` trains the adapter for an evaluation set named about the training chunks
+#: (:func:`core.runs.auto_recipe`).
+DISTILLED_IN_CORPUS: dict[str, object] = {
+    "adapter_gain_hit@5": 0.0404,
+    "adapter_gain_mrr@5": 0.0416,
+    "distilled_gain_hit@5": 0.0260,
+    "distilled_gain_mrr@5": 0.0230,
+    "source": (
+        "bench/README, 'The teacher's two reads, blended': (b) adapter +3.09/+3.74, distilled +4.39/+3.53; (s) "
+        "adapter +4.99/+4.58, distilled +0.80/+1.07 (means of seeds 0-2)"
+    ),
+}
+
 #: Below this share of an evaluation set's text among the chunks a distilled adapter ranked
 #: (:func:`core.distill.ranked_coverage`), Compare and the report warn that it was distilled over other
 #: documents.

@@ -409,8 +409,7 @@ def _adapter_flags(args) -> list[str]:
 def _recipe(args, ws) -> tuple[str, str]:
     """(recipe, why) of a ``train`` command (core.distill.choose_recipe for ``auto``)."""
     from .datasets import QADataset
-    from .distill import choose_recipe
-    from .runs import searched_documents
+    from .runs import auto_recipe
 
     given = _adapter_flags(args)
     if args.recipe == "distil" and given:
@@ -419,13 +418,15 @@ def _recipe(args, ws) -> tuple[str, str]:
         return "adapter", "--recipe adapter"
     if args.recipe == "auto" and given:
         return "adapter", f"adapter settings given ({', '.join(given)})"
-    searched = searched_documents(ws, QADataset.load(args.dataset), bool(args.eval_dataset))
-    recipe, why = choose_recipe(args.embedder, searched)
+    eval_ds = QADataset.load(args.eval_dataset) if args.eval_dataset else None
+    recipe, why = auto_recipe(ws, QADataset.load(args.dataset), eval_ds, args.embedder)
     if args.recipe == "distil" and recipe != "distil":
         from .export import is_api_embedder
 
         if is_api_embedder(args.embedder):
             raise CLIError(f"--recipe distil: {why}")
+        if eval_ds is not None:  # named, but about the training chunks: auto's reason says what it measured
+            return "distil", f"--recipe distil; auto would train the adapter: {why}"
         return "distil", (
             "--recipe distil; nothing says which documents you will search, and distilled over other documents "
             "the adapter can lose on them"
@@ -1088,8 +1089,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="adapter: train the adapter on the questions (seconds, any base model). distil: fully fine-tune the "
         "sentence-transformers base on them, then distil it into a linear adapter that ranks the documents you "
         "will search like the fine-tune (minutes; measured best on new documents, bench/README). auto (default): "
-        "distil for a local base model when the documents you will search are known (named by --eval-dataset, or "
-        "ingested documents the questions are not about), else adapter; any adapter setting below means adapter",
+        "distil for a local base model when the documents you will search are known (named by --eval-dataset, unless "
+        "its questions are about the training chunks, or ingested documents the questions are not about), else "
+        "adapter; any adapter setting below means adapter",
     )
     s.add_argument(
         "--adapter",

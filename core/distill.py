@@ -50,6 +50,12 @@ _RANKED_HEADER = "# adapterlab text fingerprints v1"  # a record in another sche
 _SHINGLE = 4
 _KEEP_ONE_IN = 16  # n-grams kept: those starting at a word whose crc32 is 0 modulo this (the same in every text)
 _PER_DOCUMENT = 200  # chunks per document that uncovered_documents reads (a seeded sample above that)
+#: The share of a text's fingerprints among the training chunks' at which it counts as the questions' own: an
+#: ingested document (:func:`uncovered_documents`) or the chunks a named evaluation set asks about
+#: (:func:`eval_overlap`). Measured (bench/README, "Which recipe for new questions on the training chunks"): on
+#: the training chunks the adapter trained on the questions gained more than fine-tune, then distil, on new
+#: text less, and a mixture of the two at this share is about level on hit@5 and favours the adapter on MRR@5.
+IN_CORPUS_SHARE = 0.5
 # a distillation's time over the fine-tune's re-embedding estimate for as many chunks: it also embeds the
 # questions and 2 pseudo-queries per chunk with both models, then steps (the Lyft JSON's 334 chunks, two
 # cores: 46 s, base vectors not yet cached, against an estimate of 14.5-18 s). The blended teacher
@@ -124,19 +130,23 @@ class DistillResult:
 RECIPES = ("auto", "adapter", "distil")
 
 
-def choose_recipe(embedder: str, searched: str | None) -> tuple[str, str]:
+def choose_recipe(embedder: str, searched: str | None, eval_overlap: float | None = None) -> tuple[str, str]:
     """(``adapter`` or ``distil``, the reason) for the ``auto`` recipe.
 
     ``searched`` says which documents users will search beyond those the training questions are about,
-    when that is known (an evaluation set named, or ingested documents the questions do not cover:
-    :func:`uncovered_documents`), else ``None``. The rule, from the measured protocols (bench/README,
+    when that is known (an evaluation set named whose questions are about other text, or ingested documents
+    the questions do not cover: :func:`uncovered_documents`), else ``None``. ``eval_overlap``: for an
+    evaluation set named, the share of the text its questions ask about that is among the training chunks
+    (:func:`eval_overlap`); at :data:`IN_CORPUS_SHARE` or more it asks new questions about the training
+    chunks, where the adapter trained on the questions gained more than the distilled one
+    (:data:`core.carryover.DISTILLED_IN_CORPUS`), in seconds, and the reason says so. The rule, from the measured protocols (bench/README,
     "Distilling the fine-tune"): fine-tune, then distil, when the base model can be fine-tuned (not an
     API) and ``searched`` is known. On another company's filing it gained about 3 points of hit@5 where
     the adapter trained on the questions gained about 0. It needs those documents: distilled over the
     training filing only, it lost about 2 points there (:data:`core.carryover.DISTILLED_ELSEWHERE`), a
     loss the question-trained adapter does not have; so when nothing says where users will search, the
     adapter is trained on the questions (never significantly below the base model on any protocol)."""
-    from .carryover import DISTILLED_ELSEWHERE
+    from .carryover import DISTILLED_ELSEWHERE, DISTILLED_IN_CORPUS
     from .export import is_api_embedder
 
     def pt(key: str) -> str:
@@ -146,6 +156,20 @@ def choose_recipe(embedder: str, searched: str | None) -> tuple[str, str]:
         return (
             "adapter",
             "the base model is an API: its weights cannot be fine-tuned, so the adapter learns from the questions",
+        )
+    if not searched and eval_overlap is not None and eval_overlap >= IN_CORPUS_SHARE:
+        c = DISTILLED_IN_CORPUS
+
+        def both(who: str) -> str:
+            return f"{100 * float(c[who + '_hit@5']):+.1f} / {100 * float(c[who + '_mrr@5']):+.1f}".replace(
+                "-", "\u2212"
+            )
+
+        return "adapter", (
+            f"the evaluation set named asks about the training questions' own chunks ({eval_overlap:.0%} of the "
+            "text its questions are about): new questions on the same documents. There the adapter trained on the "
+            f"questions gained {both('adapter_gain')} hit@5 / MRR@5 and fine-tune, then distil {both('distilled_gain')} "
+            "(bench/README), in seconds, not minutes"
         )
     if not searched:
         return "adapter", (
@@ -253,7 +277,7 @@ def recipe_estimate(
 
 
 def uncovered_documents(
-    train_texts: Iterable[str], documents: dict[str, Sequence[str]], min_coverage: float = 0.5
+    train_texts: Iterable[str], documents: dict[str, Sequence[str]], min_coverage: float = IN_CORPUS_SHARE
 ) -> list[str]:
     """The names of ``documents`` (name -> chunk texts) of which under ``min_coverage`` of the text is among
     ``train_texts`` (the training set's chunks): documents the questions are not about, by
@@ -267,6 +291,14 @@ def uncovered_documents(
         if prints and len(prints & trained) / len(prints) < min_coverage:
             out.append(name)
     return out
+
+
+def eval_overlap(train_ds: Any, eval_ds: Any) -> float | None:
+    """Share of the text ``eval_ds``'s questions ask about (its relevant chunks) that is among ``train_ds``'s
+    chunks, by :func:`text_fingerprints` (so an evaluation set chunked apart from the training set still
+    matches); ``None`` when its questions name no chunk it holds. Both are :class:`core.datasets.QADataset`."""
+    asked = {c for ids in eval_ds.relevant_docs.values() for c in ids if c in eval_ds.corpus}
+    return coverage(text_fingerprints(eval_ds.corpus[c] for c in asked), text_fingerprints(train_ds.corpus.values()))
 
 
 def describe_searched(eval_named: bool, uncovered: Sequence[str]) -> str | None:

@@ -270,6 +270,18 @@ def searched_documents(ws: Workspace, train_ds: QADataset, eval_named: bool) -> 
     return describe_searched(eval_named, uncovered)
 
 
+def auto_recipe(ws: Workspace, train_ds: QADataset, eval_ds: QADataset | None, embedder: str) -> tuple[str, str]:
+    """(recipe, why) of ``train``'s ``auto`` for these datasets in ``ws`` (:func:`core.distill.choose_recipe`).
+    A named evaluation set tells where users will search only when its questions are mostly about other text
+    than the training chunks (:func:`core.distill.eval_overlap` under :data:`core.distill.IN_CORPUS_SHARE`): new
+    questions on the training chunks are the adapter's case."""
+    from .distill import IN_CORPUS_SHARE, choose_recipe, eval_overlap
+
+    overlap = eval_overlap(train_ds, eval_ds) if eval_ds is not None else None
+    elsewhere = eval_ds is not None and (overlap is None or overlap < IN_CORPUS_SHARE)
+    return choose_recipe(embedder, searched_documents(ws, train_ds, elsewhere), overlap)
+
+
 def unnamed_search_sets(ws: Workspace, train_id: str) -> list[dict[str, Any]]:
     """Saved datasets besides ``train_id`` whose chunks are mostly neither the training set's nor in an
     ingested document (by :func:`core.distill.text_fingerprints`, as :func:`searched_documents` reads

@@ -8,7 +8,7 @@ import streamlit as st
 from core.adapters import registered_adapters
 from core.carryover import blind_distillation_note, offline_training_caveat, unnamed_search_sets_note
 from core.datasets import list_datasets
-from core.distill import RECIPES, DistillConfig, choose_recipe, recipe_estimate
+from core.distill import RECIPES, DistillConfig, recipe_estimate
 from core.export import EXPORTABLE_TEXT, export_zip, is_api_embedder, run_export_support
 from core.finetune import LOSSES as FT_LOSSES
 from core.finetune import FinetuneConfig, cost_label, describe_cost, duration_text, read_lengths
@@ -160,13 +160,16 @@ RECIPE_LABELS = {
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _searched(root: str, train_id: str, eval_named: bool, documents: tuple[str, ...], n_chunks: int) -> str | None:
-    """core.runs.searched_documents for a saved training set (the ingested ``documents`` and their chunk
-    count key the cache: an ingest, a deletion or a re-chunk asks again)."""
+def _auto(
+    root: str, train_id: str, eval_id: str | None, embedder: str, documents: tuple[str, ...], n_chunks: int
+) -> tuple[str, str]:
+    """core.runs.auto_recipe for saved datasets (the ingested ``documents`` and their chunk count key the
+    cache: an ingest, a deletion or a re-chunk asks again)."""
     from core.datasets import load_dataset
-    from core.runs import searched_documents
+    from core.runs import auto_recipe
 
-    return searched_documents(ws, load_dataset(ws, train_id), eval_named)
+    eval_ds = load_dataset(ws, eval_id) if eval_id else None
+    return auto_recipe(ws, load_dataset(ws, train_id), eval_ds, embedder)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -196,13 +199,12 @@ def documents_key() -> tuple[tuple[str, ...], int]:
 def page_recipe(
     choice: str, embedder: str, train_ds: str, eval_ds: str | None, docs: tuple[tuple[str, ...], int]
 ) -> tuple[str | None, str]:
-    """(the recipe the form runs, why): ``auto`` by core.distill.choose_recipe (the documents you will
-    search are known when an evaluation set is named or ingested documents are not the questions' own);
+    """(the recipe the form runs, why): ``auto`` by core.runs.auto_recipe (the documents you will search are
+    known when an evaluation set of other text is named or ingested documents are not the questions' own);
     ``None`` for ``distil`` on an API base, which cannot be fine-tuned."""
     if choice == "adapter":
         return "adapter", ""
-    searched = _searched(str(ws.root), train_ds, bool(eval_ds), *docs)
-    auto, why = choose_recipe(embedder, searched)
+    auto, why = _auto(str(ws.root), train_ds, eval_ds, embedder, *docs)
     if choice == "auto":
         return auto, why
     if is_api_embedder(embedder):
@@ -343,7 +345,9 @@ else:
                 "Not named: the documents you will search are unknown" if v is None else labels[v]
             ),
             help="Only its chunks are read, never its questions. They tell Auto that these are the documents you "
-            "will search (fine-tune, then distil ranks them); for the adapter recipe, they pick the validation "
+            "will search (fine-tune, then distil ranks them), unless its questions are mostly about the training "
+            "set's own chunks: new questions on the same documents, where the adapter trained on the questions "
+            "gained more (Auto trains it); for the adapter recipe, they pick the validation "
             "design (new questions about the training chunks, or new documents) and, for new documents, whether "
             "they are the same kinds of text as the training chunks: then validation ranks held-out questions "
             "among the held-out chunks, as a new document is searched.",

@@ -392,8 +392,8 @@ def _n_pairs_and_chunks(train: str, other: str) -> tuple[int, int]:
 
 def test_train_recipe_auto_distils_only_when_the_searched_documents_are_known(pipeline, capsys, tmp_path):
     """``auto``: the adapter in a workspace with no documents and no evaluation set (a distilled adapter is
-    fitted to the documents it ranks); fine-tune, then distil when the evaluation set is named, its chunks
-    ranked (and recorded); refusals for settings the distil recipe would ignore and for an API base."""
+    fitted to the documents it ranks), nor for an evaluation set about the training chunks; fine-tune, then
+    distil when an evaluation set of other text is named, its chunks ranked (and recorded); refusals for settings the distil recipe would ignore and for an API base."""
     from core.distill import ranked_coverage
 
     train, other = str(pipeline["dir"] / "train.json"), str(_other_documents(tmp_path))
@@ -404,6 +404,14 @@ def test_train_recipe_auto_distils_only_when_the_searched_documents_are_known(pi
         assert rc == 0, err
         summary = json.loads(out)
         assert summary["recipe"] == "adapter" and "nothing says which documents you will search" in summary["reason"]
+    # an evaluation set named about the training chunks (here the training file itself): new questions on the
+    # same documents, where the question-trained adapter gained more than the distillation (seconds, not minutes)
+    rc, out, err = cli_inproc(
+        capsys, "train", "--dataset", train, "--eval-dataset", train, "--json", "--workspace", empty
+    )  # fmt: skip
+    assert rc == 0, err
+    summary = json.loads(out)
+    assert summary["recipe"] == "adapter" and "asks about the training questions' own chunks" in summary["reason"]
 
     out_dir = tmp_path / "distilled"
     # in a child process, like a user's command (this process's memory stays as the PDF tests expect it)

@@ -208,6 +208,43 @@ def test_documents_the_questions_are_not_about_are_found_however_the_training_se
     assert choose_recipe("default", None)[0] == "adapter"
     assert choose_recipe("default", "the evaluation set named")[0] == "distil"
     assert choose_recipe("openai:text-embedding-3-small", "the evaluation set named")[0] == "adapter"
+    # an evaluation set named about the training chunks: new questions on the same documents, the adapter's case
+    recipe, why = choose_recipe("default", None, eval_overlap=0.8)
+    assert recipe == "adapter" and "asks about the training questions' own chunks (80% of the text" in why
+    assert "+4.0 / +4.2" in why and "+2.6 / +2.3" in why  # core.carryover.DISTILLED_IN_CORPUS
+    assert choose_recipe("default", None, eval_overlap=0.3)[1].startswith("nothing says")
+    # ingested documents the questions are not about still call for the distillation
+    assert choose_recipe("default", "ingested documents the questions are not about: museum.pdf", 1.0)[0] == "distil"
+
+
+def test_an_evaluation_set_is_judged_by_the_text_its_questions_ask_about(tmp_path):
+    """core.distill.eval_overlap: the share of the chunks an evaluation set's questions name whose text is among
+    the training chunks, whatever the chunking; core.runs.auto_recipe reads it (in-corpus: the adapter)."""
+    from core.datasets import QADataset
+    from core.distill import eval_overlap
+    from core.runs import auto_recipe
+    from core.workspace import Workspace
+
+    words = PASSAGE.split()
+    other = "The museum's collection of maritime paintings moved to a new wing with climate control and a cafe."
+    train = QADataset({"q1": "What grew?"}, {"a": " ".join(words[:20]), "b": " ".join(words[20:])}, {"q1": ["a"]})
+    # the same filing cut elsewhere, plus a chunk of other text that no question asks about
+    same = QADataset(
+        {"e1": "Which riders?", "e2": "What else?"},
+        {"x": " ".join(words[:30]), "y": " ".join(words[30:]), "z": other},
+        {"e1": ["x"], "e2": ["y", "gone"]},
+    )
+    assert eval_overlap(train, same) == 1.0
+    museum = QADataset({"m1": "Where are the paintings?"}, {"m": other, "x": " ".join(words)}, {"m1": ["m"]})
+    assert eval_overlap(train, museum) == 0.0
+    assert eval_overlap(train, QADataset({"m1": "?"}, {"m": other}, {"m1": ["gone"]})) is None
+
+    ws = Workspace(tmp_path / "ws")
+    recipe, why = auto_recipe(ws, train, same, "default")
+    assert recipe == "adapter" and "(100% of the text its questions are about)" in why
+    recipe, why = auto_recipe(ws, train, museum, "default")
+    assert recipe == "distil" and "(the evaluation set named)" in why
+    assert auto_recipe(ws, train, None, "default")[0] == "adapter"
 
 
 def test_a_long_document_is_judged_from_a_sample_of_its_chunks(monkeypatch):

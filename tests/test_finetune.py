@@ -484,8 +484,8 @@ def test_train_page_offers_runs_and_prices_a_full_fine_tune_and_compare_lists_it
 
 def test_train_page_recipe_auto_distils_when_the_searched_documents_are_known(page_ws):
     """The New training run form's recipe: ``auto`` trains the adapter while the documents to search are
-    unknown (nothing ingested, no evaluation set), and fine-tunes then distils once an evaluation set is
-    named (one click queues both; the distillation ranks the evaluation set's chunks, not its questions).
+    unknown (nothing ingested, no evaluation set) or the evaluation set named asks about the training chunks,
+    and fine-tunes then distils once an evaluation set of other text is named (one click queues both; the distillation ranks the evaluation set's chunks, not its questions).
     Chosen by hand, the adapter recipe advises the other one for an evaluation set of other documents."""
     from core.datasets import QADataset, list_datasets
     from core.distill import ranked_coverage
@@ -510,11 +510,14 @@ def test_train_page_recipe_auto_distils_when_the_searched_documents_are_known(pa
     hint = texts(at.info)  # the saved set Auto cannot see is pointed at; the same questions' copy is not
     assert "Saved questions about other text: other filing" in hint and "tiny eval" not in hint
 
-    at.selectbox(key="train_eval_ds").set_value(same).run()  # named: the searched documents are known
+    # named, but about the training chunks (a copy of the training set): new questions on the same documents
+    at.selectbox(key="train_eval_ds").set_value(same).run()
+    assert "Auto: the evaluation set named asks about the training questions' own chunks" in texts(at.caption)
+    assert at.number_input(key="hp_epochs") is not None and all(b.key != "train_start_distil" for b in at.button)
+    at.selectbox(key="train_eval_ds").set_value(other_id).run()  # other text: the searched documents are known
     assert "Auto: fine-tune, then distil over the documents you will search" in texts(at.caption)
     assert "Saved questions about other text" not in texts(at.info)
     assert all(b.key != "train_start" for b in at.button)  # the adapter form is not shown
-    at.selectbox(key="train_eval_ds").set_value(other_id).run()
     assert "and the evaluation set's chunks (never its questions)" in texts(at.markdown)
 
     at.radio(key="train_recipe").set_value("adapter").run()  # by hand: other documents get the advice
