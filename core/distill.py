@@ -294,11 +294,17 @@ def uncovered_documents(
 
 
 def eval_overlap(train_ds: Any, eval_ds: Any) -> float | None:
-    """Share of the text ``eval_ds``'s questions ask about (its relevant chunks) that is among ``train_ds``'s
-    chunks, by :func:`text_fingerprints` (so an evaluation set chunked apart from the training set still
-    matches); ``None`` when its questions name no chunk it holds. Both are :class:`core.datasets.QADataset`."""
-    asked = {c for ids in eval_ds.relevant_docs.values() for c in ids if c in eval_ds.corpus}
-    return coverage(text_fingerprints(eval_ds.corpus[c] for c in asked), text_fingerprints(train_ds.corpus.values()))
+    """Share of the text ``eval_ds``'s questions ask about (its relevant chunks) that is among the chunks
+    ``train_ds``'s questions ask about, by :func:`text_fingerprints` (so an evaluation set chunked apart from the
+    training set still matches); ``None`` when its questions name no chunk it holds. Both are
+    :class:`core.datasets.QADataset`. A training chunk no question asks about counts as new text, as in
+    :func:`core.selection.choose_design`."""
+
+    def asked(ds: Any) -> list[str]:
+        ids = {c for ids in ds.relevant_docs.values() for c in ids if c in ds.corpus}
+        return [ds.corpus[c] for c in sorted(ids)]
+
+    return coverage(text_fingerprints(asked(eval_ds)), text_fingerprints(asked(train_ds)))
 
 
 def describe_searched(eval_named: bool, uncovered: Sequence[str]) -> str | None:

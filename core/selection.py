@@ -132,12 +132,17 @@ def _block_folds(by: dict[int, list[int]], keys: list[int], k: int, units: Seque
     return [sorted(f) for f in folds if f]
 
 
-def choose_design(train_chunks: set[str], target_chunks: set[str] | None, default: str = "chunks") -> tuple[str, str]:
+def choose_design(
+    train_chunks: set[str], target_chunks: set[str] | None, default: str = "chunks", shared: float | None = None
+) -> tuple[str, str]:
     """(design, reason) for ``auto``: ``questions`` when the evaluation set's chunks are mostly
-    training chunks (new questions about the same corpus), ``chunks`` when they are mostly new."""
+    training chunks (new questions about the same corpus), ``chunks`` when they are mostly new.
+    ``shared``: that share when the caller measured it otherwise (by text, :func:`core.distill.eval_overlap`,
+    for an evaluation set chunked apart from the training set); else by chunk id."""
     if not target_chunks:
         return default, "no evaluation set named: assuming new documents (the stricter estimate)"
-    shared = len(target_chunks & train_chunks) / len(target_chunks)
+    if shared is None:
+        shared = len(target_chunks & train_chunks) / len(target_chunks)
     if shared >= 0.5:
         return "questions", f"{shared:.0%} of the evaluation chunks have training questions: new questions, same corpus"
     return "chunks", f"{shared:.0%} of the evaluation chunks have training questions: new documents"

@@ -460,6 +460,17 @@ def _target_texts(
     return texts
 
 
+def _text_share(target_chunks: set[str] | Mapping[str, str] | None, train_texts: list[str]) -> float | None:
+    """The share of the evaluation set's chunk text among the training chunks (:func:`core.distill.eval_overlap`'s
+    measure, so the design and ``auto``'s recipe read an evaluation set alike, however each was chunked), or
+    ``None`` when its texts are not given (the design then compares chunk ids)."""
+    if not isinstance(target_chunks, Mapping) or not target_chunks:
+        return None
+    from .distill import coverage, text_fingerprints
+
+    return coverage(text_fingerprints(target_chunks.values()), text_fingerprints(train_texts))
+
+
 def _validation(
     setting: str,
     design: str,
@@ -971,8 +982,11 @@ def train(
     cancelled = False
     if selection == "cv":
         if config.cv_design == "auto":
+            trained = set(full.relevant_docs[q][0] for q in train_q)
             design, reason = sel.choose_design(
-                set(full.relevant_docs[q][0] for q in train_q), set(target_chunks) if target_chunks else None
+                trained,
+                set(target_chunks) if target_chunks else None,
+                shared=_text_share(target_chunks, [full.corpus[c] for c in trained if c in full.corpus]),
             )
         else:
             design, reason = config.cv_design, "chosen by the user"

@@ -103,14 +103,21 @@ def _offline_share(root: str, dataset_id: str) -> tuple[int, int]:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _design(root: str, train_id: str, eval_id: str | None) -> str:
-    """The validation design ``auto`` would choose for these saved datasets (core.selection.choose_design)."""
+    """The validation design ``auto`` would choose for these saved datasets (core.selection.choose_design, the
+    share of the evaluation set's text among the training chunks read as training reads it)."""
     from core.datasets import load_dataset
+    from core.distill import eval_overlap
     from core.selection import choose_design
 
-    def chunks(ds_id: str) -> set[str]:
-        return {c for ids in load_dataset(ws, ds_id).relevant_docs.values() for c in ids}
+    train = load_dataset(ws, train_id)
+    other = load_dataset(ws, eval_id) if eval_id else None
 
-    return choose_design(chunks(train_id), chunks(eval_id) if eval_id else None)[0]
+    def chunks(ds) -> set[str]:
+        return {c for ids in ds.relevant_docs.values() for c in ids}
+
+    if other is None:
+        return choose_design(chunks(train), None)[0]
+    return choose_design(chunks(train), chunks(other), shared=eval_overlap(train, other))[0]
 
 
 def adapter_choice() -> str:

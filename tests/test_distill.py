@@ -227,7 +227,11 @@ def test_an_evaluation_set_is_judged_by_the_text_its_questions_ask_about(tmp_pat
 
     words = PASSAGE.split()
     other = "The museum's collection of maritime paintings moved to a new wing with climate control and a cafe."
-    train = QADataset({"q1": "What grew?"}, {"a": " ".join(words[:20]), "b": " ".join(words[20:])}, {"q1": ["a"]})
+    train = QADataset(
+        {"q1": "What grew?", "q2": "Who rode?"},
+        {"a": " ".join(words[:20]), "b": " ".join(words[20:]), "c": other},
+        {"q1": ["a"], "q2": ["b"]},
+    )  # "c": a chunk no training question asks about: new text to the adapter
     # the same filing cut elsewhere, plus a chunk of other text that no question asks about
     same = QADataset(
         {"e1": "Which riders?", "e2": "What else?"},

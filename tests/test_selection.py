@@ -250,6 +250,12 @@ def test_auto_design_uses_the_target_chunks():
     r1 = train(ds, emb, _cfg(epochs=1), target_chunks=set(list(ds.corpus)[:10]))
     r2 = train(ds, emb, _cfg(epochs=1), target_chunks={"elsewhere"})
     assert r1.cv.design == "questions" and r2.cv.design == "chunks"
+    # the training chunks' text under other ids (an evaluation set chunked apart): read by text, as Auto's
+    # recipe reads it (core.distill.eval_overlap), new questions on the same chunks
+    renamed = {f"re-{c}": t for c, t in list(ds.corpus.items())[:10]}
+    r3 = train(ds, emb, _cfg(epochs=1), target_chunks=renamed)
+    assert r3.cv.design == "questions" and "100% of the evaluation chunks" in r3.cv.design_reason
+    assert train(ds, emb, _cfg(epochs=1), target_chunks=set(renamed)).cv.design == "chunks"  # ids alone: new
 
 
 def test_the_recorded_steps_of_a_cross_validated_run_are_its_refit_no_longer_than_a_plain_run():
