@@ -21,6 +21,10 @@ seeds each, test side only, Δ against the base with a paired bootstrap 95% CI:
 * (s) (b) swapped: the second question of each chunk trains, the first tests (other test
   questions than (b)'s: a check of a choice made on (b)).
 * (c) chunk split: 70% of the chunks (seeded) train, 30% test, over the whole corpus.
+* (q) a sample of questions: the first question of a seeded random quarter of the chunks trains (what
+  the Questions page's "Sample of chunks" makes), the second question of *every* chunk tests, over the
+  whole corpus: real queries spread over the filing, a quarter of them new questions on chunks the
+  adapter trained on, three quarters about chunks it never saw.
 * (u) the guide's own protocol: every question of ``--dataset`` trains, ``--eval-dataset`` (LLM questions
   over *another* company's filing, with its own chunks) tests, ranked over that filing's chunks. Needs
   an evaluation file: the shared data has LLM questions over Lyft only (bench/README.md says which
@@ -61,6 +65,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -129,6 +134,14 @@ def protocol(ds: QADataset, name: str, seed: int) -> tuple[QADataset, QADataset,
         tr = [q for q in ds.queries if last[ds.relevant_docs[q][0]] == q]
         te = [q for q in ds.queries if last[ds.relevant_docs[q][0]] != q]
         return ds.subset(tr), ds.subset(te), {ds.relevant_docs[q][0] for q in te}
+    if name == "q":
+        first: dict[str, str] = {}
+        for q in ds.queries:
+            first.setdefault(ds.relevant_docs[q][0], q)
+        picked = set(random.Random(seed).sample(sorted(first), round(len(first) / 4)))
+        tr = [q for c, q in first.items() if c in picked]
+        te = [q for q in ds.queries if first[ds.relevant_docs[q][0]] != q]
+        return ds.subset(tr), ds.subset(te), {ds.relevant_docs[q][0] for q in te}
     if name == "c":
         tr, te = split_by_chunk(ds, 0.3, seed)
         test_c = {ds.relevant_docs[q][0] for q in te}
@@ -188,9 +201,9 @@ def protocol_documents(pn: str, ds: QADataset, eval_ds: QADataset | None, train_
 def auto_recipe(embedder: str, train_ds: QADataset, documents: dict[str, list[str]]) -> tuple[str, str]:
     """What the product's ``train --recipe auto`` chooses for ``train_ds`` in a workspace holding ``documents``,
     no evaluation set named: the same rule (:func:`core.distill.choose_recipe`) and the same coverage test."""
-    from core.distill import choose_recipe, describe_searched, uncovered_documents
+    from core.distill import asked_texts, choose_recipe, describe_searched, uncovered_documents
 
-    uncovered = uncovered_documents([train_ds.corpus[c] for c in train_ds.corpus], documents)
+    uncovered = uncovered_documents(asked_texts(train_ds), documents)
     return choose_recipe(embedder, describe_searched(False, uncovered))
 
 

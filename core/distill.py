@@ -280,7 +280,8 @@ def uncovered_documents(
     train_texts: Iterable[str], documents: dict[str, Sequence[str]], min_coverage: float = IN_CORPUS_SHARE
 ) -> list[str]:
     """The names of ``documents`` (name -> chunk texts) of which under ``min_coverage`` of the text is among
-    ``train_texts`` (the training set's chunks): documents the questions are not about, by
+    ``train_texts`` (the chunks the training questions ask about, :func:`asked_texts`): documents the
+    questions are not about, or cover under that share of (a sample of chunks asked about), by
     :func:`text_fingerprints`, so a training set chunked apart from the workspace still covers its own."""
     from .questions import sample_chunk_ids
 
@@ -300,11 +301,14 @@ def eval_overlap(train_ds: Any, eval_ds: Any) -> float | None:
     :class:`core.datasets.QADataset`. A training chunk no question asks about counts as new text, as in
     :func:`core.selection.choose_design`."""
 
-    def asked(ds: Any) -> list[str]:
-        ids = {c for ids in ds.relevant_docs.values() for c in ids if c in ds.corpus}
-        return [ds.corpus[c] for c in sorted(ids)]
+    return coverage(text_fingerprints(asked_texts(eval_ds)), text_fingerprints(asked_texts(train_ds)))
 
-    return coverage(text_fingerprints(asked(eval_ds)), text_fingerprints(asked(train_ds)))
+
+def asked_texts(ds: Any) -> list[str]:
+    """The texts of the chunks ``ds``'s questions ask about (a :class:`core.datasets.QADataset`; its corpus can
+    hold every chunk of its documents, asked about or not): the text the questions cover."""
+    ids = {c for ids in ds.relevant_docs.values() for c in ids if c in ds.corpus}
+    return [ds.corpus[c] for c in sorted(ids)]
 
 
 def describe_searched(eval_named: bool, uncovered: Sequence[str]) -> str | None:

@@ -264,9 +264,11 @@ def searched_documents(ws: Workspace, train_ds: QADataset, eval_named: bool) -> 
     """What ``auto`` knows of the documents users will search beyond the training questions' (see
     :func:`core.distill.choose_recipe`): the evaluation set named, ingested documents the questions are
     not about (:func:`core.distill.uncovered_documents`), or ``None``."""
-    from .distill import describe_searched, uncovered_documents
+    from .distill import asked_texts, describe_searched, uncovered_documents
 
-    uncovered = uncovered_documents(train_ds.corpus.values(), ingested_documents_text(ws))
+    # the chunks the questions ask about: a dataset built in the workspace ranks among every chunk of its
+    # documents, so its corpus says nothing of which ones a sample of questions covers
+    uncovered = uncovered_documents(asked_texts(train_ds), ingested_documents_text(ws))
     return describe_searched(eval_named, uncovered)
 
 

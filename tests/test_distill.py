@@ -371,3 +371,50 @@ def test_the_cli_sets_the_teachers_read():
     args = parse(["distill", "--teacher", "RUN"])  # unset: DistillConfig's defaults
     assert (args.teacher_max_tokens, args.teacher_blend) == (None, None)
     assert (DistillConfig().teacher_max_tokens, DistillConfig().teacher_blend) == (512, True)
+
+
+def test_a_document_a_sample_of_questions_barely_covers_counts_as_searched(tmp_path):
+    """A dataset built in the workspace ranks among every chunk of its documents (core.datasets.build_dataset),
+    so whether the questions cover a document is read from the chunks they ask about, not from its corpus:
+    questions about one chunk of six leave most of the document new text (auto distils over it); about four
+    of six, it is theirs (the adapter)."""
+    import time
+
+    from core.datasets import QADataset
+    from core.runs import auto_recipe, searched_documents
+    from core.workspace import Workspace
+
+    topics = [
+        "fleet vehicles",
+        "driver earnings",
+        "insurance reserves",
+        "bike sharing",
+        "lease accounting",
+        "tax credits",
+    ]
+    texts = {
+        f"c{i}": f"Section {i} of the filing discusses {t} in detail across several fiscal years."
+        for i, t in enumerate(topics)
+    }
+    ws = Workspace(tmp_path / "ws")
+    with ws.db() as con:
+        con.execute(
+            "INSERT INTO documents(id, filename, size_bytes, pages, chars, status, added_at) "
+            "VALUES ('d1', 'filing.pdf', 1, 1, 1, 'ok', ?)",
+            (time.time(),),
+        )
+        for i, (cid, text) in enumerate(texts.items()):
+            con.execute(
+                "INSERT INTO chunks(id, doc_id, idx, text, page_start, page_end, n_tokens) VALUES (?, 'd1', ?, ?, 1, 1, 10)",
+                (cid, i, text),
+            )
+
+    def asking(n: int) -> QADataset:
+        return QADataset(
+            {f"q{i}": f"What about {topics[i]}?" for i in range(n)}, texts, {f"q{i}": [f"c{i}"] for i in range(n)}
+        )
+
+    assert searched_documents(ws, asking(1), False) == "ingested documents the questions are not about: filing.pdf"
+    assert auto_recipe(ws, asking(1), None, "default")[0] == "distil"
+    assert searched_documents(ws, asking(4), False) is None
+    assert auto_recipe(ws, asking(4), None, "default")[0] == "adapter"
