@@ -139,8 +139,9 @@ def choose_recipe(embedder: str, searched: str | None, eval_overlap: float | Non
     evaluation set named, the share of the text its questions ask about that is among the training chunks
     (:func:`eval_overlap`); at :data:`IN_CORPUS_SHARE` or more it asks new questions about the training
     chunks, where the adapter trained on the questions gained more than the distilled one
-    (:data:`core.carryover.DISTILLED_IN_CORPUS`), in seconds, and the reason says so. The rule, from the measured protocols (bench/README,
-    "Distilling the fine-tune"): fine-tune, then distil, when the base model can be fine-tuned (not an
+    (:data:`core.carryover.DISTILLED_IN_CORPUS`), in seconds, and the reason says so.
+
+    The rule, from the measured protocols (bench/README, "Distilling the fine-tune"): fine-tune, then distil, when the base model can be fine-tuned (not an
     API) and ``searched`` is known. On another company's filing it gained about 3 points of hit@5 where
     the adapter trained on the questions gained about 0. It needs those documents: distilled over the
     training filing only, it lost about 2 points there (:data:`core.carryover.DISTILLED_ELSEWHERE`), a
@@ -300,7 +301,6 @@ def eval_overlap(train_ds: Any, eval_ds: Any) -> float | None:
     training set still matches); ``None`` when its questions name no chunk it holds. Both are
     :class:`core.datasets.QADataset`. A training chunk no question asks about counts as new text, as in
     :func:`core.selection.choose_design`."""
-
     return coverage(text_fingerprints(asked_texts(eval_ds)), text_fingerprints(asked_texts(train_ds)))
 
 
