@@ -316,7 +316,7 @@ def describe_searched(eval_named: bool, uncovered: Sequence[str]) -> str | None:
     parts = ["the evaluation set named"] if eval_named else []
     if uncovered:
         shown = ", ".join(uncovered[:3]) + (f" and {len(uncovered) - 3} more" if len(uncovered) > 3 else "")
-        parts.append(f"ingested documents the questions are not about: {shown}")
+        parts.append(f"ingested documents the questions mostly do not ask about: {shown}")
     return "; ".join(parts) or None
 
 

@@ -202,7 +202,7 @@ def test_documents_the_questions_are_not_about_are_found_however_the_training_se
     assert uncovered_documents(train_texts + [other], docs) == []
     assert describe_searched(False, []) is None
     assert describe_searched(True, ["museum.pdf"]) == (
-        "the evaluation set named; ingested documents the questions are not about: museum.pdf"
+        "the evaluation set named; ingested documents the questions mostly do not ask about: museum.pdf"
     )
     # the rule: distil only for a local base once the searched documents are known
     assert choose_recipe("default", None)[0] == "adapter"
@@ -213,8 +213,11 @@ def test_documents_the_questions_are_not_about_are_found_however_the_training_se
     assert recipe == "adapter" and "asks about the training questions' own chunks (80% of the text" in why
     assert "+4.0 / +4.2" in why and "+2.6 / +2.3" in why  # core.carryover.DISTILLED_IN_CORPUS
     assert choose_recipe("default", None, eval_overlap=0.3)[1].startswith("nothing says")
-    # ingested documents the questions are not about still call for the distillation
-    assert choose_recipe("default", "ingested documents the questions are not about: museum.pdf", 1.0)[0] == "distil"
+    # ingested documents the questions mostly do not ask about still call for the distillation
+    assert (
+        choose_recipe("default", "ingested documents the questions mostly do not ask about: museum.pdf", 1.0)[0]
+        == "distil"
+    )
 
 
 def test_an_evaluation_set_is_judged_by_the_text_its_questions_ask_about(tmp_path):
@@ -414,7 +417,10 @@ def test_a_document_a_sample_of_questions_barely_covers_counts_as_searched(tmp_p
             {f"q{i}": f"What about {topics[i]}?" for i in range(n)}, texts, {f"q{i}": [f"c{i}"] for i in range(n)}
         )
 
-    assert searched_documents(ws, asking(1), False) == "ingested documents the questions are not about: filing.pdf"
+    assert (
+        searched_documents(ws, asking(1), False)
+        == "ingested documents the questions mostly do not ask about: filing.pdf"
+    )
     assert auto_recipe(ws, asking(1), None, "default")[0] == "distil"
     assert searched_documents(ws, asking(4), False) is None
     assert auto_recipe(ws, asking(4), None, "default")[0] == "adapter"
