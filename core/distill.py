@@ -161,16 +161,16 @@ def choose_recipe(embedder: str, searched: str | None, eval_overlap: float | Non
     if not searched and eval_overlap is not None and eval_overlap >= IN_CORPUS_SHARE:
         c = DISTILLED_IN_CORPUS
 
-        def both(who: str) -> str:
-            return f"{100 * float(c[who + '_hit@5']):+.1f} / {100 * float(c[who + '_mrr@5']):+.1f}".replace(
-                "-", "\u2212"
-            )
+        def both(key: str) -> str:
+            hit, mrr = (100 * float(c[f"{key}_gain_{m}@5"]) for m in ("hit", "mrr"))
+            return f"{hit:+.1f} / {mrr:+.1f}".replace("-", "\u2212")
 
         return "adapter", (
             f"the evaluation set named asks about the training questions' own chunks ({eval_overlap:.0%} of the "
             "text its questions are about): new questions on the same documents. There the adapter trained on the "
-            f"questions gained {both('adapter_gain')} hit@5 / MRR@5 and fine-tune, then distil {both('distilled_gain')} "
-            "(bench/README), in seconds, not minutes"
+            f"questions gained {both('gpt_adapter')} hit@5 / MRR@5 on GPT's questions, fine-tune, then distil "
+            f"{both('gpt_distilled')}; on a small model's, {both('small_llm_adapter')} against "
+            f"{both('small_llm_distilled')} (bench/README). The adapter takes seconds, not minutes"
         )
     if not searched:
         return "adapter", (
