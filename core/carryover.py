@@ -146,8 +146,8 @@ def adapter_on_new_documents_caveat(who: str, coverage: float, c: dict | None = 
     measured protocols showed there, and how to get the recipe that carried over."""
     c = c or DISTILLED_ELSEWHERE
     return (
-        f"{who}: the adapter was trained on questions about other documents ({coverage:.0%} of this evaluation "
-        "set's text is in its training set). On another company's filing, the adapter trained on the questions "
+        f"{who}: the adapter was trained on questions about other text ({coverage:.0%} of what this evaluation "
+        "set's questions ask about is among the chunks its training questions ask about). On another company's filing, the adapter trained on the questions "
         f"gained {_pt(float(c['adapter_gain_hit@5']))} hit@5, and fine-tune, then distil over the searched "
         f"documents {_pt(float(c['over_searched_gain_hit@5']))} (bench/README). To try it: Train page, recipe "
         "Auto with this set as \u201cYou will evaluate on\u201d (CLI: train --eval-dataset with this file)."

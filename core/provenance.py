@@ -280,8 +280,10 @@ def leakage_by_training_set(
     eval_prints: set[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One leakage report per distinct training set among ``systems`` (adapters sharing a run share one),
-    with ``text_coverage``: the share of the evaluation set's text (``eval_prints``, computed here when not
-    given) among that training set's chunks."""
+    with ``text_coverage``: the share of the text the evaluation set's questions ask about among the chunks
+    that training set's questions ask about (:func:`core.distill.eval_overlap`: a dataset built in the
+    workspace ranks among every chunk of its documents, so its corpus says nothing of which ones a sample of
+    questions covered). ``eval_prints``: those of the evaluation set's asked text, when already computed."""
     groups: dict[str, dict[str, Any]] = {}
     for name, info in systems.items():
         ref = info.get("train_set")
@@ -299,13 +301,13 @@ def leakage_by_training_set(
             out.append(entry)
             continue
         entry["train_set"] = {**entry["train_set"], "n_queries": len(train.queries)}
-        # the share of the evaluation set's text among the training set's chunks (the same passage chunked
-        # apart still counts); low: other documents than the ones the training questions are about
-        from .distill import coverage, text_fingerprints  # an adapter is compared: torch is loaded anyway
+        # the share of the evaluation questions' text among the training questions' chunks (the same passage
+        # chunked apart still counts); low: other text than the training questions are about
+        from .distill import asked_texts, coverage, text_fingerprints  # an adapter is compared: torch is loaded
 
         if eval_prints is None:
-            eval_prints = text_fingerprints(eval_ds.corpus.values())
-        entry["text_coverage"] = coverage(eval_prints, text_fingerprints(train.corpus.values()))
+            eval_prints = text_fingerprints(asked_texts(eval_ds))
+        entry["text_coverage"] = coverage(eval_prints, text_fingerprints(asked_texts(train)))
         if embedder is not None and eval_vecs is None:
             eval_vecs = embedder.embed_queries(list(eval_ds.queries.values()))
         train_vecs = embedder.embed_queries(list(train.queries.values())) if embedder is not None else None
@@ -346,13 +348,11 @@ def build_context(
     from .launch import embedder_name
 
     systems = describe_systems(ws, named, eval_dataset_id=dataset_id, eval_path=path)
-    # the evaluation set's text fingerprints, once: distilled adapters' coverage and the training sets' overlap
-    prints = None
-    if any(i.get("_folder") or i.get("train_set") for i in systems.values()):
+    # the evaluation set's text fingerprints: which of it distilled adapters ranked
+    if any(i.get("_folder") for i in systems.values()):
         from .distill import text_fingerprints  # an adapter is compared: torch is loaded anyway
 
-        prints = text_fingerprints(eval_ds.corpus.values())
-        distilled_coverage(systems, prints)
+        distilled_coverage(systems, text_fingerprints(eval_ds.corpus.values()))
     base_spec = next((s.get("spec") for _, s in named if s.get("kind") == "base"), "default")
     return {
         "created_at": time.time(),
@@ -360,9 +360,7 @@ def build_context(
         "top_k": top_k,
         "eval_set": eval_set_info(ws, eval_ds, eval_name, dataset_id=dataset_id, path=path),
         "systems": systems,
-        "leakage": leakage_by_training_set(
-            ws, eval_ds, systems, base_embedder, threshold=threshold, eval_prints=prints
-        ),
+        "leakage": leakage_by_training_set(ws, eval_ds, systems, base_embedder, threshold=threshold),
         "leak_threshold": threshold,
     }
 

@@ -356,7 +356,7 @@ def test_evaluate_prints_the_distil_command_for_an_adapter_on_other_documents(pi
     run_id = json.loads(out)["run_id"]
     rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", other, "--run", run_id, "--workspace", ws)
     assert rc == 0, err
-    assert "INFO: " in out and "the adapter was trained on questions about other documents" in out
+    assert "INFO: " in out and "the adapter was trained on questions about other text" in out
     command = f"NEXT: python -m core train --dataset {shlex.quote(train)} --eval-dataset {shlex.quote(other)}"
     assert command + " --recipe distil --out DIR" in out, out
     rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", train, "--run", run_id, "--workspace", ws)

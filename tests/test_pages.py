@@ -796,7 +796,7 @@ def test_compare_queues_the_distil_recipe_for_an_adapter_evaluated_on_other_docu
     at = page("4_compare.py")
     at.run()
     no_exceptions(at)
-    assert "the adapter was trained on questions about other documents" in texts(at.info)
+    assert "the adapter was trained on questions about other text" in texts(at.info)
     at.button(key=f"eval_distil_{prepared.train_id}").click().run()
     no_exceptions(at)
     assert not [b for b in at.button if b.key == f"eval_distil_{prepared.train_id}"]  # queued once, not twice

@@ -126,6 +126,28 @@ def test_context_flags_leakage_and_selection_on_the_evaluation_set(ws):
     assert leaked_ids(ctx) == set() and leaked_ids(ctx, "chunks") == {f"v{i}" for i in range(6)}  # same chunks
 
 
+def test_text_coverage_reads_the_chunks_the_questions_ask_about(ws):
+    """A training set built in the workspace ranks among every chunk (its corpus covers the document) but its
+    questions may ask about a sample: the evaluation questions about the other chunks are about text new to
+    the adapter (Compare then points at fine-tune, then distil), those about the sampled ones are not."""
+    words = "fleet drivers riders insurance bikes scooters leases taxes offices markets".split()
+    corpus = {f"c{i}": f"the filing section {i} covers {words[i]} across many fiscal years in detail" for i in range(8)}
+
+    def asking(prefix: str, chunks: list[int]) -> QADataset:
+        return QADataset(
+            {f"{prefix}{i}": f"{prefix} about {words[i]}?" for i in chunks},
+            corpus,
+            {f"{prefix}{i}": [f"c{i}"] for i in chunks},
+        )
+
+    train_id = save_dataset(ws, asking("t", [0, 1]), "sampled train", role="train")
+    named = named_specs(ws, [{"kind": "run", "run_id": create_run(ws, TrainConfig(epochs=1), dataset_id=train_id)}])
+    (entry,) = build_context(ws, asking("e", [2, 3, 4, 5]), "elsewhere", named, Vectors())["leakage"]
+    assert entry["text_coverage"] == 0.0  # the corpora are the same; the questions' chunks are not
+    (entry,) = build_context(ws, asking("e", [0, 1]), "same chunks", named, Vectors())["leakage"]
+    assert entry["text_coverage"] == 1.0
+
+
 def test_exclude_leaked_re_runs_the_statistics_without_them(ws):
     train = _ds("t", 10)
     ev = QADataset(

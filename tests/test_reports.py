@@ -243,15 +243,15 @@ def test_a_question_trained_adapter_on_other_documents_is_pointed_to_the_distil_
     ctx["systems"]["linear adapter"].update(run_kind="adapter", embedder="default")
     ctx["leakage"][0]["text_coverage"] = 0.04
     first = html_report(cmp, context=ctx).split("<h2>Summary</h2>")[0]
-    assert "the adapter was trained on questions about other documents (4% of this evaluation set" in first
+    assert "the adapter was trained on questions about other text (4% of what this evaluation set" in first
     assert "train --eval-dataset with this file" in first
     for change in ({"text_coverage": 0.8}, {"text_coverage": None}):  # the same documents; not measured
         ctx["leakage"][0].update(change)
-        assert "questions about other documents" not in html_report(cmp, context=ctx)
+        assert "questions about other text" not in html_report(cmp, context=ctx)
     ctx["leakage"][0]["text_coverage"] = 0.04
     for info in ({"run_kind": "distill"}, {"run_kind": "adapter", "embedder": "openai:text-embedding-3-small"}):
         ctx["systems"]["linear adapter"].update(info)  # distilled already; an API base cannot be fine-tuned
-        assert "questions about other documents" not in html_report(cmp, context=ctx)
+        assert "questions about other text" not in html_report(cmp, context=ctx)
 
 
 def test_update_comparison_extra(ws, cmp):

@@ -41,7 +41,7 @@ def test_compare_queues_fine_tune_then_distil_for_the_evaluation_set(page: Page,
     key(page, "eval_start").locator("button").click()
     wait_for_grid(page, lambda rows: len(rows) == 2, "system", "hit@5", "MRR@5", "significant", timeout=JOB_TIMEOUT)
     settle(page)
-    expect(page.get_by_text("the adapter was trained on questions about other documents").first).to_be_visible()
+    expect(page.get_by_text("the adapter was trained on questions about other text").first).to_be_visible()
     # (the button has a help tooltip, which Streamlit draws inside the same container)
     button = key(page, f"eval_distil_{train_id}").get_by_role(
         "button", name="Fine-tune, then distil for this evaluation set"
