@@ -56,6 +56,12 @@ _PER_DOCUMENT = 200  # chunks per document that uncovered_documents reads (a see
 #: the training chunks the adapter trained on the questions gained more than fine-tune, then distil, on new
 #: text less, and a mixture of the two at this share is about level on hit@5 and favours the adapter on MRR@5.
 IN_CORPUS_SHARE = 0.5
+#: The share of the searched documents' chunks longer than the base model reads at which ``auto`` distils
+#: (:func:`choose_recipe`). Every protocol where the distillation beat the adapter ranked such chunks (the
+#: Lyft JSON's median is 484 tokens); on another filing chunked by AdapterLab (every chunk within the 256 the
+#: base model reads) it did not (bench/README, "Chunks the base model reads whole").
+LONG_CHUNKS_SHARE = 0.5
+_LONG_SAMPLE = 400  # chunks whose tokens long_chunk_share counts (a seeded sample above that)
 # a distillation's time over the fine-tune's re-embedding estimate for as many chunks: it also embeds the
 # questions and 2 pseudo-queries per chunk with both models, then steps (the Lyft JSON's 334 chunks, two
 # cores: 46 s, base vectors not yet cached, against an estimate of 14.5-18 s). The blended teacher
@@ -130,7 +136,9 @@ class DistillResult:
 RECIPES = ("auto", "adapter", "distil")
 
 
-def choose_recipe(embedder: str, searched: str | None, eval_overlap: float | None = None) -> tuple[str, str]:
+def choose_recipe(
+    embedder: str, searched: str | None, eval_overlap: float | None = None, long_share: float | None = None
+) -> tuple[str, str]:
     """(``adapter`` or ``distil``, the reason) for the ``auto`` recipe.
 
     ``searched`` says which documents users will search beyond those the training questions are about,
@@ -139,7 +147,10 @@ def choose_recipe(embedder: str, searched: str | None, eval_overlap: float | Non
     evaluation set named, the share of the text its questions ask about that is among the training chunks
     (:func:`eval_overlap`); at :data:`IN_CORPUS_SHARE` or more it asks new questions about the training
     chunks, where the adapter trained on the questions gained more than the distilled one
-    (:data:`core.carryover.DISTILLED_IN_CORPUS`), in seconds, and the reason says so.
+    (:data:`core.carryover.DISTILLED_IN_CORPUS`), in seconds, and the reason says so. ``long_share``: the
+    share of the searched documents' chunks longer than the base model reads (:func:`long_chunk_share`);
+    under :data:`LONG_CHUNKS_SHARE` the adapter is trained, because the distillation's measured gains came
+    from its teacher reading the later text of such chunks (:data:`core.carryover.DISTILLED_SHORT_CHUNKS`).
 
     The rule, from the measured protocols (bench/README, "Distilling the fine-tune"): fine-tune, then distil, when the base model can be fine-tuned (not an
     API) and ``searched`` is known. On another company's filing it gained about 3 points of hit@5 where
@@ -147,7 +158,7 @@ def choose_recipe(embedder: str, searched: str | None, eval_overlap: float | Non
     training filing only, it lost about 2 points there (:data:`core.carryover.DISTILLED_ELSEWHERE`), a
     loss the question-trained adapter does not have; so when nothing says where users will search, the
     adapter is trained on the questions (never significantly below the base model on any protocol)."""
-    from .carryover import DISTILLED_ELSEWHERE, DISTILLED_IN_CORPUS
+    from .carryover import DISTILLED_ELSEWHERE, DISTILLED_IN_CORPUS, DISTILLED_SHORT_CHUNKS
     from .export import is_api_embedder
 
     def pt(key: str) -> str:
@@ -180,11 +191,28 @@ def choose_recipe(embedder: str, searched: str | None, eval_overlap: float | Non
             "points of hit@5 on another. "
             "Name your evaluation set, or ingest the documents you will search, to use it"
         )
+    if long_share is not None and long_share < LONG_CHUNKS_SHARE:
+        c = DISTILLED_SHORT_CHUNKS
+
+        def pair(key: str) -> str:
+            hit, mrr = (100 * float(c[f"{key}_gain_{m}@5"]) for m in ("hit", "mrr"))
+            return f"{hit:+.1f} / {mrr:+.1f}".replace("-", "\u2212")
+
+        return "adapter", (
+            f"the documents you will search ({searched}) are cut into chunks the base model reads whole "
+            f"({long_share:.0%} are longer than it reads). Fine-tune, then distil gained there no more than the "
+            f"adapter: on another company's filing chunked by AdapterLab, {pair('distilled')} hit@5 / MRR@5 against "
+            f"{pair('adapter')} (bench/README); its larger gains came from chunks longer than the base model reads, "
+            "whose later text its teacher reads. The adapter takes seconds"
+        )
+    longer = (
+        f"; {long_share:.0%} of their chunks are longer than the base model reads" if long_share is not None else ""
+    )
     return "distil", (
-        f"fine-tune, then distil over the documents you will search ({searched}): on another company's filing it "
-        f"gained {pt('over_searched_gain_hit@5')} hit@5 / {pt('over_searched_gain_mrr@5')} MRR@5 (median of 5 "
-        "seeds), where an adapter trained on the questions gained about 0 (bench/README). Minutes on a CPU, not "
-        "seconds"
+        f"fine-tune, then distil over the documents you will search ({searched}{longer}): on another company's "
+        f"filing, chunked longer than the base model reads, it gained {pt('over_searched_gain_hit@5')} hit@5 / "
+        f"{pt('over_searched_gain_mrr@5')} MRR@5 (median of 5 seeds), where an adapter trained on the questions "
+        "gained about 0 (bench/README). Minutes on a CPU, not seconds"
     )
 
 
@@ -302,6 +330,20 @@ def eval_overlap(train_ds: Any, eval_ds: Any) -> float | None:
     :class:`core.datasets.QADataset`. A training chunk no question asks about counts as new text, as in
     :func:`core.selection.choose_design`."""
     return coverage(text_fingerprints(asked_texts(eval_ds)), text_fingerprints(asked_texts(train_ds)))
+
+
+def long_chunk_share(texts: Sequence[str], embedder: Any) -> float | None:
+    """The share of ``texts`` (a seeded sample of :data:`_LONG_SAMPLE`) longer than ``embedder`` reads (its
+    ``max_seq_length``, special tokens counted, as ingestion flags a chunk ``truncated``); ``None`` when
+    there are none or the embedder states no length or cannot count tokens."""
+    from .questions import sample_chunk_ids
+
+    limit = getattr(embedder, "max_seq_length", None)
+    counter = getattr(embedder, "count_tokens_batch", None)
+    picked = sample_chunk_ids(list(texts), _LONG_SAMPLE)
+    if not picked or not limit or counter is None:
+        return None
+    return sum(n > limit for n in counter(picked)) / len(picked)
 
 
 def asked_texts(ds: Any) -> list[str]:

@@ -354,11 +354,18 @@ def build_context(
 
         distilled_coverage(systems, text_fingerprints(eval_ds.corpus.values()))
     base_spec = next((s.get("spec") for _, s in named if s.get("kind") == "base"), "default")
+    eval_info = eval_set_info(ws, eval_ds, eval_name, dataset_id=dataset_id, path=path)
+    if base_embedder is not None and any(i.get("train_set") for i in systems.values()):
+        # whether its chunks are longer than the base model reads: where the distil recipe gained over the
+        # question-trained adapter (core.distill.LONG_CHUNKS_SHARE); Compare points to it only there
+        from .distill import asked_texts, long_chunk_share  # an adapter is compared: torch is loaded anyway
+
+        eval_info["long_chunk_share"] = long_chunk_share(asked_texts(eval_ds), base_embedder)
     return {
         "created_at": time.time(),
         "base_model": embedder_name(base_spec),
         "top_k": top_k,
-        "eval_set": eval_set_info(ws, eval_ds, eval_name, dataset_id=dataset_id, path=path),
+        "eval_set": eval_info,
         "systems": systems,
         "leakage": leakage_by_training_set(ws, eval_ds, systems, base_embedder, threshold=threshold),
         "leak_threshold": threshold,

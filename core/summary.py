@@ -24,6 +24,7 @@ from typing import Any
 from .carryover import (
     MIN_DISTILLED_COVERAGE,
     adapter_on_new_documents_caveat,
+    adapter_on_new_short_chunks_caveat,
     distilled_elsewhere_caveat,
     pseudo_query_caveat,
 )
@@ -395,14 +396,19 @@ def caveats(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
         cov = entry.get("text_coverage")
         if cov is None or cov >= MIN_DISTILLED_COVERAGE:
             continue
-        from .export import is_api_embedder  # the project's one definition (an adapter was compared: torch is loaded)
+        from .distill import LONG_CHUNKS_SHARE  # an adapter was compared: torch is loaded anyway
+        from .export import is_api_embedder  # the project's one definition
 
         local = [
             n
             for n in entry.get("systems") or []
             if _info(ctx, n).get("run_kind") == "adapter" and not is_api_embedder(_info(ctx, n).get("embedder"))
         ]
-        if local:
+        long_share = (ctx.get("eval_set") or {}).get("long_chunk_share")
+        if local and long_share is not None and long_share < LONG_CHUNKS_SHARE:
+            # chunks the base model reads whole: the distil recipe gained no more than the adapter there
+            out.append({"level": "info", "text": adapter_on_new_short_chunks_caveat(_who(local, ctx), cov, long_share)})
+        elif local:
             caveat = {"level": "info", "text": adapter_on_new_documents_caveat(_who(local, ctx), cov)}
             train_set, eval_set = entry.get("train_set") or {}, ctx.get("eval_set") or {}
             action = {

@@ -142,10 +142,7 @@ def generate_tab() -> None:
             key="gen_sample",
             help="Ask about a random sample of this many chunks only, spread over the documents: a quick "
             "evaluation set from a long filing, or a cap on LLM calls. The same sample every time, so Generate "
-            "again resumes it; the dataset still ranks among every chunk. A sample of under half of a document "
-            "leaves most of it new to the questions: the Train page's Auto then fine-tunes and distils over it "
-            "(minutes), which lifted the rest of a sampled filing where the adapter alone did not (bench/README, "
-            "protocol (q)).",
+            "again resumes it; the dataset still ranks among every chunk.",
         )
     )
     settings = None

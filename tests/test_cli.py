@@ -324,9 +324,13 @@ def test_distill_writes_an_adapter_the_other_commands_load(pipeline, capsys):
 def _other_documents(tmp_path):
     from core.datasets import QADataset
 
+    # chunks longer than the base model reads (256 tokens), as a LlamaIndex file's often are: where the
+    # distillation's measured gains came from (auto trains the adapter for chunks read whole)
+    fleet = " ".join(f"In market {i} the other company's fleet grew to {900 + i} vehicles." for i in range(30))
+    audit = " ".join(f"Its auditor for region {i} is a regional firm with {10 + i} partners." for i in range(30))
     return QADataset(
         {"o1": "How large was the fleet?", "o2": "Who audits the other company?"},
-        {"x1": "The other company's fleet grew to 900 vehicles.", "x2": "Its auditor is a regional firm."},
+        {"x1": fleet, "x2": audit},
         {"o1": ["x1"], "o2": ["x2"]},
     ).save(tmp_path / "other.json")
 

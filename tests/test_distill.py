@@ -249,9 +249,26 @@ def test_an_evaluation_set_is_judged_by_the_text_its_questions_ask_about(tmp_pat
     ws = Workspace(tmp_path / "ws")
     recipe, why = auto_recipe(ws, train, same, "default")
     assert recipe == "adapter" and "(100% of the text its questions are about)" in why
+    # other text, in chunks the base model reads whole: the distillation's teacher sees nothing more there
     recipe, why = auto_recipe(ws, train, museum, "default")
-    assert recipe == "distil" and "(the evaluation set named)" in why
+    assert recipe == "adapter" and "are cut into chunks the base model reads whole (0% are longer" in why
+    # ... and in chunks longer than it reads (256 tokens): fine-tune, then distil
+    long = QADataset({"m1": "Where are the paintings?"}, {"m": " ".join([other] * 20)}, {"m1": ["m"]})
+    recipe, why = auto_recipe(ws, train, long, "default")
+    assert recipe == "distil" and "(the evaluation set named; 100% of their chunks are longer" in why
     assert auto_recipe(ws, train, None, "default")[0] == "adapter"
+    assert auto_recipe(ws, train, long, "openai:text-embedding-3-small")[0] == "adapter"  # nothing to fine-tune
+
+
+def test_long_chunk_share_counts_the_tokens_the_base_model_reads():
+    from core.distill import long_chunk_share
+    from core.embedders import resolve_embedder
+
+    emb = resolve_embedder("default")
+    short, long = "A short chunk about fleet vehicles.", " ".join(["The fleet grew across every market."] * 60)
+    assert emb.max_seq_length == 256 and long_chunk_share([short, long, short, short], emb) == 0.25
+    assert long_chunk_share([], emb) is None
+    assert long_chunk_share([long], object()) is None  # no stated length: unknown
 
 
 def test_a_long_document_is_judged_from_a_sample_of_its_chunks(monkeypatch):
@@ -395,8 +412,9 @@ def test_a_document_a_sample_of_questions_barely_covers_counts_as_searched(tmp_p
         "lease accounting",
         "tax credits",
     ]
+    # chunks longer than the base model reads (auto distils only for such: test_an_evaluation_set_is_judged...)
     texts = {
-        f"c{i}": f"Section {i} of the filing discusses {t} in detail across several fiscal years."
+        f"c{i}": " ".join([f"Section {i} of the filing discusses {t} in detail across several fiscal years."] * 25)
         for i, t in enumerate(topics)
     }
     ws = Workspace(tmp_path / "ws")

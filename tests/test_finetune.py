@@ -494,9 +494,9 @@ def test_train_page_recipe_auto_distils_when_the_searched_documents_are_known(pa
     from tests.test_pages import no_exceptions, page, rerun_until_settled, texts
 
     ws = Workspace(page_ws)
-    other = QADataset(
+    other = QADataset(  # a chunk longer than the base model reads: where the distillation's gains were measured
         {"o1": "What about fleet size?"},
-        {"other-1": "Another filing's fleet section, with its vehicles."},
+        {"other-1": " ".join(f"Another filing's fleet section {i}, with its {40 + i} vehicles." for i in range(30))},
         {"o1": ["other-1"]},
     )
     other_id = save_dataset(ws, other, "other filing", role="eval")

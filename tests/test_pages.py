@@ -557,12 +557,22 @@ def test_train_shows_a_cross_validated_run_by_its_estimate(prepared_ws, prepared
 
 
 def test_train_recipe_auto_names_the_ingested_documents_the_questions_are_not_about(prepared_ws):
-    """The prepared workspace trains on northwind's questions with harbor.pdf ingested too: Auto fine-tunes,
-    then distils, and says why; by hand the adapter recipe brings back its form."""
+    """The prepared workspace trains on northwind's questions with harbor.pdf ingested too. Chunked as the app
+    chunks (within the 256 tokens the base model reads), Auto trains the adapter and says why; re-chunked longer,
+    Auto fine-tunes, then distils, and says why; by hand the adapter recipe brings back its form."""
+    from core.documents import ChunkSettings, rechunk
+
     at = page("3_train.py")
     at.run()
     no_exceptions(at)
     assert at.radio(key="train_recipe").value == "auto"
+    why = "ingested documents the questions mostly do not ask about: harbor.pdf) are cut into chunks the base model"
+    assert f"{why} reads whole" in texts(at.caption)
+    assert at.number_input(key="hp_epochs") is not None
+    emb = resolve_embedder("default")
+    rechunk(Workspace(prepared_ws), ChunkSettings(chunk_size=600), emb.token_counter(), emb.max_seq_length)
+    at.run()
+    no_exceptions(at)
     caption = texts(at.caption)
     assert "Auto: fine-tune, then distil over the documents you will search" in caption
     assert (
@@ -598,6 +608,7 @@ def test_the_distil_recipe_states_its_expected_time_at_the_pace_of_this_workspac
 
     at = page("3_train.py")
     at.run()
+    at.radio(key="train_recipe").set_value("distil").run()  # Auto trains the adapter on the app's short chunks
     no_exceptions(at)
     md = texts(at.markdown)
     assert f"questions: about {duration_text(2.0 * n_questions)} here)" in md, md  # 240 s / 120 questions
@@ -785,10 +796,15 @@ def test_compare_reruns_without_leaked_questions(prepared_ws, prepared):
     assert not [b for b in at.button if b.key == "eval_exclude_q"]  # nothing left to exclude
 
 
-def test_compare_queues_the_distil_recipe_for_an_adapter_evaluated_on_other_documents(prepared_ws, prepared):
+def test_compare_queues_the_distil_recipe_for_an_adapter_evaluated_on_other_documents(
+    prepared_ws, prepared, monkeypatch
+):
     """The prepared comparison evaluates an adapter trained on northwind's questions on harbor's: Compare says
-    the question-trained adapter did not carry over to another filing, and one click queues the recipe that
-    did (a fine-tune on the adapter's training set, then its distillation ranking this set's chunks)."""
+    the question-trained adapter may not carry over to another filing. Harbor's chunks are the app's, which
+    the base model reads whole, where the distil recipe gained no more: no button. Where chunks are longer
+    (here: the threshold lowered to 0), one click queues the recipe that did (a fine-tune on the adapter's
+    training set, then its distillation ranking this set's chunks)."""
+    import core.distill
     from core.distill import ranked_coverage
     from core.questions import load_dataset
     from core.runs import adapter_dir, get_run, list_runs
@@ -796,7 +812,13 @@ def test_compare_queues_the_distil_recipe_for_an_adapter_evaluated_on_other_docu
     at = page("4_compare.py")
     at.run()
     no_exceptions(at)
-    assert "the adapter was trained on questions about other text" in texts(at.info)
+    info = texts(at.info)
+    assert "the adapter was trained on questions about other text" in info
+    assert "This set's chunks are ones the base model reads whole (0% longer than it reads)" in info
+    assert not [b for b in at.button if b.key == f"eval_distil_{prepared.train_id}"]
+    monkeypatch.setattr(core.distill, "LONG_CHUNKS_SHARE", 0.0)
+    at.run()
+    assert "fine-tune, then distil over the searched documents" in texts(at.info)
     at.button(key=f"eval_distil_{prepared.train_id}").click().run()
     no_exceptions(at)
     assert not [b for b in at.button if b.key == f"eval_distil_{prepared.train_id}"]  # queued once, not twice

@@ -249,6 +249,13 @@ def test_a_question_trained_adapter_on_other_documents_is_pointed_to_the_distil_
         ctx["leakage"][0].update(change)
         assert "questions about other text" not in html_report(cmp, context=ctx)
     ctx["leakage"][0]["text_coverage"] = 0.04
+    # chunks the base model reads whole: the distil recipe gained no more there, so no pointer to it
+    ctx["eval_set"]["long_chunk_share"] = 0.1
+    first = html_report(cmp, context=ctx).split("<h2>Summary</h2>")[0]
+    assert "questions about other text" in first and "reads whole (10% longer than it reads)" in first
+    assert "train --eval-dataset with this file" not in first
+    ctx["eval_set"]["long_chunk_share"] = 0.9
+    assert "train --eval-dataset with this file" in html_report(cmp, context=ctx)
     for info in ({"run_kind": "distill"}, {"run_kind": "adapter", "embedder": "openai:text-embedding-3-small"}):
         ctx["systems"]["linear adapter"].update(info)  # distilled already; an API base cannot be fine-tuned
         assert "questions about other text" not in html_report(cmp, context=ctx)

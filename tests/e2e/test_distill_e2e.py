@@ -31,7 +31,14 @@ def save_filing_sets(ws: Workspace) -> tuple[str, str]:
     queries = {f"q{i}": f"What were the {t} figures in 2021?" for i, t in enumerate(TOPICS)}
     ds = QADataset(queries, corpus, {f"q{i}": [f"n{i}"] for i in range(len(TOPICS))})
     train_id = save_dataset(ws, ds, "filing questions", role="train")
-    other = {f"o{i}": f"Another company's report on {t}: its {t} numbers for the year." for i, t in enumerate(TOPICS)}
+    # chunks longer than the base model reads (256 tokens), where the distillation's gains were measured (on
+    # chunks it reads whole Auto trains the adapter)
+    other = {
+        f"o{i}": " ".join(
+            f"Another company's report on {t}, part {k}: its {t} numbers for year {2000 + k}." for k in range(25)
+        )
+        for i, t in enumerate(TOPICS)
+    }
     asks = {f"a{i}": f"How did the other company do on {t}?" for i, t in enumerate(TOPICS)}
     eval_id = save_dataset(
         ws, QADataset(asks, other, {f"a{i}": [f"o{i}"] for i in range(len(TOPICS))}), "other filing", role="eval"
