@@ -302,12 +302,14 @@ def auto_recipe(
     return choose_recipe(embedder, searched, overlap, long_share)
 
 
-def unnamed_search_sets(ws: Workspace, train_id: str) -> list[dict[str, Any]]:
+def unnamed_search_sets(ws: Workspace, train_id: str, embedder: str | None = None) -> list[dict[str, Any]]:
     """Saved datasets besides ``train_id`` whose chunks are mostly neither the training set's nor in an
     ingested document (by :func:`core.distill.text_fingerprints`, as :func:`searched_documents` reads
     coverage): sets about documents that Auto cannot see, such as an imported evaluation set of another
     filing. Auto does not distil for them unless one is named; the Train page says they are there.
-    A validation split of the training document is covered by its ingested text, so it is not listed."""
+    A validation split of the training document is covered by its ingested text, so it is not listed. With
+    ``embedder`` (the base model), only sets whose chunks are mostly longer than it reads
+    (:func:`core.distill.long_chunk_share`): for chunks it reads whole Auto trains the adapter anyway."""
     from .datasets import list_datasets, load_dataset
     from .distill import uncovered_documents
 
@@ -317,9 +319,13 @@ def unnamed_search_sets(ws: Workspace, train_id: str) -> list[dict[str, Any]]:
     known = list(load_dataset(ws, train_id).corpus.values())
     for texts in ingested_documents_text(ws).values():
         known.extend(texts)
-    uncovered = set(
-        uncovered_documents(known, {d["id"]: list(load_dataset(ws, d["id"]).corpus.values()) for d in others})
-    )
+    sets = {d["id"]: load_dataset(ws, d["id"]) for d in others}
+    uncovered = set(uncovered_documents(known, {i: list(ds.corpus.values()) for i, ds in sets.items()}))
+    if embedder is not None and uncovered:
+        from .distill import LONG_CHUNKS_SHARE, asked_texts, long_chunk_share
+
+        base = resolve_embedder(embedder, workspace=ws)
+        uncovered = {i for i in uncovered if (long_chunk_share(asked_texts(sets[i]), base) or 0) >= LONG_CHUNKS_SHARE}
     return [d for d in others if d["id"] in uncovered]
 
 

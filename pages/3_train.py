@@ -8,7 +8,7 @@ import streamlit as st
 from core.adapters import registered_adapters
 from core.carryover import blind_distillation_note, offline_training_caveat, unnamed_search_sets_note
 from core.datasets import list_datasets
-from core.distill import RECIPES, DistillConfig, recipe_estimate
+from core.distill import LONG_CHUNKS_SHARE, RECIPES, DistillConfig, recipe_estimate
 from core.export import EXPORTABLE_TEXT, export_zip, is_api_embedder, run_export_support
 from core.finetune import LOSSES as FT_LOSSES
 from core.finetune import FinetuneConfig, cost_label, describe_cost, duration_text, read_lengths
@@ -191,9 +191,21 @@ def _ranked_count(root: str, train_id: str, eval_id: str | None, documents: tupl
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _unnamed_sets(root: str, train_id: str, datasets: tuple[str, ...], documents: tuple[str, ...], n_chunks: int):
+def _unnamed_sets(
+    root: str, train_id: str, embedder: str, datasets: tuple[str, ...], documents: tuple[str, ...], n_chunks: int
+):
     """core.runs.unnamed_search_sets as ids (the saved datasets and the ingested documents key the cache)."""
-    return [d["id"] for d in unnamed_search_sets(ws, train_id)]
+    return [d["id"] for d in unnamed_search_sets(ws, train_id, embedder)]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _long_share(root: str, dataset_id: str, embedder: str) -> float | None:
+    """core.distill.long_chunk_share of a saved dataset's asked chunks for the base model ``embedder``."""
+    from core.datasets import load_dataset
+    from core.distill import asked_texts, long_chunk_share
+    from core.embedders import resolve_embedder
+
+    return long_chunk_share(asked_texts(load_dataset(ws, dataset_id)), resolve_embedder(embedder, workspace=ws))
 
 
 def documents_key() -> tuple[tuple[str, ...], int]:
@@ -383,7 +395,7 @@ else:
             c2.caption(("Auto: " if recipe == "auto" else "") + md_escape(why) + ".")
         if recipe == "auto" and effective == "adapter" and not eval_ds and not is_api_embedder(embedder):
             # blind: saved sets about documents Auto cannot see may be the ones users will search
-            unseen = _unnamed_sets(str(ws.root), train_ds, tuple(ids), *docs)
+            unseen = _unnamed_sets(str(ws.root), train_ds, embedder, tuple(ids), *docs)
             if unseen:
                 st.info(
                     md_escape(unnamed_search_sets_note([d["name"] for d in datasets if d["id"] in unseen])),
@@ -414,12 +426,14 @@ else:
                 eval_ds
                 and _design(str(ws.root), train_ds, eval_ds) == "chunks"
                 and not is_api_embedder(state.base_embedder())
+                and (_long_share(str(ws.root), eval_ds, state.base_embedder()) or 0) >= LONG_CHUNKS_SHARE
             ):
                 st.info(
                     "**New documents:** an adapter trained on these questions may gain little on documents it has not "
                     "seen. On the measured new-document protocols (bench/README, “Distilling the fine-tune”) it gained "
                     "under 1 point of hit@5 on another company's filing and on a new kind of text, where a full "
-                    "fine-tune distilled into an adapter gained about 3; on a third it was the other way round. For "
+                    "fine-tune distilled into an adapter gained about 3, on chunks longer than the base model reads "
+                    "(as most of this set's are); on a third it was the other way round. For "
                     "the larger gain, choose the recipe **Fine-tune, then distil** above (minutes on a CPU), and "
                     "compare both on your evaluation set.",
                     icon=":material/lightbulb:",

@@ -442,3 +442,25 @@ def test_a_document_a_sample_of_questions_barely_covers_counts_as_searched(tmp_p
     assert auto_recipe(ws, asking(1), None, "default")[0] == "distil"
     assert searched_documents(ws, asking(4), False) is None
     assert auto_recipe(ws, asking(4), None, "default")[0] == "adapter"
+
+
+def test_saved_sets_of_other_text_are_pointed_at_only_where_auto_would_distil_for_them(tmp_path):
+    """core.runs.unnamed_search_sets with the base model: a saved set about other text whose chunks the base
+    model reads whole is not listed (naming it would make Auto train the adapter anyway); one with chunks
+    longer than it reads is."""
+    from core.datasets import QADataset, save_dataset
+    from core.runs import unnamed_search_sets
+    from core.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    words = PASSAGE.split()
+    train_id = save_dataset(ws, QADataset({"q": "What grew?"}, {"a": " ".join(words)}, {"q": ["a"]}), "train")
+    short = QADataset({"m": "Where?"}, {"x": "The museum's maritime paintings moved to a new wing."}, {"m": ["x"]})
+    long = QADataset(
+        {"m": "Where?"},
+        {"y": " ".join(f"The museum's wing {i} holds {20 + i} maritime paintings and a cafe." for i in range(30))},
+        {"m": ["y"]},
+    )
+    short_id, long_id = save_dataset(ws, short, "short other"), save_dataset(ws, long, "long other")
+    assert {d["id"] for d in unnamed_search_sets(ws, train_id)} == {short_id, long_id}
+    assert [d["id"] for d in unnamed_search_sets(ws, train_id, "default")] == [long_id]
