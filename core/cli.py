@@ -1090,8 +1090,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sentence-transformers base on them, then distil it into a linear adapter that ranks the documents you "
         "will search like the fine-tune (minutes; measured best on new documents, bench/README). auto (default): "
         "distil for a local base model when the documents you will search are known (named by --eval-dataset, unless "
-        "its questions are about the training chunks, or ingested documents the questions are not about), else "
-        "adapter; any adapter setting below means adapter",
+        "its questions are about the training chunks, or ingested documents the questions are not about) and mostly "
+        "cut into chunks longer than the base model reads, else adapter; any adapter setting below means adapter",
     )
     s.add_argument(
         "--adapter",

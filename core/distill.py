@@ -1,7 +1,8 @@
 """Distil a fully fine-tuned model into a query-only adapter over the base model's vectors.
 
-A full fine-tune (:mod:`core.finetune`) carries its gain to a new company's filing (bench/README,
-protocol (u)), but using it means re-embedding the corpus and rebuilding every index. A linear
+A full fine-tune (:mod:`core.finetune`) carries its gain to a new company's filing cut into chunks longer
+than the base model reads (bench/README, protocol (u)), but using it means re-embedding the corpus and
+rebuilding every index. A linear
 adapter trained on the questions alone does not carry over there. This trains the adapter on the
 fine-tune's *rankings* instead: for each query, the teacher's softmax over every chunk the user has
 ingested (its own query and chunk vectors) is the target, and the adapter, applied to the base
@@ -15,8 +16,11 @@ Cost: the fine-tune once, then one teacher embedding of the chunks and queries (
 hundred full-batch steps on cached vectors (seconds).
 
 It needs the documents users will search among the chunks it ranks: distilled over the training
-filing alone, it lost about 2 points of hit@5 on another (bench/README). Hence :func:`choose_recipe`
-(``train``'s ``auto``: distil only when those documents are known), and the fingerprints each
+filing alone, it lost about 2 points of hit@5 on another (bench/README). And its gains came from chunks
+longer than the base model reads, whose later text the teacher reads: on a filing cut into chunks the
+base model reads whole it gained nothing (:data:`core.carryover.DISTILLED_SHORT_CHUNKS`). Hence
+:func:`choose_recipe` (``train``'s ``auto``: distil only when those documents are known and mostly in
+such chunks), and the fingerprints each
 distilled adapter keeps of the text it ranked (:func:`save_ranked`, :func:`ranked_coverage`), by
 which Compare warns when an evaluation set's documents were not among them.
 """
@@ -189,7 +193,8 @@ def choose_recipe(
             "the ones the questions are about). Fine-tune, then distil fits the adapter to the documents it ranks: "
             f"distilled over one filing only, it lost {-100 * float(DISTILLED_ELSEWHERE['over_other_gain_hit@5']):.1f} "
             "points of hit@5 on another. "
-            "Name your evaluation set, or ingest the documents you will search, to use it"
+            "Name your evaluation set, or ingest the documents you will search, to use it where their chunks are "
+            "longer than the base model reads"
         )
     if long_share is not None and long_share < LONG_CHUNKS_SHARE:
         c = DISTILLED_SHORT_CHUNKS
