@@ -2,9 +2,8 @@
 
 A full fine-tune (:mod:`core.finetune`) carries its gain to a new company's filing cut into chunks longer
 than the base model reads (bench/README, protocol (u)), but using it means re-embedding the corpus and
-rebuilding every index. A linear
-adapter trained on the questions alone does not carry over there. This trains the adapter on the
-fine-tune's *rankings* instead: for each query, the teacher's softmax over every chunk the user has
+rebuilding every index. A linear adapter trained on the questions alone does not carry over there. This
+trains the adapter on the fine-tune's *rankings* instead: for each query, the teacher's softmax over every chunk the user has
 ingested (its own query and chunk vectors) is the target, and the adapter, applied to the base
 query vector and scored against the **base** chunk vectors the index already holds, learns to match
 it (KL divergence). The queries are the training questions plus offline pseudo-queries made from
@@ -156,8 +155,8 @@ def choose_recipe(
     under :data:`LONG_CHUNKS_SHARE` the adapter is trained, because the distillation's measured gains came
     from its teacher reading the later text of such chunks (:data:`core.carryover.DISTILLED_SHORT_CHUNKS`).
 
-    The rule, from the measured protocols (bench/README, "Distilling the fine-tune"): fine-tune, then distil, when the base model can be fine-tuned (not an
-    API) and ``searched`` is known. On another company's filing it gained about 3 points of hit@5 where
+    The rule, from the measured protocols (bench/README, "Distilling the fine-tune"): fine-tune, then
+    distil, when the base model can be fine-tuned (not an API) and ``searched`` is known. On another company's filing it gained about 3 points of hit@5 where
     the adapter trained on the questions gained about 0. It needs those documents: distilled over the
     training filing only, it lost about 2 points there (:data:`core.carryover.DISTILLED_ELSEWHERE`), a
     loss the question-trained adapter does not have; so when nothing says where users will search, the

@@ -279,14 +279,12 @@ def _uncovered(ws: Workspace, train_ds: QADataset) -> tuple[list[str], dict[str,
     return uncovered_documents(asked_texts(train_ds), docs), docs
 
 
-def auto_recipe(
-    ws: Workspace, train_ds: QADataset, eval_ds: QADataset | None, embedder: str, **embedder_options: Any
-) -> tuple[str, str]:
+def auto_recipe(ws: Workspace, train_ds: QADataset, eval_ds: QADataset | None, embedder: str) -> tuple[str, str]:
     """(recipe, why) of ``train``'s ``auto`` for these datasets in ``ws`` (:func:`core.distill.choose_recipe`).
     A named evaluation set tells where users will search only when its questions are mostly about other text
     than the training chunks (:func:`core.distill.eval_overlap` under :data:`core.distill.IN_CORPUS_SHARE`): new
     questions on the training chunks are the adapter's case. Where users will search is known, the base model
-    (``embedder``, with its options) counts the tokens of those chunks: chunks it reads whole are the adapter's
+    (``embedder``) counts the tokens of those chunks: chunks it reads whole are the adapter's
     case too (:func:`core.distill.long_chunk_share`)."""
     from .distill import IN_CORPUS_SHARE, asked_texts, choose_recipe, describe_searched, eval_overlap, long_chunk_share
     from .export import is_api_embedder
@@ -298,7 +296,7 @@ def auto_recipe(
     long_share = None
     if searched and not is_api_embedder(embedder):
         texts = [t for name in uncovered for t in docs[name]] + (asked_texts(eval_ds) if elsewhere else [])
-        long_share = long_chunk_share(texts, resolve_embedder(embedder, workspace=ws, **embedder_options))
+        long_share = long_chunk_share(texts, resolve_embedder(embedder, workspace=ws))
     return choose_recipe(embedder, searched, overlap, long_share)
 
 
