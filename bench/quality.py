@@ -200,11 +200,10 @@ def protocol_documents(pn: str, ds: QADataset, eval_ds: QADataset | None, train_
 
 def auto_recipe(embedder: str, train_ds: QADataset, documents: dict[str, list[str]]) -> tuple[str, str]:
     """What the product's ``train --recipe auto`` chooses for ``train_ds`` in a workspace holding ``documents``,
-    no evaluation set named: the same rule (:func:`core.distill.choose_recipe`) and the same coverage test."""
-    from core.distill import asked_texts, choose_recipe, describe_searched, uncovered_documents
+    no evaluation set named: the product's own rule (:func:`core.distill.auto_choice`)."""
+    from core.distill import auto_choice
 
-    uncovered = uncovered_documents(asked_texts(train_ds), documents)
-    return choose_recipe(embedder, describe_searched(False, uncovered))
+    return auto_choice(embedder, train_ds, documents)
 
 
 def distil_recipe(

@@ -220,6 +220,35 @@ def choose_recipe(
     )
 
 
+def auto_choice(
+    embedder: str,
+    train_ds: Any,
+    documents: dict[str, Sequence[str]],
+    eval_ds: Any | None = None,
+    **embedder_kwargs: Any,
+) -> tuple[str, str]:
+    """(recipe, why) of ``train``'s ``auto`` for ``train_ds`` with ``documents`` (name -> chunk texts) ingested
+    and ``eval_ds`` named (:class:`core.datasets.QADataset`), by :func:`choose_recipe`.
+
+    A named evaluation set tells where users will search only when its questions are mostly about other text
+    than the training chunks (:func:`eval_overlap` under :data:`IN_CORPUS_SHARE`): new questions on the
+    training chunks are the adapter's case. Where users will search is known, the base model (``embedder``;
+    ``embedder_kwargs`` go to :func:`core.embedders.resolve_embedder`) counts the tokens of those chunks:
+    chunks it reads whole are the adapter's case too (:func:`long_chunk_share`)."""
+    from .embedders import resolve_embedder
+    from .export import is_api_embedder
+
+    overlap = eval_overlap(train_ds, eval_ds) if eval_ds is not None else None
+    elsewhere = eval_ds is not None and (overlap is None or overlap < IN_CORPUS_SHARE)
+    uncovered = uncovered_documents(asked_texts(train_ds), documents)
+    searched = describe_searched(elsewhere, uncovered)
+    long_share = None
+    if searched and not is_api_embedder(embedder):
+        texts = [t for name in uncovered for t in documents[name]] + (asked_texts(eval_ds) if elsewhere else [])
+        long_share = long_chunk_share(texts, resolve_embedder(embedder, **embedder_kwargs))
+    return choose_recipe(embedder, searched, overlap, long_share)
+
+
 def teacher_readers(spec: str, config: DistillConfig, short: int | None = None, **kwargs: Any) -> list[Any]:
     """The fine-tuned model ``spec`` as the embedders a distillation's teacher runs: at ``short`` tokens (the
     index's read: the base model's input length; default the fine-tune's own) and at :func:`teacher_length`,

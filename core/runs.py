@@ -264,40 +264,20 @@ def searched_documents(ws: Workspace, train_ds: QADataset, eval_named: bool) -> 
     """What ``auto`` knows of the documents users will search beyond the training questions' (see
     :func:`core.distill.choose_recipe`): the evaluation set named, ingested documents the questions are
     not about (:func:`core.distill.uncovered_documents`), or ``None``."""
-    from .distill import describe_searched
-
-    return describe_searched(eval_named, _uncovered(ws, train_ds)[0])
-
-
-def _uncovered(ws: Workspace, train_ds: QADataset) -> tuple[list[str], dict[str, list[str]]]:
-    """(the ingested documents the questions mostly do not ask about, every ingested document's chunk texts)."""
-    from .distill import asked_texts, uncovered_documents
+    from .distill import asked_texts, describe_searched, uncovered_documents
 
     # the chunks the questions ask about: a dataset built in the workspace ranks among every chunk of its
     # documents, so its corpus says nothing of which ones a sample of questions covers
-    docs = ingested_documents_text(ws)
-    return uncovered_documents(asked_texts(train_ds), docs), docs
+    uncovered = uncovered_documents(asked_texts(train_ds), ingested_documents_text(ws))
+    return describe_searched(eval_named, uncovered)
 
 
 def auto_recipe(ws: Workspace, train_ds: QADataset, eval_ds: QADataset | None, embedder: str) -> tuple[str, str]:
-    """(recipe, why) of ``train``'s ``auto`` for these datasets in ``ws`` (:func:`core.distill.choose_recipe`).
-    A named evaluation set tells where users will search only when its questions are mostly about other text
-    than the training chunks (:func:`core.distill.eval_overlap` under :data:`core.distill.IN_CORPUS_SHARE`): new
-    questions on the training chunks are the adapter's case. Where users will search is known, the base model
-    (``embedder``) counts the tokens of those chunks: chunks it reads whole are the adapter's
-    case too (:func:`core.distill.long_chunk_share`)."""
-    from .distill import IN_CORPUS_SHARE, asked_texts, choose_recipe, describe_searched, eval_overlap, long_chunk_share
-    from .export import is_api_embedder
+    """(recipe, why) of ``train``'s ``auto`` for these datasets in ``ws``: :func:`core.distill.auto_choice`
+    with the workspace's ingested documents."""
+    from .distill import auto_choice
 
-    overlap = eval_overlap(train_ds, eval_ds) if eval_ds is not None else None
-    elsewhere = eval_ds is not None and (overlap is None or overlap < IN_CORPUS_SHARE)
-    uncovered, docs = _uncovered(ws, train_ds)
-    searched = describe_searched(elsewhere, uncovered)
-    long_share = None
-    if searched and not is_api_embedder(embedder):
-        texts = [t for name in uncovered for t in docs[name]] + (asked_texts(eval_ds) if elsewhere else [])
-        long_share = long_chunk_share(texts, resolve_embedder(embedder, workspace=ws))
-    return choose_recipe(embedder, searched, overlap, long_share)
+    return auto_choice(embedder, train_ds, ingested_documents_text(ws), eval_ds, workspace=ws)
 
 
 def unnamed_search_sets(ws: Workspace, train_id: str, embedder: str | None = None) -> list[dict[str, Any]]:
