@@ -174,17 +174,12 @@ def choose_recipe(
         )
     if not searched and eval_overlap is not None and eval_overlap >= IN_CORPUS_SHARE:
         c = DISTILLED_IN_CORPUS
-
-        def both(key: str) -> str:
-            hit, mrr = (100 * float(c[f"{key}_gain_{m}@5"]) for m in ("hit", "mrr"))
-            return f"{hit:+.1f} / {mrr:+.1f}".replace("-", "\u2212")
-
         return "adapter", (
             f"the evaluation set named asks about the training questions' own chunks ({eval_overlap:.0%} of the "
             "text its questions are about): new questions on the same documents. There the adapter trained on the "
-            f"questions gained {both('gpt_adapter')} hit@5 / MRR@5 on GPT's questions, fine-tune, then distil "
-            f"{both('gpt_distilled')}; on a small model's, {both('small_llm_adapter')} against "
-            f"{both('small_llm_distilled')} (bench/README). The adapter takes seconds, not minutes"
+            f"questions gained {_gains(c, 'gpt_adapter')} hit@5 / MRR@5 on GPT's questions, fine-tune, then distil "
+            f"{_gains(c, 'gpt_distilled')}; on a small model's, {_gains(c, 'small_llm_adapter')} against "
+            f"{_gains(c, 'small_llm_distilled')} (bench/README). The adapter takes seconds, not minutes"
         )
     if not searched:
         return "adapter", (
@@ -197,16 +192,11 @@ def choose_recipe(
         )
     if long_share is not None and long_share < LONG_CHUNKS_SHARE:
         c = DISTILLED_SHORT_CHUNKS
-
-        def pair(key: str) -> str:
-            hit, mrr = (100 * float(c[f"{key}_gain_{m}@5"]) for m in ("hit", "mrr"))
-            return f"{hit:+.1f} / {mrr:+.1f}".replace("-", "\u2212")
-
         return "adapter", (
             f"the documents you will search ({searched}) are cut into chunks the base model reads whole "
             f"({long_share:.0%} are longer than it reads). Fine-tune, then distil gained there no more than the "
-            f"adapter: on another company's filing chunked by AdapterLab, {pair('distilled')} hit@5 / MRR@5 against "
-            f"{pair('adapter')} (bench/README); its larger gains came from chunks longer than the base model reads, "
+            f"adapter: on another company's filing chunked by AdapterLab, {_gains(c, 'distilled')} hit@5 / MRR@5 against "
+            f"{_gains(c, 'adapter')} (bench/README); its larger gains came from chunks longer than the base model reads, "
             "whose later text its teacher reads. The adapter takes seconds"
         )
     longer = (
@@ -218,6 +208,13 @@ def choose_recipe(
         f"{pt('over_searched_gain_mrr@5')} MRR@5 (median of 5 seeds), where an adapter trained on the questions "
         "gained about 0 (bench/README). Minutes on a CPU, not seconds"
     )
+
+
+def _gains(measured: dict[str, object], key: str) -> str:
+    """``"+4.0 / +4.2"``: the hit@5 / MRR@5 gains ``{key}_gain_hit@5`` and ``..._mrr@5`` of a measured record
+    (:mod:`core.carryover`) in points."""
+    hit, mrr = (100 * float(measured[f"{key}_gain_{m}@5"]) for m in ("hit", "mrr"))
+    return f"{hit:+.1f} / {mrr:+.1f}".replace("-", "\u2212")
 
 
 def auto_choice(
