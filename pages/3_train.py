@@ -49,7 +49,8 @@ ws, jm = widgets.page_header(
     "Train",
     "Step 3 of 4 · Train a small adapter on top of the frozen embedder: your index keeps the base model's "
     "vectors. Two recipes: fine-tune the base model, then distil it into the adapter (minutes; the measured "
-    "best on new documents, once it knows which documents you will search), or train the adapter "
+    "best on new documents cut into chunks longer than the base model reads, once it knows which documents you "
+    "will search), or train the adapter "
     "on the questions over cached vectors (seconds; cross-validation picks how long, and keeps the base model "
     "when training does not help out of fold).",
 )
