@@ -277,13 +277,12 @@ def leakage_by_training_set(
     systems: dict[str, dict[str, Any]],
     embedder: Embedder,
     threshold: float = NEAR_DUPLICATE_COSINE,
-    eval_prints: set[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One leakage report per distinct training set among ``systems`` (adapters sharing a run share one),
     with ``text_coverage``: the share of the text the evaluation set's questions ask about among the chunks
     that training set's questions ask about (:func:`core.distill.eval_overlap`: a dataset built in the
     workspace ranks among every chunk of its documents, so its corpus says nothing of which ones a sample of
-    questions covered). ``eval_prints``: those of the evaluation set's asked text, when already computed."""
+    questions covered)."""
     groups: dict[str, dict[str, Any]] = {}
     for name, info in systems.items():
         ref = info.get("train_set")
@@ -303,11 +302,9 @@ def leakage_by_training_set(
         entry["train_set"] = {**entry["train_set"], "n_queries": len(train.queries)}
         # the share of the evaluation questions' text among the training questions' chunks (the same passage
         # chunked apart still counts); low: other text than the training questions are about
-        from .distill import asked_texts, coverage, text_fingerprints  # an adapter is compared: torch is loaded
+        from .distill import eval_overlap  # an adapter is compared: torch is loaded anyway
 
-        if eval_prints is None:
-            eval_prints = text_fingerprints(asked_texts(eval_ds))
-        entry["text_coverage"] = coverage(eval_prints, text_fingerprints(asked_texts(train)))
+        entry["text_coverage"] = eval_overlap(train, eval_ds)
         if embedder is not None and eval_vecs is None:
             eval_vecs = embedder.embed_queries(list(eval_ds.queries.values()))
         train_vecs = embedder.embed_queries(list(train.queries.values())) if embedder is not None else None
