@@ -434,6 +434,18 @@ def _recipe(args, ws) -> tuple[str, str]:
     return recipe, why
 
 
+def _offline_note(ws, path: str) -> str | None:
+    """The Train page's warning for a training file of offline pseudo-queries (by this workspace's record of
+    the questions it generated), naming the CLI's distil recipe; ``None`` for other questions."""
+    from .carryover import offline_training_caveat
+    from .datasets import QADataset
+    from .provenance import question_sources
+
+    ds = QADataset.load(path)
+    n = question_sources(ws, ds)["sources"].get("offline", 0)
+    return offline_training_caveat(n, len(ds.queries), distil_how="`train --recipe distil`") if n else None
+
+
 def _finetune_run(args, ws, config, name: str | None) -> str:
     """A ``finetune`` run of ``--dataset`` on ``--embedder`` (with its prefixes): ``finetune`` and ``train``'s
     distil recipe create theirs the same way."""
@@ -617,6 +629,10 @@ def cmd_train(args) -> int:
         )
     table += f"\nrecipe: adapter ({why})"
     summary = {"recipe": "adapter", "reason": why, **summary}
+    offline = _offline_note(ws, args.dataset)
+    if offline:
+        table += f"\nnote: {offline}"
+        summary["offline_caveat"] = offline
     _emit(args, {**summary, "history": result.val_history}, table)
     return 0
 

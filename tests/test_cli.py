@@ -408,6 +408,14 @@ def test_train_recipe_auto_distils_only_when_the_searched_documents_are_known(pi
         assert rc == 0, err
         summary = json.loads(out)
         assert summary["recipe"] == "adapter" and "nothing says which documents you will search" in summary["reason"]
+        # the pipeline's questions are offline pseudo-queries (this workspace generated them): what they were
+        # measured to carry over to real queries, and the CLI's way to the recipe that carried over more
+        caveat = summary.get("offline_caveat", "")
+        assert (ws == empty) == (caveat == ""), caveat
+        assert ws == empty or (
+            "All of these training questions are offline pseudo-queries" in caveat
+            and "(`train --recipe distil`)" in caveat
+        )
     # an evaluation set named about the training chunks (here the training file itself): new questions on the
     # same documents, where the question-trained adapter gained more than the distillation (seconds, not minutes)
     rc, out, err = cli_inproc(
