@@ -425,7 +425,9 @@ def _recipe(args, ws) -> tuple[str, str]:
 
         if is_api_embedder(args.embedder):
             raise CLIError(f"--recipe distil: {why}")
-        if eval_ds is not None:  # named, but about the training chunks: auto's reason says what it measured
+        from .distill import OFFLINE_REASON
+
+        if eval_ds is not None or OFFLINE_REASON in why:  # auto's reason says what it measured for these
             return "distil", f"--recipe distil; auto would train the adapter: {why}"
         return "distil", (
             "--recipe distil; nothing says which documents you will search, and distilled over other documents "

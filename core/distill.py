@@ -64,6 +64,13 @@ IN_CORPUS_SHARE = 0.5
 #: Lyft JSON's median is 484 tokens); on another filing chunked by AdapterLab (every chunk within the 256 the
 #: base model reads) it did not (bench/README, "Chunks the base model reads whole").
 LONG_CHUNKS_SHARE = 0.5
+#: The share of offline pseudo-queries among the training questions (by the workspace's record of what it
+#: generated) at which ``auto``'s adapter reason quotes what offline questions carried over to real ones on the
+#: chunks they were made from (:data:`core.carryover.OWN_CHUNKS_CARRYOVER`), instead of the blind-distillation
+#: loss: those chunks are the ones such questions say users will search.
+OFFLINE_SHARE = 0.5
+#: the words that mark ``auto``'s reason for such a training set (the CLI's ``--recipe distil`` reads them)
+OFFLINE_REASON = "of the training questions are offline pseudo-queries"
 _LONG_SAMPLE = 400  # chunks whose tokens long_chunk_share counts (a seeded sample above that)
 # a distillation's time over the fine-tune's re-embedding estimate for as many chunks: it also embeds the
 # questions and 2 pseudo-queries per chunk with both models, then steps (the Lyft JSON's 334 chunks, two
@@ -140,7 +147,11 @@ RECIPES = ("auto", "adapter", "distil")
 
 
 def choose_recipe(
-    embedder: str, searched: str | None, eval_overlap: float | None = None, long_share: float | None = None
+    embedder: str,
+    searched: str | None,
+    eval_overlap: float | None = None,
+    long_share: float | None = None,
+    offline_share: float | None = None,
 ) -> tuple[str, str]:
     """(``adapter`` or ``distil``, the reason) for the ``auto`` recipe.
 
@@ -154,6 +165,9 @@ def choose_recipe(
     share of the searched documents' chunks longer than the base model reads (:func:`long_chunk_share`);
     under :data:`LONG_CHUNKS_SHARE` the adapter is trained, because the distillation's measured gains came
     from its teacher reading the later text of such chunks (:data:`core.carryover.DISTILLED_SHORT_CHUNKS`).
+    ``offline_share``: the share of offline pseudo-queries among the training questions; at
+    :data:`OFFLINE_SHARE` or more, with no other documents to search, the adapter is trained and the reason
+    quotes both recipes' carry-over to real questions on the chunks such questions come from.
 
     The rule, from the measured protocols (bench/README, "Distilling the fine-tune"): fine-tune, then
     distil, when the base model can be fine-tuned (not an API) and ``searched`` is known. On another company's filing it gained about 3 points of hit@5 where
@@ -161,7 +175,7 @@ def choose_recipe(
     training filing only, it lost about 2 points there (:data:`core.carryover.DISTILLED_ELSEWHERE`), a
     loss the question-trained adapter does not have; so when nothing says where users will search, the
     adapter is trained on the questions (never significantly below the base model on any protocol)."""
-    from .carryover import DISTILLED_ELSEWHERE, DISTILLED_IN_CORPUS, DISTILLED_SHORT_CHUNKS
+    from .carryover import DISTILLED_ELSEWHERE, DISTILLED_IN_CORPUS, DISTILLED_SHORT_CHUNKS, OWN_CHUNKS_CARRYOVER
     from .export import is_api_embedder
 
     def pt(key: str) -> str:
@@ -171,6 +185,14 @@ def choose_recipe(
         return (
             "adapter",
             "the base model is an API: its weights cannot be fine-tuned, so the adapter learns from the questions",
+        )
+    if not searched and offline_share is not None and offline_share >= OFFLINE_SHARE:
+        c = OWN_CHUNKS_CARRYOVER
+        return "adapter", (
+            f"{offline_share:.0%} {OFFLINE_REASON}, made from the chunks you will search. Trained on such questions and searching those chunks, real questions gained "
+            f"{_gains(c, 'adapter')} hit@5 / MRR@5 with the adapter, in seconds, and {_gains(c, 'distilled')} with "
+            "fine-tune, then distil, in minutes (bench/README, \u201cThe no-key path on AdapterLab's own chunks\u201d): "
+            "choose that recipe for the larger gain"
         )
     if not searched and eval_overlap is not None and eval_overlap >= IN_CORPUS_SHARE:
         c = DISTILLED_IN_CORPUS
@@ -222,6 +244,7 @@ def auto_choice(
     train_ds: Any,
     documents: dict[str, Sequence[str]],
     eval_ds: Any | None = None,
+    offline_share: float | None = None,
     **embedder_kwargs: Any,
 ) -> tuple[str, str]:
     """(recipe, why) of ``train``'s ``auto`` for ``train_ds`` with ``documents`` (name -> chunk texts) ingested
@@ -231,7 +254,8 @@ def auto_choice(
     than the training chunks (:func:`eval_overlap` under :data:`IN_CORPUS_SHARE`): new questions on the
     training chunks are the adapter's case. Where users will search is known, the base model (``embedder``;
     ``embedder_kwargs`` go to :func:`core.embedders.resolve_embedder`) counts the tokens of those chunks:
-    chunks it reads whole are the adapter's case too (:func:`long_chunk_share`)."""
+    chunks it reads whole are the adapter's case too (:func:`long_chunk_share`). ``offline_share``: the share of
+    offline pseudo-queries among the training questions, when known (:func:`choose_recipe`)."""
     from .embedders import resolve_embedder
     from .export import is_api_embedder
 
@@ -243,7 +267,7 @@ def auto_choice(
     if searched and not is_api_embedder(embedder):
         texts = [t for name in uncovered for t in documents[name]] + (asked_texts(eval_ds) if elsewhere else [])
         long_share = long_chunk_share(texts, resolve_embedder(embedder, **embedder_kwargs))
-    return choose_recipe(embedder, searched, overlap, long_share)
+    return choose_recipe(embedder, searched, overlap, long_share, offline_share)
 
 
 def teacher_readers(spec: str, config: DistillConfig, short: int | None = None, **kwargs: Any) -> list[Any]:

@@ -274,10 +274,12 @@ def searched_documents(ws: Workspace, train_ds: QADataset, eval_named: bool) -> 
 
 def auto_recipe(ws: Workspace, train_ds: QADataset, eval_ds: QADataset | None, embedder: str) -> tuple[str, str]:
     """(recipe, why) of ``train``'s ``auto`` for these datasets in ``ws``: :func:`core.distill.auto_choice`
-    with the workspace's ingested documents."""
+    with the workspace's ingested documents and the share of the training questions it generated offline."""
     from .distill import auto_choice
+    from .provenance import question_sources
 
-    return auto_choice(embedder, train_ds, ingested_documents_text(ws), eval_ds, workspace=ws)
+    offline = question_sources(ws, train_ds)["sources"].get("offline", 0) / max(1, len(train_ds.queries))
+    return auto_choice(embedder, train_ds, ingested_documents_text(ws), eval_ds, offline, workspace=ws)
 
 
 def unnamed_search_sets(ws: Workspace, train_id: str, embedder: str | None = None) -> list[dict[str, Any]]:

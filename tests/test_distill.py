@@ -213,6 +213,14 @@ def test_documents_the_questions_are_not_about_are_found_however_the_training_se
     assert recipe == "adapter" and "asks about the training questions' own chunks (80% of the text" in why
     assert "+4.0 / +4.2" in why and "+2.6 / +2.3" in why  # core.carryover.DISTILLED_IN_CORPUS
     assert choose_recipe("default", None, eval_overlap=0.3)[1].startswith("nothing says")
+    # offline pseudo-queries made from the chunks users will search: the adapter, with what each recipe carried
+    # over to real questions there (core.carryover.OWN_CHUNKS_CARRYOVER); a minority of them changes nothing
+    recipe, why = choose_recipe("default", None, offline_share=0.9)
+    assert recipe == "adapter" and why.startswith("90% of the training questions are offline pseudo-queries")
+    assert "+1.4 / +1.5 hit@5 / MRR@5 with the adapter" in why and "+2.9 / +3.5 with fine-tune, then distil" in why
+    assert choose_recipe("default", None, offline_share=0.4)[1].startswith("nothing says")
+    # other documents to search still decide by their chunks, whatever wrote the questions
+    assert choose_recipe("default", "the evaluation set named", long_share=0.9, offline_share=1.0)[0] == "distil"
     # ingested documents the questions mostly do not ask about still call for the distillation
     assert (
         choose_recipe("default", "ingested documents the questions mostly do not ask about: museum.pdf", 1.0)[0]
