@@ -34,6 +34,18 @@ from core.training import TrainConfig, train  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
 
 
+def delta_row(cells: str, row: dict) -> tuple[str, dict[str, float]]:
+    """One system's markdown row after its leading ``cells`` (``"| protocol | seed | name "``): hit@5, MRR@5, their
+    Δ in points with the 95% CI, and the p-values; and the Δ as ``{"hit", "mrr"}`` (a labelled compare row)."""
+    d = {"hit": 100 * row["Δ hit@5"], "mrr": 100 * row["Δ mrr@5"]}
+    ci = [row["hit@5 CI"], row["mrr@5 CI"]]
+    return (
+        f"{cells}| {row['hit@5']:.3f} | {row['mrr@5']:.3f} | {d['hit']:+.1f} [{100 * ci[0][0]:+.1f}, "
+        f"{100 * ci[0][1]:+.1f}] | {d['mrr']:+.1f} [{100 * ci[1][0]:+.1f}, {100 * ci[1][1]:+.1f}] | "
+        f"{row['hit@5 p']:.3f} / {row['mrr@5 p']:.3f} |"
+    ), d
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default=str(SHARED))
@@ -84,15 +96,8 @@ def main() -> None:
                 if name == "base":
                     print(f"| {pn} | {seed} | base | {row['hit@5']:.3f} | {row['mrr@5']:.3f} | | | |", flush=True)
                     continue
-                d = {"hit": 100 * row["Δ hit@5"], "mrr": 100 * row["Δ mrr@5"]}
-                deltas[f"{pn}|{name}|{seed}"] = d
-                ci = [row["hit@5 CI"], row["mrr@5 CI"]]
-                print(
-                    f"| {pn} | {seed} | {name} | {row['hit@5']:.3f} | {row['mrr@5']:.3f} | {d['hit']:+.1f} "
-                    f"[{100 * ci[0][0]:+.1f}, {100 * ci[0][1]:+.1f}] | {d['mrr']:+.1f} [{100 * ci[1][0]:+.1f}, "
-                    f"{100 * ci[1][1]:+.1f}] | {row['hit@5 p']:.3f} / {row['mrr@5 p']:.3f} |",
-                    flush=True,
-                )
+                line, deltas[f"{pn}|{name}|{seed}"] = delta_row(f"| {pn} | {seed} | {name} ", row)
+                print(line, flush=True)
     print("\n| protocol | system | seeds | mean Δ hit@5 / MRR@5 | median Δ hit@5 [min] |\n|---|---|---|---|---|")
     for key in sorted({k.rsplit("|", 1)[0] for k in deltas}):
         vals = [v for k, v in deltas.items() if k.rsplit("|", 1)[0] == key]

@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.distill import delta_row  # noqa: E402
 from bench.no_key import offline_dataset  # noqa: E402
 from bench.quality import SHARED  # noqa: E402
 from core.datasets import QADataset  # noqa: E402
@@ -124,15 +125,10 @@ def main() -> None:
                         f"| {test_name} | {seed} | base | {row['hit@5']:.3f} | {row['mrr@5']:.3f} | | | |", flush=True
                     )
                     continue
-                d = {"hit": 100 * row["Δ hit@5"], "mrr": 100 * row["Δ mrr@5"]}
-                deltas[f"{test_name}|{name.split(' (')[0]}|{seed}"] = d
-                ci = [row["hit@5 CI"], row["mrr@5 CI"]]
-                print(
-                    f"| {test_name} | {seed} | {name} | {row['hit@5']:.3f} | {row['mrr@5']:.3f} | {d['hit']:+.1f} "
-                    f"[{100 * ci[0][0]:+.1f}, {100 * ci[0][1]:+.1f}] | {d['mrr']:+.1f} [{100 * ci[1][0]:+.1f}, "
-                    f"{100 * ci[1][1]:+.1f}] | {row['hit@5 p']:.3f} / {row['mrr@5 p']:.3f} |",
-                    flush=True,
+                line, deltas[f"{test_name}|{name.split(' (')[0]}|{seed}"] = delta_row(
+                    f"| {test_name} | {seed} | {name} ", row
                 )
+                print(line, flush=True)
     print("\n| test | system | seeds | median Δ hit@5 / MRR@5 | per seed (hit@5) |\n|---|---|---|---|---|")
     for key in dict.fromkeys(k.rsplit("|", 1)[0] for k in deltas):
         vals = [v for k, v in deltas.items() if k.rsplit("|", 1)[0] == key]
