@@ -398,7 +398,11 @@ def test_train_recipe_auto_distils_only_when_the_searched_documents_are_known(pi
     """``auto``: the adapter in a workspace with no documents and no evaluation set (a distilled adapter is
     fitted to the documents it ranks), nor for an evaluation set about the training chunks; fine-tune, then
     distil when an evaluation set of other text is named, its chunks ranked (and recorded); refusals for settings the distil recipe would ignore and for an API base."""
+    from argparse import Namespace
+
+    from core.cli import _recipe
     from core.distill import ranked_coverage
+    from core.workspace import Workspace
 
     train, other = str(pipeline["dir"] / "train.json"), str(_other_documents(tmp_path))
     empty = str(tmp_path / "empty_ws")
@@ -418,6 +422,15 @@ def test_train_recipe_auto_distils_only_when_the_searched_documents_are_known(pi
             "All of these training questions are offline pseudo-queries" in caveat
             and "(`train --recipe distil`)" in caveat
         )
+        # asked for by hand, the distil recipe runs, and its reason is auto's measured one for offline questions,
+        # not the blind-distillation warning
+        by_hand = Namespace(recipe="distil", dataset=train, eval_dataset=None, embedder="default")
+        recipe, why = _recipe(by_hand, Workspace(ws))
+        assert recipe == "distil" and why.startswith(
+            "--recipe distil; nothing says"
+            if ws == empty
+            else f"--recipe distil; auto would train the adapter: {offline}"
+        ), why
     # an evaluation set named about the training chunks (here the training file itself): new questions on the
     # same documents, where the question-trained adapter gained more than the distillation (seconds, not minutes)
     rc, out, err = cli_inproc(
@@ -441,12 +454,9 @@ def test_train_recipe_auto_distils_only_when_the_searched_documents_are_known(pi
     assert runs["finetune"]["status"] == runs["distill"]["status"] == "done"
     assert runs["distill"]["run"] in out and (out_dir / "config.json").is_file()
     # the next time, at the pace of the runs this workspace has finished
-    from argparse import Namespace
-
     from core.cli import _distil_expectation
     from core.distill import DistillConfig
     from core.finetune import FinetuneConfig
-    from core.workspace import Workspace
 
     line = _distil_expectation(
         Namespace(dataset=train, eval_dataset=other, embedder="default"), Workspace(empty), FinetuneConfig(),
