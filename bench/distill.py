@@ -46,6 +46,18 @@ def delta_row(cells: str, row: dict) -> tuple[str, dict[str, float]]:
     ), d
 
 
+def by_system(deltas: dict[str, dict[str, float]]) -> dict[tuple[str, str], tuple[list[float], list[float]]]:
+    """Per-seed Δ keyed ``"protocol|system|seed"`` grouped by (protocol, system), in first-seen order: the
+    seeds' (hit@5 Δ, MRR@5 Δ) lists."""
+    out: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
+    for key, d in deltas.items():
+        pn, name, _ = key.rsplit("|", 2)
+        h, m = out.setdefault((pn, name), ([], []))
+        h.append(d["hit"])
+        m.append(d["mrr"])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default=str(SHARED))
@@ -99,12 +111,9 @@ def main() -> None:
                 line, deltas[f"{pn}|{name}|{seed}"] = delta_row(f"| {pn} | {seed} | {name} ", row)
                 print(line, flush=True)
     print("\n| protocol | system | seeds | mean Δ hit@5 / MRR@5 | median Δ hit@5 [min] |\n|---|---|---|---|---|")
-    for key in sorted({k.rsplit("|", 1)[0] for k in deltas}):
-        vals = [v for k, v in deltas.items() if k.rsplit("|", 1)[0] == key]
-        h, m = [v["hit"] for v in vals], [v["mrr"] for v in vals]
-        pn, name = key.split("|")
+    for (pn, name), (h, m) in sorted(by_system(deltas).items()):
         print(
-            f"| {pn} | {name} | {len(vals)} | {statistics.mean(h):+.2f} / {statistics.mean(m):+.2f} | "
+            f"| {pn} | {name} | {len(h)} | {statistics.mean(h):+.2f} / {statistics.mean(m):+.2f} | "
             f"{statistics.median(h):+.1f} [{min(h):+.1f}] |"
         )
     if args.json:

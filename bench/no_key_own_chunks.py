@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.distill import delta_row  # noqa: E402
+from bench.distill import by_system, delta_row  # noqa: E402
 from bench.no_key import offline_dataset  # noqa: E402
 from bench.quality import SHARED  # noqa: E402
 from core.datasets import QADataset  # noqa: E402
@@ -130,12 +130,9 @@ def main() -> None:
                 )
                 print(line, flush=True)
     print("\n| test | system | seeds | median Δ hit@5 / MRR@5 | per seed (hit@5) |\n|---|---|---|---|---|")
-    for key in dict.fromkeys(k.rsplit("|", 1)[0] for k in deltas):
-        vals = [v for k, v in deltas.items() if k.rsplit("|", 1)[0] == key]
-        h, m = [v["hit"] for v in vals], [v["mrr"] for v in vals]
-        test_name, name = key.split("|")
+    for (test_name, name), (h, m) in by_system(deltas).items():
         print(
-            f"| {test_name} | {name} | {len(vals)} | {statistics.median(h):+.2f} / {statistics.median(m):+.2f} | "
+            f"| {test_name} | {name} | {len(h)} | {statistics.median(h):+.2f} / {statistics.median(m):+.2f} | "
             f"{', '.join(f'{x:+.2f}' for x in h)} |"
         )
     if args.json:
