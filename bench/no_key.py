@@ -52,15 +52,21 @@ def offline_workspace(ws_dir: str | Path, pdf: Path) -> Workspace:
 def offline_dataset(ws: Workspace, method: str, per_chunk: int = 2, seed: int = 0) -> QADataset:
     """``per_chunk`` questions per chunk by ``method``, over every chunk of ``ws`` (not stored)."""
     rows = ws.query("SELECT id, doc_id, text FROM chunks ORDER BY doc_id, idx")
+    return offline_over({r["id"]: r["text"] for r in rows}, method, per_chunk, seed)
+
+
+def offline_over(corpus: dict[str, str], method: str, per_chunk: int = 2, seed: int = 0) -> QADataset:
+    """``per_chunk`` questions per chunk by ``method`` over ``corpus`` (id -> text, in order), the generator
+    fitted on all of it; question ids ``METHOD-CHUNK-K``."""
     gen = offline_generator(method, seed=seed)
     if hasattr(gen, "fit"):
-        gen.fit(r["text"] for r in rows)
+        gen.fit(corpus.values())
     queries, relevant = {}, {}
-    for r in rows:
-        for k, q in enumerate(gen.generate(r["text"], per_chunk)):
-            qid = f"{method}-{r['id']}-{k}"
-            queries[qid], relevant[qid] = q, [r["id"]]
-    return QADataset(queries, {r["id"]: r["text"] for r in rows}, relevant, "text")
+    for cid, text in corpus.items():
+        for k, q in enumerate(gen.generate(text, per_chunk)):
+            qid = f"{method}-{cid}-{k}"
+            queries[qid], relevant[qid] = q, [cid]
+    return QADataset(queries, dict(corpus), relevant, "text")
 
 
 def main() -> None:

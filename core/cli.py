@@ -629,6 +629,10 @@ def cmd_train(args) -> int:
             "trained on the questions gained little and a full fine-tune distilled into an adapter gained more: "
             "the same command with `--recipe distil` (and no adapter settings)"
         )
+    from .train_config import SEPARATE_SOURCES_NOTE
+
+    if SEPARATE_SOURCES_NOTE in (result.negatives or ""):
+        table += f"\nnegatives: {result.negatives}"
     table += f"\nrecipe: adapter ({why})"
     summary = {"recipe": "adapter", "reason": why, **summary}
     offline = _offline_note(ws, args.dataset)
@@ -1156,6 +1160,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help=_setting_help("unlabelled_negatives"),
+    )
+    s.add_argument(
+        "--separate-sources",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=_setting_help("separate_sources"),
     )
     s.add_argument("--average-refits", type=int, help=_setting_help("average_refits"))
     s.add_argument("--pseudo-queries", type=int, help=_setting_help("pseudo_queries"))

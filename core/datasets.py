@@ -157,6 +157,11 @@ class QADataset:
     def node_ids(self) -> list[str]:
         return list(self.corpus)
 
+    def document_of(self, nid: str) -> str | None:
+        """The document a chunk came from (``node_meta``'s ``doc_id``, else its ``filename``; None unknown)."""
+        meta = self.node_meta.get(nid) or {}
+        return meta.get("doc_id") or meta.get("filename")
+
     def pairs(self) -> list[tuple[str, str]]:
         """(query id, first relevant node id) for every query."""
         return [(q, self.relevant_docs[q][0]) for q in self.queries]
@@ -254,11 +259,6 @@ def build_dataset(
     return ds
 
 
-def _node_doc(ds: QADataset, nid: str) -> str | None:
-    meta = ds.node_meta.get(nid) or {}
-    return meta.get("doc_id") or meta.get("filename")
-
-
 def split_dataset(
     ds: QADataset,
     by: str = "document",
@@ -285,13 +285,13 @@ def split_dataset(
     rng = random.Random(seed)
     qids = list(ds.queries)
     if by == "document":
-        missing = [nid for nid in ds.corpus if _node_doc(ds, nid) is None]
+        missing = [nid for nid in ds.corpus if ds.document_of(nid) is None]
         if missing:
             raise ValueError(
                 "This dataset has no document information for its chunks (e.g. an imported file), so it "
                 "cannot be split by document: split by chunk instead."
             )
-        node_doc = {nid: _node_doc(ds, nid) for nid in ds.corpus}
+        node_doc = {nid: ds.document_of(nid) for nid in ds.corpus}
         docs = sorted(set(node_doc.values()))
         if len(docs) < 2:
             raise ValueError(

@@ -13,6 +13,9 @@ Inputs shared by all losses:
 * ``excluded``: per question, corpus rows that must never be its negatives (other relevant
   chunks, near-duplicates of the positive: the false-negative guard);
 * ``hard``: ``(b, h)`` mined hard negatives (corpus rows) or None;
+* ``groups``: None, or ``(query_groups (b,), corpus_groups (m,))`` integer codes: a chunk whose code is
+  neither 0 (shared) nor its question's is never that question's negative (questions of code 0 keep
+  every chunk): ``TrainConfig.separate_sources``;
 * ``temperature``: softmax temperature on cosine similarities (scale = 1 / temperature).
 
 Example::
@@ -53,6 +56,18 @@ class LossBatch:
     hard: torch.Tensor | None = None
     candidates: torch.Tensor | None = None  # sorted corpus rows to score instead of every chunk (sampling)
     excluded_mask: torch.Tensor | None = None  # (b, m) bool: ``excluded`` as a mask over the corpus, when given
+    groups: tuple[torch.Tensor, torch.Tensor] | None = None  # (query codes (b,), corpus codes (m,)); 0 = shared
+
+    def other_group(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """Bool mask, the shape of ``rows`` ((b, k) per question, or (k,) for every question: broadcast to
+        (b, k)), of the corpus rows outside each question's group (None when there are no groups)."""
+        if self.groups is None:
+            return None
+        qg, cg = self.groups
+        codes = cg[rows]
+        if codes.dim() == 1:
+            codes = codes[None, :]
+        return (codes != 0) & (qg[:, None] != 0) & (codes != qg[:, None])
 
 
 def corpus_softmax(batch: LossBatch) -> torch.Tensor:
@@ -74,6 +89,9 @@ def corpus_softmax(batch: LossBatch) -> torch.Tensor:
     if batch.hard is not None:
         return _hard_softmax(batch)
     logits = batch.queries @ batch.corpus.T / batch.temperature
+    other = batch.other_group(torch.arange(batch.corpus.shape[0], device=device))
+    if other is not None:
+        logits = logits.masked_fill(other, float("-inf"))
     if batch.excluded_mask is not None:  # the same -inf entries, one op instead of a loop over the batch
         return F.cross_entropy(logits.masked_fill(batch.excluded_mask, float("-inf")), batch.targets)
     rows = [torch.full_like(ex, r) for r, ex in enumerate(batch.excluded) if ex.numel()]
@@ -92,6 +110,9 @@ def _hard_softmax(batch: LossBatch) -> torch.Tensor:
     rows = torch.cat([batch.targets[:, None], batch.hard], dim=1)  # (b, 1 + h)
     logits = torch.einsum("bd,bhd->bh", batch.queries, batch.corpus[rows]) / batch.temperature
     spare = rows == batch.targets[:, None]
+    other = batch.other_group(rows)
+    if other is not None:
+        spare |= other
     spare[:, 0] = False
     logits = logits.masked_fill(spare, float("-inf"))
     return F.cross_entropy(logits, torch.zeros_like(batch.targets))
@@ -108,6 +129,11 @@ def _sampled_softmax(batch: LossBatch) -> torch.Tensor:
     cand = torch.unique(torch.cat(parts))  # sorted
     logits = batch.queries @ batch.corpus[cand].T / batch.temperature
     pos = torch.searchsorted(cand, batch.targets)
+    other = batch.other_group(cand)
+    if other is not None:
+        other = other.clone()
+        other[torch.arange(len(pos), device=pos.device), pos] = False
+        logits = logits.masked_fill(other, float("-inf"))
     for r, ex in enumerate(batch.excluded):
         if ex.numel():
             bad = torch.isin(cand, ex)
@@ -132,8 +158,11 @@ def in_batch(batch: LossBatch) -> torch.Tensor:
     tgt = batch.targets
     cand = tgt if batch.hard is None else torch.cat([tgt, batch.hard.flatten()])
     logits = batch.queries @ batch.corpus[cand].T / batch.temperature
+    other = batch.other_group(cand)
     for r, ex in enumerate(batch.excluded):
         bad = cand == tgt[r]
+        if other is not None:
+            bad |= other[r]
         if ex.numel():
             bad |= torch.isin(cand, ex)
         bad[r] = False

@@ -74,18 +74,34 @@ def _in_batches(ws: Workspace, sql: str, ids: Sequence[str]) -> list[dict]:
     return out
 
 
-def question_sources(ws: Workspace | None, ds: QADataset, recorded: dict[str, int] | None = None) -> dict[str, Any]:
-    """``{"sources": {source: count}, "llm_models": [...]}`` for the dataset's queries."""
-    if recorded:
-        return {"sources": dict(recorded), "llm_models": []}
+def _question_rows(ws: Workspace | None, ds: QADataset) -> dict[str, dict]:
     qids = list(ds.queries)
     found: dict[str, dict] = {}
     if ws is not None and qids:
         for r in _in_batches(ws, "SELECT id, chunk_id, source FROM questions WHERE id IN ({marks})", qids):
             found[r["id"]] = r
+    return found
+
+
+def _source(found: dict[str, dict], q: str) -> str:
+    return found[q]["source"] if q in found else IMPORTED_SOURCE if q.startswith(IMPORTED_PREFIX) else "unknown"
+
+
+def per_question_sources(ws: Workspace | None, ds: QADataset) -> dict[str, str]:
+    """Question id -> where it came from (``"llm"``, ``"offline"``, ``"imported"``, ... or ``"unknown"``: a
+    dataset file's question the workspace has no record of), for every query of ``ds``."""
+    found = _question_rows(ws, ds)
+    return {q: _source(found, q) for q in ds.queries}
+
+
+def question_sources(ws: Workspace | None, ds: QADataset, recorded: dict[str, int] | None = None) -> dict[str, Any]:
+    """``{"sources": {source: count}, "llm_models": [...]}`` for the dataset's queries."""
+    if recorded:
+        return {"sources": dict(recorded), "llm_models": []}
+    found = _question_rows(ws, ds)
     counts: dict[str, int] = {}
-    for q in qids:
-        src = found[q]["source"] if q in found else IMPORTED_SOURCE if q.startswith(IMPORTED_PREFIX) else "unknown"
+    for q in ds.queries:
+        src = _source(found, q)
         counts[src] = counts.get(src, 0) + 1
     models: list[str] = []
     llm_chunks = sorted({r["chunk_id"] for r in found.values() if r["source"] == "llm"})

@@ -435,6 +435,8 @@ def execute_run(
         return _execute_distill(
             ws, run_id, request, cancel=cancel, progress=progress, callback=callback, out_dir=out_dir
         )
+    from .provenance import per_question_sources
+
     config = TrainConfig.from_dict(request["config"])
     with _recording(ws, run_id, callback, cancel) as on_event:
         train_ds = _load_ds(ws, request.get("dataset_id"), request.get("dataset_path"))
@@ -454,6 +456,7 @@ def execute_run(
             progress=progress,
             negatives=negatives,
             allow_custom_code=allow_custom_code,
+            question_sources=per_question_sources(ws, train_ds),
             target_chunks={  # the evaluation set's chunks with their texts (the design and the validation read them)
                 c: eval_ds.corpus[c] for ids in eval_ds.relevant_docs.values() for c in ids if c in eval_ds.corpus
             }

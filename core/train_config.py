@@ -33,6 +33,11 @@ def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
 
+#: the words a run's negatives note (``TrainResult.negatives``) starts its ``separate_sources`` part with: the
+#: Train page and ``train`` show the note when they find them
+SEPARATE_SOURCES_NOTE = "offline and written questions ask about separate chunks"
+
+
 @dataclass(slots=True)
 class TrainConfig:
     """Everything that defines a training run. Defaults are AdapterLab's recipe.
@@ -149,6 +154,17 @@ class TrainConfig:
         metadata=_help(
             "Also use chunks without training questions (every ingested chunk) as negatives. Off by default: measured "
             "on new-document and chunk-split protocols, it pushes queries away from the chunks later questions ask about."
+        ),
+    )
+    separate_sources: bool = field(
+        default=True,
+        metadata=_help(
+            "When offline pseudo-queries and written questions (LLM, imported, by hand) ask about separate chunks, "
+            "each question's negatives are its own kind's chunks and the chunks both kinds ask about, so the adapter "
+            "cannot learn to send each kind of phrasing to its own chunks. Measured: mixed without it, an LLM-style "
+            "query lost on the offline questions' chunks (bench/README, 'Offline and written questions on separate "
+            "chunks'). Needs the questions' sources: the workspace's record (off: every chunk is every question's "
+            "negative)."
         ),
     )
     pseudo_queries: int = field(

@@ -54,7 +54,16 @@ from .evaluation import EmbeddedDataset, FixedCorpusScorer, embed_dataset, rank_
 from .losses import LOSSES, Loss, LossBatch
 from .optim import OPTIMIZERS  # torch's update rules without importing torch._dynamo (see core.optim)
 from .progress import Progress
-from .train_config import DEFAULT_LR, FALLBACK_LR, FIELD_HELP, OPTIMIZER_NAMES, SELECTIONS, TrainConfig, TrainingError  # noqa: F401
+from .train_config import (  # noqa: F401
+    DEFAULT_LR,
+    FALLBACK_LR,
+    FIELD_HELP,
+    OPTIMIZER_NAMES,
+    SELECTIONS,
+    SEPARATE_SOURCES_NOTE,
+    TrainConfig,
+    TrainingError,
+)
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -180,8 +189,20 @@ class _Problem:
     sampled: bool = False  # corpus_softmax over sampled negatives instead of every chunk
     restricted: bool = False  # corpus_softmax over each question's mined hard negatives only
     excluded_mask: torch.Tensor | None = None  # (n, m) bool form of ``excluded`` where it is small
+    groups: tuple[torch.Tensor, torch.Tensor] | None = None  # (per question, per chunk) source codes, 0 = shared
 
     def negatives_note(self) -> str:
+        return self._negatives_note() + (self._groups_note() if self.groups is not None else "")
+
+    def _groups_note(self) -> str:
+        cg = self.groups[1]
+        n_off, n_written = int((cg == SOURCE_CODES[OFFLINE]).sum()), int((cg == SOURCE_CODES[WRITTEN]).sum())
+        return (
+            f"; {SEPARATE_SOURCES_NOTE} ({n_off} offline-only, {n_written} "
+            "written-only): each question's negatives are its own kind's chunks and the shared ones"
+        )
+
+    def _negatives_note(self) -> str:
         m = self.corpus.shape[0]
         if self.sampled:
             return (
@@ -191,6 +212,47 @@ class _Problem:
         if self.restricted:
             return f"the base model's top {self.hard.shape[1]} chunks per question (of {m})"
         return f"every chunk ({m})"
+
+
+OFFLINE, WRITTEN = "offline", "written"
+SOURCE_CODES = {OFFLINE: 1, WRITTEN: 2}  # 0: a chunk both kinds ask about, or none (every question's negative)
+
+
+def source_groups(ds: QADataset, qids: list[str], sources: Mapping[str, str] | None) -> dict[str, str]:
+    """Chunk id -> ``"offline"`` or ``"written"`` for the chunks that only offline pseudo-queries, or only
+    written questions (an LLM's, imported, by hand), ask about, and the other chunks of a document (by
+    ``node_meta``) only one kind asks about, when both kinds have such chunks; else ``{}``.
+
+    ``sources``: question id -> its source (the workspace's record: ``"offline"``, ``"llm"``, ...); questions
+    it does not name count for neither kind. Mixed, the two kinds phrase questions differently (a sentence
+    of the chunk with a word removed, against a question), and where they ask about separate chunks the
+    training loss drops by sending each phrasing toward its own chunks: a written query about an offline
+    chunk is then sent away from it (bench/README, "Offline and written questions on separate chunks").
+    :func:`train` keeps each kind's negatives to its own chunks and the shared ones (``separate_sources``).
+    """
+    if not sources:
+        return {}
+    kinds: dict[str, set[str]] = {}
+    for q in qids:
+        src = sources.get(q)
+        if src is None:
+            continue
+        kind = OFFLINE if src == OFFLINE else WRITTEN
+        for c in ds.relevant_docs.get(q, []):
+            kinds.setdefault(c, set()).add(kind)
+    groups = {c: next(iter(k)) for c, k in kinds.items() if len(k) == 1}
+    # a document only one kind asks about is that kind's, with its chunks no question asks about: otherwise
+    # the other kind would still learn to send its phrasing away from that document
+    by_doc: dict[str, set[str]] = {}
+    for c, k in kinds.items():
+        doc = ds.document_of(c)
+        if doc is not None:
+            by_doc.setdefault(doc, set()).update(k)
+    for c in ds.corpus:
+        k = by_doc.get(ds.document_of(c) or "")
+        if c not in kinds and k is not None and len(k) == 1:
+            groups[c] = next(iter(k))
+    return groups if set(groups.values()) == {OFFLINE, WRITTEN} else {}
 
 
 def _near_duplicates(
@@ -209,12 +271,24 @@ def _near_duplicates(
     return out
 
 
-def _build_problem(emb: EmbeddedDataset, ds: QADataset, qids: list[str], config: TrainConfig, device) -> _Problem:
+def _build_problem(
+    emb: EmbeddedDataset,
+    ds: QADataset,
+    qids: list[str],
+    config: TrainConfig,
+    device,
+    groups: Mapping[str, str] | None = None,
+) -> _Problem:
+    """``groups``: :func:`source_groups` (chunk id -> kind); a question's kind is its chunk's."""
     qpos = {q: i for i, q in enumerate(emb.query_ids)}
     npos = {n: i for i, n in enumerate(emb.node_ids)}
     corpus = F.normalize(torch.from_numpy(emb.corpus_vecs).to(device), dim=-1)
     qv = torch.from_numpy(emb.query_vecs[[qpos[q] for q in qids]]).to(device)
     targets = [npos[ds.relevant_docs[q][0]] for q in qids]
+    codes = None
+    if groups:
+        cg = torch.tensor([SOURCE_CODES.get(groups.get(n, ""), 0) for n in emb.node_ids], dtype=torch.int8)
+        codes = (cg[torch.tensor(targets, dtype=torch.long)].to(device), cg.to(device))
     dups = _near_duplicates(corpus, sorted(set(targets)), config.false_negative_threshold)
     excluded, relevant = [], []
     for q, t in zip(qids, targets):
@@ -230,7 +304,7 @@ def _build_problem(emb: EmbeddedDataset, ds: QADataset, qids: list[str], config:
         and corpus.shape[0] > config.sample_negatives_above
     )
     n_hard = SAMPLED_HARD if sampled else config.hard_negatives
-    hard = _mine_hard(qv, corpus, targets, excluded, n_hard) if n_hard else None
+    hard = _mine_hard(qv, corpus, targets, excluded, n_hard, groups=codes) if n_hard else None
     return _Problem(
         qv,
         torch.tensor(targets, dtype=torch.long, device=device),
@@ -242,6 +316,7 @@ def _build_problem(emb: EmbeddedDataset, ds: QADataset, qids: list[str], config:
         sampled,
         restricted=hard is not None and not sampled and config.loss == Loss.CORPUS_SOFTMAX,
         excluded_mask=_excluded_mask(excluded, corpus.shape[0], device) if not sampled else None,
+        groups=codes,
     )
 
 
@@ -260,10 +335,17 @@ def _excluded_mask(excluded: list[torch.Tensor], m: int, device) -> torch.Tensor
 
 
 def _mine_hard(
-    qv: torch.Tensor, corpus: torch.Tensor, targets: list[int], excluded: list[torch.Tensor], k: int, block: int = 1024
+    qv: torch.Tensor,
+    corpus: torch.Tensor,
+    targets: list[int],
+    excluded: list[torch.Tensor],
+    k: int,
+    block: int = 1024,
+    groups: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor | None:
     """Per question, the ``k`` chunks the base model ranks highest that are neither its own chunk
-    nor one of its excluded rows (computed in blocks of questions, so memory stays bounded). Where
+    nor one of its excluded rows, nor (``groups``) outside its source group (computed in blocks of
+    questions, so memory stays bounded). Where
     fewer than ``k`` such chunks exist, the spare slots hold the question's own chunk, which every
     loss treats as no negative."""
     k = min(k, corpus.shape[0] - 1)
@@ -274,6 +356,11 @@ def _mine_hard(
         qn = F.normalize(qv, dim=-1)
         for start in range(0, qn.shape[0], block):
             scores = qn[start : start + block] @ corpus.T
+            if groups is not None:
+                qg, cg = groups[0][start : start + block], groups[1]
+                scores.masked_fill_(
+                    (cg[None, :] != 0) & (qg[:, None] != 0) & (cg[None, :] != qg[:, None]), float("-inf")
+                )
             for r in range(scores.shape[0]):
                 i = start + r
                 scores[r, targets[i]] = float("-inf")
@@ -306,6 +393,7 @@ def _loss(
             hard=None if prob.hard is None else prob.hard[idx],
             candidates=candidates,
             excluded_mask=None if prob.excluded_mask is None else prob.excluded_mask[idx],
+            groups=None if prob.groups is None else (prob.groups[0][idx], prob.groups[1]),
         )
     )
 
@@ -861,6 +949,7 @@ def train(
     negatives: dict[str, str] | None = None,
     target_chunks: set[str] | Mapping[str, str] | None = None,
     allow_custom_code: bool = False,
+    question_sources: Mapping[str, str] | None = None,
 ) -> TrainResult:
     """Train an adapter for ``embedder`` on ``train_dataset``.
 
@@ -886,6 +975,9 @@ def train(
             documents hold the same kinds of text as the training ones (none: the stricter validation).
         allow_custom_code: the user's opt-in to import ``config.adapter`` when it is an import
             path (``pkg.mod:Class``); see :func:`core.adapters.resolve_adapter_class`.
+        question_sources: question id -> where it came from (``"offline"``, ``"llm"``, ...: the workspace's
+            record, :func:`core.provenance.per_question_sources`); with ``config.separate_sources``, offline and
+            written questions about separate chunks keep their negatives apart (:func:`source_groups`).
     """
     config = config or TrainConfig()
     config.validate()
@@ -953,7 +1045,8 @@ def train(
     record({"type": "phase", "message": f"embedding {len(full.corpus)} chunks and {len(full.queries)} questions"})
     emb = embed_dataset(full, embedder, progress=progress)
     dim = emb.query_vecs.shape[1]
-    prob = _build_problem(emb, full, list(full.queries), config, device)
+    groups = source_groups(full, train_q, question_sources) if config.separate_sources else {}
+    prob = _build_problem(emb, full, list(full.queries), config, device, groups=groups)
     record({"type": "phase", "message": f"negatives: {prob.negatives_note()}"})
     qpos = {q: i for i, q in enumerate(emb.query_ids)}
     rows = [qpos[q] for q in train_q]

@@ -31,7 +31,7 @@ from core.runs import (
     zip_folder,
 )
 from core.selection import VALIDATIONS
-from core.train_config import FIELD_HELP, OPTIMIZER_NAMES, SELECTIONS, TrainConfig
+from core.train_config import FIELD_HELP, OPTIMIZER_NAMES, SELECTIONS, SEPARATE_SOURCES_NOTE, TrainConfig
 from ui import state, widgets
 from ui.helpers import (
     ACTIVE,
@@ -880,6 +880,9 @@ def draw_run(run: dict, hist: list[dict]) -> None:
                 else ""
             )
         )
+    negatives = (run.get("result") or {}).get("negatives") or ""
+    if SEPARATE_SOURCES_NOTE in negatives:
+        st.caption(f"Negatives: {md_escape(negatives)}.")
 
 
 def draw_charts(run: dict, hist: list[dict], max_points: int = MAX_STEP_POINTS) -> None:
