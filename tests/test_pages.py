@@ -533,8 +533,20 @@ def test_train_shows_a_cross_validated_run_by_its_estimate(prepared_ws, prepared
             {"type": "epoch", "epoch": epoch, "step": 2 * epoch, "train_loss": 1.0 / epoch, "val": None, "best": False}
         )
     (ws.run_dir(run_id) / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    from core.train_config import SEPARATE_SOURCES_NOTE
+
+    kept_apart = f"every chunk (40); {SEPARATE_SOURCES_NOTE} (12 offline-only, 28 written-only): each question's ..."
     _set_status(
-        ws, run_id, "done", result={"best_epoch": 2, "base_metrics": None, "best_metrics": None, "selection": sel}
+        ws,
+        run_id,
+        "done",
+        result={
+            "best_epoch": 2,
+            "base_metrics": None,
+            "best_metrics": None,
+            "selection": sel,
+            "negatives": kept_apart,
+        },
     )
 
     at = page("3_train.py")
@@ -550,6 +562,7 @@ def test_train_shows_a_cross_validated_run_by_its_estimate(prepared_ws, prepared
     assert "Validation: the evaluation set's chunks: the new documents hold the same kinds of text." in texts(
         at.success
     )
+    assert f"Negatives: {kept_apart}." in texts(at.caption)  # offline and written questions were kept apart
     (chart,) = at.get("plotly_chart")
     assert "Training loss" in chart.proto.spec and "Validation (hit@5" not in chart.proto.spec
     history = frame(at, "run", "CV gain (pt)")
