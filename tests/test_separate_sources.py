@@ -191,14 +191,20 @@ def test_kept_apart_a_written_query_about_the_offline_document_is_not_sent_to_th
 # ------------------------------------------------------------------------------------------------
 # the product path: the workspace's record of each question's source reaches training
 # ------------------------------------------------------------------------------------------------
-def test_a_run_keeps_an_llm_documents_and_an_offline_documents_negatives_apart(ws, fake_openai):
+def test_train_keeps_a_written_documents_and_an_offline_documents_negatives_apart(
+    ws, fake_openai, tmp_path, capsys, monkeypatch
+):
+    """As a user would: questions by hand about one PDF, offline ones about the other, the workspace's
+    dataset written to a file, then ``train`` on it: the workspace's record of each question's source reaches
+    training, and the run (and the command's output) says the two kinds were kept apart."""
     from core.datasets import build_dataset
     from core.documents import ingest_files
     from core.pseudo_queries import offline_generator
-    from core.questions import add_question, generate_questions, save_dataset
-    from core.runs import create_run, execute_run, get_run
+    from core.questions import add_question, generate_questions
+    from core.runs import get_run
     from core.train_config import SEPARATE_SOURCES_NOTE
     from tests.pdfs import make_text_pdf, sample_report_pages
+    from tests.test_cli import cli_inproc
 
     pages = sample_report_pages()
     reports = ingest_files(ws, [("asked.pdf", make_text_pdf(pages[:2])), ("offline.pdf", make_text_pdf(pages[2:]))])
@@ -207,18 +213,19 @@ def test_a_run_keeps_an_llm_documents_and_an_offline_documents_negatives_apart(w
     for i, c in enumerate(chunks[asked]):  # written questions (by hand) about the first document only
         add_question(ws, c, f"What does section {i} say about revenue, riders and drivers?")
     generate_questions(ws, offline_generator("cloze"), 2, doc_ids=[offline])
-    ds = build_dataset(ws)
-    run_id = create_run(
-        ws,
-        TrainConfig(adapter="linear", epochs=2, batch_size=4, lr=1e-3, device="cpu", selection="none"),
-        dataset_id=save_dataset(ws, ds, "mixed", role="train"),
-        embedder="openai:fake-embed",
-        embedder_options={"base_url": fake_openai.base_url},
-    )
-    execute_run(ws, run_id, api_key="sk-test")
-    negatives = get_run(ws, run_id)["result"]["negatives"]
-    n_off = len(chunks[offline])  # every chunk of the offline document, asked about or not
-    assert f"{SEPARATE_SOURCES_NOTE} ({n_off} offline-only, {len(chunks[asked])} written-only)" in negatives
+    path = build_dataset(ws).save(tmp_path / "train.json")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    common = ["--dataset", str(path), "--embedder", "openai:fake-embed", "--selection", "none", "--epochs", "2"]
+    rc, out, err = cli_inproc(capsys, "train", *common, "--workspace", str(ws.root))
+    assert rc == 0, err
+    # every chunk of the offline document, asked about or not, is the offline kind's
+    note = f"{SEPARATE_SOURCES_NOTE} ({len(chunks[offline])} offline-only, {len(chunks[asked])} written-only)"
+    assert f"negatives: every chunk ({sum(map(len, chunks.values()))}); {note}" in out
+    run_id = out.split("\nrun ", 1)[1].split(":", 1)[0]
+    assert note in get_run(ws, run_id)["result"]["negatives"]
+    rc, out, err = cli_inproc(capsys, "train", *common, "--no-separate-sources", "--workspace", str(ws.root))
+    assert rc == 0 and SEPARATE_SOURCES_NOTE not in out, err
 
 
 def test_train_turns_it_off_with_a_flag():
