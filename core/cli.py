@@ -438,14 +438,20 @@ def _recipe(args, ws) -> tuple[str, str]:
 
 def _offline_note(ws, path: str) -> str | None:
     """The Train page's warning for a training file of offline pseudo-queries (by this workspace's record of
-    the questions it generated), naming the CLI's distil recipe; ``None`` for other questions."""
-    from .carryover import offline_training_caveat
+    the questions it generated), naming the CLI's distil recipe, and, when they and written questions ask about
+    separate chunks, what training does about it; ``None`` for other questions."""
+    from .carryover import mixed_sources_note, offline_training_caveat
     from .datasets import QADataset
     from .provenance import question_sources
+    from .runs import separate_source_chunks
 
     ds = QADataset.load(path)
     n = question_sources(ws, ds)["sources"].get("offline", 0)
-    return offline_training_caveat(n, len(ds.queries), distil_how="`train --recipe distil`") if n else None
+    if not n:
+        return None
+    note = offline_training_caveat(n, len(ds.queries), distil_how="`train --recipe distil`")
+    apart = separate_source_chunks(ws, ds)
+    return note + (" " + mixed_sources_note(*apart) if apart else "")
 
 
 def _finetune_run(args, ws, config, name: str | None) -> str:

@@ -482,6 +482,20 @@ def execute_run(
     return result
 
 
+def separate_source_chunks(ws: Workspace, ds: QADataset) -> tuple[int, int] | None:
+    """(offline-only chunks, written-only chunks) when training ``ds`` in ``ws`` will keep its offline and
+    written questions' negatives apart (:func:`core.training.source_groups`, by the workspace's record of each
+    question's source), else None."""
+    from .provenance import per_question_sources
+    from .training import OFFLINE, source_groups
+
+    groups = source_groups(ds, list(ds.queries), per_question_sources(ws, ds))
+    if not groups:
+        return None
+    n_off = sum(1 for g in groups.values() if g == OFFLINE)
+    return n_off, len(groups) - n_off
+
+
 def workspace_chunks(ws: Workspace) -> dict[str, str]:
     """Every ingested chunk (id -> text): the corpus the user will search, used as negatives."""
     with ws.db() as con:

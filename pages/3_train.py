@@ -6,7 +6,12 @@ import json
 import streamlit as st
 
 from core.adapters import registered_adapters
-from core.carryover import blind_distillation_note, offline_training_caveat, unnamed_search_sets_note
+from core.carryover import (
+    blind_distillation_note,
+    mixed_sources_note,
+    offline_training_caveat,
+    unnamed_search_sets_note,
+)
 from core.datasets import list_datasets
 from core.distill import LONG_CHUNKS_SHARE, RECIPES, DistillConfig, recipe_estimate
 from core.export import EXPORTABLE_TEXT, export_zip, is_api_embedder, run_export_support
@@ -93,13 +98,16 @@ HP_FIELDS = [
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _offline_share(root: str, dataset_id: str) -> tuple[int, int]:
-    """(offline questions, all questions) of a saved dataset (saved datasets never change)."""
+def _offline_share(root: str, dataset_id: str) -> tuple[int, int, tuple[int, int] | None]:
+    """(offline questions, all questions, (offline-only, written-only) chunks when training keeps the two kinds
+    apart) of a saved dataset (saved datasets never change)."""
     from core.datasets import load_dataset
     from core.provenance import question_sources
+    from core.runs import separate_source_chunks
 
     ds = load_dataset(ws, dataset_id)
-    return question_sources(ws, ds)["sources"].get("offline", 0), len(ds.queries)
+    n_offline = question_sources(ws, ds)["sources"].get("offline", 0)
+    return n_offline, len(ds.queries), separate_source_chunks(ws, ds) if n_offline else None
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -372,9 +380,11 @@ else:
             "they are the same kinds of text as the training chunks: then validation ranks held-out questions "
             "among the held-out chunks, as a new document is searched.",
         )
-        n_offline, n_total = _offline_share(str(ws.root), train_ds)
+        n_offline, n_total, apart = _offline_share(str(ws.root), train_ds)
         if n_offline:
             st.warning(offline_training_caveat(n_offline, n_total), icon=":material/warning:")
+        if apart:
+            st.info(mixed_sources_note(*apart), icon=":material/call_split:")
 
         c1, c2 = st.columns(2)
         with c1:

@@ -1195,6 +1195,30 @@ def test_train_warns_that_offline_training_questions_carry_over_less(prepared_ws
     ), warnings
 
 
+def test_train_says_offline_and_written_questions_on_separate_documents_are_kept_apart(prepared_ws):
+    """northwind.pdf's questions rewritten by hand, harbor.pdf's left offline: the Train page says, before a
+    run starts, that training keeps the two kinds' negatives apart, with the measured reason."""
+    from core.carryover import mixed_sources_note
+    from core.datasets import build_dataset
+    from core.questions import add_question, save_dataset
+
+    ws = Workspace(prepared_ws)
+    (north,) = ws.query("SELECT id FROM documents WHERE filename = 'northwind.pdf'")
+    chunks = [r["id"] for r in ws.query("SELECT id FROM chunks WHERE doc_id = ?", (north["id"],))]
+    with ws.db() as con:
+        con.execute(f"DELETE FROM questions WHERE chunk_id IN ({','.join('?' * len(chunks))})", chunks)
+    for i, c in enumerate(chunks):
+        add_question(ws, c, f"How did Northwind's section {i} change from 2020 to 2021?")
+    ds_id = save_dataset(ws, build_dataset(ws), "mixed kinds", role="train")
+    n_off = ws.query("SELECT COUNT(*) AS n FROM chunks")[0]["n"] - len(chunks)
+    at = page("3_train.py")
+    at.session_state["train_ds"] = ds_id
+    at.run()
+    no_exceptions(at)
+    assert mixed_sources_note(n_off, len(chunks)) in texts(at.info)
+    assert "-4.2 pt hit@5".replace("-", "\u2212") in mixed_sources_note(n_off, len(chunks))  # the measured loss
+
+
 def test_train_live_chart_is_thinned_and_ends_at_the_latest_step(prepared_ws, prepared):
     """While a run trains, its chart (a fragment of its own) draws at most LIVE_STEP_POINTS loss
     points, and the latest step recorded before the redraw is among them."""

@@ -222,6 +222,10 @@ def test_train_keeps_a_written_documents_and_an_offline_documents_negatives_apar
     # every chunk of the offline document, asked about or not, is the offline kind's
     note = f"{SEPARATE_SOURCES_NOTE} ({len(chunks[offline])} offline-only, {len(chunks[asked])} written-only)"
     assert f"negatives: every chunk ({sum(map(len, chunks.values()))}); {note}" in out
+    from core.carryover import mixed_sources_note
+
+    # said as a note too, with the measured reason, after the offline caveat
+    assert "note: " in out and mixed_sources_note(len(chunks[offline]), len(chunks[asked])) in out
     run_id = out.split("\nrun ", 1)[1].split(":", 1)[0]
     assert note in get_run(ws, run_id)["result"]["negatives"]
     rc, out, err = cli_inproc(capsys, "train", *common, "--no-separate-sources", "--workspace", str(ws.root))
