@@ -436,10 +436,11 @@ def _recipe(args, ws) -> tuple[str, str]:
     return recipe, why
 
 
-def _offline_note(ws, path: str) -> str | None:
+def _offline_note(ws, path: str, separate: bool = True) -> str | None:
     """The Train page's warning for a training file of offline pseudo-queries (by this workspace's record of
     the questions it generated), naming the CLI's distil recipe, and, when they and written questions ask about
-    separate chunks, what training does about it; ``None`` for other questions."""
+    separate chunks and ``separate`` (the run's ``separate_sources``), what training does about it; ``None`` for
+    other questions."""
     from .carryover import mixed_sources_note, offline_training_caveat
     from .datasets import QADataset
     from .provenance import question_sources
@@ -450,7 +451,7 @@ def _offline_note(ws, path: str) -> str | None:
     if not n:
         return None
     note = offline_training_caveat(n, len(ds.queries), distil_how="`train --recipe distil`")
-    apart = separate_source_chunks(ws, ds)
+    apart = separate_source_chunks(ws, ds) if separate else None
     return note + (" " + mixed_sources_note(*apart) if apart else "")
 
 
@@ -641,7 +642,7 @@ def cmd_train(args) -> int:
         table += f"\nnegatives: {result.negatives}"
     table += f"\nrecipe: adapter ({why})"
     summary = {"recipe": "adapter", "reason": why, **summary}
-    offline = _offline_note(ws, args.dataset)
+    offline = _offline_note(ws, args.dataset, separate=cfg.separate_sources)
     if offline:
         table += f"\nnote: {offline}"
         summary["offline_caveat"] = offline

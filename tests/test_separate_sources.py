@@ -230,6 +230,7 @@ def test_train_keeps_a_written_documents_and_an_offline_documents_negatives_apar
     assert note in get_run(ws, run_id)["result"]["negatives"]
     rc, out, err = cli_inproc(capsys, "train", *common, "--no-separate-sources", "--workspace", str(ws.root))
     assert rc == 0 and SEPARATE_SOURCES_NOTE not in out, err
+    assert "offline pseudo-queries" in out and "ask about separate chunks" not in out  # no claim it kept them apart
 
 
 def test_train_turns_it_off_with_a_flag():
