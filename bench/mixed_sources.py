@@ -111,7 +111,7 @@ def main() -> None:
         seeds = ", ".join(f"{a:+.2f} / {b:+.2f}" for a, b in zip(h, m))
         print(f"| ({pn}) | {name} | {statistics.mean(h):+.2f} | {statistics.mean(m):+.2f} | {seeds} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(deltas, indent=1))
+        Path(args.json).write_text(json.dumps({"deltas": deltas}, indent=1))
 
 
 if __name__ == "__main__":
