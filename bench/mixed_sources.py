@@ -14,6 +14,13 @@ train (the AdapterLab default settings, cross-validated):
 - ``both, separate``: the same set with ``separate_sources`` (the default): each kind's negatives are its own
   part's chunks.
 
+With ``--systems``, two full fine-tunes of the mixed set can join them (minutes each on a CPU, where the
+adapters take seconds; ``core.finetune`` with the workspace's defaults):
+
+- ``fine-tune, one pool``: every batch mixes the kinds (``FinetuneConfig.separate_sources`` off);
+- ``fine-tune, one kind per batch``: the default: each batch holds one kind (sentence-transformers'
+  multi-dataset batches), so in-batch negatives never set one kind's phrasing against the other's chunks.
+
 The new part's test questions (never trained on) are ranked among **every** chunk of the file (in (u) both
 filings), as a user searching all their documents would: ``bench/quality.py`` ranks the new part alone,
 which hides where a system sends queries between the parts. Each part counts as its own document
@@ -21,6 +28,8 @@ which hides where a system sends queries between the parts. Each part counts as 
 
     python bench/mixed_sources.py --protocols a r e f --seeds 0 1 2 [--json out.json]
     python bench/mixed_sources.py --protocols u --eval-dataset uber_questions.json --seeds 0 1 2
+    python bench/mixed_sources.py --protocols u --eval-dataset uber_questions.json --seeds 0 \
+        --systems "fine-tune, one pool" "fine-tune, one kind per batch"
 """
 
 from __future__ import annotations
@@ -41,12 +50,14 @@ from bench.quality import SHARED, load_eval_dataset, split  # noqa: E402
 from core.datasets import QADataset  # noqa: E402
 from core.embedders import AdapterEmbedder, resolve_embedder  # noqa: E402
 from core.evaluation import compare  # noqa: E402
+from core.finetune import finetune  # noqa: E402
 from core.pseudo_queries import DEFAULT_OFFLINE_METHOD  # noqa: E402
 from core.reports import labelled_rows  # noqa: E402
 from core.training import TrainConfig, train  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
 
 SYSTEMS = ("written alone", "offline alone", "both, one pool", "both, separate")
+FINETUNES = ("fine-tune, one pool", "fine-tune, one kind per batch")
 
 
 def sets(train_ds: QADataset, new_part: dict[str, str], ingested: dict[str, str]) -> dict[str, QADataset]:
@@ -60,7 +71,11 @@ def sets(train_ds: QADataset, new_part: dict[str, str], ingested: dict[str, str]
         "text",
         meta,
     )
-    return {"written alone": train_ds, "offline alone": off, "both, one pool": both, "both, separate": both}
+    return {
+        "written alone": train_ds,
+        "offline alone": off,
+        **{name: both for name in ("both, one pool", "both, separate", *FINETUNES)},
+    }
 
 
 def main() -> None:
@@ -69,6 +84,7 @@ def main() -> None:
     ap.add_argument("--eval-dataset", default=None, help="protocol (u): questions over another document")
     ap.add_argument("--protocols", nargs="+", default=["a", "r", "e", "f"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=[*SYSTEMS, *FINETUNES])
     ap.add_argument("--json", default=None, help="write every per-seed Δ here")
     ap.add_argument(
         "--workspace",
@@ -92,8 +108,17 @@ def main() -> None:
                 for q in training["both, one pool"].queries
             }
             systems = {"base": emb}
-            for name in SYSTEMS:
-                cfg = TrainConfig(adapter="linear", seed=seed, separate_sources=name != "both, one pool")
+            for name in args.systems:
+                apart = name not in ("both, one pool", "fine-tune, one pool")
+                if name in FINETUNES:
+                    out = tempfile.mkdtemp(prefix="mixed-ft-")
+                    ft = finetune(
+                        training[name], "default", out, seed=seed, separate_sources=apart, question_sources=sources
+                    )
+                    print(f"<!-- {name}: {ft.seconds:.0f} s, {ft.steps} steps, batches {ft.batches} -->", flush=True)
+                    systems[name] = resolve_embedder(out, workspace=ws)
+                    continue
+                cfg = TrainConfig(adapter="linear", seed=seed, separate_sources=apart)
                 result = train(
                     training[name], emb, cfg, negatives=ingested, target_chunks=test_chunks, question_sources=sources
                 )

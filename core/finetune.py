@@ -76,6 +76,12 @@ class FinetuneConfig:
     #: model's length either way; a longer read lets the re-embedded index see more of long chunks (capped at
     #: the model's position limit). bench/README, "Both lengths on first questions and on a new kind of text".
     read_tokens: int = 0
+    #: when offline pseudo-queries and written questions ask about separate chunks (:func:`core.training.source_groups`),
+    #: each batch holds one kind, so in-batch negatives never set one kind's phrasing against the other's chunks (the
+    #: adapter's ``TrainConfig.separate_sources``, on by default there). Needs the questions' sources (the workspace's
+    #: record). Off by default: the adapter lost 4.2 hit@5 to the pool where the fine-tune gained the same either
+    #: way (mean of 3 seeds; bench/README, "Offline and written questions on separate chunks").
+    separate_sources: bool = False
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
@@ -126,6 +132,9 @@ class FinetuneResult:
     settings: dict[str, Any] = field(default_factory=dict)
     #: the saved model's input length when ``read_tokens`` changed it from the base model's, else ``None``
     read_tokens: int | None = None
+    #: training pairs per batch kind (``{"offline": n, "written": m}``) when each batch held one kind
+    #: (``separate_sources``), else ``None``
+    batches: dict[str, int] | None = None
 
     def cost(self) -> dict[str, Any]:
         return {
@@ -149,7 +158,21 @@ class FinetuneResult:
             "cost": self.cost(),
             "fingerprint": self.fingerprint,
             "cancelled": self.cancelled,
+            **({"batches": self.batches, "batches_note": batches_note(self.batches)} if self.batches else {}),
         }
+
+
+def batches_note(batches: dict[str, int] | None) -> str:
+    """One sentence on a fine-tune whose batches each held one kind of question ("" otherwise)."""
+    if not batches:
+        return ""
+    from .train_config import SEPARATE_SOURCES_NOTE
+
+    return (
+        f"{SEPARATE_SOURCES_NOTE}: each batch held one kind ({batches.get('offline', 0):,} offline, "
+        f"{batches.get('written', 0):,} written questions), so in-batch negatives never set one kind's phrasing "
+        "against the other's chunks"
+    )
 
 
 def cost_label(cost: dict[str, Any] | None) -> str:
@@ -220,15 +243,33 @@ def read_marker(folder: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def training_pairs(ds: QADataset, query_prefix: str = "", passage_prefix: str = "") -> tuple[list[str], list[str]]:
-    """(anchor, positive) texts: each question with its first relevant chunk (as adapter training does)."""
-    anchors, positives = [], []
-    for qid, text in ds.queries.items():
+def _pair_ids(ds: QADataset) -> list[tuple[str, str]]:
+    """(question id, its first relevant chunk id) for each question with a chunk in the corpus, in file order."""
+    pairs = []
+    for qid in ds.queries:
         docs = [d for d in ds.relevant_docs.get(qid, []) if d in ds.corpus]
         if docs:
-            anchors.append(query_prefix + text)
-            positives.append(passage_prefix + ds.corpus[docs[0]])
-    return anchors, positives
+            pairs.append((qid, docs[0]))
+    return pairs
+
+
+def training_pairs(ds: QADataset, query_prefix: str = "", passage_prefix: str = "") -> tuple[list[str], list[str]]:
+    """(anchor, positive) texts: each question with its first relevant chunk (as adapter training does)."""
+    pairs = _pair_ids(ds)
+    return [query_prefix + ds.queries[q] for q, _ in pairs], [passage_prefix + ds.corpus[c] for _, c in pairs]
+
+
+def batch_kinds(ds: QADataset, sources: dict[str, str] | None) -> list[str] | None:
+    """Each training pair's batch kind (``"offline"`` or ``"written"``, :func:`training_pairs`' order) when ``ds``
+    mixes offline pseudo-queries and written questions on separate chunks (:func:`core.training.source_groups`),
+    else None. A question is ``offline`` when its recorded source is; any other question (an LLM's, imported, by
+    hand, or without a record) is ``written``: one phrasing per batch is what keeps in-batch negatives from
+    teaching each phrasing its own chunks."""
+    from .training import OFFLINE, WRITTEN, source_groups
+
+    if not sources or not source_groups(ds, list(ds.queries), sources):
+        return None
+    return [OFFLINE if sources.get(q) == OFFLINE else WRITTEN for q, _ in _pair_ids(ds)]
 
 
 def finetune(
@@ -250,6 +291,8 @@ def finetune(
     passage_prefix: str = "",
     corpus_size: int | None = None,
     read_tokens: int = 0,
+    separate_sources: bool = False,
+    question_sources: dict[str, str] | None = None,
 ) -> FinetuneResult:
     """Fine-tune every weight of ``base_model`` on ``train_dataset``; save it in ``out_dir``.
 
@@ -272,6 +315,11 @@ def finetune(
             corpus; a workspace passes its whole chunk count).
         read_tokens: the input length the saved model reads (0: the base model's own), capped at its
             position limit. Training runs at the base model's length either way.
+        separate_sources / question_sources: with each question's source (question id -> ``"offline"``,
+            ``"llm"``, ...: the workspace's record), a set that mixes offline pseudo-queries and written questions
+            on separate chunks trains with one kind per batch (:func:`batch_kinds`; sentence-transformers'
+            multi-dataset batches, in proportion to each kind's size). Without sources, or off (the default), one
+            pool.
     """
     FinetuneConfig(
         epochs=epochs,
@@ -282,6 +330,7 @@ def finetune(
         warmup_ratio=warmup_ratio,
         device=device,
         read_tokens=read_tokens,
+        separate_sources=separate_sources,
     ).validate()
     path = resolve_base_path(base_model)
     anchors, positives = training_pairs(train_dataset, query_prefix, passage_prefix)
@@ -289,6 +338,7 @@ def finetune(
         raise FinetuneError("no training questions with a chunk: generate or import questions first")
     if len(set(positives)) < 2:
         raise FinetuneError("a fine-tune needs questions about at least two different chunks (in-batch negatives)")
+    kinds = batch_kinds(train_dataset, question_sources) if separate_sources else None
 
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and read_marker(out_dir) is None)):
@@ -309,6 +359,7 @@ def finetune(
         "query_prefix": query_prefix,
         "passage_prefix": passage_prefix,
         "read_tokens": read_tokens,
+        "separate_sources": separate_sources,
     }
     history: list[dict[str, Any]] = []
 
@@ -332,6 +383,7 @@ def finetune(
                 model,
                 anchors,
                 positives,
+                kinds,
                 state,
                 record,
                 dev,
@@ -374,6 +426,7 @@ def finetune(
         cancelled=cancelled,
         settings=settings,
         read_tokens=read,
+        batches={k: kinds.count(k) for k in sorted(set(kinds))} if kinds else None,
     )
     record({"type": "cost", **result.cost()})
     if saved is not None:
@@ -382,12 +435,28 @@ def finetune(
 
 
 def _train(
-    model, anchors, positives, state, record, dev, *, epochs, batch_size, lr, seed, loss, warmup_ratio, progress, cancel
+    model,
+    anchors,
+    positives,
+    kinds,
+    state,
+    record,
+    dev,
+    *,
+    epochs,
+    batch_size,
+    lr,
+    seed,
+    loss,
+    warmup_ratio,
+    progress,
+    cancel,
 ) -> None:
-    """One ``SentenceTransformerTrainer.train()``; its events become AdapterLab history events."""
+    """One ``SentenceTransformerTrainer.train()``; its events become AdapterLab history events. ``kinds`` (one per
+    pair, or None): one dataset per kind, so each batch holds one kind (:func:`batch_kinds`)."""
     import datasets as hf_datasets
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.base.sampler import BatchSamplers, MultiDatasetBatchSamplers
     from sentence_transformers.sentence_transformer.losses import (
         CachedMultipleNegativesRankingLoss,
         MultipleNegativesRankingLoss,
@@ -408,7 +477,8 @@ def _train(
                 {
                     "type": "phase",
                     "message": f"fine-tuning on {len(anchors)} question/chunk pairs: "
-                    f"{state['total']} steps of batch {batch_size}",
+                    f"{state['total']} steps of batch {batch_size}"
+                    + (", one kind of question per batch (offline / written)" if kinds else ""),
                 }
             )
 
@@ -458,7 +528,20 @@ def _train(
                 )
             state["epoch"] += 1
 
-    data = hf_datasets.Dataset.from_dict({"anchor": anchors, "positive": positives})
+    if kinds:  # one dataset per kind, rows in file order: the multi-dataset sampler draws each batch from one
+        data = hf_datasets.DatasetDict(
+            {
+                k: hf_datasets.Dataset.from_dict(
+                    {
+                        "anchor": [a for a, kk in zip(anchors, kinds, strict=True) if kk == k],
+                        "positive": [p for p, kk in zip(positives, kinds, strict=True) if kk == k],
+                    }
+                )
+                for k in sorted(set(kinds))  # a fixed order: the sampler's draws do not depend on the file's
+            }
+        )
+    else:
+        data = hf_datasets.Dataset.from_dict({"anchor": anchors, "positive": positives})
     loss_fn = (
         MultipleNegativesRankingLoss(model)
         if loss == "mnrl"
@@ -476,6 +559,8 @@ def _train(
             data_seed=seed,
             # a chunk's text at most once per batch: sibling questions never make their positive a negative
             batch_sampler=BatchSamplers.NO_DUPLICATES,
+            # with one dataset per kind: batches drawn from each in proportion to its size
+            multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
             logging_steps=1,
             save_strategy="no",
             report_to="none",

@@ -505,6 +505,7 @@ def workspace_chunks(ws: Workspace) -> dict[str, str]:
 def _execute_finetune(ws: Workspace, run_id: str, request: dict[str, Any], *, cancel, progress, callback, out_dir):
     """A ``finetune`` run: :func:`core.finetune.finetune` into ``model/``, history as adapter runs write it."""
     from .finetune import FinetuneConfig, finetune
+    from .provenance import per_question_sources
 
     config = FinetuneConfig.from_dict(request["config"])
     with _recording(ws, run_id, callback, cancel) as on_event:
@@ -518,6 +519,7 @@ def _execute_finetune(ws: Workspace, run_id: str, request: dict[str, Any], *, ca
             query_prefix=opts.get("query_prefix", ""),
             passage_prefix=opts.get("passage_prefix", ""),
             corpus_size=workspace_chunk_count(ws) or None,
+            question_sources=per_question_sources(ws, train_ds),
             progress=progress,
             cancel=cancel,
             callback=on_event,

@@ -918,6 +918,9 @@ def draw_finetune_files(run: dict) -> None:
         describe_cost(cost) + " Compare it with the adapters on the Compare page, where it is labelled "
         f"“{cost_label(cost)}”."
     )
+    batches = (run.get("result") or {}).get("batches_note")
+    if batches:
+        st.caption(f"Batches: {md_escape(batches)}.")
     if has_model(ws, run_id):
         st.download_button(
             "Fine-tuned model (sentence-transformers folder, zip)",

@@ -197,23 +197,11 @@ def test_train_keeps_a_written_documents_and_an_offline_documents_negatives_apar
     """As a user would: questions by hand about one PDF, offline ones about the other, the workspace's
     dataset written to a file, then ``train`` on it: the workspace's record of each question's source reaches
     training, and the run (and the command's output) says the two kinds were kept apart."""
-    from core.datasets import build_dataset
-    from core.documents import ingest_files
-    from core.pseudo_queries import offline_generator
-    from core.questions import add_question, generate_questions
     from core.runs import get_run
     from core.train_config import SEPARATE_SOURCES_NOTE
-    from tests.pdfs import make_text_pdf, sample_report_pages
     from tests.test_cli import cli_inproc
 
-    pages = sample_report_pages()
-    reports = ingest_files(ws, [("asked.pdf", make_text_pdf(pages[:2])), ("offline.pdf", make_text_pdf(pages[2:]))])
-    asked, offline = (r.doc_id for r in reports)
-    chunks = {d: [r["id"] for r in ws.query("SELECT id FROM chunks WHERE doc_id = ?", (d,))] for d in (asked, offline)}
-    for i, c in enumerate(chunks[asked]):  # written questions (by hand) about the first document only
-        add_question(ws, c, f"What does section {i} say about revenue, riders and drivers?")
-    generate_questions(ws, offline_generator("cloze"), 2, doc_ids=[offline])
-    path = build_dataset(ws).save(tmp_path / "train.json")
+    path, chunks, asked, offline = _mixed_workspace(ws, tmp_path)
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     common = ["--dataset", str(path), "--embedder", "openai:fake-embed", "--selection", "none", "--epochs", "2"]
@@ -231,6 +219,90 @@ def test_train_keeps_a_written_documents_and_an_offline_documents_negatives_apar
     rc, out, err = cli_inproc(capsys, "train", *common, "--no-separate-sources", "--workspace", str(ws.root))
     assert rc == 0 and SEPARATE_SOURCES_NOTE not in out, err
     assert "offline pseudo-queries" in out and "ask about separate chunks" not in out  # no claim it kept them apart
+
+
+def _mixed_workspace(ws, tmp_path):
+    """Two PDFs: questions by hand about the first, offline ones about the second; the workspace's dataset
+    written to a file. (path, chunk ids per document, the asked document, the offline one)."""
+    from core.datasets import build_dataset
+    from core.documents import ingest_files
+    from core.pseudo_queries import offline_generator
+    from core.questions import add_question, generate_questions
+    from tests.pdfs import make_text_pdf, sample_report_pages
+
+    pages = sample_report_pages()
+    reports = ingest_files(ws, [("asked.pdf", make_text_pdf(pages[:2])), ("offline.pdf", make_text_pdf(pages[2:]))])
+    asked, offline = (r.doc_id for r in reports)
+    chunks = {d: [r["id"] for r in ws.query("SELECT id FROM chunks WHERE doc_id = ?", (d,))] for d in (asked, offline)}
+    for i, c in enumerate(chunks[asked]):  # written questions (by hand) about the first document only
+        add_question(ws, c, f"What does section {i} say about revenue, riders and drivers?")
+    generate_questions(ws, offline_generator("cloze"), 2, doc_ids=[offline])
+    return build_dataset(ws).save(tmp_path / "train.json"), chunks, asked, offline
+
+
+def test_batch_kinds_split_the_fine_tune_only_for_both_kinds_on_separate_chunks():
+    from core.finetune import batch_kinds, training_pairs
+
+    ds = _ds({"w1": "a", "o1": "c", "w2": "b", "o2": "d", "x": "zz"}, ["a", "b", "c", "d"])
+    sources = {"w1": "llm", "w2": "imported", "o1": "offline", "o2": "offline"}
+    # one per training pair ("x" has no chunk in the corpus: no pair), in the pairs' order; no record: written
+    assert len(training_pairs(ds)[0]) == 4
+    assert batch_kinds(ds, sources) == ["written", "offline", "written", "offline"]
+    assert batch_kinds(ds, {**sources, "w2": None}) == ["written", "offline", "written", "offline"]
+    assert batch_kinds(ds, None) is None and batch_kinds(ds, {}) is None
+    assert batch_kinds(ds, {q: "llm" for q in sources}) is None  # one kind
+    both = _ds({"w1": "a", "o1": "a", "w2": "b", "o2": "b"}, ["a", "b"])
+    assert batch_kinds(both, sources) is None  # both kinds ask about the same chunks: one pool
+
+
+def test_the_fine_tune_can_train_one_kind_per_batch_through_the_cli(ws, tmp_path, capsys, monkeypatch):
+    """``finetune --separate-sources`` on the mixed workspace's dataset: each batch the loss sees holds one kind of
+    question (the written ones are the hand-written "... riders and drivers?"), the run records how many of each,
+    and the output says so. By default (measured: the fine-tune gained the same either way) one pool: some batch
+    mixes the kinds, and nothing claims otherwise."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from core.datasets import QADataset
+    from core.finetune import batches_note
+    from core.runs import get_run
+    from core.train_config import SEPARATE_SOURCES_NOTE
+    from tests.test_cli import cli_inproc
+
+    path, chunks, asked, offline = _mixed_workspace(ws, tmp_path)
+    ds = QADataset.load(str(path))
+
+    def written(q: str) -> bool:
+        return "riders and drivers" in q.lower()
+
+    n_written = sum(map(written, ds.queries.values()))
+    assert 0 < n_written < len(ds.queries)
+    seen: list[list[str]] = []
+    forward = MultipleNegativesRankingLoss.forward
+
+    def spy(self, features, labels):
+        ids = features[0]["input_ids"]
+        seen.append(self.model.tokenizer.batch_decode(ids, skip_special_tokens=True))
+        return forward(self, features, labels)
+
+    monkeypatch.setattr(MultipleNegativesRankingLoss, "forward", spy)
+    common = ["finetune", "--dataset", str(path), "--batch-size", "4", "--workspace", str(ws.root)]
+    rc, out, err = cli_inproc(capsys, *common, "--device", "cpu", "--separate-sources")
+    assert rc == 0, err
+    kinds = [set(map(written, batch)) for batch in seen]
+    assert seen and all(len(k) == 1 for k in kinds) and {True, False} == set().union(*kinds)
+    assert len(seen) == get_run(ws, out.split("\nrun ", 1)[1].split(":", 1)[0])["result"]["steps"]
+    batches = {"offline": len(ds.queries) - n_written, "written": n_written}
+    run_id = out.split("\nrun ", 1)[1].split(":", 1)[0]
+    result = get_run(ws, run_id)["result"]
+    assert result["batches"] == batches and result["batches_note"] == batches_note(batches)
+    assert f"batches: {batches_note(batches)}" in out and SEPARATE_SOURCES_NOTE in batches_note(batches)
+
+    seen.clear()
+    rc, out, err = cli_inproc(capsys, *common, "--device", "cpu")
+    assert rc == 0, err
+    assert any(len(set(map(written, batch))) == 2 for batch in seen)
+    run_id = out.split("\nrun ", 1)[1].split(":", 1)[0]
+    assert "batches" not in get_run(ws, run_id)["result"] and "batches:" not in out
 
 
 def test_train_turns_it_off_with_a_flag():
