@@ -296,6 +296,15 @@ def test_the_fine_tune_can_train_one_kind_per_batch_through_the_cli(ws, tmp_path
     result = get_run(ws, run_id)["result"]
     assert result["batches"] == batches and result["batches_note"] == batches_note(batches)
     assert f"batches: {batches_note(batches)}" in out and SEPARATE_SOURCES_NOTE in batches_note(batches)
+    # the Train page's panel for the run says it too
+    from tests.test_pages import no_exceptions, page, texts
+
+    monkeypatch.setenv("ADAPTERLAB_WORKSPACE", str(ws.root))
+    at = page("3_train.py")
+    at.session_state["train_view"] = run_id
+    at.run()
+    no_exceptions(at)
+    assert f"Batches: {batches_note(batches)}." in texts(at.caption)
 
     seen.clear()
     rc, out, err = cli_inproc(capsys, *common, "--device", "cpu")
