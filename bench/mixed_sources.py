@@ -15,10 +15,10 @@ train (the AdapterLab default settings, cross-validated):
   part's chunks.
 
 With ``--systems``, two full fine-tunes of the mixed set can join them (minutes each on a CPU, where the
-adapters take seconds; ``core.finetune`` with the workspace's defaults):
+adapters take seconds; ``core.finetune`` with its default settings):
 
-- ``fine-tune, one pool``: every batch mixes the kinds (``FinetuneConfig.separate_sources`` off);
-- ``fine-tune, one kind per batch``: the default: each batch holds one kind (sentence-transformers'
+- ``fine-tune, one pool``: every batch mixes the kinds (the default: ``FinetuneConfig.separate_sources`` off);
+- ``fine-tune, one kind per batch``: the option: each batch holds one kind (sentence-transformers'
   multi-dataset batches), so in-batch negatives never set one kind's phrasing against the other's chunks.
 
 The new part's test questions (never trained on) are ranked among **every** chunk of the file (in (u) both

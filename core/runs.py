@@ -519,7 +519,7 @@ def _execute_finetune(ws: Workspace, run_id: str, request: dict[str, Any], *, ca
             query_prefix=opts.get("query_prefix", ""),
             passage_prefix=opts.get("passage_prefix", ""),
             corpus_size=workspace_chunk_count(ws) or None,
-            question_sources=per_question_sources(ws, train_ds),
+            question_sources=per_question_sources(ws, train_ds) if config.separate_sources else None,
             progress=progress,
             cancel=cancel,
             callback=on_event,
