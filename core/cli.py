@@ -455,6 +455,22 @@ def _offline_note(ws, path: str, separate: bool = True) -> str | None:
     return note + (" " + mixed_sources_note(*apart) if apart else "")
 
 
+def _mixed_distil_note(ws, path: str) -> str | None:
+    """For the distil recipe: what it did with a training file whose offline and written questions (by this
+    workspace's record) ask about separate chunks (:func:`core.carryover.mixed_sources_distil_note`); else None."""
+    from .carryover import mixed_sources_distil_note
+    from .datasets import QADataset
+    from .runs import separate_source_chunks
+
+    apart = separate_source_chunks(ws, QADataset.load(path))
+    if not apart:
+        return None
+    return (
+        f"offline pseudo-queries and written questions here ask about separate chunks ({apart[0]:,} offline-only, "
+        f"{apart[1]:,} written-only). {mixed_sources_distil_note()}"
+    )
+
+
 def _finetune_run(args, ws, config, name: str | None) -> str:
     """A ``finetune`` run of ``--dataset`` on ``--embedder`` (with its prefixes): ``finetune`` and ``train``'s
     distil recipe create theirs the same way."""
@@ -509,9 +525,12 @@ def _train_distil(args, ws, why: str) -> int:
     seed = args.seed if args.seed is not None else 0
     ft_cfg = FinetuneConfig(seed=seed, **({"device": args.device} if args.device else {}))
     dcfg = DistillConfig(seed=seed)
+    mixed = _mixed_distil_note(ws, args.dataset)
     if not args.json:
         print(f"recipe: distil ({why})", file=sys.stderr, flush=True)
         print(_distil_expectation(args, ws, ft_cfg, dcfg), file=sys.stderr, flush=True)
+        if mixed:
+            print(f"note: {mixed}", file=sys.stderr, flush=True)
     ft_id = _finetune_run(args, ws, ft_cfg, f"{args.name} · fine-tune" if args.name else None)
     # the fine-tuned model stays in the workspace; --out receives the adapter
     ft = _run_with_bar(args, ws, ft_id, "fine-tune", "saved no model", out_dir=None)
@@ -526,6 +545,8 @@ def _train_distil(args, ws, why: str) -> int:
     )
     result = _run_with_bar(args, ws, run_id, "distil", "saved no adapter")
     summary = {"recipe": "distil", "reason": why, "run_id": run_id, "finetune_run_id": ft_id, **result.summary()}
+    if mixed:
+        summary["note"] = mixed
     d_seconds = result.details.get("seconds") or 0.0
     rows = [
         {"step": "fine-tune", "run": ft_id, "took": duration_text(ft.seconds), "detail": f"{ft.steps} steps"},

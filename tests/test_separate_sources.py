@@ -240,6 +240,26 @@ def _mixed_workspace(ws, tmp_path):
     return build_dataset(ws).save(tmp_path / "train.json"), chunks, asked, offline
 
 
+def test_the_distil_recipe_says_what_the_mix_did_to_it(ws, tmp_path):
+    """``train --recipe distil`` on a file whose offline and written questions ask about separate chunks: a note
+    with the measured loss of the distilled adapter and what to do (train on the written questions only); none
+    for a file of one kind. The Train page's note, shown before any recipe starts, carries the same sentence."""
+    from core.carryover import mixed_sources_distil_note, mixed_sources_note
+    from core.cli import _mixed_distil_note
+
+    path, chunks, asked, offline = _mixed_workspace(ws, tmp_path)
+    note = _mixed_distil_note(ws, str(path))
+    assert note is not None and f"({len(chunks[offline])} offline-only, {len(chunks[asked])} written-only)" in note
+    assert mixed_sources_distil_note() in note and "train on the written questions only" in note
+    assert "\u22123.2 pt hit@5" in mixed_sources_distil_note()  # the measured loss
+    assert mixed_sources_distil_note() in mixed_sources_note(1, 2)
+    one_kind = QADataset.load(str(path))
+    written = [q for q, t in one_kind.queries.items() if "riders and drivers" in t]
+    assert (
+        _mixed_distil_note(ws, str(one_kind.subset(written, list(one_kind.corpus)).save(tmp_path / "w.json"))) is None
+    )
+
+
 def test_batch_kinds_split_the_fine_tune_only_for_both_kinds_on_separate_chunks():
     from core.finetune import batch_kinds, training_pairs
 
