@@ -242,7 +242,7 @@ def _mixed_workspace(ws, tmp_path):
 
 def test_the_distil_recipe_says_what_the_mix_did_to_it(ws, tmp_path):
     """``train --recipe distil`` on a file whose offline and written questions ask about separate chunks: a note
-    with the measured loss of the distilled adapter and what to do (train on the written questions only); none
+    with the measured loss of the distilled adapter (and the protocol where it gained) and what to do; none
     for a file of one kind. The Train page's note, shown before any recipe starts, carries the same sentence."""
     from core.carryover import mixed_sources_distil_note, mixed_sources_note
     from core.cli import _mixed_distil_note
@@ -250,7 +250,7 @@ def test_the_distil_recipe_says_what_the_mix_did_to_it(ws, tmp_path):
     path, chunks, asked, offline = _mixed_workspace(ws, tmp_path)
     note = _mixed_distil_note(ws, str(path))
     assert note is not None and f"({len(chunks[offline])} offline-only, {len(chunks[asked])} written-only)" in note
-    assert mixed_sources_distil_note() in note and "train on the written questions only" in note
+    assert mixed_sources_distil_note() in note and "Check a distilled adapter on your evaluation set" in note
     assert "\u22123.2 pt hit@5" in mixed_sources_distil_note()  # the measured loss
     assert mixed_sources_distil_note() in mixed_sources_note(1, 2)
     one_kind = QADataset.load(str(path))
