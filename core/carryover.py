@@ -263,12 +263,13 @@ MIXED_SOURCES: dict[str, object] = {
     "source": (
         "bench/README, 'Offline and written questions on separate chunks': pooled -4.44/-4.21/-3.97 hit@5 and "
         "-2.50/-2.67/-2.61 MRR@5 (every seed p <= 0.027); kept apart -1.64/-2.34/-2.57 and +0.62/-0.50/+0.77 (none "
-        "significant); the Lyft questions alone -0.70/-0.47/-0.47 and +0.02/-0.12/-0.18. The full fine-tune pooled "
-        "-0.93/-0.70/+0.23 and +1.28/+1.92/+1.74, one kind per batch -0.47/-0.93/-0.23 and +2.50/+0.73/+2.01, on the "
-        "Lyft questions alone -0.93/-1.40/-0.93 and +0.44/+0.50/+0.55; distilled -3.27/-3.27/-3.04 (p 0.024/0.029/0.035) "
-        "and -0.76/-0.02/-0.25, the Lyft-only fine-tune distilled -0.70/-0.70/-1.17 and -0.02/+0.35/-0.14. Protocol (a), seeds 0-1, distilled "
-        "from the mixed set's fine-tune +3.36/+3.36 and +2.18/+2.34, from the written questions' +1.87/+3.73 and "
-        "+1.19/+1.65 (session 32)"
+        "significant); the Lyft questions alone -0.70/-0.47/-0.47 and +0.02/-0.12/-0.18. The full fine-tune "
+        "pooled -0.93/-0.70/+0.23 and +1.28/+1.92/+1.74, one kind per batch -0.47/-0.93/-0.23 and "
+        "+2.50/+0.73/+2.01, on the Lyft questions alone -0.93/-1.40/-0.93 and +0.44/+0.50/+0.55; distilled "
+        "-3.27/-3.27/-3.04 (p 0.024/0.029/0.035) and -0.76/-0.02/-0.25, the Lyft-only fine-tune distilled "
+        "-0.70/-0.70/-1.17 and -0.02/+0.35/-0.14. Protocol (a), seeds 0-1, distilled from the mixed set's "
+        "fine-tune +3.36/+3.36 and +2.18/+2.34, from the written questions' +1.87/+3.73 and +1.19/+1.65 "
+        "(session 32)"
     ),
 }
 
@@ -299,8 +300,8 @@ def mixed_sources_distil_note(m: dict | None = None) -> str:
         "Distilled into an adapter (Fine-tune, then distil), a fine-tune of such a set lost "
         f"{_gain_pair(m, 'distil_pooled')} on another company's filing with only offline questions (hit@5 "
         f"significant on every seed), against {_gain_pair(m, 'distil_written')} from a fine-tune on the written "
-        "questions alone; on the later sections "
-        "of one filing, cut into longer chunks, the offline questions helped it instead "
+        "questions alone; on the later sections of one filing, cut into longer chunks, the offline questions "
+        "helped it instead "
         f"({_gain_pair(m, 'distil_a_pooled')} against {_gain_pair(m, 'distil_a_written')}, 2 seeds). Check a "
         "distilled adapter on your evaluation set (Compare) before you deploy it."
     )

@@ -76,11 +76,12 @@ class FinetuneConfig:
     #: model's length either way; a longer read lets the re-embedded index see more of long chunks (capped at
     #: the model's position limit). bench/README, "Both lengths on first questions and on a new kind of text".
     read_tokens: int = 0
-    #: when offline pseudo-queries and written questions ask about separate chunks (:func:`core.training.source_groups`),
-    #: each batch holds one kind, so in-batch negatives never set one kind's phrasing against the other's chunks (the
-    #: adapter's ``TrainConfig.separate_sources``, on by default there). Needs the questions' sources (the workspace's
-    #: record). Off by default: the adapter lost 4.2 hit@5 to the pool where the fine-tune gained the same either
-    #: way (mean of 3 seeds; bench/README, "Offline and written questions on separate chunks").
+    #: when offline pseudo-queries and written questions ask about separate chunks
+    #: (:func:`core.training.source_groups`), each batch holds one kind, so in-batch negatives never set one kind's
+    #: phrasing against the other's chunks (the adapter's ``TrainConfig.separate_sources``, on by default there).
+    #: Needs the questions' sources (the workspace's record). Off by default: the adapter lost 4.2 hit@5 to the pool
+    #: where the fine-tune gained the same either way (bench/README, "Offline and written questions on separate
+    #: chunks").
     separate_sources: bool = False
 
     def validate(self) -> None:
