@@ -21,6 +21,9 @@ adapters take seconds; ``core.finetune`` with its default settings):
 - ``fine-tune, one kind per batch``: the option: each batch holds one kind (sentence-transformers'
   multi-dataset batches), so in-batch negatives never set one kind's phrasing against the other's chunks.
 
+``--distil`` also distils each of them into a query-only adapter (``core.distill`` with its defaults, ranking
+every chunk, the mixed set's questions), as Fine-tune, then distil would: a row ``..., distilled`` each.
+
 The new part's test questions (never trained on) are ranked among **every** chunk of the file (in (u) both
 filings), as a user searching all their documents would: ``bench/quality.py`` ranks the new part alone,
 which hides where a system sends queries between the parts. Each part counts as its own document
@@ -30,6 +33,7 @@ which hides where a system sends queries between the parts. Each part counts as 
     python bench/mixed_sources.py --protocols u --eval-dataset uber_questions.json --seeds 0 1 2
     python bench/mixed_sources.py --protocols u --eval-dataset uber_questions.json --seeds 0 \
         --systems "fine-tune, one pool" "fine-tune, one kind per batch"
+    python bench/mixed_sources.py --protocols a --seeds 0 1 --systems "fine-tune, one pool" --distil
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from bench.distill import by_system, delta_row  # noqa: E402
 from bench.no_key import offline_over  # noqa: E402
 from bench.quality import SHARED, load_eval_dataset, split  # noqa: E402
 from core.datasets import QADataset  # noqa: E402
+from core.distill import DistillConfig, distill_adapter, teacher_readers  # noqa: E402
 from core.embedders import AdapterEmbedder, resolve_embedder  # noqa: E402
 from core.evaluation import compare  # noqa: E402
 from core.finetune import finetune  # noqa: E402
@@ -85,6 +90,7 @@ def main() -> None:
     ap.add_argument("--protocols", nargs="+", default=["a", "r", "e", "f"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=[*SYSTEMS, *FINETUNES])
+    ap.add_argument("--distil", action="store_true", help="also distil each fine-tune (Fine-tune, then distil)")
     ap.add_argument("--json", default=None, help="write every per-seed Δ here")
     ap.add_argument(
         "--workspace",
@@ -117,6 +123,12 @@ def main() -> None:
                     )
                     print(f"<!-- {name}: {ft.seconds:.0f} s, {ft.steps} steps, batches {ft.batches} -->", flush=True)
                     systems[name] = resolve_embedder(out, workspace=ws)
+                    if args.distil:
+                        cfg = DistillConfig(seed=seed)
+                        readers = teacher_readers(out, cfg, short=emb.max_seq_length, workspace=ws)
+                        questions = list(training[name].queries.values())
+                        student, _ = distill_adapter(readers, emb, questions, list(ingested.values()), cfg)
+                        systems[f"{name}, distilled"] = AdapterEmbedder(emb, student)
                     continue
                 cfg = TrainConfig(adapter="linear", seed=seed, separate_sources=apart)
                 result = train(
