@@ -414,7 +414,9 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     # ---- 5. A server restart keeps the finished run ------------------------------------------------
     server.restart()
     page.goto(f"{server.url}/train")
-    expect(page.get_by_role("heading", name="Train", level=1)).to_be_visible()
+    # a fresh server imports torch and the model before the first page renders: on a loaded 2-core
+    # machine that took longer than expect()'s 5 s default
+    expect(page.get_by_role("heading", name="Train", level=1)).to_be_visible(timeout=60_000)
     history = wait_for_grid(
         page,
         lambda rows: any(r["run"] == RUN_NAME and r["status"] == "done" for r in rows),
