@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import unicodedata
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -75,8 +76,10 @@ _LONG_SAMPLE = 400  # chunks whose tokens long_chunk_share counts (a seeded samp
 # a distillation's time over the fine-tune's re-embedding estimate for as many chunks: it also embeds the
 # questions and 2 pseudo-queries per chunk with both models, then steps (the Lyft JSON's 334 chunks, two
 # cores: 46 s, base vectors not yet cached, against an estimate of 14.5-18 s). The blended teacher
-# (DistillConfig.teacher_blend) reads every text twice: 64 s against 43 s without it, (a)'s 200 chunks
-_DISTIL_PER_REEMBED = 3.75
+# (DistillConfig.teacher_blend) reads every text twice: 64 s against 43 s without it, (a)'s 200 chunks. Since
+# its long read takes the vectors of texts the short read saw whole (_read_or_reuse), a distillation over the
+# Lyft JSON, base chunk vectors cached, a fresh teacher, takes 87 s where it took 114 s: the factor scaled so
+_DISTIL_PER_REEMBED = 2.85
 
 
 @dataclass
@@ -494,6 +497,50 @@ def distill_queries(
     return out
 
 
+def _weights_identity(reader: Any) -> str | None:
+    """A reader's identity without its input length: equal for one model read at two lengths."""
+    ident = getattr(reader, "identity", None)
+    return re.sub(r"@len\d+", "", ident) if isinstance(ident, str) else None
+
+
+def _read_or_reuse(
+    reader: Any,
+    earlier: Sequence[Any],
+    earlier_vecs: Sequence[torch.Tensor],
+    texts: list[str],
+    role: str,
+    embed: Callable[[Callable[..., Any], list[str], str], torch.Tensor],
+    label: str,
+) -> tuple[torch.Tensor, int]:
+    """``reader``'s vectors of ``texts`` (``role``: ``queries`` or ``texts``), and how many it took from an
+    ``earlier`` reader of the same weights (:func:`_weights_identity`) at a shorter input length instead of embedding them: a text that
+    fits that length is read whole by both, so the two vectors are the same (questions, most pseudo-queries,
+    short chunks). Nothing is embedded twice."""
+    fn = reader.embed_queries if role == "queries" else reader.embed_texts
+    what = f"{label}, {'queries' if role == 'queries' else 'chunks'}"
+    n = getattr(reader, "max_seq_length", None)
+    weights = _weights_identity(reader)
+    shorter = [
+        (j, m)
+        for j, r in enumerate(earlier)
+        if (m := getattr(r, "max_seq_length", None)) and n and m < n and weights and _weights_identity(r) == weights
+    ]
+    counter = getattr(reader, "count_tokens_batch", None)
+    if not shorter or counter is None or not texts:
+        return embed(fn, texts, what), 0
+    j, limit = max(shorter, key=lambda jm: jm[1])
+    prefix = getattr(reader, "query_prefix" if role == "queries" else "passage_prefix", "") or ""
+    try:
+        fits = [c <= limit for c in counter([prefix + t for t in texts])]
+    except Exception:  # noqa: BLE001 - a reader that cannot count tokens reads everything
+        return embed(fn, texts, what), 0
+    rest = [i for i, ok in enumerate(fits) if not ok]
+    out = earlier_vecs[j].clone()  # normalized: the blend normalizes each reader's vectors anyway
+    if rest:
+        out[rest] = nn.functional.normalize(embed(fn, [texts[i] for i in rest], what), dim=-1)
+    return out, len(texts) - len(rest)
+
+
 def distill_adapter(
     teacher: Any,
     base,
@@ -543,11 +590,15 @@ def distill_adapter(
     db = embed(base.embed_texts, chunks, "base model, chunks")
     readers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
     qts, dts = [], []
-    for reader in readers:
+    reused = 0
+    for i, reader in enumerate(readers):
         n = getattr(reader, "max_seq_length", None)
         label = "fine-tuned model" + (f" at {n} tokens" if len(readers) > 1 and n else "")
-        qts.append(nn.functional.normalize(embed(reader.embed_queries, queries, f"{label}, queries"), dim=-1))
-        dts.append(nn.functional.normalize(embed(reader.embed_texts, chunks, f"{label}, chunks"), dim=-1))
+        q_vecs = _read_or_reuse(reader, readers[:i], qts, queries, "queries", embed, label)
+        d_vecs = _read_or_reuse(reader, readers[:i], dts, chunks, "texts", embed, label)
+        reused += q_vecs[1] + d_vecs[1]
+        qts.append(nn.functional.normalize(q_vecs[0], dim=-1))
+        dts.append(nn.functional.normalize(d_vecs[0], dim=-1))
     # one vector per text whose dot products are the mean of the readers' cosines
     qt = torch.cat(qts, dim=1) / len(readers) ** 0.5
     dt = torch.cat(dts, dim=1) / len(readers) ** 0.5
@@ -587,6 +638,8 @@ def distill_adapter(
         "n_chunks": len(chunks),
         "n_chunks_distinct": n_distinct,  # above max_ranked_chunks, n_chunks of them were ranked
         "teacher_reads": [getattr(r, "max_seq_length", None) for r in readers],  # input lengths, blended
+        # texts a longer read would see whole, as a shorter read already had: its vectors, not a second pass
+        "teacher_texts_reused": reused,
         "steps_done": len(losses),
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,

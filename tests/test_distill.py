@@ -472,3 +472,58 @@ def test_saved_sets_of_other_text_are_pointed_at_only_where_auto_would_distil_fo
     short_id, long_id = save_dataset(ws, short, "short other"), save_dataset(ws, long, "long other")
     assert {d["id"] for d in unnamed_search_sets(ws, train_id)} == {short_id, long_id}
     assert [d["id"] for d in unnamed_search_sets(ws, train_id, "default")] == [long_id]
+
+
+class _Spy:
+    """An embedder that records the texts it is asked to embed; ``counts=False`` hides its token counter, so a
+    distillation cannot tell which texts a shorter read already saw whole."""
+
+    def __init__(self, inner, counts: bool = True):
+        self.inner, self.seen = inner, []
+        if not counts:
+            self.count_tokens_batch = None
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def embed_queries(self, texts, progress=None):
+        self.seen += list(texts)
+        return self.inner.embed_queries(texts)
+
+    def embed_texts(self, texts, progress=None):
+        self.seen += list(texts)
+        return self.inner.embed_texts(texts)
+
+
+def test_the_long_read_embeds_only_the_texts_the_short_read_cut():
+    """A blended teacher's long read of a text that fits the short read is the same vector, so the distillation
+    takes it from the short read instead of embedding it again (most questions and pseudo-queries, short
+    chunks); the student is the one it would be had the long read embedded everything. Real model, 24 / 64
+    tokens."""
+    from core.distill import teacher_readers
+    from core.embedders import bundled_model_path, resolve_embedder
+
+    base = resolve_embedder("default")
+    long_chunks = [c + " " + " ".join(f"It adds note {j} on {c.split()[3]}." for j in range(6)) for c in CHUNKS[:12]]
+    chunks = CHUNKS[12:] + long_chunks
+    questions = ["What does section 3 say about revenue?", "How did drivers change in 2021?"]
+    cfg = DistillConfig(steps=30, lr=1e-2, pseudo_queries=1, teacher_max_tokens=64)
+    short, long = teacher_readers(bundled_model_path(), cfg, short=24)
+    spy = _Spy(long)
+    student, summary = distill_adapter([short, spy], base, questions, chunks, cfg)
+    counts = dict(zip(chunks, long.count_tokens_batch(chunks), strict=True))
+    cut = [c for c in chunks if counts[c] > 24]
+    assert cut and len(cut) < len(chunks)  # both kinds present
+    assert sorted(spy.seen) == sorted(cut), "the long read embedded a text the short one had whole, or missed one"
+    n_queries = len(questions) + summary["n_pseudo_queries"]
+    assert summary["teacher_texts_reused"] == n_queries + len(chunks) - len(cut)
+
+    everything = _Spy(long, counts=False)
+    plain, _ = distill_adapter([short, everything], base, questions, chunks, cfg)
+    assert len(everything.seen) == n_queries + len(chunks)
+    other = _Spy(long)
+    other.identity = "st:another-model@len64"  # other weights: a short text's vector is not the short read's
+    distill_adapter([short, other], base, questions, chunks, DistillConfig(**{**cfg.to_dict(), "steps": 1}))
+    assert len(other.seen) == n_queries + len(chunks)
+    for a, b in zip(student.parameters(), plain.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-3), (a - b).abs().max()  # batch padding: float noise
