@@ -511,6 +511,7 @@ def _read_or_reuse(
     role: str,
     embed: Callable[[Callable[..., Any], list[str], str], torch.Tensor],
     label: str,
+    tell: Callable[[str], None] = lambda m: None,
 ) -> tuple[torch.Tensor, int]:
     """``reader``'s vectors of ``texts`` (``role``: ``queries`` or ``texts``), and how many it took from an
     ``earlier`` reader of the same weights (:func:`_weights_identity`) at a shorter input length instead of embedding them: a text that
@@ -535,6 +536,7 @@ def _read_or_reuse(
     except Exception:  # noqa: BLE001 - a reader that cannot count tokens reads everything
         return embed(fn, texts, what), 0
     rest = [i for i, ok in enumerate(fits) if not ok]
+    tell(f"{what}: {len(texts) - len(rest):,} of {len(texts):,} fit in {limit} tokens, their vectors reused")
     out = earlier_vecs[j].clone()  # normalized: the blend normalizes each reader's vectors anyway
     if rest:
         out[rest] = nn.functional.normalize(embed(fn, [texts[i] for i in rest], what), dim=-1)
@@ -594,8 +596,9 @@ def distill_adapter(
     for i, reader in enumerate(readers):
         n = getattr(reader, "max_seq_length", None)
         label = "fine-tuned model" + (f" at {n} tokens" if len(readers) > 1 and n else "")
-        q_vecs = _read_or_reuse(reader, readers[:i], qts, queries, "queries", embed, label)
-        d_vecs = _read_or_reuse(reader, readers[:i], dts, chunks, "texts", embed, label)
+        tell = lambda m: say(0, config.steps, m)  # noqa: E731
+        q_vecs = _read_or_reuse(reader, readers[:i], qts, queries, "queries", embed, label, tell)
+        d_vecs = _read_or_reuse(reader, readers[:i], dts, chunks, "texts", embed, label, tell)
         reused += q_vecs[1] + d_vecs[1]
         qts.append(nn.functional.normalize(q_vecs[0], dim=-1))
         dts.append(nn.functional.normalize(d_vecs[0], dim=-1))
