@@ -667,6 +667,16 @@ def cmd_train(args) -> int:
     if offline:
         table += f"\nnote: {offline}"
         summary["offline_caveat"] = offline
+    if args.val_dataset and args.recipe == "auto":  # LlamaIndex's guide validates on the other company's questions
+        from .datasets import QADataset
+        from .runs import validation_elsewhere
+
+        elsewhere = validation_elsewhere(
+            ws, QADataset.load(args.dataset), QADataset.load(args.val_dataset), args.embedder
+        )
+        if elsewhere:
+            table += f"\nnote: {elsewhere}"
+            summary["validation_note"] = elsewhere
     _emit(args, {**summary, "history": result.val_history}, table)
     return 0
 

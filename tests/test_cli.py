@@ -348,6 +348,29 @@ def test_train_points_to_fine_tune_then_distil_when_the_evaluation_set_is_other_
         assert "recipe: adapter (adapter settings given (--epochs))" in out
 
 
+def test_a_validation_set_about_other_documents_points_to_naming_it_as_the_evaluation_set(pipeline, capsys, tmp_path):
+    """LlamaIndex's guide validates on the other company's questions: ``--val-dataset other.json`` picks the
+    adapter's epochs there, and the note says what naming it as the evaluation set would do instead; not for a
+    validation set about the training chunks, nor when the adapter recipe was asked for."""
+    ws, train = str(pipeline["ws"]), str(pipeline["dir"] / "train.json")
+    other = str(_other_documents(tmp_path))
+    cases = ((other, "auto", True), (train, "auto", False), (other, "adapter", False))
+    for val, recipe, expected in cases:
+        rc, out, err = cli_inproc(
+            capsys, "train", "--dataset", train, "--val-dataset", val, "--recipe", recipe, "--epochs", "1",
+            "--json", "--workspace", ws,
+        )  # fmt: skip
+        assert rc == 0, err
+        note = json.loads(out).get("validation_note", "")
+        assert bool(note) is expected, (val, recipe, note)
+    rc, out, err = cli_inproc(
+        capsys, "train", "--dataset", train, "--val-dataset", other, "--epochs", "1", "--workspace", ws
+    )  # fmt: skip
+    assert rc == 0, err
+    assert "note: the validation set asks about other documents than the training questions" in out
+    assert "(--eval-dataset FILE, no --val-dataset): Auto then fine-tunes and distils for them" in out
+
+
 def test_evaluate_prints_the_distil_command_for_an_adapter_on_other_documents(pipeline, capsys, tmp_path):
     """An adapter trained on one set's questions, evaluated on other documents: besides the caveat, the exact
     command of the recipe that carried over there (both files known); not on its own documents."""
