@@ -233,18 +233,24 @@ def unnamed_search_sets_note(names: Sequence[str], c: dict | None = None) -> str
     )
 
 
-def validation_elsewhere_note(c: dict | None = None) -> str:
-    """For ``train --val-dataset`` with a set about other documents, where LlamaIndex's guide puts the other
-    company's questions (:func:`core.runs.validation_elsewhere`): naming it as the evaluation set is what lets
-    Auto fit the documents users will search."""
+#: how to name a validation set as the evaluation set instead, per surface (:func:`validation_elsewhere_note`)
+NAME_IT_INSTEAD = {
+    "cli": "name the set as the evaluation set instead (--eval-dataset FILE, no --val-dataset)",
+    "page": "choose it under \u201cYou will evaluate on\u201d instead and leave validation to cross-validation",
+}
+
+
+def validation_elsewhere_note(where: str = "cli", c: dict | None = None) -> str:
+    """For a validation set about other documents (``train --val-dataset``, the Train page's "Validation dataset"),
+    where LlamaIndex's guide puts the other company's questions (:func:`core.runs.validation_elsewhere`): naming
+    it as the evaluation set is what lets Auto fit the documents users will search."""
     c = c or DISTILLED_ELSEWHERE
     return (
-        "the validation set asks about other documents than the training questions. It picked the adapter's "
+        "the validation set asks about other documents than the training questions. It picks the adapter's "
         "epochs on them, so evaluating on the same set overstates the gain (evaluate and Compare mark it). If those "
-        "are the documents you will search, name the set as the evaluation set instead (--eval-dataset FILE, no "
-        "--val-dataset): Auto then fine-tunes and distils for them, in minutes. On another company's filing that "
-        f"gained {_pt(float(c['over_searched_gain_hit@5']))} hit@5, where the adapter trained on the questions "
-        f"gained {_pt(float(c['adapter_gain_hit@5']))} (bench/README)"
+        f"are the documents you will search, {NAME_IT_INSTEAD[where]}: Auto then fine-tunes and distils for them, "
+        f"in minutes. On another company's filing that gained {_pt(float(c['over_searched_gain_hit@5']))} hit@5, "
+        f"where the adapter trained on the questions gained {_pt(float(c['adapter_gain_hit@5']))} (bench/README)"
     )
 
 

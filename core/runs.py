@@ -282,15 +282,17 @@ def auto_recipe(ws: Workspace, train_ds: QADataset, eval_ds: QADataset | None, e
     return auto_choice(embedder, train_ds, ingested_documents_text(ws), eval_ds, offline, workspace=ws)
 
 
-def validation_elsewhere(ws: Workspace, train_ds: QADataset, val_ds: QADataset, embedder: str) -> str | None:
-    """:func:`core.carryover.validation_elsewhere_note` when ``val_ds`` (a validation set given to the adapter
-    recipe) is about documents Auto would fine-tune, then distil for were it named as the evaluation set, and
-    Auto without it trains the adapter; else ``None``."""
+def validation_elsewhere(
+    ws: Workspace, train_ds: QADataset, val_ds: QADataset, embedder: str, where: str = "cli"
+) -> str | None:
+    """:func:`core.carryover.validation_elsewhere_note` (worded for ``where``: ``cli`` or ``page``) when ``val_ds``
+    (a validation set given to the adapter recipe) is about documents Auto would fine-tune, then distil for were
+    it named as the evaluation set, and Auto without it trains the adapter; else ``None``."""
     from .carryover import validation_elsewhere_note
 
     if auto_recipe(ws, train_ds, val_ds, embedder)[0] != "distil":
         return None
-    return validation_elsewhere_note() if auto_recipe(ws, train_ds, None, embedder)[0] == "adapter" else None
+    return validation_elsewhere_note(where) if auto_recipe(ws, train_ds, None, embedder)[0] == "adapter" else None
 
 
 def unnamed_search_sets(ws: Workspace, train_id: str, embedder: str | None = None) -> list[dict[str, Any]]:

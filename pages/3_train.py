@@ -189,6 +189,18 @@ def _auto(
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
+def _validation_elsewhere(
+    root: str, train_id: str, val_id: str, embedder: str, documents: tuple[str, ...], n_chunks: int
+) -> str | None:
+    """core.runs.validation_elsewhere for saved datasets, worded for this page (the ingested documents key the
+    cache, as for :func:`_auto`)."""
+    from core.datasets import load_dataset
+    from core.runs import validation_elsewhere
+
+    return validation_elsewhere(ws, load_dataset(ws, train_id), load_dataset(ws, val_id), embedder, where="page")
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
 def _ranked_count(root: str, train_id: str, eval_id: str | None, documents: tuple[str, ...], n_chunks: int) -> int:
     """Distinct chunks a distillation would rank (core.runs.distil_chunks; the ingested ``documents`` and
     their chunk count key the cache)."""
@@ -432,6 +444,10 @@ else:
             )
             if val_ds is not None and val_ds == train_ds:
                 c1.warning("The validation set is the training set: the best epoch will look better than it is.")
+            elif val_ds is not None and recipe == "auto" and not eval_ds:  # LlamaIndex's guide validates so
+                elsewhere = _validation_elsewhere(str(ws.root), train_ds, val_ds, embedder, *docs)
+                if elsewhere:
+                    c1.info(md_escape(elsewhere[0].upper() + elsewhere[1:]) + ".", icon=":material/lightbulb:")
             # an evaluation set of other documents: the question-trained adapter may not carry over (bench/README)
             if (
                 eval_ds

@@ -510,6 +510,15 @@ def test_train_page_recipe_auto_distils_when_the_searched_documents_are_known(pa
     assert at.number_input(key="hp_epochs") is not None and all(b.key != "train_start_distil" for b in at.button)
     hint = texts(at.info)  # the saved set Auto cannot see is pointed at; the same questions' copy is not
     assert "Saved questions about other text: other filing" in hint and "tiny eval" not in hint
+    # LlamaIndex's guide validates on the other company's questions: chosen as the validation set, it is pointed
+    # at "You will evaluate on" instead; a validation set about the training chunks is not
+    named_instead = "choose it under \u201cYou will evaluate on\u201d instead and leave validation to cross-validation"
+    at.selectbox(key="train_val_ds").set_value(other_id).run()
+    no_exceptions(at)
+    assert "The validation set asks about other documents" in texts(at.info) and named_instead in texts(at.info)
+    at.selectbox(key="train_val_ds").set_value(same).run()
+    assert "The validation set asks about other documents" not in texts(at.info)
+    at.selectbox(key="train_val_ds").set_value(None).run()
 
     # named, but about the training chunks (a copy of the training set): new questions on the same documents
     at.selectbox(key="train_eval_ds").set_value(same).run()
