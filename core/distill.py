@@ -514,9 +514,9 @@ def _read_or_reuse(
     tell: Callable[[str], None] = lambda m: None,
 ) -> tuple[torch.Tensor, int]:
     """``reader``'s vectors of ``texts`` (``role``: ``queries`` or ``texts``), and how many it took from an
-    ``earlier`` reader of the same weights (:func:`_weights_identity`) at a shorter input length instead of embedding them: a text that
-    fits that length is read whole by both, so the two vectors are the same (questions, most pseudo-queries,
-    short chunks). Nothing is embedded twice."""
+    ``earlier`` reader of the same weights (:func:`_weights_identity`) at a shorter input length instead of
+    embedding them: a text that fits that length is read whole by both, so the two vectors are the same
+    (questions, most pseudo-queries, short chunks). Nothing is embedded twice. ``tell`` hears how many."""
     fn = reader.embed_queries if role == "queries" else reader.embed_texts
     what = f"{label}, {'queries' if role == 'queries' else 'chunks'}"
     n = getattr(reader, "max_seq_length", None)
@@ -593,10 +593,10 @@ def distill_adapter(
     readers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
     qts, dts = [], []
     reused = 0
+    tell = lambda m: say(0, config.steps, m)  # noqa: E731
     for i, reader in enumerate(readers):
         n = getattr(reader, "max_seq_length", None)
         label = "fine-tuned model" + (f" at {n} tokens" if len(readers) > 1 and n else "")
-        tell = lambda m: say(0, config.steps, m)  # noqa: E731
         q_vecs = _read_or_reuse(reader, readers[:i], qts, queries, "queries", embed, label, tell)
         d_vecs = _read_or_reuse(reader, readers[:i], dts, chunks, "texts", embed, label, tell)
         reused += q_vecs[1] + d_vecs[1]
