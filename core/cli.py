@@ -581,7 +581,7 @@ def cmd_train(args) -> int:
             raise CLIError(f"{p}: no such dataset file")
     from .datasets import QADataset
 
-    QADataset.load(args.dataset)  # validate before creating the run
+    train_ds = QADataset.load(args.dataset)  # validate before creating the run
     recipe, why = _recipe(args, ws)
     if recipe == "distil":
         return _train_distil(args, ws, why)
@@ -668,12 +668,9 @@ def cmd_train(args) -> int:
         table += f"\nnote: {offline}"
         summary["offline_caveat"] = offline
     if args.val_dataset and args.recipe == "auto":  # LlamaIndex's guide validates on the other company's questions
-        from .datasets import QADataset
         from .runs import validation_elsewhere
 
-        elsewhere = validation_elsewhere(
-            ws, QADataset.load(args.dataset), QADataset.load(args.val_dataset), args.embedder
-        )
+        elsewhere = validation_elsewhere(ws, train_ds, QADataset.load(args.val_dataset), args.embedder)
         if elsewhere:
             table += f"\nnote: {elsewhere}"
             summary["validation_note"] = elsewhere

@@ -364,11 +364,21 @@ def test_a_validation_set_about_other_documents_points_to_naming_it_as_the_evalu
         note = json.loads(out).get("validation_note", "")
         assert bool(note) is expected, (val, recipe, note)
     rc, out, err = cli_inproc(
+        capsys, "train", "--dataset", train, "--val-dataset", other, "--epochs", "1", "--json", "--workspace", ws
+    )  # fmt: skip
+    assert rc == 0, err
+    summary = json.loads(out)
+    assert summary["validation_note"].startswith("the validation set asks about other documents than the training")
+    assert "(--eval-dataset FILE, no --val-dataset): Auto then fine-tunes and distils for them" in out
+    rc, out, err = cli_inproc(
         capsys, "train", "--dataset", train, "--val-dataset", other, "--epochs", "1", "--workspace", ws
     )  # fmt: skip
     assert rc == 0, err
     assert "note: the validation set asks about other documents than the training questions" in out
-    assert "(--eval-dataset FILE, no --val-dataset): Auto then fine-tunes and distils for them" in out
+    # what the note says of evaluating on that same set: evaluate marks the gain as picked there
+    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", other, "--run", summary["run_id"], "--workspace", ws)
+    assert rc == 0, err
+    assert "chose its best epoch on this same evaluation set" in out, out
 
 
 def test_evaluate_prints_the_distil_command_for_an_adapter_on_other_documents(pipeline, capsys, tmp_path):
