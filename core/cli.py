@@ -507,7 +507,7 @@ def _distil_expectation(args, ws, ft_cfg, dcfg) -> str:
         batch_size=ft_cfg.batch_size,
         max_ranked_chunks=dcfg.max_ranked_chunks,
     )
-    line = f"expect: a fine-tune of {est['steps']:,} steps of {ft_cfg.batch_size} questions"
+    line = f"expect: a fine-tune of {est['steps']:,} step{'s' * (est['steps'] != 1)} of {ft_cfg.batch_size} questions"
     if est["finetune_seconds"] is None:
         return line + f" (several seconds each on a CPU), then a distillation ranking {n_ranked:,} chunks"
     line += f" (about {duration_text(est['finetune_seconds'])}), then a distillation ranking {n_ranked:,} chunks"

@@ -478,7 +478,7 @@ def _train(
                 {
                     "type": "phase",
                     "message": f"fine-tuning on {len(anchors)} question/chunk pairs: "
-                    f"{state['total']} steps of batch {batch_size}"
+                    f"{state['total']} step{'s' * (state['total'] != 1)} of batch {batch_size}"
                     + (", one kind of question per batch (offline / written)" if kinds else ""),
                 }
             )

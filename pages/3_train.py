@@ -307,7 +307,7 @@ def distil_recipe_form(
     est = recipe_estimate(
         list_runs(ws), embedder, n_questions, n_ranked, epochs=ft_cfg.epochs, batch_size=ft_cfg.batch_size
     )
-    ft_cost = f"{est['steps']:,} steps of {ft_cfg.batch_size} questions: " + (
+    ft_cost = f"{est['steps']:,} step{'s' * (est['steps'] != 1)} of {ft_cfg.batch_size} questions: " + (
         f"about {duration_text(est['finetune_seconds'])} here"
         if est["finetune_seconds"] is not None
         else "several seconds each on a CPU"

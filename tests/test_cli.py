@@ -481,7 +481,10 @@ def test_train_recipe_auto_distils_only_when_the_searched_documents_are_known(pi
     # before it starts (on stderr, with the progress), what it will cost: no fine-tune has run here yet, so
     # steps, not seconds
     n_train, n_ranked = _n_pairs_and_chunks(train, other)
-    expect = f"expect: a fine-tune of {-(-n_train // 32)} steps of 32 questions (several seconds each on a CPU), "
+    steps = -(-n_train // 32)
+    expect = (
+        f"expect: a fine-tune of {steps} step{'s' * (steps != 1)} of 32 questions (several seconds each on a CPU), "
+    )
     assert f"{expect}then a distillation ranking {n_ranked} chunks\n" in done.stderr, done.stderr
     runs = {r["kind"]: r for r in json.loads(_ok(cli("runs", "--json", workspace=empty)).stdout)}
     assert runs["finetune"]["status"] == runs["distill"]["status"] == "done"
@@ -496,7 +499,7 @@ def test_train_recipe_auto_distils_only_when_the_searched_documents_are_known(pi
         DistillConfig(),
     )  # fmt: skip
     assert re.fullmatch(
-        rf"expect: a fine-tune of \d+ steps of 32 questions \(about [^)]+\), then a distillation ranking {n_ranked} "
+        rf"expect: a fine-tune of \d+ steps? of 32 questions \(about [^)]+\), then a distillation ranking {n_ranked} "
         r"chunks \(about [^)]+\), at this machine's pace in the fine-tune \u201c[^\u201d]+\u201d: \d+ questions in .+",
         line,
     ), line

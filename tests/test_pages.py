@@ -594,7 +594,7 @@ def test_train_recipe_auto_names_the_ingested_documents_the_questions_are_not_ab
     assert any(b.key == "train_start_distil" for b in at.button) and all(b.key != "train_start" for b in at.button)
     # what it will cost, before it starts: no fine-tune has run here, so the steps (seconds come with one)
     md = texts(at.markdown)
-    assert re.search(r"full fine-tune\*\* of the base model on the training questions \(\d+ steps of 32 questions: "
+    assert re.search(r"full fine-tune\*\* of the base model on the training questions \(\d+ steps? of 32 questions: "
                      r"several seconds each on a CPU\)", md), md  # fmt: skip
     assert re.search(r"as the fine-tune does \(\d+ distinct chunks\)", md), md
     assert "The progress bar says the time left once the first steps have run." in texts(at.caption)
