@@ -406,6 +406,20 @@ def _adapter_flags(args) -> list[str]:
     return ["--" + n.replace("_", "-") for n in given]
 
 
+def _attention_dropout(value: str) -> float | str:
+    """``finetune --attention-dropout``: ``auto``, ``model`` or a rate in [0, 1)."""
+    word = value.strip().lower()
+    if word in ("auto", "model"):
+        return word
+    try:
+        rate = float(word)
+    except ValueError:
+        rate = -1.0
+    if not 0 <= rate < 1:
+        raise argparse.ArgumentTypeError(f"expected auto, model or a rate in [0, 1), got {value!r}")
+    return rate
+
+
 def _recipe(args, ws) -> tuple[str, str]:
     """(recipe, why) of a ``train`` command (core.distill.choose_recipe for ``auto``)."""
     from .datasets import QADataset
@@ -1250,6 +1264,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="when offline pseudo-queries and written questions ask about separate chunks, each batch holds one "
         "kind (needs the workspace's record of each question's source). Off by default: measured, the fine-tune "
         "gained the same either way (bench/README, 'Offline and written questions on separate chunks')",
+    )
+    s.add_argument(
+        "--attention-dropout",
+        type=_attention_dropout,
+        default="auto",
+        metavar="auto|model|P",
+        help="dropout on the attention probabilities while training. auto (the default): 0 on a CPU, where PyTorch's "
+        "fused attention then runs and a step takes about two thirds of the time, and the model's own elsewhere; "
+        "model: the model's own (0.1 for the default); or a rate. bench/README, 'The fine-tune without attention "
+        "dropout on a CPU'",
     )
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     s.add_argument("--name", help="a label for the run")

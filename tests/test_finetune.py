@@ -171,6 +171,69 @@ def test_the_saved_model_can_read_more_of_each_chunk_than_the_base_model(ws, tmp
     assert args.read_tokens == 512 and build_parser().parse_args(["finetune", "--dataset", "x.json"]).read_tokens == 0
 
 
+def test_on_a_cpu_the_fine_tune_trains_without_attention_dropout_unless_asked(tmp_path):
+    """``attention_dropout``: ``auto`` is 0 on a CPU, so PyTorch's fused CPU attention runs (any attention dropout
+    sends every layer to the unfused path, about 1.5 times the time per step), and the model's own elsewhere; ``model``
+    keeps the model's own 0.1. The rate reaches the attention layers the trainer runs, the saved config and the
+    run's settings record it, and the other dropout stays the model's."""
+    import torch
+
+    from core.finetune import _load_trainable, attention_rate, resolve_base_path
+
+    assert attention_rate("auto", "cpu") == 0.0 and attention_rate("auto", "cuda") is None
+    assert attention_rate("auto", "mps") is None and attention_rate("model", "cpu") is None
+    assert attention_rate(0.05, "cuda") == 0.05
+    for bad in (1.0, -0.1, "none", True):
+        with pytest.raises(FinetuneError, match="attention_dropout"):
+            FinetuneConfig(attention_dropout=bad).validate()
+    FinetuneConfig(attention_dropout=0).validate()
+    assert FinetuneConfig.from_dict(FinetuneConfig().to_dict()).attention_dropout == "auto"
+
+    path = resolve_base_path("default")
+
+    def rates(model):  # (attention-probability dropout, every other dropout) of a loaded model
+        drop = {n: m.p for n, m in model[0].auto_model.named_modules() if isinstance(m, torch.nn.Dropout)}
+        attn = {n for n in drop if n.endswith("attention.self.dropout")}
+        return {drop[n] for n in attn}, {p for n, p in drop.items() if n not in attn}
+
+    assert rates(_load_trainable(path, "cpu", 0.0)) == ({0.0}, {0.1})
+    assert rates(_load_trainable(path, "cpu", 0.05)) == ({0.05}, {0.1})
+    assert rates(_load_trainable(path, "cpu", None)) == ({0.1}, {0.1})
+
+    def one_step(out, **kw):
+        stop = threading.Event()
+        events = []
+        res = finetune(
+            small_dataset(),
+            "default",
+            out,
+            batch_size=8,
+            device="cpu",
+            cancel=stop,
+            callback=events.append,
+            progress=lambda d, t, m: stop.set(),
+            **kw,
+        )
+        return json.loads((res.out_dir / "config.json").read_text()), read_marker(res.out_dir)
+
+    saved, marker = one_step(tmp_path / "fast")
+    assert saved["attention_probs_dropout_prob"] == 0.0 and saved["hidden_dropout_prob"] == 0.1
+    assert "attention_dropout" not in saved  # only the keys the model's config has
+    assert marker["settings"]["attention_dropout"] == 0.0
+    saved, marker = one_step(tmp_path / "own", attention_dropout="model")
+    assert saved["attention_probs_dropout_prob"] == 0.1 and marker["settings"]["attention_dropout"] == "model"
+
+    from core.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["finetune", "--dataset", "x.json"]).attention_dropout == "auto"
+    assert parse(["finetune", "--dataset", "x.json", "--attention-dropout", "model"]).attention_dropout == "model"
+    assert parse(["finetune", "--dataset", "x.json", "--attention-dropout", "0.1"]).attention_dropout == 0.1
+    for bad in ("1.5", "off"):
+        with pytest.raises(SystemExit):
+            parse(["finetune", "--dataset", "x.json", "--attention-dropout", bad])
+
+
 def test_bad_requests_are_refused_before_any_work(ws, tmp_path, dataset_path):
     ds = small_dataset()
     with pytest.raises(FinetuneError, match="embeddings API"):
