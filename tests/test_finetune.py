@@ -202,18 +202,10 @@ def test_on_a_cpu_the_fine_tune_trains_without_attention_dropout_unless_asked(tm
 
     def one_step(out, **kw):
         stop = threading.Event()
-        events = []
         res = finetune(
-            small_dataset(),
-            "default",
-            out,
-            batch_size=8,
-            device="cpu",
-            cancel=stop,
-            callback=events.append,
-            progress=lambda d, t, m: stop.set(),
-            **kw,
-        )
+            small_dataset(), "default", out, batch_size=8, device="cpu", cancel=stop,
+            progress=lambda d, t, m: stop.set(), **kw,
+        )  # fmt: skip
         return json.loads((res.out_dir / "config.json").read_text()), read_marker(res.out_dir)
 
     saved, marker = one_step(tmp_path / "fast")
