@@ -29,17 +29,6 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "lyft_
 SETTINGS = {"auto: 0 on a CPU (the default)": "auto", "model: the model's own (0.1)": "model"}
 
 
-def subset(ds: QADataset, n: int) -> QADataset:
-    """The first ``n`` questions with their chunks."""
-    ids = list(ds.queries)[:n]
-    docs = {d for q in ids for d in ds.relevant_docs[q]}
-    return QADataset(
-        queries={q: ds.queries[q] for q in ids},
-        corpus={d: t for d, t in ds.corpus.items() if d in docs},
-        relevant_docs={q: ds.relevant_docs[q] for q in ids},
-    )
-
-
 def per_step(ds: QADataset, attention_dropout: str) -> float:
     """Seconds per optimizer step of one fine-tune, by the step events' clock (model load and save excluded)."""
     stamps: list[float] = []
@@ -65,7 +54,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    ds = subset(QADataset.load(args.dataset), args.questions)
+    full = QADataset.load(args.dataset)
+    ids = full.query_ids[: args.questions]
+    ds = full.subset(ids, list(dict.fromkeys(d for q in ids for d in full.relevant_docs[q])))  # their chunks only
     times: dict[str, list[float]] = {k: [] for k in SETTINGS}
     for _ in range(args.repeats):
         for label, rate in SETTINGS.items():

@@ -407,17 +407,19 @@ def _adapter_flags(args) -> list[str]:
 
 
 def _attention_dropout(value: str) -> float | str:
-    """``finetune --attention-dropout``: ``auto``, ``model`` or a rate in [0, 1)."""
+    """``finetune --attention-dropout``: ``auto``, ``model`` or a rate, checked by :class:`FinetuneConfig`'s rule."""
+    from .finetune import FinetuneConfig, FinetuneError
+
     word = value.strip().lower()
-    if word in ("auto", "model"):
-        return word
     try:
-        rate = float(word)
+        setting: float | str = float(word)
     except ValueError:
-        rate = -1.0
-    if not 0 <= rate < 1:
-        raise argparse.ArgumentTypeError(f"expected auto, model or a rate in [0, 1), got {value!r}")
-    return rate
+        setting = word
+    try:
+        FinetuneConfig(attention_dropout=setting).validate()
+    except FinetuneError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return setting
 
 
 def _recipe(args, ws) -> tuple[str, str]:
