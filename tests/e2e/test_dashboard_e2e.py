@@ -29,11 +29,11 @@ from tests.pdfs import corrupt_pdf_bytes, make_text_pdf, sample_report_pages
 pytestmark = pytest.mark.e2e
 
 RUN_NAME = "e2e linear adapter"
-EPOCHS = 500  # the form's maximum: with batch 1, ~25k optimizer steps. Training runs in its own process
-BATCH = 1  # now (issue 7), 200-1,500 steps/s on the 2-core box (load-dependent): 20-120 s, so the reload
-# below always lands mid-run (with batch 3 a quiet machine finished the run before the reload; with the
-# 24 training questions the three variants' shared sentences left, a quiet box finished it between the
-# reload and the chart's next two redraws: report_pages adds sentences of each variant's own).
+EPOCHS = 500  # the form's maximum: with batch 1 and ~85 training questions, ~42k optimizer steps. Training runs
+BATCH = 1  # in its own process (issue 7), 200-1,500 steps/s on the 2-core box (load-dependent): 30-210 s, so
+# the reload below lands mid-run and the chart's next two redraws too (with batch 3 a quiet machine finished the
+# run before the reload; with three variants of the report, ~45 training questions, a fresh quiet box at
+# 1,500 steps/s finished it between the reload and the second redraw: five variants left 40% of the run).
 CHECKPOINT_EVERY = 5000
 QUESTIONS_PER_CHUNK = 4
 JOB_TIMEOUT = 300_000  # ms: a loaded 2-core machine can be slow
@@ -61,13 +61,15 @@ def own_sentences(short: str, year: str, v: int, p: int) -> str:
 
 
 def report_pages() -> list[str]:
-    """12 pages: the 4-page sample report three times, for three different (fictional) companies
+    """20 pages: the 4-page sample report five times, for five different (fictional) companies
     and years, each page with sentences of its own, so chunks (and the offline questions about them)
     differ."""
     variants = [
         ("Northwind Mobility", "Northwind", "2021", "2020"),
         ("Bluefin Transit", "Bluefin", "2019", "2018"),
         ("Cedar Rides", "Cedar", "2023", "2022"),
+        ("Harbor Lines", "Harbor", "2017", "2016"),
+        ("Summit Cars", "Summit", "2015", "2014"),
     ]
     pages = []
     for v, (company, short, year, prev) in enumerate(variants):
@@ -259,7 +261,7 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     report = wait_for_grid(page, lambda rows: len(rows) == 2, "file", "status", "chunks", "error")
     by_file = {r["file"]: r for r in report}
     assert by_file[good.name]["status"] == "ingested", by_file
-    assert by_file[good.name]["pages"] == "12", by_file
+    assert by_file[good.name]["pages"] == "20", by_file
     n_chunks = int(by_file[good.name]["chunks"])
     assert n_chunks >= 10, by_file
     assert by_file[bad.name]["status"] == "error", by_file
@@ -281,7 +283,7 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     added = page.get_by_test_id("stAlert").filter(has_text=re.compile(r"\d+ question\(s\) added")).first
     expect(added).to_be_visible(timeout=JOB_TIMEOUT)
     n_questions = int(re.search(r"(\d+) question\(s\) added", added.inner_text()).group(1))
-    # the default offline method (inverse cloze) asks only a chunk's own distinctive sentences: the three fictional
+    # the default offline method (inverse cloze) asks only a chunk's own distinctive sentences: the five fictional
     # companies share most sentences, so many chunks get fewer than QUESTIONS_PER_CHUNK
     assert n_questions > 0, added.inner_text()
     expect(page.get_by_test_id("stMetric").filter(has_text="Questions").first).to_contain_text(str(n_questions))
@@ -345,6 +347,7 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     # 4 s): further than before the reload, then further again; the epoch counter moves on
     points1 = plot_points_above(page, points0)
     epoch1 = epoch_counter(page)
+    mark(f"train: chart at step {points1} (epoch {epoch1})")
     points2 = plot_points_above(page, points1)
     expect(page.get_by_test_id("stProgress").filter(has_text=f"/{EPOCHS}").first).not_to_have_text(
         re.compile(rf"epoch {epoch1}/{EPOCHS}"), timeout=30_000
