@@ -66,6 +66,11 @@ def load_comparison(ws: Workspace, eval_id: str) -> tuple[Comparison, dict[str, 
     return Comparison.from_dict(data), data.get("extra", {})
 
 
+def metric_label(key: str) -> str:
+    """A metric's key as the app writes it to people: ``mrr@5`` -> ``MRR@5``; hit-rate and nDCG keep theirs."""
+    return "MRR" + key[3:] if key.startswith("mrr") else key
+
+
 def labelled_rows(cmp: Comparison) -> list[dict[str, Any]]:
     """:meth:`Comparison.rows` keyed by display labels, values unformatted (the CLI's table and JSON):
     metrics, then per metric ``Δ m``, ``m CI`` (low, high), ``m p``, ``m p (Holm)``, ``m significant``."""
@@ -587,12 +592,12 @@ def training_figure(
                 x=[h["step"] for h in pts],
                 y=[h["val"][metric] for h in pts],
                 mode="lines+markers",
-                name=f"val {metric}",
+                name=f"val {metric_label(metric)}",
                 line=dict(color=color, width=2),
                 row=2,
                 col=1,
                 customdata=[h["epoch"] for h in pts],
-                hovertemplate="epoch %{customdata}<br>" + metric + " %{y:.4f}<extra></extra>",
+                hovertemplate="epoch %{customdata}<br>" + metric_label(metric) + " %{y:.4f}<extra></extra>",
             )
     best = [h for h in epochs if h.get("best")]
     if best:
@@ -656,10 +661,10 @@ def cv_figure(history: list[dict[str, Any]], top_k: int = 5, title: str | None =
                 x=x,
                 y=mean,
                 mode="lines+markers",
-                name=f"{metric}, mean of folds{suffix}",
+                name=f"{metric_label(metric)}, mean of folds{suffix}",
                 line=dict(color=line, width=2),
                 customdata=std,
-                hovertemplate="epoch %{x}<br>" + metric + " %{y:.4f} ± %{customdata:.4f}<extra></extra>",
+                hovertemplate="epoch %{x}<br>" + metric_label(metric) + " %{y:.4f} ± %{customdata:.4f}<extra></extra>",
             )
     if chosen:
         ep = chosen["epochs"] if chosen["train"] else 0

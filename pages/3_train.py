@@ -19,7 +19,7 @@ from core.finetune import LOSSES as FT_LOSSES
 from core.finetune import FinetuneConfig, cost_label, describe_cost, duration_text, read_lengths
 from core.launch import job_for_run, start_distill, start_finetune, start_finetune_then_distil, start_training
 from core.losses import Loss
-from core.reports import MAX_STEP_POINTS, cv_figure, has_curves, training_figure
+from core.reports import MAX_STEP_POINTS, cv_figure, has_curves, metric_label, training_figure
 from core.runs import (
     adapter_dir,
     delete_run,
@@ -874,9 +874,9 @@ def draw_run(run: dict, hist: list[dict]) -> None:
             "on every question; 'identity' = training did not help out of fold, the base model is kept.",
         )
     else:
-        m[2].metric(f"Val {mk} (base)", "–" if mk not in base else f"{base[mk]:.3f}")
+        m[2].metric(f"Val {metric_label(mk)} (base)", "–" if mk not in base else f"{base[mk]:.3f}")
         m[3].metric(
-            f"Val {mk} (best epoch {s['best_epoch'] if s['best_epoch'] is not None else '–'})",
+            f"Val {metric_label(mk)} (best epoch {s['best_epoch'] if s['best_epoch'] is not None else '–'})",
             "–" if mk not in best else f"{best[mk]:.3f}",
             delta=None if (mk not in best or mk not in base) else f"{best[mk] - base[mk]:+.3f}",
             delta_color="normal" if mk in best and mk in base and abs(best[mk] - base[mk]) >= 5e-4 else "off",

@@ -482,7 +482,7 @@ def test_train_shows_run_history_curves_and_downloads(prepared_ws, prepared):
     assert list(runs["run"]) == ["tiny linear"] and list(runs["status"]) == ["done"]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Epochs done"] == "2 / 2"
-    assert any(label.startswith("Val mrr@5 (best epoch") for label in metrics)
+    assert any(label.startswith("Val MRR@5 (best epoch") for label in metrics)
     assert len(at.get("plotly_chart")) == 0  # "Training curves" is closed: no figure is built
     at.session_state["train_curves_open"] = True  # the user opens it
     at.run()
@@ -1088,7 +1088,7 @@ def test_training_figure_marks_best_epoch():
     assert not has_curves(hist[:0]) and has_curves(hist)
     fig = training_figure(hist, 5)
     names = [t.name for t in fig.data]
-    assert "loss per step" in names and "val mrr@5" in names and "val hit@5" in names
+    assert "loss per step" in names and "val MRR@5" in names and "val hit@5" in names
     best = next(t for t in fig.data if t.name.startswith("best epoch"))
     assert best.name == "best epoch (1)" and list(best.x) == [2]
 
