@@ -660,19 +660,18 @@ def cmd_train(args) -> int:
         + f"; {result.n_train_queries} training / {result.n_val_queries} validation questions; {result.seconds:.1f}s"
         + (f"\nadapter saved to {args.out}" if args.out else f"\nadapter in {ws.run_dir(run_id) / 'adapter'}")
     )
-    from .export import is_api_embedder
+    if args.eval_dataset and (args.recipe == "adapter" or _adapter_flags(args)):
+        # the adapter by hand where auto would distil (auto's own choice of the adapter already weighed it: on
+        # documents cut into chunks the base model reads whole the distillation gained no more)
+        from .runs import auto_recipe
 
-    if (
-        args.eval_dataset
-        and result.cv is not None
-        and result.cv.design == "chunks"
-        and not is_api_embedder(args.embedder)
-    ):
-        table += (
-            "\nthe evaluation set is other documents: there, on the measured protocols (bench/README), an adapter "
-            "trained on the questions gained little and a full fine-tune distilled into an adapter gained more: "
-            "the same command with `--recipe distil` (and no adapter settings)"
-        )
+        if auto_recipe(ws, train_ds, QADataset.load(args.eval_dataset), args.embedder)[0] == "distil":
+            table += (
+                "\nthe evaluation set is other documents, mostly in chunks longer than the base model reads: there, on "
+                "the measured protocols (bench/README), an adapter trained on the questions gained little and a full "
+                "fine-tune distilled into an adapter gained more, and `--recipe auto` would run that: the same command "
+                "with `--recipe distil` (and no adapter settings)"
+            )
     from .train_config import SEPARATE_SOURCES_NOTE
 
     if SEPARATE_SOURCES_NOTE in (result.negatives or ""):

@@ -321,31 +321,36 @@ def test_distill_writes_an_adapter_the_other_commands_load(pipeline, capsys):
     assert rc != 0 and "is not a finished full fine-tune" in err
 
 
-def _other_documents(tmp_path):
+def _other_documents(tmp_path, sentences: int = 30):
     from core.datasets import QADataset
 
-    # chunks longer than the base model reads (256 tokens), as a LlamaIndex file's often are: where the
-    # distillation's measured gains came from (auto trains the adapter for chunks read whole)
-    fleet = " ".join(f"In market {i} the other company's fleet grew to {900 + i} vehicles." for i in range(30))
-    audit = " ".join(f"Its auditor for region {i} is a regional firm with {10 + i} partners." for i in range(30))
+    # by default chunks longer than the base model reads (256 tokens), as a LlamaIndex file's often are: where
+    # the distillation's measured gains came from (auto trains the adapter for chunks read whole)
+    fleet = " ".join(f"In market {i} the other company's fleet grew to {900 + i} vehicles." for i in range(sentences))
+    audit = " ".join(f"Its auditor for region {i} is a regional firm with {10 + i} partners." for i in range(sentences))
     return QADataset(
         {"o1": "How large was the fleet?", "o2": "Who audits the other company?"},
         {"x1": fleet, "x2": audit},
         {"o1": ["x1"], "o2": ["x2"]},
-    ).save(tmp_path / "other.json")
+    ).save(tmp_path / f"other-{sentences}.json")
 
 
 def test_train_points_to_fine_tune_then_distil_when_the_evaluation_set_is_other_documents(pipeline, capsys, tmp_path):
     ws, train = str(pipeline["ws"]), str(pipeline["dir"] / "train.json")
-    other = _other_documents(tmp_path)
+    other, short = _other_documents(tmp_path), _other_documents(tmp_path, sentences=3)
     hint = "the same command with `--recipe distil`"
-    for eval_set, expected in ((str(other), True), (train, False)):  # other documents; the same chunks
+    # other documents; the same chunks; other documents the base model reads whole, where the distillation
+    # gained no more than the adapter (auto's own choice there is the adapter, below)
+    for eval_set, expected in ((str(other), True), (train, False), (str(short), False)):
         rc, out, err = cli_inproc(
             capsys, "train", "--dataset", train, "--eval-dataset", eval_set, "--epochs", "1", "--workspace", ws
         )
         assert rc == 0, err
         assert (hint in out) is expected, out
         assert "recipe: adapter (adapter settings given (--epochs))" in out
+    rc, out, err = cli_inproc(capsys, "train", "--dataset", train, "--eval-dataset", str(short), "--workspace", ws)
+    assert rc == 0, err
+    assert "recipe: adapter (" in out and "reads whole" in out and hint not in out, out
 
 
 def test_a_validation_set_about_other_documents_points_to_naming_it_as_the_evaluation_set(pipeline, capsys, tmp_path):
