@@ -708,9 +708,11 @@ if datasets:
         )
         st.caption(
             "Measured (bench/README, “Distilling the fine-tune”): on another company's filing and on a new kind "
-            "of text, where the adapter trained on the questions gained little, the distilled one kept most of "
-            "the fine-tune's gain, when that filing was among the chunks it ranked; distilled over the training "
-            "filing only, it lost on the other. Check it on your own evaluation set in Compare."
+            "of text, cut into chunks longer than the base model reads, where the adapter trained on the questions "
+            "gained little, the distilled one kept most of the fine-tune's gain, when that filing was among the "
+            "chunks it ranked; distilled over the training filing only, it lost on the other. On chunks the base "
+            "model reads whole, neither gained (“Chunks the base model reads whole”). Check it on your own "
+            "evaluation set in Compare."
         )
         teachers = [
             r for r in runs if r.get("kind") == "finetune" and (r["status"] in ACTIVE or has_model(ws, r["id"]))
