@@ -42,6 +42,7 @@ from core.summary import (
 from core.workspace import safe_display_name
 from ui import state, widgets
 from ui.helpers import (
+    EVAL_ROLES,
     comparison_detail_rows,
     comparison_label,
     dataset_label,
@@ -92,7 +93,7 @@ if datasets:
         ds_id = st.selectbox(
             "Evaluation set",
             ids,
-            index=pick_default(datasets, ("eval", "val")),
+            index=pick_default(datasets, EVAL_ROLES),
             format_func=labels.get,
             key="eval_ds",
             help="The validation split, or an imported set (e.g. questions over "

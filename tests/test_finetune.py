@@ -477,6 +477,9 @@ def test_train_page_offers_runs_and_prices_a_full_fine_tune_and_compare_lists_it
     no_exceptions(at)
     assert "re-embedding the whole corpus" in texts(at.markdown)
     assert "re-embeds the whole corpus" in at.button(key="ft_start").label  # no ingested chunks: no count
+    # "You will evaluate on" starts at the saved evaluation set; not named, the queued distillation is told nothing
+    assert at.selectbox(key="train_eval_ds").value is not None
+    at.selectbox(key="train_eval_ds").select_index(0)
     at.number_input(key="ft_batch_size").set_value(8)
     # the saved model may read more of each chunk than the base model (using it re-embeds them anyway)
     read = at.selectbox(key="ft_read_tokens")
@@ -561,6 +564,11 @@ def test_train_page_recipe_auto_distils_when_the_searched_documents_are_known(pa
     at.run()
     no_exceptions(at)
     assert at.radio(key="train_recipe").value == "auto"
+    # "You will evaluate on" starts at the newest evaluation set, the one Compare opens with: the other filing
+    assert at.selectbox(key="train_eval_ds").value == other_id
+    assert "Auto: fine-tune, then distil over the documents you will search" in texts(at.caption)
+    at.selectbox(key="train_eval_ds").select_index(0).run()  # "Not named": the documents to search are unknown
+    no_exceptions(at)
     assert "Auto: nothing says which documents you will search" in texts(at.caption)
     assert at.number_input(key="hp_epochs") is not None and all(b.key != "train_start_distil" for b in at.button)
     hint = texts(at.info)  # the saved set Auto cannot see is pointed at; the same questions' copy is not

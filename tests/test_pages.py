@@ -579,9 +579,15 @@ def test_train_recipe_auto_names_the_ingested_documents_the_questions_are_not_ab
     at.run()
     no_exceptions(at)
     assert at.radio(key="train_recipe").value == "auto"
+    # "You will evaluate on" starts at the set Compare opens with: the by-document validation split (harbor)
+    named = at.selectbox(key="train_eval_ds")
+    assert named.value is not None and named.format_func(named.value).startswith("harbor validation"), named.value
     why = "ingested documents the questions mostly do not ask about: harbor.pdf) are cut into chunks the base model"
-    assert f"{why} reads whole" in texts(at.caption)
+    assert f"the evaluation set named; {why} reads whole" in texts(at.caption)
     assert at.number_input(key="hp_epochs") is not None
+    # from here the ingested documents alone tell (the saved split keeps the chunks it was cut from)
+    at.selectbox(key="train_eval_ds").select_index(0).run()  # "Not named"
+    assert f"Auto: the documents you will search ({why} reads whole" in texts(at.caption)
     emb = resolve_embedder("default")
     rechunk(Workspace(prepared_ws), ChunkSettings(chunk_size=600), emb.token_counter(), emb.max_seq_length)
     at.run()

@@ -308,10 +308,12 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     nav(page, "Train")
     expect_selected(page, "train_ds", "train (by chunk)")
     expect_selected(page, "train_val_ds", "Cross-validate on the training questions")  # never the evaluation set
-    # offline questions over every ingested document, no evaluation set named: auto trains the adapter and says
-    # what each recipe carried over to real questions (fine-tune, then distil: tests/e2e/test_distill_e2e.py);
-    # this test watches its live run
+    # what the user will evaluate on starts at the split's validation half (Compare's default); the offline
+    # questions are over the documents searched, so auto trains the adapter and says what each recipe carried over
+    # to real questions (fine-tune, then distil: tests/e2e/test_distill_e2e.py); this test watches its live run
+    expect_selected(page, "train_eval_ds", "validation (by chunk)")
     expect(page.get_by_text("Auto: 100% of the training questions are offline pseudo-queries").first).to_be_visible()
+    expect(page.get_by_text("All of these training questions are offline pseudo-queries").first).to_be_visible()
     settle(page)
     expect_selected(page, "train_adapter", "Linear")
     expect_selected(page, "hp_selection", "Cross-validation")

@@ -16,7 +16,7 @@ from playwright.sync_api import Page, expect
 from core.datasets import QADataset, save_dataset
 from core.runs import list_runs
 from core.workspace import Workspace
-from tests.e2e.test_dashboard_e2e import JOB_TIMEOUT, choose, key, nav, settle, snap, wait_for_grid
+from tests.e2e.test_dashboard_e2e import JOB_TIMEOUT, choose, expect_selected, key, nav, settle, snap, wait_for_grid
 
 pytestmark = pytest.mark.e2e
 
@@ -57,9 +57,9 @@ def test_fine_tune_then_distil_from_the_train_page_and_compare_them(page: Page, 
     page.goto(server.url)
     expect(page.get_by_role("heading", name="Documents", level=1)).to_be_visible(timeout=60_000)
     nav(page, "Train")
-    expect(page.get_by_text("Auto: nothing says which documents you will search").first).to_be_visible()
-    choose(page, "train_eval_ds", "other filing")  # the documents users will search: now auto distils
-    settle(page)
+    # "You will evaluate on" starts at the newest evaluation set (Compare's default): the other filing, the
+    # documents users will search, so auto distils
+    expect_selected(page, "train_eval_ds", "other filing")
     expect(page.get_by_text("Auto: fine-tune, then distil over the documents you will search").first).to_be_visible()
     expect(page.get_by_text("and the evaluation set's chunks (never its questions)").first).to_be_visible()
     key(page, "train_name").locator("input").fill("ft e2e")
