@@ -320,12 +320,24 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     # this test watches a long live run: one hold-out split instead of cross-validating 500 epochs per fold
     choose(page, "hp_selection", "One hold-out split")
     settle(page)
-    set_number(page, "hp_epochs", EPOCHS)
-    set_number(page, "hp_batch_size", BATCH)
-    set_number(page, "hp_checkpoint_every", CHECKPOINT_EVERY)
+    wanted = {"hp_epochs": EPOCHS, "hp_batch_size": BATCH, "hp_checkpoint_every": CHECKPOINT_EVERY}
+    for field, value in wanted.items():
+        set_number(page, field, value)
     key(page, "train_name").locator("input").fill(RUN_NAME)
     key(page, "train_name").locator("input").press("Enter")
-    settle(page)
+    # Inputs at script speed can cross a rerun in flight and one can be lost (once, the batch size on the full
+    # suite's first e2e run: the run trained with batch 32 and ended before its chart showed). A person types more
+    # slowly; check the form still holds every value once the reruns are done, and set again what it lost.
+    for _ in range(3):
+        settle(page)
+        lost = {f: v for f, v in wanted.items() if key(page, f).locator("input").input_value() != str(v)}
+        for field, value in lost.items():
+            set_number(page, field, value)
+        if not lost:
+            break
+    for field, value in wanted.items():
+        expect(key(page, field).locator("input")).to_have_value(str(value))
+    expect(key(page, "train_name").locator("input")).to_have_value(RUN_NAME)
     key(page, "train_start").locator("button").click()
     mark("train: started")
 
