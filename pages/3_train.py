@@ -380,13 +380,13 @@ else:
         # the set Compare opens with (the newest evaluation set, else validation split): what the user will most
         # likely evaluate on; naming it picks the matching validation design (bench/README, "In-corpus questions
         # when nothing is named": on new chunks of the same documents, naming it gained about a point)
-        others = [d for d in datasets if d["id"] != train_ds]
-        named = pick_default(others, EVAL_ROLES, missing=None)
-        named = None if named is None else ids.index(others[named]["id"])
+        named = next(
+            (d["id"] for r in EVAL_ROLES for d in datasets if d.get("role") == r and d["id"] != train_ds), None
+        )
         eval_ds = d2.selectbox(
             "You will evaluate on (optional)",
             vals,
-            index=0 if named is None else 1 + named,
+            index=vals.index(named),
             key="train_eval_ds",
             format_func=lambda v, labels=labels: (
                 "Not named: the documents you will search are unknown" if v is None else labels[v]

@@ -260,14 +260,13 @@ def dataset_label(d: dict) -> str:
     return f"{d['name']}{role} · {d['n_queries']} questions · {d['n_corpus']} chunks"
 
 
-def pick_default(datasets: list[dict], roles: tuple[str, ...], missing: int | None = 0) -> int | None:
-    """Index of the newest dataset whose role is the first of ``roles`` found (datasets come newest first);
-    ``missing`` when none has one of them."""
+def pick_default(datasets: list[dict], roles: tuple[str, ...]) -> int:
+    """Index of the newest dataset whose role is the first of ``roles`` found (datasets come newest first)."""
     for role in roles:
         for i, d in enumerate(datasets):
             if d.get("role") == role:
                 return i
-    return missing
+    return 0
 
 
 #: the roles of the sets an evaluation defaults to (Compare's evaluation set, the Train page's "You will evaluate on")
