@@ -216,6 +216,11 @@ def _run_info(ws: Workspace, run_id: str, eval_dataset_id: str | None, eval_path
         validation = f"none: distilled from the fine-tune {result.get('teacher') or '?'} (every step)"
     elif result.get("selection") and not (val_id or val_path):
         validation = "cross-validation on the training questions"
+        eval_id, eval_file = req.get("eval_dataset_id"), req.get("eval_dataset_path")
+        if (eval_id and eval_id == eval_dataset_id) or _same_file(
+            eval_file, eval_path
+        ):  # named as "You will evaluate on"
+            validation += ", designed from this set's chunks (never its questions)"
     else:
         validation = (_train_set(ws, val_id, val_path) or {}).get("name") or "a split of the training chunks"
     return {

@@ -19,7 +19,7 @@ from core.provenance import (
     record_generator,
 )
 from core.questions import generation_key, save_dataset
-from core.runs import create_run
+from core.runs import _set_status, create_run
 from core.training import TrainConfig
 
 
@@ -124,6 +124,19 @@ def test_context_flags_leakage_and_selection_on_the_evaluation_set(ws):
     ctx = build_context(ws, _ds("v"), "validation set", named, emb, dataset_id=val_id)
     assert ctx["systems"]["linear (recipe)"]["picked_on_eval"] is True
     assert leaked_ids(ctx) == set() and leaked_ids(ctx, "chunks") == {f"v{i}" for i in range(6)}  # same chunks
+
+    # cross-validated with the evaluation set named ("You will evaluate on"): its chunks chose the design, which
+    # the table says, and only on that set
+    cv_id = create_run(ws, TrainConfig(epochs=1), dataset_id=train_id, eval_dataset_id=val_id, name="cv")
+    _set_status(ws, cv_id, "done", {"selection": {"design": "chunks", "train": True}})
+    named = named_specs(ws, [{"kind": "run", "run_id": cv_id}])
+    designed = "cross-validation on the training questions, designed from this set's chunks (never its questions)"
+    assert (
+        build_context(ws, _ds("v"), "validation set", named, emb, dataset_id=val_id)["systems"]["cv"]["validation"]
+        == designed
+    )
+    other = build_context(ws, train, "train set", named, emb, dataset_id=train_id)["systems"]["cv"]
+    assert other["validation"] == "cross-validation on the training questions" and not other["picked_on_eval"]
 
 
 def test_text_coverage_reads_the_chunks_the_questions_ask_about(ws):
