@@ -207,8 +207,13 @@ def _run_info(ws: Workspace, run_id: str, eval_dataset_id: str | None, eval_path
     if run is None:
         return {"run_id": run_id, "run_name": None, "train_set": None, "picked_on_eval": False}
     req = run.get("config") or {}
+
+    def is_this_set(role: str) -> bool:  # the run's <role>_dataset_id / _path names the set evaluated on
+        rid = req.get(f"{role}_dataset_id")
+        return bool((rid and rid == eval_dataset_id) or _same_file(req.get(f"{role}_dataset_path"), eval_path))
+
     val_id, val_path = req.get("val_dataset_id"), req.get("val_dataset_path")
-    picked = bool((val_id and val_id == eval_dataset_id) or _same_file(val_path, eval_path))
+    picked = is_this_set("val")
     result = run.get("result") or {}
     if run["kind"] == "finetune":
         validation = "none: every epoch set was trained"
@@ -216,10 +221,7 @@ def _run_info(ws: Workspace, run_id: str, eval_dataset_id: str | None, eval_path
         validation = f"none: distilled from the fine-tune {result.get('teacher') or '?'} (every step)"
     elif result.get("selection") and not (val_id or val_path):
         validation = "cross-validation on the training questions"
-        eval_id, eval_file = req.get("eval_dataset_id"), req.get("eval_dataset_path")
-        if (eval_id and eval_id == eval_dataset_id) or _same_file(
-            eval_file, eval_path
-        ):  # named as "You will evaluate on"
+        if is_this_set("eval"):  # named as "You will evaluate on" (--eval-dataset)
             validation += ", designed from this set's chunks (never its questions)"
     else:
         validation = (_train_set(ws, val_id, val_path) or {}).get("name") or "a split of the training chunks"
