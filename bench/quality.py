@@ -78,7 +78,7 @@ from core.datasets import QADataset  # noqa: E402
 from core.embedders import AdapterEmbedder, resolve_embedder  # noqa: E402
 from core.evaluation import compare  # noqa: E402
 from core.reports import labelled_rows  # noqa: E402
-from core.training import TrainConfig, split_by_chunk, train  # noqa: E402
+from core.training import TrainConfig, split_by_chunk, train, unasked_search_chunks  # noqa: E402
 from core.workspace import Workspace  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "qa" / "lyft_2021_train_dataset.json"
@@ -166,6 +166,18 @@ def split(
         return ds, eval_ds, set(eval_ds.corpus), {**ds.corpus, **eval_ds.corpus}
     train_ds, test_ds, test_chunks = protocol(ds, name, seed)
     return train_ds, test_ds, test_chunks, dict(ds.corpus)
+
+
+def ingested_by_document(
+    pn: str, ds: QADataset, eval_ds: QADataset | None, ingested: dict[str, str] | None
+) -> dict[str, dict[str, str]]:
+    """The ingested chunks of protocol ``pn`` per document (name -> id -> text), as the product reads the workspace:
+    the file, in (u) both filings (``ingested``: what :func:`split` says is ingested, ``None`` in (d))."""
+    if not ingested:
+        return {}
+    if pn == "u":
+        return {"training filing": dict(ds.corpus), "evaluation filing": dict(eval_ds.corpus)}
+    return {"the file": dict(ingested)}
 
 
 def at_most_per_chunk(ds: QADataset, n: int) -> QADataset:
@@ -394,6 +406,12 @@ def main() -> None:
         help="protocol (u): a LlamaIndex dataset JSON over another document that tests an adapter trained on "
         "every question of --dataset",
     )
+    ap.add_argument(
+        "--blind",
+        action="store_true",
+        help="name no evaluation set, as a user who trains with nothing named: the ingested chunks no training "
+        "question asks about stand in for it (core.training.unasked_search_chunks), as in the product",
+    )
     ap.add_argument("--json", default=None, help="also write every per-seed Δ (points, unrounded) to this JSON file")
     ap.add_argument(
         "--paired-with",
@@ -438,6 +456,7 @@ def main() -> None:
                     ds,
                     set(ds.corpus),
                 )
+                ingested = None
             else:
                 train_ds, test_ds, test_chunks, ingested = split(ds, eval_ds, pn, seed)
                 if args.questions_per_chunk and pn != "u":
@@ -457,7 +476,16 @@ def main() -> None:
             runs = [(SYSTEMS[key], configs[key]) for key in keys]
             for name, cfg in runs:
                 t = time.time()
-                res = train(train_ds, emb, cfg, negatives=negatives, target_chunks=test_chunks)
+                res = train(
+                    train_ds,
+                    emb,
+                    cfg,
+                    negatives=negatives,
+                    target_chunks=None if args.blind else test_chunks,
+                    searched_chunks=unasked_search_chunks(train_ds, ingested_by_document(pn, ds, eval_ds, ingested))
+                    if args.blind
+                    else None,
+                )
                 secs = time.time() - t
                 systems[name] = AdapterEmbedder(emb, res.adapter)
                 how = (

@@ -1199,7 +1199,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-dataset",
         help="the dataset you will evaluate on: only its chunks are read, to choose the validation design "
         "and to tell whether they are the same kinds of text as the training chunks (its questions are never "
-        "trained on)",
+        "trained on). Without it, the ingested chunks no training question asks about stand in for it, when "
+        "there are enough of them (a tenth of every chunk)",
     )
     s.add_argument("--lr-grid", type=float, nargs="+", help=_setting_help("lr_grid"))
     s.add_argument("--cv-fold-order", choices=["blocks", "shuffled"], help=_setting_help("cv_fold_order"))

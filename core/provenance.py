@@ -223,6 +223,8 @@ def _run_info(ws: Workspace, run_id: str, eval_dataset_id: str | None, eval_path
         validation = "cross-validation on the training questions"
         if is_this_set("eval"):  # named as "You will evaluate on" (--eval-dataset)
             validation += ", designed from this set's chunks (never its questions)"
+        elif result["selection"].get("stand_in"):  # nothing named: the ingested chunks no question asks about
+            validation += ", designed from the ingested chunks no training question asks about (never any questions)"
     else:
         validation = (_train_set(ws, val_id, val_path) or {}).get("name") or "a split of the training chunks"
     return {

@@ -44,7 +44,7 @@ from .embedders import resolve_embedder
 from .keys import scrub
 from .progress import Progress
 from .status import ACTIVE, HEARTBEAT_S, STALE_AFTER_S, Status, owner_dead, process_token
-from .training import TrainConfig, TrainResult, list_checkpoints, train
+from .training import TrainConfig, TrainResult, list_checkpoints, train, unasked_search_chunks
 from .workspace import Workspace, atomic_write_json, new_id
 
 RUN_KINDS = ("adapter", "finetune", "distill")
@@ -250,13 +250,18 @@ def ingested_chunks(ws: Workspace, doc_ids: list[str] | None = None) -> list[dic
 
 def ingested_documents_text(ws: Workspace) -> dict[str, list[str]]:
     """Display name -> chunk texts of every document that ingested cleanly (in chunk order)."""
+    return {name: list(chunks.values()) for name, chunks in ingested_by_document(ws).items()}
+
+
+def ingested_by_document(ws: Workspace) -> dict[str, dict[str, str]]:
+    """Display name -> {chunk id -> text} of every document that ingested cleanly (chunks in order)."""
     rows = ws.query(
-        "SELECT d.filename AS name, c.text FROM chunks c JOIN documents d ON d.id=c.doc_id "
+        "SELECT d.filename AS name, c.id, c.text FROM chunks c JOIN documents d ON d.id=c.doc_id "
         "WHERE d.status='ok' ORDER BY d.filename, c.idx"
     )
-    out: dict[str, list[str]] = {}
+    out: dict[str, dict[str, str]] = {}
     for r in rows:
-        out.setdefault(r["name"], []).append(r["text"])
+        out.setdefault(r["name"], {})[r["id"]] = r["text"]
     return out
 
 
@@ -475,6 +480,8 @@ def execute_run(
             }
             if eval_ds
             else None,
+            # none named: the chunks users will search that no training question asks about stand in for it
+            searched_chunks=None if eval_ds else unasked_search_chunks(train_ds, ingested_by_document(ws)),
         )
     summary = result.summary()
     if out_dir is not None:

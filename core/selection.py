@@ -22,7 +22,9 @@ What a held-out question is ranked against, on the *chunks* design (``cv_validat
 chunks only (``fold``: as a new document is searched on its own). ``auto`` takes ``fold`` when the
 named evaluation set's chunks are the same kinds of text as the training chunks
 (:func:`neighbour_mixing` >= :data:`SAME_KIND_MIXING`), where the strict ranking under-trained; for
-another kind of text, or none named, ``corpus``, which guards better where no fold can show the shift.
+another kind of text, or none known, ``corpus``, which guards better where no fold can show the shift. With
+none named, the ingested chunks no training question asks about stand in for it
+(:func:`core.training.unasked_search_chunks`).
 
 Candidates are (learning rate, epochs, shrinkage alpha): the fold model after each epoch is also
 scored shrunk toward the identity, ``identity + alpha (trained - identity)`` for alpha in the
@@ -233,6 +235,7 @@ class CVResult:
     validation: str = "corpus"  # chunks design: held-out questions ranked against every chunk, or the fold's
     validation_reason: str = ""
     side_by_side: int = 1  # folds trained at once (threads on the CPU; ``seconds`` is the wall time)
+    stand_in: int = 0  # none named: the ingested chunks no training question asks about that the validation read
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -116,8 +116,9 @@ class TrainConfig:
         default="auto",
         metadata=_help(
             "New-documents design: what a held-out question is ranked against. fold: the held-out chunks only (a new "
-            "document searched on its own); corpus: every training chunk too (stricter); auto: fold when the evaluation set's chunks are the same "
-            "kinds of text as the training chunks (a neighbour check), else corpus."
+            "document searched on its own); corpus: every training chunk too (stricter); auto: fold when the evaluation set's chunks (none named: "
+            "the ingested chunks no training question asks about) are the same kinds of text as the training chunks (a "
+            "neighbour check), else corpus."
         ),
     )
     shrinkage_grid: list[float] = field(

@@ -548,6 +548,41 @@ def _target_texts(
     return texts
 
 
+#: ``searched_chunks`` stand in for the documents users will search only when they are at least this share of
+#: every chunk there is (the ingested ones and the training set's): a few chunks whose questions the filter
+#: dropped say nothing of where queries go, and a user who asked about every chunk keeps the measured blind rule
+STAND_IN_SHARE = 0.1
+
+
+def unasked_search_chunks(ds: QADataset, documents: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """id -> text of the chunks users will search that no question of ``ds`` asks about, standing in for the
+    evaluation set when none is named: the new documents, or the new parts of one, that the adapter must carry to.
+
+    ``documents`` maps each ingested document to its chunks (id -> text). A document the questions were made
+    from (they ask about some of its chunk ids) gives the chunks they do not ask about; a document they
+    mostly do not cover by text (:func:`core.distill.uncovered_documents`, the rule ``auto`` reads) gives every
+    chunk; a document covered by text under other ids (the same filing imported chunked apart) gives nothing.
+    The training set's own corpus gives its chunks no question asks about (e.g. a split's held-out part is
+    not in it, but a sample's unasked chunks are). Empty when all that is under :data:`STAND_IN_SHARE` of
+    every chunk.
+
+    Example::
+
+        unasked_search_chunks(train_half, {"doc": {"c1": "...", "c2": "..."}})  # {"c2": "..."}: c1 is asked
+    """
+    from .distill import asked_texts, uncovered_documents
+
+    asked = {c for ids in ds.relevant_docs.values() for c in ids}
+    out = {c: t for c, t in ds.corpus.items() if c not in asked}
+    foreign = {name: chunks for name, chunks in documents.items() if not asked & set(chunks)}
+    uncovered = set(uncovered_documents(asked_texts(ds), {n: list(c.values()) for n, c in foreign.items()}))
+    for name, chunks in documents.items():
+        if name in uncovered or name not in foreign:
+            out.update((c, t) for c, t in chunks.items() if c not in asked)
+    everything = set(ds.corpus).union(*(set(c) for c in documents.values()))
+    return out if len(out) >= STAND_IN_SHARE * len(everything) else {}
+
+
 def _text_share(target_chunks: set[str] | Mapping[str, str] | None, train_texts: list[str]) -> float | None:
     """The share of the evaluation set's chunk text among the training chunks (:func:`core.distill.eval_overlap`'s
     measure, so the design and ``auto``'s recipe read an evaluation set alike, however each was chunked), or
@@ -568,23 +603,32 @@ def _validation(
     embedder,
     record: Callable[[dict[str, Any]], None],
     progress: Progress | None,
-) -> tuple[str, str]:
-    """(validation, reason) of a cross-validation: the user's ``cv_validation``, or under ``auto`` on the
-    *chunks* design :func:`core.selection.choose_validation` on the neighbour mixing of the evaluation set's
-    chunks (embedded through the cache) with the training chunks."""
+    stand_in: int = 0,
+) -> tuple[str, str, int]:
+    """(validation, reason, stand-in chunks read) of a cross-validation: the user's ``cv_validation``, or under
+    ``auto`` on the *chunks* design :func:`core.selection.choose_validation` on the neighbour mixing of the
+    evaluation set's chunks (embedded through the cache) with the training chunks. ``stand_in``: no evaluation
+    set is named and ``target_texts`` are that many chunks no training question asks about
+    (:func:`unasked_search_chunks`); returned when the check read them, else 0."""
     if design != "chunks" or setting != "auto":
         where = "the held-out chunks only" if setting == "fold" else "every chunk"
-        return setting, f"chosen by the user: held-out questions ranked against {where}"
+        return setting, f"chosen by the user: held-out questions ranked against {where}", 0
     if len(target_texts) < 2:
-        return sel.choose_validation(None)
-    record({"type": "phase", "message": "comparing the evaluation set's chunks with the training chunks"})
+        return *sel.choose_validation(None), 0
+    what = (
+        f"the {stand_in} chunks no training question asks about (no evaluation set named: they stand in for the "
+        "documents you will search)"
+        if stand_in
+        else "the evaluation set's chunks"
+    )
+    record({"type": "phase", "message": f"comparing {what} with the training chunks"})
     npos = {c: i for i, c in enumerate(emb.node_ids)}
     mixing = sel.neighbour_mixing(
         emb.corpus_vecs[[npos[c] for c in train_chunks]],
         embedder.embed_texts(list(target_texts.values()), progress=progress),
     )
     validation, reason = sel.choose_validation(mixing)
-    return validation, f"the evaluation set's chunks: {reason}"
+    return validation, f"{what}: {reason}", stand_in
 
 
 def _with_negatives(ds: QADataset, negatives: dict[str, str] | None) -> QADataset:
@@ -948,6 +992,7 @@ def train(
     progress: Progress | None = None,
     negatives: dict[str, str] | None = None,
     target_chunks: set[str] | Mapping[str, str] | None = None,
+    searched_chunks: Mapping[str, str] | None = None,
     allow_custom_code: bool = False,
     question_sources: Mapping[str, str] | None = None,
 ) -> TrainResult:
@@ -973,6 +1018,9 @@ def train(
             uses them to choose between the "new questions" and "new documents" validation designs, and
             ``cv_validation="auto"`` their texts (from the mapping or ``negatives``) to tell whether the new
             documents hold the same kinds of text as the training ones (none: the stricter validation).
+        searched_chunks: when no ``target_chunks`` are given, the chunks users will search that no training
+            question asks about (id -> text, :func:`unasked_search_chunks`): they stand in for the new documents
+            in ``cv_validation="auto"``'s same-kind check (the design stays *chunks*, new documents).
         allow_custom_code: the user's opt-in to import ``config.adapter`` when it is an import
             path (``pkg.mod:Class``); see :func:`core.adapters.resolve_adapter_class`.
         question_sources: question id -> where it came from (``"offline"``, ``"llm"``, ...: the workspace's
@@ -1014,6 +1062,9 @@ def train(
     if not train_q:
         raise TrainingError("no training questions: generate or import questions first")
     target_texts = _target_texts(train_dataset, target_chunks, negatives)
+    stand_in = len(searched_chunks or ()) if not target_chunks else 0
+    if stand_in:
+        target_texts = _target_texts(train_dataset, searched_chunks, None)
     pseudo_owner: dict[str, str] = {}
     if config.pseudo_queries and negatives:
         base_ds = _with_negatives(train_dataset, negatives if config.unlabelled_negatives else None)
@@ -1090,7 +1141,7 @@ def train(
                 "left in training and the estimate is that of new documents (conservative: it tends to "
                 "choose fewer epochs than new questions on these chunks would bear)"
             )
-        validation, validation_reason = _validation(
+        validation, validation_reason, read = _validation(
             config.cv_validation,
             design,
             target_texts,
@@ -1099,6 +1150,7 @@ def train(
             embedder,
             record,
             progress,
+            stand_in=stand_in,
         )
         record(
             {
@@ -1129,6 +1181,7 @@ def train(
         except TrainingCancelled:
             cancelled = True
         if cv is not None:
+            cv.stand_in = read  # the stand-in chunks the validation read (the run record and Compare say so)
             record({"type": "selection", **cv.to_dict()})
             record({"type": "phase", "message": cv.summary_line()})
             lr, epochs = cv.lr, (cv.epochs if cv.train else 0)

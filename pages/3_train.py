@@ -389,7 +389,7 @@ else:
             index=vals.index(named),
             key="train_eval_ds",
             format_func=lambda v, labels=labels: (
-                "Not named: the documents you will search are unknown" if v is None else labels[v]
+                "Not named: ingested chunks no question asks about stand in" if v is None else labels[v]
             ),
             help="Starts at the set Compare opens with (the newest evaluation set, else validation split). Only its "
             "chunks are read, never its questions. They tell Auto that these are the documents you "
@@ -398,7 +398,8 @@ else:
             "gained more (Auto trains it); for the adapter recipe, they pick the validation "
             "design (new questions about the training chunks, or new documents) and, for new documents, whether "
             "they are the same kinds of text as the training chunks: then validation ranks held-out questions "
-            "among the held-out chunks, as a new document is searched.",
+            "among the held-out chunks, as a new document is searched. Not named: the ingested chunks no training "
+            "question asks about stand in for its chunks in that check, when they are at least a tenth of every chunk.",
         )
         n_offline, n_total, apart = _offline_share(str(ws.root), train_ds)
         if n_offline:

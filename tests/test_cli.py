@@ -275,6 +275,33 @@ def test_generate_on_a_sample_of_chunks_resumes_the_same_sample(tmp_path, capsys
     assert rc == 0 and json.loads(out)["report"]["chunks_total"] == len(ds.corpus)
 
 
+def test_train_on_a_sample_validates_against_the_chunks_no_question_asks_about(tmp_path, capsys):
+    """With no evaluation set named, the ingested chunks the training questions do not ask about stand in for it
+    (they are the new parts of the document real queries will hit): the validation reads them. A dataset that
+    asks about every chunk leaves nothing to stand in and keeps the conservative blind rule."""
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(make_text_pdf(sample_report_pages(), page_numbers=True))
+    ws = str(tmp_path / "ws")
+    assert cli_inproc(capsys, "ingest", str(pdf), "--chunk-size", "60", "--workspace", ws)[0] == 0
+    gen = ["generate", "--generator", "offline", "--questions-per-chunk", "2", "--workspace", ws]
+    assert cli_inproc(capsys, *gen, "--sample-chunks", "12", "--out", str(tmp_path / "s.json"))[0] == 0
+    assert cli_inproc(capsys, *gen, "--sample-chunks", "9999", "--out", str(tmp_path / "all.json"))[0] == 0
+    n_chunks = len(QADataset.load(tmp_path / "all.json").corpus)
+    train = ["train", "--recipe", "adapter", "--json", "--workspace", ws, "--dataset"]
+    rc, out, _ = cli_inproc(capsys, *train, str(tmp_path / "s.json"))
+    assert rc == 0
+    sel = json.loads(out)["selection"]
+    assert sel["design"] == "chunks" and sel["validation"] == "fold"
+    assert (
+        f"the {n_chunks - 12} chunks no training question asks about (no evaluation set named"
+        in (sel["validation_reason"])
+    )
+    rc, out, _ = cli_inproc(capsys, *train, str(tmp_path / "all.json"))
+    assert rc == 0
+    sel = json.loads(out)["selection"]
+    assert sel["validation"] == "corpus" and sel["validation_reason"].startswith("no evaluation set named")
+
+
 def test_sample_chunk_ids_is_seeded_ordered_and_bounded():
     from core.questions import sample_chunk_ids
 

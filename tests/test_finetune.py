@@ -567,7 +567,7 @@ def test_train_page_recipe_auto_distils_when_the_searched_documents_are_known(pa
     # "You will evaluate on" starts at the newest evaluation set, the one Compare opens with: the other filing
     assert at.selectbox(key="train_eval_ds").value == other_id
     assert "Auto: fine-tune, then distil over the documents you will search" in texts(at.caption)
-    at.selectbox(key="train_eval_ds").select_index(0).run()  # "Not named": the documents to search are unknown
+    at.selectbox(key="train_eval_ds").select_index(0).run()  # "Not named"
     no_exceptions(at)
     assert "Auto: nothing says which documents you will search" in texts(at.caption)
     assert at.number_input(key="hp_epochs") is not None and all(b.key != "train_start_distil" for b in at.button)

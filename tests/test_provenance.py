@@ -138,6 +138,17 @@ def test_context_flags_leakage_and_selection_on_the_evaluation_set(ws):
     other = build_context(ws, train, "train set", named, emb, dataset_id=train_id)["systems"]["cv"]
     assert other["validation"] == "cross-validation on the training questions" and not other["picked_on_eval"]
 
+    # nothing named, and the ingested chunks no training question asks about stood in for it: said on any set
+    blind_id = create_run(ws, TrainConfig(epochs=1), dataset_id=train_id, name="blind")
+    _set_status(ws, blind_id, "done", {"selection": {"design": "chunks", "train": True, "stand_in": 12}})
+    named = named_specs(ws, [{"kind": "run", "run_id": blind_id}])
+    assert build_context(ws, _ds("v"), "validation set", named, emb, dataset_id=val_id)["systems"]["blind"][
+        "validation"
+    ] == (
+        "cross-validation on the training questions, designed from the ingested chunks no training question asks "
+        "about (never any questions)"
+    )
+
 
 def test_text_coverage_reads_the_chunks_the_questions_ask_about(ws):
     """A training set built in the workspace ranks among every chunk (its corpus covers the document) but its

@@ -767,7 +767,7 @@ def test_auto_validation_reads_the_new_documents():
     assert "the evaluation set's chunks" in res.cv.validation_reason and "same kinds" in res.cv.validation_reason
     res = train(ds, emb, _cfg(), target_chunks=set(other), negatives=other)  # ids: texts from the ingested chunks
     assert res.cv.validation == "corpus" and "another kind of text" in res.cv.validation_reason
-    # no evaluation set named (ingested chunks alone say nothing about where queries go): the conservative
+    # no evaluation set named and no stand-in (negatives alone say nothing about where queries go): the conservative
     # estimate, as before
     res = train(ds, emb, _cfg(), negatives={**ds.corpus, **alike})
     assert res.cv.validation == "corpus" and "no evaluation set named" in res.cv.validation_reason
@@ -775,6 +775,57 @@ def test_auto_validation_reads_the_new_documents():
     # the questions design ranks against every chunk whatever the setting
     res = train(ds, emb, _cfg(cv_validation="fold"), target_chunks=set(ds.corpus))
     assert res.cv.design == "questions" and res.cv.validation == "corpus"
+
+
+def _words(i: int) -> str:
+    """A chunk text of its own: 40 words that no other index shares."""
+    return " ".join(f"w{i}x{j}" for j in range(40))
+
+
+def test_unasked_search_chunks_stand_in_for_the_documents_users_will_search():
+    from core.training import unasked_search_chunks
+
+    doc = {f"c{i}": _words(i) for i in range(10)}
+    asked = QADataset({"q1": "a?", "q2": "b?"}, {"c0": doc["c0"], "c1": doc["c1"]}, {"q1": ["c0"], "q2": ["c1"]})
+    # the document the questions were made from: its chunks they do not ask about
+    assert set(unasked_search_chunks(asked, {"doc.pdf": doc})) == {f"c{i}" for i in range(2, 10)}
+    # another document they do not cover: every chunk; the same text under other ids (imported chunked
+    # apart): nothing, since the questions cover it
+    other = {f"o{i}": _words(100 + i) for i in range(5)}
+    same = {f"s{i}": _words(i) for i in range(2)}
+    got = unasked_search_chunks(asked, {"doc.pdf": doc, "other.pdf": other, "again.pdf": same})
+    assert set(got) == {f"c{i}" for i in range(2, 10)} | set(other)
+    assert got["o3"] == other["o3"]
+    # the training set's own corpus: its chunks no question asks about (a sample's)
+    sample = asked.subset(["q1"])
+    assert set(unasked_search_chunks(sample, {})) == {"c1"}
+    # a few leftovers (under a tenth of every chunk) stand in for nothing: a user who asked about every chunk
+    # keeps the blind rule
+    big = {f"c{i}": _words(i) for i in range(30)}
+    most = QADataset({f"q{i}": "?" for i in range(28)}, big, {f"q{i}": [f"c{i}"] for i in range(28)})
+    assert unasked_search_chunks(most, {"doc.pdf": big}) == {}  # 2 of 30
+    assert set(unasked_search_chunks(most.subset([f"q{i}" for i in range(26)]), {"doc.pdf": big})) == {
+        "c26",
+        "c27",
+        "c28",
+        "c29",
+    }  # 4 of 30
+
+
+def test_the_stand_in_picks_the_validation_when_nothing_is_named():
+    ds, emb, alike, other = _two_kinds()
+    res = train(ds, emb, _cfg(), searched_chunks=alike)
+    assert res.cv.design == "chunks" and res.cv.validation == "fold"
+    assert "30 chunks no training question asks about (no evaluation set named" in res.cv.validation_reason
+    assert "same kinds" in res.cv.validation_reason and res.cv.stand_in == 30  # recorded: Compare says so
+    res = train(ds, emb, _cfg(), searched_chunks=other)
+    assert res.cv.design == "chunks" and res.cv.validation == "corpus" and "another kind" in res.cv.validation_reason
+    # a named evaluation set wins over the stand-in
+    res = train(ds, emb, _cfg(), target_chunks=other, searched_chunks=alike)
+    assert res.cv.validation == "corpus" and "the evaluation set's chunks" in res.cv.validation_reason
+    assert res.cv.stand_in == 0
+    # the user's own validation setting reads nothing
+    assert train(ds, emb, _cfg(cv_validation="corpus"), searched_chunks=alike).cv.stand_in == 0
 
 
 def test_fold_validation_ranks_held_out_questions_among_the_held_out_chunks_only():
