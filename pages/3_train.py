@@ -230,6 +230,19 @@ def _long_share(root: str, dataset_id: str, embedder: str) -> float | None:
     return long_chunk_share(asked_texts(load_dataset(ws, dataset_id)), resolve_embedder(embedder, workspace=ws))
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _stand_in(root: str, train_id: str, documents: tuple[str, ...], n_chunks: int) -> tuple[int, int]:
+    """(chunks that stand in for an evaluation set when none is named, every chunk): core.training.
+    unasked_search_chunks over the ingested documents (which key the cache, as for :func:`_auto`)."""
+    from core.datasets import load_dataset
+    from core.runs import ingested_by_document
+    from core.training import unasked_search_chunks
+
+    ds, docs = load_dataset(ws, train_id), ingested_by_document(ws)
+    every = set(ds.corpus).union(*(set(c) for c in docs.values()))
+    return len(unasked_search_chunks(ds, docs)), len(every)
+
+
 def documents_key() -> tuple[tuple[str, ...], int]:
     """(the documents that ingested cleanly, their chunk count): the cache key of what Auto reads of them,
     read once per render (an ingest, a deletion or a re-chunk changes it)."""
@@ -451,6 +464,17 @@ else:
                 "the adapter is refit on all of them. A dataset chosen here replaces that with a single "
                 "hold-out (best epoch kept). Never use your final evaluation set here.",
             )
+            if val_ds is None and not eval_ds:  # what the validation reads with nothing named
+                n, every = _stand_in(str(ws.root), train_ds, *docs)
+                c1.caption(
+                    f"Nothing named: the {n:,} chunks no training question asks about ({n / max(every, 1):.0%} of "
+                    f"{every:,}) stand in for the documents you will search, to tell whether they are the same kinds "
+                    "of text as the training chunks (then held-out questions are ranked among the held-out chunks)."
+                    if n
+                    else "Nothing named, and (almost) every chunk has training questions: validation assumes new "
+                    "documents and ranks held-out questions against every chunk, the stricter estimate. Name the set "
+                    "you will evaluate on, if you know it."
+                )
             if val_ds is not None and val_ds == train_ds:
                 c1.warning("The validation set is the training set: the best epoch will look better than it is.")
             elif val_ds is not None and recipe == "auto" and not eval_ds:  # LlamaIndex's guide validates so

@@ -588,6 +588,9 @@ def test_train_recipe_auto_names_the_ingested_documents_the_questions_are_not_ab
     # from here the ingested documents alone tell (the saved split keeps the chunks it was cut from)
     at.selectbox(key="train_eval_ds").select_index(0).run()  # "Not named"
     assert f"Auto: the documents you will search ({why} reads whole" in texts(at.caption)
+    # the validation's stand-in: harbor's chunks (no northwind question asks about them) and northwind's unasked
+    assert re.search(r"Nothing named: the \d+ chunks no training question asks about \(\d+% of \d+\) stand in",
+                     texts(at.caption)), texts(at.caption)  # fmt: skip
     emb = resolve_embedder("default")
     rechunk(Workspace(prepared_ws), ChunkSettings(chunk_size=600), emb.token_counter(), emb.max_seq_length)
     at.run()
