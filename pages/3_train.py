@@ -473,7 +473,8 @@ else:
                     if n
                     else "Nothing named, and (almost) every chunk has training questions: validation assumes new "
                     "documents and ranks held-out questions against every chunk, the stricter estimate. Name the set "
-                    "you will evaluate on, if you know it."
+                    "you will evaluate on if you know it, or, if real queries will ask about these same chunks, set "
+                    "Validation design (under Hyperparameters) to “New questions, same chunks”."
                 )
             if val_ds is not None and val_ds == train_ds:
                 c1.warning("The validation set is the training set: the best epoch will look better than it is.")
