@@ -676,6 +676,23 @@ def cmd_train(args) -> int:
 
     if SEPARATE_SOURCES_NOTE in (result.negatives or ""):
         table += f"\nnegatives: {result.negatives}"
+    cv = result.cv
+    if (
+        cv is not None
+        and not args.eval_dataset
+        and cv.design == "chunks"
+        and not cv.stand_in
+        and cfg.cv_design == "auto"
+        and cfg.cv_validation == "auto"
+    ):
+        from .selection import BLIND_NOTE
+
+        blind = (
+            f"{BLIND_NOTE}. If real queries will ask about these same chunks, `--cv-design questions` validates for "
+            "that; if they will search other documents, name them with `--eval-dataset`"
+        )
+        table += f"\nnote: {blind}"
+        summary["validation_note"] = blind
     table += f"\nrecipe: adapter ({why})"
     summary = {"recipe": "adapter", "reason": why, **summary}
     offline = _offline_note(ws, args.dataset, separate=cfg.separate_sources)

@@ -35,7 +35,7 @@ from core.runs import (
     workspace_chunk_count,
     zip_folder,
 )
-from core.selection import VALIDATIONS
+from core.selection import BLIND_NOTE, VALIDATIONS
 from core.train_config import FIELD_HELP, OPTIMIZER_NAMES, SELECTIONS, SEPARATE_SOURCES_NOTE, TrainConfig
 from ui import state, widgets
 from ui.helpers import (
@@ -471,10 +471,9 @@ else:
                     f"{every:,}) stand in for the documents you will search, to tell whether they are the same kinds "
                     "of text as the training chunks (then held-out questions are ranked among the held-out chunks)."
                     if n
-                    else "Nothing named, and (almost) every chunk has training questions: validation assumes new "
-                    "documents and ranks held-out questions against every chunk, the stricter estimate. Name the set "
-                    "you will evaluate on if you know it, or, if real queries will ask about these same chunks, set "
-                    "Validation design (under Hyperparameters) to “New questions, same chunks”."
+                    else BLIND_NOTE[0].upper() + BLIND_NOTE[1:] + ". Name the set you will evaluate on if you know it, "
+                    "or, if real queries will ask about these same chunks, set Validation design (under "
+                    "Hyperparameters) to “New questions, same chunks”."
                 )
             if val_ds is not None and val_ds == train_ds:
                 c1.warning("The validation set is the training set: the best epoch will look better than it is.")

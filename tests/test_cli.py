@@ -290,16 +290,20 @@ def test_train_on_a_sample_validates_against_the_chunks_no_question_asks_about(t
     train = ["train", "--recipe", "adapter", "--json", "--workspace", ws, "--dataset"]
     rc, out, _ = cli_inproc(capsys, *train, str(tmp_path / "s.json"))
     assert rc == 0
-    sel = json.loads(out)["selection"]
-    assert sel["design"] == "chunks" and sel["validation"] == "fold"
+    got = json.loads(out)
+    sel = got["selection"]
+    assert sel["design"] == "chunks" and sel["validation"] == "fold" and "validation_note" not in got
     assert (
         f"the {n_chunks - 12} chunks no training question asks about (no evaluation set named"
         in (sel["validation_reason"])
     )
     rc, out, _ = cli_inproc(capsys, *train, str(tmp_path / "all.json"))
     assert rc == 0
-    sel = json.loads(out)["selection"]
+    got = json.loads(out)
+    sel = got["selection"]
     assert sel["validation"] == "corpus" and sel["validation_reason"].startswith("no evaluation set named")
+    # and says where to tell it otherwise (the sample's run, where chunks stood in, did not)
+    assert "`--cv-design questions`" in got["validation_note"] and "`--eval-dataset`" in got["validation_note"]
 
 
 def test_sample_chunk_ids_is_seeded_ordered_and_bounded():
