@@ -480,8 +480,11 @@ def execute_run(
             }
             if eval_ds
             else None,
-            # none named: the chunks users will search that no training question asks about stand in for it
-            searched_chunks=None if eval_ds else unasked_search_chunks(train_ds, ingested_by_document(ws)),
+            # none named: the chunks users will search that no training question asks about stand in for it (in
+            # the automatic validation's same-kind check, the one place they are read)
+            searched_chunks=unasked_search_chunks(train_ds, ingested_by_document(ws))
+            if eval_ds is None and config.selection == "cv" and config.cv_validation == "auto"
+            else None,
         )
     summary = result.summary()
     if out_dir is not None:

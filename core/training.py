@@ -579,8 +579,13 @@ def unasked_search_chunks(ds: QADataset, documents: Mapping[str, Mapping[str, st
     for name, chunks in documents.items():
         if name in uncovered or name not in foreign:
             out.update((c, t) for c, t in chunks.items() if c not in asked)
-    everything = set(ds.corpus).union(*(set(c) for c in documents.values()))
-    return out if len(out) >= STAND_IN_SHARE * len(everything) else {}
+    return out if len(out) >= STAND_IN_SHARE * len(every_search_chunk(ds, documents)) else {}
+
+
+def every_search_chunk(ds: QADataset, documents: Mapping[str, Mapping[str, str]]) -> set[str]:
+    """The ids of every chunk users will search: the training set's and the ingested ``documents``' (as for
+    :func:`unasked_search_chunks`), the whole that :data:`STAND_IN_SHARE` is a share of."""
+    return set(ds.corpus).union(*(set(c) for c in documents.values()))
 
 
 def _text_share(target_chunks: set[str] | Mapping[str, str] | None, train_texts: list[str]) -> float | None:

@@ -236,11 +236,10 @@ def _stand_in(root: str, train_id: str, documents: tuple[str, ...], n_chunks: in
     unasked_search_chunks over the ingested documents (which key the cache, as for :func:`_auto`)."""
     from core.datasets import load_dataset
     from core.runs import ingested_by_document
-    from core.training import unasked_search_chunks
+    from core.training import every_search_chunk, unasked_search_chunks
 
     ds, docs = load_dataset(ws, train_id), ingested_by_document(ws)
-    every = set(ds.corpus).union(*(set(c) for c in docs.values()))
-    return len(unasked_search_chunks(ds, docs)), len(every)
+    return len(unasked_search_chunks(ds, docs)), len(every_search_chunk(ds, docs))
 
 
 def documents_key() -> tuple[tuple[str, ...], int]:
@@ -401,9 +400,7 @@ else:
             vals,
             index=vals.index(named),
             key="train_eval_ds",
-            format_func=lambda v, labels=labels: (
-                "Not named: ingested chunks no question asks about stand in" if v is None else labels[v]
-            ),
+            format_func=lambda v, labels=labels: "Not named" if v is None else labels[v],
             help="Starts at the set Compare opens with (the newest evaluation set, else validation split). Only its "
             "chunks are read, never its questions. They tell Auto that these are the documents you "
             "will search (fine-tune, then distil ranks them), unless its questions are mostly about the training "

@@ -293,10 +293,8 @@ def test_train_on_a_sample_validates_against_the_chunks_no_question_asks_about(t
     got = json.loads(out)
     sel = got["selection"]
     assert sel["design"] == "chunks" and sel["validation"] == "fold" and "validation_note" not in got
-    assert (
-        f"the {n_chunks - 12} chunks no training question asks about (no evaluation set named"
-        in (sel["validation_reason"])
-    )
+    stood_in = f"the {n_chunks - 12} chunks no training question asks about (no evaluation set named"
+    assert stood_in in sel["validation_reason"]
     rc, out, _ = cli_inproc(capsys, *train, str(tmp_path / "all.json"))
     assert rc == 0
     got = json.loads(out)
