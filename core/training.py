@@ -554,32 +554,42 @@ def _target_texts(
 STAND_IN_SHARE = 0.1
 
 
-def unasked_search_chunks(ds: QADataset, documents: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
-    """id -> text of the chunks users will search that no question of ``ds`` asks about, standing in for the
-    evaluation set when none is named: the new documents, or the new parts of one, that the adapter must carry to.
+#: the group of :func:`unasked_search_chunks` for chunks of the training set's corpus that no ingested document holds
+OWN_CORPUS = "the training set's corpus"
+
+
+def unasked_search_chunks(ds: QADataset, documents: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    """The chunks users will search that no question of ``ds`` asks about, per document (name -> id -> text),
+    standing in for the evaluation set when none is named: the new documents, or the new parts of one, that the
+    adapter must carry to.
 
     ``documents`` maps each ingested document to its chunks (id -> text). A document the questions were made
     from (they ask about some of its chunk ids) gives the chunks they do not ask about; a document they
     mostly do not cover by text (:func:`core.distill.uncovered_documents`, the rule ``auto`` reads) gives every
     chunk; a document covered by text under other ids (the same filing imported chunked apart) gives nothing.
-    The training set's own corpus gives its chunks no question asks about (e.g. a split's held-out part is
-    not in it, but a sample's unasked chunks are). Empty when all that is under :data:`STAND_IN_SHARE` of
-    every chunk.
+    The training set's own corpus gives its chunks no question asks about that no document holds (group
+    :data:`OWN_CORPUS`; a split's held-out part is not in it, but a sample's unasked chunks are). Empty when
+    all that is under :data:`STAND_IN_SHARE` of every chunk. Kept per document because one document of
+    another kind of text among them decides the validation (:func:`_validation`).
 
     Example::
 
-        unasked_search_chunks(train_half, {"doc": {"c1": "...", "c2": "..."}})  # {"c2": "..."}: c1 is asked
+        unasked_search_chunks(train_half, {"doc": {"c1": "...", "c2": "..."}})  # {"doc": {"c2": "..."}}: c1 asked
     """
     from .distill import asked_texts, uncovered_documents
 
     asked = {c for ids in ds.relevant_docs.values() for c in ids}
-    out = {c: t for c, t in ds.corpus.items() if c not in asked}
     foreign = {name: chunks for name, chunks in documents.items() if not asked & set(chunks)}
     uncovered = set(uncovered_documents(asked_texts(ds), {n: list(c.values()) for n, c in foreign.items()}))
+    out: dict[str, dict[str, str]] = {}
     for name, chunks in documents.items():
         if name in uncovered or name not in foreign:
-            out.update((c, t) for c, t in chunks.items() if c not in asked)
-    return out if len(out) >= STAND_IN_SHARE * len(every_search_chunk(ds, documents)) else {}
+            out[name] = {c: t for c, t in chunks.items() if c not in asked}
+    held = {c for chunks in documents.values() for c in chunks}
+    out[OWN_CORPUS] = {c: t for c, t in ds.corpus.items() if c not in asked and c not in held}
+    out = {name: chunks for name, chunks in out.items() if chunks}
+    n = sum(len(chunks) for chunks in out.values())
+    return out if n >= STAND_IN_SHARE * len(every_search_chunk(ds, documents)) else {}
 
 
 def every_search_chunk(ds: QADataset, documents: Mapping[str, Mapping[str, str]]) -> set[str]:
@@ -609,12 +619,16 @@ def _validation(
     record: Callable[[dict[str, Any]], None],
     progress: Progress | None,
     stand_in: int = 0,
+    groups: Mapping[str, list[str]] | None = None,
 ) -> tuple[str, str, int]:
     """(validation, reason, stand-in chunks read) of a cross-validation: the user's ``cv_validation``, or under
     ``auto`` on the *chunks* design :func:`core.selection.choose_validation` on the neighbour mixing of the
     evaluation set's chunks (embedded through the cache) with the training chunks. ``stand_in``: no evaluation
     set is named and ``target_texts`` are that many chunks no training question asks about
-    (:func:`unasked_search_chunks`); returned when the check read them, else 0."""
+    (:func:`unasked_search_chunks`); returned when the check read them, else 0. ``groups`` (document -> ids of
+    ``target_texts``): each document of at least :data:`core.selection.MIXING_NEIGHBOURS` chunks (else of two)
+    is checked on its own and the lowest mixing decides, so one document of another kind of text keeps the
+    stricter ranking however many same-kind chunks sit beside it."""
     if design != "chunks" or setting != "auto":
         where = "the held-out chunks only" if setting == "fold" else "every chunk"
         return setting, f"chosen by the user: held-out questions ranked against {where}", 0
@@ -628,10 +642,18 @@ def _validation(
     )
     record({"type": "phase", "message": f"comparing {what} with the training chunks"})
     npos = {c: i for i, c in enumerate(emb.node_ids)}
-    mixing = sel.neighbour_mixing(
-        emb.corpus_vecs[[npos[c] for c in train_chunks]],
-        embedder.embed_texts(list(target_texts.values()), progress=progress),
-    )
+    train_vecs = emb.corpus_vecs[[npos[c] for c in train_chunks]]
+    vecs = embedder.embed_texts(list(target_texts.values()), progress=progress)
+    tpos = {c: i for i, c in enumerate(target_texts)}
+    parts = {g: ids for g, ids in (groups or {}).items() if len(ids) >= sel.MIXING_NEIGHBOURS} or {
+        g: ids for g, ids in (groups or {}).items() if len(ids) >= 2
+    }
+    if len(parts) > 1:
+        each = {g: sel.neighbour_mixing(train_vecs, vecs[[tpos[c] for c in ids]]) for g, ids in parts.items()}
+        mixing = min(each.values())
+        what += " (per document, the lowest decides: " + ", ".join(f"{g} {m:.2f}" for g, m in each.items()) + ")"
+    else:
+        mixing = sel.neighbour_mixing(train_vecs, vecs)
     validation, reason = sel.choose_validation(mixing)
     return validation, f"{what}: {reason}", stand_in
 
@@ -997,7 +1019,7 @@ def train(
     progress: Progress | None = None,
     negatives: dict[str, str] | None = None,
     target_chunks: set[str] | Mapping[str, str] | None = None,
-    searched_chunks: Mapping[str, str] | None = None,
+    searched_chunks: Mapping[str, Mapping[str, str]] | None = None,
     allow_custom_code: bool = False,
     question_sources: Mapping[str, str] | None = None,
 ) -> TrainResult:
@@ -1024,8 +1046,9 @@ def train(
             ``cv_validation="auto"`` their texts (from the mapping or ``negatives``) to tell whether the new
             documents hold the same kinds of text as the training ones (none: the stricter validation).
         searched_chunks: when no ``target_chunks`` are given, the chunks users will search that no training
-            question asks about (id -> text, :func:`unasked_search_chunks`): they stand in for the new documents
-            in ``cv_validation="auto"``'s same-kind check (the design stays *chunks*, new documents).
+            question asks about (document -> id -> text, :func:`unasked_search_chunks`): they stand in for the new
+            documents in ``cv_validation="auto"``'s same-kind check, each document on its own (the design stays
+            *chunks*, new documents).
         allow_custom_code: the user's opt-in to import ``config.adapter`` when it is an import
             path (``pkg.mod:Class``); see :func:`core.adapters.resolve_adapter_class`.
         question_sources: question id -> where it came from (``"offline"``, ``"llm"``, ...: the workspace's
@@ -1067,9 +1090,14 @@ def train(
     if not train_q:
         raise TrainingError("no training questions: generate or import questions first")
     target_texts = _target_texts(train_dataset, target_chunks, negatives)
-    stand_in = len(searched_chunks or ()) if not target_chunks else 0
+    stand_in = sum(len(c) for c in (searched_chunks or {}).values()) if not target_chunks else 0
+    stand_in_groups: dict[str, list[str]] = {}  # document -> its chunks among target_texts
     if stand_in:
-        target_texts = _target_texts(train_dataset, searched_chunks, None)
+        merged = {c: t for chunks in searched_chunks.values() for c, t in chunks.items()}
+        target_texts = _target_texts(train_dataset, merged, None)
+        owner = {c: g for g, chunks in searched_chunks.items() for c in chunks}
+        for c in target_texts:
+            stand_in_groups.setdefault(owner[c], []).append(c)
     pseudo_owner: dict[str, str] = {}
     if config.pseudo_queries and negatives:
         base_ds = _with_negatives(train_dataset, negatives if config.unlabelled_negatives else None)
@@ -1156,6 +1184,7 @@ def train(
             record,
             progress,
             stand_in=stand_in,
+            groups=stand_in_groups,
         )
         record(
             {

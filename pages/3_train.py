@@ -239,7 +239,7 @@ def _stand_in(root: str, train_id: str, documents: tuple[str, ...], n_chunks: in
     from core.training import every_search_chunk, unasked_search_chunks
 
     ds, docs = load_dataset(ws, train_id), ingested_by_document(ws)
-    return len(unasked_search_chunks(ds, docs)), len(every_search_chunk(ds, docs))
+    return sum(map(len, unasked_search_chunks(ds, docs).values())), len(every_search_chunk(ds, docs))
 
 
 def documents_key() -> tuple[tuple[str, ...], int]:

@@ -783,49 +783,56 @@ def _words(i: int) -> str:
 
 
 def test_unasked_search_chunks_stand_in_for_the_documents_users_will_search():
-    from core.training import unasked_search_chunks
+    from core.training import OWN_CORPUS, unasked_search_chunks
+
+    def ids(groups):
+        return {g: set(chunks) for g, chunks in groups.items()}
 
     doc = {f"c{i}": _words(i) for i in range(10)}
     asked = QADataset({"q1": "a?", "q2": "b?"}, {"c0": doc["c0"], "c1": doc["c1"]}, {"q1": ["c0"], "q2": ["c1"]})
     # the document the questions were made from: its chunks they do not ask about
-    assert set(unasked_search_chunks(asked, {"doc.pdf": doc})) == {f"c{i}" for i in range(2, 10)}
+    assert ids(unasked_search_chunks(asked, {"doc.pdf": doc})) == {"doc.pdf": {f"c{i}" for i in range(2, 10)}}
     # another document they do not cover: every chunk; the same text under other ids (imported chunked
     # apart): nothing, since the questions cover it
     other = {f"o{i}": _words(100 + i) for i in range(5)}
     same = {f"s{i}": _words(i) for i in range(2)}
     got = unasked_search_chunks(asked, {"doc.pdf": doc, "other.pdf": other, "again.pdf": same})
-    assert set(got) == {f"c{i}" for i in range(2, 10)} | set(other)
-    assert got["o3"] == other["o3"]
-    # the training set's own corpus: its chunks no question asks about (a sample's)
+    assert ids(got) == {"doc.pdf": {f"c{i}" for i in range(2, 10)}, "other.pdf": set(other)}
+    assert got["other.pdf"]["o3"] == other["o3"]
+    # the training set's own corpus: its chunks no question asks about that no document holds (a sample's)
     sample = asked.subset(["q1"])
-    assert set(unasked_search_chunks(sample, {})) == {"c1"}
+    assert ids(unasked_search_chunks(sample, {})) == {OWN_CORPUS: {"c1"}}
+    assert ids(unasked_search_chunks(sample, {"doc.pdf": doc})) == {"doc.pdf": {f"c{i}" for i in range(1, 10)}}
     # a few leftovers (under a tenth of every chunk) stand in for nothing: a user who asked about every chunk
     # keeps the blind rule
     big = {f"c{i}": _words(i) for i in range(30)}
     most = QADataset({f"q{i}": "?" for i in range(28)}, big, {f"q{i}": [f"c{i}"] for i in range(28)})
     assert unasked_search_chunks(most, {"doc.pdf": big}) == {}  # 2 of 30
-    assert set(unasked_search_chunks(most.subset([f"q{i}" for i in range(26)]), {"doc.pdf": big})) == {
-        "c26",
-        "c27",
-        "c28",
-        "c29",
-    }  # 4 of 30
+    four = unasked_search_chunks(most.subset([f"q{i}" for i in range(26)]), {"doc.pdf": big})  # 4 of 30
+    assert ids(four) == {"doc.pdf": {"c26", "c27", "c28", "c29"}}
 
 
 def test_the_stand_in_picks_the_validation_when_nothing_is_named():
     ds, emb, alike, other = _two_kinds()
-    res = train(ds, emb, _cfg(), searched_chunks=alike)
+    res = train(ds, emb, _cfg(), searched_chunks={"alike.pdf": alike})
     assert res.cv.design == "chunks" and res.cv.validation == "fold"
     assert "30 chunks no training question asks about (no evaluation set named" in res.cv.validation_reason
     assert "same kinds" in res.cv.validation_reason and res.cv.stand_in == 30  # recorded: Compare says so
-    res = train(ds, emb, _cfg(), searched_chunks=other)
+    res = train(ds, emb, _cfg(), searched_chunks={"other.pdf": other})
     assert res.cv.design == "chunks" and res.cv.validation == "corpus" and "another kind" in res.cv.validation_reason
+    # one document of another kind keeps the stricter ranking, however many same-kind chunks sit beside it
+    alike_more = {**alike, **{f"b{i}": f"alike {i} again" for i in range(30)}}
+    for i in range(30):
+        emb.vectors[f"alike {i} again"] = emb.vectors[f"alike {i}"]
+    res = train(ds, emb, _cfg(), searched_chunks={"alike.pdf": alike_more, "other.pdf": other})
+    assert res.cv.validation == "corpus" and res.cv.stand_in == 90
+    assert "(per document, the lowest decides: alike.pdf " in res.cv.validation_reason
     # a named evaluation set wins over the stand-in
-    res = train(ds, emb, _cfg(), target_chunks=other, searched_chunks=alike)
+    res = train(ds, emb, _cfg(), target_chunks=other, searched_chunks={"alike.pdf": alike})
     assert res.cv.validation == "corpus" and "the evaluation set's chunks" in res.cv.validation_reason
     assert res.cv.stand_in == 0
     # the user's own validation setting reads nothing
-    assert train(ds, emb, _cfg(cv_validation="corpus"), searched_chunks=alike).cv.stand_in == 0
+    assert train(ds, emb, _cfg(cv_validation="corpus"), searched_chunks={"alike.pdf": alike}).cv.stand_in == 0
 
 
 def test_fold_validation_ranks_held_out_questions_among_the_held_out_chunks_only():
