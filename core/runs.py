@@ -480,6 +480,12 @@ def execute_run(
             }
             if eval_ds
             else None,
+            target_documents={  # a set spanning documents is checked per document (by file name)
+                c: (eval_ds.node_meta.get(c) or {}).get("filename") or eval_ds.document_of(c) or ""
+                for c in eval_ds.corpus
+            }
+            if eval_ds
+            else None,
             # none named: the chunks users will search that no training question asks about stand in for it (in
             # the automatic validation's same-kind check, the one place they are read)
             searched_chunks=unasked_search_chunks(train_ds, ingested_by_document(ws))

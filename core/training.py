@@ -1020,6 +1020,7 @@ def train(
     negatives: dict[str, str] | None = None,
     target_chunks: set[str] | Mapping[str, str] | None = None,
     searched_chunks: Mapping[str, Mapping[str, str]] | None = None,
+    target_documents: Mapping[str, str] | None = None,
     allow_custom_code: bool = False,
     question_sources: Mapping[str, str] | None = None,
 ) -> TrainResult:
@@ -1049,6 +1050,8 @@ def train(
             question asks about (document -> id -> text, :func:`unasked_search_chunks`): they stand in for the new
             documents in ``cv_validation="auto"``'s same-kind check, each document on its own (the design stays
             *chunks*, new documents).
+        target_documents: chunk id -> the document it belongs to, for ``target_chunks`` that span several:
+            each document is checked on its own and the lowest mixing decides (as for ``searched_chunks``).
         allow_custom_code: the user's opt-in to import ``config.adapter`` when it is an import
             path (``pkg.mod:Class``); see :func:`core.adapters.resolve_adapter_class`.
         question_sources: question id -> where it came from (``"offline"``, ``"llm"``, ...: the workspace's
@@ -1091,13 +1094,14 @@ def train(
         raise TrainingError("no training questions: generate or import questions first")
     target_texts = _target_texts(train_dataset, target_chunks, negatives)
     stand_in = sum(len(c) for c in (searched_chunks or {}).values()) if not target_chunks else 0
-    stand_in_groups: dict[str, list[str]] = {}  # document -> its chunks among target_texts
+    owner = dict(target_documents or {})
     if stand_in:
         merged = {c: t for chunks in searched_chunks.values() for c, t in chunks.items()}
         target_texts = _target_texts(train_dataset, merged, None)
         owner = {c: g for g, chunks in searched_chunks.items() for c in chunks}
-        for c in target_texts:
-            stand_in_groups.setdefault(owner[c], []).append(c)
+    target_groups: dict[str, list[str]] = {}  # document -> its chunks among target_texts (one check each)
+    for c in target_texts:
+        target_groups.setdefault(owner.get(c, ""), []).append(c)
     pseudo_owner: dict[str, str] = {}
     if config.pseudo_queries and negatives:
         base_ds = _with_negatives(train_dataset, negatives if config.unlabelled_negatives else None)
@@ -1184,7 +1188,7 @@ def train(
             record,
             progress,
             stand_in=stand_in,
-            groups=stand_in_groups,
+            groups=target_groups,
         )
         record(
             {

@@ -827,6 +827,12 @@ def test_the_stand_in_picks_the_validation_when_nothing_is_named():
     res = train(ds, emb, _cfg(), searched_chunks={"alike.pdf": alike_more, "other.pdf": other})
     assert res.cv.validation == "corpus" and res.cv.stand_in == 90
     assert "(per document, the lowest decides: alike.pdf " in res.cv.validation_reason
+    # a named evaluation set spanning documents is checked the same way (pooled, the same chunks read as alike)
+    both = {**alike_more, **other}
+    docs = {c: "other.pdf" if c in other else "alike.pdf" for c in both}
+    assert train(ds, emb, _cfg(), target_chunks=both).cv.validation == "fold"
+    res = train(ds, emb, _cfg(), target_chunks=both, target_documents=docs)
+    assert res.cv.validation == "corpus" and "the evaluation set's chunks (per document" in res.cv.validation_reason
     # a named evaluation set wins over the stand-in
     res = train(ds, emb, _cfg(), target_chunks=other, searched_chunks={"alike.pdf": alike})
     assert res.cv.validation == "corpus" and "the evaluation set's chunks" in res.cv.validation_reason
