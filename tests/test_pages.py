@@ -611,6 +611,25 @@ def test_train_recipe_auto_names_the_ingested_documents_the_questions_are_not_ab
     assert any(b.key == "train_start" for b in at.button) and at.selectbox(key="train_val_ds") is not None
 
 
+def test_train_page_says_what_a_blind_run_assumes_when_every_chunk_is_asked_about(prepared_ws):
+    """Trained on questions about every chunk of both documents with nothing named, nothing stands in for the
+    evaluation set: the form says the stricter blind estimate applies and where to say otherwise."""
+    from core.datasets import build_dataset, save_dataset
+    from core.selection import BLIND_NOTE
+
+    ws = Workspace(prepared_ws)
+    everything = save_dataset(ws, build_dataset(ws), "everything", role="train")
+    at = page("3_train.py")
+    at.run()
+    at.selectbox(key="train_ds").set_value(everything).run()
+    at.selectbox(key="train_eval_ds").select_index(0).run()  # "Not named"
+    at.radio(key="train_recipe").set_value("adapter").run()
+    no_exceptions(at)
+    caption = texts(at.caption)
+    assert BLIND_NOTE[0].upper() + BLIND_NOTE[1:] in caption and "“New questions, same chunks”" in caption
+    assert "stand in for the documents you will search" not in caption
+
+
 def test_the_distil_recipe_states_its_expected_time_at_the_pace_of_this_workspaces_last_fine_tune(
     prepared_ws, prepared
 ):
