@@ -44,7 +44,7 @@ from .embedders import resolve_embedder
 from .keys import scrub
 from .progress import Progress
 from .status import ACTIVE, HEARTBEAT_S, STALE_AFTER_S, Status, owner_dead, process_token
-from .training import TrainConfig, TrainResult, list_checkpoints, train, unasked_search_chunks
+from .training import TrainConfig, TrainResult, every_search_chunk, list_checkpoints, train, unasked_search_chunks
 from .workspace import Workspace, atomic_write_json, new_id
 
 RUN_KINDS = ("adapter", "finetune", "distill")
@@ -263,6 +263,24 @@ def ingested_by_document(ws: Workspace) -> dict[str, dict[str, str]]:
     for r in rows:
         out.setdefault(r["name"], {})[r["id"]] = r["text"]
     return out
+
+
+def unaskable_chunks(ws: Workspace) -> set[str]:
+    """Chunks a question generator tried here and found nothing to ask about, and that hold no question: a
+    passage the document repeats elsewhere, a contents line, a table (``generation_done`` with no question)."""
+    rows = ws.query(
+        "SELECT DISTINCT g.chunk_id FROM generation_done g "
+        "WHERE NOT EXISTS (SELECT 1 FROM questions q WHERE q.chunk_id = g.chunk_id)"
+    )
+    return {r["chunk_id"] for r in rows}
+
+
+def search_stand_in(ws: Workspace, ds: QADataset) -> tuple[dict[str, dict[str, str]], int]:
+    """(:func:`core.training.unasked_search_chunks` of ``ds`` over the workspace's ingested documents, leaving out
+    :func:`unaskable_chunks`; the count of every chunk users will search): what a run with no evaluation set named
+    reads in its place, and the whole it is a share of."""
+    docs = ingested_by_document(ws)
+    return unasked_search_chunks(ds, docs, unaskable_chunks(ws)), len(every_search_chunk(ds, docs))
 
 
 def searched_documents(ws: Workspace, train_ds: QADataset, eval_named: bool) -> str | None:
@@ -488,7 +506,7 @@ def execute_run(
             else None,
             # none named: the chunks users will search that no training question asks about stand in for it (in
             # the automatic validation's same-kind check, the one place they are read)
-            searched_chunks=unasked_search_chunks(train_ds, ingested_by_document(ws))
+            searched_chunks=search_stand_in(ws, train_ds)[0]
             if eval_ds is None and config.selection == "cv" and config.cv_validation == "auto"
             else None,
         )

@@ -36,7 +36,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -558,7 +558,9 @@ STAND_IN_SHARE = 0.1
 OWN_CORPUS = "the training set's corpus"
 
 
-def unasked_search_chunks(ds: QADataset, documents: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+def unasked_search_chunks(
+    ds: QADataset, documents: Mapping[str, Mapping[str, str]], unaskable: Collection[str] = ()
+) -> dict[str, dict[str, str]]:
     """The chunks users will search that no question of ``ds`` asks about, per document (name -> id -> text),
     standing in for the evaluation set when none is named: the new documents, or the new parts of one, that the
     adapter must carry to.
@@ -570,7 +572,11 @@ def unasked_search_chunks(ds: QADataset, documents: Mapping[str, Mapping[str, st
     The training set's own corpus gives its chunks no question asks about that no document holds (group
     :data:`OWN_CORPUS`; a split's held-out part is not in it, but a sample's unasked chunks are). Empty when
     all that is under :data:`STAND_IN_SHARE` of every chunk. Kept per document because one document of
-    another kind of text among them decides the validation (:func:`_validation`).
+    another kind of text among them decides the validation (:func:`_validation`). ``unaskable``: chunks a
+    question generator tried and found nothing to ask about (a passage repeated elsewhere, contents, a table:
+    :func:`core.runs.unaskable_chunks`) are left out: they are not new parts that queries will go to, and as
+    a stand-in they made the offline-question adapter overfit its own chunking (bench/README, "In-corpus
+    questions when nothing is named").
 
     Example::
 
@@ -581,12 +587,13 @@ def unasked_search_chunks(ds: QADataset, documents: Mapping[str, Mapping[str, st
     asked = {c for ids in ds.relevant_docs.values() for c in ids}
     foreign = {name: chunks for name, chunks in documents.items() if not asked & set(chunks)}
     uncovered = set(uncovered_documents(asked_texts(ds), {n: list(c.values()) for n, c in foreign.items()}))
+    skip = asked | set(unaskable)
     out: dict[str, dict[str, str]] = {}
     for name, chunks in documents.items():
         if name in uncovered or name not in foreign:
-            out[name] = {c: t for c, t in chunks.items() if c not in asked}
+            out[name] = {c: t for c, t in chunks.items() if c not in skip}
     held = {c for chunks in documents.values() for c in chunks}
-    out[OWN_CORPUS] = {c: t for c, t in ds.corpus.items() if c not in asked and c not in held}
+    out[OWN_CORPUS] = {c: t for c, t in ds.corpus.items() if c not in skip and c not in held}
     out = {name: chunks for name, chunks in out.items() if chunks}
     n = sum(len(chunks) for chunks in out.values())
     return out if n >= STAND_IN_SHARE * len(every_search_chunk(ds, documents)) else {}

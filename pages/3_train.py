@@ -231,15 +231,14 @@ def _long_share(root: str, dataset_id: str, embedder: str) -> float | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _stand_in(root: str, train_id: str, documents: tuple[str, ...], n_chunks: int) -> tuple[int, int]:
-    """(chunks that stand in for an evaluation set when none is named, every chunk): core.training.
-    unasked_search_chunks over the ingested documents (which key the cache, as for :func:`_auto`)."""
+def _stand_in(root: str, train_id: str, documents: tuple[str, ...], n_chunks: int, n_tried: int) -> tuple[int, int]:
+    """(chunks that stand in for an evaluation set when none is named, every chunk): core.runs.search_stand_in
+    (the ingested documents key the cache, as for :func:`_auto`, and the chunks generators have tried)."""
     from core.datasets import load_dataset
-    from core.runs import ingested_by_document
-    from core.training import every_search_chunk, unasked_search_chunks
+    from core.runs import search_stand_in
 
-    ds, docs = load_dataset(ws, train_id), ingested_by_document(ws)
-    return sum(map(len, unasked_search_chunks(ds, docs).values())), len(every_search_chunk(ds, docs))
+    stand_in, every = search_stand_in(ws, load_dataset(ws, train_id))
+    return sum(map(len, stand_in.values())), every
 
 
 def documents_key() -> tuple[tuple[str, ...], int]:
@@ -462,7 +461,8 @@ else:
                 "hold-out (best epoch kept). Never use your final evaluation set here.",
             )
             if val_ds is None and not eval_ds:  # what the validation reads with nothing named
-                n, every = _stand_in(str(ws.root), train_ds, *docs)
+                tried = ws.query("SELECT COUNT(*) AS n FROM generation_done")[0]["n"]
+                n, every = _stand_in(str(ws.root), train_ds, *docs, tried)
                 c1.caption(
                     f"Nothing named: the {n:,} chunks no training question asks about ({n / max(every, 1):.0%} of "
                     f"{every:,}) stand in for the documents you will search, to tell whether they are the same kinds "

@@ -355,3 +355,20 @@ def test_a_run_reads_the_evaluation_sets_chunk_texts_to_choose_the_validation(ws
     # its questions were never embedded as training questions
     embedded = {t for r in fake_openai.embedding_requests for t in r["body"]["input"]}
     assert embedded and not embedded & set(eval_ds.queries.values())
+
+
+def test_unaskable_chunks_are_those_a_generator_tried_that_hold_no_question(ws):
+    """A chunk a generator found nothing to ask about is unaskable (it cannot stand in for new parts of the
+    corpus), unless another generator (or the user) asked something of it; a chunk never tried is not."""
+    from core.runs import unaskable_chunks
+
+    with ws.db() as con:
+        con.executemany(
+            "INSERT INTO generation_done(gen_key, chunk_id, n_questions, done_at) VALUES (?, ?, ?, 0)",
+            [("offline", "c1", 0), ("offline", "c2", 0), ("offline", "c3", 2), ("llm", "c2", 1)],
+        )
+        con.executemany(
+            "INSERT INTO questions(id, chunk_id, text, source, created_at) VALUES (?, ?, ?, ?, 0)",
+            [("q1", "c3", "What?", "offline"), ("q2", "c2", "Which?", "llm"), ("q3", "c4", "Who?", "manual")],
+        )
+    assert unaskable_chunks(ws) == {"c1"}

@@ -810,6 +810,12 @@ def test_unasked_search_chunks_stand_in_for_the_documents_users_will_search():
     assert unasked_search_chunks(most, {"doc.pdf": big}) == {}  # 2 of 30
     four = unasked_search_chunks(most.subset([f"q{i}" for i in range(26)]), {"doc.pdf": big})  # 4 of 30
     assert ids(four) == {"doc.pdf": {"c26", "c27", "c28", "c29"}}
+    # chunks a generator tried and found nothing to ask about are not new parts: left out (here under the floor)
+    assert unasked_search_chunks(most.subset([f"q{i}" for i in range(26)]), {"doc.pdf": big}, {"c26", "c27"}) == {}
+    got = unasked_search_chunks(asked, {"doc.pdf": doc, "other.pdf": other}, unaskable={"c2", "o0"})
+    assert ids(got) == {"doc.pdf": {f"c{i}" for i in range(3, 10)}, "other.pdf": {f"o{i}" for i in range(1, 5)}}
+    # ... and do not make a document "the questions' own": the same text under other ids still stands in for nothing
+    assert "again.pdf" not in unasked_search_chunks(asked, {"doc.pdf": doc, "again.pdf": same}, unaskable={"s0"})
 
 
 def test_the_stand_in_picks_the_validation_when_nothing_is_named():
