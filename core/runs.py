@@ -265,6 +265,15 @@ def ingested_by_document(ws: Workspace) -> dict[str, dict[str, str]]:
     return out
 
 
+def chunk_documents(ws: Workspace, ds: QADataset) -> dict[str, str]:
+    """Chunk id -> the file name of the document it belongs to, for ``ds``'s chunks: by the workspace's ingested
+    chunks (a dataset file generated here keeps their ids), else by the dataset's own ``node_meta``; "" unknown."""
+    ingested = {c: name for name, chunks in ingested_by_document(ws).items() for c in chunks}
+    return {
+        c: ingested.get(c) or (ds.node_meta.get(c) or {}).get("filename") or ds.document_of(c) or "" for c in ds.corpus
+    }
+
+
 def unaskable_chunks(ws: Workspace) -> set[str]:
     """Chunks a question generator tried here and found nothing to ask about, and that hold no question: a
     passage the document repeats elsewhere, a contents line, a table (``generation_done`` with no question)."""
@@ -498,12 +507,7 @@ def execute_run(
             }
             if eval_ds
             else None,
-            target_documents={  # a set spanning documents is checked per document (by file name)
-                c: (eval_ds.node_meta.get(c) or {}).get("filename") or eval_ds.document_of(c) or ""
-                for c in eval_ds.corpus
-            }
-            if eval_ds
-            else None,
+            target_documents=chunk_documents(ws, eval_ds) if eval_ds else None,  # checked per document
             # none named: the chunks users will search that no training question asks about stand in for it (in
             # the automatic validation's same-kind check, the one place they are read)
             searched_chunks=search_stand_in(ws, train_ds)[0]

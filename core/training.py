@@ -652,10 +652,11 @@ def _validation(
     train_vecs = emb.corpus_vecs[[npos[c] for c in train_chunks]]
     vecs = embedder.embed_texts(list(target_texts.values()), progress=progress)
     tpos = {c: i for i, c in enumerate(target_texts)}
-    parts = {g: ids for g, ids in (groups or {}).items() if len(ids) >= sel.MIXING_NEIGHBOURS} or {
-        g: ids for g, ids in (groups or {}).items() if len(ids) >= 2
+    groups = groups or {}
+    parts = {g: ids for g, ids in groups.items() if len(ids) >= sel.MIXING_NEIGHBOURS} or {
+        g: ids for g, ids in groups.items() if len(ids) >= 2
     }
-    if len(parts) > 1:
+    if len(groups) > 1 and parts:  # spans documents: each checked on its own (small ones only when all are)
         each = {g: sel.neighbour_mixing(train_vecs, vecs[[tpos[c] for c in ids]]) for g, ids in parts.items()}
         mixing = min(each.values())
         what += " (per document, the lowest decides: " + ", ".join(f"{g} {m:.2f}" for g, m in each.items()) + ")"
@@ -1099,13 +1100,14 @@ def train(
         train_q, val_q = list(train_dataset.queries), []
     if not train_q:
         raise TrainingError("no training questions: generate or import questions first")
-    target_texts = _target_texts(train_dataset, target_chunks, negatives)
     stand_in = sum(len(c) for c in (searched_chunks or {}).values()) if not target_chunks else 0
-    owner = dict(target_documents or {})
-    if stand_in:
+    if stand_in:  # no evaluation set named: the chunks no training question asks about, per document
         merged = {c: t for chunks in searched_chunks.values() for c, t in chunks.items()}
         target_texts = _target_texts(train_dataset, merged, None)
         owner = {c: g for g, chunks in searched_chunks.items() for c in chunks}
+    else:
+        target_texts = _target_texts(train_dataset, target_chunks, negatives)
+        owner = dict(target_documents or {})
     target_groups: dict[str, list[str]] = {}  # document -> its chunks among target_texts (one check each)
     for c in target_texts:
         target_groups.setdefault(owner.get(c, ""), []).append(c)

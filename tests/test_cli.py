@@ -304,6 +304,32 @@ def test_train_on_a_sample_validates_against_the_chunks_no_question_asks_about(t
     assert "`--cv-design questions`" in got["validation_note"] and "`--eval-dataset`" in got["validation_note"]
 
 
+def test_a_named_evaluation_set_spanning_two_documents_is_checked_per_document(tmp_path, capsys):
+    """The run reads each document of a named evaluation set on its own (its chunks' documents found by their ids
+    among the ingested chunks: the file was generated here), and says so with each one's mixing."""
+    pages = sample_report_pages()
+    ws = str(tmp_path / "ws")
+    for name, part in (("north.pdf", pages[:2]), ("harbor.pdf", pages[2:])):
+        (tmp_path / name).write_bytes(make_text_pdf(part, page_numbers=True))
+        assert cli_inproc(capsys, "ingest", str(tmp_path / name), "--chunk-size", "60", "--workspace", ws)[0] == 0
+    gen = ["generate", "--generator", "offline", "--questions-per-chunk", "2", "--workspace", ws]
+    assert (
+        cli_inproc(capsys, *gen, "--documents", "north.pdf", "--sample-chunks", "2", "--out", str(tmp_path / "t.json"))[
+            0
+        ]
+        == 0
+    )
+    assert cli_inproc(capsys, *gen, "--sample-chunks", "9999", "--out", str(tmp_path / "all.json"))[0] == 0
+    rc, out, _ = cli_inproc(
+        capsys, "train", "--recipe", "adapter", "--json", "--workspace", ws, "--dataset", str(tmp_path / "t.json"), "--eval-dataset",
+        str(tmp_path / "all.json"),
+    )  # fmt: skip
+    assert rc == 0
+    reason = json.loads(out)["selection"]["validation_reason"]
+    assert reason.startswith("the evaluation set's chunks (per document, the lowest decides: "), reason
+    assert "harbor.pdf " in reason and "north.pdf " in reason
+
+
 def test_sample_chunk_ids_is_seeded_ordered_and_bounded():
     from core.questions import sample_chunk_ids
 
