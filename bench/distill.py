@@ -24,7 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.quality import SHARED, distil_recipe, load_eval_dataset, offline_protocol, split  # noqa: E402
+from bench.quality import (  # noqa: E402
+    SHARED,
+    distil_recipe,
+    load_eval_dataset,
+    offline_protocol,
+    protocol_documents,
+    split,
+)
 from core.datasets import QADataset  # noqa: E402
 from core.distill import DistillConfig  # noqa: E402
 from core.embedders import AdapterEmbedder, resolve_embedder  # noqa: E402
@@ -72,6 +79,13 @@ def main() -> None:
         help="the chunks the distillation ranks: every ingested chunk, the test documents included (the product's "
         "way), or only the training questions' chunks (what happens when the searched documents are unknown)",
     )
+    ap.add_argument(
+        "--blend",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the teacher's reads: blended, or the long read alone (default: the product's choice for the protocol's "
+        "ingested documents, core.distill.resolve_teacher_blend)",
+    )
     ap.add_argument("--json", default=None, help="write every per-seed Δ here")
     ap.add_argument("--workspace", default=os.environ.get("ADAPTERLAB_WORKSPACE", "/tmp/adapterlab-bench"))
     args = ap.parse_args()
@@ -96,7 +110,10 @@ def main() -> None:
                 train_ds, emb, TrainConfig(adapter="linear", seed=seed), negatives=negatives, target_chunks=test_chunks
             )
             ranked = ingested if args.distil_over == "searched" else train_ds.corpus
-            student, teacher, _, _ = distil_recipe(train_ds, list(ranked.values()), emb, ws, seed, args.steps)
+            documents = protocol_documents(pn, ds, eval_ds, train_ds) if args.distil_over == "searched" else {}
+            student, teacher, _, _ = distil_recipe(
+                train_ds, list(ranked.values()), emb, ws, seed, args.steps, documents=documents, blend=args.blend
+            )
             systems = {
                 "base": emb,
                 "AdapterLab default": AdapterEmbedder(emb, res.adapter),

@@ -219,19 +219,32 @@ def auto_recipe(embedder: str, train_ds: QADataset, documents: dict[str, list[st
 
 
 def distil_recipe(
-    train_ds: QADataset, chunks: list[str], emb, ws, seed: int, steps: int | None = None, base: str = "default"
+    train_ds: QADataset,
+    chunks: list[str],
+    emb,
+    ws,
+    seed: int,
+    steps: int | None = None,
+    base: str = "default",
+    documents: dict[str, list[str]] | None = None,
+    blend: bool | None = None,
 ) -> tuple[object, object, float, float]:
     """The product's distil recipe: a full fine-tune of ``base`` (a sentence-transformers spec; a backend suffix
     such as ``@onnx-int8`` is dropped: the weights are the same) on ``train_ds`` (default settings, this seed),
-    then its distillation into a linear adapter over ``chunks`` (default settings; ``steps`` overrides).
+    then its distillation into a linear adapter over ``chunks`` (default settings; ``steps`` overrides). The
+    teacher's reads are the product's choice for the ingested ``documents`` (name -> chunk texts:
+    :func:`core.distill.resolve_teacher_blend`), unless ``blend`` says.
     Returns (the student adapter, the fine-tuned model as an embedder, fine-tune seconds, distillation seconds)."""
-    from core.distill import DistillConfig, distill_adapter, teacher_readers
+    from core.distill import DistillConfig, distill_adapter, resolve_teacher_blend, teacher_readers
     from core.finetune import finetune
 
     t = time.time()
     ft = finetune(train_ds, base.split("@", 1)[0], Path(tempfile.mkdtemp(prefix="ft-")), seed=seed)
     ft_s, t = time.time() - t, time.time()
     config = DistillConfig(seed=seed, **({"steps": steps} if steps else {}))
+    if blend is None:
+        blend = resolve_teacher_blend(config, train_ds, documents or {})[0]
+    config.teacher_blend = blend
     readers = teacher_readers(str(ft.out_dir), config, short=getattr(emb, "max_seq_length", None), workspace=ws)
     student, _ = distill_adapter(readers, emb, list(train_ds.queries.values()), chunks, config)
     # the fine-tune as a system: the saved model at its own input length, as sentence-transformers loads it
@@ -499,11 +512,14 @@ def main() -> None:
                 notes[name] = (how, f"{secs:.1f}")
             if "auto" in args.systems:
                 name = SYSTEMS["auto"]
-                recipe, why = auto_recipe(args.embedder, train_ds, protocol_documents(pn, ds, eval_ds, train_ds))
+                documents = protocol_documents(pn, ds, eval_ds, train_ds)
+                recipe, why = auto_recipe(args.embedder, train_ds, documents)
                 print(f"<!-- ({pn}) seed {seed}: auto chose {recipe} ({why}) -->", flush=True)
                 if recipe == "distil":
                     ranked = list(ingested.values()) if pn != "d" else list({**train_ds.corpus, **ds.corpus}.values())
-                    student, _, ft_s, di_s = distil_recipe(train_ds, ranked, emb, ws, seed, base=args.embedder)
+                    student, _, ft_s, di_s = distil_recipe(
+                        train_ds, ranked, emb, ws, seed, base=args.embedder, documents=documents
+                    )
                     systems[name] = AdapterEmbedder(emb, student)
                     notes[name] = (f"distil: fine-tune {ft_s:.0f} s + distil {di_s:.0f} s", f"{ft_s + di_s:.0f}")
                 else:

@@ -96,7 +96,8 @@ OWN_CHUNKS_CARRYOVER: dict[str, object] = {
 #: A distilled adapter is fitted to the documents it ranks. Measured on protocol (u) (the 668 Lyft
 #: questions train, 493 SmolLM2 questions over Uber's filing test), the same five fine-tunes distilled
 #: over both filings' chunks (Uber's ingested) against over Lyft's only: median of seeds 0-4. The teacher read
-#: 512 tokens alone then; not re-measured with the blended teacher (its evaluation file was not kept). Uber was
+#: 512 tokens alone, as it does for another document altogether since the blend lost most of the gain on a
+#: second set (DistillConfig.teacher_blend ``auto``, :func:`core.distill.resolve_teacher_blend`). Uber was
 #: cut into 657 chunks of about 1,900 characters there, longer than the 256 tokens the base model reads (the
 #: app's default cuts it into 1,570 that it reads whole: :data:`DISTILLED_SHORT_CHUNKS`, where nothing gained).
 #: On (a), distilled over the training chunks only (seeds 0-2), the blend lost 0.87 / 0.14 where the long read
@@ -113,7 +114,10 @@ DISTILLED_ELSEWHERE: dict[str, object] = {
         "scratch run on bench/distill.py's (u) fine-tunes, seeds 0-4: over both filings +3.25/+2.43/+3.04/+2.64/"
         "+3.45 hit@5, +1.36/+1.26/+1.24/+1.69/+1.47 MRR@5; over the Lyft filing only -2.23/-3.25/-1.83/-2.64/-2.23 "
         "and -1.17/-1.22/-1.26/-0.96/-1.02 (bench/README, 'Distilled over the training filing only'); the "
-        "question-trained default -0.20 / -0.47 (bench/distill.py, mean of seeds 0-4)"
+        "question-trained default -0.20 / -0.47 (bench/distill.py, mean of seeds 0-4). The teacher read 512 tokens, "
+        "as it does for another document altogether (DistillConfig.teacher_blend auto); a second SmolLM2 set over "
+        "Uber (431 questions, seeds 0-2) gave +5.10/+4.18/+4.64 and +2.22/+1.57/+1.85 so, and +3.0/+1.2/+1.2 and "
+        "+0.5/-0.3/+0.7 with the blend (bench/README, 'The teacher's read on another company's filing')"
     ),
 }
 #: New questions about the chunks the training questions are about (in-corpus): the adapter trained on the

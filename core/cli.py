@@ -1331,7 +1331,8 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="score with the mean of the teacher's cosines at the base model's length and at --teacher-max-tokens "
-        "(default on; --no-teacher-blend: the long read alone)",
+        "(default: the long read alone when the distillation ranks another document altogether, such as another "
+        "company's filing, else blended; --teacher-blend / --no-teacher-blend decide it)",
     )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--name", help="a label for the run")

@@ -36,6 +36,7 @@ import time
 import zipfile
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -248,17 +249,19 @@ def ingested_chunks(ws: Workspace, doc_ids: list[str] | None = None) -> list[dic
     return ws.query(sql + " ORDER BY c.doc_id, c.idx", tuple(doc_ids or ()))
 
 
-def ingested_documents_text(ws: Workspace) -> dict[str, list[str]]:
-    """Display name -> chunk texts of every document that ingested cleanly (in chunk order)."""
-    return {name: list(chunks.values()) for name, chunks in ingested_by_document(ws).items()}
+def ingested_documents_text(ws: Workspace, doc_ids: list[str] | None = None) -> dict[str, list[str]]:
+    """Display name -> chunk texts of every document that ingested cleanly (in chunk order); only ``doc_ids``
+    when given."""
+    return {name: list(chunks.values()) for name, chunks in ingested_by_document(ws, doc_ids).items()}
 
 
-def ingested_by_document(ws: Workspace) -> dict[str, dict[str, str]]:
-    """Display name -> {chunk id -> text} of every document that ingested cleanly (chunks in order)."""
-    rows = ws.query(
-        "SELECT d.filename AS name, c.id, c.text FROM chunks c JOIN documents d ON d.id=c.doc_id "
-        "WHERE d.status='ok' ORDER BY d.filename, c.idx"
-    )
+def ingested_by_document(ws: Workspace, doc_ids: list[str] | None = None) -> dict[str, dict[str, str]]:
+    """Display name -> {chunk id -> text} of every document that ingested cleanly (chunks in order); only
+    ``doc_ids`` when given."""
+    sql = "SELECT d.filename AS name, c.id, c.text FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.status='ok'"
+    if doc_ids:
+        sql += f" AND c.doc_id IN ({','.join('?' * len(doc_ids))})"
+    rows = ws.query(sql + " ORDER BY d.filename, c.idx", tuple(doc_ids or ()))
     out: dict[str, dict[str, str]] = {}
     for r in rows:
         out.setdefault(r["name"], {})[r["id"]] = r["text"]
@@ -620,7 +623,14 @@ def distil_chunks(ws: Workspace, ds: QADataset, eval_ds: QADataset | None = None
 def _execute_distill(ws: Workspace, run_id: str, request: dict[str, Any], *, cancel, progress, callback, out_dir):
     """A ``distill`` run: :func:`core.distill.distill_adapter` into ``adapter/`` (a LlamaIndex folder)."""
     from .adapters import save_adapter
-    from .distill import DistillConfig, DistillResult, distill_adapter, save_ranked, teacher_readers
+    from .distill import (
+        DistillConfig,
+        DistillResult,
+        distill_adapter,
+        resolve_teacher_blend,
+        save_ranked,
+        teacher_readers,
+    )
 
     config = DistillConfig.from_dict(request["config"])
     with _recording(ws, run_id, callback, cancel) as on_event:
@@ -634,7 +644,12 @@ def _execute_distill(ws: Workspace, run_id: str, request: dict[str, Any], *, can
         base = resolve_embedder(
             request.get("embedder") or "default", workspace=ws, **(request.get("embedder_options") or {})
         )
-        # the blend's short read is the index's: the base model's input length
+        # the blend's short read is the index's: the base model's input length; auto reads long alone for
+        # another document altogether
+        blend, blend_why = resolve_teacher_blend(
+            config, ds, ingested_documents_text(ws, request.get("doc_ids")), eval_ds
+        )
+        config = replace(config, teacher_blend=blend)
         short = getattr(base, "max_seq_length", None)
         teachers = teacher_readers(teacher_spec, config, short=short, workspace=ws, **teacher_opts)
         adapter, summary = distill_adapter(
@@ -653,6 +668,8 @@ def _execute_distill(ws: Workspace, run_id: str, request: dict[str, Any], *, can
             n_eval_chunks=n_eval_chunks,
             # what told it where users will search (None: nothing; the CLI and the run card say so)
             searched=searched_documents(ws, ds, eval_named),
+            teacher_blend=blend,
+            teacher_blend_reason=blend_why,
             seconds=time.time() - t0,
         )
         meta = {

@@ -873,7 +873,8 @@ def draw_run(run: dict, hist: list[dict]) -> None:
             if not reads
             else "The fine-tune read each chunk and query at "
             + (f"{reads[0]} and {reads[1]} tokens, its scores averaged" if len(reads) == 2 else f"{reads[0]} tokens")
-            + " (bench/README, “Both lengths”).",
+            + " (bench/README, “Both lengths”)"
+            + (f": {res['teacher_blend_reason']}." if res.get("teacher_blend_reason") else "."),
         )
         return
     # a cross-validated refit runs the chosen epochs, not the configured maximum

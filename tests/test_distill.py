@@ -398,7 +398,46 @@ def test_the_cli_sets_the_teachers_read():
     assert (args.teacher_max_tokens, args.teacher_blend) == (384, False)
     args = parse(["distill", "--teacher", "RUN"])  # unset: DistillConfig's defaults
     assert (args.teacher_max_tokens, args.teacher_blend) == (None, None)
-    assert (DistillConfig().teacher_max_tokens, DistillConfig().teacher_blend) == (512, True)
+    assert (DistillConfig().teacher_max_tokens, DistillConfig().teacher_blend) == (512, "auto")
+
+
+def test_the_teachers_read_is_the_long_one_alone_for_another_document_altogether():
+    """``auto``: the long read alone when a ranked document or the evaluation set named is another document
+    altogether (under a tenth of its text asked about by the training questions), the blend when everything
+    ranked is partly the questions' own (a sample of one filing asked about); a set value is kept."""
+    import pytest
+
+    from core.datasets import QADataset
+    from core.distill import OTHER_DOCUMENT_SHARE, resolve_teacher_blend
+
+    def words(tag: str, n: int) -> list[str]:
+        return [
+            " ".join(f"{tag} section {i} paragraph {j} says figure {i * 7 + j}." for j in range(12)) for i in range(n)
+        ]
+
+    own, other = words("lyft", 20), words("uber", 20)
+    train = QADataset(
+        {f"q{i}": f"What does section {i} say?" for i in range(5)},  # asks about a quarter of its filing
+        {f"c{i}": t for i, t in enumerate(own)},
+        {f"q{i}": [f"c{i}"] for i in range(5)},
+    )
+    auto = DistillConfig()
+    blend, why = resolve_teacher_blend(auto, train, {"lyft.pdf": own})
+    assert blend is True and "blended" in why  # a sample of the training filing: partly its own
+    assert resolve_teacher_blend(auto, train, {})[0] is True  # nothing ingested: the training chunks alone
+    blend, why = resolve_teacher_blend(auto, train, {"lyft.pdf": own, "uber.pdf": other})
+    assert blend is False and "another document altogether (uber.pdf)" in why
+    named = QADataset({"e": "What does uber say?"}, {"u0": other[0]}, {"e": ["u0"]})
+    blend, why = resolve_teacher_blend(auto, train, {"lyft.pdf": own}, named)
+    assert blend is False and "the evaluation set named" in why
+    same = QADataset({"e": "And section 1?"}, {"x": own[1]}, {"e": ["x"]})  # chunked apart, the same text
+    assert resolve_teacher_blend(auto, train, {}, same)[0] is True
+    # a user's setting wins either way
+    assert resolve_teacher_blend(DistillConfig(teacher_blend=True), train, {"uber.pdf": other}) == (True, "set")
+    assert resolve_teacher_blend(DistillConfig(teacher_blend=False), train, {}) == (False, "set")
+    assert 0 < OTHER_DOCUMENT_SHARE < 0.25  # under protocol (q)'s quarter: a sample is not another document
+    with pytest.raises(ValueError, match="teacher_blend"):
+        DistillConfig(teacher_blend="sometimes").validate()
 
 
 def test_a_document_a_sample_of_questions_barely_covers_counts_as_searched(tmp_path):

@@ -321,6 +321,31 @@ def test_build_systems_gives_a_finetune_run_its_own_embedder(cli_run):
     assert np.abs(tuned.embed_texts(PROBE[1:]) - base.embed_texts(PROBE[1:])).max() > 1e-5
 
 
+def test_a_distillation_over_another_document_reads_long_alone(cli_run, tmp_path):
+    """``teacher_blend`` auto through the run: an evaluation set of other text named, the teacher reads at 512
+    tokens alone (where another company's filing gained twice the blend's hit@5), and the run says why."""
+    from core.datasets import QADataset
+    from core.distill import DistillConfig
+    from core.runs import create_distill_run, execute_run
+    from core.workspace import Workspace
+
+    ws = Workspace(cli_run["ws"])
+    other = QADataset(
+        {"o1": "How many vehicles are in the fleet?"},
+        {"other-1": " ".join(f"Another filing's fleet section {i}, with its {40 + i} vehicles." for i in range(30))},
+        {"o1": ["other-1"]},
+    )
+    other.save(tmp_path / "other.json")
+    rid = create_distill_run(
+        ws, cli_run["summary"]["run_id"], DistillConfig(steps=3), eval_dataset_path=str(tmp_path / "other.json")
+    )
+    execute_run(ws, rid)
+    res = get_run(ws, rid)["result"]
+    assert res["teacher_blend"] is False and res["teacher_reads"] == [512]
+    assert "another document altogether (the evaluation set named)" in res["teacher_blend_reason"]
+    assert get_run(ws, rid)["config"]["config"]["teacher_blend"] == "auto"  # the request keeps what was asked
+
+
 def test_a_fine_tune_run_distils_into_an_adapter_run_that_compare_uses(cli_run, tmp_path):
     """The ``distill`` run kind: the teacher's base, prefixes and questions by default, a LlamaIndex adapter
     folder in the run, step events the live chart draws, and a plain adapter in a comparison."""
@@ -353,6 +378,7 @@ def test_a_fine_tune_run_distils_into_an_adapter_run_that_compare_uses(cli_run, 
     assert res["teacher_run_id"] == teacher and res["steps_done"] == 15 and res["final_loss"] < res["first_loss"]
     assert res["n_chunks"] == 12 and res["n_questions"] == 24  # no ingested documents: the dataset's own chunks
     assert res["teacher_reads"] == [256, 512] and res["teacher_texts_reused"] >= 36
+    assert res["teacher_blend"] is True and "blended" in res["teacher_blend_reason"]  # only its own chunks ranked
     meta = read_adapter_meta(adapter_dir(ws, rid))
     assert meta["distilled_from"].startswith("st:model@ft-") and meta["run_id"] == rid
     assert meta["distilled_from"].endswith("@len512") and "@len256 + " in meta["distilled_from"]
