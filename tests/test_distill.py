@@ -432,6 +432,10 @@ def test_the_teachers_read_is_the_long_one_alone_for_another_document_altogether
     assert blend is False and "the evaluation set named" in why
     same = QADataset({"e": "And section 1?"}, {"x": own[1]}, {"e": ["x"]})  # chunked apart, the same text
     assert resolve_teacher_blend(auto, train, {}, same)[0] is True
+    # new sections of the training filing (held out: no training question asks about them) are not another
+    # document: the training set's chunks hold them
+    held = QADataset({"e": "And section 15?"}, {"y": own[15]}, {"e": ["y"]})
+    assert resolve_teacher_blend(auto, train, {"lyft.pdf": own}, held)[0] is True
     # a user's setting wins either way
     assert resolve_teacher_blend(DistillConfig(teacher_blend=True), train, {"uber.pdf": other}) == (True, "set")
     assert resolve_teacher_blend(DistillConfig(teacher_blend=False), train, {}) == (False, "set")
