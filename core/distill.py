@@ -65,10 +65,10 @@ IN_CORPUS_SHARE = 0.5
 #: Lyft JSON's median is 484 tokens); on another filing chunked by AdapterLab (every chunk within the 256 the
 #: base model reads) it did not (bench/README, "Chunks the base model reads whole").
 LONG_CHUNKS_SHARE = 0.5
-#: A document (or a named evaluation set) of which under this share of the text is among the chunks the training
-#: questions ask about is another document altogether, for :func:`resolve_teacher_blend`: another company's
-#: filing (Uber's 10-K against Lyft's questions reads about 0.04, boilerplate), not a sample of the training
-#: filing's chunks asked about (protocol (q), a quarter) nor its other half (f).
+#: A document (or the text a named evaluation set asks about) of which under this share is among the training
+#: set's chunks, asked about or not, is another document altogether, for :func:`resolve_teacher_blend`: another
+#: company's filing (SmolLM2's Uber questions against the Lyft JSON's chunks read 0.05, boilerplate), not held-out
+#: chunks of the training filing ((c) 0.19, (e) 0.15, (f) 0.13; bench/README).
 OTHER_DOCUMENT_SHARE = 0.1
 #: The share of offline pseudo-queries among the training questions (by the workspace's record of what it
 #: generated) at which ``auto``'s adapter reason quotes what offline questions carried over to real ones on the

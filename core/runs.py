@@ -241,12 +241,19 @@ def run_kind(run_or_request: dict[str, Any] | None) -> str:
     return "adapter"
 
 
-def ingested_chunks(ws: Workspace, doc_ids: list[str] | None = None) -> list[dict[str, Any]]:
-    """``{id, text}`` of every chunk of the chosen documents (all when ``None``) that ingested cleanly, in order."""
-    sql = "SELECT c.id, c.text FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.status='ok'"
+def _clean_chunks_sql(columns: str, doc_ids: list[str] | None) -> tuple[str, tuple[str, ...]]:
+    """(query, parameters) selecting ``columns`` of the chunks of documents that ingested cleanly, only
+    ``doc_ids`` when given (``c``: chunks, ``d``: documents); the caller adds the order."""
+    sql = f"SELECT {columns} FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.status='ok'"
     if doc_ids:
         sql += f" AND c.doc_id IN ({','.join('?' * len(doc_ids))})"
-    return ws.query(sql + " ORDER BY c.doc_id, c.idx", tuple(doc_ids or ()))
+    return sql, tuple(doc_ids or ())
+
+
+def ingested_chunks(ws: Workspace, doc_ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """``{id, text}`` of every chunk of the chosen documents (all when ``None``) that ingested cleanly, in order."""
+    sql, params = _clean_chunks_sql("c.id, c.text", doc_ids)
+    return ws.query(sql + " ORDER BY c.doc_id, c.idx", params)
 
 
 def ingested_documents_text(ws: Workspace, doc_ids: list[str] | None = None) -> dict[str, list[str]]:
@@ -258,10 +265,8 @@ def ingested_documents_text(ws: Workspace, doc_ids: list[str] | None = None) -> 
 def ingested_by_document(ws: Workspace, doc_ids: list[str] | None = None) -> dict[str, dict[str, str]]:
     """Display name -> {chunk id -> text} of every document that ingested cleanly (chunks in order); only
     ``doc_ids`` when given."""
-    sql = "SELECT d.filename AS name, c.id, c.text FROM chunks c JOIN documents d ON d.id=c.doc_id WHERE d.status='ok'"
-    if doc_ids:
-        sql += f" AND c.doc_id IN ({','.join('?' * len(doc_ids))})"
-    rows = ws.query(sql + " ORDER BY d.filename, c.idx", tuple(doc_ids or ()))
+    sql, params = _clean_chunks_sql("d.filename AS name, c.id, c.text", doc_ids)
+    rows = ws.query(sql + " ORDER BY d.filename, c.idx", params)
     out: dict[str, dict[str, str]] = {}
     for r in rows:
         out.setdefault(r["name"], {})[r["id"]] = r["text"]
