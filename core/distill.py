@@ -436,10 +436,8 @@ def resolve_teacher_blend(
     holds the targets the long read misses."""
     if isinstance(config.teacher_blend, bool):
         return config.teacher_blend, "set"
-    own = list(train_ds.corpus.values())
-    other = uncovered_documents(own, documents, min_coverage=OTHER_DOCUMENT_SHARE)
-    if eval_ds is not None and uncovered_documents(own, {"": asked_texts(eval_ds)}, OTHER_DOCUMENT_SHARE):
-        other.append("the evaluation set named")
+    ranked = {**documents, **({"the evaluation set named": asked_texts(eval_ds)} if eval_ds is not None else {})}
+    other = uncovered_documents(train_ds.corpus.values(), ranked, min_coverage=OTHER_DOCUMENT_SHARE)
     if other:
         shown = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if len(other) > 3 else "")
         return False, f"the long read alone: it ranks another document altogether ({shown})"

@@ -403,8 +403,9 @@ def test_the_cli_sets_the_teachers_read():
 
 def test_the_teachers_read_is_the_long_one_alone_for_another_document_altogether():
     """``auto``: the long read alone when a ranked document or the evaluation set named is another document
-    altogether (under a tenth of its text asked about by the training questions), the blend when everything
-    ranked is partly the questions' own (a sample of one filing asked about); a set value is kept."""
+    altogether (under a tenth of its text among the training set's chunks), the blend when everything ranked is
+    partly the training set's own (a sample of one filing asked about, a held-out part of it); a set value is
+    kept."""
     import pytest
 
     from core.datasets import QADataset
