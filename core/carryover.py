@@ -218,7 +218,8 @@ def adapter_on_new_short_chunks_caveat(who: str, coverage: float, long_share: fl
         f"carry over. This set's chunks are ones the base model reads whole ({long_share:.0%} longer than it "
         "reads): on another company's filing chunked that way, the adapter gained "
         f"{_pt(float(c['adapter_gain_hit@5']))} hit@5 and fine-tune, then distil {_pt(float(c['distilled_gain_hit@5']))} "
-        "(bench/README), so neither is expected to lift it much. Questions about these documents, trained on, are "
+        "(bench/README), so neither was expected to lift such a set much. The table measures this one: where it "
+        "shows a gain on real questions, that gain is yours. Questions about these documents, trained on, are "
         "what helps."
     )
 
