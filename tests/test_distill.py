@@ -440,6 +440,16 @@ def test_the_teachers_read_is_the_long_one_alone_for_another_document_altogether
     # document: the training set's chunks hold them
     held = QADataset({"e": "And section 15?"}, {"y": own[15]}, {"e": ["y"]})
     assert resolve_teacher_blend(auto, train, {"lyft.pdf": own}, held)[0] is True
+    # other sections of the training filing, named as a file of their own (the training file holds the first
+    # half): by text alone another document; with the filing ingested, the workspace shows they are its sections
+    first_half = QADataset(dict(train.queries), {f"c{i}": own[i] for i in range(10)}, dict(train.relevant_docs))
+    later = QADataset({"e": "And section 15?"}, {"y": own[15]}, {"e": ["y"]})
+    assert resolve_teacher_blend(auto, first_half, {}, later)[0] is False
+    blend, why = resolve_teacher_blend(auto, first_half, {"lyft.pdf": own}, later)
+    assert blend is True and "blended" in why
+    # ... while another filing's set stays another document, with the training filing ingested or both
+    assert resolve_teacher_blend(auto, first_half, {"lyft.pdf": own}, named)[0] is False
+    assert resolve_teacher_blend(auto, first_half, {"lyft.pdf": own, "uber.pdf": other}, named)[0] is False
     # a user's setting wins either way
     assert resolve_teacher_blend(DistillConfig(teacher_blend=True), train, {"uber.pdf": other}) == (True, "set")
     assert resolve_teacher_blend(DistillConfig(teacher_blend=False), train, {}) == (False, "set")
