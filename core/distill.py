@@ -433,8 +433,8 @@ def resolve_teacher_blend(
     :func:`uncovered_documents`' fingerprints), else the blend. New sections of the training filing are not
     another document: a held-out half of its chunks named as the evaluation set keeps the blend, which was
     chosen on such protocols, and so does a named set of other sections (another kind of text) when most of
-    its text lies in an ingested document the training set covers: the training filing itself. Measured (bench/README, "The teacher's read on
-    another company's filing"): Lyft's questions distilled over Uber's 10-K, the long read gained twice the
+    its text lies in an ingested document the training set covers: the training filing itself. Measured
+    (bench/README, "The teacher's read on another company's filing"): Lyft's questions distilled over Uber's 10-K, the long read gained twice the
     blend's hit@5 and more MRR@5 on every seed; the blend was chosen on protocols within one filing, where it
     holds the targets the long read misses."""
     if isinstance(config.teacher_blend, bool):

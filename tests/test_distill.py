@@ -443,9 +443,8 @@ def test_the_teachers_read_is_the_long_one_alone_for_another_document_altogether
     # other sections of the training filing, named as a file of their own (the training file holds the first
     # half): by text alone another document; with the filing ingested, the workspace shows they are its sections
     first_half = QADataset(dict(train.queries), {f"c{i}": own[i] for i in range(10)}, dict(train.relevant_docs))
-    later = QADataset({"e": "And section 15?"}, {"y": own[15]}, {"e": ["y"]})
-    assert resolve_teacher_blend(auto, first_half, {}, later)[0] is False
-    blend, why = resolve_teacher_blend(auto, first_half, {"lyft.pdf": own}, later)
+    assert resolve_teacher_blend(auto, first_half, {}, held)[0] is False
+    blend, why = resolve_teacher_blend(auto, first_half, {"lyft.pdf": own}, held)
     assert blend is True and "blended" in why
     # ... while another filing's set stays another document, with the training filing ingested or both
     assert resolve_teacher_blend(auto, first_half, {"lyft.pdf": own}, named)[0] is False
