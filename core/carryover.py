@@ -117,7 +117,8 @@ DISTILLED_ELSEWHERE: dict[str, object] = {
         "question-trained default -0.20 / -0.47 (bench/distill.py, mean of seeds 0-4). The teacher read 512 tokens, "
         "as it does for another document altogether (DistillConfig.teacher_blend auto); a second SmolLM2 set over "
         "Uber (431 questions, seeds 0-4) gave +5.10/+4.18/+4.64/+5.34/+5.10 and +2.22/+1.57/+1.85/+2.26/+2.15 so, and "
-        "+3.0/+1.2/+1.2 and +0.5/-0.3/+0.7 with the blend (seeds 0-2) (bench/README, 'The teacher's read on another company's filing')"
+        "+3.0/+1.2/+1.2 and +0.5/-0.3/+0.7 with the blend (seeds 0-2) (bench/README, 'The teacher's read on another "
+        "company's filing')"
     ),
 }
 #: New questions about the chunks the training questions are about (in-corpus): the adapter trained on the

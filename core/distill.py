@@ -219,7 +219,8 @@ def choose_recipe(
         return "adapter", (
             "nothing says which documents you will search (no evaluation set named, no ingested document beyond "
             "the ones the questions are about), so the adapter learns from the questions; on another company's "
-            f"filing that changed hit@5 / MRR@5 by {pt('adapter_gain_hit@5')} / {pt('adapter_gain_mrr@5')} points (bench/README). "
+            f"filing that changed hit@5 / MRR@5 by {pt('adapter_gain_hit@5')} / {pt('adapter_gain_mrr@5')} points "
+            "(bench/README). "
             "Name your evaluation set, or ingest the documents you will search: where their chunks are longer than "
             f"the base model reads, fine-tune, then distil over them gained {pt('over_searched_gain_hit@5')} / "
             f"{pt('over_searched_gain_mrr@5')} there (median of 5 seeds). It fits the adapter to the documents it "
@@ -434,9 +435,10 @@ def resolve_teacher_blend(
     another document: a held-out half of its chunks named as the evaluation set keeps the blend, which was
     chosen on such protocols, and so does a named set of other sections (another kind of text) when most of
     its text lies in an ingested document the training set covers: the training filing itself. Measured
-    (bench/README, "The teacher's read on another company's filing"): Lyft's questions distilled over Uber's 10-K, the long read gained twice the
-    blend's hit@5 and more MRR@5 on every seed; the blend was chosen on protocols within one filing, where it
-    holds the targets the long read misses."""
+    (bench/README, "The teacher's read on another company's filing"): Lyft's questions distilled over Uber's
+    10-K, the long read gained twice the blend's hit@5 and more MRR@5 on every seed; the blend was chosen on
+    protocols within one filing, where it holds the targets the long read misses. Where the training filing is
+    ingested in short chunks, they are read whole at both lengths, so the two teachers differ little there."""
     if isinstance(config.teacher_blend, bool):
         return config.teacher_blend, "set"
     named = "the evaluation set named"
