@@ -7,7 +7,9 @@ searched; each row then says where the answer is, in one of two ways:
   matched to chunks by exact substring (case and spacing ignored), else by word overlap
   (at least ``min_overlap`` of its words in one chunk, or in two consecutive chunks when the
   passage straddles a boundary), else by embedding similarity (cosine at least
-  ``min_cosine``) when an embedder is given;
+  ``min_cosine``) when an embedder is given. A passage found in more than ``MAX_TEXT_MATCHES``
+  chunks (a name, a number, a stock phrase) does not locate the answer, and marking every such
+  chunk relevant would make the query a near-certain hit, so the row is left unmatched;
 - ``page`` with ``document`` (file name; optional when the workspace holds one document): every
   chunk of that page is relevant.
 
@@ -53,6 +55,7 @@ PAGE_COLUMNS = ("page", "page_number", "page_no", "pages")
 DOCUMENT_COLUMNS = ("document", "doc", "file", "filename", "file_name", "source")
 MIN_OVERLAP = 0.85
 MIN_COSINE = 0.75
+MAX_TEXT_MATCHES = 3  # a passage found in more chunks than this does not say where the answer is
 MAX_BYTES = 20 * 1024 * 1024
 
 
@@ -210,19 +213,28 @@ def import_real_queries(
     relevant: dict[str, list[str]] = {}
     seen: dict[str, str] = {}
 
+    def too_many(hits: list[int], how: str) -> str:
+        return (
+            f"the relevant text {how} {len(hits):,} chunks, too many to say where the answer is (at most "
+            f"{MAX_TEXT_MATCHES}): give a longer passage from the answer's chunk, or its page and document"
+        )
+
     def match_text(text: str, pool: list[int]) -> tuple[list[int], str, str]:
         nonlocal chunk_vecs
         t = _norm(text)
         hits = [i for i in pool if t and t in normed[i]]
         if hits:
-            return hits, "exact text", ""
+            return (hits, "exact text", "") if len(hits) <= MAX_TEXT_MATCHES else ([], "", too_many(hits, "is in"))
         tw = _words(text)
         best_score, best = 0.0, []
         if len(tw) >= 3:
             scores = [(len(tw & words[i]) / len(tw), i) for i in pool]
             best_score = max(s for s, _ in scores)
             if best_score >= min_overlap:
-                return [i for s, i in scores if s >= best_score - 1e-9], "word overlap", ""
+                hits = [i for s, i in scores if s >= best_score - 1e-9]
+                if len(hits) > MAX_TEXT_MATCHES:
+                    return [], "", too_many(hits, "matches the words of")
+                return hits, "word overlap", ""
             for a, b in zip(pool, pool[1:]):  # a passage across a chunk boundary
                 if chunks[a]["doc_id"] == chunks[b]["doc_id"]:
                     s = len(tw & (words[a] | words[b])) / len(tw)

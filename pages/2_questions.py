@@ -35,7 +35,7 @@ from core.questions import (
     sampled_chunk_ids,
     update_question,
 )
-from core.real_queries import import_real_queries, save_real_queries
+from core.real_queries import MAX_TEXT_MATCHES, import_real_queries, save_real_queries
 from core.workspace import safe_display_name
 from ui import state, widgets
 from ui.helpers import dataset_label, dataset_rows, editor_changes, md_escape, question_frame
@@ -482,7 +482,8 @@ with tab_io:
         st.caption(
             "Columns: `query`, and either `relevant_text` (a passage of the document: matched to its chunks "
             "by exact text, word overlap or meaning) or `page` with `document` (the file name: every chunk "
-            "of that page counts). Rows that cannot be matched are listed, never guessed. The queries become "
+            f"of that page counts). A passage found in more than {MAX_TEXT_MATCHES} chunks (a name, a number) "
+            "does not say where the answer is. Rows that cannot be matched are listed, never guessed. The queries become "
             "an evaluation set only: they are never used for training."
         )
         rq = st.file_uploader("Queries CSV", type=["csv", "txt"], key="real_queries_file")

@@ -75,6 +75,17 @@ def test_text_and_page_matching_and_the_rows_that_fail(ws):
     assert ds.node_meta["h0"]["filename"] == "Handbook.pdf"
 
 
+def test_a_passage_found_in_many_chunks_does_not_say_where_the_answer_is(ws):
+    # a one-letter "answer" is in every chunk: marking them all relevant would make the query a sure hit
+    csv_text = "query,relevant_text,page,document\nx?,e,,\nremote work?,e,1,handbook\n"
+    ds, report = import_real_queries(_ws_with_chunks(ws), csv_text)
+    assert [u["row"] for u in report.unmatched] == [2]
+    assert report.unmatched[0]["reason"].startswith("the relevant text is in 4 chunks, too many")
+    assert "its page and document" in report.unmatched[0]["reason"]
+    # within the document named beside it, the same text is in one chunk: that locates the answer
+    assert list(ds.relevant_docs.values()) == [["h0"]] and report.by_method == {"exact text": 1}
+
+
 def test_embedding_similarity_matches_a_paraphrase(ws):
     class Fake:
         def embed_texts(self, texts, progress=None):
