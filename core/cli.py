@@ -205,6 +205,8 @@ def cmd_generate(args) -> int:
     from .runs import ingested_chunks
 
     ws = _workspace(args)
+    _check_out_file(args.out, "--out")
+    _check_out_file(args.val_out, "--val-out")
     doc_ids = _select_docs(ws, args.documents)
     chunks = ingested_chunks(ws, doc_ids)
     if not chunks:
@@ -272,6 +274,7 @@ def cmd_distill(args) -> int:
     for p in (args.dataset, args.eval_dataset):
         if p and not Path(p).is_file():
             raise CLIError(f"{p}: no such dataset file")
+    _check_out_folder(args.out)
     teacher = get_run(ws, args.teacher)
     if teacher is not None and (teacher["kind"] != "finetune" or teacher["status"] != "done"):
         raise CLIError(f"run {args.teacher} is not a finished full fine-tune: run `python -m core finetune` first")
@@ -344,6 +347,27 @@ def _train_config(args):
 
 
 _ARGS_OUT: Any = object()  # _run_with_bar's default: the command's own --out
+
+
+def _check_out_file(path: str | None, flag: str) -> None:
+    """Before the work starts: a file ``flag`` names must not be a folder (found only when it is written)."""
+    if path and Path(path).is_dir():
+        raise CLIError(f"{flag} {path}: that is a folder; give a file name")
+
+
+def _check_out_folder(out: str | None) -> None:
+    """Before a run starts: ``--out`` must be a folder this process can create or write (a file there, or a
+    parent it may not write, would fail only after minutes of training)."""
+    if not out:
+        return
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"--out {out}: a file is in the way; give a folder (a new one, or an adapter folder to replace)")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise CLIError(f"--out {out}: cannot write under {parent}; give a folder you can write to")
 
 
 def _run_with_bar(args, ws, run_id: str, label: str, on_interrupt: str, out_dir: Any = _ARGS_OUT, **kwargs: Any):
@@ -595,6 +619,7 @@ def cmd_train(args) -> int:
     for p in (args.dataset, args.val_dataset, args.eval_dataset):
         if p and not Path(p).is_file():
             raise CLIError(f"{p}: no such dataset file")
+    _check_out_folder(args.out)
     from .datasets import QADataset
 
     train_ds = QADataset.load(args.dataset)  # validate before creating the run
@@ -720,6 +745,7 @@ def cmd_finetune(args) -> int:
     ws = _workspace(args)
     if not Path(args.dataset).is_file():
         raise CLIError(f"{args.dataset}: no such dataset file")
+    _check_out_folder(args.out)
     QADataset.load(args.dataset)  # validate before creating the run
     cfg = FinetuneConfig(**{f.name: getattr(args, f.name) for f in fields(FinetuneConfig)})
     run_id = _finetune_run(args, ws, cfg, args.name)
@@ -771,6 +797,7 @@ def cmd_evaluate(args) -> int:
     from .runs import get_run, has_adapter, run_checkpoints
 
     ws = _workspace(args)
+    _check_out_file(args.report, "--report")
     ds = QADataset.load(args.dataset)
     # Importing a class runs its module: only when the user asks (the flag, or a class path they typed).
     allow = bool(args.allow_custom_code)
@@ -1468,4 +1495,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .keys import scrub
 
         print(f"error: {scrub(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the command cannot read or write: a folder where a file goes, no permission
+        from .keys import scrub
+
+        path = exc.filename2 or exc.filename  # a rename's target (an atomic write), else the path itself
+        where = f"{path}: " if path else ""
+        print(f"error: {where}{scrub(exc.strerror or exc)}", file=sys.stderr)
         return 2

@@ -104,11 +104,24 @@ def bundled_model_path() -> str:
 
 
 def pick_device(device: str = "auto") -> str:
-    """``auto`` -> cuda if available, else mps, else cpu."""
-    if device and device != "auto":
-        return device
+    """``auto`` -> cuda if available, else mps, else cpu. A device named outright must be one torch knows and this
+    machine has; else :class:`ValueError` says which to use."""
     import torch
 
+    if device and device != "auto":
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(f"device {device!r} is not a device torch knows: use auto, cpu, cuda, cuda:N or mps") from exc
+        mps = getattr(torch.backends, "mps", None)
+        missing = (dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count()) or (
+            dev.type == "mps" and not (mps is not None and mps.is_available())
+        )
+        if missing:
+            raise ValueError(
+                f"device {device!r} is not available on this machine: use auto (it picks {pick_device()} here) or cpu"
+            )
+        return device
     if torch.cuda.is_available():
         return "cuda"
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

@@ -526,19 +526,42 @@ def execute_run(
     if out_dir is not None:
         from .adapters import save_adapter
 
-        save_adapter(
-            result.adapter,
+        _copy_out(
+            ws,
+            run_id,
+            summary,
             out_dir,
-            embedder=embedder.identity,
-            config=config.to_dict(),
-            best_epoch=result.best_epoch,
-            best_val=result.best_metrics,
-            base_val=result.base_metrics,
-            run_id=run_id,
+            result.cancelled,
+            lambda: save_adapter(
+                result.adapter,
+                out_dir,
+                embedder=embedder.identity,
+                config=config.to_dict(),
+                best_epoch=result.best_epoch,
+                best_val=result.best_metrics,
+                base_val=result.base_metrics,
+                run_id=run_id,
+            ),
         )
-        summary["exported_to"] = str(out_dir)
     _set_status(ws, run_id, Status.CANCELLED if result.cancelled else Status.DONE, result=summary)
     return result
+
+
+def _copy_out(
+    ws: Workspace, run_id: str, summary: dict[str, Any], out_dir: str | Path, cancelled: bool, write: Callable[[], Any]
+) -> None:
+    """``write()`` the finished run's copy to ``out_dir`` (``--out``), noting it in ``summary``. When the copy
+    cannot be written (a file in the way, no permission), the run still ends done, its result in the workspace,
+    and the error says so and how to copy it later."""
+    try:
+        write()
+    except OSError as exc:
+        _set_status(ws, run_id, Status.CANCELLED if cancelled else Status.DONE, result=summary)
+        raise OSError(
+            f"run {run_id} finished and is saved in the workspace, but copying it to {out_dir} failed "
+            f"({exc.strerror or exc}): `python -m core export --run {run_id} --out FOLDER` copies it"
+        ) from exc
+    summary["exported_to"] = str(out_dir)
 
 
 def separate_source_chunks(ws: Workspace, ds: QADataset) -> tuple[int, int] | None:
@@ -587,8 +610,10 @@ def _execute_finetune(ws: Workspace, run_id: str, request: dict[str, Any], *, ca
     if out_dir is not None and result.out_dir is not None:
         import shutil
 
-        shutil.copytree(result.out_dir, out_dir, dirs_exist_ok=True)
-        summary["exported_to"] = str(out_dir)
+        src = result.out_dir
+        _copy_out(
+            ws, run_id, summary, out_dir, result.cancelled, lambda: shutil.copytree(src, out_dir, dirs_exist_ok=True)
+        )
     _set_status(ws, run_id, Status.CANCELLED if result.cancelled else Status.DONE, result=summary)
     return result
 
@@ -686,9 +711,14 @@ def _execute_distill(ws: Workspace, run_id: str, request: dict[str, Any], *, can
         save_adapter(adapter, adapter_dir(ws, run_id), **meta)
         save_ranked(adapter_dir(ws, run_id), chunks)
     if out_dir is not None:
-        save_adapter(adapter, out_dir, **meta)
-        save_ranked(out_dir, chunks)
-        summary["exported_to"] = str(out_dir)
+        _copy_out(
+            ws,
+            run_id,
+            summary,
+            out_dir,
+            summary["cancelled"],
+            lambda: (save_adapter(adapter, out_dir, **meta), save_ranked(out_dir, chunks)),
+        )
     _set_status(ws, run_id, Status.CANCELLED if summary["cancelled"] else Status.DONE, result=summary)
     return DistillResult(adapter=adapter, details=summary)
 

@@ -267,6 +267,12 @@ class TrainConfig:
             raise TrainingError("warmup_ratio must be in [0, 1)")
         if self.select_metric not in ("mrr", "hit", "ndcg"):
             raise TrainingError("select_metric must be mrr, hit or ndcg")
+        from .embedders import pick_device
+
+        try:
+            pick_device(self.device)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from None
         if self.top_k < 1:
             raise TrainingError("top_k must be >= 1")
         if self.selection not in SELECTIONS:

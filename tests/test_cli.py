@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from core.adapters import build_adapter, save_adapter
 from core.datasets import QADataset
@@ -728,6 +729,45 @@ def test_bad_training_settings_exit_2(pipeline, capsys):
         capsys, "train", "--dataset", ds, "--adapter", "nosuch", "--epochs", "1", "--workspace", str(pipeline["ws"])
     )
     assert rc == 2 and "unknown adapter 'nosuch'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_unusable_devices_and_paths_are_one_line_errors_before_any_work(pipeline, tmp_path, capsys):
+    from core.runs import list_runs
+    from core.workspace import Workspace
+
+    ds, ws = str(pipeline["dir"] / "train.json"), str(pipeline["ws"])
+    runs_before = len(list_runs(Workspace(ws)))
+    a_file = tmp_path / "afile"
+    a_file.write_text("keep me")
+    cases = [
+        (["train", "--dataset", ds, "--device", "gpu"], "device 'gpu' is not a device torch knows"),
+        (["train", "--dataset", ds, "--out", str(a_file)], "a file is in the way"),
+        (["finetune", "--dataset", ds, "--out", str(a_file)], "a file is in the way"),
+        (["evaluate", "--dataset", ds, "--report", str(tmp_path)], "that is a folder; give a file name"),
+        (["generate", "--generator", "offline", "--out", str(tmp_path)], "that is a folder; give a file name"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["train", "--dataset", ds, "--device", "cuda"], "not available on this machine: use auto"))
+    for args, why in cases:
+        rc, out, err = cli_inproc(capsys, *args, "--workspace", ws)
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and why in lines[0] and "Traceback" not in err, (args, err)
+    assert a_file.read_text() == "keep me"
+    assert len(list_runs(Workspace(ws))) == runs_before  # refused before a run was recorded
+
+
+def test_a_finished_run_whose_out_copy_fails_stays_done_and_says_how_to_copy_it(pipeline, tmp_path):
+    from core.runs import create_run, execute_run, get_run, has_adapter
+    from core.train_config import TrainConfig
+    from core.workspace import Workspace
+
+    ws = Workspace(pipeline["ws"])
+    run_id = create_run(ws, TrainConfig(epochs=1, selection="none"), dataset_path=str(pipeline["dir"] / "train.json"))
+    blocked = tmp_path / "afile"
+    blocked.write_text("")
+    with pytest.raises(OSError, match=rf"run {run_id} finished .* `python -m core export --run {run_id}"):
+        execute_run(ws, run_id, out_dir=blocked)
+    assert get_run(ws, run_id)["status"] == "done" and has_adapter(ws, run_id)
 
 
 def test_evaluate_a_run_that_saved_only_checkpoints(pipeline, tmp_path, capsys):
