@@ -927,9 +927,13 @@ def cmd_evaluate(args) -> int:
     table += "\n\n" + "\n".join(notes)
     if args.report:
         table += f"\nreport written to {args.report}"
+    if args.save:
+        table += f"\ncomparison saved in the workspace as {name!r} (the Compare page lists it)"
     if args.json:
         for r in rows:
             r["id"] = str(((context.get("systems") or {}).get(r["system"]) or {}).get("id", ""))
+        for c in caveats(cmp, context):  # stdout stays the rows' JSON; what could mislead still reaches the caller
+            print(f"{c['level'].upper()}: {c['text']}", file=sys.stderr)
     _emit(args, rows, table)
     return 0
 

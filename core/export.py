@@ -428,7 +428,7 @@ def model_card(ws: Workspace, run_id: str, *, adapter: nn.Module | None = None, 
     else:
         lines += [
             "This run is in no saved comparison yet: compare it on the Compare page (or `python -m core "
-            "evaluate ... --save NAME`) and export again to have the table here.",
+            "evaluate --dataset FILE --run RUN_ID --save`) and export again to have the table here.",
             "",
         ]
     lines += ["## How to load it", ""]

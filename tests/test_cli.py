@@ -628,6 +628,12 @@ def test_evaluate_on_the_training_set_warns_and_reports(pipeline, tmp_path, caps
     page = report.read_text(encoding="utf-8")
     assert "caveat error" in page and run_id in page.split("<h2>Appendix</h2>")[0]  # the id: in the provenance table
     assert "offline pseudo-queries" in page and "carry over to real queries" in page
+    # --json: stdout is the rows alone, the caveats go to stderr; --save says where the comparison went
+    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", ds, "--run", run_id, "--json", "--workspace", ws)
+    assert rc == 0 and isinstance(json.loads(out), list)
+    assert err.startswith("ERROR: ") and "do not measure generalisation" in err
+    rc, out, _ = cli_inproc(capsys, "evaluate", "--dataset", ds, "--run", run_id, "--save", "--workspace", ws)
+    assert rc == 0 and "comparison saved in the workspace as 'train.json'" in out
     # every question leaked: excluding them leaves nothing, said in one line
     rc, _, err = cli_inproc(capsys, "evaluate", "--dataset", ds, "--run", run_id, "--exclude-leaked", "--workspace", ws)
     assert rc == 2 and "no question to evaluate on" in err

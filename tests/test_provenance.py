@@ -20,6 +20,7 @@ from core.provenance import (
 )
 from core.questions import generation_key, save_dataset
 from core.runs import _set_status, create_run
+from core.summary import caveats
 from core.training import TrainConfig
 
 
@@ -189,3 +190,10 @@ def test_exclude_leaked_re_runs_the_statistics_without_them(ws):
     clean, ctx2 = exclude_leaked(cmp, ctx, "questions")
     assert clean.n_queries == 7 and "t0" not in clean.results["lin"].query_ids
     assert ctx2["excluded"] == {"mode": "questions", "n": 3, "of": 10} and "excluded" not in ctx
+    # the caveats: before, the leaked questions are flagged; after, only that they were left out (no advice to
+    # exclude what is already excluded)
+    before = " ".join(c["text"] for c in caveats(cmp, ctx))
+    after = [c["text"] for c in caveats(clean, ctx2)]
+    assert "identical or near-identical" in before
+    assert not any("identical or near-identical" in t for t in after)
+    assert any(t.startswith("3 leaked question(s) (duplicated questions) were excluded") for t in after)
