@@ -112,7 +112,9 @@ def pick_device(device: str = "auto") -> str:
         try:
             dev = torch.device(device)
         except (RuntimeError, ValueError) as exc:
-            raise ValueError(f"device {device!r} is not a device torch knows: use auto, cpu, cuda, cuda:N or mps") from exc
+            raise ValueError(
+                f"device {device!r} is not a device torch knows: use auto, cpu, cuda, cuda:N or mps"
+            ) from exc
         mps = getattr(torch.backends, "mps", None)
         missing = (dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count()) or (
             dev.type == "mps" and not (mps is not None and mps.is_available())
