@@ -97,7 +97,11 @@ def create_run(
     now = time.time()
     # a cross-validated run chooses its epochs (on the questions design up to twice the setting): its name
     # says so rather than quoting the setting as if it were what ran
-    epochs = "epochs by CV" if config.selection == "cv" else f"{config.epochs} ep"
+    # (a validation set given makes it a hold-out on that set: core.training.train)
+    held_out = bool(val_dataset_id or val_dataset_path)
+    epochs = "epochs by CV" if config.selection == "cv" and not held_out else f"{config.epochs} ep"
+    if held_out or config.selection == "holdout":
+        epochs += ", best on the hold-out"
     label = name or f"{config.adapter} · {config.loss} · lr {config.lr:g} · {epochs}"
     with ws.db() as con:
         con.execute(

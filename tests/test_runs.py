@@ -199,10 +199,15 @@ def test_create_run_validates_first(ws, dataset_file):
 def test_a_run_name_quotes_its_epochs_only_when_it_trains_them(ws, dataset_file):
     """A cross-validated run chooses its epochs (up to twice the setting on the questions design), so
     its default name says so instead of quoting the setting."""
-    plain = create_run(ws, _config(epochs=7, selection="holdout"), dataset_path=dataset_file)
+    plain = create_run(ws, _config(epochs=7, selection="none"), dataset_path=dataset_file)
+    held = create_run(ws, _config(epochs=7, selection="holdout"), dataset_path=dataset_file)
     cv = create_run(ws, _config(epochs=7, selection="cv"), dataset_path=dataset_file)
+    # a validation set given turns cross-validation into a hold-out on it (core.training.train)
+    cv_val = create_run(ws, _config(epochs=7, selection="cv"), dataset_path=dataset_file, val_dataset_path=dataset_file)
     assert get_run(ws, plain)["name"] == "linear · corpus_softmax · lr 0.001 · 7 ep"
+    assert get_run(ws, held)["name"] == "linear · corpus_softmax · lr 0.001 · 7 ep, best on the hold-out"
     assert get_run(ws, cv)["name"] == "linear · corpus_softmax · lr 0.001 · epochs by CV"
+    assert get_run(ws, cv_val)["name"] == get_run(ws, held)["name"]
 
 
 def test_read_history_skips_a_partial_last_line(ws):
