@@ -151,9 +151,12 @@ def choose_design(
         return default, "no evaluation set named: assuming new documents (the stricter estimate)"
     if shared is None:
         shared = len(target_chunks & train_chunks) / len(target_chunks)
+        what = f"{shared:.0%} of the evaluation chunks have training questions"
+    else:  # by text: the same passage under other chunk ids, or boilerplate two filings share
+        what = f"{shared:.0%} of the text the evaluation questions ask about is in the chunks the training questions ask about"
     if shared >= 0.5:
-        return "questions", f"{shared:.0%} of the evaluation chunks have training questions: new questions, same corpus"
-    return "chunks", f"{shared:.0%} of the evaluation chunks have training questions: new documents"
+        return "questions", f"{what}: new questions, same corpus"
+    return "chunks", f"{what}: new documents"
 
 
 def neighbour_mixing(

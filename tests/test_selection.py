@@ -85,6 +85,9 @@ def test_design_follows_the_evaluation_set():
     assert sel.choose_design(train, {"a", "b", "x"})[0] == "questions"
     assert sel.choose_design(train, {"x", "y", "a"})[0] == "chunks"
     assert sel.choose_design(train, None)[0] == "chunks"
+    # measured by text (another chunking, or boilerplate shared by two filings): the reason says text, not chunks
+    design, why = sel.choose_design(train, {"x", "y"}, shared=0.04)
+    assert design == "chunks" and why.startswith("4% of the text the evaluation questions ask about is in the chunks")
 
 
 def test_choose_rule_trains_only_on_positive_gain_and_prefers_fewer_epochs_on_ties():
@@ -254,7 +257,7 @@ def test_auto_design_uses_the_target_chunks():
     # recipe reads it (core.distill.eval_overlap), new questions on the same chunks
     renamed = {f"re-{c}": t for c, t in list(ds.corpus.items())[:10]}
     r3 = train(ds, emb, _cfg(epochs=1), target_chunks=renamed)
-    assert r3.cv.design == "questions" and "100% of the evaluation chunks" in r3.cv.design_reason
+    assert r3.cv.design == "questions" and "100% of the text the evaluation questions ask about" in r3.cv.design_reason
     assert train(ds, emb, _cfg(epochs=1), target_chunks=set(renamed)).cv.design == "chunks"  # ids alone: new
 
 
