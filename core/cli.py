@@ -657,9 +657,11 @@ def cmd_train(args) -> int:
                 "epoch": p["epoch"],
                 **{m: f"{p[f'{m} mean']:.3f} ± {p[f'{m} std']:.3f}" for m in (f"hit@{cfg.top_k}", f"mrr@{cfg.top_k}")},
                 "gain (pt)": f"{100 * p['gain']:+.2f} ± {100 * p['gain_se']:.2f}",
-                "chosen": "*"
+                # the chosen cell names the shrinkage too: the gain column is the full step (alpha 1)
+                "chosen": (f"* (alpha {result.cv.alpha:g})" if result.cv.alpha != 1 else "*")
                 if (float(lr) == result.cv.lr and p["epoch"] == result.cv.epochs and result.cv.train)
-                or (p["epoch"] == 0 and not result.cv.train)
+                else "*"
+                if (p["epoch"] == 0 and not result.cv.train)
                 else "",
             }
             for lr, curve in result.cv.curves.items()

@@ -241,6 +241,10 @@ def _run_info(ws: Workspace, run_id: str, eval_dataset_id: str | None, eval_path
         "eval_chunks": result.get("n_eval_chunks") if run["kind"] == "distill" else None,
         "picked_on_eval": picked,
         "best_epoch": result.get("best_epoch"),
+        # what cross-validation chose (epochs, lr, shrinkage): what the adapter is, beside the settings it was given
+        "chosen": {k: result["selection"].get(k) for k in ("train", "epochs", "lr", "alpha")}
+        if result.get("selection")
+        else None,
     }
 
 

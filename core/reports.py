@@ -372,12 +372,19 @@ def _settings_html(context: dict[str, Any] | None) -> str:
     rows = []
     for name, info in ((context or {}).get("systems") or {}).items():
         settings = info.get("settings") or {}
+        chosen = info.get("chosen") or {}
         rows.append(
             {
                 "system": name,
                 "kind": info.get("kind", ""),
                 "id": info.get("id", ""),
                 "settings": ", ".join(f"{k}={v}" for k, v in settings.items()) or "\u2014",
+                "chosen by cross-validation": (
+                    ("" if chosen.get("train") else "the untrained identity; ")
+                    + ", ".join(f"{k}={chosen.get(k)}" for k in ("epochs", "lr", "alpha"))
+                )
+                if chosen
+                else "\u2014",
             }
         )
     return _table_html(rows, css="text") if rows else ""

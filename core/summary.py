@@ -214,20 +214,36 @@ def checkpoint_rows(cmp, context: dict[str, Any] | None = None) -> list[dict[str
 # ------------------------------------------------------------------------------------------------
 # provenance and caveats
 # ------------------------------------------------------------------------------------------------
-def settings_text(settings: dict[str, Any] | None) -> str:
-    """'linear adapter · corpus_softmax loss · lr 0.0001 · 12 epochs · batch 32'."""
+def settings_text(settings: dict[str, Any] | None, chosen: dict[str, Any] | None = None) -> str:
+    """'linear adapter · corpus_softmax loss · lr 0.0001 · 12 epochs · batch 32'. With ``chosen`` (what
+    cross-validation picked: ``train``, ``epochs``, ``lr``, ``alpha``), its lr, epochs and shrinkage instead of
+    the settings', which it may have gone past: '... · lr 0.0003 · 11 epochs chosen by cross-validation · shrunk
+    toward the identity by alpha 0.25 · batch 32'."""
     s = settings or {}
     parts = []
     if s.get("adapter"):
         parts.append(f"{s['adapter']} adapter")
     if s.get("loss"):
         parts.append(f"{s['loss']} loss")
-    if s.get("lr") is not None:
-        parts.append(f"lr {s['lr']:g}" if isinstance(s["lr"], (int, float)) else f"lr {s['lr']}")
-    elif s:
-        parts.append("default lr")
-    if s.get("epochs") is not None:
-        parts.append(f"{s['epochs']} epochs")
+    lr, epochs = s.get("lr"), s.get("epochs")
+    if chosen and not chosen.get("train"):
+        parts.append("the untrained identity (cross-validation: training did not help)")
+    else:
+        if chosen:
+            lr = chosen.get("lr", lr)
+        if isinstance(lr, (int, float)):
+            parts.append(f"lr {lr:g}")
+        elif lr is not None:
+            parts.append(f"lr {lr}")
+        elif s:
+            parts.append("default lr")
+        if chosen:
+            parts.append(f"{chosen.get('epochs')} epochs chosen by cross-validation")
+            alpha = chosen.get("alpha")
+            if isinstance(alpha, (int, float)) and alpha != 1:
+                parts.append(f"shrunk toward the identity by alpha {alpha:g}")
+        elif epochs is not None:
+            parts.append(f"{epochs} epochs")
     if s.get("batch_size") is not None:
         parts.append(f"batch {s['batch_size']}")
     return " · ".join(parts)
@@ -287,7 +303,7 @@ def system_provenance(cmp, context: dict[str, Any] | None = None) -> list[dict[s
                 "id": str(info.get("id", "")),
                 "trained on": trained,
                 "overlap with the evaluation set": (entry.get("error") or overlap_text(rep)) if train else "",
-                "settings": settings_text(info.get("settings")),
+                "settings": settings_text(info.get("settings"), info.get("chosen")),
                 "best epoch chosen on": (
                     "this evaluation set (optimistic)" if info.get("picked_on_eval") else info.get("validation") or ""
                 ),

@@ -104,3 +104,13 @@ def test_settings_text():
         == "linear adapter · in_batch loss · lr 2e-05 · 4 epochs · batch 10"
     )
     assert settings_text({}) == "" and settings_text({"adapter": "two-layer"}) == "two-layer adapter · default lr"
+    # what cross-validation chose replaces the lr and epochs it was given (it may go past them), with its shrinkage
+    given = {"adapter": "linear", "loss": "corpus_softmax", "lr": 3e-4, "epochs": 12, "batch_size": 32}
+    assert settings_text(given, {"train": True, "epochs": 11, "lr": 1e-3, "alpha": 0.25}) == (
+        "linear adapter · corpus_softmax loss · lr 0.001 · 11 epochs chosen by cross-validation · "
+        "shrunk toward the identity by alpha 0.25 · batch 32"
+    )
+    assert settings_text(given, {"train": True, "epochs": 24, "lr": 3e-4, "alpha": 1.0}).endswith(
+        "lr 0.0003 · 24 epochs chosen by cross-validation · batch 32"
+    )
+    assert "the untrained identity" in settings_text(given, {"train": False, "epochs": 0, "lr": 3e-4, "alpha": 1.0})
