@@ -220,6 +220,11 @@ def cmd_generate(args) -> int:
         template = Path(args.prompt_file).read_text(encoding="utf-8")
     if args.generator == "llm":
         settings = LLMSettings(model=args.model, base_url=args.base_url, concurrency=args.concurrency).resolved()
+        if settings.api_key is None and settings.base_url is None:  # OpenAI itself, and nothing to sign with
+            raise CLIError(
+                "no API key for OpenAI: set OPENAI_API_KEY, or give --base-url for an OpenAI-compatible server "
+                "(a local one may need no key); --generator offline needs neither"
+            )
         generator = LLMGenerator(settings, prompt_template=template)
         todo = pending_chunks(ws, generator, args.questions_per_chunk, doc_ids=doc_ids, chunk_ids=chunk_ids)
         est = estimate_generation([c["text"] for c in todo], args.questions_per_chunk, template, settings.model)
@@ -1175,7 +1180,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how offline questions are made (with --generator offline): "
         + "; ".join(f"{k}: {v[0]}" for k, v in OFFLINE_METHODS.items()),
     )
-    s.add_argument("--questions-per-chunk", type=int, default=2)
+    s.add_argument("--questions-per-chunk", type=int, default=2, help="questions asked of each chunk (default 2)")
     s.add_argument("--documents", nargs="*", help="only these ingested documents (file name or id prefix)")
     s.add_argument(
         "--sample-chunks",
@@ -1186,18 +1191,32 @@ def build_parser() -> argparse.ArgumentParser:
         "rerun resumes them): a quick evaluation set from a long filing, or a cap on LLM calls. The dataset written "
         "still ranks among every chunk",
     )
-    s.add_argument("--model", default="gpt-4o-mini", help="LLM model (with --generator llm)")
-    s.add_argument("--base-url", default=None, help="OpenAI-compatible base URL (default $OPENAI_BASE_URL)")
-    s.add_argument("--concurrency", type=int, default=4)
+    s.add_argument("--model", default="gpt-4o-mini", help="LLM model (with --generator llm; default gpt-4o-mini)")
+    s.add_argument(
+        "--base-url",
+        default=None,
+        help="OpenAI-compatible base URL (default $OPENAI_BASE_URL, else OpenAI, which needs $OPENAI_API_KEY)",
+    )
+    s.add_argument("--concurrency", type=int, default=4, help="LLM requests in flight at once (default 4)")
     s.add_argument("--prompt-file", help="a prompt template with {context_str} and {num_questions_per_chunk}")
     s.add_argument("--out", required=True, help="LlamaIndex dataset JSON to write")
     s.add_argument("--val-out", help="also split and write the validation/evaluation side here")
-    s.add_argument("--split-by", choices=["document", "chunk"], default="document")
-    s.add_argument("--val-fraction", type=float, default=0.2)
+    s.add_argument(
+        "--split-by",
+        choices=["document", "chunk"],
+        default="document",
+        help="with --val-out: hold out whole documents (default), or seeded chunks with all their questions",
+    )
+    s.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="with --val-out: the share held out (of the documents, or of the questions by chunk; default 0.2)",
+    )
     s.add_argument(
         "--val-documents", nargs="*", help="documents that form the validation side (with --split-by document)"
     )
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seeds the chunk sample, the split and offline questions")
     s.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("train", parents=[common, emb], help="train an adapter on a dataset")

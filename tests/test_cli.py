@@ -762,6 +762,20 @@ def test_unusable_devices_and_paths_are_one_line_errors_before_any_work(pipeline
     assert len(list_runs(Workspace(ws))) == runs_before  # refused before a run was recorded
 
 
+def test_llm_generation_without_a_key_for_openai_stops_before_the_estimate(pipeline, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    out = tmp_path / "q.json"
+    rc, stdout, err = cli_inproc(
+        capsys, "generate", "--generator", "llm", "--out", str(out), "--workspace", str(pipeline["ws"])
+    )
+    assert rc == 2 and stdout == "" and not out.exists()
+    assert err.strip().splitlines() == [
+        "error: no API key for OpenAI: set OPENAI_API_KEY, or give --base-url for an OpenAI-compatible server "
+        "(a local one may need no key); --generator offline needs neither"
+    ]
+
+
 def test_a_finished_run_whose_out_copy_fails_stays_done_and_says_how_to_copy_it(pipeline, tmp_path):
     from core.runs import create_run, execute_run, get_run, has_adapter
     from core.train_config import TrainConfig
