@@ -151,6 +151,8 @@ def cmd_ingest(args) -> int:
     files = []
     for f in args.files:
         p = Path(f)
+        if p.is_dir():
+            raise CLIError(f"{f}: a folder; pass its PDF files (e.g. {Path(f) / '*.pdf'})")
         if not p.is_file():
             raise CLIError(f"{f}: no such file")
         files.append((p.name, p))

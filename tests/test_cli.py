@@ -168,6 +168,8 @@ def test_ingest_of_only_broken_files_fails(tmp_path, capsys):
     assert row["file"] == "broken.pdf" and row["status"] == "error" and row["error"]
     rc, out, err = cli_inproc(capsys, "ingest", str(tmp_path / "nowhere.pdf"), "--workspace", str(tmp_path / "ws"))
     assert rc == 2 and out == "" and err.strip() == f"error: {tmp_path / 'nowhere.pdf'}: no such file"
+    rc, out, err = cli_inproc(capsys, "ingest", str(tmp_path), "--workspace", str(tmp_path / "ws"))
+    assert rc == 2 and err.strip() == f"error: {tmp_path}: a folder; pass its PDF files (e.g. {tmp_path / '*.pdf'})"
 
 
 def test_generate_writes_llamaindex_json(pipeline):
