@@ -624,3 +624,20 @@ def test_read_helpers_and_delete(ws, report_pdf):
     assert ws.query("SELECT COUNT(*) AS n FROM pages WHERE doc_id=?", (ok.doc_id,))[0]["n"] == 0
     with pytest.raises(ValueError):
         delete_document(ws, "../../etc/passwd")
+
+
+def test_atomic_writes_get_the_mode_an_ordinary_write_would(tmp_path):
+    """A report or dataset written for others is readable by them: 0666 less the umask, not the temporary
+    file's private 0600; a file that is there keeps its own mode."""
+    from core.workspace import _UMASK, atomic_write_text
+
+    new = atomic_write_text(tmp_path / "report.html", "<p>hi</p>")
+    assert new.stat().st_mode & 0o777 == 0o666 & ~_UMASK
+    kept = tmp_path / "private.json"
+    kept.write_text("{}")
+    kept.chmod(0o600)
+    atomic_write_text(kept, "[]")
+    assert kept.stat().st_mode & 0o777 == 0o600 and kept.read_text() == "[]"
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert _UMASK == mask  # read from the system, without changing it
