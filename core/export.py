@@ -324,7 +324,9 @@ def _dataset_line(ws: Workspace, request: dict[str, Any]) -> str:
         rows = ws.query("SELECT name FROM datasets WHERE id=?", (request["dataset_id"],))
         name = rows[0]["name"] if rows else request["dataset_id"]
         return f"{name} (workspace dataset {request['dataset_id']})"
-    return str(request.get("dataset_path") or "unknown")
+    # the file's name only: a model card travels, and a local path says where someone's files are, not what they were
+    path = request.get("dataset_path")
+    return f"the file {Path(path).name}" if path else "unknown"
 
 
 def model_card(ws: Workspace, run_id: str, *, adapter: nn.Module | None = None, adapter_only: bool = False) -> str:

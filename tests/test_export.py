@@ -205,6 +205,8 @@ def test_an_api_base_model_exports_the_adapter_with_a_loader_card(ws, fake_opena
     card = (out / "README.md").read_text()
     assert 'model="fake-embed"' in card and "load_adapter" in card and 'state["linear.weight"]' in card
     assert SECRET not in card and fake_openai.base_url not in card
+    # the training file by its name: a card travels, and the local path says only where someone's files are
+    assert "questions from the file train.json" in card and str(tmp_path) not in card
     assert load_adapter(out).get_config_dict()["in_features"] == 64
     assert os.path.getsize(out / "pytorch_model.bin") > 0
 
