@@ -54,6 +54,21 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _in_points(row: dict[str, Any], metrics: Sequence[str]) -> dict[str, Any]:
+    """``row`` (a :func:`core.reports.labelled_rows` row) for the table: each metric's Δ and CI in points, as the
+    sentences and the report give them ("+2.2"), and its p-values to 3 decimals ("<0.001" below that)."""
+    out = dict(row)
+    for m in metrics:
+        if f"Δ {m}" not in row:
+            continue
+        out[f"Δ {m} (pt)"] = f"{100 * row[f'Δ {m}']:+.1f}"
+        lo, hi = row[f"{m} CI"]
+        out[f"{m} CI (pt)"] = f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"
+        p = row[f"{m} p (Holm)"]
+        out[f"{m} p (Holm)"] = "-" if p is None or math.isnan(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+    return out
+
+
 def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     """Plain-text table; columns default to the keys of the first row."""
     if not rows:
@@ -913,17 +928,17 @@ def cmd_evaluate(args) -> int:
         f"hit@{k}",
         f"mrr@{k}",
         "ndcg@10",
-        f"recall@{k}",
-        f"Δ hit@{k}",
+        f"Δ hit@{k} (pt)",
+        f"hit@{k} CI (pt)",
         f"hit@{k} p (Holm)",
-        f"Δ mrr@{k}",
-        f"mrr@{k} CI",
+        f"Δ mrr@{k} (pt)",
+        f"mrr@{k} CI (pt)",
         f"mrr@{k} p (Holm)",
     ]
-    table = format_table(rows, cols)
+    table = format_table([_in_points(r, (f"hit@{k}", f"mrr@{k}")) for r in rows], cols)
     table += (
-        "\n\nΔ = system - base; CI = paired bootstrap 95% interval; p = McNemar (hit) / Wilcoxon (mrr), "
-        "Holm-adjusted over the systems compared."
+        "\n\nΔ = system - base, in points (0.01 of hit@k or MRR@k); CI = paired bootstrap 95% interval; p = McNemar "
+        "(hit) / Wilcoxon (mrr), Holm-adjusted over the systems compared."
     )
     from .summary import caveats, summary_sentences
 
