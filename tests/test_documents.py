@@ -157,7 +157,7 @@ def test_parallel_extraction_gives_the_same_pages(monkeypatch):
 @pytest.mark.parametrize(
     "data_fn, kind, hint",
     [
-        (lambda: b"", "empty", "upload it again"),
+        (lambda: b"", "empty", "add it again"),
         (lambda: b"Hello, this is a plain text file.\n" * 10, "not_pdf", "PDF"),
         (lambda: b"PK\x03\x04" + b"\x00" * 100, "not_pdf", "ZIP"),
         (make_encrypted_pdf, "encrypted", "remove the password"),

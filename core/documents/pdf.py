@@ -37,6 +37,9 @@ from ..workspace import safe_display_name
 from .cleanup import _normalize_chars, _RawPages, _word_chains, clean_pages
 
 log = logging.getLogger(__name__)
+# pypdf logs what it works around ("EOF marker not found") on the user's terminal; a file it cannot read gets
+# this module's own error, which says what to do
+logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 #: Fewer non-space characters than this over the whole document means "no text layer".
@@ -119,16 +122,16 @@ def _mb(n: int) -> str:
 
 def _err(kind: str, name: str, detail: str = "") -> PDFError:
     messages = {
-        "empty": f"{name} is empty (0 bytes): the upload may have been interrupted; upload it again.",
-        "not_pdf": (f"{name} is not a PDF (no %PDF- header{detail}): export or print it to PDF and upload that file."),
-        "encrypted": (f"{name} is encrypted: remove the password (e.g. print to PDF) and upload it again."),
+        "empty": f"{name} is empty (0 bytes): the upload or copy may have been cut short; add it again.",
+        "not_pdf": (f"{name} is not a PDF (no %PDF- header{detail}): export or print it to PDF and add that file."),
+        "encrypted": (f"{name} is encrypted: remove the password (e.g. print to PDF) and add it again."),
         "corrupt": (
             f"{name} is damaged and cannot be read{detail}: download or export it again "
-            "(or open and re-save it with a PDF viewer) and upload the new file."
+            "(or open and re-save it with a PDF viewer) and add the new file."
         ),
         "no_text": (
             f"{name} has no extractable text{detail} (image-only/scanned PDF): run OCR first, "
-            f"e.g. `ocrmypdf {name} ocr.pdf`, and upload the result."
+            f"e.g. `ocrmypdf {name} ocr.pdf`, and add the result."
         ),
         "too_large": (f"{name} is too large ({detail}): split it into smaller PDFs or raise the size limit."),
         "over_limit": (
