@@ -348,7 +348,12 @@ def _train_config(args):
         cfg = TrainConfig.llamaindex_defaults(adapter, epochs=args.epochs or 4)
     else:
         cfg = TrainConfig(adapter=adapter)
-    kwargs = json.loads(args.adapter_kwargs) if args.adapter_kwargs else {}
+    try:
+        kwargs = json.loads(args.adapter_kwargs) if args.adapter_kwargs else {}
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"--adapter-kwargs is not JSON ({exc.msg}): write it like '{{\"rank\": 16}}'") from None
+    if not isinstance(kwargs, dict):
+        raise CLIError(f"--adapter-kwargs must be a JSON object, like '{{\"rank\": 16}}'; got {args.adapter_kwargs}")
     if args.hidden_features:
         kwargs["hidden_features"] = args.hidden_features
     if args.bias:

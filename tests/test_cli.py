@@ -730,13 +730,15 @@ def test_adapter_dimension_mismatch_exits_2(pipeline, tmp_path):
 
 
 def test_bad_training_settings_exit_2(pipeline, capsys):
-    ds = str(pipeline["dir"] / "train.json")
+    ds, ws = str(pipeline["dir"] / "train.json"), str(pipeline["ws"])
     rc, _, err = cli_inproc(capsys, "train", "--dataset", ds, "--lr", "0", "--workspace", str(pipeline["ws"]))
     assert rc == 2 and err.strip() == "error: lr must be > 0"
     rc, _, err = cli_inproc(
         capsys, "train", "--dataset", ds, "--adapter", "nosuch", "--epochs", "1", "--workspace", str(pipeline["ws"])
     )
     assert rc == 2 and "unknown adapter 'nosuch'" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = cli_inproc(capsys, "train", "--dataset", ds, "--adapter-kwargs", "{rank:16}", "--workspace", ws)
+    assert rc == 2 and err.startswith("error: --adapter-kwargs is not JSON")
 
 
 def test_unusable_devices_and_paths_are_one_line_errors_before_any_work(pipeline, tmp_path, capsys):
