@@ -1008,7 +1008,8 @@ def cmd_embed(args) -> int:
         format_table(
             [
                 {
-                    k: row[k]
+                    # nothing embedded (all cached): no rate to show, rather than "0.0000"
+                    k: (row[k] if k != "texts_per_second" or row["embedded"] else None)
                     for k in (
                         "engine",
                         "identity",
