@@ -1107,9 +1107,21 @@ def cmd_export(args) -> int:
 
 
 def cmd_documents(args) -> int:
-    from .documents import list_documents
+    from .documents import delete_document, list_documents
 
     ws = _workspace(args)
+    for name in args.remove or []:  # any status: a file that failed to ingest is listed until removed
+        match = [d for d in list_documents(ws) if name in (d["filename"], Path(name).name) or d["id"].startswith(name)]
+        if len(match) != 1:
+            known = ", ".join(sorted(d["filename"] for d in list_documents(ws))) or "none"
+            how = "is not in the workspace" if not match else "names more than one document: give its id"
+            raise CLIError(f"document {name!r} {how}; documents: {known}")
+        n = delete_document(ws, match[0]["id"])
+        print(
+            f"removed {match[0]['filename']} and its {n} chunks (questions about them stay until deleted on the "
+            "Questions page)",
+            file=sys.stderr,
+        )
     rows = [
         {
             "id": d["id"],
@@ -1508,7 +1520,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--out", required=True, help="folder to write")
     s.set_defaults(fn=cmd_export)
-    s = sub.add_parser("documents", parents=[common], help="list ingested documents")
+    s = sub.add_parser("documents", parents=[common], help="list ingested documents (and remove some)")
+    s.add_argument(
+        "--remove",
+        nargs="+",
+        metavar="NAME",
+        help="remove these documents (file name or id prefix; a file that failed to ingest too) with their chunks",
+    )
     s.set_defaults(fn=cmd_documents)
     return p
 

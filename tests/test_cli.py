@@ -168,6 +168,13 @@ def test_ingest_of_only_broken_files_fails(tmp_path, capsys):
     assert row["file"] == "broken.pdf" and row["status"] == "error" and row["error"]
     rc, out, err = cli_inproc(capsys, "ingest", str(tmp_path / "nowhere.pdf"), "--workspace", str(tmp_path / "ws"))
     assert rc == 2 and out == "" and err.strip() == f"error: {tmp_path / 'nowhere.pdf'}: no such file"
+    # the failed file stays listed, with its error, until removed
+    rc, out, err = cli_inproc(
+        capsys, "documents", "--remove", "broken.pdf", "--json", "--workspace", str(tmp_path / "ws")
+    )
+    assert rc == 0 and json.loads(out) == [] and err.startswith("removed broken.pdf and its 0 chunks")
+    rc, out, err = cli_inproc(capsys, "documents", "--remove", "broken.pdf", "--workspace", str(tmp_path / "ws"))
+    assert rc == 2 and "not in the workspace" in err
     rc, out, err = cli_inproc(capsys, "ingest", str(tmp_path), "--workspace", str(tmp_path / "ws"))
     assert rc == 2 and err.strip() == f"error: {tmp_path}: a folder; pass its PDF files (e.g. {tmp_path / '*.pdf'})"
 
