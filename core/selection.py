@@ -261,9 +261,13 @@ class CVResult:
             what = f"validation: {self.validation_reason}; " + what
         if self.train and self.alpha != 1.0:
             what += f", shrunk toward the identity by alpha {self.alpha:g}"
+        # the gain is the best candidate's on the very folds that chose it: a little optimistic, and said so
+        n = sum(max(0, len(c) - 1) for c in self.curves.values()) * max(1, len(self.shrinkage))
+        best_of = f"; the best of {n} candidates on these folds, so a little optimistic" if n > 1 else ""
         return (
             f"{self.folds}-fold cross-validation ({self.design}: {self.design_reason}): "
-            f"gain {100 * self.gain:+.2f} ± {100 * self.gain_se:.2f} pt (mean of hit@{self.top_k} and MRR@{self.top_k}) -> {what}"
+            f"gain {100 * self.gain:+.2f} ± {100 * self.gain_se:.2f} pt (mean of hit@{self.top_k} and "
+            f"MRR@{self.top_k}{best_of}) -> {what}"
         )
 
 

@@ -865,3 +865,25 @@ def test_fold_validation_ranks_held_out_questions_among_the_held_out_chunks_only
     )
     # a quarter of the distractors: the untrained model ranks the held-out chunks higher among their own fold
     assert base_fold[key] > base_corpus[key]
+
+
+def test_the_cv_summary_says_its_gain_is_the_best_of_its_candidates():
+    curve = [{"epoch": e} for e in range(4)]  # epoch 0 is the identity, not a candidate
+    r = sel.CVResult(
+        design="chunks",
+        design_reason="no evaluation set named",
+        folds=5,
+        top_k=5,
+        lr=3e-4,
+        epochs=3,
+        gain=0.0128,
+        gain_se=0.006,
+        train=True,
+        rule="best",
+        curves={"0.0003": curve, "0.001": curve},
+        alpha=0.5,
+        shrinkage={"0.25": 0.008, "0.5": 0.0128, "0.75": 0.007, "1": -0.01},
+    )
+    line = r.summary_line()
+    assert "gain +1.28 ± 0.60 pt (mean of hit@5 and MRR@5; the best of 24 candidates on these folds" in line
+    assert line.endswith("train 3 epoch(s) at lr 0.0003, shrunk toward the identity by alpha 0.5")
