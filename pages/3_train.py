@@ -896,7 +896,8 @@ def draw_run(run: dict, hist: list[dict]) -> None:
             "Cross-validated gain",
             f"{100 * cv['gain']:+.2f} pt",
             help=f"Out of fold, in points of (hit@{k} + MRR@{k})/2 over the untrained identity, "
-            f"± {100 * cv['gain_se']:.2f} (standard error across folds).",
+            f"± {100 * cv['gain_se']:.2f} (standard error across folds). It is the best of the candidates (epochs, "
+            "α) these folds compared, so a little optimistic: Compare measures the adapter on your evaluation set.",
         )
         m[3].metric(  # a short value: a quarter of the page is narrow
             "Chosen epoch · α",
