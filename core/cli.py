@@ -1344,17 +1344,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="fully fine-tune a sentence-transformers base model (the expensive reference: it re-embeds the corpus)",
     )
     s.add_argument("--dataset", required=True, help="training dataset (LlamaIndex JSON)")
-    s.add_argument("--epochs", type=int, default=1)
-    s.add_argument("--batch-size", type=int, default=32, help="questions per step; the other chunks are the negatives")
-    s.add_argument("--lr", type=float, default=2e-5)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--epochs", type=int, default=1, help="passes over the questions (default 1)")
+    s.add_argument(
+        "--batch-size", type=int, default=32, help="questions per step; the other chunks are the negatives (default 32)"
+    )
+    s.add_argument("--lr", type=float, default=2e-5, help="AdamW learning rate (default 2e-05)")
+    s.add_argument("--seed", type=int, default=0, help="seeds the batch order (default 0)")
     s.add_argument(
         "--loss",
         choices=["mnrl", "cached_mnrl"],
         default="mnrl",
         help="MultipleNegativesRankingLoss, or its cached variant (large batches, little memory)",
     )
-    s.add_argument("--warmup-ratio", type=float, default=0.1)
+    s.add_argument(
+        "--warmup-ratio", type=float, default=0.1, help="share of the steps the learning rate ramps up (default 0.1)"
+    )
     s.add_argument(
         "--read-tokens",
         type=int,
