@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -1154,6 +1154,13 @@ def _setting_help(name: str) -> str:
     return text if default in (None, "") or isinstance(default, bool) else f"{text} (default {default})"
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error in two lines, not under the command's whole usage block (about 40 lines for ``train``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .pseudo_queries import DEFAULT_OFFLINE_METHOD, OFFLINE_METHODS
 
@@ -1189,9 +1196,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests in flight at once (default 1; a local server works on one at a time)",
     )
 
-    p = argparse.ArgumentParser(
-        prog="python -m core", description="AdapterLab: fine-tune embedding adapters on your PDFs."
-    )
+    p = _Parser(prog="python -m core", description="AdapterLab: fine-tune embedding adapters on your PDFs.")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("ingest", parents=[common, emb], help="load PDFs into the workspace and chunk them")

@@ -746,6 +746,11 @@ def test_bad_training_settings_exit_2(pipeline, capsys):
     assert rc == 2 and "unknown adapter 'nosuch'" in err and len(err.strip().splitlines()) == 1
     rc, _, err = cli_inproc(capsys, "train", "--dataset", ds, "--adapter-kwargs", "{rank:16}", "--workspace", ws)
     assert rc == 2 and err.startswith("error: --adapter-kwargs is not JSON")
+    # a usage error: two lines, not under the whole usage block
+    rc, _, err = cli_inproc(capsys, "train", "--dataset", ds, "--recipe", "fast", "--workspace", ws)
+    lines = err.splitlines()
+    assert rc == 2 and len(lines) == 2 and lines[1] == "(see `python -m core train --help`)"
+    assert lines[0].startswith("python -m core train: error: argument --recipe: invalid choice: 'fast'")
 
 
 def test_unusable_devices_and_paths_are_one_line_errors_before_any_work(pipeline, tmp_path, capsys):
