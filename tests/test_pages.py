@@ -1295,3 +1295,24 @@ def test_the_onnx_backend_is_chosen_beside_the_base_embedder(prepared_ws):
     assert again.radio(key="eval_embedder_backend").value == "onnx-int8"
     again.radio(key="eval_embedder_backend").set_value("torch").run()
     assert Workspace(prepared_ws).get_setting("ui.base_embedder") == "default"
+
+
+def test_persisted_widget_values_come_back_when_streamlit_drops_them(monkeypatch):
+    """A run that skips app.py's re-assignment can let Streamlit drop a Train form value; the next run puts it back
+    from the plain copy, instead of the field coming back at its minimum."""
+    import ui.state as state_mod
+
+    class FakeStreamlit:
+        session_state: dict = {}
+
+    monkeypatch.setattr(state_mod, "st", FakeStreamlit)
+    FakeStreamlit.session_state.update({"hp_lr": 3e-4, "hp_epochs": 12, "chunk_search": "revenue"})
+    state_mod.persist_widget_state(("hp_",))
+    del FakeStreamlit.session_state["hp_lr"]  # dropped by Streamlit in a run that did not re-assign it
+    FakeStreamlit.session_state["hp_epochs"] = 6  # the user's later edit is what is kept
+    state_mod.persist_widget_state(("hp_",))
+    assert FakeStreamlit.session_state["hp_lr"] == 3e-4 and FakeStreamlit.session_state["hp_epochs"] == 6
+    del FakeStreamlit.session_state["hp_epochs"]
+    state_mod.persist_widget_state(("hp_",))
+    assert FakeStreamlit.session_state["hp_epochs"] == 6
+    assert "chunk_search" not in FakeStreamlit.session_state["_adapterlab_persisted"]  # other keys are not kept

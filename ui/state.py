@@ -85,12 +85,22 @@ def set_base_embedder(spec: str) -> None:
         ws.set_setting(EMBEDDER_SETTING, spec)
 
 
+_PERSISTED = "_adapterlab_persisted"  # a plain (never a widget's) key: a copy of the persisted widget values
+
+
 def persist_widget_state(prefixes: tuple[str, ...]) -> None:
     """Keep the values of widgets whose key starts with ``prefixes`` when the user visits another page.
 
     Streamlit forgets a widget's value once a run does not draw it; re-assigning the key to itself
-    on every run (app.py runs for every page) turns it into ordinary session state.
+    on every run (app.py runs for every page) turns it into ordinary session state. A run that does not
+    reach this line (a fragment's rerun, one cut short) can still let Streamlit drop such a key, after
+    which the Train form came back at each field's minimum (1e-07 learning rate, 1 epoch). So every value
+    is also copied under a plain key, and a value missing from the session is put back from it.
     """
+    saved = st.session_state.setdefault(_PERSISTED, {})
+    for k, v in saved.items():
+        if k not in st.session_state:
+            st.session_state[k] = v
     for k in list(st.session_state.keys()):
         if isinstance(k, str) and k.startswith(prefixes):
-            st.session_state[k] = st.session_state[k]
+            st.session_state[k] = saved[k] = st.session_state[k]
