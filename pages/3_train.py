@@ -892,13 +892,28 @@ def draw_run(run: dict, hist: list[dict]) -> None:
         )
         m[3].metric("Training time", "–" if cost.get("train_seconds") is None else duration_text(cost["train_seconds"]))
     elif cv is not None and not base:  # cross-validated: no hold-out curve, the out-of-fold estimate instead
+        ds_id = (run.get("config") or {}).get("dataset_id")
+        n_off, n_all, _ = _offline_share(str(ws.root), ds_id) if ds_id else (0, 0, None)
+        pseudo = n_all and n_off * 2 > n_all  # the estimate is then on held-out pseudo-queries, not real questions
         m[2].metric(
-            "Cross-validated gain",
+            "Gain on offline questions (CV)" if pseudo else "Cross-validated gain",
             f"{100 * cv['gain']:+.2f} pt",
             help=f"Out of fold, in points of (hit@{k} + MRR@{k})/2 over the untrained identity, "
             f"± {100 * cv['gain_se']:.2f} (standard error across folds). It is the best of the candidates (epochs, "
-            "α) these folds compared, so a little optimistic: Compare measures the adapter on your evaluation set.",
+            "α) these folds compared, so a little optimistic: Compare measures the adapter on your evaluation set."
+            + (
+                f" {n_off:,} of the {n_all:,} training questions are offline pseudo-queries, so this is a gain on "
+                "pseudo-queries: real questions have gained much less (the warning in the form above)."
+                if pseudo
+                else ""
+            ),
         )
+        if pseudo:
+            st.caption(
+                f"This gain is on held-out offline pseudo-queries ({n_off:,} of the {n_all:,} training questions are "
+                "offline): real questions have gained much less. Compare on an evaluation set of real questions shows "
+                "what it does for them."
+            )
         m[3].metric(  # a short value: a quarter of the page is narrow
             "Chosen epoch · α",
             (f"{cv['epochs']}" + (f" · {cv['alpha']:g}" if cv.get("alpha", 1.0) != 1.0 else ""))
