@@ -7,8 +7,10 @@ finds, for one (evaluation set, training set) pair:
   (:func:`core.questions.normalize_question`) equals a training question's;
 - **near-duplicate questions**: cosine similarity of the base model's (cached) query vectors at
   least ``threshold`` (0.95 by default) to some training question;
-- **shared chunks**: evaluation target chunks that are also training targets (same chunk id, or
-  the same normalised text), and the evaluation questions that point at them.
+- **shared chunks**: evaluation target chunks that are also training targets (same chunk id, the
+  same normalised text, or mostly the same text cut otherwise: at least half of the chunk's word
+  4-gram fingerprints, :func:`core.distill.text_fingerprints`, among the training targets'), and the
+  evaluation questions that point at them.
 
 Shared chunks are expected when the adapter is meant for *new questions about the same
 documents*; they are not when it is meant for *new documents*. Duplicated questions are leakage
@@ -191,11 +193,20 @@ def check_leakage(
         order = {q: i for i, q in enumerate(eval_ids)}
         report.near_duplicate = sorted(near, key=order.get)
 
+    from .distill import IN_CORPUS_SHARE, coverage, text_fingerprints
+
     train_targets = {d for q in train_ids for d in train_ds.relevant_docs.get(q, [])}
     train_texts = {_norm_text(train_ds.corpus[d]) for d in train_targets if d in train_ds.corpus}
+    # the same passages under another chunking (a LlamaIndex file against the app's own chunks of that filing)
+    train_prints = text_fingerprints(train_ds.corpus[d] for d in train_targets if d in train_ds.corpus)
     shared: list[str] = []
     for d in dict.fromkeys(d for q in eval_ids for d in eval_ds.relevant_docs.get(q, [])):
-        if d in train_targets or (d in eval_ds.corpus and _norm_text(eval_ds.corpus[d]) in train_texts):
+        text = eval_ds.corpus.get(d)
+        if (
+            d in train_targets
+            or (text is not None and _norm_text(text) in train_texts)
+            or (text is not None and (coverage(text_fingerprints([text]), train_prints) or 0) >= IN_CORPUS_SHARE)
+        ):
             shared.append(d)
     report.shared_chunks = shared
     shared_set = set(shared)

@@ -70,6 +70,23 @@ def test_shared_chunks_by_id_and_by_text():
     assert rep.severity == "medium"  # 3 of 4 questions about trained passages, none duplicated
 
 
+def test_shared_chunks_by_text_cut_otherwise():
+    """The same filing chunked twice (a LlamaIndex file against the app's own chunks): an evaluation chunk whose text
+    mostly lies in a training target is shared, though no id or whole text matches."""
+    passage = " ".join(f"word{i}" for i in range(400))
+    train = _ds({"t1": "q one"}, {"t1": "long"}, {"long": passage})
+    ev = _ds(
+        {"e1": "new 1", "e2": "new 2"},
+        {"e1": "recut", "e2": "other"},
+        {
+            "recut": " ".join(f"word{i}" for i in range(150, 330)) + " and a tail",  # a piece of the trained passage
+            "other": " ".join(f"term{i}" for i in range(180)),
+        },
+    )
+    rep = check_leakage(ev, train)
+    assert rep.shared_chunks == ["recut"] and rep.on_shared_chunks == ["e1"]
+
+
 def test_severity_and_round_trip():
     train = _ds({f"t{i}": f"question {i}" for i in range(20)}, {f"t{i}": f"c{i % 10}" for i in range(20)}, CORPUS)
     # the evaluation set *is* the training set: everything leaks
