@@ -271,10 +271,29 @@ def _short(name: str, n: int = 42) -> str:
     return name if len(name) <= n else name[: n - 1] + "\u2026"
 
 
+def _wrap_label(name: str, width: int = 30, lines: int = 3) -> str:
+    """A system name for a chart's axis in up to ``lines`` lines of about ``width`` characters (plotly ``<br>``),
+    broken at its " · " parts, then words: a run name keeps its distinguishing end instead of an ellipsis."""
+    tokens: list[tuple[str, str]] = []  # (the separator before it, a part or a word of a long part)
+    for i, part in enumerate(name.split(" · ")):
+        for j, word in enumerate(part.split(" ") if len(part) > width else [part]):
+            tokens.append((" · " if i and not j else " ", word))
+    out: list[str] = []
+    for sep, word in tokens:
+        if out and len(out[-1]) + len(sep) + len(word) <= width:
+            out[-1] += sep + word
+        else:  # a new line starts with the token itself, its separator dropped
+            out.append(word)
+    if len(out) > lines:
+        out = out[: lines - 1] + [_short(" ".join(out[lines - 1 :]), width)]
+    return "<br>".join(chart_text(line) for line in out)
+
+
 def summary_figure(cmp: Comparison, context: dict[str, Any] | None = None):
     """The summary's one chart: change in hit@k and MRR@k against the baseline, in points, with
     95% CI error bars, one row per system (checkpoints left to the appendix). None when there is
-    nothing to compare with."""
+    nothing to compare with. Each value is written beyond the end of its interval, where no whisker
+    crosses it (a minus sign under a whisker reads as a plus)."""
     import plotly.graph_objects as go
 
     from .summary import main_systems
@@ -284,43 +303,72 @@ def summary_figure(cmp: Comparison, context: dict[str, Any] | None = None):
         return None
     k = cmp.top_k
     fig = go.Figure()
-    for metric, label, color in (
-        (f"hit@{k}", f"hit@{k} (points)", "#16a34a"),
-        (f"mrr@{k}", f"MRR@{k} (\u00d7100)", "#2563eb"),
+    lows: list[float] = []
+    highs: list[float] = []
+    # two bars a row at fixed offsets (centres at -0.2 and +0.2 of the row), so each label can sit beside its own bar
+    for j, (metric, label, color) in enumerate(
+        (
+            (f"hit@{k}", f"hit@{k} (points)", "#16a34a"),
+            (f"mrr@{k}", f"MRR@{k} (\u00d7100)", "#2563eb"),
+        )
     ):
         sig = [cmp.significance[n][metric] for n in names]
         d = [100 * x["delta"] for x in sig]
+        lo, hi = [100 * x["ci_low"] for x in sig], [100 * x["ci_high"] for x in sig]
+        lows += lo + d
+        highs += hi + d
         fig.add_bar(
             name=label,
             orientation="h",
-            y=[chart_text(_short(n)) for n in names],
+            y=list(range(len(names))),
             x=d,
+            width=0.36,
+            offset=-0.38 + 0.4 * j,
             marker_color=color,
             error_x=dict(
                 type="data",
                 symmetric=False,
-                array=[100 * x["ci_high"] - v for x, v in zip(sig, d)],
-                arrayminus=[v - 100 * x["ci_low"] for x, v in zip(sig, d)],
+                array=[h - v for h, v in zip(hi, d)],
+                arrayminus=[v - low for low, v in zip(lo, d)],
                 color="#111827",
                 thickness=1.5,
             ),
-            text=[f"{v:+.1f}" for v in d],
-            textposition="outside",
-            cliponaxis=False,
-            customdata=[[chart_text(n), 100 * x["ci_low"], 100 * x["ci_high"]] for n, x in zip(names, sig)],
+            customdata=[[chart_text(n), a, b] for n, a, b in zip(names, lo, hi)],
             hovertemplate="%{customdata[0]}<br>"
             + label
             + ": %{x:+.1f} (95% CI %{customdata[1]:+.1f} to %{customdata[2]:+.1f})<extra></extra>",
         )
+        for i, (v, a, b) in enumerate(zip(d, lo, hi)):
+            right = v >= 0
+            fig.add_annotation(
+                x=max(b, v) if right else min(a, v),
+                y=i - 0.2 + 0.4 * j,
+                text=f"{v:+.1f}".replace("-", "\u2212"),
+                showarrow=False,
+                xanchor="left" if right else "right",
+                xshift=4 if right else -4,
+                font=dict(color=color, size=12),
+            )
+    span = max(highs + [0.0]) - min(lows + [0.0]) or 1.0
     fig.add_vline(x=0, line_color="#111827", line_width=1)
     fig.update_layout(
-        barmode="group",
+        barmode="overlay",
         title=f"Change against the {chart_text(cmp.baseline)}, with 95% confidence intervals",
-        xaxis_title="change in points (0 = same as the base model)",
-        yaxis=dict(autorange="reversed"),
-        height=170 + 70 * len(names),
-        legend=dict(orientation="h", y=-0.25),
-        margin=dict(l=10, r=30, t=50, b=10),
+        xaxis=dict(
+            title="change in points (0 = same as the base model)",
+            range=[min(lows + [0.0]) - 0.12 * span, max(highs + [0.0]) + 0.12 * span],  # room for the labels
+        ),
+        yaxis=dict(
+            autorange="reversed",
+            tickmode="array",
+            tickvals=list(range(len(names))),
+            ticktext=[_wrap_label(n) for n in names],
+            automargin=True,
+        ),
+        height=190 + 80 * len(names),
+        # under the axis title, measured from the figure's bottom edge: it cannot cover the title
+        legend=dict(orientation="h", yref="container", y=0.01, yanchor="bottom", x=0, xanchor="left"),
+        margin=dict(l=10, r=30, t=50, b=75),
     )
     return fig
 

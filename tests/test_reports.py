@@ -107,6 +107,28 @@ def test_html_report_with_only_the_baseline(cmp):
     assert set(comparison_figures(only)) == {"metrics"}
 
 
+def test_the_summary_chart_writes_each_value_beyond_its_interval(cmp):
+    fig = summary_figure(cmp)
+    bars = [t for t in fig.data if t.type == "bar"]
+    notes = list(fig.layout.annotations)
+    assert len(notes) == sum(len(b.x) for b in bars)  # one label a bar
+    for b, group in zip(bars, (notes[: len(bars[0].x)], notes[len(bars[0].x) :])):
+        for v, plus, minus, note in zip(b.x, b.error_x.array, b.error_x.arrayminus, group):
+            end = v + plus if v >= 0 else v - minus  # the whisker's far end: no line crosses the text there
+            assert note.x == pytest.approx(max(end, v) if v >= 0 else min(end, v))
+            assert note.text == f"{v:+.1f}".replace("-", "\u2212") and note.xanchor == ("left" if v >= 0 else "right")
+    assert fig.layout.legend.yref == "container"  # below the axis title, not over it
+
+
+def test_chart_labels_wrap_instead_of_cutting_a_run_name():
+    from core.reports import _wrap_label
+
+    assert _wrap_label("linear · corpus_softmax · lr 0.0003 · epochs by CV") == (
+        "linear · corpus_softmax<br>lr 0.0003 · epochs by CV"
+    )
+    assert _wrap_label("base") == "base" and _wrap_label("a <b> name") == "a &lt;b&gt; name"
+
+
 def test_comparison_csv_parses(cmp):
     frame = pd.read_csv(io.StringIO(comparison_csv(cmp, {"systems": {"linear adapter": {"id": "run-42"}}})))
     assert list(frame["system"]) == ["base", "linear adapter"]
