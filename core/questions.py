@@ -196,7 +196,8 @@ def generate_questions(
     ``threading.Event``: once set, no new chunk starts (those in flight are still saved).
 
     Returns ``{"gen_key", "chunks_total", "chunks_done_before", "chunks_done_now",
-    "questions_added", "failures": [{"chunk_id", "error"}], "cancelled"}``.
+    "questions_added", "chunks_without_questions", "failures": [{"chunk_id", "error"}], "cancelled"}``
+    (``chunks_without_questions``: chunks done now that got none: nothing to ask, or every question a duplicate).
     """
     n = int(questions_per_chunk)
     if n < 1:
@@ -211,6 +212,7 @@ def generate_questions(
         "chunks_done_before": len(chunks) - len(todo),
         "chunks_done_now": 0,
         "questions_added": 0,
+        "chunks_without_questions": 0,
         "failures": [],
         "cancelled": False,
     }
@@ -259,6 +261,7 @@ def generate_questions(
             added = _save_chunk_questions(ws, chunk["id"], list(res or []), key, n, source, dedupe_threshold)
             report["chunks_done_now"] += 1
             report["questions_added"] += added
+            report["chunks_without_questions"] += not added
             state["consecutive"] = 0
             msg = f"{report['chunks_done_before'] + report['chunks_done_now']} of {len(chunks)} chunks done"
         state["handled"] += 1

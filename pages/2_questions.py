@@ -95,10 +95,18 @@ def show_generation_result(job: dict) -> None:
     r = job.get("result") or {}
     if "questions_added" not in r:
         return
+    empty = int(r.get("chunks_without_questions") or 0)
     st.success(
         f"Last generation ({md_escape(job['title'])}): {r['questions_added']} question(s) added for "
-        f"{r['chunks_done_now']} chunk(s); {r['chunks_done_before']} of {r['chunks_total']} chunk(s) "
-        "were already done with these settings and were skipped."
+        f"{r['chunks_done_now']} chunk(s)"
+        + (
+            f", {empty} of which got none (nothing the generator could ask there, such as a table, a contents line "
+            "or a passage the document repeats, or every question was a duplicate)"
+            if empty
+            else ""
+        )
+        + f"; {r['chunks_done_before']} of {r['chunks_total']} chunk(s) were already done with these settings and "
+        "were skipped."
     )
     if r.get("failures"):
         st.warning(

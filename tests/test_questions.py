@@ -601,3 +601,21 @@ def test_pending_chunks_counts_only_what_a_resumed_run_would_call(two_docs):
     assert {c["id"] for c in pending} == set(ids["doc000000000"][6:] + ids["doc100000000"][4:])
     assert len(pending_chunks(ws, OfflineGenerator(), 3)) == 14  # another count is another generation
     assert len(pending_chunks(ws, OfflineGenerator(), 2, doc_ids=["doc100000000"])) == 2
+
+
+def test_generate_counts_the_chunks_that_got_no_question(ws):
+    """The Questions page says how many chunks were done with no question, so "added for N chunks" and the
+    header's "chunks with questions" agree."""
+    add_docs(ws, {"lyft.pdf": 4})
+
+    class EveryOther:
+        kind = "offline"
+        seen = 0
+
+        def generate(self, text, n):
+            self.seen += 1
+            return [f"What does passage {self.seen} say about revenue?"] if self.seen % 2 else []
+
+    report = generate_questions(ws, EveryOther(), 1)
+    assert report["chunks_done_now"] == 4 and report["questions_added"] == 2
+    assert report["chunks_without_questions"] == 2
