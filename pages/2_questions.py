@@ -66,8 +66,12 @@ m[3].metric("Saved datasets", counts["datasets"])
 docs = [d for d in list_documents(ws) if d["status"] == "ok" and d["n_chunks"]]
 doc_names = {d["id"]: d["filename"] for d in docs}
 
+# tracked by key: the tab a user works in stays open through the rerun after a save or an import (untracked tabs
+# went back to Generate whenever a banner above them changed the page)
 tab_gen, tab_review, tab_split, tab_io = st.tabs(
-    ["Generate", "Review & edit", "Split into train / validation", "Import / export"]
+    ["Generate", "Review & edit", "Split into train / validation", "Import / export"],
+    key="questions_tab",
+    on_change="rerun",
 )
 
 # ------------------------------------------------------------------------------------------------

@@ -300,7 +300,8 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     )
     assert m and int(m.group(1)) > 0 and int(m.group(2)) > 0, saved.inner_text()
     assert int(m.group(1)) + int(m.group(2)) == n_questions
-    page.get_by_role("tab", name="Split into train / validation").click()
+    # the tab the user saved from stays open through the rerun (it used to go back to Generate)
+    expect(page.get_by_role("tab", name="Split into train / validation")).to_have_attribute("aria-selected", "true")
     snap(page, artifacts / "02-questions.png")
     mark(f"questions: {n_questions} generated, datasets saved")
 
