@@ -417,6 +417,20 @@ with tab_split:
         except (ValueError, DatasetError) as exc:
             st.warning(md_escape(exc))
         else:
+            if by == "document" and not val_docs:  # say which documents the seeded pick held out
+                held = sorted(
+                    {
+                        (val.node_meta.get(c) or {}).get("filename") or doc_names.get(val.document_of(c) or "", "")
+                        for ids in val.relevant_docs.values()
+                        for c in ids
+                    }
+                    - {""}
+                )
+                if held:
+                    st.caption(
+                        f"None picked, so the seeded pick holds out **{md_escape(', '.join(held))}**: choose the "
+                        "documents above to hold out others."
+                    )
             s = st.columns(4)
             s[0].metric("Train questions", len(train.queries))
             s[1].metric("Train corpus chunks", len(train.corpus))

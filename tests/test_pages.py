@@ -454,6 +454,9 @@ def test_questions_import_and_save_split(prepared_ws, prepared):
     assert "Imported uber eval." in texts(at.success)
     names = list(frame(at, "name", "role", "corpus chunks")["name"])
     assert "uber eval" in names
+    # by document with none picked: the page names the document the seeded pick holds out
+    held = [c.value.replace("\\", "") for c in at.caption if c.value.startswith("None picked, so the seeded pick")]
+    assert len(held) == 1 and ("harbor.pdf" in held[0]) != ("northwind.pdf" in held[0]), held
 
     at.radio(key="split_by").set_value("chunk").run()
     at.button(key="split_save").click().run()
