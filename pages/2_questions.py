@@ -323,6 +323,8 @@ with tab_review:
             },
         )
         updates, deletes = editor_changes(frame, edited)
+        if updates or deletes:  # the table is rebuilt for another search or file, and its edits with it
+            st.caption(":orange[Unsaved: save before changing the search or the file, which starts a fresh table.]")
         b1, b2 = st.columns([1, 2])
         if b1.button(
             f"Save changes ({len(updates)} edited, {len(deletes)} to delete)",
