@@ -47,8 +47,11 @@ def show_ingest_result(job: dict) -> None:
     msg = f"Last upload: {len(ok)} of {len(reports)} file(s) ingested"
     (st.warning if bad else st.success)(msg + (f", {len(bad)} with errors (below)." if bad else "."))
     st.dataframe(ingest_rows(reports), hide_index=True, width="stretch", key="ingest_report")
-    for r in bad:
-        st.error(f"**{md_escape(r['filename'])}**: {md_escape(r['error'])}")
+    for r in bad:  # the product's errors already start with the file's name
+        err = str(r["error"] or "")
+        st.error(
+            md_escape(err) if err.startswith(r["filename"]) else f"**{md_escape(r['filename'])}**: {md_escape(err)}"
+        )
 
 
 st.subheader("Upload PDFs")

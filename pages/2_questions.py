@@ -500,7 +500,8 @@ with tab_io:
             try:
                 import_dataset(ws, up.getvalue(), name.strip() or up.name, role=role)
             except (DatasetError, ValueError) as exc:
-                st.error(f"Could not import {md_escape(up.name)}: {md_escape(exc)}")
+                named = up.name in str(exc)  # a dataset error names its file already
+                st.error(f"Could not import{'' if named else ' ' + md_escape(up.name)}: {md_escape(exc)}")
             else:
                 widgets.flash(f"Imported {md_escape(name.strip() or up.name)}.")
                 st.rerun()

@@ -415,7 +415,7 @@ def test_questions_import_malformed_json_shows_error(prepared_ws):
     at.run()
     at.button(key="import_start").click().run()
     no_exceptions(at)
-    assert "Could not import bad.json" in texts(at.error)
+    assert "Could not import: 'bad.json': not valid JSON" in texts(at.error)  # the file named once
 
 
 def test_questions_import_real_queries_csv(prepared_ws, prepared):
