@@ -491,19 +491,27 @@ with tab_io:
 
     with st.container(border=True):
         st.markdown("**Import a dataset**")
-        up = st.file_uploader("LlamaIndex dataset JSON", type=["json"], key="import_file")
+        # a new uploader after each import: the file just imported is not offered for a second, duplicate import
+        up = st.file_uploader(
+            "LlamaIndex dataset JSON", type=["json"], key=f"import_file_{st.session_state.get('import_gen', 0)}"
+        )
         i1, i2 = st.columns(2)
         name = i1.text_input("Name", key="import_name", placeholder="e.g. uber questions (eval)")
         roles = {"eval": "evaluation set", "train": "training set", "val": "validation set", "import": "other"}
         role = i2.selectbox("Use as", list(roles), format_func=roles.get, key="import_role")
         if st.button("Import", key="import_start", disabled=up is None, icon=":material/upload:"):
             try:
-                import_dataset(ws, up.getvalue(), name.strip() or up.name, role=role)
+                new_id = import_dataset(ws, up.getvalue(), name.strip() or up.name, role=role)
             except (DatasetError, ValueError) as exc:
                 named = up.name in str(exc)  # a dataset error names its file already
                 st.error(f"Could not import{'' if named else ' ' + md_escape(up.name)}: {md_escape(exc)}")
             else:
-                widgets.flash(f"Imported {md_escape(name.strip() or up.name)}.")
+                got = load_dataset(ws, new_id)
+                widgets.flash(
+                    f"Imported {md_escape(name.strip() or up.name)}: {len(got.queries):,} questions over "
+                    f"{len(got.corpus):,} chunks, as {roles[role]}."
+                )
+                st.session_state["import_gen"] = st.session_state.get("import_gen", 0) + 1
                 st.rerun()
 
     with st.container(border=True):

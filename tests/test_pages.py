@@ -411,7 +411,7 @@ def test_questions_llm_generation_on_a_sample_of_chunks(prepared_ws, prepared, f
 def test_questions_import_malformed_json_shows_error(prepared_ws):
     at = page("2_questions.py")
     at.run()
-    at.file_uploader(key="import_file").set_value(("bad.json", b'{"queries": {', "application/json"))
+    at.file_uploader(key="import_file_0").set_value(("bad.json", b'{"queries": {', "application/json"))
     at.run()
     at.button(key="import_start").click().run()
     no_exceptions(at)
@@ -446,12 +446,14 @@ def test_questions_import_and_save_split(prepared_ws, prepared):
     at = page("2_questions.py")
     at.run()
     data = prepared.val.dumps().encode()
-    at.file_uploader(key="import_file").set_value(("uber_eval.json", data, "application/json"))
+    at.file_uploader(key="import_file_0").set_value(("uber_eval.json", data, "application/json"))
     at.run()
     at.text_input(key="import_name").input("uber eval")
     at.button(key="import_start").click().run()
     no_exceptions(at)
-    assert "Imported uber eval." in texts(at.success)
+    n = len(prepared.val.queries)
+    assert f"Imported uber eval: {n:,} questions over {len(prepared.val.corpus):,} chunks" in texts(at.success)
+    assert at.file_uploader(key="import_file_1").value is None  # a fresh uploader: no second, duplicate import
     names = list(frame(at, "name", "role", "corpus chunks")["name"])
     assert "uber eval" in names
     # by document with none picked: the page names the document the seeded pick holds out
