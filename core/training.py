@@ -53,7 +53,7 @@ from .embedders import pick_device
 from .evaluation import EmbeddedDataset, FixedCorpusScorer, embed_dataset, rank_embeddings
 from .losses import LOSSES, Loss, LossBatch
 from .optim import OPTIMIZERS  # torch's update rules without importing torch._dynamo (see core.optim)
-from .progress import Progress
+from .progress import Progress, in_phase
 from .train_config import (  # noqa: F401
     DEFAULT_LR,
     FALLBACK_LR,
@@ -1140,7 +1140,9 @@ def train(
             negatives = None
         full = _with_negatives(train_dataset, negatives)
     record({"type": "phase", "message": f"embedding {len(full.corpus)} chunks and {len(full.queries)} questions"})
-    emb = embed_dataset(full, embedder, progress=progress)
+    # one bar for the whole run: embedding, then the cross-validation (most of the work), then the final fit
+    phases = (0.2, 0.25, 0.9) if selection == "cv" else (0.2, 0.2, 0.2)
+    emb = embed_dataset(full, embedder, progress=in_phase(progress, 0.0, phases[0]))
     dim = emb.query_vecs.shape[1]
     groups = source_groups(full, train_q, question_sources) if config.separate_sources else {}
     prob = _build_problem(emb, full, list(full.queries), config, device, groups=groups)
@@ -1195,7 +1197,7 @@ def train(
             sorted({full.relevant_docs[q][0] for q in train_q}),
             embedder,
             record,
-            progress,
+            in_phase(progress, phases[0], phases[1]),
             stand_in=stand_in,
             groups=target_groups,
         )
@@ -1218,7 +1220,7 @@ def train(
                 reason,
                 record=record,
                 cancel=cancel,
-                progress=progress,
+                progress=in_phase(progress, phases[1], phases[2]),
                 allow_custom_code=allow_custom_code,
                 units=units if any(u is not None for u in units) else None,
                 pseudo_rows=pseudo_rows,
@@ -1259,12 +1261,14 @@ def train(
         checkpoints.append(str(path))
         record({"type": "checkpoint", "step": step, "path": str(path)})
 
+    fit_progress = in_phase(progress, phases[2], 1.0)
+
     def on_step(step, epoch, loss, cur_lr):
         record({"type": "step", "step": step, "epoch": epoch, "loss": loss, "lr": cur_lr})
         if config.checkpoint_every and step % config.checkpoint_every == 0:
             save_ckpt(adapter_ref[0], step)
-        if progress:
-            progress(step, steps_per_epoch * max(epochs, 1), f"epoch {epoch}/{epochs}")
+        if fit_progress:
+            fit_progress(step, steps_per_epoch * max(epochs, 1), f"epoch {epoch}/{epochs}")
 
     adapter_ref: list[torch.nn.Module] = []
 

@@ -377,3 +377,15 @@ def test_no_training_questions_is_an_error():
     _, emb = synthetic(n_chunks=4, per_chunk=1)
     with pytest.raises(TrainingError, match="no training questions"):
         train(QADataset({}, {"n0": "chunk 0"}, {}), emb, _fast(val_fraction=0.0))
+
+
+def test_a_phase_carries_the_bar_on_instead_of_sending_it_back():
+    from core.progress import in_phase
+
+    seen = []
+    first, second = (in_phase(lambda d, t, m: seen.append((d, t, m)), a, b) for a, b in ((0.0, 0.25), (0.25, 1.0)))
+    first(10, 10, "embedded 10 of 10")
+    second(1, 4, "epoch 1/4")
+    second(4, 4, "epoch 4/4")
+    assert seen == [(250, 1000, "embedded 10 of 10"), (438, 1000, "epoch 1/4"), (1000, 1000, "epoch 4/4")]
+    assert in_phase(None, 0.0, 1.0) is None
