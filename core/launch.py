@@ -559,7 +559,10 @@ def start_evaluation(
 
     return jm.submit(
         "evaluate",
-        f"Compare {len(systems)} system(s) on {meta['name']}",
+        # the base model is always compared too: the title counts it, as the results table lists it
+        f"Compare the base model and {len(systems)} other system(s) on {meta['name']}"
+        if systems
+        else f"Evaluate the base model on {meta['name']}",
         job,
         {"dataset_id": dataset_id, "systems": systems, "top_k": top_k},
     )
