@@ -569,7 +569,7 @@ else:
                 key=hk("selection"),
                 help=HELP["selection"],
                 format_func={
-                    "cv": "Cross-validation (recommended)",
+                    "cv": "Cross-validation",  # the default: its help says why (a quarter-width column)
                     "holdout": "One hold-out split",
                     "none": "None: train all epochs",
                 }.get,
@@ -581,7 +581,7 @@ else:
                 key=hk("cv_design"),
                 help=HELP["cv_design"],
                 format_func={
-                    "auto": "Auto (from the evaluation set)",
+                    "auto": "Auto",  # from the evaluation set: the help says so
                     "questions": "New questions, same chunks",
                     "chunks": "New documents",
                 }.get,
@@ -592,7 +592,7 @@ else:
                 key=hk("cv_validation"),
                 help=HELP["cv_validation"],
                 format_func={
-                    "auto": "Auto (evaluation set)",
+                    "auto": "Auto",
                     "fold": "Among the held-out chunks",
                     "corpus": "Among every chunk (stricter)",
                 }.get,
