@@ -916,7 +916,7 @@ def draw_run(run: dict, hist: list[dict]) -> None:
             )
         m[3].metric(  # a short value: a quarter of the page is narrow
             "Chosen epoch · α",
-            (f"{cv['epochs']}" + (f" · {cv['alpha']:g}" if cv.get("alpha", 1.0) != 1.0 else ""))
+            f"{cv['epochs']} · {cv.get('alpha', 1.0):g}"  # α 1 too: the label promises both
             if cv["train"]
             else "identity",
             help="The epochs (and shrinkage toward the identity, α) the cross-validation chose for the refit "
