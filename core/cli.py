@@ -376,6 +376,14 @@ def _train_config(args):
 _ARGS_OUT: Any = object()  # _run_with_bar's default: the command's own --out
 
 
+def _chosen_cell(cv: Any, lr: float, epoch: int) -> str:
+    """The CV table's "chosen" cell: ``*`` on the candidate trained (with its shrinkage alpha, since the gain
+    column is the full step), or on epoch 0 when the identity is kept; else empty."""
+    if cv.train and lr == cv.lr and epoch == cv.epochs:
+        return f"* (alpha {cv.alpha:g})" if cv.alpha != 1 else "*"
+    return "*" if not cv.train and epoch == 0 else ""
+
+
 def _check_out_file(path: str | None, flag: str) -> None:
     """Before the work starts: a file ``flag`` names must not be a folder (found only when it is written)."""
     if path and Path(path).is_dir():
@@ -685,11 +693,7 @@ def cmd_train(args) -> int:
                 **{m: f"{p[f'{m} mean']:.3f} ± {p[f'{m} std']:.3f}" for m in (f"hit@{cfg.top_k}", f"mrr@{cfg.top_k}")},
                 "gain (pt)": f"{100 * p['gain']:+.2f} ± {100 * p['gain_se']:.2f}",
                 # the chosen cell names the shrinkage too: the gain column is the full step (alpha 1)
-                "chosen": (f"* (alpha {result.cv.alpha:g})" if result.cv.alpha != 1 else "*")
-                if (float(lr) == result.cv.lr and p["epoch"] == result.cv.epochs and result.cv.train)
-                else "*"
-                if (p["epoch"] == 0 and not result.cv.train)
-                else "",
+                "chosen": _chosen_cell(result.cv, float(lr), p["epoch"]),
             }
             for lr, curve in result.cv.curves.items()
             for p in curve
@@ -1111,9 +1115,13 @@ def cmd_documents(args) -> int:
 
     ws = _workspace(args)
     for name in args.remove or []:  # any status: a file that failed to ingest is listed until removed
-        match = [d for d in list_documents(ws) if name in (d["filename"], Path(name).name) or d["id"].startswith(name)]
+        docs = list_documents(ws)
+        # by file name (a path's last part), or by an id prefix long enough not to match by accident
+        match = [
+            d for d in docs if d["filename"] in (name, Path(name).name) or (len(name) >= 6 and d["id"].startswith(name))
+        ]
         if len(match) != 1:
-            known = ", ".join(sorted(d["filename"] for d in list_documents(ws))) or "none"
+            known = ", ".join(sorted(d["filename"] for d in docs)) or "none"
             how = "is not in the workspace" if not match else "names more than one document: give its id"
             raise CLIError(f"document {name!r} {how}; documents: {known}")
         n = delete_document(ws, match[0]["id"])

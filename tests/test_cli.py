@@ -168,11 +168,17 @@ def test_ingest_of_only_broken_files_fails(tmp_path, capsys):
     assert row["file"] == "broken.pdf" and row["status"] == "error" and row["error"]
     rc, out, err = cli_inproc(capsys, "ingest", str(tmp_path / "nowhere.pdf"), "--workspace", str(tmp_path / "ws"))
     assert rc == 2 and out == "" and err.strip() == f"error: {tmp_path / 'nowhere.pdf'}: no such file"
-    # the failed file stays listed, with its error, until removed
+    # the failed file stays listed, with its error, until removed; another name removes nothing
+    other = tmp_path / "other.pdf"
+    other.write_bytes(b"not a pdf at all")
+    assert cli_inproc(capsys, "ingest", str(other), "--workspace", str(tmp_path / "ws"))[0] == 1
+    rc, out, err = cli_inproc(capsys, "documents", "--remove", "x.pdf", "--workspace", str(tmp_path / "ws"))
+    assert rc == 2 and "'x.pdf' is not in the workspace; documents: broken.pdf, other.pdf" in err
     rc, out, err = cli_inproc(
         capsys, "documents", "--remove", "broken.pdf", "--json", "--workspace", str(tmp_path / "ws")
     )
-    assert rc == 0 and json.loads(out) == [] and err.startswith("removed broken.pdf and its 0 chunks")
+    assert rc == 0 and err.startswith("removed broken.pdf and its 0 chunks")
+    assert [d["filename"] for d in json.loads(out)] == ["other.pdf"]
     rc, out, err = cli_inproc(capsys, "documents", "--remove", "broken.pdf", "--workspace", str(tmp_path / "ws"))
     assert rc == 2 and "not in the workspace" in err
     rc, out, err = cli_inproc(capsys, "ingest", str(tmp_path), "--workspace", str(tmp_path / "ws"))
