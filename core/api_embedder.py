@@ -222,6 +222,14 @@ class OpenAIEmbedder:
         return {"api_timeout": self.timeout, "api_batch_size": self.batch_size, "api_concurrency": self.concurrency}
 
     @property
+    def cache_chunk(self) -> int:
+        """Texts :class:`core.embedders.CachedEmbedder` hands over at a time, caching each hand's answers before the
+        next: one round of requests (a text a request when the server answers per token), so a run that fails
+        half-way keeps what the server answered instead of losing up to 511 texts of work."""
+        per_request = 1 if self.pooling == "mean" else self.batch_size
+        return max(1, per_request * self.concurrency)
+
+    @property
     def progress_note(self) -> str:
         notes = []
         if self.pooling == "mean":

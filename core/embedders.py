@@ -409,8 +409,13 @@ class CachedEmbedder:
                     + (f" · {note}" if note else ""),
                 )
 
-            for start in range(0, len(mk), self.chunk):
-                part = mk[start : start + self.chunk]
+            start = 0
+            while start < len(mk):
+                # a remote base says how many texts to hand over at a time (each hand cached before the next;
+                # read again each time: its first answers may change it)
+                step = max(1, int(getattr(self.base, "cache_chunk", 0) or self.chunk))
+                part = mk[start : start + step]
+                start += len(part)
                 sub = (lambda d, t, msg, _done=done: report(_done + d)) if progress else None
                 vecs = _as_f32(fn([missing[k] for k in part], progress=sub))
                 self.cache.put_matrix(self.identity, part, vecs)

@@ -577,6 +577,23 @@ def test_cached_api_embedder_sends_only_new_texts(fake_openai, tmp_path):
     assert [r["body"]["input"] for r in new] == [["three"]]
 
 
+def test_an_api_run_that_fails_half_way_keeps_what_the_server_answered(fake_openai, tmp_path):
+    """Each round of requests is cached before the next: a server that dies half-way costs the failed round,
+    not the whole run (before, the cache was written once per 512 texts, so a failed run kept nothing)."""
+    path = tmp_path / "emb.sqlite"
+    texts = [f"passage number {i}" for i in range(40)]
+    # three requests answered (a probe, then two batches), then the server fails
+    fake_openai.faults.extend([None] * 3 + ["500"] * 10)
+    with pytest.raises(EmbedderError):
+        CachedEmbedder(_api(fake_openai, batch_size=4, max_retries=1), EmbeddingCache(path)).embed_texts(texts)
+    fake_openai.faults.clear()  # the server is back
+    sent = len(fake_openai.embedding_requests)
+    CachedEmbedder(_api(fake_openai, batch_size=4), EmbeddingCache(path)).embed_texts(texts)
+    answered = [t for r in fake_openai.embedding_requests[:3] for t in r["body"]["input"]]
+    again = [t for r in fake_openai.embedding_requests[sent:] for t in r["body"]["input"]]
+    assert len(answered) > 4 and sorted(again) == sorted(set(texts) - set(answered))  # only the rest is sent
+
+
 # ------------------------------------------------------------------------------------------------
 # specs
 # ------------------------------------------------------------------------------------------------
