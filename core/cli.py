@@ -263,8 +263,9 @@ def cmd_generate(args) -> int:
         ws, generator, questions_per_chunk=args.questions_per_chunk, doc_ids=doc_ids, chunk_ids=chunk_ids, progress=bar
     )
     bar.close()
-    # the questions this generator made (the workspace may also hold other generators' questions)
-    ds = build_dataset(ws, doc_ids=doc_ids, sources=[args.generator])
+    # the questions this generator made (the workspace may also hold other generators' questions), and with a
+    # sample, only its chunks' (an earlier sample's questions would otherwise join this one's file)
+    ds = build_dataset(ws, doc_ids=doc_ids, sources=[args.generator], chunk_ids=chunk_ids)
     out: dict[str, Any] = {"report": report}
     if args.val_out:
         train_ds, val_ds = split_dataset(

@@ -210,7 +210,10 @@ class QADataset:
 # datasets
 # ------------------------------------------------------------------------------------------------
 def build_dataset(
-    ws: Workspace, doc_ids: Sequence[str] | None = None, sources: Sequence[str] | None = None
+    ws: Workspace,
+    doc_ids: Sequence[str] | None = None,
+    sources: Sequence[str] | None = None,
+    chunk_ids: Sequence[str] | None = None,
 ) -> QADataset:
     """The workspace's questions as a :class:`QADataset`.
 
@@ -218,7 +221,8 @@ def build_dataset(
     it has questions, so retrieval is measured against the whole document. Queries: the
     questions about those chunks, each relevant to its own chunk. ``node_meta`` holds
     ``{doc_id, filename, page_start, page_end}`` per chunk. ``sources`` keeps only questions
-    from those generators (``llm``, ``offline``, ``import``, ``manual``).
+    from those generators (``llm``, ``offline``, ``import``, ``manual``); ``chunk_ids`` only the
+    questions about those chunks (a sample's), the corpus staying whole.
     """
     sql = (
         "SELECT c.id, c.doc_id, c.text, c.page_start, c.page_end, d.filename "
@@ -246,8 +250,11 @@ def build_dataset(
     queries: dict[str, str] = {}
     relevant: dict[str, list[str]] = {}
     keep_sources = set(sources) if sources else None
+    keep_chunks = set(chunk_ids) if chunk_ids is not None else None
     for q in ws.query("SELECT id, chunk_id, text, source FROM questions ORDER BY created_at, id"):
         if keep_sources is not None and q["source"] not in keep_sources:
+            continue
+        if keep_chunks is not None and q["chunk_id"] not in keep_chunks:
             continue
         if q["chunk_id"] in corpus and q["text"].strip():
             queries[q["id"]] = q["text"]

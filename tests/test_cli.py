@@ -282,6 +282,10 @@ def test_generate_on_a_sample_of_chunks_resumes_the_same_sample(tmp_path, capsys
     assert (again["chunks_done_before"], again["chunks_done_now"]) == (3, 0)  # the same 3 chunks: resumed
     other = QADataset.load(tmp_path / "d2.json")
     assert {docs[0] for docs in other.relevant_docs.values()} == asked
+    # another seed's sample: its file holds its own chunks' questions, not the first sample's too
+    rc, out, _ = cli_inproc(capsys, *gen, "--seed", "7", "--out", str(tmp_path / "d7.json"), "--workspace", ws)
+    seventh = QADataset.load(tmp_path / "d7.json")
+    assert rc == 0 and len({docs[0] for docs in seventh.relevant_docs.values()}) <= 3 and len(seventh.queries) <= 3
     rc, _, err = cli_inproc(
         capsys, "generate", "--sample-chunks", "0", "--out", str(tmp_path / "x.json"), "--workspace", ws
     )
