@@ -263,6 +263,12 @@ def cmd_generate(args) -> int:
         ws, generator, questions_per_chunk=args.questions_per_chunk, doc_ids=doc_ids, chunk_ids=chunk_ids, progress=bar
     )
     bar.close()
+    failures = report.get("failures") or []
+    if failures and not report["chunks_done_now"] and not report["cancelled"]:  # nothing new: no file that looks fine
+        raise CLIError(
+            f"every chunk this run tried failed ({len(failures)}); nothing was written. First error: "
+            f"{failures[0]['error']}. Fix it and rerun the same command (finished chunks are kept)"
+        )
     # the questions this generator made (the workspace may also hold other generators' questions), and with a
     # sample, only its chunks' (an earlier sample's questions would otherwise join this one's file)
     ds = build_dataset(ws, doc_ids=doc_ids, sources=[args.generator], chunk_ids=chunk_ids)
@@ -281,7 +287,6 @@ def cmd_generate(args) -> int:
     else:
         ds.save(args.out)
         out.update(dataset=args.out, n_queries=len(ds.queries), n_corpus=len(ds.corpus))
-    failures = report.get("failures") or []
     rows = [{"output": k, "value": v} for k, v in out.items() if k != "report"]
     rows += [{"output": k, "value": v} for k, v in report.items() if k != "failures"]
     if failures:

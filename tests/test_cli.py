@@ -295,6 +295,22 @@ def test_generate_on_a_sample_of_chunks_resumes_the_same_sample(tmp_path, capsys
     assert rc == 0 and json.loads(out)["report"]["chunks_total"] == len(ds.corpus)
 
 
+def test_llm_generation_where_every_chunk_failed_writes_nothing_and_says_so(tmp_path, capsys, fake_openai):
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(make_text_pdf(sample_report_pages(), page_numbers=True))
+    ws = str(tmp_path / "ws")
+    assert cli_inproc(capsys, "ingest", str(pdf), "--workspace", ws)[0] == 0
+    fake_openai.faults.extend(["garbage"] * 8)  # answers with no question in them, twice a chunk
+    out = tmp_path / "q.json"
+    args = ["generate", "--generator", "llm", "--base-url", fake_openai.base_url, "--model", "fake-model"]
+    rc, stdout, err = cli_inproc(capsys, *args, "--sample-chunks", "2", "--out", str(out), "--workspace", ws)
+    assert rc == 2 and not out.exists() and stdout == ""
+    assert "error: every chunk this run tried failed (2); nothing was written. First error:" in err
+    fake_openai.faults.clear()
+    rc, stdout, _ = cli_inproc(capsys, *args, "--sample-chunks", "2", "--json", "--out", str(out), "--workspace", ws)
+    assert rc == 0 and json.loads(stdout)["report"]["chunks_done_now"] == 2 and out.exists()  # the retry works
+
+
 def test_train_on_a_sample_validates_against_the_chunks_no_question_asks_about(tmp_path, capsys):
     """With no evaluation set named, the ingested chunks the training questions do not ask about stand in for it
     (they are the new parts of the document real queries will hit): the validation reads them. A dataset that
