@@ -259,10 +259,22 @@ def cmd_generate(args) -> int:
 
     record_generator(ws, generator, args.questions_per_chunk)  # so evaluation sets can name the LLM
     bar = _Bar(not args.json, "generate")
-    report = generate_questions(
-        ws, generator, questions_per_chunk=args.questions_per_chunk, doc_ids=doc_ids, chunk_ids=chunk_ids, progress=bar
-    )
-    bar.close()
+    try:
+        with _one_interrupt():
+            report = generate_questions(
+                ws,
+                generator,
+                questions_per_chunk=args.questions_per_chunk,
+                doc_ids=doc_ids,
+                chunk_ids=chunk_ids,
+                progress=bar,
+            )
+    except KeyboardInterrupt:  # each finished chunk was saved as it finished
+        raise CLIError(
+            "interrupted; the chunks finished before it are saved: rerun the same command to resume"
+        ) from None
+    finally:
+        bar.close()
     failures = report.get("failures") or []
     if failures and not report["chunks_done_now"] and not report["cancelled"]:  # nothing new: no file that looks fine
         raise CLIError(

@@ -1142,6 +1142,20 @@ def test_training_commands_stop_on_the_first_ctrl_c_and_ignore_more_while_stoppi
     assert stopped and signal.getsignal(signal.SIGINT) is before
 
 
+def test_generation_stopped_with_ctrl_c_ends_in_one_clear_line(pipeline, monkeypatch, capsys, tmp_path):
+    import core.questions
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(core.questions, "generate_questions", stopped)
+    rc, out, err = cli_inproc(capsys, "generate", "--out", str(tmp_path / "q.json"), "--workspace", str(pipeline["ws"]))
+    assert rc == 2 and out == "" and "Traceback" not in err
+    assert err.strip() == (
+        "error: interrupted; the chunks finished before it are saved: rerun the same command to resume"
+    )
+
+
 def test_a_run_command_stopped_with_ctrl_c_ends_in_one_clear_error(monkeypatch, tmp_path):
     """train, finetune and distill share one runner: Ctrl-C while the run trains becomes one line naming
     the run and what it kept, and the progress bar is closed."""
