@@ -299,8 +299,27 @@ def cmd_generate(args) -> int:
     else:
         ds.save(args.out)
         out.update(dataset=args.out, n_queries=len(ds.queries), n_corpus=len(ds.corpus))
-    rows = [{"output": k, "value": v} for k, v in out.items() if k != "report"]
+    if args.generator == "llm":  # questions no user would type ("the passage", no question mark): counted, kept
+        from .question_filter import filter_dataset
+
+        flagged = filter_dataset(ds)[1]
+        out["unsearchable"] = len(flagged)
+        if flagged:
+            out["unsearchable_examples"] = [ds.queries[q] for q in list(flagged)[:3]]
+    rows = [
+        {"output": k, "value": v}
+        for k, v in out.items()
+        if k not in ("report", "unsearchable", "unsearchable_examples")
+    ]
     rows += [{"output": k, "value": v} for k, v in report.items() if k != "failures"]
+    if out.get("unsearchable"):
+        rows.append(
+            {
+                "output": "unsearchable questions",
+                "value": f"{out['unsearchable']} name the passage, lack a question mark or copy their chunk (e.g. "
+                f"{out['unsearchable_examples'][0]!r}); kept: the Questions page lists and removes them",
+            }
+        )
     if failures:
         rows.append({"output": "failed chunks", "value": f"{len(failures)} (rerun the same command to retry them)"})
     _emit(args, out, format_table(rows))

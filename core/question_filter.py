@@ -9,8 +9,9 @@ lookup, not a query.
 Measured on the real Lyft 10-K questions (bench/README.md): 18% mention "the context"/"the
 document" and 24% lack a question mark, yet dropping them from *training* lowered the
 cross-validated adapter's test gains on every protocol (less data hurt more than the noise),
-so training keeps them by default (``TrainConfig.filter_questions``); the filter stays on hand
-for generation and inspection.
+so training keeps them by default (``TrainConfig.filter_questions``). The filter flags an LLM's
+questions instead: ``generate`` counts them, and the Questions page lists them with a button that
+removes them (for an evaluation set, they measure the wrong thing).
 
 Example::
 

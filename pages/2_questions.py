@@ -26,6 +26,7 @@ from core.generators import (
 from core.launch import start_generation
 from core.llm import ENV_BASE_URL, LLMSettings, key_status
 from core.pseudo_queries import DEFAULT_OFFLINE_METHOD, OFFLINE_METHOD_HELP, OFFLINE_METHODS
+from core.question_filter import why_not_searchable
 from core.questions import (
     dedupe_workspace_questions,
     delete_questions,
@@ -353,6 +354,31 @@ with tab_review:
                 removed = dedupe_workspace_questions(ws, float(thr))
                 widgets.flash(f"Removed {removed} near-duplicate question(s).")
                 st.rerun()
+        # an LLM's questions that no user would type (offline ones are sentences by design: not checked)
+        unsearchable = {
+            r["id"]: (r["text"], why)
+            for r in rows
+            if r["source"] == "llm" and (why := why_not_searchable(r["text"], r["chunk_preview"]))
+        }
+        if unsearchable:
+            with st.popover(
+                f"{len(unsearchable)} LLM question(s) here look unsearchable", icon=":material/search_off:"
+            ):
+                st.caption(
+                    "They name the passage instead of its subject (“the passage”, “the document”), lack a question "
+                    "mark, or copy their chunk: a user searching would not type them. In an evaluation set they "
+                    "measure the wrong thing. For training, dropping them did not help on real 10-K questions (less "
+                    "data hurt more: bench/README), so nothing removes them unless you do."
+                )
+                st.dataframe(
+                    [{"question": q, "why": why} for q, why in list(unsearchable.values())[:50]],
+                    hide_index=True,
+                    width="stretch",
+                )
+                if st.button(f"Remove these {len(unsearchable)}", key="unsearchable_remove"):
+                    removed = delete_questions(ws, list(unsearchable))
+                    widgets.flash(f"Removed {removed} unsearchable question(s).")
+                    st.rerun()
 
 # ------------------------------------------------------------------------------------------------
 # split

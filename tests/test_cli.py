@@ -307,8 +307,15 @@ def test_llm_generation_where_every_chunk_failed_writes_nothing_and_says_so(tmp_
     assert rc == 2 and not out.exists() and stdout == ""
     assert "error: every chunk this run tried failed (2); nothing was written. First error:" in err
     fake_openai.faults.clear()
+    # the retry works; questions no user would type are counted (and kept)
+    fake_openai.set_responder(lambda body: "1. What does the passage say about revenue?\n2. How did revenue change?")
     rc, stdout, _ = cli_inproc(capsys, *args, "--sample-chunks", "2", "--json", "--out", str(out), "--workspace", ws)
-    assert rc == 0 and json.loads(stdout)["report"]["chunks_done_now"] == 2 and out.exists()  # the retry works
+    result = json.loads(stdout)
+    assert rc == 0 and result["report"]["chunks_done_now"] == 2 and out.exists()
+    assert (
+        result["unsearchable"] == 2 and result["unsearchable_examples"][0] == "What does the passage say about revenue?"
+    )
+    assert len(QADataset.load(out).queries) == 4
 
 
 def test_train_on_a_sample_validates_against_the_chunks_no_question_asks_about(tmp_path, capsys):

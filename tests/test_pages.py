@@ -318,6 +318,26 @@ def test_questions_happy_path(prepared_ws, prepared):
     assert len(at.data_editor[0].value) == 0
 
 
+def test_questions_lists_and_removes_llm_questions_no_user_would_type(prepared_ws, prepared):
+    from core.questions import add_question
+
+    ws = Workspace(prepared_ws)
+    chunk = ws.query("SELECT id FROM chunks LIMIT 1")[0]["id"]
+    bad = add_question(ws, chunk, "What does the passage say about revenue?", source="llm")
+    good = add_question(ws, chunk, "How much did Northwind's revenue grow in 2021?", source="llm")
+    at = page("2_questions.py")
+    at.run()
+    no_exceptions(at)
+    # offline questions (sentences by design) are not flagged; the LLM's question about "the passage" is
+    remove = at.button(key="unsearchable_remove")
+    assert remove.label == "Remove these 1"
+    remove.click().run()
+    no_exceptions(at)
+    left = {r["id"] for r in ws.query("SELECT id FROM questions WHERE source = 'llm'")}
+    assert left == {good} and bad not in left
+    assert "Removed 1 unsearchable question(s)." in texts(at.success)
+
+
 def test_questions_offline_generation_runs_in_background(prepared_ws, prepared):
     at = page("2_questions.py")
     at.run()
