@@ -196,10 +196,20 @@ def generate_tab() -> None:
             )
             if state.session_api_key():
                 k2.button("Forget key", key="llm_key_forget", on_click=forget_key)
-            status = key_status(settings.resolved())
-            (st.caption if status != "no key" else st.warning)(
+            resolved = settings.resolved()
+            status = key_status(resolved)
+            missing = (
+                status == "no key" and resolved.base_url is None
+            )  # OpenAI itself needs one; a local server may not
+            (st.warning if missing else st.caption)(
                 f"Key status: **{md_escape(status)}**."
-                + ("" if status != "no key" else " Type a key above, or set OPENAI_API_KEY before starting the app.")
+                + (
+                    " Type a key above, or set OPENAI_API_KEY before starting the app."
+                    if missing
+                    else " A local server may need none."
+                    if status == "no key"
+                    else ""
+                )
             )
             template = st.text_area(
                 "Prompt template",
