@@ -1207,7 +1207,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .finetune import FinetuneConfig
     from .pseudo_queries import DEFAULT_OFFLINE_METHOD, OFFLINE_METHODS
+
+    ft_defaults = FinetuneConfig()  # the finetune flags' defaults are its own (a slots dataclass: read an instance)
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -1265,7 +1268,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="how offline questions are made (with --generator offline): "
         + "; ".join(f"{k}: {v[0]}" for k, v in OFFLINE_METHODS.items()),
     )
-    s.add_argument("--questions-per-chunk", type=int, default=2, help="questions asked of each chunk (default 2)")
+    s.add_argument(
+        "--questions-per-chunk", type=int, default=2, help="questions asked of each chunk (default %(default)s)"
+    )
     s.add_argument("--documents", nargs="*", help="only these ingested documents (file name or id prefix)")
     s.add_argument(
         "--sample-chunks",
@@ -1276,13 +1281,13 @@ def build_parser() -> argparse.ArgumentParser:
         "rerun resumes them): a quick evaluation set from a long filing, or a cap on LLM calls. The dataset written "
         "still ranks among every chunk",
     )
-    s.add_argument("--model", default="gpt-4o-mini", help="LLM model (with --generator llm; default gpt-4o-mini)")
+    s.add_argument("--model", default="gpt-4o-mini", help="LLM model (with --generator llm; default %(default)s)")
     s.add_argument(
         "--base-url",
         default=None,
         help="OpenAI-compatible base URL (default $OPENAI_BASE_URL, else OpenAI, which needs $OPENAI_API_KEY)",
     )
-    s.add_argument("--concurrency", type=int, default=4, help="LLM requests in flight at once (default 4)")
+    s.add_argument("--concurrency", type=int, default=4, help="LLM requests in flight at once (default %(default)s)")
     s.add_argument("--prompt-file", help="a prompt template with {context_str} and {num_questions_per_chunk}")
     s.add_argument("--out", required=True, help="LlamaIndex dataset JSON to write")
     s.add_argument("--val-out", help="also split and write the validation/evaluation side here")
@@ -1296,7 +1301,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-fraction",
         type=float,
         default=0.2,
-        help="with --val-out: the share held out (of the documents, or of the questions by chunk; default 0.2)",
+        help="with --val-out: the share held out (of the documents, or of the questions by chunk; default %(default)s)",
     )
     s.add_argument(
         "--val-documents", nargs="*", help="documents that form the validation side (with --split-by document)"
@@ -1394,12 +1399,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="fully fine-tune a sentence-transformers base model (the expensive reference: it re-embeds the corpus)",
     )
     s.add_argument("--dataset", required=True, help="training dataset (LlamaIndex JSON)")
-    s.add_argument("--epochs", type=int, default=1, help="passes over the questions (default 1)")
     s.add_argument(
-        "--batch-size", type=int, default=32, help="questions per step; the other chunks are the negatives (default 32)"
+        "--epochs", type=int, default=ft_defaults.epochs, help="passes over the questions (default %(default)s)"
     )
-    s.add_argument("--lr", type=float, default=2e-5, help="AdamW learning rate (default 2e-05)")
-    s.add_argument("--seed", type=int, default=0, help="seeds the batch order (default 0)")
+    s.add_argument(
+        "--batch-size",
+        type=int,
+        default=ft_defaults.batch_size,
+        help="questions per step; the other chunks are the negatives (default %(default)s)",
+    )
+    s.add_argument("--lr", type=float, default=ft_defaults.lr, help="AdamW learning rate (default %(default)s)")
+    s.add_argument("--seed", type=int, default=ft_defaults.seed, help="seeds the batch order (default %(default)s)")
     s.add_argument(
         "--loss",
         choices=["mnrl", "cached_mnrl"],
@@ -1407,7 +1417,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="MultipleNegativesRankingLoss, or its cached variant (large batches, little memory)",
     )
     s.add_argument(
-        "--warmup-ratio", type=float, default=0.1, help="share of the steps the learning rate ramps up (default 0.1)"
+        "--warmup-ratio",
+        type=float,
+        default=ft_defaults.warmup_ratio,
+        help="share of the steps the learning rate ramps up (default %(default)s)",
     )
     s.add_argument(
         "--read-tokens",

@@ -92,10 +92,11 @@ def persist_widget_state(prefixes: tuple[str, ...]) -> None:
     """Keep the values of widgets whose key starts with ``prefixes`` when the user visits another page.
 
     Streamlit forgets a widget's value once a run does not draw it; re-assigning the key to itself
-    on every run (app.py runs for every page) turns it into ordinary session state. A run that does not
-    reach this line (a fragment's rerun, one cut short) can still let Streamlit drop such a key, after
-    which the Train form came back at each field's minimum (1e-07 learning rate, 1 epoch). So every value
-    is also copied under a plain key, and a value missing from the session is put back from it.
+    on every run (app.py runs for every page) turns it into ordinary session state. Even so, a dashboard
+    audit once saw the Train form come back at each field's minimum (1e-07 learning rate, 1 epoch) after
+    several page visits; the trigger was not found (a run that skips this line, such as a fragment's
+    rerun, is one way Streamlit could drop the key). So every value is also copied under a plain key,
+    and a value missing from the session is put back from it.
     """
     saved = st.session_state.setdefault(_PERSISTED, {})
     for k, v in saved.items():
