@@ -195,7 +195,16 @@ def cmd_ingest(args) -> int:
         for r in reports
     ]
     _emit(args, rows, format_table(rows))
-    return 1 if any(r.status == "error" for r in reports) and not any(r.status != "error" for r in reports) else 0
+    failed = [r.filename for r in reports if r.status == "error"]
+    if not failed:
+        return 0
+    if len(failed) < len(reports):  # the others are in: say so, and still exit non-zero so a script notices
+        print(
+            f"{len(failed)} of {len(reports)} files failed ({', '.join(failed)}); the others are ingested. Fix the "
+            "failed files and ingest them again, or remove them: python -m core documents --remove NAME",
+            file=sys.stderr,
+        )
+    return 1
 
 
 def _select_docs(ws, names: Sequence[str] | None) -> list[str] | None:
