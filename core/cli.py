@@ -227,7 +227,7 @@ def cmd_generate(args) -> int:
     from .datasets import build_dataset, split_dataset
     from .generators import DEFAULT_PROMPT_TEMPLATE, LLMGenerator, estimate_generation
     from .llm import LLMSettings
-    from .questions import generate_questions, pending_chunks, sampled_chunk_ids
+    from .questions import generate_questions, nothing_generated, pending_chunks, sampled_chunk_ids
     from .runs import ingested_chunks
 
     ws = _workspace(args)
@@ -285,10 +285,10 @@ def cmd_generate(args) -> int:
     finally:
         bar.close()
     failures = report.get("failures") or []
-    if failures and not report["chunks_done_now"] and not report["cancelled"]:  # nothing new: no file that looks fine
+    if nothing_generated(report):  # nothing new: no file that looks fine
         raise CLIError(
             f"every chunk this run tried failed ({len(failures)}); nothing was written. First error: "
-            f"{failures[0]['error']}. Fix it and rerun the same command (finished chunks are kept)"
+            f"{failures[0]['error'].rstrip('.')}. Fix it and rerun the same command (finished chunks are kept)"
         )
     # the questions this generator made (the workspace may also hold other generators' questions), and with a
     # sample, only its chunks' (an earlier sample's questions would otherwise join this one's file)

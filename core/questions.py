@@ -291,6 +291,12 @@ def generate_questions(
     return report
 
 
+def nothing_generated(report: dict) -> bool:
+    """Whether a generation run ended with every chunk it tried failed (and was not cancelled): fewer
+    chunks than ``max_consecutive_failures`` fail without raising, and such a run must not read as done."""
+    return bool(report.get("failures")) and not report.get("chunks_done_now") and not report.get("cancelled")
+
+
 # ------------------------------------------------------------------------------------------------
 # the question set
 # ------------------------------------------------------------------------------------------------

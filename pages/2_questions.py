@@ -31,6 +31,7 @@ from core.questions import (
     dedupe_workspace_questions,
     delete_questions,
     list_questions,
+    nothing_generated,
     pending_chunks,
     question_source_counts,
     sampled_chunk_ids,
@@ -99,6 +100,13 @@ def forget_key() -> None:
 def show_generation_result(job: dict) -> None:
     r = job.get("result") or {}
     if "questions_added" not in r:
+        return
+    if nothing_generated(r):
+        st.error(
+            f"Last generation ({md_escape(job['title'])}): every chunk it tried failed ({len(r['failures'])}), so "
+            f"no question was added. First error: {md_escape(r['failures'][0]['error'].rstrip('.'))}. Fix the problem and "
+            "generate again (chunks finished before are kept)."
+        )
         return
     empty = int(r.get("chunks_without_questions") or 0)
     st.success(

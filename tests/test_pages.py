@@ -430,6 +430,27 @@ def test_questions_llm_generation_on_a_sample_of_chunks(prepared_ws, prepared, f
     assert len([r for r in fake_openai.requests if r["path"].endswith("/chat/completions")]) == 2
 
 
+def test_questions_llm_generation_where_every_chunk_fails_is_an_error(prepared_ws, prepared, fake_openai):
+    """Fewer failed chunks than the give-up count end without raising: the page must not show them as a green
+    "0 question(s) added"."""
+    fake_openai.set_responder(lambda body: "I'm sorry, but I can't help with that request.")
+    at = page("2_questions.py")
+    at.run()
+    at.radio(key="gen_kind").set_value("llm").run()
+    at.text_input(key="llm_base_url").input(fake_openai.base_url)
+    at.text_input(key="llm_model").input("fake-model")
+    at.number_input(key="gen_sample").set_value(2).run()
+    at.button(key="gen_start").click().run()
+    jobs = rerun_until_settled(at, prepared_ws, "generate")
+    no_exceptions(at)
+    assert jobs[0]["status"] == "done", jobs[0]["error"]
+    assert "Last generation" not in texts(at.success)
+    err = texts(at.error)
+    assert "every chunk it tried failed (2), so no question was added. First error: The model 'fake-model'" in err
+    assert "ending with '?'. Fix the problem" in err  # one full stop between the quoted error and the advice
+    assert "generate again (chunks finished before are kept)" in err
+
+
 def test_questions_import_malformed_json_shows_error(prepared_ws):
     at = page("2_questions.py")
     at.run()
