@@ -188,7 +188,9 @@ def generate_questions(
     transaction, so a crash, a cancel or a kill loses nothing and a rerun resumes without
     repeating a call. Questions near-duplicating each other or the chunk's existing
     questions are dropped. LLM chunks run ``concurrency`` (default: the generator's) at a
-    time. A chunk that fails after its retries is listed in ``failures`` and not marked done.
+    time. A chunk that fails after its retries is listed in ``failures`` and not marked done, except one the
+    model answered without a usable question in a run where it wrote questions for other chunks: that chunk is
+    done with none (``chunks_without_questions``), so a rerun does not ask it again.
     After ``max_consecutive_failures`` failures in a row (or one rejected key) generation
     stops with an :class:`LLMError` whose ``report`` attribute holds the report so far.
 
@@ -234,7 +236,7 @@ def generate_questions(
 
     stop = threading.Event()
     token = _AnyEvent(cancel, stop)
-    state: dict[str, Any] = {"consecutive": 0, "last": None, "fatal": None, "handled": 0}
+    state: dict[str, Any] = {"consecutive": 0, "last": None, "fatal": None, "handled": 0, "no_question": []}
 
     def work(chunk: dict) -> list[str]:
         if takes_cancel:
@@ -247,6 +249,8 @@ def generate_questions(
             if isinstance(res, LLMError) and res.kind == "cancelled":
                 return
             report["failures"].append({"chunk_id": chunk["id"], "error": scrub(res)})
+            if isinstance(res, LLMError) and res.kind == "bad_response":
+                state["no_question"].append(chunk["id"])
             state["consecutive"] += 1
             state["last"] = res
             if isinstance(res, LLMError) and res.kind in ("auth", "bad_request"):
@@ -271,6 +275,16 @@ def generate_questions(
     run_bounded(work, todo, concurrency, on_result, token)
     report["cancelled"] = bool(cancel is not None and cancel.is_set())
     fatal = state["fatal"]
+    if fatal is None and report["chunks_done_now"] and state["no_question"]:
+        # The model answered these chunks twice without a question (a table, a contents page) while it wrote
+        # questions for others, so the chunk, not the model, is the cause: done with none, not retried at every
+        # rerun. With no chunk answered they stay failures (the model or the prompt is the likelier cause).
+        unanswered = set(state["no_question"])
+        for chunk_id in state["no_question"]:
+            _save_chunk_questions(ws, chunk_id, [], key, n, source, dedupe_threshold)
+        report["failures"] = [f for f in report["failures"] if f["chunk_id"] not in unanswered]
+        report["chunks_done_now"] += len(unanswered)
+        report["chunks_without_questions"] += len(unanswered)
     if fatal is not None:
         why = (
             "the server rejected the request"

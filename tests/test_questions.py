@@ -366,6 +366,33 @@ def test_generate_failed_chunk_not_marked_and_retried(ws, fake_openai):
     assert count(ws, "questions") == 8
 
 
+def test_generate_marks_a_chunk_the_model_answers_without_a_question_done_with_none(ws, fake_openai):
+    """A chunk the model twice answers with no question (a table, a contents page) while it writes questions for
+    the others is done with none, not retried at every rerun; in a run where no chunk got an answer the same
+    answers stay failures (the model or the prompt is then the likelier cause)."""
+    ids = add_docs(ws, {"lyft.pdf": 4})["doc000000000"]
+    target = chunk_text("lyft", 2)
+    refuse = {"all": True}
+
+    def responder(body):
+        if refuse["all"] or target in body["messages"][0]["content"]:
+            return "This passage is a table of figures; there is nothing to ask about it."
+        return "1. What is the first thing here?\n2. Which second thing is described?"
+
+    fake_openai.responder = responder
+    nothing = generate_questions(ws, llm_gen(fake_openai, concurrency=1), 2, chunk_ids=ids[1:3])
+    assert len(nothing["failures"]) == 2 and nothing["chunks_done_now"] == 0 and count(ws, "generation_done") == 0
+    refuse["all"] = False
+    report = generate_questions(ws, llm_gen(fake_openai, concurrency=1), 2)
+    assert not report["failures"] and report["chunks_done_now"] == 4
+    assert report["chunks_without_questions"] == 1 and report["questions_added"] == 6
+    done = {r["chunk_id"]: r["n_questions"] for r in ws.query("SELECT chunk_id, n_questions FROM generation_done")}
+    assert done[ids[2]] == 0 and len(done) == 4
+    calls = len(fake_openai.chat_requests)
+    again = generate_questions(ws, llm_gen(fake_openai), 2)
+    assert again["chunks_done_before"] == 4 and len(fake_openai.chat_requests) == calls  # not asked again
+
+
 def test_generate_stops_early_when_endpoint_is_down(ws, fake_openai):
     add_docs(ws, {"lyft.pdf": 30})
     fake_openai.responder = lambda body: (_ for _ in ()).throw(RuntimeError("down"))
