@@ -139,7 +139,8 @@ def system_sentence(cmp, name: str, context: dict[str, Any] | None = None) -> st
         rb = cmp.results[cmp.baseline].metrics[mrr_m]
         way = "higher" if d_mrr > 0 else "lower"
         text += f" The right passage does rank {way} on average (MRR@{k} {rb:.3f} \u2192 {ra:.3f}, significant)."
-    if any(rep.severity == "high" for rep in _reports_for(context, name)):
+    excluded = (_ctx(context).get("excluded") or {}).get("mode")  # the duplicates are out of these numbers
+    if not excluded and any(rep.severity == "high" for rep in _reports_for(context, name)):
         text += " But these questions repeat its training questions, so this does not show that it generalises."
     if _info(context, name).get("picked_on_eval"):
         text += " Its best epoch was chosen on this same evaluation set, so this is optimistic."
@@ -161,15 +162,15 @@ def significance_label(cmp, name: str) -> str:
     return label + (" (worse)" if worse and label != "no" else "")
 
 
-def _delta_cell(sig: dict[str, float] | None, points: bool) -> str:
+def _delta_cell(sig: dict[str, float] | None) -> str:
+    """A change and its CI in points (hundredths: of a share for hit@k, of MRR for MRR@k), as the CLI, the chart
+    and the sentences give them."""
     if not sig:
         return "\u2014"
-    if points:
-        return (
-            f"{_signed(sig['delta'] * 100, '.1f')} pt ({_signed(sig['ci_low'] * 100, '.1f')} to "
-            f"{_signed(sig['ci_high'] * 100, '.1f')})"
-        )
-    return f"{_signed(sig['delta'], '.3f')} ({_signed(sig['ci_low'], '.3f')} to {_signed(sig['ci_high'], '.3f')})"
+    return (
+        f"{_signed(sig['delta'] * 100, '.1f')} pt ({_signed(sig['ci_low'] * 100, '.1f')} to "
+        f"{_signed(sig['ci_high'] * 100, '.1f')})"
+    )
 
 
 def _rows(cmp, names: list[str]) -> list[dict[str, Any]]:
@@ -183,8 +184,8 @@ def _rows(cmp, names: list[str]) -> list[dict[str, Any]]:
                 "system": name,
                 f"hit@{k}": _pct(res[f"hit@{k}"]),
                 f"MRR@{k}": f"{res[f'mrr@{k}']:.3f}",
-                f"Δ hit@{k} (95% CI)": _delta_cell(sig.get(f"hit@{k}"), points=True),
-                f"Δ MRR@{k} (95% CI)": _delta_cell(sig.get(f"mrr@{k}"), points=False),
+                f"Δ hit@{k} (95% CI)": _delta_cell(sig.get(f"hit@{k}")),
+                f"Δ MRR@{k} (95% CI)": _delta_cell(sig.get(f"mrr@{k}")),
                 "significant": significance_label(cmp, name),
             }
         )
@@ -345,6 +346,50 @@ def provenance_items(cmp, context: dict[str, Any] | None = None) -> list[tuple[s
     return items
 
 
+#: Fewer evaluation questions than this: each one moves hit@k by more than 3 points, and the caveats say so.
+SMALL_EVAL_SET = 30
+
+
+def _small_set_caveats(cmp, ctx: dict[str, Any]) -> list[dict[str, str]]:
+    """An evaluation set too small, or a ranking too short, for its numbers to tell systems apart."""
+    k, n = cmp.top_k, cmp.n_queries
+    out: list[dict[str, str]] = []
+    n_corpus = (ctx.get("eval_set") or {}).get("n_corpus")
+    if n_corpus is not None and 0 < n_corpus <= k:
+        out.append(
+            {
+                "level": "warning",
+                "text": (
+                    f"Each question is ranked among only {n_corpus} chunk(s), no more than the top {k}: every system "
+                    f"finds the right passage in its top {k}, so hit@{k} cannot differ. Evaluate on a set whose corpus "
+                    "holds the documents' other chunks too (a set built on the Questions page does)."
+                ),
+            }
+        )
+    elif cmp.results[cmp.baseline].metrics.get(f"hit@{k}", 0.0) >= 1.0:
+        out.append(
+            {
+                "level": "warning",
+                "text": (
+                    f"The base model already finds the right passage in its top {k} for every question, so hit@{k} "
+                    f"cannot show a gain here; MRR@{k} still can. A harder set (more chunks, real queries) tells more."
+                ),
+            }
+        )
+    if 0 < n < SMALL_EVAL_SET:
+        out.append(
+            {
+                "level": "warning",
+                "text": (
+                    f"Only {n} evaluation questions: one question moves hit@{k} by {100 / n:.0f} points, so these "
+                    "numbers and their intervals are rough (an interval of 0 to 0 only means no question changed). "
+                    "Use a hundred questions or more before deciding."
+                ),
+            }
+        )
+    return out
+
+
 def caveats(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
     """What could make the numbers mislead, most serious first: ``{"level": error|warning|info, "text"}``, and
     for one with a remedy the page or the CLI can start, ``"action"`` (the pointer to the distil recipe:
@@ -457,6 +502,7 @@ def caveats(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
                 ),
             }
         )
+    out += _small_set_caveats(cmp, ctx)
     sources = (ctx.get("eval_set") or {}).get("sources") or {}
     if sources.get("offline"):
         out.append({"level": "warning", "text": pseudo_query_caveat(sources["offline"], sum(sources.values()))})

@@ -62,6 +62,8 @@ def test_losses_and_noise_are_said_plainly():
     )
     row = {r["system"]: r for r in compact_rows(cmp)}["two-layer"]
     assert row["significant"] == "no" and row["Δ hit@5 (95% CI)"] == "\u22121.3 pt (\u22122.5 to +0.4)"
+    # MRR's change in points too (hundredths of MRR), as the CLI table, the chart and the sentences give it
+    assert row["Δ MRR@5 (95% CI)"] == "\u22121.3 pt (\u22122.5 to +0.4)"
     assert row["hit@5"] == "71.5%" and row["MRR@5"] == f"{565 * 0.7 / N:.3f}"
 
 
@@ -114,3 +116,38 @@ def test_settings_text():
         "lr 0.0003 · 24 epochs chosen by cross-validation · batch 32"
     )
     assert "the untrained identity" in settings_text(given, {"train": False, "epochs": 0, "lr": 3e-4, "alpha": 1.0})
+
+
+def test_tiny_sets_and_short_rankings_are_flagged():
+    """A handful of questions, a corpus no longer than k, a base model already at 100%: the numbers cannot tell
+    systems apart, and the caveats say why instead of leaving an interval of 0 to 0 to read as certainty."""
+    n = 8
+    hits = np.ones(n)
+    per = {"hit@5": hits, "mrr@5": hits, "ndcg@10": hits, "recall@5": hits}
+    res = RankResult([f"q{i}" for i in range(n)], np.ones(n), per, [["d"] * 3] * n, np.zeros((n, 3), np.float32), 5)
+    sig = {m: {"delta": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_value": 1.0} for m in metric_names(5)}
+    cmp = Comparison("tiny", 5, "base", {"base": res, "linear": res}, {"linear": sig})
+    texts = [c["text"] for c in caveats(cmp, {"eval_set": {"n_corpus": 3}})]
+    assert any(t.startswith("Each question is ranked among only 3 chunk(s), no more than the top 5") for t in texts)
+    assert any(t.startswith("Only 8 evaluation questions: one question moves hit@5 by 12 points") for t in texts)
+    texts = [c["text"] for c in caveats(cmp, {"eval_set": {"n_corpus": 67}})]
+    assert any(
+        t.startswith("The base model already finds the right passage in its top 5 for every question") for t in texts
+    )
+    assert not [
+        c
+        for c in caveats(_cmp(), {"eval_set": {"n_corpus": 900}})
+        if "questions:" in c["text"] or "chunk(s)" in c["text"]
+    ]
+
+
+def test_a_comparison_without_its_leaked_questions_does_not_say_they_repeat_training_questions():
+    from core.leakage import LeakageReport
+
+    cmp = _cmp()
+    qids = cmp.results["linear (recipe)"].query_ids
+    leak = LeakageReport(N, 40, 0.95, identical=qids[:500], on_shared_chunks=qids[:500])
+    ctx = {"leakage": [{"systems": ["linear (recipe)"], "report": leak.to_dict()}]}
+    assert "repeat its training questions" in system_sentence(cmp, "linear (recipe)", ctx)
+    ctx["excluded"] = {"mode": "questions", "n": 500, "of": N + 500}
+    assert "repeat its training questions" not in system_sentence(cmp, "linear (recipe)", ctx)
