@@ -364,7 +364,9 @@ def evaluate(dataset: QADataset, embedder: Embedder, top_k: int = 5, progress: P
 def paired_difference(
     metric: str, a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95
 ) -> dict[str, float]:
-    """Delta (b - a), its paired bootstrap CI and a paired test's p-value, on per-query values."""
+    """Delta (b - a), its paired bootstrap CI and a paired test's p-value, on per-query values: the exact
+    McNemar test where every value is 0 or 1 (hit@k always; recall@k or MRR@k when each question's value is
+    all or nothing, so the same outcomes get the same test and p), else the Wilcoxon signed-rank test."""
     from scipy import stats
 
     a = np.asarray(a, dtype=float)
@@ -383,7 +385,7 @@ def paired_difference(
             method="percentile",
             rng=np.random.default_rng(seed),
         ).confidence_interval
-        if metric.startswith("hit@"):
+        if _is_binary(a) and _is_binary(b):
             worse = int(((a == 1) & (b == 0)).sum())
             better = int(((a == 0) & (b == 1)).sum())
             p = stats.binomtest(better, better + worse, 0.5).pvalue if better + worse else 1.0
@@ -392,9 +394,18 @@ def paired_difference(
     return {"delta": delta, "ci_low": float(ci.low), "ci_high": float(ci.high), "p_value": float(p)}
 
 
-def test_name(metric: str) -> str:
-    """The paired test behind a metric's p-value (see :func:`paired_difference`)."""
-    return "exact McNemar" if metric.startswith("hit@") else "Wilcoxon signed-rank"
+def _is_binary(x: np.ndarray) -> bool:
+    return bool(np.all((x == 0) | (x == 1)))
+
+
+def test_name(metric: str, a: np.ndarray | None = None, b: np.ndarray | None = None) -> str:
+    """The paired test behind a metric's p-value (see :func:`paired_difference`); with the per-query values
+    ``a`` and ``b``, the one used on them."""
+    if a is not None and b is not None:
+        binary = _is_binary(np.asarray(a, dtype=float)) and _is_binary(np.asarray(b, dtype=float))
+    else:
+        binary = metric.startswith("hit@")
+    return "exact McNemar" if binary else "Wilcoxon signed-rank"
 
 
 def holm_adjust(pvalues: Sequence[float]) -> list[float]:

@@ -126,7 +126,9 @@ def metric_detail_rows(cmp: Comparison, context: dict[str, Any] | None = None) -
                     {
                         "Δ": r[f"Δ {m}"],
                         "95% CI": r[f"Δ {m} 95% CI"],
-                        "test": test_name(m),
+                        "test": test_name(
+                            m, cmp.results[cmp.baseline].per_query.get(m), cmp.results[r["system"]].per_query.get(m)
+                        ),
                         "p": r[f"{m} p"],
                         "p (Holm)": r[f"{m} p (Holm)"],
                         "significant": r[f"{m} significant"],
