@@ -449,6 +449,33 @@ def build_systems(
     return out
 
 
+def drop_checkpoints_equal_to_their_run(cmp, named: list[tuple[str, SystemSpec]]):
+    """``(comparison, {checkpoint name: run name})``: a checkpoint whose results match its own run's final
+    adapter on every question (the run kept that epoch) is that adapter; counted twice, it would enlarge the Holm
+    family for nothing and could turn the adapter's verdict. It is left out, and the significance is
+    re-adjusted over the systems that remain."""
+    import numpy as np
+
+    from .evaluation import Comparison
+
+    finals = {s["run_id"]: n for n, s in named if s.get("kind") == "run" and n in cmp.results}
+    same: dict[str, str] = {}
+    for name, spec in named:
+        final = finals.get(spec.get("run_id")) if spec.get("kind") == "checkpoint" else None
+        if final is None or name not in cmp.results:
+            continue
+        a, b = cmp.results[name], cmp.results[final]
+        if np.array_equal(a.first_rank, b.first_rank) and all(
+            np.array_equal(v, b.per_query.get(m)) for m, v in a.per_query.items()
+        ):
+            same[name] = final
+    if not same:
+        return cmp, same
+    results = {n: r for n, r in cmp.results.items() if n not in same}
+    significance = {n: v for n, v in cmp.significance.items() if n not in same}
+    return Comparison(cmp.dataset_name, cmp.top_k, cmp.baseline, results, significance, cmp.alpha), same
+
+
 def evaluate_with_context(
     ws: Workspace,
     ds,
@@ -487,9 +514,13 @@ def evaluate_with_context(
         allow_classes=allow_classes,
     )
     cmp = compare(ds, built, baseline=next(iter(built)), top_k=top_k, dataset_name=dataset_name, progress=progress)
+    cmp, same = drop_checkpoints_equal_to_their_run(cmp, named)
+    named = [(n, s) for n, s in named if n not in same]
     context = build_context(
         ws, ds, dataset_name, named, next(iter(built.values())), dataset_id=dataset_id, path=dataset_path, top_k=top_k
     )
+    if same:
+        context["same_as_final"] = same
     if exclude_leaked:
         cmp, context = drop_leaked(cmp, context, exclude_leaked)
     return cmp, context

@@ -490,6 +490,16 @@ def caveats(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
         cov = _info(ctx, name).get("distilled_coverage")
         if cov is not None and cov < MIN_DISTILLED_COVERAGE:
             out.append({"level": "warning", "text": distilled_elsewhere_caveat(name, cov)})
+    for ck, final in (ctx.get("same_as_final") or {}).items():
+        out.append(
+            {
+                "level": "info",
+                "text": (
+                    f"{ck} is {final} itself (the same result on every question: the run kept that state), so it is "
+                    "listed once and not counted twice in the significance adjustment."
+                ),
+            }
+        )
     cks = checkpoint_systems(cmp, ctx)
     if cks:
         m = len([n for n in cmp.results if n != cmp.baseline])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from core.evaluation import Comparison, RankResult, metric_names
 from core.summary import (
@@ -151,3 +152,30 @@ def test_a_comparison_without_its_leaked_questions_does_not_say_they_repeat_trai
     assert "repeat its training questions" in system_sentence(cmp, "linear (recipe)", ctx)
     ctx["excluded"] = {"mode": "questions", "n": 500, "of": N + 500}
     assert "repeat its training questions" not in system_sentence(cmp, "linear (recipe)", ctx)
+
+
+def test_a_checkpoint_equal_to_its_runs_adapter_is_listed_once():
+    """A run that kept its step-20 state: that checkpoint is the adapter itself. Counted twice it would enlarge
+    the Holm family (and could turn the adapter's verdict); it is dropped and the caveats say why."""
+    from core.launch import drop_checkpoints_equal_to_their_run
+
+    ck = _sig(26 / N, 12 / N, 40 / N, 0.02)
+    cmp = _cmp(
+        **{"linear (recipe) @ step 20": (601, ck), "linear (recipe) @ step 10": (590, _sig(0.01, 0, 0.02, 0.04))}
+    )
+    cmp.significance["linear (recipe)"] = _sig(26 / N, 12 / N, 40 / N, 0.02)
+    cmp = Comparison(cmp.dataset_name, 5, cmp.baseline, cmp.results, cmp.significance)
+    assert cmp.significance["linear (recipe)"]["hit@5"]["p_adjusted"] == pytest.approx(0.06)
+    named = [
+        ("base (all-MiniLM-L6-v2)", {"kind": "base"}),
+        ("linear (recipe)", {"kind": "run", "run_id": "run-1"}),
+        ("linear (recipe) @ step 20", {"kind": "checkpoint", "run_id": "run-1", "step": 20}),
+        ("linear (recipe) @ step 10", {"kind": "checkpoint", "run_id": "run-1", "step": 10}),
+    ]
+    out, same = drop_checkpoints_equal_to_their_run(cmp, named)
+    assert same == {"linear (recipe) @ step 20": "linear (recipe)"}
+    assert list(out.results) == ["base (all-MiniLM-L6-v2)", "linear (recipe)", "linear (recipe) @ step 10"]
+    assert out.significance["linear (recipe)"]["hit@5"]["p_adjusted"] == pytest.approx(0.04)  # a family of 2
+    texts = [c["text"] for c in caveats(out, {"same_as_final": same})]
+    assert "linear (recipe) @ step 20 is linear (recipe) itself (the same result on every question" in texts[0]
+    assert drop_checkpoints_equal_to_their_run(out, named[:2]) == (out, {})
