@@ -5,7 +5,7 @@ training curves, the leakage check), the per-query drill-down, HTML report and C
 
 import streamlit as st
 
-from core.datasets import list_datasets, load_dataset
+from core.datasets import QADataset, list_datasets, load_dataset
 from core.evaluation import NDCG_K
 from core.finetune import cost_label
 from core.launch import custom_code_systems, start_evaluation, start_finetune_then_distil
@@ -438,12 +438,20 @@ others = [s for s in cmp.results if s != cmp.baseline]
 if not others:
     st.caption("Add an adapter or an API embedder to the comparison to see which questions got better or worse.")
 else:
-    try:
-        dataset = load_dataset(ws, extra["dataset_id"]) if extra.get("dataset_id") else None
+    try:  # a workspace set, or the file `evaluate` was given (saved with --save)
+        if extra.get("dataset_id"):
+            dataset = load_dataset(ws, extra["dataset_id"])
+        else:
+            dataset = QADataset.load(extra["dataset_path"]) if extra.get("dataset_path") else None
     except (OSError, ValueError):
         dataset = None
     if dataset is None:
-        st.caption("The evaluation set was deleted: questions and chunks are shown by id.")
+        st.caption(
+            f"The evaluation file {md_escape(extra['dataset_path'])} could not be read (moved or deleted): questions "
+            "and chunks are shown by id."
+            if extra.get("dataset_path") and not extra.get("dataset_id")
+            else "The evaluation set was deleted: questions and chunks are shown by id."
+        )
     system = st.selectbox("System", others, key="dd_system")
     dd = drilldown_rows(cmp, system, dataset)
     n = {c: sum(1 for r in dd if r["change"] == c) for c in ("better", "worse", "same")}

@@ -861,6 +861,28 @@ def test_compare_shows_table_charts_drilldown_and_exports(prepared_ws, prepared)
     assert "OPENAI_API_KEY" in texts(at.caption)  # how to configure the API embedder
 
 
+def test_compare_drills_into_a_comparison_the_cli_saved_from_a_file(prepared_ws, prepared, tmp_path):
+    """`evaluate --save` records the file it was given, not a workspace set: the drill-down reads that file
+    instead of saying the evaluation set was deleted and showing ids."""
+    from core.reports import load_comparison
+
+    path = tmp_path / "harbor_eval.json"
+    prepared.val.save(path)
+    ws = Workspace(prepared_ws)
+    cmp, _ = load_comparison(ws, prepared.eval_id)
+    eval_id = save_comparison(ws, cmp, "harbor_eval.json", extra={"dataset_path": str(path)})
+    at = page("4_compare.py")
+    at.run()
+    at.selectbox(key="eval_view").set_value(eval_id).run()
+    no_exceptions(at)
+    assert "could not be read" not in texts(at.caption) and "was deleted" not in texts(at.caption)
+    question = next(iter(prepared.val.queries.values()))
+    assert question in texts(at.markdown) + "\n".join(at.selectbox(key="dd_query").options)
+    path.unlink()
+    at.run()
+    assert f"The evaluation file {path} could not be read (moved or deleted)" in texts(at.caption)
+
+
 def test_compare_reruns_without_leaked_questions(prepared_ws, prepared):
     from core.datasets import QADataset
     from core.launch import evaluate_with_context
