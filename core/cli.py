@@ -57,6 +57,8 @@ def _fmt(v: Any) -> str:
 def _in_points(row: dict[str, Any], metrics: Sequence[str]) -> dict[str, Any]:
     """``row`` (a :func:`core.reports.labelled_rows` row) for the table: each metric's Δ and CI in points, as the
     sentences and the report give them ("+2.2"), and its p-values to 3 decimals ("<0.001" below that)."""
+    from .evaluation import p_text
+
     out = dict(row)
     for m in metrics:
         if f"Δ {m}" not in row:
@@ -65,7 +67,7 @@ def _in_points(row: dict[str, Any], metrics: Sequence[str]) -> dict[str, Any]:
         lo, hi = row[f"{m} CI"]
         out[f"{m} CI (pt)"] = f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"
         p = row[f"{m} p (Holm)"]
-        out[f"{m} p (Holm)"] = "-" if p is None or math.isnan(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+        out[f"{m} p (Holm)"] = p_text(p)
     return out
 
 

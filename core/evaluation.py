@@ -394,6 +394,13 @@ def paired_difference(
     return {"delta": delta, "ci_low": float(ci.low), "ci_high": float(ci.high), "p_value": float(p)}
 
 
+def p_text(p: float | None) -> str:
+    """A p-value as every surface shows it (the CLI, Compare, the report): 3 decimals, "<0.001" below that."""
+    if p is None or math.isnan(p):
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def _is_binary(x: np.ndarray) -> bool:
     return bool(np.all((x == 0) | (x == 1)))
 

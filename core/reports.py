@@ -114,7 +114,7 @@ def summary_rows(cmp: Comparison) -> list[dict[str, Any]]:
 
 def metric_detail_rows(cmp: Comparison, context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Long form for the appendix: one row per (system, metric) with value, Δ, CI, test, p and Holm p."""
-    from .evaluation import test_name
+    from .evaluation import p_text, test_name
 
     rows = []
     ids = {r["system"]: r["id"] for r in with_ids([{"system": n} for n in cmp.results], context)}
@@ -129,8 +129,8 @@ def metric_detail_rows(cmp: Comparison, context: dict[str, Any] | None = None) -
                         "test": test_name(
                             m, cmp.results[cmp.baseline].per_query.get(m), cmp.results[r["system"]].per_query.get(m)
                         ),
-                        "p": r[f"{m} p"],
-                        "p (Holm)": r[f"{m} p (Holm)"],
+                        "p": p_text(r[f"{m} p"]),
+                        "p (Holm)": p_text(r[f"{m} p (Holm)"]),
                         "significant": r[f"{m} significant"],
                     }
                 )
@@ -483,8 +483,9 @@ def html_report(
             _table_html(metric_detail_rows(cmp, context))
             + f"<p class='small'>hit@k: a relevant chunk is in the top k. MRR@k: 1/rank of the first relevant chunk within the "
             f"top k, else 0. nDCG@10 and recall@k as usual. \u0394 is against <b>{_esc(cmp.baseline)}</b>, with a paired "
-            "bootstrap 95% confidence interval over questions. Tests: exact McNemar for hit@k, Wilcoxon signed-rank for the "
-            f"graded metrics. p (Holm): Holm's step-down adjustment over the {m} system(s) compared with the baseline, one "
+            "bootstrap 95% confidence interval over questions (not adjusted for the number of systems). Tests: exact McNemar "
+            "for hit@k and for any metric that is 0 or 1 on every question, Wilcoxon signed-rank for the other graded "
+            f"metrics. p (Holm): Holm's step-down adjustment over the {m} system(s) compared with the baseline, one "
             f"family per metric; \u201csignificant\u201d means p (Holm) &lt; {cmp.alpha}.</p>",
         )
     )
@@ -548,8 +549,9 @@ details summary {{ cursor: pointer; font-weight: 600; }}
 <ul class="summary">{sentences}</ul>
 {_table_html(compact_rows(cmp, context), css="compact")}
 <p class="small">hit@{k}: the right passage is among the first {k} results. \u0394: change against the {_esc(cmp.baseline)}
-in percentage points (hit) or MRR units, with its 95% confidence interval. Significant: p &lt; {cmp.alpha} after Holm's adjustment
-for the {m} comparison(s).</p>
+in points (hundredths of hit@{k} or of MRR@{k}), with its 95% confidence interval. Significant: p &lt; {cmp.alpha} after
+Holm's adjustment for the {m} comparison(s); the intervals are each system's own, not adjusted, so with several systems one
+that just clears 0 can still read “no”.</p>
 {chart_html}
 {("<h2>Where each adapter comes from</h2>" + _table_html(main_prov, css="text")) if main_prov else ""}
 <h2>Appendix</h2>

@@ -331,8 +331,9 @@ if (n_dup or n_all) and not context.get("excluded"):
 st.markdown("\n".join(f"- {md_escape(line)}" for line in summary_sentences(cmp, context)))
 st.dataframe(compact_rows(cmp, context), hide_index=True, width="stretch", key="eval_summary")
 st.caption(
-    f"Δ: change against the baseline in percentage points (hit@{kk}) or MRR units, with its 95% confidence "
-    f"interval. Significant: p < {cmp.alpha} after Holm's adjustment for the systems compared."
+    f"Δ: change against the baseline in points (hundredths of hit@{kk} or of MRR@{kk}), with its 95% confidence "
+    f"interval. Significant: p < {cmp.alpha} after Holm's adjustment for the systems compared; the intervals are "
+    'each system\'s own, not adjusted, so with several systems one that just clears 0 can still read "no".'
 )
 # The chart of the deltas is built only while open (on_change="rerun" makes .open tell): the table
 # above carries the same numbers, and a first load without a chart skips the chart library too.
@@ -373,8 +374,9 @@ with st.expander("Every metric, p-values and tests", icon=":material/table:"):
     )
     st.caption(
         f"Δ is against the baseline, with a paired bootstrap 95% CI. p: exact McNemar test for hit@k, Wilcoxon "
-        f"signed-rank for MRR and nDCG; p (Holm): adjusted for the {max(len(table) - 1, 1)} system(s) compared; "
-        f"significant = p (Holm) < {cmp.alpha}. A CI that contains 0 means the difference may be noise."
+        f"signed-rank for MRR and nDCG (McNemar for any metric that is 0 or 1 on every question); p (Holm): adjusted for the {max(len(table) - 1, 1)} system(s) compared; "
+        f"significant = p (Holm) < {cmp.alpha}. A CI that contains 0 means the difference may be noise; the CIs are "
+        "not adjusted for the number of systems."
     )
 cks = checkpoint_rows(cmp, context)
 if cks:

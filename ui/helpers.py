@@ -404,11 +404,6 @@ def ranked_above(cmp, system: str, query_id: str, dataset=None) -> dict[str, Any
     }
 
 
-def _p_text(p: float) -> str:
-    p = round(p, 4)
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def comparison_detail_rows(cmp, ids: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The Compare page's full table from :meth:`Comparison.rows` values; the labels are made here.
 
@@ -417,7 +412,7 @@ def comparison_detail_rows(cmp, ids: dict[str, str] | None = None) -> list[dict[
     test's p ("m p"), the Holm-adjusted p ("m p (Holm)") and "m significant"; "—" on the
     baseline's row (no change to show); its id last.
     """
-    from core.evaluation import NDCG_K
+    from core.evaluation import NDCG_K, p_text
 
     k = cmp.top_k
     metrics = [f"hit@{k}", f"mrr@{k}", f"ndcg@{NDCG_K}", f"recall@{k}"]
@@ -428,8 +423,8 @@ def comparison_detail_rows(cmp, ids: dict[str, str] | None = None) -> list[dict[
             has = f"delta_{m}" in r
             row[f"Δ {m}"] = f"{round(r[f'delta_{m}'], 4):+.3f}" if has else "—"
             row[f"Δ {m} 95% CI"] = f"[{r[f'ci_low_{m}']:+.3f}, {r[f'ci_high_{m}']:+.3f}]" if has else "—"
-            row[f"{m} p"] = _p_text(r[f"p_{m}"]) if has else "—"
-            row[f"{m} p (Holm)"] = str(round(r[f"p_holm_{m}"], 4)) if has else "—"
+            row[f"{m} p"] = p_text(r[f"p_{m}"]) if has else "—"
+            row[f"{m} p (Holm)"] = p_text(r[f"p_holm_{m}"]) if has else "—"
             row[f"{m} significant"] = ("yes" if r[f"significant_{m}"] else "no") if has else "—"
         row["id"] = (ids or {}).get(r["system"], "")
         out.append(row)
