@@ -112,7 +112,7 @@ class QADataset:
         if not path.exists():
             raise DatasetError(f"{path}: no such file.")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (Windows editors) as the page reads it
         except UnicodeDecodeError as exc:
             raise DatasetError(
                 f"{path}: not a UTF-8 text file ({exc.reason}). Expected LlamaIndex dataset JSON."

@@ -578,10 +578,11 @@ with tab_io:
                     ds, report = import_real_queries(ws, rq.getvalue(), embedder="default", source=rq.name)
                 save_real_queries(ws, ds, label, report)
             except (DatasetError, ValueError) as exc:
-                st.error(f"Could not import {rq.name}: {exc}")
+                why = str(exc).removeprefix(f"{rq.name}: ")  # the file named once
+                st.error(f"Could not import {md_escape(rq.name)}: {md_escape(why)}")  # the file's own text: no Markdown
             else:
                 st.session_state["real_queries_report"] = {"summary": report.summary(), "unmatched": report.unmatched}
-                widgets.flash(f"Imported **{label}** as an evaluation set: {report.summary()}.")
+                widgets.flash(f"Imported **{md_escape(label)}** as an evaluation set: {md_escape(report.summary())}.")
                 st.rerun()
         last = st.session_state.get("real_queries_report")
         if last and last["unmatched"]:

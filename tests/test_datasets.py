@@ -42,3 +42,13 @@ def test_starting_a_training_run_does_not_import_the_llm_client(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_dataset_file_with_a_byte_order_mark_loads_as_on_the_page(tmp_path):
+    """Windows editors save JSON with a UTF-8 BOM: the CLI reads it as the page's upload does."""
+    from core.datasets import QADataset
+
+    ds = QADataset({"q1": "What was revenue?"}, {"n1": "Revenue was 3 billion."}, {"q1": ["n1"]})
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + ds.dumps().encode())
+    assert QADataset.load(path).queries == ds.queries == QADataset.loads(path.read_bytes()).queries

@@ -485,6 +485,20 @@ def test_questions_import_real_queries_csv(prepared_ws, prepared):
     assert table[table["name"] == "harbor real queries"]["role"].tolist() == ["eval"]
 
 
+def test_questions_import_real_queries_error_shows_the_files_text_as_typed(prepared_ws, prepared):
+    """A CSV's header names come back in the error: shown as text, never rendered as Markdown (an image link)."""
+    at = page("2_questions.py")
+    at.run()
+    bad = b"![x](http://127.0.0.1:9/t.png),**bold**\nsome,row\n"
+    at.file_uploader(key="real_queries_file").set_value(("real*.csv", bad, "text/csv"))
+    at.run()
+    at.button(key="real_queries_start").click().run()
+    no_exceptions(at)
+    (err,) = at.error
+    assert "\\!\\[x\\]" in err.value and "\\*\\*bold" in err.value  # every Markdown character escaped
+    assert texts(at.error).startswith("Could not import real*.csv: no 'query' column (found: ![x](http")  # named once
+
+
 def test_questions_import_and_save_split(prepared_ws, prepared):
     at = page("2_questions.py")
     at.run()
