@@ -374,8 +374,9 @@ def load_adapter(
         else:
             cls = resolve_adapter_class(str(named), allow_import=allow_custom_code)
     try:
+        check_adapter_sizes(config)
         adapter = cls(**config)
-    except TypeError as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:  # a wrong key, a size of -1 (torch: negative dimension)
         raise AdapterError(f"{cfg_path}: config does not fit {cls.__name__}: {exc}") from exc
     try:
         state = torch.load(w_path, map_location="cpu", weights_only=True)
@@ -389,6 +390,24 @@ def load_adapter(
     except RuntimeError as exc:
         raise AdapterError(f"{w_path}: weights do not fit {cls.__name__}{config}: {exc}") from exc
     return adapter.to(device).eval()
+
+
+#: The layer sizes the built-in adapters take; a custom class's other arguments are its own business.
+SIZE_ARGUMENTS = ("in_features", "out_features", "hidden_features", "rank")
+#: Larger than any embedding a model gives (OpenAI's largest has 3,072 dimensions): a typo, or a file meant to make
+#: the loader allocate gigabytes before the weights are read.
+MAX_ADAPTER_SIZE = 65_536
+
+
+def check_adapter_sizes(kwargs: dict) -> None:
+    """Raise ``ValueError`` when a layer size among ``kwargs`` (a training setting or a folder's config.json) is
+    not a whole number from 1 to :data:`MAX_ADAPTER_SIZE`, before any tensor is made."""
+    for name in SIZE_ARGUMENTS:
+        value = kwargs.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ADAPTER_SIZE:
+            raise ValueError(f"{name} must be a whole number from 1 to {MAX_ADAPTER_SIZE:,}, got {value!r}")
 
 
 def draws_no_random_numbers(kind: str) -> bool:

@@ -402,7 +402,7 @@ def _train_config(args):
         raise CLIError(f"--adapter-kwargs is not JSON ({exc.msg}): write it like '{{\"rank\": 16}}'") from None
     if not isinstance(kwargs, dict):
         raise CLIError(f"--adapter-kwargs must be a JSON object, like '{{\"rank\": 16}}'; got {args.adapter_kwargs}")
-    if args.hidden_features:
+    if args.hidden_features is not None:  # 0 is refused by the check below, not taken as "the default"
         kwargs["hidden_features"] = args.hidden_features
     if args.bias:
         kwargs["bias"] = True

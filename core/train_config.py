@@ -306,6 +306,15 @@ class TrainConfig:
                 "adapter_kwargs must be a JSON object of constructor arguments "
                 "(allow_custom_code is not one: it is the user's own choice)"
             )
+        for name in ("weight_decay", "patience", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise TrainingError(f"{name} must be >= 0 (0 = off), got {getattr(self, name)}")
+        from .adapters import check_adapter_sizes
+
+        try:
+            check_adapter_sizes(self.adapter_kwargs)
+        except ValueError as exc:
+            raise TrainingError(f"adapter_kwargs: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

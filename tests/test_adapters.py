@@ -233,6 +233,11 @@ def test_broken_folders_give_clear_errors(tmp_path):
     (folder / "config.json").write_text(json.dumps({"in_features": DIM * 2, "out_features": DIM * 2, "bias": False}))
     with pytest.raises(AdapterError, match="do not fit"):
         load_adapter(folder)
+    # a size no layer can have, or one that would allocate gigabytes before the weights are read: refused first
+    for size in (-1, 0, 10**7, "384"):
+        (folder / "config.json").write_text(json.dumps({"in_features": size, "out_features": DIM, "bias": False}))
+        with pytest.raises(AdapterError, match=r"config does not fit .*in_features must be a whole number from 1"):
+            load_adapter(folder)
 
 
 def test_check_adapter_fits():

@@ -784,6 +784,14 @@ def test_bad_training_settings_exit_2(pipeline, capsys):
     assert rc == 2 and "unknown adapter 'nosuch'" in err and len(err.strip().splitlines()) == 1
     rc, _, err = cli_inproc(capsys, "train", "--dataset", ds, "--adapter-kwargs", "{rank:16}", "--workspace", ws)
     assert rc == 2 and err.startswith("error: --adapter-kwargs is not JSON")
+    # a layer size no adapter can have: one line before a run is created (it was a traceback and a failed run)
+    from core.workspace import Workspace
+
+    n_runs = len(Workspace(ws).query("SELECT id FROM runs"))
+    for flags in (["--adapter", "two-layer", "--hidden-features", "0"], ["--adapter-kwargs", '{"rank": -3}']):
+        rc, _, err = cli_inproc(capsys, "train", "--dataset", ds, *flags, "--workspace", ws)
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and "must be a whole number from 1" in err, err
+    assert len(Workspace(ws).query("SELECT id FROM runs")) == n_runs
     # a usage error: two lines, not under the whole usage block
     rc, _, err = cli_inproc(capsys, "train", "--dataset", ds, "--recipe", "fast", "--workspace", ws)
     lines = err.splitlines()

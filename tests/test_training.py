@@ -333,6 +333,12 @@ def test_training_is_repeatable():
         ({"warmup_ratio": 1.0}, "warmup_ratio"),
         ({"select_metric": "recall"}, "select_metric"),
         ({"top_k": 0}, "top_k"),
+        ({"weight_decay": -1.0}, "weight_decay must be >= 0"),
+        ({"patience": -1}, "patience must be >= 0"),
+        ({"checkpoint_every": -1}, "checkpoint_every must be >= 0"),
+        ({"adapter": "two-layer", "adapter_kwargs": {"hidden_features": -5}}, "hidden_features must be a whole number"),
+        ({"adapter": "low-rank", "adapter_kwargs": {"rank": 0}}, "rank must be a whole number from 1"),
+        ({"adapter": "two-layer", "adapter_kwargs": {"hidden_features": 10**9}}, "from 1 to 65,536"),
     ],
 )
 def test_config_validation(kw, message):
