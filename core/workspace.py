@@ -197,6 +197,10 @@ def safe_display_name(name: str, max_len: int = 120) -> str:
     return _SAFE.sub("_", base)[:max_len]
 
 
+class WorkspaceError(ValueError):
+    """The workspace cannot be opened (a damaged catalog): the message says which file and what to do."""
+
+
 class Workspace:
     """An AdapterLab workspace: an SQLite catalog plus the files it points to.
 
@@ -219,6 +223,13 @@ class Workspace:
         try:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)  # idempotent; executescript commits by itself
+        except sqlite3.DatabaseError as exc:  # not "locked" (OperationalError waits 30 s): a damaged or foreign file
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise WorkspaceError(
+                f"the workspace catalog {self.catalog_path} cannot be read ({exc}). Restore it from a backup, or "
+                "use another workspace folder (--workspace or ADAPTERLAB_WORKSPACE); the files beside it are untouched"
+            ) from None
         finally:
             con.close()
 

@@ -1191,3 +1191,15 @@ def test_a_run_command_stopped_with_ctrl_c_ends_in_one_clear_error(monkeypatch, 
     args = argparse.Namespace(json=True, out=None)
     with pytest.raises(CLIError, match="^interrupted; run run-x saved no model$"):
         _run_with_bar(args, None, "run-x", "fine-tune", "saved no model")
+
+
+def test_a_damaged_workspace_catalog_is_a_one_line_error(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    assert cli_inproc(capsys, "documents", "--workspace", str(ws))[0] == 0
+    (ws / "catalog.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x00" * 80 + b"garbage" * 50)
+    for f in ws.glob("catalog.sqlite-*"):
+        f.unlink()
+    rc, out, err = cli_inproc(capsys, "documents", "--workspace", str(ws))
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: the workspace catalog {ws / 'catalog.sqlite'} cannot be read (")
+    assert "Restore it from a backup, or use another workspace folder" in err

@@ -288,6 +288,21 @@ def test_documents_failed_ingest_job_shows_its_error(empty_ws):
 # ------------------------------------------------------------------------------------------------
 # Questions
 # ------------------------------------------------------------------------------------------------
+def test_a_damaged_workspace_catalog_is_said_on_the_page(empty_ws):
+    """Not a traceback: which file, and what to do."""
+    page("1_documents.py").run()  # creates the workspace
+    (empty_ws / "catalog.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x00" * 80 + b"garbage" * 50)
+    for f in empty_ws.glob("catalog.sqlite-*"):
+        f.unlink()
+    from ui import state
+
+    state._workspace.clear()  # a new server process: nothing cached
+    at = page("1_documents.py")
+    at.run()
+    no_exceptions(at)
+    assert texts(at.error).startswith(f"The workspace catalog {empty_ws / 'catalog.sqlite'} cannot be read (")
+
+
 def test_questions_empty_state(empty_ws):
     at = page("2_questions.py")
     at.run()

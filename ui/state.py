@@ -15,7 +15,8 @@ import streamlit as st
 from core.jobs import JobManager
 from core.launch import job_manager as _new_job_manager
 from core.llm import ENV_KEY
-from core.workspace import Workspace, resolve_workspace_dir
+from core.workspace import Workspace, WorkspaceError, resolve_workspace_dir
+from ui.helpers import md_escape
 
 API_KEY_STATE = "adapterlab_api_key"  # session-only copy of a key typed into the form; never written
 EMBEDDER_SETTING = "ui.base_embedder"
@@ -51,9 +52,13 @@ def _job_manager(root: str) -> JobManager:
 
 def workspace() -> Workspace:
     root = str(resolve_workspace_dir())
-    ws = _workspace(root)
-    if not ws.catalog_path.exists():  # the folder was removed while the server ran: recreate it
-        Workspace(root)
+    try:
+        ws = _workspace(root)
+        if not ws.catalog_path.exists():  # the folder was removed while the server ran: recreate it
+            Workspace(root)
+    except WorkspaceError as exc:  # a damaged catalog: say which file and what to do, not a traceback
+        st.error(f"{md_escape(str(exc)[:1].upper() + str(exc)[1:])}.")
+        st.stop()
     return ws
 
 
