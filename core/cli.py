@@ -165,6 +165,8 @@ def cmd_ingest(args) -> int:
     ws = _workspace(args)
     emb = resolve_embedder(args.embedder, workspace=ws, **_embedder_options(args))
     settings = ChunkSettings(chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
+    if not (math.isfinite(args.max_mb) and args.max_mb > 0):
+        raise CLIError(f"--max-mb must be a positive number of megabytes, got {args.max_mb}")
     files = []
     for f in args.files:
         p = Path(f)
@@ -235,6 +237,10 @@ def cmd_generate(args) -> int:
     ws = _workspace(args)
     _check_out_file(args.out, "--out")
     _check_out_file(args.val_out, "--val-out")
+    if args.out and args.val_out and Path(args.out).resolve() == Path(args.val_out).resolve():
+        raise CLIError(
+            f"--out and --val-out are the same file ({args.out}): the validation side would overwrite the training side"
+        )
     doc_ids = _select_docs(ws, args.documents)
     chunks = ingested_chunks(ws, doc_ids)
     if not chunks:

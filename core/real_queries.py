@@ -174,8 +174,9 @@ def _resolve_document(value: str, docs: dict[str, dict[str, Any]]) -> tuple[str 
 
 
 def _page_number(value: str) -> int | None:
-    m = re.search(r"\d+", value or "")
-    return int(m.group()) if m else None
+    """The first number in a page cell ("12", "p. 12", "12-13"); None for none, or a page below 1 ("-2", "0")."""
+    m = re.search(r"-?\d+", value or "")
+    return int(m.group()) if m and int(m.group()) >= 1 else None
 
 
 def import_real_queries(
@@ -193,6 +194,10 @@ def import_real_queries(
     None matches text without embeddings. Raises :class:`DatasetError` when the file cannot be
     read or no row could be matched.
     """
+    if not (0 < min_overlap <= 1 and 0 < min_cosine <= 1):  # a cosine of -3 matched "Paris" to a 10-K chunk
+        raise ValueError(
+            f"min_overlap and min_cosine must be above 0 and at most 1, got {min_overlap:g} and {min_cosine:g}"
+        )
     rows = parse_queries_csv(data, source)
     if isinstance(embedder, str):
         from .embedders import resolve_embedder
@@ -275,7 +280,7 @@ def import_real_queries(
         if not hits and r["page"]:
             page = _page_number(r["page"])
             if page is None:
-                reason = (reason + "; " if reason else "") + f"page {r['page']!r} is not a number"
+                reason = (reason + "; " if reason else "") + f"page {r['page']!r} is not a page number (1 or more)"
             else:
                 doc_id = doc_id or _resolve_document("", docs)[0]
                 if doc_id is None:

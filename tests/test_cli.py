@@ -813,6 +813,12 @@ def test_unusable_devices_and_paths_are_one_line_errors_before_any_work(pipeline
         (["finetune", "--dataset", ds, "--out", str(a_file)], "a file is in the way"),
         (["evaluate", "--dataset", ds, "--report", str(tmp_path)], "that is a folder; give a file name"),
         (["generate", "--generator", "offline", "--out", str(tmp_path)], "that is a folder; give a file name"),
+        (
+            ["generate", "--generator", "offline", "--out", str(a_file), "--val-out", str(a_file)],
+            "--out and --val-out are the same file",
+        ),
+        (["ingest", str(a_file), "--max-mb", "nan"], "--max-mb must be a positive number of megabytes, got nan"),
+        (["ingest", str(a_file), "--max-mb", "0"], "--max-mb must be a positive number of megabytes, got 0"),
     ]
     if not torch.cuda.is_available():
         cases.append((["train", "--dataset", ds, "--device", "cuda"], "not available on this machine: use auto"))

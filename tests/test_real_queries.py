@@ -138,3 +138,15 @@ def test_semicolons_and_aliases(ws):
     assert rows == [{"row": 2, "query": "What grew?", "text": "Revenue grew 36%", "page": "", "document": ""}]
     with pytest.raises(DatasetError, match="no query could be matched"):
         import_real_queries(_ws_with_chunks(ws), "query,page,document\nx,7,nowhere.pdf\n")
+
+
+def test_a_page_below_1_and_thresholds_out_of_range_are_refused(ws):
+    """A page of -2 was read as page 2; a min_cosine of -3 matched any row to some chunk."""
+    w = _ws_with_chunks(ws)
+    csv = "query,page,document\nWhat is on it?,-2,annual_report.pdf\nAnd here?,p. 2,annual_report.pdf\n"
+    ds, report = import_real_queries(w, csv.encode())
+    assert report.matched == 1 and list(ds.queries.values()) == ["And here?"]
+    assert report.unmatched[0]["reason"] == "page '-2' is not a page number (1 or more)"
+    for kw in ({"min_cosine": -3.0}, {"min_overlap": 5.0}, {"min_cosine": 0.0}):
+        with pytest.raises(ValueError, match="must be above 0 and at most 1"):
+            import_real_queries(w, csv.encode(), **kw)
