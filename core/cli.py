@@ -449,9 +449,13 @@ def _check_out_folder(out: str | None) -> None:
     parent it may not write, would fail only after minutes of training)."""
     if not out:
         return
+    from .export import ExportError, check_output_folder
+
     path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise CLIError(f"--out {out}: a file is in the way; give a folder (a new one, or an adapter folder to replace)")
+    try:
+        check_output_folder(path)
+    except ExportError as exc:
+        raise CLIError(f"--out {exc}") from None
     parent = path
     while not parent.exists():
         parent = parent.parent

@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from .adapters import LinearLayer, LowRankResidual, TwoLayerNN, load_adapter
-from .workspace import Workspace, atomic_write_text
+from .workspace import Workspace, atomic_write_text, replace_folder
 
 FORMATS = ("sentence-transformers", "llamaindex")
 CARD_FILE = "README.md"
@@ -220,14 +220,52 @@ def _run_parts(ws: Workspace, run_id: str) -> tuple[dict[str, Any], dict[str, An
     return run, run.get("config") or {}
 
 
-def export_run(ws: Workspace, run_id: str, fmt: str, out_dir: str | os.PathLike) -> Path:
-    """Write run ``run_id`` to ``out_dir`` in ``fmt`` (:data:`FORMATS`); returns the folder."""
-    from .runs import adapter_dir, has_adapter, has_model, model_dir
+#: Written into every folder :func:`export_run` fills: such a folder may be replaced by the next export.
+EXPORT_MARKER = ".adapterlab-export.json"
 
+
+def written_by_adapterlab(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is one AdapterLab wrote (an export, an adapter or a fine-tuned model saved with
+    ``--out``), which a new export or run may replace as a whole."""
+    from .adapters import META_FILE
+    from .finetune import MARKER
+
+    return any((Path(folder) / name).is_file() for name in (EXPORT_MARKER, META_FILE, MARKER))
+
+
+def check_output_folder(out_dir: str | os.PathLike) -> None:
+    """Refuse, before any work, an ``out_dir`` that is a file, or a folder holding files AdapterLab did not write:
+    one run's files mixed with another's (a LlamaIndex config beside another run's sentence-transformers modules,
+    another run's checkpoints) would give two users of the folder two different adapters."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: a file is in the way; give a folder (a new one, or one AdapterLab wrote before)")
+    if out.is_dir() and any(out.iterdir()) and not written_by_adapterlab(out):
+        raise ExportError(
+            f"{out} is not empty and AdapterLab did not write it: give a new folder, or empty this one (a folder an "
+            "earlier export or run wrote is replaced as a whole; AdapterLab never mixes its files with others)"
+        )
+
+
+def export_run(ws: Workspace, run_id: str, fmt: str, out_dir: str | os.PathLike) -> Path:
+    """Write run ``run_id`` to ``out_dir`` in ``fmt`` (:data:`FORMATS`); returns the folder. The folder is new,
+    empty, or one AdapterLab wrote (:func:`check_output_folder`), which is replaced as a whole once the new
+    files are complete."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+    check_output_folder(out_dir)
+
+    def write(dst: Path) -> None:
+        _export_into(ws, run_id, fmt, dst)
+        atomic_write_text(dst / EXPORT_MARKER, json.dumps({"run": run_id, "format": fmt}))
+
+    return replace_folder(out_dir, write)
+
+
+def _export_into(ws: Workspace, run_id: str, fmt: str, out: Path) -> Path:
+    from .runs import adapter_dir, has_adapter, has_model, model_dir
+
     run, request = _run_parts(ws, run_id)
-    out = Path(out_dir)
     if run["kind"] == "finetune":
         if fmt != "sentence-transformers":
             raise ExportError(f"{run_id} is a full fine-tune: it has no adapter; export it as sentence-transformers.")

@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import threading
@@ -536,9 +537,9 @@ def execute_run(
             summary,
             out_dir,
             result.cancelled,
-            lambda: save_adapter(
+            lambda dst: save_adapter(
                 result.adapter,
-                out_dir,
+                dst,
                 embedder=embedder.identity,
                 config=config.to_dict(),
                 best_epoch=result.best_epoch,
@@ -552,13 +553,25 @@ def execute_run(
 
 
 def _copy_out(
-    ws: Workspace, run_id: str, summary: dict[str, Any], out_dir: str | Path, cancelled: bool, write: Callable[[], Any]
+    ws: Workspace,
+    run_id: str,
+    summary: dict[str, Any],
+    out_dir: str | Path,
+    cancelled: bool,
+    write: Callable[[Path], Any],
 ) -> None:
-    """``write()`` the finished run's copy to ``out_dir`` (``--out``), noting it in ``summary``. When the copy
+    """``write(folder)`` the finished run's copy, which replaces ``out_dir`` (``--out``) as a whole, noting it
+    in ``summary``. When the copy
     cannot be written (a file in the way, no permission), the run still ends done, its result in the workspace,
     and the error says so and how to copy it later."""
+    from .export import written_by_adapterlab
+    from .workspace import replace_folder
+
     try:
-        write()
+        out = Path(out_dir)
+        if out.is_dir() and any(out.iterdir()) and not written_by_adapterlab(out):  # checked before the run too
+            raise OSError(errno.ENOTEMPTY, "not empty, and AdapterLab did not write it", str(out))
+        replace_folder(out, write)  # an earlier run's folder goes as a whole: none of its checkpoints stay
     except OSError as exc:
         _set_status(ws, run_id, Status.CANCELLED if cancelled else Status.DONE, result=summary)
         raise OSError(
@@ -615,9 +628,7 @@ def _execute_finetune(ws: Workspace, run_id: str, request: dict[str, Any], *, ca
         import shutil
 
         src = result.out_dir
-        _copy_out(
-            ws, run_id, summary, out_dir, result.cancelled, lambda: shutil.copytree(src, out_dir, dirs_exist_ok=True)
-        )
+        _copy_out(ws, run_id, summary, out_dir, result.cancelled, lambda dst: shutil.copytree(src, dst))
     _set_status(ws, run_id, Status.CANCELLED if result.cancelled else Status.DONE, result=summary)
     return result
 
@@ -721,7 +732,7 @@ def _execute_distill(ws: Workspace, run_id: str, request: dict[str, Any], *, can
             summary,
             out_dir,
             summary["cancelled"],
-            lambda: (save_adapter(adapter, out_dir, **meta), save_ranked(out_dir, chunks)),
+            lambda dst: (save_adapter(adapter, dst, **meta), save_ranked(dst, chunks)),
         )
     _set_status(ws, run_id, Status.CANCELLED if summary["cancelled"] else Status.DONE, result=summary)
     return DistillResult(adapter=adapter, details=summary)

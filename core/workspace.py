@@ -19,6 +19,7 @@ as paths: files are named by content hash or generated id.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -27,7 +28,7 @@ import tempfile
 import time
 import unicodedata
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,30 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def replace_folder(folder: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """``write(path)`` a whole folder into a staging place beside ``folder``, then put it where ``folder`` is,
+    replacing what was there as a whole: no file of the old folder stays beside the new ones, and a failed
+    ``write`` leaves the old folder as it was. The folder gets the mode a plain ``mkdir`` would give it."""
+    out = Path(folder)
+    if out.exists() and not out.is_dir():  # a file is never replaced by a folder
+        raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".new", dir=out.parent))
+    try:
+        write(staging / "new")
+        if out.exists():
+            out.rename(staging / "old")  # removed with the staging folder
+        (staging / "new").rename(out)
+        umask = os.umask(0)
+        os.umask(umask)
+        out.chmod(0o777 & ~umask)
+    finally:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:

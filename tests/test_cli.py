@@ -858,6 +858,24 @@ def test_a_finished_run_whose_out_copy_fails_stays_done_and_says_how_to_copy_it(
     assert get_run(ws, run_id)["status"] == "done" and has_adapter(ws, run_id)
 
 
+def test_train_out_replaces_an_earlier_adapter_folder_whole_and_refuses_a_foreign_one(pipeline, tmp_path, capsys):
+    """Another run's checkpoints stayed in --out beside the new adapter, and `evaluate --checkpoints` then read
+    them as this adapter's; a folder of the user's own files is refused before any work, and keeps them."""
+    ds, ws = str(pipeline["dir"] / "train.json"), str(pipeline["ws"])
+    out = tmp_path / "adapter"
+    flags = ["train", "--dataset", ds, "--epochs", "1", "--selection", "none", "--workspace", ws, "--out", str(out)]
+    assert cli_inproc(capsys, *flags)[0] == 0
+    (out / "checkpoints" / "step_5000").mkdir(parents=True)  # as another run's would be
+    assert cli_inproc(capsys, *flags)[0] == 0
+    assert (out / "adapterlab.json").is_file() and not (out / "checkpoints" / "step_5000").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    rc, _, err = cli_inproc(capsys, *flags[:-1], str(mine))
+    assert rc == 2 and "is not empty and AdapterLab did not write it: give a new folder" in err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
 def test_evaluate_a_run_that_saved_only_checkpoints(pipeline, tmp_path, capsys):
     """An interrupted run has checkpoints but no final adapter: --checkpoints evaluates them."""
     import shutil

@@ -15,7 +15,14 @@ from core.adapters import build_adapter, load_adapter
 from core.cli import main
 from core.datasets import save_dataset
 from core.embedders import AdapterEmbedder, SentenceTransformerEmbedder
-from core.export import ExportError, adapter_to_dense, build_sentence_transformer, export_run, export_support
+from core.export import (
+    EXPORT_MARKER,
+    ExportError,
+    adapter_to_dense,
+    build_sentence_transformer,
+    export_run,
+    export_support,
+)
 from core.launch import evaluate_with_context
 from core.reports import save_comparison
 from core.runs import adapter_dir, create_run, execute_run
@@ -178,9 +185,39 @@ def test_cli_exports_the_llamaindex_folder(trained, tmp_path, capsys):
         main(["export", "--workspace", str(ws.root), "--run", run_id, "--format", "llamaindex", "--out", str(out)]) == 0
     )
     assert "exported" in capsys.readouterr().out
-    assert {p.name for p in out.iterdir()} == {"config.json", "pytorch_model.bin", "adapterlab.json"}
+    assert {p.name for p in out.iterdir()} == {"config.json", "pytorch_model.bin", "adapterlab.json", EXPORT_MARKER}
     a, b = load_adapter(out), load_adapter(adapter_dir(ws, run_id))
     assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+
+
+def test_an_export_replaces_an_earlier_export_and_never_mixes_with_other_files(trained, tmp_path, capsys):
+    """A sentence-transformers export, then a LlamaIndex one into the same folder: the folder holds the second
+    alone (it held both, so two users of it got two different adapters); a folder of other files is refused
+    before the model loads, and keeps its files."""
+    ws, run_id, _ = trained
+    out = tmp_path / "out"
+    export_run(ws, run_id, "sentence-transformers", out)
+    assert (out / "modules.json").is_file()
+    export_run(ws, run_id, "llamaindex", out)
+    assert {p.name for p in out.iterdir()} == {"config.json", "pytorch_model.bin", "adapterlab.json", EXPORT_MARKER}
+    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~_umask())  # as a plain mkdir makes it
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    rc = main(["export", "--workspace", str(ws.root), "--run", run_id, "--out", str(mine)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is not empty and AdapterLab did not write it: give a new folder" in err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and not list(tmp_path.glob(".*export"))
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    assert main(["export", "--workspace", str(ws.root), "--run", run_id, "--out", str(a_file)]) == 2
+    assert "a file is in the way" in capsys.readouterr().err and a_file.read_text() == "x"
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
 
 
 def test_cli_export_errors_are_one_line(trained, tmp_path, capsys):
