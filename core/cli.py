@@ -882,6 +882,53 @@ def _distil_command(ws, act: dict[str, Any], args) -> str:
     )
 
 
+def _base_for_runs(ws, args) -> tuple[str, dict[str, Any]]:
+    """The base embedder and options ``evaluate`` runs with: the flags', unless the ``--run`` adapters were
+    trained on another base model or with other prefixes. An adapter maps its own base model's vectors, so it
+    is measured on them: with no base flag given and every run on one base, that base (said on stderr); else a
+    one-line error with the flags to give. Runs on different bases cannot share one comparison."""
+    from .launch import embedder_name
+    from .runs import get_run
+
+    given = (args.embedder, _prefixes(args))
+    bases: dict[str, tuple[str, dict[str, str]]] = {}
+    for run_id in args.run or []:
+        run = get_run(ws, run_id) or {}
+        req = run.get("config") or {}
+        if run.get("kind") == "finetune":  # its own model embeds everything
+            continue
+        opts = req.get("embedder_options") or {}
+        bases[run_id] = (
+            req.get("embedder") or "default",
+            {k: v for k, v in opts.items() if k.endswith("_prefix") and v},
+        )
+    other = {r: b for r, b in bases.items() if b != given}
+    if not other:
+        return args.embedder, _embedder_options(args)
+
+    def flags(base: tuple[str, dict[str, str]]) -> str:
+        out = ["--embedder", base[0]]
+        for k, v in sorted(base[1].items()):
+            out += [f"--{k.replace('_', '-')}", v]
+        return shlex.join(out)
+
+    explicit = args.embedder != "default" or _prefixes(args) or args.adapter or args.api_embedder
+    distinct = set(map(repr, bases.values()))
+    if not explicit and len(distinct) == 1:
+        base = next(iter(bases.values()))
+        print(
+            f"evaluating on the base model the run{'s were' if len(bases) > 1 else ' was'} trained on "
+            f"({embedder_name(base[0])}): {flags(base)}",
+            file=sys.stderr,
+        )
+        return base[0], {**_api_options(args), **base[1]}
+    run_id, base = next(iter(other.items()))
+    raise CLIError(
+        f"run {run_id} was trained on another base model or prefix than this evaluation's ({flags(base)}); an adapter "
+        f"is measured on its own base model's vectors: evaluate it with {flags(base)}, apart from runs on other bases"
+    )
+
+
 def cmd_evaluate(args) -> int:
     from .datasets import QADataset
     from .launch import evaluate_with_context
@@ -937,6 +984,7 @@ def cmd_evaluate(args) -> int:
             )
         for ck in ckpts:
             specs.append({"kind": "checkpoint", "run_id": run_id, "step": int(ck.name.split("_")[-1])})
+    embedder, options = _base_for_runs(ws, args)
     bar = _Bar(not args.json, "evaluate")
     name = args.name or Path(args.dataset).name
     cmp, context = evaluate_with_context(
@@ -945,8 +993,8 @@ def cmd_evaluate(args) -> int:
         name,
         specs,
         top_k=args.top_k,
-        embedder=args.embedder,
-        embedder_options=_embedder_options(args),
+        embedder=embedder,
+        embedder_options=options,
         dataset_path=str(Path(args.dataset).resolve()),
         exclude_leaked=args.exclude_leaked,
         progress=bar,
@@ -969,9 +1017,9 @@ def cmd_evaluate(args) -> int:
                 "dataset_path": str(Path(args.dataset).resolve()),
                 "systems": specs,
                 "run_ids": run_ids,
-                "embedder": args.embedder,
+                "embedder": embedder,
                 "api_embedders": args.api_embedder or [],
-                "embedder_options": _embedder_options(args),
+                "embedder_options": options,
                 "context": context,
             },
         )
