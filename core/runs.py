@@ -53,6 +53,16 @@ RUN_KINDS = ("adapter", "finetune", "distill")
 CANCEL_POLL_S = 0.25
 
 
+def portable_embedder(spec: str) -> str:
+    """``spec`` with a local model folder given relative to the current directory made absolute (a backend
+    suffix such as ``@onnx-int8`` kept): a run records it, and the dashboard, ``export`` or a later ``evaluate``
+    read it from other directories. Names (``default``, a hub name, ``openai:...``) are kept as given."""
+    base, at, backend = spec.rpartition("@") if "@onnx" in spec else (spec, "", "")
+    if base and not base.startswith(("openai:", "st:")) and Path(base).is_dir():
+        return str(Path(base).resolve()) + at + backend
+    return spec
+
+
 def create_run(
     ws: Workspace,
     config: TrainConfig,
@@ -78,6 +88,7 @@ def create_run(
     config.validate()
     if not (dataset_id or dataset_path):
         raise ValueError("a training run needs a dataset: dataset_id (workspace) or dataset_path (file)")
+    embedder = portable_embedder(embedder)
     run_id = new_id("run-")
     opts = {k: v for k, v in (embedder_options or {}).items() if k not in ("api_key",)}
     request = {
@@ -131,6 +142,7 @@ def create_finetune_run(
 
     config = config or FinetuneConfig()
     config.validate()
+    embedder = portable_embedder(embedder)
     resolve_base_path(embedder)
     if not (dataset_id or dataset_path):
         raise ValueError("a fine-tune run needs a dataset: dataset_id (workspace) or dataset_path (file)")
@@ -208,7 +220,9 @@ def create_distill_run(
                 f"{teacher}: neither a fine-tune run of this workspace nor a model folder (see `python -m core runs`)"
             )
         opts = {k: v for k, v in (embedder_options or {}).items() if k in ("query_prefix", "passage_prefix") and v}
-        request.update(teacher_run_id=None, teacher_spec=teacher, embedder=embedder, embedder_options=opts)
+        request.update(
+            teacher_run_id=None, teacher_spec=teacher, embedder=portable_embedder(embedder), embedder_options=opts
+        )
         teacher_name = folder.name if folder.is_dir() else teacher
     if not (dataset_id or dataset_path):
         raise ValueError("a distillation needs the training questions: dataset_id (workspace) or dataset_path (file)")

@@ -377,3 +377,15 @@ def test_unaskable_chunks_are_those_a_generator_tried_that_hold_no_question(ws):
             [("q1", "c3", "What?", "offline"), ("q2", "c2", "Which?", "llm"), ("q3", "c4", "Who?", "manual")],
         )
     assert unaskable_chunks(ws) == {"c1"}
+
+
+def test_a_local_model_folder_given_relative_is_recorded_absolute(tmp_path, monkeypatch):
+    """`train --embedder "base copy"` from one folder, then `export` from another, failed to find the model."""
+    from core.runs import portable_embedder
+
+    (tmp_path / "base copy").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert portable_embedder("base copy") == str(tmp_path / "base copy")
+    assert portable_embedder("base copy@onnx-int8") == str(tmp_path / "base copy") + "@onnx-int8"
+    for spec in ("default", "default@onnx-fp32", "openai:text-embedding-3-small", "sentence-transformers/x", "gone"):
+        assert portable_embedder(spec) == spec
