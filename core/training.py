@@ -64,6 +64,7 @@ from .train_config import (  # noqa: F401
     TrainConfig,
     TrainingError,
 )
+from .workspace import replace_folder
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -1257,7 +1258,8 @@ def train(
         if ckpt_root is None:
             return
         path = ckpt_root / f"step_{step}"
-        adapters_mod.save_adapter(adapter, path, step=step, **meta)
+        # staged, then moved into place whole: a kill while it is written leaves no half checkpoint behind
+        replace_folder(path, lambda dst: adapters_mod.save_adapter(adapter, dst, step=step, **meta))
         checkpoints.append(str(path))
         record({"type": "checkpoint", "step": step, "path": str(path)})
 
@@ -1396,5 +1398,14 @@ def list_checkpoints(path: str | Path) -> list[Path]:
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()]
+    found = [
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and p.name.startswith("step_")
+        and p.name[5:].isdigit()
+        # a complete one (a run killed while writing one, before checkpoints were staged, left only a temp file)
+        and (p / adapters_mod.CONFIG_FILE).is_file()
+        and (p / adapters_mod.WEIGHTS_FILE).is_file()
+    ]
     return sorted(found, key=lambda p: int(p.name[5:]))

@@ -395,3 +395,16 @@ def test_a_phase_carries_the_bar_on_instead_of_sending_it_back():
     second(4, 4, "epoch 4/4")
     assert seen == [(250, 1000, "embedded 10 of 10"), (438, 1000, "epoch 1/4"), (1000, 1000, "epoch 4/4")]
     assert in_phase(None, 0.0, 1.0) is None
+
+
+def test_a_half_written_checkpoint_is_not_listed(tmp_path):
+    """A run killed while a checkpoint was written left step_N holding only a temp file: evaluate --checkpoints
+    then failed on it and the Train page offered it; only complete checkpoints are listed."""
+    from core.adapters import build_adapter, save_adapter
+    from core.training import list_checkpoints
+
+    root = tmp_path / "adapter" / "checkpoints"
+    save_adapter(build_adapter("linear", 8), root / "step_10")
+    (root / "step_20").mkdir()
+    (root / "step_20" / ".pytorch_model.bin.x1.tmp").write_bytes(b"\0" * 10)
+    assert [p.name for p in list_checkpoints(tmp_path / "adapter")] == ["step_10"]
