@@ -121,6 +121,7 @@ class JobManager:
         self.reapers = list(reapers)
         self._lock = threading.Lock()
         self._cancels: dict[str, threading.Event] = {}
+        self._on_skip: dict[str, Callable[[], None]] = {}
         self._done: dict[str, threading.Event] = {}
         self._lanes: dict[str, queue.Queue] = {}
         self._stop = threading.Event()
@@ -183,13 +184,18 @@ class JobManager:
         fn: Callable[[JobContext], dict | None],
         params: dict[str, Any] | None = None,
         lane: str | None = None,
+        on_skip: Callable[[], None] | None = None,
     ) -> str:
-        """Queue ``fn`` in ``lane`` (default: ``kind``) and return the job id at once."""
+        """Queue ``fn`` in ``lane`` (default: ``kind``) and return the job id at once. ``on_skip`` is called
+        if the job is cancelled before it starts (``fn`` never runs): e.g. to end the run it would have
+        trained, which would otherwise stay queued and later read as a crash."""
         job_id = new_id(f"{kind}-")
         now = time.time()
         ctx = JobContext(job_id, self.ws)
         with self._lock:  # registered before its row exists, so no reap() can take it for dead
             self._cancels[job_id] = ctx.cancel_event
+            if on_skip is not None:
+                self._on_skip[job_id] = on_skip
             self._done[job_id] = threading.Event()
         with self.ws.db() as con:
             con.execute(
@@ -224,8 +230,17 @@ class JobManager:
     def _run(self, ctx: JobContext, fn: Callable[[JobContext], dict | None]) -> None:
         try:
             if ctx.cancelled:
+                with self._lock:
+                    skip = self._on_skip.pop(ctx.job_id, None)
+                if skip is not None:
+                    try:
+                        skip()
+                    except Exception:  # pragma: no cover - the job still ends cancelled
+                        log.exception("job %s: on_skip failed", ctx.job_id)
                 self._set(ctx.job_id, status="cancelled", message="cancelled before it started")
                 return
+            with self._lock:
+                self._on_skip.pop(ctx.job_id, None)
             self._set(ctx.job_id, status="running")
             result = fn(ctx)
             status = "cancelled" if ctx.cancelled else "done"

@@ -28,7 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .jobs import JobContext, JobInterrupted, JobManager
+from .jobs import JobCancelled, JobContext, JobInterrupted, JobManager
 from .workspace import Workspace
 
 SystemSpec = dict[str, Any]
@@ -41,12 +41,24 @@ def job_manager(ws: Workspace) -> JobManager:
     return JobManager(ws, reapers=[reap_runs])
 
 
-def _train_job(ws: Workspace, run_id: str, api_key: str | None = None, allow_custom_code: bool = False):
-    """A job that trains ``run_id`` in a child process (:func:`core.run_process.train_in_child`)."""
+def _train_job(
+    ws: Workspace,
+    run_id: str,
+    api_key: str | None = None,
+    allow_custom_code: bool = False,
+    after: str | None = None,
+):
+    """A job that trains ``run_id`` in a child process (:func:`core.run_process.train_in_child`). ``after``: the
+    run queued before it as one plan (a fine-tune before its distillation); if that run was cancelled, this one
+    ends cancelled too instead of starting from what the cancelled run left."""
 
     def job(ctx: JobContext) -> dict:
         from .run_process import ChildDied, train_in_child
+        from .runs import cancel_queued_run, get_run
 
+        if after is not None and (get_run(ws, after) or {}).get("status") == "cancelled":
+            cancel_queued_run(ws, run_id, "cancelled: the fine-tune before it was cancelled")
+            raise JobCancelled()
         try:
             return train_in_child(
                 ws,
@@ -225,7 +237,9 @@ def start_training(
     )
 
     job = _train_job(ws, run_id, api_key=api_key, allow_custom_code=allow_custom_code)
-    job_id = jm.submit("train", f"Train {config.adapter} adapter", job, {"run_id": run_id})
+    job_id = jm.submit(
+        "train", f"Train {config.adapter} adapter", job, {"run_id": run_id}, on_skip=_skipped(ws, run_id)
+    )
     return job_id, run_id
 
 
@@ -268,7 +282,7 @@ def start_finetune(
         ws, config, dataset_id=dataset_id, embedder=embedder, embedder_options=embedder_options, name=name
     )
     job = _train_job(ws, run_id)
-    job_id = jm.submit("train", f"Full fine-tune of {embedder}", job, {"run_id": run_id})
+    job_id = jm.submit("train", f"Full fine-tune of {embedder}", job, {"run_id": run_id}, on_skip=_skipped(ws, run_id))
     return job_id, run_id
 
 
@@ -280,20 +294,32 @@ def start_distill(
     dataset_id: str | None = None,
     name: str | None = None,
     eval_dataset_id: str | None = None,
+    after_teacher: bool = False,
 ) -> tuple[str, str]:
     """Create a distillation run (:mod:`core.distill`) of a fine-tune run and train it in a child process,
     in the same queue as the other runs. Returns (job id, run id). The fine-tune may still be queued or
     training ("fine-tune, then distil"): the queue runs it first, and this run fails with the reason
     if it ends without a model. ``dataset_id``: the training questions (default: the fine-tune's);
-    ``eval_dataset_id``: a dataset of the documents you will search, whose chunks it ranks too."""
+    ``eval_dataset_id``: a dataset of the documents you will search, whose chunks it ranks too.
+    ``after_teacher``: queued with the fine-tune as one plan, so cancelling the fine-tune cancels it too."""
     from .runs import create_distill_run
 
     run_id = create_distill_run(
         ws, teacher_run_id, config, dataset_id=dataset_id, eval_dataset_id=eval_dataset_id, name=name
     )
-    job = _train_job(ws, run_id)
-    job_id = jm.submit("train", "Distil a fine-tune into a linear adapter", job, {"run_id": run_id})
+    job = _train_job(ws, run_id, after=teacher_run_id if after_teacher else None)
+    job_id = jm.submit(
+        "train", "Distil a fine-tune into a linear adapter", job, {"run_id": run_id}, on_skip=_skipped(ws, run_id)
+    )
     return job_id, run_id
+
+
+def _skipped(ws: Workspace, run_id: str):
+    """``on_skip`` for a training job: its run ends cancelled rather than staying queued (and then reading as a
+    crash once the reaper finds no process training it)."""
+    from .runs import cancel_queued_run
+
+    return lambda: cancel_queued_run(ws, run_id)
 
 
 def start_finetune_then_distil(
@@ -324,7 +350,9 @@ def start_finetune_then_distil(
         embedder_options=embedder_options,
         name=f"{name} · fine-tune" if name else None,
     )
-    _, run_id = start_distill(jm, ws, ft_id, distill_config, eval_dataset_id=eval_dataset_id, name=name)
+    _, run_id = start_distill(
+        jm, ws, ft_id, distill_config, eval_dataset_id=eval_dataset_id, name=name, after_teacher=True
+    )
     return ft_id, run_id
 
 

@@ -389,6 +389,16 @@ def workspace_chunk_count(ws: Workspace, truncated_only: bool = False) -> int:
     return int(rows[0]["n"]) if rows else 0
 
 
+def cancel_queued_run(ws: Workspace, run_id: str, why: str = "cancelled before it started") -> bool:
+    """End a run that never started as ``cancelled`` with ``why``; False if it had already started or ended."""
+    with ws.db() as con:
+        cur = con.execute(
+            "UPDATE runs SET status=?, error=?, updated_at=? WHERE id=? AND status=?",
+            (Status.CANCELLED.value, scrub(why), time.time(), run_id, Status.QUEUED.value),
+        )
+    return cur.rowcount > 0
+
+
 def _set_status(ws: Workspace, run_id: str, status: str, result: dict | None = None, error: str | None = None) -> None:
     with ws.db() as con:
         con.execute(

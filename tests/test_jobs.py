@@ -146,6 +146,32 @@ def test_cancel_a_queued_job_before_it_starts(jm):
     assert jm.get(b)["status"] == "cancelled" and "before it started" in jm.get(b)["message"]
 
 
+def test_a_training_job_cancelled_before_it_starts_ends_its_run_cancelled(ws):
+    """The run stayed queued ("waiting for the run before it"), then the reaper called it a crash; a fine-tune
+    cancelled in "fine-tune, then distil" left its distillation to start from the half-trained model."""
+    from core.launch import _skipped, _train_job
+
+    jm = job_manager(ws)
+    try:
+        release = threading.Event()
+        _insert_run(ws, "run-second", status="queued")
+        a = jm.submit("train", "blocker", lambda ctx: release.wait(WAIT) and {})
+        b = jm.submit("train", "second", lambda ctx: {}, {"run_id": "run-second"}, on_skip=_skipped(ws, "run-second"))
+        jm.cancel(b)
+        release.set()
+        assert jm.wait(b, WAIT) and jm.wait(a, WAIT)
+        run = ws.query("SELECT status, error FROM runs WHERE id='run-second'")[0]
+        assert run["status"] == "cancelled" and run["error"] == "cancelled before it started"
+        _insert_run(ws, "run-ft", status="cancelled")
+        _insert_run(ws, "run-distil", status="queued")
+        c = jm.submit("train", "distil", _train_job(ws, "run-distil", after="run-ft"), {"run_id": "run-distil"})
+        assert jm.wait(c, WAIT) and jm.get(c)["status"] == "cancelled"
+        run = ws.query("SELECT status, error FROM runs WHERE id='run-distil'")[0]
+        assert run["status"] == "cancelled" and "the fine-tune before it was cancelled" in run["error"]
+    finally:
+        jm.shutdown()
+
+
 def test_job_cancelled_exception(jm):
     def fn(ctx):
         raise JobCancelled()
@@ -179,8 +205,9 @@ def _insert_run(ws, run_id, status="running", age=3600.0):
 def test_reap_marks_jobs_and_runs_of_a_dead_process_interrupted(ws):
     _insert_job(ws, "train-dead", params={"run_id": "run-dead"})
     _insert_run(ws, "run-dead")
-    ckpt = ws.run_dir("run-dead") / "adapter" / "checkpoints" / "step_40"
-    ckpt.mkdir(parents=True)
+    from core.adapters import build_adapter, save_adapter
+
+    save_adapter(build_adapter("linear", 4), ws.run_dir("run-dead") / "adapter" / "checkpoints" / "step_40")
     _insert_job(ws, "train-fresh", owner=f"{os.getppid()}:otherproc", age=1.0)  # another live process's job
     jm = job_manager(ws)  # reaps on start
     try:
