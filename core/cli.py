@@ -823,7 +823,20 @@ def cmd_train(args) -> int:
             table += f"\nnote: {elsewhere}"
             summary["validation_note"] = elsewhere
     _emit(args, {**summary, "history": result.val_history}, table)
-    return 0
+    return _cancelled_exit(run_id, result.cancelled, args.out)
+
+
+def _cancelled_exit(run_id: str, cancelled: bool, out: str | None) -> int:
+    """0, or for a run cancelled while it trained (from the Train page, say) 1, with a line saying so: its saved
+    state is the best before the cancel, not the run the command asked for."""
+    if not cancelled:
+        return 0
+    where = f"{out} holds" if out else "the workspace keeps"
+    print(
+        f"run {run_id} was cancelled before it finished: {where} its best state before the cancel, not a full run",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def cmd_finetune(args) -> int:
@@ -860,7 +873,7 @@ def cmd_finetune(args) -> int:
         )
     )
     _emit(args, summary, table)
-    return 0
+    return _cancelled_exit(run_id, result.cancelled, args.out)
 
 
 def _distil_command(ws, act: dict[str, Any], args) -> str:

@@ -900,6 +900,38 @@ def test_evaluate_measures_a_run_on_the_base_model_and_prefix_it_was_trained_on(
     assert f"run {run_id} was trained on another base model or prefix" in err and "--query-prefix 'query: '" in err
 
 
+def test_a_cli_run_cancelled_from_elsewhere_says_so_and_exits_1(pipeline, tmp_path, capsys):
+    """The Train page's Cancel on a CLI run: the command printed a plain success and exited 0."""
+    import shutil
+    import threading
+    import time
+
+    from core.runs import list_runs, request_cancel
+    from core.workspace import Workspace
+
+    ws = tmp_path / "ws"
+    shutil.copytree(pipeline["ws"], ws)
+    before = {r["id"] for r in list_runs(Workspace(ws))}
+
+    def cancel_when_running() -> None:
+        for _ in range(600):
+            running = [r for r in list_runs(Workspace(ws)) if r["id"] not in before and r["status"] == "running"]
+            if running:
+                time.sleep(0.5)
+                request_cancel(Workspace(ws), running[0]["id"])
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=cancel_when_running)
+    t.start()
+    rc, out, err = cli_inproc(
+        capsys, "train", "--dataset", str(pipeline["dir"] / "train.json"), "--epochs", "100000", "--selection",
+        "none", "--out", str(tmp_path / "a"), "--workspace", str(ws),
+    )  # fmt: skip
+    t.join()
+    assert rc == 1 and "was cancelled before it finished: " in err and "its best state before the cancel" in err
+
+
 def test_evaluate_a_run_that_saved_only_checkpoints(pipeline, tmp_path, capsys):
     """An interrupted run has checkpoints but no final adapter: --checkpoints evaluates them."""
     import shutil
