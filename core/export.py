@@ -274,7 +274,18 @@ def _export_into(ws: Workspace, run_id: str, fmt: str, out: Path) -> Path:
         shutil.copytree(model_dir(ws, run_id), out, dirs_exist_ok=True)
         return out
     if not has_adapter(ws, run_id):
-        raise ExportError(f"{run_id} saved no final adapter (status {run['status']}): train it to the end first.")
+        from .runs import run_checkpoints
+
+        n = len(run_checkpoints(ws, run_id))
+        raise ExportError(
+            f"{run_id} saved no final adapter (status {run['status']}): "
+            + (
+                f"it stopped early; its {n} checkpoint(s) can be compared (`python -m core evaluate --run "
+                f"{run_id} --checkpoints`) and downloaded on the Train page, or train it again."
+                if n
+                else "train it to the end first."
+            )
+        )
     adapter = load_adapter(adapter_dir(ws, run_id))
     embedder = request.get("embedder") or "default"
     opts = request.get("embedder_options") or {}
@@ -410,6 +421,11 @@ def model_card(ws: Workspace, run_id: str, *, adapter: nn.Module | None = None, 
             else ""
         ),
     ]
+    if run.get("status") == "cancelled":
+        lines.append(
+            "- **Cancelled before it finished:** this is the run's best state before the cancel, not the full run "
+            "its settings describe."
+        )
     if opts.get("query_prefix") or opts.get("passage_prefix"):
         lines.append(
             f"- **Prefixes:** query {opts.get('query_prefix', '')!r}, passage {opts.get('passage_prefix', '')!r}"

@@ -258,3 +258,26 @@ def test_the_train_pages_zip_holds_the_model_folder(trained):
     names = zipfile.ZipFile(io.BytesIO(export_zip(ws, run_id))).namelist()
     assert {"model/README.md", "model/modules.json", "model/router_config.json"} <= set(names)
     assert any(n.endswith("Dense/model.safetensors") for n in names)
+
+
+def test_a_cancelled_run_exports_saying_so_and_one_without_an_adapter_points_to_its_checkpoints(ws, tmp_path):
+    """A cancelled run's card quoted its settings (3000 epochs) as if they had run; an interrupted run's error
+    said "train it to the end first", which cannot be done, while its checkpoints could be used."""
+    from core.adapters import build_adapter, save_adapter
+    from core.export import model_card
+
+    path = str(small_dataset().save(tmp_path / "train.json"))
+    run_id = create_run(ws, TrainConfig(epochs=1, batch_size=6, device="cpu", selection="none"), dataset_path=path)
+    execute_run(ws, run_id)
+    with ws.db() as con:
+        con.execute("UPDATE runs SET status='cancelled' WHERE id=?", (run_id,))
+    assert "**Cancelled before it finished:** this is the run's best state before the cancel" in model_card(ws, run_id)
+    final = adapter_dir(ws, run_id)
+    for name in ("config.json", "pytorch_model.bin", "adapterlab.json"):
+        (final / name).unlink()
+    save_adapter(build_adapter("linear", 8), final / "checkpoints" / "step_3")
+    with pytest.raises(
+        ExportError,
+        match=rf"stopped early; its \d+ checkpoint\(s\) can be compared .*evaluate --run {run_id} --checkpoints",
+    ):
+        export_run(ws, run_id, "llamaindex", tmp_path / "x")
