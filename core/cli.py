@@ -1220,6 +1220,16 @@ def cmd_export(args) -> int:
 
     ws = _workspace(args)
     out = export_run(ws, args.run, args.format, args.out)
+    if args.format == "llamaindex":
+        from .adapters import read_adapter_meta
+
+        kind = read_adapter_meta(out).get("adapter_cls")
+        if kind not in (None, "linear", "two-layer"):  # LlamaIndex ships those two classes
+            print(
+                f"note: LlamaIndex's AdapterEmbeddingModel has no {kind} class: load this folder with AdapterLab "
+                "(core.adapters.load_adapter) and pass the module as adapter=, or export as sentence-transformers",
+                file=sys.stderr,
+            )
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     _emit(
         args,

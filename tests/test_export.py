@@ -281,3 +281,17 @@ def test_a_cancelled_run_exports_saying_so_and_one_without_an_adapter_points_to_
         match=rf"stopped early; its \d+ checkpoint\(s\) can be compared .*evaluate --run {run_id} --checkpoints",
     ):
         export_run(ws, run_id, "llamaindex", tmp_path / "x")
+
+
+def test_a_low_rank_llamaindex_export_says_how_to_load_it(ws, tmp_path, capsys):
+    """LlamaIndex ships linear and two-layer adapter classes only: a low-rank folder does not load there as is."""
+    path = str(small_dataset().save(tmp_path / "train.json"))
+    cfg = TrainConfig(adapter="low-rank", adapter_kwargs={"rank": 4}, epochs=1, batch_size=6, selection="none")
+    run_id = create_run(ws, cfg, dataset_path=path)
+    execute_run(ws, run_id)
+    out = tmp_path / "li"
+    assert (
+        main(["export", "--workspace", str(ws.root), "--run", run_id, "--format", "llamaindex", "--out", str(out)]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "note: LlamaIndex's AdapterEmbeddingModel has no low-rank class" in err
