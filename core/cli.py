@@ -228,7 +228,7 @@ def _select_docs(ws, names: Sequence[str] | None) -> list[str] | None:
 
 
 def cmd_generate(args) -> int:
-    from .datasets import build_dataset, split_dataset
+    from .datasets import DatasetError, build_dataset, split_dataset
     from .generators import DEFAULT_PROMPT_TEMPLATE, LLMGenerator, estimate_generation
     from .llm import LLMSettings
     from .questions import generate_questions, nothing_generated, pending_chunks, sampled_chunk_ids
@@ -300,7 +300,22 @@ def cmd_generate(args) -> int:
         )
     # the questions this generator made (the workspace may also hold other generators' questions), and with a
     # sample, only its chunks' (an earlier sample's questions would otherwise join this one's file)
-    ds = build_dataset(ws, doc_ids=doc_ids, sources=[args.generator], chunk_ids=chunk_ids)
+    try:
+        ds = build_dataset(ws, doc_ids=doc_ids, sources=[args.generator], chunk_ids=chunk_ids)
+    except DatasetError:
+        if report["questions_added"] or not report["chunks_total"]:
+            raise
+        how = (
+            "offline questions are made from sentences that say something (not headings, table rows or text "
+            "repeated across the documents); a document of mostly tables, or the same text in two files, can "
+            "leave none. Try --generator llm, another --offline-method, or remove a duplicate document"
+            if args.generator == "offline"
+            else "the model answered without a usable question; check the model and the prompt template"
+        )
+        raise CLIError(
+            f"no question could be made from the {report['chunks_total']} chosen chunk(s), so nothing was written: "
+            f"{how}"
+        ) from None
     out: dict[str, Any] = {"report": report}
     if args.val_out:
         train_ds, val_ds = split_dataset(

@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 import random
@@ -223,7 +224,7 @@ def generate_questions(
             progress(len(chunks), len(chunks), "all chunks already have questions")
         return report
     if getattr(generator, "needs_fit", False) and hasattr(generator, "fit"):
-        generator.fit(r["text"] for r in ws.query("SELECT text FROM chunks ORDER BY doc_id, idx"))
+        generator.fit(_distinct_documents_text(ws))
     source = getattr(generator, "kind", "llm")
     if source not in ("llm", "offline"):
         source = "llm"
@@ -303,6 +304,23 @@ def generate_questions(
         err.report = report  # type: ignore[attr-defined]
         raise err
     return report
+
+
+def _distinct_documents_text(ws: Workspace) -> list[str]:
+    """Every chunk's text, document by document in order, each document's text once: an offline generator learns
+    from it which sentences repeat across the corpus (boilerplate it skips), and a second copy of a document (a
+    re-saved PDF: other bytes, the same text) would make every sentence of it repeat, leaving no question."""
+    by_doc: dict[str, list[str]] = {}
+    for r in ws.query("SELECT doc_id, text FROM chunks ORDER BY doc_id, idx"):
+        by_doc.setdefault(r["doc_id"], []).append(r["text"])
+    seen: set[str] = set()
+    out: list[str] = []
+    for texts in by_doc.values():
+        key = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
+        if key not in seen:
+            seen.add(key)
+            out += texts
+    return out
 
 
 def nothing_generated(report: dict) -> bool:

@@ -268,6 +268,35 @@ def test_runs_shows_a_cross_validated_runs_out_of_fold_gain(tmp_path, capsys):
     assert row["val_mrr"] is None and row["cv_gain_pt"] == 1.23
 
 
+def test_offline_questions_from_a_document_ingested_twice_under_other_bytes(tmp_path, capsys):
+    """A re-saved copy (other bytes, the same text) made every sentence of the document 'repeated across the
+    corpus', so offline generation made no question and blamed the user ("generate ... first")."""
+    pdf = make_text_pdf(sample_report_pages())
+    (tmp_path / "report.pdf").write_bytes(pdf)
+    (tmp_path / "copy.pdf").write_bytes(pdf + b"\n% re-saved\n")
+    ws = str(tmp_path / "ws")
+    files = [str(tmp_path / "report.pdf"), str(tmp_path / "copy.pdf")]
+    assert cli_inproc(capsys, "ingest", *files, "--chunk-size", "60", "--workspace", ws)[0] == 0
+    out = tmp_path / "q.json"
+    rc, _, err = cli_inproc(
+        capsys, "generate", "--generator", "offline", "--documents", "report.pdf", "--out", str(out), "--workspace", ws
+    )
+    assert rc == 0, err
+    assert len(QADataset.load(out).queries) > 0
+
+
+def test_generate_that_makes_no_question_says_why(tmp_path, capsys):
+    pdf = tmp_path / "numbers.pdf"
+    pdf.write_bytes(make_text_pdf(["2021 2020 2019\n1,234 5,678 9,012\n3,456 7,890 1,234"]))
+    ws = str(tmp_path / "ws")
+    assert cli_inproc(capsys, "ingest", str(pdf), "--workspace", ws)[0] == 0
+    rc, _, err = cli_inproc(
+        capsys, "generate", "--generator", "offline", "--out", str(tmp_path / "q.json"), "--workspace", ws
+    )
+    assert rc == 2 and "no question could be made from the 1 chosen chunk(s), so nothing was written" in err
+    assert "generate or add questions first" not in err and not (tmp_path / "q.json").exists()
+
+
 def test_generate_on_a_sample_of_chunks_resumes_the_same_sample(tmp_path, capsys):
     """--sample-chunks N asks about N chunks only, the same ones for the same seed (a rerun has nothing to
     do), and the dataset written still ranks among every chunk."""
