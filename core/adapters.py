@@ -39,6 +39,7 @@ import importlib
 import inspect
 import json
 import os
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -351,7 +352,9 @@ def load_adapter(
     if not cfg_path.exists() or not w_path.exists():
         raise AdapterError(f"{path} is not an adapter folder: it needs {CONFIG_FILE} and {WEIGHTS_FILE}.")
     try:
-        config = json.loads(cfg_path.read_text())
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise AdapterError(f"{cfg_path}: not a UTF-8 text file ({exc.reason}); expected JSON.") from None
     except (json.JSONDecodeError, RecursionError) as exc:
         raise AdapterError(f"{cfg_path}: not valid JSON ({getattr(exc, 'msg', 'nested too deeply')}).") from None
     if not isinstance(config, dict):
@@ -380,10 +383,15 @@ def load_adapter(
         raise AdapterError(f"{cfg_path}: config does not fit {cls.__name__}: {exc}") from exc
     try:
         state = torch.load(w_path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except pickle.UnpicklingError as exc:  # weights_only refused an object that is not a tensor
         raise AdapterError(
             f"{w_path}: cannot be read as plain tensors ({type(exc).__name__}). AdapterLab only loads "
             "weight files that contain tensors (weights_only); re-save it with torch.save(model.state_dict())."
+        ) from exc
+    except Exception as exc:  # a truncated or damaged file, or not a PyTorch file at all
+        raise AdapterError(
+            f"{w_path}: cannot be read ({type(exc).__name__}: {str(exc)[:120]}): the file is damaged or incomplete "
+            "(a copy cut short?), or not PyTorch weights. Copy or export the adapter again."
         ) from exc
     try:
         adapter.load_state_dict(state)

@@ -972,6 +972,8 @@ def cmd_evaluate(args) -> int:
     specs: list[dict[str, Any]] = [
         {"kind": "api", "spec": spec, **({"options": api_opts} if api_opts else {})} for spec in args.api_embedder or []
     ]
+    if args.train_dataset and not Path(args.train_dataset).is_file():  # the leakage check would silently skip it
+        raise CLIError(f"--train-dataset {args.train_dataset}: no such file")
     train_ds = str(Path(args.train_dataset).resolve()) if args.train_dataset else None
     for path in args.adapter or []:
         p = Path(path)

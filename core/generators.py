@@ -169,9 +169,14 @@ def _clean_line(line: str) -> str:
     return re.sub(r"\s+", " ", s)
 
 
+#: Twice the longest of GPT's 668 Lyft questions (534 characters; median 169): a line this long is a model's
+#: runaway text ("why why why ...?", 8,000 characters from a small model), not a question.
+MAX_QUESTION_CHARS = 1000
+
+
 def _looks_like_question(s: str) -> bool:
     words = s.split()
-    if len(words) < 3 or len(s) < 10:
+    if len(words) < 3 or len(s) < 10 or len(s) > MAX_QUESTION_CHARS:
         return False
     if s.endswith(":") or _LABEL.match(s) or _CHATTER.search(s):
         return False

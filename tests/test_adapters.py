@@ -233,6 +233,17 @@ def test_broken_folders_give_clear_errors(tmp_path):
     (folder / "config.json").write_text(json.dumps({"in_features": DIM * 2, "out_features": DIM * 2, "bias": False}))
     with pytest.raises(AdapterError, match="do not fit"):
         load_adapter(folder)
+    # a config saved in another encoding, and weights cut short: the file is named and the cause said
+    good = save_adapter(build_adapter("linear", DIM), tmp_path / "b")
+    (good / "config.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(AdapterError, match=r"config.json: not a UTF-8 text file"):
+        load_adapter(good)
+    good = save_adapter(build_adapter("linear", DIM), tmp_path / "c")
+    w = good / "pytorch_model.bin"
+    w.write_bytes(w.read_bytes()[:200])
+    with pytest.raises(AdapterError, match=r"pytorch_model.bin: cannot be read .*damaged or incomplete") as info:
+        load_adapter(good)
+    assert "weights_only" not in str(info.value)
     # a size no layer can have, or one that would allocate gigabytes before the weights are read: refused first
     for size in (-1, 0, 10**7, "384"):
         (folder / "config.json").write_text(json.dumps({"in_features": size, "out_features": DIM, "bias": False}))

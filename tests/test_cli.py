@@ -846,6 +846,7 @@ def test_unusable_devices_and_paths_are_one_line_errors_before_any_work(pipeline
             ["generate", "--generator", "offline", "--out", str(a_file), "--val-out", str(a_file)],
             "--out and --val-out are the same file",
         ),
+        (["evaluate", "--dataset", ds, "--train-dataset", str(tmp_path / "typo.json")], "typo.json: no such file"),
         (["ingest", str(a_file), "--max-mb", "nan"], "--max-mb must be a positive number of megabytes, got nan"),
         (["ingest", str(a_file), "--max-mb", "0"], "--max-mb must be a positive number of megabytes, got 0"),
     ]

@@ -154,6 +154,17 @@ def test_parallel_extraction_gives_the_same_pages(monkeypatch):
     assert load_pdf(data, "seven.pdf") == serial
 
 
+def _zero_page_pdf() -> bytes:
+    """A valid PDF with no page (pypdf writes one): it was reported "damaged (PDFium: Success)"."""
+    import io
+
+    from pypdf import PdfWriter
+
+    buf = io.BytesIO()
+    PdfWriter().write(buf)
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize(
     "data_fn, kind, hint",
     [
@@ -163,6 +174,7 @@ def test_parallel_extraction_gives_the_same_pages(monkeypatch):
         (make_encrypted_pdf, "encrypted", "remove the password"),
         (corrupt_pdf_bytes, "corrupt", "damaged"),
         (make_image_only_pdf, "no_text", "ocrmypdf"),
+        (_zero_page_pdf, "no_pages", "has no pages (a readable PDF with nothing in it)"),
     ],
 )
 def test_errors_have_kind_and_name_the_file(data_fn, kind, hint):

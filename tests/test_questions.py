@@ -651,3 +651,12 @@ def test_generate_counts_the_chunks_that_got_no_question(ws):
     report = generate_questions(ws, EveryOther(), 1)
     assert report["chunks_done_now"] == 4 and report["questions_added"] == 2
     assert report["chunks_without_questions"] == 2
+
+
+def test_a_runaway_answer_line_is_not_a_question():
+    from core.generators import MAX_QUESTION_CHARS, parse_questions
+
+    runaway = "Why " + "why " * 2000 + "?"
+    assert parse_questions(f"1. What was revenue in 2021?\n2. {runaway}") == ["What was revenue in 2021?"]
+    long_but_real = "What " + "x " * ((MAX_QUESTION_CHARS - 10) // 2) + "?"
+    assert parse_questions(long_but_real) == [long_but_real.strip()]

@@ -74,12 +74,12 @@ class PDFError(Exception):
     """A PDF that cannot be used, with a message that names the file and says what to do.
 
     Attributes:
-        kind: one of ``"empty"``, ``"not_pdf"``, ``"encrypted"``, ``"corrupt"``, ``"no_text"``,
+        kind: one of ``"empty"``, ``"not_pdf"``, ``"encrypted"``, ``"corrupt"``, ``"no_pages"``, ``"no_text"``,
             ``"too_large"``, ``"over_limit"`` (parsing needed more memory or time than allowed).
         filename: the display name of the file (never a path).
     """
 
-    KINDS = ("empty", "not_pdf", "encrypted", "corrupt", "no_text", "too_large", "over_limit")
+    KINDS = ("empty", "not_pdf", "encrypted", "corrupt", "no_pages", "no_text", "too_large", "over_limit")
 
     def __init__(self, kind: str, filename: str, message: str):
         if kind not in self.KINDS:
@@ -129,6 +129,7 @@ def _err(kind: str, name: str, detail: str = "") -> PDFError:
             f"{name} is damaged and cannot be read{detail}: download or export it again "
             "(or open and re-save it with a PDF viewer) and add the new file."
         ),
+        "no_pages": f"{name} has no pages (a readable PDF with nothing in it): add the file that holds the document.",
         "no_text": (
             f"{name} has no extractable text{detail} (image-only/scanned PDF): run OCR first, "
             f"e.g. `ocrmypdf {name} ocr.pdf`, and add the result."
@@ -446,9 +447,8 @@ def _extract_and_clean(data: bytes, name: str, locked: bool = True) -> tuple[str
             raw, extractor = fallback, "pypdf"
 
     assert raw is not None
-    if not raw:
-        detail = f" ({pdfium_error})" if pdfium_error else ""
-        raise _err("corrupt", name, f": it contains no pages{detail}")
+    if not raw:  # a reader opened it and found no page: not damaged, empty (pdfium's own words: "PDFium: Success")
+        raise _err("no_pages", name)
     if _text_chars(raw, MIN_TEXT_CHARS) < MIN_TEXT_CHARS:
         raise _err("no_text", name, f" in its {len(raw)} page{'s' if len(raw) != 1 else ''}")
 
