@@ -427,13 +427,11 @@ def _extract_and_clean(data: bytes, name: str, locked: bool = True) -> tuple[str
     """``(extractor, cleaned page texts)``: pdfium, pypdf when pdfium fails or finds no text."""
     raw: list[str] | None = None
     extractor = "pypdfium2"
-    pdfium_error: Exception | None = None
     try:
         raw = _extract_pdfium(data, name, locked=locked)
     except (PDFError, MemoryError):
         raise
     except Exception as exc:  # PdfiumError (format/file error) or a failure on a page
-        pdfium_error = exc
         log.info("%s: pypdfium2 failed (%s); trying pypdf", name, exc)
 
     if raw is None or _text_chars(raw, MIN_TEXT_CHARS) < MIN_TEXT_CHARS:
