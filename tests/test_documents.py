@@ -549,6 +549,22 @@ def test_ingest_dedup_across_calls_and_retry_after_error(ws, report_pdf, tmp_pat
     assert _row(ws, accepted.doc_id)["status"] == "ok" and _row(ws, accepted.doc_id)["error"] is None
 
 
+def test_a_copy_saved_again_is_the_same_document(ws, report_pdf):
+    """Other bytes, the same text (a PDF re-saved, a copy with an empty password): it went in as a second
+    document, every chunk twice, which skewed retrieval and left offline generation with no sentence to use."""
+    first = ingest_files(ws, [("report.pdf", report_pdf)], ChunkSettings(64, 8))[0]
+    n_chunks = len(list_chunks(ws))
+    copy, other = ingest_files(
+        ws,
+        [("report copy.pdf", report_pdf + b"\n% saved again\n"), ("memo.pdf", make_text_pdf(["A short memo."] * 3))],
+        ChunkSettings(64, 8),
+    )
+    assert copy.status == "duplicate" and copy.doc_id == first.doc_id
+    assert copy.error == "the same text as report.pdf, already ingested: not added again"
+    assert other.status == "ok" and len(list_chunks(ws)) > n_chunks
+    assert [d["filename"] for d in list_documents(ws)] == ["report.pdf", "memo.pdf"]
+
+
 def test_unicode_names_stay_readable_labels(ws):
     import unicodedata
 

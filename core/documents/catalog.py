@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..hashing import file_sha256
 from ..progress import Progress
@@ -211,6 +212,21 @@ def _ingest_one(
             return IngestReport(name, doc_id, "duplicate", row["pages"], row["chars"], counts["n"], counts["t"])
 
         doc = _load_bytes(data, name, *limits)
+        twin = _same_text_document(ws, doc)
+        if twin is not None:  # a re-saved copy: other bytes, the same text (its chunks would all be counted twice)
+            counts = ws.query(
+                "SELECT COUNT(*) AS n, COALESCE(SUM(truncated), 0) AS t FROM chunks WHERE doc_id=?", (twin["id"],)
+            )[0]
+            return IngestReport(
+                name,
+                twin["id"],
+                "duplicate",
+                twin["pages"],
+                twin["chars"],
+                counts["n"],
+                counts["t"],
+                error=f"the same text as {twin['filename']}, already ingested: not added again",
+            )
         chunks = _chunk(doc.pages, doc.doc_id, settings, token_counter, max_seq_length, cache)
         atomic_write_bytes(ws.path("documents", f"{doc.doc_id}.pdf"), data)
         with ws.db() as con:
@@ -245,6 +261,19 @@ def _ingest_one(
             except Exception:
                 log.exception("could not record the error for %s", name)
         return IngestReport(name, doc_id, "error", error=message, error_kind="internal")
+
+
+def _same_text_document(ws: Workspace, doc) -> dict[str, Any] | None:
+    """An ingested document whose pages hold exactly ``doc``'s text (a copy saved again, so other bytes), if any.
+    Only documents of the same page and character counts are read."""
+    for row in ws.query(
+        "SELECT id, filename, pages, chars FROM documents WHERE status='ok' AND pages=? AND chars=? AND id<>?",
+        (len(doc.pages), doc.chars, doc.doc_id),
+    ):
+        texts = [r["text"] for r in ws.query("SELECT text FROM pages WHERE doc_id=? ORDER BY page", (row["id"],))]
+        if texts == [p.text for p in doc.pages]:
+            return row
+    return None
 
 
 def rechunk(
