@@ -1016,7 +1016,7 @@ def cmd_evaluate(args) -> int:
             specs.append({"kind": "checkpoint", "run_id": run_id, "step": int(ck.name.split("_")[-1])})
     embedder, options = _base_for_runs(ws, args)
     bar = _Bar(not args.json, "evaluate")
-    name = args.name or Path(args.dataset).name
+    name = args.name or Path(args.dataset).name + (" (without leaked questions)" if args.exclude_leaked else "")
     cmp, context = evaluate_with_context(
         ws,
         ds,

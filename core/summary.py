@@ -320,6 +320,8 @@ def provenance_items(cmp, context: dict[str, Any] | None = None) -> list[tuple[s
     n = ev.get("n_queries") or cmp.n_queries
     items = []
     line = f"{ev.get('name') or cmp.dataset_name}: {n} questions"
+    if (ctx.get("excluded") or {}).get("n"):
+        line += f" ({cmp.n_queries} measured)"
     if ev.get("n_corpus"):
         line += f", ranked against {ev['n_corpus']} chunks"
     items.append(("Evaluation set", line))

@@ -764,6 +764,7 @@ def test_import_real_queries_then_evaluate_without_leaked_ones(pipeline, tmp_pat
     assert rows[0]["queries"] == 4  # the two copied questions are left out
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "2 leaked question(s) of 6" in page and "6 imported real queries" in page
+    assert "real_eval.json (without leaked questions): 6 questions (4 measured)" in page  # told apart from the full set
 
 
 def test_malformed_dataset_exits_2_with_one_line(pipeline, tmp_path, capsys):
