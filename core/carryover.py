@@ -121,6 +121,35 @@ DISTILLED_ELSEWHERE: dict[str, object] = {
         "company's filing')"
     ),
 }
+#: Other chunks than the training questions ask about, of the same kinds of text (new sections of the training
+#: filing: protocols (c) (e) (f) (g) (h) of bench/quality.py, neighbour mixing at or above
+#: :data:`core.selection.SAME_KIND_MIXING`): the question-trained adapter (the default), 10-seed means, the lowest
+#: and the highest of the five protocols.
+SAME_KIND_CARRYOVER: dict[str, object] = {
+    "adapter_min_gain_hit@5": 0.0226,
+    "adapter_max_gain_hit@5": 0.0673,
+    "adapter_min_gain_mrr@5": 0.0211,
+    "adapter_max_gain_mrr@5": 0.0434,
+    "source": (
+        "bench/README, the glance table's row 'New sections of the same filing, the same kinds of text': (c) "
+        "+2.90 / +2.57, (e) +2.38 / +2.11, (f) +2.26 / +3.68, (g) +4.15 / +4.34, (h) +6.73 / +4.33 (10-seed means)"
+    ),
+}
+
+
+def adapter_on_same_kind_caveat(who: str, coverage: float, mixing: float, c: dict | None = None) -> str:
+    """For a question-trained adapter evaluated on other chunks than its questions ask about, of the same kinds
+    of text (new sections of the training documents): the measured carry-over there, and no other recipe pushed."""
+    c = c or SAME_KIND_CARRYOVER
+    return (
+        f"{who}: this set asks about other chunks than its training questions ({coverage:.0%} of what its questions "
+        f"ask about is among theirs), of the same kinds of text (neighbour mixing {mixing:.2f}), like new sections of "
+        f"the training documents. There the adapter trained on the questions gained "
+        f"{_pt(float(c['adapter_min_gain_hit@5']))} to {_pt(float(c['adapter_max_gain_hit@5']))} hit@5 on five "
+        "measured protocols (bench/README); the table measures this set."
+    )
+
+
 #: New questions about the chunks the training questions are about (in-corpus): the adapter trained on the
 #: questions (the adapter recipe's default) against fine-tune, then distil (blended teacher), seeds 0-2. ``gpt``:
 #: the mean of protocols (b) and (s) of bench/quality.py (GPT's second question of each Lyft chunk tests, the

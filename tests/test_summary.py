@@ -179,3 +179,23 @@ def test_a_checkpoint_equal_to_its_runs_adapter_is_listed_once():
     texts = [c["text"] for c in caveats(out, {"same_as_final": same})]
     assert "linear (recipe) @ step 20 is linear (recipe) itself (the same result on every question" in texts[0]
     assert drop_checkpoints_equal_to_their_run(out, named[:2]) == (out, {})
+
+
+def test_an_adapter_on_new_sections_of_its_own_kind_of_text_is_not_sent_to_the_distil_recipe():
+    """Held-out chunks of the training filing read as the same kinds of text: the caveat quoted another company's
+    filing and offered the distil recipe beside a measured +4.5 pt gain; it now quotes the same-kind protocols."""
+    from core.carryover import SAME_KIND_CARRYOVER
+
+    cmp = _cmp()
+    ctx = {
+        "systems": {"linear (recipe)": {"run_kind": "adapter", "embedder": "default", "run_id": "run-1"}},
+        "eval_set": {"name": "val", "long_chunk_share": 0.9, "dataset_path": "v.json"},
+        "leakage": [{"systems": ["linear (recipe)"], "text_coverage": 0.0, "mixing": 0.97, "train_set": {}}],
+    }
+    (same,) = [c for c in caveats(cmp, ctx) if "trained on" in c["text"] or "same kinds of text" in c["text"]]
+    lo = f"{100 * SAME_KIND_CARRYOVER['adapter_min_gain_hit@5']:+.1f} pt"
+    assert "of the same kinds of text (neighbour mixing 0.97)" in same["text"] and lo in same["text"]
+    assert "action" not in same and "another company" not in same["text"]
+    ctx["leakage"][0]["mixing"] = 0.3  # another kind of text: the measured other-filing numbers and the remedy
+    (other,) = [c for c in caveats(cmp, ctx) if "trained on questions about other text" in c["text"]]
+    assert "On another company's filing" in other["text"]
