@@ -916,6 +916,7 @@ def _base_for_runs(ws, args) -> tuple[str, dict[str, Any]]:
     is measured on them: with no base flag given and every run on one base, that base (said on stderr); else a
     one-line error with the flags to give. Runs on different bases cannot share one comparison."""
     from .launch import embedder_name
+    from .onnx_embedder import split_backend
     from .runs import get_run
 
     given = (args.embedder, _prefixes(args))
@@ -930,7 +931,8 @@ def _base_for_runs(ws, args) -> tuple[str, dict[str, Any]]:
             req.get("embedder") or "default",
             {k: v for k, v in opts.items() if k.endswith("_prefix") and v},
         )
-    other = {r: b for r, b in bases.items() if b != given}
+    # the same model on another backend (ONNX: vectors within about 0.99 cosine) is the user's own choice
+    other = {r: b for r, b in bases.items() if (split_backend(b[0])[0], b[1]) != (split_backend(given[0])[0], given[1])}
     if not other:
         return args.embedder, _embedder_options(args)
 

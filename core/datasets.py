@@ -91,11 +91,10 @@ class QADataset:
             raise DatasetError(f"{source}: the dataset has no queries.")
         if not self.corpus:
             raise DatasetError(f"{source}: the dataset has no corpus.")
+        # a blank question still ranks (and scores), a blank node still gets ranked: neither means anything
         for kind, mapping in (("query", self.queries), ("corpus node", self.corpus)):
             blank = [k for k, v in mapping.items() if not v.strip()]
-            if (
-                blank
-            ):  # a blank question still ranks (and scores), a blank node still gets ranked: neither means anything
+            if blank:
                 raise DatasetError(
                     f"{source}: {len(blank)} {kind}{'' if len(blank) == 1 else 's'} with no text (first: {blank[0]!r}). "
                     "Fill them in or remove them."

@@ -585,9 +585,8 @@ def _copy_out(
     write: Callable[[Path], Any],
 ) -> None:
     """``write(folder)`` the finished run's copy, which replaces ``out_dir`` (``--out``) as a whole, noting it
-    in ``summary``. When the copy
-    cannot be written (a file in the way, no permission), the run still ends done, its result in the workspace,
-    and the error says so and how to copy it later."""
+    in ``summary``. When the copy cannot be written (a file in the way, a folder of other files, no permission),
+    the run still ends done, its result in the workspace, and the error says so and how to copy it later."""
     from .export import written_by_adapterlab
     from .workspace import replace_folder
 
