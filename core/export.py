@@ -272,6 +272,7 @@ def _export_into(ws: Workspace, run_id: str, fmt: str, out: Path) -> Path:
         if not has_model(ws, run_id):
             raise ExportError(f"{run_id} saved no model (status {run['status']}): nothing to export.")
         shutil.copytree(model_dir(ws, run_id), out, dirs_exist_ok=True)
+        atomic_write_text(out / CARD_FILE, finetune_card(ws, run_id))
         return out
     if not has_adapter(ws, run_id):
         from .runs import run_checkpoints
@@ -376,6 +377,67 @@ def _dataset_line(ws: Workspace, request: dict[str, Any]) -> str:
     # the file's name only: a model card travels, and a local path says where someone's files are, not what they were
     path = request.get("dataset_path")
     return f"the file {Path(path).name}" if path else "unknown"
+
+
+def finetune_card(ws: Workspace, run_id: str) -> str:
+    """The ``README.md`` of a full fine-tune's export: what it is, its data, settings, the latest comparison, and
+    that the corpus must be embedded again with it."""
+    from .embedders import DEFAULT_MODEL_LABEL
+    from .finetune import describe_cost
+    from .summary import compact_rows
+
+    run, request = _run_parts(ws, run_id)
+    result = run.get("result") or {}
+    embedder = request.get("embedder") or "default"
+    base = DEFAULT_MODEL_LABEL if embedder == "default" else embedder
+    lines = [
+        f"# {base}, fully fine-tuned by AdapterLab ({run['name']})",
+        "",
+        f"Exported by AdapterLab on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from run `{run_id}`.",
+        "",
+        f"- **Base model:** {base}; every weight was trained, so **documents must be embedded again** with this "
+        "model (an index built with the base model does not match it).",
+        f"- **Training data:** {result.get('n_train_queries', '?')} questions from {_dataset_line(ws, request)}",
+        *(["- **Cost:** " + describe_cost(result["cost"])] if result.get("cost") else []),
+        *(
+            ["- **Cancelled before it finished:** this is its state at the cancel, not the full run."]
+            if run.get("status") == "cancelled"
+            else []
+        ),
+        "",
+        "## Settings",
+        "",
+        "```json",
+        json.dumps(request.get("config") or {}, indent=2, sort_keys=True),
+        "```",
+        "",
+        "## Latest comparison",
+        "",
+    ]
+    found = latest_comparison(ws, run_id)
+    if found:
+        cmp, ctx, row = found
+        lines += [
+            f"On **{cmp.dataset_name}** ({cmp.n_queries} questions, `{row['id']}`):",
+            "",
+            _md_table(compact_rows(cmp, ctx)),
+            "",
+        ]
+    else:
+        lines += ["This run is in no saved comparison yet: compare it on the Compare page and export again.", ""]
+    lines += [
+        "## How to load it",
+        "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "",
+        'model = SentenceTransformer("path/to/this/folder")',
+        "q = model.encode_query(questions)",
+        "d = model.encode_document(chunks)  # the whole corpus again",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def model_card(ws: Workspace, run_id: str, *, adapter: nn.Module | None = None, adapter_only: bool = False) -> str:

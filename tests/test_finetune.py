@@ -305,6 +305,15 @@ def test_the_finetune_run_kind_through_the_cli(cli_run, capsys, dataset_path):
         f"{run['name']} · full fine-tune (re-embeds 12 chunks)",
     ]  # names, not ids (issue 12)
     assert all(r["queries"] == 24 for r in rows.values())
+    # its export carries a model card too: what it is, that the corpus must be embedded again, how to load it
+    out = cli_run["dir"] / "exported-model"
+    rc, _, err = cli_inproc(
+        capsys, "export", "--run", run["id"], "--out", str(out), "--workspace", str(cli_run["ws"])
+    )  # fmt: skip
+    assert rc == 0, err
+    card = (out / "README.md").read_text()
+    assert "fully fine-tuned by AdapterLab" in card and "documents must be embedded again" in card
+    assert "SentenceTransformer(" in card and "24 questions" in card
 
 
 def test_build_systems_gives_a_finetune_run_its_own_embedder(cli_run):
