@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .carryover import MIN_DISTILLED_COVERAGE
 from .datasets import QADataset
 from .leakage import NEAR_DUPLICATE_COSINE, LeakageReport, check_leakage
 from .workspace import Workspace
@@ -335,12 +334,6 @@ def leakage_by_training_set(
         from .distill import eval_overlap  # an adapter is compared: torch is loaded anyway
 
         entry["text_coverage"] = eval_overlap(train, eval_ds)
-        if (
-            embedder is not None
-            and entry["text_coverage"] is not None
-            and entry["text_coverage"] < MIN_DISTILLED_COVERAGE
-        ):
-            entry["mixing"] = _asked_chunks_mixing(train, eval_ds, embedder)
         if embedder is not None and eval_vecs is None:
             eval_vecs = embedder.embed_queries(list(eval_ds.queries.values()))
         train_vecs = embedder.embed_queries(list(train.queries.values())) if embedder is not None else None
@@ -348,25 +341,6 @@ def leakage_by_training_set(
         entry["report"] = rep.to_dict()
         out.append(entry)
     return out
-
-
-def _asked_chunks_mixing(train: QADataset, eval_ds: QADataset, embedder: Embedder) -> float | None:
-    """:func:`core.selection.neighbour_mixing` of the chunks the evaluation questions ask about among those the
-    training questions ask about (cached vectors): about 1, the same kinds of text (new sections of the training
-    documents); low, another kind. None when either side has fewer chunks than the neighbours it counts."""
-    from .selection import MIXING_NEIGHBOURS, neighbour_mixing
-
-    def asked(ds: QADataset) -> list[str]:
-        ids = dict.fromkeys(d for q in ds.queries for d in ds.relevant_docs.get(q, []) if d in ds.corpus)
-        return [ds.corpus[d] for d in ids]
-
-    train_texts, eval_texts = asked(train), asked(eval_ds)
-    if len(train_texts) < MIXING_NEIGHBOURS or len(eval_texts) < MIXING_NEIGHBOURS:  # too few neighbours to tell
-        return None
-    try:
-        return neighbour_mixing(embedder.embed_texts(train_texts), embedder.embed_texts(eval_texts))
-    except ValueError:
-        return None
 
 
 def distilled_coverage(systems: dict[str, dict[str, Any]], eval_prints: set[str]) -> None:

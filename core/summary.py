@@ -25,13 +25,11 @@ from .carryover import (
     MIN_DISTILLED_COVERAGE,
     adapter_on_new_documents_caveat,
     adapter_on_new_short_chunks_caveat,
-    adapter_on_same_kind_caveat,
     distilled_elsewhere_caveat,
     pseudo_query_caveat,
 )
 from .leakage import CHUNK_SHARE_NOTE, LeakageReport
 from .provenance import describe_sources
-from .selection import SAME_KIND_MIXING
 
 MINUS = "\u2212"
 
@@ -472,11 +470,7 @@ def caveats(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
             if _info(ctx, n).get("run_kind") == "adapter" and not is_api_embedder(_info(ctx, n).get("embedder"))
         ]
         long_share = (ctx.get("eval_set") or {}).get("long_chunk_share")
-        mixing = entry.get("mixing")
-        if local and mixing is not None and mixing >= SAME_KIND_MIXING:
-            # new sections of the training documents: the adapter carried over there, and nothing else is pushed
-            out.append({"level": "info", "text": adapter_on_same_kind_caveat(_who(local, ctx), cov, mixing)})
-        elif local and long_share is not None and long_share < LONG_CHUNKS_SHARE:
+        if local and long_share is not None and long_share < LONG_CHUNKS_SHARE:
             # chunks the base model reads whole: the distil recipe gained no more than the adapter there
             out.append({"level": "info", "text": adapter_on_new_short_chunks_caveat(_who(local, ctx), cov, long_share)})
         elif local:

@@ -197,28 +197,3 @@ def test_exclude_leaked_re_runs_the_statistics_without_them(ws):
     assert "identical or near-identical" in before
     assert not any("identical or near-identical" in t for t in after)
     assert any(t.startswith("3 leaked question(s) (duplicated questions) were excluded") for t in after)
-
-
-def test_the_leakage_entry_reads_whether_other_chunks_are_the_same_kind_of_text(ws, tmp_path):
-    """An evaluation set about other chunks: new sections of the training documents (their chunks neighbour the
-    training chunks) or another kind of text (they neighbour each other). Too few chunks: not read."""
-    from core.provenance import leakage_by_training_set
-
-    class Kinds(Vectors):
-        def _vec(self, t: str) -> np.ndarray:
-            rng = np.random.default_rng(abs(hash(t)) % 2**32)
-            base = np.eye(8, dtype=np.float32)[0 if t.startswith("filing") else 1] * 3
-            return (base + rng.standard_normal(8)).astype(np.float32)
-
-    def ds(kind: str, start: int, n: int = 20) -> QADataset:
-        corpus = {f"{kind}{i}": f"{kind} section {i}" for i in range(start, start + n)}
-        return QADataset({f"q-{c}": f"What does {c} say?" for c in corpus}, corpus, {f"q-{c}": [c] for c in corpus})
-
-    path = str(ds("filing", 0).save(tmp_path / "train.json"))
-    systems = {"linear": {"train_set": {"path": path}}}
-    (same,) = leakage_by_training_set(ws, ds("filing", 100), systems, Kinds())
-    (other,) = leakage_by_training_set(ws, ds("poem", 0), systems, Kinds())
-    (few,) = leakage_by_training_set(ws, ds("poem", 0, n=4), systems, Kinds())
-    assert same["text_coverage"] < 0.5 and same["mixing"] > 0.8
-    assert other["mixing"] < 0.3
-    assert few["mixing"] is None

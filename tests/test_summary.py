@@ -181,21 +181,26 @@ def test_a_checkpoint_equal_to_its_runs_adapter_is_listed_once():
     assert drop_checkpoints_equal_to_their_run(out, named[:2]) == (out, {})
 
 
-def test_an_adapter_on_new_sections_of_its_own_kind_of_text_is_not_sent_to_the_distil_recipe():
-    """Held-out chunks of the training filing read as the same kinds of text: the caveat quoted another company's
-    filing and offered the distil recipe beside a measured +4.5 pt gain; it now quotes the same-kind protocols."""
-    from core.carryover import SAME_KIND_CARRYOVER
+def test_an_adapter_on_other_text_gets_both_measured_cases_and_the_table_is_the_measure():
+    """Held-out sections of the training filing and another company's filing both read as "other text" (no
+    statistic measured here tells them apart): the caveat quoted only the other filing's numbers beside a measured
+    +4.5 pt gain on the same filing; it now gives both cases and says the table measures this set."""
+    from core.carryover import DISTILLED_ELSEWHERE, SAME_KIND_CARRYOVER
+
+    def pt(x):
+        return f"{100 * float(x):+.1f} pt".replace("-", "\u2212")
 
     cmp = _cmp()
     ctx = {
         "systems": {"linear (recipe)": {"run_kind": "adapter", "embedder": "default", "run_id": "run-1"}},
-        "eval_set": {"name": "val", "long_chunk_share": 0.9, "dataset_path": "v.json"},
-        "leakage": [{"systems": ["linear (recipe)"], "text_coverage": 0.0, "mixing": 0.97, "train_set": {}}],
+        "eval_set": {"name": "val", "long_chunk_share": 0.9},
+        "leakage": [{"systems": ["linear (recipe)"], "text_coverage": 0.0, "train_set": {}}],
     }
-    (same,) = [c for c in caveats(cmp, ctx) if "trained on" in c["text"] or "same kinds of text" in c["text"]]
-    lo = f"{100 * SAME_KIND_CARRYOVER['adapter_min_gain_hit@5']:+.1f} pt"
-    assert "of the same kinds of text (neighbour mixing 0.97)" in same["text"] and lo in same["text"]
-    assert "action" not in same and "another company" not in same["text"]
-    ctx["leakage"][0]["mixing"] = 0.3  # another kind of text: the measured other-filing numbers and the remedy
-    (other,) = [c for c in caveats(cmp, ctx) if "trained on questions about other text" in c["text"]]
-    assert "On another company's filing" in other["text"]
+    (c,) = [c for c in caveats(cmp, ctx) if "trained on questions about other text" in c["text"]]
+    assert (
+        f"On another company's filing, the adapter trained on the questions gained {pt(DISTILLED_ELSEWHERE['adapter_gain_hit@5'])}"
+        in c["text"]
+    )
+    lo, hi = pt(SAME_KIND_CARRYOVER["adapter_min_gain_hit@5"]), pt(SAME_KIND_CARRYOVER["adapter_max_gain_hit@5"])
+    assert f"on new sections of the training filing itself the adapter gained {lo} to {hi}" in c["text"]
+    assert "The table measures this set." in c["text"]
