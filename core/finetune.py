@@ -198,6 +198,19 @@ def cost_label(cost: dict[str, Any] | None) -> str:
     return f"{name} (re-embeds {n_chunks:,} chunks)" if n_chunks is not None else f"{name} (re-embeds the corpus)"
 
 
+def system_label(name: str, cost: dict[str, Any] | None) -> str:
+    """A fine-tune's name where it is compared: ``name · cost_label``, or, for a name that already says "full
+    fine-tune" (the default run name), only what the label adds ("full fine-tune · lr 2e-05 · 1 ep · re-embeds
+    2,538 chunks"), not the words twice."""
+    if "full fine-tune" not in name:
+        return f"{name} · {cost_label(cost)}"
+    cost = cost or {}
+    n_chunks, read = cost.get("chunks_to_reembed"), cost.get("read_tokens")
+    parts = [f"reads {read} tokens"] if read else []
+    parts.append(f"re-embeds {n_chunks:,} chunks" if n_chunks is not None else "re-embeds the corpus")
+    return f"{name} · {', '.join(parts)}"
+
+
 def resolve_base_path(base_model: str) -> str:
     """A sentence-transformers name or folder for ``base_model``; API embedders are refused."""
     spec = (base_model or "default").strip()

@@ -51,7 +51,7 @@ _KEYLIKE = re.compile(
 )
 # JSON/headers that name the key: "api_key": "...", authorization=..., x-api-key: ...
 _NAMED = re.compile(
-    r"""(?i)((?:api[_-]?key|authorization|x-api-key|access[_-]?token)["']?\s*[:=]\s*["']?)((?!Bearer\b|Basic\b)[^\s"',}]+)"""
+    r"""(?i)((?:api[_-]?key|authorization|x-api-key|access[_-]?token)["']?\s*[:=]\s*["']?)((?!Bearer\b|Basic\b|none\b)[^\s"',}]+)"""
 )
 
 _known: set[str] = set()

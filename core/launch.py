@@ -358,9 +358,9 @@ def start_finetune_then_distil(
 
 def finetune_system(ws: Workspace, run: dict, name: str | None = None) -> tuple[str, Any]:
     """(label, embedder) of a ``finetune`` run: its own model, its own cache identity, and its cost in
-    the label (``"<name, default the run's> · full fine-tune (re-embeds N chunks)"``)."""
+    the label (:func:`core.finetune.system_label`: ``"<name, default the run's> · re-embeds N chunks"``)."""
     from .embedders import resolve_embedder
-    from .finetune import cost_label
+    from .finetune import system_label
     from .runs import has_model, model_dir
 
     if not has_model(ws, run["id"]):
@@ -373,7 +373,7 @@ def finetune_system(ws: Workspace, run: dict, name: str | None = None) -> tuple[
         query_prefix=opts.get("query_prefix", ""),
         passage_prefix=opts.get("passage_prefix", ""),
     )
-    return f"{name or run['name']} · {cost_label((run.get('result') or {}).get('cost'))}", emb
+    return system_label(name or run["name"], (run.get("result") or {}).get("cost")), emb
 
 
 def embedder_name(spec: str | None) -> str:
@@ -408,9 +408,9 @@ def named_specs(ws: Workspace, systems: list[SystemSpec], embedder: str = "defau
             run_name = run["name"] if run else s["run_id"]
             name = s.get("name") or (run_name if kind == "run" else f"{run_name} @ step {int(s['step'])}")
             if kind == "run" and run.get("kind") == "finetune" and not s.get("name"):
-                from .finetune import cost_label
+                from .finetune import system_label
 
-                name = f"{run_name} · {cost_label((run.get('result') or {}).get('cost'))}"
+                name = system_label(run_name, (run.get("result") or {}).get("cost"))
         elif kind == "adapter_dir":
             name = s.get("name") or Path(s["path"]).name
         else:

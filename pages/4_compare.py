@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.datasets import QADataset, list_datasets, load_dataset
 from core.evaluation import NDCG_K
-from core.finetune import cost_label
+from core.finetune import system_label
 from core.launch import custom_code_systems, start_evaluation, start_finetune_then_distil
 from core.provenance import comparison_context, exclude_leaked, leaked_ids
 from core.reports import (
@@ -139,7 +139,7 @@ if datasets:
             run_labels = {r["id"]: f"{r['name']} ({r['status']})" for r in usable if has_adapter(ws, r["id"])}
             run_labels.update(
                 {  # full fine-tunes: their own model, and their price in the label
-                    r["id"]: f"{r['name']} ({r['status']}) · {cost_label((r.get('result') or {}).get('cost'))}"
+                    r["id"]: system_label(f"{r['name']} ({r['status']})", (r.get("result") or {}).get("cost"))
                     for r in usable
                     if r.get("kind") == "finetune" and has_model(ws, r["id"])
                 }

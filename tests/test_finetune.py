@@ -302,7 +302,7 @@ def test_the_finetune_run_kind_through_the_cli(cli_run, capsys, dataset_path):
     rows = {r["system"]: r for r in json.loads(out)}
     assert list(rows) == [
         "base (all-MiniLM-L6-v2)",
-        f"{run['name']} · full fine-tune (re-embeds 12 chunks)",
+        f"{run['name']} · re-embeds 12 chunks",  # the default name says "full fine-tune" already: not twice
     ]  # names, not ids (issue 12)
     assert all(r["queries"] == 24 for r in rows.values())
     # its export carries a model card too: what it is, that the corpus must be embedded again, how to load it
@@ -323,7 +323,7 @@ def test_build_systems_gives_a_finetune_run_its_own_embedder(cli_run):
     rid = cli_run["summary"]["run_id"]
     named = build_systems(ws, [{"kind": "base"}, {"kind": "run", "run_id": rid}])
     (base_name, base), (label, tuned) = named.items()
-    assert label.endswith("· full fine-tune (re-embeds 12 chunks)")
+    assert label.endswith("· re-embeds 12 chunks") and label.count("full fine-tune") == 1
     assert isinstance(tuned.base, SentenceTransformerEmbedder) and tuned.base.path == str(model_dir(ws, rid))
     assert tuned.identity != base.identity and tuned.identity.startswith("st:model@ft-")
     # the chunks are embedded with the fine-tuned model (passages change too, unlike an adapter)

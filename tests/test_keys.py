@@ -53,6 +53,9 @@ def test_scrub_masks_known_keys_partial_echoes_and_key_shapes():
     # ordinary text is left alone
     plain = "Set OPENAI_API_KEY or type a key; task-manager asked 3 questions about sk-report.pdf"
     assert scrub(plain) == plain
+    # the placeholder the hints suggest for a local server that needs no key is no secret (it read "=***")
+    hint = "A local server that needs no key accepts any value, e.g. OPENAI_API_KEY=none."
+    assert scrub(hint) == hint and scrub("OPENAI_API_KEY=nonesuch-secret") == "OPENAI_API_KEY=***"
     assert scrub("x" * 400, limit=300).endswith("...") and len(scrub("x" * 400, limit=300)) == 300
 
 
