@@ -195,8 +195,9 @@ def distilled_elsewhere_caveat(name: str, coverage: float, c: dict | None = None
         f"{name} was distilled over other documents: {coverage:.0%} of this evaluation set's text was among the "
         "chunks it learned to rank. A distilled adapter is fitted to the documents it ranks: on another company's "
         f"filing one gained {_pt(float(c['over_searched_gain_hit@5']))} hit@5 when that filing was among them and "
-        f"{_pt(float(c['over_other_gain_hit@5']))} when it was not (bench/README). Ingest these documents (or name "
-        "this set as the evaluation set) and distil again."
+        f"{_pt(float(c['over_other_gain_hit@5']))} when it was not (bench/README). Distil again with these documents "
+        "among those it ranks: ingest them (or name this set as the evaluation set), and leave them in --documents "
+        "if it limits the documents."
     )
 
 

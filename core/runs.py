@@ -319,15 +319,18 @@ def search_stand_in(ws: Workspace, ds: QADataset) -> tuple[dict[str, dict[str, s
     return unasked_search_chunks(ds, docs, unaskable_chunks(ws)), len(every_search_chunk(ds, docs))
 
 
-def searched_documents(ws: Workspace, train_ds: QADataset, eval_named: bool) -> str | None:
+def searched_documents(
+    ws: Workspace, train_ds: QADataset, eval_named: bool, doc_ids: list[str] | None = None
+) -> str | None:
     """What ``auto`` knows of the documents users will search beyond the training questions' (see
     :func:`core.distill.choose_recipe`): the evaluation set named, ingested documents the questions are
-    not about (:func:`core.distill.uncovered_documents`), or ``None``."""
+    not about (:func:`core.distill.uncovered_documents`; only ``doc_ids`` when given, as a distillation limited
+    to them ranks), or ``None``."""
     from .distill import asked_texts, describe_searched, uncovered_documents
 
     # the chunks the questions ask about: a dataset built in the workspace ranks among every chunk of its
     # documents, so its corpus says nothing of which ones a sample of questions covers
-    uncovered = uncovered_documents(asked_texts(train_ds), ingested_documents_text(ws))
+    uncovered = uncovered_documents(asked_texts(train_ds), ingested_documents_text(ws, doc_ids))
     return describe_searched(eval_named, uncovered)
 
 
@@ -735,7 +738,7 @@ def _execute_distill(ws: Workspace, run_id: str, request: dict[str, Any], *, can
             teacher_run_id=request.get("teacher_run_id"),
             n_eval_chunks=n_eval_chunks,
             # what told it where users will search (None: nothing; the CLI and the run card say so)
-            searched=searched_documents(ws, ds, eval_named),
+            searched=searched_documents(ws, ds, eval_named, request.get("doc_ids")),
             teacher_blend=blend,
             teacher_blend_reason=blend_why,
             seconds=time.time() - t0,

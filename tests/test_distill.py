@@ -504,6 +504,8 @@ def test_a_document_a_sample_of_questions_barely_covers_counts_as_searched(tmp_p
         == "ingested documents the questions mostly do not ask about: filing.pdf"
     )
     assert auto_recipe(ws, asking(1), None, "default")[0] == "distil"
+    # a distillation limited to other documents (--documents) does not rank this one: not said to be searched
+    assert searched_documents(ws, asking(1), False, doc_ids=["d-other"]) is None
     assert searched_documents(ws, asking(4), False) is None
     assert auto_recipe(ws, asking(4), None, "default")[0] == "adapter"
 
