@@ -432,16 +432,25 @@ def holm_adjust(pvalues: Sequence[float]) -> list[float]:
     return out.tolist()
 
 
+#: How a checkpoint is named wherever it is compared ("<run> @ step N"): see :func:`add_holm`.
+CHECKPOINT_MARK = " @ step "
+
+
 def add_holm(significance: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
-    """A copy of ``significance`` (system -> metric -> stats) with ``p_adjusted`` per entry: Holm
-    over every system tested against the baseline, one family per metric."""
+    """A copy of ``significance`` (system -> metric -> stats) with ``p_adjusted`` per entry, one family per
+    metric: the systems compared (adapters, API embedders) are adjusted among themselves, and checkpoints
+    ("<run> @ step N", exploratory) among every system, so adding a run's checkpoints to the appendix makes
+    them pay for the search without taking the verdict from the adapters themselves."""
     out = {name: {m: dict(v) for m, v in per.items()} for name, per in significance.items()}
     metrics = list(dict.fromkeys(m for per in out.values() for m in per))
     for metric in metrics:
         names = [n for n in out if metric in out[n]]
-        adjusted = holm_adjust([out[n][metric]["p_value"] for n in names])
-        for n, p in zip(names, adjusted):
-            out[n][metric]["p_adjusted"] = float(p)
+        mains = [n for n in names if CHECKPOINT_MARK not in n]
+        for family, adjust in ((mains, mains), (names, [n for n in names if n not in mains])):
+            adjusted = holm_adjust([out[n][metric]["p_value"] for n in family])
+            for n, p in zip(family, adjusted):
+                if n in adjust:
+                    out[n][metric]["p_adjusted"] = float(p)
     return out
 
 

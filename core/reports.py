@@ -485,8 +485,9 @@ def html_report(
             f"top k, else 0. nDCG@10 and recall@k as usual. \u0394 is against <b>{_esc(cmp.baseline)}</b>, with a paired "
             "bootstrap 95% confidence interval over questions (not adjusted for the number of systems). Tests: exact McNemar "
             "for hit@k and for any metric that is 0 or 1 on every question, Wilcoxon signed-rank for the other graded "
-            f"metrics. p (Holm): Holm's step-down adjustment over the {m} system(s) compared with the baseline, one "
-            f"family per metric; \u201csignificant\u201d means p (Holm) &lt; {cmp.alpha}.</p>",
+            "metrics. p (Holm): Holm's step-down adjustment, one family per metric: among the systems compared with "
+            f"the baseline, and for each checkpoint among all {m} comparisons; \u201csignificant\u201d means p (Holm) "
+            f"&lt; {cmp.alpha}.</p>",
         )
     )
     ck_rows = checkpoint_rows(cmp, context)

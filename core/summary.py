@@ -510,7 +510,8 @@ def caveats(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
                 "level": "warning",
                 "text": (
                     f"{len(cks)} checkpoint(s) were compared on this evaluation set. Choosing the best one here overstates "
-                    f"its gain: confirm the choice on another set. Significance is Holm-adjusted for the {m} comparisons."
+                    f"its gain: confirm the choice on another set. A checkpoint's significance is Holm-adjusted for all "
+                    f"{m} comparisons; the other systems' among themselves, so adding checkpoints does not change them."
                 ),
             }
         )

@@ -374,7 +374,7 @@ with st.expander("Every metric, p-values and tests", icon=":material/table:"):
     )
     st.caption(
         f"Δ is against the baseline, with a paired bootstrap 95% CI. p: exact McNemar test for hit@k, Wilcoxon "
-        f"signed-rank for MRR and nDCG (McNemar for any metric that is 0 or 1 on every question); p (Holm): adjusted for the {max(len(table) - 1, 1)} system(s) compared; "
+        f"signed-rank for MRR and nDCG (McNemar for any metric that is 0 or 1 on every question); p (Holm): adjusted among the systems compared (a checkpoint among every comparison); "
         f"significant = p (Holm) < {cmp.alpha}. A CI that contains 0 means the difference may be noise; the CIs are "
         "not adjusted for the number of systems."
     )

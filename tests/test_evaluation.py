@@ -524,3 +524,16 @@ def test_all_or_nothing_values_get_the_same_exact_test_whatever_the_metric():
     assert test_name("recall@5", a, b) == "exact McNemar" and test_name("recall@5") == "Wilcoxon signed-rank"
     graded = b * 0.5
     assert test_name("mrr@5", a, graded) == "Wilcoxon signed-rank"
+
+
+def test_checkpoints_pay_for_their_search_without_taking_the_adapters_verdict():
+    """144 checkpoints in the appendix turned a final adapter's significant MRR into "no": the systems compared
+    are adjusted among themselves, each checkpoint among every comparison."""
+    from core.evaluation import add_holm
+
+    sig = {"linear": {"mrr@5": {"p_value": 0.01}}, "two-layer": {"mrr@5": {"p_value": 0.02}}}
+    sig.update({f"linear @ step {i}": {"mrr@5": {"p_value": 0.01}} for i in range(100)})
+    out = add_holm(sig)
+    assert out["linear"]["mrr@5"]["p_adjusted"] == pytest.approx(0.02)  # Holm over the two adapters
+    assert out["two-layer"]["mrr@5"]["p_adjusted"] == pytest.approx(0.02)
+    assert out["linear @ step 0"]["mrr@5"]["p_adjusted"] == pytest.approx(1.0)  # over all 102

@@ -210,7 +210,7 @@ def test_report_names_systems_and_keeps_ids_to_the_appendix(cmp):
     assert "Checkpoints (3): compared on the evaluation set" in appendix
     assert "best here: picked on the evaluation set" in appendix and "run-20261124-031400-7a52cb/step_1" in appendix
     assert "3 checkpoint(s) were compared on this evaluation set" in first  # and the caveat is on the first screen
-    assert "Holm-adjusted for the 4 comparisons" in first
+    assert "Holm-adjusted for all 4 comparisons; the other systems" in first
     # provenance on the first screen: set, size, question source and model, documents, base model, training set
     for text in (
         "lyft &lt;eval&gt; set: 40 questions",

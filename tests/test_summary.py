@@ -84,7 +84,7 @@ def test_compact_table_leaves_checkpoints_to_the_appendix():
     assert [r["note"] != "" for r in cks] == [True, False]  # step 10 scores best here: marked as picked on this set
     assert cks[0]["id"] == "run-1/step_10"
     texts = [c["text"] for c in caveats(cmp, ctx)]
-    assert any("2 checkpoint(s) were compared" in t and "Holm-adjusted for the 3 comparisons" in t for t in texts)
+    assert any("2 checkpoint(s) were compared" in t and "Holm-adjusted for all 3 comparisons" in t for t in texts)
     # Holm over 3 systems: 0.001 * 3 still significant
     assert {r["system"]: r["significant"] for r in compact_rows(cmp, ctx)}["linear (recipe)"] == "yes"
 
@@ -165,7 +165,8 @@ def test_a_checkpoint_equal_to_its_runs_adapter_is_listed_once():
     )
     cmp.significance["linear (recipe)"] = _sig(26 / N, 12 / N, 40 / N, 0.02)
     cmp = Comparison(cmp.dataset_name, 5, cmp.baseline, cmp.results, cmp.significance)
-    assert cmp.significance["linear (recipe)"]["hit@5"]["p_adjusted"] == pytest.approx(0.06)
+    assert cmp.significance["linear (recipe) @ step 10"]["hit@5"]["p_adjusted"] == pytest.approx(0.06)
+    assert cmp.significance["linear (recipe)"]["hit@5"]["p_adjusted"] == pytest.approx(0.02)  # not the checkpoints
     named = [
         ("base (all-MiniLM-L6-v2)", {"kind": "base"}),
         ("linear (recipe)", {"kind": "run", "run_id": "run-1"}),
@@ -175,7 +176,7 @@ def test_a_checkpoint_equal_to_its_runs_adapter_is_listed_once():
     out, same = drop_checkpoints_equal_to_their_run(cmp, named)
     assert same == {"linear (recipe) @ step 20": "linear (recipe)"}
     assert list(out.results) == ["base (all-MiniLM-L6-v2)", "linear (recipe)", "linear (recipe) @ step 10"]
-    assert out.significance["linear (recipe)"]["hit@5"]["p_adjusted"] == pytest.approx(0.04)  # a family of 2
+    assert out.significance["linear (recipe) @ step 10"]["hit@5"]["p_adjusted"] == pytest.approx(0.04)  # a family of 2
     texts = [c["text"] for c in caveats(out, {"same_as_final": same})]
     assert "linear (recipe) @ step 20 is linear (recipe) itself (the same result on every question" in texts[0]
     assert drop_checkpoints_equal_to_their_run(out, named[:2]) == (out, {})
