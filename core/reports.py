@@ -551,7 +551,7 @@ details summary {{ cursor: pointer; font-weight: 600; }}
 {_table_html(compact_rows(cmp, context), css="compact")}
 <p class="small">hit@{k}: the right passage is among the first {k} results. \u0394: change against the {_esc(cmp.baseline)}
 in points (hundredths of hit@{k} or of MRR@{k}), with its 95% confidence interval. Significant: p &lt; {cmp.alpha} after
-Holm's adjustment for the {m} comparison(s); the intervals are each system's own, not adjusted, so with several systems one
+Holm's adjustment among the systems compared (checkpoints apart); the intervals are each system's own, not adjusted, so with several systems one
 that just clears 0 can still read “no”.</p>
 {chart_html}
 {("<h2>Where each adapter comes from</h2>" + _table_html(main_prov, css="text")) if main_prov else ""}
