@@ -127,10 +127,16 @@ def system_sentence(cmp, name: str, context: dict[str, Any] | None = None) -> st
         change = f"down from {_pct(b)}: {-more} fewer of {n} questions"
     else:
         change = f"the same as the base model: no net change over {n} questions"
-    text = (
-        f"With {name}, the right passage is in the top {k} for {_pct(a)} of questions, {change} "
-        f"(95% CI {_int(lo)} to {_int(hi)}); {_significance_word(cmp, name, hit_m)}."
-    )
+    if more == 0 and b >= 1.0:  # both at the ceiling: nothing to test, nothing that "could be noise"
+        text = (
+            f"With {name}, as with the base model, the right passage is in the top {k} for every question: hit@{k} "
+            "cannot show a gain on this set."
+        )
+    else:
+        text = (
+            f"With {name}, the right passage is in the top {k} for {_pct(a)} of questions, {change} "
+            f"(95% CI {_int(lo)} to {_int(hi)}); {_significance_word(cmp, name, hit_m)}."
+        )
     hit_sig, mrr_sig = cmp.significant(name, hit_m), cmp.significant(name, mrr_m)
     d_hit = cmp.significance[name][hit_m]["delta"]
     d_mrr = cmp.significance[name][mrr_m]["delta"]
@@ -140,8 +146,13 @@ def system_sentence(cmp, name: str, context: dict[str, Any] | None = None) -> st
         way = "higher" if d_mrr > 0 else "lower"
         text += f" The right passage does rank {way} on average (MRR@{k} {rb:.3f} \u2192 {ra:.3f}, significant)."
     excluded = (_ctx(context).get("excluded") or {}).get("mode")  # the duplicates are out of these numbers
-    if not excluded and any(rep.severity == "high" for rep in _reports_for(context, name)):
-        text += " But these questions repeat its training questions, so this does not show that it generalises."
+    leaked = [rep for rep in _reports_for(context, name) if rep.severity == "high"]
+    if not excluded and leaked:
+        rep = max(leaked, key=lambda r: len(r.duplicated))
+        text += (
+            f" But {len(rep.duplicated)} of these {rep.n_eval} questions repeat its training questions, so this does "
+            "not show that it generalises."
+        )
     if _info(context, name).get("picked_on_eval"):
         text += " Its best epoch was chosen on this same evaluation set, so this is optimistic."
     return text

@@ -135,6 +135,11 @@ def test_tiny_sets_and_short_rankings_are_flagged():
     assert any(
         t.startswith("The base model already finds the right passage in its top 5 for every question") for t in texts
     )
+    # and the sentence does not call a change that cannot happen "not significant (it could be noise)"
+    assert system_sentence(cmp, "linear") == (
+        "With linear, as with the base model, the right passage is in the top 5 for every question: hit@5 cannot "
+        "show a gain on this set."
+    )
     assert not [
         c
         for c in caveats(_cmp(), {"eval_set": {"n_corpus": 900}})
@@ -149,7 +154,9 @@ def test_a_comparison_without_its_leaked_questions_does_not_say_they_repeat_trai
     qids = cmp.results["linear (recipe)"].query_ids
     leak = LeakageReport(N, 40, 0.95, identical=qids[:500], on_shared_chunks=qids[:500])
     ctx = {"leakage": [{"systems": ["linear (recipe)"], "report": leak.to_dict()}]}
-    assert "repeat its training questions" in system_sentence(cmp, "linear (recipe)", ctx)
+    assert "But 500 of these 790 questions repeat its training questions" in system_sentence(
+        cmp, "linear (recipe)", ctx
+    )
     ctx["excluded"] = {"mode": "questions", "n": 500, "of": N + 500}
     assert "repeat its training questions" not in system_sentence(cmp, "linear (recipe)", ctx)
 
