@@ -386,8 +386,8 @@ class QuestionGenerator(Protocol):
 
 
 OFFLINE_LIMITS = (
-    "Offline pseudo-queries are built from the chunk's own keywords, not written by a language "
-    "model: they are weaker than an LLM's questions (they share words with the chunk instead of "
+    "Offline pseudo-queries are built from the chunk's own text (a sentence of it, its keywords or its "
+    "headings, by the method chosen), not written by a language model: they are weaker than an LLM's questions (they share words with the chunk instead of "
     "paraphrasing it, and cannot ask about meaning), so an adapter trained on them learns less "
     "and scores measured with them look easier than real user questions. Use them to try the "
     "app with no key and no network; use an LLM for results you want to trust."

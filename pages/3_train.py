@@ -5,7 +5,7 @@ import json
 
 import streamlit as st
 
-from core.adapters import registered_adapters
+from core.adapters import read_adapter_meta, registered_adapters
 from core.carryover import (
     blind_distillation_note,
     mixed_sources_note,
@@ -1098,9 +1098,14 @@ def draw_finished(run: dict) -> None:
                 icon=":material/download:",
                 type="primary",
             )
+            kind = str(read_adapter_meta(folder).get("adapter_cls"))  # LlamaIndex ships linear and two-layer classes
+            li_class = {"linear": "LinearLayer", "two-layer": "TwoLayerNN"}.get(kind)
             st.caption(
                 "`config.json` + `pytorch_model.bin` (+ `checkpoints/`): loads in LlamaIndex's "
-                "`AdapterEmbeddingModel(base, path, LinearLayer)` or with `core.adapters.load_adapter`."
+                f"`AdapterEmbeddingModel(base, path, {li_class})` or with `core.adapters.load_adapter`."
+                if li_class
+                else "`config.json` + `pytorch_model.bin` (+ `checkpoints/`): LlamaIndex has no class for this "
+                "adapter; load it with `core.adapters.load_adapter`."
             )
             draw_st_export(run)
         else:

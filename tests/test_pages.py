@@ -569,6 +569,7 @@ def test_train_shows_run_history_curves_and_downloads(prepared_ws, prepared):
     ckpts = frame(at, "checkpoint", "step")
     assert list(ckpts["checkpoint"])[-1].startswith("step_")
     assert at.download_button(key=f"train_download_{prepared.run_id}") is not None
+    assert "AdapterEmbeddingModel(base, path, LinearLayer)" in texts(at.caption)  # the class of this run's adapter
     st_export = at.download_button(key=f"st_download_{prepared.run_id}")  # core.export: the model folder zip
     assert st_export is not None and st_export.label == "Sentence-transformers model (zip)"
     assert at.number_input(key="hp_epochs").value == TrainConfig().epochs  # defaults from TrainConfig
