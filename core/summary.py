@@ -278,8 +278,9 @@ def overlap_text(rep: LeakageReport | None) -> str:
         else "near-identical not checked"
     )
     return (
-        f"{c['identical']} identical and {near} questions; {c['shared_chunks']} shared chunks "
-        f"({c['on_shared_chunks']} of {rep.n_eval} evaluation questions ask about a trained chunk)"
+        f"{c['identical']} identical and {near} questions; {c['shared_chunks']} chunks whose text is mostly in "
+        f"trained passages (the same chunk, or text two documents share, such as boilerplate; "
+        f"{c['on_shared_chunks']} of {rep.n_eval} evaluation questions ask about one)"
     )
 
 

@@ -212,3 +212,16 @@ def test_an_adapter_on_other_text_gets_both_measured_cases_and_the_table_is_the_
     lo, hi = pt(SAME_KIND_CARRYOVER["adapter_min_gain_hit@5"]), pt(SAME_KIND_CARRYOVER["adapter_max_gain_hit@5"])
     assert f"on new sections of the training filing itself the adapter gained {lo} to {hi}" in c["text"]
     assert "The table measures this set." in c["text"]
+
+
+def test_the_overlap_line_says_what_a_shared_chunk_is():
+    """Between two companies' filings a 'shared chunk' is text both hold (boilerplate), not a common chunk id."""
+    from core.leakage import LeakageReport
+    from core.summary import overlap_text
+
+    rep = LeakageReport(78, 40, 0.95, shared_chunks=["a", "b"], on_shared_chunks=["q1", "q2", "q3"])
+    assert overlap_text(rep) == (
+        "0 identical and 0 near-identical (cosine \u2265 0.95) questions; 2 chunks whose text is mostly in trained "
+        "passages (the same chunk, or text two documents share, such as boilerplate; 3 of 78 evaluation questions "
+        "ask about one)"
+    )
