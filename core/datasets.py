@@ -285,7 +285,7 @@ def split_dataset(
 
     ``by="document"``: whole documents go to one side (``val_docs`` names them by doc id or
     filename, e.g. Uber for evaluation and Lyft for training; otherwise a seeded pick of
-    ``round(val_fraction * n_documents)`` documents, at least one each side). Each side's
+    documents holding about ``val_fraction`` of the questions, at least one each side). Each side's
     corpus is its own documents' chunks. Needs ``node_meta`` (datasets built from the
     workspace have it).
 
@@ -325,11 +325,21 @@ def split_dataset(
             if len(wanted) == len(docs):
                 raise ValueError("All documents were chosen for validation: leave at least one for training.")
             val_set = wanted
-        else:
-            k = min(len(docs) - 1, max(1, round(val_fraction * len(docs))))
+        else:  # a seeded pick of documents holding about val_fraction of the questions (not of the documents:
+            # with two, the larger one held out 61% where 20% was asked)
+            per_doc: dict[str, int] = dict.fromkeys(docs, 0)
+            for q in qids:
+                per_doc[node_doc[ds.relevant_docs[q][0]]] += 1
+            total = max(1, len(qids))
             shuffled = docs[:]
             rng.shuffle(shuffled)
-            val_set = set(shuffled[:k])
+            val_set, held = set(), 0
+            for d in shuffled:
+                if len(val_set) < len(docs) - 1 and (held + per_doc[d]) / total <= val_fraction:
+                    val_set.add(d)
+                    held += per_doc[d]
+            if not val_set:  # every document alone is over the share: the one nearest to it
+                val_set = {min(shuffled, key=lambda d: abs(per_doc[d] / total - val_fraction))}
         val_q = [q for q in qids if node_doc.get(ds.relevant_docs[q][0]) in val_set]
         train_q = [q for q in qids if node_doc.get(ds.relevant_docs[q][0]) not in val_set]
         if not val_q or not train_q:

@@ -444,7 +444,7 @@ with tab_split:
                     format_func=doc_names.get,
                     key="split_val_docs",
                     help="These documents' questions form the held-out side; the rest train. "
-                    "None picked: a seeded pick of about 20% of the documents.",
+                    "None picked: a seeded pick of documents holding about 20% of the questions.",
                 )
                 or None
             )

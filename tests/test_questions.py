@@ -520,6 +520,9 @@ def test_split_by_document(two_docs):
     assert set(val.corpus) == set(ids["doc100000000"]) and set(train.corpus) == set(ids["doc000000000"])
     assert len(train) == 12 and len(val) == 8
     assert all(m["filename"] == "uber.pdf" for m in val.node_meta.values())
+    # none named: the documents nearest the share of the questions (12 and 8 here: 0.2 holds out the 8)
+    for seed in range(5):
+        assert set(split_dataset(ds, by="document", val_fraction=0.2, seed=seed)[1].corpus) == set(ids["doc100000000"])
     t2, v2 = split_dataset(ds, by="document", val_fraction=0.5, seed=3)
     _assert_no_leak(t2, v2)
     assert split_dataset(ds, by="document", val_fraction=0.5, seed=3)[1].queries == v2.queries
