@@ -1412,7 +1412,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-fraction",
         type=float,
         default=0.2,
-        help="with --val-out: the share held out (of the documents, or of the questions by chunk; default %(default)s)",
+        help="with --val-out: the share of the questions held out (whole documents or chunks; default %(default)s)",
     )
     s.add_argument(
         "--val-documents", nargs="*", help="documents that form the validation side (with --split-by document)"
