@@ -983,6 +983,7 @@ def cmd_evaluate(args) -> int:
             {"kind": "adapter_dir", "path": str(p), "adapter_cls": args.adapter_class, "train_dataset": train_ds}
         )
         if args.checkpoints:
+            from .evaluation import checkpoint_name
             from .training import list_checkpoints
 
             for ck in list_checkpoints(p):
@@ -991,7 +992,7 @@ def cmd_evaluate(args) -> int:
                     {
                         "kind": "adapter_dir",
                         "path": str(ck),
-                        "name": f"{p.name} @ {ck.name.replace('_', ' ')}",
+                        "name": checkpoint_name(p.name, ck.name.split("_")[-1]),
                         "adapter_cls": args.adapter_class,
                         "train_dataset": train_ds,
                         "step": step,

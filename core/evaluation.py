@@ -436,6 +436,11 @@ def holm_adjust(pvalues: Sequence[float]) -> list[float]:
 CHECKPOINT_MARK = " @ step "
 
 
+def checkpoint_name(owner: str, step: int | str) -> str:
+    """A checkpoint's name wherever it is compared: ``"<run or folder> @ step N"`` (:data:`CHECKPOINT_MARK`)."""
+    return f"{owner}{CHECKPOINT_MARK}{step}"
+
+
 def add_holm(significance: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
     """A copy of ``significance`` (system -> metric -> stats) with ``p_adjusted`` per entry, one family per
     metric: the systems compared (adapters, API embedders) are adjusted among themselves, and checkpoints

@@ -391,6 +391,7 @@ def embedder_name(spec: str | None) -> str:
 def named_specs(ws: Workspace, systems: list[SystemSpec], embedder: str = "default") -> list[tuple[str, SystemSpec]]:
     """(display name, spec) for the base embedder and each system, in order: names a person reads
     (the run's name, 'name @ step N' for a checkpoint), made unique; ids stay in the specs."""
+    from .evaluation import checkpoint_name
     from .runs import get_run
 
     out: list[tuple[str, SystemSpec]] = [(f"base ({embedder_name(embedder)})", {"kind": "base", "spec": embedder})]
@@ -406,7 +407,7 @@ def named_specs(ws: Workspace, systems: list[SystemSpec], embedder: str = "defau
             if run is None and kind == "run":
                 raise ValueError(f"run {s['run_id']} no longer exists")
             run_name = run["name"] if run else s["run_id"]
-            name = s.get("name") or (run_name if kind == "run" else f"{run_name} @ step {int(s['step'])}")
+            name = s.get("name") or (run_name if kind == "run" else checkpoint_name(run_name, int(s["step"])))
             if kind == "run" and run.get("kind") == "finetune" and not s.get("name"):
                 from .finetune import system_label
 

@@ -28,6 +28,7 @@ from .carryover import (
     distilled_elsewhere_caveat,
     pseudo_query_caveat,
 )
+from .evaluation import CHECKPOINT_MARK
 from .leakage import CHUNK_SHARE_NOTE, LeakageReport
 from .provenance import describe_sources
 
@@ -58,7 +59,7 @@ def is_checkpoint(cmp, name: str, context: dict[str, Any] | None = None) -> bool
     info = _info(context, name)
     if info:
         return bool(info.get("checkpoint"))
-    return " @ step " in name or "/step_" in name
+    return CHECKPOINT_MARK in name or "/step_" in name
 
 
 def main_systems(cmp, context: dict[str, Any] | None = None) -> list[str]:

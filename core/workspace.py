@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -193,8 +194,6 @@ def replace_folder(folder: str | os.PathLike, write: Callable[[Path], Any]) -> P
         os.umask(umask)
         out.chmod(0o777 & ~umask)
     finally:
-        import shutil
-
         shutil.rmtree(staging, ignore_errors=True)
     return out
 

@@ -6,7 +6,7 @@ training curves, the leakage check), the per-query drill-down, HTML report and C
 import streamlit as st
 
 from core.datasets import QADataset, list_datasets, load_dataset
-from core.evaluation import NDCG_K
+from core.evaluation import NDCG_K, checkpoint_name
 from core.finetune import system_label
 from core.launch import custom_code_systems, start_evaluation, start_finetune_then_distil
 from core.provenance import comparison_context, exclude_leaked, leaked_ids
@@ -153,7 +153,7 @@ if datasets:
             )
             systems += [{"kind": "run", "run_id": rid} for rid in picked]
             ck_opts = {
-                f"{r['id']}|{p.name[5:]}": f"{r['name']} @ step {p.name[5:]}"
+                f"{r['id']}|{p.name[5:]}": checkpoint_name(r["name"], p.name[5:])
                 for r in usable
                 for p in run_checkpoints(ws, r["id"])
             }
