@@ -730,12 +730,18 @@ def cv_figure(history: list[dict[str, Any]], top_k: int = 5, title: str | None =
         ep = chosen["epochs"] if chosen["train"] else 0
         pt = next((h for h in points if h["lr"] == chosen["lr"] and h["epoch"] == ep), None)
         alpha = float(chosen.get("alpha", 1.0))
+        own = chosen.get("shrunk_point") or {}
+        if chosen["train"] and alpha != 1.0 and f"mrr@{top_k} mean" in own:
+            # The curves are the full step (alpha 1): a shrunk choice is starred at its own out-of-fold estimate,
+            # which can sit above the identity where the alpha-1 curve at that epoch sits below it.
+            pt = own
         shrunk = (chosen.get("shrinkage") or {}).get(f"{alpha:g}") if chosen["train"] and alpha != 1.0 else None
         if pt and f"mrr@{top_k} mean" in pt:
-            # The curves are the full step (alpha 1); a shrunk choice says its own estimate.
             name = "chosen" + (f" (epoch {ep})" if chosen["train"] else " (identity)")
             if shrunk is not None:
-                name = f"chosen: epoch {ep}, shrunk by alpha {alpha:g} ({100 * shrunk:+.2f} pt; curves = alpha 1)"
+                name = f"chosen: epoch {ep}, shrunk by alpha {alpha:g} ({100 * shrunk:+.2f} pt" + (
+                    "; its MRR, the curves are alpha 1)" if pt is own else "; curves = alpha 1)"
+                )
             fig.add_scatter(
                 x=[ep],
                 y=[pt[f"mrr@{top_k} mean"]],

@@ -245,6 +245,9 @@ class CVResult:
     validation_reason: str = ""
     side_by_side: int = 1  # folds trained at once (threads on the CPU; ``seconds`` is the wall time)
     stand_in: int = 0  # none named: the ingested chunks no training question asks about that the validation read
+    #: a shrunk choice's own out-of-fold point (metric means and stds, gain), as the curves give alpha 1's; empty
+    #: when the choice is not shrunk
+    shrunk_point: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

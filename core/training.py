@@ -745,7 +745,7 @@ class _FoldScores:
 
     base: np.ndarray | None = None
     epochs: dict[int, tuple[np.ndarray, dict[str, float]]] = field(default_factory=dict)
-    shrunk: dict[tuple[int, float], np.ndarray] = field(default_factory=dict)
+    shrunk: dict[tuple[int, float], tuple[np.ndarray, dict[str, float]]] = field(default_factory=dict)
 
 
 #: environment variable: how many cross-validation folds train side by side (default: see :func:`fold_workers`)
@@ -920,14 +920,16 @@ def cross_validate(
                     trained = None if affine else {k2: v2.detach().clone() for k2, v2 in adapter.state_dict().items()}
                     for a in alphas:
                         if a == 1.0:
-                            got.shrunk[(epoch, a)] = score
-                        elif s is not None:  # the shrunk weights' scores, from the two score matrices
-                            got.shrunk[(epoch, a)] = score_out(None, init_scores[0] + a * (s - init_scores[0]))[1]
+                            got.shrunk[(epoch, a)] = (score, _means(pq))
+                            continue
+                        if s is not None:  # the shrunk weights' scores, from the two score matrices
+                            spq, sscore = score_out(None, init_scores[0] + a * (s - init_scores[0]))
                         elif affine:  # the shrunk weights' outputs, from the two outputs
-                            got.shrunk[(epoch, a)] = score_out(init_out[0] + a * (out - init_out[0]))[1]
+                            spq, sscore = score_out(init_out[0] + a * (out - init_out[0]))
                         else:
                             adapter.load_state_dict(_interpolate(init, trained, a))
-                            got.shrunk[(epoch, a)] = score_out(_outputs(adapter, val_qv))[1]
+                            spq, sscore = score_out(_outputs(adapter, val_qv))
+                        got.shrunk[(epoch, a)] = (sscore, _means(spq))
                     if trained is not None:
                         adapter.load_state_dict(trained)
             got.epochs[epoch] = (score, _means(pq))
@@ -958,6 +960,7 @@ def cross_validate(
 
     workers = fold_workers(config, prob.corpus.device, len(folds), prob.corpus_np.nbytes)
     gains: dict[tuple, tuple[float, float]] = {}
+    shrunk_points: dict[tuple, dict[str, float]] = {}
     curves: dict[str, list[dict[str, float]]] = {}
     for lr in grid:
         tasks = [functools.partial(run_fold, lr, f_i, val) for f_i, val in enumerate(folds)]
@@ -975,7 +978,11 @@ def cross_validate(
             if epoch > 0:
                 if len(alphas) > 1:
                     for a in alphas:
-                        gains[(lr, epoch, a)] = sel.pooled_gain(shrunk[(epoch, a)], base)
+                        gains[(lr, epoch, a)] = sel.pooled_gain([sc for sc, _ in shrunk[(epoch, a)]], base)
+                        if a != 1.0:  # the chart marks a shrunk choice at its own estimate, not the alpha-1 curve's
+                            shrunk_points[(lr, epoch, a)] = sel.curve_point(
+                                [m for _, m in shrunk[(epoch, a)]], *gains[(lr, epoch, a)]
+                            )
                 else:
                     gains[(lr, epoch, 1.0)] = (gain, se)
             point = {"epoch": epoch, **sel.curve_point([m for _, m in per_epoch[epoch]], gain, se)}
@@ -1013,6 +1020,7 @@ def cross_validate(
         validation=validation if design == "chunks" else "corpus",
         validation_reason=validation_reason if design == "chunks" else "",
         side_by_side=workers,
+        shrunk_point=shrunk_points.get((lr, epochs, alpha), {}) if train_it else {},
     )
 
 

@@ -399,3 +399,8 @@ def test_cv_figure_names_a_shrunk_choice_with_its_own_estimate():
     assert "alpha 0.5" in star[0].name and "+0.92 pt" in star[0].name and "curves = alpha 1" in star[0].name
     full = cv_figure(points + [{**selection, "alpha": 1.0}]).data
     assert [t.name for t in full if t.marker.symbol == "star"] == ["chosen (epoch 3)"]
+    # with the shrunk choice's own out-of-fold point recorded, the star sits at its MRR (above the identity's
+    # 0.63 here), not at the alpha-1 curve's 0.624 below it
+    own = {"hit@5 mean": 0.805, "hit@5 std": 0.05, "mrr@5 mean": 0.6384, "mrr@5 std": 0.06, "gain": 0.0092}
+    star = [t for t in cv_figure(points + [{**selection, "shrunk_point": own}]).data if t.marker.symbol == "star"]
+    assert list(star[0].y) == [0.6384] and "its MRR, the curves are alpha 1" in star[0].name

@@ -169,6 +169,24 @@ def test_shrinkage_is_chosen_out_of_fold_and_applied_to_the_refit():
     assert torch.allclose(result.adapter.state_dict()["linear.weight"], want, atol=1e-6)
 
 
+def test_a_shrunk_choice_records_its_own_out_of_fold_point_and_the_chart_stars_it():
+    """Weak signal and a full step that overshoots: the alpha-1 curve at the chosen epoch sits far below the
+    identity while the shrunk copy gains. The star marks the shrunk copy's own estimate, not the curve's point."""
+    from core.reports import cv_figure
+    from tests.test_training import synthetic as noisy
+
+    ds, emb = noisy(rotate=False, noise=0.6, seed=1)
+    history: list[dict] = []
+    cv = train(ds, emb, _cfg(shrinkage_grid=[0.25, 0.5, 0.75]), callback=history.append).cv
+    assert cv.train and cv.alpha < 1.0 and cv.gain > 0
+    curve = cv.curves[f"{cv.lr:g}"]
+    own = cv.shrunk_point
+    assert own["gain"] == pytest.approx(cv.gain) and own["mrr@5 mean"] > curve[cv.epochs]["mrr@5 mean"]
+    assert curve[cv.epochs]["gain"] < 0  # the alpha-1 point the star used to sit on lost out of fold
+    star = [t for t in cv_figure(history).data if t.marker.symbol == "star"]
+    assert list(star[0].y) == [pytest.approx(own["mrr@5 mean"])] and list(star[0].x) == [cv.epochs]
+
+
 @pytest.mark.parametrize(
     "kw", [dict(shrinkage_grid=[0.25, 0.5, 0.75]), dict(cv_fold_order="blocks"), dict(cv_rule="one_se_more")]
 )
@@ -279,6 +297,11 @@ def _same_selection(a, b) -> None:
     """Two cross-validations chose the same and estimated the same (to float rounding)."""
     assert (a.cv.epochs, a.cv.alpha, a.cv.train, a.cv.lr) == (b.cv.epochs, b.cv.alpha, b.cv.train, b.cv.lr)
     assert a.cv.gain == pytest.approx(b.cv.gain, abs=1e-9) and a.cv.shrinkage == pytest.approx(b.cv.shrinkage)
+    assert a.cv.shrunk_point == pytest.approx(b.cv.shrunk_point, abs=1e-9)
+    if a.cv.train and a.cv.alpha != 1.0:  # a shrunk choice's own point: the estimate that chose it, with its metrics
+        assert a.cv.shrunk_point["gain"] == pytest.approx(a.cv.gain) and "mrr@5 mean" in a.cv.shrunk_point
+    else:
+        assert a.cv.shrunk_point == {}
     for lr, curve in a.cv.curves.items():
         assert [p["gain"] for p in curve] == pytest.approx([p["gain"] for p in b.cv.curves[lr]], abs=1e-9)
     for k, v in a.adapter.state_dict().items():
