@@ -403,7 +403,7 @@ def _leakage_html(context: dict[str, Any] | None) -> str:
             continue
         parts.append(
             f"<p><b>{_esc(who)}</b>, trained on <b>{_esc(train)}</b> ({rep.n_train} questions): "
-            f"{_esc(overlap_text(rep))}.</p>"
+            f"{_esc(overlap_text(rep, (context or {}).get('excluded')))}.</p>"
         )
         if rep.examples:
             parts.append(

@@ -269,7 +269,10 @@ def leakage_entries(context: dict[str, Any] | None) -> list[tuple[dict[str, Any]
     ]
 
 
-def overlap_text(rep: LeakageReport | None) -> str:
+def overlap_text(rep: LeakageReport | None, excluded: dict[str, Any] | None = None) -> str:
+    """The leakage report in a line; ``excluded`` (the comparison context's record of a re-run without the
+    leaked questions) adds which of the counted questions the numbers no longer include: the counts describe
+    the set as it was checked, before the exclusion."""
     if rep is None:
         return "overlap not checked"
     c = rep.counts()
@@ -278,11 +281,16 @@ def overlap_text(rep: LeakageReport | None) -> str:
         if rep.threshold
         else "near-identical not checked"
     )
-    return (
-        f"{c['identical']} identical and {near} questions; {c['shared_chunks']} chunks whose text is mostly in "
-        f"trained passages (the same chunk, or text two documents share, such as boilerplate; "
+    shared = c["shared_chunks"]
+    text = (
+        f"{c['identical']} identical and {near} questions; {shared} {'chunk' if shared == 1 else 'chunks'} whose text "
+        f"is mostly in trained passages (the same chunk, or text two documents share, such as boilerplate; "
         f"{c['on_shared_chunks']} of {rep.n_eval} evaluation questions ask about one)"
     )
+    if excluded and excluded.get("n"):
+        what = "the repeated questions" if excluded.get("mode") == "questions" else "these questions"
+        text += f"; {what} are excluded here: the numbers are on the other {excluded['of'] - excluded['n']}"
+    return text
 
 
 def system_provenance(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
@@ -316,7 +324,9 @@ def system_provenance(cmp, context: dict[str, Any] | None = None) -> list[dict[s
                 "system": name,
                 "id": str(info.get("id", "")),
                 "trained on": trained,
-                "overlap with the evaluation set": (entry.get("error") or overlap_text(rep)) if train else "",
+                "overlap with the evaluation set": (
+                    (entry.get("error") or overlap_text(rep, _ctx(context).get("excluded"))) if train else ""
+                ),
                 "settings": settings_text(info.get("settings"), info.get("chosen")),
                 "best epoch chosen on": (
                     "this evaluation set (optimistic)" if info.get("picked_on_eval") else info.get("validation") or ""

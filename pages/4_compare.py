@@ -420,7 +420,7 @@ if leaks:
             train = (entry.get("train_set") or {}).get("name", "")
             st.markdown(
                 f"**{md_escape(who)}**, trained on **{md_escape(train)}**: "
-                f"{md_escape(entry.get('error') or overlap_text(rep))}."
+                f"{md_escape(entry.get('error') or overlap_text(rep, context.get('excluded')))}."
             )
             if rep is not None and rep.examples:
                 st.dataframe(

@@ -941,6 +941,11 @@ def test_compare_reruns_without_leaked_questions(prepared_ws, prepared):
     assert "3 leaked question(s) (duplicated questions) were excluded" in texts(at.info)
     assert frame(at, "system", "queries").iloc[0]["queries"] == len(mixed.queries) - 3
     assert not [b for b in at.button if b.key == "eval_exclude_q"]  # nothing left to exclude
+    # the overlap counts describe the set as checked: they now say the repeated ones are out of the numbers
+    overlap = frame(at, "system", "overlap with the evaluation set").iloc[0]["overlap with the evaluation set"]
+    assert overlap.startswith("3 identical") and overlap.endswith(
+        f"the repeated questions are excluded here: the numbers are on the other {len(mixed.queries) - 3}"
+    )
 
 
 def test_compare_queues_the_distil_recipe_for_an_adapter_evaluated_on_other_documents(
