@@ -879,7 +879,17 @@ def draw_run(run: dict, hist: list[dict]) -> None:
         return
     # a cross-validated refit runs the chosen epochs, not the configured maximum
     planned = cv["epochs"] if cv is not None and cv["train"] else cfg.get("epochs", "?")
-    m[0].metric("Epochs done", f"{s['epochs_done']} / {planned}")
+    if cv is None and not finetune and cfg.get("selection", "cv") == "cv":
+        # the folds come first, and they choose the refit's epochs: "0 / 12" would promise the configured maximum
+        m[0].metric(
+            "Epochs done",
+            "cross-validating" if active else f"{s['epochs_done']}",
+            help=f"Cross-validation chooses how many epochs the refit on every question trains (up to "
+            f"{cfg.get('epochs', '?')}; twice that when it validates on new questions about the same chunks); "
+            "the count starts after it.",
+        )
+    else:
+        m[0].metric("Epochs done", f"{s['epochs_done']} / {planned}")
     m[1].metric("Last step loss", "–" if s["last_loss"] is None else f"{s['last_loss']:.4f}")
     if finetune:  # no validation curve: its price instead
         cost = (run.get("result") or {}).get("cost") or next((h for h in hist if h.get("type") == "cost"), {})

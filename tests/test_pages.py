@@ -577,6 +577,24 @@ def test_train_shows_run_history_curves_and_downloads(prepared_ws, prepared):
     assert at.number_input(key="hp_lr").value == pytest.approx(TrainConfig().lr)
 
 
+def test_train_does_not_promise_the_configured_epochs_before_cross_validation_chose(prepared_ws, prepared):
+    """A run stopped while its folds trained: no selection yet, so no "0 / 12" (the refit may train up to twice
+    the configured epochs, or none)."""
+    from core.runs import _set_status
+
+    ws = Workspace(prepared_ws)
+    run_id = create_run(ws, TrainConfig(epochs=12), dataset_id=prepared.train_id, name="stopped in cv")
+    point = {"type": "cv", "lr": 3e-4, "epoch": 0, "gain": 0.0, "gain_se": 0.0, "hit@5 mean": 0.5, "hit@5 std": 0.1}
+    (ws.run_dir(run_id) / "history.jsonl").write_text(json.dumps(point) + "\n")
+    _set_status(ws, run_id, "cancelled", error="cancelled during cross-validation")
+    at = page("3_train.py")
+    at.session_state["train_view"] = run_id
+    at.run()
+    no_exceptions(at)
+    epochs = next(m for m in at.metric if m.label == "Epochs done")
+    assert epochs.value == "0" and "Cross-validation chooses how many epochs" in epochs.proto.help
+
+
 def test_train_shows_a_cross_validated_run_by_its_estimate(prepared_ws, prepared):
     """A finished cross-validated run (history as core.training records it: steps, epochs without
     validation, the selection): the out-of-fold gain and the chosen epoch/alpha instead of empty
