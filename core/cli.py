@@ -449,8 +449,32 @@ def _chosen_cell(cv: Any, lr: float, epoch: int) -> str:
     """The CV table's "chosen" cell: ``*`` on the candidate trained (with its shrinkage alpha, since the gain
     column is the full step), or on epoch 0 when the identity is kept; else empty."""
     if cv.train and lr == cv.lr and epoch == cv.epochs:
+        if cv.alpha != 1 and getattr(cv, "shrunk_point", None):  # its own row follows (a run recorded before: here)
+            return f"shrunk by alpha {cv.alpha:g}: next row"
         return f"* (alpha {cv.alpha:g})" if cv.alpha != 1 else "*"
     return "*" if not cv.train and epoch == 0 else ""
+
+
+def _cv_rows(cv: Any, top_k: int) -> list[dict[str, Any]]:
+    """The CV table: per learning rate and epoch, the mean ± std across folds of hit@k and MRR@k and the pooled
+    gain, at alpha 1 (the full step); a shrunk choice gets its own row after the full step it was shrunk from."""
+
+    def row(lr: str, epoch: Any, p: dict[str, float], chosen: str) -> dict[str, Any]:
+        return {
+            "lr": lr,
+            "epoch": epoch,
+            **{m: f"{p[f'{m} mean']:.3f} ± {p[f'{m} std']:.3f}" for m in (f"hit@{top_k}", f"mrr@{top_k}")},
+            "gain (pt)": f"{100 * p['gain']:+.2f} ± {100 * p['gain_se']:.2f}",
+            "chosen": chosen,
+        }
+
+    rows = []
+    for lr, curve in cv.curves.items():
+        for p in curve:
+            rows.append(row(lr, p["epoch"], p, _chosen_cell(cv, float(lr), p["epoch"])))
+            if cv.shrunk_point and cv.train and float(lr) == cv.lr and p["epoch"] == cv.epochs:
+                rows.append(row(lr, f"{p['epoch']}, alpha {cv.alpha:g}", cv.shrunk_point, "* (this one)"))
+    return rows
 
 
 def _check_out_file(path: str | None, flag: str) -> None:
@@ -759,26 +783,16 @@ def cmd_train(args) -> int:
         rows.append(row)
     summary = {"run_id": run_id, **result.summary()}
     if result.cv is not None:
-        rows = [
-            {
-                "lr": lr,
-                "epoch": p["epoch"],
-                **{m: f"{p[f'{m} mean']:.3f} ± {p[f'{m} std']:.3f}" for m in (f"hit@{cfg.top_k}", f"mrr@{cfg.top_k}")},
-                "gain (pt)": f"{100 * p['gain']:+.2f} ± {100 * p['gain_se']:.2f}",
-                # the chosen cell names the shrinkage too: the gain column is the full step (alpha 1)
-                "chosen": _chosen_cell(result.cv, float(lr), p["epoch"]),
-            }
-            for lr, curve in result.cv.curves.items()
-            for p in curve
-        ]
+        rows = _cv_rows(result.cv, cfg.top_k)
     table = format_table(rows) if rows else "(no validation: the last epoch is kept)"
     if result.cv is not None:
         table += "\n\n" + result.cv.summary_line() + f"\nrule: {result.cv.rule}"
         if result.cv.shrinkage:
             by_alpha = ", ".join(f"{a} {100 * g:+.2f}" for a, g in result.cv.shrinkage.items())
-            table += (
-                f"\ngain at epoch {result.cv.epochs} by shrinkage alpha (pt): {by_alpha} "
-                "(the table's gain column is alpha 1, the full step)"
+            table += f"\ngain at epoch {result.cv.epochs} by shrinkage alpha (pt): {by_alpha} " + (
+                "(the table's rows are alpha 1, the full step, but the chosen one's)"
+                if result.cv.shrunk_point
+                else "(the table's gain column is alpha 1, the full step)"
             )
     table += (
         f"\n\nrun {run_id}: best epoch {result.best_epoch}"

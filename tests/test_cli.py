@@ -1314,3 +1314,29 @@ def test_a_damaged_workspace_catalog_is_a_one_line_error(tmp_path, capsys):
     assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert err.startswith(f"error: the workspace catalog {ws / 'catalog.sqlite'} cannot be read (")
     assert "Restore it from a backup, or use another workspace folder" in err
+
+
+def test_the_cv_table_gives_a_shrunk_choice_its_own_row():
+    """The table's rows are the full step (alpha 1): at the chosen epoch that can be a loss while the shrunk copy
+    trained gains, so the chosen copy gets its own row with its own numbers, and the star."""
+    from core.cli import _cv_rows
+    from core.selection import CVResult
+
+    def point(epoch, hit, mrr, gain):
+        return {"epoch": epoch, "hit@5 mean": hit, "hit@5 std": 0.03, "mrr@5 mean": mrr, "mrr@5 std": 0.02,
+                "gain": gain, "gain_se": 0.006}  # fmt: skip
+
+    curve = [point(0, 0.753, 0.571, 0.0), point(1, 0.748, 0.546, -0.0145)]
+    cv = CVResult("chunks", "r", 5, 5, 3e-4, 1, 0.0128, 0.006, True, "rule", {"0.0003": curve}, alpha=0.5,
+                  shrinkage={"0.5": 0.0128, "1": -0.0145}, shrunk_point=point(1, 0.771, 0.579, 0.0128))  # fmt: skip
+    rows = _cv_rows(cv, 5)
+    assert [r["epoch"] for r in rows] == [0, 1, "1, alpha 0.5"]
+    assert rows[1]["chosen"] == "shrunk by alpha 0.5: next row" and rows[1]["gain (pt)"].startswith("-1.45")
+    assert (
+        rows[2]["chosen"] == "* (this one)"
+        and rows[2]["hit@5"] == "0.771 ± 0.030"
+        and rows[2]["gain (pt)"] == "+1.28 ± 0.60"
+    )
+    # a run recorded before the shrunk point was: the star on the full step, naming its alpha
+    cv.shrunk_point = {}
+    assert [r["chosen"] for r in _cv_rows(cv, 5)] == ["", "* (alpha 0.5)"]
