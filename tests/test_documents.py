@@ -563,6 +563,10 @@ def test_a_copy_saved_again_is_the_same_document(ws, report_pdf):
     assert copy.error == "the same text as report.pdf, already ingested: not added again"
     assert other.status == "ok" and len(list_chunks(ws)) > n_chunks
     assert [d["filename"] for d in list_documents(ws)] == ["report.pdf", "memo.pdf"]
+    # printed again in another font size: the lines break elsewhere, the words are the same
+    pages = sample_report_pages()
+    reprinted = ingest_files(ws, [("report (reprinted).pdf", make_text_pdf(pages, page_numbers=True, font_size=9))])[0]
+    assert reprinted.status == "duplicate" and reprinted.doc_id == first.doc_id, reprinted
 
 
 def test_unicode_names_stay_readable_labels(ws):

@@ -264,14 +264,20 @@ def _ingest_one(
 
 
 def _same_text_document(ws: Workspace, doc) -> dict[str, Any] | None:
-    """An ingested document whose pages hold exactly ``doc``'s text (a copy saved again, so other bytes), if any.
-    Only documents of the same page and character counts are read."""
+    """An ingested document whose pages hold ``doc``'s text (a copy saved again, so other bytes; or rendered
+    again, so lines break elsewhere), if any: the same words page by page, whitespace aside. Only documents of
+    the same page count are read."""
+
+    def words(text: str) -> str:
+        return " ".join(text.split())
+
+    mine = [words(p.text) for p in doc.pages]
     for row in ws.query(
-        "SELECT id, filename, pages, chars FROM documents WHERE status='ok' AND pages=? AND chars=? AND id<>?",
-        (len(doc.pages), doc.chars, doc.doc_id),
+        "SELECT id, filename, pages, chars FROM documents WHERE status='ok' AND pages=? AND id<>?",
+        (len(doc.pages), doc.doc_id),
     ):
-        texts = [r["text"] for r in ws.query("SELECT text FROM pages WHERE doc_id=? ORDER BY page", (row["id"],))]
-        if texts == [p.text for p in doc.pages]:
+        texts = ws.query("SELECT text FROM pages WHERE doc_id=? ORDER BY page", (row["id"],))
+        if [words(r["text"]) for r in texts] == mine:
             return row
     return None
 
