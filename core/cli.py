@@ -318,9 +318,20 @@ def cmd_generate(args) -> int:
         ) from None
     out: dict[str, Any] = {"report": report}
     if args.val_out:
+        by = args.split_by
+        if by is None:  # whole documents where there are two or more; one document can only be split by chunk
+            n_docs = len({ds.document_of(n) for n in ds.corpus} - {None})
+            by = "document" if n_docs >= 2 or args.val_documents else "chunk"
+            if by == "chunk":
+                print(
+                    "note: one document, so --val-out holds out chunks with all their questions (--split-by chunk); "
+                    "with two or more documents the default holds out whole documents",
+                    file=sys.stderr,
+                    flush=True,
+                )
         train_ds, val_ds = split_dataset(
             ds,
-            by=args.split_by,
+            by=by,
             val_fraction=args.val_fraction,
             seed=args.seed,
             val_docs=_select_docs(ws, args.val_documents),
@@ -980,6 +991,13 @@ def cmd_evaluate(args) -> int:
 
     ws = _workspace(args)
     _check_out_file(args.report, "--report")
+    for flag, given, what in (
+        ("--run", args.run, "run id (python -m core runs lists them)"),
+        ("--adapter", args.adapter, "adapter folder"),
+        ("--api-embedder", args.api_embedder, "embedder, e.g. openai:text-embedding-3-small"),
+    ):
+        if given == []:  # the flag with nothing after it (an empty shell variable): only the base model would run
+            raise CLIError(f"{flag} was given without a value: name at least one {what}, or leave the flag out")
     ds = QADataset.load(args.dataset)
     # Importing a class runs its module: only when the user asks (the flag, or a class path they typed).
     allow = bool(args.allow_custom_code)
@@ -1420,8 +1438,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--split-by",
         choices=["document", "chunk"],
-        default="document",
-        help="with --val-out: hold out whole documents (default), or seeded chunks with all their questions",
+        default=None,
+        help="with --val-out: hold out whole documents (the default with two or more documents), or seeded chunks "
+        "with all their questions (the default with one)",
     )
     s.add_argument(
         "--val-fraction",

@@ -285,6 +285,30 @@ def test_offline_questions_from_a_document_ingested_twice_under_other_bytes(tmp_
     assert len(QADataset.load(out).queries) > 0
 
 
+def test_generate_with_val_out_on_one_document_splits_by_chunk(tmp_path, capsys):
+    """The default split held out whole documents, so a first run on one PDF failed after generating ("needs at
+    least two documents"): with one document --val-out now holds out chunks, and says so."""
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(make_text_pdf(sample_report_pages()))
+    ws = str(tmp_path / "ws")
+    assert cli_inproc(capsys, "ingest", str(pdf), "--chunk-size", "60", "--workspace", ws)[0] == 0
+    train, val = tmp_path / "train.json", tmp_path / "val.json"
+    rc, _, err = cli_inproc(
+        capsys, "generate", "--generator", "offline", "--out", str(train), "--val-out", str(val), "--workspace", ws
+    )
+    assert rc == 0, err
+    assert "note: one document, so --val-out holds out chunks" in err
+    t, v = QADataset.load(train), QADataset.load(val)
+    assert t.queries and v.queries
+    assert not {c for r in t.relevant_docs.values() for c in r} & {c for r in v.relevant_docs.values() for c in r}
+    # asked for by name, it is still refused with what to do
+    rc, _, err = cli_inproc(
+        capsys, "generate", "--generator", "offline", "--out", str(train), "--val-out", str(val), "--split-by",
+        "document", "--workspace", ws,
+    )  # fmt: skip
+    assert rc != 0 and "split by chunk instead" in err
+
+
 def test_generate_that_makes_no_question_says_why(tmp_path, capsys):
     pdf = tmp_path / "numbers.pdf"
     pdf.write_bytes(make_text_pdf(["2021 2020 2019\n1,234 5,678 9,012\n3,456 7,890 1,234"]))
@@ -827,6 +851,10 @@ def test_bad_training_settings_exit_2(pipeline, capsys):
     lines = err.splitlines()
     assert rc == 2 and len(lines) == 2 and lines[1] == "(see `python -m core train --help`)"
     assert lines[0].startswith("python -m core train: error: argument --recipe: invalid choice: 'fast'")
+    # `--run $RID` with RID empty: it had evaluated the base model alone and said nothing
+    for flag in ("--run", "--adapter", "--api-embedder"):
+        rc, _, err = cli_inproc(capsys, "evaluate", "--dataset", ds, flag, "--workspace", ws)
+        assert rc == 2 and err.startswith(f"error: {flag} was given without a value"), err
 
 
 def test_unusable_devices_and_paths_are_one_line_errors_before_any_work(pipeline, tmp_path, capsys):
