@@ -334,6 +334,11 @@ def leakage_by_training_set(
         from .distill import eval_overlap  # an adapter is compared: torch is loaded anyway
 
         entry["text_coverage"] = eval_overlap(train, eval_ds)
+        # the documents both sets' questions ask about, by the file names the workspace knows: an evaluation set
+        # wholly about the training questions' own documents measures new sections of them, not another filing
+        eval_docs, train_docs = set(_documents(ws, eval_ds)), set(_documents(ws, train))
+        if eval_docs and eval_docs <= train_docs:
+            entry["training_documents"] = sorted(eval_docs)
         if embedder is not None and eval_vecs is None:
             eval_vecs = embedder.embed_queries(list(eval_ds.queries.values()))
         train_vecs = embedder.embed_queries(list(train.queries.values())) if embedder is not None else None

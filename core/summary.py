@@ -25,6 +25,7 @@ from .carryover import (
     MIN_DISTILLED_COVERAGE,
     adapter_on_new_documents_caveat,
     adapter_on_new_short_chunks_caveat,
+    adapter_on_training_documents_caveat,
     distilled_elsewhere_caveat,
     pseudo_query_caveat,
 )
@@ -493,7 +494,14 @@ def caveats(cmp, context: dict[str, Any] | None = None) -> list[dict[str, str]]:
             if _info(ctx, n).get("run_kind") == "adapter" and not is_api_embedder(_info(ctx, n).get("embedder"))
         ]
         long_share = (ctx.get("eval_set") or {}).get("long_chunk_share")
-        if local and long_share is not None and long_share < LONG_CHUNKS_SHARE:
+        if local and entry.get("training_documents"):  # new sections of its own documents: no other recipe needed
+            out.append(
+                {
+                    "level": "info",
+                    "text": adapter_on_training_documents_caveat(_who(local, ctx), cov, entry["training_documents"]),
+                }
+            )
+        elif local and long_share is not None and long_share < LONG_CHUNKS_SHARE:
             # chunks the base model reads whole: the distil recipe gained no more than the adapter there
             out.append({"level": "info", "text": adapter_on_new_short_chunks_caveat(_who(local, ctx), cov, long_share)})
         elif local:

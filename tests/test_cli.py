@@ -561,6 +561,25 @@ def test_evaluate_prints_the_distil_command_for_an_adapter_on_other_documents(pi
     assert rc == 0 and "NEXT:" not in out, out
 
 
+def test_evaluate_on_other_chunks_of_the_training_document_quotes_that_case(pipeline, capsys, tmp_path):
+    """A validation split by chunk of the one ingested document: the caveat had quoted another company's filing
+    (and told of the distil recipe for it) beside a gain on new sections of the training filing itself."""
+    ws = str(pipeline["ws"])
+    train, val = tmp_path / "t.json", tmp_path / "v.json"
+    gen = ["generate", "--generator", "offline", "--out", str(train), "--val-out", str(val), "--split-by", "chunk"]
+    assert cli_inproc(capsys, *gen, "--workspace", ws)[0] == 0
+    rc, out, err = cli_inproc(capsys, "train", "--dataset", str(train), "--epochs", "1", "--json", "--workspace", ws)
+    assert rc == 0, err
+    rc, out, err = cli_inproc(capsys, "evaluate", "--dataset", str(val), "--run", json.loads(out)["run_id"],
+                              "--workspace", ws)  # fmt: skip
+    assert rc == 0, err
+    assert (
+        "this set asks about other chunks of the documents its training questions came from (northwind_report.pdf"
+        in out
+    ), out
+    assert "another company's filing" not in out and "NEXT:" not in out, out
+
+
 def test_the_distil_command_keeps_the_adapters_query_and_passage_prefixes(pipeline, capsys, tmp_path):
     """A prefixed base (E5, BGE): the printed distil command carries the adapter run's prefixes, as Compare's
     button does, so the fine-tune and the distilled adapter see the texts the adapter saw."""
