@@ -415,7 +415,7 @@ def cmd_distill(args) -> int:
 
         table += "\nnote: " + blind_distillation_note()
     _emit(args, out, table)
-    return 0
+    return _cancelled_exit(run_id, result.cancelled, args.out)
 
 
 def _train_config(args):
@@ -515,26 +515,88 @@ def _check_out_folder(out: str | None) -> None:
 
 def _run_with_bar(args, ws, run_id: str, label: str, on_interrupt: str, out_dir: Any = _ARGS_OUT, **kwargs: Any):
     """:func:`core.runs.execute_run` with a progress bar (unless ``--json``) and ``--out`` (or ``out_dir``:
-    ``None`` keeps the result in the workspace only); Ctrl-C ends it as one clear error, ``interrupted; run
-    RUN_ID <on_interrupt>``."""
-    from .runs import execute_run
+    ``None`` keeps the result in the workspace only). SIGINT (Ctrl-C) or SIGTERM cancels the run
+    (:func:`_signals_cancel`; the run's record says which, and :func:`_cancelled_exit` exits 128 + its number); a
+    second Ctrl-C ends it as one clear error, ``interrupted; run RUN_ID <on_interrupt>``."""
+    from .runs import execute_run, note_cancel_reason
 
     out = args.out if out_dir is _ARGS_OUT else out_dir
     bar = _Bar(not args.json, label)
+    cancel = threading.Event()
     try:
-        with _one_interrupt():
-            return execute_run(ws, run_id, progress=bar, cancel=threading.Event(), out_dir=out, **kwargs)
+        with _signals_cancel(run_id, cancel, bar):
+            result = execute_run(ws, run_id, progress=bar, cancel=cancel, out_dir=out, **kwargs)
     except KeyboardInterrupt:
         raise CLIError(f"interrupted; run {run_id} {on_interrupt}") from None
     finally:
         bar.close()
+    signum = _STOPPED_BY.get(run_id)
+    if signum is not None and result.cancelled:
+        note_cancel_reason(ws, run_id, f"stopped by {_signal_name(signum)}; its best state before the signal was saved")
+    return result
+
+
+#: run id -> the signal (SIGINT or SIGTERM) that cancelled it in this process (:func:`_signals_cancel`)
+_STOPPED_BY: dict[str, int] = {}
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+@contextmanager
+def _signals_cancel(run_id: str, cancel: threading.Event, bar: _Bar) -> Iterator[None]:
+    """SIGINT (Ctrl-C) and SIGTERM (``kill``, ``timeout``, a job scheduler stopping the command) cancel the run as
+    the Train page's Cancel does: it stops after its current step, saves its best state so far and ends
+    ``cancelled``, where a killed run stayed ``running`` (SIGTERM) or ended ``interrupted`` with checkpoints only
+    (Ctrl-C). One line on stderr says so at once.
+
+    A second one stops at once, as it would without this: Ctrl-C raises KeyboardInterrupt (the run ends
+    ``interrupted``, its checkpoints kept; more Ctrl-C while that unwinds are ignored, as :func:`_one_interrupt`
+    explains), SIGTERM ends the process (its run's ``owner`` then names a dead process, so the next reaper, the
+    dashboard's or ``python -m core runs``, marks it ``interrupted`` without waiting for its heartbeat to age).
+    A signal this process ignores (``nohup``, a background job's Ctrl-C) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
+
+    def handler(signum: int, frame: Any) -> None:
+        name = _signal_name(signum)
+        if run_id not in _STOPPED_BY:
+            _STOPPED_BY[run_id] = signum
+            cancel.set()
+            line = (
+                f"{name}: stopping run {run_id} after its current step, keeping its best state so far "
+                f"({name} again stops it at once)\n"
+            )
+            # os.write, not print: the handler may run inside the progress bar's own write to sys.stderr
+            os.write(2, (("\n" if bar.bar is not None else "") + line).encode())
+            return
+        before = previous[signum]
+        if before is signal.default_int_handler:
+            signal.signal(signum, signal.SIG_IGN)
+            raise KeyboardInterrupt
+        signal.signal(signum, before)
+        signal.raise_signal(signum)  # SIG_DFL: the process ends here
+
+    caught = [s for s in _STOP_SIGNALS if previous[s] not in (signal.SIG_IGN, None)]
+    for s in caught:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s in caught:
+            signal.signal(s, previous[s])
 
 
 @contextmanager
 def _one_interrupt() -> Iterator[None]:
-    """Ctrl-C stops a training command (KeyboardInterrupt) once; more Ctrl-C while it stops are ignored,
-    so that stopping (marking the run interrupted, ending the cross-validation's fold threads) is not
-    cut halfway: a second interrupt inside a lock's release can leave a bare RuntimeError instead."""
+    """Ctrl-C stops a command (KeyboardInterrupt: ``generate``) once; more Ctrl-C while it stops are ignored,
+    so that stopping is not cut halfway: in a training command (whose second Ctrl-C does the same, see
+    :func:`_signals_cancel`: marking the run interrupted, ending the cross-validation's fold threads) a second
+    interrupt inside a lock's release left a bare RuntimeError instead."""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) in (
         signal.SIG_IGN,
         None,
@@ -717,6 +779,8 @@ def _train_distil(args, ws, why: str) -> int:
     ft_id = _finetune_run(args, ws, ft_cfg, f"{args.name} · fine-tune" if args.name else None)
     # the fine-tuned model stays in the workspace; --out receives the adapter
     ft = _run_with_bar(args, ws, ft_id, "fine-tune", "saved no model", out_dir=None)
+    if ft.cancelled and ft_id in _STOPPED_BY:  # a signal stops the command, not only this run: no distillation
+        return _cancelled_exit(ft_id, True, None)
     if ft.cancelled or ft.out_dir is None:
         raise CLIError(f"the fine-tune (run {ft_id}) ended without a model: nothing to distil")
     run_id = create_distill_run(
@@ -752,7 +816,7 @@ def _train_distil(args, ws, why: str) -> int:
         + f"\ncompare it with `python -m core evaluate --dataset EVAL.json --run {run_id}`"
     )
     _emit(args, summary, table)
-    return 0
+    return _cancelled_exit(run_id, result.cancelled, args.out)
 
 
 def cmd_train(args) -> int:
@@ -867,11 +931,21 @@ def cmd_train(args) -> int:
 
 
 def _cancelled_exit(run_id: str, cancelled: bool, out: str | None) -> int:
-    """0, or for a run cancelled while it trained (from the Train page, say) 1, with a line saying so: its saved
-    state is the best before the cancel, not the run the command asked for."""
+    """0, or for a run cancelled while it trained 1 (from the Train page, say) or 128 + the signal's number (130
+    for SIGINT, 143 for SIGTERM: what a shell, ``timeout --preserve-status`` or a scheduler reads as "ended by
+    that signal"), with a line saying so: its saved state is the best before the stop, not the run the command
+    asked for."""
+    signum = _STOPPED_BY.pop(run_id, None)
     if not cancelled:
         return 0
     where = f"{out} holds" if out else "the workspace keeps"
+    if signum is not None:
+        print(
+            f"run {run_id} was stopped by {_signal_name(signum)} before it finished: {where} its best state before "
+            "the stop, not a full run",
+            file=sys.stderr,
+        )
+        return 128 + signum
     print(
         f"run {run_id} was cancelled before it finished: {where} its best state before the cancel, not a full run",
         file=sys.stderr,

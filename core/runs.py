@@ -444,6 +444,17 @@ def request_cancel(ws: Workspace, run_id: str) -> bool:
     return True
 
 
+def note_cancel_reason(ws: Workspace, run_id: str, why: str) -> bool:
+    """Record why a ``cancelled`` run stopped (its ``error``, where an interrupted run keeps its reason): e.g. the
+    CLI's "stopped by SIGTERM". False if the run is not cancelled."""
+    with ws.db() as con:
+        cur = con.execute(
+            "UPDATE runs SET error=?, updated_at=? WHERE id=? AND status=?",
+            (scrub(why), time.time(), run_id, Status.CANCELLED.value),
+        )
+    return cur.rowcount > 0
+
+
 @contextmanager
 def _recording(
     ws: Workspace, run_id: str, callback: Callable[[dict[str, Any]], None] | None, cancel: threading.Event | None = None

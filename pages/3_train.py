@@ -1047,8 +1047,13 @@ def draw_finished(run: dict) -> None:
             f"This run was interrupted ({md_escape(run.get('error') or 'the server stopped')}). "
             + (f"Last checkpoint: {md_escape(last)}." if last else "No checkpoint was saved.")
         )
-    elif run["status"] == "cancelled":
-        st.warning("This run was cancelled: the best state reached before the stop was saved.")
+    elif run["status"] == "cancelled":  # the reason, where one was recorded: a CLI run's signal, a queued run's cancel
+        why = run.get("error")
+        st.warning(
+            f"This run was cancelled ({md_escape(why)})."
+            if why
+            else "This run was cancelled: the best state reached before the stop was saved."
+        )
     res = run.get("result") or {}
     if run.get("kind") == "finetune":
         draw_finetune_files(run)

@@ -1387,3 +1387,138 @@ def test_the_cv_table_gives_a_shrunk_choice_its_own_row():
     # a run recorded before the shrunk point was: the star on the full step, naming its alpha
     cv.shrunk_point = {}
     assert [r["chosen"] for r in _cv_rows(cv, 5)] == ["", "* (alpha 0.5)"]
+
+
+# ---- a signal to a training command: stop as a cancel does -------------------------------------
+
+_SIGNAL_WAIT = 120.0  # generous: the run starts in about 2 s; a loaded machine must not fail the test
+_SLOW_TRAIN = ["--embedder", "openai:fake-embed", "--recipe", "adapter", "--epochs", "100000", "--batch-size", "1"]
+_SLOW_TRAIN += ["--selection", "holdout", "--checkpoint-every", "2"]  # a step is milliseconds: it never ends alone
+
+#: ``python -m core`` whose run hangs in its third step (a long C call, an API answer that does not come): it
+#: cannot see a cancel, so only a second signal stops it
+_HANGING_CLI = """
+import sys, time
+import core.runs
+
+execute_run = core.runs.execute_run
+
+
+def hang(event):
+    if event.get("type") == "step" and event.get("step") == 3:
+        while True:
+            time.sleep(0.05)
+
+
+core.runs.execute_run = lambda *a, **k: execute_run(*a, callback=hang, **k)
+from core.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _until(cond, what: str, proc: subprocess.Popen, timeout: float = _SIGNAL_WAIT):
+    """``cond()`` once it is true; fails when ``timeout`` passes or ``proc`` ends first."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = cond()
+        if value:
+            return value
+        assert proc.poll() is None, f"the command ended (exit {proc.returncode}) before {what}"
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _start_slow_train(tmp_path, fake_openai, prelude: list[str] | None = None):
+    """A ``train`` command in a subprocess on a small dataset and the fake API embedder, once it has trained three
+    steps: (process, workspace, run id, stderr file)."""
+    from core.workspace import Workspace
+    from tests.test_runs import small_dataset
+
+    ds = small_dataset().save(tmp_path / "train.json")
+    ws = tmp_path / "ws"
+    env = _env()
+    env.update(OPENAI_BASE_URL=fake_openai.base_url, OPENAI_API_KEY="sk-local", NO_PROXY="127.0.0.1,localhost")
+    err = tmp_path / "stderr.txt"
+    cmd = [sys.executable, *(prelude or ["-m", "core"]), "train", "--dataset", str(ds), *_SLOW_TRAIN]
+    with open(err, "w") as fh:
+        proc = subprocess.Popen(
+            [*cmd, "--workspace", str(ws)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=fh, text=True
+        )
+
+    def training() -> str | None:  # the run's id, once its history holds three steps
+        for hist in ws.glob("runs/*/history.jsonl"):
+            if sum('"type": "step"' in line for line in hist.read_text().splitlines()) >= 3:
+                return hist.parent.name
+        return None
+
+    try:
+        run_id = _until(training, "three training steps", proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, Workspace(ws), run_id, err
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_cancels_a_cli_run_which_keeps_its_best_state(sig, tmp_path, fake_openai):
+    """SIGTERM (kill, timeout, a scheduler) left the run 'running' in the catalog; Ctrl-C left it 'interrupted'
+    with checkpoints only. Either now stops it as the Train page's Cancel does, and the command says so and exits
+    128 + the signal's number."""
+    import signal
+
+    from core.runs import get_run, has_adapter
+
+    signum = getattr(signal, sig)
+    proc, ws, run_id, err = _start_slow_train(tmp_path, fake_openai)
+    proc.send_signal(signum)
+    try:
+        rc = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    lines = err.read_text().strip().splitlines()
+    run = get_run(ws, run_id)
+    assert rc == 128 + signum, "\n".join(lines)
+    assert (
+        run["status"] == "cancelled" and run["error"] == f"stopped by {sig}; its best state before the signal was saved"
+    )
+    assert has_adapter(ws, run_id)  # the best state so far, as a cancel saves it
+    assert lines[0].startswith(f"{sig}: stopping run {run_id} after its current step")
+    assert lines[-1] == (
+        f"run {run_id} was stopped by {sig} before it finished: the workspace keeps its best state before the "
+        "stop, not a full run"
+    )
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_second_signal_stops_a_cli_run_at_once_and_the_run_ends_interrupted(sig, tmp_path, fake_openai):
+    """A run that cannot reach the end of its step (it hangs) ignores the cancel: the second signal stops it at
+    once. Ctrl-C marks the run interrupted on its way out; SIGTERM ends the process as it always did, and its run,
+    whose owner process is gone, is interrupted by the next reaper (here ``runs``) instead of staying running."""
+    import signal
+
+    from core.runs import get_run
+
+    signum = getattr(signal, sig)
+    proc, ws, run_id, err = _start_slow_train(tmp_path, fake_openai, prelude=["-c", _HANGING_CLI])
+    try:
+        proc.send_signal(signum)
+        _until(lambda: f"{sig}: stopping run {run_id}" in err.read_text(), "the first signal's line", proc)
+        proc.send_signal(signum)
+        rc = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    if signum == signal.SIGTERM:
+        assert rc == -signal.SIGTERM
+        # a process killed outright writes nothing more: the reaper sees the run's owner is gone
+        listed = _ok(cli("runs", "--json", workspace=ws.root))
+        assert {r["run"]: r["status"] for r in json.loads(listed.stdout)}[run_id] == "interrupted"
+        assert get_run(ws, run_id)["error"] == "the process training this run stopped (server restart, crash or kill)"
+    else:
+        assert rc == 2 and err.read_text().strip().splitlines()[-1].startswith(f"error: interrupted; run {run_id}")
+        assert get_run(ws, run_id)["error"] == "stopped with Ctrl-C before it finished"
+    run = get_run(ws, run_id)
+    assert run["status"] == "interrupted" and run["result"]["last_checkpoint"].endswith("step_2")

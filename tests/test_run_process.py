@@ -162,3 +162,22 @@ def test_cancel_during_side_by_side_cross_validation_stops_the_child(ws, fake_op
         assert get_run(ws, run_id)["status"] == "cancelled"
     finally:
         jm.shutdown()
+
+
+def test_the_train_page_says_why_a_run_was_cancelled(ws, tmp_path, monkeypatch):
+    """A CLI run stopped by a signal records which (``note_cancel_reason``): the page says so."""
+    from core.runs import _set_status, create_run, note_cancel_reason
+
+    dataset = str(small_dataset().save(tmp_path / "train.json"))
+    run_id = create_run(ws, _config(), dataset_path=dataset, embedder="openai:fake-embed")
+    assert not note_cancel_reason(ws, run_id, "stopped by SIGTERM")  # only a cancelled run takes a reason
+    _set_status(ws, run_id, "cancelled", result={})
+    assert note_cancel_reason(ws, run_id, "stopped by SIGTERM; its best state before the signal was saved")
+    monkeypatch.setenv("ADAPTERLAB_WORKSPACE", str(ws.root))
+    at = AppTest.from_file(str(ROOT / "pages" / "3_train.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.selectbox(key="train_view").value == run_id
+    assert "This run was cancelled (stopped by SIGTERM; its best state before the signal was saved)." in [
+        w.value for w in at.warning
+    ]
