@@ -82,7 +82,8 @@ def _roles(emb) -> dict[str, str]:
 def missing_texts(
     cache: EmbeddingCache, identity: str, roles: dict[str, str], passages: Sequence[str], queries: Sequence[str]
 ) -> tuple[list[tuple[str, str]], int]:
-    """The (kind, text) pairs the cache lacks under ``identity`` (one per key), and how many it has."""
+    """The (kind, text) pairs the cache lacks under ``identity`` (a cache identity: see
+    :attr:`core.embedders.CachedEmbedder.cache_identity`; one pair per key), and how many it has."""
     items = [("p", t) for t in passages] + [("q", t) for t in queries]
     keys = [text_key(roles[k], t) for k, t in items]
     uniq: dict[bytes, tuple[str, str]] = {}
@@ -206,11 +207,15 @@ def _embed_ray(
     if not getattr(probe.base, "identity_settled", True):
         # An API embedder's identity is settled by its first answer (per-token answers are pooled
         # under another identity): settle it here with the shortest text before fanning out.
-        todo, _ = missing_texts(cache, probe.identity, _roles(probe), passages, queries)
+        todo, _ = missing_texts(cache, probe.cache_identity, _roles(probe), passages, queries)
         if todo:
             probe.embed_texts([min((t for _, t in todo), key=len)])
-    identity, roles = probe.identity, _roles(probe)
-    todo, cached = missing_texts(cache, identity, roles, passages, queries)
+    # the workers check the full identity (prefixes included); the vectors are stored under the cache identity,
+    # which leaves the prefixes to each key (a passage's vector does not depend on the query prefix)
+    identity, stored_as, roles = probe.identity, probe.cache_identity, _roles(probe)
+    todo, cached = missing_texts(cache, stored_as, roles, passages, queries)
+    if todo and probe.adopt_legacy([text_key(roles[k], t) for k, t in todo]):
+        todo, cached = missing_texts(cache, stored_as, roles, passages, queries)
     total = len(todo) + cached
     report = EmbedReport("ray", identity, total, cached, 0, 0.0)
     if not todo:
@@ -252,7 +257,7 @@ def _embed_ray(
             vecs = np.asarray(
                 np.stack(batch["vector"]) if batch["vector"].dtype == object else batch["vector"], dtype=np.float32
             )
-            cache.put_matrix(identity, [text_key(roles[todo[i][0]], todo[i][1]) for i in idx], vecs)
+            cache.put_matrix(stored_as, [text_key(roles[todo[i][0]], todo[i][1]) for i in idx], vecs)
             done += len(idx)
             report.embedded = done
             if progress:

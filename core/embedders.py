@@ -17,7 +17,8 @@ Implementations:
   on ONNX Runtime, int8-quantised or fp32, exported once into the workspace (spec suffix
   ``@onnx-int8`` / ``@onnx-fp32``); its vectors carry their own identity (``...#onnx-int8``).
 * :class:`CachedEmbedder`: wraps any embedder with :class:`EmbeddingCache` (:mod:`core.vectorstore`: SQLite index + float32 shards in the
-  workspace, keyed by identity, role and text hash).
+  workspace, keyed by the embedder's cache identity (its identity less the prefixes) and the hash of the
+  prefix put before the text and the text: a passage vector never depends on the query prefix, nor the reverse).
 * :class:`AdapterEmbedder`: applies a trained adapter to query embeddings (passages unchanged,
   so an existing index needs no re-indexing).
 
@@ -243,6 +244,9 @@ class SentenceTransformerEmbedder:
         if self.max_len:
             self.identity += f"@len{self.max_len}"
         self.model_identity = self.identity  # the weights alone (another backend appends its tag to it)
+        # The cache stores vectors under the identity less the prefixes: each vector's key holds the prefix put
+        # before its text, so a run that changes one prefix re-embeds only the texts that prefix is put before.
+        self.cache_identity = self.model_identity
         self.prefix_identity = f"|q={query_prefix}|p={passage_prefix}" if query_prefix or passage_prefix else ""
         self.identity += self.prefix_identity
 
@@ -348,11 +352,18 @@ class CachedEmbedder:
         return self.base.identity
 
     @property
+    def cache_identity(self) -> str:
+        """What the vectors are stored under: the base's identity less its query/passage prefixes (model,
+        backend, input length...). The prefix is in each vector's key instead (the role of :func:`text_key`),
+        so passages are keyed by the passage prefix only and queries by the query prefix only."""
+        return getattr(self.base, "cache_identity", None) or self.base.identity
+
+    @property
     def dimension(self) -> int:
         """The base's dimension; read from the cache while the base would have to load a model or
         ask a server for it (a warm run never loads the model)."""
         if getattr(self.base, "loaded", True) is False and getattr(self.base, "identity_settled", True):
-            dim = self.cache.dimension(self.identity)
+            dim = self.cache.dimension(self.cache_identity) or self.cache.dimension(self.identity)
             if dim:
                 return dim
         return self.base.dimension
@@ -372,10 +383,27 @@ class CachedEmbedder:
                 missing[k] = t
         return found, missing
 
+    def adopt_legacy(self, keys: Sequence[bytes]) -> int:
+        """Copy the vectors of ``keys`` that a cache written before :attr:`cache_identity` holds under the
+        full identity (prefixes included: same model, same keys, same vectors) to the cache identity;
+        returns how many it copied. Nothing to do when the base has no prefixes (the two are one)."""
+        legacy, ident = self.identity, self.cache_identity
+        if legacy == ident or not keys:
+            return 0
+        keys = list(dict.fromkeys(bytes(k) for k in keys))
+        mat, have = self.cache.get_matrix(legacy, keys)
+        if mat is None or not have.any():
+            return 0
+        idx = np.flatnonzero(have)
+        self.cache.put_matrix(ident, [keys[i] for i in idx], mat[idx])
+        return int(idx.size)
+
     def _get(self, role: str, texts: Sequence[str], fn, progress: Progress | None) -> np.ndarray:
         texts = list(texts)
         keys = [text_key(role, t) for t in texts]
-        out, have = self.cache.get_matrix(self.identity, keys)
+        out, have = self.cache.get_matrix(self.cache_identity, keys)
+        if not have.all() and self.adopt_legacy([k for k, h in zip(keys, have) if not h]):
+            out, have = self.cache.get_matrix(self.cache_identity, keys)
         started = time.monotonic()
         probed: set[bytes] = set()
         missing = {k: t for k, t, h in zip(keys, texts, have) if not h}
@@ -385,7 +413,7 @@ class CachedEmbedder:
             if not missing:  # every text was found (under the settled identity or another one)
                 out, have = _as_f32(np.stack([found[k] for k in keys])), np.ones(len(keys), dtype=bool)
             else:
-                out, have = self.cache.get_matrix(self.identity, keys)
+                out, have = self.cache.get_matrix(self.cache_identity, keys)
         new = set(missing) | probed
         self.stats.hits += sum(1 for k in keys if k not in new)
         self.stats.misses += len(new)
@@ -418,7 +446,7 @@ class CachedEmbedder:
                 start += len(part)
                 sub = (lambda d, t, msg, _done=done: report(_done + d)) if progress else None
                 vecs = _as_f32(fn([missing[k] for k in part], progress=sub))
-                self.cache.put_matrix(self.identity, part, vecs)
+                self.cache.put_matrix(self.cache_identity, part, vecs)
                 if out is None:
                     out = np.zeros((len(keys), vecs.shape[1]), dtype=np.float32)
                 for k, v in zip(part, vecs):
@@ -439,7 +467,7 @@ class CachedEmbedder:
         pooled here, under another identity). Vectors are never mixed across identities: if
         another possible identity holds every text, use it with no request; else embed one text
         that no identity holds (the shortest), then look up again under the identity it settled."""
-        others = [i for i in getattr(self.base, "identity_candidates", ()) if i != self.identity]
+        others = [i for i in getattr(self.base, "identity_candidates", ()) if i != self.cache_identity]
         elsewhere: set[bytes] = set()
         for other in others:
             f, m = self._lookup(other, keys, texts)
@@ -448,11 +476,11 @@ class CachedEmbedder:
             elsewhere.update(f)
         pool = [k for k in missing if k not in elsewhere] or list(missing)
         k0 = min(pool, key=lambda k: len(missing[k]))  # the shortest: the quickest answer, whatever the server
-        before = self.identity
+        before = self.cache_identity
         vec = fn([missing[k0]])[0]
-        self.cache.put_many(self.identity, [(k0, vec)])
-        if self.identity != before:
-            found, missing = self._lookup(self.identity, keys, texts)
+        self.cache.put_many(self.cache_identity, [(k0, vec)])
+        if self.cache_identity != before:
+            found, missing = self._lookup(self.cache_identity, keys, texts)
         else:
             found[k0] = vec
             del missing[k0]

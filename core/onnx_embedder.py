@@ -382,7 +382,8 @@ class OnnxEmbedder:
         self.batch_size = batch_size
         self.threads = threads
         self.source_identity = torch_twin.model_identity
-        self.identity = torch_twin.model_identity + f"#{self.backend}" + torch_twin.prefix_identity
+        self.cache_identity = torch_twin.model_identity + f"#{self.backend}"  # less the prefixes (see CachedEmbedder)
+        self.identity = self.cache_identity + torch_twin.prefix_identity
         try:
             self.pipeline = read_pipeline(self.path)
         except OnnxBackendError as exc:

@@ -1,7 +1,8 @@
 """The persistent embedding cache: an SQLite index plus contiguous float32 shards.
 
-Vectors are keyed by (embedder identity, role + sha256 of the text; see
-:func:`core.embedders.text_key`). The first release stored one SQLite row per vector; at a
+Vectors are keyed by (embedder cache identity, role + sha256 of the text; see
+:func:`core.embedders.text_key`): the cache identity names the model and what changes its vectors
+but the prefixes, which the role holds (see :attr:`core.embedders.CachedEmbedder.cache_identity`). The first release stored one SQLite row per vector; at a
 million chunks that costs per-row overhead on every insert and one Python object per vector on
 every read (measured in ``bench/scale.py``, tables in ``bench/README.md``). Here:
 

@@ -657,3 +657,64 @@ def test_an_input_length_kept_in_the_tokenizer_config_alone_is_read_and_tags_the
     assert tokenizer_only_length(tmp_path) is None and "@len" not in SentenceTransformerEmbedder(str(tmp_path)).identity
     (tmp_path / "sentence_bert_config.json").write_text("{not json")
     assert "@len" not in SentenceTransformerEmbedder(str(tmp_path)).identity
+
+
+# ------------------------------------------------------------------------------------------------
+# each role's vectors are keyed by its own prefix: another query prefix re-embeds no passage
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def sent_to_model(monkeypatch):
+    """Both local backends' forward pass replaced by a stable fake that records each input it gets."""
+    from core.onnx_embedder import OnnxEmbedder
+
+    sent: list[str] = []
+
+    def encode(self, texts, prefix, progress=None):
+        sent.extend(prefix + t for t in texts)
+        return np.stack([CountingEmbedder(dim=384)._vec(prefix + t) for t in texts]).astype(np.float32)
+
+    monkeypatch.setattr(SentenceTransformerEmbedder, "_encode", encode)
+    monkeypatch.setattr(OnnxEmbedder, "_encode", encode)
+    return sent
+
+
+PASSAGES = ["Revenue grew 36% in 2021.", "Drivers are independent contractors.", "Insurance reserves rose."]
+
+
+@pytest.mark.parametrize("spec", ["default", "default@onnx-int8"])
+def test_changing_only_the_query_prefix_embeds_no_passage_again(ws, sent_to_model, spec):
+    """A passage's vector depends on the model, its backend and input length, the passage prefix and its text:
+    runs that differ only in their query prefix share every chunk vector (and each embeds its own queries)."""
+    question = "How much did revenue grow?"
+    for qp in ("", "query: ", "search_query: "):
+        emb = resolve_embedder(spec, workspace=ws, query_prefix=qp, passage_prefix="passage: ")
+        emb.embed_texts(PASSAGES)
+        emb.embed_queries([question])
+    assert sorted(t for t in sent_to_model if t.startswith("passage: ")) == sorted("passage: " + p for p in PASSAGES)
+    assert [t for t in sent_to_model if not t.startswith("passage: ")] == [
+        question,
+        "query: " + question,
+        "search_query: " + question,
+    ]
+    # and the other way round: another passage prefix leaves the queries cached
+    before = len(sent_to_model)
+    emb = resolve_embedder(spec, workspace=ws, query_prefix="query: ", passage_prefix="")
+    emb.embed_queries([question])
+    emb.embed_texts(PASSAGES)
+    assert sorted(sent_to_model[before:]) == sorted(PASSAGES)
+    assert emb.stats.hits == 1 and emb.stats.misses == len(PASSAGES)
+
+
+def test_vectors_cached_under_a_prefixed_identity_are_still_used(ws, sent_to_model):
+    """A workspace whose cache was written while the prefixes were part of the cache key keeps its vectors."""
+    from core.embedders import text_key
+
+    old = "st:all-MiniLM-L6-v2|q=query: |p=passage: "  # the identity vectors used to be stored under
+    vecs = np.stack([CountingEmbedder(dim=384)._vec("passage: " + p) for p in PASSAGES])
+    EmbeddingCache(ws.embeddings_path).put_matrix(old, [text_key("p:passage: ", p) for p in PASSAGES], vecs)
+    emb = resolve_embedder("default", workspace=ws, query_prefix="query: ", passage_prefix="passage: ")
+    assert emb.identity == old
+    assert np.array_equal(emb.embed_texts(PASSAGES), vecs) and sent_to_model == []
+    # carried over: a run with another query prefix finds them too
+    other = resolve_embedder("default", workspace=ws, query_prefix="q: ", passage_prefix="passage: ")
+    assert np.array_equal(other.embed_texts(PASSAGES), vecs) and sent_to_model == []
