@@ -145,6 +145,28 @@ def _api_options(args) -> dict[str, Any]:
     }
 
 
+class _FlagDefault(str):
+    """A flag's default value, told apart from the same text typed (``--embedder default``) by its type."""
+
+
+def _backend_name(spec: str) -> str:
+    """The backend a local model's spec runs on, as a person reads it: 'PyTorch', 'ONNX Runtime int8'."""
+    from .onnx_embedder import split_backend
+
+    backend = split_backend(spec)[1]
+    return "PyTorch" if backend == "torch" else "ONNX Runtime " + backend.removeprefix("onnx-")
+
+
+def _backend_label(spec: str) -> str:
+    """'all-MiniLM-L6-v2 on PyTorch', 'all-MiniLM-L6-v2 on ONNX Runtime int8': a model and its backend."""
+    from .launch import embedder_name
+    from .onnx_embedder import split_backend
+
+    if spec.strip().startswith("openai:"):
+        return embedder_name(spec)
+    return f"{embedder_name(split_backend(spec)[0])} on {_backend_name(spec)}"
+
+
 def _embedder_options(args) -> dict[str, Any]:
     return {**_prefixes(args), **_api_options(args)}
 
@@ -1014,7 +1036,6 @@ def _base_for_runs(ws, args) -> tuple[str, dict[str, Any]]:
     trained on another base model or with other prefixes. An adapter maps its own base model's vectors, so it
     is measured on them: with no base flag given and every run on one base, that base (said on stderr); else a
     one-line error with the flags to give. Runs on different bases cannot share one comparison."""
-    from .launch import embedder_name
     from .onnx_embedder import split_backend
     from .runs import get_run
 
@@ -1033,7 +1054,36 @@ def _base_for_runs(ws, args) -> tuple[str, dict[str, Any]]:
     # the same model on another backend (ONNX: vectors within about 0.99 cosine) is the user's own choice
     other = {r: b for r, b in bases.items() if (split_backend(b[0])[0], b[1]) != (split_backend(given[0])[0], given[1])}
     if not other:
-        return args.embedder, _embedder_options(args)
+        spec = args.embedder
+        own = {b[0] for b in bases.values()}
+        if (
+            not getattr(args, "embedder_given", True)
+            and len(own) == 1
+            and split_backend(next(iter(own)))[1] != (split_backend(spec)[1])
+        ):  # no --embedder: the runs' own backend, as their own model and prefixes
+            spec = next(iter(own))
+            print(
+                f"evaluating on the base model the run{'s were' if len(bases) > 1 else ' was'} trained on "
+                f"({_backend_label(spec)}): --embedder {shlex.quote(spec)}",
+                file=sys.stderr,
+            )
+        elsewhere: dict[str, list[str]] = {}
+        for run_id, base in bases.items():
+            if split_backend(base[0])[1] != split_backend(spec)[1]:
+                elsewhere.setdefault(base[0], []).append(run_id)
+        if elsewhere:  # a backend named outright: allowed, and said (one line)
+            print(
+                f"evaluating on {_backend_label(spec)} (--embedder {shlex.quote(spec)}); "
+                + "; ".join(
+                    f"run{'s' if len(ids) > 1 else ''} {', '.join(ids)} {'were' if len(ids) > 1 else 'was'} trained on "
+                    f"its {_backend_name(other_spec)} backend (--embedder {shlex.quote(other_spec)} measures "
+                    f"{'them' if len(ids) > 1 else 'it'} there)"
+                    for other_spec, ids in elsewhere.items()
+                )
+                + ": the same model, near-identical vectors",
+                file=sys.stderr,
+            )
+        return spec, _embedder_options(args)
 
     def flags(base: tuple[str, dict[str, str]]) -> str:
         out = ["--embedder", base[0]]
@@ -1047,7 +1097,7 @@ def _base_for_runs(ws, args) -> tuple[str, dict[str, Any]]:
         base = next(iter(bases.values()))
         print(
             f"evaluating on the base model the run{'s were' if len(bases) > 1 else ' was'} trained on "
-            f"({embedder_name(base[0])}): {flags(base)}",
+            f"({_backend_label(base[0])}): {flags(base)}",
             file=sys.stderr,
         )
         return base[0], {**_api_options(args), **base[1]}
@@ -1438,7 +1488,7 @@ def build_parser() -> argparse.ArgumentParser:
     emb = argparse.ArgumentParser(add_help=False)
     emb.add_argument(
         "--embedder",
-        default="default",
+        default=_FlagDefault("default"),  # evaluate tells it from a typed one (main sets args.embedder_given)
         help="'default' (bundled all-MiniLM-L6-v2), a sentence-transformers name or path, or openai:MODEL; "
         "add @onnx-int8 or @onnx-fp32 to a local model for the ONNX Runtime backend (e.g. default@onnx-int8: "
         "exported once into the workspace, its vectors cached apart)",
@@ -1820,6 +1870,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "embedder"):  # evaluate takes a run's own base unless one was named
+        args.embedder_given = not isinstance(args.embedder, _FlagDefault)
+        args.embedder = str(args.embedder)
     from .adapters import AdapterError
     from .datasets import DatasetError
     from .embedders import EmbedderError

@@ -978,6 +978,36 @@ def test_evaluate_measures_a_run_on_the_base_model_and_prefix_it_was_trained_on(
     assert f"run {run_id} was trained on another base model or prefix" in err and "--query-prefix 'query: '" in err
 
 
+def test_evaluate_says_when_a_run_is_measured_on_another_backend_of_its_model(pipeline, capsys):
+    """A run trained on the ONNX backend was evaluated on the torch one without a word. With no --embedder it is
+    measured on its own backend, as on its own model and prefixes (and said); a backend named outright is the
+    user's choice (the same model: near-identical vectors), and one stderr line says which base it ran on and
+    that the run was trained on the other."""
+    ds, ws = str(pipeline["dir"] / "train.json"), str(pipeline["ws"])
+    rc, out, _ = cli_inproc(
+        capsys, "train", "--dataset", ds, "--epochs", "1", "--selection", "none", "--embedder", "default@onnx-int8",
+        "--json", "--workspace", ws,
+    )  # fmt: skip
+    assert rc == 0
+    run_id = json.loads(out)["run_id"]
+    rc, plain, err = cli_inproc(capsys, "evaluate", "--dataset", ds, "--run", run_id, "--json", "--workspace", ws)
+    assert rc == 0 and "evaluating on the base model the run was trained on" in err
+    assert "ONNX Runtime int8" in err and "--embedder default@onnx-int8" in err
+    rc, named, _ = cli_inproc(
+        capsys, "evaluate", "--dataset", ds, "--run", run_id, "--embedder", "default@onnx-int8", "--json",
+        "--workspace", ws,
+    )  # fmt: skip
+    assert rc == 0 and json.loads(plain) == json.loads(named)
+    rc, torch_rows, err = cli_inproc(
+        capsys, "evaluate", "--dataset", ds, "--run", run_id, "--embedder", "default", "--json", "--workspace", ws
+    )
+    lines = [line for line in err.splitlines() if f"run {run_id} was trained on" in line]  # caveats: stderr too
+    assert rc == 0 and len(lines) == 1, err
+    assert "PyTorch" in lines[0] and f"run {run_id} was trained on" in lines[0] and "ONNX Runtime int8" in lines[0]
+    assert "--embedder default@onnx-int8" in lines[0]
+    assert [r["id"] for r in json.loads(torch_rows)] == ["default", run_id]
+
+
 def test_a_cli_run_cancelled_from_elsewhere_says_so_and_exits_1(pipeline, tmp_path, capsys):
     """The Train page's Cancel on a CLI run: the command printed a plain success and exited 0."""
     import shutil
