@@ -195,8 +195,10 @@ def generate_questions(
     After ``max_consecutive_failures`` failures in a row (or one rejected key) generation
     stops with an :class:`LLMError` whose ``report`` attribute holds the report so far.
 
-    ``progress(handled, total, message)`` is called after each chunk; ``cancel`` is a
-    ``threading.Event``: once set, no new chunk starts (those in flight are still saved).
+    ``progress(handled, total, message)`` is called after each chunk, failed ones included; the message says how
+    many are done and how many failed so far (``"90 of 120 chunks done · 30 failed"``, then the error of a chunk
+    that just failed). ``cancel`` is a ``threading.Event``: once set, no new chunk starts (those in flight are still
+    saved).
 
     Returns ``{"gen_key", "chunks_total", "chunks_done_before", "chunks_done_now",
     "questions_added", "chunks_without_questions", "failures": [{"chunk_id", "error"}], "cancelled"}``
@@ -261,16 +263,22 @@ def generate_questions(
                 state["fatal"] = res
                 stop.set()
             log.warning("questions: chunk %s failed: %s", chunk["id"], res)
-            msg = f"chunk {chunk['idx']} of {chunk['doc_id'][:12]} failed: {scrub(res)}"
         else:
             added = _save_chunk_questions(ws, chunk["id"], list(res or []), key, n, source, dedupe_threshold)
             report["chunks_done_now"] += 1
             report["questions_added"] += added
             report["chunks_without_questions"] += not added
             state["consecutive"] = 0
-            msg = f"{report['chunks_done_before'] + report['chunks_done_now']} of {len(chunks)} chunks done"
         state["handled"] += 1
         if progress:
+            # the bar moves with every chunk handled, so the message says how many of them failed: counts first
+            # (a narrow bar cuts the end), then what this chunk's failure was
+            failed = len(report["failures"])
+            msg = f"{report['chunks_done_before'] + report['chunks_done_now']} of {len(chunks)} chunks done" + (
+                f" · {failed} failed" if failed else ""
+            )
+            if isinstance(res, BaseException):
+                msg += f" · chunk {chunk['idx']} of {chunk['doc_id'][:12]}: {scrub(res)}"
             progress(report["chunks_done_before"] + state["handled"], len(chunks), msg)
 
     run_bounded(work, todo, concurrency, on_result, token)

@@ -376,6 +376,42 @@ def test_llm_generation_where_every_chunk_failed_writes_nothing_and_says_so(tmp_
     assert len(QADataset.load(out).queries) == 4
 
 
+def test_llm_generation_progress_counts_the_failed_chunks(tmp_path, capsys, monkeypatch, fake_openai):
+    """The bar reached '4/4' with two chunks failed and no word of them: its text counts the failures so far
+    ('2 of 4 chunks done · 2 failed'); the summary after it is unchanged."""
+    import dataclasses
+
+    from core.llm import LLMSettings
+
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(make_text_pdf(sample_report_pages(), page_numbers=True))
+    ws = str(tmp_path / "ws")
+    assert cli_inproc(capsys, "ingest", str(pdf), "--workspace", ws)[0] == 0
+    resolved = LLMSettings.resolved
+    monkeypatch.setattr(LLMSettings, "resolved", lambda self: dataclasses.replace(resolved(self), max_retries=0))
+    monkeypatch.setenv("ADAPTERLAB_PROGRESS", "1")  # the bar, though stderr is no terminal here
+    asked = []
+
+    def responder(body):
+        asked.append(body)
+        if len(asked) in (2, 4):  # one request per chunk: no retries, one at a time
+            raise RuntimeError("boom")
+        return "1. What does the passage say about revenue?\n2. How did revenue change?"
+
+    fake_openai.set_responder(responder)
+    args = ["generate", "--generator", "llm", "--base-url", fake_openai.base_url, "--model", "fake-model"]
+    rc, stdout, err = cli_inproc(
+        capsys, *args, "--concurrency", "1", "--sample-chunks", "4", "--out", str(tmp_path / "q.json"),
+        "--workspace", ws,
+    )  # fmt: skip
+    assert rc == 0 and len(asked) == 4
+    bar = err.replace("\r", "\n")
+    assert "1/4" in bar and "1 of 4 chunks done" in bar
+    assert "1 of 4 chunks done · 1 failed" in bar and "2 of 4 chunks done · 1 failed" in bar
+    assert "4/4" in bar and "2 of 4 chunks done · 2 failed" in bar
+    assert re.search(r"failed chunks +2 \(rerun the same command to retry them\)", stdout)
+
+
 def test_train_on_a_sample_validates_against_the_chunks_no_question_asks_about(tmp_path, capsys):
     """With no evaluation set named, the ingested chunks the training questions do not ask about stand in for it
     (they are the new parts of the document real queries will hit): the validation reads them. A dataset that

@@ -467,6 +467,44 @@ def test_questions_llm_generation_where_every_chunk_fails_is_an_error(prepared_w
     assert "generate again (chunks finished before are kept)" in err
 
 
+def test_questions_llm_generation_progress_text_counts_the_failed_chunks(
+    prepared_ws, prepared, fake_openai, monkeypatch
+):
+    """The running job's progress text (what the page shows beside its bar) counted a failed chunk as handled with
+    no word of it: it says how many failed so far; the result after it still lists the failures."""
+    import dataclasses
+
+    from core.jobs import JobContext
+    from core.llm import LLMSettings
+
+    resolved = LLMSettings.resolved
+    monkeypatch.setattr(LLMSettings, "resolved", lambda self: dataclasses.replace(resolved(self), max_retries=0))
+    shown: list[tuple[float, str]] = []  # the job row's progress and message after each report: what the page reads
+    report = JobContext.progress
+
+    def recorded(self, done, total, message="", force=False):
+        report(self, done, total, message, force)
+        row = self.ws.query("SELECT progress, message FROM jobs WHERE id=?", (self.job_id,))[0]
+        shown.append((row["progress"], row["message"]))
+
+    monkeypatch.setattr(JobContext, "progress", recorded)
+    asked = []
+
+    def responder(body):
+        asked.append(body)
+        if len(asked) == 1:
+            raise RuntimeError("boom")
+        return "1. What does the passage say about revenue?\n2. How did revenue change?"
+
+    fake_openai.set_responder(responder)
+    at = llm_questions_page(fake_openai, sample=2)
+    at.button(key="gen_start").click().run()
+    jobs = rerun_until_settled(at, prepared_ws, "generate")
+    assert jobs[0]["status"] == "done", jobs[0]["error"]
+    assert shown[-1][0] == 1.0 and shown[-1][1].startswith("1 of 2 chunks done · 1 failed"), shown
+    assert "1 chunk(s) failed and were not marked done" in texts(at.warning)
+
+
 def test_questions_import_malformed_json_shows_error(prepared_ws):
     at = page("2_questions.py")
     at.run()

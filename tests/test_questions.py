@@ -342,6 +342,34 @@ def test_generate_crash_midway_loses_nothing(ws, fake_openai):
     assert count(ws, "questions") == 14
 
 
+def test_generate_progress_says_how_many_chunks_failed(ws, fake_openai):
+    """A failed chunk moved the progress as a finished one did ('6/6') and no message counted the failures: each
+    message says how many chunks are done and, once one failed, how many failed so far (the count comes first,
+    so the CLI's bar, which cuts messages at 60 characters, keeps it)."""
+    add_docs(ws, {"lyft.pdf": 6})
+    failing = (chunk_text("lyft", 1), chunk_text("lyft", 4))
+
+    def responder(body):
+        if any(t in body["messages"][0]["content"] for t in failing):
+            raise RuntimeError("boom")
+        return "1. What is the first thing here?\n2. Which second thing is described?"
+
+    fake_openai.responder = responder
+    calls: list[tuple[float, float, str]] = []
+    report = generate_questions(
+        ws, llm_gen(fake_openai, max_retries=0, concurrency=1), 2, progress=lambda d, t, m: calls.append((d, t, m))
+    )
+    assert len(report["failures"]) == 2 and report["chunks_done_now"] == 4
+    assert [(d, t) for d, t, _ in calls] == [(i, 6) for i in range(1, 7)]  # the bar: chunks handled
+    messages = [m for _, _, m in calls]
+    assert messages[0] == "1 of 6 chunks done"
+    assert messages[1].startswith("1 of 6 chunks done · 1 failed · chunk 1 of doc000000000: ")
+    assert "500" in messages[1]
+    assert messages[2] == "2 of 6 chunks done · 1 failed"
+    assert messages[4].startswith("3 of 6 chunks done · 2 failed · chunk 4 ")
+    assert messages[-1] == "4 of 6 chunks done · 2 failed"
+
+
 def test_generate_failed_chunk_not_marked_and_retried(ws, fake_openai):
     ids = add_docs(ws, {"lyft.pdf": 4})["doc000000000"]
     target = chunk_text("lyft", 2)
