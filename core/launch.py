@@ -385,6 +385,11 @@ def embedder_name(spec: str | None) -> str:
         return "all-MiniLM-L6-v2"
     if spec.startswith("openai:"):
         return f"{spec.split(':', 1)[1].strip()} (API)"
+    from .onnx_embedder import split_backend
+
+    model, backend = split_backend(spec)
+    if backend != "torch":  # 'all-MiniLM-L6-v2 (ONNX int8)', not 'default@onnx-int8'
+        return f"{embedder_name(model)} (ONNX {backend.removeprefix('onnx-')})"
     return Path(spec.rstrip("/\\")).name or spec
 
 

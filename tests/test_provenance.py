@@ -98,6 +98,8 @@ def test_names_are_what_people_called_things(ws):
         "my-linear",
     ]
     assert embedder_name("sentence-transformers/all-mpnet-base-v2") == "all-mpnet-base-v2"
+    assert embedder_name("default@onnx-int8") == "all-MiniLM-L6-v2 (ONNX int8)"  # not 'default@onnx-int8'
+    assert embedder_name("/models/e5-small@onnx-fp32") == "e5-small (ONNX fp32)"
     with pytest.raises(ValueError, match="no longer exists"):
         named_specs(ws, [{"kind": "run", "run_id": "run-gone"}])
 
