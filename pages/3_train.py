@@ -879,7 +879,11 @@ def draw_run(run: dict, hist: list[dict]) -> None:
         return
     # a cross-validated refit runs the chosen epochs, not the configured maximum
     planned = cv["epochs"] if cv is not None and cv["train"] else cfg.get("epochs", "?")
-    if cv is None and not finetune and cfg.get("selection", "cv") == "cv":
+    request = run.get("config") or {}
+    cross_validates = cfg.get("selection", "cv") == "cv" and not (
+        request.get("val_dataset_id") or request.get("val_dataset_path")
+    )  # a validation set given makes it a hold-out
+    if cv is None and not finetune and (cross_validates or any(h.get("type") == "cv" for h in hist)):
         # the folds come first, and they choose the refit's epochs: "0 / 12" would promise the configured maximum
         m[0].metric(
             "Epochs done",
