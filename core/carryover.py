@@ -138,6 +138,9 @@ SAME_KIND_CARRYOVER: dict[str, object] = {
     # chunks (longer than the base model reads), means of seeds 0-2
     "distilled_min_gain_hit@5": 0.0235,
     "distilled_max_gain_hit@5": 0.0367,
+    # the question-trained adapter on those same five protocols: (a) +0.41, (r) +2.03, (c) +2.90, (e) +2.38, (f) +2.26
+    "adapter_distilled_protocols_min_gain_hit@5": 0.0041,
+    "adapter_distilled_protocols_max_gain_hit@5": 0.0290,
     "source": (
         "bench/README, the glance table's row 'New sections of the same filing, the same kinds of text': (c) "
         "+2.90 / +2.57, (e) +2.38 / +2.11, (f) +2.26 / +3.68, (g) +4.15 / +4.34, (h) +6.73 / +4.33 (10-seed means); "

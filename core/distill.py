@@ -164,6 +164,7 @@ def choose_recipe(
     eval_overlap: float | None = None,
     long_share: float | None = None,
     offline_share: float | None = None,
+    own_documents: Sequence[str] = (),
 ) -> tuple[str, str]:
     """(``adapter`` or ``distil``, the reason) for the ``auto`` recipe.
 
@@ -179,7 +180,10 @@ def choose_recipe(
     from its teacher reading the later text of such chunks (:data:`core.carryover.DISTILLED_SHORT_CHUNKS`).
     ``offline_share``: the share of offline pseudo-queries among the training questions; at
     :data:`OFFLINE_SHARE` or more, with no other documents to search, the adapter is trained and the reason
-    quotes both recipes' carry-over to real questions on the chunks such questions come from.
+    quotes both recipes' carry-over to real questions on the chunks such questions come from. ``own_documents``:
+    where the documents users will search are other chunks of the training questions' own documents (an
+    evaluation set about them, nothing else ingested), the same rule with the measurements of that case (new
+    sections of the training filing, :data:`core.carryover.SAME_KIND_CARRYOVER`) as its reason.
 
     The rule, from the measured protocols (bench/README, "Distilling the fine-tune"): fine-tune, then
     distil, when the base model can be fine-tuned (not an API) and ``searched`` is known. On another company's filing it gained about 3 points of hit@5 where
@@ -187,7 +191,13 @@ def choose_recipe(
     training filing only, it lost about 2 points there (:data:`core.carryover.DISTILLED_ELSEWHERE`), a
     loss the question-trained adapter does not have; so when nothing says where users will search, the
     adapter is trained on the questions (never significantly below the base model on any protocol)."""
-    from .carryover import DISTILLED_ELSEWHERE, DISTILLED_IN_CORPUS, DISTILLED_SHORT_CHUNKS, OWN_CHUNKS_CARRYOVER
+    from .carryover import (
+        DISTILLED_ELSEWHERE,
+        DISTILLED_IN_CORPUS,
+        DISTILLED_SHORT_CHUNKS,
+        OWN_CHUNKS_CARRYOVER,
+        SAME_KIND_CARRYOVER,
+    )
     from .export import is_api_embedder
 
     def pt(key: str) -> str:
@@ -227,6 +237,27 @@ def choose_recipe(
             f"ranks: distilled over the training filing only, it changed hit@5 by {pt('over_other_gain_hit@5')} on "
             "the other"
         )
+    if own_documents:
+        k = SAME_KIND_CARRYOVER
+        shown = ", ".join(own_documents[:3]) + (f" and {len(own_documents) - 3} more" if len(own_documents) > 3 else "")
+        where = f"the evaluation set named asks about other chunks of the training questions' own documents ({shown})"
+        distilled = (
+            f"fine-tune, then distil gained {_pct(k, 'distilled_min')} to {_pct(k, 'distilled_max')} hit@5 on new "
+            f"sections of a training filing cut into chunks longer than the base model reads, where the adapter "
+            f"gained {_pct(k, 'adapter_distilled_protocols_min')} to {_pct(k, 'adapter_distilled_protocols_max')}"
+        )
+        if long_share is not None and long_share < LONG_CHUNKS_SHARE:
+            return "adapter", (
+                f"{where}, cut into chunks the base model reads whole ({long_share:.0%} are longer than it reads). "
+                f"On new sections of a training filing the adapter gained {_pct(k, 'adapter_min')} to "
+                f"{_pct(k, 'adapter_max')} hit@5 where they hold the same kinds of text (bench/README); {distilled}, "
+                "a gain its teacher drew from the later text of long chunks. The adapter takes seconds; fine-tune, "
+                "then distil is one choice away"
+            )
+        longer = (
+            f"; {long_share:.0%} of their chunks are longer than the base model reads" if long_share is not None else ""
+        )
+        return "distil", f"{where}{longer}: {distilled} (bench/README). Minutes on a CPU, not seconds"
     if long_share is not None and long_share < LONG_CHUNKS_SHARE:
         c = DISTILLED_SHORT_CHUNKS
         return "adapter", (
@@ -247,6 +278,11 @@ def choose_recipe(
     )
 
 
+def _pct(measured: dict[str, object], key: str) -> str:
+    """``"+2.3 pt"``: the hit@5 gain ``{key}_gain_hit@5`` of a measured record (:mod:`core.carryover`) in points."""
+    return f"{100 * float(measured[f'{key}_gain_hit@5']):+.1f} pt".replace("-", "\u2212")
+
+
 def _gains(measured: dict[str, object], key: str) -> str:
     """``"+4.0 / +4.2"``: the hit@5 / MRR@5 gains ``{key}_gain_hit@5`` and ``..._mrr@5`` of a measured record
     (:mod:`core.carryover`) in points."""
@@ -260,6 +296,7 @@ def auto_choice(
     documents: dict[str, Sequence[str]],
     eval_ds: Any | None = None,
     offline_share: float | None = None,
+    own_documents: Sequence[str] = (),
     **embedder_kwargs: Any,
 ) -> tuple[str, str]:
     """(recipe, why) of ``train``'s ``auto`` for ``train_ds`` with ``documents`` (name -> chunk texts) ingested
@@ -270,7 +307,9 @@ def auto_choice(
     training chunks are the adapter's case. Where users will search is known, the base model (``embedder``;
     ``embedder_kwargs`` go to :func:`core.embedders.resolve_embedder`) counts the tokens of those chunks:
     chunks it reads whole are the adapter's case too (:func:`long_chunk_share`). ``offline_share``: the share of
-    offline pseudo-queries among the training questions, when known (:func:`choose_recipe`)."""
+    offline pseudo-queries among the training questions, when known (:func:`choose_recipe`). ``own_documents``: the
+    documents the evaluation set asks about when they are all the training questions' own (by file name:
+    :func:`core.runs.training_documents`): new sections of them, which :func:`choose_recipe` quotes for itself."""
     from .embedders import resolve_embedder
     from .export import is_api_embedder
 
@@ -278,11 +317,12 @@ def auto_choice(
     elsewhere = eval_ds is not None and (overlap is None or overlap < IN_CORPUS_SHARE)
     uncovered = uncovered_documents(asked_texts(train_ds), documents)
     searched = describe_searched(elsewhere, uncovered)
+    own = list(own_documents) if elsewhere and not uncovered else []
     long_share = None
     if searched and not is_api_embedder(embedder):
         texts = [t for name in uncovered for t in documents[name]] + (asked_texts(eval_ds) if elsewhere else [])
         long_share = long_chunk_share(texts, resolve_embedder(embedder, **embedder_kwargs))
-    return choose_recipe(embedder, searched, overlap, long_share, offline_share)
+    return choose_recipe(embedder, searched, overlap, long_share, offline_share, own)
 
 
 def teacher_readers(spec: str, config: DistillConfig, short: int | None = None, **kwargs: Any) -> list[Any]:

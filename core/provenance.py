@@ -119,7 +119,9 @@ def question_sources(ws: Workspace | None, ds: QADataset, recorded: dict[str, in
     return {"sources": counts, "llm_models": models}
 
 
-def _documents(ws: Workspace | None, ds: QADataset) -> list[str]:
+def asked_documents(ws: Workspace | None, ds: QADataset) -> list[str]:
+    """The file names of the documents ``ds``'s questions ask about: from its node metadata, else by its chunk ids
+    in ``ws``; empty for a file made elsewhere (its chunks are no workspace's)."""
     targets = list(dict.fromkeys(d for q in ds.queries for d in ds.relevant_docs.get(q, [])))
     names = {str(m.get("filename") or m.get("doc_id")) for d in targets if (m := ds.node_meta.get(d))}
     if not names and ws is not None and targets:
@@ -158,7 +160,7 @@ def eval_set_info(
         "path": str(path) if path else None,
         "n_queries": len(ds.queries),
         "n_corpus": len(ds.corpus),
-        "documents": _documents(ws, ds),
+        "documents": asked_documents(ws, ds),
     }
     info.update(question_sources(ws, ds, recorded))
     return info
@@ -336,7 +338,7 @@ def leakage_by_training_set(
         entry["text_coverage"] = eval_overlap(train, eval_ds)
         # the documents both sets' questions ask about, by the file names the workspace knows: an evaluation set
         # wholly about the training questions' own documents measures new sections of them, not another filing
-        eval_docs, train_docs = set(_documents(ws, eval_ds)), set(_documents(ws, train))
+        eval_docs, train_docs = set(asked_documents(ws, eval_ds)), set(asked_documents(ws, train))
         if eval_docs and eval_docs <= train_docs:
             entry["training_documents"] = sorted(eval_docs)
         if embedder is not None and eval_vecs is None:

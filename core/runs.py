@@ -341,7 +341,22 @@ def auto_recipe(ws: Workspace, train_ds: QADataset, eval_ds: QADataset | None, e
     from .provenance import question_sources
 
     offline = question_sources(ws, train_ds)["sources"].get("offline", 0) / max(1, len(train_ds.queries))
-    return auto_choice(embedder, train_ds, ingested_documents_text(ws), eval_ds, offline, workspace=ws)
+    return auto_choice(
+        embedder, train_ds, ingested_documents_text(ws), eval_ds, offline, training_documents(ws, train_ds, eval_ds),
+        workspace=ws,
+    )  # fmt: skip
+
+
+def training_documents(ws: Workspace, train_ds: QADataset, eval_ds: QADataset | None) -> list[str]:
+    """The documents ``eval_ds`` asks about when they are all among those ``train_ds``'s questions ask about (by
+    file name in ``ws``: a validation split of the training documents, say), else empty: such a set measures
+    new sections of the training documents, not another company's."""
+    from .provenance import asked_documents
+
+    if eval_ds is None:
+        return []
+    asked = set(asked_documents(ws, eval_ds))
+    return sorted(asked) if asked and asked <= set(asked_documents(ws, train_ds)) else []
 
 
 def validation_elsewhere(

@@ -269,6 +269,24 @@ def test_an_evaluation_set_is_judged_by_the_text_its_questions_ask_about(tmp_pat
     assert recipe == "distil" and "(the evaluation set named; 100% of their chunks are longer" in why
     assert auto_recipe(ws, train, None, "default")[0] == "adapter"
     assert auto_recipe(ws, train, long, "openai:text-embedding-3-small")[0] == "adapter"  # nothing to fine-tune
+    # other chunks of the training questions' own documents (a validation split of them): the same rule, quoting
+    # the measurements of that case (new sections of the training filing), not another company's filing
+    meta = {"filename": "museum.pdf"}
+    mine = QADataset(train.queries, {**train.corpus, "m": other}, train.relevant_docs,
+                     node_meta={n: meta for n in [*train.corpus, "m"]})  # fmt: skip
+    split = QADataset(museum.queries, museum.corpus, museum.relevant_docs, node_meta={n: meta for n in museum.corpus})
+    recipe, why = auto_recipe(ws, mine, split, "default")
+    assert recipe == "adapter" and why.startswith(
+        "the evaluation set named asks about other chunks of the training questions' own documents (museum.pdf), "
+        "cut into chunks the base model reads whole"
+    )
+    assert "another company" not in why and "+2.3 pt to +6.7 pt hit@5" in why
+    split_long = QADataset(long.queries, long.corpus, long.relevant_docs, node_meta={"m": meta})
+    recipe, why = auto_recipe(ws, mine, split_long, "default")
+    assert recipe == "distil" and "fine-tune, then distil gained +2.4 pt to +3.7 pt" in why, why
+    other_file = QADataset(museum.queries, museum.corpus, museum.relevant_docs,
+                           node_meta={n: {"filename": "harbor.pdf"} for n in museum.corpus})  # fmt: skip
+    assert "another company" in auto_recipe(ws, mine, other_file, "default")[1]
 
 
 def test_long_chunk_share_counts_the_tokens_the_base_model_reads():
