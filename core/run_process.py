@@ -94,6 +94,12 @@ def train_in_child(
         time.sleep(POLL_S)
     run = get_run(ws, run_id) or {}
     status = run.get("status")
+    if status == "cancelled" and not (cancel is not None and cancel.is_set()):
+        # stopped from outside the job (a SIGTERM to the child, the Train page's cancel of another process): the
+        # job ends cancelled as its run did, not done
+        from .jobs import JobCancelled
+
+        raise JobCancelled()
     if status in ("done", "cancelled"):
         return {"run_id": run_id, **(run.get("result") or {})}
     if status == "failed":

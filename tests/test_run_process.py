@@ -101,6 +101,21 @@ def test_cancel_stops_the_child_and_keeps_the_best_state(ws, fake_openai):
         jm.shutdown()
 
 
+def test_a_child_stopped_from_outside_ends_its_job_cancelled_as_its_run(ws, fake_openai):
+    """A plain SIGTERM to the training child (not the Train page's Cancel) stops it after the step, keeping the
+    best state, and its run ends cancelled: the job said "done" beside it."""
+    jm = job_manager(ws)
+    try:
+        job_id, run_id = _start(ws, jm, fake_openai, epochs=100_000, batch_size=1, checkpoint_every=10**9)
+        os.kill(_training_pid(ws, run_id), signal.SIGTERM)
+        assert jm.wait(job_id, WAIT)
+        assert get_run(ws, run_id)["status"] == "cancelled"
+        assert jm.get(job_id)["status"] == "cancelled"
+        assert (ws.run_dir(run_id) / "adapter" / "config.json").is_file()
+    finally:
+        jm.shutdown()
+
+
 def test_a_killed_child_is_interrupted_in_the_catalog_the_cli_and_the_page(ws, fake_openai, capsys, monkeypatch):
     other = job_manager(ws)  # stands for the server that started the run ...
     try:
