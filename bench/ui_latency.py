@@ -67,9 +67,8 @@ PAGES = {
     "train": ("Train", '[data-testid="stMetric"]'),  # a finished run: its curves are behind an expander
     "compare": ("Compare", '[data-testid="stDataFrame"] table[role="grid"]'),  # its charts are behind expanders
 }
-# The default page (Documents) lives at "/": Streamlit ignores url_path for the default page, and
-# "/documents" shows a "Page not found" dialog before running the main page.
-URL_PATHS = {"documents": "", "questions": "questions", "train": "train", "compare": "compare"}
+# Each page at its own URL ("/" forwards to "/documents", one more script run: measured at "/documents").
+URL_PATHS = {name: name for name in PAGES}
 
 READY_JS = """([title, sel]) => {
     const app = document.querySelector('[data-testid="stApp"]');

@@ -35,6 +35,7 @@ from core.runs import create_run, execute_run
 from core.training import TrainConfig
 from core.workspace import Workspace
 from tests.pdfs import corrupt_pdf_bytes, make_text_pdf, sample_report_pages
+from ui.widgets import PAGES
 
 pytestmark = pytest.mark.integration  # the real bundled embedding model runs here
 
@@ -179,6 +180,24 @@ def test_app_routes_and_sidebar_counts(prepared_ws, prepared):
         at.run()
         no_exceptions(at)
         assert at.title[0].value == title
+
+
+def test_each_page_is_served_at_its_own_url(empty_ws):
+    """/documents, /questions, /train, /compare. Streamlit serves a default page at the root only: with
+    Documents the default page, /documents was "Page not found". The root still opens Documents (a hidden
+    default page). AppTest opens no URL, so this reads the pages st.navigation registered (AppTest's record
+    of them, which its switch_page resolves against); tests/e2e/test_page_urls_e2e.py opens the URLs in a
+    browser, the root's forward to /documents and the Back button included."""
+    at = app()
+    at.run()
+    no_exceptions(at)
+    assert [t.value for t in at.title] == ["Documents"]  # what the root opens
+    by_url = {
+        info["url_pathname"]: Path(str(info["script_path"])).resolve()
+        for info in at._registered_pages.values()
+        if info.get("url_pathname")  # the root's is ""
+    }
+    assert by_url == {name: (ROOT / path).resolve() for name, (path, _, _) in PAGES.items()}
 
 
 def test_training_settings_survive_a_page_change(prepared_ws):
