@@ -12,7 +12,7 @@ from core.documents import (
 )
 from core.launch import start_ingest, start_rechunk
 from ui import state, widgets
-from ui.helpers import chunk_label, chunk_rows, document_rows, ingest_rows, md_escape
+from ui.helpers import chunk_label, chunk_rows, document_rows, documents_hint, ingest_rows, md_escape
 
 ws, jm = widgets.page_header(
     "Documents",
@@ -151,10 +151,7 @@ with st.container(border=True):
 # documents and chunks
 # ------------------------------------------------------------------------------------------------
 if not docs:
-    widgets.empty_state(
-        "Upload PDFs first: drop one or more files above and press **Ingest**. "
-        "Try a 10-K report, a manual or any text PDF."
-    )
+    widgets.empty_state(documents_hint(len(files or []), busy))
     st.stop()
 
 st.subheader("Documents in the workspace")

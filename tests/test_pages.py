@@ -242,6 +242,23 @@ def test_documents_empty_state(empty_ws):
     assert at.file_uploader(key="doc_upload_0").accept_multiple_files
 
 
+def test_documents_hint_follows_the_files_picked(empty_ws):
+    """The empty state's hint says the next step there is: with files picked in the uploader it is the
+    Ingest button, not "Upload PDFs first"."""
+    at = page("1_documents.py")
+    at.run()
+    assert "Upload PDFs first" in texts(at.info)
+    at.file_uploader(key="doc_upload_0").set_value(
+        [("report.pdf", make_text_pdf(["Some text. " * 40]), "application/pdf")]
+    )
+    at.run()
+    no_exceptions(at)
+    hint = texts(at.info)
+    assert "Upload PDFs first" not in hint
+    assert "1 file(s) picked, not ingested yet: press **Ingest 1 file(s)**" in hint
+    assert at.button(key="ingest_start").label == "Ingest 1 file(s)"
+
+
 def test_documents_lists_documents_and_chunks(prepared_ws, prepared):
     at = page("1_documents.py")
     at.run()

@@ -170,6 +170,22 @@ def document_rows(docs: Iterable[dict]) -> list[dict]:
     ]
 
 
+def documents_hint(picked: int, busy: bool) -> str:
+    """The next step while no document is ingested, matching what the user has done so far:
+    ``picked`` files chosen in the uploader, an ingest job running."""
+    if busy:
+        return "Ingesting: the documents appear here when the job above ends."
+    if picked:
+        return (
+            f"{picked} file(s) picked, not ingested yet: press **Ingest {picked} file(s)** above to add them "
+            "to the workspace."
+        )
+    return (
+        "Upload PDFs first: drop one or more files above and press **Ingest**. "
+        "Try a 10-K report, a manual or any text PDF."
+    )
+
+
 def chunk_label(c: dict) -> str:
     return f"{c.get('filename')} · {pages_label(c.get('page_start'), c.get('page_end'))} · chunk {c.get('idx')}"
 
