@@ -5,14 +5,15 @@ import streamlit as st
 from core.documents import (
     DEFAULT_MAX_BYTES,
     ChunkSettings,
+    clear_failed_documents,
     delete_document,
+    document_overview,
     list_chunks,
-    list_documents,
     saved_chunk_settings,
 )
 from core.launch import start_ingest, start_rechunk
 from ui import state, widgets
-from ui.helpers import chunk_label, chunk_rows, document_rows, documents_hint, ingest_rows, md_escape
+from ui.helpers import chunk_label, chunk_rows, document_rows, documents_hint, failed_line, ingest_rows, md_escape
 
 ws, jm = widgets.page_header(
     "Documents",
@@ -20,17 +21,21 @@ ws, jm = widgets.page_header(
     "embedder; the chunks are what questions are asked about and what retrieval ranks.",
 )
 
-counts = ws.counts()
-docs = list_documents(ws)
+overview = document_overview(ws)  # the counts below are taken from the lists they sit above
+docs, failed = overview.documents, overview.failed
 m = st.columns(4)
-m[0].metric("Documents", counts["documents"])
-m[1].metric("Chunks", counts["chunks"])
+m[0].metric("Documents", len(docs), help="Ingested documents: the table below. Files that failed are not counted.")
+m[1].metric("Chunks", overview.chunks)
 m[2].metric(
     "Truncated chunks",
-    sum(d["n_truncated"] for d in docs),
+    overview.truncated,
     help="Chunks longer than the embedder's input limit (it would cut them). Lower the chunk size if many.",
 )
-m[3].metric("Files with errors", counts["bad_documents"])
+m[3].metric(
+    "Files with errors",
+    len(failed),
+    help="Files whose ingest failed: nothing of them is in the workspace. Listed below with what to do.",
+)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -148,54 +153,77 @@ with st.container(border=True):
 
 
 # ------------------------------------------------------------------------------------------------
-# documents and chunks
+# documents, files that failed, chunks
 # ------------------------------------------------------------------------------------------------
+def show_failed() -> None:
+    st.subheader(f"Files with errors ({len(failed)})")
+    these, it = ("this file", "it") if len(failed) == 1 else (f"these {len(failed)} files", "them")
+    st.warning(
+        f"Not ingested: nothing of {these} is in the workspace, and the counts above leave {it} out. Fix each as "
+        "its line says and add it again above"
+        + ("; the documents already ingested are not affected." if docs else "."),
+        icon=":material/error:",
+    )
+    st.markdown("\n".join(f"- {failed_line(d)}" for d in failed))
+    if st.button(
+        "Clear this list",
+        key="doc_clear_failed",
+        icon=":material/playlist_remove:",
+        help="Forgets these failed attempts only: no ingested document, chunk or question is touched.",
+    ):
+        n = clear_failed_documents(ws)
+        st.toast(f"Cleared {n} failed file(s) from the list.")
+        st.rerun()
+
+
 if not docs:
-    widgets.empty_state(documents_hint(len(files or []), busy))
+    widgets.empty_state(documents_hint(len(files or []), busy, len(failed)))
+    if failed:
+        show_failed()
     st.stop()
 
 st.subheader("Documents in the workspace")
 st.dataframe(document_rows(docs), hide_index=True, width="stretch", key="doc_table")
 with st.popover("Remove a document", icon=":material/delete:"):
-    by_name = {d["id"]: f"{d['filename']} ({d['status']})" for d in docs}
+    by_name = {d["id"]: d["filename"] for d in docs}
     gone = st.selectbox("Document", list(by_name), format_func=by_name.get, key="doc_delete_pick")
     st.caption("Its chunks go too; questions about them stay until you delete them on the Questions page.")
     if st.button("Remove", key="doc_delete", type="primary"):
         n = delete_document(ws, gone)
         st.toast(f"Removed {md_escape(by_name[gone])} and {n} chunks.")
         st.rerun()
+if failed:
+    show_failed()
 
-ok_docs = [d for d in docs if d["status"] == "ok"]
-if ok_docs:
-    st.subheader("Chunk browser")
-    f1, f2 = st.columns([2, 1])
-    search = f1.text_input("Search chunk text", key="chunk_search", placeholder="e.g. revenue")
-    names = {None: "All documents", **{d["id"]: d["filename"] for d in ok_docs}}
-    doc_id = f2.selectbox("Source file", list(names), format_func=names.get, key="chunk_doc")
-    LIMIT = 500
-    chunks = list_chunks(ws, doc_id=doc_id, search=search or None, limit=LIMIT + 1)
-    if not chunks:
-        st.info("No chunk matches this search.")
+st.subheader("Chunk browser")
+f1, f2 = st.columns([2, 1])
+search = f1.text_input("Search chunk text", key="chunk_search", placeholder="e.g. revenue")
+names = {None: "All documents", **{d["id"]: d["filename"] for d in docs}}
+doc_id = f2.selectbox("Source file", list(names), format_func=names.get, key="chunk_doc")
+LIMIT = 500
+chunks = list_chunks(ws, doc_id=doc_id, search=search or None, limit=LIMIT + 1)
+if not chunks:
+    st.info("No chunk matches this search.")
+else:
+    if len(chunks) > LIMIT:
+        st.caption(f"Showing the first {LIMIT} matching chunks: refine the search to see others.")
+        chunks = chunks[:LIMIT]
     else:
-        if len(chunks) > LIMIT:
-            st.caption(f"Showing the first {LIMIT} matching chunks: refine the search to see others.")
-            chunks = chunks[:LIMIT]
-        else:
-            st.caption(f"{len(chunks)} matching chunk(s). Select a row to read it in full.")
-        event = st.dataframe(
-            chunk_rows(chunks),
-            hide_index=True,
-            width="stretch",
-            on_select="rerun",
-            selection_mode="single-row",
-            key="chunk_table",
+        st.caption(f"{len(chunks)} matching chunk(s). Select a row to read it in full.")
+    event = st.dataframe(
+        chunk_rows(chunks),
+        hide_index=True,
+        width="stretch",
+        on_select="rerun",
+        selection_mode="single-row",
+        key="chunk_table",
+    )
+    rows = (event.selection.rows if event is not None and hasattr(event, "selection") else []) or [0]
+    chunk = chunks[min(rows[0], len(chunks) - 1)]
+    with st.container(border=True):
+        st.markdown(
+            f"**{md_escape(chunk_label(chunk))}** · {chunk['n_tokens']} tokens"
+            + (" · :material/warning: longer than the embedder's limit (truncated)" if chunk["truncated"] else "")
         )
-        rows = (event.selection.rows if event is not None and hasattr(event, "selection") else []) or [0]
-        chunk = chunks[min(rows[0], len(chunks) - 1)]
-        with st.container(border=True):
-            st.markdown(
-                f"**{md_escape(chunk_label(chunk))}** · {chunk['n_tokens']} tokens"
-                + (" · :material/warning: longer than the embedder's limit (truncated)" if chunk["truncated"] else "")
-            )
-            st.text(chunk["text"])
-    widgets.next_step("Generate questions about these chunks: they become the training pairs.", "questions")
+        st.text(chunk["text"])
+widgets.next_step("Generate questions about these chunks: they become the training pairs.", "questions")

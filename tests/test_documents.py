@@ -17,7 +17,9 @@ from core.documents import (
     catalog,
     chunk_pages,
     clean_pages,
+    clear_failed_documents,
     delete_document,
+    document_overview,
     get_chunk,
     ingest_files,
     list_chunks,
@@ -656,6 +658,40 @@ def test_read_helpers_and_delete(ws, report_pdf):
     assert ws.query("SELECT COUNT(*) AS n FROM pages WHERE doc_id=?", (ok.doc_id,))[0]["n"] == 0
     with pytest.raises(ValueError):
         delete_document(ws, "../../etc/passwd")
+
+
+def test_overview_counts_the_lists_it_gives_and_clearing_failures_keeps_what_is_ingested(ws, report_pdf):
+    """The Documents page shows the ingested documents and the files that failed as two lists, each
+    under a count taken from it: a failure is never counted as a document (nor its chunks), and
+    clearing the failures' records leaves every ingested document, page and chunk in place."""
+    memo = make_text_pdf(["Office memo: the Denver office moves to a new building in March."])
+    ok, bad, locked, memo_r = ingest_files(
+        ws,
+        [
+            ("report.pdf", report_pdf),
+            ("broken.pdf", corrupt_pdf_bytes()),
+            ("locked.pdf", make_encrypted_pdf()),
+            ("memo.pdf", memo),
+        ],
+        ChunkSettings(64, 8),
+        max_seq_length=48,
+    )
+    assert [r.status for r in (ok, bad, locked, memo_r)] == ["ok", "error", "error", "ok"]
+    view = document_overview(ws)
+    assert [d["filename"] for d in view.documents] == ["report.pdf", "memo.pdf"]
+    assert [d["filename"] for d in view.failed] == ["broken.pdf", "locked.pdf"]
+    assert view.failed[1]["error"] == locked.error  # what failed, why and what to do, as the ingest said
+    n_chunks = len(list_chunks(ws))
+    assert view.chunks == ok.chunks + memo_r.chunks == n_chunks
+    assert view.truncated == ok.truncated + memo_r.truncated > 0
+    counts = ws.counts()  # the sidebar's numbers say the same
+    assert (counts["documents"], counts["bad_documents"], counts["chunks"]) == (2, 2, n_chunks)
+
+    assert clear_failed_documents(ws) == 2
+    after = document_overview(ws)
+    assert after.failed == [] and after.documents == view.documents and after.chunks == n_chunks
+    assert ws.path("documents", f"{ok.doc_id}.pdf").exists()
+    assert clear_failed_documents(ws) == 0
 
 
 def test_atomic_writes_get_the_mode_an_ordinary_write_would(tmp_path):

@@ -34,7 +34,7 @@ from core.reports import save_comparison
 from core.runs import create_run, execute_run
 from core.training import TrainConfig
 from core.workspace import Workspace
-from tests.pdfs import corrupt_pdf_bytes, make_text_pdf, sample_report_pages
+from tests.pdfs import corrupt_pdf_bytes, make_encrypted_pdf, make_text_pdf, sample_report_pages
 from ui.widgets import PAGES
 
 pytestmark = pytest.mark.integration  # the real bundled embedding model runs here
@@ -259,6 +259,25 @@ def test_documents_hint_follows_the_files_picked(empty_ws):
     assert at.button(key="ingest_start").label == "Ingest 1 file(s)"
 
 
+def test_documents_with_only_failed_files_lists_them_apart(empty_ws):
+    """No document ingested, two files failed: the counts say 0 documents and 2 files with errors, the
+    hint does not send the user to upload as if nothing happened, and each failure is listed with why
+    and what to do; nothing is offered for re-chunking."""
+    ingest_files(Workspace(empty_ws), [("broken.pdf", corrupt_pdf_bytes()), ("locked.pdf", make_encrypted_pdf())])
+    at = page("1_documents.py")
+    at.run()
+    no_exceptions(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Documents"], metrics["Chunks"], metrics["Files with errors"]) == ("0", "0", "2")
+    assert "No document is ingested yet" in texts(at.info) and "Upload PDFs first" not in texts(at.info)
+    assert "Files with errors (2)" in [h.value for h in at.subheader]
+    listed = texts(at.markdown)
+    assert "**broken.pdf** is damaged and cannot be read" in listed
+    assert "**locked.pdf** is encrypted: remove the password" in listed
+    assert at.button(key="rechunk_start").disabled
+    assert not [d for d in at.dataframe if "size (MB)" in d.value.columns]  # no empty documents table
+
+
 def test_documents_lists_documents_and_chunks(prepared_ws, prepared):
     at = page("1_documents.py")
     at.run()
@@ -304,6 +323,26 @@ def test_documents_upload_ingests_good_files_and_explains_bad_ones(empty_ws):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Documents"] == "1" and metrics["Files with errors"] == "1"
     assert at.file_uploader(key="doc_upload_1") is not None  # the uploader was reset for the next batch
+
+    # the lists under the counts hold what the counts count: the document table the one ingested file, with
+    # the chunks counted; the failed file apart, with the reason in full
+    docs = frame(at, "file", "size (MB)")
+    assert list(docs["file"]) == ["report.pdf"] and str(len(docs)) == metrics["Documents"]
+    assert str(docs["chunks"].sum()) == metrics["Chunks"]
+    assert "Files with errors (1)" in [h.value for h in at.subheader]
+    reason = report[report["file"] == "broken.pdf"].iloc[0]["error"]
+    assert reason.startswith("broken.pdf ")
+    assert f"**broken.pdf**{reason[len('broken.pdf') :]}" in texts(at.markdown)
+    assert "Upload PDFs first" not in texts(at.info)
+
+    # forgetting the failure keeps the ingested document and its chunks
+    at.button(key="doc_clear_failed").click().run()
+    no_exceptions(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Documents"], metrics["Files with errors"]) == ("1", "0")
+    assert metrics["Chunks"] == str(ok["chunks"])
+    assert list(frame(at, "file", "size (MB)")["file"]) == ["report.pdf"]
+    assert "Files with errors (1)" not in [h.value for h in at.subheader]
 
 
 def test_documents_failed_ingest_job_shows_its_error(empty_ws):
@@ -1165,6 +1204,11 @@ def test_user_and_document_text_is_shown_as_text(prepared_ws, prepared):
     with ws.db() as con:  # hostile names everywhere a user or a PDF can put text
         con.execute("UPDATE documents SET filename=? WHERE filename='northwind.pdf'", (f"{BEACON}.pdf",))
         con.execute("UPDATE runs SET name=?", (f"run {BEACON}",))
+        con.execute(  # a file that failed: its name and reason are listed on the Documents page
+            "INSERT INTO documents(id, filename, size_bytes, pages, chars, status, error, added_at) "
+            "VALUES (?, ?, 10, 0, 0, 'error', ?, ?)",
+            ("f" * 64, f"failed {BEACON}.pdf", f"failed {BEACON}.pdf is damaged: {BEACON}", time.time()),
+        )
         con.execute(
             "INSERT INTO jobs(id, kind, title, status, params, owner, error, created_at, updated_at) "
             "VALUES ('evaluate-x', 'evaluate', ?, 'failed', '{}', '1:x', ?, ?, ?)",

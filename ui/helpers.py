@@ -154,31 +154,47 @@ def ingest_rows(reports: Iterable[dict]) -> list[dict]:
 
 
 def document_rows(docs: Iterable[dict]) -> list[dict]:
+    """The table of ingested documents (``DocumentOverview.documents``; the files that failed are
+    listed apart, see :func:`failed_line`)."""
     return [
         {
             "file": d["filename"],
-            "status": "ok" if d["status"] == "ok" else "error",
             "pages": d["pages"],
             "characters": d["chars"],
             "chunks": d["n_chunks"],
             "truncated chunks": d["n_truncated"],
             "size (MB)": round((d.get("size_bytes") or 0) / 1e6, 2),
             "added": ago(d.get("added_at")),
-            "error": d.get("error") or "",
         }
         for d in docs
     ]
 
 
-def documents_hint(picked: int, busy: bool) -> str:
+def failed_line(d: dict) -> str:
+    """One Markdown line for a file that failed to ingest: its name in bold, the error in full (the
+    product's errors start with the file's name and end with what to do), when it was tried."""
+    name = str(d.get("filename") or "")
+    err = re.sub(r"\s+", " ", str(d.get("error") or "")).strip() or "failed; no reason was recorded: add it again."
+    head = f"**{md_escape(name)}**"
+    body = md_escape(err[len(name) :]) if name and err.startswith(name) else f": {md_escape(err)}"
+    when = ago(d.get("added_at"))
+    return f"{head}{body}" + (f" · _tried {md_escape(when)}_" if when else "")
+
+
+def documents_hint(picked: int, busy: bool, failed: int) -> str:
     """The next step while no document is ingested, matching what the user has done so far:
-    ``picked`` files chosen in the uploader, an ingest job running."""
+    ``picked`` files chosen in the uploader, an ingest job running, ``failed`` files that failed."""
     if busy:
         return "Ingesting: the documents appear here when the job above ends."
     if picked:
         return (
             f"{picked} file(s) picked, not ingested yet: press **Ingest {picked} file(s)** above to add them "
             "to the workspace."
+        )
+    if failed:
+        return (
+            "No document is ingested yet: the files below failed, each with the reason and what to do. "
+            "Add the fixed files above, or any text PDF."
         )
     return (
         "Upload PDFs first: drop one or more files above and press **Ingest**. "

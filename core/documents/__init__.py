@@ -11,7 +11,8 @@ One concept per module:
   of at most ``chunk_size`` tokens on sentence boundaries, with overlap and deterministic ids.
 * :mod:`~core.documents.catalog`: :func:`ingest_files` runs both for a batch of uploads,
   deduplicates by content hash and writes the catalog (``documents``, ``pages``, ``chunks``);
-  :func:`rechunk` re-chunks stored pages without parsing the PDFs again; list/get/delete.
+  :func:`rechunk` re-chunks stored pages without parsing the PDFs again; list/get/delete;
+  :func:`document_overview` splits the ingested documents from the files that failed.
 
 The public names of all four are importable from ``core.documents``. Nothing here imports
 Streamlit.
@@ -30,8 +31,11 @@ Example::
 """
 
 from .catalog import (
+    DocumentOverview,
     IngestReport,
+    clear_failed_documents,
     delete_document,
+    document_overview,
     get_chunk,
     get_pages,
     ingest_files,
@@ -73,6 +77,7 @@ __all__ = [
     "PDF_TIME_LIMIT_S",
     "Chunk",
     "ChunkSettings",
+    "DocumentOverview",
     "IngestReport",
     "LoadedPDF",
     "PDFError",
@@ -82,7 +87,9 @@ __all__ = [
     "chunk_id",
     "chunk_pages",
     "clean_pages",
+    "clear_failed_documents",
     "delete_document",
+    "document_overview",
     "get_chunk",
     "get_pages",
     "ingest_files",

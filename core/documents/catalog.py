@@ -330,6 +330,43 @@ def list_documents(ws: Workspace) -> list[dict]:
     )
 
 
+@dataclass(slots=True)
+class DocumentOverview:
+    """The catalog's documents split the way the Documents page shows them, with totals taken from
+    these very lists, so that a count and the list beside it cannot disagree.
+
+    ``documents`` are the ingested ones (status ok, oldest first, with ``n_chunks`` and
+    ``n_truncated``): the only ones with chunks. ``failed`` are the files whose ingest failed
+    (status error): nothing of them is stored but the record, whose ``error`` names the file, says
+    why and what to do. They stay listed until removed (:func:`clear_failed_documents`).
+    """
+
+    documents: list[dict]
+    failed: list[dict]
+
+    @property
+    def chunks(self) -> int:
+        return sum(int(d["n_chunks"] or 0) for d in self.documents)
+
+    @property
+    def truncated(self) -> int:
+        return sum(int(d["n_truncated"] or 0) for d in self.documents)
+
+
+def document_overview(ws: Workspace) -> DocumentOverview:
+    """:func:`list_documents`, split into the ingested documents and the files that failed."""
+    docs = list_documents(ws)
+    return DocumentOverview([d for d in docs if d["status"] == "ok"], [d for d in docs if d["status"] != "ok"])
+
+
+def clear_failed_documents(ws: Workspace) -> int:
+    """Forget the records of files that failed to ingest; returns how many. Only records whose
+    status is not ok at the moment of the delete go (one transaction), so a document ingested in
+    the meantime, even from the same bytes, is kept with its pages and chunks."""
+    with ws.db() as con:
+        return con.execute("DELETE FROM documents WHERE status <> 'ok'").rowcount
+
+
 def list_chunks(
     ws: Workspace, doc_id: str | None = None, search: str | None = None, limit: int | None = None
 ) -> list[dict]:
