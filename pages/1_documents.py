@@ -50,9 +50,13 @@ def show_ingest_result(job: dict) -> None:
     ok = [r for r in reports if r["status"] == "ok"]
     bad = [r for r in reports if r["status"] == "error"]
     msg = f"Last upload: {len(ok)} of {len(reports)} file(s) ingested"
-    (st.warning if bad else st.success)(msg + (f", {len(bad)} with errors (below)." if bad else "."))
+    (st.warning if bad else st.success)(
+        msg + (f", {len(bad)} with errors: each reason in full under “Files with errors” below." if bad else ".")
+    )
     st.dataframe(ingest_rows(reports), hide_index=True, width="stretch", key="ingest_report")
-    for r in bad:  # the product's errors already start with the file's name
+    listed = {d["filename"] for d in failed}
+    for r in (r for r in bad if r["filename"] not in listed):  # cleared from that list since: the reason here
+        # the product's errors already start with the file's name
         err = str(r["error"] or "")
         st.error(
             md_escape(err) if err.startswith(r["filename"]) else f"**{md_escape(r['filename'])}**: {md_escape(err)}"
@@ -132,7 +136,7 @@ with st.container(border=True):
                 st.rerun()
 
     if st.button(
-        f"Ingest {len(files or [])} file(s)",
+        f"Ingest {len(files)} file(s)" if files else "Ingest",
         key="ingest_start",
         type="primary",
         disabled=not files or busy or new_settings is None,

@@ -238,7 +238,7 @@ def test_documents_empty_state(empty_ws):
     at.run()
     no_exceptions(at)
     assert "Upload PDFs first" in texts(at.info)
-    assert at.button(key="ingest_start").disabled
+    assert at.button(key="ingest_start").disabled and at.button(key="ingest_start").label == "Ingest"
     assert at.file_uploader(key="doc_upload_0").accept_multiple_files
 
 
@@ -317,9 +317,9 @@ def test_documents_upload_ingests_good_files_and_explains_bad_ones(empty_ws):
     assert list(report["file"]) == ["report.pdf", "broken.pdf"]
     ok = report[report["file"] == "report.pdf"].iloc[0]
     assert ok["pages"] == 4 and ok["chunks"] > 0 and ok["characters"] > 1000
-    errors = texts(at.error)
-    assert "broken.pdf" in errors
-    assert report[report["file"] == "broken.pdf"].iloc[0]["error"] in errors  # the reason, in words
+    # the reason in words, once: under "Files with errors", not again in a red box beside the report's row
+    assert "broken.pdf" not in texts(at.error)
+    assert "each reason in full under “Files with errors” below" in texts(at.warning)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Documents"] == "1" and metrics["Files with errors"] == "1"
     assert at.file_uploader(key="doc_upload_1") is not None  # the uploader was reset for the next batch
@@ -343,6 +343,7 @@ def test_documents_upload_ingests_good_files_and_explains_bad_ones(empty_ws):
     assert metrics["Chunks"] == str(ok["chunks"])
     assert list(frame(at, "file", "size (MB)")["file"]) == ["report.pdf"]
     assert "Files with errors (1)" not in [h.value for h in at.subheader]
+    assert reason in texts(at.error)  # cleared from the list: the last upload's report still says why
 
 
 def test_documents_failed_ingest_job_shows_its_error(empty_ws):
