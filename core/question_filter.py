@@ -67,3 +67,25 @@ def filter_dataset(ds: QADataset) -> tuple[QADataset, dict[str, str]]:
             dropped[qid] = reason
     kept = [q for q in ds.queries if q not in dropped]
     return ds.subset(kept), dropped
+
+
+def unsearchable_questions(ws, rows: list[dict]) -> dict[str, tuple[str, str]]:
+    """Of question rows (:func:`core.questions.list_questions`: id, text, chunk_id, source), the LLM's that cannot
+    work as search queries: id -> (text, why), each checked against its *whole* chunk, as :func:`filter_dataset`
+    and ``generate`` check them (a preview of the chunk's start missed copies of its later text). Offline
+    questions are sentences by design: not checked."""
+    llm = [r for r in rows if r.get("source") == "llm"]
+    ids = sorted({r["chunk_id"] for r in llm})
+    texts: dict[str, str] = {}
+    for start in range(0, len(ids), 500):  # SQLite's bound-variable limit
+        part = ids[start : start + 500]
+        marks = ",".join("?" * len(part))
+        texts.update(
+            (r["id"], r["text"]) for r in ws.query(f"SELECT id, text FROM chunks WHERE id IN ({marks})", tuple(part))
+        )
+    out = {}
+    for r in llm:
+        why = why_not_searchable(r["text"], texts.get(r["chunk_id"]))
+        if why:
+            out[r["id"]] = (r["text"], why)
+    return out

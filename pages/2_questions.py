@@ -26,7 +26,7 @@ from core.generators import (
 from core.launch import start_generation
 from core.llm import ENV_BASE_URL, LLMSettings, key_status
 from core.pseudo_queries import DEFAULT_OFFLINE_METHOD, OFFLINE_METHOD_HELP, OFFLINE_METHODS
-from core.question_filter import why_not_searchable
+from core.question_filter import unsearchable_questions
 from core.questions import (
     dedupe_workspace_questions,
     delete_questions,
@@ -373,11 +373,7 @@ with tab_review:
                 widgets.flash(f"Removed {removed} near-duplicate question(s).")
                 st.rerun()
         # an LLM's questions that no user would type (offline ones are sentences by design: not checked)
-        unsearchable = {
-            r["id"]: (r["text"], why)
-            for r in rows
-            if r["source"] == "llm" and (why := why_not_searchable(r["text"], r["chunk_preview"]))
-        }
+        unsearchable = unsearchable_questions(ws, rows)  # each against its whole chunk, as training's filter
         if unsearchable:
             with st.popover(
                 f"{len(unsearchable)} LLM question(s) here look unsearchable", icon=":material/search_off:"

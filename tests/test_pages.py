@@ -413,20 +413,25 @@ def test_questions_lists_and_removes_llm_questions_no_user_would_type(prepared_w
     from core.questions import add_question
 
     ws = Workspace(prepared_ws)
-    chunk = ws.query("SELECT id FROM chunks LIMIT 1")[0]["id"]
+    row = ws.query("SELECT id, text FROM chunks ORDER BY length(text) DESC LIMIT 1")[0]
+    chunk = row["id"]
     bad = add_question(ws, chunk, "What does the passage say about revenue?", source="llm")
     good = add_question(ws, chunk, "How much did Northwind's revenue grow in 2021?", source="llm")
+    # a copy of the chunk's *later* text: the page checked only a preview of its start
+    tail = " ".join(row["text"].split()[-14:])
+    assert tail[:40] not in row["text"][:160]
+    copy = add_question(ws, chunk, f"Is it true that {tail}?", source="llm")
     at = page("2_questions.py")
     at.run()
     no_exceptions(at)
-    # offline questions (sentences by design) are not flagged; the LLM's question about "the passage" is
+    # offline questions (sentences by design) are not flagged; the LLM's question about "the passage" is, and the copy
     remove = at.button(key="unsearchable_remove")
-    assert remove.label == "Remove these 1"
+    assert remove.label == "Remove these 2"
     remove.click().run()
     no_exceptions(at)
     left = {r["id"] for r in ws.query("SELECT id FROM questions WHERE source = 'llm'")}
-    assert left == {good} and bad not in left
-    assert "Removed 1 unsearchable question(s)." in texts(at.success)
+    assert left == {good} and not {bad, copy} & left
+    assert "Removed 2 unsearchable question(s)." in texts(at.success)
 
 
 def test_questions_offline_generation_runs_in_background(prepared_ws, prepared):
