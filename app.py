@@ -15,7 +15,7 @@ prefer_passive_waiting()  # before anything loads torch: idle threads sleep inst
 
 import streamlit as st  # noqa: E402
 
-from ui.state import persist_widget_state  # noqa: E402
+from ui.state import GENERATION_KEYS, persist_widget_state  # noqa: E402
 from ui.widgets import PAGES, sidebar_status  # noqa: E402
 
 ROOT_FORWARDED = "_adapterlab_root_forwarded"
@@ -25,7 +25,8 @@ st.set_page_config(page_title="AdapterLab", page_icon=":material/tune:", layout=
 pages = {name: st.Page(path, title=title, icon=icon, url_path=name) for name, (path, title, icon) in PAGES.items()}
 path, title, icon = PAGES["documents"]
 root = st.Page(path, title=title, icon=icon, url_path="home", default=True, visibility="hidden")
-persist_widget_state(("hp_", "train_adapter", "train_preset", "train_recipe"))  # training settings survive page changes
+# training and question-generation settings survive page changes (no button key: a button cannot be set)
+persist_widget_state(("hp_", "train_adapter", "train_preset", "train_recipe", *GENERATION_KEYS))
 page = st.navigation({"AdapterLab": [*pages.values(), root]})  # root last: a link to a page's file opens its own URL
 if page is root and not st.session_state.get(ROOT_FORWARDED):
     # Once a session: the forward pushes /documents onto the browser history, so forwarding again when Back

@@ -128,13 +128,38 @@ def show_generation_result(job: dict) -> None:
         )
 
 
+def generation_defaults() -> None:
+    """Each generation field starts at the last Generate's value in this workspace, else the product's default
+    (a base URL set in the environment wins over a remembered one)."""
+    last = ws.get_setting("ui.generation") or {}
+    defaults = {
+        "gen_kind": last.get("gen_kind") or ("llm" if state.api_configured() else "offline"),
+        "gen_n": int(last.get("gen_n") or 2),
+        "gen_sample": int(last.get("gen_sample") or 0),
+        "gen_offline_method": last.get("gen_offline_method") or DEFAULT_OFFLINE_METHOD,
+        "llm_model": last.get("llm_model") or "gpt-4o-mini",
+        "llm_base_url": os.environ.get(ENV_BASE_URL) or last.get("llm_base_url") or "",
+        "llm_concurrency": int(last.get("llm_concurrency") or 4),
+        "prompt_template": last.get("prompt_template") or DEFAULT_PROMPT_TEMPLATE,
+    }
+    if defaults["gen_kind"] not in GENERATORS or defaults["gen_offline_method"] not in OFFLINE_METHODS:
+        defaults.update(gen_kind="offline", gen_offline_method=DEFAULT_OFFLINE_METHOD)
+    for key, value in defaults.items():
+        st.session_state.setdefault(key, value)
+
+
+def remember_generation() -> None:
+    """The settings of the Generate just started, for the next session on this workspace (no key: never saved)."""
+    ws.set_setting("ui.generation", {k: st.session_state.get(k) for k in state.GENERATION_KEYS})
+
+
 def generate_tab() -> None:
+    generation_defaults()
     gen = st.radio(
         "Question generator",
         list(GENERATORS),
         format_func=GENERATORS.get,
         horizontal=True,
-        index=0 if state.api_configured() else 1,
         key="gen_kind",
     )
     c1, c2, c3 = st.columns([2, 1, 1])
@@ -150,7 +175,6 @@ def generate_tab() -> None:
         "Questions per chunk",
         min_value=1,
         max_value=20,
-        value=2,
         key="gen_n",
         help="The LlamaIndex guide uses 2. More questions give more training pairs per chunk.",
     )
@@ -158,7 +182,6 @@ def generate_tab() -> None:
         c3.number_input(
             "Sample of chunks (0 = all)",
             min_value=0,
-            value=0,
             step=50,
             key="gen_sample",
             help="Ask about a random sample of this many chunks only, spread over the documents: a quick "
@@ -169,13 +192,17 @@ def generate_tab() -> None:
     settings = None
     template = None
     offline_method = None
+    todo: list = []
     if gen == "llm":
         with st.container(border=True):
             a, b = st.columns(2)
-            model = a.text_input("Model", value="gpt-4o-mini", key="llm_model")
+            model = a.text_input(
+                "Model",
+                key="llm_model",
+                help="The name the server knows the model by (a local server: the name its /v1/models lists).",
+            )
             base_url = b.text_input(
                 "Base URL",
-                value=os.environ.get(ENV_BASE_URL, ""),
                 key="llm_base_url",
                 placeholder="empty = OpenAI · e.g. http://localhost:8000/v1",
                 help="Any OpenAI-compatible chat completions endpoint.",
@@ -184,9 +211,9 @@ def generate_tab() -> None:
                 "Requests in flight",
                 1,
                 32,
-                4,
                 key="llm_concurrency",
-                help="Parallel requests; failed ones are retried with backoff (429, 5xx, timeouts).",
+                help="Parallel requests; failed ones are retried with backoff (429, 5xx, timeouts). Keep 1 for a "
+                "local server on a CPU: it answers one request at a time, and parallel ones only wait longer.",
             )
             settings = LLMSettings(
                 model=(model or "").strip() or "gpt-4o-mini",
@@ -221,7 +248,6 @@ def generate_tab() -> None:
             )
             template = st.text_area(
                 "Prompt template",
-                value=DEFAULT_PROMPT_TEMPLATE,
                 height=230,
                 key="prompt_template",
                 help="{context_str} is replaced by the chunk's text, {num_questions_per_chunk} "
@@ -242,7 +268,13 @@ def generate_tab() -> None:
                 e[0].metric("LLM calls", f"{est['calls']:,}")
                 e[1].metric("Prompt tokens", f"{est['prompt_tokens']:,}")
                 e[2].metric("Completion tokens", f"~{est['completion_tokens']:,}")
-                e[3].metric("Estimated cost", "unknown model" if est["cost_usd"] is None else f"${est['cost_usd']:.2f}")
+                priced = resolved.base_url is None or "api.openai.com" in resolved.base_url
+                e[3].metric(
+                    "Estimated cost",
+                    "not priced" if not priced or est["cost_usd"] is None else f"${est['cost_usd']:.2f}",
+                    help="At OpenAI's prices for its models. "
+                    + ("" if priced else "Another server sets its own price (a local one costs nothing)."),
+                )
                 st.caption(
                     f"An estimate before starting (retries not counted), for the {len(todo):,} chunks still to "
                     "do: chunks already done with the same model, template and count are skipped."
@@ -253,14 +285,19 @@ def generate_tab() -> None:
         offline_method = st.selectbox(
             "Offline method",
             methods,
-            index=methods.index(DEFAULT_OFFLINE_METHOD),
             key="gen_offline_method",
             format_func=lambda m: OFFLINE_METHODS[m][0] + (" · default" if m == DEFAULT_OFFLINE_METHOD else ""),
         )
         st.caption(OFFLINE_METHOD_HELP)
 
     busy = widgets.any_active("generate")
-    can_start = bool(picked) and not busy and (gen == "offline" or template is not None)
+    nothing_left = gen == "llm" and template is not None and bool(picked) and not todo
+    if nothing_left:
+        st.info(
+            "Every chosen chunk already has its questions from this model, template and count: change a setting, "
+            "pick other documents or a larger sample to ask more."
+        )
+    can_start = bool(picked) and not busy and (gen == "offline" or template is not None) and not nothing_left
     if st.button(
         "Generate questions", key="gen_start", type="primary", disabled=not can_start, icon=":material/auto_awesome:"
     ):
@@ -279,6 +316,7 @@ def generate_tab() -> None:
         except ValueError as exc:
             st.error(md_escape(exc))
         else:
+            remember_generation()
             st.rerun()
     st.caption(
         "Runs in the background: you can leave this page. **Stop** keeps every finished chunk; pressing "
@@ -286,7 +324,7 @@ def generate_tab() -> None:
     )
 
     def live_count() -> None:
-        st.metric("Questions so far", ws.counts()["questions"])
+        st.metric("Questions in the workspace", ws.counts()["questions"])
 
     widgets.job_panel(
         "generate",

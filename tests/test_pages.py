@@ -21,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 from core.documents import ingest_files
 from core.embedders import resolve_embedder
 from core.evaluation import compare
+from core.generators import DEFAULT_PROMPT_TEMPLATE
 from core.launch import build_systems
 from core.questions import (
     OFFLINE_LIMITS,
@@ -530,6 +531,30 @@ def test_questions_llm_generation_on_a_sample_of_chunks(prepared_ws, prepared, f
     assert jobs[0]["status"] == "done", jobs[0]["error"]
     assert jobs[0]["title"].endswith("for a sample of 2 chunks")
     assert len([r for r in fake_openai.requests if r["path"].endswith("/chat/completions")]) == 2
+
+
+def test_questions_generation_settings_survive_a_reload_and_nothing_left_is_said(prepared_ws, prepared, fake_openai):
+    """The page says Generate again "with the same settings" resumes: after a reload (a new session) the settings
+    came back at gpt-4o-mini, no sample and the default template, so "resume" re-asked every chunk under another
+    model. The last Generate's settings are the workspace's defaults now (never the key); with every chosen chunk
+    done, Generate is off and the page says why."""
+    at = llm_questions_page(fake_openai, sample=2)
+    at.text_area(key="prompt_template").input(DEFAULT_PROMPT_TEMPLATE + "\nAsk about numbers.").run()
+    at.button(key="gen_start").click().run()
+    jobs = rerun_until_settled(at, prepared_ws, "generate")
+    assert jobs[0]["status"] == "done", jobs[0]["error"]
+
+    again = page("2_questions.py")  # a new session: a reload
+    again.run()
+    no_exceptions(again)
+    assert again.radio(key="gen_kind").value == "llm"
+    assert again.text_input(key="llm_model").value == "fake-model"
+    assert again.text_input(key="llm_base_url").value == fake_openai.base_url
+    assert again.number_input(key="gen_sample").value == 2
+    assert again.text_area(key="prompt_template").value.endswith("Ask about numbers.")
+    assert {m.label: m.value for m in again.metric}["LLM calls"] == "0"
+    assert again.button(key="gen_start").disabled
+    assert "Every chosen chunk already has its questions from this model" in texts(again.info)
 
 
 def test_questions_llm_generation_where_every_chunk_fails_is_an_error(prepared_ws, prepared, fake_openai):

@@ -93,6 +93,21 @@ def set_base_embedder(spec: str) -> None:
 _PERSISTED = "_adapterlab_persisted"  # a plain (never a widget's) key: a copy of the persisted widget values
 
 
+#: the Questions page's generation settings: kept through visits to other pages (app.py's persist_widget_state)
+#: and, from the last Generate, through a reload (the workspace's ``ui.generation``), so "Generate again with the
+#: same settings resumes" holds after either. No button key: a button's value cannot be set.
+GENERATION_KEYS = (
+    "gen_kind",
+    "gen_n",
+    "gen_sample",
+    "gen_offline_method",
+    "llm_model",
+    "llm_base_url",
+    "llm_concurrency",
+    "prompt_template",
+)
+
+
 def persist_widget_state(prefixes: tuple[str, ...]) -> None:
     """Keep the values of widgets whose key starts with ``prefixes`` when the user visits another page.
 
