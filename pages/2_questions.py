@@ -432,9 +432,21 @@ with tab_review:
                     widgets.flash(f"Removed {removed} unsearchable question(s).")
                     st.rerun()
 
+
 # ------------------------------------------------------------------------------------------------
 # split
 # ------------------------------------------------------------------------------------------------
+def unused_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name (2)``, ``(3)``... when a saved dataset has it: two sets of one name could not be told
+    apart on the Train and Compare pages."""
+    name = name.strip() or "dataset"
+    i = 2
+    out = name
+    while out in taken:
+        out, i = f"{name} ({i})", i + 1
+    return out
+
+
 with tab_split:
     sources = question_source_counts(ws)
     keep = None
@@ -516,12 +528,30 @@ with tab_split:
             s[1].metric("Train corpus chunks", len(train.corpus))
             s[2].metric("Validation questions", len(val.queries))
             s[3].metric("Validation corpus chunks", len(val.corpus))
+            n_all = len(train.queries) + len(val.queries)
+            st.caption(
+                f"{len(val.queries) / max(1, n_all):.0%} of the {n_all:,} questions held out"
+                + (" (whole chunks, so near the share asked, not exactly it)" if by == "chunk" else "")
+                + ". "
+                + (
+                    "The validation side ranks among every chunk of the documents (as a user's search does), so its "
+                    "corpus counts them all; the training side leaves out the chunks the validation questions ask about."
+                    if by == "chunk"
+                    else "Each side ranks among its own documents' chunks."
+                )
+            )
             n1, n2 = st.columns(2)
-            train_name = n1.text_input("Training dataset name", value=f"train (by {by})", key="split_train_name")
-            val_name = n2.text_input("Validation dataset name", value=f"validation (by {by})", key="split_val_name")
+            # keyed by the split: a name typed for one split stays with it, and the default follows the choice
+            # (one key kept "train (by document)" after a switch to by chunk)
+            train_name = n1.text_input("Training dataset name", value=f"train (by {by})", key=f"split_train_name_{by}")
+            val_name = n2.text_input(
+                "Validation dataset name", value=f"validation (by {by})", key=f"split_val_name_{by}"
+            )
             if st.button(
                 "Save train and validation datasets", key="split_save", type="primary", icon=":material/save:"
             ):
+                taken = {d["name"] for d in list_datasets(ws)}
+                train_name, val_name = (unused_name(n, taken) for n in (train_name, val_name))
                 save_dataset(ws, train, train_name, role="train")
                 save_dataset(ws, val, val_name, role="val")
                 widgets.flash(

@@ -678,10 +678,19 @@ def test_questions_import_and_save_split(prepared_ws, prepared):
     assert len(held) == 1 and ("harbor.pdf" in held[0]) != ("northwind.pdf" in held[0]), held
 
     at.radio(key="split_by").set_value("chunk").run()
+    shown = texts(at.caption)
+    assert "of the" in shown and "questions held out (whole chunks" in shown
+    assert "The validation side ranks among every chunk of the documents" in shown
     at.button(key="split_save").click().run()
     no_exceptions(at)
     assert "Saved" in texts(at.success)
     assert len(frame(at, "name", "role", "corpus chunks")) == 5
+    # saved again: the second pair gets names of its own (two of one name could not be told apart)
+    at.button(key="split_save").click().run()
+    names = list(frame(at, "name", "role", "corpus chunks")["name"])
+    assert len(names) == 7 and len(set(names)) == 7, names
+    assert {"train (by chunk)", "train (by chunk) (2)", "validation (by chunk) (2)"} <= set(names), names
+    assert "Saved **train (by chunk) (2)**" in texts(at.success) or "train (by chunk) \\(2\\)" in texts(at.success)
 
 
 # ------------------------------------------------------------------------------------------------
