@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 # The error kinds an LLMError can have.
 ERROR_KINDS = ("auth", "rate_limit", "server", "timeout", "connection", "bad_response", "bad_request", "cancelled")
 RETRYABLE_KINDS = frozenset({"rate_limit", "server", "timeout", "connection"})
+#: Retries of a connection error (refused, name not resolved) while the server has never answered this client: a
+#: server that is down or a wrong base URL fails in a few seconds instead of ``max_retries`` backoffs (a minute).
+#: Once the server has answered, connection errors get every retry (a server restarting mid-run comes back).
+UNREACHED_RETRIES = 2
 
 
 class CancelToken(Protocol):
@@ -132,10 +136,12 @@ def key_status(settings: LLMSettings | None) -> str:
 class LLMError(Exception):
     """A chat call that failed; ``kind`` is one of :data:`ERROR_KINDS` and the message says what to do."""
 
-    def __init__(self, message: str, kind: str = "server", status: int | None = None):
+    def __init__(self, message: str, kind: str = "server", status: int | None = None, never_answered: bool = False):
         super().__init__(message)
         self.kind = kind
         self.status = status
+        #: a connection error from a client the server never answered (down, or a wrong base URL), not one mid-run
+        self.never_answered = never_answered
 
     @property
     def retryable(self) -> bool:
@@ -210,8 +216,9 @@ class ChatClient:
 
     Retries (``settings.max_retries`` times) on 429, 5xx, timeouts and connection errors, with
     exponential backoff and jitter, honouring ``Retry-After``. Never retries 401/403 (a wrong
-    key) or 400/404/422 (a wrong model or request). Thread-safe: one client may serve many
-    threads.
+    key) or 400/404/422 (a wrong model or request). A connection error before the server has
+    ever answered this client is retried only :data:`UNREACHED_RETRIES` times (``reached`` says
+    whether it has answered). Thread-safe: one client may serve many threads.
 
     Args:
         settings: :class:`LLMSettings`; missing key/base URL are taken from the environment.
@@ -224,6 +231,7 @@ class ChatClient:
         self._sleep = sleep
         self._client = None
         self._lock = threading.Lock()
+        self.reached = False  # the server has answered this client at least once (any HTTP answer, errors too)
 
     def __repr__(self) -> str:
         return f"ChatClient(model={self.settings.model!r}, base_url={self.settings.base_url!r})"
@@ -373,16 +381,24 @@ class ChatClient:
             if cancel is not None and cancel.is_set():
                 raise LLMError("Cancelled.", kind="cancelled")
             try:
-                return self._create(messages, temperature, max_tokens)
-            except LLMError:
+                text = self._create(messages, temperature, max_tokens)
+                self.reached = True
+                return text
+            except LLMError as err:
+                if err.kind == "bad_response":
+                    self.reached = True  # an answer, just not a usable one
                 raise
             except (openai.OpenAIError, ValueError) as exc:
+                if isinstance(exc, openai.APIStatusError):
+                    self.reached = True
                 err = self._classify(exc)
                 if not err.retryable:
                     raise err from None
                 last = err
                 if attempt >= s.max_retries:
                     break
+                if err.kind == "connection" and not self.reached and attempt >= UNREACHED_RETRIES:
+                    break  # never answered: down or a wrong URL, not a blip; say so in seconds
                 delay = self.backoff_delay(attempt, exc)
                 log.warning(
                     "chat %s: %s (%s); retry %d/%d in %.2fs",
@@ -396,7 +412,10 @@ class ChatClient:
                 self._wait(delay, cancel)
         assert last is not None
         raise LLMError(
-            f"{last} (gave up after {s.max_retries + 1} attempts)", kind=last.kind, status=last.status
+            f"{last} (gave up after {attempt + 1} attempts)",
+            kind=last.kind,
+            status=last.status,
+            never_answered=last.kind == "connection" and not self.reached,
         ) from None
 
     # -- many calls ---------------------------------------------------------------------------

@@ -192,8 +192,9 @@ def generate_questions(
     time. A chunk that fails after its retries is listed in ``failures`` and not marked done, except one the
     model answered without a usable question in a run where it wrote questions for other chunks: that chunk is
     done with none (``chunks_without_questions``), so a rerun does not ask it again.
-    After ``max_consecutive_failures`` failures in a row (or one rejected key) generation
-    stops with an :class:`LLMError` whose ``report`` attribute holds the report so far.
+    After ``max_consecutive_failures`` failures in a row (or one rejected key, or a server that cannot be reached
+    at all: a connection error before any chunk of the run succeeded) generation stops with an :class:`LLMError`
+    whose ``report`` attribute holds the report so far.
 
     ``progress(handled, total, message)`` is called after each chunk, failed ones included; the message says how
     many are done and how many failed so far (``"90 of 120 chunks done · 30 failed"``, then the error of a chunk
@@ -239,12 +240,24 @@ def generate_questions(
 
     stop = threading.Event()
     token = _AnyEvent(cancel, stop)
-    state: dict[str, Any] = {"consecutive": 0, "last": None, "fatal": None, "handled": 0, "no_question": []}
+    state: dict[str, Any] = {
+        "consecutive": 0,
+        "last": None,
+        "fatal": None,
+        "why": "",
+        "handled": 0,
+        "no_question": [],
+    }
 
     def work(chunk: dict) -> list[str]:
         if takes_cancel:
             return generator.generate(chunk["text"], n, cancel=token)
         return generator.generate(chunk["text"], n)
+
+    def unreachable(err: LLMError) -> bool:
+        """A connection error while no chunk of this run has succeeded and the server never answered the client.
+        Once it has answered, a connection error is a server restarting mid-run: retried, counted as a failure."""
+        return err.kind == "connection" and not report["chunks_done_now"] and err.never_answered
 
     def on_result(i: int, res: Any) -> None:
         chunk = todo[i]
@@ -257,10 +270,15 @@ def generate_questions(
             state["consecutive"] += 1
             state["last"] = res
             if isinstance(res, LLMError) and res.kind in ("auth", "bad_request"):
-                state["fatal"] = res
+                state["fatal"], state["why"] = res, "the server rejected the request"
+                stop.set()
+            elif isinstance(res, LLMError) and unreachable(res):
+                # the server was never reached (down, or a wrong base URL): the other chunks would only wait the
+                # same retries out, minutes for nothing
+                state["fatal"], state["why"] = res, "the server could not be reached"
                 stop.set()
             elif state["consecutive"] >= max_consecutive_failures:
-                state["fatal"] = res
+                state["fatal"], state["why"] = res, f"{state['consecutive']} chunks in a row failed"
                 stop.set()
             log.warning("questions: chunk %s failed: %s", chunk["id"], res)
         else:
@@ -295,13 +313,8 @@ def generate_questions(
         report["chunks_done_now"] += len(unanswered)
         report["chunks_without_questions"] += len(unanswered)
     if fatal is not None:
-        why = (
-            "the server rejected the request"
-            if isinstance(fatal, LLMError) and fatal.kind in ("auth", "bad_request")
-            else f"{state['consecutive']} chunks in a row failed"
-        )
         msg = (
-            f"Stopped generating questions: {why}. {report['chunks_done_now']} chunk(s) were saved in this run; "
+            f"Stopped generating questions: {state['why']}. {report['chunks_done_now']} chunk(s) were saved in this run; "
             f"fix the problem and run again to resume (finished chunks are not repeated). Last error: {scrub(fatal)}"
         )
         err: Exception

@@ -68,6 +68,7 @@ import collections
 import hashlib
 import json
 import re
+import socket
 import struct
 import threading
 import time
@@ -198,10 +199,21 @@ class FakeOpenAI:
         self._serial_lock = threading.Lock()
         self._lock = threading.Lock()
         self._chat_count = 0
+        self._connections: set[socket.socket] = set()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with server._lock:
+                    server._connections.add(self.connection)
+
+            def finish(self):
+                with server._lock:
+                    server._connections.discard(self.connection)
+                super().finish()
 
             def log_message(self, format, *args):  # noqa: A002 - silence stderr access log
                 pass
@@ -224,8 +236,17 @@ class FakeOpenAI:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
+        """Stop listening and drop the open (keep-alive) connections, as a server that goes down does: a client's
+        next request is refused."""
         self._httpd.shutdown()
         self._httpd.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._thread.join(timeout=5)
 
     def __enter__(self) -> FakeOpenAI:

@@ -13,6 +13,7 @@ import pytest
 from core.generators import estimate_generation, fill_prompt
 from core.llm import (
     PRICES_PER_MTOK,
+    UNREACHED_RETRIES,
     ChatClient,
     LLMError,
     LLMSettings,
@@ -155,6 +156,32 @@ def test_connection_refused(fake_openai):
         client.complete(MSGS)
     assert info.value.kind == "connection"
     assert "base URL" in str(info.value)
+
+
+def test_a_server_never_reached_gives_up_in_a_few_retries(fake_openai):
+    """A server that is down (or a wrong base URL) was retried max_retries times with backoff (a minute with the
+    defaults) before anyone heard of it: a client the server never answered gives up after UNREACHED_RETRIES."""
+    url = fake_openai.base_url
+    fake_openai.close()
+    waits: list[float] = []
+    client = ChatClient(LLMSettings(model="m", base_url=url, api_key=KEY, max_retries=5, timeout=2), sleep=waits.append)
+    with pytest.raises(LLMError) as info:
+        client.complete(MSGS)
+    assert info.value.kind == "connection" and info.value.never_answered
+    assert len(waits) == UNREACHED_RETRIES and sum(waits) < 10  # the default backoff: about 3 s in all
+    assert "3 attempts" in str(info.value) and "base URL" in str(info.value)
+
+
+def test_a_server_that_answered_once_gets_every_retry_when_it_drops(fake_openai):
+    """A server restarting mid-run refuses connections for a while: once it has answered, every retry is used."""
+    waits: list[float] = []
+    client = ChatClient(settings_for(fake_openai, max_retries=5), sleep=waits.append)
+    assert "?" in client.complete(MSGS) and client.reached
+    fake_openai.close()
+    with pytest.raises(LLMError) as info:
+        client.complete(MSGS)
+    assert info.value.kind == "connection" and not info.value.never_answered
+    assert len(waits) == 5 and "6 attempts" in str(info.value)
 
 
 def test_no_key_needed_for_a_local_server_but_needed_for_openai(fake_openai):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.datasets import DatasetError, QADataset
-from core.llm import LLMError, LLMSettings
+from core.llm import UNREACHED_RETRIES, ChatClient, LLMError, LLMSettings
 from core.questions import (
     DEFAULT_PROMPT_TEMPLATE,
     OFFLINE_LIMITS,
@@ -431,6 +431,46 @@ def test_generate_stops_early_when_endpoint_is_down(ws, fake_openai):
     assert len(err.report["failures"]) >= 5
     assert len(fake_openai.chat_requests) <= 7  # stopped, did not hammer 30 chunks
     assert count(ws, "generation_done") == 0
+
+
+def test_generate_stops_after_one_chunk_when_the_server_cannot_be_reached(ws, fake_openai):
+    """A server that is down made a run take minutes: every chunk retried a refused connection with backoff, five
+    chunks in a row. Refused before any chunk succeeded, the run stops once the first chunk's few retries are
+    out, with the connection error's advice."""
+    add_docs(ws, {"lyft.pdf": 12})
+    url = fake_openai.base_url
+    fake_openai.close()
+    waits: list[float] = []
+    settings = LLMSettings(model="fake-model", base_url=url, api_key=KEY, max_retries=5, timeout=2, concurrency=3)
+    gen = LLMGenerator(client=ChatClient(settings, sleep=waits.append))
+    t0 = time.monotonic()
+    with pytest.raises(LLMError) as info:
+        generate_questions(ws, gen, 2)
+    err = info.value
+    assert err.kind == "connection" and time.monotonic() - t0 < 10
+    assert "could not be reached" in str(err) and "Could not connect to" in str(err) and "base URL" in str(err)
+    assert len(err.report["failures"]) <= 3  # the chunks in flight at most, not five in a row
+    assert len(waits) <= 3 * UNREACHED_RETRIES  # not 5 chunks x 5 backoffs
+    assert count(ws, "generation_done") == 0
+
+
+def test_generate_keeps_retrying_a_server_that_drops_after_answering(ws, fake_openai):
+    """Chunks saved before the server went away are kept, and its connection errors then are failures retried
+    with every backoff (a restart is transient), stopping only after max_consecutive_failures in a row."""
+    add_docs(ws, {"lyft.pdf": 10})
+    waits: list[float] = []
+    settings = LLMSettings(model="fake-model", base_url=fake_openai.base_url, api_key=KEY, max_retries=2, timeout=2)
+    gen = LLMGenerator(client=ChatClient(settings, sleep=waits.append))
+
+    def progress(done, total, msg):
+        if done == 2:
+            fake_openai.close()
+
+    with pytest.raises(LLMError) as info:
+        generate_questions(ws, gen, 2, progress=progress, concurrency=1, max_consecutive_failures=3)
+    assert "3 chunks in a row failed" in str(info.value)
+    assert info.value.report["chunks_done_now"] == 2 and count(ws, "generation_done") == 2
+    assert len(waits) == 3 * 2  # every retry of every failed chunk
 
 
 def test_generate_stops_at_once_on_bad_key(ws, fake_openai):
