@@ -252,6 +252,30 @@ def parse_questions(text: str, n: int | None = None) -> list[str]:
     return out
 
 
+#: The longest answer asked of a model writing questions: ``MAX_TOKENS_PER_QUESTION`` tokens per question asked
+#: plus ``MAX_TOKENS_MARGIN`` (a preamble, numbering). GPT's 668 Lyft questions are ~44 tokens on average (169
+#: characters; 90% under ~63, the longest ~134), so a model answering as asked stays well within it, while a small
+#: model that rambles (3,798 tokens, 92 s, for 2 questions) is cut off; a cut answer keeps its complete questions.
+MAX_TOKENS_PER_QUESTION = 60
+MAX_TOKENS_MARGIN = 100
+
+
+def question_max_tokens(n: int, per_question: int = MAX_TOKENS_PER_QUESTION) -> int:
+    """The ``max_tokens`` of an answer asked for ``n`` questions (see :data:`MAX_TOKENS_PER_QUESTION`)."""
+    return max(1, int(n)) * int(per_question) + MAX_TOKENS_MARGIN
+
+
+def complete_part(text: str) -> str:
+    """A cut answer (``finish_reason == "length"``) without its unfinished end: up to its last line break or its
+    last "?", whichever comes later (a last line that ends in "?" is whole). ``"1. What is X?\n2. How did the"``
+    -> ``"1. What is X?"``."""
+    t = (text or "").rstrip()
+    if t.endswith("?"):
+        return t
+    end = max(t.rfind("\n"), t.rfind("?") + 1 if "?" in t else -1)
+    return t[:end] if end > 0 else ""
+
+
 def fill_prompt(template: str, context: str, n: int) -> str:
     """``template`` with ``{context_str}`` and ``{num_questions_per_chunk}`` replaced.
 
@@ -603,16 +627,30 @@ class OfflineGenerator:
         return rng.choice(_OFFLINE_TEMPLATES_1).format(a=phrase)
 
 
+class GeneratedQuestions(list):
+    """The questions of one model answer (a ``list[str]``), with ``truncated``: the answer was cut at
+    ``max_tokens`` (its complete questions are kept)."""
+
+    def __init__(self, questions: Iterable[str] = (), truncated: bool = False):
+        super().__init__(questions)
+        self.truncated = truncated
+
+
 class LLMGenerator:
     """Questions written by a chat model through :class:`core.llm.ChatClient`.
 
     Args:
         settings: model, endpoint, key, timeouts, retries, concurrency.
         prompt_template: must contain ``{context_str}`` and ``{num_questions_per_chunk}``.
+        max_tokens_per_question: the answer's ``max_tokens`` is this per question asked plus
+            :data:`MAX_TOKENS_MARGIN` (:func:`question_max_tokens`); ``None`` sends no cap.
 
     ``generate(chunk_text, n)`` sends the filled template as one user message, parses the
-    answer with :func:`parse_questions` and returns at most ``n`` questions. An answer with
-    no question in it is asked again once; a second one raises ``LLMError(kind="bad_response")``.
+    answer with :func:`parse_questions` and returns at most ``n`` questions (a
+    :class:`GeneratedQuestions`). An answer cut at ``max_tokens`` keeps the questions it
+    completed (:func:`complete_part`). An answer with no question in it is asked again once
+    (with four times the cap when it was cut: a model that reasons first); a second one raises
+    ``LLMError(kind="bad_response")``.
     """
 
     kind = "llm"
@@ -622,10 +660,12 @@ class LLMGenerator:
         settings: LLMSettings | None = None,
         prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
         client: ChatClient | None = None,
+        max_tokens_per_question: int | None = MAX_TOKENS_PER_QUESTION,
     ):
         self.prompt_template = validate_prompt_template(prompt_template)
         self.client = client or ChatClient(settings or LLMSettings())
         self.settings = self.client.settings
+        self.max_tokens_per_question = max_tokens_per_question
 
     def __repr__(self) -> str:
         return f"LLMGenerator(model={self.settings.model!r}, base_url={self.settings.base_url!r})"
@@ -641,23 +681,36 @@ class LLMGenerator:
     def messages(self, chunk_text: str, n: int) -> list[dict]:
         return [{"role": "user", "content": fill_prompt(self.prompt_template, chunk_text, n)}]
 
-    def generate(self, chunk_text: str, n: int, cancel: Any = None) -> list[str]:
+    def max_tokens(self, n: int) -> int | None:
+        """The ``max_tokens`` of an answer asked for ``n`` questions (``None``: no cap)."""
+        if not self.max_tokens_per_question:
+            return None
+        return question_max_tokens(n, self.max_tokens_per_question)
+
+    def generate(self, chunk_text: str, n: int, cancel: Any = None) -> GeneratedQuestions:
         messages = self.messages(chunk_text, n)
         answer = ""
+        cap = self.max_tokens(n)
+        cut_at = None
         for attempt in range(2):
             try:
-                answer = self.client.complete(messages, cancel=cancel)
+                reply = self.client.chat(messages, max_tokens=cap, cancel=cancel)
             except LLMError as err:
                 if err.kind != "bad_response" or attempt == 1:
                     raise
                 continue
-            qs = parse_questions(answer, n)
+            answer = reply.text
+            qs = parse_questions(complete_part(answer) if reply.truncated else answer, n)
             if qs:
-                return qs
+                return GeneratedQuestions(qs, truncated=reply.truncated)
+            cut_at = cap if reply.truncated else None
+            if cut_at:
+                cap = cut_at * 4  # cut before a whole question: room for a model that reasons before it answers
         preview = re.sub(r"\s+", " ", answer)[:120]
+        cut = f"; it was cut at {cut_at} tokens (max_tokens)" if cut_at else ""
         raise LLMError(
             f"The model {self.settings.model!r} answered twice without a usable question "
-            f"(answer began: {preview!r}). Check the model and the prompt template: the answer "
+            f"(answer began: {preview!r}{cut}). Check the model and the prompt template: the answer "
             "should list questions, one per line, each ending with '?'.",
             kind="bad_response",
         )

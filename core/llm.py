@@ -156,6 +156,32 @@ def _scrub(text: str, key: str | None) -> str:
 _retry_after = retry_after  # the shared policy's (core.retry); kept under its old name
 
 
+@dataclass(frozen=True, slots=True)
+class ChatAnswer:
+    """One chat completion: its text, why it ended (``"stop"``; ``"length"`` when cut at ``max_tokens``) and the
+    model the server says answered (``None`` when it names none; a local server may name a file path)."""
+
+    text: str
+    finish_reason: str | None = None
+    model: str | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """Cut at ``max_tokens``: the last line may be unfinished."""
+        return self.finish_reason == "length"
+
+
+def _refuses_max_tokens(exc: BaseException) -> bool:
+    """A 400 saying the model takes no ``max_tokens`` (OpenAI's reasoning models: "Unsupported parameter:
+    'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.")."""
+    import openai
+
+    if not isinstance(exc, openai.BadRequestError):
+        return False
+    text = str(getattr(exc, "message", "") or exc).lower()
+    return "max_tokens" in text and any(w in text for w in ("unsupported", "not supported", "max_completion_tokens"))
+
+
 # ------------------------------------------------------------------------------------------------
 # bounded concurrency
 # ------------------------------------------------------------------------------------------------
@@ -232,6 +258,7 @@ class ChatClient:
         self._client = None
         self._lock = threading.Lock()
         self.reached = False  # the server has answered this client at least once (any HTTP answer, errors too)
+        self._max_tokens_ok = True  # False once the model refused max_tokens (then it is not sent)
 
     def __repr__(self) -> str:
         return f"ChatClient(model={self.settings.model!r}, base_url={self.settings.base_url!r})"
@@ -340,13 +367,13 @@ class ChatClient:
         """Seconds to wait before retry number ``attempt + 1``: exponential with jitter, or Retry-After."""
         return self.retry_policy.delay(attempt, exc)
 
-    def _create(self, messages: list[dict], temperature: float | None, max_tokens: int | None) -> str:
+    def _create(self, messages: list[dict], temperature: float | None, max_tokens: int | None) -> ChatAnswer:
         kwargs: dict[str, Any] = {
             "model": self.settings.model,
             "messages": messages,
             "temperature": self.settings.temperature if temperature is None else temperature,
         }
-        if max_tokens is not None:
+        if max_tokens is not None and self._max_tokens_ok:
             kwargs["max_tokens"] = max_tokens
         resp = self.client.chat.completions.create(**kwargs)
         choices = getattr(resp, "choices", None)
@@ -355,14 +382,17 @@ class ChatClient:
                 f"{self.settings.model!r} at {self.host} returned no choices. Is this an OpenAI-compatible chat endpoint?",
                 kind="bad_response",
             )
+        finish = getattr(choices[0], "finish_reason", None)
         content = getattr(choices[0].message, "content", None)
+        if content is None and finish == "length":
+            content = ""  # cut at max_tokens before any text (a model that reasons first): no question, asked again
         if not isinstance(content, str):
             raise LLMError(
-                f"{self.settings.model!r} at {self.host} returned an empty message "
-                f"(finish_reason={getattr(choices[0], 'finish_reason', None)!r}).",
+                f"{self.settings.model!r} at {self.host} returned an empty message (finish_reason={finish!r}).",
                 kind="bad_response",
             )
-        return content
+        model = getattr(resp, "model", None)
+        return ChatAnswer(content, finish, model if isinstance(model, str) and model.strip() else None)
 
     def complete(
         self,
@@ -373,17 +403,32 @@ class ChatClient:
         cancel: CancelToken | None = None,
     ) -> str:
         """The assistant's text for ``messages``; raises :class:`LLMError` after the retries."""
+        return self.chat(messages, temperature=temperature, max_tokens=max_tokens, cancel=cancel).text
+
+    def chat(
+        self,
+        messages: list[dict],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        cancel: CancelToken | None = None,
+    ) -> ChatAnswer:
+        """:meth:`complete` with what else the server said: why the answer ended (``"length"``: cut at
+        ``max_tokens``) and which model answered. A model that refuses ``max_tokens`` (OpenAI's reasoning models
+        want ``max_completion_tokens``, which counts their reasoning too) is asked again without it, and this
+        client sends it no more."""
         import openai
 
         s = self.settings
         last: LLMError | None = None
-        for attempt in range(s.max_retries + 1):
+        attempt = 0
+        while True:
             if cancel is not None and cancel.is_set():
                 raise LLMError("Cancelled.", kind="cancelled")
             try:
-                text = self._create(messages, temperature, max_tokens)
+                answer = self._create(messages, temperature, max_tokens)
                 self.reached = True
-                return text
+                return answer
             except LLMError as err:
                 if err.kind == "bad_response":
                     self.reached = True  # an answer, just not a usable one
@@ -391,6 +436,10 @@ class ChatClient:
             except (openai.OpenAIError, ValueError) as exc:
                 if isinstance(exc, openai.APIStatusError):
                     self.reached = True
+                if max_tokens is not None and self._max_tokens_ok and _refuses_max_tokens(exc):
+                    self._max_tokens_ok = False
+                    log.info("chat %s: the model takes no max_tokens; asking without it", s.model)
+                    continue
                 err = self._classify(exc)
                 if not err.retryable:
                     raise err from None
@@ -410,6 +459,7 @@ class ChatClient:
                     delay,
                 )
                 self._wait(delay, cancel)
+                attempt += 1
         assert last is not None
         raise LLMError(
             f"{last} (gave up after {attempt + 1} attempts)",

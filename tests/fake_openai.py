@@ -46,6 +46,9 @@ Embedding modes, the ways real local servers answer (attributes, off by default)
 
 ``server.max_in_flight`` is the most embeddings requests that were ever being answered at once.
 
+A chat answer longer than the request's ``max_tokens`` (4 characters a token) is cut there, with
+``finish_reason`` ``"length"``, as a real server does.
+
 ``server.responder = fn(body) -> str | dict`` replaces the chat answer (a ``str`` is the
 message content, a ``dict`` the whole JSON response; raising gives a 500);
 ``server.embed_responder = fn(texts, body) -> list[list[float]]`` does the same for embeddings.
@@ -407,6 +410,10 @@ class FakeOpenAI:
             content = _format_answer(fake_questions(context, _extract_n(prompt, context)), style)
         if isinstance(content, dict):
             return self._send(h, 200, content)
+        finish_reason = "stop"
+        cap = body.get("max_tokens") or body.get("max_completion_tokens")
+        if cap and len(content) > 4 * int(cap):  # like a real server: cut at max_tokens (4 characters a token)
+            content, finish_reason = content[: 4 * int(cap)], "length"
         prompt_tokens = max(1, len(prompt) // 4)
         completion_tokens = max(1, len(content) // 4)
         self._send(
@@ -421,7 +428,7 @@ class FakeOpenAI:
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": content},
-                        "finish_reason": "stop",
+                        "finish_reason": finish_reason,
                         "logprobs": None,
                     }
                 ],

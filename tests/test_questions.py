@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.datasets import DatasetError, QADataset
+from core.generators import question_max_tokens
 from core.llm import UNREACHED_RETRIES, ChatClient, LLMError, LLMSettings
 from core.questions import (
     DEFAULT_PROMPT_TEMPLATE,
@@ -271,6 +272,54 @@ def test_llm_generator_garbage_retried_once_then_clear_error(fake_openai):
     with pytest.raises(LLMError) as info:
         gen.generate(chunk_text("Lyft", 1), 2)
     assert info.value.kind == "bad_response"
+
+
+RAMBLE = "1. What was Lyft's revenue in 2021?\n2. How many riders did Lyft have? " + "why " * 5000
+
+
+def test_llm_generator_caps_the_answer_and_keeps_the_questions_of_a_cut_one(fake_openai):
+    """No max_tokens was sent, so a small model rambled for thousands of tokens (3,798 in 92 s, past the timeout,
+    then retried). The answer is capped in proportion to the questions asked; a cut answer keeps the questions
+    it completed, not the unfinished last one."""
+    fake_openai.responder = lambda body: RAMBLE
+    gen = llm_gen(fake_openai)
+    qs = gen.generate(chunk_text("Lyft", 1), 2)
+    assert qs == ["What was Lyft's revenue in 2021?", "How many riders did Lyft have?"] and qs.truncated
+    assert fake_openai.chat_requests[-1]["body"]["max_tokens"] == question_max_tokens(2) == 2 * 60 + 100
+    gen.generate(chunk_text("Lyft", 1), 20)
+    assert fake_openai.chat_requests[-1]["body"]["max_tokens"] == 20 * 60 + 100
+    assert len(fake_openai.chat_requests) == 2  # a cut answer with questions is no failure: not asked again
+
+    cap = question_max_tokens(3)
+    whole = "1. What was Lyft's revenue in 2021?\n"
+    fake_openai.responder = lambda body: whole + "2. What was the " + "very " * cap + "long question?"
+    assert gen.generate(chunk_text("Lyft", 1), 3) == ["What was Lyft's revenue in 2021?"]  # not "What was the very"
+
+    fake_openai.responder = lambda body: "Let me think. " * 1000  # cut before any question: asked again, 4x the cap
+    with pytest.raises(LLMError, match="without a usable question.*cut at"):
+        gen.generate(chunk_text("Lyft", 1), 2)
+    assert [r["body"]["max_tokens"] for r in fake_openai.chat_requests[-2:]] == [220, 880]
+    assert LLMGenerator(LLMSettings(model="m", api_key=KEY), max_tokens_per_question=None).max_tokens(2) is None
+
+
+def test_a_truncated_answer_with_a_question_counts_done(ws, fake_openai):
+    add_docs(ws, {"lyft.pdf": 3})
+    fake_openai.responder = lambda body: RAMBLE
+    report = generate_questions(ws, llm_gen(fake_openai, concurrency=1), 2)
+    assert report["chunks_done_now"] == 3 and not report["failures"] and report["questions_added"] >= 3
+    assert len(fake_openai.chat_requests) == 3
+
+
+def test_a_model_that_refuses_max_tokens_is_asked_without_it(fake_openai):
+    """OpenAI's reasoning models answer 400 to max_tokens ('use max_completion_tokens'): asked again without it,
+    and not sent it again."""
+    fake_openai.faults.append(
+        "400:Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+    )
+    gen = llm_gen(fake_openai)
+    assert len(gen.generate(chunk_text("Lyft", 1), 2)) == 2
+    assert len(gen.generate(chunk_text("Lyft", 2), 2)) == 2
+    assert ["max_tokens" in r["body"] for r in fake_openai.chat_requests] == [True, False, False]
 
 
 def test_generation_key():
