@@ -47,6 +47,10 @@ RETRYABLE_KINDS = frozenset({"rate_limit", "server", "timeout", "connection"})
 #: server that is down or a wrong base URL fails in a few seconds instead of ``max_retries`` backoffs (a minute).
 #: Once the server has answered, connection errors get every retry (a server restarting mid-run comes back).
 UNREACHED_RETRIES = 2
+#: A request that timed out is retried with twice the previous wait, up to this many times ``LLMSettings.timeout``:
+#: a slow local server (one request at a time, still working on the one given up on) answers a patient retry,
+#: while the same short wait would time out again and again.
+MAX_TIMEOUT_FACTOR = 4
 
 
 class CancelToken(Protocol):
@@ -68,7 +72,8 @@ class LLMSettings:
             but only when ``base_url`` is ``None`` or the environment's own endpoint: a key
             from the environment is never sent to another URL. A local server that needs no
             key works without one when ``base_url`` is set.
-        timeout: seconds to wait for one answer before retrying.
+        timeout: seconds to wait for one answer before retrying; each retry after a timeout waits
+            twice as long as the last, up to :data:`MAX_TIMEOUT_FACTOR` times this.
         max_retries: retries after the first attempt on 429, 5xx, timeouts and connection errors.
         concurrency: requests in flight at once in :meth:`ChatClient.map_complete`.
         temperature: sampling temperature.
@@ -288,8 +293,8 @@ class ChatClient:
             return self._client
 
     # -- one call -----------------------------------------------------------------------------
-    def _classify(self, exc: BaseException) -> LLMError:
-        """Turn an ``openai`` exception into an :class:`LLMError` with advice."""
+    def _classify(self, exc: BaseException, timeout: float | None = None) -> LLMError:
+        """Turn an ``openai`` exception into an :class:`LLMError` with advice (``timeout``: the wait that ran out)."""
         import openai
 
         s = self.settings
@@ -297,8 +302,9 @@ class ChatClient:
         where = f"{s.model!r} at {self.host}"
         detail = _scrub(getattr(exc, "message", None) or str(exc), key)
         if isinstance(exc, openai.APITimeoutError):
+            longer = f" (retries waited up to {timeout:g} s)" if timeout and timeout > s.timeout else ""
             return LLMError(
-                f"No answer from {where} within {s.timeout:g} s. The server may be overloaded: "
+                f"No answer from {where} within {s.timeout:g} s{longer}. The server may be overloaded: "
                 "try again later, raise the timeout or lower the concurrency.",
                 kind="timeout",
             )
@@ -367,12 +373,16 @@ class ChatClient:
         """Seconds to wait before retry number ``attempt + 1``: exponential with jitter, or Retry-After."""
         return self.retry_policy.delay(attempt, exc)
 
-    def _create(self, messages: list[dict], temperature: float | None, max_tokens: int | None) -> ChatAnswer:
+    def _create(
+        self, messages: list[dict], temperature: float | None, max_tokens: int | None, timeout: float | None = None
+    ) -> ChatAnswer:
         kwargs: dict[str, Any] = {
             "model": self.settings.model,
             "messages": messages,
             "temperature": self.settings.temperature if temperature is None else temperature,
         }
+        if timeout is not None and timeout != self.settings.timeout:
+            kwargs["timeout"] = timeout
         if max_tokens is not None and self._max_tokens_ok:
             kwargs["max_tokens"] = max_tokens
         resp = self.client.chat.completions.create(**kwargs)
@@ -422,11 +432,12 @@ class ChatClient:
         s = self.settings
         last: LLMError | None = None
         attempt = 0
+        timeout = s.timeout  # doubled after each timeout, up to MAX_TIMEOUT_FACTOR times the setting
         while True:
             if cancel is not None and cancel.is_set():
                 raise LLMError("Cancelled.", kind="cancelled")
             try:
-                answer = self._create(messages, temperature, max_tokens)
+                answer = self._create(messages, temperature, max_tokens, timeout)
                 self.reached = True
                 return answer
             except LLMError as err:
@@ -440,10 +451,12 @@ class ChatClient:
                     self._max_tokens_ok = False
                     log.info("chat %s: the model takes no max_tokens; asking without it", s.model)
                     continue
-                err = self._classify(exc)
+                err = self._classify(exc, timeout)
                 if not err.retryable:
                     raise err from None
                 last = err
+                if err.kind == "timeout":
+                    timeout = min(timeout * 2, s.timeout * MAX_TIMEOUT_FACTOR)
                 if attempt >= s.max_retries:
                     break
                 if err.kind == "connection" and not self.reached and attempt >= UNREACHED_RETRIES:

@@ -44,6 +44,8 @@ Embedding modes, the ways real local servers answer (attributes, off by default)
   ``dim_sequence[n]`` numbers (the last entry from then on): a dimension that changes.
 * ``server.nan_vectors = True``: the first vector of every answer holds a NaN.
 
+``server.chat_delay = s``: every chat request sleeps ``s`` seconds before answering (a slow server).
+
 ``server.max_in_flight`` is the most embeddings requests that were ever being answered at once.
 
 A chat answer longer than the request's ``max_tokens`` (4 characters a token) is cut there, with
@@ -190,6 +192,7 @@ class FakeOpenAI:
         self.embed_responder: Callable[[list[str], dict], list[list[float]]] | None = None
         self.require_key: str | None = None
         self.model_name = "fake-model"
+        self.chat_delay = 0.0
         self.per_token = False
         self.per_token_offset_bug = False
         self.delay_per_token = 0.0
@@ -398,6 +401,8 @@ class FakeOpenAI:
         with self._lock:
             style = self._chat_count
             self._chat_count += 1
+        if self.chat_delay:
+            time.sleep(self.chat_delay)
         if garbage:
             content: str | dict = "I'm sorry, but I can't help with that request."
         elif self.responder is not None:

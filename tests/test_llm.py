@@ -118,6 +118,23 @@ def test_timeout_is_retried_then_reported(fake_openai):
     assert "0.25 s" in str(info.value) and "timeout" in str(info.value)
 
 
+def test_a_timed_out_request_is_retried_with_a_longer_wait(fake_openai):
+    """A slow local server (2 cores, one request at a time) timed out at 60 s, and each retry waited the same 60 s
+    and timed out again: each retry after a timeout waits twice as long, up to MAX_TIMEOUT_FACTOR times."""
+    fake_openai.chat_delay = 0.4
+    client = ChatClient(settings_for(fake_openai, timeout=0.25, max_retries=3))
+    assert "?" in client.complete(MSGS)  # 0.25 s ran out, 0.5 s did not
+    assert len(fake_openai.chat_requests) == 2
+
+    fake_openai.chat_delay = 1.5
+    client = ChatClient(settings_for(fake_openai, timeout=0.1, max_retries=3))
+    t0 = time.monotonic()
+    with pytest.raises(LLMError) as info:
+        client.complete(MSGS)
+    assert 0.1 + 0.2 + 0.4 + 0.4 <= time.monotonic() - t0 < 1.5  # capped at 4 x 0.1 s
+    assert "within 0.1 s (retries waited up to 0.4 s)" in str(info.value)
+
+
 def test_401_is_not_retried_and_hides_the_key(fake_openai):
     fake_openai.require_key = "sk-the-right-one"
     client = ChatClient(settings_for(fake_openai))
