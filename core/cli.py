@@ -253,7 +253,7 @@ def cmd_generate(args) -> int:
     from .datasets import DatasetError, build_dataset, split_dataset
     from .generators import DEFAULT_PROMPT_TEMPLATE, LLMGenerator, estimate_generation
     from .llm import LLMSettings
-    from .questions import generate_questions, nothing_generated, pending_chunks, sampled_chunk_ids
+    from .questions import answered_by_text, generate_questions, nothing_generated, pending_chunks, sampled_chunk_ids
     from .runs import ingested_chunks
 
     ws = _workspace(args)
@@ -376,7 +376,11 @@ def cmd_generate(args) -> int:
         for k, v in out.items()
         if k not in ("report", "unsearchable", "unsearchable_examples")
     ]
-    rows += [{"output": k, "value": v} for k, v in report.items() if k != "failures"]
+    rows += [
+        {"output": k, "value": v} for k, v in report.items() if k not in ("failures", "model_requested", "answered_by")
+    ]
+    if answered := answered_by_text(report):  # a local server answers any model name: say which one wrote them
+        rows.append({"output": "model", "value": answered})
     if out.get("unsearchable"):
         rows.append(
             {

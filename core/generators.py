@@ -39,6 +39,7 @@ from .llm import (
     LLMError,
     LLMSettings,
     estimate_tokens,
+    model_display_name,
 )
 
 log = logging.getLogger(__name__)
@@ -629,11 +630,13 @@ class OfflineGenerator:
 
 class GeneratedQuestions(list):
     """The questions of one model answer (a ``list[str]``), with ``truncated``: the answer was cut at
-    ``max_tokens`` (its complete questions are kept)."""
+    ``max_tokens`` (its complete questions are kept), and ``model``: the model the server says wrote them, as
+    shown (:func:`core.llm.model_display_name`; ``None`` when the server names none)."""
 
-    def __init__(self, questions: Iterable[str] = (), truncated: bool = False):
+    def __init__(self, questions: Iterable[str] = (), truncated: bool = False, model: str | None = None):
         super().__init__(questions)
         self.truncated = truncated
+        self.model = model
 
 
 class LLMGenerator:
@@ -647,7 +650,8 @@ class LLMGenerator:
 
     ``generate(chunk_text, n)`` sends the filled template as one user message, parses the
     answer with :func:`parse_questions` and returns at most ``n`` questions (a
-    :class:`GeneratedQuestions`). An answer cut at ``max_tokens`` keeps the questions it
+    :class:`GeneratedQuestions`, naming the model the server says answered: a local server
+    answers whatever model name it is sent, so ``model`` is only the name asked for). An answer cut at ``max_tokens`` keeps the questions it
     completed (:func:`complete_part`). An answer with no question in it is asked again once
     (with four times the cap when it was cut: a model that reasons first); a second one raises
     ``LLMError(kind="bad_response")``.
@@ -702,7 +706,7 @@ class LLMGenerator:
             answer = reply.text
             qs = parse_questions(complete_part(answer) if reply.truncated else answer, n)
             if qs:
-                return GeneratedQuestions(qs, truncated=reply.truncated)
+                return GeneratedQuestions(qs, truncated=reply.truncated, model=model_display_name(reply.model))
             cut_at = cap if reply.truncated else None
             if cut_at:
                 cap = cut_at * 4  # cut before a whole question: room for a model that reasons before it answers

@@ -29,6 +29,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -174,6 +175,27 @@ class ChatAnswer:
     def truncated(self) -> bool:
         """Cut at ``max_tokens``: the last line may be unfinished."""
         return self.finish_reason == "length"
+
+
+_MODEL_FILE = re.compile(r"\.(gguf|ggml|bin|safetensors|onnx|pt|pth|llamafile)$", re.I)
+
+
+def model_display_name(name: str | None) -> str | None:
+    """The name to show for the model a server says answered: a file path's file name (llama.cpp answers with
+    the ``.gguf`` it loaded: ``/models/SmolLM2-135M-Instruct.Q4_1.gguf`` -> ``SmolLM2-135M-Instruct.Q4_1.gguf``),
+    any other name as it is (``gpt-4o-mini-2024-07-18``, ``meta-llama/Llama-3.1-8B-Instruct``, ``qwen2.5:7b``)."""
+    if name is None or not str(name).strip():
+        return None
+    name = str(name).strip()
+    is_path = (
+        name.startswith(("/", "~", "./", "../", "\\"))
+        or "\\" in name
+        or re.match(r"^[A-Za-z]:[\\/]", name) is not None
+        or _MODEL_FILE.search(name) is not None
+    )
+    if is_path:
+        return re.split(r"[\\/]", name.rstrip("\\/"))[-1] or name
+    return name
 
 
 def _refuses_max_tokens(exc: BaseException) -> bool:

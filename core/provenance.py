@@ -55,14 +55,36 @@ _BATCH = 900  # SQLite's default limit on host parameters is 999
 # ------------------------------------------------------------------------------------------------
 # question generators (so an evaluation set can name the LLM that wrote its questions)
 # ------------------------------------------------------------------------------------------------
-def record_generator(ws: Workspace, generator: QuestionGenerator, questions_per_chunk: int) -> None:
-    """Remember which generator (kind, model) a generation key stands for; call before generating."""
+def record_generator(
+    ws: Workspace, generator: QuestionGenerator, questions_per_chunk: int, answered_by: Sequence[str] = ()
+) -> None:
+    """Remember which generator a generation key stands for; call before generating (and
+    :func:`core.questions.generate_questions` calls it again with the models that answered).
+
+    The record: ``{"kind", "model", "requested", "answered_by"}``. ``requested`` is the model name typed;
+    ``answered_by`` every model the server said answered under this key, as shown
+    (:func:`core.llm.model_display_name`), kept over runs: a local server answers any name it is sent, so the
+    name typed ("gpt-4o-mini") may not be the model that wrote the questions. ``model`` is what the questions'
+    LLM is shown as: the first model that answered, else the name typed."""
     from .generators import generation_key
 
     key = generation_key(generator, questions_per_chunk)
-    ws.set_setting(
-        f"generator:{key}", {"kind": getattr(generator, "kind", None), "model": getattr(generator, "model", None)}
-    )
+    before = ws.get_setting(f"generator:{key}") or {}
+    requested = getattr(generator, "model", None)
+    answered = [m for m in before.get("answered_by") or [] if m]
+    answered += [m for m in dict.fromkeys(answered_by) if m and m not in answered]
+    record: dict[str, Any] = {"kind": getattr(generator, "kind", None), "model": answered[0] if answered else requested}
+    if requested is not None:
+        record["requested"] = requested
+    if answered:
+        record["answered_by"] = answered
+    ws.set_setting(f"generator:{key}", record)
+
+
+def generator_models(record: dict[str, Any]) -> list[str]:
+    """The models a generator record (:func:`record_generator`) names as the questions' LLM: those the server said
+    answered, else the name typed (a record from before answers were recorded)."""
+    return [m for m in record.get("answered_by") or [] if m] or ([record["model"]] if record.get("model") else [])
 
 
 def _in_batches(ws: Workspace, sql: str, ids: Sequence[str]) -> list[dict]:
@@ -95,7 +117,8 @@ def per_question_sources(ws: Workspace | None, ds: QADataset) -> dict[str, str]:
 
 
 def question_sources(ws: Workspace | None, ds: QADataset, recorded: dict[str, int] | None = None) -> dict[str, Any]:
-    """``{"sources": {source: count}, "llm_models": [...]}`` for the dataset's queries."""
+    """``{"sources": {source: count}, "llm_models": [...]}`` for the dataset's queries; ``llm_models`` names the
+    models the server said answered (:func:`generator_models`), not only the name typed."""
     if recorded:
         return {"sources": dict(recorded), "llm_models": []}
     found = _question_rows(ws, ds)
@@ -114,8 +137,8 @@ def question_sources(ws: Workspace | None, ds: QADataset, recorded: dict[str, in
         }
         for key in sorted(keys):
             gen = ws.get_setting(f"generator:{key}") or {}
-            if gen.get("kind") == "llm" and gen.get("model") and gen["model"] not in models:
-                models.append(gen["model"])
+            if gen.get("kind") == "llm":
+                models += [m for m in generator_models(gen) if m not in models]
     return {"sources": counts, "llm_models": models}
 
 

@@ -202,8 +202,13 @@ def generate_questions(
     saved).
 
     Returns ``{"gen_key", "chunks_total", "chunks_done_before", "chunks_done_now",
-    "questions_added", "chunks_without_questions", "failures": [{"chunk_id", "error"}], "cancelled"}``
-    (``chunks_without_questions``: chunks done now that got none: nothing to ask, or every question a duplicate).
+    "questions_added", "chunks_without_questions", "failures": [{"chunk_id", "error"}], "cancelled",
+    "model_requested", "answered_by"}``
+    (``chunks_without_questions``: chunks done now that got none: nothing to ask, or every question a duplicate;
+    ``model_requested``: an LLM generator's model name as typed, else ``None``; ``answered_by``: the models the
+    server said wrote this run's questions, most chunks first, a file path shown as its file name: say them with
+    :func:`answered_by_text`). The models that answered are also recorded for the generation key
+    (:func:`core.provenance.record_generator`), so evaluation sets name them.
     """
     n = int(questions_per_chunk)
     if n < 1:
@@ -221,6 +226,10 @@ def generate_questions(
         "chunks_without_questions": 0,
         "failures": [],
         "cancelled": False,
+        # the model name typed (LLM generators) and the models the server said answered, as shown: a local server
+        # answers whatever name it is sent (see answered_by_text)
+        "model_requested": getattr(generator, "model", None) if getattr(generator, "kind", None) == "llm" else None,
+        "answered_by": [],
     }
     if not todo:
         if progress:
@@ -247,6 +256,7 @@ def generate_questions(
         "why": "",
         "handled": 0,
         "no_question": [],
+        "answered_by": {},  # model the server named -> chunks it answered
     }
 
     def work(chunk: dict) -> list[str]:
@@ -282,6 +292,9 @@ def generate_questions(
                 stop.set()
             log.warning("questions: chunk %s failed: %s", chunk["id"], res)
         else:
+            model = getattr(res, "model", None)
+            if model:
+                state["answered_by"][model] = state["answered_by"].get(model, 0) + 1
             added = _save_chunk_questions(ws, chunk["id"], list(res or []), key, n, source, dedupe_threshold)
             report["chunks_done_now"] += 1
             report["questions_added"] += added
@@ -301,6 +314,11 @@ def generate_questions(
 
     run_bounded(work, todo, concurrency, on_result, token)
     report["cancelled"] = bool(cancel is not None and cancel.is_set())
+    report["answered_by"] = sorted(state["answered_by"], key=lambda m: -state["answered_by"][m])
+    if report["answered_by"]:  # provenance names the model that wrote the questions, not only the name typed
+        from .provenance import record_generator
+
+        record_generator(ws, generator, n, answered_by=report["answered_by"])
     fatal = state["fatal"]
     if fatal is None and report["chunks_done_now"] and state["no_question"]:
         # The model answered these chunks twice without a question (a table, a contents page) while it wrote
@@ -342,6 +360,21 @@ def _distinct_documents_text(ws: Workspace) -> list[str]:
             seen.add(key)
             out += texts
     return out
+
+
+def answered_by_text(report: dict) -> str | None:
+    """Which model wrote a run's questions, in words, or ``None`` when the server named none (or nothing was
+    answered): ``"answered by SmolLM2-135M-Instruct.Q4_1.gguf (you asked for gpt-4o-mini)"`` where the server
+    answered with another model than the name typed (a local server answers any name), ``"answered by
+    gpt-4o-mini-2024-07-18"`` for the dated version of the name typed, ``"answered by gpt-4o-mini"``."""
+    models = [m for m in report.get("answered_by") or [] if m]
+    if not models:
+        return None
+    asked = report.get("model_requested")
+    text = "answered by " + ", ".join(models)
+    if asked and any(m != asked and not m.startswith(f"{asked}-") for m in models):
+        text += f" (you asked for {asked})"
+    return text
 
 
 def nothing_generated(report: dict) -> bool:

