@@ -26,6 +26,8 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import http
+import json
 import logging
 import math
 import os
@@ -148,6 +150,8 @@ class LLMError(Exception):
         self.status = status
         #: a connection error from a client the server never answered (down, or a wrong base URL), not one mid-run
         self.never_answered = never_answered
+        #: the message's parts: what happened, what the server said, what to do (only ``what`` when it is one piece)
+        self.what, self.said, self.advice = message, "", ""
 
     @property
     def retryable(self) -> bool:
@@ -160,6 +164,85 @@ def _scrub(text: str, key: str | None) -> str:
 
 
 _retry_after = retry_after  # the shared policy's (core.retry); kept under its old name
+
+#: Statuses that say the base URL is not an OpenAI-compatible API at all (a web app, a static file server): 405
+#: Method Not Allowed (it takes no POST there), 501 Not Implemented.
+NOT_AN_API_STATUS = frozenset({405, 501})
+NOT_AN_API_ADVICE = (
+    "Check the base URL: it should be the server's OpenAI-compatible endpoint, which usually ends in /v1 "
+    "(e.g. http://localhost:8000/v1)."
+)
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _error(what: str, advice: str, said: str = "", **kw: Any) -> LLMError:
+    """An :class:`LLMError` reading "<what happened>[: <what the server said>]. <what to do>", the parts kept
+    (``what``, ``said``, ``advice``) so a retry loop can add how many attempts it made."""
+    err = LLMError(_sentence(f"{what}: {said}" if said else what) + (f" {advice}" if advice else ""), **kw)
+    err.what, err.said, err.advice = what, said, advice
+    return err
+
+
+def _not_an_api(host: str, how: str) -> LLMError:
+    return _error(f"{host} is not an OpenAI-compatible API: {how}", NOT_AN_API_ADVICE, kind="bad_request")
+
+
+def _status_text(code: int) -> str:
+    """``405 Method Not Allowed``; the number alone for a status Python does not know."""
+    try:
+        return f"{code} {http.HTTPStatus(code).phrase}"
+    except ValueError:
+        return str(code)
+
+
+def _looks_like_html(text: str) -> bool:
+    head = text.lstrip()[:200].lower()
+    return head.startswith(("<!doctype html", "<html", "<head", "<body", "<?xml")) or (
+        head.startswith("<") and "<html" in text[:2000].lower()
+    )
+
+
+def _server_said(exc: BaseException, key: str | None) -> tuple[str, bool]:
+    """What the server said in an error, as plain text (its error message, not the ``openai`` client's
+    "Error code: 404 - ..." wrapping), scrubbed of the key; and whether it answered with a web page (HTML), which
+    no OpenAI-compatible API does (then no text: a page's markup says nothing useful)."""
+    body = getattr(exc, "body", None)
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    try:
+        ctype = str(headers.get("content-type") or "").lower()
+    except Exception:
+        ctype = ""
+    text: Any = ""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            text = inner.get("message") or inner.get("detail") or ""
+        elif isinstance(inner, str):
+            text = inner
+        text = text or body.get("detail") or body.get("message") or ""
+        if isinstance(text, list):  # FastAPI's 422 detail: [{"loc": ["body", "messages"], "msg": "field required"}]
+            text = "; ".join(
+                f"{'.'.join(map(str, p.get('loc') or []))}: {p.get('msg')}" if isinstance(p, dict) else str(p)
+                for p in text
+            )
+        elif not isinstance(text, str):
+            text = json.dumps(text, default=str)
+    elif isinstance(body, str):
+        text = body
+    if "html" in ctype or (isinstance(text, str) and _looks_like_html(text)):
+        return "", True
+    if not text:
+        text = re.sub(r"^Error code: \d{3}(?: - )?", "", str(getattr(exc, "message", None) or exc))
+    text = " ".join(str(text).split())
+    code = getattr(exc, "status_code", None)
+    if code and text.lower().strip(". ") in (_status_text(code).lower(), _status_text(code).lower()[4:]):
+        return "", False  # "Not Found" says no more than the status
+    return (_scrub(text, key) if text else ""), False
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,24 +399,24 @@ class ChatClient:
 
     # -- one call -----------------------------------------------------------------------------
     def _classify(self, exc: BaseException, timeout: float | None = None) -> LLMError:
-        """Turn an ``openai`` exception into an :class:`LLMError` with advice (``timeout``: the wait that ran out)."""
+        """Turn an ``openai`` exception into an :class:`LLMError`: one sentence of what happened (with what the
+        server said, scrubbed), one of what to do (``timeout``: the wait that ran out)."""
         import openai
 
         s = self.settings
         key = s.api_key
         where = f"{s.model!r} at {self.host}"
-        detail = _scrub(getattr(exc, "message", None) or str(exc), key)
         if isinstance(exc, openai.APITimeoutError):
             longer = f" (retries waited up to {timeout:g} s)" if timeout and timeout > s.timeout else ""
-            return LLMError(
-                f"No answer from {where} within {s.timeout:g} s{longer}. The server may be overloaded: "
-                "try again later, raise the timeout or lower the concurrency.",
+            return _error(
+                f"No answer from {where} within {s.timeout:g} s{longer}",
+                "The server may be overloaded: try again later, raise the timeout or lower the concurrency.",
                 kind="timeout",
             )
         if isinstance(exc, openai.APIConnectionError):
-            return LLMError(
-                f"Could not connect to {self.host}. Check the base URL and that the server is running "
-                "(and reachable from this machine).",
+            return _error(
+                f"Could not connect to {self.host}",
+                "Check the base URL and that the server is running (and reachable from this machine).",
                 kind="connection",
             )
         if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
@@ -344,43 +427,59 @@ class ChatClient:
                     f" No key was sent: {ENV_KEY} goes only to {environment_base_url()}, so a base URL "
                     "entered here needs its own key."
                 )
-            return LLMError(
-                f"{self.host} rejected the API key ({exc.status_code}). Check {ENV_KEY} or the key entered "
-                f"in the settings, and that it may use this model.{hint}",
+            return _error(
+                f"{self.host} rejected the API key ({exc.status_code})",
+                f"Check {ENV_KEY} or the key entered in the settings, and that it may use this model.{hint}",
                 kind="auth",
                 status=exc.status_code,
             )
+        said, web_page = _server_said(exc, key)
+        if isinstance(exc, openai.APIStatusError):
+            code = exc.status_code
+            if code in NOT_AN_API_STATUS or (web_page and 400 <= code < 500):
+                return _not_an_api(self.host, f"it answered {_status_text(code)}{' with a web page' * web_page}")
         if isinstance(exc, openai.RateLimitError):
-            return LLMError(
-                f"{where} is rate limiting us (429): {detail} Lower the concurrency, wait, or check "
-                "your account's quota.",
+            return _error(
+                f"{where} is rate limiting us (429)",
+                "Lower the concurrency, wait, or check your account's quota.",
+                said=said,
                 kind="rate_limit",
                 status=429,
             )
         if isinstance(exc, openai.APIStatusError):
             code = exc.status_code
             if code >= 500:
-                return LLMError(
-                    f"{where} had a server error ({code}): {detail} Try again later.", kind="server", status=code
+                return _error(
+                    f"{where} had a server error ({code})", "Try again later.", said=said, kind="server", status=code
                 )
             if code == 404:
-                return LLMError(
-                    f"{where} answered 404: {detail} Check the model name and the base URL (it usually ends in /v1).",
+                return _error(
+                    f"{where} answered 404 (not found)",
+                    "Check the model name and the base URL (an OpenAI-compatible one usually ends in /v1).",
+                    said=said,
                     kind="bad_request",
                     status=code,
                 )
-            return LLMError(
-                f"{where} refused the request ({code}): {detail} Check the model name and settings.",
+            return _error(
+                f"{where} refused the request ({_status_text(code)})",
+                "Check the model name and the settings.",
+                said=said,
                 kind="bad_request",
                 status=code,
             )
         if isinstance(exc, (openai.APIResponseValidationError, ValueError)):
-            return LLMError(
-                f"{where} sent an answer that is not a valid chat completion: {detail} Is the base URL "
-                "an OpenAI-compatible /v1 endpoint?",
+            return _error(
+                f"{where} sent an answer that is not a valid chat completion",
+                "Check that the base URL is an OpenAI-compatible endpoint (it usually ends in /v1).",
+                said=said,
                 kind="bad_response",
             )
-        return LLMError(f"Calling {where} failed: {type(exc).__name__}: {detail}", kind="server")
+        return _error(
+            f"Calling {where} failed ({type(exc).__name__})",
+            "Check the base URL and the server, and try again.",
+            said=said,
+            kind="server",
+        )
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -408,10 +507,14 @@ class ChatClient:
         if max_tokens is not None and self._max_tokens_ok:
             kwargs["max_tokens"] = max_tokens
         resp = self.client.chat.completions.create(**kwargs)
+        if isinstance(resp, str):  # the openai client hands back a body that is not JSON as text
+            how = "a web page" if _looks_like_html(resp) else "text that is not JSON"
+            raise _not_an_api(self.host, f"it answered the chat request with {how}")
         choices = getattr(resp, "choices", None)
         if not choices:
-            raise LLMError(
-                f"{self.settings.model!r} at {self.host} returned no choices. Is this an OpenAI-compatible chat endpoint?",
+            raise _error(
+                f"{self.settings.model!r} at {self.host} returned no choices",
+                "Check that the base URL is an OpenAI-compatible chat endpoint (it usually ends in /v1).",
                 kind="bad_response",
             )
         finish = getattr(choices[0], "finish_reason", None)
@@ -419,8 +522,9 @@ class ChatClient:
         if content is None and finish == "length":
             content = ""  # cut at max_tokens before any text (a model that reasons first): no question, asked again
         if not isinstance(content, str):
-            raise LLMError(
-                f"{self.settings.model!r} at {self.host} returned an empty message (finish_reason={finish!r}).",
+            raise _error(
+                f"{self.settings.model!r} at {self.host} returned an empty message (finish_reason={finish!r})",
+                "Try again, or use a model that answers chat requests with text.",
                 kind="bad_response",
             )
         model = getattr(resp, "model", None)
@@ -496,12 +600,16 @@ class ChatClient:
                 self._wait(delay, cancel)
                 attempt += 1
         assert last is not None
-        raise LLMError(
-            f"{last} (gave up after {attempt + 1} attempts)",
+        what, gave_up = last.what.rstrip(". "), f"gave up after {attempt + 1} attempts"
+        err = _error(
+            f"{what[:-1]}; {gave_up})" if what.endswith(")") else f"{what} ({gave_up})",
+            last.advice,
+            said=last.said,
             kind=last.kind,
             status=last.status,
             never_answered=last.kind == "connection" and not self.reached,
-        ) from None
+        )
+        raise err from None
 
     # -- many calls ---------------------------------------------------------------------------
     def map_complete(

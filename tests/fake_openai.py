@@ -27,6 +27,7 @@ Fault injection: ``server.faults`` is a deque; each request consumes its first e
 ``"echo:400"``   400 (or any code) whose error message echoes the request's Authorization header
 ``"echo-partial:500"``  the same with only the middle of the key (first and last 4 characters cut)
 ``"bad-base64"``  embeddings: 200 whose vectors are strings that are not base64
+``"html:405"``   405 (or any code, 200 too) with an HTML page, as a web app answers
 =============  ==================================================================
 
 Embedding modes, the ways real local servers answer (attributes, off by default):
@@ -342,6 +343,15 @@ class FakeOpenAI:
                 return self._send(
                     h, int(code or 400), self._error(f"Bad credentials ({said}).", "invalid_request_error")
                 )
+            if fault.startswith("html:"):  # a web app or a web server, not an API: an HTML page
+                page = b"<!DOCTYPE html><html><head><title>Not an API</title></head><body>Hello</body></html>"
+                h.send_response(int(fault[5:]))
+                h.send_header("Content-Type", "text/html; charset=utf-8")
+                h.send_header("Content-Length", str(len(page)))
+                h.end_headers()
+                h.wfile.write(page)
+                h.wfile.flush()
+                return None
             if fault == "401":
                 return self._send(
                     h, 401, self._error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key")

@@ -133,7 +133,7 @@ def test_a_timed_out_request_is_retried_with_a_longer_wait(fake_openai):
     with pytest.raises(LLMError) as info:
         client.complete(MSGS)
     assert 0.1 + 0.2 + 0.4 + 0.4 <= time.monotonic() - t0 < 1.5  # capped at 4 x 0.1 s
-    assert "within 0.1 s (retries waited up to 0.4 s)" in str(info.value)
+    assert "within 0.1 s (retries waited up to 0.4 s; gave up after 4 attempts)" in str(info.value)
 
 
 def test_401_is_not_retried_and_hides_the_key(fake_openai):
@@ -155,6 +155,50 @@ def test_400_is_not_retried(fake_openai):
         client.complete(MSGS)
     assert info.value.kind == "bad_request"
     assert len(fake_openai.chat_requests) == 1
+
+
+def test_error_messages_say_what_happened_then_what_to_do(fake_openai):
+    """A 404 read "answered 404: Error code: 404 Check the model name ..." (the client's wrapping doubled, no
+    sentence break), and a web app's 405 "refused the request (405): ... Check the model name and settings":
+    each message is now what happened (with what the server said) and what to do, and a 405, a 501 or a web page
+    says the base URL is not an OpenAI-compatible API."""
+    client = ChatClient(settings_for(fake_openai, max_retries=2))
+
+    def error(*faults: str) -> LLMError:
+        fake_openai.faults.extend(faults)
+        with pytest.raises(LLMError) as info:
+            client.complete(MSGS)
+        assert "Error code" not in str(info.value) and ". ." not in str(info.value)
+        return info.value
+
+    err = error("404:The model `gpt-4o-mimi` does not exist or you do not have access to it.")
+    assert str(err) == (
+        f"'fake-model' at {fake_openai.base_url} answered 404 (not found): The model `gpt-4o-mimi` does not exist "
+        "or you do not have access to it. Check the model name and the base URL (an OpenAI-compatible one usually "
+        "ends in /v1)."
+    )
+    for fault, status in (("html:405", "405 Method Not Allowed with a web page"), ("501", "501 Not Implemented")):
+        n = len(fake_openai.chat_requests)
+        err = error(fault)
+        assert err.kind == "bad_request" and len(fake_openai.chat_requests) == n + 1  # not retried
+        assert str(err) == (
+            f"{fake_openai.base_url} is not an OpenAI-compatible API: it answered {status}. Check the base URL: it "
+            "should be the server's OpenAI-compatible endpoint, which usually ends in /v1 (e.g. http://localhost:8000/v1)."
+        )
+    err = error("html:200")
+    assert (
+        err.kind == "bad_request"
+        and "not an OpenAI-compatible API: it answered the chat request with a web page" in str(err)
+    )
+    err = error("html:404")
+    assert "not an OpenAI-compatible API: it answered 404 Not Found with a web page. Check the base URL" in str(err)
+    assert str(error("400:Requested tokens (5000) exceed context window of 4096")).endswith(
+        "refused the request (400 Bad Request): Requested tokens (5000) exceed context window of 4096. Check the "
+        "model name and the settings."
+    )
+    assert str(error("500", "500", "500")).endswith(
+        "had a server error (500; gave up after 3 attempts): Injected error 500. Try again later."
+    )
 
 
 def test_malformed_body_is_a_bad_response(fake_openai):
