@@ -253,7 +253,14 @@ def cmd_generate(args) -> int:
     from .datasets import DatasetError, build_dataset, split_dataset
     from .generators import DEFAULT_PROMPT_TEMPLATE, LLMGenerator, estimate_generation
     from .llm import LLMSettings
-    from .questions import answered_by_text, generate_questions, nothing_generated, pending_chunks, sampled_chunk_ids
+    from .questions import (
+        answered_by_text,
+        generate_questions,
+        nothing_generated,
+        pending_chunks,
+        sampled_chunk_ids,
+        shortfall_text,
+    )
     from .runs import ingested_chunks
 
     ws = _workspace(args)
@@ -381,6 +388,8 @@ def cmd_generate(args) -> int:
     ]
     if answered := answered_by_text(report):  # a local server answers any model name: say which one wrote them
         rows.append({"output": "model", "value": answered})
+    if short := shortfall_text(report):  # fewer questions than asked for: said, not only counted
+        rows.append({"output": "fewer questions", "value": short})
     if out.get("unsearchable"):
         rows.append(
             {

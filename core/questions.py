@@ -203,8 +203,14 @@ def generate_questions(
 
     Returns ``{"gen_key", "chunks_total", "chunks_done_before", "chunks_done_now",
     "questions_added", "chunks_without_questions", "failures": [{"chunk_id", "error"}], "cancelled",
-    "model_requested", "answered_by"}``
+    "model_requested", "answered_by", "questions_per_chunk", "questions_asked", "questions_written",
+    "chunks_with_fewer_questions", "duplicates_dropped"}``
     (``chunks_without_questions``: chunks done now that got none: nothing to ask, or every question a duplicate;
+    ``questions_asked``: ``questions_per_chunk`` for each chunk done now, beside ``questions_written`` (by the
+    generator) and ``questions_added``; ``chunks_with_fewer_questions``: chunks done now that got fewer than asked
+    (they stay done: asking again would pile up duplicates), ``duplicates_dropped`` the questions written but
+    dropped as near-duplicates (of each other or of the chunk's questions already there); say them with
+    :func:`shortfall_text`;
     ``model_requested``: an LLM generator's model name as typed, else ``None``; ``answered_by``: the models the
     server said wrote this run's questions, most chunks first, a file path shown as its file name: say them with
     :func:`answered_by_text`). The models that answered are also recorded for the generation key
@@ -224,6 +230,12 @@ def generate_questions(
         "chunks_done_now": 0,
         "questions_added": 0,
         "chunks_without_questions": 0,
+        # asked for vs. made: a model may write fewer than asked, and repeats are dropped (see shortfall_text)
+        "questions_per_chunk": n,
+        "questions_asked": 0,
+        "questions_written": 0,
+        "chunks_with_fewer_questions": 0,
+        "duplicates_dropped": 0,
         "failures": [],
         "cancelled": False,
         # the model name typed (LLM generators) and the models the server said answered, as shown: a local server
@@ -295,10 +307,15 @@ def generate_questions(
             model = getattr(res, "model", None)
             if model:
                 state["answered_by"][model] = state["answered_by"].get(model, 0) + 1
-            added = _save_chunk_questions(ws, chunk["id"], list(res or []), key, n, source, dedupe_threshold)
+            written = list(res or [])
+            added = _save_chunk_questions(ws, chunk["id"], written, key, n, source, dedupe_threshold)
             report["chunks_done_now"] += 1
             report["questions_added"] += added
             report["chunks_without_questions"] += not added
+            report["questions_asked"] += n
+            report["questions_written"] += min(len(written), n)
+            report["chunks_with_fewer_questions"] += added < n
+            report["duplicates_dropped"] += max(0, min(len(written), n) - added)
             state["consecutive"] = 0
         state["handled"] += 1
         if progress:
@@ -330,6 +347,8 @@ def generate_questions(
         report["failures"] = [f for f in report["failures"] if f["chunk_id"] not in unanswered]
         report["chunks_done_now"] += len(unanswered)
         report["chunks_without_questions"] += len(unanswered)
+        report["questions_asked"] += n * len(unanswered)
+        report["chunks_with_fewer_questions"] += len(unanswered)
     if fatal is not None:
         msg = (
             f"Stopped generating questions: {state['why']}. {report['chunks_done_now']} chunk(s) were saved in this run; "
@@ -375,6 +394,29 @@ def answered_by_text(report: dict) -> str | None:
     if asked and any(m != asked and not m.startswith(f"{asked}-") for m in models):
         text += f" (you asked for {asked})"
     return text
+
+
+def shortfall_text(report: dict) -> str | None:
+    """Fewer questions than asked for, in words, or ``None`` when every chunk done got all it was asked for:
+    ``"12 of the 80 questions asked for were made: 4 of 4 chunks got fewer than 20 (the model wrote 13; 1
+    repeated a question and was dropped). They count as done with these settings."``"""
+    short = int(report.get("chunks_with_fewer_questions") or 0)
+    if not short:
+        return None
+    asked, written = int(report.get("questions_asked") or 0), int(report.get("questions_written") or 0)
+    dup = int(report.get("duplicates_dropped") or 0)
+    why = []
+    if written < asked:
+        why.append(f"{'the model' if report.get('model_requested') else 'the generator'} wrote {written}")
+    if dup:
+        why.append(f"{dup} repeated a question and {'was' if dup == 1 else 'were'} dropped")
+    done = int(report.get("chunks_done_now") or 0)
+    return (
+        f"{report.get('questions_added', 0)} of the {asked} questions asked for were made: {short} of {done} "
+        f"chunk{'s' * (done != 1)} got fewer than {report.get('questions_per_chunk')}"
+        + (f" ({'; '.join(why)})" if why else "")
+        + ". They count as done with these settings."
+    )
 
 
 def nothing_generated(report: dict) -> bool:

@@ -390,6 +390,29 @@ def test_llm_generation_says_which_model_answered(tmp_path, capsys, fake_openai)
     )
     assert rc == 0
     assert "answered by SmolLM2-135M-Instruct.Q4_1.gguf (you asked for gpt-4o-mini)" in stdout
+    assert "fewer questions" not in stdout  # two asked, two made
+
+
+def test_llm_generation_says_when_it_made_fewer_questions_than_asked(tmp_path, capsys, fake_openai):
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(make_text_pdf(sample_report_pages(), page_numbers=True))
+    ws = str(tmp_path / "ws")
+    assert cli_inproc(capsys, "ingest", str(pdf), "--workspace", ws)[0] == 0
+    fake_openai.set_responder(lambda body: "1. What did the company report about revenue in 2021?")
+    args = ["generate", "--generator", "llm", "--base-url", fake_openai.base_url, "--model", "fake-model"]
+    out = str(tmp_path / "q.json")
+    rc, stdout, _ = cli_inproc(
+        capsys, *args, "--questions-per-chunk", "3", "--sample-chunks", "2", "--out", out, "--workspace", ws
+    )
+    assert rc == 0
+    rows = {line.split("  ", 1)[0]: line.split("  ", 1)[1].strip() for line in stdout.splitlines() if "  " in line}
+    assert (
+        rows["questions_asked"] == "6" and rows["questions_added"] == "2" and rows["chunks_with_fewer_questions"] == "2"
+    )
+    assert rows["fewer questions"] == (
+        "2 of the 6 questions asked for were made: 2 of 2 chunks got fewer than 3 (the model wrote 2). They count "
+        "as done with these settings."
+    )
 
 
 def test_llm_generation_progress_counts_the_failed_chunks(tmp_path, capsys, monkeypatch, fake_openai):

@@ -36,6 +36,7 @@ from core.questions import (
     normalize_question,
     parse_questions,
     save_dataset,
+    shortfall_text,
     split_dataset,
     update_question,
     validate_prompt_template,
@@ -347,6 +348,34 @@ def test_generate_says_and_records_which_model_answered(ws, fake_openai):
     fake_openai.answer_model = None
     assert answered_by_text(generate_questions(ws, llm_gen(fake_openai), 4)) == "answered by fake-model"
     assert answered_by_text(generate_questions(ws, OfflineGenerator(), 2)) is None
+
+
+def test_generate_reports_fewer_questions_than_asked(ws, fake_openai):
+    """Asking 20 a chunk gave 13 in all for 4 chunks and nothing said so: the report counts the questions asked
+    for beside those made, and the chunks that got fewer (they stay done: asking again would pile up repeats)."""
+    add_docs(ws, {"lyft.pdf": 4})
+    three = "1. What was Lyft's revenue in 2021?\n2. How many riders used Lyft?\n3. Which cities does Lyft serve?"
+    fake_openai.responder = lambda body: (
+        three + "\n4. What was Lyft's total revenue in 2021?" if chunk_text("lyft", 0) in str(body) else three
+    )
+    report = generate_questions(ws, llm_gen(fake_openai), 20)
+    assert report["questions_per_chunk"] == 20 and report["questions_asked"] == 80
+    assert report["questions_added"] == 12 and report["chunks_with_fewer_questions"] == 4
+    assert report["duplicates_dropped"] == 1  # "total revenue" repeats "revenue"
+    assert shortfall_text(report) == (
+        "12 of the 80 questions asked for were made: 4 of 4 chunks got fewer than 20 (the model wrote 13; 1 "
+        "repeated a question and was dropped). They count as done with these settings."
+    )
+    assert count(ws, "generation_done") == 4  # still done: a rerun asks nothing again
+    assert generate_questions(ws, llm_gen(fake_openai), 20)["chunks_done_now"] == 0
+    again = generate_questions(ws, llm_gen(fake_openai), 3)  # three written, each already there
+    assert shortfall_text(again) == (
+        "0 of the 12 questions asked for were made: 4 of 4 chunks got fewer than 3 (12 repeated a question and "
+        "were dropped). They count as done with these settings."
+    )
+    fake_openai.responder = None  # the fake writes as many as asked
+    full = generate_questions(ws, llm_gen(fake_openai), 5)
+    assert full["questions_asked"] == full["questions_added"] == 20 and shortfall_text(full) is None
 
 
 def test_generation_key():
