@@ -487,8 +487,9 @@ class ChatClient:
         s = self.settings
         return RetryPolicy(max_retries=s.max_retries, backoff=s.backoff, max_backoff=s.max_backoff, sleeper=self._sleep)
 
-    def _wait(self, seconds: float, cancel: CancelToken | None) -> None:
-        self.retry_policy.sleep(seconds, cancel)
+    def _wait(self, seconds: float, cancel: CancelToken | None) -> bool:
+        """Wait ``seconds`` before a retry; True when cancelled (before or during the wait)."""
+        return self.retry_policy.sleep(seconds, cancel)
 
     def backoff_delay(self, attempt: int, exc: BaseException | None = None) -> float:
         """Seconds to wait before retry number ``attempt + 1``: exponential with jitter, or Retry-After."""
@@ -587,6 +588,8 @@ class ChatClient:
                     break
                 if err.kind == "connection" and not self.reached and attempt >= UNREACHED_RETRIES:
                     break  # never answered: down or a wrong URL, not a blip; say so in seconds
+                if cancel is not None and cancel.is_set():
+                    raise LLMError("Cancelled.", kind="cancelled") from None  # no wait, no retry, after a stop
                 delay = self.backoff_delay(attempt, exc)
                 log.warning(
                     "chat %s: %s (%s); retry %d/%d in %.2fs",
@@ -597,7 +600,8 @@ class ChatClient:
                     s.max_retries,
                     delay,
                 )
-                self._wait(delay, cancel)
+                if self._wait(delay, cancel):
+                    raise LLMError("Cancelled.", kind="cancelled") from None
                 attempt += 1
         assert last is not None
         what, gave_up = last.what.rstrip(". "), f"gave up after {attempt + 1} attempts"

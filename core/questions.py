@@ -202,7 +202,7 @@ def generate_questions(
     saved).
 
     Returns ``{"gen_key", "chunks_total", "chunks_done_before", "chunks_done_now",
-    "questions_added", "chunks_without_questions", "failures": [{"chunk_id", "error"}], "cancelled",
+    "questions_added", "chunks_without_questions", "failures": [{"chunk_id", "error"}], "cancelled", "chunks_left",
     "model_requested", "answered_by", "questions_per_chunk", "questions_asked", "questions_written",
     "chunks_with_fewer_questions", "duplicates_dropped"}``
     (``chunks_without_questions``: chunks done now that got none: nothing to ask, or every question a duplicate;
@@ -211,6 +211,9 @@ def generate_questions(
     (they stay done: asking again would pile up duplicates), ``duplicates_dropped`` the questions written but
     dropped as near-duplicates (of each other or of the chunk's questions already there); say them with
     :func:`shortfall_text`;
+    ``chunks_left``: chunks of this run neither done nor failed (never started after a stop or a fatal error);
+    ``cancelled``: ``cancel`` was set *and* it left chunks undone (a stop pressed after every chunk was sent
+    lets those in flight finish: then nothing is left, and the run is not reported cancelled);
     ``model_requested``: an LLM generator's model name as typed, else ``None``; ``answered_by``: the models the
     server said wrote this run's questions, most chunks first, a file path shown as its file name: say them with
     :func:`answered_by_text`). The models that answered are also recorded for the generation key
@@ -238,6 +241,7 @@ def generate_questions(
         "duplicates_dropped": 0,
         "failures": [],
         "cancelled": False,
+        "chunks_left": 0,
         # the model name typed (LLM generators) and the models the server said answered, as shown: a local server
         # answers whatever name it is sent (see answered_by_text)
         "model_requested": getattr(generator, "model", None) if getattr(generator, "kind", None) == "llm" else None,
@@ -330,7 +334,10 @@ def generate_questions(
             progress(report["chunks_done_before"] + state["handled"], len(chunks), msg)
 
     run_bounded(work, todo, concurrency, on_result, token)
-    report["cancelled"] = bool(cancel is not None and cancel.is_set())
+    # chunks never started, or stopped in a retry's wait: what a rerun goes on with. A stop pressed once every chunk
+    # was sent (the requests in flight finish) left nothing, and is no stop to tell of.
+    report["chunks_left"] = len(todo) - state["handled"]
+    report["cancelled"] = bool(cancel is not None and cancel.is_set() and report["chunks_left"])
     report["answered_by"] = sorted(state["answered_by"], key=lambda m: -state["answered_by"][m])
     if report["answered_by"]:  # provenance names the model that wrote the questions, not only the name typed
         from .provenance import record_generator

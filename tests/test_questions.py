@@ -415,6 +415,7 @@ def test_generate_llm_cancel_then_resume_without_repeats(ws, fake_openai):
     gen = llm_gen(fake_openai, concurrency=2)
     first = generate_questions(ws, gen, 2, progress=progress, cancel=cancel)
     assert first["cancelled"] and 3 <= first["chunks_done_now"] < 10
+    assert first["chunks_left"] == 10 - first["chunks_done_now"]
     done_first = first["chunks_done_now"]
     calls_first = len(fake_openai.chat_requests)
     assert calls_first == done_first  # every request that was made was saved
@@ -429,6 +430,40 @@ def test_generate_llm_cancel_then_resume_without_repeats(ws, fake_openai):
     per_chunk = ws.query("SELECT chunk_id, COUNT(*) AS n FROM questions GROUP BY chunk_id")
     assert len(per_chunk) == 10 and {r["n"] for r in per_chunk} == {2}
     assert {r["source"] for r in ws.query("SELECT source FROM questions")} == {"llm"}
+
+
+def test_a_stop_after_every_chunk_was_sent_is_not_reported_as_a_stop(ws, fake_openai):
+    """With 4 requests in flight, Stop at '2 of 6 done' still finished all 6 (requests in flight complete), and the
+    result said both 'stopped: start it again to go on' and '11 questions added for 6 chunks': a run is reported
+    cancelled only when the stop left chunks undone (chunks_left)."""
+    add_docs(ws, {"lyft.pdf": 6})
+    cancel = threading.Event()
+    fake_openai.chat_delay = 0.2
+
+    def progress(done, total, msg):
+        if len(fake_openai.chat_requests) == 6:  # every chunk sent: the user presses Stop
+            cancel.set()
+
+    report = generate_questions(ws, llm_gen(fake_openai, concurrency=4), 2, progress=progress, cancel=cancel)
+    assert cancel.is_set() and report["chunks_done_now"] == 6
+    assert report["chunks_left"] == 0 and not report["cancelled"]
+    assert len(fake_openai.chat_requests) == 6
+
+
+def test_a_stop_during_a_retry_wait_sends_nothing_more(fake_openai):
+    """The client looks at the stop before it starts a retry's wait, and the wait ends at a stop: no more requests."""
+    cancel = threading.Event()
+    waits: list[float] = []
+
+    def responder(body):
+        cancel.set()  # Stop pressed while the request was out; then it failed
+        raise RuntimeError("overloaded")
+
+    fake_openai.responder = responder
+    gen = LLMGenerator(client=ChatClient(LLMSettings(model="m", base_url=fake_openai.base_url), sleep=waits.append))
+    with pytest.raises(LLMError) as info:
+        gen.generate(chunk_text("Lyft", 1), 2, cancel=cancel)
+    assert info.value.kind == "cancelled" and waits == [] and len(fake_openai.chat_requests) == 1
 
 
 def test_generate_crash_midway_loses_nothing(ws, fake_openai):
