@@ -204,12 +204,13 @@ def generate_questions(
     Returns ``{"gen_key", "chunks_total", "chunks_done_before", "chunks_done_now",
     "questions_added", "chunks_without_questions", "failures": [{"chunk_id", "error"}], "cancelled", "chunks_left",
     "model_requested", "answered_by", "questions_per_chunk", "questions_asked", "questions_written",
-    "chunks_with_fewer_questions", "duplicates_dropped"}``
+    "chunks_with_fewer_questions", "duplicates_dropped", "answers_cut"}``
     (``chunks_without_questions``: chunks done now that got none: nothing to ask, or every question a duplicate;
     ``questions_asked``: ``questions_per_chunk`` for each chunk done now, beside ``questions_written`` (by the
     generator) and ``questions_added``; ``chunks_with_fewer_questions``: chunks done now that got fewer than asked
     (they stay done: asking again would pile up duplicates), ``duplicates_dropped`` the questions written but
-    dropped as near-duplicates (of each other or of the chunk's questions already there); say them with
+    dropped as near-duplicates (of each other or of the chunk's questions already there), ``answers_cut`` the LLM
+    answers cut at their length limit (``max_tokens``; the questions they completed are kept); say them with
     :func:`shortfall_text`;
     ``chunks_left``: chunks of this run neither done nor failed (never started after a stop or a fatal error);
     ``cancelled``: ``cancel`` was set *and* it left chunks undone (a stop pressed after every chunk was sent
@@ -239,6 +240,7 @@ def generate_questions(
         "questions_written": 0,
         "chunks_with_fewer_questions": 0,
         "duplicates_dropped": 0,
+        "answers_cut": 0,  # LLM answers cut at max_tokens (their complete questions kept)
         "failures": [],
         "cancelled": False,
         "chunks_left": 0,
@@ -320,6 +322,7 @@ def generate_questions(
             report["questions_written"] += min(len(written), n)
             report["chunks_with_fewer_questions"] += added < n
             report["duplicates_dropped"] += max(0, min(len(written), n) - added)
+            report["answers_cut"] += bool(getattr(res, "truncated", False))
             state["consecutive"] = 0
         state["handled"] += 1
         if progress:
@@ -415,6 +418,8 @@ def shortfall_text(report: dict) -> str | None:
     why = []
     if written < asked:
         why.append(f"{'the model' if report.get('model_requested') else 'the generator'} wrote {written}")
+    if cut := int(report.get("answers_cut") or 0):
+        why.append(f"{cut} answer{'s were' if cut != 1 else ' was'} cut at the length limit")
     if dup:
         why.append(f"{dup} repeated a question and {'was' if dup == 1 else 'were'} dropped")
     done = int(report.get("chunks_done_now") or 0)

@@ -310,7 +310,13 @@ def test_a_truncated_answer_with_a_question_counts_done(ws, fake_openai):
     fake_openai.responder = lambda body: RAMBLE
     report = generate_questions(ws, llm_gen(fake_openai, concurrency=1), 2)
     assert report["chunks_done_now"] == 3 and not report["failures"] and report["questions_added"] >= 3
-    assert len(fake_openai.chat_requests) == 3
+    assert len(fake_openai.chat_requests) == 3 and report["answers_cut"] == 3
+    fake_openai.responder = lambda body: "1. How much did Lyft spend on marketing? " + "why " * 5000
+    short = generate_questions(ws, llm_gen(fake_openai, concurrency=1), 3)
+    assert shortfall_text(short) == (
+        "3 of the 9 questions asked for were made: 3 of 3 chunks got fewer than 3 (the model wrote 3; 3 answers were "
+        "cut at the length limit). They count as done with these settings."
+    )
 
 
 def test_a_model_that_refuses_max_tokens_is_asked_without_it(fake_openai):
