@@ -174,7 +174,7 @@ def start_generation(
         from .provenance import record_generator
 
         record_generator(ws, gen, questions_per_chunk)  # so evaluation sets can name the LLM
-        return q.generate_questions(
+        report = q.generate_questions(
             ws,
             gen,
             questions_per_chunk=questions_per_chunk,
@@ -183,6 +183,11 @@ def start_generation(
             progress=ctx.progress,
             cancel=ctx.cancel_event,
         )
+        if ctx.cancelled and not report.get("cancelled"):
+            # Stop came after every chunk had been sent (requests in flight finish): nothing is left to go on
+            # with, so the job ends done, not "stopped: start it again to go on"
+            ctx.cancel_event.clear()
+        return report
 
     return jm.submit(
         "generate",

@@ -28,6 +28,7 @@ from core.llm import ENV_BASE_URL, LLMSettings, key_status
 from core.pseudo_queries import DEFAULT_OFFLINE_METHOD, OFFLINE_METHOD_HELP, OFFLINE_METHODS
 from core.question_filter import unsearchable_questions
 from core.questions import (
+    answered_by_text,
     dedupe_workspace_questions,
     delete_questions,
     list_questions,
@@ -35,6 +36,7 @@ from core.questions import (
     pending_chunks,
     question_source_counts,
     sampled_chunk_ids,
+    shortfall_text,
     update_question,
 )
 from core.real_queries import MAX_TEXT_MATCHES, import_real_queries, save_real_queries
@@ -121,6 +123,14 @@ def show_generation_result(job: dict) -> None:
         + f"; {r['chunks_done_before']} of {r['chunks_total']} chunk(s) were already done with these settings and "
         "were skipped."
     )
+    answered = answered_by_text(r)  # a local server answers any model name: the one that wrote them
+    if answered:
+        st.caption(md_escape(answered[0].upper() + answered[1:] + "."))
+    short = shortfall_text(r)
+    if short:
+        st.info(md_escape(short))
+    if r.get("cancelled") and r.get("chunks_left"):
+        st.caption(f"{r['chunks_left']} chunk(s) left: Generate again with the same settings to go on.")
     if r.get("failures"):
         st.warning(
             f"{len(r['failures'])} chunk(s) failed and were not marked done: run again to retry them. "

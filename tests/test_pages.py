@@ -557,6 +557,23 @@ def test_questions_generation_settings_survive_a_reload_and_nothing_left_is_said
     assert "Every chosen chunk already has its questions from this model" in texts(again.info)
 
 
+def test_questions_result_names_the_model_that_answered_and_any_shortfall(prepared_ws, prepared, fake_openai):
+    """A local server answers whatever name is typed: the result says which model wrote the questions, and that
+    fewer were made than asked for (one per chunk where two were asked)."""
+    fake_openai.served_models = ["/models/SmolLM2-135M-Instruct.Q4_1.gguf"]
+    fake_openai.set_responder(lambda body: "1. How did Northwind's revenue change in 2021?")
+    at = llm_questions_page(fake_openai, sample=2)
+    at.button(key="gen_start").click().run()
+    jobs = rerun_until_settled(at, prepared_ws, "generate")
+    no_exceptions(at)
+    assert jobs[0]["status"] == "done", jobs[0]["error"]
+    assert "Answered by SmolLM2-135M-Instruct.Q4_1.gguf (you asked for fake-model)." in texts(at.caption).replace(
+        "\\", ""
+    )
+    short = texts(at.info).replace("\\", "")
+    assert "of the 4 questions asked for were made" in short and "They count as done with these settings" in short
+
+
 def test_questions_llm_generation_where_every_chunk_fails_is_an_error(prepared_ws, prepared, fake_openai):
     """Fewer failed chunks than the give-up count end without raising: the page must not show them as a green
     "0 question(s) added"."""
