@@ -290,11 +290,15 @@ def cmd_generate(args) -> int:
             )
         generator = LLMGenerator(settings, prompt_template=template)
         todo = pending_chunks(ws, generator, args.questions_per_chunk, doc_ids=doc_ids, chunk_ids=chunk_ids)
-        est = estimate_generation([c["text"] for c in todo], args.questions_per_chunk, template, settings.model)
+        est = estimate_generation(
+            [c["text"] for c in todo], args.questions_per_chunk, template, settings.model, settings.resolved().base_url
+        )
         print(
             f"estimate for {len(todo)} of {len(chunk_ids or chunks)} chunks still to do: {est['calls']} calls, "
             f"~{est['prompt_tokens']:,} prompt + ~{est['completion_tokens']:,} "
-            f"completion tokens" + (f", ~${est['cost_usd']:.2f}" if est.get("cost_usd") is not None else ""),
+            f"completion tokens"
+            + (f", ~${est['cost_usd']:.2f}" if est.get("cost_usd") is not None else "")
+            + ("" if est["priced"] else " (not priced: not OpenAI's API)"),
             file=sys.stderr,
         )
     else:

@@ -286,7 +286,7 @@ def fill_prompt(template: str, context: str, n: int) -> str:
 
 
 def estimate_generation(
-    chunk_texts: Iterable[str], questions_per_chunk: int, prompt_template: str, model: str
+    chunk_texts: Iterable[str], questions_per_chunk: int, prompt_template: str, model: str, base_url: str | None = None
 ) -> dict[str, Any]:
     """What generating ``questions_per_chunk`` questions for each chunk will take.
 
@@ -294,7 +294,9 @@ def estimate_generation(
     "model", "price_per_mtok"}``. Prompt tokens are the filled template per chunk plus
     :data:`MESSAGE_OVERHEAD_TOKENS`; completion tokens assume :data:`TOKENS_PER_QUESTION` per
     question plus :data:`ANSWER_OVERHEAD_TOKENS`. ``cost_usd`` is ``None`` when ``model`` is not
-    in :data:`PRICES_PER_MTOK` (e.g. a local model). Retries are not counted.
+    in :data:`PRICES_PER_MTOK` (e.g. a local model), and when ``base_url`` is a server other than OpenAI's
+    (``"priced": False``: another server sets its own price, a local one none, whatever the model's name).
+    Retries are not counted.
     """
     if questions_per_chunk < 1:
         raise ValueError(f"questions_per_chunk must be >= 1, got {questions_per_chunk}.")
@@ -306,7 +308,8 @@ def estimate_generation(
             estimate_tokens(fill_prompt(prompt_template, text, questions_per_chunk)) + MESSAGE_OVERHEAD_TOKENS
         )
     completion_tokens = calls * (questions_per_chunk * TOKENS_PER_QUESTION + ANSWER_OVERHEAD_TOKENS)
-    price = PRICES_PER_MTOK.get(model)
+    priced = not base_url or "api.openai.com" in base_url
+    price = PRICES_PER_MTOK.get(model) if priced else None
     cost = None
     if price is not None:
         cost = (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000
@@ -318,6 +321,7 @@ def estimate_generation(
         "cost_usd": cost,
         "model": model,
         "price_per_mtok": price,
+        "priced": priced,
     }
 
 

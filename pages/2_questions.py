@@ -273,17 +273,18 @@ def generate_tab() -> None:
                 gen_llm = LLMGenerator(settings, prompt_template=template)
                 sample_ids = sampled_chunk_ids(ws, picked, sample)
                 todo = pending_chunks(ws, gen_llm, int(n), doc_ids=picked, chunk_ids=sample_ids)
-                est = estimate_generation([c["text"] for c in todo], int(n), template, settings.model)
+                est = estimate_generation(
+                    [c["text"] for c in todo], int(n), template, settings.model, resolved.base_url
+                )
                 e = st.columns(4)
                 e[0].metric("LLM calls", f"{est['calls']:,}")
                 e[1].metric("Prompt tokens", f"{est['prompt_tokens']:,}")
                 e[2].metric("Completion tokens", f"~{est['completion_tokens']:,}")
-                priced = resolved.base_url is None or "api.openai.com" in resolved.base_url
                 e[3].metric(
                     "Estimated cost",
-                    "not priced" if not priced or est["cost_usd"] is None else f"${est['cost_usd']:.2f}",
+                    "not priced" if est["cost_usd"] is None else f"${est['cost_usd']:.2f}",
                     help="At OpenAI's prices for its models. "
-                    + ("" if priced else "Another server sets its own price (a local one costs nothing)."),
+                    + ("" if est["priced"] else "Another server sets its own price (a local one costs nothing)."),
                 )
                 st.caption(
                     f"An estimate before starting (retries not counted), for the {len(todo):,} chunks still to "

@@ -379,6 +379,10 @@ def test_estimate_generation_numbers():
         est["cost_usd"], (est["prompt_tokens"] * pin + est["completion_tokens"] * pout) / 1e6, rel_tol=1e-4
     )
     assert estimate_generation(chunks, 3, template, "my-local-llama")["cost_usd"] is None
+    # a local server answering to "gpt-4o-mini" is not priced at OpenAI's rates (it showed $0.00)
+    local = estimate_generation(chunks, 3, template, "gpt-4o-mini", "http://127.0.0.1:8765/v1")
+    assert local["cost_usd"] is None and local["priced"] is False
+    assert estimate_generation(chunks, 3, template, "gpt-4o-mini", "https://api.openai.com/v1")["priced"] is True
     with pytest.raises(ValueError):
         estimate_generation(chunks, 0, template, "gpt-4o-mini")
 
