@@ -270,8 +270,11 @@ def test_upload_generate_train_compare_in_a_browser(page: Page, server, artifact
     assert n_chunks >= 10, by_file
     assert by_file[bad.name]["status"] == "error", by_file
     assert "damaged" in by_file[bad.name]["error"], by_file
-    # the error in words, as an alert too
-    expect(page.get_by_test_id("stAlert").filter(has_text=bad.name).filter(has_text="damaged").first).to_be_visible()
+    # the error in words, in full, once: under "Files with errors", apart from the documents and their counts
+    expect(page.get_by_role("heading", name="Files with errors (1)")).to_be_visible()
+    reason = page.get_by_test_id("stMarkdownContainer").filter(has_text=bad.name).filter(has_text="damaged")
+    expect(reason.first).to_be_visible()
+    expect(page.get_by_test_id("stAlert").filter(has_text=bad.name)).to_have_count(0)
     expect(page.get_by_test_id("stMetric").filter(has_text="Chunks").first).to_contain_text(str(n_chunks))
     snap(page, artifacts / "01-documents.png")
     mark(f"documents: ingested ({n_chunks} chunks), bad file reported")
