@@ -187,6 +187,16 @@ def _error(what: str, advice: str, said: str = "", **kw: Any) -> LLMError:
     return err
 
 
+#: what servers say when a prompt does not fit the model's context: OpenAI's "maximum context length is 8192
+#: tokens", llama.cpp's "Requested tokens (600) exceed context window of 512", vLLM's "longer than the maximum
+#: model length", and the like
+_CONTEXT_OVERFLOW = re.compile(
+    r"context (?:length|window|size)|maximum (?:model )?(?:context|length)|n_ctx|too many tokens|"
+    r"(?:prompt|input) is too long",
+    re.IGNORECASE,
+)
+
+
 def _not_an_api(host: str, how: str) -> LLMError:
     return _error(f"{host} is not an OpenAI-compatible API: {how}", NOT_AN_API_ADVICE, kind="bad_request")
 
@@ -459,6 +469,17 @@ class ChatClient:
                 return _error(
                     f"{where} answered 404 (not found)",
                     "Check the model name and the base URL (an OpenAI-compatible one usually ends in /v1).",
+                    said=said,
+                    kind="bad_request",
+                    status=code,
+                )
+            if _CONTEXT_OVERFLOW.search(said or ""):  # llama.cpp's small default context, or a long chunk
+                return _error(
+                    f"{where} refused the request ({_status_text(code)}): the prompt is longer than the model's "
+                    "context window",
+                    "Cut the documents into smaller chunks (Documents page, Chunking settings, then Re-chunk; CLI: "
+                    "ingest --chunk-size), shorten the prompt template, or give the model a longer context (a "
+                    "llama.cpp server: --n_ctx 4096).",
                     said=said,
                     kind="bad_request",
                     status=code,

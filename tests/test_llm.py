@@ -157,6 +157,25 @@ def test_400_is_not_retried(fake_openai):
     assert len(fake_openai.chat_requests) == 1
 
 
+@pytest.mark.parametrize(
+    "said",
+    [
+        "Requested tokens (1337) exceed context window of 512",  # llama-cpp-python's server
+        "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.",
+    ],
+)
+def test_a_prompt_longer_than_the_context_window_says_so_and_what_to_do(fake_openai, said):
+    """A local server started with a small context (llama.cpp's default) refuses long chunks: "Check the model
+    name and the settings" pointed nowhere; the message now names the cause and the three ways out."""
+    fake_openai.faults.append(f"400:{said}")
+    with pytest.raises(LLMError) as info:
+        ChatClient(settings_for(fake_openai)).complete(MSGS)
+    text = str(info.value)
+    assert info.value.kind == "bad_request" and "longer than the model's context window" in text
+    assert "smaller chunks" in text and "--n_ctx" in text and said.split(".")[0] in text
+    assert len(fake_openai.chat_requests) == 1  # not retried
+
+
 def test_error_messages_say_what_happened_then_what_to_do(fake_openai):
     """A 404 read "answered 404: Error code: 404 Check the model name ..." (the client's wrapping doubled, no
     sentence break), and a web app's 405 "refused the request (405): ... Check the model name and settings":
@@ -192,10 +211,14 @@ def test_error_messages_say_what_happened_then_what_to_do(fake_openai):
     )
     err = error("html:404")
     assert "not an OpenAI-compatible API: it answered 404 Not Found with a web page. Check the base URL" in str(err)
-    assert str(error("400:Requested tokens (5000) exceed context window of 4096")).endswith(
-        "refused the request (400 Bad Request): Requested tokens (5000) exceed context window of 4096. Check the "
-        "model name and the settings."
+    assert str(error("400:The temperature must be at most 2")).endswith(
+        "refused the request (400 Bad Request): The temperature must be at most 2. Check the model name and the "
+        "settings."
     )
+    # a prompt over the context window names that cause (test_a_prompt_longer_than_the_context_window_says_so...)
+    assert "refused the request (400 Bad Request): the prompt is longer than the model's context window: Requested " \
+        "tokens (5000) exceed context window of 4096. Cut the documents" in str(
+        error("400:Requested tokens (5000) exceed context window of 4096"))  # fmt: skip
     assert str(error("500", "500", "500")).endswith(
         "had a server error (500; gave up after 3 attempts): Injected error 500. Try again later."
     )
