@@ -39,6 +39,25 @@ DEFAULT_API_CONCURRENCY = 1
 POOLED_SUFFIX = "|pooled=mean"  # identity mark of vectors AdapterLab averaged from per-token answers
 
 
+def _too_long_hint(detail: str) -> str:
+    """What to change when a server refuses a text longer than it takes at once (a small context, or llama-server's
+    physical batch), else ""."""
+    from .llm import CONTEXT_OVERFLOW
+
+    too_large = "too large to process" in detail.lower()  # llama-server: "increase the physical batch size"
+    if not (too_large or CONTEXT_OVERFLOW.search(detail)):
+        return ""
+    return (
+        " A chunk is longer than the server takes at once: cut the documents into smaller chunks (Documents page, "
+        "Chunking settings, then Re-chunk; CLI: ingest --chunk-size), or start the server with a longer "
+        + (
+            "context and batch (llama-server: --ctx-size 2048 --batch-size 2048 --ubatch-size 2048)."
+            if too_large
+            else "context (llama.cpp: --n_ctx 2048)."
+        )
+    )
+
+
 class UnusableAnswer(EmbedderError):
     """A 200 answer that holds no usable vectors (wrong shape, NaN, bad base64): never retried."""
 
@@ -423,6 +442,11 @@ class OpenAIEmbedder:
                         "server with embeddings on (llama.cpp's Python server: --embedding true; llama-server: "
                         "--embeddings)."
                     ) from None
+                if exc.status_code >= 500 and _too_long_hint(detail):  # the same chunk fails again: no retry
+                    raise EmbedderError(
+                        f"The embeddings endpoint for {self._where()} answered {exc.status_code}: {detail}."
+                        f"{_too_long_hint(detail)}"
+                    ) from None
                 if exc.status_code >= 500:
                     last = exc
                 else:
@@ -439,7 +463,7 @@ class OpenAIEmbedder:
                         if exc.status_code == 413
                         else " Serve the model with pooling on (llama.cpp's llama-server: --pooling mean)."
                         if "pooling" in detail.lower()
-                        else ""
+                        else _too_long_hint(detail)
                     )
                     raise EmbedderError(
                         f"The embeddings endpoint refused the request ({exc.status_code}) for {self._where()}: "

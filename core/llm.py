@@ -190,7 +190,7 @@ def _error(what: str, advice: str, said: str = "", **kw: Any) -> LLMError:
 #: what servers say when a prompt does not fit the model's context: OpenAI's "maximum context length is 8192
 #: tokens", llama.cpp's "Requested tokens (600) exceed context window of 512", vLLM's "longer than the maximum
 #: model length", and the like
-_CONTEXT_OVERFLOW = re.compile(
+CONTEXT_OVERFLOW = re.compile(
     r"context (?:length|window|size)|maximum (?:model )?(?:context|length)|n_ctx|too many tokens|"
     r"(?:prompt|input) is too long",
     re.IGNORECASE,
@@ -473,7 +473,7 @@ class ChatClient:
                     kind="bad_request",
                     status=code,
                 )
-            if _CONTEXT_OVERFLOW.search(said or ""):  # llama.cpp's small default context, or a long chunk
+            if CONTEXT_OVERFLOW.search(said or ""):  # llama.cpp's small default context, or a long chunk
                 return _error(
                     f"{where} refused the request ({_status_text(code)}): the prompt is longer than the model's "
                     "context window",

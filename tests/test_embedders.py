@@ -395,6 +395,25 @@ def test_llama_servers_refusal_of_unpooled_models_says_which_flag(fake_openai):
 
 
 @pytest.mark.parametrize(
+    "fault, flag",
+    [
+        ("500:input is too large to process. increase the physical batch size", "--ubatch-size"),  # llama-server
+        ("400:Requested tokens (700) exceed context window of 512", "--n_ctx"),  # llama-cpp-python's server
+    ],
+)
+def test_a_chunk_longer_than_the_server_takes_says_what_to_change(fake_openai, fault, flag):
+    """A local embedding server started with a small context or batch refuses long chunks: the error names the
+    two ways out (smaller chunks, a larger server setting) instead of the server's words alone."""
+    code = fault.split(":")[0]
+    fake_openai.faults.extend([fault] * 6)
+    with pytest.raises(EmbedderError) as info:
+        _api(fake_openai, max_retries=0).embed_texts(["a"])
+    text = str(info.value)
+    assert "smaller chunks" in text and flag in text, text
+    assert code == "500" or len(fake_openai.embedding_requests) == 1
+
+
+@pytest.mark.parametrize(
     "fault",
     [
         "500:Llama model must be created with embedding=True to call this method",  # llama-cpp-python's server
