@@ -253,6 +253,9 @@ def generate_questions(
         if progress:
             progress(len(chunks), len(chunks), "all chunks already have questions")
         return report
+    if progress and report["chunks_done_before"]:  # a resumed run starts where the last one stopped, not at 0%
+        progress(report["chunks_done_before"], len(chunks), f"{report['chunks_done_before']} of {len(chunks)} chunks "
+                 "already done; asking the others")  # fmt: skip
     if getattr(generator, "needs_fit", False) and hasattr(generator, "fit"):
         generator.fit(_distinct_documents_text(ws))
     source = getattr(generator, "kind", "llm")

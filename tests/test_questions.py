@@ -435,8 +435,11 @@ def test_generate_llm_cancel_then_resume_without_repeats(ws, fake_openai):
     assert count(ws, "questions") == 2 * done_first
     assert count(ws, "generation_done") == done_first
 
-    second = generate_questions(ws, llm_gen(fake_openai, concurrency=4), 2)
+    seen: list[tuple] = []
+    second = generate_questions(ws, llm_gen(fake_openai, concurrency=4), 2, progress=lambda *a: seen.append(a))
     assert second["chunks_done_before"] == done_first
+    # the resumed run starts where the first stopped (it showed "0% · starting…" until its first chunk)
+    assert seen[0][:2] == (done_first, 10) and "already done" in seen[0][2]
     assert second["chunks_done_now"] == 10 - done_first
     assert len(fake_openai.chat_requests) - calls_first == 10 - done_first  # no chunk asked twice
     assert count(ws, "questions") == 20
