@@ -1119,9 +1119,15 @@ def _base_for_runs(ws, args) -> tuple[str, dict[str, Any]]:
         )
         return base[0], {**_api_options(args), **base[1]}
     run_id, base = next(iter(other.items()))
+    kept = (
+        " (with --adapter or --api-embedder the base is not switched to the runs' own for you)"
+        if (args.adapter or args.api_embedder) and not (args.embedder != "default" or _prefixes(args))
+        else ""
+    )
     raise CLIError(
-        f"run {run_id} was trained on another base model or prefix than this evaluation's ({flags(base)}); an adapter "
-        f"is measured on its own base model's vectors: evaluate it with {flags(base)}, apart from runs on other bases"
+        f"run {run_id} was trained on another base model or prefix ({flags(base)}) than this evaluation's "
+        f"({flags(given)}){kept}; an adapter is measured on its own base model's vectors: evaluate it with "
+        f"{flags(base)}, apart from runs on other bases"
     )
 
 

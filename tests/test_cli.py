@@ -1051,6 +1051,13 @@ def test_evaluate_measures_a_run_on_the_base_model_and_prefix_it_was_trained_on(
     )
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert f"run {run_id} was trained on another base model or prefix" in err and "--query-prefix 'query: '" in err
+    assert "than this evaluation's (--embedder default --query-prefix 'q: ')" in err  # its own, not the run's
+    # --api-embedder keeps the base the flags name: said, where the message had named the run's base as this one's
+    rc, _, err = cli_inproc(
+        capsys, "evaluate", "--dataset", ds, "--run", run_id, "--api-embedder", "openai:x", "--workspace", ws
+    )
+    assert rc == 2 and "than this evaluation's (--embedder default)" in err
+    assert "with --adapter or --api-embedder the base is not switched" in err
 
 
 def test_evaluate_says_when_a_run_is_measured_on_another_backend_of_its_model(pipeline, capsys):
