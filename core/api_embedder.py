@@ -171,7 +171,11 @@ class OpenAIEmbedder:
             at once, no new request starts, and :class:`EmbeddingCancelled` is raised.
     """
 
-    max_seq_length = 8191
+    #: tokens OpenAI's embedding models read; another server's model and context are unknown, so chunks are sized
+    #: for :data:`OTHER_SERVER_MAX_TOKENS` there (auto chunking, the "truncated" count): a local server such as
+    #: llama.cpp's cuts a longer text at its context without a word, embedding its start only
+    OPENAI_MAX_TOKENS = 8191
+    OTHER_SERVER_MAX_TOKENS = 512
 
     def __init__(
         self,
@@ -197,6 +201,9 @@ class OpenAIEmbedder:
         self.backoff = backoff
         self._dimension = dimension
         self.host = (self.base_url or "https://api.openai.com/v1").rstrip("/")
+        # what auto chunking fits: OpenAI's models read 8191 tokens; another server's context is unknown (a BERT-style
+        # embedding model reads 512, and llama.cpp truncates past its context silently), so 512 there
+        self.max_seq_length = self.OPENAI_MAX_TOKENS if "api.openai.com" in self.host else self.OTHER_SERVER_MAX_TOKENS
         self.pooling: str | None = None  # None until the server answers: "native" or "mean"
         self._batch_limit: int | None = None  # the batch size that worked after a timeout
         self._secs_per_char: float | None = None  # how fast the server answers, measured

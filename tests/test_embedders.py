@@ -380,6 +380,19 @@ def test_other_shapes_name_what_the_server_returned(fake_openai, vectors, says):
     assert len(fake_openai.embedding_requests) == 1
 
 
+def test_chunks_for_another_server_are_sized_for_512_tokens_not_openais_8191(fake_openai, monkeypatch):
+    """A local server's context is unknown, and llama.cpp's cuts a longer text without a word: auto chunking had
+    sized chunks for OpenAI's 8191 tokens, so a 4-page PDF became one chunk embedded only to token 512."""
+    from core.api_embedder import OpenAIEmbedder
+    from core.documents import ChunkSettings
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    local = _api(fake_openai)
+    assert local.max_seq_length == 512
+    assert OpenAIEmbedder("text-embedding-3-small", api_key="sk-x").max_seq_length == 8191
+    assert ChunkSettings().resolved(local.max_seq_length).chunk_size < 512
+
+
 def test_a_refused_request_is_not_retried(fake_openai):
     fake_openai.faults.extend(["400"] * 3)
     with pytest.raises(EmbedderError, match=r"refused the request \(400\)"):
