@@ -1197,6 +1197,11 @@ def cmd_evaluate(args) -> int:
         for ck in ckpts:
             specs.append({"kind": "checkpoint", "run_id": run_id, "step": int(ck.name.split("_")[-1])})
     embedder, options = _base_for_runs(ws, args)
+    same = [sp for sp in specs if sp.get("kind") == "api" and sp["spec"].strip() == embedder.strip()]
+    if same:  # the base model itself: a second row of the same numbers
+        specs = [sp for sp in specs if sp not in same]
+        print(f"note: --api-embedder {embedder} is this evaluation's base model: compared once, as the base",
+              file=sys.stderr)  # fmt: skip
     bar = _Bar(not args.json, "evaluate")
     name = args.name or Path(args.dataset).name + (" (without leaked questions)" if args.exclude_leaked else "")
     cmp, context = evaluate_with_context(

@@ -1361,6 +1361,13 @@ def test_evaluate_api_systems_carry_their_request_options(capsys, tmp_path, monk
     assert extra["embedder_options"] == {"api_batch_size": 2}
     assert extra["systems"] == [{"kind": "api", "spec": "openai:other-embed", "options": {"api_batch_size": 2}}]
     assert "context" in extra
+    # the base model named again as an API embedder: compared once (two rows of the same numbers before)
+    rc, out, err = cli_inproc(
+        capsys, "evaluate", "--dataset", str(ds), "--embedder", "openai:fake-embed", "--api-embedder",
+        "openai:fake-embed", "--json", "--workspace", str(ws),
+    )  # fmt: skip
+    assert rc == 0 and len(json.loads(out)) == 1, out
+    assert "note: --api-embedder openai:fake-embed is this evaluation's base model: compared once" in err
 
 
 def test_bad_api_options_are_one_line_errors(capsys, tmp_path):
