@@ -687,7 +687,15 @@ def test_overview_counts_the_lists_it_gives_and_clearing_failures_keeps_what_is_
     counts = ws.counts()  # the sidebar's numbers say the same
     assert (counts["documents"], counts["bad_documents"], counts["chunks"]) == (2, 2, n_chunks)
 
-    assert clear_failed_documents(ws) == 2
+    # the fixed file, added again under its name, replaces its failed attempt in the list
+    fixed = ingest_files(ws, [("locked.pdf", make_text_pdf(["The unlocked memo, saved again without a password."]))])
+    assert fixed[0].status == "ok"
+    view = document_overview(ws)
+    assert [d["filename"] for d in view.failed] == ["broken.pdf"]
+    assert [d["filename"] for d in view.documents] == ["report.pdf", "memo.pdf", "locked.pdf"]
+    n_chunks = len(list_chunks(ws))
+
+    assert clear_failed_documents(ws) == 1
     after = document_overview(ws)
     assert after.failed == [] and after.documents == view.documents and after.chunks == n_chunks
     assert ws.path("documents", f"{ok.doc_id}.pdf").exists()

@@ -235,6 +235,8 @@ def _ingest_one(
                 "status, error, added_at) VALUES(?, ?, ?, ?, ?, ?, 'ok', NULL, ?)",
                 (doc.doc_id, doc.filename, doc.size_bytes, len(doc.pages), doc.chars, doc.extractor, time.time()),
             )
+            # a fixed file of the same name replaces its failed attempt: "Files with errors" no longer lists it
+            con.execute("DELETE FROM documents WHERE status <> 'ok' AND filename=?", (name,))
             con.execute("DELETE FROM pages WHERE doc_id=?", (doc.doc_id,))
             con.executemany(
                 "INSERT INTO pages(doc_id, page, text) VALUES(?, ?, ?)",
