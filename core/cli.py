@@ -499,7 +499,7 @@ def _chosen_cell(cv: Any, lr: float, epoch: int) -> str:
     """The CV table's "chosen" cell: ``*`` on the candidate trained (with its shrinkage alpha, since the gain
     column is the full step), or on epoch 0 when the identity is kept; else empty."""
     if cv.train and lr == cv.lr and epoch == cv.epochs:
-        if cv.alpha != 1 and getattr(cv, "shrunk_point", None):  # its own row follows (a run recorded before: here)
+        if cv.alpha != 1 and cv.shrunk_point:  # the shrunk copy's own row follows
             return f"shrunk by alpha {cv.alpha:g}: next row"
         return f"* (alpha {cv.alpha:g})" if cv.alpha != 1 else "*"
     return "*" if not cv.train and epoch == 0 else ""

@@ -419,6 +419,17 @@ def save_dataset(ws: Workspace, ds: QADataset, name: str, role: str | None = Non
     return did
 
 
+def unused_dataset_name(ws: Workspace, name: str) -> str:
+    """``name``, or ``name (2)``, ``(3)``... when a saved dataset has it: two sets of one name cannot be told apart
+    on the Train and Compare pages."""
+    name = re.sub(r"\s+", " ", str(name or "")).strip() or "dataset"
+    taken = {d["name"] for d in list_datasets(ws)}
+    out, i = name, 2
+    while out in taken:
+        out, i = f"{name} ({i})", i + 1
+    return out
+
+
 def list_datasets(ws: Workspace) -> list[dict]:
     """Registered datasets, newest first: id, name, role, n_queries, n_corpus, path, meta, created_at."""
     rows = ws.query("SELECT * FROM datasets ORDER BY created_at DESC, id DESC")

@@ -14,6 +14,7 @@ from core.datasets import (
     load_dataset,
     save_dataset,
     split_dataset,
+    unused_dataset_name,
 )
 from core.documents import list_documents
 from core.generators import (
@@ -447,17 +448,6 @@ with tab_review:
 # ------------------------------------------------------------------------------------------------
 # split
 # ------------------------------------------------------------------------------------------------
-def unused_name(name: str, taken: set[str]) -> str:
-    """``name``, or ``name (2)``, ``(3)``... when a saved dataset has it: two sets of one name could not be told
-    apart on the Train and Compare pages."""
-    name = name.strip() or "dataset"
-    i = 2
-    out = name
-    while out in taken:
-        out, i = f"{name} ({i})", i + 1
-    return out
-
-
 with tab_split:
     sources = question_source_counts(ws)
     keep = None
@@ -561,8 +551,7 @@ with tab_split:
             if st.button(
                 "Save train and validation datasets", key="split_save", type="primary", icon=":material/save:"
             ):
-                taken = {d["name"] for d in list_datasets(ws)}
-                train_name, val_name = (unused_name(n, taken) for n in (train_name, val_name))
+                train_name, val_name = (unused_dataset_name(ws, n) for n in (train_name, val_name))
                 save_dataset(ws, train, train_name, role="train")
                 save_dataset(ws, val, val_name, role="val")
                 widgets.flash(

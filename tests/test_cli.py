@@ -1641,3 +1641,21 @@ def test_a_second_signal_stops_a_cli_run_at_once_and_the_run_ends_interrupted(si
         assert get_run(ws, run_id)["error"] == "stopped with Ctrl-C before it finished"
     run = get_run(ws, run_id)
     assert run["status"] == "interrupted" and run["result"]["last_checkpoint"].endswith("step_2")
+
+
+def test_ingest_for_an_api_embedder_on_another_server_fits_512_tokens(tmp_path, capsys, fake_openai, monkeypatch):
+    """The README's claim: auto chunking for an embedder on a server other than OpenAI's fits 512 tokens (it made a
+    4-page PDF one chunk, sized for OpenAI's 8191, which llama.cpp embeds to token 512 without a word), and a chunk
+    size past that counts the chunks as truncated."""
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "none")
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(make_text_pdf(sample_report_pages()))
+    reports = {}
+    for label, flags in (("auto", []), ("1200", ["--chunk-size", "1200", "--chunk-overlap", "0"])):
+        rc, out, err = cli_inproc(capsys, "ingest", str(pdf), "--embedder", "openai:fake-embed", *flags, "--json",
+                                  "--workspace", str(tmp_path / label))  # fmt: skip
+        assert rc == 0, err
+        reports[label] = json.loads(out)[0]
+    assert reports["auto"]["chunks"] > 1 and reports["auto"]["truncated"] == 0
+    assert reports["1200"]["truncated"] == reports["1200"]["chunks"] >= 1
